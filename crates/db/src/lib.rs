@@ -1,0 +1,226 @@
+//! The database: Hydra's PostgreSQL schema and everything that talks to it.
+//!
+//! This crate owns the migrations (Hydra's schema version 87 as the baseline,
+//! then additive migrations of ours), the row types and queries, the LISTEN
+//! helper, the transaction helper with its retry and lock-ordering rules, user
+//! accounts and password hashes, and the managed PostgreSQL cluster that runs
+//! when no database is configured. It knows nothing about evaluating or
+//! building; the roles put their own queries here as they need them.
+
+pub mod dsn;
+pub mod listen;
+pub mod managed;
+pub mod migrate;
+pub mod password;
+pub mod rows;
+pub mod tx;
+pub mod users;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+pub use listen::{Listener, Wakeup};
+pub use tx::{Transient, Tx, lock_builds, transaction};
+
+/// Errors of this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database error: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error(
+        "the database has Hydra's schema version {found}; this program works with version {supported}. \
+         {advice}"
+    )]
+    UnsupportedHydraVersion {
+        found: i32,
+        supported: i32,
+        advice: &'static str,
+    },
+    #[error(
+        "the database is not empty but holds no Hydra schema (it has tables {tables}); refusing to touch it"
+    )]
+    ForeignDatabase { tables: String },
+    #[error(
+        "the database was migrated by a newer version of this program (unknown migration {version} `{name}`); \
+         upgrade this program"
+    )]
+    UnknownMigration { version: i32, name: String },
+    #[error("migration {version} `{name}` in the database differs from the one in this program")]
+    ChangedMigration { version: i32, name: String },
+    #[error("migration {version} `{name}` failed: {source}")]
+    Migration {
+        version: i32,
+        name: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("the database schema is not initialised; run `hydra init`")]
+    NotInitialised,
+    #[error("the database schema is out of date ({pending} migrations pending); run `hydra init`")]
+    Outdated { pending: usize },
+    #[error("invalid database setting {what}: {message}")]
+    Setting { what: String, message: String },
+    #[error("{0}")]
+    Password(#[from] password::PasswordError),
+    #[error("the connection pool was closed")]
+    Closed,
+}
+
+/// Where the database comes from.
+#[derive(Clone, Debug)]
+pub enum DatabaseSource {
+    /// A server given by the operator; `origin` says which setting named it.
+    Configured {
+        options: Box<PgConnectOptions>,
+        origin: &'static str,
+    },
+    /// The private cluster in `$HYDRA_DATA/postgres`.
+    Managed,
+}
+
+/// Chooses the database: `HYDRA_DATABASE_URL`, then `HYDRA_DBI`, then
+/// `database_url` from `hydra.conf`, else the managed cluster. `env` looks up
+/// environment variables (empty values count as unset).
+pub fn resolve_source(
+    config: &hydra_config::Config,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<DatabaseSource, DbError> {
+    let env = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+    if let Some(url) = env("HYDRA_DATABASE_URL") {
+        return Ok(DatabaseSource::Configured {
+            options: Box::new(parse_url(&url, "HYDRA_DATABASE_URL")?),
+            origin: "HYDRA_DATABASE_URL",
+        });
+    }
+    if let Some(dbi) = env("HYDRA_DBI") {
+        return Ok(DatabaseSource::Configured {
+            options: Box::new(dsn::parse_dbi(&dbi)?),
+            origin: "HYDRA_DBI",
+        });
+    }
+    if let Some(url) = &config.database_url {
+        return Ok(DatabaseSource::Configured {
+            options: Box::new(parse_url(url.expose(), "database_url")?),
+            origin: "database_url in hydra.conf",
+        });
+    }
+    Ok(DatabaseSource::Managed)
+}
+
+/// Parses a `postgres://` URL the way libpq does: no host means the local
+/// Unix socket.
+pub fn parse_url(url: &str, what: &str) -> Result<PgConnectOptions, DbError> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(DbError::Setting {
+            what: what.to_string(),
+            message: "expected a URL starting with postgres:// or postgresql://".into(),
+        });
+    }
+    PgConnectOptions::from_str(url).map_err(|e| DbError::Setting {
+        what: what.to_string(),
+        // sqlx's message may quote the URL, password included.
+        message: format!(
+            "not a valid PostgreSQL URL ({})",
+            redact(&e.to_string(), url)
+        ),
+    })
+}
+
+fn redact(message: &str, url: &str) -> String {
+    message.replace(url, "<url>")
+}
+
+/// Opens a connection pool.
+pub async fn connect(options: PgConnectOptions, max_connections: u32) -> Result<PgPool, DbError> {
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections.max(1))
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(options)
+        .await?;
+    Ok(pool)
+}
+
+/// The current time as Unix seconds, the way every timestamp column stores it.
+pub fn now() -> i32 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    i32::try_from(secs).unwrap_or(i32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn the_database_url_wins_over_dbi_and_config() {
+        let (config, _) = hydra_config::Config::load_str(
+            std::path::Path::new("/x/hydra.conf"),
+            "database_url = postgres://c/c\n",
+        )
+        .unwrap();
+        let source = resolve_source(
+            &config,
+            env_of(&[
+                ("HYDRA_DATABASE_URL", "postgres://u@urlhost/urldb"),
+                ("HYDRA_DBI", "dbi:Pg:dbname=dbi"),
+            ]),
+        )
+        .unwrap();
+        match source {
+            DatabaseSource::Configured { options, origin } => {
+                assert_eq!(origin, "HYDRA_DATABASE_URL");
+                assert_eq!(options.get_host(), "urlhost");
+                assert_eq!(options.get_database(), Some("urldb"));
+            }
+            DatabaseSource::Managed => panic!("expected a configured database"),
+        }
+        let source = resolve_source(
+            &config,
+            env_of(&[("HYDRA_DBI", "dbi:Pg:dbname=dbi;host=h")]),
+        )
+        .unwrap();
+        assert!(matches!(
+            source,
+            DatabaseSource::Configured {
+                origin: "HYDRA_DBI",
+                ..
+            }
+        ));
+        let source = resolve_source(&config, env_of(&[("HYDRA_DATABASE_URL", "  ")])).unwrap();
+        assert!(matches!(
+            source,
+            DatabaseSource::Configured {
+                origin: "database_url in hydra.conf",
+                ..
+            }
+        ));
+        let source = resolve_source(&hydra_config::Config::default(), env_of(&[])).unwrap();
+        assert!(matches!(source, DatabaseSource::Managed));
+    }
+
+    #[test]
+    fn bad_urls_are_refused_without_echoing_the_password() {
+        let err = parse_url("mysql://u:secretpw@h/db", "HYDRA_DATABASE_URL")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("HYDRA_DATABASE_URL"), "{err}");
+        assert!(!err.contains("secretpw"), "{err}");
+        let err = parse_url("postgres://u:secretpw@h:notaport/db", "x")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("secretpw"), "{err}");
+    }
+}

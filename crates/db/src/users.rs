@@ -1,0 +1,115 @@
+//! User accounts and their roles.
+
+use sqlx::{PgConnection, PgPool};
+
+use crate::DbError;
+use crate::password;
+use crate::rows::User;
+
+/// The roles Hydra knows.
+pub const ROLES: &[&str] = &[
+    "admin",
+    "bump-to-front",
+    "cancel-build",
+    "create-projects",
+    "eval-jobset",
+    "restart-jobs",
+];
+
+/// Account types.
+pub const TYPES: &[&str] = &["hydra", "google", "github", "LDAP", "persona"];
+
+pub async fn insert(conn: &mut PgConnection, user: &User) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into Users (userName, fullName, emailAddress, password, emailOnError, type, publicDashboard) \
+         values ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&user.name)
+    .bind(&user.full_name)
+    .bind(&user.email_address)
+    .bind(&user.password)
+    .bind(user.email_on_error)
+    .bind(&user.kind)
+    .bind(user.public_dashboard)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Writes every field of `user` to the row named `user.name`.
+pub async fn update(conn: &mut PgConnection, user: &User) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update Users set fullName = $2, emailAddress = $3, password = $4, emailOnError = $5, type = $6, \
+         publicDashboard = $7 where userName = $1",
+    )
+    .bind(&user.name)
+    .bind(&user.full_name)
+    .bind(&user.email_address)
+    .bind(&user.password)
+    .bind(user.email_on_error)
+    .bind(&user.kind)
+    .bind(user.public_dashboard)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Renames a user; roles, memberships and stars follow (`on update cascade`).
+pub async fn rename(conn: &mut PgConnection, from: &str, to: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("update Users set userName = $2 where userName = $1")
+        .bind(from)
+        .bind(to)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn roles(conn: &mut PgConnection, name: &str) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("select role from UserRoles where userName = $1 order by role")
+        .bind(name)
+        .fetch_all(conn)
+        .await
+}
+
+pub async fn wipe_roles(conn: &mut PgConnection, name: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("delete from UserRoles where userName = $1")
+        .bind(name)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn add_role(conn: &mut PgConnection, name: &str, role: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("insert into UserRoles (userName, role) values ($1, $2) on conflict do nothing")
+        .bind(name)
+        .bind(role)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Replaces legacy unsalted SHA-1 password hashes by Argon2 over the SHA-1
+/// hex digest, which [`password::verify`] accepts and upgrades at the next
+/// login (what Hydra's `hydra-init` does). Returns how many were upgraded.
+pub async fn upgrade_legacy_password_hashes(pool: &PgPool) -> Result<usize, DbError> {
+    let legacy: Vec<(String, String)> =
+        sqlx::query_as("select userName, password from Users where password ~ '^[0-9a-f]{40}$'")
+            .fetch_all(pool)
+            .await?;
+    let mut upgraded = 0;
+    for (name, sha1) in legacy {
+        let wrapped = tokio::task::spawn_blocking(move || password::from_supplied_hash(&sha1))
+            .await
+            .map_err(|e| password::PasswordError::Hashing(e.to_string()))??;
+        // Only replace the hash we read, in case the user changed it meanwhile.
+        let done = sqlx::query(
+            "update Users set password = $2 where userName = $1 and password ~ '^[0-9a-f]{40}$'",
+        )
+        .bind(&name)
+        .bind(&wrapped)
+        .execute(pool)
+        .await?;
+        upgraded += done.rows_affected() as usize;
+    }
+    Ok(upgraded)
+}

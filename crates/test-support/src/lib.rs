@@ -1,0 +1,39 @@
+//! Real parts for tests: a throwaway PostgreSQL cluster per test binary with
+//! a fresh migrated database per test, temporary `HYDRA_DATA` directories,
+//! separate chroot Nix stores, and a directory of Nix expressions.
+//!
+//! Nothing here fakes a part of the system; it only sets up the real things
+//! the system talks to.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod nix;
+mod pg;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+pub use nix::NixStore;
+pub use pg::{TestCluster, TestDb, cluster};
+
+/// A temporary directory that other users may enter (mode 0755): the
+/// managed PostgreSQL server runs as an unprivileged user when tests run as
+/// root, and must reach its directory inside.
+pub fn shared_tempdir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("hydra-test-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// A temporary `HYDRA_DATA`.
+pub fn temp_data_dir() -> tempfile::TempDir {
+    shared_tempdir()
+}
+
+/// The directory of fixture Nix expressions (`config.nix`, `basic.nix`, …).
+pub fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
