@@ -19,7 +19,8 @@ pub mod users;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 pub use listen::{Listener, Wakeup};
 pub use tx::{Transient, Tx, lock_builds, transaction};
@@ -118,22 +119,94 @@ pub fn parse_url(url: &str, what: &str) -> Result<PgConnectOptions, DbError> {
             message: "expected a URL starting with postgres:// or postgresql://".into(),
         });
     }
-    PgConnectOptions::from_str(url).map_err(|e| DbError::Setting {
+    let normalised = move_userinfo_of_hostless_url(url);
+    PgConnectOptions::from_str(&normalised).map_err(|e| DbError::Setting {
         what: what.to_string(),
         // sqlx's message may quote the URL, password included.
         message: format!(
             "not a valid PostgreSQL URL ({})",
-            redact(&e.to_string(), url)
+            redact(&redact(&e.to_string(), url), &normalised)
         ),
     })
+}
+
+/// libpq accepts `postgres://user:pw@/db?host=/socket` (a user but no host);
+/// URL parsers do not. Such a URL is rewritten to carry the user, password
+/// and port as query parameters: `postgres:///db?host=/socket&user=user`.
+fn move_userinfo_of_hostless_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let Some((userinfo, hostport)) = authority.rsplit_once('@') else {
+        return url.to_string();
+    };
+    let (host, port) = match hostport.split_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (hostport, None),
+    };
+    if !host.is_empty() {
+        return url.to_string();
+    }
+    let (user, password) = match userinfo.split_once(':') {
+        Some((u, p)) => (u, Some(p)),
+        None => (userinfo, None),
+    };
+    let (path, query) = match tail.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (tail, None),
+    };
+    let mut params: Vec<String> = query
+        .into_iter()
+        .filter(|q| !q.is_empty())
+        .map(String::from)
+        .collect();
+    if !user.is_empty() {
+        params.push(format!("user={user}"));
+    }
+    if let Some(p) = password {
+        params.push(format!("password={p}"));
+    }
+    if let Some(p) = port.filter(|p| !p.is_empty()) {
+        params.push(format!("port={p}"));
+    }
+    let path = if path.is_empty() { "/" } else { path };
+    if params.is_empty() {
+        format!("{scheme}://{path}")
+    } else {
+        format!("{scheme}://{path}?{}", params.join("&"))
+    }
 }
 
 fn redact(message: &str, url: &str) -> String {
     message.replace(url, "<url>")
 }
 
-/// Opens a connection pool.
-pub async fn connect(options: PgConnectOptions, max_connections: u32) -> Result<PgPool, DbError> {
+/// Opens a connection pool. While the server cannot be reached at all (it
+/// may still be starting), tries again for up to `patience`; any other
+/// failure, such as a refused login, is returned at once with its cause.
+pub async fn connect(
+    options: PgConnectOptions,
+    max_connections: u32,
+    patience: Duration,
+) -> Result<PgPool, DbError> {
+    let deadline = std::time::Instant::now() + patience;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match PgConnection::connect_with(&options).await {
+            Ok(conn) => {
+                let _ = conn.close().await;
+                break;
+            }
+            Err(sqlx::Error::Io(e)) if std::time::Instant::now() + delay < deadline => {
+                tracing::warn!(error = %e, "the database cannot be reached yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     let pool = PgPoolOptions::new()
         .max_connections(max_connections.max(1))
         .acquire_timeout(Duration::from_secs(30))
@@ -209,6 +282,27 @@ mod tests {
         ));
         let source = resolve_source(&hydra_config::Config::default(), env_of(&[])).unwrap();
         assert!(matches!(source, DatabaseSource::Managed));
+    }
+
+    #[test]
+    fn libpq_urls_without_a_host_are_accepted() {
+        let o = parse_url("postgres://hydra@/hydra?host=/run/pg%20x", "x").unwrap();
+        assert_eq!(o.get_username(), "hydra");
+        assert_eq!(o.get_database(), Some("hydra"));
+        assert_eq!(
+            o.get_socket().map(|p| p.to_string_lossy().into_owned()),
+            Some("/run/pg x".into())
+        );
+        let o = parse_url("postgresql://u:p%40ss@:5433/db", "x").unwrap();
+        assert_eq!((o.get_username(), o.get_port()), ("u", 5433));
+        let o = parse_url("postgres:///hydra?host=/s&user=me", "x").unwrap();
+        assert_eq!(o.get_username(), "me");
+        let o = parse_url("postgres://u@db.example.org:6543/d", "x").unwrap();
+        assert_eq!((o.get_host(), o.get_port()), ("db.example.org", 6543));
+        assert_eq!(
+            move_userinfo_of_hostless_url("postgres://u@/"),
+            "postgres:///?user=u"
+        );
     }
 
     #[test]

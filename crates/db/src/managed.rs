@@ -222,7 +222,7 @@ impl ManagedCluster {
         if existing_version.is_none() {
             initdb(&bin, &dir, &data, account.as_ref())?;
         }
-        stop_orphan(&data)?;
+        stop_orphan(&dir, &data)?;
 
         let log_path = dir.join("postgres.log");
         let mut attempt = 1;
@@ -302,13 +302,15 @@ impl ManagedCluster {
                 host.push_str(&format!("%{b:02X}"));
             }
         }
-        format!("postgres://{ROLE}@/{database}?host={host}")
+        // `user@` with an empty host is valid for libpq but not for URL
+        // parsers; the user goes into the query instead.
+        format!("postgres:///{database}?host={host}&user={ROLE}")
     }
 
     /// Creates `name` unless it exists.
     pub async fn ensure_database(&self, name: &str) -> Result<(), DbError> {
         let options = self.connect_options("postgres");
-        let pool = crate::connect(options, 1).await?;
+        let pool = crate::connect(options, 1, std::time::Duration::ZERO).await?;
         let exists: bool =
             sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
                 .bind(name)
@@ -605,47 +607,60 @@ fn alive(pid: i32) -> bool {
 }
 
 /// Deals with a server left running by an owner that died: we hold the lock,
-/// so no live process owns it. Stop it, or clear a pid file whose pid now
-/// belongs to an unrelated process.
-fn stop_orphan(data: &Path) -> Result<(), ManagedError> {
+/// so no live process owns it. Stop it, then clear the lock files a dead
+/// server left behind.
+fn stop_orphan(dir: &Path, data: &Path) -> Result<(), ManagedError> {
     let pid_file = data.join("postmaster.pid");
-    let Ok(contents) = std::fs::read_to_string(&pid_file) else {
-        return Ok(());
-    };
-    let Some(pid) = contents
-        .lines()
-        .next()
-        .and_then(|l| l.trim().parse::<i32>().ok())
-    else {
-        return Ok(());
-    };
-    if !alive(pid) {
-        // PostgreSQL itself recognises a stale pid file.
-        return Ok(());
-    }
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let program = cmdline.split(|b| *b == 0).next().unwrap_or_default();
-    if !program.ends_with(b"postgres") {
+    if let Some(pid) = lock_file_pid(&pid_file)
+        && alive(pid)
+        && is_postgres(pid)
+    {
         tracing::warn!(
             pid,
-            "removing a stale PostgreSQL pid file whose pid belongs to another program"
+            "stopping a PostgreSQL server left running by a process that died"
         );
-        return std::fs::remove_file(&pid_file).map_err(io("remove", &pid_file));
+        let _ = kill(Pid::from_raw(pid), Signal::SIGINT);
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if alive(pid) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGQUIT);
+            std::thread::sleep(Duration::from_secs(2));
+        }
     }
-    tracing::warn!(
-        pid,
-        "stopping a PostgreSQL server left running by a process that died"
-    );
-    let _ = kill(Pid::from_raw(pid), Signal::SIGINT);
-    let deadline = Instant::now() + STOP_TIMEOUT;
-    while alive(pid) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    if alive(pid) {
-        let _ = kill(Pid::from_raw(pid), Signal::SIGQUIT);
-        std::thread::sleep(Duration::from_secs(2));
+    // PostgreSQL recognises stale lock files itself, except when the dead
+    // server is a zombie not yet reaped, which its check takes for a live
+    // one; and a pid reused by an unrelated program.
+    for lock in [pid_file, dir.join(format!(".s.PGSQL.{PORT}.lock"))] {
+        if let Some(pid) = lock_file_pid(&lock)
+            && !(alive(pid) && is_postgres(pid))
+        {
+            tracing::debug!(file = %lock.display(), pid, "removing a stale PostgreSQL lock file");
+            std::fs::remove_file(&lock).map_err(io("remove", &lock))?;
+        }
     }
     Ok(())
+}
+
+/// The pid on the first line of a PostgreSQL lock file.
+fn lock_file_pid(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path)
+        .ok()?
+        .lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn is_postgres(pid: i32) -> bool {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    cmdline
+        .split(|b| *b == 0)
+        .next()
+        .unwrap_or_default()
+        .ends_with(b"postgres")
 }
 
 /// Starts a shell that waits for this process to end and then stops the

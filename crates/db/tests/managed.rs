@@ -26,9 +26,13 @@ fn start(dir: &Path) -> ManagedCluster {
 }
 
 async fn count_rows(cluster: &ManagedCluster) -> i64 {
-    let pool = hydra_db::connect(cluster.connect_options(DATABASE), 1)
-        .await
-        .unwrap();
+    let pool = hydra_db::connect(
+        cluster.connect_options(DATABASE),
+        1,
+        std::time::Duration::ZERO,
+    )
+    .await
+    .unwrap();
     let n = sqlx::query_scalar("select count(*) from kept")
         .fetch_one(&pool)
         .await
@@ -51,9 +55,13 @@ async fn the_cluster_keeps_its_data_across_restarts_and_server_crashes() {
     );
     cluster.ensure_database(DATABASE).await.unwrap();
     cluster.ensure_database(DATABASE).await.unwrap();
-    let pool = hydra_db::connect(cluster.connect_options(DATABASE), 1)
-        .await
-        .unwrap();
+    let pool = hydra_db::connect(
+        cluster.connect_options(DATABASE),
+        1,
+        std::time::Duration::ZERO,
+    )
+    .await
+    .unwrap();
     sqlx::raw_sql("create table kept (x int); insert into kept values (1)")
         .execute(&pool)
         .await
@@ -61,9 +69,13 @@ async fn the_cluster_keeps_its_data_across_restarts_and_server_crashes() {
     pool.close().await;
     // Only the Unix socket: nothing listens on TCP.
     let settings = {
-        let pool = hydra_db::connect(cluster.connect_options(DATABASE), 1)
-            .await
-            .unwrap();
+        let pool = hydra_db::connect(
+            cluster.connect_options(DATABASE),
+            1,
+            std::time::Duration::ZERO,
+        )
+        .await
+        .unwrap();
         let v: String = sqlx::query_scalar("show listen_addresses")
             .fetch_one(&pool)
             .await
@@ -81,9 +93,13 @@ async fn the_cluster_keeps_its_data_across_restarts_and_server_crashes() {
     // Second start: same data, no initdb.
     let cluster = start(&dir);
     assert_eq!(count_rows(&cluster).await, 1);
-    let pool = hydra_db::connect(cluster.connect_options(DATABASE), 1)
-        .await
-        .unwrap();
+    let pool = hydra_db::connect(
+        cluster.connect_options(DATABASE),
+        1,
+        std::time::Duration::ZERO,
+    )
+    .await
+    .unwrap();
     sqlx::raw_sql("insert into kept values (2)")
         .execute(&pool)
         .await
@@ -147,9 +163,13 @@ async fn one_owner_at_a_time_and_others_attach() {
         .unwrap()
         .unwrap();
     assert!(!attached.is_owner());
-    let pool = hydra_db::connect(attached.connect_options(DATABASE), 1)
-        .await
-        .unwrap();
+    let pool = hydra_db::connect(
+        attached.connect_options(DATABASE),
+        1,
+        std::time::Duration::ZERO,
+    )
+    .await
+    .unwrap();
     let one: i32 = sqlx::query_scalar("select 1")
         .fetch_one(&pool)
         .await
@@ -158,9 +178,13 @@ async fn one_owner_at_a_time_and_others_attach() {
     pool.close().await;
     // Dropping an attached handle leaves the server running.
     drop(attached);
-    let pool = hydra_db::connect(owner.connect_options(DATABASE), 1)
-        .await
-        .unwrap();
+    let pool = hydra_db::connect(
+        owner.connect_options(DATABASE),
+        1,
+        std::time::Duration::ZERO,
+    )
+    .await
+    .unwrap();
     sqlx::query("select 1").execute(&pool).await.unwrap();
     pool.close().await;
     tokio::task::spawn_blocking(move || owner.stop())
@@ -227,4 +251,45 @@ fn a_directory_the_server_account_cannot_enter_is_refused() {
         // Not root: the server runs as ourselves, who can.
         result.unwrap().stop().unwrap();
     }
+}
+
+#[tokio::test]
+async fn connecting_waits_for_a_server_that_is_still_starting() {
+    let base = hydra_test_support::shared_tempdir();
+    let dir = base.path().join("postgres");
+    let options = spec(&dir);
+    let connect_options = sqlx::postgres::PgConnectOptions::new_without_pgpass()
+        .socket(&dir)
+        .username(hydra_db::managed::ROLE)
+        .database("postgres");
+    // Without patience, an absent server is an immediate error.
+    let err = hydra_db::connect(connect_options.clone(), 1, std::time::Duration::ZERO)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("No such file") || err.to_string().contains("refused"),
+        "{err}"
+    );
+
+    let waiting = tokio::spawn(hydra_db::connect(
+        connect_options,
+        1,
+        std::time::Duration::from_secs(60),
+    ));
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let cluster = std::thread::spawn(move || ManagedCluster::start(&options))
+        .join()
+        .unwrap()
+        .unwrap();
+    let pool = waiting.await.unwrap().unwrap();
+    let one: i32 = sqlx::query_scalar("select 1")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(one, 1);
+    pool.close().await;
+    tokio::task::spawn_blocking(move || cluster.stop())
+        .await
+        .unwrap()
+        .unwrap();
 }

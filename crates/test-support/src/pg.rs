@@ -78,9 +78,13 @@ fn start_cluster() -> TestCluster {
         .unwrap();
     runtime.block_on(async {
         cluster.ensure_database(TEMPLATE).await.unwrap();
-        let pool = hydra_db::connect(cluster.connect_options(TEMPLATE), 2)
-            .await
-            .unwrap();
+        let pool = hydra_db::connect(
+            cluster.connect_options(TEMPLATE),
+            2,
+            std::time::Duration::ZERO,
+        )
+        .await
+        .unwrap();
         hydra_db::migrate::migrate(&pool).await.unwrap();
         pool.close().await;
     });
@@ -112,9 +116,13 @@ impl TestDb {
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::SeqCst)
         );
-        let admin = hydra_db::connect(cluster.connect_options("postgres"), 1)
-            .await
-            .unwrap();
+        let admin = hydra_db::connect(
+            cluster.connect_options("postgres"),
+            1,
+            std::time::Duration::ZERO,
+        )
+        .await
+        .unwrap();
         let statement =
             format!("create database \"{name}\" template \"{template}\" strategy file_copy");
         sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
@@ -122,7 +130,7 @@ impl TestDb {
             .await
             .unwrap();
         admin.close().await;
-        let pool = hydra_db::connect(cluster.connect_options(&name), 8)
+        let pool = hydra_db::connect(cluster.connect_options(&name), 8, std::time::Duration::ZERO)
             .await
             .unwrap();
         TestDb { pool, name }

@@ -1,0 +1,105 @@
+//! The `hydra` command: one binary for every role of the system and its
+//! administration. Argument parsing, logging and wiring live here; the work
+//! is done by the library crates.
+
+mod create_user;
+mod database;
+mod init;
+mod up;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use hydra_config::{Config, Paths};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hydra",
+    version,
+    about = "Continuous integration and binary cache for Nix, compatible with Hydra",
+    long_about = "Continuous integration and binary cache for Nix, compatible with Hydra.\n\n\
+        State lives in HYDRA_DATA (default /var/lib/hydra) and the configuration in HYDRA_CONFIG \
+        (default $HYDRA_DATA/hydra.conf). Without a configured database (HYDRA_DATABASE_URL, \
+        HYDRA_DBI or database_url in hydra.conf) a private PostgreSQL cluster is run in \
+        $HYDRA_DATA/postgres. RUST_LOG sets the log level (default: info)."
+)]
+struct Cli {
+    /// State directory [env: HYDRA_DATA; default: /var/lib/hydra]
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Configuration file [env: HYDRA_CONFIG; default: $HYDRA_DATA/hydra.conf]
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the whole system in this process (with its own database if none is configured)
+    Up,
+    /// Create the database schema, or bring it up to date (adopting an existing Hydra database)
+    Init,
+    /// Create a user account or change one (name, type, email, password, roles)
+    CreateUser(create_user::CreateUser),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let env_paths = Paths::from_env();
+    let data_dir = cli.data_dir.unwrap_or(env_paths.data_dir);
+    let paths = match cli.config {
+        Some(file) => Paths::new(Some(data_dir), Some(file)),
+        None if env_paths.config_explicit => {
+            Paths::new(Some(data_dir), Some(env_paths.config_file))
+        }
+        None => Paths::new(Some(data_dir), None),
+    };
+    let config = load_config(&paths)?;
+    match cli.command {
+        Command::Up => up::run(&paths, &config).await,
+        Command::Init => init::run(&paths, &config).await,
+        Command::CreateUser(args) => create_user::run(&paths, &config, args).await,
+    }
+}
+
+fn load_config(paths: &Paths) -> anyhow::Result<Config> {
+    let (config, warnings) = paths.load_config()?;
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
+    Ok(config)
+}
