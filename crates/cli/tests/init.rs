@@ -10,13 +10,6 @@ use hydra_db::migrate::MIGRATIONS;
 use hydra_db::password::{self, Verified};
 use hydra_test_support::{TestDb, shared_tempdir};
 
-async fn exec(db: &TestDb, sql: &str) {
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
-        .execute(&db.pool)
-        .await
-        .unwrap();
-}
-
 fn init(db: &TestDb) -> std::process::Output {
     let data = shared_tempdir();
     run(hydra(data.path())
@@ -50,11 +43,9 @@ async fn dump(db: &TestDb) -> String {
 async fn init_adopts_a_hydra_database_keeping_every_row_twice_in_a_row() {
     let db = TestDb::empty().await;
     // What Hydra's hydra-init leaves, with a project being built.
-    exec(&db, MIGRATIONS[0].sql).await;
+    db.exec(MIGRATIONS[0].sql).await;
     let argon = password::hash("s3cret").unwrap();
-    exec(
-        &db,
-        &format!(
+    db.exec(&format!(
             "insert into Users (userName, fullName, emailAddress, password) values ('alice', 'Alice', 'a@example.org', '{argon}');
              insert into UserRoles values ('alice', 'admin');
              insert into Projects (name, displayName, owner) values ('nixpkgs', 'Nixpkgs', 'alice');
@@ -92,14 +83,11 @@ async fn init_adopts_a_hydra_database_keeping_every_row_twice_in_a_row() {
 #[tokio::test]
 async fn init_rehashes_legacy_sha1_passwords() {
     let db = TestDb::empty().await;
-    exec(&db, MIGRATIONS[0].sql).await;
+    db.exec(MIGRATIONS[0].sql).await;
     let sha1 = password::sha1_hex("foobar");
-    exec(
-        &db,
-        &format!(
-            "insert into Users (userName, emailAddress, password) values ('old', '', '{sha1}')"
-        ),
-    )
+    db.exec(&format!(
+        "insert into Users (userName, emailAddress, password) values ('old', '', '{sha1}')"
+    ))
     .await;
     let out = init(&db);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -122,8 +110,8 @@ async fn init_rehashes_legacy_sha1_passwords() {
 #[tokio::test]
 async fn init_refuses_other_hydra_versions_clearly() {
     let db = TestDb::empty().await;
-    exec(&db, MIGRATIONS[0].sql).await;
-    exec(&db, "update SchemaVersion set version = 79").await;
+    db.exec(MIGRATIONS[0].sql).await;
+    db.exec("update SchemaVersion set version = 79").await;
     let out = init(&db);
     assert!(!out.status.success());
     let message = stderr(&out);

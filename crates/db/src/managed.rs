@@ -594,8 +594,9 @@ fn initdb(
     Ok(())
 }
 
-/// Whether `pid` is a live (not zombie) process.
-fn alive(pid: i32) -> bool {
+/// Whether `pid` is a live process (a zombie, which has exited but was not
+/// reaped yet, is not).
+pub fn process_alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The state follows the command name in parentheses.
         Ok(stat) => stat
@@ -612,7 +613,7 @@ fn alive(pid: i32) -> bool {
 fn stop_orphan(dir: &Path, data: &Path) -> Result<(), ManagedError> {
     let pid_file = data.join("postmaster.pid");
     if let Some(pid) = lock_file_pid(&pid_file)
-        && alive(pid)
+        && process_alive(pid)
         && is_postgres(pid)
     {
         tracing::warn!(
@@ -621,10 +622,10 @@ fn stop_orphan(dir: &Path, data: &Path) -> Result<(), ManagedError> {
         );
         let _ = kill(Pid::from_raw(pid), Signal::SIGINT);
         let deadline = Instant::now() + STOP_TIMEOUT;
-        while alive(pid) && Instant::now() < deadline {
+        while process_alive(pid) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
-        if alive(pid) {
+        if process_alive(pid) {
             let _ = kill(Pid::from_raw(pid), Signal::SIGQUIT);
             std::thread::sleep(Duration::from_secs(2));
         }
@@ -634,7 +635,7 @@ fn stop_orphan(dir: &Path, data: &Path) -> Result<(), ManagedError> {
     // one; and a pid reused by an unrelated program.
     for lock in [pid_file, dir.join(format!(".s.PGSQL.{PORT}.lock"))] {
         if let Some(pid) = lock_file_pid(&lock)
-            && !(alive(pid) && is_postgres(pid))
+            && !(process_alive(pid) && is_postgres(pid))
         {
             tracing::debug!(file = %lock.display(), pid, "removing a stale PostgreSQL lock file");
             std::fs::remove_file(&lock).map_err(io("remove", &lock))?;
@@ -725,7 +726,7 @@ fn wait_ready(
                 None => lines
                     .first()
                     .and_then(|l| l.trim().parse::<i32>().ok())
-                    .is_some_and(alive),
+                    .is_some_and(process_alive),
             };
             if pid_ok && lines.get(7).is_some_and(|status| status.trim() == "ready") {
                 return Ok(());

@@ -94,17 +94,7 @@ pub async fn migrate_with(pool: &PgPool, migrations: &[Migration]) -> Result<Rep
 
     for (version, checksum) in &applied {
         match migrations.iter().find(|m| m.version == *version) {
-            None => {
-                let name: String =
-                    sqlx::query_scalar("select name from SchemaMigrations where version = $1")
-                        .bind(version)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                return Err(DbError::UnknownMigration {
-                    version: *version,
-                    name,
-                });
-            }
+            None => return Err(unknown_migration(&mut tx, *version).await),
             Some(m) if m.checksum() != *checksum => {
                 return Err(DbError::ChangedMigration {
                     version: m.version,
@@ -150,15 +140,7 @@ pub async fn check(pool: &PgPool) -> Result<(), DbError> {
     };
     for (version, _) in &applied {
         if !MIGRATIONS.iter().any(|m| m.version == *version) {
-            let name: String =
-                sqlx::query_scalar("select name from SchemaMigrations where version = $1")
-                    .bind(version)
-                    .fetch_one(&mut *conn)
-                    .await?;
-            return Err(DbError::UnknownMigration {
-                version: *version,
-                name,
-            });
+            return Err(unknown_migration(&mut conn, *version).await);
         }
     }
     let pending = MIGRATIONS
@@ -169,6 +151,18 @@ pub async fn check(pool: &PgPool) -> Result<(), DbError> {
         return Err(DbError::Outdated { pending });
     }
     Ok(())
+}
+
+/// The error for a migration the database has and this program does not.
+async fn unknown_migration(conn: &mut PgConnection, version: i32) -> DbError {
+    match sqlx::query_scalar("select name from SchemaMigrations where version = $1")
+        .bind(version)
+        .fetch_one(conn)
+        .await
+    {
+        Ok(name) => DbError::UnknownMigration { version, name },
+        Err(e) => e.into(),
+    }
 }
 
 enum State {

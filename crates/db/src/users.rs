@@ -1,5 +1,7 @@
 //! User accounts and their roles.
 
+use sqlx::postgres::{PgArguments, Postgres};
+use sqlx::query::Query;
 use sqlx::{PgConnection, PgPool};
 
 use crate::DbError;
@@ -19,38 +21,37 @@ pub const ROLES: &[&str] = &[
 /// Account types.
 pub const TYPES: &[&str] = &["hydra", "google", "github", "LDAP", "persona"];
 
+/// Binds the fields of `user` as $1 … $7 in column order.
+fn bind_user<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    user: &'q User,
+) -> Query<'q, Postgres, PgArguments> {
+    query
+        .bind(&user.name)
+        .bind(&user.full_name)
+        .bind(&user.email_address)
+        .bind(&user.password)
+        .bind(user.email_on_error)
+        .bind(&user.kind)
+        .bind(user.public_dashboard)
+}
+
 pub async fn insert(conn: &mut PgConnection, user: &User) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    let query = sqlx::query(
         "insert into Users (userName, fullName, emailAddress, password, emailOnError, type, publicDashboard) \
          values ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(&user.name)
-    .bind(&user.full_name)
-    .bind(&user.email_address)
-    .bind(&user.password)
-    .bind(user.email_on_error)
-    .bind(&user.kind)
-    .bind(user.public_dashboard)
-    .execute(conn)
-    .await?;
+    );
+    bind_user(query, user).execute(conn).await?;
     Ok(())
 }
 
 /// Writes every field of `user` to the row named `user.name`.
 pub async fn update(conn: &mut PgConnection, user: &User) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    let query = sqlx::query(
         "update Users set fullName = $2, emailAddress = $3, password = $4, emailOnError = $5, type = $6, \
          publicDashboard = $7 where userName = $1",
-    )
-    .bind(&user.name)
-    .bind(&user.full_name)
-    .bind(&user.email_address)
-    .bind(&user.password)
-    .bind(user.email_on_error)
-    .bind(&user.kind)
-    .bind(user.public_dashboard)
-    .execute(conn)
-    .await?;
+    );
+    bind_user(query, user).execute(conn).await?;
     Ok(())
 }
 

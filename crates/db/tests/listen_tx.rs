@@ -11,13 +11,6 @@ use hydra_db::{DbError, Listener, Tx, Wakeup, lock_builds, transaction};
 use hydra_test_support::TestDb;
 use sqlx::PgConnection;
 
-async fn exec(db: &TestDb, sql: &str) {
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
-        .execute(&db.pool)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-}
-
 async fn next(listener: &mut Listener) -> Wakeup {
     tokio::time::timeout(Duration::from_secs(20), listener.recv())
         .await
@@ -42,7 +35,7 @@ async fn notifications_arrive_with_channel_and_payload() {
     let mut listener = Listener::connect(&db.pool, &["build_started", "build_finished"])
         .await
         .unwrap();
-    exec(&db, "select pg_notify('build_finished', '12\t13\t14'); select pg_notify('other', 'x'); notify build_started, '7'").await;
+    db.exec("select pg_notify('build_finished', '12\t13\t14'); select pg_notify('other', 'x'); notify build_started, '7'").await;
     assert_eq!(
         next(&mut listener).await,
         Wakeup::Notification {
@@ -68,7 +61,7 @@ async fn a_dropped_connection_is_reported_as_rescan_and_listening_resumes() {
     assert_eq!(terminate_listeners(&db).await, 1);
     assert_eq!(next(&mut listener).await, Wakeup::Rescan);
     // Listening again on all channels, on a new connection.
-    exec(&db, "notify builds_added, '42'").await;
+    db.exec("notify builds_added, '42'").await;
     assert_eq!(
         next(&mut listener).await,
         Wakeup::Notification {
@@ -100,9 +93,7 @@ async fn a_closed_pool_ends_listening() {
 }
 
 async fn setup_builds(db: &TestDb) {
-    exec(
-        db,
-        "insert into Users (userName, emailAddress, password) values ('root', '', '!');
+    db.exec("insert into Users (userName, emailAddress, password) values ('root', '', '!');
          insert into Projects (name, displayName, owner) values ('p', 'P', 'root');
          insert into Jobsets (project, name, nixExprInput, nixExprPath, emailOverride) values ('p', 'j', 's', 'r.nix', '');
          insert into Builds (id, finished, timestamp, jobset_id, job, drvPath, system)

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use hydra_db::managed::{ClusterSpec, DATABASE, ManagedCluster, ManagedError};
 
@@ -25,20 +26,30 @@ fn start(dir: &Path) -> ManagedCluster {
         .unwrap()
 }
 
-async fn count_rows(cluster: &ManagedCluster) -> i64 {
-    let pool = hydra_db::connect(
-        cluster.connect_options(DATABASE),
-        1,
-        std::time::Duration::ZERO,
-    )
-    .await
-    .unwrap();
-    let n = sqlx::query_scalar("select count(*) from kept")
-        .fetch_one(&pool)
+/// Runs SQL in the cluster's database on a connection of its own.
+async fn run_sql(cluster: &ManagedCluster, sql: &'static str) {
+    let pool = hydra_db::connect(cluster.connect_options(DATABASE), 1, Duration::ZERO)
         .await
         .unwrap();
+    sqlx::raw_sql(sql).execute(&pool).await.unwrap();
     pool.close().await;
-    n
+}
+
+/// The single value a query returns, as text.
+async fn value(cluster: &ManagedCluster, sql: &'static str) -> String {
+    let pool = hydra_db::connect(cluster.connect_options(DATABASE), 1, Duration::ZERO)
+        .await
+        .unwrap();
+    let v: String = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
+    pool.close().await;
+    v
+}
+
+async fn stop(cluster: ManagedCluster) {
+    tokio::task::spawn_blocking(move || cluster.stop())
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]
@@ -55,56 +66,23 @@ async fn the_cluster_keeps_its_data_across_restarts_and_server_crashes() {
     );
     cluster.ensure_database(DATABASE).await.unwrap();
     cluster.ensure_database(DATABASE).await.unwrap();
-    let pool = hydra_db::connect(
-        cluster.connect_options(DATABASE),
-        1,
-        std::time::Duration::ZERO,
+    run_sql(
+        &cluster,
+        "create table kept (x int); insert into kept values (1)",
     )
-    .await
-    .unwrap();
-    sqlx::raw_sql("create table kept (x int); insert into kept values (1)")
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
+    .await;
     // Only the Unix socket: nothing listens on TCP.
-    let settings = {
-        let pool = hydra_db::connect(
-            cluster.connect_options(DATABASE),
-            1,
-            std::time::Duration::ZERO,
-        )
-        .await
-        .unwrap();
-        let v: String = sqlx::query_scalar("show listen_addresses")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
-        v
-    };
-    assert_eq!(settings, "");
-    tokio::task::spawn_blocking(move || cluster.stop())
-        .await
-        .unwrap()
-        .unwrap();
+    assert_eq!(value(&cluster, "show listen_addresses").await, "");
+    stop(cluster).await;
     assert!(!dir.join(".s.PGSQL.5432").exists(), "stopped cleanly");
 
     // Second start: same data, no initdb.
     let cluster = start(&dir);
-    assert_eq!(count_rows(&cluster).await, 1);
-    let pool = hydra_db::connect(
-        cluster.connect_options(DATABASE),
-        1,
-        std::time::Duration::ZERO,
-    )
-    .await
-    .unwrap();
-    sqlx::raw_sql("insert into kept values (2)")
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
+    assert_eq!(
+        value(&cluster, "select count(*)::text from kept").await,
+        "1"
+    );
+    run_sql(&cluster, "insert into kept values (2)").await;
 
     // Kill the server without warning; the committed row survives recovery.
     let pid: i32 = std::fs::read_to_string(dir.join("data/postmaster.pid"))
@@ -123,11 +101,11 @@ async fn the_cluster_keeps_its_data_across_restarts_and_server_crashes() {
         .await
         .unwrap();
     let cluster = start(&dir);
-    assert_eq!(count_rows(&cluster).await, 2);
-    tokio::task::spawn_blocking(move || cluster.stop())
-        .await
-        .unwrap()
-        .unwrap();
+    assert_eq!(
+        value(&cluster, "select count(*)::text from kept").await,
+        "2"
+    );
+    stop(cluster).await;
 }
 
 #[tokio::test]
@@ -163,34 +141,14 @@ async fn one_owner_at_a_time_and_others_attach() {
         .unwrap()
         .unwrap();
     assert!(!attached.is_owner());
-    let pool = hydra_db::connect(
-        attached.connect_options(DATABASE),
-        1,
-        std::time::Duration::ZERO,
-    )
-    .await
-    .unwrap();
-    let one: i32 = sqlx::query_scalar("select 1")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(one, 1);
-    pool.close().await;
+    assert_eq!(
+        value(&attached, "select 'through the attached handle'").await,
+        "through the attached handle"
+    );
     // Dropping an attached handle leaves the server running.
     drop(attached);
-    let pool = hydra_db::connect(
-        owner.connect_options(DATABASE),
-        1,
-        std::time::Duration::ZERO,
-    )
-    .await
-    .unwrap();
-    sqlx::query("select 1").execute(&pool).await.unwrap();
-    pool.close().await;
-    tokio::task::spawn_blocking(move || owner.stop())
-        .await
-        .unwrap()
-        .unwrap();
+    assert_eq!(value(&owner, "select 'still up'").await, "still up");
+    stop(owner).await;
 }
 
 #[test]
@@ -263,7 +221,7 @@ async fn connecting_waits_for_a_server_that_is_still_starting() {
         .username(hydra_db::managed::ROLE)
         .database("postgres");
     // Without patience, an absent server is an immediate error.
-    let err = hydra_db::connect(connect_options.clone(), 1, std::time::Duration::ZERO)
+    let err = hydra_db::connect(connect_options.clone(), 1, Duration::ZERO)
         .await
         .unwrap_err();
     assert!(
@@ -274,9 +232,9 @@ async fn connecting_waits_for_a_server_that_is_still_starting() {
     let waiting = tokio::spawn(hydra_db::connect(
         connect_options,
         1,
-        std::time::Duration::from_secs(60),
+        Duration::from_secs(60),
     ));
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let cluster = std::thread::spawn(move || ManagedCluster::start(&options))
         .join()
         .unwrap()

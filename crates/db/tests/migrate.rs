@@ -8,18 +8,11 @@ use hydra_db::DbError;
 use hydra_db::migrate::{self, MIGRATIONS, Migration};
 use hydra_test_support::TestDb;
 
-async fn exec(db: &TestDb, sql: &str) {
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
-        .execute(&db.pool)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-}
-
 /// A database as Hydra's `hydra-init` leaves it at version 87: Hydra's
 /// schema, without our bookkeeping.
 async fn hydra_database() -> TestDb {
     let db = TestDb::empty().await;
-    exec(&db, MIGRATIONS[0].sql).await;
+    db.exec(MIGRATIONS[0].sql).await;
     db
 }
 
@@ -54,9 +47,7 @@ async fn snapshot(db: &TestDb) -> Vec<String> {
 }
 
 async fn fill(db: &TestDb) {
-    exec(
-        db,
-        r#"
+    db.exec(r#"
         insert into Users (userName, fullName, emailAddress, password, type)
             values ('alice', 'Alice', 'alice@example.org', '$argon2id$v=19$m=262144,t=3,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA', 'hydra'),
                    ('bob@example.org', null, 'bob@example.org', '!', 'google');
@@ -171,11 +162,8 @@ async fn adoption_runs_only_the_additive_migrations() {
 async fn other_hydra_versions_are_refused() {
     for (version, advice) in [(80, "hydra-init"), (88, "newer Hydra")] {
         let db = hydra_database().await;
-        exec(
-            &db,
-            &format!("update SchemaVersion set version = {version}"),
-        )
-        .await;
+        db.exec(&format!("update SchemaVersion set version = {version}"))
+            .await;
         let err = migrate::migrate(&db.pool).await.unwrap_err();
         let message = err.to_string();
         assert!(
@@ -198,11 +186,8 @@ async fn other_hydra_versions_are_refused() {
 #[tokio::test]
 async fn a_database_of_something_else_is_refused() {
     let db = TestDb::empty().await;
-    exec(
-        &db,
-        "create table invoices (id int); create table customers (id int);",
-    )
-    .await;
+    db.exec("create table invoices (id int); create table customers (id int);")
+        .await;
     let message = migrate::migrate(&db.pool).await.unwrap_err().to_string();
     assert!(message.contains("customers, invoices"), "{message}");
     assert!(message.contains("refusing"), "{message}");
@@ -211,9 +196,7 @@ async fn a_database_of_something_else_is_refused() {
 #[tokio::test]
 async fn a_database_migrated_by_a_newer_program_is_refused() {
     let db = TestDb::new().await;
-    exec(
-        &db,
-        "insert into SchemaMigrations (version, name, checksum, appliedAt) values (99, 'from_the_future', 'x', 0)",
+    db.exec("insert into SchemaMigrations (version, name, checksum, appliedAt) values (99, 'from_the_future', 'x', 0)",
     )
     .await;
     let message = migrate::migrate(&db.pool).await.unwrap_err().to_string();
@@ -228,11 +211,8 @@ async fn a_database_migrated_by_a_newer_program_is_refused() {
 #[tokio::test]
 async fn a_changed_migration_is_refused() {
     let db = TestDb::new().await;
-    exec(
-        &db,
-        "update SchemaMigrations set checksum = 'tampered' where version = 1",
-    )
-    .await;
+    db.exec("update SchemaMigrations set checksum = 'tampered' where version = 1")
+        .await;
     let message = migrate::migrate(&db.pool).await.unwrap_err().to_string();
     assert!(
         message.contains("migration 1 `hydra_schema_v87`") && message.contains("differs"),
@@ -283,7 +263,7 @@ async fn concurrent_migrators_apply_the_schema_once() {
 async fn check_reports_pending_migrations() {
     let db = TestDb::new().await;
     migrate::check(&db.pool).await.unwrap();
-    exec(&db, "delete from SchemaMigrations").await;
+    db.exec("delete from SchemaMigrations").await;
     let err = migrate::check(&db.pool).await.unwrap_err();
     assert!(matches!(err, DbError::Outdated { pending: 1 }), "{err}");
     assert!(err.to_string().contains("hydra init"));

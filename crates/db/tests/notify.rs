@@ -25,18 +25,11 @@ const CHANNELS: &[&str] = &[
     "test_sentinel",
 ];
 
-async fn exec(db: &TestDb, sql: &str) {
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
-        .execute(&db.pool)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-}
-
 /// The channels notified while `sql` ran, in order.
 async fn channels_fired_by(db: &TestDb, sql: &str) -> Vec<String> {
     let mut listener = Listener::connect(&db.pool, CHANNELS).await.unwrap();
-    exec(db, sql).await;
-    exec(db, "notify test_sentinel").await;
+    db.exec(sql).await;
+    db.exec("notify test_sentinel").await;
     let mut fired = Vec::new();
     loop {
         let wakeup = tokio::time::timeout(Duration::from_secs(10), listener.recv())
@@ -56,9 +49,7 @@ async fn channels_fired_by(db: &TestDb, sql: &str) -> Vec<String> {
 
 async fn setup() -> TestDb {
     let db = TestDb::new().await;
-    exec(
-        &db,
-        "insert into Users (userName, emailAddress, password) values ('root', '', '!');
+    db.exec("insert into Users (userName, emailAddress, password) values ('root', '', '!');
          insert into Projects (name, displayName, owner) values ('p', 'P', 'root');
          insert into Jobsets (project, name, nixExprInput, nixExprPath, emailOverride) values ('p', 'j', 'src', 'release.nix', '');
          insert into Builds (id, finished, timestamp, jobset_id, job, drvPath, system)
@@ -87,7 +78,7 @@ async fn jobsets_added_fires_on_insert_only() {
 #[tokio::test]
 async fn jobsets_deleted_fires_on_delete() {
     let db = setup().await;
-    exec(&db, "insert into Jobsets (project, name, nixExprInput, nixExprPath, emailOverride) values ('p', 'k', 's', 'r.nix', '')").await;
+    db.exec("insert into Jobsets (project, name, nixExprInput, nixExprPath, emailOverride) values ('p', 'k', 's', 'r.nix', '')").await;
     // The cascade to Builds runs a delete statement there too, and the
     // statement-level trigger fires even when no build row goes.
     assert_eq!(
@@ -188,11 +179,8 @@ async fn builds_cancelled_fires_only_for_status_4() {
             .await
             .is_empty()
     );
-    exec(
-        &db,
-        "update Builds set finished = 0, buildStatus = null where id = 1",
-    )
-    .await;
+    db.exec("update Builds set finished = 0, buildStatus = null where id = 1")
+        .await;
     assert_eq!(
         channels_fired_by(&db, "update Builds set finished = 1, buildStatus = 4, startTime = 1, stopTime = 1 where id = 1")
             .await,
@@ -241,16 +229,15 @@ async fn nr_builds_counts_finished_builds() {
     };
     // The fixture inserted one finished build.
     assert_eq!(count().await, 1);
-    exec(
-        &db,
+    db.exec(
         "update Builds set finished = 1, buildStatus = 0, startTime = 1, stopTime = 1 where id = 1",
     )
     .await;
     assert_eq!(count().await, 2);
-    exec(&db, "update Builds set finished = 0 where id = 2").await;
+    db.exec("update Builds set finished = 0 where id = 2").await;
     assert_eq!(count().await, 1);
-    exec(&db, "delete from Builds where id = 1").await;
+    db.exec("delete from Builds where id = 1").await;
     assert_eq!(count().await, 0);
-    exec(&db, "update Builds set keep = 1").await;
+    db.exec("update Builds set keep = 1").await;
     assert_eq!(count().await, 0);
 }

@@ -8,17 +8,8 @@ use hydra_db::rows::{self, Build, BuildMetric, BuildProduct, BuildStep, User};
 use hydra_db::users;
 use hydra_test_support::TestDb;
 
-async fn exec(db: &TestDb, sql: &str) {
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
-        .execute(&db.pool)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-}
-
 async fn fill(db: &TestDb) {
-    exec(
-        db,
-        r#"
+    db.exec(r#"
         insert into Users values ('alice', 'Alice A.', 'alice@example.org', '!', 1, 'hydra', true);
         insert into Projects values ('p', 'P', 'desc', 1, 0, 'alice', 'https://p.org', 'spec.json', 'git', 'https://git/x', true);
         insert into Jobsets (name, id, project, description, nixExprInput, nixExprPath, errorMsg, errorTime, lastCheckedTime,
@@ -260,9 +251,7 @@ async fn legacy_sha1_hashes_are_wrapped_in_argon2_and_still_verify() {
     let db = TestDb::new().await;
     let sha1 = password::sha1_hex("foobar");
     let argon = password::hash("kept as it is").unwrap();
-    exec(
-        &db,
-        &format!(
+    db.exec(&format!(
             "insert into Users (userName, emailAddress, password) values ('legacy', '', '{sha1}'), ('modern', '', '{argon}'), ('oauth', '', '!')"
         ),
     )

@@ -381,16 +381,9 @@ async fn hydras_indexes_and_triggers_exist() {
     assert_eq!(finished, 0);
 }
 
-async fn exec(db: &TestDb, sql: &str) -> Result<(), sqlx::Error> {
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
-        .execute(&db.pool)
-        .await
-        .map(|_| ())
-}
-
 /// Asserts that `sql` fails with a check constraint violation (23514).
 async fn rejected(db: &TestDb, sql: &str) {
-    match exec(db, sql).await {
+    match db.try_exec(sql).await {
         Err(sqlx::Error::Database(e)) => {
             assert_eq!(e.code().as_deref(), Some("23514"), "{sql}: {e}")
         }
@@ -399,9 +392,7 @@ async fn rejected(db: &TestDb, sql: &str) {
 }
 
 async fn base_rows(db: &TestDb) {
-    exec(
-        db,
-        "insert into Users (userName, emailAddress, password) values ('root', 'root@example.org', '!');
+    db.try_exec("insert into Users (userName, emailAddress, password) values ('root', 'root@example.org', '!');
          insert into Projects (name, displayName, owner) values ('p', 'P', 'root');
          insert into Jobsets (project, name, nixExprInput, nixExprPath, emailOverride) values ('p', 'j', 'src', 'release.nix', '');",
     )
@@ -459,16 +450,14 @@ async fn jobset_check_constraints() {
         &format!("{legacy} values ('p', 'a', '', 1, null, 'r.nix', 'github:x/y', 1)"),
     )
     .await;
-    exec(
-        &db,
-        &format!("{legacy} values ('p', 'ok-legacy', '', 0, 'src', 'r.nix', null, 1)"),
-    )
+    db.try_exec(&format!(
+        "{legacy} values ('p', 'ok-legacy', '', 0, 'src', 'r.nix', null, 1)"
+    ))
     .await
     .unwrap();
-    exec(
-        &db,
-        &format!("{legacy} values ('p', 'ok-flake', '', 1, null, null, 'github:x/y', 1)"),
-    )
+    db.try_exec(&format!(
+        "{legacy} values ('p', 'ok-flake', '', 1, null, null, 'github:x/y', 1)"
+    ))
     .await
     .unwrap();
 }
@@ -489,8 +478,8 @@ async fn build_and_step_check_constraints() {
     rejected(&db, &b("1", "5", "null")).await;
     rejected(&db, &b("1", "0", "5")).await;
     rejected(&db, &b("1", "5", "0")).await;
-    exec(&db, &b("0", "null", "null")).await.unwrap();
-    exec(&db, &b("1", "5", "6")).await.unwrap();
+    db.try_exec(&b("0", "null", "null")).await.unwrap();
+    db.try_exec(&b("1", "5", "6")).await.unwrap();
 
     let step = "insert into BuildSteps (build, stepnr, type, drvPath, busy, status, resolvedDrvPath) \
                 select min(id), {n}, 0, '/nix/store/x.drv', 0, {status}, {resolved} from Builds";
@@ -501,17 +490,16 @@ async fn build_and_step_check_constraints() {
     };
     rejected(&db, &s("1", "13", "null")).await;
     rejected(&db, &s("1", "0", "'abc-x.drv'")).await;
-    exec(&db, &s("1", "13", "'abc-x.drv'")).await.unwrap();
-    exec(&db, &s("2", "0", "null")).await.unwrap();
-    exec(&db, &s("3", "null", "null")).await.unwrap();
+    db.try_exec(&s("1", "13", "'abc-x.drv'")).await.unwrap();
+    db.try_exec(&s("2", "0", "null")).await.unwrap();
+    db.try_exec(&s("3", "null", "null")).await.unwrap();
 }
 
 #[tokio::test]
 async fn runcommand_log_constraints() {
     let db = TestDb::new().await;
     base_rows(&db).await;
-    exec(
-        &db,
+    db.try_exec(
         "insert into Builds (finished, timestamp, jobset_id, job, drvPath, system) \
          select 0, 1, id, 'job', '/nix/store/x.drv', 'x86_64-linux' from Jobsets",
     )
@@ -535,28 +523,20 @@ async fn runcommand_log_constraints() {
         &l("00000000-0000-4000-8000-000000000001", "null", "5", "null"),
     )
     .await;
-    exec(
-        &db,
-        &l(
-            "00000000-0000-4000-8000-000000000001",
-            "null",
-            "null",
-            "null",
-        ),
-    )
+    db.try_exec(&l(
+        "00000000-0000-4000-8000-000000000001",
+        "null",
+        "null",
+        "null",
+    ))
     .await
     .unwrap();
-    exec(
-        &db,
-        &l("00000000-0000-4000-8000-000000000002", "4", "5", "0"),
-    )
-    .await
-    .unwrap();
-    match exec(
-        &db,
-        &l("00000000-0000-4000-8000-000000000002", "4", "5", "0"),
-    )
-    .await
+    db.try_exec(&l("00000000-0000-4000-8000-000000000002", "4", "5", "0"))
+        .await
+        .unwrap();
+    match db
+        .try_exec(&l("00000000-0000-4000-8000-000000000002", "4", "5", "0"))
+        .await
     {
         Err(sqlx::Error::Database(e)) => assert_eq!(e.code().as_deref(), Some("23505")),
         other => panic!("duplicate uuid accepted: {other:?}"),
@@ -567,7 +547,7 @@ async fn runcommand_log_constraints() {
 async fn failed_paths_ignore_duplicates_and_deletes_cascade() {
     let db = TestDb::new().await;
     base_rows(&db).await;
-    exec(&db, "insert into FailedPaths (path) values ('/nix/store/a'); insert into FailedPaths (path) values ('/nix/store/a');")
+    db.try_exec("insert into FailedPaths (path) values ('/nix/store/a'); insert into FailedPaths (path) values ('/nix/store/a');")
         .await
         .unwrap();
     let n: i64 = sqlx::query_scalar("select count(*) from FailedPaths")
@@ -576,9 +556,7 @@ async fn failed_paths_ignore_duplicates_and_deletes_cascade() {
         .unwrap();
     assert_eq!(n, 1);
 
-    exec(
-        &db,
-        "insert into Builds (finished, timestamp, jobset_id, job, drvPath, system) \
+    db.try_exec("insert into Builds (finished, timestamp, jobset_id, job, drvPath, system) \
          select 0, 1, id, 'job', '/nix/store/x.drv', 'x86_64-linux' from Jobsets;
          insert into BuildOutputs (build, name, path) select id, 'out', '/nix/store/y' from Builds;
          insert into BuildSteps (build, stepnr, type, drvPath, busy) select id, 1, 0, '/nix/store/x.drv', 0 from Builds;
@@ -586,7 +564,7 @@ async fn failed_paths_ignore_duplicates_and_deletes_cascade() {
     )
     .await
     .unwrap();
-    exec(&db, "delete from Projects where name = 'p'")
+    db.try_exec("delete from Projects where name = 'p'")
         .await
         .unwrap();
     for table in [
@@ -609,7 +587,7 @@ async fn failed_paths_ignore_duplicates_and_deletes_cascade() {
 async fn renaming_a_user_cascades_to_projects_and_roles() {
     let db = TestDb::new().await;
     base_rows(&db).await;
-    exec(&db, "insert into UserRoles (userName, role) values ('root', 'admin'); update Users set userName = 'admin' where userName = 'root';")
+    db.try_exec("insert into UserRoles (userName, role) values ('root', 'admin'); update Users set userName = 'admin' where userName = 'root';")
         .await
         .unwrap();
     let owner: String = sqlx::query_scalar("select owner from Projects")

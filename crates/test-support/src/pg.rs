@@ -140,6 +140,22 @@ impl TestDb {
         cluster().connect_options(&self.name)
     }
 
+    /// Runs SQL statements (several, separated by `;`); panics with the
+    /// statement and error if they fail.
+    pub async fn exec(&self, sql: &str) {
+        self.try_exec(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// Runs SQL statements and returns what PostgreSQL said.
+    pub async fn try_exec(&self, sql: &str) -> Result<(), sqlx::Error> {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+    }
+
     pub fn url(&self) -> String {
         cluster().url(&self.name)
     }
