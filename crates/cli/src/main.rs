@@ -37,7 +37,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the whole system in this process (with its own database if none is configured)
+    /// Run the system in one process; so far: bring up and migrate its database (a managed one if none is configured)
     Up,
     /// Create the database schema, or bring it up to date (adopting an existing Hydra database)
     Init,

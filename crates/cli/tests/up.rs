@@ -223,7 +223,7 @@ fn help_lists_every_command_with_its_purpose() {
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
     for (command, purpose) in [
-        ("up", "Run the whole system"),
+        ("up", "Run the system in one process"),
         ("init", "Create the database schema"),
         ("create-user", "Create a user account"),
     ] {
