@@ -273,9 +273,7 @@ fn store_paths_match_nix_for_sources_fixed_outputs_and_text() {
 
     // builtins.toFile: a text path, with references when the text has
     // string context.
-    let expr = format!(
-        "let dep = builtins.toFile \"dep.txt\" \"dependency\"; in [ dep (builtins.toFile \"user.txt\" \"uses ${{dep}} here\") ]"
-    );
+    let expr = r#"let dep = builtins.toFile "dep.txt" "dependency"; in [ dep (builtins.toFile "user.txt" "uses ${dep} here") ]"#;
     let paths = text(store.command("nix-instantiate").args([
         "--eval",
         "--read-write-mode",
