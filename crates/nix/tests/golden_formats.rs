@@ -280,7 +280,7 @@ fn store_paths_match_nix_for_sources_fixed_outputs_and_text() {
         "--strict",
         "--json",
         "--expr",
-        &expr,
+        expr,
     ]));
     let paths: Vec<String> = serde_json::from_str(&paths).unwrap();
     let dep = store_dir
