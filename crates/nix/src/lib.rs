@@ -8,12 +8,14 @@
 //! nothing of Hydra's database or configuration.
 
 pub mod base32;
+pub mod copy;
 pub mod derivation;
 pub mod export;
 pub mod hash;
 pub mod machines;
 pub mod nar;
 pub mod narinfo;
+pub mod serve;
 pub mod store_path;
 pub mod wire;
 

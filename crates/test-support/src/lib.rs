@@ -9,12 +9,14 @@
 
 mod nix;
 mod pg;
+mod sshd;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 pub use nix::NixStore;
 pub use pg::{TestCluster, TestDb, cluster};
+pub use sshd::Sshd;
 
 /// A temporary directory that other users may enter (mode 0755): the
 /// managed PostgreSQL server runs as an unprivileged user when tests run as

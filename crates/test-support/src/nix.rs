@@ -62,6 +62,31 @@ impl NixStore {
         cmd
     }
 
+    /// The command line of `nix-store --serve --write` for this store, as
+    /// (program, arguments before `--serve`, environment): a build machine.
+    pub fn serve_command(&self) -> (String, Vec<String>, Vec<(String, String)>) {
+        let args = vec!["--store".to_string(), self.root().display().to_string()];
+        (
+            "nix-store".to_string(),
+            args,
+            vec![
+                (
+                    "NIX_CONF_DIR".to_string(),
+                    self.conf_dir().display().to_string(),
+                ),
+                (
+                    "XDG_CACHE_HOME".to_string(),
+                    self.dir.path().join("cache").display().to_string(),
+                ),
+            ],
+        )
+    }
+
+    /// The directory with this store's `nix.conf`.
+    pub fn conf_dir(&self) -> PathBuf {
+        self.dir.path().join("conf")
+    }
+
     /// Runs a Nix command on this store and returns its output; panics with
     /// the command's stderr when it fails.
     pub fn run(&self, program: &str, args: &[&str]) -> String {
