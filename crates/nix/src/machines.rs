@@ -363,6 +363,31 @@ mod tests {
     }
 
     #[test]
+    fn includes_and_missing_files() {
+        let dir = std::env::temp_dir().join(format!("hydra-machines-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let inner = dir.join("inner");
+        std::fs::write(&inner, "included x86_64-linux - 2\n").unwrap();
+        let text = format!(
+            "first\n@{}\n@{}\nlast",
+            inner.display(),
+            dir.join("missing").display()
+        );
+        let m = parse(&text, "main", &opts(Dialect::Nix)).unwrap().machines;
+        let names: Vec<&str> = m.iter().map(|m| m.store_uri.as_str()).collect();
+        assert_eq!(names, vec!["ssh://first", "ssh://included", "ssh://last"]);
+        assert_eq!(m[1].max_jobs, 2);
+        let files = read_files(&[dir.join("missing"), inner.clone()], &opts(Dialect::Nix)).unwrap();
+        assert_eq!(files.machines.len(), 1);
+        std::fs::write(&inner, "bad x86_64-linux - lots\n").unwrap();
+        let err = read_files(std::slice::from_ref(&inner), &opts(Dialect::Nix))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with(&format!("{}:1:", inner.display())), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn errors_name_the_line() {
         let e = |t: &str| {
             parse(t, "machines", &opts(Dialect::Nix))

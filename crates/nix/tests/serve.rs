@@ -39,6 +39,8 @@ in {
   flood = mk { name = "serve-flood"; args = [ "-c" "yes 0123456789012345678901234567890123456789 | head -n 100000; mkdir $out" ]; };
   huge = mk { name = "serve-huge-log"; args = [ "-c" "yes $(printf '%0099d' 7) | head -n 1000000; echo the-last-line; mkdir $out" ]; };
   long = mk { name = "serve-long"; args = [ "-c" "echo started; exec sleep ${salt}" ]; };
+  nondet = mk { name = "serve-nondet"; args = [ "-c" "date +%s%N > $out" ]; };
+  det = mk { name = "serve-det"; args = [ "-c" "echo same > $out" ]; };
 }
 "#;
 
@@ -410,9 +412,29 @@ async fn remote_build(
     options: BuildOptions,
 ) -> (hydra_nix::serve::BuildResult, Collector) {
     let store = NixStore::new();
+    build_on(&chroot(&store), f, attr, options).await
+}
+
+/// Builds on the machine's own store. Repeated builds need it: Nix 2.8
+/// renames the first round's output by its logical path, which fails in a
+/// chroot store ("renaming '/nix/store/…' to '/nix/store/….check'").
+async fn local_build(
+    f: &Fixture,
+    attr: &str,
+    options: BuildOptions,
+) -> (hydra_nix::serve::BuildResult, Collector) {
+    build_on(&Transport::local(), f, attr, options).await
+}
+
+async fn build_on(
+    transport: &Transport,
+    f: &Fixture,
+    attr: &str,
+    options: BuildOptions,
+) -> (hydra_nix::serve::BuildResult, Collector) {
     let drv_path = f.instantiate(attr);
     let drv = basic(&drv_path);
-    let mut remote = connect(&chroot(&store)).await;
+    let mut remote = connect(transport).await;
     let log = Collector::default();
     remote.set_log_sink(Some(Box::new(log.clone()))).await;
     let result = remote
@@ -504,6 +526,110 @@ async fn a_hundred_megabytes_of_log_arrive_in_full_without_blocking() {
         100_000_000 + "the-last-line\n".len() as u64
     );
     assert!(log.text().ends_with("the-last-line\n"));
+}
+
+#[tokio::test]
+async fn repeated_builds_check_determinism() {
+    let f = Fixture::new();
+    let repeat = |enforce: bool| BuildOptions {
+        repeats: 1,
+        enforce_determinism: enforce,
+        ..Default::default()
+    };
+    let (result, _) = local_build(&f, "nondet", repeat(true)).await;
+    assert_eq!(
+        (
+            result.status,
+            result.times_built,
+            result.is_non_deterministic
+        ),
+        (BuildStatus::NotDeterministic, 2, true)
+    );
+    let (result, _) = local_build(&f, "nondet", repeat(false)).await;
+    assert_eq!(
+        (
+            result.status,
+            result.times_built,
+            result.is_non_deterministic
+        ),
+        (BuildStatus::Built, 2, true)
+    );
+    let (result, _) = local_build(
+        &f,
+        "det",
+        BuildOptions {
+            repeats: 2,
+            enforce_determinism: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        (
+            result.status,
+            result.times_built,
+            result.is_non_deterministic
+        ),
+        (BuildStatus::Built, 3, false)
+    );
+}
+
+#[tokio::test]
+async fn keep_failed_keeps_the_build_directory() {
+    let f = Fixture::new();
+    let (result, log) = remote_build(
+        &f,
+        "fail",
+        BuildOptions {
+            keep_failed: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(result.status, BuildStatus::PermanentFailure);
+    assert!(
+        log.text().contains("keeping build directory"),
+        "{}",
+        log.text()
+    );
+}
+
+#[tokio::test]
+async fn build_paths_builds_derivation_outputs() {
+    let f = Fixture::new();
+    let store = NixStore::new();
+    let mut remote = connect(&chroot(&store)).await;
+    // Command 6 needs the derivations on the server: copy them over.
+    let mut local = connect(&Transport::local()).await;
+    let dep0 = f.instantiate("dep0");
+    let fail = f.instantiate("fail");
+    copy_closure(&mut local, &mut remote, &set(&[&dep0, &fail]), false)
+        .await
+        .unwrap();
+    let none = CancellationToken::new();
+    let (status, message) = remote
+        .build_paths(&[format!("{dep0}!out")], &BuildOptions::default(), &none)
+        .await
+        .unwrap();
+    assert_eq!((status, message.as_str()), (0, ""));
+    let out = basic(&dep0).outputs["out"].path.clone();
+    assert_eq!(
+        remote
+            .query_valid_paths(&set(&[&out]), false, false)
+            .await
+            .unwrap(),
+        set(&[&out])
+    );
+    let (status, message) = remote
+        .build_paths(std::slice::from_ref(&fail), &BuildOptions::default(), &none)
+        .await
+        .unwrap();
+    assert_eq!(status, 100, "0x60 with the build-failure bit");
+    assert!(
+        hydra_nix::serve::strip_ansi(&message).contains("failed with exit code 3"),
+        "{message}"
+    );
+    remote.close().await.unwrap();
 }
 
 #[tokio::test]
