@@ -650,21 +650,23 @@ impl ServeClient {
         substitute: bool,
     ) -> Result<BTreeSet<String>, ServeError> {
         self.begin()?;
-        let result = self.query_valid_paths_io(paths, lock, substitute).await;
+        let result = self.path_set_command(1, &[lock, substitute], paths).await;
         self.end(result).await
     }
 
-    async fn query_valid_paths_io(
+    /// Commands taking flags and a path set and answering with a path set.
+    async fn path_set_command(
         &mut self,
+        command: u64,
+        flags: &[bool],
         paths: &BTreeSet<String>,
-        lock: bool,
-        substitute: bool,
     ) -> std::io::Result<BTreeSet<String>> {
         let paths: Vec<&String> = paths.iter().collect();
         let w = self.stdin()?;
-        wire::write_u64_async(w, 1).await?;
-        wire::write_u64_async(w, u64::from(lock)).await?;
-        wire::write_u64_async(w, u64::from(substitute)).await?;
+        wire::write_u64_async(w, command).await?;
+        for flag in flags {
+            wire::write_u64_async(w, u64::from(*flag)).await?;
+        }
         wire::write_strings_async(w, &paths).await?;
         w.flush().await?;
         Ok(wire::read_strings_async(&mut self.stdout)
@@ -735,25 +737,8 @@ impl ServeClient {
         include_outputs: bool,
     ) -> Result<BTreeSet<String>, ServeError> {
         self.begin()?;
-        let result = self.query_closure_io(paths, include_outputs).await;
+        let result = self.path_set_command(7, &[include_outputs], paths).await;
         self.end(result).await
-    }
-
-    async fn query_closure_io(
-        &mut self,
-        paths: &BTreeSet<String>,
-        include_outputs: bool,
-    ) -> std::io::Result<BTreeSet<String>> {
-        let paths: Vec<&String> = paths.iter().collect();
-        let w = self.stdin()?;
-        wire::write_u64_async(w, 7).await?;
-        wire::write_u64_async(w, u64::from(include_outputs)).await?;
-        wire::write_strings_async(w, &paths).await?;
-        w.flush().await?;
-        Ok(wire::read_strings_async(&mut self.stdout)
-            .await?
-            .into_iter()
-            .collect())
     }
 
     /// Command 3: the NAR of `path`, passed to `sink` while being read, with
