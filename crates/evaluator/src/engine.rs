@@ -1,0 +1,679 @@
+//! The evaluation engine: turns a jobset's expression into jobs with a pool
+//! of `nix-instantiate` worker processes, within a memory bound, and keeps
+//! going when a job breaks its worker.
+//!
+//! The attribute tree is explored level by level: each round's attribute
+//! paths are split among the workers. A worker (`worker.nix`) evaluates its
+//! paths in order and reports each one as a trace line on stderr the moment
+//! it is done, so when it dies (an `abort`, a type error, a missing
+//! attribute, infinite recursion: errors `tryEval` cannot catch), everything
+//! before the culprit is already known, the culprit is the first path not
+//! reported, and its error is what Nix printed; a new worker carries on
+//! after it. Errors `tryEval` does catch (`throw`, `assert`) are found in
+//! the same pass; their messages come from a second pass without `tryEval`.
+//! A worker whose resident memory passes the limit is killed and its
+//! remaining paths go to a fresh one; a path that passes the limit on its
+//! own is an error.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+const WORKER_NIX: &str = include_str!("worker.nix");
+const MARKER: &str = "trace: @@hydra ";
+const READY: &str = "trace: @@hydra-ready";
+/// How often a worker's memory is looked at.
+const MEMORY_POLL: Duration = Duration::from_millis(10);
+
+/// What to evaluate.
+#[derive(Clone, Debug)]
+pub enum Expression {
+    /// `<input/path>` from the search path (a legacy jobset).
+    Legacy { expr: String },
+    /// `hydraJobs` (or `checks`) of a locked flake reference.
+    Flake { url: String },
+}
+
+/// An argument for the jobset's function.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Arg {
+    /// A string (Hydra's `--argstr name value`).
+    Str(String, String),
+    /// A Nix expression (Hydra's `--arg name expr`).
+    Expr(String, String),
+}
+
+/// A Nix string literal.
+pub fn nix_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '$' if chars.peek() == Some(&'{') => out.push_str("\\$"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The arguments as a Nix attribute set.
+fn inputs_nix(args: &[Arg]) -> String {
+    let mut s = String::from("{\n");
+    for arg in args {
+        match arg {
+            Arg::Str(name, value) => s.push_str(&format!(
+                "  {} = {};\n",
+                nix_string(name),
+                nix_string(value)
+            )),
+            Arg::Expr(name, expr) => {
+                s.push_str(&format!("  {} = ({}\n);\n", nix_string(name), expr))
+            }
+        }
+    }
+    s.push('}');
+    s
+}
+
+/// How Nix is run (tests point it at a separate store).
+#[derive(Clone, Debug)]
+pub struct NixCommand {
+    pub program: PathBuf,
+    /// Extra arguments, e.g. `--store DIR`.
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for NixCommand {
+    fn default() -> Self {
+        NixCommand {
+            program: PathBuf::from("nix-instantiate"),
+            args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+}
+
+/// An evaluation to do.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub expression: Expression,
+    /// `-I name=path` entries (the inputs with store paths).
+    pub search_path: Vec<(String, String)>,
+    pub args: Vec<Arg>,
+    pub workers: usize,
+    pub max_memory_mib: u64,
+    pub allow_import_from_derivation: bool,
+    pub nix: NixCommand,
+    /// Where `.drv` files are registered as garbage collector roots.
+    pub gc_roots_dir: Option<PathBuf>,
+    /// The evaluation fails when it takes longer.
+    pub timeout: Duration,
+}
+
+/// Meta fields read into `Builds`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Meta {
+    pub description: Option<String>,
+    pub license: Option<String>,
+    pub homepage: Option<String>,
+    pub maintainers: Option<String>,
+    pub max_silent: Option<i64>,
+    pub timeout: Option<i64>,
+    pub scheduling_priority: Option<i64>,
+    #[serde(default)]
+    pub is_channel: bool,
+}
+
+/// An evaluated job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Job {
+    /// The dotted attribute path.
+    pub name: String,
+    /// The derivation's `name`.
+    pub nix_name: String,
+    pub system: String,
+    pub drv_path: String,
+    /// Output name → path (`None` for content-addressed outputs).
+    pub outputs: BTreeMap<String, Option<String>>,
+    pub meta: Meta,
+    pub aggregate: bool,
+    /// Constituents given as derivations: their `.drv` paths.
+    pub constituents: Vec<String>,
+    /// Constituents given as job names (or globs).
+    pub named_constituents: Vec<String>,
+    pub glob_constituents: bool,
+}
+
+/// The outcome of an evaluation.
+#[derive(Clone, Debug, Default)]
+pub struct Outcome {
+    pub jobs: BTreeMap<String, Job>,
+    /// Job name → its error text.
+    pub errors: BTreeMap<String, String>,
+    pub stats: Stats,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Worker processes started.
+    pub workers_started: u64,
+    /// Workers killed for passing the memory limit.
+    pub memory_kills: u64,
+    /// The highest resident memory seen in a worker, in bytes.
+    pub peak_rss: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The expression itself could not be evaluated (syntax error, the top
+    /// level throws, is not an attribute set…).
+    #[error("{0}")]
+    TopLevel(String),
+    #[error("evaluation took longer than {} s", .0.as_secs())]
+    Timeout(Duration),
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("evaluation worker: {0}")]
+    Worker(String),
+}
+
+#[derive(Debug, Deserialize)]
+struct Line {
+    i: usize,
+    result: RawResult,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+enum RawResult {
+    Job(Box<RawJob>),
+    Attrs {
+        children: Vec<String>,
+    },
+    Null,
+    Failed,
+    Other {
+        #[serde(rename = "type")]
+        value_type: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawJob {
+    name: String,
+    system: String,
+    drv_path: String,
+    outputs: BTreeMap<String, Option<String>>,
+    #[serde(flatten)]
+    meta: Meta,
+    aggregate: bool,
+    constituents: Vec<String>,
+    named_constituents: Vec<String>,
+    glob_constituents: bool,
+}
+
+/// A job name from an attribute path: components joined by `.`, quoted
+/// when they contain a `.` themselves.
+pub fn job_name(path: &[String]) -> String {
+    path.iter()
+        .map(|c| {
+            if c.contains('.') {
+                format!("\"{c}\"")
+            } else {
+                c.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// What a worker said about one path.
+enum Report {
+    Done(RawResult),
+    /// The worker died on it (or it passed the memory limit on its own).
+    Error(String),
+}
+
+/// Evaluates `request`.
+pub async fn evaluate(request: &Request) -> Result<Outcome, EngineError> {
+    let deadline = Instant::now() + request.timeout;
+    let work = tempfile::Builder::new()
+        .prefix("hydra-eval-")
+        .tempdir()
+        .map_err(|e| EngineError::Worker(format!("cannot create a working directory: {e}")))?;
+    let mut outcome = Outcome::default();
+    let mut frontier: Vec<Vec<String>> = vec![Vec::new()];
+    let mut failed: Vec<Vec<String>> = Vec::new();
+    let mut round = 0;
+
+    while !frontier.is_empty() {
+        let reports = run_round(
+            request,
+            work.path(),
+            &mut round,
+            &frontier,
+            true,
+            deadline,
+            &mut outcome.stats,
+        )
+        .await?;
+        let mut next = Vec::new();
+        for (path, report) in frontier.iter().zip(reports) {
+            let name = job_name(path);
+            match report {
+                Report::Done(RawResult::Attrs { children }) => {
+                    for child in children {
+                        // Hydra never had jobs with spaces in their names.
+                        if child.contains(' ') {
+                            continue;
+                        }
+                        let mut p = path.clone();
+                        p.push(child);
+                        next.push(p);
+                    }
+                }
+                Report::Done(RawResult::Job(raw)) if path.is_empty() => {
+                    return Err(EngineError::TopLevel(format!(
+                        "the top level is the derivation {}, not an attribute set of jobs",
+                        raw.name
+                    )));
+                }
+                Report::Done(RawResult::Job(raw)) => {
+                    let raw = *raw;
+                    register_gc_root(request, &raw.drv_path);
+                    outcome.jobs.insert(
+                        name.clone(),
+                        Job {
+                            name,
+                            nix_name: raw.name,
+                            system: raw.system,
+                            drv_path: raw.drv_path,
+                            outputs: raw.outputs,
+                            meta: raw.meta,
+                            aggregate: raw.aggregate,
+                            constituents: raw.constituents,
+                            named_constituents: raw.named_constituents,
+                            glob_constituents: raw.glob_constituents,
+                        },
+                    );
+                }
+                Report::Done(RawResult::Null) => {}
+                Report::Done(RawResult::Other { value_type }) if path.is_empty() => {
+                    return Err(EngineError::TopLevel(format!(
+                        "the top level is a {value_type}, not an attribute set of jobs"
+                    )));
+                }
+                Report::Done(RawResult::Other { value_type }) => {
+                    outcome.errors.insert(
+                        name,
+                        format!("unsupported value: a {value_type} is neither a derivation nor an attribute set"),
+                    );
+                }
+                Report::Done(RawResult::Failed) => failed.push(path.clone()),
+                Report::Error(e) if path.is_empty() => return Err(EngineError::TopLevel(e)),
+                Report::Error(e) => {
+                    outcome.errors.insert(name, e);
+                }
+            }
+        }
+        frontier = next;
+    }
+
+    // Errors tryEval caught: evaluate them again without it, for the text.
+    if !failed.is_empty() {
+        let reports = run_round(
+            request,
+            work.path(),
+            &mut round,
+            &failed,
+            false,
+            deadline,
+            &mut outcome.stats,
+        )
+        .await?;
+        for (path, report) in failed.iter().zip(reports) {
+            let text = match report {
+                Report::Error(e) => e,
+                // Evaluating it a second time succeeded: it depends on the
+                // order of evaluation; report it as it first behaved.
+                Report::Done(_) => {
+                    "the job failed to evaluate (its error could not be reproduced)".into()
+                }
+            };
+            outcome.errors.insert(job_name(path), text);
+        }
+    }
+    Ok(outcome)
+}
+
+fn register_gc_root(request: &Request, drv_path: &str) {
+    let Some(dir) = &request.gc_roots_dir else {
+        return;
+    };
+    let Some(base) = Path::new(drv_path).file_name() else {
+        return;
+    };
+    let link = dir.join(base);
+    if link.symlink_metadata().is_ok() {
+        return;
+    }
+    if let Err(e) = std::os::unix::fs::symlink(drv_path, &link) {
+        tracing::warn!(error = %e, root = %link.display(), "cannot register a garbage collector root");
+    }
+}
+
+/// Evaluates `paths` with the workers, each taking a share; returns one
+/// report per path, in order.
+async fn run_round(
+    request: &Request,
+    work: &Path,
+    round: &mut usize,
+    paths: &[Vec<String>],
+    with_try: bool,
+    deadline: Instant,
+    stats: &mut Stats,
+) -> Result<Vec<Report>, EngineError> {
+    let workers = request.workers.max(1).min(paths.len().max(1));
+    // Contiguous shares keep siblings together, which share evaluation.
+    let share = paths.len().div_ceil(workers);
+    let mut tasks = tokio::task::JoinSet::new();
+    for (w, chunk) in paths.chunks(share.max(1)).enumerate() {
+        *round += 1;
+        let dir = work.join(format!("worker-{round}-{w}"));
+        let request = request.clone();
+        let chunk = chunk.to_vec();
+        tasks.spawn(async move {
+            let mut stats = Stats::default();
+            let reports = run_share(&request, &dir, chunk, with_try, deadline, &mut stats).await;
+            (w, reports, stats)
+        });
+    }
+    let mut results: Vec<Option<Vec<Report>>> = (0..tasks.len()).map(|_| None).collect();
+    while let Some(joined) = tasks.join_next().await {
+        let (w, reports, s) = joined.map_err(|e| EngineError::Worker(e.to_string()))?;
+        stats.workers_started += s.workers_started;
+        stats.memory_kills += s.memory_kills;
+        stats.peak_rss = stats.peak_rss.max(s.peak_rss);
+        results[w] = Some(reports?);
+    }
+    Ok(results.into_iter().flatten().flatten().collect())
+}
+
+/// One worker's share: runs worker processes until every path is reported,
+/// restarting after each death.
+async fn run_share(
+    request: &Request,
+    dir: &Path,
+    paths: Vec<Vec<String>>,
+    with_try: bool,
+    deadline: Instant,
+    stats: &mut Stats,
+) -> Result<Vec<Report>, EngineError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| EngineError::Worker(format!("cannot create {}: {e}", dir.display())))?;
+    std::fs::write(dir.join("worker.nix"), WORKER_NIX)
+        .map_err(|e| EngineError::Worker(format!("cannot write the worker: {e}")))?;
+    let params = match &request.expression {
+        Expression::Legacy { expr } => {
+            serde_json::json!({"mode": "legacy", "expr": expr, "withTry": with_try})
+        }
+        Expression::Flake { url } => {
+            serde_json::json!({"mode": "flake", "flake": url, "withTry": with_try})
+        }
+    };
+    std::fs::write(dir.join("params.json"), params.to_string())
+        .map_err(|e| EngineError::Worker(format!("cannot write the worker's parameters: {e}")))?;
+    std::fs::write(dir.join("inputs.nix"), inputs_nix(&request.args))
+        .map_err(|e| EngineError::Worker(format!("cannot write the worker's inputs: {e}")))?;
+
+    let mut reports: Vec<Report> = Vec::with_capacity(paths.len());
+    // Whether the next run starts with the path a previous worker died on
+    // for passing the memory limit.
+    let mut retrying_memory = false;
+    while reports.len() < paths.len() {
+        let pending = &paths[reports.len()..];
+        std::fs::write(
+            dir.join("paths.json"),
+            serde_json::to_string(pending).unwrap_or_else(|_| "[]".into()),
+        )
+        .map_err(|e| EngineError::Worker(format!("cannot write the worker's paths: {e}")))?;
+        let run = run_worker(request, dir, deadline, stats).await?;
+        let reported = run.results.len();
+        for r in run.results {
+            reports.push(Report::Done(r));
+        }
+        if reports.len() == paths.len() {
+            break;
+        }
+        match run.end {
+            End::Completed => {
+                return Err(EngineError::Worker(format!(
+                    "the worker ended after {reported} of {} paths without an error",
+                    pending.len()
+                )));
+            }
+            End::NotReady(error) => return Err(EngineError::TopLevel(error)),
+            End::Died(error) => {
+                retrying_memory = false;
+                reports.push(Report::Error(error));
+            }
+            End::OutOfMemory => {
+                if retrying_memory && reported == 0 {
+                    // Alone in a fresh worker and still too big.
+                    retrying_memory = false;
+                    reports.push(Report::Error(format!(
+                        "evaluating this job used more than the memory limit of {} MiB (evaluator_max_memory_size)",
+                        request.max_memory_mib
+                    )));
+                } else {
+                    retrying_memory = true;
+                }
+            }
+        }
+    }
+    Ok(reports)
+}
+
+enum End {
+    Completed,
+    /// The expression could not even be set up (before any path).
+    NotReady(String),
+    /// Died while evaluating the first unreported path.
+    Died(String),
+    OutOfMemory,
+}
+
+struct Run {
+    results: Vec<RawResult>,
+    end: End,
+}
+
+async fn run_worker(
+    request: &Request,
+    dir: &Path,
+    deadline: Instant,
+    stats: &mut Stats,
+) -> Result<Run, EngineError> {
+    let mut cmd = Command::new(&request.nix.program);
+    cmd.args(["--eval", "--read-write-mode"])
+        .args(&request.nix.args)
+        .args(["--option", "allow-import-from-derivation"])
+        .arg(if request.allow_import_from_derivation {
+            "true"
+        } else {
+            "false"
+        })
+        .arg("-I")
+        .arg(format!("hydra-worker={}", dir.display()));
+    match &request.expression {
+        Expression::Legacy { .. } => {
+            cmd.args(["--option", "restrict-eval", "true"]);
+        }
+        Expression::Flake { .. } => {
+            cmd.args(["--option", "experimental-features", "nix-command flakes"]);
+        }
+    }
+    for (name, path) in &request.search_path {
+        cmd.arg("-I").arg(format!("{name}={path}"));
+    }
+    cmd.args(["-E", "import <hydra-worker/worker.nix>"])
+        .env_remove("NIX_PATH")
+        .envs(request.nix.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|source| EngineError::Spawn {
+        program: request.nix.program.display().to_string(),
+        source,
+    })?;
+    stats.workers_started += 1;
+    let pid = child.id();
+    let Some(stderr) = child.stderr.take() else {
+        return Err(EngineError::Worker("the worker has no stderr".into()));
+    };
+    let mut lines = BufReader::new(stderr).lines();
+    let mut results = Vec::new();
+    let mut ready = false;
+    let mut tail: Vec<String> = Vec::new();
+    let limit = request.max_memory_mib.saturating_mul(1 << 20);
+    let mut poll = tokio::time::interval(MEMORY_POLL);
+    let mut over_limit = false;
+    loop {
+        tokio::select! {
+            line = lines.next_line() => {
+                match line {
+                    Ok(Some(line)) => {
+                        if let Some(json) = line.strip_prefix(MARKER) {
+                            let parsed: Line = serde_json::from_str(json)
+                                .map_err(|e| EngineError::Worker(format!("unreadable report `{json}`: {e}")))?;
+                            if parsed.i != results.len() {
+                                return Err(EngineError::Worker(format!("report {} out of order", parsed.i)));
+                            }
+                            results.push(parsed.result);
+                            tail.clear();
+                        } else if line == READY {
+                            ready = true;
+                        } else {
+                            tail.push(line);
+                        }
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            _ = poll.tick() => {
+                if let Some(rss) = pid.and_then(resident_memory) {
+                    stats.peak_rss = stats.peak_rss.max(rss);
+                    if limit > 0 && rss > limit {
+                        over_limit = true;
+                        let _ = child.start_kill();
+                    }
+                }
+                if Instant::now() > deadline {
+                    let _ = child.start_kill();
+                    let _ = child.wait().await;
+                    return Err(EngineError::Timeout(deadline.saturating_duration_since(Instant::now())));
+                }
+            }
+        }
+    }
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| EngineError::Worker(e.to_string()))?;
+    if over_limit {
+        stats.memory_kills += 1;
+        return Ok(Run {
+            results,
+            end: End::OutOfMemory,
+        });
+    }
+    if Instant::now() > deadline {
+        return Err(EngineError::Timeout(
+            deadline.saturating_duration_since(Instant::now()),
+        ));
+    }
+    let end = if status.success() {
+        End::Completed
+    } else {
+        let error = error_text(&tail, &status);
+        if ready {
+            End::Died(error)
+        } else {
+            End::NotReady(error)
+        }
+    };
+    Ok(Run { results, end })
+}
+
+/// Resident memory of a process, in bytes.
+fn resident_memory(pid: u32) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// The useful part of what a dying worker printed: from its `error:` line,
+/// without the hint about `--show-trace`.
+fn error_text(lines: &[String], status: &std::process::ExitStatus) -> String {
+    let start = lines
+        .iter()
+        .position(|l| l.starts_with("error:"))
+        .unwrap_or(0);
+    let text: Vec<&str> = lines[start..]
+        .iter()
+        .map(String::as_str)
+        .filter(|l| !l.contains("--show-trace"))
+        .collect();
+    let text = text.join("\n").trim().to_string();
+    if text.is_empty() {
+        format!("the evaluator worker failed ({status})")
+    } else {
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nix_strings_are_escaped() {
+        assert_eq!(nix_string("plain"), "\"plain\"");
+        assert_eq!(nix_string("a\"b\\c${d}$e"), "\"a\\\"b\\\\c\\${d}$e\"");
+        assert_eq!(
+            inputs_nix(&[
+                Arg::Str("s".into(), "v".into()),
+                Arg::Expr("e".into(), "1 + 1".into())
+            ]),
+            "{\n  \"s\" = \"v\";\n  \"e\" = (1 + 1\n);\n}"
+        );
+    }
+
+    #[test]
+    fn job_names_quote_dotted_components() {
+        let p = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            job_name(&p(&["tests", "foo", "x86_64-linux"])),
+            "tests.foo.x86_64-linux"
+        );
+        assert_eq!(job_name(&p(&["packageset", "nested"])), "packageset.nested");
+        assert_eq!(job_name(&p(&["pkgs", "a.b"])), "pkgs.\"a.b\"");
+    }
+}

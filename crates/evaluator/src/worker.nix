@@ -1,0 +1,76 @@
+# The evaluation worker: evaluates the attribute paths in paths.json and
+# reports each as a trace line `@@hydra <json>`, in order, as it goes.
+# With params.withTry, errors that tryEval catches are reported as
+# "failed"; any other error ends the process, whose stderr then says why.
+let
+  inputs = import ./inputs.nix;
+  params = builtins.fromJSON (builtins.readFile ./params.json);
+  paths = builtins.fromJSON (builtins.readFile ./paths.json);
+
+  callWithInputs = f:
+    if builtins.isFunction f
+    then f (builtins.intersectAttrs (builtins.functionArgs f) inputs)
+    else f;
+
+  root =
+    if params.mode == "flake" then
+      let o = (builtins.getFlake params.flake).outputs; in
+      if o ? hydraJobs then o.hydraJobs
+      else if o ? checks then o.checks
+      else throw "flake '${params.flake}' does not provide any Hydra jobs or checks"
+    else callWithInputs (import (builtins.findFile builtins.nixPath params.expr));
+
+  get = builtins.foldl' (v: name: (callWithInputs v).${name});
+
+  isDerivation = v: builtins.isAttrs v && (v.type or null) == "derivation";
+  asList = x: if builtins.isList x then x else [ x ];
+  strings = f: xs: builtins.filter (s: s != "") (map f (asList xs));
+  stringOr = x: if builtins.isString x then x else null;
+  intOr = x: if builtins.isInt x then x else null;
+
+  license = l: builtins.concatStringsSep ", " (strings
+    (x: if builtins.isString x then x else if builtins.isAttrs x then stringOr (x.shortName or "") else "") l);
+  maintainers = m: builtins.concatStringsSep ", " (strings
+    (x: if builtins.isString x then x else if builtins.isAttrs x then stringOr (x.email or "") else "") m);
+
+  job = v:
+    let meta = v.meta or { }; aggregate = v._hydraAggregate or false; in
+    if v.system == "unknown" then throw "derivation '${v.name}' has system 'unknown'"
+    else {
+      kind = "job";
+      name = v.name;
+      system = v.system;
+      drvPath = v.drvPath;
+      outputs = builtins.listToAttrs (map (o: { name = o; value = v.${o}.outPath or null; }) (v.outputs or [ "out" ]));
+      description = stringOr (meta.description or null);
+      license = if meta ? license then license meta.license else null;
+      homepage = if meta ? homepage then stringOr (builtins.head (asList meta.homepage ++ [ null ])) else null;
+      maintainers = if meta ? maintainers then maintainers meta.maintainers else null;
+      maxSilent = intOr (meta.maxSilent or null);
+      timeout = intOr (meta.timeout or null);
+      schedulingPriority = intOr (meta.schedulingPriority or 100);
+      isChannel = (meta.isHydraChannel or false) == true || (meta.isChannel or false) == true;
+      inherit aggregate;
+      constituents = if aggregate then map (c: c.drvPath) (builtins.filter isDerivation (v.constituents or [ ])) else [ ];
+      namedConstituents = if aggregate then builtins.filter builtins.isString (v.constituents or [ ]) else [ ];
+      globConstituents = v._hydraGlobConstituents or false;
+    };
+
+  info = p:
+    let v = callWithInputs (get root p); in
+    if v == null then { kind = "null"; }
+    else if isDerivation v then job v
+    else if builtins.isAttrs v then { kind = "attrs"; children = builtins.filter (n: n != "recurseForDerivations") (builtins.attrNames v); }
+    else { kind = "other"; type = builtins.typeOf v; };
+
+  report = i: p:
+    let
+      result =
+        if params.withTry then
+          let r = builtins.tryEval (let x = info p; in builtins.deepSeq x x); in
+          if r.success then r.value else { kind = "failed"; }
+        else let x = info p; in builtins.deepSeq x x;
+    in builtins.trace ("@@hydra " + builtins.toJSON { inherit i result; }) null;
+
+in builtins.seq root (builtins.trace "@@hydra-ready"
+  (builtins.deepSeq (builtins.genList (i: report i (builtins.elemAt paths i)) (builtins.length paths)) null))
