@@ -4,6 +4,7 @@
 
 mod create_user;
 mod database;
+mod evaluator;
 mod init;
 mod up;
 
@@ -37,12 +38,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the system in one process; so far: bring up and migrate its database (a managed one if none is configured)
+    /// Run the system in one process: the database (a managed one if none is configured), migrated, and the evaluator
     Up,
     /// Create the database schema, or bring it up to date (adopting an existing Hydra database)
     Init,
     /// Create a user account or change one (name, type, email, password, roles)
     CreateUser(create_user::CreateUser),
+    /// Evaluate jobsets when they are due (the scheduler of evaluations), until stopped
+    Evaluator(evaluator::EvaluatorArgs),
+    /// Evaluate one jobset now and print a summary
+    EvalJobset(evaluator::EvalJobsetArgs),
 }
 
 fn main() -> ExitCode {
@@ -93,6 +98,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Up => up::run(&paths, &config).await,
         Command::Init => init::run(&paths, &config).await,
         Command::CreateUser(args) => create_user::run(&paths, &config, args).await,
+        Command::Evaluator(args) => evaluator::run(&paths, &config, args).await,
+        Command::EvalJobset(args) => evaluator::eval_jobset(&paths, &config, args).await,
     }
 }
 

@@ -1,18 +1,27 @@
 //! `hydra up`: the whole system in one process. It brings up the database
-//! (the managed cluster unless one is configured), migrates it, and runs
-//! until SIGINT or SIGTERM.
+//! (the managed cluster unless one is configured), migrates it, runs the
+//! evaluator, and stops everything on SIGINT or SIGTERM.
 
 use hydra_config::{Config, Paths};
 use tokio::signal::unix::{SignalKind, signal};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::database::{self, Ownership};
+use crate::evaluator;
 use crate::init;
 
 pub async fn run(paths: &Paths, config: &Config) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
 
-    let db = database::open(paths, config, Ownership::Own, 16).await?;
+    let db = database::open(
+        paths,
+        config,
+        Ownership::Own,
+        8 + evaluator::connections(config),
+    )
+    .await?;
     let done = match init::initialise(&db.pool).await {
         Ok(done) => done,
         Err(e) => {
@@ -38,11 +47,30 @@ pub async fn run(paths: &Paths, config: &Config) -> anyhow::Result<()> {
         db.location
     );
 
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM received; shutting down"),
-        _ = interrupt.recv() => tracing::info!("SIGINT received; shutting down"),
+    let shutdown = CancellationToken::new();
+    let mut evaluator = tokio::spawn(hydra_evaluator::scheduler::run(
+        evaluator::context(paths, config, db.pool.clone()),
+        shutdown.clone(),
+    ));
+    let failure = tokio::select! {
+        _ = terminate.recv() => { tracing::info!("SIGTERM received; shutting down"); None }
+        _ = interrupt.recv() => { tracing::info!("SIGINT received; shutting down"); None }
+        ended = &mut evaluator => Some(match ended {
+            Ok(Ok(())) => anyhow::anyhow!("the evaluator stopped"),
+            Ok(Err(e)) => anyhow::Error::from(e).context("the evaluator failed"),
+            Err(e) => anyhow::anyhow!("the evaluator failed: {e}"),
+        }),
+    };
+    shutdown.cancel();
+    if failure.is_none()
+        && let Ok(Err(e)) = evaluator.await
+    {
+        tracing::error!("the evaluator failed while stopping: {e}");
     }
     db.close().await?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
     tracing::info!("hydra stopped");
     Ok(())
 }

@@ -88,6 +88,8 @@ options! {
         "evaluator_pure_eval" = "" : "Evaluate in pure mode (always on for flakes).";
         "eval_substituter" = "" : "Store that `build` inputs are copied from.";
         "path_input_cache_validity_seconds" = "30" : "How long a `path` input's hash is trusted before it is recomputed.";
+        "evaluator_time_limit" = "3600" : "Seconds one evaluation may take before it is stopped and recorded as failed.";
+        "evaluator_metrics_address" = "127.0.0.1:9199" : "Address of the evaluator's Prometheus metrics endpoint (empty: none).";
         "git-input" = "" : "`<git-input>` block: `timeout` (600), `fallback_branch`, and `<project:jobset:input>` blocks overriding them.";
         "github_authorization" = "" : "`<github_authorization>` block: `owner = token …` lines.";
         "github_endpoint" = "https://api.github.com" : "GitHub API endpoint.";
@@ -175,6 +177,9 @@ pub struct EvaluatorConfig {
     pub pure_eval: Option<bool>,
     pub eval_substituter: Option<String>,
     pub path_input_cache_validity_seconds: u64,
+    pub time_limit: u64,
+    /// `None` when the metrics endpoint is turned off.
+    pub metrics_address: Option<String>,
     pub git_input: GitInputConfig,
     pub github_authorization: BTreeMap<String, Secret>,
     pub github_endpoint: String,
@@ -376,6 +381,11 @@ impl Config {
             eval_substituter: string(t, "eval_substituter", w)?,
             path_input_cache_validity_seconds: number(t, "path_input_cache_validity_seconds", w)?
                 .unwrap_or(30),
+            time_limit: positive(t, "evaluator_time_limit", w)?.unwrap_or(3600),
+            metrics_address: match t.get("evaluator_metrics_address") {
+                None => Some("127.0.0.1:9199".into()),
+                Some(_) => string(t, "evaluator_metrics_address", w)?.filter(|a| !a.is_empty()),
+            },
             git_input,
             github_authorization: token_map(t, "github_authorization", w)?,
             github_endpoint: string(t, "github_endpoint", w)?

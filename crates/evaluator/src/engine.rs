@@ -84,22 +84,23 @@ fn inputs_nix(args: &[Arg]) -> String {
     s
 }
 
-/// How Nix is run (tests point it at a separate store).
-#[derive(Clone, Debug)]
-pub struct NixCommand {
-    pub program: PathBuf,
-    /// Extra arguments, e.g. `--store DIR`.
+/// How Nix programs are run: extra arguments (such as `--store DIR`) and
+/// environment. Empty for the machine's own store.
+#[derive(Clone, Debug, Default)]
+pub struct NixEnv {
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
 }
 
-impl Default for NixCommand {
-    fn default() -> Self {
-        NixCommand {
-            program: PathBuf::from("nix-instantiate"),
-            args: Vec::new(),
-            env: Vec::new(),
-        }
+impl NixEnv {
+    /// `program` with these settings, and without `NIX_PATH`.
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.args(&self.args)
+            .env_remove("NIX_PATH")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .kill_on_drop(true);
+        cmd
     }
 }
 
@@ -113,7 +114,7 @@ pub struct Request {
     pub workers: usize,
     pub max_memory_mib: u64,
     pub allow_import_from_derivation: bool,
-    pub nix: NixCommand,
+    pub nix: NixEnv,
     /// Where `.drv` files are registered as garbage collector roots.
     pub gc_roots_dir: Option<PathBuf>,
     /// The evaluation fails when it takes longer.
@@ -170,6 +171,8 @@ pub struct Stats {
     pub workers_started: u64,
     /// Workers killed for passing the memory limit.
     pub memory_kills: u64,
+    /// Workers that died on a job and were replaced.
+    pub crashes: u64,
     /// The highest resident memory seen in a worker, in bytes.
     pub peak_rss: u64,
 }
@@ -296,7 +299,9 @@ pub async fn evaluate(request: &Request) -> Result<Outcome, EngineError> {
                 }
                 Report::Done(RawResult::Job(raw)) => {
                     let raw = *raw;
-                    register_gc_root(request, &raw.drv_path);
+                    if let Some(dir) = &request.gc_roots_dir {
+                        register_gc_root(dir, &raw.drv_path);
+                    }
                     outcome.jobs.insert(
                         name.clone(),
                         Job {
@@ -362,18 +367,17 @@ pub async fn evaluate(request: &Request) -> Result<Outcome, EngineError> {
     Ok(outcome)
 }
 
-fn register_gc_root(request: &Request, drv_path: &str) {
-    let Some(dir) = &request.gc_roots_dir else {
-        return;
-    };
-    let Some(base) = Path::new(drv_path).file_name() else {
+/// Registers `store_path` as a garbage collector root: a symlink named
+/// after it in `dir`, as `nix-store --add-root` makes.
+pub(crate) fn register_gc_root(dir: &Path, store_path: &str) {
+    let Some(base) = Path::new(store_path).file_name() else {
         return;
     };
     let link = dir.join(base);
     if link.symlink_metadata().is_ok() {
         return;
     }
-    if let Err(e) = std::os::unix::fs::symlink(drv_path, &link) {
+    if let Err(e) = std::os::unix::fs::symlink(store_path, &link) {
         tracing::warn!(error = %e, root = %link.display(), "cannot register a garbage collector root");
     }
 }
@@ -409,6 +413,7 @@ async fn run_round(
         let (w, reports, s) = joined.map_err(|e| EngineError::Worker(e.to_string()))?;
         stats.workers_started += s.workers_started;
         stats.memory_kills += s.memory_kills;
+        stats.crashes += s.crashes;
         stats.peak_rss = stats.peak_rss.max(s.peak_rss);
         results[w] = Some(reports?);
     }
@@ -470,6 +475,7 @@ async fn run_share(
             }
             End::NotReady(error) => return Err(EngineError::TopLevel(error)),
             End::Died(error) => {
+                stats.crashes += 1;
                 retrying_memory = false;
                 reports.push(Report::Error(error));
             }
@@ -510,9 +516,8 @@ async fn run_worker(
     deadline: Instant,
     stats: &mut Stats,
 ) -> Result<Run, EngineError> {
-    let mut cmd = Command::new(&request.nix.program);
+    let mut cmd = request.nix.command("nix-instantiate");
     cmd.args(["--eval", "--read-write-mode"])
-        .args(&request.nix.args)
         .args(["--option", "allow-import-from-derivation"])
         .arg(if request.allow_import_from_derivation {
             "true"
@@ -533,14 +538,11 @@ async fn run_worker(
         cmd.arg("-I").arg(format!("{name}={path}"));
     }
     cmd.args(["-E", "import <hydra-worker/worker.nix>"])
-        .env_remove("NIX_PATH")
-        .envs(request.nix.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|source| EngineError::Spawn {
-        program: request.nix.program.display().to_string(),
+        program: "nix-instantiate".into(),
         source,
     })?;
     stats.workers_started += 1;

@@ -6,4 +6,11 @@
 //! `hydra-eval-jobset`, and the scheduling of `hydra-evaluator`. It talks to
 //! the other roles only through the database.
 
+pub mod aggregates;
+pub mod declarative;
 pub mod engine;
+pub mod evaluation;
+pub mod inputs;
+pub mod metrics;
+pub mod record;
+pub mod scheduler;

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use hydra_evaluator::engine::{self, Arg, Expression, NixCommand, Request};
+use hydra_evaluator::engine::{self, Arg, Expression, NixEnv, Request};
 use hydra_test_support::NixStore;
 
 fn request(store: &NixStore, src: &std::path::Path, file: &str, workers: usize) -> Request {
@@ -19,11 +19,7 @@ fn request(store: &NixStore, src: &std::path::Path, file: &str, workers: usize) 
         workers,
         max_memory_mib: 1024,
         allow_import_from_derivation: false,
-        nix: NixCommand {
-            program: "nix-instantiate".into(),
-            args,
-            env,
-        },
+        nix: NixEnv { args, env },
         gc_roots_dir: None,
         timeout: Duration::from_secs(300),
     }

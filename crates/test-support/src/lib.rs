@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod jobsets;
 mod nix;
 mod pg;
 mod sshd;

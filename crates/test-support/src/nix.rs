@@ -24,7 +24,12 @@ impl NixStore {
         std::fs::create_dir_all(dir.path().join("root")).unwrap();
         std::fs::create_dir_all(dir.path().join("conf")).unwrap();
         std::fs::create_dir_all(dir.path().join("cache")).unwrap();
-        std::fs::write(dir.path().join("conf/nix.conf"), Self::nix_conf()).unwrap();
+        let conf = format!(
+            "store = {}\n{}",
+            dir.path().join("root").display(),
+            Self::nix_conf()
+        );
+        std::fs::write(dir.path().join("conf/nix.conf"), conf).unwrap();
         NixStore { dir }
     }
 
@@ -80,6 +85,22 @@ impl NixStore {
                 ),
             ],
         )
+    }
+
+    /// Environment under which every Nix program uses this store (its
+    /// `nix.conf` names it as `store`) and its caches: what the evaluator
+    /// and the `hydra` binary get in tests.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            (
+                "NIX_CONF_DIR".to_string(),
+                self.conf_dir().display().to_string(),
+            ),
+            (
+                "XDG_CACHE_HOME".to_string(),
+                self.dir.path().join("cache").display().to_string(),
+            ),
+        ]
     }
 
     /// The directory with this store's `nix.conf`.

@@ -1,0 +1,96 @@
+//! `hydra evaluator` (the scheduler, until stopped) and `hydra eval-jobset`
+//! (one evaluation, now).
+
+use std::io::Write;
+use std::sync::Arc;
+
+use hydra_config::{Config, Paths};
+use hydra_evaluator::engine::NixEnv;
+use hydra_evaluator::evaluation::{self, Context};
+use hydra_evaluator::metrics::Metrics;
+use hydra_evaluator::scheduler;
+use sqlx::PgPool;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+use crate::database::{self, Ownership};
+
+#[derive(Debug, clap::Args)]
+pub struct EvaluatorArgs {
+    /// Only clear the marks of evaluations that were running when the
+    /// evaluator stopped, then exit
+    #[arg(long)]
+    unlock: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EvalJobsetArgs {
+    /// The project
+    project: String,
+    /// The jobset
+    jobset: String,
+}
+
+/// The evaluation context for a command.
+pub fn context(paths: &Paths, config: &Config, pool: PgPool) -> Context {
+    Context {
+        pool,
+        config: Arc::new(config.clone()),
+        data_dir: paths.data_dir.clone(),
+        nix: NixEnv::default(),
+        metrics: Arc::new(Metrics::new()),
+    }
+}
+
+/// Connections the evaluator needs: one per running evaluation, the
+/// listener, and the scheduler's own.
+pub fn connections(config: &Config) -> u32 {
+    config.evaluator.max_concurrent_evals + 4
+}
+
+pub async fn run(paths: &Paths, config: &Config, args: EvaluatorArgs) -> anyhow::Result<()> {
+    let db = database::open(paths, config, Ownership::OwnOrAttach, connections(config)).await?;
+    if args.unlock {
+        let cleared = scheduler::unlock(&db.pool).await;
+        db.close().await?;
+        tracing::info!(
+            jobsets = cleared?,
+            "cleared the start times of interrupted evaluations"
+        );
+        return Ok(());
+    }
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM received; stopping the evaluator"),
+            _ = interrupt.recv() => tracing::info!("SIGINT received; stopping the evaluator"),
+        }
+        stop.cancel();
+    });
+    let result = scheduler::run(context(paths, config, db.pool.clone()), shutdown).await;
+    db.close().await?;
+    Ok(result?)
+}
+
+/// Evaluates one jobset and prints a summary; fails when the evaluation
+/// did.
+pub async fn eval_jobset(
+    paths: &Paths,
+    config: &Config,
+    args: EvalJobsetArgs,
+) -> anyhow::Result<()> {
+    let db = database::open(paths, config, Ownership::OwnOrAttach, 4).await?;
+    let ctx = context(paths, config, db.pool.clone());
+    let result = evaluation::evaluate_jobset(&ctx, &args.project, &args.jobset).await;
+    db.close().await?;
+    let summary = result?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{summary}")?;
+    if summary.failed() {
+        anyhow::bail!("the evaluation of {}:{} failed", args.project, args.jobset);
+    }
+    Ok(())
+}

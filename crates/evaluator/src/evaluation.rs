@@ -1,0 +1,548 @@
+//! One evaluation of one jobset (Hydra's `hydra-eval-jobset`): announce it,
+//! fetch the inputs, skip it when nothing changed, evaluate, resolve
+//! aggregates, and record the result. Failures are recorded on the jobset
+//! (`fetchErrorMsg` for inputs, `errorMsg` otherwise) and announced with
+//! `eval_failed`; they are outcomes, not errors of this function.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hydra_config::Config;
+use hydra_db::{DbError, rows};
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use tracing::Instrument;
+
+use crate::aggregates;
+use crate::declarative::{self, Decl};
+use crate::engine::{self, Expression, NixEnv, Request};
+use crate::inputs::{self, FetchContext, Fetched, Input};
+use crate::metrics::Metrics;
+use crate::record::{self, NewEval};
+
+/// What every evaluation needs.
+#[derive(Clone, Debug)]
+pub struct Context {
+    pub pool: PgPool,
+    pub config: Arc<Config>,
+    /// `$HYDRA_DATA`: the clone caches live under `scm/`.
+    pub data_dir: PathBuf,
+    /// How Nix programs are run (which store, which settings).
+    pub nix: NixEnv,
+    pub metrics: Arc<Metrics>,
+}
+
+/// How an evaluation ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// An evaluation was recorded.
+    Evaluated {
+        eval_id: i32,
+        new_builds: usize,
+        reused: usize,
+        /// Jobs that failed to evaluate.
+        job_errors: usize,
+        /// Whether the evaluation differs from the previous one.
+        changed: bool,
+    },
+    /// The inputs are those of the latest evaluation: nothing was done.
+    Unchanged { previous_eval: i32 },
+    /// An input could not be fetched (`fetchErrorMsg`).
+    FetchFailed(String),
+    /// The evaluation failed as a whole (`errorMsg`).
+    Failed(String),
+    /// A declarative project's static specification was applied.
+    SpecApplied { jobsets: usize },
+}
+
+/// An evaluation's outcome and timings.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub project: String,
+    pub jobset: String,
+    pub outcome: Outcome,
+    pub checkout_time: Duration,
+    pub eval_time: Duration,
+    pub total_time: Duration,
+}
+
+impl Summary {
+    /// Whether the evaluation failed (no evaluation recorded because of an
+    /// error).
+    pub fn failed(&self) -> bool {
+        matches!(self.outcome, Outcome::FetchFailed(_) | Outcome::Failed(_))
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = format!("{}:{}", self.project, self.jobset);
+        let times = format!(
+            "checkout {:.1} s, evaluation {:.1} s, total {:.1} s",
+            self.checkout_time.as_secs_f64(),
+            self.eval_time.as_secs_f64(),
+            self.total_time.as_secs_f64()
+        );
+        match &self.outcome {
+            Outcome::Evaluated {
+                eval_id,
+                new_builds,
+                reused,
+                job_errors,
+                changed,
+            } => write!(
+                f,
+                "{name}: evaluation {eval_id}{}: {new_builds} new builds, {reused} reused, {job_errors} job errors ({times})",
+                if *changed { "" } else { " (no changes)" }
+            ),
+            Outcome::Unchanged { previous_eval } => write!(
+                f,
+                "{name}: inputs unchanged since evaluation {previous_eval}, nothing to do ({times})"
+            ),
+            Outcome::FetchFailed(e) => {
+                write!(f, "{name}: fetching the inputs failed ({times}):\n{e}")
+            }
+            Outcome::Failed(e) => write!(f, "{name}: evaluation failed ({times}):\n{e}"),
+            Outcome::SpecApplied { jobsets } => write!(
+                f,
+                "{name}: declarative specification applied to {jobsets} jobsets ({times})"
+            ),
+        }
+    }
+}
+
+/// Errors that keep an evaluation from even being attempted or recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error("jobset {project}:{jobset} does not exist")]
+    NoSuchJobset { project: String, jobset: String },
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<sqlx::Error> for EvalError {
+    fn from(e: sqlx::Error) -> Self {
+        EvalError::Db(DbError::from(e))
+    }
+}
+
+/// A trace id for the NOTIFYs of one evaluation: start time and process.
+fn trace_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{nanos}.{}", std::process::id())
+}
+
+async fn notify(pool: &PgPool, channel: &str, payload: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("select pg_notify($1, $2)")
+        .bind(channel)
+        .bind(payload)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Evaluates `project:jobset` once. `deadline` bounds the whole
+/// evaluation (the scheduler's time limit).
+pub async fn evaluate_jobset(
+    ctx: &Context,
+    project: &str,
+    jobset: &str,
+) -> Result<Summary, EvalError> {
+    let started = Instant::now();
+    let mut conn = ctx.pool.acquire().await.map_err(DbError::from)?;
+    let row = rows::jobset(&mut conn, project, jobset)
+        .await?
+        .ok_or_else(|| EvalError::NoSuchJobset {
+            project: project.into(),
+            jobset: jobset.into(),
+        })?;
+    drop(conn);
+    let trace = trace_id();
+    let span = tracing::info_span!("evaluation", project, jobset, trace = %trace);
+    evaluate_row(ctx, row, trace, started)
+        .instrument(span)
+        .await
+}
+
+async fn evaluate_row(
+    ctx: &Context,
+    row: rows::Jobset,
+    trace: String,
+    started: Instant,
+) -> Result<Summary, EvalError> {
+    notify(&ctx.pool, "eval_started", &format!("{trace}\t{}", row.id)).await?;
+    ctx.metrics.evaluation_started();
+
+    let mut times = Times::default();
+    let result = run(ctx, &row, &trace, &mut times).await;
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            // Recorded like Hydra's die(): the jobset shows the error.
+            let text = e.to_string();
+            tracing::error!(error = %text, "evaluation failed");
+            fail(ctx, row.id, &trace, &text).await?;
+            Outcome::Failed(text)
+        }
+    };
+    let summary = Summary {
+        project: row.project.clone(),
+        jobset: row.name.clone(),
+        outcome,
+        checkout_time: times.checkout,
+        eval_time: times.eval,
+        total_time: started.elapsed(),
+    };
+    ctx.metrics.evaluation_finished(&summary);
+    tracing::info!("{summary}");
+    Ok(summary)
+}
+
+#[derive(Default)]
+struct Times {
+    checkout: Duration,
+    eval: Duration,
+}
+
+/// Records a failed evaluation on the jobset and announces it.
+async fn fail(ctx: &Context, jobset_id: i32, trace: &str, text: &str) -> Result<(), EvalError> {
+    let now = hydra_db::now();
+    sqlx::query(
+        "update Jobsets set errorMsg = $2, errorTime = $3, lastCheckedTime = $3, fetchErrorMsg = null \
+         where id = $1",
+    )
+    .bind(jobset_id)
+    .bind(text)
+    .bind(now)
+    .execute(&ctx.pool)
+    .await?;
+    notify(&ctx.pool, "eval_failed", &format!("{trace}\t{jobset_id}")).await?;
+    Ok(())
+}
+
+/// An error that fails the evaluation as a whole.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RunError {
+    #[error("{0}")]
+    Message(String),
+    #[error(transparent)]
+    Engine(#[from] engine::EngineError),
+    #[error("database error: {0}")]
+    Db(#[from] DbError),
+}
+
+impl From<sqlx::Error> for RunError {
+    fn from(e: sqlx::Error) -> Self {
+        RunError::Db(DbError::from(e))
+    }
+}
+
+/// The inputs of a jobset as configured; several alternatives are refused
+/// as Hydra does.
+pub(crate) async fn jobset_inputs(
+    pool: &PgPool,
+    project: &str,
+    jobset: &str,
+) -> Result<Vec<Input>, RunError> {
+    let mut conn = pool.acquire().await.map_err(DbError::from)?;
+    let mut inputs = Vec::new();
+    for (input, alts) in rows::jobset_inputs(&mut conn, project, jobset).await? {
+        if alts.len() > 1 {
+            return Err(RunError::Message(format!(
+                "input `{}` has {} alternatives; multiple alternatives per input are no longer supported",
+                input.name,
+                alts.len()
+            )));
+        }
+        inputs.push(Input {
+            name: input.name,
+            kind: input.kind,
+            value: alts
+                .into_iter()
+                .next()
+                .and_then(|a| a.value)
+                .unwrap_or_default(),
+            email_responsible: input.email_responsible != 0,
+        });
+    }
+    Ok(inputs)
+}
+
+async fn run(
+    ctx: &Context,
+    row: &rows::Jobset,
+    trace: &str,
+    times: &mut Times,
+) -> Result<Outcome, RunError> {
+    let checkout_start = Instant::now();
+    let mut extra_inputs = Vec::new();
+    if row.name == ".jobsets" {
+        match declarative::evaluate_spec(ctx, row).await? {
+            Decl::Applied(outcome) => {
+                times.checkout = checkout_start.elapsed();
+                return Ok(outcome);
+            }
+            Decl::FetchFailed(text) => {
+                times.checkout = checkout_start.elapsed();
+                return fetch_failed(ctx, row.id, trace, text).await;
+            }
+            Decl::Generated(inputs) => extra_inputs = inputs,
+        }
+    }
+    // Re-read: a declarative specification may have changed the jobset.
+    let row = &rows::jobset_by_id(
+        &mut *ctx.pool.acquire().await.map_err(DbError::from)?,
+        row.id,
+    )
+    .await?
+    .ok_or_else(|| RunError::Message("the jobset was deleted".into()))?;
+    let inputs = jobset_inputs(&ctx.pool, &row.project, &row.name).await?;
+
+    // Fetch.
+    let fetch_ctx = FetchContext {
+        pool: &ctx.pool,
+        config: &ctx.config,
+        data_dir: &ctx.data_dir,
+        nix: &ctx.nix,
+        project: &row.project,
+        jobset: &row.name,
+    };
+    let mut fetched: Vec<Fetched> = Vec::with_capacity(inputs.len());
+    for input in &inputs {
+        match inputs::fetch(&fetch_ctx, input).await {
+            Ok(f) => fetched.push(f),
+            Err(e) => {
+                times.checkout = checkout_start.elapsed();
+                tracing::warn!(input = %input.name, error = %e, "fetching an input failed");
+                return fetch_failed(ctx, row.id, trace, e.to_string()).await;
+            }
+        }
+    }
+    fetched.extend(extra_inputs);
+    let flake = match row.kind {
+        1 => {
+            let Some(flake) = row.flake.as_deref().filter(|f| !f.is_empty()) else {
+                return Err(RunError::Message(
+                    "the jobset is a flake jobset without a flake".into(),
+                ));
+            };
+            match lock_flake(&ctx.nix, flake).await {
+                Ok(locked) => Some(locked),
+                Err(text) => {
+                    times.checkout = checkout_start.elapsed();
+                    return fetch_failed(ctx, row.id, trace, text).await;
+                }
+            }
+        }
+        _ => None,
+    };
+    times.checkout = checkout_start.elapsed();
+
+    // Unchanged?
+    let hash = inputs_hash(row, flake.as_deref(), &fetched);
+    let latest: Option<(i32, Option<String>, Option<String>)> = sqlx::query_as(
+        "select id, hash, flake from JobsetEvals where jobset_id = $1 order by id desc limit 1",
+    )
+    .bind(row.id)
+    .fetch_optional(&ctx.pool)
+    .await?;
+    if let Some((previous, prev_hash, prev_flake)) = latest
+        && prev_hash.as_deref() == Some(hash.as_str())
+        && row.force_eval != Some(true)
+        && prev_flake == flake
+    {
+        sqlx::query("update Jobsets set lastCheckedTime = $2, fetchErrorMsg = null where id = $1")
+            .bind(row.id)
+            .bind(hydra_db::now())
+            .execute(&ctx.pool)
+            .await?;
+        notify(
+            &ctx.pool,
+            "eval_cached",
+            &format!("{trace}\t{}\t{previous}", row.id),
+        )
+        .await?;
+        return Ok(Outcome::Unchanged {
+            previous_eval: previous,
+        });
+    }
+
+    // Evaluate.
+    let eval_start = Instant::now();
+    let expression = match &flake {
+        Some(url) => Expression::Flake { url: url.clone() },
+        None => {
+            let (Some(input), Some(path)) = (
+                row.nix_expr_input.as_deref().filter(|s| !s.is_empty()),
+                row.nix_expr_path.as_deref().filter(|s| !s.is_empty()),
+            ) else {
+                return Err(RunError::Message(
+                    "the jobset has no Nix expression (nixexprinput and nixexprpath)".into(),
+                ));
+            };
+            if !fetched
+                .iter()
+                .any(|f| f.name == input && f.store_path.is_some())
+            {
+                return Err(RunError::Message(format!(
+                    "the jobset's Nix expression is in input `{input}`, which {}",
+                    if fetched.iter().any(|f| f.name == input) {
+                        "is not a path in the store"
+                    } else {
+                        "does not exist"
+                    }
+                )));
+            }
+            Expression::Legacy {
+                expr: format!("{input}/{path}"),
+            }
+        }
+    };
+    let gc_roots_dir = ctx.config.gc_roots_dir.clone();
+    if let Err(e) = std::fs::create_dir_all(&gc_roots_dir) {
+        tracing::warn!(dir = %gc_roots_dir.display(), error = %e, "cannot create the garbage collector roots directory");
+    }
+    let request = Request {
+        expression,
+        search_path: fetched.iter().filter_map(Fetched::search_path).collect(),
+        args: fetched.iter().map(Fetched::to_arg).collect(),
+        workers: ctx.config.evaluator.workers as usize,
+        max_memory_mib: ctx.config.evaluator.max_memory_size_mib,
+        allow_import_from_derivation: ctx.config.evaluator.allow_import_from_derivation,
+        nix: ctx.nix.clone(),
+        gc_roots_dir: Some(gc_roots_dir),
+        timeout: Duration::from_secs(ctx.config.evaluator.time_limit)
+            .saturating_sub(checkout_start.elapsed()),
+    };
+    let mut evaluated = engine::evaluate(&request).await?;
+    ctx.metrics.engine_stats(&evaluated);
+    if let Err(e) =
+        aggregates::resolve(&ctx.nix, &mut evaluated, request.gc_roots_dir.as_deref()).await
+    {
+        return Err(RunError::Message(e));
+    }
+    times.eval = eval_start.elapsed();
+
+    let error_text = error_text(&evaluated.errors);
+    let recorded = record::record(
+        &ctx.pool,
+        &NewEval {
+            jobset_id: row.id,
+            trace_id: trace,
+            hash: &hash,
+            checkout_time: times.checkout.as_secs() as i32,
+            eval_time: times.eval.as_secs() as i32,
+            flake: flake.as_deref(),
+            nix_expr_input: row.nix_expr_input.as_deref(),
+            nix_expr_path: row.nix_expr_path.as_deref(),
+            jobs: &evaluated.jobs,
+            error_text: error_text.as_deref(),
+            inputs: &fetched,
+        },
+    )
+    .await?;
+    Ok(Outcome::Evaluated {
+        eval_id: recorded.eval_id,
+        new_builds: recorded.new_builds.len(),
+        reused: recorded.reused,
+        job_errors: evaluated.errors.len(),
+        changed: recorded.has_new_builds,
+    })
+}
+
+/// Records a failed fetch (`fetchErrorMsg`) and announces it.
+async fn fetch_failed(
+    ctx: &Context,
+    jobset_id: i32,
+    trace: &str,
+    text: String,
+) -> Result<Outcome, RunError> {
+    sqlx::query("update Jobsets set fetchErrorMsg = $2, lastCheckedTime = $3 where id = $1")
+        .bind(jobset_id)
+        .bind(&text)
+        .bind(hydra_db::now())
+        .execute(&ctx.pool)
+        .await?;
+    notify(&ctx.pool, "eval_failed", &format!("{trace}\t{jobset_id}")).await?;
+    Ok(Outcome::FetchFailed(text))
+}
+
+/// Hydra's error text: `in job ‘NAME’:\nERROR\n\n` for each job.
+fn error_text(errors: &BTreeMap<String, String>) -> Option<String> {
+    if errors.is_empty() {
+        return None;
+    }
+    let mut text = String::new();
+    for (job, error) in errors {
+        text.push_str(&format!("in job ‘{job}’:\n{error}\n\n"));
+    }
+    Some(text)
+}
+
+/// The hash that says whether the inputs changed: the expression and every
+/// input as it reaches Nix.
+fn inputs_hash(row: &rows::Jobset, flake: Option<&str>, fetched: &[Fetched]) -> String {
+    let mut words: Vec<String> = match flake {
+        Some(url) => vec![url.to_string()],
+        None => vec![
+            row.nix_expr_input.clone().unwrap_or_default(),
+            row.nix_expr_path.clone().unwrap_or_default(),
+        ],
+    };
+    words.extend(fetched.iter().map(Fetched::identity));
+    hex::encode(Sha256::digest(words.join(" ").as_bytes()))
+}
+
+/// The locked reference of a flake (`nix flake metadata --refresh`).
+async fn lock_flake(nix: &NixEnv, flake: &str) -> Result<String, String> {
+    let mut cmd = nix.command("nix");
+    cmd.args([
+        "--experimental-features",
+        "nix-command flakes",
+        "flake",
+        "metadata",
+        "--refresh",
+        "--json",
+        "--",
+        flake,
+    ]);
+    let out = tokio::time::timeout(Duration::from_secs(600), cmd.output())
+        .await
+        .map_err(|_| format!("locking flake `{flake}` took longer than 600 s"))?
+        .map_err(|e| format!("cannot run nix flake metadata: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "cannot lock flake `{flake}`: {}",
+            hydra_nix::serve::strip_ansi(String::from_utf8_lossy(&out.stderr).trim())
+        ));
+    }
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("unreadable output of nix flake metadata for `{flake}`: {e}"))?;
+    meta.get("url")
+        .and_then(|u| u.as_str())
+        .map(String::from)
+        .ok_or_else(|| format!("nix flake metadata gave no locked URL for `{flake}`"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_text_is_hydras() {
+        let mut errors = BTreeMap::new();
+        errors.insert("b".to_string(), "error: two".to_string());
+        errors.insert("a".to_string(), "error: one".to_string());
+        assert_eq!(
+            error_text(&errors).as_deref(),
+            Some("in job ‘a’:\nerror: one\n\nin job ‘b’:\nerror: two\n\n")
+        );
+        assert_eq!(error_text(&BTreeMap::new()), None);
+    }
+}

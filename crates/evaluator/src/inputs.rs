@@ -1,0 +1,440 @@
+//! Jobset inputs: fetching each input of a jobset, and how it reaches Nix.
+//!
+//! `string`, `boolean` and `nix` inputs are values; the others end up in the
+//! store and are passed as an attribute set (`outPath`, `rev`, …) and on the
+//! search path, so `<name/file.nix>` works.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hydra_config::Config;
+use hydra_nix::hash::{HashAlgo, Hasher};
+use sqlx::PgPool;
+
+use crate::engine::{Arg, NixEnv, nix_string};
+
+/// One input of a jobset as configured.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Input {
+    pub name: String,
+    pub kind: String,
+    pub value: String,
+    pub email_responsible: bool,
+}
+
+/// What fetching an input produced (Hydra's "input info").
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Fetched {
+    pub name: String,
+    pub kind: String,
+    pub uri: Option<String>,
+    pub revision: Option<String>,
+    pub value: Option<String>,
+    pub store_path: Option<String>,
+    /// NAR hash of `store_path`, base32.
+    pub sha256: Option<String>,
+    pub rev_count: Option<i64>,
+    pub git_tag: Option<String>,
+    pub short_rev: Option<String>,
+    pub short_rev_length: Option<i16>,
+    pub version: Option<String>,
+    pub output_name: Option<String>,
+    pub drv_path: Option<String>,
+    /// The build this input is the output of (`build` inputs).
+    pub dependency: Option<i32>,
+    pub email_responsible: bool,
+    /// An argument given as an expression (`eval` inputs).
+    pub expression: Option<String>,
+}
+
+impl Fetched {
+    /// How the input reaches the jobset's function.
+    pub fn to_arg(&self) -> Arg {
+        match self.kind.as_str() {
+            "string" => Arg::Str(self.name.clone(), self.value.clone().unwrap_or_default()),
+            "boolean" | "nix" => {
+                Arg::Expr(self.name.clone(), self.value.clone().unwrap_or_default())
+            }
+            _ if self.expression.is_some() => Arg::Expr(
+                self.name.clone(),
+                self.expression.clone().unwrap_or_default(),
+            ),
+            _ => {
+                let mut attrs = Vec::new();
+                if let Some(p) = &self.store_path {
+                    attrs.push(format!("outPath = builtins.storePath {};", nix_string(p)));
+                }
+                attrs.push(format!("inputType = {};", nix_string(&self.kind)));
+                for (key, value) in [
+                    ("uri", &self.uri),
+                    ("gitTag", &self.git_tag),
+                    ("shortRev", &self.short_rev),
+                    ("version", &self.version),
+                    ("outputName", &self.output_name),
+                    ("drvPath", &self.drv_path),
+                ] {
+                    if let Some(v) = value {
+                        attrs.push(format!("{key} = {};", nix_string(v)));
+                    }
+                }
+                if let Some(rev) = &self.revision {
+                    // Subversion and Bazaar revisions are numbers.
+                    if matches!(
+                        self.kind.as_str(),
+                        "svn" | "svn-checkout" | "bzr" | "bzr-checkout"
+                    ) && rev.parse::<i64>().is_ok()
+                    {
+                        attrs.push(format!("rev = {rev};"));
+                    } else {
+                        attrs.push(format!("rev = {};", nix_string(rev)));
+                    }
+                }
+                if let Some(n) = self.rev_count {
+                    attrs.push(format!("revCount = {n};"));
+                }
+                Arg::Expr(self.name.clone(), format!("{{ {} }}", attrs.join(" ")))
+            }
+        }
+    }
+
+    /// The search path entry (`-I name=path`), for inputs in the store.
+    pub fn search_path(&self) -> Option<(String, String)> {
+        self.store_path
+            .as_ref()
+            .map(|p| (self.name.clone(), p.clone()))
+    }
+
+    /// What identifies this input's content, for the "unchanged" check.
+    pub fn identity(&self) -> String {
+        match self.to_arg() {
+            Arg::Str(n, v) => format!("--argstr {n} {v}"),
+            Arg::Expr(n, v) => format!("--arg {n} {v}"),
+        }
+    }
+}
+
+/// Why an input could not be fetched; becomes `Jobsets.fetchErrorMsg`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct FetchError(pub String);
+
+/// What fetching needs.
+#[derive(Debug)]
+pub struct FetchContext<'a> {
+    pub pool: &'a PgPool,
+    pub config: &'a Config,
+    pub data_dir: &'a Path,
+    pub nix: &'a NixEnv,
+    pub project: &'a str,
+    pub jobset: &'a str,
+}
+
+/// Fetches one input.
+pub async fn fetch(ctx: &FetchContext<'_>, input: &Input) -> Result<Fetched, FetchError> {
+    let base = Fetched {
+        name: input.name.clone(),
+        kind: input.kind.clone(),
+        email_responsible: input.email_responsible,
+        ..Default::default()
+    };
+    match input.kind.as_str() {
+        "string" | "nix" => Ok(Fetched {
+            value: Some(input.value.clone()),
+            ..base
+        }),
+        "boolean" => match input.value.trim() {
+            v @ ("true" | "false") => Ok(Fetched {
+                value: Some(v.to_string()),
+                ..base
+            }),
+            other => Err(FetchError(format!(
+                "input `{}` is a boolean, so its value must be `true` or `false`, not `{other}`",
+                input.name
+            ))),
+        },
+        "path" => fetch_path(ctx, input, base).await,
+        other => Err(FetchError(format!(
+            "input `{}` has the unsupported type `{other}`",
+            input.name
+        ))),
+    }
+}
+
+pub(crate) fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// `YYYYmmddHHMMSS` in UTC.
+pub fn utc_stamp(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}{m:02}{d:02}{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// The NAR hash of a file system path, base32.
+pub(crate) async fn nar_hash(path: &Path) -> Result<String, FetchError> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        struct HashWriter(Hasher);
+        impl std::io::Write for HashWriter {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.update(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut w = HashWriter(Hasher::new(HashAlgo::Sha256));
+        hydra_nix::nar::dump_path(
+            &path,
+            &mut std::io::BufWriter::with_capacity(1 << 20, &mut w),
+        )
+        .map_err(|e| FetchError(format!("cannot read {}: {e}", path.display())))?;
+        Ok(w.0.finish().to_base32())
+    })
+    .await
+    .map_err(|e| FetchError(e.to_string()))?
+}
+
+/// Runs a Nix program and returns its output, or its error text.
+pub(crate) async fn run_nix(
+    nix: &NixEnv,
+    program: &str,
+    args: &[&str],
+) -> Result<String, FetchError> {
+    let out = nix
+        .command(program)
+        .args(args)
+        .output()
+        .await
+        .map_err(|e| FetchError(format!("cannot run {program}: {e}")))?;
+    if !out.status.success() {
+        return Err(FetchError(format!(
+            "{program} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Whether a store path is valid in the evaluator's store.
+pub(crate) async fn is_valid(nix: &NixEnv, path: &str) -> bool {
+    nix.command("nix-store")
+        .args(["--check-validity", path])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .await
+        .is_ok_and(|s| s.success())
+}
+
+/// `path [seconds]`: a local path added to the store, hashed at most once
+/// per `seconds` (else `path_input_cache_validity_seconds`).
+async fn fetch_path(
+    ctx: &FetchContext<'_>,
+    input: &Input,
+    base: Fetched,
+) -> Result<Fetched, FetchError> {
+    let mut words = input.value.split_whitespace();
+    let src = words
+        .next()
+        .ok_or_else(|| FetchError(format!("input `{}` (a path) has no value", input.name)))?;
+    let validity: i64 = match words.next() {
+        Some(n) => n.parse().map_err(|_| {
+            FetchError(format!(
+                "input `{}`: `{n}` is not a number of seconds",
+                input.name
+            ))
+        })?,
+        None => ctx.config.evaluator.path_input_cache_validity_seconds as i64,
+    };
+    if !src.starts_with('/') {
+        return fetch_url(ctx, input, base, src).await;
+    }
+    let now = now();
+    let latest: Option<(i64, i64, String, String)> = sqlx::query_as(
+        "select timestamp::bigint, lastSeen::bigint, sha256hash, storePath from CachedPathInputs \
+         where srcPath = $1 order by lastSeen desc limit 1",
+    )
+    .bind(src)
+    .fetch_optional(ctx.pool)
+    .await
+    .map_err(db)?;
+    if let Some((timestamp, last_seen, sha, store_path)) = &latest
+        && now - last_seen < validity
+        && is_valid(ctx.nix, store_path).await
+    {
+        return Ok(path_result(base, src, *timestamp, sha, store_path));
+    }
+    if !Path::new(src).exists() {
+        return Err(FetchError(format!(
+            "input `{}`: {src} does not exist",
+            input.name
+        )));
+    }
+    let sha = nar_hash(Path::new(src)).await?;
+    let known: Option<(i64, String)> = sqlx::query_as(
+        "select timestamp::bigint, storePath from CachedPathInputs where srcPath = $1 and sha256hash = $2",
+    )
+    .bind(src)
+    .bind(&sha)
+    .fetch_optional(ctx.pool)
+    .await
+    .map_err(db)?;
+    if let Some((timestamp, store_path)) = known
+        && is_valid(ctx.nix, &store_path).await
+    {
+        sqlx::query(
+            "update CachedPathInputs set lastSeen = $3 where srcPath = $1 and sha256hash = $2",
+        )
+        .bind(src)
+        .bind(&sha)
+        .bind(now as i32)
+        .execute(ctx.pool)
+        .await
+        .map_err(db)?;
+        return Ok(path_result(base, src, timestamp, &sha, &store_path));
+    }
+    let store_path = run_nix(ctx.nix, "nix-store", &["--add", src]).await?;
+    sqlx::query(
+        "insert into CachedPathInputs (srcPath, timestamp, lastSeen, sha256hash, storePath) values ($1, $2, $2, $3, $4) \
+         on conflict (srcPath, sha256hash) do update set lastSeen = excluded.lastSeen, storePath = excluded.storePath",
+    )
+    .bind(src)
+    .bind(now as i32)
+    .bind(&sha)
+    .bind(&store_path)
+    .execute(ctx.pool)
+    .await
+    .map_err(db)?;
+    Ok(path_result(base, src, now, &sha, &store_path))
+}
+
+fn path_result(base: Fetched, src: &str, timestamp: i64, sha: &str, store_path: &str) -> Fetched {
+    Fetched {
+        uri: Some(src.to_string()),
+        revision: Some(format!("{}:{sha}", utc_stamp(timestamp))),
+        store_path: Some(store_path.to_string()),
+        sha256: Some(sha.to_string()),
+        ..base
+    }
+}
+
+/// A `path` input that is a URL: downloaded with `nix-prefetch-url`.
+async fn fetch_url(
+    ctx: &FetchContext<'_>,
+    input: &Input,
+    base: Fetched,
+    url: &str,
+) -> Result<Fetched, FetchError> {
+    let out = ctx
+        .nix
+        .command("nix-prefetch-url")
+        .arg(url)
+        .env("PRINT_PATH", "1")
+        .output()
+        .await
+        .map_err(|e| FetchError(format!("cannot run nix-prefetch-url: {e}")))?;
+    if !out.status.success() {
+        return Err(FetchError(format!(
+            "input `{}`: cannot download {url}: {}",
+            input.name,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let (Some(sha), Some(store_path)) = (lines.next(), lines.next()) else {
+        return Err(FetchError(format!(
+            "input `{}`: unexpected output of nix-prefetch-url",
+            input.name
+        )));
+    };
+    Ok(Fetched {
+        uri: Some(url.to_string()),
+        revision: Some(format!("{}:{sha}", utc_stamp(now()))),
+        store_path: Some(store_path.to_string()),
+        sha256: Some(sha.to_string()),
+        ..base
+    })
+}
+
+pub(crate) fn db(e: sqlx::Error) -> FetchError {
+    tracing::error!(error = %e, "database error while fetching an input");
+    FetchError(format!("database error while fetching: {e}"))
+}
+
+/// `$HYDRA_DATA/scm/<kind>`.
+pub(crate) fn scm_dir(data_dir: &Path, kind: &str) -> PathBuf {
+    data_dir.join("scm").join(kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_stamps() {
+        assert_eq!(utc_stamp(0), "19700101000000");
+        assert_eq!(utc_stamp(1_700_000_000), "20231114221320");
+        assert_eq!(utc_stamp(951_782_400), "20000229000000");
+    }
+
+    #[test]
+    fn inputs_as_arguments() {
+        let f = |kind: &str, value: &str| Fetched {
+            name: "x".into(),
+            kind: kind.into(),
+            value: Some(value.into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            f("string", "a\"b").to_arg(),
+            Arg::Str("x".into(), "a\"b".into())
+        );
+        assert_eq!(
+            f("boolean", "true").to_arg(),
+            Arg::Expr("x".into(), "true".into())
+        );
+        let git = Fetched {
+            name: "src".into(),
+            kind: "git".into(),
+            store_path: Some("/nix/store/abc-src".into()),
+            revision: Some("deadbeef".into()),
+            rev_count: Some(7),
+            ..Default::default()
+        };
+        assert_eq!(
+            git.to_arg(),
+            Arg::Expr(
+                "src".into(),
+                "{ outPath = builtins.storePath \"/nix/store/abc-src\"; inputType = \"git\"; rev = \"deadbeef\"; revCount = 7; }"
+                    .into()
+            )
+        );
+        assert_eq!(
+            git.search_path(),
+            Some(("src".into(), "/nix/store/abc-src".into()))
+        );
+    }
+}

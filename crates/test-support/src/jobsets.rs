@@ -1,0 +1,91 @@
+//! Projects and jobsets as rows, the way the web interface creates them.
+
+use sqlx::PgPool;
+
+/// Creates project `name` (and its owner `root` if needed).
+pub async fn create_project(pool: &PgPool, name: &str) {
+    sqlx::query(
+        "insert into Users (userName, emailAddress, password) values ('root', 'root@example.org', '!') \
+         on conflict do nothing",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query("insert into Projects (name, displayName, owner) values ($1, $1, 'root')")
+        .bind(name)
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+/// Creates a legacy jobset whose expression is `expr_path` in input
+/// `expr_input`, with `inputs` as (name, type, value); returns its id. It
+/// is enabled with a check interval of 0 (evaluated only when asked).
+pub async fn create_jobset(
+    pool: &PgPool,
+    project: &str,
+    name: &str,
+    expr_input: &str,
+    expr_path: &str,
+    inputs: &[(&str, &str, &str)],
+) -> i32 {
+    let id: i32 = sqlx::query_scalar(
+        "insert into Jobsets (project, name, nixExprInput, nixExprPath, emailOverride, checkInterval) \
+         values ($1, $2, $3, $4, '', 0) returning id",
+    )
+    .bind(project)
+    .bind(name)
+    .bind(expr_input)
+    .bind(expr_path)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    set_inputs(pool, project, name, inputs).await;
+    id
+}
+
+/// Creates a flake jobset; returns its id.
+pub async fn create_flake_jobset(pool: &PgPool, project: &str, name: &str, flake: &str) -> i32 {
+    sqlx::query_scalar(
+        "insert into Jobsets (project, name, type, flake, emailOverride, checkInterval) \
+         values ($1, $2, 1, $3, '', 0) returning id",
+    )
+    .bind(project)
+    .bind(name)
+    .bind(flake)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// Replaces the inputs of a jobset.
+pub async fn set_inputs(pool: &PgPool, project: &str, jobset: &str, inputs: &[(&str, &str, &str)]) {
+    sqlx::query("delete from JobsetInputs where project = $1 and jobset = $2")
+        .bind(project)
+        .bind(jobset)
+        .execute(pool)
+        .await
+        .unwrap();
+    for (input, kind, value) in inputs {
+        sqlx::query(
+            "insert into JobsetInputs (project, jobset, name, type) values ($1, $2, $3, $4)",
+        )
+        .bind(project)
+        .bind(jobset)
+        .bind(input)
+        .bind(kind)
+        .execute(pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "insert into JobsetInputAlts (project, jobset, input, altnr, value) values ($1, $2, $3, 0, $4)",
+        )
+        .bind(project)
+        .bind(jobset)
+        .bind(input)
+        .bind(value)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+}
