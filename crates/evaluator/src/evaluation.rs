@@ -282,6 +282,7 @@ async fn run(
 ) -> Result<Outcome, RunError> {
     let checkout_start = Instant::now();
     let mut extra_inputs = Vec::new();
+    let mut generated_spec = false;
     if row.name == ".jobsets" {
         match declarative::evaluate_spec(ctx, row).await? {
             Decl::Applied(outcome) => {
@@ -292,7 +293,10 @@ async fn run(
                 times.checkout = checkout_start.elapsed();
                 return fetch_failed(ctx, row.id, trace, text).await;
             }
-            Decl::Generated(inputs) => extra_inputs = inputs,
+            Decl::Generated(inputs) => {
+                extra_inputs = inputs;
+                generated_spec = true;
+            }
         }
     }
     // Re-read: a declarative specification may have changed the jobset.
@@ -420,7 +424,16 @@ async fn run(
         timeout: Duration::from_secs(ctx.config.evaluator.time_limit)
             .saturating_sub(checkout_start.elapsed()),
     };
-    let mut evaluated = engine::evaluate(&request).await?;
+    let mut evaluated = match engine::evaluate(&request).await {
+        Ok(evaluated) => evaluated,
+        Err(engine::EngineError::Timeout) => {
+            return Err(RunError::Message(format!(
+                "the evaluation took longer than {} s (evaluator_time_limit) and was stopped",
+                ctx.config.evaluator.time_limit
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
     ctx.metrics.engine_stats(&evaluated);
     if let Err(e) =
         aggregates::resolve(&ctx.nix, &mut evaluated, request.gc_roots_dir.as_deref()).await
@@ -428,6 +441,12 @@ async fn run(
         return Err(RunError::Message(e));
     }
     times.eval = eval_start.elapsed();
+    if generated_spec && !evaluated.jobs.contains_key("jobsets") {
+        return Err(RunError::Message(match evaluated.errors.get("jobsets") {
+            Some(e) => format!("the job `jobsets` of the declarative specification failed to evaluate:\n{e}"),
+            None => "the evaluation of a generated declarative specification must produce a job named `jobsets`".into(),
+        }));
+    }
 
     let error_text = error_text(&evaluated.errors);
     let recorded = record::record(
