@@ -526,13 +526,12 @@ async fn run_worker(
         })
         .arg("-I")
         .arg(format!("hydra-worker={}", dir.display()));
-    match &request.expression {
-        Expression::Legacy { .. } => {
-            cmd.args(["--option", "restrict-eval", "true"]);
-        }
-        Expression::Flake { .. } => {
-            cmd.args(["--option", "experimental-features", "nix-command flakes"]);
-        }
+    // Restricted evaluation for flakes too: Nix 2.8's pure mode would also
+    // refuse the worker's own files, and restricted mode gives what matters
+    // here (no files outside the inputs, no environment).
+    cmd.args(["--option", "restrict-eval", "true"]);
+    if let Expression::Flake { .. } = &request.expression {
+        cmd.args(["--option", "experimental-features", "nix-command flakes"]);
     }
     for (name, path) in &request.search_path {
         cmd.arg("-I").arg(format!("{name}={path}"));

@@ -414,7 +414,7 @@ async fn run(
     }
     let request = Request {
         expression,
-        search_path: fetched.iter().filter_map(Fetched::search_path).collect(),
+        search_path: fetched.iter().flat_map(Fetched::search_path).collect(),
         args: fetched.iter().map(Fetched::to_arg).collect(),
         workers: ctx.config.evaluator.workers as usize,
         max_memory_mib: ctx.config.evaluator.max_memory_size_mib,

@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod git;
 pub mod jobsets;
 mod nix;
 mod pg;
@@ -15,6 +16,7 @@ mod sshd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+pub use git::GitRepo;
 pub use nix::NixStore;
 pub use pg::{TestCluster, TestDb, cluster};
 pub use sshd::Sshd;

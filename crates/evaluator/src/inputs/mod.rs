@@ -13,6 +13,10 @@ use sqlx::PgPool;
 
 use crate::engine::{Arg, NixEnv, nix_string};
 
+mod build;
+mod git;
+mod scm;
+
 /// One input of a jobset as configured.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Input {
@@ -45,6 +49,9 @@ pub struct Fetched {
     pub email_responsible: bool,
     /// An argument given as an expression (`eval` inputs).
     pub expression: Option<String>,
+    /// More store paths the expression may read: job → output (`eval`
+    /// inputs).
+    pub extra_paths: Vec<(String, String)>,
 }
 
 impl Fetched {
@@ -97,11 +104,21 @@ impl Fetched {
         }
     }
 
-    /// The search path entry (`-I name=path`), for inputs in the store.
-    pub fn search_path(&self) -> Option<(String, String)> {
-        self.store_path
-            .as_ref()
+    /// The search path entries (`-I name=path`): the input's store path,
+    /// and each output of an `eval` input as `name/job`. Restricted
+    /// evaluation only lets the expression read what is on the search path.
+    pub fn search_path(&self) -> Vec<(String, String)> {
+        let mut entries: Vec<(String, String)> = self
+            .store_path
+            .iter()
             .map(|p| (self.name.clone(), p.clone()))
+            .collect();
+        entries.extend(
+            self.extra_paths
+                .iter()
+                .map(|(job, p)| (format!("{}/{job}", self.name), p.clone())),
+        );
+        entries
     }
 
     /// What identifies this input's content, for the "unchanged" check.
@@ -153,6 +170,12 @@ pub async fn fetch(ctx: &FetchContext<'_>, input: &Input) -> Result<Fetched, Fet
             ))),
         },
         "path" => fetch_path(ctx, input, base).await,
+        "git" => git::fetch(ctx, input, base).await,
+        "hg" => scm::fetch_hg(ctx, input, base).await,
+        "svn" | "svn-checkout" => scm::fetch_svn(ctx, input, base).await,
+        "bzr" | "bzr-checkout" => scm::fetch_bzr(ctx, input, base).await,
+        "darcs" => scm::fetch_darcs(ctx, input, base).await,
+        "build" | "sysbuild" | "eval" => build::fetch(ctx, input, base).await,
         other => Err(FetchError(format!(
             "input `{}` has the unsupported type `{other}`",
             input.name
@@ -384,14 +407,143 @@ pub(crate) fn db(e: sqlx::Error) -> FetchError {
     FetchError(format!("database error while fetching: {e}"))
 }
 
-/// `$HYDRA_DATA/scm/<kind>`.
-pub(crate) fn scm_dir(data_dir: &Path, kind: &str) -> PathBuf {
-    data_dir.join("scm").join(kind)
+/// `$HYDRA_DATA/scm/<kind>/<sha256 of the URL>`: where a repository's
+/// clone is kept between evaluations.
+pub(crate) fn clone_dir(data_dir: &Path, kind: &str, url: &str) -> PathBuf {
+    use sha2::Digest;
+    data_dir
+        .join("scm")
+        .join(kind)
+        .join(hex::encode(sha2::Sha256::digest(url.as_bytes())))
+}
+
+/// Holds an exclusive lock on `<dir>.lock` (several evaluations may fetch
+/// the same repository at once) until dropped.
+pub(crate) struct DirLock {
+    _file: std::fs::File,
+}
+
+pub(crate) async fn lock_dir(dir: &Path) -> Result<DirLock, FetchError> {
+    let path = dir.with_extension("lock");
+    tokio::task::spawn_blocking(move || {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| FetchError(format!("cannot create {}: {e}", parent.display())))?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| FetchError(format!("cannot open {}: {e}", path.display())))?;
+        file.lock()
+            .map_err(|e| FetchError(format!("cannot lock {}: {e}", path.display())))?;
+        Ok(DirLock { _file: file })
+    })
+    .await
+    .map_err(|e| FetchError(e.to_string()))?
+}
+
+/// Runs a version-control command (in `dir` if given) and returns its
+/// standard output; a failure or passing `timeout` is an error naming the
+/// command and quoting its stderr.
+pub(crate) async fn run_tool(
+    program: &str,
+    args: &[&str],
+    dir: Option<&Path>,
+    timeout: std::time::Duration,
+) -> Result<String, FetchError> {
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .stdin(std::process::Stdio::null())
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("HGPLAIN", "1")
+        .env("LC_ALL", "C")
+        .kill_on_drop(true);
+    if let Some(dir) = dir {
+        cmd.current_dir(dir);
+    }
+    let line = format!("{program} {}", args.join(" "));
+    let out = match tokio::time::timeout(timeout, cmd.output()).await {
+        Ok(Ok(out)) => out,
+        Ok(Err(e)) => return Err(FetchError(format!("cannot run `{program}`: {e}"))),
+        Err(_) => {
+            return Err(FetchError(format!(
+                "`{line}` took longer than {} s",
+                timeout.as_secs()
+            )));
+        }
+    };
+    if !out.status.success() {
+        return Err(FetchError(format!(
+            "`{line}` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A store path name from a URL: its last component without `.git`, made
+/// of the characters Nix allows, else `source`.
+pub(crate) fn store_name(url: &str) -> String {
+    let last = url
+        .trim_end_matches('/')
+        .rsplit(['/', ':'])
+        .next()
+        .unwrap_or("")
+        .trim_end_matches(".git");
+    let name: String = last
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "+-._?=".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let name = name.trim_start_matches('.').to_string();
+    if name.is_empty() {
+        "source".into()
+    } else {
+        name
+    }
+}
+
+/// Adds `dir` (recursively) to the store as `name`; returns the store path
+/// and its NAR hash (base32).
+pub(crate) async fn add_to_store(
+    nix: &NixEnv,
+    dir: &Path,
+    name: &str,
+) -> Result<(String, String), FetchError> {
+    let parent = tempfile::Builder::new()
+        .prefix("hydra-add-")
+        .tempdir()
+        .map_err(|e| FetchError(format!("cannot create a temporary directory: {e}")))?;
+    // `nix-store --add` names the path after the file name.
+    let named = parent.path().join(name);
+    std::fs::rename(dir, &named)
+        .map_err(|e| FetchError(format!("cannot move {}: {e}", dir.display())))?;
+    let sha = nar_hash(&named).await?;
+    let named_str = named.to_string_lossy().into_owned();
+    let store_path = run_nix(nix, "nix-store", &["--add", &named_str]).await?;
+    Ok((store_path, sha))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn store_names_come_from_urls() {
+        assert_eq!(store_name("https://github.com/NixOS/hydra.git"), "hydra");
+        assert_eq!(store_name("file:///tmp/x/repo/"), "repo");
+        assert_eq!(store_name("git@host:team/my repo.git"), "my-repo");
+        assert_eq!(store_name("/"), "source");
+        assert_eq!(store_name("svn://h/.hidden"), "hidden");
+    }
 
     #[test]
     fn utc_stamps() {
@@ -434,7 +586,7 @@ mod tests {
         );
         assert_eq!(
             git.search_path(),
-            Some(("src".into(), "/nix/store/abc-src".into()))
+            [("src".to_string(), "/nix/store/abc-src".to_string())]
         );
     }
 }

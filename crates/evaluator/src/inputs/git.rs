@@ -1,0 +1,393 @@
+//! `git` inputs: `URL [BRANCH [DEEPCLONE]] [KEY=VALUE …]`.
+//!
+//! The repository is fetched into a bare clone kept in
+//! `$HYDRA_DATA/scm/git/<sha256 of the URL>` (locked while in use); the
+//! branch defaults to the remote's `HEAD` (else `fallback_branch`, else
+//! `master`); a 40-hex branch is a fixed revision. The tree at the revision
+//! is added to the store once per (URL, branch, revision, deep clone) and
+//! remembered in `CachedGitInputs`. A deep clone keeps the `.git`
+//! directory with the whole history.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use super::{
+    FetchContext, FetchError, Fetched, Input, add_to_store, clone_dir, db, is_valid, lock_dir,
+    run_tool, store_name,
+};
+
+/// A parsed `git` input value.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct GitSpec {
+    pub url: String,
+    pub branch: Option<String>,
+    pub deep_clone: bool,
+    pub options: BTreeMap<String, String>,
+}
+
+pub(crate) fn parse(input: &Input) -> Result<GitSpec, FetchError> {
+    let mut positional = Vec::new();
+    let mut options = BTreeMap::new();
+    for word in input.value.split_whitespace() {
+        match word.split_once('=') {
+            // URLs may contain `=`; options come after the URL.
+            Some((k, v)) if !positional.is_empty() && !k.contains('/') => {
+                options.insert(k.to_string(), v.to_string());
+            }
+            _ => positional.push(word.to_string()),
+        }
+    }
+    let mut words = positional.into_iter();
+    let url = words
+        .next()
+        .ok_or_else(|| FetchError(format!("input `{}` (git) has no URL", input.name)))?;
+    let branch = words.next();
+    let deep_clone = match words.next().as_deref() {
+        None | Some("0") | Some("false") | Some("") => false,
+        Some(_) => true,
+    };
+    if let Some(extra) = words.next() {
+        return Err(FetchError(format!(
+            "input `{}` (git): unexpected `{extra}` after `URL BRANCH DEEPCLONE`",
+            input.name
+        )));
+    }
+    Ok(GitSpec {
+        url,
+        branch,
+        deep_clone,
+        options,
+    })
+}
+
+fn is_revision(s: &str) -> bool {
+    s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+pub(crate) async fn fetch(
+    ctx: &FetchContext<'_>,
+    input: &Input,
+    base: Fetched,
+) -> Result<Fetched, FetchError> {
+    let spec = parse(input)?;
+    let settings = &ctx.config.evaluator.git_input;
+    let overrides = settings
+        .overrides
+        .get(&format!("{}:{}:{}", ctx.project, ctx.jobset, input.name));
+    let option = |key: &str| {
+        spec.options
+            .get(key)
+            .or_else(|| overrides.and_then(|o| o.get(key)))
+            .cloned()
+    };
+    let timeout = match option("timeout") {
+        Some(t) => t.parse::<u64>().map_err(|_| {
+            FetchError(format!(
+                "input `{}` (git): timeout `{t}` is not a number of seconds",
+                input.name
+            ))
+        })?,
+        None => settings.timeout,
+    };
+    let timeout = Duration::from_secs(timeout.max(1));
+    let clone = clone_dir(ctx.data_dir, "git", &spec.url);
+    let _lock = lock_dir(&clone).await?;
+    let clone_str = clone.to_string_lossy().into_owned();
+    if !clone.join("HEAD").exists() {
+        std::fs::create_dir_all(&clone)
+            .map_err(|e| FetchError(format!("cannot create {clone_str}: {e}")))?;
+        run_tool("git", &["init", "--bare", "-q", &clone_str], None, timeout).await?;
+    }
+    let git = |args: Vec<String>| {
+        let clone = clone.clone();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run_tool("git", &args, Some(&clone), timeout).await
+        }
+    };
+
+    let branch = match &spec.branch {
+        Some(b) => b.clone(),
+        None => match default_branch(&spec.url, timeout).await {
+            Some(b) => b,
+            None => option("fallback_branch")
+                .or_else(|| settings.fallback_branch.clone())
+                .unwrap_or_else(|| "master".into()),
+        },
+    };
+
+    let revision = if is_revision(&branch) {
+        let rev = branch.to_lowercase();
+        if !has_commit(&clone, &rev, timeout).await {
+            git(vec![
+                "fetch".into(),
+                "-fu".into(),
+                "--quiet".into(),
+                "--".into(),
+                spec.url.clone(),
+                "+refs/heads/*:refs/heads/*".into(),
+                "+refs/tags/*:refs/tags/*".into(),
+            ])
+            .await?;
+            if !has_commit(&clone, &rev, timeout).await {
+                return Err(FetchError(format!(
+                    "input `{}`: revision {rev} is not in {}",
+                    input.name, spec.url
+                )));
+            }
+        }
+        rev
+    } else {
+        let refspec = format!("+{branch}:{branch}");
+        let fetched = git(vec![
+            "fetch".into(),
+            "-fu".into(),
+            "--quiet".into(),
+            "--".into(),
+            spec.url.clone(),
+            refspec,
+        ])
+        .await;
+        if let Err(e) = fetched {
+            // Whatever the branch is (a tag, a ref outside refs/heads), a
+            // full fetch finds it.
+            tracing::debug!(error = %e, "fetching the branch alone failed; fetching everything");
+            git(vec![
+                "fetch".into(),
+                "-fu".into(),
+                "--quiet".into(),
+                "--".into(),
+                spec.url.clone(),
+                "+refs/heads/*:refs/heads/*".into(),
+                "+refs/tags/*:refs/tags/*".into(),
+            ])
+            .await
+            .map_err(|full| {
+                FetchError(format!(
+                    "input `{}`: cannot fetch branch `{branch}` of {}: {e}; {full}",
+                    input.name, spec.url
+                ))
+            })?;
+        }
+        git(vec![
+            "rev-parse".into(),
+            "--verify".into(),
+            "--quiet".into(),
+            format!("{branch}^{{commit}}"),
+        ])
+        .await
+        .map_err(|_| {
+            FetchError(format!(
+                "input `{}`: {} has no branch `{branch}`",
+                input.name, spec.url
+            ))
+        })?
+        .trim()
+        .to_string()
+    };
+
+    let cached: Option<(String, String)> = sqlx::query_as(
+        "select storePath, sha256hash from CachedGitInputs \
+         where uri = $1 and branch = $2 and revision = $3 and isDeepClone = $4",
+    )
+    .bind(&spec.url)
+    .bind(&branch)
+    .bind(&revision)
+    .bind(spec.deep_clone)
+    .fetch_optional(ctx.pool)
+    .await
+    .map_err(db)?;
+    let (store_path, sha) = match cached {
+        Some((path, sha)) if is_valid(ctx.nix, &path).await => (path, sha),
+        _ => {
+            let export = export(&clone, &spec, &revision, timeout).await?;
+            let (path, sha) = add_to_store(ctx.nix, &export.0, &store_name(&spec.url)).await?;
+            sqlx::query(
+                "insert into CachedGitInputs (uri, branch, revision, isDeepClone, sha256hash, storePath) \
+                 values ($1, $2, $3, $4, $5, $6) on conflict (uri, branch, revision, isDeepClone) \
+                 do update set sha256hash = excluded.sha256hash, storePath = excluded.storePath",
+            )
+            .bind(&spec.url)
+            .bind(&branch)
+            .bind(&revision)
+            .bind(spec.deep_clone)
+            .bind(&sha)
+            .bind(&path)
+            .execute(ctx.pool)
+            .await
+            .map_err(db)?;
+            (path, sha)
+        }
+    };
+
+    let rev_count: i64 = git(vec!["rev-list".into(), "--count".into(), revision.clone()])
+        .await?
+        .trim()
+        .parse()
+        .map_err(|_| FetchError("git rev-list --count gave no number".into()))?;
+    let git_tag = git(vec!["describe".into(), "--always".into(), revision.clone()])
+        .await?
+        .trim()
+        .to_string();
+    let short_rev = git(vec!["rev-parse".into(), "--short".into(), revision.clone()])
+        .await?
+        .trim()
+        .to_string();
+    Ok(Fetched {
+        uri: Some(spec.url.clone()),
+        revision: Some(revision),
+        store_path: Some(store_path),
+        sha256: Some(sha),
+        rev_count: Some(rev_count),
+        git_tag: Some(git_tag),
+        short_rev_length: Some(short_rev.len() as i16),
+        short_rev: Some(short_rev),
+        ..base
+    })
+}
+
+/// The branch the remote's `HEAD` points to.
+async fn default_branch(url: &str, timeout: Duration) -> Option<String> {
+    let out = run_tool(
+        "git",
+        &["ls-remote", "--symref", "--", url, "HEAD"],
+        None,
+        timeout,
+    )
+    .await
+    .ok()?;
+    out.lines().find_map(|line| {
+        line.strip_prefix("ref: refs/heads/")
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(String::from)
+    })
+}
+
+async fn has_commit(clone: &Path, rev: &str, timeout: Duration) -> bool {
+    run_tool(
+        "git",
+        &["cat-file", "-e", &format!("{rev}^{{commit}}")],
+        Some(clone),
+        timeout,
+    )
+    .await
+    .is_ok()
+}
+
+/// The tree at `revision` in a fresh directory (with `.git` for a deep
+/// clone); the temporary directory holding it is returned alongside.
+async fn export(
+    clone: &Path,
+    spec: &GitSpec,
+    revision: &str,
+    timeout: Duration,
+) -> Result<(std::path::PathBuf, tempfile::TempDir), FetchError> {
+    let tmp = tempfile::Builder::new()
+        .prefix("hydra-git-")
+        .tempdir()
+        .map_err(|e| FetchError(format!("cannot create a temporary directory: {e}")))?;
+    let dest = tmp.path().join("export");
+    let dest_str = dest.to_string_lossy().into_owned();
+    let clone_str = clone.to_string_lossy().into_owned();
+    if spec.deep_clone {
+        run_tool(
+            "git",
+            &["clone", "-q", "--no-checkout", "--", &clone_str, &dest_str],
+            None,
+            timeout,
+        )
+        .await?;
+        run_tool("git", &["checkout", "-q", revision], Some(&dest), timeout).await?;
+        run_tool(
+            "git",
+            &["remote", "set-url", "origin", &spec.url],
+            Some(&dest),
+            timeout,
+        )
+        .await?;
+        // Per-clone noise that would make the store path differ for the
+        // same history.
+        for noise in ["hooks", "logs", "FETCH_HEAD", "ORIG_HEAD", "description"] {
+            let p = dest.join(".git").join(noise);
+            let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
+        }
+    } else {
+        std::fs::create_dir_all(&dest)
+            .map_err(|e| FetchError(format!("cannot create {dest_str}: {e}")))?;
+        // `git archive | tar -x`, without a shell.
+        let mut archive = tokio::process::Command::new("git")
+            .args(["archive", "--format=tar", revision])
+            .current_dir(clone)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| FetchError(format!("cannot run git archive: {e}")))?;
+        let tar_in: std::process::Stdio = archive
+            .stdout
+            .take()
+            .ok_or_else(|| FetchError("git archive has no output".into()))?
+            .try_into()
+            .map_err(|e| FetchError(format!("cannot pipe git archive into tar: {e}")))?;
+        let tar = tokio::process::Command::new("tar")
+            .args(["-x", "-f", "-", "-C", &dest_str])
+            .stdin(tar_in)
+            .kill_on_drop(true)
+            .output();
+        let both = async { (tar.await, archive.wait_with_output().await) };
+        let (tar, archive) = tokio::time::timeout(timeout, both).await.map_err(|_| {
+            FetchError(format!(
+                "exporting {revision} took longer than {} s",
+                timeout.as_secs()
+            ))
+        })?;
+        let archive = archive.map_err(|e| FetchError(format!("git archive: {e}")))?;
+        if !archive.status.success() {
+            return Err(FetchError(format!(
+                "cannot export {revision}: {}",
+                String::from_utf8_lossy(&archive.stderr).trim()
+            )));
+        }
+        let tar = tar.map_err(|e| FetchError(format!("cannot run tar: {e}")))?;
+        if !tar.status.success() {
+            return Err(FetchError(format!(
+                "cannot unpack {revision}: {}",
+                String::from_utf8_lossy(&tar.stderr).trim()
+            )));
+        }
+    }
+    Ok((dest, tmp))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(value: &str) -> Input {
+        Input {
+            name: "src".into(),
+            kind: "git".into(),
+            value: value.into(),
+            email_responsible: false,
+        }
+    }
+
+    #[test]
+    fn values_have_url_branch_deep_clone_and_options() {
+        let spec = parse(&input("https://example.org/r.git main 1 timeout=60"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(spec.url, "https://example.org/r.git");
+        assert_eq!(spec.branch.as_deref(), Some("main"));
+        assert!(spec.deep_clone);
+        assert_eq!(spec.options.get("timeout").map(String::as_str), Some("60"));
+        let spec = parse(&input("https://example.org/r?x=1")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(spec.url, "https://example.org/r?x=1");
+        assert_eq!(spec.branch, None);
+        assert!(!spec.deep_clone);
+        assert!(parse(&input("")).is_err());
+        assert!(parse(&input("u b 1 extra")).is_err());
+        assert!(is_revision("0123456789abcdef0123456789abcdef01234567"));
+        assert!(!is_revision("main"));
+    }
+}

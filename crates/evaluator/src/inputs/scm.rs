@@ -1,0 +1,490 @@
+//! Mercurial (`hg`), Subversion (`svn`, `svn-checkout`), Bazaar/Breezy
+//! (`bzr`, `bzr-checkout`) and darcs inputs. Each finds the revision to
+//! use, exports that revision's tree once (remembered in the type's
+//! `Cached*Inputs` table) and adds it to the store. The `-checkout`
+//! variants keep the version-control metadata (`.svn`, `.bzr`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{
+    FetchContext, FetchError, Fetched, Input, add_to_store, clone_dir, db, is_valid, lock_dir,
+    run_tool, store_name,
+};
+
+/// How long one version-control command may take.
+const TIMEOUT: Duration = Duration::from_secs(1200);
+
+fn words(input: &Input, kind: &str, max: usize) -> Result<Vec<String>, FetchError> {
+    let words: Vec<String> = input.value.split_whitespace().map(String::from).collect();
+    if words.is_empty() {
+        return Err(FetchError(format!(
+            "input `{}` ({kind}) has no URL",
+            input.name
+        )));
+    }
+    if words.len() > max {
+        return Err(FetchError(format!(
+            "input `{}` ({kind}): unexpected `{}`",
+            input.name, words[max]
+        )));
+    }
+    Ok(words)
+}
+
+fn temp_export() -> Result<(tempfile::TempDir, PathBuf), FetchError> {
+    let tmp = tempfile::Builder::new()
+        .prefix("hydra-export-")
+        .tempdir()
+        .map_err(|e| FetchError(format!("cannot create a temporary directory: {e}")))?;
+    let dest = tmp.path().join("export");
+    Ok((tmp, dest))
+}
+
+fn s(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// `hg`: `URL [BRANCH-OR-REVISION]` (default `default`).
+pub(crate) async fn fetch_hg(
+    ctx: &FetchContext<'_>,
+    input: &Input,
+    base: Fetched,
+) -> Result<Fetched, FetchError> {
+    let w = words(input, "hg", 2)?;
+    let url = &w[0];
+    let branch = w.get(1).cloned().unwrap_or_else(|| "default".into());
+    let clone = clone_dir(ctx.data_dir, "hg", url);
+    let _lock = lock_dir(&clone).await?;
+    if clone.join(".hg").exists() {
+        run_tool(
+            "hg",
+            &["pull", "-q", "-R", &s(&clone), "--", url],
+            None,
+            TIMEOUT,
+        )
+        .await?;
+    } else {
+        let _ = std::fs::remove_dir_all(&clone);
+        if let Some(parent) = clone.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| FetchError(format!("cannot create {}: {e}", parent.display())))?;
+        }
+        run_tool(
+            "hg",
+            &["clone", "-U", "-q", "--", url, &s(&clone)],
+            None,
+            TIMEOUT,
+        )
+        .await?;
+    }
+    let line = run_tool(
+        "hg",
+        &[
+            "log",
+            "-R",
+            &s(&clone),
+            "-r",
+            &branch,
+            "--template",
+            "{node} {rev} {branch}",
+        ],
+        None,
+        TIMEOUT,
+    )
+    .await
+    .map_err(|e| {
+        FetchError(format!(
+            "input `{}`: no revision `{branch}` in {url}: {e}",
+            input.name
+        ))
+    })?;
+    let node = line
+        .split_whitespace()
+        .next()
+        .ok_or_else(|| {
+            FetchError(format!(
+                "input `{}`: hg log gave nothing for `{branch}`",
+                input.name
+            ))
+        })?
+        .to_string();
+    let rev_count = run_tool(
+        "hg",
+        &[
+            "log",
+            "-R",
+            &s(&clone),
+            "-r",
+            &format!("ancestors({node})"),
+            "--template",
+            "x",
+        ],
+        None,
+        TIMEOUT,
+    )
+    .await?
+    .len() as i64;
+
+    let cached: Option<(String, String)> = sqlx::query_as(
+        "select storePath, sha256hash from CachedHgInputs where uri = $1 and branch = $2 and revision = $3",
+    )
+    .bind(url)
+    .bind(&branch)
+    .bind(&node)
+    .fetch_optional(ctx.pool)
+    .await
+    .map_err(db)?;
+    let (store_path, sha) = match cached {
+        Some((p, h)) if is_valid(ctx.nix, &p).await => (p, h),
+        _ => {
+            let (_tmp, dest) = temp_export()?;
+            run_tool(
+                "hg",
+                &[
+                    "--config",
+                    "ui.archivemeta=false",
+                    "archive",
+                    "-R",
+                    &s(&clone),
+                    "-r",
+                    &node,
+                    "-t",
+                    "files",
+                    &s(&dest),
+                ],
+                None,
+                TIMEOUT,
+            )
+            .await?;
+            let (p, h) = add_to_store(ctx.nix, &dest, &store_name(url)).await?;
+            sqlx::query(
+                "insert into CachedHgInputs (uri, branch, revision, sha256hash, storePath) values ($1, $2, $3, $4, $5) \
+                 on conflict (uri, branch, revision) do update set sha256hash = excluded.sha256hash, storePath = excluded.storePath",
+            )
+            .bind(url)
+            .bind(&branch)
+            .bind(&node)
+            .bind(&h)
+            .bind(&p)
+            .execute(ctx.pool)
+            .await
+            .map_err(db)?;
+            (p, h)
+        }
+    };
+    Ok(Fetched {
+        uri: Some(url.clone()),
+        revision: Some(node.clone()),
+        store_path: Some(store_path),
+        sha256: Some(sha),
+        rev_count: Some(rev_count),
+        short_rev: Some(node.chars().take(12).collect()),
+        short_rev_length: Some(12),
+        ..base
+    })
+}
+
+/// `svn`/`svn-checkout`: `URL [REVISION]` (default: the last revision that
+/// changed the URL's path).
+pub(crate) async fn fetch_svn(
+    ctx: &FetchContext<'_>,
+    input: &Input,
+    base: Fetched,
+) -> Result<Fetched, FetchError> {
+    let checkout = input.kind == "svn-checkout";
+    let w = words(input, &input.kind, 2)?;
+    let url = &w[0];
+    let revision: i32 = match w.get(1) {
+        Some(r) => r.parse().map_err(|_| {
+            FetchError(format!(
+                "input `{}`: `{r}` is not a Subversion revision",
+                input.name
+            ))
+        })?,
+        None => {
+            let out = run_tool(
+                "svn",
+                &[
+                    "ls",
+                    "-v",
+                    "--depth",
+                    "empty",
+                    "--non-interactive",
+                    "--",
+                    url,
+                ],
+                None,
+                TIMEOUT,
+            )
+            .await?;
+            out.split_whitespace()
+                .next()
+                .and_then(|r| r.parse().ok())
+                .ok_or_else(|| {
+                    FetchError(format!(
+                        "input `{}`: svn ls gave no revision for {url}",
+                        input.name
+                    ))
+                })?
+        }
+    };
+    // Exports and checkouts of the same revision differ; they are cached
+    // under different keys.
+    let key = if checkout {
+        format!("{url} (checkout)")
+    } else {
+        url.clone()
+    };
+    let cached: Option<(String, String)> = sqlx::query_as(
+        "select storePath, sha256hash from CachedSubversionInputs where uri = $1 and revision = $2",
+    )
+    .bind(&key)
+    .bind(revision)
+    .fetch_optional(ctx.pool)
+    .await
+    .map_err(db)?;
+    let (store_path, sha) = match cached {
+        Some((p, h)) if is_valid(ctx.nix, &p).await => (p, h),
+        _ => {
+            let (_tmp, dest) = temp_export()?;
+            let rev = revision.to_string();
+            let peg = format!("{url}@{rev}");
+            let command = if checkout { "checkout" } else { "export" };
+            run_tool(
+                "svn",
+                &[
+                    command,
+                    "-q",
+                    "--non-interactive",
+                    "--ignore-externals",
+                    "-r",
+                    &rev,
+                    "--",
+                    &peg,
+                    &s(&dest),
+                ],
+                None,
+                TIMEOUT,
+            )
+            .await?;
+            let (p, h) = add_to_store(ctx.nix, &dest, &store_name(url)).await?;
+            sqlx::query(
+                "insert into CachedSubversionInputs (uri, revision, sha256hash, storePath) values ($1, $2, $3, $4) \
+                 on conflict (uri, revision) do update set sha256hash = excluded.sha256hash, storePath = excluded.storePath",
+            )
+            .bind(&key)
+            .bind(revision)
+            .bind(&h)
+            .bind(&p)
+            .execute(ctx.pool)
+            .await
+            .map_err(db)?;
+            (p, h)
+        }
+    };
+    Ok(Fetched {
+        uri: Some(url.clone()),
+        revision: Some(revision.to_string()),
+        store_path: Some(store_path),
+        sha256: Some(sha),
+        ..base
+    })
+}
+
+/// `bzr`/`bzr-checkout`: `URL` at its latest revision.
+pub(crate) async fn fetch_bzr(
+    ctx: &FetchContext<'_>,
+    input: &Input,
+    base: Fetched,
+) -> Result<Fetched, FetchError> {
+    let checkout = input.kind == "bzr-checkout";
+    let w = words(input, &input.kind, 1)?;
+    let url = &w[0];
+    let revision: i32 = run_tool("brz", &["revno", "--", url], None, TIMEOUT)
+        .await?
+        .trim()
+        .parse()
+        .map_err(|_| {
+            FetchError(format!(
+                "input `{}`: brz revno gave no number for {url}",
+                input.name
+            ))
+        })?;
+    let key = if checkout {
+        format!("{url} (checkout)")
+    } else {
+        url.clone()
+    };
+    let cached: Option<(String, String)> = sqlx::query_as(
+        "select storePath, sha256hash from CachedBazaarInputs where uri = $1 and revision = $2",
+    )
+    .bind(&key)
+    .bind(revision)
+    .fetch_optional(ctx.pool)
+    .await
+    .map_err(db)?;
+    let (store_path, sha) = match cached {
+        Some((p, h)) if is_valid(ctx.nix, &p).await => (p, h),
+        _ => {
+            let (_tmp, dest) = temp_export()?;
+            let rev = revision.to_string();
+            if checkout {
+                run_tool(
+                    "brz",
+                    &["checkout", "-q", "-r", &rev, "--", url, &s(&dest)],
+                    None,
+                    TIMEOUT,
+                )
+                .await?;
+            } else {
+                run_tool(
+                    "brz",
+                    &["export", "-q", "-r", &rev, "--", &s(&dest), url],
+                    None,
+                    TIMEOUT,
+                )
+                .await?;
+            }
+            let (p, h) = add_to_store(ctx.nix, &dest, &store_name(url)).await?;
+            sqlx::query(
+                "insert into CachedBazaarInputs (uri, revision, sha256hash, storePath) values ($1, $2, $3, $4) \
+                 on conflict (uri, revision) do update set sha256hash = excluded.sha256hash, storePath = excluded.storePath",
+            )
+            .bind(&key)
+            .bind(revision)
+            .bind(&h)
+            .bind(&p)
+            .execute(ctx.pool)
+            .await
+            .map_err(db)?;
+            (p, h)
+        }
+    };
+    Ok(Fetched {
+        uri: Some(url.clone()),
+        revision: Some(revision.to_string()),
+        store_path: Some(store_path),
+        sha256: Some(sha),
+        ..base
+    })
+}
+
+/// `darcs`: `URL` at its latest patch.
+pub(crate) async fn fetch_darcs(
+    ctx: &FetchContext<'_>,
+    input: &Input,
+    base: Fetched,
+) -> Result<Fetched, FetchError> {
+    let w = words(input, "darcs", 1)?;
+    let url = &w[0];
+    let clone = clone_dir(ctx.data_dir, "darcs", url);
+    let _lock = lock_dir(&clone).await?;
+    if clone.join("_darcs").exists() {
+        run_tool(
+            "darcs",
+            &["pull", "-q", "-a", "--repodir", &s(&clone), url],
+            None,
+            TIMEOUT,
+        )
+        .await?;
+    } else {
+        let _ = std::fs::remove_dir_all(&clone);
+        if let Some(parent) = clone.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| FetchError(format!("cannot create {}: {e}", parent.display())))?;
+        }
+        run_tool(
+            "darcs",
+            &["clone", "-q", "--lazy", url, &s(&clone)],
+            None,
+            TIMEOUT,
+        )
+        .await?;
+    }
+    let xml = run_tool(
+        "darcs",
+        &[
+            "log",
+            "--last",
+            "1",
+            "--xml-output",
+            "--repodir",
+            &s(&clone),
+        ],
+        None,
+        TIMEOUT,
+    )
+    .await?;
+    let revision = xml
+        .split("hash='")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| FetchError(format!("input `{}`: {url} has no patches", input.name)))?
+        .to_string();
+    let rev_count: i32 = run_tool(
+        "darcs",
+        &["log", "--count", "--repodir", &s(&clone)],
+        None,
+        TIMEOUT,
+    )
+    .await?
+    .trim()
+    .parse()
+    .map_err(|_| FetchError("darcs log --count gave no number".into()))?;
+    let cached: Option<(String, String, i32)> = sqlx::query_as(
+        "select storePath, sha256hash, revCount from CachedDarcsInputs where uri = $1 and revision = $2",
+    )
+    .bind(url)
+    .bind(&revision)
+    .fetch_optional(ctx.pool)
+    .await
+    .map_err(db)?;
+    let (store_path, sha) = match cached {
+        Some((p, h, _)) if is_valid(ctx.nix, &p).await => (p, h),
+        _ => {
+            let (_tmp, dest) = temp_export()?;
+            run_tool(
+                "darcs",
+                &[
+                    "clone",
+                    "-q",
+                    "--lazy",
+                    "--to-hash",
+                    &revision,
+                    &s(&clone),
+                    &s(&dest),
+                ],
+                None,
+                TIMEOUT,
+            )
+            .await?;
+            std::fs::remove_dir_all(dest.join("_darcs"))
+                .map_err(|e| FetchError(format!("cannot remove _darcs from the export: {e}")))?;
+            let (p, h) = add_to_store(ctx.nix, &dest, &store_name(url)).await?;
+            sqlx::query(
+                "insert into CachedDarcsInputs (uri, revision, sha256hash, storePath, revCount) values ($1, $2, $3, $4, $5) \
+                 on conflict (uri, revision) do update set sha256hash = excluded.sha256hash, storePath = excluded.storePath, \
+                 revCount = excluded.revCount",
+            )
+            .bind(url)
+            .bind(&revision)
+            .bind(&h)
+            .bind(&p)
+            .bind(rev_count)
+            .execute(ctx.pool)
+            .await
+            .map_err(db)?;
+            (p, h)
+        }
+    };
+    Ok(Fetched {
+        uri: Some(url.clone()),
+        revision: Some(revision),
+        store_path: Some(store_path),
+        sha256: Some(sha),
+        rev_count: Some(i64::from(rev_count)),
+        ..base
+    })
+}
