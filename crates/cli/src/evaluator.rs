@@ -75,6 +75,32 @@ pub async fn run(paths: &Paths, config: &Config, args: EvaluatorArgs) -> anyhow:
     Ok(result?)
 }
 
+/// `hydra update-gc-roots`: roots what must survive garbage collection in
+/// `gc_roots_dir` and removes stale roots.
+pub async fn update_gc_roots(paths: &Paths, config: &Config) -> anyhow::Result<()> {
+    let db = database::open(paths, config, Ownership::OwnOrAttach, 2).await?;
+    let result = hydra_evaluator::gc_roots::update(
+        &db.pool,
+        &NixEnv::default(),
+        &config.gc_roots_dir,
+        hydra_evaluator::gc_roots::MIN_AGE,
+    )
+    .await;
+    db.close().await?;
+    let report = result?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{}: {} paths kept, {} roots added, {} removed, {} too recent to remove",
+        config.gc_roots_dir.display(),
+        report.kept,
+        report.added,
+        report.removed,
+        report.spared
+    )?;
+    Ok(())
+}
+
 /// Evaluates one jobset and prints a summary; fails when the evaluation
 /// did.
 pub async fn eval_jobset(

@@ -48,6 +48,8 @@ enum Command {
     Evaluator(evaluator::EvaluatorArgs),
     /// Evaluate one jobset now and print a summary
     EvalJobset(evaluator::EvalJobsetArgs),
+    /// Register garbage collector roots for what must be kept (keepnr) and remove stale ones
+    UpdateGcRoots,
 }
 
 fn main() -> ExitCode {
@@ -100,6 +102,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CreateUser(args) => create_user::run(&paths, &config, args).await,
         Command::Evaluator(args) => evaluator::run(&paths, &config, args).await,
         Command::EvalJobset(args) => evaluator::eval_jobset(&paths, &config, args).await,
+        Command::UpdateGcRoots => evaluator::update_gc_roots(&paths, &config).await,
     }
 }
 

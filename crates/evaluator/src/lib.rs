@@ -10,6 +10,7 @@ pub mod aggregates;
 pub mod declarative;
 pub mod engine;
 pub mod evaluation;
+pub mod gc_roots;
 pub mod inputs;
 pub mod metrics;
 pub mod record;

@@ -701,3 +701,112 @@ async fn set_inputs_helper_changes_what_is_evaluated() {
         1
     );
 }
+
+#[tokio::test]
+async fn basic_fixture_jobs_are_queued() {
+    let s = Setup::new().await;
+    let fixtures = hydra_test_support::fixtures_dir();
+    create_project(&s.db.pool, "tests").await;
+    create_jobset(
+        &s.db.pool,
+        "tests",
+        "basic",
+        "jobs",
+        "basic.nix",
+        &[("jobs", "path", fixtures.to_str().unwrap())],
+    )
+    .await;
+    s.eval_ok("tests", "basic").await;
+    let jobs = s
+        .strings("select job || ':' || coalesce(maintainers, '') from Builds order by job")
+        .await;
+    assert_eq!(
+        jobs,
+        [
+            "empty_dir:alice@example.com",
+            "fails:",
+            "succeed_with_failed:"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn content_addressed_jobs_need_the_experimental_feature() {
+    let s = Setup::new().await;
+    let src = source_dir(&[(
+        "release.nix",
+        r#"{ ca = derivation { name = "ca"; system = builtins.currentSystem; builder = "/bin/sh";
+             args = [ "-c" "echo > $out" ]; __contentAddressed = true;
+             outputHashMode = "recursive"; outputHashAlgo = "sha256"; }; }"#,
+    )]);
+    create_project(&s.db.pool, "p").await;
+    create_jobset(
+        &s.db.pool,
+        "p",
+        "j",
+        "src",
+        "release.nix",
+        &[("src", "path", src.path().to_str().unwrap())],
+    )
+    .await;
+    let summary = s.eval("p", "j").await;
+    assert!(
+        matches!(
+            summary.outcome,
+            Outcome::Evaluated {
+                new_builds: 0,
+                job_errors: 1,
+                ..
+            }
+        ),
+        "{summary}"
+    );
+    let error: String = sqlx::query_scalar("select errorMsg from Jobsets")
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap();
+    assert!(error.contains("ca-derivations"), "{error}");
+    assert_eq!(s.scalar_i64("select count(*) from Builds").await, 0);
+}
+
+#[tokio::test]
+async fn a_job_past_the_memory_limit_is_an_error_and_the_others_evaluate() {
+    let s = Setup::with_config("evaluator_max_memory_size = 256").await;
+    let src = source_dir(&[(
+        "release.nix",
+        r#"with import ./config.nix;
+        {
+          fine = mkDerivation { name = "fine"; builder = builtins.toFile "b.sh" "echo > $out"; };
+          hog = builtins.seq (builtins.foldl' (acc: x: acc ++ [ x ]) [ ] (builtins.genList (x: x) 100000)) null;
+          zfine = mkDerivation { name = "zfine"; builder = builtins.toFile "b.sh" "echo > $out"; };
+        }"#,
+    )]);
+    create_project(&s.db.pool, "p").await;
+    create_jobset(
+        &s.db.pool,
+        "p",
+        "j",
+        "src",
+        "release.nix",
+        &[("src", "path", src.path().to_str().unwrap())],
+    )
+    .await;
+    let summary = s.eval("p", "j").await;
+    assert!(
+        matches!(
+            summary.outcome,
+            Outcome::Evaluated {
+                new_builds: 2,
+                job_errors: 1,
+                ..
+            }
+        ),
+        "{summary}"
+    );
+    let error: String = sqlx::query_scalar("select errorMsg from Jobsets")
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap();
+    assert!(error.starts_with("in job ‘hog’:\n"), "{error}");
+    assert!(error.contains("memory limit of 256 MiB"), "{error}");
+}

@@ -500,45 +500,6 @@ with import ./config.nix;
 })
 "#;
 
-/// Builds `job`'s derivation with Nix and marks the build succeeded, as
-/// the queue runner would.
-async fn build_for_real(s: &Setup, job: &str) -> String {
-    let (id, drv): (i32, String) =
-        sqlx::query_as("select id, drvPath from Builds where job = $1 order by id desc limit 1")
-            .bind(job)
-            .fetch_one(&s.db.pool)
-            .await
-            .unwrap();
-    let out = s
-        .ctx
-        .nix
-        .command("nix-store")
-        .args([
-            "--realise",
-            &drv,
-            "--option",
-            "sandbox",
-            "false",
-            "--option",
-            "build-users-group",
-            "",
-        ])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    sqlx::query("update Builds set finished = 1, buildStatus = 0, startTime = 1, stopTime = 2 where id = $1")
-        .bind(id)
-        .execute(&s.db.pool)
-        .await
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 #[tokio::test]
 async fn build_inputs_chain_two_jobsets() {
     let s = Setup::new().await;
@@ -572,7 +533,7 @@ async fn build_inputs_chain_two_jobsets() {
     );
 
     s.eval_ok("p", "upstream").await;
-    let lib_out = build_for_real(&s, "lib").await;
+    let lib_out = s.build_for_real("lib").await;
     let lib_id: i32 = sqlx::query_scalar("select id from Builds where job = 'lib'")
         .fetch_one(&s.db.pool)
         .await
@@ -587,7 +548,7 @@ async fn build_inputs_chain_two_jobsets() {
     .unwrap();
     assert_eq!(dependency, Some(lib_id));
     assert_eq!(input_path.as_deref(), Some(lib_out.as_str()));
-    let app_out = build_for_real(&s, "app").await;
+    let app_out = s.build_for_real("app").await;
     assert_eq!(std::fs::read_to_string(app_out).unwrap(), "library\n");
     let app_drv: String = sqlx::query_scalar("select drvPath from Builds where job = 'app'")
         .fetch_one(&s.db.pool)
@@ -631,7 +592,7 @@ async fn eval_inputs_pass_every_successful_output() {
         matches!(summary.outcome, Outcome::FetchFailed(ref e) if e.contains("no finished evaluation")),
         "{summary}"
     );
-    let lib_out = build_for_real(&s, "lib").await;
+    let lib_out = s.build_for_real("lib").await;
     s.eval_ok("p", "downstream").await;
     let errors: Option<String> =
         sqlx::query_scalar("select errorMsg from Jobsets where name = 'downstream'")
@@ -639,7 +600,7 @@ async fn eval_inputs_pass_every_successful_output() {
             .await
             .unwrap();
     assert_eq!(errors, None);
-    let out = build_for_real(&s, "everything").await;
+    let out = s.build_for_real("everything").await;
     assert_eq!(std::fs::read_to_string(out).unwrap(), "library\n");
     let value: Option<String> =
         sqlx::query_scalar("select value from JobsetEvalInputs where name = 'all'")

@@ -98,6 +98,47 @@ impl Setup {
         }
     }
 
+    /// Builds the newest build of `job` with Nix (in the machine's store)
+    /// and marks it succeeded, as the queue runner would; returns the
+    /// output path.
+    pub async fn build_for_real(&self, job: &str) -> String {
+        let (id, drv): (i32, String) = sqlx::query_as(
+            "select id, drvPath from Builds where job = $1 order by id desc limit 1",
+        )
+        .bind(job)
+        .fetch_one(&self.db.pool)
+        .await
+        .unwrap();
+        let out = self
+            .ctx
+            .nix
+            .command("nix-store")
+            .args([
+                "--realise",
+                &drv,
+                "--option",
+                "sandbox",
+                "false",
+                "--option",
+                "build-users-group",
+                "",
+            ])
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        sqlx::query("update Builds set finished = 1, buildStatus = 0, startTime = 1, stopTime = 2 where id = $1")
+            .bind(id)
+            .execute(&self.db.pool)
+            .await
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
     pub async fn scalar_i64(&self, sql: &str) -> i64 {
         sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_string()))
             .fetch_one(&self.db.pool)
