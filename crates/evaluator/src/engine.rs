@@ -27,6 +27,8 @@ use tokio::process::Command;
 const WORKER_NIX: &str = include_str!("worker.nix");
 const MARKER: &str = "trace: @@hydra ";
 const READY: &str = "trace: @@hydra-ready";
+/// Paths reported per trace line once nothing has gone wrong.
+const BATCH: usize = 64;
 /// How often a worker's memory is looked at.
 const MEMORY_POLL: Duration = Duration::from_millis(10);
 
@@ -225,9 +227,13 @@ struct RawJob {
     outputs: BTreeMap<String, Option<String>>,
     #[serde(flatten)]
     meta: Meta,
+    #[serde(default)]
     aggregate: bool,
+    #[serde(default)]
     constituents: Vec<String>,
+    #[serde(default)]
     named_constituents: Vec<String>,
+    #[serde(default)]
     glob_constituents: bool,
 }
 
@@ -261,6 +267,21 @@ pub async fn evaluate(request: &Request) -> Result<Outcome, EngineError> {
         .tempdir()
         .map_err(|e| EngineError::Worker(format!("cannot create a working directory: {e}")))?;
     let mut outcome = Outcome::default();
+    // Registering roots is slow file system work; a thread does it while
+    // evaluation goes on, and is waited for before returning.
+    let (roots_tx, roots_thread) = match &request.gc_roots_dir {
+        Some(dir) => {
+            let (tx, rx) = std::sync::mpsc::channel::<String>();
+            let dir = dir.clone();
+            let thread = tokio::task::spawn_blocking(move || {
+                for drv in rx {
+                    register_gc_root(&dir, &drv);
+                }
+            });
+            (Some(tx), Some(thread))
+        }
+        None => (None, None),
+    };
     let mut frontier: Vec<Vec<String>> = vec![Vec::new()];
     let mut failed: Vec<Vec<String>> = Vec::new();
     let mut round = 0;
@@ -299,8 +320,8 @@ pub async fn evaluate(request: &Request) -> Result<Outcome, EngineError> {
                 }
                 Report::Done(RawResult::Job(raw)) => {
                     let raw = *raw;
-                    if let Some(dir) = &request.gc_roots_dir {
-                        register_gc_root(dir, &raw.drv_path);
+                    if let Some(tx) = &roots_tx {
+                        let _ = tx.send(raw.drv_path.clone());
                     }
                     outcome.jobs.insert(
                         name.clone(),
@@ -310,7 +331,11 @@ pub async fn evaluate(request: &Request) -> Result<Outcome, EngineError> {
                             system: raw.system,
                             drv_path: raw.drv_path,
                             outputs: raw.outputs,
-                            meta: raw.meta,
+                            meta: Meta {
+                                // Hydra's default.
+                                scheduling_priority: raw.meta.scheduling_priority.or(Some(100)),
+                                ..raw.meta
+                            },
                             aggregate: raw.aggregate,
                             constituents: raw.constituents,
                             named_constituents: raw.named_constituents,
@@ -363,6 +388,10 @@ pub async fn evaluate(request: &Request) -> Result<Outcome, EngineError> {
             };
             outcome.errors.insert(job_name(path), text);
         }
+    }
+    drop(roots_tx);
+    if let Some(thread) = roots_thread {
+        let _ = thread.await;
     }
     Ok(outcome)
 }
@@ -434,25 +463,30 @@ async fn run_share(
         .map_err(|e| EngineError::Worker(format!("cannot create {}: {e}", dir.display())))?;
     std::fs::write(dir.join("worker.nix"), WORKER_NIX)
         .map_err(|e| EngineError::Worker(format!("cannot write the worker: {e}")))?;
-    let params = match &request.expression {
-        Expression::Legacy { expr } => {
-            serde_json::json!({"mode": "legacy", "expr": expr, "withTry": with_try})
-        }
-        Expression::Flake { url } => {
-            serde_json::json!({"mode": "flake", "flake": url, "withTry": with_try})
-        }
+    let params = |slow_until: usize| {
+        let mut params = match &request.expression {
+            Expression::Legacy { expr } => serde_json::json!({"mode": "legacy", "expr": expr}),
+            Expression::Flake { url } => serde_json::json!({"mode": "flake", "flake": url}),
+        };
+        params["withTry"] = with_try.into();
+        params["batch"] = BATCH.into();
+        params["slowUntil"] = slow_until.into();
+        params.to_string()
     };
-    std::fs::write(dir.join("params.json"), params.to_string())
-        .map_err(|e| EngineError::Worker(format!("cannot write the worker's parameters: {e}")))?;
     std::fs::write(dir.join("inputs.nix"), inputs_nix(&request.args))
         .map_err(|e| EngineError::Worker(format!("cannot write the worker's inputs: {e}")))?;
 
     let mut reports: Vec<Report> = Vec::with_capacity(paths.len());
-    // Whether the next run starts with the path a previous worker died on
-    // for passing the memory limit.
+    // How many of the next paths are reported one at a time: after a
+    // worker died in a batch, the culprit is among the next BATCH paths.
+    let mut slow_until = 0;
+    // Whether the previous worker was killed for passing the memory limit.
     let mut retrying_memory = false;
     while reports.len() < paths.len() {
         let pending = &paths[reports.len()..];
+        std::fs::write(dir.join("params.json"), params(slow_until)).map_err(|e| {
+            EngineError::Worker(format!("cannot write the worker's parameters: {e}"))
+        })?;
         std::fs::write(
             dir.join("paths.json"),
             serde_json::to_string(pending).unwrap_or_else(|_| "[]".into()),
@@ -466,6 +500,8 @@ async fn run_share(
         if reports.len() == paths.len() {
             break;
         }
+        // Whether the first unreported path was being reported alone.
+        let alone = reported < slow_until;
         match run.end {
             End::Completed => {
                 return Err(EngineError::Worker(format!(
@@ -477,18 +513,26 @@ async fn run_share(
             End::Died(error) => {
                 stats.crashes += 1;
                 retrying_memory = false;
-                reports.push(Report::Error(error));
+                if alone {
+                    // Exactly this path killed the worker.
+                    reports.push(Report::Error(error));
+                    slow_until = 0;
+                } else {
+                    slow_until = BATCH;
+                }
             }
             End::OutOfMemory => {
-                if retrying_memory && reported == 0 {
-                    // Alone in a fresh worker and still too big.
+                if retrying_memory && reported == 0 && alone {
+                    // First, alone, in a fresh worker, and still too big.
                     retrying_memory = false;
+                    slow_until = 0;
                     reports.push(Report::Error(format!(
                         "evaluating this job used more than the memory limit of {} MiB (evaluator_max_memory_size)",
                         request.max_memory_mib
                     )));
                 } else {
                     retrying_memory = true;
+                    slow_until = BATCH;
                 }
             }
         }
@@ -562,12 +606,14 @@ async fn run_worker(
                 match line {
                     Ok(Some(line)) => {
                         if let Some(json) = line.strip_prefix(MARKER) {
-                            let parsed: Line = serde_json::from_str(json)
+                            let parsed: Vec<Line> = serde_json::from_str(json)
                                 .map_err(|e| EngineError::Worker(format!("unreadable report `{json}`: {e}")))?;
-                            if parsed.i != results.len() {
-                                return Err(EngineError::Worker(format!("report {} out of order", parsed.i)));
+                            for line in parsed {
+                                if line.i != results.len() {
+                                    return Err(EngineError::Worker(format!("report {} out of order", line.i)));
+                                }
+                                results.push(line.result);
                             }
-                            results.push(parsed.result);
                             tail.clear();
                         } else if line == READY {
                             ready = true;
@@ -579,8 +625,8 @@ async fn run_worker(
                 }
             }
             _ = poll.tick() => {
-                if let Some(rss) = pid.and_then(resident_memory) {
-                    stats.peak_rss = stats.peak_rss.max(rss);
+                if let Some((rss, peak)) = pid.and_then(resident_memory) {
+                    stats.peak_rss = stats.peak_rss.max(peak);
                     if limit > 0 && rss > limit {
                         over_limit = true;
                         let _ = child.start_kill();
@@ -621,11 +667,15 @@ async fn run_worker(
     Ok(Run { results, end })
 }
 
-/// Resident memory of a process, in bytes.
-fn resident_memory(pid: u32) -> Option<u64> {
-    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
+/// Resident memory of a process now and at its peak, in bytes.
+pub fn resident_memory(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        let kib: u64 = line[name.len()..].split_whitespace().next()?.parse().ok()?;
+        Some(kib * 1024)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
 /// The useful part of what a dying worker printed: from its `error:` line,

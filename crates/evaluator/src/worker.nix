@@ -1,5 +1,8 @@
 # The evaluation worker: evaluates the attribute paths in paths.json and
-# reports each as a trace line `@@hydra <json>`, in order, as it goes.
+# reports them in order, as it goes, as trace lines `@@hydra <json list of
+# {i, result}>`: the first params.slowUntil paths one per line (so a path
+# that kills the worker is known exactly), then params.batch per line
+# (each trace costs Nix more than a small job does).
 # With params.withTry, errors that tryEval catches are reported as
 # "failed"; any other error ends the process, whose stderr then says why.
 let
@@ -33,6 +36,8 @@ let
   maintainers = m: builtins.concatStringsSep ", " (strings
     (x: if builtins.isString x then x else if builtins.isAttrs x then stringOr (x.email or "") else "") m);
 
+  # Only what is set is reported: the lines stay short.
+  opt = name: value: if value == null then { } else { ${name} = value; };
   job = v:
     let meta = v.meta or { }; aggregate = v._hydraAggregate or false; in
     if v.system == "unknown" then throw "derivation '${v.name}' has system 'unknown'"
@@ -42,19 +47,22 @@ let
       system = v.system;
       drvPath = v.drvPath;
       outputs = builtins.listToAttrs (map (o: { name = o; value = v.${o}.outPath or null; }) (v.outputs or [ "out" ]));
-      description = stringOr (meta.description or null);
-      license = if meta ? license then license meta.license else null;
-      homepage = if meta ? homepage then stringOr (builtins.head (asList meta.homepage ++ [ null ])) else null;
-      maintainers = if meta ? maintainers then maintainers meta.maintainers else null;
-      maxSilent = intOr (meta.maxSilent or null);
-      timeout = intOr (meta.timeout or null);
-      schedulingPriority = intOr (meta.schedulingPriority or 100);
-      isChannel = (meta.isHydraChannel or false) == true || (meta.isChannel or false) == true;
-      inherit aggregate;
-      constituents = if aggregate then map (c: c.drvPath) (builtins.filter isDerivation (v.constituents or [ ])) else [ ];
-      namedConstituents = if aggregate then builtins.filter builtins.isString (v.constituents or [ ]) else [ ];
+    }
+    // (if meta == { } then { } else
+      opt "description" (stringOr (meta.description or null))
+      // opt "license" (if meta ? license then license meta.license else null)
+      // opt "homepage" (if meta ? homepage then stringOr (builtins.head (asList meta.homepage ++ [ null ])) else null)
+      // opt "maintainers" (if meta ? maintainers then maintainers meta.maintainers else null)
+      // opt "maxSilent" (intOr (meta.maxSilent or null))
+      // opt "timeout" (intOr (meta.timeout or null))
+      // opt "schedulingPriority" (intOr (meta.schedulingPriority or null))
+      // (if (meta.isHydraChannel or false) == true || (meta.isChannel or false) == true then { isChannel = true; } else { }))
+    // (if aggregate then {
+      aggregate = true;
+      constituents = map (c: c.drvPath) (builtins.filter isDerivation (v.constituents or [ ]));
+      namedConstituents = builtins.filter builtins.isString (v.constituents or [ ]);
       globConstituents = v._hydraGlobConstituents or false;
-    };
+    } else { });
 
   info = p:
     let v = callWithInputs (get root p); in
@@ -63,14 +71,22 @@ let
     else if builtins.isAttrs v then { kind = "attrs"; children = builtins.filter (n: n != "recurseForDerivations") (builtins.attrNames v); }
     else { kind = "other"; type = builtins.typeOf v; };
 
-  report = i: p:
-    let
-      result =
-        if params.withTry then
-          let r = builtins.tryEval (let x = info p; in builtins.deepSeq x x); in
-          if r.success then r.value else { kind = "failed"; }
-        else let x = info p; in builtins.deepSeq x x;
-    in builtins.trace ("@@hydra " + builtins.toJSON { inherit i result; }) null;
+  result = p:
+    if params.withTry then
+      let r = builtins.tryEval (let x = info p; in builtins.deepSeq x x); in
+      if r.success then r.value else { kind = "failed"; }
+    else let x = info p; in builtins.deepSeq x x;
+
+  n = builtins.length paths;
+  slow = if params.slowUntil < n then params.slowUntil else n;
+  k = params.batch;
+  # Line b covers paths [start b, start (b + 1)).
+  lines = slow + (n - slow + k - 1) / k;
+  start = b: if b <= slow then b else let s = slow + (b - slow) * k; in if s > n then n else s;
+  report = b:
+    let lo = start b; hi = start (b + 1); in
+    builtins.trace ("@@hydra " + builtins.toJSON (builtins.genList
+      (j: { i = lo + j; result = result (builtins.elemAt paths (lo + j)); }) (hi - lo))) null;
 
 in builtins.seq root (builtins.trace "@@hydra-ready"
-  (builtins.deepSeq (builtins.genList (i: report i (builtins.elemAt paths i)) (builtins.length paths)) null))
+  (builtins.deepSeq (builtins.genList report lines) null))
