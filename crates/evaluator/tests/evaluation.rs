@@ -354,17 +354,7 @@ with import ./config.nix;
 #[tokio::test]
 async fn meta_fields_are_read_into_builds() {
     let s = Setup::new().await;
-    let src = source_dir(&[("release.nix", META)]);
-    create_project(&s.db.pool, "p").await;
-    create_jobset(
-        &s.db.pool,
-        "p",
-        "j",
-        "src",
-        "release.nix",
-        &[("src", "path", src.path().to_str().unwrap())],
-    )
-    .await;
+    let (_src, _) = s.simple_jobset(META).await;
     s.eval_ok("p", "j").await;
     #[allow(clippy::type_complexity)]
     let row: (
@@ -488,17 +478,7 @@ with import ./config.nix;
 #[tokio::test]
 async fn job_errors_are_recorded_with_the_evaluation_and_the_jobset() {
     let s = Setup::new().await;
-    let src = source_dir(&[("release.nix", BROKEN)]);
-    create_project(&s.db.pool, "p").await;
-    let jobset_id = create_jobset(
-        &s.db.pool,
-        "p",
-        "j",
-        "src",
-        "release.nix",
-        &[("src", "path", src.path().to_str().unwrap())],
-    )
-    .await;
+    let (_src, jobset_id) = s.simple_jobset(BROKEN).await;
     let summary = s.eval("p", "j").await;
     let Outcome::Evaluated {
         eval_id,
@@ -582,10 +562,7 @@ async fn restricted_evaluation_refuses_files_outside_the_inputs() {
         panic!("{summary}")
     };
     assert_eq!(job_errors, 1);
-    let error: String = sqlx::query_scalar("select errorMsg from Jobsets")
-        .fetch_one(&s.db.pool)
-        .await
-        .unwrap();
+    let error = s.jobset_error().await;
     assert!(error.contains("forbidden in restricted mode"), "{error}");
 }
 
@@ -667,17 +644,7 @@ async fn a_reused_build_whose_derivation_changed_is_repointed_and_queued_again()
 async fn set_inputs_helper_changes_what_is_evaluated() {
     // The helper the other tests rely on really replaces inputs.
     let s = Setup::new().await;
-    let src = source_dir(&[("release.nix", NESTED)]);
-    create_project(&s.db.pool, "p").await;
-    create_jobset(
-        &s.db.pool,
-        "p",
-        "j",
-        "src",
-        "release.nix",
-        &[("src", "path", src.path().to_str().unwrap())],
-    )
-    .await;
+    let (src, _) = s.simple_jobset(NESTED).await;
     s.eval_ok("p", "j").await;
     assert_eq!(
         s.scalar_i64("select count(*) from Builds where job = 'flags'")
@@ -761,10 +728,7 @@ async fn content_addressed_jobs_need_the_experimental_feature() {
         ),
         "{summary}"
     );
-    let error: String = sqlx::query_scalar("select errorMsg from Jobsets")
-        .fetch_one(&s.db.pool)
-        .await
-        .unwrap();
+    let error = s.jobset_error().await;
     assert!(error.contains("ca-derivations"), "{error}");
     assert_eq!(s.scalar_i64("select count(*) from Builds").await, 0);
 }
@@ -803,10 +767,7 @@ async fn a_job_past_the_memory_limit_is_an_error_and_the_others_evaluate() {
         ),
         "{summary}"
     );
-    let error: String = sqlx::query_scalar("select errorMsg from Jobsets")
-        .fetch_one(&s.db.pool)
-        .await
-        .unwrap();
+    let error = s.jobset_error().await;
     assert!(error.starts_with("in job ‘hog’:\n"), "{error}");
     assert!(error.contains("memory limit of 256 MiB"), "{error}");
 }

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{
-    FetchContext, FetchError, Fetched, Input, add_to_store, clone_dir, db, is_valid, lock_dir,
+    FetchContext, FetchError, Fetched, Input, cached_or_exported, clone_dir, db, lock_dir,
     run_tool, store_name,
 };
 
@@ -198,28 +198,27 @@ pub(crate) async fn fetch(
     .fetch_optional(ctx.pool)
     .await
     .map_err(db)?;
-    let (store_path, sha) = match cached {
-        Some((path, sha)) if is_valid(ctx.nix, &path).await => (path, sha),
-        _ => {
-            let export = export(&clone, &spec, &revision, timeout).await?;
-            let (path, sha) = add_to_store(ctx.nix, &export.0, &store_name(&spec.url)).await?;
-            sqlx::query(
-                "insert into CachedGitInputs (uri, branch, revision, isDeepClone, sha256hash, storePath) \
-                 values ($1, $2, $3, $4, $5, $6) on conflict (uri, branch, revision, isDeepClone) \
-                 do update set sha256hash = excluded.sha256hash, storePath = excluded.storePath",
-            )
-            .bind(&spec.url)
-            .bind(&branch)
-            .bind(&revision)
-            .bind(spec.deep_clone)
-            .bind(&sha)
-            .bind(&path)
-            .execute(ctx.pool)
-            .await
-            .map_err(db)?;
-            (path, sha)
-        }
-    };
+    let (store_path, sha, added) =
+        cached_or_exported(ctx.nix, cached, &store_name(&spec.url), |dest| {
+            export(&clone, &spec, &revision, dest, timeout)
+        })
+        .await?;
+    if added {
+        sqlx::query(
+            "insert into CachedGitInputs (uri, branch, revision, isDeepClone, sha256hash, storePath) \
+             values ($1, $2, $3, $4, $5, $6) on conflict (uri, branch, revision, isDeepClone) \
+             do update set sha256hash = excluded.sha256hash, storePath = excluded.storePath",
+        )
+        .bind(&spec.url)
+        .bind(&branch)
+        .bind(&revision)
+        .bind(spec.deep_clone)
+        .bind(&sha)
+        .bind(&store_path)
+        .execute(ctx.pool)
+        .await
+        .map_err(db)?;
+    }
 
     let rev_count: i64 = git(vec!["rev-list".into(), "--count".into(), revision.clone()])
         .await?
@@ -275,19 +274,14 @@ async fn has_commit(clone: &Path, rev: &str, timeout: Duration) -> bool {
     .is_ok()
 }
 
-/// The tree at `revision` in a fresh directory (with `.git` for a deep
-/// clone); the temporary directory holding it is returned alongside.
+/// Writes the tree at `revision` to `dest` (with `.git` for a deep clone).
 async fn export(
     clone: &Path,
     spec: &GitSpec,
     revision: &str,
+    dest: std::path::PathBuf,
     timeout: Duration,
-) -> Result<(std::path::PathBuf, tempfile::TempDir), FetchError> {
-    let tmp = tempfile::Builder::new()
-        .prefix("hydra-git-")
-        .tempdir()
-        .map_err(|e| FetchError(format!("cannot create a temporary directory: {e}")))?;
-    let dest = tmp.path().join("export");
+) -> Result<(), FetchError> {
     let dest_str = dest.to_string_lossy().into_owned();
     let clone_str = clone.to_string_lossy().into_owned();
     if spec.deep_clone {
@@ -357,7 +351,7 @@ async fn export(
             )));
         }
     }
-    Ok((dest, tmp))
+    Ok(())
 }
 
 #[cfg(test)]

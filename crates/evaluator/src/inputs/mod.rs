@@ -511,6 +511,35 @@ pub(crate) fn store_name(url: &str) -> String {
     }
 }
 
+/// The store path and NAR hash of an input's tree: the cached ones while
+/// that path is valid, else what `export` writes into a fresh directory,
+/// added to the store. The flag says the latter: the caller then records
+/// the new path in its cache table.
+pub(crate) async fn cached_or_exported<F, Fut>(
+    nix: &NixEnv,
+    cached: Option<(String, String)>,
+    name: &str,
+    export: F,
+) -> Result<(String, String, bool), FetchError>
+where
+    F: FnOnce(PathBuf) -> Fut,
+    Fut: std::future::Future<Output = Result<(), FetchError>>,
+{
+    if let Some((path, sha)) = cached
+        && is_valid(nix, &path).await
+    {
+        return Ok((path, sha, false));
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("hydra-export-")
+        .tempdir()
+        .map_err(|e| FetchError(format!("cannot create a temporary directory: {e}")))?;
+    let dest = tmp.path().join("export");
+    export(dest.clone()).await?;
+    let (path, sha) = add_to_store(nix, &dest, name).await?;
+    Ok((path, sha, true))
+}
+
 /// Adds `dir` (recursively) to the store as `name`; returns the store path
 /// and its NAR hash (base32).
 pub(crate) async fn add_to_store(

@@ -4,11 +4,11 @@
 //! `Cached*Inputs` table) and adds it to the store. The `-checkout`
 //! variants keep the version-control metadata (`.svn`, `.bzr`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use super::{
-    FetchContext, FetchError, Fetched, Input, add_to_store, clone_dir, db, is_valid, lock_dir,
+    FetchContext, FetchError, Fetched, Input, cached_or_exported, clone_dir, db, lock_dir,
     run_tool, store_name,
 };
 
@@ -30,15 +30,6 @@ fn words(input: &Input, kind: &str, max: usize) -> Result<Vec<String>, FetchErro
         )));
     }
     Ok(words)
-}
-
-fn temp_export() -> Result<(tempfile::TempDir, PathBuf), FetchError> {
-    let tmp = tempfile::Builder::new()
-        .prefix("hydra-export-")
-        .tempdir()
-        .map_err(|e| FetchError(format!("cannot create a temporary directory: {e}")))?;
-    let dest = tmp.path().join("export");
-    Ok((tmp, dest))
 }
 
 fn s(p: &Path) -> String {
@@ -135,44 +126,40 @@ pub(crate) async fn fetch_hg(
     .fetch_optional(ctx.pool)
     .await
     .map_err(db)?;
-    let (store_path, sha) = match cached {
-        Some((p, h)) if is_valid(ctx.nix, &p).await => (p, h),
-        _ => {
-            let (_tmp, dest) = temp_export()?;
-            run_tool(
-                "hg",
-                &[
-                    "--config",
-                    "ui.archivemeta=false",
-                    "archive",
-                    "-R",
-                    &s(&clone),
-                    "-r",
-                    &node,
-                    "-t",
-                    "files",
-                    &s(&dest),
-                ],
-                None,
-                TIMEOUT,
-            )
-            .await?;
-            let (p, h) = add_to_store(ctx.nix, &dest, &store_name(url)).await?;
-            sqlx::query(
-                "insert into CachedHgInputs (uri, branch, revision, sha256hash, storePath) values ($1, $2, $3, $4, $5) \
-                 on conflict (uri, branch, revision) do update set sha256hash = excluded.sha256hash, storePath = excluded.storePath",
-            )
-            .bind(url)
-            .bind(&branch)
-            .bind(&node)
-            .bind(&h)
-            .bind(&p)
-            .execute(ctx.pool)
-            .await
-            .map_err(db)?;
-            (p, h)
-        }
-    };
+    let clone_str = s(&clone);
+    let node_ref = &node;
+    let (store_path, sha, added) =
+        cached_or_exported(ctx.nix, cached, &store_name(url), |dest| async move {
+            let dest = s(&dest);
+            let args = [
+                "--config",
+                "ui.archivemeta=false",
+                "archive",
+                "-R",
+                &clone_str,
+                "-r",
+                node_ref,
+                "-t",
+                "files",
+                &dest,
+            ];
+            run_tool("hg", &args, None, TIMEOUT).await.map(drop)
+        })
+        .await?;
+    if added {
+        sqlx::query(
+            "insert into CachedHgInputs (uri, branch, revision, sha256hash, storePath) values ($1, $2, $3, $4, $5) \
+             on conflict (uri, branch, revision) do update set sha256hash = excluded.sha256hash, storePath = excluded.storePath",
+        )
+        .bind(url)
+        .bind(&branch)
+        .bind(&node)
+        .bind(&sha)
+        .bind(&store_path)
+        .execute(ctx.pool)
+        .await
+        .map_err(db)?;
+    }
     Ok(Fetched {
         uri: Some(url.clone()),
         revision: Some(node.clone()),
@@ -244,45 +231,39 @@ pub(crate) async fn fetch_svn(
     .fetch_optional(ctx.pool)
     .await
     .map_err(db)?;
-    let (store_path, sha) = match cached {
-        Some((p, h)) if is_valid(ctx.nix, &p).await => (p, h),
-        _ => {
-            let (_tmp, dest) = temp_export()?;
+    let (store_path, sha, added) =
+        cached_or_exported(ctx.nix, cached, &store_name(url), |dest| async move {
             let rev = revision.to_string();
             let peg = format!("{url}@{rev}");
             let command = if checkout { "checkout" } else { "export" };
-            run_tool(
-                "svn",
-                &[
-                    command,
-                    "-q",
-                    "--non-interactive",
-                    "--ignore-externals",
-                    "-r",
-                    &rev,
-                    "--",
-                    &peg,
-                    &s(&dest),
-                ],
-                None,
-                TIMEOUT,
-            )
-            .await?;
-            let (p, h) = add_to_store(ctx.nix, &dest, &store_name(url)).await?;
-            sqlx::query(
-                "insert into CachedSubversionInputs (uri, revision, sha256hash, storePath) values ($1, $2, $3, $4) \
-                 on conflict (uri, revision) do update set sha256hash = excluded.sha256hash, storePath = excluded.storePath",
-            )
-            .bind(&key)
-            .bind(revision)
-            .bind(&h)
-            .bind(&p)
-            .execute(ctx.pool)
-            .await
-            .map_err(db)?;
-            (p, h)
-        }
-    };
+            let dest = s(&dest);
+            let args = [
+                command,
+                "-q",
+                "--non-interactive",
+                "--ignore-externals",
+                "-r",
+                &rev,
+                "--",
+                &peg,
+                &dest,
+            ];
+            run_tool("svn", &args, None, TIMEOUT).await.map(drop)
+        })
+        .await?;
+    if added {
+        sqlx::query(
+            "insert into CachedSubversionInputs (uri, revision, sha256hash, storePath) values ($1, $2, $3, $4) \
+             on conflict (uri, revision) do update set sha256hash = excluded.sha256hash, storePath = excluded.storePath",
+        )
+        .bind(&key)
+        .bind(revision)
+        .bind(&sha)
+        .bind(&store_path)
+        .execute(ctx.pool)
+        .await
+        .map_err(db)?;
+    }
     Ok(Fetched {
         uri: Some(url.clone()),
         revision: Some(revision.to_string()),
@@ -324,43 +305,31 @@ pub(crate) async fn fetch_bzr(
     .fetch_optional(ctx.pool)
     .await
     .map_err(db)?;
-    let (store_path, sha) = match cached {
-        Some((p, h)) if is_valid(ctx.nix, &p).await => (p, h),
-        _ => {
-            let (_tmp, dest) = temp_export()?;
+    let (store_path, sha, added) =
+        cached_or_exported(ctx.nix, cached, &store_name(url), |dest| async move {
             let rev = revision.to_string();
-            if checkout {
-                run_tool(
-                    "brz",
-                    &["checkout", "-q", "-r", &rev, "--", url, &s(&dest)],
-                    None,
-                    TIMEOUT,
-                )
-                .await?;
+            let dest = s(&dest);
+            let args: [&str; 7] = if checkout {
+                ["checkout", "-q", "-r", &rev, "--", url, &dest]
             } else {
-                run_tool(
-                    "brz",
-                    &["export", "-q", "-r", &rev, "--", &s(&dest), url],
-                    None,
-                    TIMEOUT,
-                )
-                .await?;
-            }
-            let (p, h) = add_to_store(ctx.nix, &dest, &store_name(url)).await?;
-            sqlx::query(
-                "insert into CachedBazaarInputs (uri, revision, sha256hash, storePath) values ($1, $2, $3, $4) \
-                 on conflict (uri, revision) do update set sha256hash = excluded.sha256hash, storePath = excluded.storePath",
-            )
-            .bind(&key)
-            .bind(revision)
-            .bind(&h)
-            .bind(&p)
-            .execute(ctx.pool)
-            .await
-            .map_err(db)?;
-            (p, h)
-        }
-    };
+                ["export", "-q", "-r", &rev, "--", &dest, url]
+            };
+            run_tool("brz", &args, None, TIMEOUT).await.map(drop)
+        })
+        .await?;
+    if added {
+        sqlx::query(
+            "insert into CachedBazaarInputs (uri, revision, sha256hash, storePath) values ($1, $2, $3, $4) \
+             on conflict (uri, revision) do update set sha256hash = excluded.sha256hash, storePath = excluded.storePath",
+        )
+        .bind(&key)
+        .bind(revision)
+        .bind(&sha)
+        .bind(&store_path)
+        .execute(ctx.pool)
+        .await
+        .map_err(db)?;
+    }
     Ok(Fetched {
         uri: Some(url.clone()),
         revision: Some(revision.to_string()),
@@ -441,44 +410,42 @@ pub(crate) async fn fetch_darcs(
     .fetch_optional(ctx.pool)
     .await
     .map_err(db)?;
-    let (store_path, sha) = match cached {
-        Some((p, h, _)) if is_valid(ctx.nix, &p).await => (p, h),
-        _ => {
-            let (_tmp, dest) = temp_export()?;
-            run_tool(
-                "darcs",
-                &[
-                    "clone",
-                    "-q",
-                    "--lazy",
-                    "--to-hash",
-                    &revision,
-                    &s(&clone),
-                    &s(&dest),
-                ],
-                None,
-                TIMEOUT,
-            )
-            .await?;
+    let clone_str = s(&clone);
+    let cached = cached.map(|(p, h, _)| (p, h));
+    let (store_path, sha, added) = cached_or_exported(ctx.nix, cached, &store_name(url), |dest| {
+        let revision = revision.clone();
+        async move {
+            let dest_str = s(&dest);
+            let args = [
+                "clone",
+                "-q",
+                "--lazy",
+                "--to-hash",
+                &revision,
+                &clone_str,
+                &dest_str,
+            ];
+            run_tool("darcs", &args, None, TIMEOUT).await?;
             std::fs::remove_dir_all(dest.join("_darcs"))
-                .map_err(|e| FetchError(format!("cannot remove _darcs from the export: {e}")))?;
-            let (p, h) = add_to_store(ctx.nix, &dest, &store_name(url)).await?;
-            sqlx::query(
-                "insert into CachedDarcsInputs (uri, revision, sha256hash, storePath, revCount) values ($1, $2, $3, $4, $5) \
-                 on conflict (uri, revision) do update set sha256hash = excluded.sha256hash, storePath = excluded.storePath, \
-                 revCount = excluded.revCount",
-            )
-            .bind(url)
-            .bind(&revision)
-            .bind(&h)
-            .bind(&p)
-            .bind(rev_count)
-            .execute(ctx.pool)
-            .await
-            .map_err(db)?;
-            (p, h)
+                .map_err(|e| FetchError(format!("cannot remove _darcs from the export: {e}")))
         }
-    };
+    })
+    .await?;
+    if added {
+        sqlx::query(
+            "insert into CachedDarcsInputs (uri, revision, sha256hash, storePath, revCount) values ($1, $2, $3, $4, $5) \
+             on conflict (uri, revision) do update set sha256hash = excluded.sha256hash, storePath = excluded.storePath, \
+             revCount = excluded.revCount",
+        )
+        .bind(url)
+        .bind(&revision)
+        .bind(&sha)
+        .bind(&store_path)
+        .bind(rev_count)
+        .execute(ctx.pool)
+        .await
+        .map_err(db)?;
+    }
     Ok(Fetched {
         uri: Some(url.clone()),
         revision: Some(revision),

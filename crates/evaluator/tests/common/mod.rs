@@ -79,6 +79,32 @@ impl Setup {
         Setup { db, data, ctx }
     }
 
+    /// Project `p` with jobset `p:j` evaluating `release.nix` (`expr`) from
+    /// a `path` input `src`; returns the directory and the jobset's id.
+    pub async fn simple_jobset(&self, expr: &str) -> (tempfile::TempDir, i32) {
+        let src = source_dir(&[("release.nix", expr)]);
+        hydra_test_support::jobsets::create_project(&self.db.pool, "p").await;
+        let id = hydra_test_support::jobsets::create_jobset(
+            &self.db.pool,
+            "p",
+            "j",
+            "src",
+            "release.nix",
+            &[("src", "path", src.path().to_str().unwrap())],
+        )
+        .await;
+        (src, id)
+    }
+
+    /// `errorMsg` of the only jobset.
+    pub async fn jobset_error(&self) -> String {
+        sqlx::query_scalar::<_, Option<String>>("select errorMsg from Jobsets")
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap()
+            .unwrap_or_default()
+    }
+
     pub fn gc_roots(&self) -> PathBuf {
         self.data.path().join("gcroots")
     }
