@@ -179,7 +179,6 @@ pub(crate) async fn fetch_svn(
     input: &Input,
     base: Fetched,
 ) -> Result<Fetched, FetchError> {
-    let checkout = input.kind == "svn-checkout";
     let w = words(input, &input.kind, 2)?;
     let url = &w[0];
     let revision: i32 = match w.get(1) {
@@ -190,21 +189,16 @@ pub(crate) async fn fetch_svn(
             ))
         })?,
         None => {
-            let out = run_tool(
-                "svn",
-                &[
-                    "ls",
-                    "-v",
-                    "--depth",
-                    "empty",
-                    "--non-interactive",
-                    "--",
-                    url,
-                ],
-                None,
-                TIMEOUT,
-            )
-            .await?;
+            let args = [
+                "ls",
+                "-v",
+                "--depth",
+                "empty",
+                "--non-interactive",
+                "--",
+                url,
+            ];
+            let out = run_tool("svn", &args, None, TIMEOUT).await?;
             out.split_whitespace()
                 .next()
                 .and_then(|r| r.parse().ok())
@@ -216,61 +210,8 @@ pub(crate) async fn fetch_svn(
                 })?
         }
     };
-    // Exports and checkouts of the same revision differ; they are cached
-    // under different keys.
-    let key = if checkout {
-        format!("{url} (checkout)")
-    } else {
-        url.clone()
-    };
-    let cached: Option<(String, String)> = sqlx::query_as(
-        "select storePath, sha256hash from CachedSubversionInputs where uri = $1 and revision = $2",
-    )
-    .bind(&key)
-    .bind(revision)
-    .fetch_optional(ctx.pool)
-    .await
-    .map_err(db)?;
-    let (store_path, sha, added) =
-        cached_or_exported(ctx.nix, cached, &store_name(url), |dest| async move {
-            let rev = revision.to_string();
-            let peg = format!("{url}@{rev}");
-            let command = if checkout { "checkout" } else { "export" };
-            let dest = s(&dest);
-            let args = [
-                command,
-                "-q",
-                "--non-interactive",
-                "--ignore-externals",
-                "-r",
-                &rev,
-                "--",
-                &peg,
-                &dest,
-            ];
-            run_tool("svn", &args, None, TIMEOUT).await.map(drop)
-        })
-        .await?;
-    if added {
-        sqlx::query(
-            "insert into CachedSubversionInputs (uri, revision, sha256hash, storePath) values ($1, $2, $3, $4) \
-             on conflict (uri, revision) do update set sha256hash = excluded.sha256hash, storePath = excluded.storePath",
-        )
-        .bind(&key)
-        .bind(revision)
-        .bind(&sha)
-        .bind(&store_path)
-        .execute(ctx.pool)
-        .await
-        .map_err(db)?;
-    }
-    Ok(Fetched {
-        uri: Some(url.clone()),
-        revision: Some(revision.to_string()),
-        store_path: Some(store_path),
-        sha256: Some(sha),
-        ..base
-    })
+    let checkout = input.kind == "svn-checkout";
+    fetch_numbered(ctx, base, Numbered::Svn, url, revision, checkout).await
 }
 
 /// `bzr`/`bzr-checkout`: `URL` at its latest revision.
@@ -279,7 +220,6 @@ pub(crate) async fn fetch_bzr(
     input: &Input,
     base: Fetched,
 ) -> Result<Fetched, FetchError> {
-    let checkout = input.kind == "bzr-checkout";
     let w = words(input, &input.kind, 1)?;
     let url = &w[0];
     let revision: i32 = run_tool("brz", &["revno", "--", url], None, TIMEOUT)
@@ -292,46 +232,96 @@ pub(crate) async fn fetch_bzr(
                 input.name
             ))
         })?;
+    let checkout = input.kind == "bzr-checkout";
+    fetch_numbered(ctx, base, Numbered::Bzr, url, revision, checkout).await
+}
+
+/// Version control with numbered revisions and no local clone.
+#[derive(Clone, Copy)]
+enum Numbered {
+    Svn,
+    Bzr,
+}
+
+/// The tree of `url` at `revision`, exported (or checked out, keeping the
+/// metadata), cached in the type's table.
+async fn fetch_numbered(
+    ctx: &FetchContext<'_>,
+    base: Fetched,
+    vcs: Numbered,
+    url: &str,
+    revision: i32,
+    checkout: bool,
+) -> Result<Fetched, FetchError> {
+    // Exports and checkouts of the same revision differ; they are cached
+    // under different keys.
     let key = if checkout {
         format!("{url} (checkout)")
     } else {
-        url.clone()
+        url.to_string()
     };
-    let cached: Option<(String, String)> = sqlx::query_as(
-        "select storePath, sha256hash from CachedBazaarInputs where uri = $1 and revision = $2",
-    )
-    .bind(&key)
-    .bind(revision)
-    .fetch_optional(ctx.pool)
-    .await
-    .map_err(db)?;
+    let (lookup, insert) = match vcs {
+        Numbered::Svn => (
+            "select storePath, sha256hash from CachedSubversionInputs where uri = $1 and revision = $2",
+            "insert into CachedSubversionInputs (uri, revision, sha256hash, storePath) values ($1, $2, $3, $4) \
+             on conflict (uri, revision) do update set sha256hash = excluded.sha256hash, storePath = excluded.storePath",
+        ),
+        Numbered::Bzr => (
+            "select storePath, sha256hash from CachedBazaarInputs where uri = $1 and revision = $2",
+            "insert into CachedBazaarInputs (uri, revision, sha256hash, storePath) values ($1, $2, $3, $4) \
+             on conflict (uri, revision) do update set sha256hash = excluded.sha256hash, storePath = excluded.storePath",
+        ),
+    };
+    let cached: Option<(String, String)> = sqlx::query_as(lookup)
+        .bind(&key)
+        .bind(revision)
+        .fetch_optional(ctx.pool)
+        .await
+        .map_err(db)?;
     let (store_path, sha, added) =
         cached_or_exported(ctx.nix, cached, &store_name(url), |dest| async move {
             let rev = revision.to_string();
             let dest = s(&dest);
-            let args: [&str; 7] = if checkout {
-                ["checkout", "-q", "-r", &rev, "--", url, &dest]
-            } else {
-                ["export", "-q", "-r", &rev, "--", &dest, url]
-            };
-            run_tool("brz", &args, None, TIMEOUT).await.map(drop)
+            match vcs {
+                Numbered::Svn => {
+                    let peg = format!("{url}@{rev}");
+                    let command = if checkout { "checkout" } else { "export" };
+                    let args = [
+                        command,
+                        "-q",
+                        "--non-interactive",
+                        "--ignore-externals",
+                        "-r",
+                        &rev,
+                        "--",
+                        &peg,
+                        &dest,
+                    ];
+                    run_tool("svn", &args, None, TIMEOUT).await.map(drop)
+                }
+                Numbered::Bzr => {
+                    let args: [&str; 7] = if checkout {
+                        ["checkout", "-q", "-r", &rev, "--", url, &dest]
+                    } else {
+                        ["export", "-q", "-r", &rev, "--", &dest, url]
+                    };
+                    run_tool("brz", &args, None, TIMEOUT).await.map(drop)
+                }
+            }
         })
         .await?;
     if added {
-        sqlx::query(
-            "insert into CachedBazaarInputs (uri, revision, sha256hash, storePath) values ($1, $2, $3, $4) \
-             on conflict (uri, revision) do update set sha256hash = excluded.sha256hash, storePath = excluded.storePath",
-        )
-        .bind(&key)
-        .bind(revision)
-        .bind(&sha)
-        .bind(&store_path)
-        .execute(ctx.pool)
-        .await
-        .map_err(db)?;
+        sqlx::query(insert)
+            .bind(&key)
+            .bind(revision)
+            .bind(&sha)
+            .bind(&store_path)
+            .execute(ctx.pool)
+            .await
+            .map_err(db)?;
     }
     Ok(Fetched {
-        uri: Some(url.clone()),
+        uri: Some(url.to_string()),
         revision: Some(revision.to_string()),
         store_path: Some(store_path),
         sha256: Some(sha),
