@@ -771,3 +771,55 @@ async fn a_job_past_the_memory_limit_is_an_error_and_the_others_evaluate() {
     assert!(error.starts_with("in job ‘hog’:\n"), "{error}");
     assert!(error.contains("memory limit of 256 MiB"), "{error}");
 }
+
+const IFD: &str = r#"
+with import ./config.nix;
+let generated = mkDerivation { name = "generated"; builder = builtins.toFile "b.sh" "echo '{ x = 42; }' > $out"; };
+in {
+  ifd = mkDerivation { name = "ifd-${toString (import generated).x}"; builder = builtins.toFile "b.sh" "echo > $out"; };
+  plain = mkDerivation { name = "plain"; builder = builtins.toFile "b.sh" "echo > $out"; };
+}
+"#;
+
+#[tokio::test]
+async fn import_from_derivation_is_refused_unless_allowed() {
+    let s = Setup::new().await;
+    let (_src, _) = s.simple_jobset(IFD).await;
+    let summary = s.eval("p", "j").await;
+    assert!(
+        matches!(
+            summary.outcome,
+            Outcome::Evaluated {
+                new_builds: 1,
+                job_errors: 1,
+                ..
+            }
+        ),
+        "{summary}"
+    );
+    let error = s.jobset_error().await;
+    assert!(
+        error.contains("in job ‘ifd’") && error.contains("allow-import-from-derivation"),
+        "{error}"
+    );
+
+    let s = Setup::with_config("allow_import_from_derivation = true").await;
+    let (_src, _) = s.simple_jobset(IFD).await;
+    let summary = s.eval("p", "j").await;
+    assert!(
+        matches!(
+            summary.outcome,
+            Outcome::Evaluated {
+                new_builds: 2,
+                job_errors: 0,
+                ..
+            }
+        ),
+        "{summary}"
+    );
+    assert_eq!(
+        s.strings("select nixName from Builds where job = 'ifd'")
+            .await,
+        ["ifd-42"]
+    );
+}

@@ -614,3 +614,101 @@ async fn eval_inputs_pass_every_successful_output() {
     assert_eq!(value, Some(upstream_eval.to_string()));
     assert!(lib_out.ends_with("-lib-1.2"));
 }
+
+#[tokio::test]
+async fn sysbuild_inputs_refuse_several_systems() {
+    let s = Setup::new().await;
+    let src = source_dir(&[("release.nix", CHAIN)]);
+    create_project(&s.db.pool, "p").await;
+    let path = src.path().to_str().unwrap();
+    create_jobset(
+        &s.db.pool,
+        "p",
+        "upstream",
+        "src",
+        "release.nix",
+        &[("src", "path", path)],
+    )
+    .await;
+    create_jobset(
+        &s.db.pool,
+        "p",
+        "downstream",
+        "src",
+        "release.nix",
+        &[("src", "path", path), ("dep", "sysbuild", "upstream:lib")],
+    )
+    .await;
+    s.eval_ok("p", "upstream").await;
+    s.build_for_real("lib").await;
+    s.eval_ok("p", "downstream").await;
+    assert_eq!(
+        s.scalar_i64("select count(*) from Builds where job = 'app'")
+            .await,
+        1
+    );
+
+    // The same job built for a second system: two alternatives.
+    s.db.exec(
+        "insert into Builds (finished, timestamp, jobset_id, job, nixName, drvPath, system, buildStatus, startTime, stopTime, isCurrent, priority, globalPriority) \
+         select 1, timestamp, jobset_id, job, nixName, drvPath, 'aarch64-linux', 0, 1, 2, 1, 100, 0 from Builds where job = 'lib'",
+    )
+    .await;
+    s.db.exec("update Jobsets set forceEval = true where name = 'downstream'")
+        .await;
+    let summary = s.eval("p", "downstream").await;
+    assert!(
+        matches!(summary.outcome, Outcome::FetchFailed(ref e) if e.contains("multiple alternatives") && e.contains("aarch64-linux, x86_64-linux")),
+        "{summary}"
+    );
+}
+
+#[tokio::test]
+async fn path_inputs_may_be_urls() {
+    let s = Setup::new().await;
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("greeting.txt"), "hello").unwrap();
+    let jobs = source_dir(&[(
+        "release.nix",
+        r#"with import ./config.nix;
+        { greeting }:
+        { hello = mkDerivation { name = "say-${builtins.readFile greeting}"; builder = builtins.toFile "b.sh" "echo > $out"; }; }"#,
+    )]);
+    create_project(&s.db.pool, "p").await;
+    let url = format!("file://{}/greeting.txt", data.path().display());
+    // Downloaded again at every evaluation (validity 0 s).
+    let value = format!("{url} 0");
+    create_jobset(
+        &s.db.pool,
+        "p",
+        "j",
+        "jobs",
+        "release.nix",
+        &[
+            ("jobs", "path", jobs.path().to_str().unwrap()),
+            ("greeting", "path", &value),
+        ],
+    )
+    .await;
+    s.eval_ok("p", "j").await;
+    // The same content again: the revision (first seen, hash) is the same.
+    let summary = s.eval("p", "j").await;
+    assert!(
+        matches!(summary.outcome, Outcome::Unchanged { .. }),
+        "{summary}"
+    );
+    std::fs::write(data.path().join("greeting.txt"), "howdy").unwrap();
+    s.eval_ok("p", "j").await;
+    assert_eq!(
+        s.strings("select nixName from Builds order by id").await,
+        ["say-hello", "say-howdy"]
+    );
+    let (uri, revision): (Option<String>, Option<String>) = sqlx::query_as(
+        "select uri, revision from JobsetEvalInputs where name = 'greeting' order by eval limit 1",
+    )
+    .fetch_one(&s.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(uri.as_deref(), Some(url.as_str()));
+    assert!(revision.unwrap().len() > 20);
+}

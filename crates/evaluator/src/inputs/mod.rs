@@ -271,8 +271,10 @@ pub(crate) async fn is_valid(nix: &NixEnv, path: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// `path [seconds]`: a local path added to the store, hashed at most once
-/// per `seconds` (else `path_input_cache_validity_seconds`).
+/// `path [seconds]`: a local path added to the store, or a URL downloaded
+/// with `nix-prefetch-url`, looked at again at most once per `seconds`
+/// (else `path_input_cache_validity_seconds`). The revision is the time the
+/// content was first seen and its hash (`CachedPathInputs`).
 async fn fetch_path(
     ctx: &FetchContext<'_>,
     input: &Input,
@@ -291,9 +293,6 @@ async fn fetch_path(
         })?,
         None => ctx.config.evaluator.path_input_cache_validity_seconds as i64,
     };
-    if !src.starts_with('/') {
-        return fetch_url(ctx, input, base, src).await;
-    }
     let now = now();
     let latest: Option<(i64, i64, String, String)> = sqlx::query_as(
         "select timestamp::bigint, lastSeen::bigint, sha256hash, storePath from CachedPathInputs \
@@ -309,48 +308,49 @@ async fn fetch_path(
     {
         return Ok(path_result(base, src, *timestamp, sha, store_path));
     }
-    if !Path::new(src).exists() {
-        return Err(FetchError(format!(
-            "input `{}`: {src} does not exist",
-            input.name
-        )));
-    }
-    let sha = nar_hash(Path::new(src)).await?;
-    let known: Option<(i64, String)> = sqlx::query_as(
-        "select timestamp::bigint, storePath from CachedPathInputs where srcPath = $1 and sha256hash = $2",
-    )
-    .bind(src)
-    .bind(&sha)
-    .fetch_optional(ctx.pool)
-    .await
-    .map_err(db)?;
-    if let Some((timestamp, store_path)) = known
-        && is_valid(ctx.nix, &store_path).await
-    {
-        sqlx::query(
-            "update CachedPathInputs set lastSeen = $3 where srcPath = $1 and sha256hash = $2",
+    let (sha, store_path) = if src.starts_with('/') {
+        if !Path::new(src).exists() {
+            return Err(FetchError(format!(
+                "input `{}`: {src} does not exist",
+                input.name
+            )));
+        }
+        let sha = nar_hash(Path::new(src)).await?;
+        let known: Option<String> = sqlx::query_scalar(
+            "select storePath from CachedPathInputs where srcPath = $1 and sha256hash = $2",
         )
         .bind(src)
         .bind(&sha)
-        .bind(now as i32)
-        .execute(ctx.pool)
+        .fetch_optional(ctx.pool)
         .await
         .map_err(db)?;
-        return Ok(path_result(base, src, timestamp, &sha, &store_path));
-    }
-    let store_path = run_nix(ctx.nix, "nix-store", &["--add", src]).await?;
-    sqlx::query(
+        match known {
+            Some(store_path) if is_valid(ctx.nix, &store_path).await => (sha, store_path),
+            _ => (sha, run_nix(ctx.nix, "nix-store", &["--add", src]).await?),
+        }
+    } else {
+        download(ctx, input, src).await?
+    };
+    // The first time this content was seen stays its timestamp.
+    let timestamp: i32 = sqlx::query_scalar(
         "insert into CachedPathInputs (srcPath, timestamp, lastSeen, sha256hash, storePath) values ($1, $2, $2, $3, $4) \
-         on conflict (srcPath, sha256hash) do update set lastSeen = excluded.lastSeen, storePath = excluded.storePath",
+         on conflict (srcPath, sha256hash) do update set lastSeen = excluded.lastSeen, storePath = excluded.storePath \
+         returning timestamp",
     )
     .bind(src)
     .bind(now as i32)
     .bind(&sha)
     .bind(&store_path)
-    .execute(ctx.pool)
+    .fetch_one(ctx.pool)
     .await
     .map_err(db)?;
-    Ok(path_result(base, src, now, &sha, &store_path))
+    Ok(path_result(
+        base,
+        src,
+        i64::from(timestamp),
+        &sha,
+        &store_path,
+    ))
 }
 
 fn path_result(base: Fetched, src: &str, timestamp: i64, sha: &str, store_path: &str) -> Fetched {
@@ -363,13 +363,13 @@ fn path_result(base: Fetched, src: &str, timestamp: i64, sha: &str, store_path: 
     }
 }
 
-/// A `path` input that is a URL: downloaded with `nix-prefetch-url`.
-async fn fetch_url(
+/// A `path` input that is a URL, downloaded with `nix-prefetch-url`:
+/// its hash (base32) and store path.
+async fn download(
     ctx: &FetchContext<'_>,
     input: &Input,
-    base: Fetched,
     url: &str,
-) -> Result<Fetched, FetchError> {
+) -> Result<(String, String), FetchError> {
     let out = ctx
         .nix
         .command("nix-prefetch-url")
@@ -393,13 +393,7 @@ async fn fetch_url(
             input.name
         )));
     };
-    Ok(Fetched {
-        uri: Some(url.to_string()),
-        revision: Some(format!("{}:{sha}", utc_stamp(now()))),
-        store_path: Some(store_path.to_string()),
-        sha256: Some(sha.to_string()),
-        ..base
-    })
+    Ok((sha.to_string(), store_path.to_string()))
 }
 
 pub(crate) fn db(e: sqlx::Error) -> FetchError {

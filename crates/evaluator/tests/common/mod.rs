@@ -50,7 +50,8 @@ impl Setup {
         std::fs::write(
             conf.join("nix.conf"),
             format!(
-                "substituters =\nexperimental-features = nix-command flakes\nflake-registry = {}\nwarn-dirty = false\n",
+                "substituters =\nexperimental-features = nix-command flakes\nflake-registry = {}\nwarn-dirty = false\n\
+                 sandbox = false\nbuild-users-group =\n",
                 conf.join("registry.json").display()
             ),
         )
