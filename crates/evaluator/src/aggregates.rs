@@ -13,7 +13,7 @@ use std::time::Duration;
 use hydra_nix::derivation::{Derivation, DerivationError, HashModuloCache};
 use hydra_nix::hash::{HashAlgo, Hasher};
 use hydra_nix::nar::{Node, ScanOptions, write_node};
-use hydra_nix::serve::{PathInfo, ServeClient, Transport};
+use hydra_nix::serve::{PathInfo, ServeClient};
 use hydra_nix::store_path::StoreDir;
 use tokio::io::AsyncWriteExt;
 
@@ -260,11 +260,7 @@ static STORE_DIR: std::sync::LazyLock<StoreDir> =
 
 impl DrvStore {
     async fn connect(nix: &NixEnv) -> Result<DrvStore, String> {
-        let transport = Transport::Local {
-            program: "nix-store".into(),
-            args: nix.args.clone(),
-            env: nix.env.clone(),
-        };
+        let transport = nix.serve_transport();
         let client = ServeClient::connect(&transport, Duration::from_secs(60))
             .await
             .map_err(|e| format!("cannot open the store to rewrite aggregates: {e}"))?;

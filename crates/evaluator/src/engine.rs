@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 
 const WORKER_NIX: &str = include_str!("worker.nix");
 const MARKER: &str = "trace: @@hydra ";
@@ -86,25 +85,7 @@ fn inputs_nix(args: &[Arg]) -> String {
     s
 }
 
-/// How Nix programs are run: extra arguments (such as `--store DIR`) and
-/// environment. Empty for the machine's own store.
-#[derive(Clone, Debug, Default)]
-pub struct NixEnv {
-    pub args: Vec<String>,
-    pub env: Vec<(String, String)>,
-}
-
-impl NixEnv {
-    /// `program` with these settings, and without `NIX_PATH`.
-    pub fn command(&self, program: &str) -> Command {
-        let mut cmd = Command::new(program);
-        cmd.args(&self.args)
-            .env_remove("NIX_PATH")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .kill_on_drop(true);
-        cmd
-    }
-}
+pub use hydra_nix::env::NixEnv;
 
 /// An evaluation to do.
 #[derive(Clone, Debug)]

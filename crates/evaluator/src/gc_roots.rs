@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use hydra_nix::serve::{ServeClient, Transport};
+use hydra_nix::serve::ServeClient;
 use sqlx::PgPool;
 
 use crate::engine::NixEnv;
@@ -135,11 +135,7 @@ pub async fn update(
     min_age: Duration,
 ) -> Result<GcReport, GcError> {
     let wanted = wanted_paths(pool).await?;
-    let transport = Transport::Local {
-        program: "nix-store".into(),
-        args: nix.args.clone(),
-        env: nix.env.clone(),
-    };
+    let transport = nix.serve_transport();
     let mut store = ServeClient::connect(&transport, Duration::from_secs(60))
         .await
         .map_err(|e| GcError::Store(e.to_string()))?;

@@ -10,6 +10,7 @@
 pub mod base32;
 pub mod copy;
 pub mod derivation;
+pub mod env;
 pub mod export;
 pub mod hash;
 pub mod machines;

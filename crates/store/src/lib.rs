@@ -1,0 +1,179 @@
+//! Destination stores: where the queue runner puts build outputs
+//! (`store_uri`) and where the web server reads them.
+//!
+//! Two kinds: the machine's Nix store (`auto`, the default), reached through
+//! a local `nix-store --serve --write`, and a `file://DIR` binary cache
+//! written directly (compressed NARs, signed narinfos, optional `.ls`
+//! listings, logs under `log/`). Paths arrive as NAR streams (from a build
+//! machine) and are verified against the NAR hash they were announced with.
+//! This crate does not decide what to store; callers do.
+
+mod file_cache;
+mod local;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+pub use file_cache::{Compression, FileCache};
+use hydra_nix::env::NixEnv;
+use hydra_nix::nar::Scan;
+use hydra_nix::serve::{PathInfo, ServeError};
+pub use local::LocalStore;
+use tokio::io::AsyncRead;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store URI `{uri}`: {message}")]
+    Uri { uri: String, message: String },
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Corrupt { path: PathBuf, message: String },
+    #[error("{path}: the NAR does not match its announced {what} (expected {expected}, got {got})")]
+    Mismatch {
+        path: String,
+        what: &'static str,
+        expected: String,
+        got: String,
+    },
+    #[error("{0} is not in the store")]
+    Missing(String),
+}
+
+impl StoreError {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> StoreError {
+        let path = path.into();
+        move |source| StoreError::Io { path, source }
+    }
+}
+
+/// A destination store.
+#[derive(Debug)]
+pub enum DestStore {
+    Local(LocalStore),
+    File(FileCache),
+}
+
+/// Opens the store `uri` names: `auto`, `local` or empty for the machine's
+/// store (with `nix`'s settings), `file://DIR?…` for a binary cache.
+pub fn open(uri: &str, nix: &NixEnv) -> Result<DestStore, StoreError> {
+    let uri = uri.trim();
+    match uri {
+        "" | "auto" | "local" | "daemon" => Ok(DestStore::Local(LocalStore::new(nix.clone()))),
+        _ if uri.starts_with("file://") => Ok(DestStore::File(FileCache::open(uri)?)),
+        _ => Err(StoreError::Uri {
+            uri: uri.into(),
+            message: "only the machine's store (`auto`) and `file://` binary caches are supported"
+                .into(),
+        }),
+    }
+}
+
+impl DestStore {
+    /// The URI, for people.
+    pub fn describe(&self) -> String {
+        match self {
+            DestStore::Local(_) => "the machine's Nix store".into(),
+            DestStore::File(c) => format!("file://{}", c.dir().display()),
+        }
+    }
+
+    /// Whether this is the machine's own store (the one `.drv` files are
+    /// in).
+    pub fn is_machine_store(&self) -> bool {
+        matches!(self, DestStore::Local(_))
+    }
+
+    /// Which of `paths` the store has.
+    pub async fn query_valid(
+        &self,
+        paths: &BTreeSet<String>,
+    ) -> Result<BTreeSet<String>, StoreError> {
+        if paths.is_empty() {
+            return Ok(BTreeSet::new());
+        }
+        match self {
+            DestStore::Local(s) => s.query_valid(paths).await,
+            DestStore::File(c) => c.query_valid(paths).await,
+        }
+    }
+
+    /// What the store knows of `paths` (the valid ones).
+    pub async fn path_infos(
+        &self,
+        paths: &BTreeSet<String>,
+    ) -> Result<BTreeMap<String, PathInfo>, StoreError> {
+        if paths.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        match self {
+            DestStore::Local(s) => s.path_infos(paths).await,
+            DestStore::File(c) => c.path_infos(paths).await,
+        }
+    }
+
+    /// The sum of the NAR sizes of the closure of `paths`.
+    pub async fn closure_size(&self, paths: &BTreeSet<String>) -> Result<u64, StoreError> {
+        let mut seen: BTreeSet<String> = BTreeSet::new();
+        let mut todo: BTreeSet<String> = paths.clone();
+        let mut total = 0;
+        while !todo.is_empty() {
+            let infos = self.path_infos(&todo).await?;
+            let mut next = BTreeSet::new();
+            for path in &todo {
+                seen.insert(path.clone());
+                let info = infos
+                    .get(path)
+                    .ok_or_else(|| StoreError::Missing(path.clone()))?;
+                total += info.nar_size;
+                for r in &info.references {
+                    if !seen.contains(r) && !todo.contains(r) {
+                        next.insert(r.clone());
+                    }
+                }
+            }
+            todo = next;
+        }
+        Ok(total)
+    }
+
+    /// Adds a path whose NAR is read from `nar`; `info` says what it must
+    /// be (NAR hash and size, references, deriver, content address).
+    pub async fn add_nar(
+        &self,
+        info: &PathInfo,
+        nar: &mut (dyn AsyncRead + Unpin + Send),
+    ) -> Result<(), StoreError> {
+        match self {
+            DestStore::Local(s) => s.add_nar(info, nar).await,
+            DestStore::File(c) => c.add_nar(info, nar).await,
+        }
+    }
+
+    /// Reads the NAR of `path`, extracting the files `options` ask for.
+    pub async fn scan(
+        &self,
+        path: &str,
+        options: &hydra_nix::nar::ScanOptions,
+    ) -> Result<Scan, StoreError> {
+        match self {
+            DestStore::Local(s) => s.scan(path, options).await,
+            DestStore::File(c) => c.scan(path, options).await,
+        }
+    }
+
+    /// Stores a step's log next to the outputs (`log/<drv base name>`), for
+    /// binary caches; the machine's store keeps no logs of ours.
+    pub async fn upload_log(&self, drv_path: &str, log: &Path) -> Result<bool, StoreError> {
+        match self {
+            DestStore::Local(_) => Ok(false),
+            DestStore::File(c) => c.upload_log(drv_path, log).await.map(|()| true),
+        }
+    }
+}
