@@ -279,7 +279,7 @@ impl DrvStore {
         let options = ScanOptions {
             extract: vec![Vec::new()],
             max_extract: 64 << 20,
-            listing: false,
+            ..Default::default()
         };
         let scan = self
             .client

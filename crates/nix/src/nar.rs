@@ -521,6 +521,23 @@ pub struct ScanOptions {
     pub max_extract: u64,
     /// Build the `.ls` listing.
     pub listing: bool,
+    /// Record every entry, with the size and SHA-256 of regular files (for
+    /// build products).
+    pub members: bool,
+}
+
+/// An entry of a NAR as [`ScanOptions::members`] records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Member {
+    Directory,
+    Regular {
+        executable: bool,
+        size: u64,
+        sha256: crate::hash::NixHash,
+    },
+    Symlink {
+        target: Vec<u8>,
+    },
 }
 
 /// What was collected.
@@ -530,6 +547,8 @@ pub struct Scan {
     pub extracted: BTreeMap<Vec<u8>, Vec<u8>>,
     /// The `.ls` listing: `{"version":1,"root":…}`.
     pub listing: Option<serde_json::Value>,
+    /// Every entry by path (empty for the root), if asked for.
+    pub members: BTreeMap<Vec<u8>, Member>,
 }
 
 /// Reads a whole NAR, collecting what `options` ask for; every byte goes to
@@ -544,21 +563,56 @@ pub async fn scan<R: AsyncRead + Unpin>(
         reader = reader.with_sink(sink);
     }
     let mut extracted = BTreeMap::new();
+    let mut members = BTreeMap::new();
     let mut listing = options.listing.then(ListingBuilder::default);
     while let Some(entry) = reader.next().await? {
         if let Some(l) = listing.as_mut() {
             l.add(&entry);
         }
-        if let EntryKind::Regular { size, .. } = entry.kind
-            && size <= options.max_extract
-            && options.extract.contains(&entry.path)
-        {
-            let mut contents = vec![0u8; size as usize];
-            let mut filled = 0;
-            while filled < contents.len() {
-                filled += reader.read_contents(&mut contents[filled..]).await?;
+        match entry.kind {
+            EntryKind::Regular {
+                size, executable, ..
+            } => {
+                let extract = size <= options.max_extract && options.extract.contains(&entry.path);
+                if !extract && !options.members {
+                    continue;
+                }
+                let mut hasher = crate::hash::Hasher::new(crate::hash::HashAlgo::Sha256);
+                let mut contents = Vec::new();
+                let mut buf = vec![0u8; (size as usize).clamp(1, 64 * 1024)];
+                let mut left = size;
+                while left > 0 {
+                    let n = reader.read_contents(&mut buf).await?;
+                    if n == 0 {
+                        break;
+                    }
+                    hasher.update(&buf[..n]);
+                    if extract {
+                        contents.extend_from_slice(&buf[..n]);
+                    }
+                    left -= n as u64;
+                }
+                if options.members {
+                    members.insert(
+                        entry.path.clone(),
+                        Member::Regular {
+                            executable,
+                            size,
+                            sha256: hasher.finish(),
+                        },
+                    );
+                }
+                if extract {
+                    extracted.insert(entry.path, contents);
+                }
             }
-            extracted.insert(entry.path, contents);
+            EntryKind::Directory if options.members => {
+                members.insert(entry.path, Member::Directory);
+            }
+            EntryKind::Symlink { target } if options.members => {
+                members.insert(entry.path, Member::Symlink { target });
+            }
+            _ => {}
         }
     }
     let summary = reader.finish().await?;
@@ -566,6 +620,7 @@ pub async fn scan<R: AsyncRead + Unpin>(
         summary,
         extracted,
         listing: listing.map(ListingBuilder::finish),
+        members,
     })
 }
 

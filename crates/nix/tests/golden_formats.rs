@@ -401,11 +401,36 @@ fn a_nar_sink_receives_exactly_the_nar() {
                 ],
                 max_extract: 1000,
                 listing: true,
+                members: true,
             },
         )
         .await
         .unwrap();
         assert!(sink == nix);
+        // Every regular file's size and SHA-256 agree with the file itself.
+        let mut regular = 0;
+        for (path, member) in &scan.members {
+            let on_disk = dir.path().join(String::from_utf8_lossy(path).as_ref());
+            match member {
+                nar::Member::Regular { size, sha256, .. } => {
+                    let bytes = std::fs::read(&on_disk).unwrap();
+                    assert_eq!(*size, bytes.len() as u64);
+                    assert_eq!(*sha256, hydra_nix::hash::sha256(&bytes));
+                    regular += 1;
+                }
+                nar::Member::Directory => assert!(on_disk.is_dir()),
+                nar::Member::Symlink { target } => {
+                    assert_eq!(
+                        std::fs::read_link(&on_disk)
+                            .unwrap()
+                            .as_os_str()
+                            .as_encoded_bytes(),
+                        target.as_slice()
+                    );
+                }
+            }
+        }
+        assert!(regular >= 3, "{:?}", scan.members.keys());
         assert_eq!(input, b"TRAILER!");
         assert_eq!(
             scan.extracted.len(),

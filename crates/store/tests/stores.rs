@@ -136,7 +136,7 @@ async fn a_file_cache_in_every_compression_serves_a_real_nix_store_r() {
                 &ScanOptions {
                     extract: vec![b"nix-support/hydra-build-products".to_vec()],
                     max_extract: 1 << 20,
-                    listing: false,
+                    ..Default::default()
                 },
             )
             .await
