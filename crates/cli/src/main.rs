@@ -6,6 +6,7 @@ mod create_user;
 mod database;
 mod evaluator;
 mod init;
+mod queue_runner;
 mod up;
 
 use std::path::PathBuf;
@@ -38,7 +39,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the system in one process: the database (a managed one if none is configured), migrated, and the evaluator
+    /// Run the system in one process: the database (a managed one if none is configured), migrated, the evaluator and the queue runner
     Up,
     /// Create the database schema, or bring it up to date (adopting an existing Hydra database)
     Init,
@@ -50,6 +51,10 @@ enum Command {
     EvalJobset(evaluator::EvalJobsetArgs),
     /// Register garbage collector roots for what must be kept (keepnr) and remove stale ones
     UpdateGcRoots,
+    /// Build queued builds on the build machines (the queue runner), until stopped
+    QueueRunner,
+    /// Build one build (and what it needs) now, then exit
+    BuildOne(queue_runner::BuildOneArgs),
 }
 
 fn main() -> ExitCode {
@@ -103,6 +108,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Evaluator(args) => evaluator::run(&paths, &config, args).await,
         Command::EvalJobset(args) => evaluator::eval_jobset(&paths, &config, args).await,
         Command::UpdateGcRoots => evaluator::update_gc_roots(&paths, &config).await,
+        Command::QueueRunner => queue_runner::run(&paths, &config).await,
+        Command::BuildOne(args) => queue_runner::build_one(&paths, &config, args).await,
     }
 }
 

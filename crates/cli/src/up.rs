@@ -1,6 +1,7 @@
 //! `hydra up`: the whole system in one process. It brings up the database
 //! (the managed cluster unless one is configured), migrates it, runs the
-//! evaluator, and stops everything on SIGINT or SIGTERM.
+//! evaluator and the queue runner, and stops everything on SIGINT or
+//! SIGTERM.
 
 use hydra_config::{Config, Paths};
 use tokio::signal::unix::{SignalKind, signal};
@@ -10,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::database::{self, Ownership};
 use crate::evaluator;
 use crate::init;
+use crate::queue_runner;
 
 pub async fn run(paths: &Paths, config: &Config) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate())?;
@@ -19,7 +21,7 @@ pub async fn run(paths: &Paths, config: &Config) -> anyhow::Result<()> {
         paths,
         config,
         Ownership::Own,
-        8 + evaluator::connections(config),
+        8 + evaluator::connections(config) + queue_runner::connections(config),
     )
     .await?;
     let done = match init::initialise(&db.pool).await {
@@ -52,6 +54,15 @@ pub async fn run(paths: &Paths, config: &Config) -> anyhow::Result<()> {
         evaluator::context(paths, config, db.pool.clone()),
         shutdown.clone(),
     ));
+    let mut queue_runner = match queue_runner::context(paths, config, db.pool.clone()) {
+        Ok(ctx) => tokio::spawn(hydra_queue_runner::run(ctx, shutdown.clone())),
+        Err(e) => {
+            shutdown.cancel();
+            let _ = evaluator.await;
+            db.close().await?;
+            return Err(e);
+        }
+    };
     let failure = tokio::select! {
         _ = terminate.recv() => { tracing::info!("SIGTERM received; shutting down"); None }
         _ = interrupt.recv() => { tracing::info!("SIGINT received; shutting down"); None }
@@ -60,12 +71,22 @@ pub async fn run(paths: &Paths, config: &Config) -> anyhow::Result<()> {
             Ok(Err(e)) => anyhow::Error::from(e).context("the evaluator failed"),
             Err(e) => anyhow::anyhow!("the evaluator failed: {e}"),
         }),
+        ended = &mut queue_runner => Some(match ended {
+            Ok(Ok(())) => anyhow::anyhow!("the queue runner stopped"),
+            Ok(Err(e)) => anyhow::Error::from(e).context("the queue runner failed"),
+            Err(e) => anyhow::anyhow!("the queue runner failed: {e}"),
+        }),
     };
     shutdown.cancel();
-    if failure.is_none()
+    if !evaluator.is_finished()
         && let Ok(Err(e)) = evaluator.await
     {
         tracing::error!("the evaluator failed while stopping: {e}");
+    }
+    if !queue_runner.is_finished()
+        && let Ok(Err(e)) = queue_runner.await
+    {
+        tracing::error!("the queue runner failed while stopping: {e}");
     }
     db.close().await?;
     if let Some(e) = failure {

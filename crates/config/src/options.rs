@@ -108,6 +108,12 @@ options! {
         "upload_logs_to_binary_cache" = "0" : "Also store build logs in the binary cache.";
         "queue_runner_metrics_address" = "127.0.0.1:9198" : "Address of the queue runner's status and metrics endpoint.";
         "xxx-jobset-repeats" = "" : "`project:jobset:N …`: build steps of these jobsets N extra times to check determinism.";
+        "machines_file" = "" : "Machines file(s), colon-separated; default: `NIX_REMOTE_SYSTEMS`, else `/etc/nix/machines`, else the local machine alone.";
+        "max_tries" = "5" : "Attempts of a step that fails in a way that may pass another time (aborted, transient).";
+        "retry_interval" = "60" : "Seconds before the first retry of a step.";
+        "retry_backoff" = "3" : "Factor by which the wait grows with each retry.";
+        "default_max_silent_time" = "3600" : "Seconds a build may print nothing when its job sets no `meta.maxSilent`.";
+        "default_build_timeout" = "36000" : "Seconds a build may take when its job sets no `meta.timeout`.";
     }
     "Notifications" {
         "compress_build_logs" = "1" : "Compress step logs when steps finish.";
@@ -208,6 +214,13 @@ pub struct QueueRunnerConfig {
     pub upload_logs_to_binary_cache: bool,
     pub metrics_address: String,
     pub jobset_repeats: Vec<JobsetRepeats>,
+    /// Colon-separated machines files, when configured.
+    pub machines_file: Option<String>,
+    pub max_tries: u32,
+    pub retry_interval: u64,
+    pub retry_backoff: f64,
+    pub default_max_silent_time: u64,
+    pub default_build_timeout: u64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -412,6 +425,12 @@ impl Config {
             metrics_address: string(t, "queue_runner_metrics_address", w)?
                 .unwrap_or_else(|| "127.0.0.1:9198".into()),
             jobset_repeats: jobset_repeats(t, w)?,
+            machines_file: string(t, "machines_file", w)?.filter(|f| !f.is_empty()),
+            max_tries: positive(t, "max_tries", w)?.unwrap_or(5),
+            retry_interval: number(t, "retry_interval", w)?.unwrap_or(60),
+            retry_backoff: number(t, "retry_backoff", w)?.unwrap_or(3.0),
+            default_max_silent_time: number(t, "default_max_silent_time", w)?.unwrap_or(3600),
+            default_build_timeout: number(t, "default_build_timeout", w)?.unwrap_or(36000),
         };
 
         let statsd = block(t, "statsd", w)?;

@@ -70,7 +70,7 @@ impl LocalStore {
         Ok(infos.into_iter().map(|i| (i.path.clone(), i)).collect())
     }
 
-    pub(crate) async fn add_nar(
+    pub async fn add_nar(
         &self,
         info: &PathInfo,
         nar: &mut (dyn AsyncRead + Unpin + Send),

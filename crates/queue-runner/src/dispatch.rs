@@ -1,0 +1,251 @@
+//! The dispatcher: gives runnable steps to machines with free slots the
+//! moment it is woken (a step became runnable, a step finished, a build
+//! was loaded or bumped), and at the next retry or back-off deadline.
+//!
+//! Steps go in this order: highest global priority, least fair share used
+//! by their jobsets over the last day, longest chain of steps waiting for
+//! them, highest local priority, lowest build id. Machines are taken least
+//! loaded (relative to their speed) first, then fastest. A machine gets a
+//! step only if it builds the step's system, has every feature the step
+//! requires, and the step requires every one of its mandatory features.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::QueueError;
+use crate::state::{Queue, Running, State, Stats};
+use crate::step;
+
+/// Runs the dispatcher until the queue stops.
+pub async fn run(queue: Arc<Queue>) -> Result<(), QueueError> {
+    loop {
+        let started = Instant::now();
+        let (assigned, unsupported, next) = plan(&queue);
+        for (drv, machine, cancel) in assigned {
+            let q = queue.clone();
+            let mut tasks = queue.tasks.lock().await;
+            // Finished tasks are reaped so the set does not grow.
+            while tasks.try_join_next().is_some() {}
+            tasks.spawn(async move { step::run(q, drv, machine, cancel).await });
+        }
+        for drv in unsupported {
+            step::fail_unsupported(&queue, &drv).await;
+        }
+        Stats::add(
+            &queue.stats.dispatch_time_us,
+            started.elapsed().as_micros() as u64,
+        );
+        Stats::add(&queue.stats.dispatcher_wakeups, 1);
+        let wait = next.unwrap_or(Duration::from_secs(60));
+        tokio::select! {
+            _ = queue.dispatch.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = queue.stopping.cancelled() => return Ok(()),
+        }
+    }
+}
+
+/// The length of the longest chain of steps waiting for each step.
+fn critical_paths(state: &State) -> HashMap<&str, u32> {
+    let mut lengths: HashMap<&str, u32> = HashMap::with_capacity(state.steps.len());
+    for start in state.steps.keys() {
+        if lengths.contains_key(start.as_str()) {
+            continue;
+        }
+        // Iterative post-order over rdeps.
+        let mut stack: Vec<(&str, bool)> = vec![(start.as_str(), false)];
+        while let Some((drv, expanded)) = stack.pop() {
+            if lengths.contains_key(drv) {
+                continue;
+            }
+            let Some(step) = state.steps.get(drv) else {
+                continue;
+            };
+            if expanded {
+                let longest = step
+                    .rdeps
+                    .iter()
+                    .filter_map(|r| lengths.get(r.as_str()))
+                    .max()
+                    .copied()
+                    .unwrap_or(0);
+                lengths.insert(drv, longest + 1);
+            } else {
+                stack.push((drv, true));
+                for r in &step.rdeps {
+                    if !lengths.contains_key(r.as_str()) {
+                        stack.push((r.as_str(), false));
+                    }
+                }
+            }
+        }
+    }
+    lengths
+}
+
+/// Sort key of a runnable step: global priority, share used, critical
+/// path, local priority, lowest build id.
+type StepKey = (i32, f64, u32, i32, i32);
+
+type Plan = (
+    Vec<(String, String, CancellationToken)>,
+    Vec<String>,
+    Option<Duration>,
+);
+
+/// Decides which steps start where; marks them running and the machines
+/// busy. Returns the assignments, the steps no machine supports (past
+/// `max_unsupported_time`), and how long until something may change.
+fn plan(queue: &Queue) -> Plan {
+    let now = Instant::now();
+    let now_unix = i64::from(hydra_db::now());
+    let max_unsupported = Duration::from_secs(queue.ctx.config.queue_runner.max_unsupported_time);
+    let mut guard = queue.lock();
+    let state = &mut *guard;
+    state.machines.reload_if_changed();
+    for j in state.jobsets.values_mut() {
+        j.prune(now_unix);
+    }
+    let mut next: Option<Instant> = None;
+    let mut wake_at = |t: Instant| {
+        next = Some(next.map_or(t, |n: Instant| n.min(t)));
+    };
+    for m in state.machines.list() {
+        if let Some(t) = m.disabled_until
+            && t > now
+        {
+            wake_at(t);
+        }
+    }
+
+    let mut unsupported = Vec::new();
+    let mut candidates: Vec<String> = Vec::new();
+    let drvs: Vec<String> = state
+        .steps
+        .iter()
+        .filter(|(_, s)| s.is_runnable())
+        .map(|(d, _)| d.clone())
+        .collect();
+    for drv in drvs {
+        let supported = {
+            let Some(step) = state.steps.get(&drv) else {
+                continue;
+            };
+            state
+                .machines
+                .list()
+                .iter()
+                .any(|m| m.enabled && m.machine.supports(&step.system, &step.required_features))
+        };
+        let Some(step) = state.steps.get_mut(&drv) else {
+            continue;
+        };
+        if supported {
+            step.last_supported = now;
+        } else {
+            let deadline = step.last_supported + max_unsupported;
+            if now >= deadline {
+                unsupported.push(drv);
+            } else {
+                wake_at(deadline);
+            }
+            continue;
+        }
+        if let Some(after) = step.after
+            && after > now
+        {
+            wake_at(after);
+            continue;
+        }
+        candidates.push(drv);
+    }
+
+    let assigned = if candidates.is_empty() {
+        Vec::new()
+    } else {
+        let paths = critical_paths(state);
+        let key = |drv: &String| {
+            let s = &state.steps[drv];
+            (
+                s.highest_global_priority,
+                state.share_used(s),
+                paths.get(drv.as_str()).copied().unwrap_or(0),
+                s.highest_local_priority,
+                s.lowest_build_id,
+            )
+        };
+        let mut keyed: Vec<(StepKey, String)> =
+            candidates.into_iter().map(|d| (key(&d), d)).collect();
+        keyed.sort_by(|(a, _), (b, _)| {
+            b.0.cmp(&a.0)
+                .then(a.1.partial_cmp(&b.1).unwrap_or(Ordering::Equal))
+                .then(b.2.cmp(&a.2))
+                .then(b.3.cmp(&a.3))
+                .then(a.4.cmp(&b.4))
+        });
+        let mut order: Vec<Option<String>> = keyed.into_iter().map(|(_, d)| Some(d)).collect();
+        let mut assigned = Vec::new();
+        loop {
+            // Machines in order of preference.
+            let mut machines: Vec<usize> = (0..state.machines.list().len())
+                .filter(|&i| {
+                    let m = &state.machines.list()[i];
+                    m.available(now) && m.has_capacity()
+                })
+                .collect();
+            machines.sort_by(|&a, &b| {
+                let (ma, mb) = (&state.machines.list()[a], &state.machines.list()[b]);
+                let load = |m: &crate::machines::MachineState| {
+                    (f64::from(m.current_jobs) / m.machine.speed_factor.max(0.001)).round() as i64
+                };
+                load(ma)
+                    .cmp(&load(mb))
+                    .then(
+                        mb.machine
+                            .speed_factor
+                            .partial_cmp(&ma.machine.speed_factor)
+                            .unwrap_or(Ordering::Equal),
+                    )
+                    .then(mb.current_jobs.cmp(&ma.current_jobs))
+            });
+            let mut picked = None;
+            'machines: for &mi in &machines {
+                let machine = &state.machines.list()[mi];
+                for (oi, slot) in order.iter().enumerate() {
+                    let Some(drv) = slot else { continue };
+                    let step = &state.steps[drv];
+                    if machine
+                        .machine
+                        .supports(&step.system, &step.required_features)
+                    {
+                        picked = Some((mi, oi));
+                        break 'machines;
+                    }
+                }
+            }
+            let Some((mi, oi)) = picked else { break };
+            let Some(drv) = order[oi].take() else { break };
+            let uri = {
+                let m = &mut state.machines.list_mut()[mi];
+                m.current_jobs += 1;
+                m.idle_since = None;
+                m.machine.store_uri.clone()
+            };
+            let cancel = queue.stopping.child_token();
+            if let Some(step) = state.steps.get_mut(&drv) {
+                step.running = Some(Running {
+                    machine: uri.clone(),
+                    cancel: cancel.clone(),
+                });
+            }
+            assigned.push((drv, uri, cancel));
+        }
+        assigned
+    };
+    let next = next.map(|t| t.saturating_duration_since(now) + Duration::from_millis(5));
+    (assigned, unsupported, next)
+}

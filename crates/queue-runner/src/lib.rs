@@ -1,0 +1,136 @@
+//! The queue-runner role: turns queued builds into built outputs in the
+//! destination store.
+//!
+//! The **monitor** (`monitor.rs`) loads unfinished builds, reads their
+//! `.drv` files and creates one *step* per derivation whose outputs the
+//! destination store lacks, shared between builds. The **dispatcher**
+//! (`dispatch.rs`) sends runnable steps to machines (`machines.rs`) the
+//! moment a slot is free. A step (`step.rs`) copies its inputs to the
+//! machine, builds over the serve protocol while the log is written to
+//! `build-logs/`, and brings the outputs back into the local store (and the
+//! destination store), reading `nix-support/` on the way (`products.rs`).
+//! Results are written by `finish.rs`. Everything is driven by NOTIFY and
+//! by steps finishing; `status.rs` serves the status and metrics.
+//!
+//! It talks to the other roles only through the database.
+
+pub mod dispatch;
+pub mod finish;
+pub mod machines;
+pub mod monitor;
+pub mod products;
+pub mod state;
+pub mod status;
+pub mod step;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use hydra_config::Config;
+use hydra_db::DbError;
+use hydra_nix::env::NixEnv;
+use hydra_store::DestStore;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+pub use state::Queue;
+
+/// What the queue runner works with.
+#[derive(Clone, Debug)]
+pub struct Context {
+    pub pool: PgPool,
+    pub config: Arc<Config>,
+    /// `$HYDRA_DATA`: logs go to `build-logs/`.
+    pub data_dir: PathBuf,
+    /// The local store: where `.drv` files are read from, what `localhost`
+    /// builds in, and where outputs are gathered.
+    pub local: NixEnv,
+    /// Where outputs end up (`store_uri`).
+    pub dest: Arc<DestStore>,
+}
+
+impl Context {
+    /// Where a store path of the local store physically is (`--store DIR`
+    /// stores keep `/nix/store` under `DIR`).
+    pub fn real_path(&self, store_path: &str) -> PathBuf {
+        let root = self
+            .local
+            .args
+            .iter()
+            .position(|a| a == "--store")
+            .and_then(|i| self.local.args.get(i + 1))
+            .filter(|r| r.starts_with('/'));
+        match root {
+            Some(root) => PathBuf::from(root).join(store_path.trim_start_matches('/')),
+            None => PathBuf::from(store_path),
+        }
+    }
+
+    /// The log file of a step: `build-logs/<2 chars>/<rest of the drv's
+    /// base name>`.
+    pub fn log_path(&self, drv_path: &str) -> PathBuf {
+        let base = drv_path.rsplit('/').next().unwrap_or(drv_path);
+        let (head, rest) = base.split_at(base.len().min(2));
+        self.data_dir.join("build-logs").join(head).join(rest)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("another queue runner is using this database")]
+    AlreadyRunning,
+    #[error("build {0} does not exist")]
+    NoSuchBuild(i32),
+    #[error("{0}")]
+    Machines(String),
+    #[error("cannot serve the status on {address}: {source}")]
+    Status {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl From<sqlx::Error> for QueueError {
+    fn from(e: sqlx::Error) -> Self {
+        QueueError::Db(DbError::from(e))
+    }
+}
+
+/// Runs the queue runner until `shutdown` is cancelled.
+pub async fn run(ctx: Context, shutdown: CancellationToken) -> Result<(), QueueError> {
+    let lock = state::InstanceLock::acquire(&ctx.pool).await?;
+    let queue = Queue::start(ctx).await?;
+    let status = match status::serve(&queue).await {
+        Ok(task) => Some(task),
+        Err(e) => {
+            tracing::error!(error = %e, "the queue runner's status endpoint is not available");
+            None
+        }
+    };
+    let result = tokio::select! {
+        r = monitor::run(queue.clone()) => r,
+        r = dispatch::run(queue.clone()) => r,
+        _ = shutdown.cancelled() => Ok(()),
+    };
+    queue.stop().await;
+    if let Some(task) = status {
+        task.abort();
+    }
+    drop(lock);
+    result
+}
+
+/// Builds one build (and what it needs) and returns when it is finished.
+pub async fn build_one(ctx: Context, build_id: i32) -> Result<i32, QueueError> {
+    let lock = state::InstanceLock::acquire(&ctx.pool).await?;
+    let queue = Queue::start(ctx).await?;
+    let dispatcher = tokio::spawn(dispatch::run(queue.clone()));
+    let result = monitor::build_one(&queue, build_id).await;
+    dispatcher.abort();
+    queue.stop().await;
+    drop(lock);
+    result
+}

@@ -1,0 +1,595 @@
+//! The queue monitor: loads unfinished builds into the queue and reacts to
+//! cancellations, deletions, priority bumps and share changes.
+//!
+//! New builds are loaded together, level by level over their derivations:
+//! each level's `.drv` files are read, and one query each asks which of
+//! their outputs failed before (`FailedPaths`) and which the destination
+//! store has. A derivation whose outputs are all there is not a step; one
+//! with a failed output fails every build that needs it (a cached
+//! failure); the others become steps (shared with those already queued),
+//! and their inputs form the next level.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hydra_db::{Listener, Wakeup};
+use hydra_nix::derivation::Derivation;
+
+use crate::finish;
+use crate::state::{Build, Queue, Stats, Step};
+use crate::{Context, QueueError};
+
+/// The channels the monitor listens on.
+pub const CHANNELS: &[&str] = &[
+    "builds_added",
+    "builds_restarted",
+    "builds_cancelled",
+    "builds_deleted",
+    "builds_bumped",
+    "jobset_shares_changed",
+];
+
+/// Builds loaded per batch; the dispatcher starts on each batch.
+const BATCH: usize = 2000;
+/// A periodic full re-scan, in case anything was missed.
+const RESCAN: Duration = Duration::from_secs(300);
+
+#[derive(Default)]
+struct Pending {
+    load: bool,
+    changes: bool,
+    shares: bool,
+}
+
+impl Pending {
+    fn all() -> Pending {
+        Pending {
+            load: true,
+            changes: true,
+            shares: true,
+        }
+    }
+
+    fn note(&mut self, channel: &str) {
+        match channel {
+            "builds_added" | "builds_restarted" => self.load = true,
+            "jobset_shares_changed" => self.shares = true,
+            _ => self.changes = true,
+        }
+    }
+}
+
+/// Runs the monitor loop.
+pub async fn run(queue: Arc<Queue>) -> Result<(), QueueError> {
+    let mut listener = Listener::connect(&queue.ctx.pool, CHANNELS).await?;
+    let mut pending = Pending::all();
+    loop {
+        if pending.changes {
+            pending.changes = false;
+            process_changes(&queue).await?;
+        }
+        if pending.shares {
+            pending.shares = false;
+            reload_shares(&queue).await?;
+        }
+        if pending.load {
+            pending.load = false;
+            Stats::add(&queue.stats.queue_checks_started, 1);
+            if !load_builds(&queue, None).await? {
+                // Stopped early to look at cancellations and bumps.
+                pending.load = true;
+                pending.changes = true;
+            }
+            Stats::add(&queue.stats.queue_checks_finished, 1);
+        }
+        if pending.load || pending.changes || pending.shares {
+            continue;
+        }
+        tokio::select! {
+            wakeup = listener.recv() => match wakeup? {
+                Wakeup::Notification { channel, .. } => pending.note(&channel),
+                Wakeup::Rescan => pending = Pending::all(),
+            },
+            _ = queue.monitor.notified() => pending.load = true,
+            _ = tokio::time::sleep(RESCAN) => pending = Pending::all(),
+        }
+        Stats::add(&queue.stats.queue_wakeups, 1);
+        // Take whatever else arrived in the same burst.
+        while let Ok(Ok(Wakeup::Notification { channel, .. })) =
+            tokio::time::timeout(Duration::from_millis(10), listener.recv()).await
+        {
+            pending.note(&channel);
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct BuildRow {
+    id: i32,
+    jobset_id: i32,
+    project: String,
+    jobset: String,
+    job: String,
+    #[sqlx(rename = "drvpath")]
+    drv_path: String,
+    #[sqlx(rename = "maxsilent")]
+    max_silent: Option<i32>,
+    timeout: Option<i32>,
+    timestamp: i32,
+    #[sqlx(rename = "globalpriority")]
+    global_priority: i32,
+    priority: i32,
+}
+
+/// Loads unfinished builds not in the queue yet (only `only` if given);
+/// returns false if it stopped early (after a minute) to let other work in.
+pub async fn load_builds(queue: &Arc<Queue>, only: Option<i32>) -> Result<bool, QueueError> {
+    let started = Instant::now();
+    let rows: Vec<BuildRow> = sqlx::query_as(
+        "select b.id, b.jobset_id, j.project, j.name as jobset, b.job, b.drvPath, b.maxsilent, b.timeout, \
+         b.timestamp, b.globalPriority, b.priority from Builds b join Jobsets j on j.id = b.jobset_id \
+         where b.finished = 0 and ($1::int is null or b.id = $1) order by b.globalPriority desc, b.id",
+    )
+    .bind(only)
+    .fetch_all(&queue.ctx.pool)
+    .await?;
+    let new: Vec<BuildRow> = {
+        let state = queue.lock();
+        rows.into_iter()
+            .filter(|r| !state.builds.contains_key(&r.id))
+            .collect()
+    };
+    if new.is_empty() {
+        return Ok(true);
+    }
+    tracing::debug!(builds = new.len(), "loading builds");
+    for chunk in new.chunks(BATCH) {
+        load_chunk(queue, chunk).await?;
+        queue.dispatch.notify_one();
+        if only.is_none() && started.elapsed() > Duration::from_secs(60) {
+            return Ok(false);
+        }
+    }
+    Stats::add(
+        &queue.stats.build_read_time_ms,
+        started.elapsed().as_millis() as u64,
+    );
+    Ok(true)
+}
+
+/// What a derivation turned out to be.
+enum Node {
+    /// Its outputs are all in the destination store.
+    Done,
+    /// An output is in `FailedPaths`.
+    Failed,
+    /// A step already in the queue.
+    Queued,
+    /// A new step.
+    New(Box<NewStep>),
+}
+
+struct NewStep {
+    drv: Arc<Derivation>,
+    outputs: BTreeMap<String, String>,
+}
+
+/// Reads `.drv` files, several at a time off the async threads.
+async fn read_drvs(ctx: &Context, paths: Vec<String>) -> Vec<(String, Result<Derivation, String>)> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for chunk in paths.chunks(500) {
+        let files: Vec<(String, std::path::PathBuf)> = chunk
+            .iter()
+            .map(|p| (p.clone(), ctx.real_path(p)))
+            .collect();
+        tasks.spawn_blocking(move || {
+            files
+                .into_iter()
+                .map(|(path, file)| {
+                    let parsed = std::fs::read_to_string(&file)
+                        .map_err(|e| format!("cannot read {path}: {e}"))
+                        .and_then(|text| {
+                            Derivation::parse(&text).map_err(|e| format!("{path}: {e}"))
+                        });
+                    (path, parsed)
+                })
+                .collect::<Vec<_>>()
+        });
+    }
+    let mut out = Vec::with_capacity(paths.len());
+    while let Some(done) = tasks.join_next().await {
+        if let Ok(items) = done {
+            out.extend(items);
+        }
+    }
+    out
+}
+
+async fn load_chunk(queue: &Arc<Queue>, rows: &[BuildRow]) -> Result<(), QueueError> {
+    let ctx = &queue.ctx;
+    // Derivations that were garbage-collected cannot be built.
+    let drvs: BTreeSet<String> = rows.iter().map(|r| r.drv_path.clone()).collect();
+    let valid = local_valid(ctx, &drvs).await?;
+
+    let mut nodes: HashMap<String, Node> = HashMap::new();
+    let mut errors: HashMap<String, String> = HashMap::new();
+    let mut frontier: BTreeSet<String> = valid.clone();
+    while !frontier.is_empty() {
+        let to_read: Vec<String> = {
+            let state = queue.lock();
+            let mut to_read = Vec::new();
+            for drv in &frontier {
+                if state.steps.contains_key(drv) {
+                    nodes.insert(drv.clone(), Node::Queued);
+                } else if !nodes.contains_key(drv) {
+                    to_read.push(drv.clone());
+                }
+            }
+            to_read
+        };
+        let read = read_drvs(ctx, to_read).await;
+        let mut parsed: Vec<(String, Derivation, BTreeMap<String, String>)> = Vec::new();
+        for (path, result) in read {
+            match result {
+                Ok(drv) => {
+                    let outputs: BTreeMap<String, String> = drv
+                        .outputs
+                        .iter()
+                        .map(|(name, o)| (name.clone(), o.path.clone()))
+                        .collect();
+                    parsed.push((path, drv, outputs));
+                }
+                Err(e) => {
+                    errors.insert(path.clone(), e);
+                    nodes.insert(path, Node::Failed);
+                }
+            }
+        }
+        let all_outputs: BTreeSet<String> = parsed
+            .iter()
+            .flat_map(|(_, _, o)| o.values().filter(|p| !p.is_empty()).cloned())
+            .collect();
+        let failed = finish::failed_paths(&ctx.pool, &all_outputs).await?;
+        let present = ctx.dest.query_valid(&all_outputs).await.map_err(|e| {
+            QueueError::Machines(format!("cannot query the destination store: {e}"))
+        })?;
+        let mut next = BTreeSet::new();
+        for (path, drv, outputs) in parsed {
+            let paths: Vec<&String> = outputs.values().collect();
+            if paths.iter().any(|p| failed.contains(*p)) {
+                nodes.insert(path, Node::Failed);
+            } else if !paths.is_empty()
+                && paths.iter().all(|p| !p.is_empty() && present.contains(*p))
+            {
+                nodes.insert(path, Node::Done);
+            } else {
+                next.extend(drv.input_drvs.keys().cloned());
+                nodes.insert(
+                    path,
+                    Node::New(Box::new(NewStep {
+                        drv: Arc::new(drv),
+                        outputs,
+                    })),
+                );
+            }
+        }
+        frontier = next
+            .into_iter()
+            .filter(|d| !nodes.contains_key(d))
+            .collect();
+    }
+
+    // Builds whose closure reaches a failed derivation fail at once.
+    let reaches_failure = |start: &str, nodes: &HashMap<String, Node>| -> Option<String> {
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![start.to_string()];
+        while let Some(d) = todo.pop() {
+            if !seen.insert(d.clone()) {
+                continue;
+            }
+            match nodes.get(&d) {
+                Some(Node::Failed) => return Some(d),
+                Some(Node::New(step)) => todo.extend(step.drv.input_drvs.keys().cloned()),
+                _ => {}
+            }
+        }
+        None
+    };
+
+    let mut cached_successes = Vec::new();
+    let mut cached_failures = Vec::new();
+    let mut gone = Vec::new();
+    let mut registered = 0;
+    {
+        let now = std::time::Instant::now();
+        let mut state = queue.lock();
+        // New steps first, then their links.
+        for (path, node) in &nodes {
+            if let Node::New(new) = node
+                && !state.steps.contains_key(path)
+            {
+                let required_features: BTreeSet<String> = new
+                    .drv
+                    .env
+                    .get("requiredSystemFeatures")
+                    .map(|f| f.split_whitespace().map(String::from).collect())
+                    .unwrap_or_default();
+                state.steps.insert(
+                    path.clone(),
+                    Step {
+                        drv_path: path.clone(),
+                        system: new.drv.platform.clone(),
+                        outputs: new.outputs.clone(),
+                        drv: new.drv.clone(),
+                        required_features,
+                        deps: BTreeSet::new(),
+                        rdeps: BTreeSet::new(),
+                        builds: BTreeSet::new(),
+                        highest_global_priority: i32::MIN,
+                        highest_local_priority: i32::MIN,
+                        lowest_build_id: i32::MAX,
+                        jobsets: BTreeSet::new(),
+                        tries: 0,
+                        after: None,
+                        running: None,
+                        runnable_since: None,
+                        last_supported: now,
+                    },
+                );
+                Stats::add(&queue.stats.queue_steps_created, 1);
+            }
+        }
+        for (path, node) in &nodes {
+            if let Node::New(new) = node {
+                for input in new.drv.input_drvs.keys() {
+                    if state.steps.contains_key(input) {
+                        if let Some(step) = state.steps.get_mut(path) {
+                            step.deps.insert(input.clone());
+                        }
+                        if let Some(dep) = state.steps.get_mut(input) {
+                            dep.rdeps.insert(path.clone());
+                        }
+                    }
+                }
+            }
+        }
+        for (path, node) in &nodes {
+            if let Node::New(_) = node
+                && let Some(step) = state.steps.get_mut(path)
+                && step.deps.is_empty()
+                && step.runnable_since.is_none()
+            {
+                step.runnable_since = Some(now);
+            }
+        }
+        for row in rows {
+            if !valid.contains(&row.drv_path) {
+                gone.push(row.id);
+                continue;
+            }
+            if let Some(failed_drv) = reaches_failure(&row.drv_path, &nodes) {
+                cached_failures.push((row.id, row.drv_path.clone(), failed_drv));
+                continue;
+            }
+            match nodes.get(&row.drv_path) {
+                Some(Node::Done) => cached_successes.push(row.id),
+                Some(Node::New(_) | Node::Queued) if state.steps.contains_key(&row.drv_path) => {
+                    let build = Build {
+                        id: row.id,
+                        drv_path: row.drv_path.clone(),
+                        jobset_id: row.jobset_id,
+                        project: row.project.clone(),
+                        jobset: row.jobset.clone(),
+                        job: row.job.clone(),
+                        max_silent: row.max_silent,
+                        timeout: row.timeout,
+                        timestamp: row.timestamp,
+                        local_priority: row.priority,
+                        global_priority: row.global_priority,
+                        toplevel: row.drv_path.clone(),
+                    };
+                    if let Some(step) = state.steps.get_mut(&row.drv_path) {
+                        step.builds.insert(row.id);
+                    }
+                    state.propagate(&row.drv_path, &build);
+                    state.jobsets.entry(row.jobset_id).or_default();
+                    state.builds.insert(row.id, build);
+                    registered += 1;
+                }
+                _ => cached_failures.push((row.id, row.drv_path.clone(), row.drv_path.clone())),
+            }
+        }
+        // Steps that only failed or finished builds needed.
+        state.drop_unneeded();
+    }
+    Stats::add(&queue.stats.builds_read, rows.len() as u64);
+    if registered > 0 {
+        tracing::debug!(builds = registered, "builds queued");
+    }
+    for id in gone {
+        finish::aborted_build(queue, id, "the derivation was garbage-collected").await?;
+    }
+    for (id, drv, failed_drv) in cached_failures {
+        let message = errors.get(&failed_drv).cloned();
+        finish::cached_failure(queue, id, &drv, &failed_drv, message.as_deref()).await?;
+    }
+    for id in cached_successes {
+        finish::cached_success(queue, id).await?;
+    }
+    load_new_jobset_shares(queue).await?;
+    Ok(())
+}
+
+/// Which of `paths` the local store has.
+async fn local_valid(
+    ctx: &Context,
+    paths: &BTreeSet<String>,
+) -> Result<BTreeSet<String>, QueueError> {
+    let mut client = hydra_nix::serve::ServeClient::connect(
+        &ctx.local.serve_transport(),
+        Duration::from_secs(60),
+    )
+    .await
+    .map_err(|e| QueueError::Machines(format!("cannot open the local store: {e}")))?;
+    let valid = client
+        .query_valid_paths(paths, false, false)
+        .await
+        .map_err(|e| QueueError::Machines(format!("cannot query the local store: {e}")))?;
+    let _ = client.close().await;
+    Ok(valid)
+}
+
+/// Loads shares and the last day's step times of jobsets seen for the
+/// first time.
+async fn load_new_jobset_shares(queue: &Arc<Queue>) -> Result<(), QueueError> {
+    let unknown: Vec<i32> = {
+        let state = queue.lock();
+        state
+            .jobsets
+            .iter()
+            .filter(|(_, j)| j.shares == 0)
+            .map(|(id, _)| *id)
+            .collect()
+    };
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let shares: Vec<(i32, i32)> =
+        sqlx::query_as("select id, schedulingShares from Jobsets where id = any($1)")
+            .bind(&unknown)
+            .fetch_all(&queue.ctx.pool)
+            .await?;
+    let since = hydra_db::now() - crate::state::SHARE_WINDOW as i32;
+    let history: Vec<(i32, i32, i32)> = sqlx::query_as(
+        "select b.jobset_id, s.startTime, s.stopTime from BuildSteps s join Builds b on b.id = s.build \
+         where b.jobset_id = any($1) and s.startTime > $2 and s.stopTime is not null order by s.startTime",
+    )
+    .bind(&unknown)
+    .bind(since)
+    .fetch_all(&queue.ctx.pool)
+    .await?;
+    let mut state = queue.lock();
+    for (id, n) in shares {
+        if let Some(j) = state.jobsets.get_mut(&id) {
+            j.shares = n.max(1);
+        }
+    }
+    for (jobset, start, stop) in history {
+        if let Some(j) = state.jobsets.get_mut(&jobset) {
+            j.add(i64::from(start), i64::from((stop - start).max(0)));
+        }
+    }
+    Ok(())
+}
+
+async fn reload_shares(queue: &Arc<Queue>) -> Result<(), QueueError> {
+    let ids: Vec<i32> = queue.lock().jobsets.keys().copied().collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let shares: Vec<(i32, i32)> =
+        sqlx::query_as("select id, schedulingShares from Jobsets where id = any($1)")
+            .bind(&ids)
+            .fetch_all(&queue.ctx.pool)
+            .await?;
+    let mut state = queue.lock();
+    for (id, n) in shares {
+        if let Some(j) = state.jobsets.get_mut(&id) {
+            j.shares = n.max(1);
+        }
+    }
+    drop(state);
+    queue.dispatch.notify_one();
+    Ok(())
+}
+
+/// Cancellations, deletions and bumps: builds that are no longer queued
+/// leave the queue (running steps no build needs are cancelled), and
+/// raised priorities spread to the steps.
+pub async fn process_changes(queue: &Arc<Queue>) -> Result<(), QueueError> {
+    let rows: Vec<(i32, i32)> =
+        sqlx::query_as("select id, globalPriority from Builds where finished = 0")
+            .fetch_all(&queue.ctx.pool)
+            .await?;
+    let current: HashMap<i32, i32> = rows.into_iter().collect();
+    let to_cancel = {
+        let mut state = queue.lock();
+        let gone: Vec<i32> = state
+            .builds
+            .keys()
+            .filter(|id| !current.contains_key(id))
+            .copied()
+            .collect();
+        for id in &gone {
+            if let Some(build) = state.builds.remove(id)
+                && let Some(step) = state.steps.get_mut(&build.toplevel)
+            {
+                step.builds.remove(id);
+            }
+        }
+        let mut bumped = Vec::new();
+        for (id, build) in state.builds.iter_mut() {
+            if let Some(&prio) = current.get(id)
+                && prio > build.global_priority
+            {
+                build.global_priority = prio;
+                bumped.push(build.clone());
+            }
+        }
+        for build in &bumped {
+            let top = build.toplevel.clone();
+            state.propagate(&top, build);
+        }
+        if !gone.is_empty() {
+            tracing::info!(builds = ?gone, "builds left the queue (cancelled, deleted or finished elsewhere)");
+        }
+        let orphans = state.drop_unneeded();
+        orphans
+            .into_iter()
+            .filter_map(|drv| {
+                state
+                    .steps
+                    .get(&drv)
+                    .and_then(|s| s.running.as_ref())
+                    .map(|r| r.cancel.clone())
+            })
+            .collect::<Vec<_>>()
+    };
+    for cancel in to_cancel {
+        cancel.cancel();
+    }
+    queue.dispatch.notify_one();
+    Ok(())
+}
+
+/// Loads one build and waits until it is finished; returns its status.
+pub async fn build_one(queue: &Arc<Queue>, build_id: i32) -> Result<i32, QueueError> {
+    let exists: Option<(i32, Option<i32>)> =
+        sqlx::query_as("select finished, buildStatus from Builds where id = $1")
+            .bind(build_id)
+            .fetch_optional(&queue.ctx.pool)
+            .await?;
+    let Some((finished, status)) = exists else {
+        return Err(QueueError::NoSuchBuild(build_id));
+    };
+    if finished == 1 {
+        return Ok(status.unwrap_or(0));
+    }
+    load_builds(queue, Some(build_id)).await?;
+    loop {
+        let row: (i32, Option<i32>) =
+            sqlx::query_as("select finished, buildStatus from Builds where id = $1")
+                .bind(build_id)
+                .fetch_one(&queue.ctx.pool)
+                .await?;
+        if row.0 == 1 {
+            return Ok(row.1.unwrap_or(0));
+        }
+        if !queue.lock().builds.contains_key(&build_id) {
+            // Left the queue without being finished (cancelled elsewhere).
+            return Ok(row.1.unwrap_or(4));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

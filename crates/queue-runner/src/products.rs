@@ -1,0 +1,301 @@
+//! What a build's outputs say about themselves (`$out/nix-support/…`):
+//! build products, metrics, the release name and the `failed` marker, read
+//! from the outputs' NARs as they stream by.
+
+use std::collections::BTreeMap;
+
+use hydra_nix::nar::{Member, Scan, ScanOptions};
+
+pub const PRODUCTS_FILE: &[u8] = b"nix-support/hydra-build-products";
+pub const METRICS_FILE: &[u8] = b"nix-support/hydra-metrics";
+pub const RELEASE_NAME_FILE: &[u8] = b"nix-support/hydra-release-name";
+pub const FAILED_FILE: &[u8] = b"nix-support/failed";
+
+/// What to collect from an output's NAR.
+pub fn scan_options() -> ScanOptions {
+    ScanOptions {
+        extract: vec![
+            PRODUCTS_FILE.to_vec(),
+            METRICS_FILE.to_vec(),
+            RELEASE_NAME_FILE.to_vec(),
+        ],
+        max_extract: 16 << 20,
+        listing: false,
+        members: true,
+    }
+}
+
+/// One output of a build, as scanned.
+#[derive(Clone, Debug)]
+pub struct OutputScan {
+    pub name: String,
+    pub path: String,
+    pub nar_size: u64,
+    pub scan: Scan,
+}
+
+/// A `BuildProducts` row (without the build and number).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Product {
+    pub kind: String,
+    pub subtype: String,
+    pub file_size: Option<i64>,
+    /// SHA-256, hex.
+    pub sha256: Option<String>,
+    pub path: String,
+    pub name: String,
+    pub default_path: Option<String>,
+}
+
+/// A metric: value and unit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Metric {
+    pub value: f64,
+    pub unit: Option<String>,
+}
+
+/// Everything the outputs say.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Analysis {
+    pub products: Vec<Product>,
+    pub metrics: BTreeMap<String, Metric>,
+    pub release_name: Option<String>,
+    /// `nix-support/failed` is in some output: status 6.
+    pub failed: bool,
+    /// Sum of the outputs' NAR sizes.
+    pub size: u64,
+}
+
+fn is_word(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// One line of `hydra-build-products`: type, subtype, path (maybe quoted),
+/// default path.
+fn parse_product_line(line: &str) -> Option<(String, String, String, Option<String>)> {
+    let line = line.trim();
+    let (kind, rest) = line.split_once(char::is_whitespace)?;
+    let rest = rest.trim_start();
+    let (subtype, rest) = rest.split_once(char::is_whitespace)?;
+    let rest = rest.trim_start();
+    if !is_word(kind) || !is_word(subtype) {
+        return None;
+    }
+    let (path, rest) = if let Some(quoted) = rest.strip_prefix('"') {
+        let end = quoted.find('"')?;
+        (&quoted[..end], &quoted[end + 1..])
+    } else {
+        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        (&rest[..end], &rest[end..])
+    };
+    let bad = |s: &str| s.contains(['<', '>', '"']);
+    if path.is_empty() || bad(path) || (!rest.is_empty() && !rest.starts_with(char::is_whitespace))
+    {
+        return None;
+    }
+    let rest = rest.trim();
+    let default_path = match rest {
+        "" => None,
+        d if d.contains(char::is_whitespace) || bad(d) => return None,
+        d => Some(d.to_string()),
+    };
+    Some((kind.into(), subtype.into(), path.into(), default_path))
+}
+
+/// `path` with `.` and `..` resolved (no symlinks followed), or `None` if
+/// it is not absolute.
+fn canonical(path: &str) -> Option<String> {
+    if !path.starts_with('/') {
+        return None;
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    Some(format!("/{}", parts.join("/")))
+}
+
+fn valid_name(name: &str) -> bool {
+    name.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b".@:_ -".contains(&b))
+}
+
+fn member<'a>(outputs: &'a [OutputScan], path: &str) -> Option<&'a Member> {
+    outputs.iter().find_map(|o| {
+        if path == o.path {
+            o.scan.members.get(&Vec::new())
+        } else {
+            let rest = path.strip_prefix(&o.path)?.strip_prefix('/')?;
+            o.scan.members.get(rest.as_bytes())
+        }
+    })
+}
+
+/// Reads products, metrics, release name and the failure marker from the
+/// scanned outputs, by Hydra's rules.
+pub fn analyse(outputs: &[OutputScan]) -> Analysis {
+    let mut analysis = Analysis {
+        size: outputs.iter().map(|o| o.nar_size).sum(),
+        ..Default::default()
+    };
+    let mut has_products_file = false;
+    for output in outputs {
+        let extracted = &output.scan.extracted;
+        if let Some(text) = extracted.get(PRODUCTS_FILE) {
+            has_products_file = true;
+            for line in String::from_utf8_lossy(text).lines() {
+                let Some((kind, subtype, path, default_path)) = parse_product_line(line) else {
+                    continue;
+                };
+                let Some(path) = canonical(&path) else {
+                    continue;
+                };
+                let Some(found) = member(outputs, &path) else {
+                    continue;
+                };
+                let is_output_root = outputs.iter().any(|o| o.path == path);
+                let base = path.rsplit('/').next().unwrap_or("");
+                let name = if is_output_root || !valid_name(base) {
+                    String::new()
+                } else {
+                    base.to_string()
+                };
+                let (file_size, sha256) = match found {
+                    Member::Regular { size, sha256, .. } => {
+                        (Some(*size as i64), Some(sha256.to_base16()))
+                    }
+                    _ => (None, None),
+                };
+                analysis.products.push(Product {
+                    kind,
+                    subtype,
+                    file_size,
+                    sha256,
+                    path,
+                    name,
+                    default_path,
+                });
+            }
+        }
+        if let Some(text) = extracted.get(METRICS_FILE) {
+            for line in String::from_utf8_lossy(text).lines() {
+                let mut fields = line.split_whitespace();
+                let (Some(name), Some(value)) = (fields.next(), fields.next()) else {
+                    continue;
+                };
+                if !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+                {
+                    continue;
+                }
+                let Ok(value) = value.parse::<f64>() else {
+                    continue;
+                };
+                let unit = fields.next().filter(|u| {
+                    u.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._%-".contains(&b))
+                });
+                analysis.metrics.insert(
+                    name.to_string(),
+                    Metric {
+                        value,
+                        unit: unit.map(String::from),
+                    },
+                );
+            }
+        }
+        if let Some(text) = extracted.get(RELEASE_NAME_FILE) {
+            let name = String::from_utf8_lossy(text).trim().to_string();
+            if !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".@:_-".contains(&b))
+            {
+                analysis.release_name = Some(name);
+            }
+        }
+        if matches!(
+            output.scan.members.get(FAILED_FILE),
+            Some(Member::Regular { .. })
+        ) {
+            analysis.failed = true;
+        }
+    }
+    if !has_products_file {
+        for output in outputs {
+            if !matches!(
+                output.scan.members.get(&Vec::new()),
+                Some(Member::Directory)
+            ) {
+                continue;
+            }
+            let base = output.path.rsplit('/').next().unwrap_or("");
+            analysis.products.push(Product {
+                kind: "nix-build".into(),
+                subtype: if output.name == "out" {
+                    String::new()
+                } else {
+                    output.name.clone()
+                },
+                file_size: None,
+                sha256: None,
+                path: output.path.clone(),
+                name: base.get(33..).unwrap_or("").to_string(),
+                default_path: None,
+            });
+        }
+    }
+    analysis
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn product_lines() {
+        assert_eq!(
+            parse_product_line("file source-dist /nix/store/x-a/a.tar.gz"),
+            Some((
+                "file".into(),
+                "source-dist".into(),
+                "/nix/store/x-a/a.tar.gz".into(),
+                None
+            ))
+        );
+        assert_eq!(
+            parse_product_line("doc manual \"/nix/store/x-a/my manual\" index.html"),
+            Some((
+                "doc".into(),
+                "manual".into(),
+                "/nix/store/x-a/my manual".into(),
+                Some("index.html".into())
+            ))
+        );
+        assert_eq!(parse_product_line("file"), None);
+        assert_eq!(parse_product_line("fi/le doc /x"), None);
+        assert_eq!(parse_product_line("file doc /x<y"), None);
+        assert_eq!(parse_product_line("file doc \"/x"), None);
+        assert_eq!(parse_product_line("file doc /x a b"), None);
+    }
+
+    #[test]
+    fn paths_are_canonical() {
+        assert_eq!(
+            canonical("/nix/store/a/./b/../c//d").as_deref(),
+            Some("/nix/store/a/c/d")
+        );
+        assert_eq!(canonical("relative"), None);
+        assert!(valid_name("my file-1.0@x:y"));
+        assert!(!valid_name("tab\there"));
+    }
+}

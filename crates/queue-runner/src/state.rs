@@ -1,0 +1,369 @@
+//! The queue in memory: builds, the steps they need (one per derivation,
+//! shared, linked to the steps they wait for and the steps waiting for
+//! them), jobsets' fair-share accounting and the machines.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use hydra_nix::derivation::Derivation;
+use sqlx::Connection;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::machines::Machines;
+use crate::{Context, QueueError};
+
+/// The window over which jobsets' build time counts for fair sharing.
+pub const SHARE_WINDOW: i64 = 24 * 3600;
+
+/// A queued build.
+#[derive(Clone, Debug)]
+pub struct Build {
+    pub id: i32,
+    pub drv_path: String,
+    pub jobset_id: i32,
+    pub project: String,
+    pub jobset: String,
+    pub job: String,
+    pub max_silent: Option<i32>,
+    pub timeout: Option<i32>,
+    pub timestamp: i32,
+    pub local_priority: i32,
+    pub global_priority: i32,
+    /// The drv path of its top-level step.
+    pub toplevel: String,
+}
+
+/// A step being built on a machine.
+#[derive(Debug)]
+pub struct Running {
+    pub machine: String,
+    pub cancel: CancellationToken,
+}
+
+/// One derivation to build.
+#[derive(Debug)]
+pub struct Step {
+    pub drv_path: String,
+    pub drv: Arc<Derivation>,
+    /// Output name → path.
+    pub outputs: BTreeMap<String, String>,
+    pub system: String,
+    pub required_features: BTreeSet<String>,
+    /// Steps this one waits for.
+    pub deps: BTreeSet<String>,
+    /// Steps waiting for this one.
+    pub rdeps: BTreeSet<String>,
+    /// Builds whose top-level step this is.
+    pub builds: BTreeSet<i32>,
+    pub highest_global_priority: i32,
+    pub highest_local_priority: i32,
+    pub lowest_build_id: i32,
+    pub jobsets: BTreeSet<i32>,
+    pub tries: u32,
+    /// Not to be retried before.
+    pub after: Option<Instant>,
+    pub running: Option<Running>,
+    /// When it last had no unfinished dependencies.
+    pub runnable_since: Option<Instant>,
+    /// When some machine last supported it.
+    pub last_supported: Instant,
+}
+
+impl Step {
+    pub fn is_runnable(&self) -> bool {
+        self.deps.is_empty() && self.running.is_none()
+    }
+}
+
+/// A jobset's use of the build farm, for fair sharing.
+#[derive(Debug, Default)]
+pub struct JobsetShare {
+    pub shares: i32,
+    /// (start, seconds) of steps started in the window.
+    pub steps: VecDeque<(i64, i64)>,
+    pub seconds: i64,
+}
+
+impl JobsetShare {
+    pub fn add(&mut self, start: i64, seconds: i64) {
+        self.steps.push_back((start, seconds));
+        self.seconds += seconds;
+    }
+
+    pub fn prune(&mut self, now: i64) {
+        while let Some(&(start, seconds)) = self.steps.front() {
+            if start >= now - SHARE_WINDOW {
+                break;
+            }
+            self.steps.pop_front();
+            self.seconds -= seconds;
+        }
+    }
+
+    pub fn share_used(&self) -> f64 {
+        self.seconds as f64 / f64::from(self.shares.max(1))
+    }
+}
+
+/// The whole queue.
+#[derive(Debug, Default)]
+pub struct State {
+    pub builds: HashMap<i32, Build>,
+    pub steps: HashMap<String, Step>,
+    pub jobsets: HashMap<i32, JobsetShare>,
+    pub machines: Machines,
+}
+
+impl State {
+    /// Every build that needs `drv` (its own and those of the steps waiting
+    /// for it, transitively).
+    pub fn dependent_builds(&self, drv: &str) -> BTreeSet<i32> {
+        let mut builds = BTreeSet::new();
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![drv.to_string()];
+        while let Some(d) = todo.pop() {
+            if !seen.insert(d.clone()) {
+                continue;
+            }
+            if let Some(step) = self.steps.get(&d) {
+                builds.extend(step.builds.iter().copied());
+                todo.extend(step.rdeps.iter().cloned());
+            }
+        }
+        builds
+    }
+
+    /// Raises the priorities of `drv` and everything it needs to those of
+    /// `build`, and counts its jobset.
+    pub fn propagate(&mut self, drv: &str, build: &Build) {
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![drv.to_string()];
+        while let Some(d) = todo.pop() {
+            if !seen.insert(d.clone()) {
+                continue;
+            }
+            if let Some(step) = self.steps.get_mut(&d) {
+                step.highest_global_priority =
+                    step.highest_global_priority.max(build.global_priority);
+                step.highest_local_priority = step.highest_local_priority.max(build.local_priority);
+                step.lowest_build_id = step.lowest_build_id.min(build.id);
+                step.jobsets.insert(build.jobset_id);
+                todo.extend(step.deps.iter().cloned());
+            }
+        }
+    }
+
+    /// Removes steps that no build needs any more (and are not running),
+    /// with what only they needed; returns the running steps that no build
+    /// needs (to be cancelled).
+    pub fn drop_unneeded(&mut self) -> Vec<String> {
+        let needed: BTreeSet<String> = {
+            let mut needed = BTreeSet::new();
+            let mut todo: Vec<String> = self.builds.values().map(|b| b.toplevel.clone()).collect();
+            while let Some(d) = todo.pop() {
+                if needed.insert(d.clone())
+                    && let Some(step) = self.steps.get(&d)
+                {
+                    todo.extend(step.deps.iter().cloned());
+                }
+            }
+            needed
+        };
+        let mut orphans_running = Vec::new();
+        let unneeded: Vec<String> = self
+            .steps
+            .keys()
+            .filter(|k| !needed.contains(*k))
+            .cloned()
+            .collect();
+        for drv in unneeded {
+            let running = self.steps.get(&drv).is_some_and(|s| s.running.is_some());
+            if running {
+                orphans_running.push(drv);
+                continue;
+            }
+            self.remove_step(&drv);
+        }
+        orphans_running
+    }
+
+    /// Unlinks and removes a step.
+    pub fn remove_step(&mut self, drv: &str) -> Option<Step> {
+        let step = self.steps.remove(drv)?;
+        for dep in &step.deps {
+            if let Some(d) = self.steps.get_mut(dep) {
+                d.rdeps.remove(drv);
+            }
+        }
+        for rdep in &step.rdeps {
+            if let Some(r) = self.steps.get_mut(rdep) {
+                r.deps.remove(drv);
+                if r.deps.is_empty() && r.runnable_since.is_none() {
+                    r.runnable_since = Some(Instant::now());
+                }
+            }
+        }
+        Some(step)
+    }
+
+    /// The fair-share figure of a step: the least share used among its
+    /// jobsets.
+    pub fn share_used(&self, step: &Step) -> f64 {
+        step.jobsets
+            .iter()
+            .filter_map(|j| self.jobsets.get(j))
+            .map(JobsetShare::share_used)
+            .fold(f64::INFINITY, f64::min)
+            .min(f64::MAX)
+    }
+}
+
+/// Counters for the status and metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub builds_read: AtomicU64,
+    pub build_read_time_ms: AtomicU64,
+    pub builds_done: AtomicU64,
+    pub builds_succeeded: AtomicU64,
+    pub builds_failed: AtomicU64,
+    pub steps_started: AtomicU64,
+    pub steps_done: AtomicU64,
+    pub steps_building: AtomicU64,
+    pub steps_copying_to: AtomicU64,
+    pub steps_copying_from: AtomicU64,
+    pub steps_waiting_local: AtomicU64,
+    pub retries: AtomicU64,
+    pub max_retries: AtomicU64,
+    pub unsupported_aborted: AtomicU64,
+    pub substitutes_succeeded: AtomicU64,
+    pub queue_wakeups: AtomicU64,
+    pub dispatcher_wakeups: AtomicU64,
+    pub dispatch_time_us: AtomicU64,
+    pub queue_checks_started: AtomicU64,
+    pub queue_checks_finished: AtomicU64,
+    pub queue_steps_created: AtomicU64,
+    pub total_step_time_ms: AtomicU64,
+    pub total_step_build_time_ms: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub bytes_received: AtomicU64,
+}
+
+impl Stats {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// The queue runner's shared state.
+#[derive(Debug)]
+pub struct Queue {
+    pub ctx: Context,
+    state: Mutex<State>,
+    /// Wakes the dispatcher (a step became runnable, a slot freed).
+    pub dispatch: Notify,
+    /// Wakes the monitor (builds to load or cancel; also NOTIFY).
+    pub monitor: Notify,
+    /// Output downloads running at once (`max_local_worker_threads`).
+    pub local_slots: Semaphore,
+    pub stats: Stats,
+    pub started: Instant,
+    pub started_unix: i64,
+    /// Cancels every running step when the queue runner stops.
+    pub stopping: CancellationToken,
+    /// Running step tasks.
+    pub tasks: tokio::sync::Mutex<tokio::task::JoinSet<()>>,
+}
+
+impl Queue {
+    /// Sets up the queue: clears the busy marks left by an earlier run and
+    /// reads the machines.
+    pub async fn start(ctx: Context) -> Result<Arc<Queue>, QueueError> {
+        let cleared = crate::finish::clear_busy(&ctx.pool).await?;
+        if cleared > 0 {
+            tracing::info!(
+                steps = cleared,
+                "marked steps interrupted by an earlier run as aborted"
+            );
+        }
+        let machines = Machines::load(&ctx)?;
+        for m in machines.list() {
+            tracing::info!(machine = %m.machine.store_uri, systems = ?m.machine.systems, max_jobs = m.machine.max_jobs, "build machine");
+        }
+        let slots = ctx.config.queue_runner.max_local_worker_threads.max(1) as usize;
+        let queue = Arc::new(Queue {
+            ctx,
+            state: Mutex::new(State {
+                machines,
+                ..Default::default()
+            }),
+            dispatch: Notify::new(),
+            monitor: Notify::new(),
+            local_slots: Semaphore::new(slots),
+            stats: Stats::default(),
+            started: Instant::now(),
+            started_unix: i64::from(hydra_db::now()),
+            stopping: CancellationToken::new(),
+            tasks: tokio::sync::Mutex::new(tokio::task::JoinSet::new()),
+        });
+        Ok(queue)
+    }
+
+    /// The state, locked. Never held across an await.
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        match self.state.lock() {
+            Ok(guard) => guard,
+            // A panic while holding the lock leaves consistent data here:
+            // every mutation is a few assignments.
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Cancels running steps and waits for their tasks.
+    pub async fn stop(&self) {
+        self.stopping.cancel();
+        let mut tasks = self.tasks.lock().await;
+        let deadline = tokio::time::sleep(Duration::from_secs(30));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                next = tasks.join_next() => if next.is_none() { break },
+                _ = &mut deadline => {
+                    tasks.abort_all();
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Only one queue runner per database: a session-level advisory lock held
+/// on a connection of its own.
+#[derive(Debug)]
+pub struct InstanceLock {
+    _conn: sqlx::PgConnection,
+}
+
+/// The advisory lock's key.
+const LOCK_KEY: i64 = 0x6879_6472_6171_7275;
+
+impl InstanceLock {
+    pub async fn acquire(pool: &sqlx::PgPool) -> Result<InstanceLock, QueueError> {
+        let mut conn = sqlx::PgConnection::connect_with(&pool.connect_options()).await?;
+        let got: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
+            .bind(LOCK_KEY)
+            .fetch_one(&mut conn)
+            .await?;
+        if !got {
+            let _ = conn.close().await;
+            return Err(QueueError::AlreadyRunning);
+        }
+        Ok(InstanceLock { _conn: conn })
+    }
+}

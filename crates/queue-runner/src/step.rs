@@ -1,0 +1,855 @@
+//! Building one step on one machine through the serve protocol: copy the
+//! inputs the machine lacks, build the derivation's basic form while the
+//! log goes to `build-logs/`, fetch the outputs as NARs into the local
+//! store (reading `nix-support/` on the way) and the destination store,
+//! and record the result. Failures that may pass another time are retried
+//! with back-off; a machine that cannot be reached is backed off.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hydra_nix::derivation::{Derivation, DerivationError};
+use hydra_nix::serve::{BuildOptions, BuildStatus, PathInfo, ServeClient, ServeError};
+use hydra_store::DestStore;
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::QueueError;
+use crate::finish::{self, Failure, Results, busy, status};
+use crate::products::{self, OutputScan};
+use crate::state::{Queue, Stats};
+
+/// What the step needs to know about its builds, taken from the queue when
+/// it starts.
+struct Plan {
+    drv: Arc<Derivation>,
+    outputs: BTreeMap<String, String>,
+    system: String,
+    /// The build the step runs for.
+    build: i32,
+    /// Builds whose own derivation this is.
+    toplevel_of: BTreeSet<i32>,
+    options: BuildOptions,
+    jobsets: BTreeSet<i32>,
+}
+
+/// How a step ended.
+enum Outcome {
+    Succeeded {
+        results: Results,
+        times_built: i32,
+        non_deterministic: bool,
+    },
+    Failed(Failure),
+    /// Failed in a way that may pass another time (machine trouble,
+    /// transient failure).
+    Retry {
+        status: i32,
+        error: String,
+    },
+    /// No build needs it any more, or the queue runner stops.
+    Cancelled,
+}
+
+/// Keeps the machine's slot until released (once).
+struct Slot<'a> {
+    queue: &'a Queue,
+    machine: String,
+    released: bool,
+}
+
+impl Slot<'_> {
+    fn release(&mut self) {
+        if self.released {
+            return;
+        }
+        self.released = true;
+        let mut state = self.queue.lock();
+        if let Some(m) = state.machines.get_mut(&self.machine) {
+            m.current_jobs = m.current_jobs.saturating_sub(1);
+            if m.current_jobs == 0 {
+                m.idle_since = Some(Instant::now());
+            }
+        }
+        drop(state);
+        self.queue.dispatch.notify_one();
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+fn plan(queue: &Queue, drv_path: &str) -> Option<Plan> {
+    let state = queue.lock();
+    let step = state.steps.get(drv_path)?;
+    let dependents = state.dependent_builds(drv_path);
+    let build = step
+        .builds
+        .iter()
+        .next()
+        .or_else(|| dependents.iter().next())
+        .copied()?;
+    let qr = &queue.ctx.config.queue_runner;
+    let mut max_silent = 0u64;
+    let mut timeout = 0u64;
+    let mut repeats = 0u32;
+    for id in &dependents {
+        if let Some(b) = state.builds.get(id) {
+            max_silent = max_silent.max(
+                b.max_silent
+                    .map_or(qr.default_max_silent_time, |v| v.max(0) as u64),
+            );
+            timeout = timeout.max(
+                b.timeout
+                    .map_or(qr.default_build_timeout, |v| v.max(0) as u64),
+            );
+            for r in &qr.jobset_repeats {
+                if r.project == b.project && r.jobset == b.jobset {
+                    repeats = repeats.max(r.repeats);
+                }
+            }
+        }
+    }
+    if step.builds.is_empty() {
+        // Only a dependency: the defaults are a floor.
+        max_silent = max_silent.max(qr.default_max_silent_time);
+        timeout = timeout.max(qr.default_build_timeout);
+    }
+    if step.drv.env.get("isDetermistic").map(String::as_str) == Some("1") && repeats == 0 {
+        repeats = 1;
+    }
+    Some(Plan {
+        drv: step.drv.clone(),
+        outputs: step.outputs.clone(),
+        system: step.system.clone(),
+        build,
+        toplevel_of: step.builds.clone(),
+        options: BuildOptions {
+            max_silent_time: max_silent,
+            build_timeout: timeout,
+            max_log_size: qr.max_log_size,
+            repeats: u64::from(repeats),
+            enforce_determinism: repeats > 0,
+            keep_failed: false,
+        },
+        jobsets: step.jobsets.clone(),
+    })
+}
+
+/// Runs the step `drv_path` on `machine` (whose slot the dispatcher took).
+pub async fn run(queue: Arc<Queue>, drv_path: String, machine: String, cancel: CancellationToken) {
+    let mut slot = Slot {
+        queue: &queue,
+        machine: machine.clone(),
+        released: false,
+    };
+    let Some(plan) = plan(&queue, &drv_path) else {
+        // No build needs it any more.
+        let mut state = queue.lock();
+        if let Some(step) = state.steps.get_mut(&drv_path) {
+            step.running = None;
+        }
+        state.drop_unneeded();
+        return;
+    };
+    let span = tracing::info_span!("step", drv = %drv_path, build = plan.build, machine = %machine);
+    let executed = execute(&queue, &drv_path, &machine, &plan, &cancel, &mut slot)
+        .instrument(span)
+        .await;
+    if let Err(e) = executed {
+        tracing::error!(drv = %drv_path, error = %e, "cannot record the step's result");
+        // Leave it to be tried again.
+        let mut state = queue.lock();
+        if let Some(step) = state.steps.get_mut(&drv_path) {
+            step.running = None;
+            step.after = Some(Instant::now() + Duration::from_secs(10));
+        }
+    }
+    slot.release();
+}
+
+async fn execute(
+    queue: &Arc<Queue>,
+    drv_path: &str,
+    machine: &str,
+    plan: &Plan,
+    cancel: &CancellationToken,
+    slot: &mut Slot<'_>,
+) -> Result<(), QueueError> {
+    let ctx = &queue.ctx;
+    let pool = &ctx.pool;
+    let toplevel: Vec<i32> = plan.toplevel_of.iter().copied().collect();
+
+    // Outputs that failed before: a cached failure, nothing is built.
+    let outputs: BTreeSet<String> = plan
+        .outputs
+        .values()
+        .filter(|p| !p.is_empty())
+        .cloned()
+        .collect();
+    if !finish::failed_paths(pool, &outputs).await?.is_empty() {
+        let failure = Failure {
+            status: status::CACHED_FAILURE,
+            error: None,
+            cacheable: false,
+            times_built: 0,
+            non_deterministic: false,
+        };
+        let t = hydra_db::now();
+        return fail_for_good(queue, drv_path, machine, plan, None, &failure, t, t, None).await;
+    }
+
+    let start = hydra_db::now();
+    let started = Instant::now();
+    let stepnr = finish::start_step(
+        pool,
+        plan.build,
+        drv_path,
+        machine,
+        &plan.system,
+        &plan.outputs,
+        &toplevel,
+    )
+    .await?;
+    Stats::add(&queue.stats.steps_started, 1);
+    let log_path = ctx.log_path(drv_path);
+    let log_str = log_path.to_string_lossy().into_owned();
+
+    let outcome = tokio::select! {
+        outcome = build(queue, drv_path, machine, plan, stepnr, &log_path, cancel, slot) => outcome,
+        _ = cancel.cancelled() => Outcome::Cancelled,
+    };
+    let stop = hydra_db::now();
+    let elapsed = started.elapsed();
+    {
+        let mut state = queue.lock();
+        if let Some(m) = state.machines.get_mut(machine) {
+            m.total_step_time += elapsed;
+            m.steps_done += 1;
+        }
+        for j in &plan.jobsets {
+            if let Some(share) = state.jobsets.get_mut(j) {
+                share.add(i64::from(start), i64::from(stop - start));
+            }
+        }
+    }
+    Stats::add(&queue.stats.steps_done, 1);
+    Stats::add(&queue.stats.total_step_time_ms, elapsed.as_millis() as u64);
+    let has_log = log_path.exists();
+    let log = has_log.then_some(log_str.as_str());
+    match outcome {
+        Outcome::Succeeded {
+            results,
+            times_built,
+            non_deterministic,
+        } => {
+            let overhead = 0;
+            let finished = finish::step_succeeded(
+                pool,
+                plan.build,
+                stepnr,
+                &plan.outputs,
+                &toplevel,
+                &results,
+                start,
+                stop,
+                times_built,
+                non_deterministic,
+                overhead,
+                log,
+            )
+            .await?;
+            if has_log
+                && ctx.config.queue_runner.upload_logs_to_binary_cache
+                && !ctx.dest.is_machine_store()
+                && let Err(e) = ctx.dest.upload_log(drv_path, &log_path).await
+            {
+                tracing::warn!(error = %e, "cannot upload the log to the binary cache");
+            }
+            let n = finished.len() as u64;
+            Stats::add(&queue.stats.builds_done, n);
+            Stats::add(&queue.stats.builds_succeeded, n);
+            let mut state = queue.lock();
+            for id in &finished {
+                state.builds.remove(id);
+            }
+            for id in &plan.toplevel_of {
+                state.builds.remove(id);
+            }
+            state.remove_step(drv_path);
+            if let Some(m) = state.machines.get_mut(machine) {
+                m.succeeded();
+            }
+            state.drop_unneeded();
+        }
+        Outcome::Failed(failure) => {
+            fail_for_good(
+                queue,
+                drv_path,
+                machine,
+                plan,
+                Some(stepnr),
+                &failure,
+                start,
+                stop,
+                log,
+            )
+            .await?;
+        }
+        Outcome::Retry { status, error } => {
+            let max_tries = ctx.config.queue_runner.max_tries.max(1);
+            let tries = queue.lock().steps.get(drv_path).map_or(0, |s| s.tries) + 1;
+            if tries < max_tries {
+                finish::step_will_retry(pool, plan.build, stepnr, status, &error, stop, log)
+                    .await?;
+                let interval = ctx.config.queue_runner.retry_interval as f64;
+                let backoff = ctx.config.queue_runner.retry_backoff;
+                let delay = interval * backoff.powi(tries as i32 - 1);
+                tracing::warn!(drv = %drv_path, tries, retry_in = delay, error = %error, "step failed; it will be tried again");
+                Stats::add(&queue.stats.retries, 1);
+                queue
+                    .stats
+                    .max_retries
+                    .fetch_max(u64::from(tries), std::sync::atomic::Ordering::Relaxed);
+                let mut state = queue.lock();
+                if let Some(step) = state.steps.get_mut(drv_path) {
+                    step.tries = tries;
+                    step.after = Some(Instant::now() + Duration::from_secs_f64(delay.max(0.0)));
+                    step.running = None;
+                }
+            } else {
+                let failure = Failure {
+                    status,
+                    error: Some(error),
+                    cacheable: false,
+                    times_built: 0,
+                    non_deterministic: false,
+                };
+                fail_for_good(
+                    queue,
+                    drv_path,
+                    machine,
+                    plan,
+                    Some(stepnr),
+                    &failure,
+                    start,
+                    stop,
+                    log,
+                )
+                .await?;
+            }
+        }
+        Outcome::Cancelled => {
+            let shutting_down = queue.stopping.is_cancelled();
+            let (code, why) = if shutting_down {
+                (status::ABORTED, "the queue runner stopped")
+            } else {
+                (status::CANCELLED, "no build needs this step any more")
+            };
+            finish::step_will_retry(pool, plan.build, stepnr, code, why, stop, log).await?;
+            tracing::info!(drv = %drv_path, "step cancelled: {why}");
+            let mut state = queue.lock();
+            if let Some(step) = state.steps.get_mut(drv_path) {
+                step.running = None;
+            }
+            state.drop_unneeded();
+        }
+    }
+    queue.dispatch.notify_one();
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn fail_for_good(
+    queue: &Arc<Queue>,
+    drv_path: &str,
+    machine: &str,
+    plan: &Plan,
+    stepnr: Option<i32>,
+    failure: &Failure,
+    start: i32,
+    stop: i32,
+    log: Option<&str>,
+) -> Result<(), QueueError> {
+    let dependents = queue.lock().dependent_builds(drv_path);
+    let finished = finish::step_failed(
+        &queue.ctx.pool,
+        plan.build,
+        stepnr,
+        drv_path,
+        machine,
+        &plan.outputs,
+        &plan.toplevel_of,
+        &dependents,
+        failure,
+        start,
+        stop,
+        log,
+    )
+    .await?;
+    tracing::info!(drv = %drv_path, status = failure.status, builds = ?finished, "step failed");
+    let n = finished.len() as u64;
+    Stats::add(&queue.stats.builds_done, n);
+    Stats::add(&queue.stats.builds_failed, n);
+    let mut state = queue.lock();
+    for id in dependents.iter().chain(finished.iter()) {
+        state.builds.remove(id);
+    }
+    state.remove_step(drv_path);
+    state.drop_unneeded();
+    drop(state);
+    queue.dispatch.notify_one();
+    Ok(())
+}
+
+/// A step no machine supports: every build that needs it fails with 9.
+pub async fn fail_unsupported(queue: &Arc<Queue>, drv_path: &str) {
+    let Some(plan) = plan(queue, drv_path) else {
+        return;
+    };
+    let message = format!("unsupported system type '{}'{}", plan.system, {
+        let state = queue.lock();
+        state
+            .steps
+            .get(drv_path)
+            .filter(|s| !s.required_features.is_empty())
+            .map(|s| {
+                format!(
+                    " with features {}",
+                    s.required_features
+                        .iter()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })
+            .unwrap_or_default()
+    });
+    tracing::warn!(drv = %drv_path, "{message}");
+    let failure = Failure {
+        status: status::UNSUPPORTED,
+        error: Some(message),
+        cacheable: false,
+        times_built: 0,
+        non_deterministic: false,
+    };
+    let t = hydra_db::now();
+    Stats::add(&queue.stats.unsupported_aborted, 1);
+    if let Err(e) = fail_for_good(queue, drv_path, "", &plan, None, &failure, t, t, None).await {
+        tracing::error!(error = %e, "cannot record an unsupported step");
+    }
+}
+
+/// The machine's error, as a retryable outcome, backing the machine off.
+fn machine_trouble(queue: &Queue, machine: &str, error: impl std::fmt::Display) -> Outcome {
+    let mut state = queue.lock();
+    if let Some(m) = state.machines.get_mut(machine) {
+        m.failed(Instant::now());
+    }
+    Outcome::Retry {
+        status: status::ABORTED,
+        error: error.to_string(),
+    }
+}
+
+/// The output paths of input derivations, read from their `.drv` files.
+async fn input_outputs(
+    queue: &Queue,
+    drv: &Derivation,
+) -> Result<BTreeMap<String, BTreeMap<String, String>>, String> {
+    let paths: Vec<(String, std::path::PathBuf)> = drv
+        .input_drvs
+        .keys()
+        .map(|p| (p.clone(), queue.ctx.real_path(p)))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let mut out = BTreeMap::new();
+        for (path, file) in paths {
+            let text =
+                std::fs::read_to_string(&file).map_err(|e| format!("cannot read {path}: {e}"))?;
+            let d = Derivation::parse(&text).map_err(|e| format!("{path}: {e}"))?;
+            out.insert(
+                path,
+                d.outputs.into_iter().map(|(n, o)| (n, o.path)).collect(),
+            );
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn build(
+    queue: &Arc<Queue>,
+    drv_path: &str,
+    machine: &str,
+    plan: &Plan,
+    stepnr: i32,
+    log_path: &std::path::Path,
+    cancel: &CancellationToken,
+    slot: &mut Slot<'_>,
+) -> Outcome {
+    let ctx = &queue.ctx;
+    let pool = &ctx.pool;
+    let busy = |state: i32| async move {
+        if let Err(e) = finish::set_busy(pool, plan.build, stepnr, state).await {
+            tracing::warn!(error = %e, "cannot record the step's progress");
+        }
+    };
+
+    // The basic derivation: inputs replaced by their outputs.
+    let inputs = match input_outputs(queue, &plan.drv).await {
+        Ok(i) => i,
+        Err(e) => {
+            return Outcome::Retry {
+                status: status::ABORTED,
+                error: e,
+            };
+        }
+    };
+    let basic = match plan.drv.to_basic(&mut |p: &str| {
+        inputs
+            .get(p)
+            .cloned()
+            .ok_or_else(|| DerivationError::Invalid(format!("input {p} not read")))
+    }) {
+        Ok(b) => b,
+        Err(e) => {
+            return Outcome::Failed(Failure {
+                status: status::ABORTED,
+                error: Some(e.to_string()),
+                cacheable: false,
+                times_built: 0,
+                non_deterministic: false,
+            });
+        }
+    };
+
+    busy(busy::CONNECTING).await;
+    let (transport, is_local) = {
+        let state = queue.lock();
+        let Some(m) = state
+            .machines
+            .list()
+            .iter()
+            .find(|m| m.machine.store_uri == machine)
+        else {
+            return Outcome::Retry {
+                status: status::ABORTED,
+                error: format!("machine {machine} is gone"),
+            };
+        };
+        (m.transport(ctx), m.is_local())
+    };
+    let transport = match transport {
+        Ok(t) => t,
+        Err(e) => return machine_trouble(queue, machine, e),
+    };
+    let mut remote = match ServeClient::connect(&transport, Duration::from_secs(60)).await {
+        Ok(c) => c,
+        Err(e) => return machine_trouble(queue, machine, e),
+    };
+
+    // Inputs: everything in the closure of the basic derivation's inputs
+    // that the machine lacks.
+    if !is_local {
+        busy(busy::SENDING_INPUTS).await;
+        Stats::add(&queue.stats.steps_copying_to, 1);
+        let copied = copy_inputs(queue, &mut remote, &basic.input_srcs).await;
+        queue
+            .stats
+            .steps_copying_to
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        match copied {
+            Ok(bytes) => Stats::add(&queue.stats.bytes_sent, bytes),
+            Err(e) => return machine_trouble(queue, machine, e),
+        }
+    }
+
+    // Build, with the log written as it arrives.
+    busy(busy::BUILDING).await;
+    if let Some(dir) = log_path.parent()
+        && let Err(e) = tokio::fs::create_dir_all(dir).await
+    {
+        tracing::warn!(error = %e, dir = %dir.display(), "cannot create the log directory");
+    }
+    match tokio::fs::File::create(log_path).await {
+        Ok(file) => {
+            remote.set_log_sink(Some(Box::new(file))).await;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, log = %log_path.display(), "cannot write the build log")
+        }
+    }
+    Stats::add(&queue.stats.steps_building, 1);
+    let build_started = Instant::now();
+    let result = remote
+        .build_derivation(drv_path, &basic, &plan.options, cancel)
+        .await;
+    queue
+        .stats
+        .steps_building
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    Stats::add(
+        &queue.stats.total_step_build_time_ms,
+        build_started.elapsed().as_millis() as u64,
+    );
+    remote.sync_log(Duration::from_secs(5)).await;
+    if let Some(mut sink) = remote.set_log_sink(None).await {
+        let _ = sink.flush().await;
+    }
+    {
+        let mut state = queue.lock();
+        if let Some(m) = state.machines.get_mut(machine) {
+            m.total_build_time += build_started.elapsed();
+        }
+    }
+    let result = match result {
+        Ok(r) => r,
+        Err(ServeError::Cancelled { .. }) => return Outcome::Cancelled,
+        Err(e) => return machine_trouble(queue, machine, e),
+    };
+    let times_built = result.times_built as i32;
+    let non_deterministic = result.is_non_deterministic;
+    let failed = |status: i32, cacheable: bool| {
+        Outcome::Failed(Failure {
+            status,
+            error: Some(result.error_text()),
+            cacheable,
+            times_built,
+            non_deterministic,
+        })
+    };
+    match result.status {
+        s if s.is_success() => {}
+        BuildStatus::PermanentFailure
+        | BuildStatus::InputRejected
+        | BuildStatus::OutputRejected => {
+            return failed(status::FAILED, true);
+        }
+        BuildStatus::TransientFailure => {
+            return Outcome::Retry {
+                status: status::FAILED,
+                error: result.error_text(),
+            };
+        }
+        BuildStatus::TimedOut => return failed(status::TIMED_OUT, false),
+        BuildStatus::LogLimitExceeded => return failed(status::LOG_LIMIT, false),
+        BuildStatus::NotDeterministic => return failed(status::NOT_DETERMINISTIC, true),
+        _ => {
+            return Outcome::Retry {
+                status: status::ABORTED,
+                error: result.error_text(),
+            };
+        }
+    }
+
+    // Outputs: the machine may start its next step while they come over.
+    busy(busy::WAITING_FOR_LOCAL_SLOT).await;
+    Stats::add(&queue.stats.steps_waiting_local, 1);
+    let permit = queue.local_slots.acquire().await;
+    queue
+        .stats
+        .steps_waiting_local
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    slot.release();
+    busy(busy::RECEIVING_OUTPUTS).await;
+    Stats::add(&queue.stats.steps_copying_from, 1);
+    let received = receive_outputs(queue, &mut remote, is_local, plan).await;
+    queue
+        .stats
+        .steps_copying_from
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    drop(permit);
+    let _ = remote.close().await;
+    let scans = match received {
+        Ok(Received::Scans(s)) => s,
+        Ok(Received::TooBig(size)) => {
+            return Outcome::Failed(Failure {
+                status: status::NAR_SIZE_LIMIT,
+                error: Some(format!(
+                    "the outputs are {size} bytes, more than max_output_size ({})",
+                    ctx.config.queue_runner.max_output_size
+                )),
+                cacheable: false,
+                times_built,
+                non_deterministic,
+            });
+        }
+        Err(e) => return machine_trouble(queue, machine, e),
+    };
+
+    busy(busy::POST_PROCESSING).await;
+    let analysis = products::analyse(&scans);
+    let closure_size = ctx
+        .dest
+        .closure_size(&plan.outputs.values().cloned().collect())
+        .await
+        .unwrap_or(0);
+    if ctx.dest.is_machine_store() {
+        register_roots(queue, &plan.outputs);
+    }
+    Outcome::Succeeded {
+        results: Results {
+            status: if analysis.failed {
+                status::FAILED_WITH_OUTPUT
+            } else {
+                status::SUCCESS
+            },
+            analysis,
+            closure_size,
+        },
+        times_built,
+        non_deterministic,
+    }
+}
+
+/// Copies the closure of `inputs` from the local store to the machine,
+/// sending only what it lacks (locked there while the connection lasts).
+async fn copy_inputs(
+    queue: &Queue,
+    remote: &mut ServeClient,
+    inputs: &BTreeSet<String>,
+) -> Result<u64, String> {
+    let mut local =
+        ServeClient::connect(&queue.ctx.local.serve_transport(), Duration::from_secs(60))
+            .await
+            .map_err(|e| format!("cannot open the local store: {e}"))?;
+    let report = hydra_nix::copy::copy_closure(&mut local, remote, inputs, true)
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = local.close().await;
+    Ok(report.bytes)
+}
+
+enum Received {
+    Scans(Vec<OutputScan>),
+    TooBig(u64),
+}
+
+/// Brings the outputs into the local store (unless they were built there)
+/// and the destination store, scanning them for `nix-support/` files.
+async fn receive_outputs(
+    queue: &Queue,
+    remote: &mut ServeClient,
+    is_local: bool,
+    plan: &Plan,
+) -> Result<Received, String> {
+    let ctx = &queue.ctx;
+    let paths: BTreeSet<String> = plan
+        .outputs
+        .values()
+        .filter(|p| !p.is_empty())
+        .cloned()
+        .collect();
+    let infos: BTreeMap<String, PathInfo> = remote
+        .query_path_infos(&paths)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|i| (i.path.clone(), i))
+        .collect();
+    if let Some(missing) = paths.iter().find(|p| !infos.contains_key(*p)) {
+        return Err(format!("the machine did not produce {missing}"));
+    }
+    let total: u64 = infos.values().map(|i| i.nar_size).sum();
+    let limit = ctx.config.queue_runner.max_output_size;
+    if limit > 0 && total > limit {
+        return Ok(Received::TooBig(total));
+    }
+    let order = hydra_nix::copy::topological_order(&infos);
+    let name_of: BTreeMap<&String, &String> = plan.outputs.iter().map(|(n, p)| (p, n)).collect();
+    let local_store = hydra_store::LocalStore::new(ctx.local.clone());
+    let mut scans = Vec::new();
+    for path in order {
+        let Some(info) = infos.get(&path) else {
+            continue;
+        };
+        let scan = if is_local {
+            remote
+                .dump_store_path(&path, None, &products::scan_options())
+                .await
+                .map_err(|e| e.to_string())?
+        } else {
+            let (mut tx, mut rx) = tokio::io::duplex(1 << 20);
+            let (scan, added) = tokio::join!(
+                async {
+                    let r = remote
+                        .dump_store_path(&path, Some(&mut tx), &products::scan_options())
+                        .await;
+                    drop(tx);
+                    r
+                },
+                local_store.add_nar(info, &mut rx)
+            );
+            added.map_err(|e| format!("cannot add {path} to the local store: {e}"))?;
+            let scan = scan.map_err(|e| e.to_string())?;
+            Stats::add(&queue.stats.bytes_received, info.nar_size);
+            scan
+        };
+        if !ctx.dest.is_machine_store() {
+            copy_to_dest(&local_store, &ctx.dest, info).await?;
+        }
+        scans.push(OutputScan {
+            name: name_of
+                .get(&path)
+                .map(|n| n.to_string())
+                .unwrap_or_default(),
+            path: path.clone(),
+            nar_size: info.nar_size,
+            scan,
+        });
+    }
+    Ok(Received::Scans(scans))
+}
+
+/// Copies a path of the local store into the destination store.
+async fn copy_to_dest(
+    local: &hydra_store::LocalStore,
+    dest: &DestStore,
+    info: &PathInfo,
+) -> Result<(), String> {
+    let mut client = local.connect().await.map_err(|e| e.to_string())?;
+    let (mut tx, mut rx) = tokio::io::duplex(1 << 20);
+    let (sent, added) = tokio::join!(
+        async {
+            let r = client
+                .dump_store_path(&info.path, Some(&mut tx), &Default::default())
+                .await;
+            drop(tx);
+            r
+        },
+        dest.add_nar(info, &mut rx)
+    );
+    sent.map_err(|e| e.to_string())?;
+    added.map_err(|e| format!("cannot add {} to {}: {e}", info.path, dest.describe()))?;
+    local.release(client).await;
+    Ok(())
+}
+
+/// Garbage collector roots for outputs (empty files named after them in
+/// `gc_roots_dir`, which Nix's collector honours).
+fn register_roots(queue: &Queue, outputs: &BTreeMap<String, String>) {
+    let dir = &queue.ctx.config.gc_roots_dir;
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot create the garbage collector roots directory");
+        return;
+    }
+    for path in outputs.values() {
+        let Some(base) = path.rsplit('/').next().filter(|b| !b.is_empty()) else {
+            continue;
+        };
+        let root = dir.join(base);
+        if root.symlink_metadata().is_err()
+            && let Err(e) = std::fs::File::create(&root)
+        {
+            tracing::warn!(root = %root.display(), error = %e, "cannot register a garbage collector root");
+        }
+    }
+}
