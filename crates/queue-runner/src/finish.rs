@@ -255,7 +255,8 @@ pub async fn cached_failure(
 ) -> Result<(), QueueError> {
     let pool = &queue.ctx.pool;
     let propagated: Option<i32> = sqlx::query_scalar(
-        "select max(s.build) from BuildSteps s where s.drvPath = $1 and s.status in (1, 7, 10, 11, 12)",
+        "select max(s.build) from BuildSteps s where s.drvPath = $1 and s.status in (1, 7, 10, 11, 12) \
+         and s.propagatedFrom is null",
     )
     .bind(failed_drv)
     .fetch_one(pool)

@@ -1,0 +1,68 @@
+//! Actions on builds as Hydra's web interface performs them; the queue
+//! runner reacts to them through the triggers' NOTIFYs.
+
+use sqlx::PgPool;
+
+use crate::DbError;
+use crate::tx::{Tx, lock_builds, transaction};
+
+/// Cancels unfinished builds (status 4); returns how many.
+pub async fn cancel_builds(pool: &PgPool, ids: &[i32]) -> Result<u64, DbError> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    transaction(pool, |mut tx: Tx| {
+        let ids = &ids;
+        Box::pin(async move {
+            lock_builds(&mut tx, ids).await?;
+            let now = crate::now();
+            let done = sqlx::query(
+                "update Builds set finished = 1, buildStatus = 4, isCachedBuild = 0, \
+                 startTime = coalesce(startTime, $2), stopTime = $2 where id = any($1) and finished = 0",
+            )
+            .bind(ids)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            Ok::<_, DbError>(done.rows_affected())
+        })
+    })
+    .await
+}
+
+/// Queues finished builds again and forgets that their outputs failed
+/// (`FailedPaths`), so they are really built; returns how many.
+pub async fn restart_builds(pool: &PgPool, ids: &[i32]) -> Result<u64, DbError> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    transaction(pool, |mut tx: Tx| {
+        let ids = &ids;
+        Box::pin(async move {
+            lock_builds(&mut tx, ids).await?;
+            let done = sqlx::query(
+                "update Builds set finished = 0, isCachedBuild = 0 where id = any($1) and finished = 1",
+            )
+            .bind(ids)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "delete from FailedPaths where path in (select path from BuildOutputs where build = any($1))",
+            )
+            .bind(ids)
+            .execute(&mut *tx)
+            .await?;
+            Ok::<_, DbError>(done.rows_affected())
+        })
+    })
+    .await
+}
+
+/// Raises (or lowers) builds' global priority; the queue reorders at once.
+pub async fn bump_builds(pool: &PgPool, ids: &[i32], priority: i32) -> Result<u64, DbError> {
+    let done =
+        sqlx::query("update Builds set globalPriority = $2 where id = any($1) and finished = 0")
+            .bind(ids)
+            .bind(priority)
+            .execute(pool)
+            .await?;
+    Ok(done.rows_affected())
+}

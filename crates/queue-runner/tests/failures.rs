@@ -1,0 +1,136 @@
+//! Failing builds: dependants fail with 2 and point at the failure, failed
+//! outputs are cached failures, time and log and output limits give their
+//! statuses, and a restart builds again.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Running, Setup};
+
+const FAILING: &str = r#"
+with import ./config.nix;
+rec {
+  bad = mkDerivation { name = "bad"; builder = builtins.toFile "b.sh" "echo about to fail; exit 1"; };
+  top = mkDerivation { name = "top"; builder = builtins.toFile "t.sh" "cat $bad > $out"; inherit bad; };
+  silent = mkDerivation { name = "silent"; builder = builtins.toFile "s.sh" "sleep 30; mkdir $out"; };
+  chatty = mkDerivation { name = "chatty"; builder = builtins.toFile "c.sh" "for i in $(seq 1 100); do echo tick $i; sleep 0.2; done; mkdir $out"; };
+  loud = mkDerivation { name = "loud"; builder = builtins.toFile "l.sh" "for i in $(seq 1 2000); do echo a rather long line of log output number $i; done; mkdir $out"; };
+  big = mkDerivation { name = "big"; builder = builtins.toFile "g.sh" "head -c 100000 /dev/zero > $out"; };
+  quick = mkDerivation { name = "quick"; builder = builtins.toFile "q.sh" "sleep 2; mkdir $out"; };
+}
+"#;
+
+#[tokio::test]
+async fn a_failing_dependency_fails_its_dependants_and_is_then_a_cached_failure() {
+    let s = Setup::new().await;
+    let file = s.write("failing.nix", FAILING);
+    let bad = s.queue(&file, "bad").await;
+    let top = s.queue(&file, "top").await;
+    let running = Running::start(s.context(&s.localhost(1), ""));
+    s.wait(&[bad, top], Duration::from_secs(60)).await;
+
+    let row = s.build(bad).await;
+    assert_eq!((row.status, row.cached), (Some(1), Some(0)));
+    let row = s.build(top).await;
+    assert_eq!((row.status, row.cached), (Some(2), Some(0)));
+    // The dependant has a step row for the failed derivation, pointing at
+    // the build that ran it.
+    let (status, from): (Option<i32>, Option<i32>) =
+        sqlx::query_as("select status, propagatedFrom from BuildSteps where build = $1")
+            .bind(top)
+            .fetch_one(&s.db.pool)
+            .await
+            .unwrap();
+    assert_eq!((status, from), (Some(1), Some(bad)));
+    // The log has the builder's output.
+    let log_path: String = sqlx::query_scalar("select drvPath from Builds where id = $1")
+        .bind(bad)
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap();
+    let base = log_path.rsplit('/').next().unwrap();
+    let log = std::fs::read_to_string(
+        s.data
+            .path()
+            .join("build-logs")
+            .join(&base[..2])
+            .join(&base[2..]),
+    )
+    .unwrap();
+    assert!(log.contains("about to fail"), "{log}");
+    assert_eq!(s.scalar("select count(*) from FailedPaths").await, 1);
+
+    // The same output again: a cached failure, nothing built.
+    let again = s.queue(&file, "bad").await;
+    s.wait(&[again], Duration::from_secs(30)).await;
+    let row = s.build(again).await;
+    assert_eq!((row.status, row.cached), (Some(1), Some(1)));
+    let (status, from): (Option<i32>, Option<i32>) =
+        sqlx::query_as("select status, propagatedFrom from BuildSteps where build = $1")
+            .bind(again)
+            .fetch_one(&s.db.pool)
+            .await
+            .unwrap();
+    assert_eq!((status, from), (Some(8), Some(bad)));
+
+    // A restart forgets the failure and really builds again.
+    hydra_db::builds::restart_builds(&s.db.pool, &[again])
+        .await
+        .unwrap();
+    assert_eq!(s.scalar("select count(*) from FailedPaths").await, 0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.wait(&[again], Duration::from_secs(60)).await;
+    let row = s.build(again).await;
+    assert_eq!((row.status, row.cached), (Some(1), Some(0)));
+    assert_eq!(
+        s.scalar(&format!("select count(*) from BuildSteps where build = {again} and status = 1 and propagatedFrom is null")).await,
+        1
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn max_silent_time_and_timeout_give_status_7_and_a_restart_with_more_time_builds() {
+    let s = Setup::new().await;
+    let file = s.write("failing.nix", FAILING);
+    let silent = s.queue_with(&file, "silent", Some(1), None, 0).await;
+    let chatty = s.queue_with(&file, "chatty", None, Some(2), 0).await;
+    let quick = s.queue_with(&file, "quick", None, Some(1), 0).await;
+    let running = Running::start(s.context(&s.localhost(3), ""));
+    s.wait(&[silent, chatty, quick], Duration::from_secs(60))
+        .await;
+    assert_eq!(s.build(silent).await.status, Some(7));
+    assert_eq!(s.build(chatty).await.status, Some(7));
+    assert_eq!(s.build(quick).await.status, Some(7));
+    // Timeouts are not cached: a restart with a longer timeout builds.
+    s.db.exec(&format!(
+        "update Builds set timeout = 60 where id = {quick}"
+    ))
+    .await;
+    hydra_db::builds::restart_builds(&s.db.pool, &[quick])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.wait(&[quick], Duration::from_secs(60)).await;
+    assert_eq!(s.build(quick).await.status, Some(0));
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn log_and_output_limits_give_10_and_11() {
+    let s = Setup::new().await;
+    let file = s.write("failing.nix", FAILING);
+    let loud = s.queue(&file, "loud").await;
+    let big = s.queue(&file, "big").await;
+    let running = Running::start(s.context(
+        &s.localhost(2),
+        "max_log_size = 10000\nmax_output_size = 50000",
+    ));
+    s.wait(&[loud, big], Duration::from_secs(60)).await;
+    assert_eq!(s.build(loud).await.status, Some(10));
+    assert_eq!(s.build(big).await.status, Some(11));
+    running.stop().await;
+}
