@@ -214,6 +214,7 @@ pub struct Running {
 
 impl Running {
     pub fn start(ctx: Context) -> Running {
+        init_logging();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(hydra_queue_runner::run(ctx, shutdown.clone()));
         Running { shutdown, task }
@@ -249,5 +250,15 @@ impl Recorder {
             }
         }
         out
+    }
+}
+
+/// Logs to the test output when RUST_LOG is set.
+pub fn init_logging() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
     }
 }
