@@ -28,6 +28,7 @@ pub fn context(paths: &Paths, config: &Config, pool: PgPool) -> anyhow::Result<C
         pool,
         config: Arc::new(config.clone()),
         data_dir: paths.data_dir.clone(),
+        local_root: local.detect_root(),
         local,
         dest: Arc::new(dest),
     })

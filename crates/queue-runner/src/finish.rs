@@ -217,6 +217,41 @@ pub async fn set_busy(pool: &PgPool, build: i32, stepnr: i32, busy: i32) -> Resu
     Ok(())
 }
 
+/// A finished substitution step (outputs copied instead of built).
+pub async fn substitution_step(
+    pool: &PgPool,
+    build: i32,
+    drv_path: &str,
+    outputs: &BTreeMap<String, String>,
+    start: i32,
+    stop: i32,
+) -> Result<(), QueueError> {
+    transaction(pool, |mut tx: Tx| {
+        Box::pin(async move {
+            lock_builds(&mut tx, &[build]).await?;
+            insert_step(
+                &mut tx,
+                build,
+                1,
+                drv_path,
+                "",
+                None,
+                outputs,
+                0,
+                Some(status::SUCCESS),
+                None,
+                start,
+                Some(stop),
+                None,
+            )
+            .await?;
+            Ok::<_, DbError>(())
+        })
+    })
+    .await?;
+    Ok(())
+}
+
 /// A build whose derivation is gone: finished as aborted.
 pub async fn aborted_build(queue: &Arc<Queue>, id: i32, why: &str) -> Result<(), QueueError> {
     tracing::warn!(build = id, "{why}");

@@ -45,23 +45,19 @@ pub struct Context {
     /// The local store: where `.drv` files are read from, what `localhost`
     /// builds in, and where outputs are gathered.
     pub local: NixEnv,
+    /// Where the local store's files are, when it is a chroot store
+    /// ([`NixEnv::detect_root`]).
+    pub local_root: Option<PathBuf>,
     /// Where outputs end up (`store_uri`).
     pub dest: Arc<DestStore>,
 }
 
 impl Context {
-    /// Where a store path of the local store physically is (`--store DIR`
-    /// stores keep `/nix/store` under `DIR`).
+    /// Where a store path of the local store physically is (chroot stores
+    /// keep `/nix/store` under their root).
     pub fn real_path(&self, store_path: &str) -> PathBuf {
-        let root = self
-            .local
-            .args
-            .iter()
-            .position(|a| a == "--store")
-            .and_then(|i| self.local.args.get(i + 1))
-            .filter(|r| r.starts_with('/'));
-        match root {
-            Some(root) => PathBuf::from(root).join(store_path.trim_start_matches('/')),
+        match &self.local_root {
+            Some(root) => root.join(store_path.trim_start_matches('/')),
             None => PathBuf::from(store_path),
         }
     }

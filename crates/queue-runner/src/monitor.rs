@@ -214,6 +214,7 @@ async fn load_chunk(queue: &Arc<Queue>, rows: &[BuildRow]) -> Result<(), QueueEr
 
     let mut nodes: HashMap<String, Node> = HashMap::new();
     let mut errors: HashMap<String, String> = HashMap::new();
+    let mut substituted: Vec<(String, BTreeMap<String, String>, i32, i32)> = Vec::new();
     let mut frontier: BTreeSet<String> = valid.clone();
     while !frontier.is_empty() {
         let to_read: Vec<String> = {
@@ -254,14 +255,54 @@ async fn load_chunk(queue: &Arc<Queue>, rows: &[BuildRow]) -> Result<(), QueueEr
         let present = ctx.dest.query_valid(&all_outputs).await.map_err(|e| {
             QueueError::Machines(format!("cannot query the destination store: {e}"))
         })?;
+        // Outputs the destination lacks but the local store has (or, with
+        // use-substitutes, can substitute) are copied instead of built.
+        let substitute = ctx.config.queue_runner.use_substitutes;
+        let wanted: BTreeSet<String> = if !ctx.dest.is_machine_store() || substitute {
+            parsed
+                .iter()
+                .filter(|(_, _, o)| !o.values().any(|p| failed.contains(p)))
+                .flat_map(|(_, _, o)| {
+                    o.values()
+                        .filter(|p| !p.is_empty() && !present.contains(*p))
+                        .cloned()
+                })
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
+        let local = if wanted.is_empty() {
+            BTreeSet::new()
+        } else {
+            local_valid_substituting(ctx, &wanted, substitute).await?
+        };
         let mut next = BTreeSet::new();
         for (path, drv, outputs) in parsed {
             let paths: Vec<&String> = outputs.values().collect();
+            let missing: BTreeSet<String> = paths
+                .iter()
+                .filter(|p| !present.contains(**p))
+                .map(|p| p.to_string())
+                .collect();
             if paths.iter().any(|p| failed.contains(*p)) {
                 nodes.insert(path, Node::Failed);
             } else if !paths.is_empty()
                 && paths.iter().all(|p| !p.is_empty() && present.contains(*p))
             {
+                nodes.insert(path, Node::Done);
+            } else if !missing.is_empty()
+                && missing.iter().all(|p| !p.is_empty() && local.contains(p))
+            {
+                let local_store = hydra_store::LocalStore::new(ctx.local.clone());
+                let started = hydra_db::now();
+                ctx.dest
+                    .copy_from_local(&local_store, &missing)
+                    .await
+                    .map_err(|e| {
+                        QueueError::Machines(format!("cannot copy to the destination store: {e}"))
+                    })?;
+                Stats::add(&queue.stats.substitutes_succeeded, 1);
+                substituted.push((path.clone(), outputs.clone(), started, hydra_db::now()));
                 nodes.insert(path, Node::Done);
             } else {
                 next.extend(drv.input_drvs.keys().cloned());
@@ -407,6 +448,13 @@ async fn load_chunk(queue: &Arc<Queue>, rows: &[BuildRow]) -> Result<(), QueueEr
     if registered > 0 {
         tracing::debug!(builds = registered, "builds queued");
     }
+    // Each substitution is recorded as a step of the first build needing it.
+    for (drv, outputs, start, stop) in &substituted {
+        let needing = rows.iter().find(|r| needs(&r.drv_path, drv, &nodes));
+        if let Some(row) = needing {
+            finish::substitution_step(&ctx.pool, row.id, drv, outputs, *start, *stop).await?;
+        }
+    }
     for id in gone {
         finish::aborted_build(queue, id, "the derivation was garbage-collected").await?;
     }
@@ -419,6 +467,45 @@ async fn load_chunk(queue: &Arc<Queue>, rows: &[BuildRow]) -> Result<(), QueueEr
     }
     load_new_jobset_shares(queue).await?;
     Ok(())
+}
+
+/// Whether `from`'s closure (through new steps) includes `drv`.
+fn needs(from: &str, drv: &str, nodes: &HashMap<String, Node>) -> bool {
+    let mut seen = BTreeSet::new();
+    let mut todo = vec![from.to_string()];
+    while let Some(d) = todo.pop() {
+        if d == drv {
+            return true;
+        }
+        if !seen.insert(d.clone()) {
+            continue;
+        }
+        if let Some(Node::New(step)) = nodes.get(&d) {
+            todo.extend(step.drv.input_drvs.keys().cloned());
+        }
+    }
+    false
+}
+
+/// Which of `paths` the local store has, substituting missing ones first
+/// if asked.
+async fn local_valid_substituting(
+    ctx: &Context,
+    paths: &BTreeSet<String>,
+    substitute: bool,
+) -> Result<BTreeSet<String>, QueueError> {
+    let mut client = hydra_nix::serve::ServeClient::connect(
+        &ctx.local.serve_transport(),
+        Duration::from_secs(60),
+    )
+    .await
+    .map_err(|e| QueueError::Machines(format!("cannot open the local store: {e}")))?;
+    let valid = client
+        .query_valid_paths(paths, false, substitute)
+        .await
+        .map_err(|e| QueueError::Machines(format!("cannot query the local store: {e}")))?;
+    let _ = client.close().await;
+    Ok(valid)
 }
 
 /// Which of `paths` the local store has.

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use hydra_nix::derivation::{Derivation, DerivationError};
 use hydra_nix::serve::{BuildOptions, BuildStatus, PathInfo, ServeClient, ServeError};
-use hydra_store::DestStore;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -556,6 +555,19 @@ async fn build(
         Err(e) => return machine_trouble(queue, machine, e),
     };
 
+    // Inputs only in the destination cache are fetched into the local
+    // store first.
+    let local_store = hydra_store::LocalStore::new(ctx.local.clone());
+    if let Err(e) = ctx
+        .dest
+        .copy_to_local(&local_store, &basic.input_srcs)
+        .await
+    {
+        return Outcome::Retry {
+            status: status::ABORTED,
+            error: format!("cannot get the inputs from {}: {e}", ctx.dest.describe()),
+        };
+    }
     // Inputs: everything in the closure of the basic derivation's inputs
     // that the machine lacks.
     if !is_local {
@@ -793,9 +805,10 @@ async fn receive_outputs(
             Stats::add(&queue.stats.bytes_received, info.nar_size);
             scan
         };
-        if !ctx.dest.is_machine_store() {
-            copy_to_dest(&local_store, &ctx.dest, info).await?;
-        }
+        ctx.dest
+            .copy_from_local(&local_store, &BTreeSet::from([path.clone()]))
+            .await
+            .map_err(|e| format!("cannot copy {path} to {}: {e}", ctx.dest.describe()))?;
         scans.push(OutputScan {
             name: name_of
                 .get(&path)
@@ -807,30 +820,6 @@ async fn receive_outputs(
         });
     }
     Ok(Received::Scans(scans))
-}
-
-/// Copies a path of the local store into the destination store.
-async fn copy_to_dest(
-    local: &hydra_store::LocalStore,
-    dest: &DestStore,
-    info: &PathInfo,
-) -> Result<(), String> {
-    let mut client = local.connect().await.map_err(|e| e.to_string())?;
-    let (mut tx, mut rx) = tokio::io::duplex(1 << 20);
-    let (sent, added) = tokio::join!(
-        async {
-            let r = client
-                .dump_store_path(&info.path, Some(&mut tx), &Default::default())
-                .await;
-            drop(tx);
-            r
-        },
-        dest.add_nar(info, &mut rx)
-    );
-    sent.map_err(|e| e.to_string())?;
-    added.map_err(|e| format!("cannot add {} to {}: {e}", info.path, dest.describe()))?;
-    local.release(client).await;
-    Ok(())
 }
 
 /// Garbage collector roots for outputs (empty files named after them in

@@ -339,6 +339,41 @@ impl FileCache {
         write_atomically(&self.dir, &narinfo_path, narinfo.to_text().as_bytes())
     }
 
+    /// The path's metadata and its NAR, decompressed.
+    pub(crate) async fn open_nar(
+        &self,
+        path: &str,
+    ) -> Result<(PathInfo, Box<dyn AsyncRead + Unpin + Send>), StoreError> {
+        let info = self
+            .path_infos(&BTreeSet::from([path.to_string()]))
+            .await?
+            .remove(path)
+            .ok_or_else(|| StoreError::Missing(path.into()))?;
+        let narinfo = self
+            .narinfo(path)
+            .await?
+            .ok_or_else(|| StoreError::Missing(path.into()))?;
+        let file = self.dir.join(&narinfo.url);
+        let reader = BufReader::new(
+            tokio::fs::File::open(&file)
+                .await
+                .map_err(StoreError::io(&file))?,
+        );
+        let decoded: Box<dyn AsyncRead + Unpin + Send> = match narinfo.compression.as_str() {
+            "none" | "" => Box::new(reader),
+            "xz" => Box::new(XzDecoder::new(reader)),
+            "bzip2" => Box::new(BzDecoder::new(reader)),
+            "zstd" => Box::new(ZstdDecoder::new(reader)),
+            other => {
+                return Err(StoreError::Corrupt {
+                    path: file,
+                    message: format!("unsupported compression `{other}`"),
+                });
+            }
+        };
+        Ok((info, decoded))
+    }
+
     pub(crate) async fn scan(&self, path: &str, options: &ScanOptions) -> Result<Scan, StoreError> {
         let narinfo = self
             .narinfo(path)

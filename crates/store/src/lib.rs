@@ -156,6 +156,82 @@ impl DestStore {
         }
     }
 
+    /// Copies `paths` (dependencies first, each in the local store) from the
+    /// local store into this one; a no-op for the local store itself.
+    pub async fn copy_from_local(
+        &self,
+        local: &LocalStore,
+        paths: &BTreeSet<String>,
+    ) -> Result<(), StoreError> {
+        if self.is_machine_store() || paths.is_empty() {
+            return Ok(());
+        }
+        let infos = local.path_infos(paths).await?;
+        let order = hydra_nix::copy::topological_order(&infos);
+        let present = self.query_valid(paths).await?;
+        for path in order {
+            if present.contains(&path) {
+                continue;
+            }
+            let Some(info) = infos.get(&path) else {
+                return Err(StoreError::Missing(path));
+            };
+            let mut client = local.connect().await?;
+            let (mut tx, mut rx) = tokio::io::duplex(1 << 20);
+            let (sent, added) = tokio::join!(
+                async {
+                    let r = client
+                        .dump_store_path(&info.path, Some(&mut tx), &Default::default())
+                        .await;
+                    drop(tx);
+                    r
+                },
+                self.add_nar(info, &mut rx)
+            );
+            sent?;
+            added?;
+            local.release(client).await;
+        }
+        Ok(())
+    }
+
+    /// Makes `paths` (and their closure) valid in the local store, copying
+    /// what it lacks from this store; a no-op for the local store itself.
+    pub async fn copy_to_local(
+        &self,
+        local: &LocalStore,
+        paths: &BTreeSet<String>,
+    ) -> Result<(), StoreError> {
+        let DestStore::File(cache) = self else {
+            return Ok(());
+        };
+        let mut closure: BTreeMap<String, PathInfo> = BTreeMap::new();
+        let mut todo: BTreeSet<String> = paths.clone();
+        while !todo.is_empty() {
+            let have = local.query_valid(&todo).await?;
+            let lacking: BTreeSet<String> = todo.difference(&have).cloned().collect();
+            let infos = cache.path_infos(&lacking).await?;
+            let mut next = BTreeSet::new();
+            for path in &lacking {
+                let info = infos
+                    .get(path)
+                    .ok_or_else(|| StoreError::Missing(path.clone()))?;
+                for r in &info.references {
+                    if !closure.contains_key(r) && !lacking.contains(r) {
+                        next.insert(r.clone());
+                    }
+                }
+                closure.insert(path.clone(), info.clone());
+            }
+            todo = next;
+        }
+        for path in hydra_nix::copy::topological_order(&closure) {
+            let (info, mut nar) = cache.open_nar(&path).await?;
+            local.add_nar(&info, &mut nar).await?;
+        }
+        Ok(())
+    }
+
     /// Reads the NAR of `path`, extracting the files `options` ask for.
     pub async fn scan(
         &self,

@@ -50,7 +50,7 @@ impl LocalStore {
         }
     }
 
-    pub(crate) async fn query_valid(
+    pub async fn query_valid(
         &self,
         paths: &BTreeSet<String>,
     ) -> Result<BTreeSet<String>, StoreError> {
@@ -60,7 +60,7 @@ impl LocalStore {
         Ok(valid)
     }
 
-    pub(crate) async fn path_infos(
+    pub async fn path_infos(
         &self,
         paths: &BTreeSet<String>,
     ) -> Result<BTreeMap<String, PathInfo>, StoreError> {

@@ -89,6 +89,7 @@ impl Setup {
             pool: self.db.pool.clone(),
             config: Arc::new(config),
             data_dir: self.data.path().to_path_buf(),
+            local_root: local.detect_root(),
             local,
             dest: Arc::new(dest),
         }
