@@ -89,3 +89,67 @@ pub async fn set_inputs(pool: &PgPool, project: &str, jobset: &str, inputs: &[(&
         .unwrap();
     }
 }
+
+/// Instantiates `attr` of `file` in `store` and queues it in jobset
+/// `jobset_id` as job `attr`, the way the evaluator does; sends
+/// `builds_added`. Returns the build id.
+pub async fn queue_build(
+    pool: &PgPool,
+    store: &crate::NixStore,
+    jobset_id: i32,
+    file: &std::path::Path,
+    attr: &str,
+    max_silent: Option<i32>,
+    timeout: Option<i32>,
+    global_priority: i32,
+) -> i32 {
+    let drv = store
+        .run("nix-instantiate", &[file.to_str().unwrap(), "-A", attr])
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .to_string();
+    let shown = store.run(
+        "nix",
+        &[
+            "--extra-experimental-features",
+            "nix-command",
+            "show-derivation",
+            &drv,
+        ],
+    );
+    let json: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    let info = &json[&drv];
+    let system = info["system"].as_str().unwrap().to_string();
+    let id: i32 = sqlx::query_scalar(
+        "insert into Builds (finished, timestamp, jobset_id, job, nixName, drvPath, system, maxsilent, timeout, \
+         isCurrent, priority, globalPriority) values (0, $1, $2, $3, $3, $4, $5, $6, $7, 1, 100, $8) returning id",
+    )
+    .bind(hydra_db::now())
+    .bind(jobset_id)
+    .bind(attr)
+    .bind(&drv)
+    .bind(&system)
+    .bind(max_silent)
+    .bind(timeout)
+    .bind(global_priority)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    for (name, output) in info["outputs"].as_object().unwrap() {
+        sqlx::query("insert into BuildOutputs (build, name, path) values ($1, $2, $3)")
+            .bind(id)
+            .bind(name)
+            .bind(output["path"].as_str())
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+    sqlx::query("select pg_notify('builds_added', $1)")
+        .bind(id.to_string())
+        .execute(pool)
+        .await
+        .unwrap();
+    id
+}

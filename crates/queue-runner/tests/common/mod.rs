@@ -4,14 +4,12 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hydra_config::Config;
 use hydra_db::{Listener, Wakeup};
-use hydra_nix::derivation::Derivation;
 use hydra_nix::env::NixEnv;
 use hydra_queue_runner::Context;
 use hydra_test_support::jobsets::{create_jobset, create_project};
@@ -116,50 +114,17 @@ impl Setup {
         timeout: Option<i32>,
         global_priority: i32,
     ) -> i32 {
-        let drv = self
-            .store
-            .run("nix-instantiate", &[file.to_str().unwrap(), "-A", attr])
-            .trim()
-            .to_string();
-        let drv = drv.lines().last().unwrap().to_string();
-        let parsed =
-            Derivation::parse(&std::fs::read_to_string(self.store.real_path(&drv)).unwrap())
-                .unwrap();
-        let outputs: BTreeMap<String, String> = parsed
-            .outputs
-            .iter()
-            .map(|(n, o)| (n.clone(), o.path.clone()))
-            .collect();
-        let id: i32 = sqlx::query_scalar(
-            "insert into Builds (finished, timestamp, jobset_id, job, nixName, drvPath, system, maxsilent, timeout, \
-             isCurrent, priority, globalPriority) values (0, $1, $2, $3, $3, $4, $5, $6, $7, 1, 100, $8) returning id",
+        hydra_test_support::jobsets::queue_build(
+            &self.db.pool,
+            &self.store,
+            self.jobset_id,
+            file,
+            attr,
+            max_silent,
+            timeout,
+            global_priority,
         )
-        .bind(hydra_db::now())
-        .bind(self.jobset_id)
-        .bind(attr)
-        .bind(&drv)
-        .bind(&parsed.platform)
-        .bind(max_silent)
-        .bind(timeout)
-        .bind(global_priority)
-        .fetch_one(&self.db.pool)
         .await
-        .unwrap();
-        for (name, path) in outputs {
-            sqlx::query("insert into BuildOutputs (build, name, path) values ($1, $2, $3)")
-                .bind(id)
-                .bind(name)
-                .bind(path)
-                .execute(&self.db.pool)
-                .await
-                .unwrap();
-        }
-        sqlx::query("select pg_notify('builds_added', $1)")
-            .bind(id.to_string())
-            .execute(&self.db.pool)
-            .await
-            .unwrap();
-        id
     }
 
     pub async fn build(&self, id: i32) -> BuildRow {
