@@ -66,7 +66,7 @@ async fn setup() -> (TestDb, NixStore, tempfile::TempDir, std::path::PathBuf, i3
 #[tokio::test]
 async fn build_one_builds_a_build_and_its_status_is_printed() {
     let (db, store, data, file, jobset) = setup().await;
-    let id = queue_build(&db.pool, &store, jobset, &file, "quick", None, None, 0).await;
+    let id = queue_build(&db.pool, &store, jobset, &file, "quick", Default::default()).await;
     let out = run(hydra_with(&db, &store, data.path()).args(["build-one", &id.to_string()]));
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
@@ -101,7 +101,7 @@ async fn kill_9_during_a_build_then_a_restart_finishes_it_exactly_once() {
     let mut finished_notes = Listener::connect(&db.pool, &["build_finished"])
         .await
         .unwrap();
-    let id = queue_build(&db.pool, &store, jobset, &file, "slow", None, None, 0).await;
+    let id = queue_build(&db.pool, &store, jobset, &file, "slow", Default::default()).await;
 
     let mut first = Up::spawn(hydra_with(&db, &store, data.path()).arg("queue-runner"));
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -90,6 +90,14 @@ pub async fn set_inputs(pool: &PgPool, project: &str, jobset: &str, inputs: &[(&
     }
 }
 
+/// Columns of a queued build the tests set.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct QueueOptions {
+    pub max_silent: Option<i32>,
+    pub timeout: Option<i32>,
+    pub global_priority: i32,
+}
+
 /// Instantiates `attr` of `file` in `store` and queues it in jobset
 /// `jobset_id` as job `attr`, the way the evaluator does; sends
 /// `builds_added`. Returns the build id.
@@ -99,9 +107,7 @@ pub async fn queue_build(
     jobset_id: i32,
     file: &std::path::Path,
     attr: &str,
-    max_silent: Option<i32>,
-    timeout: Option<i32>,
-    global_priority: i32,
+    options: QueueOptions,
 ) -> i32 {
     let drv = store
         .run("nix-instantiate", &[file.to_str().unwrap(), "-A", attr])
@@ -131,9 +137,9 @@ pub async fn queue_build(
     .bind(attr)
     .bind(&drv)
     .bind(&system)
-    .bind(max_silent)
-    .bind(timeout)
-    .bind(global_priority)
+    .bind(options.max_silent)
+    .bind(options.timeout)
+    .bind(options.global_priority)
     .fetch_one(pool)
     .await
     .unwrap();

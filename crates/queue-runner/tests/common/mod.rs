@@ -120,9 +120,11 @@ impl Setup {
             self.jobset_id,
             file,
             attr,
-            max_silent,
-            timeout,
-            global_priority,
+            hydra_test_support::jobsets::QueueOptions {
+                max_silent,
+                timeout,
+                global_priority,
+            },
         )
         .await
     }
