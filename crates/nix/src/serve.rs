@@ -286,7 +286,11 @@ pub struct ServeClient {
     stdin: Option<BufWriter<ChildStdin>>,
     stdout: BufReader<ChildStdout>,
     shared: Arc<StderrShared>,
-    sync: mpsc::Sender<oneshot::Sender<()>>,
+    sync: mpsc::Sender<(oneshot::Sender<()>, Duration)>,
+    /// How long stderr must stay silent before earlier output is taken to
+    /// have arrived: the server writes its log before its reply, so locally
+    /// it is in the pipe already; ssh carries the two streams separately.
+    quiet: Duration,
     stderr_done: Option<tokio::task::JoinHandle<()>>,
     server_version: u64,
     healthy: bool,
@@ -458,6 +462,10 @@ impl ServeClient {
             stdout: BufReader::with_capacity(256 * 1024, stdout),
             shared,
             sync: sync_tx,
+            quiet: match transport {
+                Transport::Local { .. } => Duration::from_millis(2),
+                Transport::Ssh { .. } => Duration::from_millis(50),
+            },
             stderr_done: Some(stderr_done),
             server_version: 0,
             healthy: true,
@@ -546,7 +554,7 @@ impl ServeClient {
     /// the sink: until stderr has been quiet for a moment (at most `max`).
     pub async fn sync_log(&self, max: Duration) {
         let (tx, rx) = oneshot::channel();
-        if self.sync.send(tx).await.is_ok() {
+        if self.sync.send((tx, self.quiet)).await.is_ok() {
             let _ = tokio::time::timeout(max, rx).await;
         }
     }
@@ -1189,9 +1197,8 @@ async fn write_build_options(
 async fn drain_stderr(
     mut stderr: ChildStderr,
     shared: Arc<StderrShared>,
-    mut sync: mpsc::Receiver<oneshot::Sender<()>>,
+    mut sync: mpsc::Receiver<(oneshot::Sender<()>, Duration)>,
 ) {
-    const QUIET: Duration = Duration::from_millis(50);
     let mut buf = vec![0u8; 64 * 1024];
     let mut partial: Vec<u8> = Vec::new();
     loop {
@@ -1202,9 +1209,9 @@ async fn drain_stderr(
                     Ok(n) => deliver(&shared, &mut partial, &buf[..n]).await,
                 }
             }
-            Some(ack) = sync.recv() => {
+            Some((ack, quiet)) = sync.recv() => {
                 loop {
-                    match tokio::time::timeout(QUIET, stderr.read(&mut buf)).await {
+                    match tokio::time::timeout(quiet, stderr.read(&mut buf)).await {
                         Ok(Ok(n)) if n > 0 => deliver(&shared, &mut partial, &buf[..n]).await,
                         Ok(_) => break,
                         Err(_) => break,
@@ -1223,7 +1230,7 @@ async fn drain_stderr(
     flush_sink(&shared).await;
     // Answer late sync requests so nobody waits for a closed stderr.
     sync.close();
-    while let Some(ack) = sync.recv().await {
+    while let Some((ack, _)) = sync.recv().await {
         let _ = ack.send(());
     }
 }

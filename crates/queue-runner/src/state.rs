@@ -279,6 +279,8 @@ pub struct Queue {
     pub stopping: CancellationToken,
     /// Running step tasks.
     pub tasks: tokio::sync::Mutex<tokio::task::JoinSet<()>>,
+    /// Idle serve-protocol connections by machine, for the next step.
+    connections: Mutex<HashMap<String, Vec<hydra_nix::serve::ServeClient>>>,
 }
 
 impl Queue {
@@ -311,6 +313,7 @@ impl Queue {
             started_unix: i64::from(hydra_db::now()),
             stopping: CancellationToken::new(),
             tasks: tokio::sync::Mutex::new(tokio::task::JoinSet::new()),
+            connections: Mutex::new(HashMap::new()),
         });
         Ok(queue)
     }
@@ -325,9 +328,44 @@ impl Queue {
         }
     }
 
+    /// An idle connection to `machine`, if there is one. Starting a
+    /// `nix-store --serve` (or an ssh session) costs more than a small
+    /// build.
+    pub fn take_connection(&self, machine: &str) -> Option<hydra_nix::serve::ServeClient> {
+        let mut pool = match self.connections.lock() {
+            Ok(p) => p,
+            Err(p) => p.into_inner(),
+        };
+        pool.get_mut(machine).and_then(Vec::pop)
+    }
+
+    /// Keeps a healthy connection for the next step on `machine` (as many
+    /// as the machine has slots).
+    pub fn give_back_connection(&self, machine: &str, client: hydra_nix::serve::ServeClient) {
+        let slots = self
+            .lock()
+            .machines
+            .list()
+            .iter()
+            .find(|m| m.machine.store_uri == machine && m.enabled)
+            .map_or(0, |m| m.machine.max_jobs as usize);
+        let mut pool = match self.connections.lock() {
+            Ok(p) => p,
+            Err(p) => p.into_inner(),
+        };
+        let idle = pool.entry(machine.to_string()).or_default();
+        if idle.len() < slots {
+            idle.push(client);
+        }
+    }
+
     /// Cancels running steps and waits for their tasks.
     pub async fn stop(&self) {
         self.stopping.cancel();
+        match self.connections.lock() {
+            Ok(mut p) => p.clear(),
+            Err(p) => p.into_inner().clear(),
+        }
         let mut tasks = self.tasks.lock().await;
         let deadline = tokio::time::sleep(Duration::from_secs(30));
         tokio::pin!(deadline);

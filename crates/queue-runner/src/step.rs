@@ -550,9 +550,22 @@ async fn build(
         Ok(t) => t,
         Err(e) => return machine_trouble(queue, machine, e),
     };
-    let mut remote = match ServeClient::connect(&transport, Duration::from_secs(60)).await {
-        Ok(c) => c,
-        Err(e) => return machine_trouble(queue, machine, e),
+    // A pooled connection must still answer; else a new one.
+    let mut pooled = queue.take_connection(machine);
+    if let Some(client) = pooled.as_mut()
+        && client
+            .query_valid_paths(&BTreeSet::new(), false, false)
+            .await
+            .is_err()
+    {
+        pooled = None;
+    }
+    let mut remote = match pooled {
+        Some(c) => c,
+        None => match ServeClient::connect(&transport, Duration::from_secs(60)).await {
+            Ok(c) => c,
+            Err(e) => return machine_trouble(queue, machine, e),
+        },
     };
 
     // Inputs only in the destination cache are fetched into the local
@@ -679,7 +692,11 @@ async fn build(
         .steps_copying_from
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     drop(permit);
-    let _ = remote.close().await;
+    if received.is_ok() {
+        queue.give_back_connection(machine, remote);
+    } else {
+        let _ = remote.close().await;
+    }
     let scans = match received {
         Ok(Received::Scans(s)) => s,
         Ok(Received::TooBig(size)) => {

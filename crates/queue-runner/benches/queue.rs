@@ -1,0 +1,341 @@
+//! Queue runner benchmarks (figures, not tests), each against a fresh
+//! chroot store and database:
+//!
+//! (a) a DAG of 300 trivial derivations, queued as 300 builds, from
+//!     `builds_added` to all finished, next to `nix-build` of the same
+//!     attribute set with the same `--max-jobs`;
+//! (b) idle dispatch latency: a build is queued while nothing runs; time
+//!     until its step starts (`step_started`), p50 and p99 of 200;
+//! (c) 50,000 queued builds (`BENCH_BUILDS`) until the first dispatch.
+//!
+//! `cargo bench -p hydra-queue-runner`; `BENCH_ONLY=a|b|c` runs one.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hydra_config::Config;
+use hydra_db::{Listener, Wakeup};
+use hydra_nix::env::NixEnv;
+use hydra_queue_runner::Context;
+use hydra_test_support::jobsets::{create_jobset, create_project};
+use hydra_test_support::{NixStore, TestDb};
+use tokio_util::sync::CancellationToken;
+
+const JOBS: u32 = 2;
+
+fn context(db: &TestDb, store: &NixStore, data: &Path) -> Context {
+    std::fs::write(
+        data.join("machines"),
+        format!("localhost x86_64-linux - {JOBS} 1 - - -\n"),
+    )
+    .unwrap();
+    let text = format!(
+        "gc_roots_dir = {}\nmachines_file = {}\nqueue_runner_metrics_address = 127.0.0.1:0\n",
+        data.join("roots").display(),
+        data.join("machines").display()
+    );
+    let (config, _) = Config::load_str(&data.join("hydra.conf"), &text).unwrap();
+    let (_, args, env) = store.serve_command();
+    let local = NixEnv { args, env };
+    let dest = hydra_store::open("auto", &local).unwrap();
+    Context {
+        pool: db.pool.clone(),
+        config: Arc::new(config),
+        data_dir: data.to_path_buf(),
+        local_root: local.detect_root(),
+        local,
+        dest: Arc::new(dest),
+    }
+}
+
+fn salt() -> String {
+    format!(
+        "{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+/// 300 derivations in 30 layers of 10, each needing two of the layer
+/// before.
+fn dag(salt: &str) -> String {
+    format!(
+        r#"
+let
+  mk = name: deps: derivation {{
+    inherit name;
+    system = builtins.currentSystem;
+    builder = "/bin/sh";
+    args = [ "-c" "echo ${{name}} {salt} $deps > $out" ];
+    deps = deps;
+  }};
+  prev = l: i: builtins.elemAt (builtins.elemAt layers (l - 1)) i;
+  layer = l: builtins.genList (i: mk "n-${{toString l}}-${{toString i}}"
+    (if l == 0 then [ ] else [ (prev l i) (prev l (if i == 9 then 0 else i + 1)) ])) 10;
+  layers = builtins.genList layer 30;
+  all = builtins.concatLists layers;
+in builtins.listToAttrs (map (d: {{ name = d.name; value = d; }}) all)
+"#
+    )
+}
+
+/// Instantiates every attribute of `file` and queues each as a build.
+async fn queue_all(db: &TestDb, store: &NixStore, jobset: i32, file: &Path) -> Vec<i32> {
+    let out = store.run("nix-instantiate", &[file.to_str().unwrap()]);
+    let drvs: Vec<String> = out.lines().map(String::from).collect();
+    let mut systems = Vec::new();
+    let mut outs = Vec::new();
+    for drv in &drvs {
+        let text = std::fs::read_to_string(store.real_path(drv)).unwrap();
+        let d = hydra_nix::derivation::Derivation::parse(&text).unwrap();
+        systems.push(d.platform.clone());
+        outs.push(d.outputs["out"].path.clone());
+    }
+    let jobs: Vec<String> = (0..drvs.len()).map(|i| format!("job{i}")).collect();
+    let ids: Vec<i32> = sqlx::query_scalar(
+        "insert into Builds (finished, timestamp, jobset_id, job, nixName, drvPath, system, isCurrent, priority, globalPriority) \
+         select 0, 1, $1, j, j, d, s, 1, 100, 0 from unnest($2::text[], $3::text[], $4::text[]) as t(j, d, s) returning id",
+    )
+    .bind(jobset)
+    .bind(&jobs)
+    .bind(&drvs)
+    .bind(&systems)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query("insert into BuildOutputs (build, name, path) select b, 'out', p from unnest($1::int[], $2::text[]) as t(b, p)")
+        .bind(&ids)
+        .bind(&outs)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    ids
+}
+
+async fn wait_all(db: &TestDb) {
+    loop {
+        let left: i64 = sqlx::query_scalar("select count(*) from Builds where finished = 0")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        if left == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn bench_dag() {
+    let db = TestDb::new().await;
+    create_project(&db.pool, "p").await;
+    let jobset = create_jobset(&db.pool, "p", "j", "src", "release.nix", &[]).await;
+    let data = hydra_test_support::temp_data_dir();
+    let store = NixStore::new();
+    let s = salt();
+    let file = data.path().join("dag.nix");
+    std::fs::write(&file, dag(&s)).unwrap();
+
+    // nix-build of the same set in its own store.
+    let reference = NixStore::new();
+    let start = Instant::now();
+    let out = reference
+        .command("nix-build")
+        .arg(&file)
+        .args(["--no-out-link", "--max-jobs", &JOBS.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let nix_build = start.elapsed();
+
+    let ids = queue_all(&db, &store, jobset, &file).await;
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(hydra_queue_runner::run(
+        context(&db, &store, data.path()),
+        shutdown.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let start = Instant::now();
+    sqlx::query("notify builds_added")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    wait_all(&db).await;
+    let ours = start.elapsed();
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    let failed: i64 = sqlx::query_scalar("select count(*) from Builds where buildStatus <> 0")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(failed, 0);
+    println!(
+        "(a) DAG of {} derivations, max-jobs {JOBS}: queue runner {:.2} s, nix-build {:.2} s, ratio {:.2} (budget <= 1.2)",
+        ids.len(),
+        ours.as_secs_f64(),
+        nix_build.as_secs_f64(),
+        ours.as_secs_f64() / nix_build.as_secs_f64()
+    );
+}
+
+async fn bench_latency() {
+    let db = TestDb::new().await;
+    create_project(&db.pool, "p").await;
+    let jobset = create_jobset(&db.pool, "p", "j", "src", "release.nix", &[]).await;
+    let data = hydra_test_support::temp_data_dir();
+    let store = NixStore::new();
+    let s = salt();
+    let n = 200;
+    let file = data.path().join("single.nix");
+    std::fs::write(
+        &file,
+        format!(
+            r#"builtins.listToAttrs (builtins.genList (i: {{ name = "j${{toString i}}"; value = derivation {{
+                 name = "single-${{toString i}}"; system = builtins.currentSystem; builder = "/bin/sh";
+                 args = [ "-c" "echo {s} ${{toString i}} > $out" ]; }}; }}) {n})"#
+        ),
+    )
+    .unwrap();
+    // Instantiate all, queue one at a time.
+    let out = store.run("nix-instantiate", &[file.to_str().unwrap()]);
+    let drvs: Vec<String> = out.lines().map(String::from).collect();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(hydra_queue_runner::run(
+        context(&db, &store, data.path()),
+        shutdown.clone(),
+    ));
+    let mut listener = Listener::connect(&db.pool, &["step_started", "build_finished"])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut samples = Vec::new();
+    for drv in &drvs {
+        let d = hydra_nix::derivation::Derivation::parse(
+            &std::fs::read_to_string(store.real_path(drv)).unwrap(),
+        )
+        .unwrap();
+        let id: i32 = sqlx::query_scalar(
+            "insert into Builds (finished, timestamp, jobset_id, job, drvPath, system, isCurrent, priority, globalPriority) \
+             values (0, 1, $1, 'j', $2, $3, 1, 100, 0) returning id",
+        )
+        .bind(jobset)
+        .bind(drv)
+        .bind(&d.platform)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        sqlx::query("insert into BuildOutputs (build, name, path) values ($1, 'out', $2)")
+            .bind(id)
+            .bind(&d.outputs["out"].path)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        let start = Instant::now();
+        sqlx::query("notify builds_added")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        let mut started = None;
+        loop {
+            match listener.recv().await.unwrap() {
+                Wakeup::Notification { channel, payload }
+                    if channel == "step_started" && payload.starts_with(&format!("{id}\t")) =>
+                {
+                    started = Some(start.elapsed());
+                }
+                Wakeup::Notification { channel, payload }
+                    if channel == "build_finished" && payload == id.to_string() =>
+                {
+                    break;
+                }
+                _ => {}
+            }
+        }
+        samples.push(started.unwrap());
+    }
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    samples.sort();
+    let p = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+    println!(
+        "(b) idle dispatch latency (queued -> step started), {} builds: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (budget p99 < 50 ms)",
+        samples.len(),
+        p(0.5).as_secs_f64() * 1000.0,
+        p(0.99).as_secs_f64() * 1000.0,
+        samples[samples.len() - 1].as_secs_f64() * 1000.0
+    );
+}
+
+async fn bench_many() {
+    let n: usize = std::env::var("BENCH_BUILDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50_000);
+    let db = TestDb::new().await;
+    create_project(&db.pool, "p").await;
+    let jobset = create_jobset(&db.pool, "p", "j", "src", "release.nix", &[]).await;
+    let data = hydra_test_support::temp_data_dir();
+    let store = NixStore::new();
+    let s = salt();
+    let file = data.path().join("many.nix");
+    std::fs::write(
+        &file,
+        format!(
+            r#"builtins.listToAttrs (builtins.genList (i: {{ name = "j${{toString i}}"; value = derivation {{
+                 name = "many-${{toString i}}"; system = builtins.currentSystem; builder = "/bin/sh";
+                 args = [ "-c" "echo {s} ${{toString i}} > $out" ]; }}; }}) {n})"#
+        ),
+    )
+    .unwrap();
+    let setup = Instant::now();
+    let ids = queue_all(&db, &store, jobset, &file).await;
+    println!(
+        "(c) set-up: {} builds queued in {:.1} s",
+        ids.len(),
+        setup.elapsed().as_secs_f64()
+    );
+    let mut listener = Listener::connect(&db.pool, &["step_started"])
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(hydra_queue_runner::run(
+        context(&db, &store, data.path()),
+        shutdown.clone(),
+    ));
+    loop {
+        if let Wakeup::Notification { .. } = listener.recv().await.unwrap() {
+            break;
+        }
+    }
+    let first = start.elapsed();
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    println!(
+        "(c) {} queued builds until the first dispatch: {:.2} s (budget < 10 s)",
+        ids.len(),
+        first.as_secs_f64()
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    if only.is_empty() || only == "a" {
+        bench_dag().await;
+    }
+    if only.is_empty() || only == "b" {
+        bench_latency().await;
+    }
+    if only.is_empty() || only == "c" {
+        bench_many().await;
+    }
+}
