@@ -52,7 +52,13 @@ async fn cancelling_a_build_kills_its_running_step() {
         "the build to start",
     )
     .await;
-    assert!(processes_matching("sleep 37.25") > 0, "the builder runs");
+    // `busy = 30` is recorded when the derivation is handed to the machine;
+    // the builder process itself starts a moment later.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while processes_matching("sleep 37.25") == 0 {
+        assert!(Instant::now() < deadline, "the builder never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     hydra_db::builds::cancel_builds(&s.db.pool, &[long])
         .await
