@@ -397,6 +397,27 @@ async fn write_jobset(
     Ok(())
 }
 
+/// Creates or refreshes the `.jobsets` jobset of a declarative project, as
+/// saving the project in the web interface does: an empty expression (the
+/// evaluator reads the project's `declfile`, `decltype` and `declvalue`),
+/// triggered now.
+pub async fn ensure_jobsets_jobset(
+    conn: &mut PgConnection,
+    project: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into Jobsets (project, name, nixExprInput, nixExprPath, emailOverride, triggerTime, enabled, hidden) \
+         values ($1, '.jobsets', '', '', '', $2, 1, 0) \
+         on conflict (project, name) do update set type = 0, flake = null, \
+         nixExprInput = '', nixExprPath = '', triggerTime = $2, enabled = 1",
+    )
+    .bind(project)
+    .bind(crate::now())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,11 +36,18 @@ impl Migration {
 }
 
 /// The migrations of this program, in order. The first is the Hydra baseline.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "hydra_schema_v87",
-    sql: include_str!("../migrations/0001_hydra_schema_v87.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "hydra_schema_v87",
+        sql: include_str!("../migrations/0001_hydra_schema_v87.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "web_sessions_and_api_tokens",
+        sql: include_str!("../migrations/0002_web_sessions_and_api_tokens.sql"),
+    },
+];
 
 /// What `migrate` did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

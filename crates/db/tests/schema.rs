@@ -251,7 +251,7 @@ nrbuilds count integer NO -
 "#;
 
 /// Tables of ours, beyond Hydra's.
-const OUR_TABLES: &[&str] = &["schemamigrations"];
+const OUR_TABLES: &[&str] = &["schemamigrations", "websessions", "apitokens"];
 
 const INDEXES: &[&str] = &[
     "indextaskretriesordered",
