@@ -7,6 +7,7 @@ mod database;
 mod evaluator;
 mod init;
 mod queue_runner;
+mod server;
 mod up;
 
 use std::path::PathBuf;
@@ -39,8 +40,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the system in one process: the database (a managed one if none is configured), migrated, the evaluator and the queue runner
-    Up,
+    /// Run the system in one process: the database (a managed one if none is configured), migrated, the evaluator, the queue runner and the web server
+    Up(server::ListenArgs),
     /// Create the database schema, or bring it up to date (adopting an existing Hydra database)
     Init,
     /// Create a user account or change one (name, type, email, password, roles)
@@ -55,6 +56,8 @@ enum Command {
     QueueRunner,
     /// Build one build (and what it needs) now, then exit
     BuildOne(queue_runner::BuildOneArgs),
+    /// Serve the web interface, the JSON API and the binary cache, until stopped
+    Server(server::ListenArgs),
 }
 
 fn main() -> ExitCode {
@@ -102,7 +105,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let config = load_config(&paths)?;
     match cli.command {
-        Command::Up => up::run(&paths, &config).await,
+        Command::Up(args) => up::run(&paths, &config, args).await,
         Command::Init => init::run(&paths, &config).await,
         Command::CreateUser(args) => create_user::run(&paths, &config, args).await,
         Command::Evaluator(args) => evaluator::run(&paths, &config, args).await,
@@ -110,6 +113,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::UpdateGcRoots => evaluator::update_gc_roots(&paths, &config).await,
         Command::QueueRunner => queue_runner::run(&paths, &config).await,
         Command::BuildOne(args) => queue_runner::build_one(&paths, &config, args).await,
+        Command::Server(args) => server::run(&paths, &config, args).await,
     }
 }
 

@@ -1,7 +1,7 @@
 //! `hydra up`: the whole system in one process. It brings up the database
 //! (the managed cluster unless one is configured), migrates it, runs the
-//! evaluator and the queue runner, and stops everything on SIGINT or
-//! SIGTERM.
+//! evaluator, the queue runner and the web server, and stops everything on
+//! SIGINT or SIGTERM.
 
 use hydra_config::{Config, Paths};
 use tokio::signal::unix::{SignalKind, signal};
@@ -12,8 +12,9 @@ use crate::database::{self, Ownership};
 use crate::evaluator;
 use crate::init;
 use crate::queue_runner;
+use crate::server::{self, ListenArgs};
 
-pub async fn run(paths: &Paths, config: &Config) -> anyhow::Result<()> {
+pub async fn run(paths: &Paths, config: &Config, listen: ListenArgs) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
 
@@ -21,7 +22,9 @@ pub async fn run(paths: &Paths, config: &Config) -> anyhow::Result<()> {
         paths,
         config,
         Ownership::Own,
-        8 + evaluator::connections(config) + queue_runner::connections(config),
+        8 + evaluator::connections(config)
+            + queue_runner::connections(config)
+            + server::connections(),
     )
     .await?;
     let done = match init::initialise(&db.pool).await {
@@ -49,7 +52,19 @@ pub async fn run(paths: &Paths, config: &Config) -> anyhow::Result<()> {
         db.location
     );
 
+    let listener = match hydra_server::bind(&listen.listen).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            db.close().await?;
+            return Err(e.into());
+        }
+    };
     let shutdown = CancellationToken::new();
+    let mut web = tokio::spawn(hydra_server::run(
+        server::state(paths, config, db.pool.clone()),
+        listener,
+        shutdown.clone(),
+    ));
     let mut evaluator = tokio::spawn(hydra_evaluator::scheduler::run(
         evaluator::context(paths, config, db.pool.clone()),
         shutdown.clone(),
@@ -59,6 +74,7 @@ pub async fn run(paths: &Paths, config: &Config) -> anyhow::Result<()> {
         Err(e) => {
             shutdown.cancel();
             let _ = evaluator.await;
+            let _ = web.await;
             db.close().await?;
             return Err(e);
         }
@@ -76,6 +92,11 @@ pub async fn run(paths: &Paths, config: &Config) -> anyhow::Result<()> {
             Ok(Err(e)) => anyhow::Error::from(e).context("the queue runner failed"),
             Err(e) => anyhow::anyhow!("the queue runner failed: {e}"),
         }),
+        ended = &mut web => Some(match ended {
+            Ok(Ok(())) => anyhow::anyhow!("the web server stopped"),
+            Ok(Err(e)) => anyhow::Error::from(e).context("the web server failed"),
+            Err(e) => anyhow::anyhow!("the web server failed: {e}"),
+        }),
     };
     shutdown.cancel();
     if !evaluator.is_finished()
@@ -87,6 +108,11 @@ pub async fn run(paths: &Paths, config: &Config) -> anyhow::Result<()> {
         && let Ok(Err(e)) = queue_runner.await
     {
         tracing::error!("the queue runner failed while stopping: {e}");
+    }
+    if !web.is_finished()
+        && let Ok(Err(e)) = web.await
+    {
+        tracing::error!("the web server failed while stopping: {e}");
     }
     db.close().await?;
     if let Some(e) = failure {

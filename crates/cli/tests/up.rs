@@ -226,6 +226,7 @@ fn help_lists_every_command_with_its_purpose() {
         ("up", "Run the system in one process"),
         ("init", "Create the database schema"),
         ("create-user", "Create a user account"),
+        ("server", "Serve the web interface"),
     ] {
         let line = help
             .lines()

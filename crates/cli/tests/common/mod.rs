@@ -22,6 +22,8 @@ pub fn hydra(data: &Path) -> Command {
         cmd.env_remove(var);
     }
     cmd.env("HYDRA_DATA", data);
+    // Tests run side by side: each web server gets a free port.
+    cmd.env("HYDRA_LISTEN", "127.0.0.1:0");
     cmd
 }
 

@@ -1,0 +1,387 @@
+//! Who is asking, and what they may do.
+//!
+//! A request is authenticated by the session cookie (`hydra_session`,
+//! sessions in PostgreSQL so several server processes share them) or by an
+//! API token (`Authorization: Bearer …`). Only SHA-256 digests of either
+//! secret are stored. The [`guard`] layer resolves the viewer once per
+//! request, enforces `private = 1` and Hydra's CSRF rule, and handlers read
+//! the result with the [`Viewer`] extractor and decide with the checks here,
+//! which follow the role table of Hydra's web interface.
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+pub const SESSION_COOKIE: &str = "hydra_session";
+/// Sessions last a week, as Hydra's.
+pub const SESSION_SECONDS: i32 = 7 * 24 * 3600;
+/// API tokens start with this, so they are recognisable in logs and leaks.
+pub const TOKEN_PREFIX: &str = "hydra_";
+
+/// A signed-in user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Account {
+    pub name: String,
+    pub full_name: Option<String>,
+    pub email_address: String,
+    pub kind: String,
+    pub roles: Vec<String>,
+}
+
+/// The user behind a request, if any.
+#[derive(Clone, Debug, Default)]
+pub struct Viewer {
+    pub account: Option<Account>,
+    /// Authenticated by an API token rather than a cookie.
+    pub by_token: bool,
+    /// The digest of the session cookie, when a session was presented.
+    pub session: Option<String>,
+}
+
+impl Viewer {
+    pub fn name(&self) -> Option<&str> {
+        self.account.as_ref().map(|a| a.name.as_str())
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.has_role("admin")
+    }
+
+    pub fn has_role(&self, role: &str) -> bool {
+        self.account
+            .as_ref()
+            .is_some_and(|a| a.roles.iter().any(|r| r == role))
+    }
+
+    /// The account, or Hydra's refusal for anonymous writers.
+    pub fn require_login(&self) -> ApiResult<&Account> {
+        self.account
+            .as_ref()
+            .ok_or_else(|| ApiError::forbidden("This page requires you to sign in."))
+    }
+
+    pub fn require_admin(&self) -> ApiResult<&Account> {
+        let account = self.require_login()?;
+        if self.is_admin() {
+            Ok(account)
+        } else {
+            Err(ApiError::forbidden("Only administrators can do this."))
+        }
+    }
+
+    /// Owner, member or admin: may edit the project and its jobsets.
+    pub async fn is_project_owner(&self, pool: &PgPool, project: &str) -> ApiResult<bool> {
+        let Some(account) = &self.account else {
+            return Ok(false);
+        };
+        if self.is_admin() {
+            return Ok(true);
+        }
+        let owner: Option<bool> = sqlx::query_scalar(
+            "select p.owner = $2 or exists (select 1 from ProjectMembers m where m.project = p.name and m.userName = $2) \
+             from Projects p where p.name = $1",
+        )
+        .bind(project)
+        .bind(&account.name)
+        .fetch_optional(pool)
+        .await?;
+        Ok(owner.unwrap_or(false))
+    }
+
+    pub async fn require_project_owner(&self, pool: &PgPool, project: &str) -> ApiResult<()> {
+        self.require_login()?;
+        if self.is_project_owner(pool, project).await? {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(
+                "Only the project members or administrators can perform this operation.",
+            ))
+        }
+    }
+
+    /// `role` (restart-jobs, cancel-build, bump-to-front, eval-jobset), or
+    /// ownership of the project, or admin.
+    pub async fn require_role_or_owner(
+        &self,
+        pool: &PgPool,
+        role: &str,
+        project: &str,
+    ) -> ApiResult<()> {
+        self.require_login()?;
+        if self.has_role(role) || self.is_project_owner(pool, project).await? {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "Only the project members, administrators, and accounts with the {role} role can perform this operation."
+            )))
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Viewer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<Viewer>()
+            .cloned()
+            .unwrap_or_default())
+    }
+}
+
+/// Hex SHA-256 of a secret: what the tables store.
+pub fn digest(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// A fresh random secret (256 bits, hex).
+pub fn new_secret() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
+}
+
+fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"'))
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+type AccountRow = (String, Option<String>, String, String, Vec<String>);
+
+/// The account named `name` with its roles.
+pub async fn account(pool: &PgPool, name: &str) -> ApiResult<Option<Account>> {
+    let row: Option<AccountRow> = sqlx::query_as(
+        "select u.userName, u.fullName, u.emailAddress, u.type, \
+         coalesce(array(select r.role from UserRoles r where r.userName = u.userName order by r.role), '{}') \
+         from Users u where u.userName = $1",
+    )
+    .bind(name)
+    .fetch_optional(pool)
+    .await?;
+    Ok(
+        row.map(|(name, full_name, email_address, kind, roles)| Account {
+            name,
+            full_name,
+            email_address,
+            kind,
+            roles,
+        }),
+    )
+}
+
+/// Resolves the viewer from the request's cookie or token.
+async fn resolve(pool: &PgPool, headers: &HeaderMap) -> ApiResult<Viewer> {
+    let now = hydra_db::now();
+    if let Some(token) = bearer(headers) {
+        let user: Option<String> = sqlx::query_scalar(
+            "update ApiTokens set lastUsed = $2 where hash = $1 returning userName",
+        )
+        .bind(digest(token))
+        .bind(now)
+        .fetch_optional(pool)
+        .await?;
+        let Some(user) = user else {
+            return Err(ApiError::Unauthorized("Invalid API token.".into()));
+        };
+        return Ok(Viewer {
+            account: account(pool, &user).await?,
+            by_token: true,
+            session: None,
+        });
+    }
+    let Some(cookie) = cookie_value(headers, SESSION_COOKIE) else {
+        return Ok(Viewer::default());
+    };
+    let id = digest(cookie);
+    let user: Option<String> =
+        sqlx::query_scalar("select userName from WebSessions where id = $1 and expires > $2")
+            .bind(&id)
+            .bind(now)
+            .fetch_optional(pool)
+            .await?;
+    Ok(Viewer {
+        account: match user {
+            Some(user) => account(pool, &user).await?,
+            None => None,
+        },
+        by_token: false,
+        session: Some(id),
+    })
+}
+
+/// The base URL of the server as the client sees it, ending in `/`
+/// (Catalyst's `uri_for('/')`): the request's own host; behind a proxy
+/// (`using_frontend_proxy`), `X-Request-Base`, else `base_uri`, else the
+/// forwarded host and scheme.
+pub fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+    let web = &state.config.web;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let with_slash = |s: &str| {
+        if s.ends_with('/') {
+            s.to_string()
+        } else {
+            format!("{s}/")
+        }
+    };
+    if !web.using_frontend_proxy {
+        return with_slash(&format!("http://{}", header("host").unwrap_or("localhost")));
+    }
+    if let Some(base) = header("x-request-base") {
+        return with_slash(base);
+    }
+    if !web.base_uri.is_empty() {
+        return with_slash(&web.base_uri);
+    }
+    let scheme = header("x-forwarded-proto").unwrap_or("http");
+    let host = header("x-forwarded-host")
+        .and_then(|h| h.split(',').next())
+        .map(str::trim)
+        .or_else(|| header("host"))
+        .unwrap_or("localhost");
+    with_slash(&format!("{scheme}://{host}"))
+}
+
+/// Whether the client reached us over TLS (as far as a proxy tells).
+pub fn is_secure(state: &AppState, headers: &HeaderMap) -> bool {
+    base_url(state, headers).starts_with("https://")
+}
+
+/// Hydra's CSRF rule: a state-changing request must come from a page of
+/// this server (`Referer` or `Origin` starting with its base URL).
+pub fn check_same_origin(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
+    let base = base_url(state, headers);
+    let header = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let from_here = header(header::REFERER).is_some_and(|r| r.starts_with(&base))
+        || header(header::ORIGIN).is_some_and(|o| format!("{o}/").starts_with(&base));
+    if from_here {
+        Ok(())
+    } else {
+        Err(ApiError::CrossSite { base })
+    }
+}
+
+/// Paths that need no login on a private server.
+fn public_path(path: &str) -> bool {
+    matches!(
+        path,
+        "/login" | "/logo" | "/api/push-github" | "/api/push-gitea" | "/robots.txt"
+    ) || path.starts_with("/static/")
+}
+
+/// Webhooks authenticate with signatures, not with the browser's cookies.
+fn webhook_path(path: &str) -> bool {
+    matches!(path, "/api/push-github" | "/api/push-gitea")
+}
+
+fn readonly_ip(state: &AppState, headers: &HeaderMap) -> bool {
+    let ips = &state.config.web.readonly_ips;
+    if ips.is_empty() {
+        return false;
+    }
+    let client = headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(str::trim);
+    client.is_some_and(|c| ips.iter().any(|ip| ip == c))
+}
+
+/// The layer in front of every route: who is asking, `private`, CSRF.
+pub async fn guard(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let viewer = match resolve(&state.pool, request.headers()).await {
+        Ok(viewer) => viewer,
+        Err(e) => return e.into_response(),
+    };
+    let path = request.uri().path().to_string();
+    let safe = matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
+    if state.config.web.private
+        && viewer.account.is_none()
+        && !public_path(&path)
+        && !(safe && readonly_ip(&state, request.headers()))
+    {
+        return ApiError::forbidden("This server is private: please sign in.").into_response();
+    }
+    if !safe
+        && !viewer.by_token
+        && !webhook_path(&path)
+        && let Err(e) = check_same_origin(&state, request.headers())
+    {
+        return e.into_response();
+    }
+    request.extensions_mut().insert(viewer);
+    next.run(request).await
+}
+
+/// For actions Hydra performs on GET (build restart, cancel, …): the CSRF
+/// rule applies to them too, unless a token authenticated the request.
+#[derive(Debug)]
+pub struct SameOrigin;
+
+impl FromRequestParts<AppState> for SameOrigin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let by_token = parts.extensions.get::<Viewer>().is_some_and(|v| v.by_token);
+        if !by_token {
+            check_same_origin(state, &parts.headers)?;
+        }
+        Ok(SameOrigin)
+    }
+}
+
+/// Starts a session for `user`: a new random id every time (no fixation),
+/// and the old session, if any, ends.
+pub async fn start_session(pool: &PgPool, user: &str, old: Option<&str>) -> ApiResult<String> {
+    let secret = new_secret();
+    let now = hydra_db::now();
+    if let Some(old) = old {
+        sqlx::query("delete from WebSessions where id = $1")
+            .bind(old)
+            .execute(pool)
+            .await?;
+    }
+    sqlx::query("delete from WebSessions where expires <= $1")
+        .bind(now)
+        .execute(pool)
+        .await?;
+    sqlx::query("insert into WebSessions (id, userName, created, expires) values ($1, $2, $3, $4)")
+        .bind(digest(&secret))
+        .bind(user)
+        .bind(now)
+        .bind(now + SESSION_SECONDS)
+        .execute(pool)
+        .await?;
+    Ok(secret)
+}
+
+/// The `Set-Cookie` value for a session (or its removal when `None`).
+pub fn session_cookie(secret: Option<&str>, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    match secret {
+        Some(secret) => format!(
+            "{SESSION_COOKIE}={secret}; Path=/; Max-Age={SESSION_SECONDS}; HttpOnly; SameSite=Lax{secure}"
+        ),
+        None => format!("{SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax{secure}"),
+    }
+}

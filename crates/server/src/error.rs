@@ -1,0 +1,86 @@
+//! Errors of the web layer and how they reach clients: Hydra's status codes
+//! and `{"error": "..."}` bodies. Internal details (SQL, paths) are logged,
+//! never shown.
+
+use axum::Json;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::negotiate::Rendered;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Gone(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    Conflict(String),
+    /// Hydra answers a cross-site POST with status 500 and this text.
+    #[error("POST requests should come from ‘{base}’.")]
+    CrossSite { base: String },
+    #[error("a database error occurred")]
+    Database(#[from] sqlx::Error),
+    #[error("a database error occurred")]
+    Db(#[from] hydra_db::DbError),
+    #[error("an internal error occurred")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn not_found(what: impl Into<String>) -> ApiError {
+        ApiError::NotFound(what.into())
+    }
+
+    pub fn forbidden(what: impl Into<String>) -> ApiError {
+        ApiError::Forbidden(what.into())
+    }
+
+    pub fn bad_request(what: impl Into<String>) -> ApiError {
+        ApiError::BadRequest(what.into())
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Gone(_) => StatusCode::GONE,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::CrossSite { .. }
+            | ApiError::Database(_)
+            | ApiError::Db(_)
+            | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match &self {
+            ApiError::Database(e) => tracing::error!("database: {e}"),
+            ApiError::Db(e) => tracing::error!("database: {e}"),
+            ApiError::Internal(e) => tracing::error!("internal: {e}"),
+            _ => {}
+        }
+        let status = self.status();
+        let body = serde_json::json!({ "error": self.to_string() });
+        let mut response = (status, [(header::VARY, "Accept")], Json(body.clone())).into_response();
+        response
+            .extensions_mut()
+            .insert(Rendered::new("error", body));
+        response
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

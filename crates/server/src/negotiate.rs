@@ -1,0 +1,116 @@
+//! Content negotiation, in one place. Handlers return [`Page`]s (data plus
+//! the name of the page that shows it) and never look at the request's
+//! format: the [`negotiate`] layer turns a page into JSON when the client
+//! asks for it (`Accept: application/json`, or a JSON request body, as
+//! Hydra's Catalyst REST does) and into HTML otherwise. Every such response
+//! says `Vary: Accept`.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// What a handler produced, kept on the response for the negotiation layer.
+#[derive(Clone, Debug)]
+pub struct Rendered {
+    pub template: &'static str,
+    pub data: serde_json::Value,
+}
+
+impl Rendered {
+    pub fn new(template: &'static str, data: serde_json::Value) -> Rendered {
+        Rendered { template, data }
+    }
+}
+
+/// A response that is JSON for API clients and a page for browsers.
+#[derive(Debug)]
+pub struct Page {
+    pub status: StatusCode,
+    pub template: &'static str,
+    pub data: serde_json::Value,
+    pub headers: HeaderMap,
+}
+
+impl Page {
+    /// `data` shown by page `template`, status 200.
+    pub fn new(template: &'static str, data: impl Serialize) -> Page {
+        Page {
+            status: StatusCode::OK,
+            template,
+            data: serde_json::to_value(data).unwrap_or(serde_json::Value::Null),
+            headers: HeaderMap::new(),
+        }
+    }
+
+    /// A JSON value that is already built.
+    pub fn value(template: &'static str, data: serde_json::Value) -> Page {
+        Page {
+            status: StatusCode::OK,
+            template,
+            data,
+            headers: HeaderMap::new(),
+        }
+    }
+
+    pub fn with_status(mut self, status: StatusCode) -> Page {
+        self.status = status;
+        self
+    }
+
+    pub fn with_header(mut self, name: header::HeaderName, value: &str) -> Page {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            self.headers.insert(name, v);
+        }
+        self
+    }
+}
+
+impl IntoResponse for Page {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(&self.data)).into_response();
+        response.headers_mut().extend(self.headers);
+        response
+            .headers_mut()
+            .insert(header::VARY, HeaderValue::from_static("Accept"));
+        response
+            .extensions_mut()
+            .insert(Rendered::new(self.template, self.data));
+        response
+    }
+}
+
+/// Whether the request wants JSON rather than a page.
+pub fn wants_json(headers: &HeaderMap) -> bool {
+    let has_json = |name: header::HeaderName| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.contains("application/json"))
+    };
+    has_json(header::ACCEPT) || has_json(header::CONTENT_TYPE)
+}
+
+/// The layer: JSON stays JSON for API clients; browsers get the page.
+pub async fn negotiate(request: Request, next: Next) -> Response {
+    let json = wants_json(request.headers()) || request.uri().path().starts_with("/api/");
+    let response = next.run(request).await;
+    if json {
+        return response;
+    }
+    let Some(rendered) = response.extensions().get::<Rendered>().cloned() else {
+        return response;
+    };
+    let (mut parts, _) = response.into_parts();
+    let html = crate::pages::render(&rendered);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(html))
+}

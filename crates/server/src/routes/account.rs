@@ -1,0 +1,381 @@
+//! Accounts: signing in and out, the current user, user records, and API
+//! tokens.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::form::{self, Body};
+use super::names;
+use crate::auth::{self, Account, Viewer, base_url, digest, is_secure, new_secret};
+use crate::error::{ApiError, ApiResult};
+use crate::negotiate::Page;
+use crate::params::Params;
+use crate::state::AppState;
+
+/// Hydra's User JSON.
+fn user_json(account: &Account) -> Value {
+    json!({
+        "username": account.name,
+        "fullname": account.full_name.clone().unwrap_or_default(),
+        "emailaddress": account.email_address,
+        "userroles": account.roles,
+    })
+}
+
+async fn load_account(state: &AppState, name: &str) -> ApiResult<Account> {
+    auth::account(&state.pool, name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("User ‘{name}’ doesn't exist.")))
+}
+
+/// `POST /login` with `{username, password}` (JSON or form): a new session,
+/// a 302 to `/current-user` with the user as the body.
+pub async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    viewer: Viewer,
+    Params(body): Params<Body>,
+) -> ApiResult<Response> {
+    let username = form::text(&body, "username").unwrap_or_default();
+    let password = form::text(&body, "password").unwrap_or_default();
+    let stored: Option<String> =
+        sqlx::query_scalar("select password from Users where userName = $1")
+            .bind(&username)
+            .fetch_optional(&state.pool)
+            .await?;
+    let bad = || ApiError::forbidden("Bad username or password.");
+    let stored = stored.ok_or_else(bad)?;
+    let check = {
+        let password = password.clone();
+        tokio::task::spawn_blocking(move || hydra_db::password::verify(&password, &stored))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+    };
+    let hydra_db::password::Verified::Yes { rehash } = check else {
+        return Err(bad());
+    };
+    if rehash {
+        let hashed = tokio::task::spawn_blocking(move || hydra_db::password::hash(&password))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        sqlx::query("update Users set password = $2 where userName = $1")
+            .bind(&username)
+            .bind(hashed)
+            .execute(&state.pool)
+            .await?;
+    }
+    let secret = auth::start_session(&state.pool, &username, viewer.session.as_deref()).await?;
+    let account = load_account(&state, &username).await?;
+    let mut response = Page::value("current-user", user_json(&account))
+        .with_status(StatusCode::FOUND)
+        .with_header(
+            header::LOCATION,
+            &format!("{}current-user", base_url(&state, &headers)),
+        )
+        .into_response();
+    if let Ok(cookie) = HeaderValue::from_str(&auth::session_cookie(
+        Some(&secret),
+        is_secure(&state, &headers),
+    )) {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    Ok(response)
+}
+
+pub async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    viewer: Viewer,
+) -> ApiResult<Response> {
+    if let Some(session) = &viewer.session {
+        sqlx::query("delete from WebSessions where id = $1")
+            .bind(session)
+            .execute(&state.pool)
+            .await?;
+    }
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    if let Ok(cookie) =
+        HeaderValue::from_str(&auth::session_cookie(None, is_secure(&state, &headers)))
+    {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    Ok(response)
+}
+
+pub async fn current_user(viewer: Viewer) -> ApiResult<Page> {
+    let account = viewer.require_login()?;
+    Ok(Page::value("current-user", user_json(account)))
+}
+
+/// Only the user themselves or an admin.
+fn require_self_or_admin(viewer: &Viewer, name: &str) -> ApiResult<()> {
+    let account = viewer.require_login()?;
+    if account.name == name || viewer.is_admin() {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden("You can only change your own account."))
+    }
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(name): Path<String>,
+) -> ApiResult<Page> {
+    require_self_or_admin(&viewer, &name)?;
+    let account = load_account(&state, &name).await?;
+    Ok(Page::value("user", user_json(&account)))
+}
+
+/// Applies a user body: fullname, password (twice, ≥ 6 characters),
+/// emailaddress and roles (admin only), emailonerror, publicdashboard.
+async fn apply_user(
+    state: &AppState,
+    viewer: &Viewer,
+    name: &str,
+    body: &Body,
+    creating: bool,
+) -> ApiResult<()> {
+    let mut conn = state.pool.acquire().await?;
+    let mut user = match hydra_db::rows::user(&mut conn, name).await? {
+        Some(user) if !creating => user,
+        Some(_) => {
+            return Err(ApiError::Conflict(format!("User ‘{name}’ already exists.")));
+        }
+        None if creating => hydra_db::rows::User {
+            name: name.to_string(),
+            full_name: None,
+            email_address: String::new(),
+            password: "!".into(),
+            email_on_error: 0,
+            kind: "hydra".into(),
+            public_dashboard: false,
+        },
+        None => return Err(ApiError::not_found(format!("User ‘{name}’ doesn't exist."))),
+    };
+    if let Some(full) = form::text(body, "fullname") {
+        user.full_name = Some(full);
+    }
+    if let Some(password) = form::text(body, "password").filter(|p| !p.is_empty()) {
+        if let Some(again) = form::text(body, "password2")
+            && again != password
+        {
+            return Err(ApiError::bad_request(
+                "The passwords you specified did not match.",
+            ));
+        }
+        if password.chars().count() < 6 {
+            return Err(ApiError::bad_request(
+                "The password must be at least 6 characters long.",
+            ));
+        }
+        user.password = tokio::task::spawn_blocking(move || hydra_db::password::hash(&password))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+    }
+    if body.contains_key("emailaddress") {
+        if !viewer.is_admin() && !creating {
+            return Err(ApiError::forbidden(
+                "Only administrators can change email addresses.",
+            ));
+        }
+        user.email_address = form::text(body, "emailaddress").unwrap_or_default();
+    }
+    if body.contains_key("emailonerror") {
+        user.email_on_error = i32::from(form::flag(body, "emailonerror"));
+    }
+    if body.contains_key("publicdashboard") {
+        user.public_dashboard = form::flag(body, "publicdashboard");
+    }
+    let roles: Option<Vec<String>> = match body.get("roles") {
+        None => None,
+        Some(Value::Array(items)) => Some(
+            items
+                .iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect(),
+        ),
+        Some(Value::String(s)) => Some(
+            s.split(',')
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+                .map(String::from)
+                .collect(),
+        ),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "‘roles’ must be a list of role names.",
+            ));
+        }
+    };
+    if let Some(roles) = &roles {
+        if !viewer.is_admin() {
+            return Err(ApiError::forbidden("Only administrators can change roles."));
+        }
+        if let Some(bad) = roles
+            .iter()
+            .find(|r| !hydra_db::users::ROLES.contains(&r.as_str()))
+        {
+            return Err(ApiError::bad_request(format!("Unknown role ‘{bad}’.")));
+        }
+    }
+    let mut tx = state.pool.begin().await?;
+    if creating {
+        hydra_db::users::insert(&mut tx, &user).await?;
+    } else {
+        hydra_db::users::update(&mut tx, &user).await?;
+    }
+    if let Some(roles) = roles {
+        hydra_db::users::wipe_roles(&mut tx, name).await?;
+        for role in roles {
+            hydra_db::users::add_role(&mut tx, name, &role).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+pub async fn save(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(name): Path<String>,
+    Params(body): Params<Body>,
+) -> ApiResult<Page> {
+    require_self_or_admin(&viewer, &name)?;
+    apply_user(&state, &viewer, &name, &body, false).await?;
+    let account = load_account(&state, &name).await?;
+    Ok(Page::value("user", user_json(&account)))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(name): Path<String>,
+) -> ApiResult<Page> {
+    require_self_or_admin(&viewer, &name)?;
+    let owns: i64 = sqlx::query_scalar("select count(*) from Projects where owner = $1")
+        .bind(&name)
+        .fetch_one(&state.pool)
+        .await?;
+    if owns > 0 {
+        return Err(ApiError::Conflict(format!(
+            "User ‘{name}’ owns {owns} project(s); give them to someone else first."
+        )));
+    }
+    let done = sqlx::query("delete from Users where userName = $1")
+        .bind(&name)
+        .execute(&state.pool)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(ApiError::not_found(format!("User ‘{name}’ doesn't exist.")));
+    }
+    Ok(Page::value("user-deleted", json!({ "deleted": name })))
+}
+
+/// `PUT /register` (admin): a new user from `{username, fullname,
+/// emailaddress, password, roles}`.
+pub async fn register(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    viewer: Viewer,
+    Params(body): Params<Body>,
+) -> ApiResult<Page> {
+    viewer.require_admin()?;
+    let name = form::text(&body, "username").unwrap_or_default();
+    if !names::user(&name) {
+        return Err(ApiError::bad_request(format!(
+            "Invalid user name ‘{name}’."
+        )));
+    }
+    apply_user(&state, &viewer, &name, &body, true).await?;
+    let account = load_account(&state, &name).await?;
+    let uri = format!("{}user/{name}", base_url(&state, &headers));
+    Ok(Page::value("user", user_json(&account))
+        .with_status(StatusCode::CREATED)
+        .with_header(header::LOCATION, &uri))
+}
+
+/// Tokens are managed by their owner (admins may list and revoke).
+fn require_token_owner(viewer: &Viewer, name: &str) -> ApiResult<()> {
+    require_self_or_admin(viewer, name)
+}
+
+pub async fn tokens(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(name): Path<String>,
+) -> ApiResult<Page> {
+    require_token_owner(&viewer, &name)?;
+    let text: String = sqlx::query_scalar(
+        "select coalesce(json_agg(json_build_object('id', id, 'name', name, 'created', created, \
+         'lastused', lastUsed) order by id), '[]'::json)::text from ApiTokens where userName = $1",
+    )
+    .bind(&name)
+    .fetch_one(&state.pool)
+    .await?;
+    let value: Value =
+        serde_json::from_str(&text).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Page::value("user-tokens", value))
+}
+
+/// A new token for the signed-in user, shown once.
+pub async fn create_token(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(name): Path<String>,
+    Params(body): Params<Body>,
+) -> ApiResult<Page> {
+    let account = viewer.require_login()?;
+    if account.name != name {
+        return Err(ApiError::forbidden(
+            "Tokens can only be created by their owner.",
+        ));
+    }
+    let label = form::text(&body, "name").unwrap_or_default();
+    if label.trim().is_empty() || label.len() > 200 {
+        return Err(ApiError::bad_request(
+            "A token needs a name (up to 200 characters).",
+        ));
+    }
+    let token = format!("{}{}", auth::TOKEN_PREFIX, new_secret());
+    let id: i32 = sqlx::query_scalar(
+        "insert into ApiTokens (userName, name, hash, created) values ($1, $2, $3, $4) returning id",
+    )
+    .bind(&name)
+    .bind(&label)
+    .bind(digest(&token))
+    .bind(hydra_db::now())
+    .fetch_one(&state.pool)
+    .await?;
+    Ok(Page::value(
+        "user-token",
+        json!({ "id": id, "name": label, "token": token }),
+    )
+    .with_status(StatusCode::CREATED))
+}
+
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path((name, id)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    require_token_owner(&viewer, &name)?;
+    let id: i32 = id
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("Invalid token ID ‘{id}’.")))?;
+    let done = sqlx::query("delete from ApiTokens where id = $1 and userName = $2")
+        .bind(id)
+        .bind(&name)
+        .execute(&state.pool)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(ApiError::not_found(format!(
+            "User ‘{name}’ has no token {id}."
+        )));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,320 @@
+//! The JSON shapes of Hydra's API objects, with Hydra's field names and
+//! types, each loaded in one or a few indexed queries (never a query per
+//! row).
+
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::PgPool;
+
+use crate::error::{ApiError, ApiResult};
+
+/// One statement that renders whole Build objects for a set of ids, in
+/// Hydra's field order, so `/build/<id>` is a single round trip.
+const BUILDS_JSON: &str = "select json_build_object(\
+    'id', b.id, 'finished', b.finished, 'timestamp', b.timestamp, \
+    'starttime', b.startTime, 'stoptime', b.stopTime, \
+    'project', j.project, 'jobset', j.name, 'job', b.job, 'nixname', b.nixName, \
+    'system', b.system, 'priority', b.priority, 'buildstatus', b.buildStatus, \
+    'releasename', b.releaseName, 'drvpath', b.drvPath, \
+    'jobsetevals', coalesce((select json_agg(m.eval order by m.eval) from JobsetEvalMembers m where m.build = b.id), '[]'::json), \
+    'buildoutputs', coalesce((select json_object_agg(o.name, json_build_object('path', o.path) order by o.name) \
+        from BuildOutputs o where o.build = b.id), '{}'::json), \
+    'buildproducts', coalesce((select json_object_agg(p.productnr, json_build_object(\
+        'type', p.type, 'subtype', p.subtype, 'name', p.name, 'filesize', p.fileSize, \
+        'sha256hash', p.sha256hash, 'path', p.path, 'defaultpath', coalesce(p.defaultPath, '')) order by p.productnr) \
+        from BuildProducts p where p.build = b.id), '{}'::json), \
+    'buildmetrics', coalesce((select json_object_agg(x.name, json_build_object(\
+        'name', x.name, 'unit', x.unit, 'value', x.value) order by x.name) \
+        from BuildMetrics x where x.build = b.id), '{}'::json)\
+    )::text from Builds b join Jobsets j on j.id = b.jobset_id";
+
+/// The Build object of one build, as JSON text.
+pub async fn build_json(pool: &PgPool, id: i32) -> ApiResult<Option<String>> {
+    let sql = format!("{BUILDS_JSON} where b.id = $1");
+    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?)
+}
+
+/// Build objects for `ids`, in the order of `ids`.
+pub async fn builds_json(pool: &PgPool, ids: &[i32]) -> ApiResult<Vec<Value>> {
+    let sql = format!(
+        "{BUILDS_JSON} join unnest($1::integer[]) with ordinality as w(id, n) on w.id = b.id order by w.n"
+    );
+    let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(ids)
+        .fetch_all(pool)
+        .await?;
+    rows.iter()
+        .map(|r| serde_json::from_str(r).map_err(|e| ApiError::Internal(e.to_string())))
+        .collect()
+}
+
+/// The short form used by build lists (`/queue`, `/api/latestbuilds`, …).
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct BuildSummary {
+    pub id: i32,
+    pub project: String,
+    pub jobset: String,
+    pub job: String,
+    pub system: String,
+    pub nixname: Option<String>,
+    pub finished: i32,
+    pub timestamp: i32,
+    pub starttime: Option<i32>,
+    pub stoptime: Option<i32>,
+    pub priority: i32,
+    pub globalpriority: i32,
+    pub buildstatus: Option<i32>,
+    pub releasename: Option<String>,
+}
+
+pub const BUILD_SUMMARY_COLUMNS: &str = "b.id, j.project, j.name as jobset, b.job, b.system, b.nixName as nixname, \
+    b.finished, b.timestamp, b.startTime as starttime, b.stopTime as stoptime, b.priority, \
+    b.globalPriority as globalpriority, b.buildStatus as buildstatus, b.releaseName as releasename";
+
+#[derive(Debug, Serialize)]
+pub struct ProjectJson {
+    pub name: String,
+    pub displayname: String,
+    pub description: String,
+    pub homepage: String,
+    pub owner: String,
+    pub enabled: bool,
+    pub hidden: bool,
+    pub enable_dynamic_run_command: bool,
+    pub jobsets: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub declarative: Option<Declarative>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Declarative {
+    pub file: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub value: String,
+}
+
+type ProjectRow = (
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    String,
+    i32,
+    i32,
+    bool,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Vec<String>,
+);
+
+const PROJECT_SELECT: &str = "select p.name, p.displayName, p.description, p.homepage, p.owner, p.enabled, p.hidden, \
+    p.enable_dynamic_run_command, p.declfile, p.decltype, p.declvalue, \
+    coalesce(array(select j.name from Jobsets j where j.project = p.name order by j.name), '{}') \
+    from Projects p";
+
+fn project_json(row: ProjectRow) -> ProjectJson {
+    let (
+        name,
+        displayname,
+        description,
+        homepage,
+        owner,
+        enabled,
+        hidden,
+        dyn_rc,
+        file,
+        kind,
+        value,
+        jobsets,
+    ) = row;
+    ProjectJson {
+        name,
+        displayname,
+        description: description.unwrap_or_default(),
+        homepage: homepage.unwrap_or_default(),
+        owner,
+        enabled: enabled == 1,
+        hidden: hidden == 1,
+        enable_dynamic_run_command: dyn_rc,
+        jobsets,
+        declarative: file.filter(|f| !f.is_empty()).map(|file| Declarative {
+            file,
+            kind: kind.unwrap_or_default(),
+            value: value.unwrap_or_default(),
+        }),
+    }
+}
+
+pub async fn project(pool: &PgPool, name: &str) -> ApiResult<Option<ProjectJson>> {
+    let sql = format!("{PROJECT_SELECT} where p.name = $1");
+    let row: Option<ProjectRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(name)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.map(project_json))
+}
+
+/// Visible projects by name (hidden ones too when `hidden`).
+pub async fn projects(pool: &PgPool, hidden: bool) -> ApiResult<Vec<ProjectJson>> {
+    let sql = format!("{PROJECT_SELECT} where $1 or p.hidden = 0 order by p.enabled desc, p.name");
+    let rows: Vec<ProjectRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(hidden)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.into_iter().map(project_json).collect())
+}
+
+#[derive(Debug, Serialize)]
+pub struct JobsetInputJson {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub value: String,
+    pub emailresponsible: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct JobsetJson {
+    pub name: String,
+    pub project: String,
+    pub description: String,
+    pub nixexprinput: String,
+    pub nixexprpath: String,
+    pub errormsg: String,
+    pub emailoverride: String,
+    pub fetcherrormsg: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub flake: String,
+    pub errortime: Option<i32>,
+    pub lastcheckedtime: Option<i32>,
+    pub triggertime: Option<i32>,
+    pub enabled: i32,
+    pub keepnr: i32,
+    pub checkinterval: i32,
+    pub schedulingshares: i32,
+    pub starttime: Option<i32>,
+    pub enableemail: bool,
+    pub enable_dynamic_run_command: bool,
+    pub visible: bool,
+    pub inputs: std::collections::BTreeMap<String, JobsetInputJson>,
+}
+
+pub async fn jobset(pool: &PgPool, project: &str, name: &str) -> ApiResult<Option<JobsetJson>> {
+    let mut conn = pool.acquire().await?;
+    let Some(j) = hydra_db::rows::jobset(&mut conn, project, name).await? else {
+        return Ok(None);
+    };
+    let inputs: Vec<(String, String, i32, Option<String>)> = sqlx::query_as(
+        "select i.name, i.type, i.emailResponsible, \
+         (select a.value from JobsetInputAlts a where a.project = i.project and a.jobset = i.jobset \
+          and a.input = i.name order by a.altnr limit 1) \
+         from JobsetInputs i where i.project = $1 and i.jobset = $2 order by i.name",
+    )
+    .bind(project)
+    .bind(name)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(Some(JobsetJson {
+        name: j.name,
+        project: j.project,
+        description: j.description.unwrap_or_default(),
+        nixexprinput: j.nix_expr_input.unwrap_or_default(),
+        nixexprpath: j.nix_expr_path.unwrap_or_default(),
+        errormsg: j.error_msg.unwrap_or_default(),
+        emailoverride: j.email_override,
+        fetcherrormsg: j.fetch_error_msg.unwrap_or_default(),
+        kind: j.kind.to_string(),
+        flake: j.flake.unwrap_or_default(),
+        errortime: j.error_time,
+        lastcheckedtime: j.last_checked_time,
+        triggertime: j.trigger_time,
+        enabled: j.enabled,
+        keepnr: j.keepnr,
+        checkinterval: j.check_interval,
+        schedulingshares: j.scheduling_shares,
+        starttime: j.start_time,
+        enableemail: j.enable_email == 1,
+        enable_dynamic_run_command: j.enable_dynamic_run_command,
+        visible: j.hidden == 0,
+        inputs: inputs
+            .into_iter()
+            .map(|(name, kind, responsible, value)| {
+                (
+                    name.clone(),
+                    JobsetInputJson {
+                        name,
+                        kind,
+                        value: value.unwrap_or_default(),
+                        emailresponsible: responsible != 0,
+                    },
+                )
+            })
+            .collect(),
+    }))
+}
+
+/// JobsetEval objects for `ids` (in that order): Hydra's fields, with the
+/// member builds and the inputs, in three queries whatever the count.
+pub async fn evals_json(pool: &PgPool, ids: &[i32]) -> ApiResult<Vec<Value>> {
+    let rows: Vec<String> = sqlx::query_scalar(
+        "select json_build_object(\
+            'id', e.id, 'timestamp', e.timestamp, 'checkouttime', e.checkoutTime, \
+            'evaltime', e.evalTime, 'hasnewbuilds', e.hasNewBuilds, 'flake', e.flake, \
+            'builds', coalesce((select json_agg(m.build order by m.build) from JobsetEvalMembers m where m.eval = e.id), '[]'::json), \
+            'jobsetevalinputs', coalesce((select json_object_agg(i.name, json_build_object(\
+                'type', i.type, 'uri', i.uri, 'revision', i.revision, 'value', i.value, 'dependency', i.dependency) \
+                order by i.name) from JobsetEvalInputs i where i.eval = e.id and i.altNr = 0), '{}'::json)\
+         )::text from JobsetEvals e join unnest($1::integer[]) with ordinality as w(id, n) on w.id = e.id order by w.n",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| serde_json::from_str(r).map_err(|e| ApiError::Internal(e.to_string())))
+        .collect()
+}
+
+/// Hydra's pagination links (`?page=N`).
+pub fn pages(page: i64, per_page: i64, total: i64) -> serde_json::Map<String, Value> {
+    let last = ((total + per_page - 1) / per_page).max(1);
+    let mut links = serde_json::Map::new();
+    links.insert("first".into(), Value::from("?page=1"));
+    links.insert("last".into(), Value::from(format!("?page={last}")));
+    if page < last {
+        links.insert("next".into(), Value::from(format!("?page={}", page + 1)));
+    }
+    if page > 1 {
+        links.insert(
+            "previous".into(),
+            Value::from(format!("?page={}", page - 1)),
+        );
+    }
+    links
+}
+
+/// Deletes the builds of the given jobsets first (in id order, locking as
+/// the other roles do), since `BuildMetrics` refers to jobsets without
+/// cascading; the jobsets and evaluations can then go.
+pub async fn delete_builds_of_jobsets(
+    conn: &mut sqlx::PgConnection,
+    jobset_ids: &[i32],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "delete from Builds where id in \
+         (select id from Builds where jobset_id = any($1) order by id for update)",
+    )
+    .bind(jobset_ids)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("delete from JobsetEvals where jobset_id = any($1)")
+        .bind(jobset_ids)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,434 @@
+//! Accounts and permissions: sign-in with Hydra's password forms, sessions
+//! (new id at every sign-in), the CSRF rule, the role table, API tokens,
+//! private servers.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use axum::http::{Method, StatusCode};
+use common::{App, As, BASE, fixture};
+use serde_json::json;
+
+fn cookie_of(reply: &common::Reply) -> String {
+    let set = reply.header("set-cookie").expect("a session cookie");
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Lax"),
+        "{set}"
+    );
+    set.split(';')
+        .next()
+        .unwrap()
+        .trim_start_matches("hydra_session=")
+        .to_string()
+}
+
+#[tokio::test]
+async fn login_starts_a_new_session_and_logout_ends_it() {
+    let app = App::new().await;
+    fixture(&app).await;
+    let hash = hydra_db::password::hash("correct horse").unwrap();
+    sqlx::query("update Users set password = $1 where userName = 'owner'")
+        .bind(&hash)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let creds = json!({ "username": "owner", "password": "correct horse" });
+    let reply = app
+        .send(&As::Anonymous, Method::POST, "/login", Some(creds.clone()))
+        .await;
+    assert_eq!(reply.status, StatusCode::FOUND, "{}", reply.text());
+    assert_eq!(
+        reply.header("location").unwrap(),
+        format!("{BASE}current-user")
+    );
+    assert_eq!(reply.json()["username"], "owner");
+    let first = As::Session(cookie_of(&reply));
+    let me = app.send(&first, Method::GET, "/current-user", None).await;
+    assert_eq!(me.json()["fullname"], "Olive Owner");
+
+    // Signing in again (fixation: a planted cookie) gives a new id and the
+    // old one stops working.
+    let again = app.send(&first, Method::POST, "/login", Some(creds)).await;
+    let second = As::Session(cookie_of(&again));
+    assert_ne!(format!("{first:?}"), format!("{second:?}"));
+    assert_eq!(
+        app.send(&first, Method::GET, "/current-user", None)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.send(&second, Method::GET, "/current-user", None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    let bad = app
+        .send(
+            &As::Anonymous,
+            Method::POST,
+            "/login",
+            Some(json!({ "username": "owner", "password": "wrong" })),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::FORBIDDEN);
+    assert!(bad.header("set-cookie").is_none());
+
+    let out = app.send(&second, Method::POST, "/logout", None).await;
+    assert_eq!(out.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.send(&second, Method::GET, "/current-user", None)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+}
+
+#[tokio::test]
+async fn a_legacy_sha1_password_signs_in_and_is_upgraded() {
+    let app = App::new().await;
+    fixture(&app).await;
+    sqlx::query("update Users set password = $1 where userName = 'nobody'")
+        .bind(hydra_db::password::sha1_hex("old secret"))
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let reply = app
+        .send(
+            &As::Anonymous,
+            Method::POST,
+            "/login",
+            Some(json!({ "username": "nobody", "password": "old secret" })),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::FOUND);
+    let stored: String = sqlx::query_scalar("select password from Users where userName = 'nobody'")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert!(stored.starts_with("$argon2id$"), "{stored}");
+}
+
+#[tokio::test]
+async fn writes_from_other_sites_are_refused() {
+    let app = App::new().await;
+    fixture(&app).await;
+    let admin = app.session("admin").await;
+    let body = json!({ "displayname": "X" });
+    for extra in [
+        vec![],
+        vec![("referer", "http://evil.test/")],
+        vec![("origin", "http://evil.test")],
+        vec![("referer", "http://hydra.test.evil.test/")],
+    ] {
+        let reply = app
+            .send_with(
+                &admin,
+                Method::PUT,
+                "/project/x",
+                Some(body.clone()),
+                &extra,
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR, "{extra:?}");
+        assert!(
+            reply.error().contains("POST requests should come from"),
+            "{extra:?}"
+        );
+    }
+    // The GET actions obey the rule too.
+    let reply = app
+        .send_with(&admin, Method::GET, "/build/3/cancel", None, &[])
+        .await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        app.scalar("select finished::bigint from Builds where id = 3")
+            .await,
+        0
+    );
+    let reply = app
+        .send_with(
+            &admin,
+            Method::PUT,
+            "/project/x",
+            Some(body),
+            &[("origin", "http://hydra.test")],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+}
+
+/// Every action of Hydra's role table, for each kind of user.
+#[tokio::test]
+async fn the_role_table_is_enforced_on_every_action() {
+    let app = App::new().await;
+    fixture(&app).await;
+    let users = [
+        "admin",
+        "owner",
+        "member",
+        "restarter",
+        "canceller",
+        "bumper",
+        "evaluator",
+        "creator",
+        "nobody",
+    ];
+    let mut sessions = Vec::new();
+    for u in users {
+        sessions.push((u, app.session(u).await));
+    }
+    type Row<'a> = (
+        &'a str,
+        Method,
+        &'a str,
+        Option<serde_json::Value>,
+        &'a [&'a str],
+    );
+    let rows: Vec<Row> = vec![
+        (
+            "restart build",
+            Method::GET,
+            "/build/2/restart",
+            None,
+            &["admin", "owner", "member", "restarter"],
+        ),
+        (
+            "cancel build",
+            Method::GET,
+            "/build/3/cancel",
+            None,
+            &["admin", "owner", "member", "canceller"],
+        ),
+        (
+            "bump build",
+            Method::GET,
+            "/build/3/bump",
+            None,
+            &["admin", "owner", "member", "bumper"],
+        ),
+        (
+            "keep build",
+            Method::GET,
+            "/build/1/keep/1",
+            None,
+            &["admin", "owner", "member"],
+        ),
+        (
+            "restart eval",
+            Method::GET,
+            "/eval/1/restart-failed",
+            None,
+            &["admin", "owner", "member", "restarter"],
+        ),
+        (
+            "cancel eval",
+            Method::GET,
+            "/eval/1/cancel",
+            None,
+            &["admin", "owner", "member", "canceller"],
+        ),
+        (
+            "bump eval",
+            Method::GET,
+            "/eval/1/bump",
+            None,
+            &["admin", "owner", "member", "bumper"],
+        ),
+        (
+            "push",
+            Method::POST,
+            "/api/push?jobsets=demo:trunk",
+            None,
+            &["admin", "owner", "member", "evaluator"],
+        ),
+        (
+            "edit project",
+            Method::PUT,
+            "/project/demo",
+            Some(json!({"displayname": "Demo"})),
+            &["admin", "owner", "member"],
+        ),
+        (
+            "create jobset",
+            Method::PUT,
+            "/jobset/demo/new",
+            Some(json!({"nixexprinput": "src", "nixexprpath": "release.nix"})),
+            &["admin", "owner", "member"],
+        ),
+        (
+            "create project",
+            Method::PUT,
+            "/project/fresh",
+            Some(json!({"displayname": "Fresh"})),
+            &["admin", "creator"],
+        ),
+        (
+            "register",
+            Method::PUT,
+            "/register",
+            Some(json!({"username": "newbie"})),
+            &["admin"],
+        ),
+        (
+            "edit other user",
+            Method::PUT,
+            "/user/nobody",
+            Some(json!({"fullname": "N"})),
+            &["admin", "nobody"],
+        ),
+    ];
+    for (what, method, uri, body, allowed) in rows {
+        let anonymous = app
+            .send(&As::Anonymous, method.clone(), uri, body.clone())
+            .await;
+        assert_eq!(anonymous.status, StatusCode::FORBIDDEN, "{what} anonymous");
+        for (user, session) in &sessions {
+            // Undo what the previous user did, so each starts alike.
+            app.exec(
+                "update Builds set finished = 0, buildStatus = null where id = 3; \
+                 update Builds set finished = 1, buildStatus = 1 where id = 2; \
+                 delete from Projects where name = 'fresh'; delete from Jobsets where name = 'new'; \
+                 delete from Users where userName = 'newbie'",
+            )
+            .await;
+            let reply = app.send(session, method.clone(), uri, body.clone()).await;
+            if allowed.contains(user) {
+                assert!(
+                    reply.status.is_success() || reply.status.is_redirection(),
+                    "{what} by {user}: {} {}",
+                    reply.status,
+                    reply.text()
+                );
+            } else {
+                assert_eq!(
+                    reply.status,
+                    StatusCode::FORBIDDEN,
+                    "{what} by {user}: {}",
+                    reply.text()
+                );
+            }
+        }
+    }
+    // Deleting a jobset is for admins only; the project for its owners.
+    let owner = app.session("owner").await;
+    let admin = app.session("admin").await;
+    let r = app
+        .send(&owner, Method::DELETE, "/jobset/demo/trunk", None)
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = app
+        .send(&admin, Method::DELETE, "/jobset/demo/trunk", None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let nobody = app.session("nobody").await;
+    let r = app
+        .send(&nobody, Method::DELETE, "/project/demo", None)
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = app
+        .send(&owner, Method::DELETE, "/project/demo", None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(app.scalar("select count(*) from Builds").await, 0);
+}
+
+#[tokio::test]
+async fn api_tokens_authenticate_scripts_until_revoked() {
+    let app = App::new().await;
+    fixture(&app).await;
+    let owner = app.session("owner").await;
+    let created = app
+        .send(
+            &owner,
+            Method::POST,
+            "/user/owner/tokens",
+            Some(json!({ "name": "ci" })),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text());
+    let token = created.json()["token"].as_str().unwrap().to_string();
+    assert!(token.starts_with("hydra_"));
+    let stored: i64 = app
+        .scalar(&format!(
+            "select count(*) from ApiTokens where hash = '{token}'"
+        ))
+        .await;
+    assert_eq!(stored, 0, "only a digest is stored");
+    let who = As::Token(token.clone());
+    // No Referer needed: a token is not an ambient credential.
+    let reply = app
+        .send_with(&who, Method::GET, "/build/3/cancel", None, &[])
+        .await;
+    assert_eq!(reply.status, StatusCode::FOUND, "{}", reply.text());
+    assert_eq!(
+        app.scalar("select buildStatus::bigint from Builds where id = 3")
+            .await,
+        4
+    );
+    let list = app
+        .send(&owner, Method::GET, "/user/owner/tokens", None)
+        .await
+        .json();
+    assert_eq!(list[0]["name"], "ci");
+    assert!(list[0].get("token").is_none());
+    assert!(list[0]["lastused"].is_i64());
+    // Someone else cannot create tokens for the owner or see them.
+    let nobody = app.session("nobody").await;
+    assert_eq!(
+        app.send(&nobody, Method::GET, "/user/owner/tokens", None)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    let id = list[0]["id"].as_i64().unwrap();
+    let revoked = app
+        .send(
+            &owner,
+            Method::DELETE,
+            &format!("/user/owner/tokens/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT);
+    let reply = app.send(&who, Method::GET, "/current-user", None).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_private_server_needs_a_login_except_from_readonly_ips() {
+    let app = App::with_config("private = 1\nreadonly_ips = 10.1.2.3\n").await;
+    fixture(&app).await;
+    let reply = app.get("/project/demo").await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    let nobody = app.session("nobody").await;
+    assert_eq!(
+        app.send(&nobody, Method::GET, "/project/demo", None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let from_ip = app
+        .send_with(
+            &As::Anonymous,
+            Method::GET,
+            "/project/demo",
+            None,
+            &[("x-forwarded-for", "10.1.2.3")],
+        )
+        .await;
+    assert_eq!(from_ip.status, StatusCode::OK);
+    // Signing in is possible without being signed in.
+    let login = app
+        .send(
+            &As::Anonymous,
+            Method::POST,
+            "/login",
+            Some(json!({"username": "x", "password": "y"})),
+        )
+        .await;
+    assert_eq!(login.status, StatusCode::FORBIDDEN);
+    assert_eq!(login.error(), "Bad username or password.");
+}

@@ -1,0 +1,236 @@
+//! An in-process server over a fresh database, fixture rows, and helpers
+//! to send requests as anonymous users, session holders or token holders.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use hydra_server::AppState;
+use hydra_test_support::TestDb;
+use serde_json::Value;
+use tower::ServiceExt;
+
+pub const HOST: &str = "hydra.test";
+pub const BASE: &str = "http://hydra.test/";
+
+pub struct App {
+    pub db: TestDb,
+    pub state: AppState,
+    pub router: Router,
+    pub data: tempfile::TempDir,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+    }
+
+    pub fn error(&self) -> String {
+        self.json()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+/// Who sends a request.
+#[derive(Clone, Debug)]
+pub enum As {
+    Anonymous,
+    /// A session cookie value.
+    Session(String),
+    /// An API token.
+    Token(String),
+}
+
+impl App {
+    pub async fn new() -> App {
+        App::with_config("").await
+    }
+
+    pub async fn with_config(text: &str) -> App {
+        let db = TestDb::new().await;
+        let data = hydra_test_support::temp_data_dir();
+        let (config, warnings) =
+            hydra_config::Config::load_str(std::path::Path::new("hydra.conf"), text).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let state = AppState::new(db.pool.clone(), Arc::new(config), data.path().to_path_buf());
+        let router = hydra_server::router(state.clone());
+        App {
+            db,
+            state,
+            router,
+            data,
+        }
+    }
+
+    /// Sends a request as a browser page of this server would (Referer set
+    /// for writes), asking for JSON.
+    pub async fn send(&self, who: &As, method: Method, uri: &str, body: Option<Value>) -> Reply {
+        self.send_with(who, method, uri, body, &[("referer", BASE)])
+            .await
+    }
+
+    pub async fn send_with(
+        &self,
+        who: &As,
+        method: Method,
+        uri: &str,
+        body: Option<Value>,
+        extra: &[(&str, &str)],
+    ) -> Reply {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::HOST, HOST)
+            .header(header::ACCEPT, "application/json");
+        match who {
+            As::Anonymous => {}
+            As::Session(s) => req = req.header(header::COOKIE, format!("hydra_session={s}")),
+            As::Token(t) => req = req.header(header::AUTHORIZATION, format!("Bearer {t}")),
+        }
+        for (k, v) in extra {
+            req = req.header(*k, *v);
+        }
+        let req = match body {
+            Some(body) => req
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap(),
+            None => req.body(Body::empty()).unwrap(),
+        };
+        self.raw(req).await
+    }
+
+    pub async fn raw(&self, req: Request<Body>) -> Reply {
+        let response = self.router.clone().oneshot(req).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, uri: &str) -> Reply {
+        self.send(&As::Anonymous, Method::GET, uri, None).await
+    }
+
+    /// A session for `user`, as signing in would make.
+    pub async fn session(&self, user: &str) -> As {
+        As::Session(
+            hydra_server::auth::start_session(&self.db.pool, user, None)
+                .await
+                .unwrap(),
+        )
+    }
+
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_string()))
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap()
+    }
+
+    pub async fn exec(&self, sql: &str) {
+        self.db.exec(sql).await;
+    }
+}
+
+/// Users: `admin` (admin), `owner` (owns project `demo`), `member` (member
+/// of `demo`), `restarter` (restart-jobs), `canceller` (cancel-build),
+/// `bumper` (bump-to-front), `evaluator` (eval-jobset), `creator`
+/// (create-projects), `nobody`. Project `demo` with legacy jobset `trunk`
+/// (input `src`, git), evaluation 1 with build 1 (succeeded: outputs,
+/// products, metrics), build 2 (failed), build 3 (queued), build 4 (an
+/// aggregate of 1 and 2). Fixed timestamps, so JSON is stable.
+pub async fn fixture(app: &App) {
+    app.exec(
+        r#"
+        insert into Users (userName, fullName, emailAddress, password) values
+            ('admin', 'Ada Admin', 'admin@example.org', '!'),
+            ('owner', 'Olive Owner', 'owner@example.org', '!'),
+            ('member', null, 'member@example.org', '!'),
+            ('restarter', null, '', '!'), ('canceller', null, '', '!'), ('bumper', null, '', '!'),
+            ('evaluator', null, '', '!'), ('creator', null, '', '!'), ('nobody', null, '', '!');
+        insert into UserRoles (userName, role) values ('admin', 'admin'), ('restarter', 'restart-jobs'),
+            ('canceller', 'cancel-build'), ('bumper', 'bump-to-front'), ('evaluator', 'eval-jobset'),
+            ('creator', 'create-projects');
+        insert into Projects (name, displayName, description, homepage, owner) values
+            ('demo', 'Demo', 'the demo project', 'https://example.org', 'owner');
+        insert into ProjectMembers (project, userName) values ('demo', 'member');
+        insert into Jobsets (project, name, description, nixExprInput, nixExprPath, emailOverride, checkInterval,
+                             lastCheckedTime, schedulingShares, keepnr)
+            values ('demo', 'trunk', 'main line', 'src', 'release.nix', '', 60, 1700000100, 50, 5);
+        insert into JobsetInputs (project, jobset, name, type, emailResponsible) values ('demo', 'trunk', 'src', 'git', 1);
+        insert into JobsetInputAlts (project, jobset, input, altnr, value) values ('demo', 'trunk', 'src', 0, 'https://example.org/demo.git main');
+        insert into Builds (id, finished, timestamp, jobset_id, job, nixName, drvPath, system, startTime, stopTime,
+                            buildStatus, isCurrent, priority, releaseName, size, closureSize)
+            select 1, 1, 1700000000, id, 'hello', 'hello-1.0', '/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-hello-1.0.drv',
+                   'x86_64-linux', 1700000010, 1700000020, 0, 1, 100, 'hello-1.0-release', 1234, 5678 from Jobsets;
+        insert into Builds (id, finished, timestamp, jobset_id, job, nixName, drvPath, system, startTime, stopTime,
+                            buildStatus, isCurrent)
+            select 2, 1, 1700000000, id, 'broken', 'broken-1.0', '/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-broken-1.0.drv',
+                   'x86_64-linux', 1700000010, 1700000030, 1, 1 from Jobsets;
+        insert into Builds (id, finished, timestamp, jobset_id, job, nixName, drvPath, system, isCurrent, globalPriority)
+            select 3, 0, 1700000000, id, 'slow', 'slow-1.0', '/nix/store/cccccccccccccccccccccccccccccccc-slow-1.0.drv',
+                   'aarch64-linux', 1, 0 from Jobsets;
+        insert into Builds (id, finished, timestamp, jobset_id, job, nixName, drvPath, system, startTime, stopTime,
+                            buildStatus, isCurrent)
+            select 4, 1, 1700000000, id, 'all', 'all', '/nix/store/dddddddddddddddddddddddddddddddd-all.drv',
+                   'x86_64-linux', 1700000040, 1700000040, 2, 1 from Jobsets;
+        select setval('builds_id_seq', 4);
+        insert into BuildOutputs (build, name, path) values
+            (1, 'out', '/nix/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-hello-1.0'),
+            (1, 'doc', '/nix/store/ffffffffffffffffffffffffffffffff-hello-1.0-doc'),
+            (2, 'out', '/nix/store/gggggggggggggggggggggggggggggggg-broken-1.0'),
+            (3, 'out', '/nix/store/hhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhh-slow-1.0'),
+            (4, 'out', '/nix/store/iiiiiiiiiiiiiiiiiiiiiiiiiiiiiiii-all');
+        insert into BuildProducts (build, productnr, type, subtype, fileSize, sha256hash, path, name, defaultPath) values
+            (1, 1, 'nix-build', '', null, null, '/nix/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-hello-1.0', 'hello-1.0', ''),
+            (1, 2, 'file', 'source-dist', 42, 'abc123', '/nix/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-hello-1.0/hello.tar.gz', 'hello.tar.gz', null);
+        insert into BuildMetrics (build, name, unit, value, project, jobset, job, timestamp) values
+            (1, 'runtime', 's', 1.5, 'demo', 'trunk', 'hello', 1700000000);
+        insert into BuildSteps (build, stepnr, type, drvPath, busy, status, startTime, stopTime, machine, system) values
+            (1, 1, 0, '/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-hello-1.0.drv', 0, 0, 1700000010, 1700000020, 'localhost', 'x86_64-linux'),
+            (3, 1, 0, '/nix/store/cccccccccccccccccccccccccccccccc-slow-1.0.drv', 30, null, 1700000050, null, 'ssh://builder', 'aarch64-linux');
+        insert into AggregateConstituents (aggregate, constituent) values (4, 1), (4, 2);
+        insert into JobsetEvals (id, jobset_id, timestamp, checkoutTime, evalTime, hasNewBuilds, hash, nrBuilds, nrSucceeded)
+            select 1, id, 1700000000, 3, 7, 1, 'hash1', 4, 1 from Jobsets;
+        select setval('jobsetevals_id_seq', 1);
+        insert into JobsetEvalInputs (eval, name, altNr, type, uri, revision) values
+            (1, 'src', 0, 'git', 'https://example.org/demo.git', '0123456789abcdef0123456789abcdef01234567');
+        insert into JobsetEvalMembers (eval, build, isNew) values (1, 1, 1), (1, 2, 1), (1, 3, 1), (1, 4, 1);
+        "#,
+    )
+    .await;
+}
