@@ -191,8 +191,12 @@ pub async fn account(pool: &PgPool, name: &str) -> ApiResult<Option<Account>> {
 async fn resolve(pool: &PgPool, headers: &HeaderMap) -> ApiResult<Viewer> {
     let now = hydra_db::now();
     if let Some(token) = bearer(headers) {
+        // `lastUsed` is written at most once a minute, not on every request.
         let user: Option<String> = sqlx::query_scalar(
-            "update ApiTokens set lastUsed = $2 where hash = $1 returning userName",
+            "with t as (select id, userName, lastUsed from ApiTokens where hash = $1), \
+             touched as (update ApiTokens a set lastUsed = $2 from t where a.id = t.id \
+                         and (t.lastUsed is null or t.lastUsed < $2 - 60)) \
+             select userName from t",
         )
         .bind(digest(token))
         .bind(now)

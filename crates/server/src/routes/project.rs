@@ -110,8 +110,9 @@ pub async fn save(
     let description = form::text(&body, "description").unwrap_or_default();
     let homepage = form::text(&body, "homepage").unwrap_or_default();
     let dyn_rc = form::flag(&body, "enable_dynamic_run_command");
-    let decl = (!decl_file.is_empty()).then_some(());
-    if decl.is_some() && (decl_type.is_empty() || decl_value.is_empty()) {
+    let declarative = !decl_file.is_empty();
+    let decl = |v: &String| declarative.then(|| v.clone());
+    if declarative && (decl_type.is_empty() || decl_value.is_empty()) {
         return Err(ApiError::bad_request(
             "A declarative project needs the type and value of its input.",
         ));
@@ -132,9 +133,9 @@ pub async fn save(
         .bind(i32::from(enabled))
         .bind(i32::from(!visible))
         .bind(dyn_rc)
-        .bind(decl.map(|_| &decl_file))
-        .bind(decl.map(|_| &decl_type))
-        .bind(decl.map(|_| &decl_value))
+        .bind(decl(&decl_file))
+        .bind(decl(&decl_type))
+        .bind(decl(&decl_value))
         .execute(&mut *tx)
         .await?;
     } else {
@@ -151,14 +152,14 @@ pub async fn save(
         .bind(i32::from(enabled))
         .bind(i32::from(!visible))
         .bind(dyn_rc)
-        .bind(decl.map(|_| &decl_file))
-        .bind(decl.map(|_| &decl_type))
-        .bind(decl.map(|_| &decl_value))
+        .bind(decl(&decl_file))
+        .bind(decl(&decl_type))
+        .bind(decl(&decl_value))
         .bind(&new_name)
         .execute(&mut *tx)
         .await?;
     }
-    if decl.is_some() {
+    if declarative {
         hydra_db::declarative::ensure_jobsets_jobset(&mut tx, &new_name).await?;
     } else {
         sqlx::query("delete from Jobsets where project = $1 and name = '.jobsets'")
