@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use hydra_config::{Config, Paths};
+use hydra_nix::env::NixEnv;
 use sqlx::PgPool;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -22,8 +23,17 @@ pub struct ListenArgs {
     pub listen: String,
 }
 
-pub fn state(paths: &Paths, config: &Config, pool: PgPool) -> hydra_server::AppState {
-    hydra_server::AppState::new(pool, Arc::new(config.clone()), paths.data_dir.clone())
+pub fn state(
+    paths: &Paths,
+    config: &Config,
+    pool: PgPool,
+) -> Result<hydra_server::AppState, hydra_server::ServerError> {
+    hydra_server::AppState::new(
+        pool,
+        Arc::new(config.clone()),
+        paths.data_dir.clone(),
+        NixEnv::default(),
+    )
 }
 
 /// Connections the web server needs.
@@ -33,8 +43,14 @@ pub fn connections() -> u32 {
 
 pub async fn run(paths: &Paths, config: &Config, args: ListenArgs) -> anyhow::Result<()> {
     let db = database::open(paths, config, Ownership::OwnOrAttach, connections()).await?;
-    let listener = match hydra_server::bind(&args.listen).await {
-        Ok(listener) => listener,
+    let prepared = match state(paths, config, db.pool.clone()) {
+        Ok(state) => hydra_server::bind(&args.listen)
+            .await
+            .map(|listener| (state, listener)),
+        Err(e) => Err(e),
+    };
+    let (state, listener) = match prepared {
+        Ok(x) => x,
         Err(e) => {
             db.close().await?;
             return Err(e.into());
@@ -51,7 +67,7 @@ pub async fn run(paths: &Paths, config: &Config, args: ListenArgs) -> anyhow::Re
         }
         stop.cancel();
     });
-    let result = hydra_server::run(state(paths, config, db.pool.clone()), listener, shutdown).await;
+    let result = hydra_server::run(state, listener, shutdown).await;
     db.close().await?;
     Ok(result?)
 }

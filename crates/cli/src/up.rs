@@ -52,19 +52,29 @@ pub async fn run(paths: &Paths, config: &Config, listen: ListenArgs) -> anyhow::
         db.location
     );
 
-    let listener = match hydra_server::bind(&listen.listen).await {
-        Ok(listener) => listener,
+    // The web server reads the status of the queue runner started here.
+    let mut web_config = config.clone();
+    if web_config.web.queue_runner_endpoint.is_none()
+        && !config.queue_runner.metrics_address.is_empty()
+    {
+        web_config.web.queue_runner_endpoint =
+            Some(format!("http://{}", config.queue_runner.metrics_address));
+    }
+    let prepared = match server::state(paths, &web_config, db.pool.clone()) {
+        Ok(state) => hydra_server::bind(&listen.listen)
+            .await
+            .map(|listener| (state, listener)),
+        Err(e) => Err(e),
+    };
+    let (web_state, listener) = match prepared {
+        Ok(x) => x,
         Err(e) => {
             db.close().await?;
             return Err(e.into());
         }
     };
     let shutdown = CancellationToken::new();
-    let mut web = tokio::spawn(hydra_server::run(
-        server::state(paths, config, db.pool.clone()),
-        listener,
-        shutdown.clone(),
-    ));
+    let mut web = tokio::spawn(hydra_server::run(web_state, listener, shutdown.clone()));
     let mut evaluator = tokio::spawn(hydra_evaluator::scheduler::run(
         evaluator::context(paths, config, db.pool.clone()),
         shutdown.clone(),

@@ -16,6 +16,26 @@ pub use options::{
     OptionDoc, QueueRunnerConfig, Secret, WebConfig, default_gc_roots_dir, options_markdown,
 };
 
+/// The log file of a step under `$HYDRA_DATA`: `build-logs/<first 2
+/// characters of the drv's base name>/<the rest>`; compressed copies add
+/// `.bz2` or `.zst`. The queue runner writes it, the web server reads it.
+pub fn build_log_path(data_dir: &Path, drv_path: &str) -> PathBuf {
+    let base = drv_path.rsplit('/').next().unwrap_or(drv_path);
+    let split = base.char_indices().nth(2).map_or(base.len(), |(i, _)| i);
+    let (head, rest) = base.split_at(split);
+    data_dir.join("build-logs").join(head).join(rest)
+}
+
+/// `$HYDRA_DATA/scm/<kind>/<sha256 of the URL>`: where the evaluator keeps
+/// a repository's clone between evaluations (and `/api/scmdiff` reads it).
+pub fn scm_clone_dir(data_dir: &Path, kind: &str, url: &str) -> PathBuf {
+    use sha2::Digest;
+    data_dir
+        .join("scm")
+        .join(kind)
+        .join(hex::encode(sha2::Sha256::digest(url.as_bytes())))
+}
+
 /// The default of `HYDRA_DATA`.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/hydra";
 

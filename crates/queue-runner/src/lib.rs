@@ -65,9 +65,7 @@ impl Context {
     /// The log file of a step: `build-logs/<2 chars>/<rest of the drv's
     /// base name>`.
     pub fn log_path(&self, drv_path: &str) -> PathBuf {
-        let base = drv_path.rsplit('/').next().unwrap_or(drv_path);
-        let (head, rest) = base.split_at(base.len().min(2));
-        self.data_dir.join("build-logs").join(head).join(rest)
+        hydra_config::build_log_path(&self.data_dir, drv_path)
     }
 }
 

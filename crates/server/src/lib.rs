@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod metrics;
 pub mod negotiate;
 pub mod pages;
 pub mod params;
@@ -30,6 +31,13 @@ pub enum ServerError {
     },
     #[error("the web server failed: {0}")]
     Serve(std::io::Error),
+    #[error("cannot open the store the web server serves from: {0}")]
+    Store(hydra_store::StoreError),
+    #[error("binary_cache_secret_key_file {path}: {message}")]
+    Key {
+        path: std::path::PathBuf,
+        message: String,
+    },
 }
 
 /// Binds `address` (e.g. `127.0.0.1:3000`).

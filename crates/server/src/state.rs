@@ -1,11 +1,17 @@
 //! What every handler shares.
 
 use std::ops::Deref;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use hydra_config::Config;
+use hydra_nix::env::NixEnv;
+use hydra_nix::narinfo::SecretKey;
+use hydra_store::DestStore;
 use sqlx::PgPool;
+
+use crate::ServerError;
+use crate::metrics::Metrics;
 
 #[derive(Clone, Debug)]
 pub struct AppState {
@@ -18,16 +24,68 @@ pub struct Inner {
     pub config: Arc<Config>,
     /// `HYDRA_DATA`: build logs live under it.
     pub data_dir: PathBuf,
+    /// The store outputs are served from (`server_store_uri`, else
+    /// `store_uri`): the binary cache routes and output NARs read it.
+    pub store: DestStore,
+    /// The machine's store: build products are read from its files (the
+    /// queue runner always keeps outputs there too).
+    pub local: NixEnv,
+    /// Where the machine's store keeps its files, when it is a chroot store.
+    pub local_root: Option<PathBuf>,
+    /// Signs the narinfos served (`binary_cache_secret_key_file`).
+    pub signing_key: Option<SecretKey>,
+    pub metrics: Metrics,
 }
 
 impl AppState {
-    pub fn new(pool: PgPool, config: Arc<Config>, data_dir: PathBuf) -> AppState {
-        AppState {
+    /// The state for `config`, reading Nix programs' settings from `nix`.
+    pub fn new(
+        pool: PgPool,
+        config: Arc<Config>,
+        data_dir: PathBuf,
+        nix: NixEnv,
+    ) -> Result<AppState, ServerError> {
+        let uri = config
+            .web
+            .server_store_uri
+            .clone()
+            .filter(|u| !u.trim().is_empty())
+            .unwrap_or_else(|| config.queue_runner.store_uri.clone());
+        let store = hydra_store::open(&uri, &nix).map_err(ServerError::Store)?;
+        let signing_key = match &config.web.binary_cache_secret_key_file {
+            Some(path) => Some(read_key(path)?),
+            None => None,
+        };
+        Ok(AppState {
             inner: Arc::new(Inner {
                 pool,
                 config,
                 data_dir,
+                store,
+                local_root: nix.detect_root(),
+                local: nix,
+                signing_key,
+                metrics: Metrics::new(),
             }),
+        })
+    }
+}
+
+fn read_key(path: &Path) -> Result<SecretKey, ServerError> {
+    let failed = |message: String| ServerError::Key {
+        path: path.to_path_buf(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| failed(e.to_string()))?;
+    SecretKey::parse(text.trim()).map_err(|e| failed(e.to_string()))
+}
+
+impl Inner {
+    /// Where a path of the machine's store physically is.
+    pub fn real_path(&self, store_path: &str) -> PathBuf {
+        match &self.local_root {
+            Some(root) => root.join(store_path.trim_start_matches('/')),
+            None => PathBuf::from(store_path),
         }
     }
 }

@@ -53,6 +53,44 @@ impl StoreError {
     }
 }
 
+/// A NAR reader that fails when its source ends before `remaining` bytes
+/// (or sends more).
+struct ExactSize {
+    inner: Box<dyn AsyncRead + Unpin + Send>,
+    remaining: u64,
+    path: String,
+}
+
+impl AsyncRead for ExactSize {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        std::task::ready!(std::pin::Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        let got = (buf.filled().len() - before) as u64;
+        if got == 0 && this.remaining > 0 {
+            return std::task::Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!(
+                    "the NAR of {} ended {} bytes early",
+                    this.path, this.remaining
+                ),
+            )));
+        }
+        if got > this.remaining {
+            return std::task::Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("the NAR of {} is longer than announced", this.path),
+            )));
+        }
+        this.remaining -= got;
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
 /// A destination store.
 #[derive(Debug)]
 pub enum DestStore {
@@ -230,6 +268,24 @@ impl DestStore {
             local.add_nar(&info, &mut nar).await?;
         }
         Ok(())
+    }
+
+    /// The path's metadata and its NAR (uncompressed), streamed: readers
+    /// see an error, never a silently short NAR, if the store fails midway.
+    pub async fn open_nar(
+        &self,
+        path: &str,
+    ) -> Result<(PathInfo, Box<dyn AsyncRead + Unpin + Send>), StoreError> {
+        let (info, nar) = match self {
+            DestStore::Local(s) => s.open_nar(path).await?,
+            DestStore::File(c) => c.open_nar(path).await?,
+        };
+        let exact = ExactSize {
+            inner: nar,
+            remaining: info.nar_size,
+            path: info.path.clone(),
+        };
+        Ok((info, Box::new(exact)))
     }
 
     /// Reads the NAR of `path`, extracting the files `options` ask for.

@@ -119,6 +119,31 @@ impl LocalStore {
         Ok(())
     }
 
+    /// The path's metadata and its NAR, dumped by a connection of its own
+    /// while the caller reads.
+    pub(crate) async fn open_nar(
+        &self,
+        path: &str,
+    ) -> Result<(PathInfo, Box<dyn AsyncRead + Unpin + Send>), StoreError> {
+        let info = self
+            .path_infos(&BTreeSet::from([path.to_string()]))
+            .await?
+            .remove(path)
+            .ok_or_else(|| StoreError::Missing(path.into()))?;
+        let mut client = self.connect().await?;
+        let (mut tx, rx) = tokio::io::duplex(1 << 16);
+        let dumped = path.to_string();
+        tokio::spawn(async move {
+            let r = client
+                .dump_store_path(&dumped, Some(&mut tx), &ScanOptions::default())
+                .await;
+            if let Err(e) = r {
+                tracing::warn!(error = %e, path = %dumped, "cannot dump a path for a reader");
+            }
+        });
+        Ok((info, Box::new(rx)))
+    }
+
     pub(crate) async fn scan(&self, path: &str, options: &ScanOptions) -> Result<Scan, StoreError> {
         let mut client = self.connect().await?;
         let scan = client.dump_store_path(path, None, options).await?;

@@ -404,11 +404,7 @@ pub(crate) fn db(e: sqlx::Error) -> FetchError {
 /// `$HYDRA_DATA/scm/<kind>/<sha256 of the URL>`: where a repository's
 /// clone is kept between evaluations.
 pub(crate) fn clone_dir(data_dir: &Path, kind: &str, url: &str) -> PathBuf {
-    use sha2::Digest;
-    data_dir
-        .join("scm")
-        .join(kind)
-        .join(hex::encode(sha2::Sha256::digest(url.as_bytes())))
+    hydra_config::scm_clone_dir(data_dir, kind, url)
 }
 
 /// Holds an exclusive lock on `<dir>.lock` (several evaluations may fetch

@@ -12,14 +12,20 @@ use crate::negotiate;
 use crate::state::AppState;
 
 pub mod account;
+pub mod admin;
 pub mod api;
 pub mod build;
+pub mod cache;
+pub mod downloads;
 pub mod eval;
 pub mod form;
+pub mod job;
 pub mod jobset;
 pub mod latest;
+pub mod logs;
 pub mod project;
 pub mod root;
+pub mod webhooks;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -30,6 +36,52 @@ pub fn router(state: AppState) -> Router {
         .route("/evals", get(root::evals))
         .route("/steps", get(root::steps))
         .route("/search", get(root::search))
+        .route("/metrics", get(crate::metrics::serve))
+        .route("/prometheus", get(admin::prometheus))
+        .route("/queue-runner-status", get(admin::queue_runner_status))
+        .route("/machines", get(admin::machines))
+        .route("/nix-cache-info", get(cache::cache_info))
+        .route("/{file}", get(cache::narinfo))
+        .route("/nar/{file}", get(cache::nar))
+        .route("/log/{drv}", get(logs::log))
+        .route(
+            "/admin/clear-queue-non-current",
+            get(admin::clear_queue_non_current).post(admin::clear_queue_non_current),
+        )
+        .route(
+            "/admin/clear-failed-cache",
+            get(admin::clear_failed_cache).post(admin::clear_failed_cache),
+        )
+        .route(
+            "/admin/clear-vcs-cache",
+            get(admin::clear_vcs_cache).post(admin::clear_vcs_cache),
+        )
+        .route("/admin/news", get(admin::news))
+        .route("/admin/news/submit", post(admin::news_submit))
+        .route("/admin/news/delete/{id}", post(admin::news_delete))
+        .route("/job/{project}/{jobset}/{job}", get(job::show))
+        .route("/job/{project}/{jobset}/{job}/shield", get(job::shield))
+        .route(
+            "/job/{project}/{jobset}/{job}/prometheus",
+            get(job::prometheus),
+        )
+        .route(
+            "/job/{project}/{jobset}/{job}/build-times",
+            get(job::build_times),
+        )
+        .route(
+            "/job/{project}/{jobset}/{job}/closure-sizes",
+            get(job::closure_sizes),
+        )
+        .route(
+            "/job/{project}/{jobset}/{job}/output-sizes",
+            get(job::output_sizes),
+        )
+        .route(
+            "/job/{project}/{jobset}/{job}/metric/{name}",
+            get(job::metric),
+        )
+        .route("/job/{project}/{jobset}/{job}/star", post(job::star))
         .merge(latest::routes())
         .route(
             "/project/{project}",
@@ -72,6 +124,26 @@ pub fn router(state: AppState) -> Router {
         .route("/build/{id}/evals", get(build::evals))
         .route("/build/{id}/api/get-info", get(build::get_info))
         .route("/build/{id}/step/{nr}", get(build::step))
+        .route("/build/{id}/log", get(logs::build_log))
+        .route("/build/{id}/log/{mode}", get(logs::build_log))
+        .route("/build/{id}/step/{nr}/log", get(logs::step_log))
+        .route("/build/{id}/step/{nr}/log/{mode}", get(logs::step_log))
+        .route("/build/{id}/nixlog/{nr}", get(logs::nixlog))
+        .route("/build/{id}/nixlog/{nr}/{mode}", get(logs::nixlog))
+        .route("/build/{id}/download/{nr}", get(downloads::download))
+        .route(
+            "/build/{id}/download/{nr}/{*rest}",
+            get(downloads::download),
+        )
+        .route(
+            "/build/{id}/download-by-type/{type}/{subtype}",
+            get(downloads::download_by_type),
+        )
+        .route(
+            "/build/{id}/download-by-type/{type}/{subtype}/{*rest}",
+            get(downloads::download_by_type),
+        )
+        .route("/build/{id}/output/{name}", get(cache::output))
         .route(
             "/build/{id}/restart",
             get(build::restart).post(build::restart),
@@ -88,6 +160,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/nrbuilds", get(api::nr_builds))
         .route("/api/jobsets", get(api::jobsets))
         .route("/api/push", post(api::push).get(api::push))
+        .route("/api/push-github", post(webhooks::github))
+        .route("/api/push-gitea", post(webhooks::gitea))
+        .route("/api/scmdiff", get(admin::scmdiff))
         .route("/login", post(account::login))
         .route("/logout", post(account::logout))
         .route("/current-user", get(account::current_user))
@@ -109,6 +184,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .layer(from_fn_with_state(state.clone(), auth::guard))
         .layer(from_fn(negotiate::negotiate))
+        .layer(from_fn_with_state(state.clone(), crate::metrics::track))
         .with_state(state)
 }
 

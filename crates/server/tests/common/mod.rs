@@ -70,12 +70,23 @@ impl App {
     }
 
     pub async fn with_config(text: &str) -> App {
+        App::with_nix(text, hydra_nix::env::NixEnv::default()).await
+    }
+
+    /// An app whose machine store is `nix` (e.g. a chroot store).
+    pub async fn with_nix(text: &str, nix: hydra_nix::env::NixEnv) -> App {
         let db = TestDb::new().await;
         let data = hydra_test_support::temp_data_dir();
         let (config, warnings) =
             hydra_config::Config::load_str(std::path::Path::new("hydra.conf"), text).unwrap();
         assert!(warnings.is_empty(), "{warnings:?}");
-        let state = AppState::new(db.pool.clone(), Arc::new(config), data.path().to_path_buf());
+        let state = AppState::new(
+            db.pool.clone(),
+            Arc::new(config),
+            data.path().to_path_buf(),
+            nix,
+        )
+        .unwrap();
         let router = hydra_server::router(state.clone());
         App {
             db,

@@ -1,0 +1,417 @@
+//! Administration and operations: the admin actions of Hydra's `/admin`,
+//! news, the queue runner's status and machines (read from its status
+//! endpoint), running-step ages for Prometheus, and `/api/scmdiff`.
+
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::form::{self, Body};
+use super::{parse_id, redirect};
+use crate::auth::{SameOrigin, Viewer, base_url};
+use crate::error::{ApiError, ApiResult};
+use crate::negotiate::Page;
+use crate::params::Params;
+use crate::state::AppState;
+
+/// How long the queue runner's status endpoint may take.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long `git log`/`git diff` may take.
+const SCM_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn back_to_admin(state: &AppState, headers: &HeaderMap) -> Response {
+    redirect(&format!("{}admin", base_url(state, headers)))
+}
+
+/// `/admin/clear-queue-non-current`: cancels the queued builds that are not
+/// in the latest evaluation (with new builds) of their jobset.
+pub async fn clear_queue_non_current(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    viewer: Viewer,
+    _csrf: SameOrigin,
+) -> ApiResult<Response> {
+    viewer.require_admin()?;
+    let ids: Vec<i32> = sqlx::query_scalar(
+        "select b.id from Builds b where b.finished = 0 and not exists ( \
+           select 1 from JobsetEvalMembers m where m.build = b.id and m.eval = ( \
+             select max(e.id) from JobsetEvals e where e.jobset_id = b.jobset_id and e.hasNewBuilds = 1)) \
+         order by b.id",
+    )
+    .fetch_all(&state.pool)
+    .await?;
+    let n = hydra_db::builds::cancel_builds(&state.pool, &ids).await?;
+    tracing::info!(cancelled = n, "cleared the queue of non-current builds");
+    Ok(back_to_admin(&state, &headers))
+}
+
+/// `/admin/clear-failed-cache`: forgets every cached failure.
+pub async fn clear_failed_cache(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    viewer: Viewer,
+    _csrf: SameOrigin,
+) -> ApiResult<Response> {
+    viewer.require_admin()?;
+    sqlx::query("delete from FailedPaths")
+        .execute(&state.pool)
+        .await?;
+    Ok(back_to_admin(&state, &headers))
+}
+
+/// `/admin/clear-vcs-cache`: forgets every fetched input revision.
+pub async fn clear_vcs_cache(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    viewer: Viewer,
+    _csrf: SameOrigin,
+) -> ApiResult<Response> {
+    viewer.require_admin()?;
+    let mut tx = state.pool.begin().await?;
+    for table in [
+        "CachedPathInputs",
+        "CachedGitInputs",
+        "CachedHgInputs",
+        "CachedSubversionInputs",
+        "CachedBazaarInputs",
+        "CachedDarcsInputs",
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(format!("delete from {table}")))
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(back_to_admin(&state, &headers))
+}
+
+/// `/admin/news`: the news items, newest first.
+pub async fn news(State(state): State<AppState>, viewer: Viewer) -> ApiResult<Page> {
+    viewer.require_admin()?;
+    let items: Vec<(i32, String, i32, String)> = sqlx::query_as(
+        "select id, contents, createTime, author from NewsItems order by createTime desc, id desc",
+    )
+    .fetch_all(&state.pool)
+    .await?;
+    let items: Vec<Value> = items
+        .into_iter()
+        .map(|(id, contents, time, author)| {
+            json!({ "id": id, "contents": contents, "createtime": time, "author": author })
+        })
+        .collect();
+    Ok(Page::value("news", Value::Array(items)))
+}
+
+/// `POST /admin/news/submit` with `contents`.
+pub async fn news_submit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    viewer: Viewer,
+    Params(body): Params<Body>,
+) -> ApiResult<Response> {
+    let admin = viewer.require_admin()?;
+    let contents = form::text(&body, "contents")
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| ApiError::bad_request("The news item is empty."))?;
+    sqlx::query("insert into NewsItems (contents, createTime, author) values ($1, $2, $3)")
+        .bind(&contents)
+        .bind(hydra_db::now())
+        .bind(&admin.name)
+        .execute(&state.pool)
+        .await?;
+    Ok(redirect(&format!(
+        "{}admin/news",
+        base_url(&state, &headers)
+    )))
+}
+
+/// `POST /admin/news/delete/<id>`.
+pub async fn news_delete(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    viewer: Viewer,
+    _csrf: SameOrigin,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    viewer.require_admin()?;
+    let id = parse_id(&id, "news item")?;
+    let deleted = sqlx::query("delete from NewsItems where id = $1")
+        .bind(id)
+        .execute(&state.pool)
+        .await?
+        .rows_affected();
+    if deleted == 0 {
+        return Err(ApiError::not_found(format!(
+            "News item {id} doesn't exist."
+        )));
+    }
+    Ok(redirect(&format!(
+        "{}admin/news",
+        base_url(&state, &headers)
+    )))
+}
+
+// --- the queue runner's status ---------------------------------------------------
+
+/// Why the queue runner's status could not be read.
+#[derive(Debug)]
+enum StatusError {
+    NotConfigured,
+    Unreachable(String),
+}
+
+/// GETs `<queue_runner_endpoint><path>` and parses the JSON answer.
+async fn queue_runner_json(state: &AppState, path: &str) -> Result<Value, StatusError> {
+    let base = state
+        .config
+        .web
+        .queue_runner_endpoint
+        .as_deref()
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .ok_or(StatusError::NotConfigured)?;
+    let url = format!("{}{path}", base.trim_end_matches('/'));
+    tokio::time::timeout(STATUS_TIMEOUT, http_get_json(&url))
+        .await
+        .map_err(|_| StatusError::Unreachable(format!("{url}: timed out")))?
+        .map_err(|e| StatusError::Unreachable(format!("{url}: {e}")))
+}
+
+/// A plain HTTP/1.1 GET (the status endpoint is the queue runner's own
+/// small server, normally on loopback).
+async fn http_get_json(url: &str) -> Result<Value, String> {
+    use http_body_util::BodyExt;
+    let uri: axum::http::Uri = url.parse().map_err(|e| format!("bad URL: {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err("only http:// endpoints are supported".into());
+    }
+    let host = uri.host().ok_or("no host")?.to_string();
+    let port = uri.port_u16().unwrap_or(80);
+    let stream = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let request = axum::http::Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
+        .header(
+            header::HOST,
+            uri.authority().map_or(host.clone(), |a| a.to_string()),
+        )
+        .header(header::ACCEPT, "application/json")
+        .body(http_body_util::Empty::<axum::body::Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !response.status().is_success() {
+        return Err(format!("status {}", response.status()));
+    }
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))
+}
+
+/// `/queue-runner-status`.
+pub async fn queue_runner_status(State(state): State<AppState>) -> Page {
+    let data = match queue_runner_json(&state, "/status").await {
+        Ok(v) => v,
+        Err(StatusError::NotConfigured) => json!({ "status": "unknown" }),
+        Err(StatusError::Unreachable(why)) => {
+            tracing::warn!(error = %why, "cannot read the queue runner's status");
+            json!({ "status": "unreachable" })
+        }
+    };
+    Page::value("queue-runner-status", data)
+}
+
+/// `/machines`: the queue runner's machines and the steps running now.
+pub async fn machines(State(state): State<AppState>) -> ApiResult<Page> {
+    let machines = match queue_runner_json(&state, "/status/machines").await {
+        Ok(v) => v,
+        Err(StatusError::NotConfigured) => Value::Null,
+        Err(StatusError::Unreachable(why)) => {
+            tracing::warn!(error = %why, "cannot read the queue runner's machines");
+            Value::Null
+        }
+    };
+    let steps: Vec<Value> = sqlx::query_as::<_, (i32, i32, String, String, Option<String>, Option<i32>, String, String, String)>(
+        "select s.build, s.stepnr, s.drvPath, s.machine, s.system, s.startTime, j.project, j.name, b.job \
+         from BuildSteps s join Builds b on b.id = s.build join Jobsets j on j.id = b.jobset_id \
+         where s.busy <> 0 order by s.machine, s.startTime",
+    )
+    .fetch_all(&state.pool)
+    .await?
+    .into_iter()
+    .map(|(build, stepnr, drv, machine, system, start, project, jobset, job)| {
+        json!({
+            "build": build, "stepnr": stepnr, "drvpath": drv, "machine": machine,
+            "system": system, "starttime": start, "project": project, "jobset": jobset, "job": job,
+        })
+    })
+    .collect();
+    Ok(Page::value(
+        "machines",
+        json!({ "machines": machines, "steps": steps }),
+    ))
+}
+
+/// `/prometheus`: a histogram of the running steps' ages per machine.
+pub async fn prometheus(State(state): State<AppState>) -> ApiResult<Response> {
+    const BUCKETS: [i64; 12] = [
+        60, 600, 1800, 3600, 7200, 21600, 43200, 86400, 172800, 259200, 345600, 691200,
+    ];
+    let rows: Vec<(String, i32)> = sqlx::query_as(
+        "select machine, startTime from BuildSteps where busy <> 0 and startTime is not null order by machine",
+    )
+    .fetch_all(&state.pool)
+    .await?;
+    let now = i64::from(hydra_db::now());
+    let mut per_machine: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
+    for (machine, start) in rows {
+        per_machine
+            .entry(machine)
+            .or_default()
+            .push((now - i64::from(start)).max(0));
+    }
+    let mut out = String::from(
+        "# HELP hydra_machine_build_duration How long the steps running now have been running, per machine\n\
+         # TYPE hydra_machine_build_duration histogram\n",
+    );
+    for (machine, ages) in per_machine {
+        let m = machine.replace('\\', "\\\\").replace('"', "\\\"");
+        for le in BUCKETS {
+            let n = ages.iter().filter(|a| **a <= le).count();
+            out.push_str(&format!(
+                "hydra_machine_build_duration_bucket{{machine=\"{m}\",le=\"{le}\"}} {n}\n"
+            ));
+        }
+        out.push_str(&format!(
+            "hydra_machine_build_duration_bucket{{machine=\"{m}\",le=\"+Inf\"}} {}\n\
+             hydra_machine_build_duration_sum{{machine=\"{m}\"}} {}\n\
+             hydra_machine_build_duration_count{{machine=\"{m}\"}} {}\n",
+            ages.len(),
+            ages.iter().sum::<i64>(),
+            ages.len()
+        ));
+    }
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        out,
+    )
+        .into_response())
+}
+
+// --- /api/scmdiff ------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+pub struct ScmDiffQuery {
+    uri: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    rev1: Option<String>,
+    rev2: Option<String>,
+}
+
+fn revision(q: &Option<String>, name: &str) -> ApiResult<String> {
+    let rev = q.as_deref().unwrap_or("");
+    if rev.is_empty()
+        || !rev
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+    {
+        return Err(ApiError::bad_request(format!(
+            "Invalid revision ‘{rev}’ for {name}."
+        )));
+    }
+    Ok(rev.to_string())
+}
+
+async fn run(dir: &std::path::Path, program: &str, args: &[&str]) -> ApiResult<String> {
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HGPLAIN", "1")
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(SCM_TIMEOUT, cmd.output())
+        .await
+        .map_err(|_| ApiError::Internal(format!("{program} {args:?} timed out")))?
+        .map_err(|e| ApiError::Internal(format!("{program}: {e}")))?;
+    if !output.status.success() {
+        return Err(ApiError::bad_request(format!(
+            "{program} failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// `/api/scmdiff?uri=…&type=git|hg&rev1=…&rev2=…`: the log and diff between
+/// two revisions, from the evaluator's clone of the repository.
+pub async fn scmdiff(
+    State(state): State<AppState>,
+    Query(q): Query<ScmDiffQuery>,
+) -> ApiResult<Response> {
+    let uri = q
+        .uri
+        .as_deref()
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| ApiError::bad_request("Missing ‘uri’."))?;
+    let rev1 = revision(&q.rev1, "rev1")?;
+    let rev2 = revision(&q.rev2, "rev2")?;
+    let kind = q.kind.as_deref().unwrap_or("git");
+    let dir = match kind {
+        "git" | "hg" => hydra_config::scm_clone_dir(&state.data_dir, kind, uri),
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "Unsupported repository type ‘{other}’: use git or hg."
+            )));
+        }
+    };
+    if !dir.is_dir() {
+        return Err(ApiError::not_found(format!(
+            "No clone of ‘{uri}’ is cached here."
+        )));
+    }
+    let range = format!("{rev1}..{rev2}");
+    let text = if kind == "git" {
+        let log = run(&dir, "git", &["log", &range, "--"]).await?;
+        let diff = run(&dir, "git", &["diff", &range, "--"]).await?;
+        format!("{log}\n{diff}")
+    } else {
+        let log = run(&dir, "hg", &["log", "-r", &format!("{rev1}:{rev2}")]).await?;
+        let diff = run(&dir, "hg", &["diff", "-r", &rev1, "-r", &rev2]).await?;
+        format!("{log}\n{diff}")
+    };
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            ),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+        ],
+        text,
+    )
+        .into_response())
+}

@@ -1,0 +1,524 @@
+//! Build logs: `/log/<drv>`, the build and step log routes, and the live
+//! stream of a running step (Server-Sent Events).
+//!
+//! Logs are the queue runner's files under `$HYDRA_DATA/build-logs/`, plain
+//! while a step runs and possibly compressed (`.bz2`, `.zst`) afterwards.
+//! They are always served as `text/plain` with `nosniff`, never inside a
+//! page, so what a build prints cannot run in a browser.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_compression::tokio::bufread::{BzDecoder, ZstdDecoder};
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use hydra_nix::store_path::StorePath;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncSeekExt, BufReader};
+
+use super::{parse_id, redirect, redirect_below};
+use crate::auth::base_url;
+use crate::error::{ApiError, ApiResult};
+use crate::negotiate::Page;
+use crate::state::AppState;
+
+/// Lines `tail` mode shows when `?tail=` is not given.
+const TAIL_LINES: usize = 50;
+/// How often a live stream looks for new lines.
+const POLL: Duration = Duration::from_millis(200);
+
+#[derive(Debug, Default, Deserialize)]
+pub struct TailQuery {
+    tail: Option<String>,
+}
+
+impl TailQuery {
+    fn lines(&self) -> ApiResult<Option<usize>> {
+        match self.tail.as_deref() {
+            None | Some("") => Ok(None),
+            Some(t) => t.parse::<usize>().map(Some).map_err(|_| {
+                ApiError::bad_request(format!("Invalid ‘tail’ parameter ‘{t}’: not a number."))
+            }),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Compression {
+    None,
+    Bzip2,
+    Zstd,
+}
+
+/// The log file of `drv_path`, if there is one: plain, `.bz2` or `.zst`.
+fn find_file(state: &AppState, drv_path: &str) -> Option<(PathBuf, Compression)> {
+    let plain = hydra_config::build_log_path(&state.data_dir, drv_path);
+    [
+        ("", Compression::None),
+        (".bz2", Compression::Bzip2),
+        (".zst", Compression::Zstd),
+    ]
+    .into_iter()
+    .map(|(ext, c)| {
+        let mut p = plain.clone().into_os_string();
+        p.push(ext);
+        (PathBuf::from(p), c)
+    })
+    .find(|(p, _)| p.is_file())
+}
+
+async fn open(
+    path: &std::path::Path,
+    c: Compression,
+) -> ApiResult<Box<dyn AsyncRead + Unpin + Send>> {
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| ApiError::Internal(format!("{}: {e}", path.display())))?;
+    Ok(match c {
+        Compression::None => Box::new(file),
+        Compression::Bzip2 => Box::new(BzDecoder::new(BufReader::new(file))),
+        Compression::Zstd => Box::new(ZstdDecoder::new(BufReader::new(file))),
+    })
+}
+
+/// The last `n` lines of `reader`, read through once.
+async fn tail(reader: Box<dyn AsyncRead + Unpin + Send>, n: usize) -> std::io::Result<Vec<u8>> {
+    let mut reader = BufReader::new(reader);
+    let mut lines: VecDeque<Vec<u8>> = VecDeque::with_capacity(n.min(4096) + 1);
+    loop {
+        let mut line = Vec::new();
+        if reader.read_until(b'\n', &mut line).await? == 0 {
+            break;
+        }
+        lines.push_back(line);
+        if lines.len() > n {
+            lines.pop_front();
+        }
+    }
+    Ok(lines.into_iter().flatten().collect())
+}
+
+fn text_headers(response: &mut Response, finished: bool) {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(if finished {
+            "public, max-age=86400"
+        } else {
+            "no-cache"
+        }),
+    );
+}
+
+/// The log of `drv_path` as text (all of it, streamed, or its last lines).
+async fn serve_text(
+    state: &AppState,
+    drv_path: &str,
+    tail_lines: Option<usize>,
+) -> ApiResult<Response> {
+    let base = drv_path.rsplit('/').next().unwrap_or(drv_path);
+    let Some((path, compression)) = find_file(state, drv_path) else {
+        if let Some(prefix) = state
+            .config
+            .web
+            .log_prefix
+            .as_deref()
+            .filter(|p| !p.is_empty())
+        {
+            let mut location = format!("{prefix}log/{base}");
+            if let Some(n) = tail_lines {
+                location.push_str(&format!("?tail={n}"));
+            }
+            return Ok(redirect(&location));
+        }
+        return Err(ApiError::not_found(format!(
+            "Log of {base} is not available."
+        )));
+    };
+    let running: bool = sqlx::query_scalar(
+        "select exists (select 1 from BuildSteps where drvPath = $1 and busy <> 0)",
+    )
+    .bind(drv_path)
+    .fetch_one(&state.pool)
+    .await?;
+    let reader = open(&path, compression).await?;
+    let mut response = match tail_lines {
+        Some(n) => tail(reader, n)
+            .await
+            .map_err(|e| ApiError::Internal(format!("{}: {e}", path.display())))?
+            .into_response(),
+        None => Body::from_stream(tokio_util::io::ReaderStream::new(reader)).into_response(),
+    };
+    text_headers(&mut response, !running);
+    Ok(response)
+}
+
+/// `/log/<drv base name>[?tail=N]`.
+pub async fn log(
+    State(state): State<AppState>,
+    Path(base): Path<String>,
+    Query(q): Query<TailQuery>,
+) -> ApiResult<Response> {
+    let path = StorePath::from_base_name(&base)
+        .ok()
+        .filter(StorePath::is_derivation)
+        .ok_or_else(|| ApiError::bad_request(format!("‘{base}’ is not a derivation.")))?;
+    let drv = hydra_nix::store_path::StoreDir::default().display(&path);
+    serve_text(&state, &drv, q.lines()?).await
+}
+
+/// The derivation whose log is a build's log: its own, or (when that has
+/// none, e.g. a substituted or cached build) that of a step that produced
+/// the build's outputs.
+async fn build_log_drv(state: &AppState, id: i32) -> ApiResult<String> {
+    let drv: Option<String> = sqlx::query_scalar("select drvPath from Builds where id = $1")
+        .bind(id)
+        .fetch_optional(&state.pool)
+        .await?;
+    let drv =
+        drv.ok_or_else(|| ApiError::not_found(format!("Build with ID {id} doesn't exist.")))?;
+    if find_file(state, &drv).is_some() {
+        return Ok(drv);
+    }
+    let others: Vec<String> = sqlx::query_scalar(
+        "select distinct s.drvPath from BuildStepOutputs o \
+         join BuildSteps s on s.build = o.build and s.stepnr = o.stepnr \
+         where o.path in (select path from BuildOutputs where build = $1) and s.drvPath <> $2",
+    )
+    .bind(id)
+    .bind(&drv)
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(others
+        .into_iter()
+        .find(|d| find_file(state, d).is_some())
+        .unwrap_or(drv))
+}
+
+async fn step_drv(state: &AppState, id: i32, nr: &str) -> ApiResult<(i32, String)> {
+    let nr: i32 = nr
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("Invalid step number ‘{nr}’.")))?;
+    let drv: Option<String> =
+        sqlx::query_scalar("select drvPath from BuildSteps where build = $1 and stepnr = $2")
+            .bind(id)
+            .bind(nr)
+            .fetch_optional(&state.pool)
+            .await?;
+    let drv = drv.ok_or_else(|| ApiError::not_found(format!("Build {id} has no step {nr}.")))?;
+    Ok((nr, drv))
+}
+
+/// What a log URL shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Pretty,
+    Raw,
+    Tail,
+    Live,
+}
+
+fn mode(text: Option<&str>) -> ApiResult<Mode> {
+    match text {
+        None | Some("") | Some("pretty") => Ok(Mode::Pretty),
+        Some("raw") => Ok(Mode::Raw),
+        Some("tail") => Ok(Mode::Tail),
+        Some("live") => Ok(Mode::Live),
+        Some(other) => Err(ApiError::not_found(format!("No log mode ‘{other}’."))),
+    }
+}
+
+/// What is followed until it ends.
+#[derive(Clone, Copy, Debug)]
+enum Watch {
+    Build(i32),
+    Step(i32, i32),
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn show(
+    state: &AppState,
+    headers: &HeaderMap,
+    mode: Mode,
+    drv: String,
+    watch: Watch,
+    q: &TailQuery,
+    last_event: Option<u64>,
+) -> ApiResult<Response> {
+    let base = drv.rsplit('/').next().unwrap_or(&drv).to_string();
+    match mode {
+        Mode::Raw => match q.lines()? {
+            Some(n) => Ok(redirect_below(
+                state,
+                headers,
+                &format!("log/{base}?tail={n}"),
+                None,
+            )),
+            None => Ok(redirect_below(state, headers, &format!("log/{base}"), None)),
+        },
+        Mode::Tail => serve_text(state, &drv, Some(q.lines()?.unwrap_or(TAIL_LINES))).await,
+        Mode::Live => Ok(live(state.clone(), drv, watch, last_event.unwrap_or(0))),
+        Mode::Pretty => {
+            let (build, step) = match watch {
+                Watch::Build(b) => (b, None),
+                Watch::Step(b, s) => (b, Some(s)),
+            };
+            let base_url = base_url(state, headers);
+            Ok(Page::value(
+                "log",
+                json!({
+                    "build": build,
+                    "step": step,
+                    "drvpath": drv,
+                    "available": find_file(state, &drv).is_some(),
+                    "raw": format!("{base_url}log/{base}"),
+                    "live": match step {
+                        Some(s) => format!("{base_url}build/{build}/step/{s}/log/live"),
+                        None => format!("{base_url}build/{build}/log/live"),
+                    },
+                }),
+            )
+            .into_response())
+        }
+    }
+}
+
+fn last_event_id(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// `/build/<id>/log[/<mode>]`.
+pub async fn build_log(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(params): Path<Vec<(String, String)>>,
+    Query(q): Query<TailQuery>,
+) -> ApiResult<Response> {
+    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let id = parse_id(get("id").unwrap_or_default(), "build")?;
+    let mode = mode(get("mode"))?;
+    let drv = build_log_drv(&state, id).await?;
+    show(
+        &state,
+        &headers,
+        mode,
+        drv,
+        Watch::Build(id),
+        &q,
+        last_event_id(&headers),
+    )
+    .await
+}
+
+/// `/build/<id>/step/<nr>/log[/<mode>]`.
+pub async fn step_log(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(params): Path<Vec<(String, String)>>,
+    Query(q): Query<TailQuery>,
+) -> ApiResult<Response> {
+    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let id = parse_id(get("id").unwrap_or_default(), "build")?;
+    let mode = mode(get("mode"))?;
+    let (nr, drv) = step_drv(&state, id, get("nr").unwrap_or_default()).await?;
+    show(
+        &state,
+        &headers,
+        mode,
+        drv,
+        Watch::Step(id, nr),
+        &q,
+        last_event_id(&headers),
+    )
+    .await
+}
+
+/// `/build/<id>/nixlog/<nr>[/<mode>]`: Hydra's old step log URL.
+pub async fn nixlog(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(params): Path<Vec<(String, String)>>,
+) -> ApiResult<Response> {
+    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let id = parse_id(get("id").unwrap_or_default(), "build")?;
+    let nr = get("nr").unwrap_or_default();
+    let mut location = format!("{}build/{id}/step/{nr}/log", base_url(&state, &headers));
+    if let Some(m) = get("mode") {
+        location.push('/');
+        location.push_str(m);
+    }
+    let mut response = redirect(&location);
+    *response.status_mut() = StatusCode::MOVED_PERMANENTLY;
+    Ok(response)
+}
+
+// --- live logs ---------------------------------------------------------------
+
+struct Follow {
+    state: AppState,
+    drv: String,
+    watch: Watch,
+    /// Bytes of the plain log already read.
+    offset: u64,
+    /// An incomplete last line.
+    partial: Vec<u8>,
+    /// Lines read, not yet sent.
+    pending: VecDeque<Vec<u8>>,
+    /// Lines sent or skipped (the next event's id).
+    sent: u64,
+    /// The client already has this many lines (`Last-Event-ID`).
+    skip: u64,
+    ended: bool,
+}
+
+impl Follow {
+    /// Reads what was appended to the log since the last call.
+    async fn read_more(&mut self) -> std::io::Result<()> {
+        let Some((path, compression)) = find_file(&self.state, &self.drv) else {
+            return Ok(());
+        };
+        let mut data = Vec::new();
+        if compression == Compression::None {
+            let mut file = tokio::fs::File::open(&path).await?;
+            let len = file.metadata().await?.len();
+            if len < self.offset {
+                // Rewritten (the step was restarted): start over.
+                self.offset = 0;
+                self.partial.clear();
+            }
+            file.seek(std::io::SeekFrom::Start(self.offset)).await?;
+            file.read_to_end(&mut data).await?;
+            self.offset += data.len() as u64;
+        } else if self.offset == 0 {
+            // Compressed logs are complete: read once.
+            let mut reader = open(&path, compression)
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            reader.read_to_end(&mut data).await?;
+            self.offset = u64::MAX;
+        }
+        for byte in data {
+            if byte == b'\n' {
+                let line = std::mem::take(&mut self.partial);
+                self.pending.push_back(line);
+            } else {
+                self.partial.push(byte);
+            }
+        }
+        Ok(())
+    }
+
+    async fn finished(&self) -> Result<bool, sqlx::Error> {
+        match self.watch {
+            Watch::Build(id) => {
+                let finished: Option<i32> =
+                    sqlx::query_scalar("select finished from Builds where id = $1")
+                        .bind(id)
+                        .fetch_optional(&self.state.pool)
+                        .await?;
+                Ok(finished.is_none_or(|f| f != 0))
+            }
+            Watch::Step(id, nr) => {
+                let busy: Option<i32> = sqlx::query_scalar(
+                    "select busy from BuildSteps where build = $1 and stepnr = $2",
+                )
+                .bind(id)
+                .bind(nr)
+                .fetch_optional(&self.state.pool)
+                .await?;
+                Ok(busy.is_none_or(|b| b == 0))
+            }
+        }
+    }
+
+    /// The next event: a line, the end marker, or `None` after it.
+    async fn next_event(&mut self) -> Option<Event> {
+        loop {
+            if let Some(line) = self.pending.pop_front() {
+                self.sent += 1;
+                if self.sent <= self.skip {
+                    continue;
+                }
+                let mut text = String::from_utf8_lossy(&line).into_owned();
+                if text.ends_with('\r') {
+                    text.pop();
+                }
+                return Some(Event::default().id(self.sent.to_string()).data(text));
+            }
+            if self.ended {
+                return None;
+            }
+            // Whether the step had finished is read before the file, so
+            // that nothing it wrote before finishing can be missed.
+            let finished = match self.finished().await {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::error!(error = %e, "live log: database error");
+                    true
+                }
+            };
+            if let Err(e) = self.read_more().await {
+                tracing::warn!(error = %e, drv = %self.drv, "live log: cannot read the log");
+            }
+            if finished {
+                if !self.partial.is_empty() {
+                    let line = std::mem::take(&mut self.partial);
+                    self.pending.push_back(line);
+                }
+                if self.pending.is_empty() {
+                    self.ended = true;
+                    return Some(Event::default().event("end").data("finished"));
+                }
+                // Send what is left, then the end marker.
+                continue;
+            }
+            if self.pending.is_empty() {
+                tokio::time::sleep(POLL).await;
+            }
+        }
+    }
+}
+
+/// The live stream: what the log holds, then each new line, then an `end`
+/// event once the step (or build) finished. Event ids are line numbers;
+/// a client reconnecting with `Last-Event-ID` gets only the lines after.
+fn live(state: AppState, drv: String, watch: Watch, skip: u64) -> Response {
+    let follow = Follow {
+        state,
+        drv,
+        watch,
+        offset: 0,
+        partial: Vec::new(),
+        pending: VecDeque::new(),
+        sent: 0,
+        skip,
+        ended: false,
+    };
+    let stream = futures_util::stream::unfold(follow, |mut f| async move {
+        let event = f.next_event().await?;
+        Some((Ok::<_, std::convert::Infallible>(event), f))
+    });
+    let mut response = Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}

@@ -1,0 +1,142 @@
+//! `/api/push-github` and `/api/push-gitea`: push webhooks that trigger the
+//! evaluation of the jobsets following the pushed repository.
+//!
+//! The body must carry an HMAC-SHA256 signature by one of the configured
+//! secrets (several may be configured, so a secret can be rotated without
+//! downtime); signatures are compared in constant time. No session and no
+//! CSRF check: the signature is the authentication.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use hmac::{Hmac, KeyInit, Mac};
+use hydra_config::Secret;
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::error::{ApiError, ApiResult};
+use crate::negotiate::Page;
+use crate::state::AppState;
+
+fn unauthorized(message: &str) -> ApiError {
+    ApiError::Unauthorized(message.to_string())
+}
+
+/// Checks `signature` (hex) against the body under each secret.
+fn verify(secrets: &[Secret], body: &[u8], signature: Option<&str>) -> ApiResult<()> {
+    if secrets.is_empty() {
+        return Err(unauthorized("No webhook secret is configured."));
+    }
+    let signature = signature.ok_or_else(|| unauthorized("Missing webhook signature"))?;
+    let given =
+        hex::decode(signature.trim()).map_err(|_| unauthorized("Invalid webhook signature"))?;
+    let mut ok = false;
+    for secret in secrets {
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes()) else {
+            continue;
+        };
+        mac.update(body);
+        // Every secret is tried, so the time taken does not say which matched.
+        ok |= mac.verify_slice(&given).is_ok();
+    }
+    if ok {
+        Ok(())
+    } else {
+        Err(unauthorized("Invalid webhook signature"))
+    }
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn parse_body(body: &[u8]) -> ApiResult<Value> {
+    if body.is_empty() {
+        return Err(ApiError::bad_request("Empty request body."));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("The request body is not JSON: {e}.")))
+}
+
+/// `%` and `_` are LIKE wildcards; a repository name must match literally.
+fn like_literal(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+/// Sets `triggerTime` on the enabled jobsets whose flake URI or an input
+/// value matches `pattern` (a LIKE pattern), returning `p:j` names.
+async fn trigger(
+    state: &AppState,
+    flake_pattern: &str,
+    input_pattern: &str,
+) -> ApiResult<Vec<String>> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "update Jobsets j set triggerTime = $3 \
+         where j.enabled <> 0 and (j.flake like $1 or exists (select 1 from JobsetInputAlts a \
+           where a.project = j.project and a.jobset = j.name and a.value like $2)) \
+         returning j.project, j.name",
+    )
+    .bind(flake_pattern)
+    .bind(input_pattern)
+    .bind(hydra_db::now())
+    .fetch_all(&state.pool)
+    .await?;
+    let mut names: Vec<String> = rows.into_iter().map(|(p, j)| format!("{p}:{j}")).collect();
+    names.sort();
+    Ok(names)
+}
+
+/// `POST /api/push-github`: header `X-Hub-Signature-256: sha256=<hex>`.
+pub async fn github(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Page> {
+    let signature = header(&headers, "x-hub-signature-256").map(|s| {
+        s.strip_prefix("sha256=")
+            .unwrap_or("not a sha256 signature")
+    });
+    verify(&state.config.web.github_webhook_secrets, &body, signature)?;
+    let payload = parse_body(&body)?;
+    let repo = &payload["repository"];
+    let owner = repo["owner"]["name"]
+        .as_str()
+        .or_else(|| repo["owner"]["login"].as_str())
+        .ok_or_else(|| ApiError::bad_request("The payload names no repository owner."))?;
+    let name = repo["name"]
+        .as_str()
+        .ok_or_else(|| ApiError::bad_request("The payload names no repository."))?;
+    let path = format!("{}/{}", like_literal(owner), like_literal(name));
+    let triggered = trigger(
+        &state,
+        &format!("%github%{path}%"),
+        &format!("%github.com%{path}%"),
+    )
+    .await?;
+    tracing::info!(owner, repository = name, ?triggered, "GitHub push");
+    Ok(Page::value("api", json!({ "jobsetsTriggered": triggered })))
+}
+
+/// `POST /api/push-gitea`: header `X-Gitea-Signature: <hex>`.
+pub async fn gitea(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Page> {
+    verify(
+        &state.config.web.gitea_webhook_secrets,
+        &body,
+        header(&headers, "x-gitea-signature"),
+    )?;
+    let payload = parse_body(&body)?;
+    let url = payload["repository"]["clone_url"]
+        .as_str()
+        .ok_or_else(|| ApiError::bad_request("The payload has no repository.clone_url."))?;
+    let url = url.strip_suffix(".git").unwrap_or(url);
+    let pattern = format!("%{}%", like_literal(url));
+    let triggered = trigger(&state, &pattern, &pattern).await?;
+    tracing::info!(repository = url, ?triggered, "Gitea push");
+    Ok(Page::value("api", json!({ "jobsetsTriggered": triggered })))
+}
