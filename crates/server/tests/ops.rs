@@ -273,9 +273,10 @@ async fn job_routes_give_badges_series_and_prometheus_figures() {
         assert!(text.lines().any(|l| l == line), "{line} in {text}");
     }
     let r = app.get("/job/demo/trunk/broken/prometheus").await;
-    assert!(r.text().contains(&format!(
-        "hydra_job_failed{{project=\"demo\",jobset=\"trunk\",job=\"broken\"}} 1"
-    )));
+    assert!(
+        r.text()
+            .contains("hydra_job_failed{project=\"demo\",jobset=\"trunk\",job=\"broken\"} 1")
+    );
 
     let series = |path: &'static str| {
         let app = &app;

@@ -1,0 +1,254 @@
+//! The web server next to a real queue runner: a build that writes a line
+//! per second is followed live over Server-Sent Events, and the queue
+//! runner's status and machines are read through the web server.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http_body_util::BodyExt;
+use hydra_config::Config;
+use hydra_nix::env::NixEnv;
+use hydra_queue_runner::Context;
+use hydra_test_support::jobsets::{create_jobset, create_project, queue_build};
+use hydra_test_support::{NixStore, TestDb, fixtures_dir, shared_tempdir};
+use tokio_util::sync::CancellationToken;
+
+const JOBS: &str = r#"
+with import ./config.nix;
+{
+  talker = mkDerivation {
+    name = "talker";
+    builder = builtins.toFile "t.sh" "for i in 1 2 3 4 5; do echo \"line $i\"; sleep 1; done; echo done > $out";
+  };
+}
+"#;
+
+struct World {
+    db: TestDb,
+    store: NixStore,
+    data: tempfile::TempDir,
+    exprs: tempfile::TempDir,
+    jobset: i32,
+    config: Config,
+    stop: CancellationToken,
+    web: SocketAddr,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl World {
+    /// A queue runner (building on `localhost`, a chroot store) and the web
+    /// server, in this process, sharing a database and `HYDRA_DATA`.
+    async fn start() -> World {
+        let db = TestDb::new().await;
+        let store = NixStore::new();
+        let data = shared_tempdir();
+        let exprs = shared_tempdir();
+        std::fs::copy(
+            fixtures_dir().join("config.nix"),
+            exprs.path().join("config.nix"),
+        )
+        .unwrap();
+        create_project(&db.pool, "p").await;
+        let jobset = create_jobset(&db.pool, "p", "j", "src", "release.nix", &[]).await;
+        let machines = data.path().join("machines");
+        std::fs::write(&machines, "localhost x86_64-linux,builtin - 1 1 - - -\n").unwrap();
+        let status = format!("127.0.0.1:{}", free_port());
+        let text = format!(
+            "gc_roots_dir = {}\nmachines_file = {}\nqueue_runner_metrics_address = {status}\n\
+             queue_runner_endpoint = http://{status}\n",
+            data.path().join("gcroots").display(),
+            machines.display(),
+        );
+        let (config, _) = Config::load_str(&data.path().join("hydra.conf"), &text).unwrap();
+        let (_, args, env) = store.serve_command();
+        let local = NixEnv { args, env };
+        let dest = hydra_store::open(&config.queue_runner.store_uri, &local).unwrap();
+        let ctx = Context {
+            pool: db.pool.clone(),
+            config: Arc::new(config.clone()),
+            data_dir: data.path().to_path_buf(),
+            local_root: local.detect_root(),
+            local: local.clone(),
+            dest: Arc::new(dest),
+        };
+        let stop = CancellationToken::new();
+        let runner = tokio::spawn({
+            let stop = stop.clone();
+            async move { hydra_queue_runner::run(ctx, stop).await.unwrap() }
+        });
+        let state = hydra_server::AppState::new(
+            db.pool.clone(),
+            Arc::new(config.clone()),
+            data.path().to_path_buf(),
+            local,
+        )
+        .unwrap();
+        let listener = hydra_server::bind("127.0.0.1:0").await.unwrap();
+        let web = listener.local_addr().unwrap();
+        let server = tokio::spawn({
+            let stop = stop.clone();
+            async move { hydra_server::run(state, listener, stop).await.unwrap() }
+        });
+        World {
+            db,
+            store,
+            data,
+            exprs,
+            jobset,
+            config,
+            stop,
+            web,
+            tasks: vec![runner, server],
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        drop(self.data);
+    }
+
+    /// Opens `path` and returns the streaming response.
+    async fn open(&self, path: &str) -> hyper::Response<hyper::body::Incoming> {
+        let stream = tokio::net::TcpStream::connect(self.web).await.unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = hyper::Request::get(path)
+            .header("host", self.web.to_string())
+            .header("accept", "application/json")
+            .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+            .unwrap();
+        sender.send_request(req).await.unwrap()
+    }
+
+    async fn json(&self, path: &str) -> serde_json::Value {
+        let body = self.open(path).await.into_body().collect().await.unwrap();
+        serde_json::from_slice(&body.to_bytes()).unwrap()
+    }
+
+    async fn finished(&self, id: i32) -> bool {
+        sqlx::query_scalar::<_, i32>("select finished from Builds where id = $1")
+            .bind(id)
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap()
+            == 1
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_build_is_followed_line_by_line_over_server_sent_events() {
+    let world = World::start().await;
+    let file = world.exprs.path().join("jobs.nix");
+    std::fs::write(&file, JOBS).unwrap();
+    let id = queue_build(
+        &world.db.pool,
+        &world.store,
+        world.jobset,
+        &file,
+        "talker",
+        Default::default(),
+    )
+    .await;
+
+    let response = world.open(&format!("/build/{id}/log/live")).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut body = response.into_body();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut text = String::new();
+    // (line, whether the build had finished when it arrived)
+    let mut arrivals: Vec<(String, bool)> = Vec::new();
+    let mut ended = false;
+    while !ended {
+        assert!(Instant::now() < deadline, "the stream did not end: {text}");
+        let frame = tokio::time::timeout(Duration::from_secs(60), body.frame())
+            .await
+            .expect("the stream stalled");
+        let Some(frame) = frame else { break };
+        let Ok(data) = frame.unwrap().into_data() else {
+            continue;
+        };
+        text.push_str(std::str::from_utf8(&data).unwrap());
+        while let Some(end) = text.find("\n\n") {
+            let event: String = text.drain(..end + 2).collect();
+            if event.contains("event: end") {
+                ended = true;
+                continue;
+            }
+            if let Some(line) = event.lines().find_map(|l| l.strip_prefix("data: ")) {
+                arrivals.push((line.to_string(), world.finished(id).await));
+            }
+        }
+    }
+    assert!(ended, "the stream ends with an end event");
+    assert!(
+        world.finished(id).await,
+        "the stream ended when the build did"
+    );
+    let lines: Vec<&str> = arrivals
+        .iter()
+        .map(|(l, _)| l.as_str())
+        .filter(|l| l.starts_with("line "))
+        .collect();
+    assert_eq!(
+        lines,
+        vec!["line 1", "line 2", "line 3", "line 4", "line 5"],
+        "every line, in order: {arrivals:?}"
+    );
+    let live = arrivals
+        .iter()
+        .filter(|(l, finished)| l.starts_with("line ") && !finished)
+        .count();
+    assert!(
+        live >= 3,
+        "lines arrive while the build runs, not at its end: {arrivals:?}"
+    );
+    let status: i32 = sqlx::query_scalar("select buildStatus from Builds where id = $1")
+        .bind(id)
+        .fetch_one(&world.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, 0);
+    world.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_runner_status_and_machines_are_read_through_the_web_server() {
+    let world = World::start().await;
+    // The status endpoint starts with the queue runner.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let status = world.json("/queue-runner-status").await;
+        if status["status"] != "unreachable" || Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status["status"], "up", "{status}");
+    assert!(status.get("nrQueuedBuilds").is_some(), "{status}");
+    let machines = world.json("/machines").await;
+    assert!(
+        machines["machines"].to_string().contains("localhost"),
+        "{machines}"
+    );
+    assert_eq!(machines["steps"], serde_json::json!([]));
+    assert!(world.config.web.queue_runner_endpoint.is_some());
+    world.stop().await;
+}
