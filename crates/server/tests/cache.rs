@@ -279,6 +279,7 @@ async fn fetch(served: &Served, path: &str) -> (u16, axum::http::HeaderMap, Vec<
     tokio::spawn(conn);
     let req = axum::http::Request::get(path)
         .header("host", served.address.to_string())
+        .header("accept", "application/json")
         .body(http_body_util::Empty::<axum::body::Bytes>::new())
         .unwrap();
     let res = sender.send_request(req).await.unwrap();
@@ -291,4 +292,89 @@ async fn fetch(served: &Served, path: &str) -> (u16, axum::http::HeaderMap, Vec<
 async fn get_text(served: &Served, path: &str) -> (u16, String) {
     let (status, _, body) = fetch(served, path).await;
     (status, String::from_utf8(body).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jobset_channel_is_an_expression_nix_evaluates_to_the_built_outputs() {
+    let store = NixStore::new();
+    let (hello, dep, _dir) = build(&store);
+    let served = Served::start(
+        &store,
+        "binary_cache_public_uri = https://cache.example.org\n",
+    )
+    .await;
+    served
+        ._db
+        .exec(&format!(
+            "insert into Users (userName, emailAddress, password) values ('root', '', '!');
+             insert into Projects (name, displayName, owner) values ('p', 'P', 'root');
+             insert into Jobsets (project, name, nixExprInput, nixExprPath, emailOverride) values ('p', 'j', 'src', 'r.nix', '');
+             insert into Builds (id, finished, timestamp, jobset_id, job, nixName, drvPath, system, startTime, stopTime, buildStatus)
+               select 1, 1, 1, id, 'hello', 'hello-1', '/nix/store/x.drv', 'x86_64-linux', 1, 2, 0 from Jobsets;
+             insert into Builds (id, finished, timestamp, jobset_id, job, nixName, drvPath, system, startTime, stopTime, buildStatus)
+               select 2, 1, 1, id, 'dep', 'dep', '/nix/store/y.drv', 'x86_64-linux', 1, 2, 0 from Jobsets;
+             insert into Builds (id, finished, timestamp, jobset_id, job, nixName, drvPath, system, startTime, stopTime, buildStatus)
+               select 3, 1, 1, id, 'hello', 'hello-2', '/nix/store/z.drv', 'x86_64-linux', 1, 2, 1 from Jobsets;
+             insert into BuildOutputs (build, name, path) values (1, 'out', '{hello}'), (2, 'out', '{dep}'),
+               (3, 'out', '/nix/store/00000000000000000000000000000000-failed');
+             insert into BuildProducts (build, productnr, type, subtype, path, name) values
+               (1, 1, 'nix-build', '', '{hello}', 'hello'), (2, 1, 'nix-build', '', '{dep}', 'dep'),
+               (3, 1, 'nix-build', '', '/nix/store/00000000000000000000000000000000-failed', 'failed');"
+        ))
+        .await;
+    let (status, _, body) = fetch(&served, "/jobset/p/j/channel/latest").await;
+    assert_eq!(status, 200);
+    let list: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(list["name"], "p-j");
+    let ids: Vec<i64> = list["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![2, 1], "the latest successful build of each job");
+    let (_, _, url) = fetch(&served, "/jobset/p/j/channel/latest/binary-cache-url").await;
+    assert_eq!(url, b"https://cache.example.org");
+
+    let (status, headers, tarball) =
+        fetch(&served, "/jobset/p/j/channel/latest/nixexprs.tar.bz2").await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "application/x-bzip2");
+    let mut tar = Vec::new();
+    async_compression::tokio::bufread::BzDecoder::new(&tarball[..])
+        .read_to_end(&mut tar)
+        .await
+        .unwrap();
+    let unpacked = shared_tempdir();
+    let mut child = std::process::Command::new("tar")
+        .args(["-x", "-C"])
+        .arg(unpacked.path())
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), &tar).unwrap();
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success(), "tar reads the tarball");
+    assert_eq!(
+        std::fs::read_to_string(unpacked.path().join("channel/channel-name")).unwrap(),
+        "p-j\n"
+    );
+    let expr = format!(
+        "let c = import {}/channel {{ system = \"x86_64-linux\"; }}; in [ c.hello.outPath c.hello.name c.dep.outPath ]",
+        unpacked.path().display()
+    );
+    let out = store.run(
+        "nix-instantiate",
+        &["--eval", "--strict", "--json", "-E", &expr],
+    );
+    let got: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(got, serde_json::json!([hello, "hello-1", dep]));
+
+    // One build as a channel; an evaluation's channel.
+    let (_, _, body) = fetch(&served, "/build/1/nix").await;
+    let one: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(one["packages"].as_array().unwrap().len(), 1);
+    assert_eq!(fetch(&served, "/build/9/nix").await.0, 404);
+    assert_eq!(fetch(&served, "/jobset/p/nope/channel/latest").await.0, 404);
+    served.stop().await;
 }

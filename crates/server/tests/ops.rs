@@ -608,3 +608,49 @@ async fn proxy_headers_are_honoured_only_behind_a_frontend_proxy() {
         .await;
     assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
 }
+
+#[tokio::test]
+async fn scmdiff_shows_the_log_and_diff_between_two_revisions_of_a_cached_clone() {
+    let app = App::new().await;
+    let repo = hydra_test_support::GitRepo::new();
+    let first = repo.commit(&[("file.txt", "one\n")], "first commit");
+    let second = repo.commit(&[("file.txt", "two\n")], "second: say two");
+    let url = repo.url();
+    let clone = hydra_config::scm_clone_dir(app.data.path(), "git", &url);
+    std::fs::create_dir_all(clone.parent().unwrap()).unwrap();
+    let status = std::process::Command::new("git")
+        .args(["clone", "-q", "--bare", &url])
+        .arg(&clone)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let q = |rev1: &str, rev2: &str| {
+        format!(
+            "/api/scmdiff?type=git&uri={}&rev1={rev1}&rev2={rev2}",
+            url.replace('/', "%2F").replace(':', "%3A")
+        )
+    };
+    let r = app.get(&q(&first, &second)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("text/plain; charset=utf-8")
+    );
+    let text = r.text();
+    assert!(text.contains("second: say two"), "{text}");
+    assert!(!text.contains("first commit"), "{text}");
+    assert!(text.contains("-one") && text.contains("+two"), "{text}");
+
+    for bad in ["HEAD;id", "a%20b", "--output=x", ""] {
+        let r = app.get(&q(bad, &second)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let r = app
+        .get("/api/scmdiff?type=git&uri=https%3A%2F%2Fnowhere.example%2Fr&rev1=a&rev2=b")
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = app
+        .get(&q(&first, &second).replace("type=git", "type=svn"))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}

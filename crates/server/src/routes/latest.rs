@@ -18,7 +18,7 @@ use crate::negotiate::Page;
 use crate::state::AppState;
 use crate::views::{self, BUILD_SUMMARY_COLUMNS, BuildSummary};
 
-const SCOPES: &[&str] = &[
+pub const SCOPES: &[&str] = &[
     "",
     "/project/{project}",
     "/jobset/{project}/{jobset}",

@@ -16,6 +16,7 @@ pub mod admin;
 pub mod api;
 pub mod build;
 pub mod cache;
+pub mod channels;
 pub mod downloads;
 pub mod eval;
 pub mod form;
@@ -83,6 +84,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/job/{project}/{jobset}/{job}/star", post(job::star))
         .merge(latest::routes())
+        .merge(channel_routes())
+        .route("/eval/{id}/channel", get(channels::eval))
+        .route("/eval/{id}/channel/{file}", get(channels::eval))
+        .route("/build/{id}/nix", get(channels::build))
+        .route("/build/{id}/nix/{file}", get(channels::build))
         .route(
             "/project/{project}",
             get(project::show)
@@ -186,6 +192,20 @@ pub fn router(state: AppState) -> Router {
         .layer(from_fn(negotiate::negotiate))
         .layer(from_fn_with_state(state.clone(), crate::metrics::track))
         .with_state(state)
+}
+
+/// `…/channel/latest[/<file>]` under every scope.
+fn channel_routes() -> Router<AppState> {
+    let mut router = Router::new();
+    for scope in latest::SCOPES {
+        router = router
+            .route(&format!("{scope}/channel/latest"), get(channels::latest))
+            .route(
+                &format!("{scope}/channel/latest/{{file}}"),
+                get(channels::latest),
+            );
+    }
+    router
 }
 
 async fn not_found() -> ApiError {
