@@ -22,7 +22,7 @@ pub fn escape(text: &str) -> String {
 }
 
 pub fn render(page: &Rendered) -> String {
-    let text = serde_json::to_string_pretty(&page.data).unwrap_or_default();
+    let text = serde_json::to_string_pretty(&page.value()).unwrap_or_default();
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <title>Hydra - {title}</title></head><body><h1>{title}</h1><pre>{body}</pre></body></html>\n",

@@ -2,6 +2,8 @@
 //! types, each loaded in one or a few indexed queries (never a query per
 //! row).
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -28,7 +30,7 @@ const BUILDS_JSON: &str = "select json_build_object(\
         from BuildMetrics x where x.build = b.id), '{}'::json)\
     )::text from Builds b join Jobsets j on j.id = b.jobset_id";
 
-/// The Build object of one build, as JSON text.
+/// The Build object of one build, as JSON text: one round trip.
 pub async fn build_json(pool: &PgPool, id: i32) -> ApiResult<Option<String>> {
     let sql = format!("{BUILDS_JSON} where b.id = $1");
     Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
@@ -37,18 +39,138 @@ pub async fn build_json(pool: &PgPool, id: i32) -> ApiResult<Option<String>> {
         .await?)
 }
 
+#[derive(Debug, Serialize, sqlx::FromRow)]
+struct BuildRow {
+    id: i32,
+    finished: i32,
+    timestamp: i32,
+    starttime: Option<i32>,
+    stoptime: Option<i32>,
+    project: String,
+    jobset: String,
+    job: String,
+    nixname: Option<String>,
+    system: String,
+    priority: i32,
+    buildstatus: Option<i32>,
+    releasename: Option<String>,
+    drvpath: String,
+    #[sqlx(skip)]
+    jobsetevals: Vec<i32>,
+    #[sqlx(skip)]
+    buildoutputs: BTreeMap<String, OutputJson>,
+    #[sqlx(skip)]
+    buildproducts: BTreeMap<i32, ProductJson>,
+    #[sqlx(skip)]
+    buildmetrics: BTreeMap<String, MetricJson>,
+}
+
+#[derive(Debug, Serialize)]
+struct OutputJson {
+    path: Option<String>,
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+struct ProductJson {
+    #[serde(skip)]
+    build: i32,
+    #[serde(skip)]
+    productnr: i32,
+    #[serde(rename = "type")]
+    kind: String,
+    subtype: String,
+    name: Option<String>,
+    filesize: Option<i64>,
+    sha256hash: Option<String>,
+    path: Option<String>,
+    defaultpath: String,
+}
+
+#[derive(Debug, Serialize)]
+struct MetricJson {
+    name: String,
+    unit: Option<String>,
+    value: Value,
+}
+
+/// Build objects for `ids`, in the order of `ids`, as the text of one JSON
+/// array. The same objects as [`build_json`], read as rows (one query per
+/// table, run concurrently) and serialised here: for thousands of builds
+/// that is several times faster than building the JSON in PostgreSQL.
+pub async fn builds_json_text(pool: &PgPool, ids: &[i32]) -> ApiResult<String> {
+    let builds = sqlx::query_as::<_, BuildRow>(
+        "select b.id, b.finished, b.timestamp, b.startTime as starttime, b.stopTime as stoptime, \
+         j.project, j.name as jobset, b.job, b.nixName as nixname, b.system, b.priority, \
+         b.buildStatus as buildstatus, b.releaseName as releasename, b.drvPath as drvpath \
+         from unnest($1::integer[]) with ordinality as w(id, n) join Builds b on b.id = w.id \
+         join Jobsets j on j.id = b.jobset_id order by w.n",
+    )
+    .bind(ids)
+    .fetch_all(pool);
+    let evals = sqlx::query_as::<_, (i32, i32)>(
+        "select build, eval from JobsetEvalMembers where build = any($1) order by build, eval",
+    )
+    .bind(ids)
+    .fetch_all(pool);
+    let outputs = sqlx::query_as::<_, (i32, String, Option<String>)>(
+        "select build, name, path from BuildOutputs where build = any($1)",
+    )
+    .bind(ids)
+    .fetch_all(pool);
+    let products = sqlx::query_as::<_, ProductJson>(
+        "select build, productnr, type as kind, subtype, name, fileSize as filesize, sha256hash, path, \
+         coalesce(defaultPath, '') as defaultpath from BuildProducts where build = any($1)",
+    )
+    .bind(ids)
+    .fetch_all(pool);
+    let metrics = sqlx::query_as::<_, (i32, String, Option<String>, f64)>(
+        "select build, name, unit, value from BuildMetrics where build = any($1)",
+    )
+    .bind(ids)
+    .fetch_all(pool);
+    let (mut builds, evals, outputs, products, metrics) =
+        tokio::try_join!(builds, evals, outputs, products, metrics)?;
+    let mut by_id: std::collections::HashMap<i32, &mut BuildRow> =
+        builds.iter_mut().map(|b| (b.id, b)).collect();
+    for (build, eval) in evals {
+        if let Some(b) = by_id.get_mut(&build) {
+            b.jobsetevals.push(eval);
+        }
+    }
+    for (build, name, path) in outputs {
+        if let Some(b) = by_id.get_mut(&build) {
+            b.buildoutputs.insert(name, OutputJson { path });
+        }
+    }
+    for product in products {
+        if let Some(b) = by_id.get_mut(&product.build) {
+            b.buildproducts.insert(product.productnr, product);
+        }
+    }
+    for (build, name, unit, value) in metrics {
+        if let Some(b) = by_id.get_mut(&build) {
+            let value = json_number(value);
+            b.buildmetrics
+                .insert(name.clone(), MetricJson { name, unit, value });
+        }
+    }
+    drop(by_id);
+    serde_json::to_string(&builds).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// A number as PostgreSQL's JSON shows it: integral values without `.0`.
+pub fn json_number(v: f64) -> Value {
+    if v.fract() == 0.0 && v.abs() < 9.0e15 {
+        Value::from(v as i64)
+    } else {
+        Value::from(v)
+    }
+}
+
 /// Build objects for `ids`, in the order of `ids`.
 pub async fn builds_json(pool: &PgPool, ids: &[i32]) -> ApiResult<Vec<Value>> {
-    let sql = format!(
-        "{BUILDS_JSON} join unnest($1::integer[]) with ordinality as w(id, n) on w.id = b.id order by w.n"
-    );
-    let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-        .bind(ids)
-        .fetch_all(pool)
-        .await?;
-    rows.iter()
-        .map(|r| serde_json::from_str(r).map_err(|e| ApiError::Internal(e.to_string())))
-        .collect()
+    let text = builds_json_text(pool, ids).await?;
+    serde_json::from_str(&text).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
 /// The short form used by build lists (`/queue`, `/api/latestbuilds`, …).

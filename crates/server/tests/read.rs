@@ -240,3 +240,30 @@ async fn api_counts() {
         StatusCode::BAD_REQUEST
     );
 }
+
+#[tokio::test]
+async fn build_lists_hold_the_same_objects_as_the_build_route() {
+    let app = App::new().await;
+    fixture(&app).await;
+    app.exec(
+        "insert into BuildMetrics (build, name, unit, value, project, jobset, job, timestamp) values
+            (1, 'count', null, 3, 'demo', 'trunk', 'hello', 1700000000);
+         insert into BuildProducts (build, productnr, type, subtype, path, name) values
+            (1, 10, 'doc', 'manual', '/nix/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-hello-1.0/doc', 'manual');",
+    )
+    .await;
+    let list = app.get("/eval/1/builds").await.json();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 4);
+    for build in list {
+        let id = build["id"].as_i64().unwrap();
+        let one = app.get(&format!("/build/{id}")).await;
+        assert_eq!(
+            serde_json::to_string(build).unwrap(),
+            serde_json::to_string(&one.json()).unwrap(),
+            "build {id}: same fields and values"
+        );
+    }
+    let constituents = app.get("/build/4/constituents").await.json();
+    assert_eq!(constituents[0], list[0]);
+}

@@ -1,14 +1,14 @@
 //! `/build/<id>`: a build, its steps, and the actions on it.
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::{parse_id, redirect};
 use crate::auth::{SameOrigin, Viewer, base_url};
 use crate::error::{ApiError, ApiResult};
-use crate::negotiate::{Page, Rendered};
+use crate::negotiate::Page;
 use crate::state::AppState;
 use crate::views;
 
@@ -32,22 +32,7 @@ pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> ApiR
     let json = views::build_json(&state.pool, id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("Build with ID {id} doesn't exist.")))?;
-    let data: Value = serde_json::from_str(&json).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let mut response = (
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            ),
-            (header::VARY, HeaderValue::from_static("Accept")),
-        ],
-        json,
-    )
-        .into_response();
-    response
-        .extensions_mut()
-        .insert(Rendered::new("build", data));
-    Ok(response)
+    Ok(crate::negotiate::json_text("build", json))
 }
 
 pub async fn constituents(

@@ -41,12 +41,15 @@ pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> ApiR
     Ok(Page::value("eval", evals.pop().unwrap_or(Value::Null)))
 }
 
-pub async fn builds(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Page> {
+pub async fn builds(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<axum::response::Response> {
     let (id, _) = find(&state, &id).await?;
     let ids = members(&state, id).await?;
-    Ok(Page::value(
+    Ok(crate::negotiate::json_text(
         "eval-builds",
-        Value::Array(views::builds_json(&state.pool, &ids).await?),
+        views::builds_json_text(&state.pool, &ids).await?,
     ))
 }
 

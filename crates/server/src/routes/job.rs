@@ -236,18 +236,9 @@ async fn series(
         .await?;
     let points: Vec<Value> = rows
         .into_iter()
-        .map(|(id, timestamp, value)| json!({ "id": id, "timestamp": timestamp, "value": number(value) }))
+        .map(|(id, timestamp, value)| json!({ "id": id, "timestamp": timestamp, "value": crate::views::json_number(value) }))
         .collect();
     Ok(Page::value("job-series", Value::Array(points)))
-}
-
-/// Integers stay integers in JSON.
-fn number(v: f64) -> Value {
-    if v.fract() == 0.0 && v.abs() < 9.0e15 {
-        json!(v as i64)
-    } else {
-        json!(v)
-    }
 }
 
 pub async fn build_times(
@@ -292,7 +283,7 @@ pub async fn metric(
     let points: Vec<Value> = rows
         .into_iter()
         .map(|(id, timestamp, value, unit)| {
-            json!({ "id": id, "timestamp": timestamp, "value": number(value), "unit": unit })
+            json!({ "id": id, "timestamp": timestamp, "value": crate::views::json_number(value), "unit": unit })
         })
         .collect();
     Ok(Page::value("job-series", Value::Array(points)))

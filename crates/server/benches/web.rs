@@ -1,0 +1,183 @@
+//! Web server benchmarks (figures, not tests), over a database holding one
+//! jobset with 10,000 jobs (`BENCH_BUILDS`), each a finished build with two
+//! outputs, a product and a metric, all in one evaluation:
+//!
+//! (a) `/build/<id>` JSON under `wrk` on loopback: requests/s and latency
+//!     percentiles (`wrk` is the Debian package of that name);
+//! (b) `/jobset/<p>/<j>`, `/eval/<id>` and `/eval/<id>/builds` JSON, one
+//!     request at a time: p50 and max of 20 requests each.
+//!
+//! `cargo bench -p hydra-server`; `BENCH_ONLY=a|b` runs one.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http_body_util::BodyExt;
+use hydra_nix::env::NixEnv;
+use hydra_test_support::TestDb;
+use tokio_util::sync::CancellationToken;
+
+async fn fill(db: &TestDb, builds: i32) {
+    db.exec(&format!(
+        "insert into Users (userName, emailAddress, password) values ('owner', '', '!');
+         insert into Projects (name, displayName, owner) values ('bench', 'Bench', 'owner');
+         insert into Jobsets (project, name, nixExprInput, nixExprPath, emailOverride, checkInterval)
+           values ('bench', 'main', 'src', 'release.nix', '', 60);
+         insert into JobsetInputs (project, jobset, name, type) values ('bench', 'main', 'src', 'git');
+         insert into JobsetInputAlts (project, jobset, input, altnr, value) values ('bench', 'main', 'src', 0, 'https://example.org/r.git');
+         insert into Builds (id, finished, timestamp, jobset_id, job, nixName, drvPath, system, startTime, stopTime,
+                             buildStatus, isCurrent, size, closureSize)
+           select i, 1, 1700000000 + i, (select id from Jobsets), 'job' || i, 'pkg-' || i,
+                  '/nix/store/' || lpad(i::text, 32, '0') || '-pkg-' || i || '.drv', 'x86_64-linux',
+                  1700000000 + i, 1700000010 + i, case when i % 10 = 0 then 1 else 0 end, 1, 1000 + i, 5000 + i
+           from generate_series(1, {builds}) i;
+         select setval('builds_id_seq', {builds});
+         insert into BuildOutputs (build, name, path)
+           select i, o, '/nix/store/' || lpad(i::text, 32, '1') || '-pkg-' || i || '-' || o
+           from generate_series(1, {builds}) i, unnest(array['out', 'doc']) o;
+         insert into BuildProducts (build, productnr, type, subtype, path, name, defaultPath)
+           select i, 1, 'nix-build', '', '/nix/store/' || lpad(i::text, 32, '1') || '-pkg-' || i || '-out', 'pkg-' || i, ''
+           from generate_series(1, {builds}) i;
+         insert into BuildMetrics (build, name, unit, value, project, jobset, job, timestamp)
+           select i, 'runtime', 's', i * 0.5, 'bench', 'main', 'job' || i, 1700000000 + i
+           from generate_series(1, {builds}) i;
+         insert into JobsetEvals (id, jobset_id, timestamp, checkoutTime, evalTime, hasNewBuilds, hash, nrBuilds)
+           select 1, id, 1700000000, 1, 2, 1, 'h', {builds} from Jobsets;
+         insert into JobsetEvalInputs (eval, name, altNr, type, uri, revision)
+           values (1, 'src', 0, 'git', 'https://example.org/r.git', 'abc');
+         insert into JobsetEvalMembers (eval, build, isNew) select 1, i, 1 from generate_series(1, {builds}) i;
+         analyze;"
+    ))
+    .await;
+}
+
+async fn get(address: SocketAddr, path: &str) -> (u16, usize) {
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = axum::http::Request::get(path)
+        .header("host", address.to_string())
+        .header("accept", "application/json")
+        .body(http_body_util::Empty::<axum::body::Bytes>::new())
+        .unwrap();
+    let res = sender.send_request(req).await.unwrap();
+    let status = res.status().as_u16();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    (status, body.len())
+}
+
+fn wrk(address: SocketAddr, path: &str) {
+    let url = format!("http://{address}{path}");
+    let out = std::process::Command::new("wrk")
+        .args(["-t2", "-c32", "-d10s", "--latency"])
+        .args(["-H", "Accept: application/json", &url])
+        .output();
+    let out = match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+        Ok(o) => {
+            println!("wrk failed: {}", String::from_utf8_lossy(&o.stderr));
+            return;
+        }
+        Err(e) => {
+            println!("wrk is not available ({e}); install the Debian package `wrk`");
+            return;
+        }
+    };
+    let find = |prefix: &str| {
+        out.lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(prefix))
+            .map(|l| l[prefix.len()..].trim().to_string())
+            .unwrap_or_else(|| "?".into())
+    };
+    println!(
+        "(a) GET {path} JSON under wrk (2 threads, 32 connections, 10 s): {} req/s; latency p50 {} p90 {} p99 {}; non-2xx: {}",
+        find("Requests/sec:"),
+        find("50%"),
+        find("90%"),
+        find("99%"),
+        find("Non-2xx or 3xx responses:").replace('?', "0")
+    );
+}
+
+async fn timed(address: SocketAddr, path: &str) {
+    let mut times = Vec::new();
+    let mut size = 0;
+    // One request to warm caches, then 20 measured.
+    get(address, path).await;
+    for _ in 0..20 {
+        let started = Instant::now();
+        let (status, len) = get(address, path).await;
+        times.push(started.elapsed());
+        assert_eq!(status, 200, "{path}");
+        size = len;
+    }
+    times.sort();
+    println!(
+        "(b) GET {path} JSON ({size} bytes): p50 {:.1} ms, max {:.1} ms (budget < 100 ms)",
+        times[times.len() / 2].as_secs_f64() * 1000.0,
+        times[times.len() - 1].as_secs_f64() * 1000.0
+    );
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let builds: i32 = std::env::var("BENCH_BUILDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10_000);
+        let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+        let db = TestDb::new().await;
+        let started = Instant::now();
+        fill(&db, builds).await;
+        println!(
+            "{builds} builds (2 outputs, 1 product, 1 metric each) in one evaluation, inserted in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        let pool = hydra_db::connect(db.connect_options(), 16, Duration::ZERO)
+            .await
+            .unwrap();
+        let (config, _) =
+            hydra_config::Config::load_str(std::path::Path::new("hydra.conf"), "").unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let state = hydra_server::AppState::new(
+            pool,
+            Arc::new(config),
+            data.path().to_path_buf(),
+            NixEnv::default(),
+        )
+        .unwrap();
+        let listener = hydra_server::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn({
+            let stop = stop.clone();
+            async move { hydra_server::run(state, listener, stop).await.unwrap() }
+        });
+        let probe = format!("/build/{}", builds / 2);
+        assert_eq!(get(address, &probe).await.0, 200);
+        if only.is_empty() || only == "a" {
+            let path = probe.clone();
+            tokio::task::spawn_blocking(move || wrk(address, &path))
+                .await
+                .unwrap();
+        }
+        if only.is_empty() || only == "b" {
+            timed(address, "/jobset/bench/main").await;
+            timed(address, "/eval/1").await;
+            timed(address, "/eval/1/builds").await;
+        }
+        stop.cancel();
+        server.await.unwrap();
+    });
+}
