@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 
-use super::parse_id;
+use super::{parse_id, path_param as param};
 use crate::auth::base_url;
 use crate::error::{ApiError, ApiResult};
 use crate::negotiate::Page;
@@ -242,13 +242,6 @@ async fn serve(
         }
         other => Err(ApiError::not_found(format!("No channel file ‘{other}’."))),
     }
-}
-
-fn param(params: &[(String, String)], key: &str) -> Option<String> {
-    params
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.clone())
 }
 
 /// `/channel/latest[/<file>]`, and the same under a project, jobset or job.

@@ -56,7 +56,7 @@ pub async fn download(
     OriginalUri(uri): OriginalUri,
     Path(params): Path<Vec<(String, String)>>,
 ) -> ApiResult<Response> {
-    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let get = |k: &str| super::path_param(&params, k);
     let id = parse_id(&get("id").unwrap_or_default(), "build")?;
     let product = by_number_or_name(&state, id, &get("nr").unwrap_or_default()).await?;
     serve(&state, &headers, uri.path(), id, product, get("rest")).await
@@ -70,7 +70,7 @@ pub async fn download_by_type(
     OriginalUri(uri): OriginalUri,
     Path(params): Path<Vec<(String, String)>>,
 ) -> ApiResult<Response> {
-    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let get = |k: &str| super::path_param(&params, k);
     let id = parse_id(&get("id").unwrap_or_default(), "build")?;
     let (kind, subtype) = (
         get("type").unwrap_or_default(),

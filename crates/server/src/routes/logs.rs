@@ -310,9 +310,9 @@ pub async fn build_log(
     Path(params): Path<Vec<(String, String)>>,
     Query(q): Query<TailQuery>,
 ) -> ApiResult<Response> {
-    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-    let id = parse_id(get("id").unwrap_or_default(), "build")?;
-    let mode = mode(get("mode"))?;
+    let get = |k: &str| super::path_param(&params, k);
+    let id = parse_id(&get("id").unwrap_or_default(), "build")?;
+    let mode = mode(get("mode").as_deref())?;
     let drv = build_log_drv(&state, id).await?;
     show(
         &state,
@@ -333,10 +333,10 @@ pub async fn step_log(
     Path(params): Path<Vec<(String, String)>>,
     Query(q): Query<TailQuery>,
 ) -> ApiResult<Response> {
-    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-    let id = parse_id(get("id").unwrap_or_default(), "build")?;
-    let mode = mode(get("mode"))?;
-    let (nr, drv) = step_drv(&state, id, get("nr").unwrap_or_default()).await?;
+    let get = |k: &str| super::path_param(&params, k);
+    let id = parse_id(&get("id").unwrap_or_default(), "build")?;
+    let mode = mode(get("mode").as_deref())?;
+    let (nr, drv) = step_drv(&state, id, &get("nr").unwrap_or_default()).await?;
     show(
         &state,
         &headers,
@@ -355,13 +355,13 @@ pub async fn nixlog(
     headers: HeaderMap,
     Path(params): Path<Vec<(String, String)>>,
 ) -> ApiResult<Response> {
-    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-    let id = parse_id(get("id").unwrap_or_default(), "build")?;
+    let get = |k: &str| super::path_param(&params, k);
+    let id = parse_id(&get("id").unwrap_or_default(), "build")?;
     let nr = get("nr").unwrap_or_default();
     let mut location = format!("{}build/{id}/step/{nr}/log", base_url(&state, &headers));
     if let Some(m) = get("mode") {
         location.push('/');
-        location.push_str(m);
+        location.push_str(&m);
     }
     let mut response = redirect(&location);
     *response.status_mut() = StatusCode::MOVED_PERMANENTLY;

@@ -237,6 +237,15 @@ pub fn redirect_below(
     redirect(&location)
 }
 
+/// A named segment of a route with optional segments (`Path<Vec<(String,
+/// String)>>`).
+pub fn path_param(params: &[(String, String)], key: &str) -> Option<String> {
+    params
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.clone())
+}
+
 /// A build or evaluation id from the URL.
 pub fn parse_id(text: &str, what: &str) -> Result<i32, ApiError> {
     text.parse::<i32>()
