@@ -38,7 +38,7 @@ pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> ApiR
 pub async fn constituents(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<Page> {
+) -> ApiResult<Response> {
     let (id, _, _) = find(&state, &id).await?;
     let ids: Vec<i32> = sqlx::query_scalar(
         "select constituent from AggregateConstituents where aggregate = $1 order by constituent",
@@ -46,9 +46,9 @@ pub async fn constituents(
     .bind(id)
     .fetch_all(&state.pool)
     .await?;
-    Ok(Page::value(
+    Ok(crate::negotiate::json_text(
         "build-constituents",
-        Value::Array(views::builds_json(&state.pool, &ids).await?),
+        views::builds_json_text(&state.pool, &ids).await?,
     ))
 }
 
