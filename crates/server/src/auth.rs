@@ -231,6 +231,16 @@ async fn resolve(pool: &PgPool, headers: &HeaderMap) -> ApiResult<Viewer> {
     })
 }
 
+/// `s` ending in `/` (base URLs, `Referer` and `Origin` are compared in
+/// this form, so `http://host:3000` and `http://host:3000/` are the same).
+fn with_slash(s: &str) -> String {
+    if s.ends_with('/') {
+        s.to_string()
+    } else {
+        format!("{s}/")
+    }
+}
+
 /// The base URL of the server as the client sees it, ending in `/`
 /// (Catalyst's `uri_for('/')`): the request's own host; behind a proxy
 /// (`using_frontend_proxy`), `X-Request-Base`, else `base_uri`, else the
@@ -238,13 +248,6 @@ async fn resolve(pool: &PgPool, headers: &HeaderMap) -> ApiResult<Viewer> {
 pub fn base_url(state: &AppState, headers: &HeaderMap) -> String {
     let web = &state.config.web;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let with_slash = |s: &str| {
-        if s.ends_with('/') {
-            s.to_string()
-        } else {
-            format!("{s}/")
-        }
-    };
     if !web.using_frontend_proxy {
         return with_slash(&format!("http://{}", header("host").unwrap_or("localhost")));
     }
@@ -269,13 +272,17 @@ pub fn is_secure(state: &AppState, headers: &HeaderMap) -> bool {
 }
 
 /// Hydra's CSRF rule: a state-changing request must come from a page of
-/// this server (`Referer` or `Origin` starting with its base URL).
+/// this server: its `Referer` or `Origin`, ending in `/` once normalised,
+/// starts with the base URL (so `Referer: http://host:3000` is accepted).
 pub fn check_same_origin(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
     let base = base_url(state, headers);
-    let header = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-    let from_here = header(header::REFERER).is_some_and(|r| r.starts_with(&base))
-        || header(header::ORIGIN).is_some_and(|o| format!("{o}/").starts_with(&base));
-    if from_here {
+    let from_here = |name: header::HeaderName| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| with_slash(v).starts_with(&base))
+    };
+    if from_here(header::REFERER) || from_here(header::ORIGIN) {
         Ok(())
     } else {
         Err(ApiError::CrossSite { base })
@@ -284,6 +291,7 @@ pub fn check_same_origin(state: &AppState, headers: &HeaderMap) -> ApiResult<()>
 
 /// Paths that need no login on a private server.
 fn public_path(path: &str) -> bool {
+    let path = path.trim_end_matches('/');
     matches!(
         path,
         "/login" | "/logo" | "/api/push-github" | "/api/push-gitea" | "/robots.txt"
@@ -292,7 +300,10 @@ fn public_path(path: &str) -> bool {
 
 /// Webhooks authenticate with signatures, not with the browser's cookies.
 fn webhook_path(path: &str) -> bool {
-    matches!(path, "/api/push-github" | "/api/push-gitea")
+    matches!(
+        path.trim_end_matches('/'),
+        "/api/push-github" | "/api/push-gitea"
+    )
 }
 
 fn readonly_ip(state: &AppState, headers: &HeaderMap) -> bool {
@@ -319,6 +330,10 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS
     );
+    // Only POST is checked, as in Hydra: a browser cannot send PUT or
+    // DELETE to another site without a CORS preflight, which is never
+    // granted here.
+    let checked = *request.method() == Method::POST;
     if state.config.web.private
         && viewer.account.is_none()
         && !public_path(&path)
@@ -326,7 +341,7 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
     {
         return ApiError::forbidden("This server is private: please sign in.").into_response();
     }
-    if !safe
+    if checked
         && !viewer.by_token
         && !webhook_path(&path)
         && let Err(e) = check_same_origin(&state, request.headers())
@@ -339,6 +354,8 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
 
 /// For actions Hydra performs on GET (build restart, cancel, …): the CSRF
 /// rule applies to them too, unless a token authenticated the request.
+/// Hydra leaves them unchecked, which lets another site cancel builds by
+/// linking to them; here they need a same-origin `Referer` like a POST.
 #[derive(Debug)]
 pub struct SameOrigin;
 

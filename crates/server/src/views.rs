@@ -26,7 +26,7 @@ const BUILDS_JSON: &str = "select json_build_object(\
         'sha256hash', p.sha256hash, 'path', p.path, 'defaultpath', coalesce(p.defaultPath, '')) order by p.productnr) \
         from BuildProducts p where p.build = b.id), '{}'::json), \
     'buildmetrics', coalesce((select json_object_agg(x.name, json_build_object(\
-        'name', x.name, 'unit', x.unit, 'value', x.value) order by x.name) \
+        'unit', x.unit, 'value', x.value) order by x.name) \
         from BuildMetrics x where x.build = b.id), '{}'::json)\
     )::text from Builds b join Jobsets j on j.id = b.jobset_id";
 
@@ -88,7 +88,6 @@ struct ProductJson {
 
 #[derive(Debug, Serialize)]
 struct MetricJson {
-    name: String,
     unit: Option<String>,
     value: Value,
 }
@@ -150,8 +149,7 @@ pub async fn builds_json_text(pool: &PgPool, ids: &[i32]) -> ApiResult<String> {
     for (build, name, unit, value) in metrics {
         if let Some(b) = by_id.get_mut(&build) {
             let value = json_number(value);
-            b.buildmetrics
-                .insert(name.clone(), MetricJson { name, unit, value });
+            b.buildmetrics.insert(name, MetricJson { unit, value });
         }
     }
     drop(by_id);
@@ -311,7 +309,7 @@ pub struct JobsetJson {
     pub emailoverride: String,
     pub fetcherrormsg: String,
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: i32,
     pub flake: String,
     pub errortime: Option<i32>,
     pub lastcheckedtime: Option<i32>,
@@ -351,7 +349,7 @@ pub async fn jobset(pool: &PgPool, project: &str, name: &str) -> ApiResult<Optio
         errormsg: j.error_msg.unwrap_or_default(),
         emailoverride: j.email_override,
         fetcherrormsg: j.fetch_error_msg.unwrap_or_default(),
-        kind: j.kind.to_string(),
+        kind: j.kind,
         flake: j.flake.unwrap_or_default(),
         errortime: j.error_time,
         lastcheckedtime: j.last_checked_time,

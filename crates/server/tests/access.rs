@@ -112,52 +112,119 @@ async fn a_legacy_sha1_password_signs_in_and_is_upgraded() {
 }
 
 #[tokio::test]
-async fn writes_from_other_sites_are_refused() {
+async fn posts_from_other_sites_are_refused_with_403() {
     let app = App::new().await;
     fixture(&app).await;
-    let admin = app.session("admin").await;
-    let body = json!({ "displayname": "X" });
+    let nobody = app.session("nobody").await;
+    let star = json!({ "star": "1" });
     for extra in [
         vec![],
         vec![("referer", "http://evil.test/")],
         vec![("origin", "http://evil.test")],
         vec![("referer", "http://hydra.test.evil.test/")],
+        vec![("referer", "http://hydra.testing/")],
     ] {
         let reply = app
             .send_with(
-                &admin,
-                Method::PUT,
-                "/project/x",
-                Some(body.clone()),
+                &nobody,
+                Method::POST,
+                "/job/demo/trunk/hello/star",
+                Some(star.clone()),
                 &extra,
             )
             .await;
-        assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR, "{extra:?}");
-        assert!(
-            reply.error().contains("POST requests should come from"),
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{extra:?}");
+        assert_eq!(
+            reply.error(),
+            "POST requests should come from ‘http://hydra.test/’.",
             "{extra:?}"
         );
     }
-    // The GET actions obey the rule too.
+    assert_eq!(app.scalar("select count(*) from StarredJobs").await, 0);
+    // The GET actions obey the rule too (Hydra leaves them open).
+    let admin = app.session("admin").await;
     let reply = app
         .send_with(&admin, Method::GET, "/build/3/cancel", None, &[])
         .await;
-    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
     assert_eq!(
         app.scalar("select finished::bigint from Builds where id = 3")
             .await,
         0
     );
+    // The base URL and the header are compared ending in a slash: an
+    // Origin, or a Referer without a path, is from this server.
+    for extra in [
+        [("origin", "http://hydra.test")],
+        [("referer", "http://hydra.test")],
+        [("referer", "http://hydra.test/job/demo/trunk/hello")],
+    ] {
+        app.exec("delete from StarredJobs").await;
+        let reply = app
+            .send_with(
+                &nobody,
+                Method::POST,
+                "/job/demo/trunk/hello/star",
+                Some(star.clone()),
+                &extra,
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{extra:?}: {}", reply.text());
+        assert_eq!(app.scalar("select count(*) from StarredJobs").await, 1);
+    }
+}
+
+#[tokio::test]
+async fn put_and_delete_need_no_referer_since_browsers_cannot_send_them_cross_site() {
+    let app = App::new().await;
+    fixture(&app).await;
+    let admin = app.session("admin").await;
     let reply = app
         .send_with(
             &admin,
             Method::PUT,
             "/project/x",
-            Some(body),
-            &[("origin", "http://hydra.test")],
+            Some(json!({ "displayname": "X" })),
+            &[],
         )
         .await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    let reply = app
+        .send_with(&admin, Method::DELETE, "/project/x", None, &[])
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(
+        app.scalar("select count(*) from Projects where name = 'x'")
+            .await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn api_clients_sign_in_with_a_referer_that_has_no_slash() {
+    let app = App::new().await;
+    fixture(&app).await;
+    sqlx::query("update Users set password = $1 where userName = 'nobody'")
+        .bind(hydra_db::password::sha1_hex("a secret"))
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let reply = app
+        .send_with(
+            &As::Anonymous,
+            Method::POST,
+            "/login",
+            Some(json!({ "username": "nobody", "password": "a secret" })),
+            &[("referer", "http://hydra.test")],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::FOUND, "{}", reply.text());
+    assert_eq!(reply.json()["username"], "nobody");
+    assert!(
+        reply
+            .header("set-cookie")
+            .is_some_and(|c| c.starts_with("hydra_session="))
+    );
 }
 
 /// Every action of Hydra's role table, for each kind of user.

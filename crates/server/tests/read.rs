@@ -55,13 +55,17 @@ async fn build_json_types_match_hydra() {
         "/nix/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-hello-1.0"
     );
     assert_eq!(b["buildproducts"]["2"]["subtype"], "source-dist");
-    assert_eq!(b["buildmetrics"]["runtime"]["value"], 1.5);
+    assert_eq!(
+        b["buildmetrics"]["runtime"],
+        serde_json::json!({"unit": "s", "value": 1.5}),
+        "Hydra's keys only"
+    );
     let queued = app.get("/build/3").await.json();
     assert!(queued["buildstatus"].is_null() && queued["finished"] == 0);
     let p = app.get("/project/demo").await.json();
     assert!(p["enabled"].is_boolean() && p["hidden"].is_boolean());
     let j = app.get("/jobset/demo/trunk").await.json();
-    assert!(j["type"].is_string() && j["enabled"].is_i64() && j["visible"].is_boolean());
+    assert!(j["type"].is_i64() && j["enabled"].is_i64() && j["visible"].is_boolean());
     assert_eq!(
         j["inputs"]["src"]["value"],
         "https://example.org/demo.git main"
@@ -202,12 +206,21 @@ async fn browsers_get_escaped_html_and_api_clients_json() {
 async fn search_refuses_metacharacters_and_finds_by_name_and_path() {
     let app = App::new().await;
     fixture(&app).await;
-    for bad in ["'%20or%201=1--", "a%25", "x;drop", ""] {
+    for bad in ["'%20or%201=1--", "a%25", "x;drop"] {
         let reply = app.get(&format!("/search?query={bad}")).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(reply.error(), "Invalid character in query.");
+    }
+    for empty in ["/search", "/search?query="] {
+        let reply = app.get(empty).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{empty}");
+        assert_eq!(reply.error(), "Query is empty.", "{empty}");
     }
     let found = app.get("/search?query=demo").await.json();
     assert_eq!(found["projects"][0]["name"], "demo");
+    let found = app.get("/search?query=trunk").await.json();
+    assert_eq!(found["jobsets"][0]["name"], "trunk");
+    assert_eq!(found["jobsets"][0]["type"], 0, "an integer, as in Hydra");
     let found = app.get("/search?query=eeeeeeee").await.json();
     assert_eq!(found["builds"][0]["id"], 1);
     let found = app.get("/search?query=bbbbbbbb").await.json();
@@ -266,4 +279,52 @@ async fn build_lists_hold_the_same_objects_as_the_build_route() {
     }
     let constituents = app.get("/build/4/constituents").await.json();
     assert_eq!(constituents[0], list[0]);
+}
+
+#[tokio::test]
+async fn every_route_answers_the_same_with_a_trailing_slash() {
+    let app = App::new().await;
+    fixture(&app).await;
+    for uri in [
+        "/project/demo",
+        "/jobset/demo/trunk",
+        "/jobset/demo/trunk/evals",
+        "/eval/1",
+        "/build/2",
+        "/build/1/step/1",
+        "/job/demo/trunk/hello",
+        "/search?query=demo",
+        "/api/jobsets?project=demo",
+        "/queue",
+    ] {
+        let plain = app.get(uri).await;
+        assert_eq!(plain.status, StatusCode::OK, "{uri}");
+        let slashed = match uri.split_once('?') {
+            Some((path, query)) => format!("{path}/?{query}"),
+            None => format!("{uri}/"),
+        };
+        let reply = app.get(&slashed).await;
+        assert_eq!(reply.status, StatusCode::OK, "{slashed}: {}", reply.text());
+        assert_eq!(reply.body, plain.body, "{slashed}");
+    }
+    // Writes too.
+    let admin = app.session("admin").await;
+    let reply = app
+        .send(
+            &admin,
+            Method::PUT,
+            "/project/slashed/",
+            Some(serde_json::json!({ "displayname": "Slashed" })),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    // What does not exist is still a 404.
+    assert_eq!(
+        app.get("/project/nope/").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.get("/no/such/page/").await.status,
+        StatusCode::NOT_FOUND
+    );
 }

@@ -180,8 +180,8 @@ async fn jobsets_are_validated_saved_with_inputs_and_renamed() {
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     let j = app.get("/jobset/demo/release").await.json();
     assert_eq!(
-        (j["type"].as_str(), j["nixexprinput"].as_str()),
-        (Some("1"), Some(""))
+        (j["type"].as_i64(), j["nixexprinput"].as_str()),
+        (Some(1), Some(""))
     );
 
     // Renames: the old URL answers 301 to the new one.

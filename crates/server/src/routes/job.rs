@@ -55,23 +55,16 @@ pub async fn show(
     viewer: Viewer,
     Path((project, jobset, job)): Path<(String, String, String)>,
 ) -> ApiResult<Page> {
+    // Hydra answers any job of an existing jobset: a job whose builds are
+    // still to come (or whose evaluation failed) has a page too.
+    if !super::names::job(&job) {
+        return Err(ApiError::not_found(format!(
+            "Job ‘{project}:{jobset}:{job}’ doesn't exist."
+        )));
+    }
     let id = jobset_id(&state, &project, &jobset).await?;
     let finished = summaries(&state, id, &job, true).await?;
     let queued = summaries(&state, id, &job, false).await?;
-    if finished.is_empty() && queued.is_empty() {
-        let exists: bool = sqlx::query_scalar(
-            "select exists (select 1 from Builds where jobset_id = $1 and job = $2)",
-        )
-        .bind(id)
-        .bind(&job)
-        .fetch_one(&state.pool)
-        .await?;
-        if !exists {
-            return Err(ApiError::not_found(format!(
-                "Job ‘{project}:{jobset}:{job}’ doesn't exist."
-            )));
-        }
-    }
     let starred = match &viewer.account {
         Some(a) => {
             sqlx::query_scalar::<_, bool>(
@@ -122,12 +115,15 @@ pub async fn shield(
     Path((project, jobset, job)): Path<(String, String, String)>,
 ) -> ApiResult<Response> {
     let id = jobset_id(&state, &project, &jobset).await?;
+    // Hydra's colours and messages.
     let (color, message) = match latest_finished(&state, id, &job).await? {
-        None => ("lightgrey", "not built"),
-        Some((_, 0)) => ("brightgreen", "passing"),
-        Some((_, 3 | 4 | 9)) => ("lightgrey", "aborted"),
-        Some((_, 7)) => ("orange", "timed out"),
-        Some((_, 2)) => ("red", "dependency failed"),
+        None => {
+            return Err(ApiError::not_found(format!(
+                "Job ‘{project}:{jobset}:{job}’ has no finished build."
+            )));
+        }
+        Some((_, 0)) => ("green", "passing"),
+        Some((_, 4)) => ("yellow", "cancelled"),
         Some(_) => ("red", "failing"),
     };
     let body = json!({

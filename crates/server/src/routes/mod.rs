@@ -29,6 +29,46 @@ pub mod root;
 pub mod webhooks;
 
 pub fn router(state: AppState) -> Router {
+    let routes = routes();
+    // Catalyst answers `/project/p/` as `/project/p`: a path that matches no
+    // route is tried once more without its trailing slashes. Routes that
+    // match with the slash (directories of downloads) keep it.
+    let exact = routes.clone().fallback(not_found).with_state(state.clone());
+    routes
+        .fallback(move |request: axum::extract::Request| without_trailing_slash(exact, request))
+        .layer(from_fn_with_state(state.clone(), auth::guard))
+        .layer(from_fn(negotiate::negotiate))
+        .layer(from_fn_with_state(state.clone(), crate::metrics::track))
+        .with_state(state)
+}
+
+/// `request` again with the trailing slashes of its path removed, or the
+/// 404 when there are none.
+async fn without_trailing_slash(exact: Router, mut request: axum::extract::Request) -> Response {
+    use tower::ServiceExt;
+    let path = request.uri().path();
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.len() == path.len() || trimmed.is_empty() {
+        return not_found().await.into_response();
+    }
+    let path_and_query = match request.uri().query() {
+        Some(query) => format!("{trimmed}?{query}"),
+        None => trimmed.to_string(),
+    };
+    let mut parts = request.uri().clone().into_parts();
+    parts.path_and_query = path_and_query.parse().ok();
+    match axum::http::Uri::from_parts(parts) {
+        Ok(uri) => *request.uri_mut() = uri,
+        Err(_) => return not_found().await.into_response(),
+    }
+    match exact.oneshot(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
+}
+
+/// Every route, without the layers.
+fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(root::index))
         .route("/robots.txt", get(root::robots))
@@ -187,11 +227,6 @@ pub fn router(state: AppState) -> Router {
             "/user/{name}/tokens/{id}",
             axum::routing::delete(account::revoke_token),
         )
-        .fallback(not_found)
-        .layer(from_fn_with_state(state.clone(), auth::guard))
-        .layer(from_fn(negotiate::negotiate))
-        .layer(from_fn_with_state(state.clone(), crate::metrics::track))
-        .with_state(state)
 }
 
 /// `…/channel/latest[/<file>]` under every scope.

@@ -132,10 +132,12 @@ pub async fn search(
     Query(q): Query<SearchQuery>,
 ) -> ApiResult<Page> {
     let query = q.query.unwrap_or_default();
-    if query.is_empty()
-        || !query
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_-/.".contains(c))
+    if query.is_empty() {
+        return Err(ApiError::bad_request("Query is empty."));
+    }
+    if !query
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "_-/.".contains(c))
     {
         return Err(ApiError::bad_request("Invalid character in query."));
     }
