@@ -2,9 +2,11 @@
 //! by job name or glob: resolved after all jobs are evaluated. Each named
 //! job's derivation becomes an input of the aggregate's derivation, which
 //! is rewritten (new `.drv`, new output path) and written to the store.
-//! Aggregates that name other aggregates are rewritten after them. A named
-//! job that does not exist or failed, a glob without matches, or a cycle
-//! fails the whole evaluation, as in Hydra.
+//! Aggregates that name other aggregates are rewritten after them. An
+//! aggregate naming a job that does not exist or failed, a glob without
+//! matches, or an aggregate in a cycle becomes a job error (and so does an
+//! aggregate naming such an aggregate); recording then fails the whole
+//! evaluation when it would add builds, as Hydra does.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -136,7 +138,9 @@ fn collect(outcome: &Outcome) -> Vec<Aggregate> {
 }
 
 /// Aggregates in an order where an aggregate comes after the aggregates it
-/// names; a cycle is `Err((a, b))`.
+/// names; a cycle is `Err((a, b))`, where `a` is the aggregate whose
+/// resolution met itself again through `b` (Nix's order: aggregates and
+/// their members by name).
 fn order(aggregates: &[Aggregate]) -> Result<Vec<usize>, (String, String)> {
     let index: HashMap<&str, usize> = aggregates
         .iter()
@@ -184,31 +188,52 @@ fn order(aggregates: &[Aggregate]) -> Result<Vec<usize>, (String, String)> {
     Ok(sorted)
 }
 
-/// Resolves the named constituents of every aggregate in `outcome`; an
-/// `Err` is the text the evaluation fails with.
+/// The aggregates that cannot be resolved, with their error texts, moved
+/// from the jobs to the job errors of `outcome`, and the order in which
+/// the others are rewritten. An aggregate naming a broken one is broken
+/// too, so this repeats until nothing changes.
+fn split_broken(outcome: &mut Outcome) -> (Vec<Aggregate>, Vec<usize>, BTreeMap<String, String>) {
+    let mut broken = BTreeMap::new();
+    loop {
+        let aggregates = collect(outcome);
+        let mut newly: Vec<(String, String)> = aggregates
+            .iter()
+            .filter(|a| !a.broken.is_empty())
+            .map(|a| {
+                let text: String = a
+                    .broken
+                    .iter()
+                    .map(|(name, error)| format!("{name}: {error}\n"))
+                    .collect();
+                (a.name.clone(), text)
+            })
+            .collect();
+        if newly.is_empty() {
+            match order(&aggregates) {
+                Ok(sorted) => return (aggregates, sorted, broken),
+                Err((a, b)) => newly.push((a.clone(), format!("Dependency cycle: {a} <-> {b}"))),
+            }
+        }
+        for (name, text) in newly {
+            outcome.jobs.remove(&name);
+            outcome.errors.insert(name.clone(), text.clone());
+            broken.insert(name, text);
+        }
+    }
+}
+
+/// Resolves the named constituents of every aggregate in `outcome` and
+/// returns the aggregates that could not be resolved (now job errors of
+/// `outcome`) with their errors. An `Err` is a failure to read or write
+/// the store.
 pub async fn resolve(
     nix: &NixEnv,
     outcome: &mut Outcome,
     gc_roots_dir: Option<&Path>,
-) -> Result<(), String> {
-    let aggregates = collect(outcome);
+) -> Result<BTreeMap<String, String>, String> {
+    let (aggregates, sorted, broken) = split_broken(outcome);
     if aggregates.is_empty() {
-        return Ok(());
-    }
-    let sorted = order(&aggregates).map_err(|(a, b)| {
-        format!("aggregate job ‘{b}’ failed with the error: Dependency cycle: {a} <-> {b}")
-    })?;
-    for aggregate in &aggregates {
-        if !aggregate.broken.is_empty() {
-            let mut text = String::new();
-            for (name, error) in &aggregate.broken {
-                text.push_str(&format!("{name}: {error}\n"));
-            }
-            return Err(format!(
-                "aggregate job ‘{}’ failed with the error: {text}",
-                aggregate.name
-            ));
-        }
+        return Ok(broken);
     }
     let mut store = DrvStore::connect(nix).await?;
     for i in sorted {
@@ -244,7 +269,7 @@ pub async fn resolve(
         }
     }
     store.close().await;
-    Ok(())
+    Ok(broken)
 }
 
 /// Reads and writes derivations through a local `nix-store --serve`.

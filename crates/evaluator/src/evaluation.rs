@@ -435,11 +435,10 @@ async fn run(
         Err(e) => return Err(e.into()),
     };
     ctx.metrics.engine_stats(&evaluated);
-    if let Err(e) =
-        aggregates::resolve(&ctx.nix, &mut evaluated, request.gc_roots_dir.as_deref()).await
-    {
-        return Err(RunError::Message(e));
-    }
+    let broken_aggregates =
+        aggregates::resolve(&ctx.nix, &mut evaluated, request.gc_roots_dir.as_deref())
+            .await
+            .map_err(RunError::Message)?;
     times.eval = eval_start.elapsed();
     if generated_spec && !evaluated.jobs.contains_key("jobsets") {
         return Err(RunError::Message(match evaluated.errors.get("jobsets") {
@@ -449,7 +448,7 @@ async fn run(
     }
 
     let error_text = error_text(&evaluated.errors);
-    let recorded = record::record(
+    let recorded = match record::record(
         &ctx.pool,
         &NewEval {
             jobset_id: row.id,
@@ -461,11 +460,19 @@ async fn run(
             nix_expr_input: row.nix_expr_input.as_deref(),
             nix_expr_path: row.nix_expr_path.as_deref(),
             jobs: &evaluated.jobs,
-            error_text: error_text.as_deref(),
+            error_text: &error_text,
+            broken_aggregates: &broken_aggregates,
             inputs: &fetched,
         },
     )
-    .await?;
+    .await
+    {
+        Ok(recorded) => recorded,
+        Err(record::RecordError::Db(e)) => return Err(e.into()),
+        Err(e @ record::RecordError::BrokenAggregate { .. }) => {
+            return Err(RunError::Message(e.to_string()));
+        }
+    };
     Ok(Outcome::Evaluated {
         eval_id: recorded.eval_id,
         new_builds: recorded.new_builds.len(),
@@ -492,16 +499,14 @@ async fn fetch_failed(
     Ok(Outcome::FetchFailed(text))
 }
 
-/// Hydra's error text: `in job ‘NAME’:\nERROR\n\n` for each job.
-fn error_text(errors: &BTreeMap<String, String>) -> Option<String> {
-    if errors.is_empty() {
-        return None;
-    }
+/// Hydra's error text: `in job ‘NAME’:\nERROR\n\n` for each job, empty
+/// when every job evaluated.
+fn error_text(errors: &BTreeMap<String, String>) -> String {
     let mut text = String::new();
     for (job, error) in errors {
         text.push_str(&format!("in job ‘{job}’:\n{error}\n\n"));
     }
-    Some(text)
+    text
 }
 
 /// The hash that says whether the inputs changed: the expression and every
@@ -559,9 +564,9 @@ mod tests {
         errors.insert("b".to_string(), "error: two".to_string());
         errors.insert("a".to_string(), "error: one".to_string());
         assert_eq!(
-            error_text(&errors).as_deref(),
-            Some("in job ‘a’:\nerror: one\n\nin job ‘b’:\nerror: two\n\n")
+            error_text(&errors),
+            "in job ‘a’:\nerror: one\n\nin job ‘b’:\nerror: two\n\n"
         );
-        assert_eq!(error_text(&BTreeMap::new()), None);
+        assert_eq!(error_text(&BTreeMap::new()), "");
     }
 }

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use hydra_db::{DbError, Tx, lock_builds, transaction};
+use hydra_db::{DbError, Transient, Tx, lock_builds, transaction};
 use sqlx::{PgConnection, PgPool};
 
 use crate::engine::Job;
@@ -26,9 +26,36 @@ pub struct NewEval<'a> {
     pub nix_expr_input: Option<&'a str>,
     pub nix_expr_path: Option<&'a str>,
     pub jobs: &'a BTreeMap<String, Job>,
-    /// The per-job errors as one text, or `None`.
-    pub error_text: Option<&'a str>,
+    /// The per-job errors as one text, empty when there are none (Hydra's
+    /// `errorMsg = ''` means "no error").
+    pub error_text: &'a str,
+    /// Aggregates whose constituents could not be resolved (name → error):
+    /// they fail the evaluation if it adds builds.
+    pub broken_aggregates: &'a BTreeMap<String, String>,
     pub inputs: &'a [Fetched],
+}
+
+/// Why an evaluation was not recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// Hydra's rule: an evaluation that changes the jobset fails as a whole
+    /// when one of its aggregates is broken.
+    #[error("aggregate job ‘{name}’ failed with the error: {error}")]
+    BrokenAggregate { name: String, error: String },
+}
+
+impl From<sqlx::Error> for RecordError {
+    fn from(e: sqlx::Error) -> Self {
+        RecordError::Db(DbError::from(e))
+    }
+}
+
+impl Transient for RecordError {
+    fn is_transient(&self) -> bool {
+        matches!(self, RecordError::Db(e) if e.is_transient())
+    }
 }
 
 /// What was recorded.
@@ -75,7 +102,7 @@ async fn notify_all(conn: &mut PgConnection, notes: &[(&str, String)]) -> Result
 }
 
 /// Records an evaluation; see the module documentation.
-pub async fn record(pool: &PgPool, eval: &NewEval<'_>) -> Result<Recorded, DbError> {
+pub async fn record(pool: &PgPool, eval: &NewEval<'_>) -> Result<Recorded, RecordError> {
     let recorded = transaction(pool, |mut tx: Tx| {
         Box::pin(async move { record_in(&mut tx, eval).await })
     })
@@ -89,13 +116,13 @@ pub async fn record(pool: &PgPool, eval: &NewEval<'_>) -> Result<Recorded, DbErr
     Ok(recorded)
 }
 
-async fn record_in(conn: &mut PgConnection, eval: &NewEval<'_>) -> Result<Recorded, DbError> {
+async fn record_in(conn: &mut PgConnection, eval: &NewEval<'_>) -> Result<Recorded, RecordError> {
     let now = hydra_db::now();
     let error_id: i32 = sqlx::query_scalar(
         "insert into EvaluationErrors (errorMsg, errorTime) values ($1, $2) returning id",
     )
     .bind(eval.error_text)
-    .bind(eval.error_text.map(|_| now))
+    .bind(now)
     .fetch_one(&mut *conn)
     .await?;
     let eval_id: i32 = sqlx::query_scalar(
@@ -207,7 +234,16 @@ async fn record_in(conn: &mut PgConnection, eval: &NewEval<'_>) -> Result<Record
     }
     notify_all(conn, &notes).await?;
 
-    let changed = !recorded.new_builds.is_empty() || previous_count != Some(member_new.len());
+    // Hydra's `jobsetChanged`: builds were added, or the previous
+    // evaluation with new builds had another number of members.
+    let changed = !recorded.new_builds.is_empty()
+        || previous_count.is_some_and(|count| count != member_new.len());
+    if changed && let Some((name, error)) = eval.broken_aggregates.iter().next() {
+        return Err(RecordError::BrokenAggregate {
+            name: name.clone(),
+            error: error.clone(),
+        });
+    }
     recorded.has_new_builds = changed;
     recorded.members = member_new.iter().map(|(id, _)| *id).collect();
     sqlx::query("update JobsetEvals set hasNewBuilds = $2, nrBuilds = $3 where id = $1")
@@ -251,7 +287,7 @@ async fn record_in(conn: &mut PgConnection, eval: &NewEval<'_>) -> Result<Record
     .bind(eval.jobset_id)
     .bind(now)
     .bind(eval.error_text)
-    .bind(eval.error_text.map(|_| now))
+    .bind(now)
     .execute(&mut *conn)
     .await?;
     Ok(recorded)

@@ -275,7 +275,13 @@ let mk = name: attrs: mkDerivation ({ inherit name; builder = builtins.toFile "b
   b = mk "b" { _hydraAggregate = true; constituents = [ "a" ]; };
 }
 "#;
-    expect_failure(cyclic, "Dependency cycle: ").await;
+    // Nix resolves `a` first (by name), meets it again through `b`, and
+    // reports the cycle on `a`.
+    expect_failure(
+        cyclic,
+        "aggregate job ‘a’ failed with the error: Dependency cycle: a <-> b",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -284,9 +290,63 @@ async fn a_cycle_through_globs_fails_the_evaluation() {
 with import ./config.nix;
 let mk = name: attrs: mkDerivation ({ inherit name; builder = builtins.toFile "b.sh" "mkdir $out"; } // attrs); in
 {
+  x = mk "x" { };
   aggregates.one = mk "one" { _hydraAggregate = true; _hydraGlobConstituents = true; constituents = [ "aggregates.*" ]; };
   aggregates.two = mk "two" { _hydraAggregate = true; _hydraGlobConstituents = true; constituents = [ "aggregates.*" ]; };
 }
 "#;
-    expect_failure(cyclic, "Dependency cycle: aggregates.").await;
+    expect_failure(
+        cyclic,
+        "aggregate job ‘aggregates.one’ failed with the error: Dependency cycle: aggregates.one <-> aggregates.two",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_broken_aggregate_in_an_evaluation_without_builds_is_a_job_error() {
+    // Nothing builds, so nothing changes: Hydra records the evaluation with
+    // the aggregate's and its constituent's errors, and does not fail it.
+    let broken = r#"
+with import ./config.nix;
+let mk = name: attrs: mkDerivation ({ inherit name; builder = builtins.toFile "b.sh" "mkdir $out"; } // attrs); in
+{
+  broken = throw "broken on purpose";
+  all = mk "all" { _hydraAggregate = true; constituents = [ "broken" "missing" ]; };
+}
+"#;
+    let s = Setup::new().await;
+    jobset(&s, broken).await;
+    let summary = s.eval("p", "j").await;
+    assert!(
+        matches!(
+            summary.outcome,
+            Outcome::Evaluated {
+                new_builds: 0,
+                job_errors: 2,
+                changed: false,
+                ..
+            }
+        ),
+        "{summary}"
+    );
+    assert!(!summary.failed());
+    let text: String = sqlx::query_scalar(
+        "select e.errorMsg from JobsetEvals j join EvaluationErrors e on e.id = j.evaluationerror_id",
+    )
+    .fetch_one(&s.db.pool)
+    .await
+    .unwrap();
+    assert!(
+        text.starts_with(
+            "in job ‘all’:\nbroken: error: broken on purpose\nmissing: does not exist\n\n\nin job ‘broken’:\n"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("broken on purpose"), "{text}");
+    assert_eq!(s.jobset_error().await, text);
+    assert_eq!(
+        s.scalar_i64("select count(*) from JobsetEvals where hasNewBuilds = 0")
+            .await,
+        1
+    );
 }

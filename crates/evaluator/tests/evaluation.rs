@@ -208,14 +208,25 @@ async fn an_evaluation_records_builds_outputs_members_inputs_and_gc_roots() {
         "revision is time:hash"
     );
     assert!(inputs[0].4.as_ref().unwrap().starts_with("/nix/store/"));
-    let (checked, error): (Option<i32>, Option<String>) =
-        sqlx::query_as("select lastCheckedTime, errorMsg from Jobsets where id = $1")
+    // Hydra's "no error" is an empty text with its time (`has_error` is
+    // `errormsg != ''`), on the jobset and on the evaluation.
+    let (checked, error, error_time): (Option<i32>, Option<String>, Option<i32>) =
+        sqlx::query_as("select lastCheckedTime, errorMsg, errorTime from Jobsets where id = $1")
             .bind(jobset_id)
             .fetch_one(&s.db.pool)
             .await
             .unwrap();
     assert!(checked.is_some());
-    assert_eq!(error, None);
+    assert_eq!(error.as_deref(), Some(""));
+    assert_eq!(error_time, checked);
+    let (eval_error, eval_error_time): (Option<String>, Option<i32>) = sqlx::query_as(
+        "select e.errorMsg, e.errorTime from JobsetEvals j join EvaluationErrors e on e.id = j.evaluationerror_id",
+    )
+    .fetch_one(&s.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(eval_error.as_deref(), Some(""));
+    assert!(eval_error_time.is_some());
 }
 
 #[tokio::test]

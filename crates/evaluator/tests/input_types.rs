@@ -599,7 +599,7 @@ async fn eval_inputs_pass_every_successful_output() {
             .fetch_one(&s.db.pool)
             .await
             .unwrap();
-    assert_eq!(errors, None);
+    assert_eq!(errors.as_deref(), Some(""));
     let out = s.build_for_real("everything").await;
     assert_eq!(std::fs::read_to_string(out).unwrap(), "library\n");
     let value: Option<String> =
