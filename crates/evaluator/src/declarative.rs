@@ -58,7 +58,13 @@ pub(crate) async fn evaluate_spec(ctx: &Context, row: &rows::Jobset) -> Result<D
         email_responsible: false,
     };
     let decl_input = match inputs::fetch(&fetch_ctx, &input).await {
-        Ok(f) => f,
+        Ok(Some(f)) => f,
+        Ok(None) => {
+            return Ok(Decl::FetchFailed(format!(
+                "the declarative input (type {kind}) `{}` has no successful build yet",
+                input.value
+            )));
+        }
         Err(e) => return Ok(Decl::FetchFailed(e.to_string())),
     };
     let Some(store_path) = &decl_input.store_path else {

@@ -320,7 +320,8 @@ async fn run(
     let mut fetched: Vec<Fetched> = Vec::with_capacity(inputs.len());
     for input in &inputs {
         match inputs::fetch(&fetch_ctx, input).await {
-            Ok(f) => fetched.push(f),
+            Ok(Some(f)) => fetched.push(f),
+            Ok(None) => {}
             Err(e) => {
                 times.checkout = checkout_start.elapsed();
                 tracing::warn!(input = %input.name, error = %e, "fetching an input failed");

@@ -159,9 +159,10 @@ impl Repo for Bzr {
     }
 }
 
-struct Darcs(tempfile::TempDir);
+struct Darcs(tempfile::TempDir, bool);
 impl Darcs {
-    fn new() -> Darcs {
+    /// A repository named by its path, or by a `file://` URL.
+    fn new(file_url: bool) -> Darcs {
         let dir = tempfile::tempdir().unwrap();
         run(dir.path(), "darcs", &["init", "-q"]);
         std::fs::write(dir.path().join("file"), "version 0\n").unwrap();
@@ -172,12 +173,17 @@ impl Darcs {
                 "record", "-q", "-l", "-a", "--author", "test", "-m", "first",
             ],
         );
-        Darcs(dir)
+        Darcs(dir, file_url)
     }
 }
 impl Repo for Darcs {
     fn input(&self) -> (&'static str, String) {
-        ("darcs", self.0.path().display().to_string())
+        let path = self.0.path().display();
+        if self.1 {
+            ("darcs", format!("file://{path}"))
+        } else {
+            ("darcs", path.to_string())
+        }
     }
     fn change(&self, n: u32) {
         std::fs::write(self.0.path().join("file"), format!("version {n}\n")).unwrap();
@@ -334,7 +340,12 @@ async fn bzr_checkout() {
 
 #[tokio::test]
 async fn darcs() {
-    one_build_per_change(&Darcs::new()).await;
+    one_build_per_change(&Darcs::new(false)).await;
+}
+
+#[tokio::test]
+async fn darcs_file_urls_are_paths_to_darcs() {
+    one_build_per_change(&Darcs::new(true)).await;
 }
 
 /// Uses what Hydra passes for git inputs.
@@ -525,12 +536,30 @@ async fn build_inputs_chain_two_jobsets() {
     )
     .await;
 
-    // Nothing built yet: the input cannot be fetched.
+    // Nothing built yet: the input is left out, as Hydra does, and the
+    // jobs that do not need it are queued, so the two jobsets can start.
     let summary = s.eval("p", "downstream").await;
     assert!(
-        matches!(summary.outcome, Outcome::FetchFailed(ref e) if e.contains("no successful build")),
+        matches!(
+            summary.outcome,
+            Outcome::Evaluated {
+                new_builds: 1,
+                job_errors: 0,
+                ..
+            }
+        ),
         "{summary}"
     );
+    assert_eq!(
+        s.strings("select job from Builds order by id").await,
+        vec!["lib".to_string()]
+    );
+    assert_eq!(
+        s.scalar_i64("select count(*) from JobsetEvalInputs where name = 'dep'")
+            .await,
+        0
+    );
+    s.db.exec("delete from Builds").await;
 
     s.eval_ok("p", "upstream").await;
     let lib_out = s.build_for_real("lib").await;
@@ -711,4 +740,54 @@ async fn path_inputs_may_be_urls() {
     .unwrap();
     assert_eq!(uri.as_deref(), Some(url.as_str()));
     assert!(revision.unwrap().len() > 20);
+}
+
+#[tokio::test]
+async fn a_build_input_without_builds_fails_only_the_job_that_uses_it() {
+    let s = Setup::new().await;
+    let src = source_dir(&[(
+        "release.nix",
+        r#"
+with import ./config.nix;
+{ ... }@args:
+{
+  independent = mkDerivation { name = "independent"; builder = builtins.toFile "b.sh" "echo > $out"; };
+  needs_dep = mkDerivation { name = "needs-dep"; builder = builtins.toFile "b.sh" "cat $dep > $out"; dep = args.dep; };
+}
+"#,
+    )]);
+    create_project(&s.db.pool, "p").await;
+    create_jobset(
+        &s.db.pool,
+        "p",
+        "j",
+        "src",
+        "release.nix",
+        &[
+            ("src", "path", src.path().to_str().unwrap()),
+            ("dep", "build", "p:nowhere:nothing"),
+        ],
+    )
+    .await;
+    let summary = s.eval("p", "j").await;
+    assert!(
+        matches!(
+            summary.outcome,
+            Outcome::Evaluated {
+                new_builds: 1,
+                job_errors: 1,
+                ..
+            }
+        ),
+        "{summary}"
+    );
+    assert_eq!(
+        s.strings("select job from Builds").await,
+        vec!["independent".to_string()]
+    );
+    let error = s.jobset_error().await;
+    assert!(
+        error.starts_with("in job ‘needs_dep’:\n") && error.contains("dep"),
+        "{error}"
+    );
 }

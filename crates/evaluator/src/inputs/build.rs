@@ -99,13 +99,15 @@ struct BuildRow {
     system: String,
 }
 
+/// `None` when no successful build of the job is usable (see
+/// [`super::fetch`]).
 pub(crate) async fn fetch(
     ctx: &FetchContext<'_>,
     input: &Input,
     base: Fetched,
-) -> Result<Fetched, FetchError> {
+) -> Result<Option<Fetched>, FetchError> {
     if input.kind == "eval" {
-        return fetch_eval(ctx, input, base).await;
+        return fetch_eval(ctx, input, base).await.map(Some);
     }
     let value = input.value.trim();
     let build: Option<BuildRow> = if let Ok(id) = value.parse::<i32>() {
@@ -153,10 +155,8 @@ pub(crate) async fn fetch(
         candidates.into_iter().next()
     };
     let Some(build) = build else {
-        return Err(FetchError(format!(
-            "input `{}`: no successful build matches `{value}`",
-            input.name
-        )));
+        tracing::info!(input = %input.name, value, "no successful build for the input yet; leaving it out");
+        return Ok(None);
     };
     let outputs: Vec<(String, Option<String>)> =
         sqlx::query_as("select name, path from BuildOutputs where build = $1 order by name")
@@ -175,12 +175,15 @@ pub(crate) async fn fetch(
                 input.name, build.id
             ))
         })?;
-    ensure_valid(ctx, input, &out_path).await?;
+    if !ensure_valid(ctx, input, &out_path).await? {
+        tracing::warn!(input = %input.name, path = %out_path, "the input's build output is not in the store; leaving it out");
+        return Ok(None);
+    }
     let release = build.release_name.or(build.nix_name);
     let drv_path = is_valid(ctx.nix, &build.drv_path)
         .await
         .then_some(build.drv_path);
-    Ok(Fetched {
+    Ok(Some(Fetched {
         store_path: Some(out_path),
         output_name: Some(output_name),
         version: release.as_deref().and_then(version_of),
@@ -188,14 +191,18 @@ pub(crate) async fn fetch(
         dependency: Some(build.id),
         value: Some(value.to_string()),
         ..base
-    })
+    }))
 }
 
-/// An output must be in the evaluator's store; `eval_substituter` is asked
-/// for it when it is not.
-async fn ensure_valid(ctx: &FetchContext<'_>, input: &Input, path: &str) -> Result<(), FetchError> {
+/// Whether an output is in the evaluator's store, after asking
+/// `eval_substituter` for it when it is not.
+async fn ensure_valid(
+    ctx: &FetchContext<'_>,
+    input: &Input,
+    path: &str,
+) -> Result<bool, FetchError> {
     if is_valid(ctx.nix, path).await {
-        return Ok(());
+        return Ok(true);
     }
     if let Some(from) = &ctx.config.evaluator.eval_substituter {
         run_nix(
@@ -217,12 +224,9 @@ async fn ensure_valid(ctx: &FetchContext<'_>, input: &Input, path: &str) -> Resu
                 input.name
             ))
         })?;
-        return Ok(());
+        return Ok(true);
     }
-    Err(FetchError(format!(
-        "input `{}`: {path} is not in the store (set eval_substituter to copy it from a binary cache)",
-        input.name
-    )))
+    Ok(false)
 }
 
 /// `eval`: an evaluation id, `project:jobset` (its latest finished
@@ -281,7 +285,12 @@ async fn fetch_eval(
     .map_err(db)?;
     let mut attrs = String::from("{");
     for (job, path) in &outputs {
-        ensure_valid(ctx, input, path).await?;
+        if !ensure_valid(ctx, input, path).await? {
+            return Err(FetchError(format!(
+                "input `{}`: {path} is not in the store (set eval_substituter to copy it from a binary cache)",
+                input.name
+            )));
+        }
         attrs.push_str(&format!(
             " {} = builtins.storePath {};",
             nix_string(job),

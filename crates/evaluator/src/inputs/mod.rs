@@ -147,14 +147,18 @@ pub struct FetchContext<'a> {
 }
 
 /// Fetches one input.
-pub async fn fetch(ctx: &FetchContext<'_>, input: &Input) -> Result<Fetched, FetchError> {
+/// Fetches `input`. `None` is an input left out of the evaluation: a
+/// `build` or `sysbuild` input whose job has no usable successful build
+/// yet, as in Hydra, so that jobsets depending on each other can start
+/// (an expression that needs the input fails where it uses it).
+pub async fn fetch(ctx: &FetchContext<'_>, input: &Input) -> Result<Option<Fetched>, FetchError> {
     let base = Fetched {
         name: input.name.clone(),
         kind: input.kind.clone(),
         email_responsible: input.email_responsible,
         ..Default::default()
     };
-    match input.kind.as_str() {
+    let fetched = match input.kind.as_str() {
         "string" | "nix" => Ok(Fetched {
             value: Some(input.value.clone()),
             ..base
@@ -175,12 +179,13 @@ pub async fn fetch(ctx: &FetchContext<'_>, input: &Input) -> Result<Fetched, Fet
         "svn" | "svn-checkout" => scm::fetch_svn(ctx, input, base).await,
         "bzr" | "bzr-checkout" => scm::fetch_bzr(ctx, input, base).await,
         "darcs" => scm::fetch_darcs(ctx, input, base).await,
-        "build" | "sysbuild" | "eval" => build::fetch(ctx, input, base).await,
+        "build" | "sysbuild" | "eval" => return build::fetch(ctx, input, base).await,
         other => Err(FetchError(format!(
             "input `{}` has the unsupported type `{other}`",
             input.name
         ))),
-    }
+    };
+    fetched.map(Some)
 }
 
 pub(crate) fn now() -> i64 {

@@ -336,8 +336,9 @@ pub(crate) async fn fetch_darcs(
     base: Fetched,
 ) -> Result<Fetched, FetchError> {
     let w = words(input, "darcs", 1)?;
-    let url = &w[0];
-    let clone = clone_dir(ctx.data_dir, "darcs", url);
+    let clone = clone_dir(ctx.data_dir, "darcs", &w[0]);
+    // darcs wants a path, not a file:// URL.
+    let url = w[0].strip_prefix("file://").unwrap_or(&w[0]);
     let _lock = lock_dir(&clone).await?;
     if clone.join("_darcs").exists() {
         run_tool(
@@ -437,7 +438,7 @@ pub(crate) async fn fetch_darcs(
         .map_err(db)?;
     }
     Ok(Fetched {
-        uri: Some(url.clone()),
+        uri: Some(url.to_string()),
         revision: Some(revision),
         store_path: Some(store_path),
         sha256: Some(sha),
