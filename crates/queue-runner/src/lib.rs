@@ -67,6 +67,29 @@ impl Context {
     pub fn log_path(&self, drv_path: &str) -> PathBuf {
         hydra_config::build_log_path(&self.data_dir, drv_path)
     }
+
+    /// Garbage collector roots for the outputs of a successful step (empty
+    /// files named after them in `gc_roots_dir`, which Nix's collector
+    /// honours), whatever the destination store: outputs are staged in the
+    /// machine's store in every case, and later steps copy from there.
+    pub fn register_roots<'a>(&self, outputs: impl IntoIterator<Item = &'a String>) {
+        let dir = &self.config.gc_roots_dir;
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot create the garbage collector roots directory");
+            return;
+        }
+        for path in outputs {
+            let Some(base) = path.rsplit('/').next().filter(|b| !b.is_empty()) else {
+                continue;
+            };
+            let root = dir.join(base);
+            if root.symlink_metadata().is_err()
+                && let Err(e) = std::fs::File::create(&root)
+            {
+                tracing::warn!(root = %root.display(), error = %e, "cannot register a garbage collector root");
+            }
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

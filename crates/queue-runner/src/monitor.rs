@@ -450,6 +450,7 @@ async fn load_chunk(queue: &Arc<Queue>, rows: &[BuildRow]) -> Result<(), QueueEr
     }
     // Each substitution is recorded as a step of the first build needing it.
     for (drv, outputs, start, stop) in &substituted {
+        ctx.register_roots(outputs.values());
         let needing = rows.iter().find(|r| needs(&r.drv_path, drv, &nodes));
         if let Some(row) = needing {
             finish::substitution_step(&ctx.pool, row.id, drv, outputs, *start, *stop).await?;

@@ -146,8 +146,12 @@ pub fn analyse(outputs: &[OutputScan]) -> Analysis {
         size: outputs.iter().map(|o| o.nar_size).sum(),
         ..Default::default()
     };
+    // Outputs in name order (`bin` before `out`), as Hydra reads them, so
+    // products are numbered the same whatever order the outputs came in.
+    let mut by_name: Vec<&OutputScan> = outputs.iter().collect();
+    by_name.sort_by(|a, b| a.name.cmp(&b.name));
     let mut has_products_file = false;
-    for output in outputs {
+    for output in &by_name {
         let extracted = &output.scan.extracted;
         if let Some(text) = extracted.get(PRODUCTS_FILE) {
             has_products_file = true;
@@ -231,7 +235,7 @@ pub fn analyse(outputs: &[OutputScan]) -> Analysis {
         }
     }
     if !has_products_file {
-        for output in outputs {
+        for output in &by_name {
             if !matches!(
                 output.scan.members.get(&Vec::new()),
                 Some(Member::Directory)
@@ -260,6 +264,35 @@ pub fn analyse(outputs: &[OutputScan]) -> Analysis {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hydra_nix::nar::{Node, write_node};
+
+    async fn directory_output(name: &str, path: &str) -> OutputScan {
+        let mut nar = Vec::new();
+        write_node(&Node::Directory(BTreeMap::new()), &mut nar).unwrap_or_default();
+        let scan = hydra_nix::nar::scan(&nar[..], None, &scan_options())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        OutputScan {
+            name: name.into(),
+            path: path.into(),
+            nar_size: nar.len() as u64,
+            scan,
+        }
+    }
+
+    #[tokio::test]
+    async fn outputs_without_declared_products_are_products_in_output_name_order() {
+        let out = directory_output("out", "/nix/store/00000000000000000000000000000000-x").await;
+        let bin =
+            directory_output("bin", "/nix/store/zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz-x-bin").await;
+        for outputs in [vec![out.clone(), bin.clone()], vec![bin, out]] {
+            let products = analyse(&outputs).products;
+            let subtypes: Vec<&str> = products.iter().map(|p| p.subtype.as_str()).collect();
+            assert_eq!(subtypes, ["bin", ""]);
+            assert_eq!(products[0].name, "x-bin");
+            assert_eq!(products[1].kind, "nix-build");
+        }
+    }
 
     #[test]
     fn product_lines() {

@@ -721,9 +721,7 @@ async fn build(
         .closure_size(&plan.outputs.values().cloned().collect())
         .await
         .unwrap_or(0);
-    if ctx.dest.is_machine_store() {
-        register_roots(queue, &plan.outputs);
-    }
+    ctx.register_roots(plan.outputs.values());
     Outcome::Succeeded {
         results: Results {
             status: if analysis.failed {
@@ -837,25 +835,4 @@ async fn receive_outputs(
         });
     }
     Ok(Received::Scans(scans))
-}
-
-/// Garbage collector roots for outputs (empty files named after them in
-/// `gc_roots_dir`, which Nix's collector honours).
-fn register_roots(queue: &Queue, outputs: &BTreeMap<String, String>) {
-    let dir = &queue.ctx.config.gc_roots_dir;
-    if let Err(e) = std::fs::create_dir_all(dir) {
-        tracing::warn!(dir = %dir.display(), error = %e, "cannot create the garbage collector roots directory");
-        return;
-    }
-    for path in outputs.values() {
-        let Some(base) = path.rsplit('/').next().filter(|b| !b.is_empty()) else {
-            continue;
-        };
-        let root = dir.join(base);
-        if root.symlink_metadata().is_err()
-            && let Err(e) = std::fs::File::create(&root)
-        {
-            tracing::warn!(root = %root.display(), error = %e, "cannot register a garbage collector root");
-        }
-    }
 }

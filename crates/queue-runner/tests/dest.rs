@@ -84,6 +84,27 @@ async fn outputs_go_to_a_signed_cache_that_a_fresh_store_can_use() {
         .await
         .unwrap();
     assert!(closure.unwrap() > 0);
+    // Every step's outputs are rooted in the machine's store, where they
+    // are staged whatever the destination.
+    let step_outputs: Vec<String> =
+        sqlx::query_scalar("select path from BuildStepOutputs where build = $1")
+            .bind(top)
+            .fetch_all(&s.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(step_outputs.len(), 2, "dep and top");
+    for path in &step_outputs {
+        let root = s
+            .data
+            .path()
+            .join("gcroots")
+            .join(&path["/nix/store/".len()..]);
+        assert!(
+            root.exists(),
+            "no garbage collector root {}",
+            root.display()
+        );
+    }
     running.stop().await;
 }
 
@@ -128,6 +149,14 @@ async fn outputs_the_local_store_has_are_copied_not_built() {
         cache
             .join(format!("{}.narinfo", &out["/nix/store/".len()..][..32]))
             .exists()
+    );
+    assert!(
+        s.data
+            .path()
+            .join("gcroots")
+            .join(&out["/nix/store/".len()..])
+            .exists(),
+        "a substituted output is rooted too"
     );
     let got = rec.take().await;
     assert_eq!(got, [("build_finished".to_string(), id.to_string())]);
