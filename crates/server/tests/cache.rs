@@ -312,7 +312,7 @@ async fn a_jobset_channel_is_an_expression_nix_evaluates_to_the_built_outputs() 
              insert into Builds (id, finished, timestamp, jobset_id, job, nixName, drvPath, system, startTime, stopTime, buildStatus)
                select 1, 1, 1, id, 'hello', 'hello-1', '/nix/store/x.drv', 'x86_64-linux', 1, 2, 0 from Jobsets;
              insert into Builds (id, finished, timestamp, jobset_id, job, nixName, drvPath, system, startTime, stopTime, buildStatus)
-               select 2, 1, 1, id, 'dep', 'dep', '/nix/store/y.drv', 'x86_64-linux', 1, 2, 0 from Jobsets;
+               select 2, 1, 1, id, 'tools.dep', 'dep', '/nix/store/y.drv', 'x86_64-linux', 1, 2, 0 from Jobsets;
              insert into Builds (id, finished, timestamp, jobset_id, job, nixName, drvPath, system, startTime, stopTime, buildStatus)
                select 3, 1, 1, id, 'hello', 'hello-2', '/nix/store/z.drv', 'x86_64-linux', 1, 2, 1 from Jobsets;
              insert into BuildOutputs (build, name, path) values (1, 'out', '{hello}'), (2, 'out', '{dep}'),
@@ -332,7 +332,7 @@ async fn a_jobset_channel_is_an_expression_nix_evaluates_to_the_built_outputs() 
         .iter()
         .map(|p| p["id"].as_i64().unwrap())
         .collect();
-    assert_eq!(ids, vec![2, 1], "the latest successful build of each job");
+    assert_eq!(ids, vec![1, 2], "the latest successful build of each job");
     let (_, _, url) = fetch(&served, "/jobset/p/j/channel/latest/binary-cache-url").await;
     assert_eq!(url, b"https://cache.example.org");
 
@@ -360,7 +360,7 @@ async fn a_jobset_channel_is_an_expression_nix_evaluates_to_the_built_outputs() 
         "p-j\n"
     );
     let expr = format!(
-        "let c = import {}/channel {{ system = \"x86_64-linux\"; }}; in [ c.hello.outPath c.hello.name c.dep.outPath ]",
+        "let c = import {}/channel {{ system = \"x86_64-linux\"; }}; in [ c.hello.outPath c.hello.name c.tools.dep.outPath ]",
         unpacked.path().display()
     );
     let out = store.run(
@@ -369,6 +369,29 @@ async fn a_jobset_channel_is_an_expression_nix_evaluates_to_the_built_outputs() 
     );
     let got: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(got, serde_json::json!([hello, "hello-1", dep]));
+    // nix-env lists the jobs of nested attribute sets too.
+    let listed = store.run(
+        "nix-env",
+        &[
+            "-qa",
+            "--attr-path",
+            "-f",
+            &unpacked.path().join("channel").display().to_string(),
+            "--argstr",
+            "system",
+            "x86_64-linux",
+        ],
+    );
+    let mut rows: Vec<Vec<&str>> = listed
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    rows.sort();
+    assert_eq!(
+        rows,
+        vec![vec!["hello", "hello-1"], vec!["tools.dep", "dep"]],
+        "{listed}"
+    );
 
     // One build as a channel; an evaluation's channel.
     let (_, _, body) = fetch(&served, "/build/1/nix").await;
