@@ -66,3 +66,51 @@ pub async fn bump_builds(pool: &PgPool, ids: &[i32], priority: i32) -> Result<u6
             .await?;
     Ok(done.rows_affected())
 }
+
+/// What Hydra's pages call a build status (`Builds.buildStatus`).
+pub fn status_name(status: Option<i32>) -> &'static str {
+    match status {
+        None => "queued",
+        Some(0) => "succeeded",
+        Some(1) => "failed",
+        Some(2) => "dependency failed",
+        Some(3) => "aborted",
+        Some(4) => "cancelled",
+        Some(6) => "failed with output",
+        Some(7) => "timed out",
+        Some(8) => "cached failure",
+        Some(9) => "unsupported system type",
+        Some(10) => "log limit exceeded",
+        Some(11) => "output limit exceeded",
+        Some(12) => "non-deterministic",
+        Some(_) => "failed",
+    }
+}
+
+/// A finished build, as one log line tells it.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct FinishedBuild {
+    pub id: i32,
+    pub project: String,
+    pub jobset: String,
+    pub job: String,
+    #[sqlx(rename = "buildstatus")]
+    pub status: Option<i32>,
+    /// Seconds from start to stop.
+    pub duration: Option<i32>,
+    #[sqlx(rename = "iscachedbuild")]
+    pub cached: Option<i32>,
+}
+
+/// The builds among `ids` that are finished.
+pub async fn finished(pool: &PgPool, ids: &[i32]) -> Result<Vec<FinishedBuild>, sqlx::Error> {
+    sqlx::query_as(
+        "select b.id, j.project, j.name as jobset, b.job, b.buildStatus, \
+         b.stopTime - b.startTime as duration, b.isCachedBuild \
+         from Builds b join Jobsets j on j.id = b.jobset_id \
+         where b.id = any($1) and b.finished = 1 order by b.id",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await
+}

@@ -638,7 +638,7 @@ async fn run_worker(
     let end = if status.success() {
         End::Completed
     } else {
-        let error = error_text(&tail, &status);
+        let error = error_text(&tail, &status, dir);
         if ready {
             End::Died(error)
         } else {
@@ -660,17 +660,44 @@ pub fn resident_memory(pid: u32) -> Option<(u64, u64)> {
 }
 
 /// The useful part of what a dying worker printed: from its `error:` line,
-/// without the hint about `--show-trace`.
-fn error_text(lines: &[String], status: &std::process::ExitStatus) -> String {
+/// without the hint about `--show-trace`, and without the places in the
+/// worker's own files (`worker.nix`, `inputs.nix` under `dir`): the user
+/// reads positions in their own expression, as Nix reported them.
+fn error_text(lines: &[String], status: &std::process::ExitStatus, dir: &Path) -> String {
     let start = lines
         .iter()
         .position(|l| l.starts_with("error:"))
         .unwrap_or(0);
-    let text: Vec<&str> = lines[start..]
-        .iter()
-        .map(String::as_str)
-        .filter(|l| !l.contains("--show-trace"))
-        .collect();
+    let dir = dir.display().to_string();
+    let mut text: Vec<String> = Vec::new();
+    let mut skipping = false;
+    for line in &lines[start..] {
+        let trimmed = line.trim_start();
+        if line.contains("--show-trace") {
+            continue;
+        }
+        if trimmed.starts_with("at ") && line.contains(&dir) {
+            // A position in the worker, and its excerpt below.
+            while text.last().is_some_and(|l| l.trim().is_empty()) {
+                text.pop();
+            }
+            skipping = true;
+            continue;
+        }
+        if skipping {
+            let excerpt = trimmed.is_empty()
+                || trimmed.starts_with('|')
+                || trimmed
+                    .split_once('|')
+                    .is_some_and(|(n, _)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+            if excerpt {
+                continue;
+            }
+            skipping = false;
+            text.push(String::new());
+        }
+        text.push(line.replace(&dir, "(the evaluator)"));
+    }
     let text = text.join("\n").trim().to_string();
     if text.is_empty() {
         format!("the evaluator worker failed ({status})")
@@ -694,6 +721,42 @@ mod tests {
             ]),
             "{\n  \"s\" = \"v\";\n  \"e\" = (1 + 1\n);\n}"
         );
+    }
+
+    #[test]
+    fn errors_show_the_users_positions_not_the_workers() {
+        use std::os::unix::process::ExitStatusExt;
+        let dir = Path::new("/tmp/hydra-eval-1XGX5n/worker-1-0");
+        let lines: Vec<String> = "warning: something first
+error: anonymous function at /nix/store/h7j9dzqan0n1z6aah9s117zqhlz2g7jk-ex2/release.nix:1:1 called without required argument 'dep'
+
+       at /tmp/hydra-eval-1XGX5n/worker-1-0/worker.nix:15:10:
+
+           14|     if builtins.isFunction f
+           15|     then f (builtins.intersectAttrs (builtins.functionArgs f) inputs)
+             |          ^
+           16|     else f;
+(use '--show-trace' to show detailed location information)"
+            .lines()
+            .map(String::from)
+            .collect();
+        let status = std::process::ExitStatus::from_raw(1 << 8);
+        assert_eq!(
+            error_text(&lines, &status, dir),
+            "error: anonymous function at /nix/store/h7j9dzqan0n1z6aah9s117zqhlz2g7jk-ex2/release.nix:1:1 \
+             called without required argument 'dep'"
+        );
+        let user: Vec<String> = "error: attribute 'b' missing
+
+       at /nix/store/3mwsxaldxr1kyiiklxra5m2pbc8g8dca-ex/release.nix:7:13:
+
+            7|   missing = { a = 1; }.b;
+             |             ^
+       Did you mean a?"
+            .lines()
+            .map(String::from)
+            .collect();
+        assert_eq!(error_text(&user, &status, dir), user.join("\n"));
     }
 
     #[test]

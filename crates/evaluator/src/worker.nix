@@ -40,7 +40,8 @@ let
   opt = name: value: if value == null then { } else { ${name} = value; };
   job = v:
     let meta = v.meta or { }; aggregate = v._hydraAggregate or false; in
-    if v.system == "unknown" then throw "derivation '${v.name}' has system 'unknown'"
+    # The derivation first: its errors point at the user's expression.
+    if builtins.seq v.drvPath v.system == "unknown" then throw "derivation '${v.name}' has system 'unknown'"
     else {
       kind = "job";
       name = v.name;

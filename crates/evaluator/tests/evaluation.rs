@@ -834,3 +834,33 @@ async fn import_from_derivation_is_refused_unless_allowed() {
         ["ifd-42"]
     );
 }
+
+#[tokio::test]
+async fn errors_name_the_users_file_and_line_never_the_evaluators_files() {
+    let s = Setup::new().await;
+    let (_src, _) = s.simple_jobset("{ dep }:\n{ a = 1; }\n").await;
+    let summary = s.eval("p", "j").await;
+    let Outcome::Failed(text) = &summary.outcome else {
+        panic!("expected a failed evaluation: {summary}")
+    };
+    assert!(
+        text.contains("release.nix:1:1 called without required argument 'dep'"),
+        "{text}"
+    );
+    assert!(!text.contains("worker"), "{text}");
+
+    let s = Setup::new().await;
+    let (_src, _) = s
+        .simple_jobset(
+            "with import ./config.nix;\n{\n  good = mkDerivation { name = \"good\"; builder = builtins.toFile \"b.sh\" \"echo > $out\"; };\n  nosystem = derivation { name = \"x\"; builder = \"/bin/sh\"; };\n}\n",
+        )
+        .await;
+    s.eval_ok("p", "j").await;
+    let text = s.jobset_error().await;
+    assert!(
+        text.starts_with("in job ‘nosystem’:\nerror: required attribute 'system' missing"),
+        "{text}"
+    );
+    assert!(text.contains("release.nix:4:"), "{text}");
+    assert!(!text.contains("worker"), "{text}");
+}

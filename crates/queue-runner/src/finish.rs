@@ -99,6 +99,32 @@ async fn notify(conn: &mut PgConnection, channel: &str, payload: &str) -> Result
     Ok(())
 }
 
+/// One `info` line per finished build among `ids` (id, job, status,
+/// duration): what an operator follows in the log. Written after the
+/// transaction that finished them, so a retried transaction logs once.
+pub async fn log_finished(pool: &PgPool, ids: &[i32]) {
+    match hydra_db::builds::finished(pool, ids).await {
+        Ok(builds) => {
+            for b in builds {
+                tracing::info!(
+                    build = b.id,
+                    job = %format!("{}:{}:{}", b.project, b.jobset, b.job),
+                    status = hydra_db::builds::status_name(b.status),
+                    seconds = b.duration.unwrap_or(0),
+                    cached = b.cached == Some(1),
+                    "build {} {}: {}:{}:{}",
+                    b.id,
+                    hydra_db::builds::status_name(b.status),
+                    b.project,
+                    b.jobset,
+                    b.job
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read the finished builds to log them"),
+    }
+}
+
 async fn notify_finished(
     conn: &mut PgConnection,
     first: i32,
@@ -273,6 +299,7 @@ pub async fn aborted_build(queue: &Arc<Queue>, id: i32, why: &str) -> Result<(),
         })
     })
     .await?;
+    log_finished(&queue.ctx.pool, &[id]).await;
     Stats::add(&queue.stats.builds_done, 1);
     Stats::add(&queue.stats.builds_failed, 1);
     Ok(())
@@ -342,6 +369,7 @@ pub async fn cached_failure(
         })
     })
     .await?;
+    log_finished(pool, &[id]).await;
     Stats::add(&queue.stats.builds_done, 1);
     Stats::add(&queue.stats.builds_failed, 1);
     Ok(())
@@ -485,6 +513,7 @@ pub async fn cached_success(queue: &Arc<Queue>, id: i32) -> Result<(), QueueErro
             .await?;
         }
     }
+    log_finished(pool, &[id]).await;
     Stats::add(&queue.stats.builds_done, 1);
     Stats::add(&queue.stats.builds_succeeded, 1);
     Ok(())
@@ -633,6 +662,7 @@ pub async fn step_succeeded(
         })
     })
     .await?;
+    log_finished(pool, &finished).await;
     Ok(finished)
 }
 
@@ -765,6 +795,7 @@ pub async fn step_failed(
         })
     })
     .await?;
+    log_finished(pool, &finished).await;
     Ok(finished)
 }
 

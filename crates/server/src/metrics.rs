@@ -113,7 +113,7 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     state
         .metrics
         .record(&method, &route, code, elapsed.as_secs_f64());
-    tracing::info!(
+    tracing::debug!(
         target: "hydra_server::request",
         %method,
         %path,
