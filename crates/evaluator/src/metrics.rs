@@ -1,7 +1,6 @@
 //! Prometheus metrics of the evaluator, served at `/metrics` on
 //! `evaluator_metrics_address`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
@@ -172,13 +171,11 @@ impl Metrics {
     }
 }
 
-/// Serves `/metrics` on `addr` until the returned task is aborted.
-pub async fn serve(
-    addr: &str,
+/// Serves `/metrics` on `listener` until the returned task is aborted.
+pub fn serve(
+    listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
-) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
+) -> tokio::task::JoinHandle<()> {
     let app = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
@@ -194,10 +191,9 @@ pub async fn serve(
             }
         }),
     );
-    let task = tokio::spawn(async move {
+    tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "the metrics endpoint stopped");
         }
-    });
-    Ok((local, task))
+    })
 }

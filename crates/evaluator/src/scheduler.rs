@@ -105,6 +105,14 @@ pub async fn unlock(pool: &sqlx::PgPool) -> Result<u64, sqlx::Error> {
 pub enum SchedulerError {
     #[error(transparent)]
     Db(#[from] DbError),
+    #[error(
+        "cannot serve the evaluator's metrics on {address} (evaluator_metrics_address): {source}"
+    )]
+    Metrics {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl From<sqlx::Error> for SchedulerError {
@@ -119,8 +127,30 @@ enum Crash {
     TimedOut(u64),
 }
 
-/// Runs the scheduler until `shutdown` is cancelled.
+/// Runs the scheduler until `shutdown` is cancelled, with its metrics on
+/// `evaluator_metrics_address` (an address that is taken is an error: the
+/// figures there would be another program's).
 pub async fn run(ctx: Context, shutdown: CancellationToken) -> Result<(), SchedulerError> {
+    let metrics =
+        match &ctx.config.evaluator.metrics_address {
+            Some(address) => Some(tokio::net::TcpListener::bind(address).await.map_err(
+                |source| SchedulerError::Metrics {
+                    address: address.clone(),
+                    source,
+                },
+            )?),
+            None => None,
+        };
+    run_with(ctx, metrics, shutdown).await
+}
+
+/// Runs the scheduler until `shutdown` is cancelled, serving its metrics on
+/// `metrics` if given.
+pub async fn run_with(
+    ctx: Context,
+    metrics: Option<tokio::net::TcpListener>,
+    shutdown: CancellationToken,
+) -> Result<(), SchedulerError> {
     let cleared = unlock(&ctx.pool).await?;
     if cleared > 0 {
         tracing::info!(
@@ -128,21 +158,12 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) -> Result<(), Schedu
             "cleared the start times of interrupted evaluations"
         );
     }
-    // Without its metrics endpoint (say, the port is taken by another
-    // instance) the evaluator still does its job.
-    let metrics_task = match &ctx.config.evaluator.metrics_address {
-        Some(address) => match crate::metrics::serve(address, ctx.metrics.clone()).await {
-            Ok((local, task)) => {
-                tracing::info!(address = %local, "evaluator metrics at http://{local}/metrics");
-                Some(task)
-            }
-            Err(e) => {
-                tracing::error!(%address, error = %e, "cannot serve the evaluator's metrics (evaluator_metrics_address)");
-                None
-            }
-        },
-        None => None,
-    };
+    let metrics_task = metrics.map(|listener| {
+        if let Ok(local) = listener.local_addr() {
+            tracing::info!(address = %local, "evaluator metrics at http://{local}/metrics");
+        }
+        crate::metrics::serve(listener, ctx.metrics.clone())
+    });
     let mut listener = Listener::connect(&ctx.pool, CHANNELS).await?;
     let max = ctx.config.evaluator.max_concurrent_evals.max(1) as usize;
     let time_limit = ctx.config.evaluator.time_limit;

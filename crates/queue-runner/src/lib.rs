@@ -102,7 +102,7 @@ pub enum QueueError {
     NoSuchBuild(i32),
     #[error("{0}")]
     Machines(String),
-    #[error("cannot serve the status on {address}: {source}")]
+    #[error("cannot serve the status on {address} (queue_runner_metrics_address): {source}")]
     Status {
         address: String,
         #[source]
@@ -116,17 +116,33 @@ impl From<sqlx::Error> for QueueError {
     }
 }
 
-/// Runs the queue runner until `shutdown` is cancelled.
+/// Runs the queue runner until `shutdown` is cancelled, with its status on
+/// `queue_runner_metrics_address` (an address that is taken is an error:
+/// the status there would be another program's).
 pub async fn run(ctx: Context, shutdown: CancellationToken) -> Result<(), QueueError> {
+    let address = ctx.config.queue_runner.metrics_address.clone();
+    let status = if address.is_empty() {
+        None
+    } else {
+        Some(
+            tokio::net::TcpListener::bind(&address)
+                .await
+                .map_err(|source| QueueError::Status { address, source })?,
+        )
+    };
+    run_with(ctx, status, shutdown).await
+}
+
+/// Runs the queue runner until `shutdown` is cancelled, serving its status
+/// on `status` if given.
+pub async fn run_with(
+    ctx: Context,
+    status: Option<tokio::net::TcpListener>,
+    shutdown: CancellationToken,
+) -> Result<(), QueueError> {
     let lock = state::InstanceLock::acquire(&ctx.pool).await?;
     let queue = Queue::start(ctx).await?;
-    let status = match status::serve(&queue).await {
-        Ok(task) => Some(task),
-        Err(e) => {
-            tracing::error!(error = %e, "the queue runner's status endpoint is not available");
-            None
-        }
-    };
+    let status = status.map(|listener| status::serve(&queue, listener));
     let result = tokio::select! {
         r = monitor::run(queue.clone()) => r,
         r = dispatch::run(queue.clone()) => r,

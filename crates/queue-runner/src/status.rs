@@ -15,12 +15,11 @@ use serde_json::{Value, json};
 
 use crate::state::{Queue, Stats};
 
-/// Serves the endpoint until the task is aborted.
-pub async fn serve(queue: &Arc<Queue>) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    let address = queue.ctx.config.queue_runner.metrics_address.clone();
-    let listener = tokio::net::TcpListener::bind(&address).await?;
-    let local = listener.local_addr()?;
-    tracing::info!(address = %local, "queue runner status at http://{local}/status");
+/// Serves the endpoint on `listener` until the task is aborted.
+pub fn serve(queue: &Arc<Queue>, listener: tokio::net::TcpListener) -> tokio::task::JoinHandle<()> {
+    if let Ok(local) = listener.local_addr() {
+        tracing::info!(address = %local, "queue runner status at http://{local}/status");
+    }
     let app = axum::Router::new()
         .route("/status", get(status))
         .route("/status/machines", get(machines))
@@ -28,11 +27,11 @@ pub async fn serve(queue: &Arc<Queue>) -> std::io::Result<tokio::task::JoinHandl
         .route("/status/steps", get(steps))
         .route("/metrics", get(metrics))
         .with_state(queue.clone());
-    Ok(tokio::spawn(async move {
+    tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "the status endpoint stopped");
         }
-    }))
+    })
 }
 
 /// An instant as Unix seconds.
