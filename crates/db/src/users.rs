@@ -89,6 +89,39 @@ pub async fn add_role(conn: &mut PgConnection, name: &str, role: &str) -> Result
     Ok(())
 }
 
+/// Whether some account has the `admin` role.
+pub async fn has_admin(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("select exists (select 1 from UserRoles where role = 'admin')")
+        .fetch_one(conn)
+        .await
+}
+
+/// Creates `user` as an administrator if no account has the `admin` role
+/// yet (first-run setup); `false` when one does. Concurrent calls are
+/// serialised, so only one first administrator is ever made.
+pub async fn create_first_admin(pool: &PgPool, user: &User) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("lock table UserRoles in share row exclusive mode")
+        .execute(&mut *tx)
+        .await?;
+    if has_admin(&mut tx).await? {
+        return Ok(false);
+    }
+    let exists: bool =
+        sqlx::query_scalar("select exists (select 1 from Users where userName = $1)")
+            .bind(&user.name)
+            .fetch_one(&mut *tx)
+            .await?;
+    if exists {
+        update(&mut tx, user).await?;
+    } else {
+        insert(&mut tx, user).await?;
+    }
+    add_role(&mut tx, &user.name, "admin").await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
 /// Replaces legacy unsalted SHA-1 password hashes by Argon2 over the SHA-1
 /// hex digest, which [`password::verify`] accepts and upgrades at the next
 /// login (what Hydra's `hydra-init` does). Returns how many were upgraded.

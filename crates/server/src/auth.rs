@@ -294,7 +294,7 @@ fn public_path(path: &str) -> bool {
     let path = path.trim_end_matches('/');
     matches!(
         path,
-        "/login" | "/logo" | "/api/push-github" | "/api/push-gitea" | "/robots.txt"
+        "/login" | "/setup" | "/logo" | "/api/push-github" | "/api/push-gitea" | "/robots.txt"
     ) || path.starts_with("/static/")
 }
 

@@ -1,7 +1,7 @@
-//! HTML for browsers. Until the page templates exist, every page shows its
-//! data as indented, escaped text with links to the API documentation of
-//! the same URL; the templates replace this function without touching any
-//! handler.
+//! HTML for browsers. Pages with a template (`templates/`, askama, escaped
+//! by default) are rendered from their data; until every page has one, the
+//! others show their data as indented, escaped text. Templates replace
+//! pages here without touching any handler.
 
 use crate::negotiate::Rendered;
 
@@ -21,7 +21,60 @@ pub fn escape(text: &str) -> String {
     out
 }
 
+/// The sign-in form (`GET /login`, and again after a failed attempt).
+#[derive(askama::Template)]
+#[template(path = "login.html")]
+struct Login<'a> {
+    error: Option<&'a str>,
+}
+
+/// The first administrator's form (`/setup`, from the link `hydra up`
+/// prints while there is no administrator).
+#[derive(askama::Template)]
+#[template(path = "setup.html")]
+struct Setup<'a> {
+    error: Option<&'a str>,
+    token: &'a str,
+    username: &'a str,
+    fullname: &'a str,
+    emailaddress: &'a str,
+    min_password: usize,
+}
+
+/// The pages that have templates; `None` for the others.
+fn templated(page: &Rendered) -> Option<String> {
+    use askama::Template;
+    let value = page.value();
+    let text = |key: &str| value.get(key).and_then(|v| v.as_str());
+    let rendered = match page.template {
+        "login" => Login {
+            error: text("error"),
+        }
+        .render(),
+        "setup" => Setup {
+            error: text("error"),
+            token: text("token").unwrap_or_default(),
+            username: text("username").unwrap_or_default(),
+            fullname: text("fullname").unwrap_or_default(),
+            emailaddress: text("emailaddress").unwrap_or_default(),
+            min_password: crate::routes::account::MIN_PASSWORD_LENGTH,
+        }
+        .render(),
+        _ => return None,
+    };
+    match rendered {
+        Ok(html) => Some(html),
+        Err(e) => {
+            tracing::error!(page = page.template, error = %e, "cannot render a page");
+            None
+        }
+    }
+}
+
 pub fn render(page: &Rendered) -> String {
+    if let Some(html) = templated(page) {
+        return html;
+    }
     let text = serde_json::to_string_pretty(&page.value()).unwrap_or_default();
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\

@@ -35,6 +35,9 @@ pub struct Inner {
     /// Signs the narinfos served (`binary_cache_secret_key_file`).
     pub signing_key: Option<SecretKey>,
     pub metrics: Metrics,
+    /// The digest of the one-time setup token, while it is offered (see
+    /// [`AppState::offer_setup`]).
+    pub setup_token: std::sync::OnceLock<String>,
 }
 
 impl AppState {
@@ -66,8 +69,22 @@ impl AppState {
                 local: nix,
                 signing_key,
                 metrics: Metrics::new(),
+                setup_token: std::sync::OnceLock::new(),
             }),
         })
+    }
+}
+
+impl AppState {
+    /// A one-time token for `/setup?token=…`, where a browser creates the
+    /// first administrator; only its digest is kept, and it is refused once
+    /// an administrator exists. `None` if a token was already offered.
+    pub fn offer_setup(&self) -> Option<String> {
+        let token = crate::auth::new_secret();
+        self.setup_token
+            .set(crate::auth::digest(&token))
+            .ok()
+            .map(|()| token)
     }
 }
 

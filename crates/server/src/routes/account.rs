@@ -45,8 +45,18 @@ pub async fn login(
             .bind(&username)
             .fetch_optional(&state.pool)
             .await?;
-    let bad = || ApiError::forbidden("Bad username or password.");
-    let stored = stored.ok_or_else(bad)?;
+    // A browser's form shows the sign-in page again with the reason; API
+    // clients read `{"error": …}` with 403, as from Hydra.
+    let bad = || {
+        Ok(
+            Page::value("login", json!({ "error": "Bad username or password." }))
+                .with_status(StatusCode::FORBIDDEN)
+                .into_response(),
+        )
+    };
+    let Some(stored) = stored else {
+        return bad();
+    };
     let check = {
         let password = password.clone();
         tokio::task::spawn_blocking(move || hydra_db::password::verify(&password, &stored))
@@ -54,7 +64,7 @@ pub async fn login(
             .map_err(|e| ApiError::Internal(e.to_string()))?
     };
     let hydra_db::password::Verified::Yes { rehash } = check else {
-        return Err(bad());
+        return bad();
     };
     if rehash {
         let hashed = tokio::task::spawn_blocking(move || hydra_db::password::hash(&password))
@@ -67,22 +77,39 @@ pub async fn login(
             .execute(&state.pool)
             .await?;
     }
-    let secret = auth::start_session(&state.pool, &username, viewer.session.as_deref()).await?;
-    let account = load_account(&state, &username).await?;
+    signed_in(&state, &headers, &viewer, &username, "current-user").await
+}
+
+/// A new session for `username` (ending the viewer's old one): a 302 to
+/// `next` under the base URL with the session cookie, and the User JSON.
+pub async fn signed_in(
+    state: &AppState,
+    headers: &HeaderMap,
+    viewer: &Viewer,
+    username: &str,
+    next: &str,
+) -> ApiResult<Response> {
+    let secret = auth::start_session(&state.pool, username, viewer.session.as_deref()).await?;
+    let account = load_account(state, username).await?;
     let mut response = Page::value("current-user", user_json(&account))
         .with_status(StatusCode::FOUND)
         .with_header(
             header::LOCATION,
-            &format!("{}current-user", base_url(&state, &headers)),
+            &format!("{}{next}", base_url(state, headers)),
         )
         .into_response();
     if let Ok(cookie) = HeaderValue::from_str(&auth::session_cookie(
         Some(&secret),
-        is_secure(&state, &headers),
+        is_secure(state, headers),
     )) {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }
     Ok(response)
+}
+
+/// `GET /login`: the sign-in page.
+pub async fn login_form() -> Page {
+    Page::value("login", json!({}))
 }
 
 pub async fn logout(
@@ -130,6 +157,34 @@ pub async fn show(
     Ok(Page::value("user", user_json(&account)))
 }
 
+/// Hydra's shortest password.
+pub const MIN_PASSWORD_LENGTH: usize = 6;
+
+/// The hash of the password a body sets (`password`, checked against
+/// `password2` when given), or `None` when it sets none.
+pub async fn new_password(body: &Body) -> ApiResult<Option<String>> {
+    let Some(password) = form::text(body, "password").filter(|p| !p.is_empty()) else {
+        return Ok(None);
+    };
+    if let Some(again) = form::text(body, "password2")
+        && again != password
+    {
+        return Err(ApiError::bad_request(
+            "The passwords you specified did not match.",
+        ));
+    }
+    if password.chars().count() < MIN_PASSWORD_LENGTH {
+        return Err(ApiError::bad_request(format!(
+            "The password must be at least {MIN_PASSWORD_LENGTH} characters long."
+        )));
+    }
+    let hashed = tokio::task::spawn_blocking(move || hydra_db::password::hash(&password))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Some(hashed))
+}
+
 /// Applies a user body: fullname, password (twice, ≥ 6 characters),
 /// emailaddress and roles (admin only), emailonerror, publicdashboard.
 async fn apply_user(
@@ -159,23 +214,8 @@ async fn apply_user(
     if let Some(full) = form::text(body, "fullname") {
         user.full_name = Some(full);
     }
-    if let Some(password) = form::text(body, "password").filter(|p| !p.is_empty()) {
-        if let Some(again) = form::text(body, "password2")
-            && again != password
-        {
-            return Err(ApiError::bad_request(
-                "The passwords you specified did not match.",
-            ));
-        }
-        if password.chars().count() < 6 {
-            return Err(ApiError::bad_request(
-                "The password must be at least 6 characters long.",
-            ));
-        }
-        user.password = tokio::task::spawn_blocking(move || hydra_db::password::hash(&password))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+    if let Some(hashed) = new_password(body).await? {
+        user.password = hashed;
     }
     if body.contains_key("emailaddress") {
         if !viewer.is_admin() && !creating {

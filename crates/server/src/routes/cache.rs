@@ -52,6 +52,22 @@ pub async fn cache_info() -> Response {
     )
 }
 
+/// `/nix-cache-public-key`: the public key of the key that signs what this
+/// server serves (`binary_cache_secret_key_file`, or the key `hydra up`
+/// generated), as `trusted-public-keys` takes it; 404 when nothing is
+/// signed.
+pub async fn public_key(State(state): State<AppState>) -> ApiResult<Response> {
+    let key = state.signing_key.as_ref().ok_or_else(|| {
+        ApiError::not_found(
+            "This server does not sign its binary cache (binary_cache_secret_key_file is not set).",
+        )
+    })?;
+    Ok(text(
+        "text/plain; charset=utf-8",
+        format!("{}\n", key.public_key().to_text()),
+    ))
+}
+
 fn is_hash_part(s: &str) -> bool {
     s.len() == 32 && s.chars().all(|c| NIX_BASE32.contains(c))
 }

@@ -26,6 +26,7 @@ pub mod latest;
 pub mod logs;
 pub mod project;
 pub mod root;
+pub mod setup;
 pub mod webhooks;
 
 pub fn router(state: AppState) -> Router {
@@ -82,6 +83,7 @@ fn routes() -> Router<AppState> {
         .route("/queue-runner-status", get(admin::queue_runner_status))
         .route("/machines", get(admin::machines))
         .route("/nix-cache-info", get(cache::cache_info))
+        .route("/nix-cache-public-key", get(cache::public_key))
         .route("/{file}", get(cache::narinfo))
         .route("/nar/{file}", get(cache::nar))
         .route("/log/{drv}", get(logs::log))
@@ -209,7 +211,8 @@ fn routes() -> Router<AppState> {
         .route("/api/push-github", post(webhooks::github))
         .route("/api/push-gitea", post(webhooks::gitea))
         .route("/api/scmdiff", get(admin::scmdiff))
-        .route("/login", post(account::login))
+        .route("/login", get(account::login_form).post(account::login))
+        .route("/setup", get(setup::show).post(setup::create))
         .route("/logout", post(account::logout))
         .route("/current-user", get(account::current_user))
         .route("/register", put(account::register).post(account::register))
