@@ -22,13 +22,14 @@ use hydra_config::{Config, Paths};
     version,
     about = "Continuous integration and binary cache for Nix, compatible with Hydra",
     long_about = "Continuous integration and binary cache for Nix, compatible with Hydra.\n\n\
-        State lives in HYDRA_DATA (default /var/lib/hydra) and the configuration in HYDRA_CONFIG \
+        State lives in HYDRA_DATA (default /var/lib/hydra, or ~/.local/share/hydra for users who \
+        cannot write there) and the configuration in HYDRA_CONFIG \
         (default $HYDRA_DATA/hydra.conf). Without a configured database (HYDRA_DATABASE_URL, \
         HYDRA_DBI or database_url in hydra.conf) a private PostgreSQL cluster is run in \
         $HYDRA_DATA/postgres. RUST_LOG sets the log level (default: info)."
 )]
 struct Cli {
-    /// State directory [env: HYDRA_DATA; default: /var/lib/hydra]
+    /// State directory [env: HYDRA_DATA; default: /var/lib/hydra, or ~/.local/share/hydra for users who cannot write there]
     #[arg(long, global = true, value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// Configuration file [env: HYDRA_CONFIG; default: $HYDRA_DATA/hydra.conf]
@@ -93,9 +94,41 @@ fn init_logging() {
         .init();
 }
 
+/// `HYDRA_DATA` when it is not set: Hydra's `/var/lib/hydra` for root and
+/// for accounts that may write there (Hydra's own `hydra` user), else
+/// `$XDG_DATA_HOME/hydra` (`~/.local/share/hydra`), so that `hydra up`
+/// works for anyone without settings.
+fn default_data_dir() -> PathBuf {
+    let system = PathBuf::from(hydra_config::DEFAULT_DATA_DIR);
+    let writable =
+        |p: &std::path::Path| nix::unistd::access(p, nix::unistd::AccessFlags::W_OK).is_ok();
+    if nix::unistd::geteuid().is_root() || writable(&system) {
+        return system;
+    }
+    let home = std::env::var_os("XDG_DATA_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".local/share"))
+        });
+    match home {
+        Some(dir) => dir.join("hydra"),
+        None => system,
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let env_paths = Paths::from_env();
-    let data_dir = cli.data_dir.unwrap_or(env_paths.data_dir);
+    let data_dir = match (
+        cli.data_dir,
+        std::env::var_os("HYDRA_DATA").filter(|v| !v.is_empty()),
+    ) {
+        (Some(dir), _) => dir,
+        (None, Some(_)) => env_paths.data_dir,
+        (None, None) => default_data_dir(),
+    };
     let paths = match cli.config {
         Some(file) => Paths::new(Some(data_dir), Some(file)),
         None if env_paths.config_explicit => {

@@ -37,58 +37,80 @@ pub async fn run(paths: &Paths, config: &Config, listen: ListenArgs) -> anyhow::
     for line in init::describe(&done) {
         tracing::info!("{line}");
     }
-    match config.files.first() {
-        Some(file) => tracing::info!(config = %file.display(), "configuration"),
-        None => tracing::info!(
-            "no configuration file at {}; using the defaults",
+    let config_note = match config.files.first() {
+        Some(file) => file.display().to_string(),
+        None => format!(
+            "{} (not present: the defaults are used)",
             paths.config_file.display()
         ),
-    }
-    tracing::info!(
-        data = %paths.data_dir.display(),
-        database = %db.location,
-        managed = db.owns_cluster(),
-        "hydra is up; connect to the database with: psql '{}'",
-        db.location
-    );
-
-    // The web server reads the status of the queue runner started here.
-    let mut web_config = config.clone();
-    if web_config.web.queue_runner_endpoint.is_none()
-        && !config.queue_runner.metrics_address.is_empty()
-    {
-        web_config.web.queue_runner_endpoint =
-            Some(format!("http://{}", config.queue_runner.metrics_address));
-    }
-    let prepared = match server::state(paths, &web_config, db.pool.clone()) {
-        Ok(state) => hydra_server::bind(&listen.listen)
-            .await
-            .map(|listener| (state, listener)),
-        Err(e) => Err(e),
     };
-    let (web_state, listener) = match prepared {
+
+    // Everything this process listens on is bound before any role starts:
+    // an address that is taken stops `hydra up` here, with the option to
+    // change, instead of leaving a role without its endpoint (or, worse,
+    // the web server showing another program's status as its own).
+    let prepared = async {
+        let config = server::with_signing_key(paths, config)?;
+        let web = server::bind(&listen.listen, server::LISTEN_OPTION).await?;
+        let status = match config.queue_runner.metrics_address.as_str() {
+            "" => None,
+            address => {
+                Some(server::bind(address, "queue_runner_metrics_address in hydra.conf").await?)
+            }
+        };
+        let metrics = match &config.evaluator.metrics_address {
+            Some(address) => {
+                Some(server::bind(address, "evaluator_metrics_address in hydra.conf").await?)
+            }
+            None => None,
+        };
+        // The web server reads the status of the queue runner started here.
+        let mut web_config = config.clone();
+        if web_config.web.queue_runner_endpoint.is_none()
+            && let Some(status) = &status
+        {
+            web_config.web.queue_runner_endpoint = Some(format!("http://{}", status.local_addr()?));
+        }
+        let web_state = server::state(paths, &web_config, db.pool.clone())?;
+        let queue_runner = queue_runner::context(paths, &config, db.pool.clone())?;
+        anyhow::Ok((config, web, status, metrics, web_state, queue_runner))
+    }
+    .await;
+    let (config, listener, status, metrics, web_state, queue_runner_ctx) = match prepared {
         Ok(x) => x,
         Err(e) => {
-            db.close().await?;
-            return Err(e.into());
-        }
-    };
-    let shutdown = CancellationToken::new();
-    let mut web = tokio::spawn(hydra_server::run(web_state, listener, shutdown.clone()));
-    let mut evaluator = tokio::spawn(hydra_evaluator::scheduler::run(
-        evaluator::context(paths, config, db.pool.clone()),
-        shutdown.clone(),
-    ));
-    let mut queue_runner = match queue_runner::context(paths, config, db.pool.clone()) {
-        Ok(ctx) => tokio::spawn(hydra_queue_runner::run(ctx, shutdown.clone())),
-        Err(e) => {
-            shutdown.cancel();
-            let _ = evaluator.await;
-            let _ = web.await;
             db.close().await?;
             return Err(e);
         }
     };
+    let web_url = server::url_of(listener.local_addr()?);
+    let setup = server::setup_link(&web_state, &db.pool, &web_url).await?;
+    let public_key = web_state
+        .signing_key
+        .as_ref()
+        .map(|key| key.public_key().to_text());
+
+    let shutdown = CancellationToken::new();
+    let mut web = tokio::spawn(hydra_server::run(web_state, listener, shutdown.clone()));
+    let mut evaluator = tokio::spawn(hydra_evaluator::scheduler::run_with(
+        evaluator::context(paths, &config, db.pool.clone()),
+        metrics,
+        shutdown.clone(),
+    ));
+    let mut queue_runner = tokio::spawn(hydra_queue_runner::run_with(
+        queue_runner_ctx,
+        status,
+        shutdown.clone(),
+    ));
+    announce(&Announcement {
+        web: &web_url,
+        data: &paths.data_dir,
+        config: &config_note,
+        database: &db.location,
+        managed: db.owns_cluster(),
+        public_key: public_key.as_deref(),
+        setup: setup.as_deref(),
+    });
     let failure = tokio::select! {
         _ = terminate.recv() => { tracing::info!("SIGTERM received; shutting down"); None }
         _ = interrupt.recv() => { tracing::info!("SIGINT received; shutting down"); None }
@@ -130,4 +152,54 @@ pub async fn run(paths: &Paths, config: &Config, listen: ListenArgs) -> anyhow::
     }
     tracing::info!("hydra stopped");
     Ok(())
+}
+
+/// What `hydra up` tells its user once everything listens.
+struct Announcement<'a> {
+    web: &'a str,
+    data: &'a std::path::Path,
+    config: &'a str,
+    database: &'a str,
+    managed: bool,
+    public_key: Option<&'a str>,
+    setup: Option<&'a str>,
+}
+
+/// Prints where to go and what to do next: the one block of the log meant
+/// for a person rather than for a log reader.
+#[allow(clippy::print_stderr)]
+fn announce(a: &Announcement<'_>) {
+    let mut text = format!(
+        "\nhydra is up.\n\n\
+         \x20 Open            {web}\n\
+         \x20 Data            {data}\n\
+         \x20 Configuration   {config}\n\
+         \x20 Database        psql '{database}'{managed}\n",
+        web = a.web,
+        data = a.data.display(),
+        config = a.config,
+        database = a.database,
+        managed = if a.managed { " (run by hydra)" } else { "" },
+    );
+    if let Some(key) = a.public_key {
+        text.push_str(&format!(
+            "\x20 Binary cache    {web}, signed by {key}\n\
+             \x20                 nix-store -r PATH --option substituters {web} --option trusted-public-keys '{key}'\n",
+            web = a.web.trim_end_matches('/'),
+        ));
+    }
+    match a.setup {
+        Some(link) => text.push_str(&format!(
+            "\n  There is no administrator yet. Open this link to create one and sign in\n\
+             \x20 (it works until an administrator exists):\n\n\
+             \x20     {link}\n\n\
+             \x20 Or, in a terminal: hydra create-user NAME --role admin --password-prompt\n"
+        )),
+        None => text.push_str(&format!("\n  Sign in at {}login\n", a.web)),
+    }
+    text.push_str(
+        "\n  Next: create a project and a jobset (the README's \"First run\" shows how),\n\
+         \x20 and hydra evaluates and builds it. Stop with Ctrl-C.\n",
+    );
+    eprintln!("{text}");
 }

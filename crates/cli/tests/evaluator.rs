@@ -27,8 +27,13 @@ fn hydra_with(db: &TestDb, data: &Path, extra_config: &str) -> Command {
     std::fs::write(
         data.join("hydra.conf"),
         format!(
-            "gc_roots_dir = {}\n{extra_config}\n",
-            data.join("roots").display()
+            "gc_roots_dir = {}\nqueue_runner_metrics_address = 127.0.0.1:0\n{}{extra_config}\n",
+            data.join("roots").display(),
+            if extra_config.contains("evaluator_metrics_address") {
+                ""
+            } else {
+                "evaluator_metrics_address = 127.0.0.1:0\n"
+            }
         ),
     )
     .unwrap();

@@ -240,3 +240,56 @@ fn help_lists_every_command_with_its_purpose() {
         format!("hydra {}", env!("CARGO_PKG_VERSION"))
     );
 }
+
+#[test]
+fn a_taken_address_stops_hydra_up_naming_the_option_to_change() {
+    // Another program on the queue runner's status address: hydra up must
+    // not start (and never show that program's answers as its status).
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap();
+    let data = shared_tempdir();
+    std::fs::write(
+        data.path().join("hydra.conf"),
+        format!(
+            "queue_runner_metrics_address = {address}\nevaluator_metrics_address = 127.0.0.1:0\n"
+        ),
+    )
+    .unwrap();
+    let out = run(hydra(data.path()).arg("up"));
+    assert!(!out.status.success());
+    let message = stderr(&out);
+    assert!(
+        message.contains(&format!("cannot listen on {address}"))
+            && message.contains("queue_runner_metrics_address in hydra.conf"),
+        "{message}"
+    );
+    assert!(!message.contains("hydra is up"), "{message}");
+    assert!(!message.contains("web server listening"), "{message}");
+
+    // The web server's address: the option is --listen.
+    let data = shared_tempdir();
+    let out = run(hydra(data.path())
+        .env("HYDRA_LISTEN", address.to_string())
+        .arg("up"));
+    assert!(!out.status.success());
+    let message = stderr(&out);
+    assert!(message.contains("--listen (or HYDRA_LISTEN)"), "{message}");
+
+    // The evaluator's metrics.
+    let data = shared_tempdir();
+    std::fs::write(
+        data.path().join("hydra.conf"),
+        format!(
+            "queue_runner_metrics_address = 127.0.0.1:0\nevaluator_metrics_address = {address}\n"
+        ),
+    )
+    .unwrap();
+    let out = run(hydra(data.path()).arg("up"));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("evaluator_metrics_address in hydra.conf"),
+        "{}",
+        stderr(&out)
+    );
+    drop(taken);
+}

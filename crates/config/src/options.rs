@@ -59,7 +59,7 @@ options! {
         "tracker" = "" : "HTML inserted into the head of every page.";
         "log_prefix" = "" : "Base URL for logs that are not on local disk (`<log_prefix>log/<drv>`).";
         "server_store_uri" = "" : "Store the web server reads outputs from; defaults to `store_uri`.";
-        "binary_cache_secret_key_file" = "" : "Key file used to sign narinfos served by the web server.";
+        "binary_cache_secret_key_file" = "" : "Key file used to sign narinfos served by the web server; when unset, hydra up and hydra server generate one in $HYDRA_DATA/keys/binary-cache.secret.";
         "binary_cache_public_uri" = "" : "Binary cache URL shown on build pages.";
         "compress_num_threads" = "0" : "Threads for compressing NAR downloads (0: one per core).";
         "enable_google_login" = "0" : "Allow logging in with Google.";
@@ -89,7 +89,7 @@ options! {
         "eval_substituter" = "" : "Store that `build` inputs are copied from.";
         "path_input_cache_validity_seconds" = "30" : "How long a `path` input's hash is trusted before it is recomputed.";
         "evaluator_time_limit" = "3600" : "Seconds one evaluation may take before it is stopped and recorded as failed.";
-        "evaluator_metrics_address" = "127.0.0.1:9199" : "Address of the evaluator's Prometheus metrics endpoint (empty: none).";
+        "evaluator_metrics_address" = "127.0.0.1:9199" : "Address of the evaluator's Prometheus metrics endpoint (empty: none). A taken address stops the evaluator.";
         "git-input" = "" : "`<git-input>` block: `timeout` (600), `fallback_branch`, and `<project:jobset:input>` blocks overriding them.";
         "github_authorization" = "" : "`<github_authorization>` block: `owner = token …` lines.";
         "github_endpoint" = "https://api.github.com" : "GitHub API endpoint.";
@@ -106,7 +106,7 @@ options! {
         "max_log_size" = "67108864" : "Largest build log in bytes; longer logs fail with status 10.";
         "max_unsupported_time" = "0" : "Seconds a step may wait for a machine supporting it before it fails with status 9.";
         "upload_logs_to_binary_cache" = "0" : "Also store build logs in the binary cache.";
-        "queue_runner_metrics_address" = "127.0.0.1:9198" : "Address of the queue runner's status and metrics endpoint.";
+        "queue_runner_metrics_address" = "127.0.0.1:9198" : "Address of the queue runner's status and metrics endpoint (empty: none; the web server then shows no queue runner status). A taken address stops the queue runner.";
         "xxx-jobset-repeats" = "" : "`project:jobset:N …`: build steps of these jobsets N extra times to check determinism.";
         "machines_file" = "" : "Machines file(s), colon-separated; default: `NIX_REMOTE_SYSTEMS`, else `/etc/nix/machines`, else the local machine alone.";
         "max_tries" = "5" : "Attempts of a step that fails in a way that may pass another time (aborted, transient).";

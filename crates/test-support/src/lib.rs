@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod browser;
 mod git;
 pub mod jobsets;
 mod nix;
@@ -16,6 +17,7 @@ mod sshd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+pub use browser::Browser;
 pub use git::GitRepo;
 pub use nix::NixStore;
 pub use pg::{TestCluster, TestDb, cluster};

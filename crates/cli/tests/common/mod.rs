@@ -22,10 +22,21 @@ pub fn hydra(data: &Path) -> Command {
         cmd.env_remove(var);
     }
     cmd.env("HYDRA_DATA", data);
-    // Tests run side by side: each web server gets a free port.
+    // Tests run side by side: each web server, queue runner status and
+    // evaluator metrics endpoint gets a free port (`hydra up` refuses to
+    // start on a taken one). A test that writes its own hydra.conf first
+    // keeps it.
     cmd.env("HYDRA_LISTEN", "127.0.0.1:0");
+    let conf = data.join("hydra.conf");
+    if data.is_dir() && !conf.exists() {
+        std::fs::write(&conf, FREE_PORTS).unwrap();
+    }
     cmd
 }
+
+/// hydra.conf lines that put the roles' endpoints on free ports.
+pub const FREE_PORTS: &str =
+    "queue_runner_metrics_address = 127.0.0.1:0\nevaluator_metrics_address = 127.0.0.1:0\n";
 
 pub fn run(cmd: &mut Command) -> Output {
     cmd.stdin(Stdio::null()).output().unwrap()
@@ -44,10 +55,10 @@ pub struct Up {
 
 impl Up {
     /// Starts `hydra up` (the command given, plus `up`) and waits until it
-    /// says it is up.
+    /// has said that it is up and what to do next.
     pub fn start(mut cmd: Command) -> Up {
         let mut up = Up::spawn(cmd.arg("up"));
-        up.wait_for("hydra is up", Duration::from_secs(120))
+        up.wait_for("Stop with Ctrl-C", Duration::from_secs(120))
             .unwrap_or_else(|| panic!("hydra up did not come up:\n{}", up.seen.join("\n")));
         up
     }
@@ -94,6 +105,12 @@ impl Up {
                 }
             }
         }
+    }
+
+    /// Whether a log line seen so far, or one arriving within `timeout`,
+    /// contains `text`.
+    pub fn saw(&mut self, text: &str, timeout: Duration) -> bool {
+        self.seen.iter().any(|l| l.contains(text)) || self.wait_for(text, timeout).is_some()
     }
 
     pub fn signal(&self, signal: nix::sys::signal::Signal) {
@@ -162,5 +179,137 @@ pub fn managed_url(data: &Path) -> String {
     format!(
         "postgres:///hydra?host={}&user=hydra",
         data.join("postgres").display()
+    )
+}
+
+/// What `hydra up` printed for its user.
+#[derive(Debug)]
+pub struct Banner {
+    /// The web server's address, ending in `/`.
+    pub open: String,
+    /// The first-run setup link, while there is no administrator.
+    pub setup: Option<String>,
+    /// The binary cache's public key.
+    pub public_key: Option<String>,
+    /// Whether it says where to sign in instead.
+    pub sign_in: bool,
+}
+
+impl Banner {
+    pub fn of(up: &Up) -> Banner {
+        let after = |label: &str| {
+            up.seen.iter().find_map(|l| {
+                l.trim_start()
+                    .strip_prefix(label)
+                    .map(|rest| rest.trim().to_string())
+            })
+        };
+        Banner {
+            open: after("Open ").expect("an Open line"),
+            setup: up
+                .seen
+                .iter()
+                .find(|l| l.contains("/setup?token="))
+                .map(|l| l.trim().to_string()),
+            public_key: after("Binary cache ").and_then(|l| {
+                l.split_once("signed by ")
+                    .map(|(_, k)| k.trim().to_string())
+            }),
+            sign_in: up.seen.iter().any(|l| l.contains("Sign in at")),
+        }
+    }
+}
+
+/// `curl` (a real HTTP client): the status and the body.
+pub fn curl(args: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-o", "-", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// The checkout this test runs in.
+pub fn repo_root() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// The shell commands of a document's section (its ```sh blocks, from the
+/// `heading` line to the next heading of the same level), as one script,
+/// without the lines that set `HYDRA`, `HYDRA_USER` and `HYDRA_PASSWORD`:
+/// the test gives those itself.
+pub fn doc_commands(file: &str, heading: &str) -> String {
+    let text = std::fs::read_to_string(repo_root().join(file)).unwrap();
+    let level = heading.split(' ').next().unwrap_or("##");
+    let mut inside = false;
+    let mut in_block = false;
+    let mut script = String::from("set -euo pipefail\n");
+    for line in text.lines() {
+        if line.starts_with('#') && !in_block {
+            let this_level = line.split(' ').next().unwrap_or("");
+            if line == heading {
+                inside = true;
+                continue;
+            }
+            if inside && this_level.len() <= level.len() {
+                break;
+            }
+        }
+        if !inside {
+            continue;
+        }
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("```") {
+            in_block = !in_block && trimmed == "```sh";
+            continue;
+        }
+        if in_block
+            && ![
+                "export HYDRA=",
+                "export HYDRA_USER=",
+                "export HYDRA_PASSWORD=",
+            ]
+            .iter()
+            .any(|p| trimmed.starts_with(p))
+        {
+            script.push_str(trimmed);
+            script.push('\n');
+        }
+    }
+    assert!(
+        script.lines().count() > 3,
+        "no commands under {heading} in {file}"
+    );
+    script
+}
+
+/// Runs a documented script in `cwd` (which holds a copy of `examples/`)
+/// with the given variables; stdout and stderr.
+pub fn run_script(script: &str, cwd: &Path, vars: &[(&str, &str)]) -> (bool, String, String) {
+    let examples = cwd.join("examples/hello");
+    std::fs::create_dir_all(&examples).unwrap();
+    std::fs::copy(
+        repo_root().join("examples/hello/release.nix"),
+        examples.join("release.nix"),
+    )
+    .unwrap();
+    let out = Command::new("timeout")
+        .args(["300", "bash", "-c", script])
+        .current_dir(cwd)
+        .envs(vars.iter().copied())
+        .env_remove("NIX_PATH")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
