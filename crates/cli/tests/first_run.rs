@@ -41,6 +41,29 @@ fn make_admin_over_http(banner: &Banner, user: &str) {
     assert_eq!(status, 302, "{body}");
 }
 
+/// Runs the commands of a document's section as written, as `alice`
+/// against the server at `base`, in a fresh directory; its stdout and
+/// stderr. A failure shows the script, its output and hydra's log.
+fn run_documented(file: &str, heading: &str, base: &str, up: &Up) -> (String, String) {
+    let work = shared_tempdir();
+    let script = doc_commands(file, heading);
+    let (ok, stdout, stderr) = run_script(
+        &script,
+        work.path(),
+        &[
+            ("HYDRA", base),
+            ("HYDRA_USER", "alice"),
+            ("HYDRA_PASSWORD", PASSWORD),
+        ],
+    );
+    assert!(
+        ok,
+        "the commands of {file} failed:\n{script}\n--- stdout\n{stdout}\n--- stderr\n{stderr}\n--- hydra\n{}",
+        up.seen.join("\n")
+    );
+    (stdout, stderr)
+}
+
 #[tokio::test]
 async fn a_new_user_follows_the_readme_to_an_admin_a_built_jobset_and_a_signed_substitution() {
     let data = shared_tempdir();
@@ -82,22 +105,7 @@ async fn a_new_user_follows_the_readme_to_an_admin_a_built_jobset_and_a_signed_s
     drop(browser);
 
     // Steps 2 to 6: the README's commands, as written.
-    let work = shared_tempdir();
-    let script = doc_commands("README.md", "## First run");
-    let (ok, stdout, stderr) = run_script(
-        &script,
-        work.path(),
-        &[
-            ("HYDRA", base.as_str()),
-            ("HYDRA_USER", "alice"),
-            ("HYDRA_PASSWORD", PASSWORD),
-        ],
-    );
-    assert!(
-        ok,
-        "the README's commands failed:\n{script}\n--- stdout\n{stdout}\n--- stderr\n{stderr}\n--- hydra\n{}",
-        up.seen.join("\n")
-    );
+    let (stdout, stderr) = run_documented("README.md", "## First run", &base, &up);
     assert!(stdout.contains("\"buildstatus\": 0"), "{stdout}");
     assert!(
         stdout.trim_end().ends_with("Hello from hydra"),
@@ -242,22 +250,7 @@ async fn the_api_documentation_runs_as_written() {
     let banner = Banner::of(&up);
     let base = banner.open.trim_end_matches('/').to_string();
     make_admin_over_http(&banner, "alice");
-    let work = shared_tempdir();
-    let script = doc_commands("docs/api.md", "# The JSON API");
-    let (ok, stdout, stderr) = run_script(
-        &script,
-        work.path(),
-        &[
-            ("HYDRA", base.as_str()),
-            ("HYDRA_USER", "alice"),
-            ("HYDRA_PASSWORD", PASSWORD),
-        ],
-    );
-    assert!(
-        ok,
-        "docs/api.md's commands failed:\n{script}\n--- stdout\n{stdout}\n--- stderr\n{stderr}\n--- hydra\n{}",
-        up.seen.join("\n")
-    );
+    let (stdout, _) = run_documented("docs/api.md", "# The JSON API", &base, &up);
     let lines: Vec<&str> = stdout.lines().collect();
     // Sign in, project, jobset, push, build, restart, key: in order.
     assert_eq!(lines[0], "\"alice\"", "{stdout}");

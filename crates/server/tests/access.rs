@@ -90,11 +90,7 @@ async fn login_starts_a_new_session_and_logout_ends_it() {
 async fn a_legacy_sha1_password_signs_in_and_is_upgraded() {
     let app = App::new().await;
     fixture(&app).await;
-    sqlx::query("update Users set password = $1 where userName = 'nobody'")
-        .bind(hydra_db::password::sha1_hex("old secret"))
-        .execute(&app.db.pool)
-        .await
-        .unwrap();
+    app.set_legacy_password("nobody", "old secret").await;
     let reply = app
         .send(
             &As::Anonymous,
@@ -204,11 +200,7 @@ async fn put_and_delete_need_no_referer_since_browsers_cannot_send_them_cross_si
 async fn api_clients_sign_in_with_a_referer_that_has_no_slash() {
     let app = App::new().await;
     fixture(&app).await;
-    sqlx::query("update Users set password = $1 where userName = 'nobody'")
-        .bind(hydra_db::password::sha1_hex("a secret"))
-        .execute(&app.db.pool)
-        .await
-        .unwrap();
+    app.set_legacy_password("nobody", "a secret").await;
     let reply = app
         .send_with(
             &As::Anonymous,

@@ -165,6 +165,17 @@ impl App {
         )
     }
 
+    /// Gives `user` the password `password` as an unsalted SHA-1 hash, as
+    /// Hydra stored them (fast to set; signing in upgrades it).
+    pub async fn set_legacy_password(&self, user: &str, password: &str) {
+        sqlx::query("update Users set password = $1 where userName = $2")
+            .bind(hydra_db::password::sha1_hex(password))
+            .bind(user)
+            .execute(&self.db.pool)
+            .await
+            .unwrap();
+    }
+
     pub async fn scalar(&self, sql: &str) -> i64 {
         sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_string()))
             .fetch_one(&self.db.pool)
