@@ -41,6 +41,14 @@ struct Setup<'a> {
     min_password: usize,
 }
 
+/// A page without its own template yet: its data, escaped.
+#[derive(askama::Template)]
+#[template(path = "data.html")]
+struct Data<'a> {
+    title: &'a str,
+    data: &'a str,
+}
+
 /// The pages that have templates; `None` for the others.
 fn templated(page: &Rendered) -> Option<String> {
     use askama::Template;
@@ -72,14 +80,18 @@ fn templated(page: &Rendered) -> Option<String> {
 }
 
 pub fn render(page: &Rendered) -> String {
+    use askama::Template;
     if let Some(html) = templated(page) {
         return html;
     }
     let text = serde_json::to_string_pretty(&page.value()).unwrap_or_default();
-    format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <title>Hydra - {title}</title></head><body><h1>{title}</h1><pre>{body}</pre></body></html>\n",
-        title = escape(page.template),
-        body = escape(&text)
-    )
+    Data {
+        title: page.template,
+        data: &text,
+    }
+    .render()
+    .unwrap_or_else(|e| {
+        tracing::error!(page = page.template, error = %e, "cannot render a page");
+        format!("<!DOCTYPE html>\n<pre>{}</pre>\n", escape(&text))
+    })
 }
