@@ -143,6 +143,9 @@ pub enum LogCompression {
 #[derive(Clone, Debug, PartialEq)]
 pub struct WebConfig {
     pub base_uri: String,
+    /// Whether `base_uri` was set (rather than its default): then it, not
+    /// the client's `Host`, is the web server's own URL.
+    pub base_uri_configured: bool,
     pub using_frontend_proxy: bool,
     pub private: bool,
     pub readonly_ips: Vec<String>,
@@ -327,8 +330,10 @@ impl Config {
             allowed_domains = comma_list(string(t, "persona_allowed_domains", w)?);
         }
 
+        let base_uri = string(t, "base_uri", w)?;
         let web = WebConfig {
-            base_uri: string(t, "base_uri", w)?.unwrap_or_else(|| "http://localhost:3000".into()),
+            base_uri_configured: base_uri.as_deref().is_some_and(|b| !b.is_empty()),
+            base_uri: base_uri.unwrap_or_else(|| "http://localhost:3000".into()),
             using_frontend_proxy: boolean(t, "using_frontend_proxy", w)?.unwrap_or(false),
             private: boolean(t, "private", w)?.unwrap_or(false),
             readonly_ips: comma_list(string(t, "readonly_ips", w)?),

@@ -13,6 +13,7 @@ pub mod dsn;
 pub mod listen;
 pub mod managed;
 pub mod migrate;
+pub mod names;
 pub mod password;
 pub mod rows;
 pub mod tx;

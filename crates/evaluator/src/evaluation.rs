@@ -436,6 +436,7 @@ async fn run(
         Err(e) => return Err(e.into()),
     };
     ctx.metrics.engine_stats(&evaluated);
+    refuse_unusable_job_names(&mut evaluated);
     let broken_aggregates =
         aggregates::resolve(&ctx.nix, &mut evaluated, request.gc_roots_dir.as_deref())
             .await
@@ -498,6 +499,28 @@ async fn fetch_failed(
         .await?;
     notify(&ctx.pool, "eval_failed", &format!("{trace}\t{jobset_id}")).await?;
     Ok(Outcome::FetchFailed(text))
+}
+
+/// Jobs whose names cannot be URL segments (an attribute with a space,
+/// a dot, a slash, an empty one…) become job errors that name the
+/// attribute, instead of builds that no page could show.
+fn refuse_unusable_job_names(outcome: &mut engine::Outcome) {
+    let unusable: Vec<String> = outcome
+        .jobs
+        .keys()
+        .filter(|name| !hydra_db::names::job(name))
+        .cloned()
+        .collect();
+    for name in unusable {
+        outcome.jobs.remove(&name);
+        outcome.errors.insert(
+            name.clone(),
+            format!(
+                "error: the attribute path ‘{name}’ cannot be a job name: each attribute must be a letter \
+                 or _ followed by letters, digits, - and _"
+            ),
+        );
+    }
 }
 
 /// Hydra's error text: `in job ‘NAME’:\nERROR\n\n` for each job, empty

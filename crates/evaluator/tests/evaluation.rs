@@ -864,3 +864,36 @@ async fn errors_name_the_users_file_and_line_never_the_evaluators_files() {
     assert!(text.contains("release.nix:4:"), "{text}");
     assert!(!text.contains("worker"), "{text}");
 }
+
+#[tokio::test]
+async fn attributes_that_cannot_be_job_names_are_job_errors_naming_them() {
+    let s = Setup::new().await;
+    let (_src, _) = s
+        .simple_jobset(
+            "with import ./config.nix;\nlet mk = name: mkDerivation { inherit name; builder = builtins.toFile \"b.sh\" \"echo > $out\"; }; in\n\
+             { good = mk \"good\"; \"with space\" = mk \"s\"; \"dotted.name\" = mk \"d\"; \"\" = mk \"e\"; set.\"a/b\" = mk \"slash\"; }\n",
+        )
+        .await;
+    let summary = s.eval("p", "j").await;
+    assert!(
+        matches!(
+            summary.outcome,
+            Outcome::Evaluated {
+                new_builds: 1,
+                job_errors: 3,
+                ..
+            }
+        ),
+        "{summary}"
+    );
+    assert_eq!(s.strings("select job from Builds").await, ["good"]);
+    let text = s.jobset_error().await;
+    // Names with spaces are skipped, as in Hydra.
+    for name in ["", "\"dotted.name\"", "set.a/b"] {
+        assert!(
+            text.contains(&format!("the attribute path ‘{name}’ cannot be a job name")),
+            "{name}: {text}"
+        );
+    }
+    assert!(!text.contains("with space"), "{text}");
+}

@@ -242,13 +242,18 @@ fn with_slash(s: &str) -> String {
 }
 
 /// The base URL of the server as the client sees it, ending in `/`
-/// (Catalyst's `uri_for('/')`): the request's own host; behind a proxy
-/// (`using_frontend_proxy`), `X-Request-Base`, else `base_uri`, else the
-/// forwarded host and scheme.
+/// (Catalyst's `uri_for('/')`): `base_uri` when it is configured, else the
+/// request's own host; behind a proxy (`using_frontend_proxy`),
+/// `X-Request-Base`, else `base_uri`, else the forwarded host and scheme.
+/// A client's `Host` never overrides a configured `base_uri`: redirects and
+/// the CSRF rule would follow what the client claims.
 pub fn base_url(state: &AppState, headers: &HeaderMap) -> String {
     let web = &state.config.web;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if !web.using_frontend_proxy {
+        if web.base_uri_configured {
+            return with_slash(&web.base_uri);
+        }
         return with_slash(&format!("http://{}", header("host").unwrap_or("localhost")));
     }
     if let Some(base) = header("x-request-base") {

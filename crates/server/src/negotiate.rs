@@ -152,6 +152,11 @@ pub async fn negotiate(request: Request, next: Next) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
+    // No page of ours is meant to be shown inside another site's frame
+    // (clickjacking of the action buttons).
+    parts
+        .headers
+        .insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(html))
 }

@@ -491,3 +491,133 @@ async fn a_private_server_needs_a_login_except_from_readonly_ips() {
     assert_eq!(login.status, StatusCode::FORBIDDEN);
     assert_eq!(login.error(), "Bad username or password.");
 }
+
+#[tokio::test]
+async fn nul_characters_are_client_errors_not_database_errors() {
+    let app = App::new().await;
+    fixture(&app).await;
+    for uri in [
+        "/project/de%00mo",
+        "/jobset/demo/%00",
+        "/search?query=a%00b",
+        "/api/latestbuilds?nr=1&project=%00",
+        "/build/1/download/1/a%00b",
+    ] {
+        let reply = app.get(uri).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{uri}");
+        assert_eq!(reply.error(), "The URL contains a NUL character.", "{uri}");
+    }
+    let admin = app.session("admin").await;
+    let reply = app
+        .send(
+            &admin,
+            Method::PUT,
+            "/project/x",
+            Some(json!({ "displayname": "a\u{0}b" })),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        reply.error(),
+        "The parameter ‘displayname’ contains a NUL character."
+    );
+    let reply = app
+        .send(
+            &admin,
+            Method::PUT,
+            "/jobset/demo/x",
+            Some(json!({ "inputs": { "src": { "type": "git", "value": "a\u{0}" } } })),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(
+        reply.error().contains("‘inputs.src.value’"),
+        "{}",
+        reply.error()
+    );
+    // A form.
+    let req = axum::http::Request::post("/login")
+        .header("host", common::HOST)
+        .header("referer", common::BASE)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(axum::body::Body::from("username=no%00body&password=x"))
+        .unwrap();
+    let reply = app.raw(req).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text());
+    assert_eq!(
+        app.scalar("select count(*) from Projects where name = 'x'")
+            .await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn pages_refuse_to_be_framed() {
+    let app = App::new().await;
+    fixture(&app).await;
+    let req = axum::http::Request::get("/project/demo")
+        .header("host", common::HOST)
+        .header("accept", "text/html")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let reply = app.raw(req).await;
+    assert!(
+        reply
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert_eq!(reply.header("x-frame-options").as_deref(), Some("DENY"));
+}
+
+#[tokio::test]
+async fn a_configured_base_uri_wins_over_the_clients_host() {
+    let app = App::with_config("base_uri = https://ci.example.org\n").await;
+    fixture(&app).await;
+    let nobody = app.session("nobody").await;
+    // The client claims to be evil.test and comes from there: refused, and
+    // the message names the real base.
+    let reply = app
+        .send_with(
+            &nobody,
+            Method::POST,
+            "/job/demo/trunk/hello/star",
+            Some(json!({ "star": "1" })),
+            &[("host", "evil.test"), ("referer", "http://evil.test/")],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        reply.error(),
+        "POST requests should come from ‘https://ci.example.org/’."
+    );
+    let reply = app
+        .send_with(
+            &nobody,
+            Method::POST,
+            "/job/demo/trunk/hello/star",
+            Some(json!({ "star": "1" })),
+            &[("referer", "https://ci.example.org/job/demo/trunk/hello")],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    // Redirects point at the configured base, whatever the Host says.
+    let reply = app
+        .send_with(
+            &As::Anonymous,
+            Method::GET,
+            "/job/demo/trunk/hello/latest",
+            None,
+            &[("host", "evil.test")],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::FOUND);
+    assert!(
+        reply
+            .header("location")
+            .unwrap()
+            .starts_with("https://ci.example.org/build/"),
+        "{:?}",
+        reply.header("location")
+    );
+}

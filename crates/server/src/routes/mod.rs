@@ -38,9 +38,21 @@ pub fn router(state: AppState) -> Router {
     routes
         .fallback(move |request: axum::extract::Request| without_trailing_slash(exact, request))
         .layer(from_fn_with_state(state.clone(), auth::guard))
+        .layer(from_fn(reject_nul))
         .layer(from_fn(negotiate::negotiate))
         .layer(from_fn_with_state(state.clone(), crate::metrics::track))
         .with_state(state)
+}
+
+/// A URL whose path or query holds a NUL byte (`%00`) is a client error:
+/// no name or value the database stores can contain one.
+async fn reject_nul(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let uri = request.uri();
+    let has_nul = |s: &str| s.contains("%00") || s.contains('\0');
+    if has_nul(uri.path()) || uri.query().is_some_and(has_nul) {
+        return ApiError::bad_request("The URL contains a NUL character.").into_response();
+    }
+    next.run(request).await
 }
 
 /// `request` again with the trailing slashes of its path removed, or the
@@ -293,39 +305,4 @@ pub fn parse_id(text: &str, what: &str) -> Result<i32, ApiError> {
 }
 
 /// Hydra's name rules (URL segments and created names).
-pub mod names {
-    fn valid(name: &str, extra_first: &str, rest: &str) -> bool {
-        let mut chars = name.chars();
-        chars
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || extra_first.contains(c))
-            && chars.all(|c| c.is_ascii_alphanumeric() || rest.contains(c))
-    }
-
-    pub fn project(name: &str) -> bool {
-        valid(name, "_", "-_")
-    }
-
-    pub fn jobset(name: &str) -> bool {
-        valid(name, "_", "-_.")
-    }
-
-    pub fn job(name: &str) -> bool {
-        !name.is_empty() && name.split('.').all(|part| valid(part, "_", "-_"))
-    }
-
-    pub fn user(name: &str) -> bool {
-        let mut chars = name.chars();
-        chars.next().is_some_and(|c| c.is_ascii_lowercase())
-            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.')
-    }
-
-    pub fn system(name: &str) -> bool {
-        let ok = |s: &str| {
-            !s.is_empty()
-                && s.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        };
-        name.split_once('-').is_some_and(|(a, b)| ok(a) && ok(b))
-    }
-}
+pub use hydra_db::names;

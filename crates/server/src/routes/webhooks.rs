@@ -54,8 +54,14 @@ fn parse_body(body: &[u8]) -> ApiResult<Value> {
     if body.is_empty() {
         return Err(ApiError::bad_request("Empty request body."));
     }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("The request body is not JSON: {e}.")))
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("The request body is not JSON: {e}.")))?;
+    if let Some(key) = crate::params::with_nul(&value, "") {
+        return Err(ApiError::bad_request(format!(
+            "The field ‘{key}’ contains a NUL character."
+        )));
+    }
+    Ok(value)
 }
 
 /// `%` and `_` are LIKE wildcards; a repository name must match literally.
