@@ -119,26 +119,29 @@ pub fn parse(
     Ok(out)
 }
 
-/// Reads machines files; a missing file is skipped.
+/// Reads machines files; a missing file is skipped, one that cannot be
+/// read is an error (the caller keeps what it had rather than no machine).
 pub fn read_files(files: &[PathBuf], options: &ParseOptions) -> Result<Machines, MachinesError> {
     let mut out = Machines::default();
     for file in files {
-        if let Some(text) = read_optional(file, &mut out) {
+        if let Some(text) = read_optional(file)? {
             parse_into(&text, &file.display().to_string(), options, &mut out, 0)?;
         }
     }
     Ok(out)
 }
 
-fn read_optional(file: &Path, out: &mut Machines) -> Option<String> {
-    match std::fs::read_to_string(file) {
-        Ok(text) => Some(text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => {
-            out.warnings
-                .push(format!("cannot read machines file {}: {e}", file.display()));
-            None
-        }
+/// A file's text, read as bytes as Nix does: bytes that are not UTF-8
+/// become U+FFFD, harmless in comments and refused in fields.
+fn read_optional(file: &Path) -> Result<Option<String>, MachinesError> {
+    match std::fs::read(file) {
+        Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(MachinesError {
+            source_name: file.display().to_string(),
+            line: 0,
+            message: format!("cannot read the file: {e}"),
+        }),
     }
 }
 
@@ -167,12 +170,22 @@ fn parse_into(
                     return Err(error("machines files include each other too deeply".into()));
                 }
                 let path = PathBuf::from(include.trim());
-                if let Some(text) = read_optional(&path, out) {
+                if let Some(text) = read_optional(&path)? {
                     parse_into(&text, &path.display().to_string(), options, out, depth + 1)?;
                 }
                 continue;
             }
             let fields: Vec<&str> = line.split_whitespace().collect();
+            if let Some((i, _)) = fields
+                .iter()
+                .enumerate()
+                .find(|(_, f)| f.chars().any(|c| c == '\u{FFFD}' || c.is_control()))
+            {
+                return Err(error(format!(
+                    "field {} holds bytes that are not text (not UTF-8, or control characters such as NUL)",
+                    i + 1
+                )));
+            }
             if options.dialect == Dialect::Hydra && fields.len() < 3 {
                 out.warnings.push(format!(
                     "{source_name}:{line_no}: skipped: Hydra needs at least three fields"
@@ -306,6 +319,40 @@ mod tests {
             dialect,
             local_system: "x86_64-linux".into(),
         }
+    }
+
+    #[test]
+    fn files_are_read_as_bytes_and_fields_must_be_text() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let file = dir.path().join("machines");
+        // A Latin-1 byte in a comment is harmless.
+        std::fs::write(&file, b"# caf\xe9\nlocalhost x86_64-linux - 2 1\n").unwrap_or_default();
+        let m = read_files(std::slice::from_ref(&file), &opts(Dialect::Hydra))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(m.machines.len(), 1);
+        // In a field, it is an error naming the line, not an empty list.
+        std::fs::write(
+            &file,
+            b"localhost x86_64-linux - 2 1\nbuild\xffer x86_64-linux - 1 1\n",
+        )
+        .unwrap_or_default();
+        let e = read_files(std::slice::from_ref(&file), &opts(Dialect::Hydra))
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some(format!(
+                "{}:2: field 1 holds bytes that are not text (not UTF-8, or control characters such as NUL)",
+                file.display()
+            ))
+            .as_deref()
+        );
+        // A NUL in a host name is refused when the file is read.
+        std::fs::write(&file, b"host\x00name x86_64-linux - 1 1\n").unwrap_or_default();
+        assert!(read_files(std::slice::from_ref(&file), &opts(Dialect::Hydra)).is_err());
+        // An unreadable file is an error too (a directory here).
+        let e = read_files(&[dir.path().to_path_buf()], &opts(Dialect::Hydra));
+        assert!(e.is_err());
     }
 
     #[test]

@@ -134,3 +134,23 @@ async fn log_and_output_limits_give_10_and_11() {
     assert_eq!(s.build(big).await.status, Some(11));
     running.stop().await;
 }
+
+#[tokio::test]
+async fn a_machines_file_that_turns_unreadable_keeps_the_machines_it_had() {
+    let s = Setup::new().await;
+    let file = s.write("failing.nix", FAILING);
+    let ctx = s.context(&s.localhost(1), "");
+    let machines = ctx.config.queue_runner.machines_file.clone().unwrap();
+    let running = Running::start(ctx);
+    // A byte that is not UTF-8 in a host name (and a NUL in another):
+    // refused with the line, and the machines stay as they were.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut text = s.localhost(1).into_bytes();
+    text.extend_from_slice(b"build\xffer x86_64-linux - 1 1\nnul\x00host x86_64-linux - 1 1\n");
+    std::fs::write(&machines, text).unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let quick = s.queue(&file, "quick").await;
+    s.wait(&[quick], Duration::from_secs(60)).await;
+    assert_eq!(s.build(quick).await.status, Some(0));
+    running.stop().await;
+}
