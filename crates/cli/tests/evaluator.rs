@@ -13,6 +13,7 @@ use std::time::Duration;
 use common::{Up, eventually, hydra, run, stderr};
 use hydra_test_support::jobsets::{create_jobset, create_project};
 use hydra_test_support::{TestDb, fixtures_dir, shared_tempdir};
+use nix::sys::signal::Signal;
 
 /// `hydra` using `db`, a configuration with its GC roots in `data`, and Nix
 /// settings that download nothing.
@@ -237,4 +238,95 @@ async fn http_get(port: u16, path: &str) -> String {
         "{response}"
     );
     response
+}
+
+/// Processes whose command line contains `text`.
+fn processes_with(text: &str) -> Vec<i32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        if String::from_utf8_lossy(&cmdline).contains(text) && common::alive(pid) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn workers_die_with_a_killed_evaluator_and_their_directories_are_removed_at_the_next_start() {
+    let db = TestDb::new().await;
+    let data = shared_tempdir();
+    // An evaluation that takes minutes of pure computation.
+    let src = source(&[(
+        "release.nix",
+        "with import ./config.nix;\n{ slow = mkDerivation { name = \"slow\"; builder = builtins.toFile \"b.sh\" \"echo > $out\"; \
+         n = builtins.foldl' (a: i: a + builtins.foldl' (x: y: x + y) 0 (builtins.genList (y: y) 1000)) 0 (builtins.genList (i: i) 10000000); }; }\n",
+    )]);
+    create_project(&db.pool, "p").await;
+    create_jobset(
+        &db.pool,
+        "p",
+        "j",
+        "src",
+        "release.nix",
+        &[("src", "path", src.path().to_str().unwrap())],
+    )
+    .await;
+    db.exec("update Jobsets set triggerTime = 1").await;
+    let mut evaluator = Up::spawn(hydra_with(&db, data.path(), "").arg("evaluator"));
+    let pid = evaluator.child.id();
+    let marker = format!("hydra-eval-{pid}-");
+    assert!(
+        eventually(Duration::from_secs(60), || !processes_with(&marker)
+            .is_empty()),
+        "no worker started:\n{}",
+        {
+            evaluator.wait_for("never", Duration::from_millis(100));
+            evaluator.seen.join("\n")
+        }
+    );
+    // The worker on the slow job (the first ones explore the attribute
+    // set and are done quickly).
+    std::thread::sleep(Duration::from_secs(3));
+    let workers = processes_with(&marker);
+    assert!(!workers.is_empty(), "the slow job is being evaluated");
+    evaluator.signal(Signal::SIGKILL);
+    let _ = evaluator.child.wait();
+    assert!(
+        eventually(Duration::from_secs(10), || workers
+            .iter()
+            .all(|w| !common::alive(*w))),
+        "workers {workers:?} outlived the evaluator"
+    );
+    let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&marker))
+        .map(|e| e.path())
+        .collect();
+    assert!(!left.is_empty(), "the killed evaluator left its directory");
+
+    let mut next = Up::spawn(hydra_with(&db, data.path(), "").arg("evaluator"));
+    assert!(
+        next.wait_for("evaluator started", Duration::from_secs(30))
+            .is_some()
+    );
+    assert!(
+        next.seen
+            .iter()
+            .any(|l| l.contains("removed the working directories of evaluators that were killed")),
+        "{:#?}",
+        next.seen
+    );
+    assert!(left.iter().all(|d| !d.exists()), "{left:?}");
+    next.signal(Signal::SIGKILL);
 }

@@ -240,11 +240,45 @@ enum Report {
     Error(String),
 }
 
+/// Working directories are `<temp>/hydra-eval-<pid>-<random>`.
+const WORK_PREFIX: &str = "hydra-eval-";
+
+/// Removes the working directories that evaluators which are gone (killed,
+/// say) left in the temporary directory; those of running processes stay.
+/// Returns how many were removed.
+pub fn remove_stale_work_dirs() -> usize {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(WORK_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        match std::fs::remove_dir_all(entry.path()) {
+            Ok(()) => removed += 1,
+            Err(e) => {
+                tracing::warn!(dir = %entry.path().display(), error = %e, "cannot remove a stale evaluation directory")
+            }
+        }
+    }
+    removed
+}
+
 /// Evaluates `request`.
 pub async fn evaluate(request: &Request) -> Result<Outcome, EngineError> {
     let deadline = Instant::now() + request.timeout;
     let work = tempfile::Builder::new()
-        .prefix("hydra-eval-")
+        .prefix(&format!("{WORK_PREFIX}{}-", std::process::id()))
         .tempdir()
         .map_err(|e| EngineError::Worker(format!("cannot create a working directory: {e}")))?;
     let mut outcome = Outcome::default();
@@ -541,7 +575,9 @@ async fn run_worker(
     deadline: Instant,
     stats: &mut Stats,
 ) -> Result<Run, EngineError> {
-    let mut cmd = request.nix.command("nix-instantiate");
+    // A worker reads no stdin: without a parent-death signal it would go on
+    // evaluating after a killed evaluator.
+    let mut cmd = request.nix.command_dying_with_parent("nix-instantiate");
     cmd.args(["--eval", "--read-write-mode"])
         .args(["--option", "allow-import-from-derivation"])
         .arg(if request.allow_import_from_derivation {

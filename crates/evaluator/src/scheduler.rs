@@ -151,6 +151,13 @@ pub async fn run_with(
     metrics: Option<tokio::net::TcpListener>,
     shutdown: CancellationToken,
 ) -> Result<(), SchedulerError> {
+    let stale = crate::engine::remove_stale_work_dirs();
+    if stale > 0 {
+        tracing::info!(
+            directories = stale,
+            "removed the working directories of evaluators that were killed"
+        );
+    }
     let cleared = unlock(&ctx.pool).await?;
     if cleared > 0 {
         tracing::info!(

@@ -27,6 +27,20 @@ impl NixEnv {
         cmd
     }
 
+    /// Like [`NixEnv::command`], for a child that must not outlive this
+    /// process even when it is killed with SIGKILL: run through util-linux's
+    /// `setpriv --pdeathsig KILL`, so the kernel kills it when its parent
+    /// dies (a child that reads no stdin never notices otherwise).
+    pub fn command_dying_with_parent(&self, program: &str) -> Command {
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--pdeathsig", "KILL", "--", program])
+            .args(&self.args)
+            .env_remove("NIX_PATH")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .kill_on_drop(true);
+        cmd
+    }
+
     /// Where the store keeps its files when it is a chroot store (`--store
     /// DIR`, or `store = DIR` / `local?root=DIR` in Nix's settings): store
     /// paths are then under `DIR`. `None` for the machine's `/nix/store`.
