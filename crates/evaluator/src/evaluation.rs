@@ -307,6 +307,7 @@ async fn run(
     .await?
     .ok_or_else(|| RunError::Message("the jobset was deleted".into()))?;
     let inputs = jobset_inputs(&ctx.pool, &row.project, &row.name).await?;
+    record::repair_is_current(&ctx.pool, row.id).await?;
 
     // Fetch.
     let fetch_ctx = FetchContext {

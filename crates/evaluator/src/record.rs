@@ -443,6 +443,42 @@ async fn insert_eval_inputs(
 
 const BATCH: usize = 10_000;
 
+/// Puts `isCurrent` where the latest evaluation with new builds says, if
+/// an evaluator died between recording an evaluation and moving it (the
+/// next run of an unchanged jobset would otherwise never move it).
+/// Returns whether anything was wrong.
+pub async fn repair_is_current(pool: &PgPool, jobset_id: i32) -> Result<bool, DbError> {
+    let latest: Option<i32> = sqlx::query_scalar(
+        "select id from JobsetEvals where jobset_id = $1 and hasNewBuilds = 1 order by id desc limit 1",
+    )
+    .bind(jobset_id)
+    .fetch_optional(pool)
+    .await?;
+    let Some(eval) = latest else {
+        return Ok(false);
+    };
+    let wrong: bool = sqlx::query_scalar(
+        "select exists (select 1 from JobsetEvalMembers m join Builds b on b.id = m.build                         where m.eval = $1 and b.isCurrent is distinct from 1)              or exists (select 1 from Builds b where b.jobset_id = $2 and b.isCurrent = 1                         and not exists (select 1 from JobsetEvalMembers m where m.eval = $1 and m.build = b.id))",
+    )
+    .bind(eval)
+    .bind(jobset_id)
+    .fetch_one(pool)
+    .await?;
+    if wrong {
+        let members: Vec<i32> =
+            sqlx::query_scalar("select build from JobsetEvalMembers where eval = $1")
+                .bind(eval)
+                .fetch_all(pool)
+                .await?;
+        move_is_current(pool, jobset_id, &members).await?;
+        tracing::info!(
+            eval,
+            "moved isCurrent to the latest evaluation, which an interrupted evaluator had left undone"
+        );
+    }
+    Ok(wrong)
+}
+
 /// Points reused builds at their new derivation and queues them again.
 async fn repoint(pool: &PgPool, repointed: &[(i32, String)]) -> Result<(), DbError> {
     let mut sorted = repointed.to_vec();

@@ -230,6 +230,34 @@ async fn an_evaluation_records_builds_outputs_members_inputs_and_gc_roots() {
 }
 
 #[tokio::test]
+async fn is_current_left_behind_by_a_killed_evaluator_is_moved_by_the_next_run() {
+    let s = Setup::new().await;
+    let (src, _) = two_job_jobset(&s).await;
+    s.eval_ok("p", "j").await;
+    std::fs::write(
+        src.path().join("release.nix"),
+        TWO_JOBS.replace("{ version ? \"1\" }", "{ version ? \"2\" }"),
+    )
+    .unwrap();
+    s.eval_ok("p", "j").await;
+    let current = "select job || ':' || id from Builds where isCurrent = 1 order by id";
+    let wanted = s.strings(current).await;
+    // What an evaluator killed after recording the second evaluation, but
+    // before moving isCurrent, leaves: the first evaluation's builds.
+    s.db.exec(
+        "update Builds set isCurrent = 0;          update Builds set isCurrent = 1 where id in (select build from JobsetEvalMembers where eval = 1)",
+    )
+    .await;
+    assert_ne!(s.strings(current).await, wanted);
+    let summary = s.eval("p", "j").await;
+    assert!(
+        matches!(summary.outcome, Outcome::Unchanged { .. }),
+        "{summary}"
+    );
+    assert_eq!(s.strings(current).await, wanted);
+}
+
+#[tokio::test]
 async fn reevaluation_reuses_builds_and_moves_is_current() {
     let s = Setup::new().await;
     let (src, _) = two_job_jobset(&s).await;
