@@ -55,12 +55,20 @@ options! {
         "private" = "0" : "Require a login for every page.";
         "readonly_ips" = "" : "Comma-separated addresses that may read a `private` instance without logging in.";
         "max_servers" = "25" : "Accepted for compatibility; the server is asynchronous and has no worker count.";
+        "connection_idle_timeout" = "30" : "Seconds a connection may take to send a request's headers, or stay idle between requests, before the web server closes it.";
+        "max_connections" = "0" : "Open connections the web server accepts at once; more are closed at once with a log line (0: three quarters of the open-file limit, which hydra raises to its hard limit at start).";
         "hydra_logo" = "" : "Image file served at `/logo`.";
         "tracker" = "" : "HTML inserted into the head of every page.";
         "log_prefix" = "" : "Base URL for logs that are not on local disk (`<log_prefix>log/<drv>`).";
         "server_store_uri" = "" : "Store the web server reads outputs from; defaults to `store_uri`.";
         "binary_cache_secret_key_file" = "" : "Key file used to sign narinfos served by the web server; when unset, hydra up and hydra server generate one in $HYDRA_DATA/keys/binary-cache.secret.";
         "binary_cache_public_uri" = "" : "Binary cache URL shown on build pages.";
+        "password_hash_memory" = "262144" : "Argon2id memory cost of new password hashes, in KiB (Hydra's: 256 MiB).";
+        "password_hash_iterations" = "3" : "Argon2id time cost (passes) of new password hashes.";
+        "password_hash_parallelism" = "1" : "Argon2id parallelism of new password hashes.";
+        "password_check_memory" = "512" : "MiB the web server may spend at once on checking and hashing passwords; further sign-ins wait (up to 10 s, then 503).";
+        "login_max_failures" = "5" : "Failed sign-ins of one account before each further attempt waits (1 s, doubling up to 15 min; answered 429).";
+        "login_max_failures_per_address" = "20" : "Failed sign-ins from one client address before its attempts wait the same way.";
         "compress_num_threads" = "0" : "Threads for compressing NAR downloads (0: one per core).";
         "enable_google_login" = "0" : "Allow logging in with Google.";
         "google_client_id" = "" : "OAuth client id for Google logins.";
@@ -155,6 +163,14 @@ pub struct WebConfig {
     pub server_store_uri: Option<String>,
     pub binary_cache_secret_key_file: Option<PathBuf>,
     pub binary_cache_public_uri: Option<String>,
+    pub password_hash_memory_kib: u32,
+    pub password_hash_iterations: u32,
+    pub password_hash_parallelism: u32,
+    pub password_check_memory_mib: u32,
+    pub login_max_failures: u32,
+    pub login_max_failures_per_address: u32,
+    pub max_connections: u32,
+    pub connection_idle_timeout: u64,
     pub compress_num_threads: u32,
     pub enable_google_login: bool,
     pub google_client_id: Option<String>,
@@ -344,6 +360,17 @@ impl Config {
             binary_cache_secret_key_file: string(t, "binary_cache_secret_key_file", w)?
                 .map(PathBuf::from),
             binary_cache_public_uri: string(t, "binary_cache_public_uri", w)?,
+            password_hash_memory_kib: number(t, "password_hash_memory", w)?.unwrap_or(262_144),
+            password_hash_iterations: number(t, "password_hash_iterations", w)?.unwrap_or(3),
+            password_hash_parallelism: number(t, "password_hash_parallelism", w)?.unwrap_or(1),
+            password_check_memory_mib: number(t, "password_check_memory", w)?.unwrap_or(512),
+            login_max_failures: number(t, "login_max_failures", w)?.unwrap_or(5),
+            login_max_failures_per_address: number(t, "login_max_failures_per_address", w)?
+                .unwrap_or(20),
+            max_connections: number(t, "max_connections", w)?.unwrap_or(0),
+            connection_idle_timeout: number(t, "connection_idle_timeout", w)?
+                .unwrap_or(30)
+                .max(1),
             compress_num_threads: number(t, "compress_num_threads", w)?.unwrap_or(0),
             enable_google_login: boolean(t, "enable_google_login", w)?.unwrap_or(false),
             google_client_id: string(t, "google_client_id", w)?,

@@ -34,26 +34,78 @@ pub enum PasswordError {
     Empty,
 }
 
-fn hasher() -> Result<Argon2<'static>, PasswordError> {
-    let params = Params::new(M_COST_KIB, T_COST, P_COST, Some(OUTPUT_LEN))
-        .map_err(|e| PasswordError::Hashing(e.to_string()))?;
-    Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+/// The Argon2id cost of new hashes (`password_hash_*` in hydra.conf);
+/// the default is Hydra's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cost {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
 }
 
-/// Hashes a password for storage. Slow on purpose (about a quarter of a
-/// second and 256 MiB); call it from blocking code.
+impl Default for Cost {
+    fn default() -> Self {
+        Cost {
+            memory_kib: M_COST_KIB,
+            iterations: T_COST,
+            parallelism: P_COST,
+        }
+    }
+}
+
+impl Cost {
+    fn params(&self) -> Result<Params, PasswordError> {
+        Params::new(
+            self.memory_kib,
+            self.iterations,
+            self.parallelism,
+            Some(OUTPUT_LEN),
+        )
+        .map_err(|e| PasswordError::Hashing(format!("invalid Argon2 parameters: {e}")))
+    }
+
+    /// Whether Argon2 accepts these parameters.
+    pub fn check(&self) -> Result<(), PasswordError> {
+        self.params().map(|_| ())
+    }
+}
+
+fn hasher(cost: &Cost) -> Result<Argon2<'static>, PasswordError> {
+    Ok(Argon2::new(
+        Algorithm::Argon2id,
+        Version::V0x13,
+        cost.params()?,
+    ))
+}
+
+/// Hashes a password for storage with Hydra's parameters. Slow on purpose
+/// (about a quarter of a second and 256 MiB); call it from blocking code.
 pub fn hash(password: &str) -> Result<String, PasswordError> {
+    hash_with(password, &Cost::default())
+}
+
+/// Hashes a password for storage with `cost`.
+pub fn hash_with(password: &str, cost: &Cost) -> Result<String, PasswordError> {
     if password.is_empty() {
         return Err(PasswordError::Empty);
     }
-    hash_bytes(password.as_bytes())
+    hash_bytes(password.as_bytes(), cost)
 }
 
-fn hash_bytes(bytes: &[u8]) -> Result<String, PasswordError> {
-    hasher()?
+fn hash_bytes(bytes: &[u8], cost: &Cost) -> Result<String, PasswordError> {
+    hasher(cost)?
         .hash_password(bytes)
         .map(|h| h.to_string())
         .map_err(|e| PasswordError::Hashing(e.to_string()))
+}
+
+/// The memory checking a password against `stored` takes, in KiB (0 for
+/// forms that are not Argon2).
+pub fn memory_kib_of(stored: &str) -> u32 {
+    PasswordHash::new(stored)
+        .ok()
+        .and_then(|parsed| Params::try_from(&parsed).ok())
+        .map_or(0, |p| p.m_cost())
 }
 
 /// The unsalted SHA-1 hex digest Hydra once stored.
@@ -73,7 +125,7 @@ pub fn is_sha1_hex(stored: &str) -> bool {
 /// stored as it is; a SHA-1 hex digest is wrapped in Argon2, as Hydra does.
 pub fn from_supplied_hash(supplied: &str) -> Result<String, PasswordError> {
     if is_sha1_hex(supplied) {
-        return hash_bytes(supplied.as_bytes());
+        return hash_bytes(supplied.as_bytes(), &Cost::default());
     }
     match PasswordHash::new(supplied) {
         Ok(parsed) if parsed.algorithm.as_str().starts_with("argon2") => Ok(supplied.to_string()),
@@ -91,8 +143,15 @@ pub enum Verified {
     Yes { rehash: bool },
 }
 
-/// Checks `password` against a stored hash in any of Hydra's forms.
+/// Checks `password` against a stored hash in any of Hydra's forms; a hash
+/// weaker than Hydra's parameters asks for a rehash.
 pub fn verify(password: &str, stored: &str) -> Verified {
+    verify_with(password, stored, &Cost::default())
+}
+
+/// Checks `password` against a stored hash; a hash weaker than `cost`
+/// asks for a rehash.
+pub fn verify_with(password: &str, stored: &str, cost: &Cost) -> Verified {
     if stored == NO_PASSWORD || password.is_empty() {
         return Verified::No;
     }
@@ -113,7 +172,7 @@ pub fn verify(password: &str, stored: &str) -> Verified {
     let argon = Argon2::default();
     if argon.verify_password(password.as_bytes(), &parsed).is_ok() {
         return Verified::Yes {
-            rehash: weaker_than_current(&parsed),
+            rehash: weaker_than(&parsed, cost),
         };
     }
     if argon
@@ -125,12 +184,16 @@ pub fn verify(password: &str, stored: &str) -> Verified {
     Verified::No
 }
 
-fn weaker_than_current(parsed: &PasswordHash) -> bool {
+fn weaker_than(parsed: &PasswordHash, cost: &Cost) -> bool {
     if parsed.algorithm.as_str() != "argon2id" {
         return true;
     }
     match Params::try_from(parsed) {
-        Ok(p) => p.m_cost() < M_COST_KIB || p.t_cost() < T_COST || p.p_cost() < P_COST,
+        Ok(p) => {
+            p.m_cost() < cost.memory_kib
+                || p.t_cost() < cost.iterations
+                || p.p_cost() < cost.parallelism
+        }
         Err(_) => true,
     }
 }

@@ -357,6 +357,39 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
     next.run(request).await
 }
 
+/// The client's address, for throttling sign-in attempts: the peer of the
+/// connection, or behind a proxy (`using_frontend_proxy`) the first
+/// address of `X-Forwarded-For`.
+#[derive(Clone, Debug)]
+pub struct ClientAddress(pub String);
+
+impl FromRequestParts<AppState> for ClientAddress {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let forwarded = state
+            .config
+            .web
+            .using_frontend_proxy
+            .then(|| {
+                parts
+                    .headers
+                    .get("x-forwarded-for")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.split(',').next())
+                    .map(|v| v.trim().to_string())
+            })
+            .flatten();
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip().to_string());
+        Ok(ClientAddress(
+            forwarded.or(peer).unwrap_or_else(|| "unknown".into()),
+        ))
+    }
+}
+
 /// For actions Hydra performs on GET (build restart, cancel, …): the CSRF
 /// rule applies to them too, unless a token authenticated the request.
 /// Hydra leaves them unchecked, which lets another site cancel builds by

@@ -24,6 +24,12 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("{0}")]
     Conflict(String),
+    /// Too many failed attempts: wait `retry_after` seconds.
+    #[error("{message}")]
+    TooManyRequests { message: String, retry_after: u64 },
+    /// The server cannot take this now (a bounded resource is in use).
+    #[error("{0}")]
+    Unavailable(String),
     /// A cross-site POST: Hydra's text, with 403 (Hydra answers 500, which
     /// reads as a server fault).
     #[error("POST requests should come from ‘{base}’.")]
@@ -58,6 +64,8 @@ impl ApiError {
             ApiError::Gone(_) => StatusCode::GONE,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Database(_) | ApiError::Db(_) | ApiError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -76,6 +84,11 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let body = serde_json::json!({ "error": self.to_string() });
         let mut response = (status, [(header::VARY, "Accept")], Json(body.clone())).into_response();
+        if let ApiError::TooManyRequests { retry_after, .. } = &self
+            && let Ok(v) = header::HeaderValue::from_str(&retry_after.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
         response
             .extensions_mut()
             .insert(Rendered::new("error", body));

@@ -48,18 +48,28 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("hydra_http");
+        Self::with_password_checks(Counter::default())
+    }
+
+    /// With the counter of Argon2 password checks (see `passwords.rs`).
+    pub fn with_password_checks(password_checks: Counter) -> Metrics {
+        let mut registry = Registry::default();
+        registry.register(
+            "hydra_password_checks",
+            "Argon2 password checks run for sign-ins (existing accounts or not)",
+            password_checks,
+        );
         let requests = Family::<RequestLabels, Counter>::default();
         let latency = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
             latency_histogram,
         );
         registry.register(
-            "requests",
+            "hydra_http_requests",
             "HTTP requests answered, by method, route pattern and status code",
             requests.clone(),
         );
         registry.register(
-            "request_duration_seconds",
+            "hydra_http_request_duration_seconds",
             "Time to produce the response head, by method and route pattern",
             latency.clone(),
         );

@@ -38,6 +38,9 @@ pub struct Inner {
     /// The digest of the one-time setup token, while it is offered (see
     /// [`AppState::offer_setup`]).
     pub setup_token: std::sync::OnceLock<String>,
+    /// Checking and hashing passwords within a memory budget, with back-off
+    /// after failures.
+    pub passwords: crate::passwords::Passwords,
 }
 
 impl AppState {
@@ -55,6 +58,7 @@ impl AppState {
             .filter(|u| !u.trim().is_empty())
             .unwrap_or_else(|| config.queue_runner.store_uri.clone());
         let store = hydra_store::open(&uri, &nix).map_err(ServerError::Store)?;
+        let passwords = crate::passwords::Passwords::new(&config.web)?;
         let signing_key = match &config.web.binary_cache_secret_key_file {
             Some(path) => Some(read_key(path)?),
             None => None,
@@ -68,8 +72,9 @@ impl AppState {
                 local_root: nix.detect_root(),
                 local: nix,
                 signing_key,
-                metrics: Metrics::new(),
+                metrics: Metrics::with_password_checks(passwords.argon2_checks.clone()),
                 setup_token: std::sync::OnceLock::new(),
+                passwords,
             }),
         })
     }

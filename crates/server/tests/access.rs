@@ -7,7 +7,7 @@
 mod common;
 
 use axum::http::{Method, StatusCode};
-use common::{App, As, BASE, fixture};
+use common::{App, As, BASE, Reply, fixture};
 use serde_json::json;
 
 fn cookie_of(reply: &common::Reply) -> String {
@@ -619,5 +619,131 @@ async fn a_configured_base_uri_wins_over_the_clients_host() {
             .starts_with("https://ci.example.org/build/"),
         "{:?}",
         reply.header("location")
+    );
+}
+
+/// A sign-in attempt as `user`; the status.
+async fn sign_in(app: &App, user: &str, password: &str) -> Reply {
+    app.send(
+        &As::Anonymous,
+        Method::POST,
+        "/login",
+        Some(json!({ "username": user, "password": password })),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn failed_sign_ins_make_the_account_wait_before_any_hashing() {
+    let app = App::with_config(
+        "login_max_failures = 3\npassword_hash_memory = 8192\npassword_hash_iterations = 1\n",
+    )
+    .await;
+    fixture(&app).await;
+    app.set_legacy_password("nobody", "right").await;
+    app.set_legacy_password("owner", "also right").await;
+    for _ in 0..3 {
+        assert_eq!(
+            sign_in(&app, "nobody", "wrong").await.status,
+            StatusCode::FORBIDDEN
+        );
+    }
+    let checks = app.state.passwords.argon2_checks.get();
+    // Now even the right password waits, and no hashing is done for it.
+    let reply = sign_in(&app, "nobody", "right").await;
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        reply
+            .error()
+            .starts_with("Too many failed sign-in attempts")
+    );
+    let retry: u64 = reply.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=900).contains(&retry), "{retry}");
+    assert_eq!(app.state.passwords.argon2_checks.get(), checks);
+    // Another account from the same address is not affected (the address
+    // allows more failures).
+    assert_eq!(
+        sign_in(&app, "owner", "also right").await.status,
+        StatusCode::FOUND
+    );
+    // Once the wait is over, the right password works and clears it.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(
+        sign_in(&app, "nobody", "right").await.status,
+        StatusCode::FOUND
+    );
+    assert_eq!(
+        sign_in(&app, "nobody", "wrong").await.status,
+        StatusCode::FORBIDDEN
+    );
+}
+
+#[tokio::test]
+async fn unknown_accounts_cost_the_same_argon2_work_as_known_ones() {
+    let app = App::with_config("password_hash_memory = 8192\npassword_hash_iterations = 1\n").await;
+    fixture(&app).await;
+    let hash = hydra_db::password::hash_with(
+        "right",
+        &hydra_db::password::Cost {
+            memory_kib: 8192,
+            iterations: 1,
+            parallelism: 1,
+        },
+    )
+    .unwrap();
+    sqlx::query("update Users set password = $1 where userName = 'nobody'")
+        .bind(&hash)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    app.set_legacy_password("owner", "legacy").await;
+    let checks = || app.state.passwords.argon2_checks.get();
+    // An existing account with a wrong password, an account that does not
+    // exist, one without a password and one with a legacy hash: one
+    // Argon2 check each, so timing does not tell them apart.
+    for (user, password) in [
+        ("nobody", "wrong"),
+        ("no-such-user", "whatever"),
+        ("member", "whatever"),
+        ("owner", "wrong"),
+    ] {
+        let before = checks();
+        let reply = sign_in(&app, user, password).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{user}");
+        assert_eq!(reply.error(), "Bad username or password.", "{user}");
+        assert_eq!(checks(), before + 1, "{user}");
+    }
+    assert_eq!(
+        sign_in(&app, "nobody", "right").await.status,
+        StatusCode::FOUND
+    );
+}
+
+#[tokio::test]
+async fn the_cost_of_new_password_hashes_is_an_option() {
+    let app =
+        App::with_config("password_hash_memory = 16384\npassword_hash_iterations = 2\n").await;
+    fixture(&app).await;
+    let admin = app.session("admin").await;
+    let reply = app
+        .send(
+            &admin,
+            Method::PUT,
+            "/user/nobody",
+            Some(json!({ "password": "a new one", "password2": "a new one" })),
+        )
+        .await;
+    assert!(reply.status.is_success(), "{}", reply.text());
+    let stored: String = sqlx::query_scalar("select password from Users where userName = 'nobody'")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert!(
+        stored.starts_with("$argon2id$v=19$m=16384,t=2,p=1$"),
+        "{stored}"
+    );
+    assert_eq!(
+        sign_in(&app, "nobody", "a new one").await.status,
+        StatusCode::FOUND
     );
 }

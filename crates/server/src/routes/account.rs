@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::form::{self, Body};
 use super::names;
-use crate::auth::{self, Account, Viewer, base_url, digest, is_secure, new_secret};
+use crate::auth::{self, Account, ClientAddress, Viewer, base_url, digest, is_secure, new_secret};
 use crate::error::{ApiError, ApiResult};
 use crate::negotiate::Page;
 use crate::params::Params;
@@ -36,41 +36,32 @@ pub async fn login(
     State(state): State<AppState>,
     headers: HeaderMap,
     viewer: Viewer,
+    ClientAddress(address): ClientAddress,
     Params(body): Params<Body>,
 ) -> ApiResult<Response> {
     let username = form::text(&body, "username").unwrap_or_default();
     let password = form::text(&body, "password").unwrap_or_default();
+    state.passwords.may_try(&username, &address)?;
     let stored: Option<String> =
         sqlx::query_scalar("select password from Users where userName = $1")
             .bind(&username)
             .fetch_optional(&state.pool)
             .await?;
-    // A browser's form shows the sign-in page again with the reason; API
-    // clients read `{"error": …}` with 403, as from Hydra.
-    let bad = || {
-        Ok(
+    let check = state.passwords.check(&password, stored.as_deref()).await?;
+    let hydra_db::password::Verified::Yes { rehash } = check else {
+        state.passwords.failed(&username, &address);
+        tracing::info!(user = %username, %address, "failed sign-in");
+        // A browser's form shows the sign-in page again with the reason;
+        // API clients read `{"error": …}` with 403, as from Hydra.
+        return Ok(
             Page::value("login", json!({ "error": "Bad username or password." }))
                 .with_status(StatusCode::FORBIDDEN)
                 .into_response(),
-        )
+        );
     };
-    let Some(stored) = stored else {
-        return bad();
-    };
-    let check = {
-        let password = password.clone();
-        tokio::task::spawn_blocking(move || hydra_db::password::verify(&password, &stored))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?
-    };
-    let hydra_db::password::Verified::Yes { rehash } = check else {
-        return bad();
-    };
+    state.passwords.succeeded(&username, &address);
     if rehash {
-        let hashed = tokio::task::spawn_blocking(move || hydra_db::password::hash(&password))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let hashed = state.passwords.hash(password).await?;
         sqlx::query("update Users set password = $2 where userName = $1")
             .bind(&username)
             .bind(hashed)
@@ -162,7 +153,7 @@ pub const MIN_PASSWORD_LENGTH: usize = 6;
 
 /// The hash of the password a body sets (`password`, checked against
 /// `password2` when given), or `None` when it sets none.
-pub async fn new_password(body: &Body) -> ApiResult<Option<String>> {
+pub async fn new_password(state: &AppState, body: &Body) -> ApiResult<Option<String>> {
     let Some(password) = form::text(body, "password").filter(|p| !p.is_empty()) else {
         return Ok(None);
     };
@@ -178,11 +169,7 @@ pub async fn new_password(body: &Body) -> ApiResult<Option<String>> {
             "The password must be at least {MIN_PASSWORD_LENGTH} characters long."
         )));
     }
-    let hashed = tokio::task::spawn_blocking(move || hydra_db::password::hash(&password))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(Some(hashed))
+    Ok(Some(state.passwords.hash(password).await?))
 }
 
 /// Applies a user body: fullname, password (twice, ≥ 6 characters),
@@ -214,7 +201,7 @@ async fn apply_user(
     if let Some(full) = form::text(body, "fullname") {
         user.full_name = Some(full);
     }
-    if let Some(hashed) = new_password(body).await? {
+    if let Some(hashed) = new_password(state, body).await? {
         user.password = hashed;
     }
     if body.contains_key("emailaddress") {

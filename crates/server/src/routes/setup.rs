@@ -94,7 +94,7 @@ pub async fn create(
             "‘{username}’ is not a valid user name: use lower-case letters, digits, _ and ., starting with a letter."
         )));
     }
-    let password = match new_password(&body).await {
+    let password = match new_password(&state, &body).await {
         Ok(Some(hashed)) => hashed,
         Ok(None) => return Ok(again("Choose a password.".into())),
         Err(ApiError::BadRequest(e)) => return Ok(again(e)),
