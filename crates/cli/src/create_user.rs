@@ -55,7 +55,7 @@ enum Outcome {
 
 pub async fn run(paths: &Paths, config: &Config, args: CreateUser) -> anyhow::Result<()> {
     validate(&args)?;
-    let new_password = password_to_store(&args).await?;
+    let new_password = password_to_store(&args, config).await?;
 
     let db = database::open(paths, config, Ownership::OwnOrAttach, 2).await?;
     let result = match hydra_db::migrate::check(&db.pool).await {
@@ -96,7 +96,7 @@ fn validate(args: &CreateUser) -> anyhow::Result<()> {
 
 /// The stored form of the password the options give, if any. Hashing is
 /// slow, so it happens before the transaction.
-async fn password_to_store(args: &CreateUser) -> anyhow::Result<Option<String>> {
+async fn password_to_store(args: &CreateUser, config: &Config) -> anyhow::Result<Option<String>> {
     let plain = if args.password_prompt {
         Some(prompt_twice()?)
     } else if let Some(p) = &args.password {
@@ -109,7 +109,9 @@ async fn password_to_store(args: &CreateUser) -> anyhow::Result<Option<String>> 
         None
     };
     if let Some(plain) = plain {
-        let hash = tokio::task::spawn_blocking(move || password::hash(&plain)).await??;
+        let cost = password::Cost::from(&config.web);
+        let hash =
+            tokio::task::spawn_blocking(move || password::hash_with(&plain, &cost)).await??;
         return Ok(Some(hash));
     }
     if let Some(supplied) = args.password_hash.clone() {

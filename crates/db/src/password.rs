@@ -53,6 +53,17 @@ impl Default for Cost {
     }
 }
 
+impl From<&hydra_config::WebConfig> for Cost {
+    /// `password_hash_memory`, `…_iterations` and `…_parallelism`.
+    fn from(web: &hydra_config::WebConfig) -> Cost {
+        Cost {
+            memory_kib: web.password_hash_memory_kib,
+            iterations: web.password_hash_iterations,
+            parallelism: web.password_hash_parallelism,
+        }
+    }
+}
+
 impl Cost {
     fn params(&self) -> Result<Params, PasswordError> {
         Params::new(

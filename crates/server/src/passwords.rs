@@ -49,11 +49,7 @@ pub struct Passwords {
 
 impl Passwords {
     pub fn new(config: &WebConfig) -> Result<Passwords, ServerError> {
-        let cost = Cost {
-            memory_kib: config.password_hash_memory_kib,
-            iterations: config.password_hash_iterations,
-            parallelism: config.password_hash_parallelism,
-        };
+        let cost = Cost::from(config);
         cost.check()
             .map_err(|e| ServerError::Config(format!("password_hash_*: {e}")))?;
         let budget_mib = config.password_check_memory_mib.max(1);
