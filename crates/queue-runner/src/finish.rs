@@ -698,7 +698,12 @@ pub async fn step_failed(
     log: Option<&str>,
 ) -> Result<Vec<i32>, QueueError> {
     let mut ids: Vec<i32> = dependents.iter().copied().collect();
-    ids.push(build);
+    // The build the step ran for has its row; without one (the step never
+    // ran, or a later round for builds linked meanwhile) it is among the
+    // dependents when it needs the step.
+    if stepnr.is_some() {
+        ids.push(build);
+    }
     ids.sort_unstable();
     ids.dedup();
     let error = if failure.status == status::ABORTED || failure.status == status::UNSUPPORTED {

@@ -212,238 +212,264 @@ async fn load_chunk(queue: &Arc<Queue>, rows: &[BuildRow]) -> Result<(), QueueEr
     let drvs: BTreeSet<String> = rows.iter().map(|r| r.drv_path.clone()).collect();
     let valid = local_valid(ctx, &drvs).await?;
 
-    let mut nodes: HashMap<String, Node> = HashMap::new();
-    let mut errors: HashMap<String, String> = HashMap::new();
-    let mut substituted: Vec<(String, BTreeMap<String, String>, i32, i32)> = Vec::new();
-    let mut frontier: BTreeSet<String> = valid.clone();
-    while !frontier.is_empty() {
-        let to_read: Vec<String> = {
-            let state = queue.lock();
-            let mut to_read = Vec::new();
-            for drv in &frontier {
-                if state.steps.contains_key(drv) {
-                    nodes.insert(drv.clone(), Node::Queued);
-                } else if !nodes.contains_key(drv) {
-                    to_read.push(drv.clone());
-                }
-            }
-            to_read
-        };
-        let read = read_drvs(ctx, to_read).await;
-        let mut parsed: Vec<(String, Derivation, BTreeMap<String, String>)> = Vec::new();
-        for (path, result) in read {
-            match result {
-                Ok(drv) => {
-                    let outputs: BTreeMap<String, String> = drv
-                        .outputs
-                        .iter()
-                        .map(|(name, o)| (name.clone(), o.path.clone()))
-                        .collect();
-                    parsed.push((path, drv, outputs));
-                }
-                Err(e) => {
-                    errors.insert(path.clone(), e);
-                    nodes.insert(path, Node::Failed);
-                }
-            }
-        }
-        let all_outputs: BTreeSet<String> = parsed
-            .iter()
-            .flat_map(|(_, _, o)| o.values().filter(|p| !p.is_empty()).cloned())
-            .collect();
-        let failed = finish::failed_paths(&ctx.pool, &all_outputs).await?;
-        let present = ctx.dest.query_valid(&all_outputs).await.map_err(|e| {
-            QueueError::Machines(format!("cannot query the destination store: {e}"))
-        })?;
-        // Outputs the destination lacks but the local store has (or, with
-        // use-substitutes, can substitute) are copied instead of built.
-        let substitute = ctx.config.queue_runner.use_substitutes;
-        let wanted: BTreeSet<String> = if !ctx.dest.is_machine_store() || substitute {
-            parsed
-                .iter()
-                .filter(|(_, _, o)| !o.values().any(|p| failed.contains(p)))
-                .flat_map(|(_, _, o)| {
-                    o.values()
-                        .filter(|p| !p.is_empty() && !present.contains(*p))
-                        .cloned()
-                })
-                .collect()
-        } else {
-            BTreeSet::new()
-        };
-        let local = if wanted.is_empty() {
-            BTreeSet::new()
-        } else {
-            local_valid_substituting(ctx, &wanted, substitute).await?
-        };
-        let mut next = BTreeSet::new();
-        for (path, drv, outputs) in parsed {
-            let paths: Vec<&String> = outputs.values().collect();
-            let missing: BTreeSet<String> = paths
-                .iter()
-                .filter(|p| !present.contains(**p))
-                .map(|p| p.to_string())
-                .collect();
-            if paths.iter().any(|p| failed.contains(*p)) {
-                nodes.insert(path, Node::Failed);
-            } else if !paths.is_empty()
-                && paths.iter().all(|p| !p.is_empty() && present.contains(*p))
-            {
-                nodes.insert(path, Node::Done);
-            } else if !missing.is_empty()
-                && missing.iter().all(|p| !p.is_empty() && local.contains(p))
-            {
-                let local_store = hydra_store::LocalStore::new(ctx.local.clone());
-                let started = hydra_db::now();
-                ctx.dest
-                    .copy_from_local(&local_store, &missing)
-                    .await
-                    .map_err(|e| {
-                        QueueError::Machines(format!("cannot copy to the destination store: {e}"))
-                    })?;
-                Stats::add(&queue.stats.substitutes_succeeded, 1);
-                substituted.push((path.clone(), outputs.clone(), started, hydra_db::now()));
-                nodes.insert(path, Node::Done);
-            } else {
-                next.extend(drv.input_drvs.keys().cloned());
-                nodes.insert(
-                    path,
-                    Node::New(Box::new(NewStep {
-                        drv: Arc::new(drv),
-                        outputs,
-                    })),
-                );
-            }
-        }
-        frontier = next
-            .into_iter()
-            .filter(|d| !nodes.contains_key(d))
-            .collect();
-    }
-
-    // Builds whose closure reaches a failed derivation fail at once.
-    let reaches_failure = |start: &str, nodes: &HashMap<String, Node>| -> Option<String> {
-        let mut seen = BTreeSet::new();
-        let mut todo = vec![start.to_string()];
-        while let Some(d) = todo.pop() {
-            if !seen.insert(d.clone()) {
-                continue;
-            }
-            match nodes.get(&d) {
-                Some(Node::Failed) => return Some(d),
-                Some(Node::New(step)) => todo.extend(step.drv.input_drvs.keys().cloned()),
-                _ => {}
-            }
-        }
-        None
-    };
-
     let mut cached_successes = Vec::new();
     let mut cached_failures = Vec::new();
     let mut gone = Vec::new();
     let mut registered = 0;
-    {
-        let now = std::time::Instant::now();
-        let mut state = queue.lock();
-        // New steps first, then their links.
-        for (path, node) in &nodes {
-            if let Node::New(new) = node
-                && !state.steps.contains_key(path)
-            {
-                let required_features: BTreeSet<String> = new
-                    .drv
-                    .env
-                    .get("requiredSystemFeatures")
-                    .map(|f| f.split_whitespace().map(String::from).collect())
-                    .unwrap_or_default();
-                state.steps.insert(
-                    path.clone(),
-                    Step {
-                        drv_path: path.clone(),
-                        system: new.drv.platform.clone(),
-                        outputs: new.outputs.clone(),
-                        drv: new.drv.clone(),
-                        required_features,
-                        deps: BTreeSet::new(),
-                        rdeps: BTreeSet::new(),
-                        builds: BTreeSet::new(),
-                        highest_global_priority: i32::MIN,
-                        highest_local_priority: i32::MIN,
-                        lowest_build_id: i32::MAX,
-                        jobsets: BTreeSet::new(),
-                        tries: 0,
-                        after: None,
-                        running: None,
-                        runnable_since: None,
-                        last_supported: now,
-                    },
-                );
-                Stats::add(&queue.stats.queue_steps_created, 1);
+    let mut errors: HashMap<String, String> = HashMap::new();
+    let mut substituted: Vec<(String, BTreeMap<String, String>, i32, i32)> = Vec::new();
+    // Explored without the lock, linked with it: a step seen queued may be
+    // gone by then. One that failed makes its dependants fail; one that
+    // finished otherwise (or was dropped) means exploring again.
+    let nodes = 'explore: loop {
+        let mut nodes: HashMap<String, Node> = HashMap::new();
+        let mut frontier: BTreeSet<String> = valid.clone();
+        while !frontier.is_empty() {
+            let to_read: Vec<String> = {
+                let state = queue.lock();
+                let mut to_read = Vec::new();
+                for drv in &frontier {
+                    if state.steps.contains_key(drv) {
+                        nodes.insert(drv.clone(), Node::Queued);
+                    } else if !nodes.contains_key(drv) {
+                        to_read.push(drv.clone());
+                    }
+                }
+                to_read
+            };
+            let read = read_drvs(ctx, to_read).await;
+            let mut parsed: Vec<(String, Derivation, BTreeMap<String, String>)> = Vec::new();
+            for (path, result) in read {
+                match result {
+                    Ok(drv) => {
+                        let outputs: BTreeMap<String, String> = drv
+                            .outputs
+                            .iter()
+                            .map(|(name, o)| (name.clone(), o.path.clone()))
+                            .collect();
+                        parsed.push((path, drv, outputs));
+                    }
+                    Err(e) => {
+                        errors.insert(path.clone(), e);
+                        nodes.insert(path, Node::Failed);
+                    }
+                }
             }
+            let all_outputs: BTreeSet<String> = parsed
+                .iter()
+                .flat_map(|(_, _, o)| o.values().filter(|p| !p.is_empty()).cloned())
+                .collect();
+            let failed = finish::failed_paths(&ctx.pool, &all_outputs).await?;
+            let present = ctx.dest.query_valid(&all_outputs).await.map_err(|e| {
+                QueueError::Machines(format!("cannot query the destination store: {e}"))
+            })?;
+            // Outputs the destination lacks but the local store has (or, with
+            // use-substitutes, can substitute) are copied instead of built.
+            let substitute = ctx.config.queue_runner.use_substitutes;
+            let wanted: BTreeSet<String> = if !ctx.dest.is_machine_store() || substitute {
+                parsed
+                    .iter()
+                    .filter(|(_, _, o)| !o.values().any(|p| failed.contains(p)))
+                    .flat_map(|(_, _, o)| {
+                        o.values()
+                            .filter(|p| !p.is_empty() && !present.contains(*p))
+                            .cloned()
+                    })
+                    .collect()
+            } else {
+                BTreeSet::new()
+            };
+            let local = if wanted.is_empty() {
+                BTreeSet::new()
+            } else {
+                local_valid_substituting(ctx, &wanted, substitute).await?
+            };
+            let mut next = BTreeSet::new();
+            for (path, drv, outputs) in parsed {
+                let paths: Vec<&String> = outputs.values().collect();
+                let missing: BTreeSet<String> = paths
+                    .iter()
+                    .filter(|p| !present.contains(**p))
+                    .map(|p| p.to_string())
+                    .collect();
+                if paths.iter().any(|p| failed.contains(*p)) {
+                    nodes.insert(path, Node::Failed);
+                } else if !paths.is_empty()
+                    && paths.iter().all(|p| !p.is_empty() && present.contains(*p))
+                {
+                    nodes.insert(path, Node::Done);
+                } else if !missing.is_empty()
+                    && missing.iter().all(|p| !p.is_empty() && local.contains(p))
+                {
+                    let local_store = hydra_store::LocalStore::new(ctx.local.clone());
+                    let started = hydra_db::now();
+                    ctx.dest
+                        .copy_from_local(&local_store, &missing)
+                        .await
+                        .map_err(|e| {
+                            QueueError::Machines(format!(
+                                "cannot copy to the destination store: {e}"
+                            ))
+                        })?;
+                    Stats::add(&queue.stats.substitutes_succeeded, 1);
+                    substituted.push((path.clone(), outputs.clone(), started, hydra_db::now()));
+                    nodes.insert(path, Node::Done);
+                } else {
+                    next.extend(drv.input_drvs.keys().cloned());
+                    nodes.insert(
+                        path,
+                        Node::New(Box::new(NewStep {
+                            drv: Arc::new(drv),
+                            outputs,
+                        })),
+                    );
+                }
+            }
+            frontier = next
+                .into_iter()
+                .filter(|d| !nodes.contains_key(d))
+                .collect();
         }
-        for (path, node) in &nodes {
-            if let Node::New(new) = node {
-                for input in new.drv.input_drvs.keys() {
-                    if state.steps.contains_key(input) {
-                        if let Some(step) = state.steps.get_mut(path) {
-                            step.deps.insert(input.clone());
-                        }
-                        if let Some(dep) = state.steps.get_mut(input) {
-                            dep.rdeps.insert(path.clone());
+
+        // Builds whose closure reaches a failed derivation fail at once.
+        let reaches_failure = |start: &str, nodes: &HashMap<String, Node>| -> Option<String> {
+            let mut seen = BTreeSet::new();
+            let mut todo = vec![start.to_string()];
+            while let Some(d) = todo.pop() {
+                if !seen.insert(d.clone()) {
+                    continue;
+                }
+                match nodes.get(&d) {
+                    Some(Node::Failed) => return Some(d),
+                    Some(Node::New(step)) => todo.extend(step.drv.input_drvs.keys().cloned()),
+                    _ => {}
+                }
+            }
+            None
+        };
+
+        {
+            let now = std::time::Instant::now();
+            let mut state = queue.lock();
+            let vanished: Vec<String> = nodes
+                .iter()
+                .filter(|(path, node)| {
+                    matches!(node, Node::Queued) && !state.steps.contains_key(*path)
+                })
+                .map(|(path, _)| path.clone())
+                .collect();
+            for path in vanished {
+                if state.failed_steps.contains_key(&path) {
+                    nodes.insert(path, Node::Failed);
+                } else {
+                    drop(state);
+                    tracing::debug!(drv = %path, "a queued step finished while loading; loading again");
+                    continue 'explore;
+                }
+            }
+            // New steps first, then their links.
+            for (path, node) in &nodes {
+                if let Node::New(new) = node
+                    && !state.steps.contains_key(path)
+                {
+                    let required_features: BTreeSet<String> = new
+                        .drv
+                        .env
+                        .get("requiredSystemFeatures")
+                        .map(|f| f.split_whitespace().map(String::from).collect())
+                        .unwrap_or_default();
+                    state.steps.insert(
+                        path.clone(),
+                        Step {
+                            drv_path: path.clone(),
+                            system: new.drv.platform.clone(),
+                            outputs: new.outputs.clone(),
+                            drv: new.drv.clone(),
+                            required_features,
+                            deps: BTreeSet::new(),
+                            rdeps: BTreeSet::new(),
+                            builds: BTreeSet::new(),
+                            highest_global_priority: i32::MIN,
+                            highest_local_priority: i32::MIN,
+                            lowest_build_id: i32::MAX,
+                            jobsets: BTreeSet::new(),
+                            tries: 0,
+                            after: None,
+                            running: None,
+                            runnable_since: None,
+                            last_supported: now,
+                        },
+                    );
+                    Stats::add(&queue.stats.queue_steps_created, 1);
+                }
+            }
+            for (path, node) in &nodes {
+                if let Node::New(new) = node {
+                    for input in new.drv.input_drvs.keys() {
+                        if state.steps.contains_key(input) {
+                            if let Some(step) = state.steps.get_mut(path) {
+                                step.deps.insert(input.clone());
+                            }
+                            if let Some(dep) = state.steps.get_mut(input) {
+                                dep.rdeps.insert(path.clone());
+                            }
                         }
                     }
                 }
             }
-        }
-        for (path, node) in &nodes {
-            if let Node::New(_) = node
-                && let Some(step) = state.steps.get_mut(path)
-                && step.deps.is_empty()
-                && step.runnable_since.is_none()
-            {
-                step.runnable_since = Some(now);
-            }
-        }
-        for row in rows {
-            if !valid.contains(&row.drv_path) {
-                gone.push(row.id);
-                continue;
-            }
-            if let Some(failed_drv) = reaches_failure(&row.drv_path, &nodes) {
-                cached_failures.push((row.id, row.drv_path.clone(), failed_drv));
-                continue;
-            }
-            match nodes.get(&row.drv_path) {
-                Some(Node::Done) => cached_successes.push(row.id),
-                Some(Node::New(_) | Node::Queued) if state.steps.contains_key(&row.drv_path) => {
-                    let build = Build {
-                        id: row.id,
-                        drv_path: row.drv_path.clone(),
-                        jobset_id: row.jobset_id,
-                        project: row.project.clone(),
-                        jobset: row.jobset.clone(),
-                        job: row.job.clone(),
-                        max_silent: row.max_silent,
-                        timeout: row.timeout,
-                        timestamp: row.timestamp,
-                        local_priority: row.priority,
-                        global_priority: row.global_priority,
-                        toplevel: row.drv_path.clone(),
-                    };
-                    if let Some(step) = state.steps.get_mut(&row.drv_path) {
-                        step.builds.insert(row.id);
-                    }
-                    state.propagate(&row.drv_path, &build);
-                    state.jobsets.entry(row.jobset_id).or_default();
-                    state.builds.insert(row.id, build);
-                    registered += 1;
+            for (path, node) in &nodes {
+                if let Node::New(_) = node
+                    && let Some(step) = state.steps.get_mut(path)
+                    && step.deps.is_empty()
+                    && step.runnable_since.is_none()
+                {
+                    step.runnable_since = Some(now);
                 }
-                _ => cached_failures.push((row.id, row.drv_path.clone(), row.drv_path.clone())),
             }
+            for row in rows {
+                if !valid.contains(&row.drv_path) {
+                    gone.push(row.id);
+                    continue;
+                }
+                if let Some(failed_drv) = reaches_failure(&row.drv_path, &nodes) {
+                    cached_failures.push((row.id, row.drv_path.clone(), failed_drv));
+                    continue;
+                }
+                match nodes.get(&row.drv_path) {
+                    Some(Node::Done) => cached_successes.push(row.id),
+                    Some(Node::New(_) | Node::Queued)
+                        if state.steps.contains_key(&row.drv_path) =>
+                    {
+                        let build = Build {
+                            id: row.id,
+                            drv_path: row.drv_path.clone(),
+                            jobset_id: row.jobset_id,
+                            project: row.project.clone(),
+                            jobset: row.jobset.clone(),
+                            job: row.job.clone(),
+                            max_silent: row.max_silent,
+                            timeout: row.timeout,
+                            timestamp: row.timestamp,
+                            local_priority: row.priority,
+                            global_priority: row.global_priority,
+                            toplevel: row.drv_path.clone(),
+                        };
+                        if let Some(step) = state.steps.get_mut(&row.drv_path) {
+                            step.builds.insert(row.id);
+                        }
+                        state.propagate(&row.drv_path, &build);
+                        state.jobsets.entry(row.jobset_id).or_default();
+                        state.builds.insert(row.id, build);
+                        registered += 1;
+                    }
+                    _ => cached_failures.push((row.id, row.drv_path.clone(), row.drv_path.clone())),
+                }
+            }
+            // Steps that only failed or finished builds needed.
+            state.drop_unneeded();
         }
-        // Steps that only failed or finished builds needed.
-        state.drop_unneeded();
-    }
+        break nodes;
+    };
     Stats::add(&queue.stats.builds_read, rows.len() as u64);
     if registered > 0 {
         tracing::debug!(builds = registered, "builds queued");

@@ -115,9 +115,25 @@ pub struct State {
     pub steps: HashMap<String, Step>,
     pub jobsets: HashMap<i32, JobsetShare>,
     pub machines: Machines,
+    /// Steps that failed for good lately (derivation → when): a load that
+    /// saw one queued and finds it gone learns here that it failed.
+    pub failed_steps: HashMap<String, Instant>,
 }
 
+/// How long a failed step is remembered for loads in progress.
+const FAILED_STEP_MEMORY: std::time::Duration = std::time::Duration::from_secs(3600);
+
 impl State {
+    /// Records that `drv` failed for good (see `failed_steps`).
+    pub fn note_failed(&mut self, drv: &str) {
+        let now = Instant::now();
+        if self.failed_steps.len() > 10_000 {
+            self.failed_steps
+                .retain(|_, at| now.duration_since(*at) < FAILED_STEP_MEMORY);
+        }
+        self.failed_steps.insert(drv.to_string(), now);
+    }
+
     /// Every build that needs `drv` (its own and those of the steps waiting
     /// for it, transitively).
     pub fn dependent_builds(&self, drv: &str) -> BTreeSet<i32> {

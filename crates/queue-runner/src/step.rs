@@ -375,33 +375,68 @@ async fn fail_for_good(
     stop: i32,
     log: Option<&str>,
 ) -> Result<(), QueueError> {
-    let dependents = queue.lock().dependent_builds(drv_path);
-    let finished = finish::step_failed(
-        &queue.ctx.pool,
-        plan.build,
-        stepnr,
-        drv_path,
-        machine,
-        &plan.outputs,
-        &plan.toplevel_of,
-        &dependents,
-        failure,
-        start,
-        stop,
-        log,
-    )
-    .await?;
-    tracing::info!(drv = %drv_path, status = failure.status, builds = ?finished, "step failed");
-    let n = finished.len() as u64;
-    Stats::add(&queue.stats.builds_done, n);
-    Stats::add(&queue.stats.builds_failed, n);
-    let mut state = queue.lock();
-    for id in dependents.iter().chain(finished.iter()) {
-        state.builds.remove(id);
+    // Builds that were linked to the step while its failure was written
+    // (a load in progress) fail too, in further rounds, until none is left;
+    // only then does the step leave the queue, under the same lock, and is
+    // remembered as failed for loads that saw it queued.
+    let mut handled: BTreeSet<i32> = BTreeSet::new();
+    let mut round = 0;
+    loop {
+        let (dependents, toplevel_of) = {
+            let mut state = queue.lock();
+            let dependents: BTreeSet<i32> = state
+                .dependent_builds(drv_path)
+                .difference(&handled)
+                .copied()
+                .collect();
+            if round > 0 && dependents.is_empty() {
+                for id in &handled {
+                    state.builds.remove(id);
+                }
+                state.remove_step(drv_path);
+                state.note_failed(drv_path);
+                state.drop_unneeded();
+                break;
+            }
+            let toplevel_of: BTreeSet<i32> = if round == 0 {
+                plan.toplevel_of.iter().copied().collect()
+            } else {
+                dependents
+                    .iter()
+                    .copied()
+                    .filter(|id| state.builds.get(id).is_some_and(|b| b.toplevel == drv_path))
+                    .collect()
+            };
+            (dependents, toplevel_of)
+        };
+        let finished = finish::step_failed(
+            &queue.ctx.pool,
+            plan.build,
+            if round == 0 { stepnr } else { None },
+            drv_path,
+            machine,
+            &plan.outputs,
+            &toplevel_of,
+            &dependents,
+            failure,
+            start,
+            stop,
+            log,
+        )
+        .await?;
+        if round == 0 {
+            tracing::info!(drv = %drv_path, status = failure.status, builds = finished.len(), "step failed");
+        } else {
+            tracing::info!(drv = %drv_path, builds = finished.len(), "builds linked to a failing step failed with it");
+        }
+        let n = finished.len() as u64;
+        Stats::add(&queue.stats.builds_done, n);
+        Stats::add(&queue.stats.builds_failed, n);
+        handled.extend(dependents);
+        handled.insert(plan.build);
+        handled.extend(finished);
+        round += 1;
     }
-    state.remove_step(drv_path);
-    state.drop_unneeded();
-    drop(state);
     queue.dispatch.notify_one();
     Ok(())
 }

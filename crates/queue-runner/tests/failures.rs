@@ -154,3 +154,88 @@ async fn a_machines_file_that_turns_unreadable_keeps_the_machines_it_had() {
     assert_eq!(s.build(quick).await.status, Some(0));
     running.stop().await;
 }
+
+const MANY: &str = r#"
+with import ./config.nix;
+let bad = mkDerivation { name = "bad-dependency"; builder = builtins.toFile "b.sh" "sleep 1; exit 1"; };
+in builtins.listToAttrs (builtins.genList (i: {
+  name = "j${toString i}";
+  value = mkDerivation { name = "j${toString i}"; builder = builtins.toFile "j.sh" "cat $bad > $out"; inherit bad; };
+}) 3000)
+"#;
+
+#[tokio::test]
+async fn dependants_loaded_while_their_dependency_fails_fail_with_it() {
+    let s = Setup::new().await;
+    let file = s.write("many.nix", MANY);
+    let drvs: Vec<String> = s
+        .store
+        .run("nix-instantiate", &[file.to_str().unwrap()])
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| l.ends_with(".drv"))
+        .collect();
+    assert_eq!(drvs.len(), 3000);
+    let jobs: Vec<String> = (0..drvs.len()).map(|i| format!("j{i}")).collect();
+    let insert = |from: usize, to: usize| {
+        let (jobs, drvs) = (&jobs[from..to], &drvs[from..to]);
+        let pool = s.db.pool.clone();
+        let jobset = s.jobset_id;
+        async move {
+            let ids: Vec<i32> = sqlx::query_scalar(
+                "insert into Builds (finished, timestamp, jobset_id, job, nixName, drvPath, system, isCurrent, priority, globalPriority) \
+                 select 0, 1, $1, j, j, d, 'x86_64-linux', 1, 100, 0 from unnest($2::text[], $3::text[]) as t(j, d) returning id",
+            )
+            .bind(jobset)
+            .bind(jobs)
+            .bind(drvs)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            sqlx::query("select pg_notify('builds_added', '')")
+                .execute(&pool)
+                .await
+                .unwrap();
+            ids
+        }
+    };
+    // A first thousand, then a steady stream of new dependants while the
+    // dependency builds and fails: some are loaded (and linked) while its
+    // failure is being recorded.
+    let mut ids = insert(0, 1000).await;
+    let running = Running::start(s.context(&s.localhost(2), "max_tries = 2\nretry_interval = 1\n"));
+    for batch in 1..=40 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        ids.extend(insert(1000 + (batch - 1) * 50, 1000 + batch * 50).await);
+    }
+    s.wait(&ids, Duration::from_secs(300)).await;
+    let statuses: Vec<(Option<i32>, i64)> = sqlx::query_as(
+        "select buildStatus, count(*) from Builds where id = any($1) group by 1 order by 1",
+    )
+    .bind(&ids)
+    .fetch_all(&s.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        statuses,
+        [(Some(2), 3000)],
+        "every dependant failed because its dependency did"
+    );
+    assert_eq!(
+        s.scalar("select count(*) from BuildSteps where status = 3")
+            .await,
+        0,
+        "no step ran without its dependency"
+    );
+    // Each points at the build whose step failed, or is that build.
+    let unexplained: i64 = sqlx::query_scalar(
+        "select count(*) from Builds b where b.id = any($1) and not exists \
+         (select 1 from BuildSteps s where s.build = b.id and (s.propagatedFrom is not null or s.status = 1))",
+    )
+    .bind(&ids)
+    .fetch_one(&s.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(unexplained, 0);
+    running.stop().await;
+}
