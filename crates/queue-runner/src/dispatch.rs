@@ -23,6 +23,15 @@ use crate::step;
 /// Runs the dispatcher until the queue stops.
 pub async fn run(queue: Arc<Queue>) -> Result<(), QueueError> {
     loop {
+        // Without the single-instance lock another queue runner may be
+        // dispatching: start nothing until it is taken again.
+        if !queue.lock_held.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::select! {
+                _ = queue.dispatch.notified() => {}
+                _ = queue.stopping.cancelled() => return Ok(()),
+            }
+            continue;
+        }
         let started = Instant::now();
         let (assigned, unsupported, next) = plan(&queue);
         for (drv, machine, cancel) in assigned {

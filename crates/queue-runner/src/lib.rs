@@ -98,6 +98,10 @@ pub enum QueueError {
     Db(#[from] DbError),
     #[error("another queue runner is using this database")]
     AlreadyRunning,
+    #[error(
+        "another queue runner took this database's lock while the connection holding it was lost; stopping"
+    )]
+    LockLost,
     #[error("build {0} does not exist")]
     NoSuchBuild(i32),
     #[error("{0}")]
@@ -146,13 +150,13 @@ pub async fn run_with(
     let result = tokio::select! {
         r = monitor::run(queue.clone()) => r,
         r = dispatch::run(queue.clone()) => r,
+        r = lock.keep(&queue.lock_held, &queue.dispatch) => r,
         _ = shutdown.cancelled() => Ok(()),
     };
     queue.stop().await;
     if let Some(task) = status {
         task.abort();
     }
-    drop(lock);
     result
 }
 

@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use hydra_nix::derivation::Derivation;
-use sqlx::Connection;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -295,6 +294,9 @@ pub struct Queue {
     pub stopping: CancellationToken,
     /// Running step tasks.
     pub tasks: tokio::sync::Mutex<tokio::task::JoinSet<()>>,
+    /// Whether this queue runner holds the single-instance lock now; the
+    /// dispatcher starts nothing while it does not.
+    pub lock_held: std::sync::atomic::AtomicBool,
     /// Idle serve-protocol connections by machine, for the next step.
     connections: Mutex<HashMap<String, Vec<hydra_nix::serve::ServeClient>>>,
 }
@@ -330,6 +332,7 @@ impl Queue {
             stopping: CancellationToken::new(),
             tasks: tokio::sync::Mutex::new(tokio::task::JoinSet::new()),
             connections: Mutex::new(HashMap::new()),
+            lock_held: std::sync::atomic::AtomicBool::new(true),
         });
         Ok(queue)
     }
@@ -401,7 +404,9 @@ impl Queue {
 /// on a connection of its own.
 #[derive(Debug)]
 pub struct InstanceLock {
-    _conn: sqlx::PgConnection,
+    /// The connection holding the advisory lock; it listens on a channel
+    /// nobody sends to, so that its loss is seen at once.
+    listener: sqlx::postgres::PgListener,
 }
 
 /// The advisory lock's key.
@@ -409,15 +414,61 @@ const LOCK_KEY: i64 = 0x6879_6472_6171_7275;
 
 impl InstanceLock {
     pub async fn acquire(pool: &sqlx::PgPool) -> Result<InstanceLock, QueueError> {
-        let mut conn = sqlx::PgConnection::connect_with(&pool.connect_options()).await?;
-        let got: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
-            .bind(LOCK_KEY)
-            .fetch_one(&mut conn)
+        // A pool of its own: the connection holding the lock must never be
+        // handed to other work, and closes when the lock is dropped.
+        let own = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with((*pool.connect_options()).clone())
             .await?;
-        if !got {
-            let _ = conn.close().await;
+        let mut listener = sqlx::postgres::PgListener::connect_with(&own).await?;
+        listener.listen("hydra_queue_runner_lock").await?;
+        if !Self::try_lock(&mut listener).await? {
             return Err(QueueError::AlreadyRunning);
         }
-        Ok(InstanceLock { _conn: conn })
+        Ok(InstanceLock { listener })
+    }
+
+    async fn try_lock(listener: &mut sqlx::postgres::PgListener) -> Result<bool, QueueError> {
+        Ok(sqlx::query_scalar("select pg_try_advisory_lock($1)")
+            .bind(LOCK_KEY)
+            .fetch_one(&mut *listener)
+            .await?)
+    }
+
+    /// Holds the lock while `held` says the queue runner may dispatch: when
+    /// the connection is lost (PostgreSQL restarted, the backend was
+    /// killed), the lock is gone with it, so `held` goes false at once and
+    /// the lock is taken again as soon as the database answers. Returns an
+    /// error when another queue runner took it meanwhile.
+    pub async fn keep(
+        mut self,
+        held: &std::sync::atomic::AtomicBool,
+        regained: &Notify,
+    ) -> Result<(), QueueError> {
+        use std::sync::atomic::Ordering;
+        loop {
+            // Only a lost connection ends this wait (nothing is sent here).
+            match self.listener.try_recv().await {
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => {}
+            }
+            held.store(false, Ordering::SeqCst);
+            tracing::error!(
+                "lost the database connection holding the queue runner's lock; not dispatching until it is taken again"
+            );
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                match Self::try_lock(&mut self.listener).await {
+                    Ok(true) => break,
+                    Ok(false) => {
+                        return Err(QueueError::LockLost);
+                    }
+                    Err(e) => tracing::debug!(error = %e, "the lock cannot be taken yet"),
+                }
+            }
+            held.store(true, Ordering::SeqCst);
+            tracing::info!("took the queue runner's lock again; dispatching");
+            regained.notify_one();
+        }
     }
 }

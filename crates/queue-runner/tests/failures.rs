@@ -239,3 +239,93 @@ async fn dependants_loaded_while_their_dependency_fails_fail_with_it() {
     assert_eq!(unexplained, 0);
     running.stop().await;
 }
+
+/// The backend holding this database's advisory locks (the queue
+/// runner's), once there is one.
+async fn lock_holder(s: &Setup) -> i32 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let pid: Option<i32> = sqlx::query_scalar(
+            "select pid from pg_locks where locktype = 'advisory' and granted \
+             and database = (select oid from pg_database where datname = current_database())",
+        )
+        .fetch_optional(&s.db.pool)
+        .await
+        .unwrap();
+        if let Some(pid) = pid {
+            return pid;
+        }
+        assert!(std::time::Instant::now() < deadline, "no lock holder");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn terminate(s: &Setup, pid: i32) {
+    sqlx::query("select pg_terminate_backend($1)")
+        .bind(pid)
+        .execute(&s.db.pool)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_instance_lock_is_taken_again_after_its_connection_is_lost() {
+    let s = Setup::new().await;
+    let file = s.write("failing.nix", FAILING);
+    let running = Running::start(s.context(&s.localhost(1), ""));
+    let first = lock_holder(&s).await;
+    terminate(&s, first).await;
+    // Taken again on a new connection, and building goes on.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while lock_holder(&s).await == first {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lock was not taken again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let quick = s.queue(&file, "quick").await;
+    s.wait(&[quick], Duration::from_secs(60)).await;
+    assert_eq!(s.build(quick).await.status, Some(0));
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_queue_runner_whose_lock_was_taken_by_another_stops_dispatching() {
+    let s = Setup::new().await;
+    let file = s.write("failing.nix", FAILING);
+    let running = Running::start(s.context(&s.localhost(1), ""));
+    let first = lock_holder(&s).await;
+    // Another queue runner takes the lock while this one's connection is
+    // gone (as after a PostgreSQL restart).
+    let mut other = s.db.pool.acquire().await.unwrap();
+    terminate(&s, first).await;
+    let key: i64 = 0x6879_6472_6171_7275;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !sqlx::query_scalar::<_, bool>("select pg_try_advisory_lock($1)")
+        .bind(key)
+        .fetch_one(&mut *other)
+        .await
+        .unwrap()
+    {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let quick = s.queue(&file, "quick").await;
+    let ended = tokio::time::timeout(Duration::from_secs(30), running.task)
+        .await
+        .expect("the queue runner stops")
+        .unwrap();
+    assert!(
+        matches!(ended, Err(hydra_queue_runner::QueueError::LockLost)),
+        "{ended:?}"
+    );
+    assert_eq!(
+        s.scalar(&format!(
+            "select count(*) from BuildSteps where build = {quick}"
+        ))
+        .await,
+        0,
+        "nothing was dispatched without the lock"
+    );
+}
