@@ -804,6 +804,41 @@ pub async fn step_failed(
     Ok(finished)
 }
 
+/// Closes a step row whose result could not be written (the database was
+/// gone): aborted, with a stop time. Tries until the database takes it,
+/// waiting a second, then longer, between attempts.
+pub async fn close_abandoned_step(pool: &PgPool, build: i32, stepnr: i32, why: &str) {
+    let mut wait = std::time::Duration::from_secs(1);
+    loop {
+        let closed = sqlx::query(
+            "update BuildSteps set busy = 0, status = $3, errorMsg = $4, stopTime = $5 \
+             where build = $1 and stepnr = $2 and busy <> 0",
+        )
+        .bind(build)
+        .bind(stepnr)
+        .bind(status::ABORTED)
+        .bind(why)
+        .bind(now())
+        .execute(pool)
+        .await;
+        match closed {
+            Ok(_) => {
+                tracing::info!(
+                    build,
+                    stepnr,
+                    "closed a step whose result could not be recorded"
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(build, stepnr, error = %e, "cannot close the step yet");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(30));
+            }
+        }
+    }
+}
+
 /// A step that will be tried again: its row finished with `status`.
 pub async fn step_will_retry(
     pool: &PgPool,

@@ -302,6 +302,17 @@ pub struct Queue {
 }
 
 impl Queue {
+    /// Runs `work` beside the queue until it is done or the queue stops.
+    pub fn background(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        let stopping = self.stopping.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = work => {}
+                () = stopping.cancelled() => {}
+            }
+        });
+    }
+
     /// Sets up the queue: clears the busy marks left by an earlier run and
     /// reads the machines.
     pub async fn start(ctx: Context) -> Result<Arc<Queue>, QueueError> {

@@ -157,17 +157,40 @@ pub async fn run(queue: Arc<Queue>, drv_path: String, machine: String, cancel: C
         return;
     };
     let span = tracing::info_span!("step", drv = %drv_path, build = plan.build, machine = %machine);
-    let executed = execute(&queue, &drv_path, &machine, &plan, &cancel, &mut slot)
-        .instrument(span)
-        .await;
+    let mut opened = None;
+    let executed = execute(
+        &queue,
+        &drv_path,
+        &machine,
+        &plan,
+        &cancel,
+        &mut slot,
+        &mut opened,
+    )
+    .instrument(span)
+    .await;
     if let Err(e) = executed {
         tracing::error!(drv = %drv_path, error = %e, "cannot record the step's result");
-        // Leave it to be tried again.
-        let mut state = queue.lock();
-        if let Some(step) = state.steps.get_mut(&drv_path) {
-            step.running = None;
-            step.after = Some(Instant::now() + Duration::from_secs(10));
+        // Its row, if one was started, must not stay busy: it is closed as
+        // aborted as soon as the database takes writes again.
+        if let Some((build, stepnr)) = opened {
+            let pool = queue.ctx.pool.clone();
+            let why = format!("the queue runner could not record this step's result: {e}");
+            queue.background(async move {
+                finish::close_abandoned_step(&pool, build, stepnr, &why).await;
+            });
         }
+        // Leave it to be tried again, and tell the dispatcher when (the
+        // machine's slot may have been given back already, with the step
+        // still marked running).
+        {
+            let mut state = queue.lock();
+            if let Some(step) = state.steps.get_mut(&drv_path) {
+                step.running = None;
+                step.after = Some(Instant::now() + Duration::from_secs(10));
+            }
+        }
+        queue.dispatch.notify_one();
     }
     slot.release();
 }
@@ -179,6 +202,7 @@ async fn execute(
     plan: &Plan,
     cancel: &CancellationToken,
     slot: &mut Slot<'_>,
+    opened: &mut Option<(i32, i32)>,
 ) -> Result<(), QueueError> {
     let ctx = &queue.ctx;
     let pool = &ctx.pool;
@@ -215,6 +239,7 @@ async fn execute(
         &toplevel,
     )
     .await?;
+    *opened = Some((plan.build, stepnr));
     Stats::add(&queue.stats.steps_started, 1);
     let log_path = ctx.log_path(drv_path);
     let log_str = log_path.to_string_lossy().into_owned();

@@ -329,3 +329,67 @@ async fn a_queue_runner_whose_lock_was_taken_by_another_stops_dispatching() {
         "nothing was dispatched without the lock"
     );
 }
+
+#[tokio::test]
+async fn a_step_whose_result_cannot_be_written_is_closed_once_the_database_takes_writes() {
+    let s = Setup::new().await;
+    let file = s.write("failing.nix", FAILING);
+    // A fault in the database: while `outage` has a row, no step can be
+    // finished (as when PostgreSQL is gone at the moment of writing).
+    s.db.exec(
+        "create table outage (x int);
+         insert into outage values (1);
+         create function refuse_finishing() returns trigger language plpgsql as $$
+         begin
+           if new.busy = 0 and exists (select 1 from outage) then
+             raise exception 'simulated outage';
+           end if;
+           return new;
+         end $$;
+         create trigger refuse_finishing before update on BuildSteps
+           for each row execute function refuse_finishing();",
+    )
+    .await;
+    let running =
+        Running::start(s.context(&s.localhost(1), "retry_interval = 1\nretry_backoff = 1\n"));
+    let quick = s.queue(&file, "quick").await;
+    // The build ran; its result could not be written: the row is busy.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while s
+        .scalar(&format!(
+            "select count(*) from BuildSteps where build = {quick} and busy <> 0"
+        ))
+        .await
+        == 0
+    {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    s.db.exec("delete from outage").await;
+    // Closed as aborted with a stop time, and the build done by a retry.
+    s.wait(&[quick], Duration::from_secs(60)).await;
+    assert_eq!(s.build(quick).await.status, Some(0));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while s
+        .scalar(&format!(
+            "select count(*) from BuildSteps where build = {quick} and busy <> 0"
+        ))
+        .await
+        > 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a step row stayed busy"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let closed = s
+        .scalar(&format!(
+            "select count(*) from BuildSteps where build = {quick} and status = 3 and stopTime is not null \
+             and errorMsg like 'the queue runner could not record%'"
+        ))
+        .await;
+    assert!(closed >= 1, "the abandoned row was closed as aborted");
+    running.stop().await;
+}
