@@ -459,9 +459,8 @@ impl InstanceLock {
         use std::sync::atomic::Ordering;
         loop {
             // Only a lost connection ends this wait (nothing is sent here).
-            match self.listener.try_recv().await {
-                Ok(Some(_)) => continue,
-                Ok(None) | Err(_) => {}
+            if let Ok(Some(_)) = self.listener.try_recv().await {
+                continue;
             }
             held.store(false, Ordering::SeqCst);
             tracing::error!(
