@@ -305,6 +305,18 @@ impl World {
         id
     }
 
+    /// The DAG jobset, evaluated (its builds queued).
+    async fn evaluated_dag(&self) {
+        self.jobset("dag", "dag.nix").await;
+        self.wait_for(
+            "select count(*) from Builds",
+            13,
+            Duration::from_secs(120),
+            "the evaluation",
+        )
+        .await;
+    }
+
     async fn query_i64(&self, sql: &str) -> i64 {
         sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_string()))
             .fetch_one(&self.pool)
@@ -456,15 +468,7 @@ async fn killing_the_queue_runner_at_random_moments_loses_and_repeats_nothing() 
     let mut world = World::new(rng.next()).await;
     world.start("evaluator", "evaluator");
     world.start("queue-runner", "queue-runner");
-    world.jobset("dag", "dag.nix").await;
-    world
-        .wait_for(
-            "select count(*) from Builds",
-            13,
-            Duration::from_secs(120),
-            "the evaluation",
-        )
-        .await;
+    world.evaluated_dag().await;
     for round in 0..5 {
         tokio::time::sleep(rng.millis(100, 1500)).await;
         let runner = world.role("queue-runner");
@@ -564,15 +568,7 @@ async fn database_restart_under_all_roles(signal: Signal, test: &str) {
     world.start("evaluator", "evaluator");
     world.start("queue-runner", "queue-runner");
     world.start("server", "server");
-    world.jobset("dag", "dag.nix").await;
-    world
-        .wait_for(
-            "select count(*) from Builds",
-            13,
-            Duration::from_secs(120),
-            "the evaluation",
-        )
-        .await;
+    world.evaluated_dag().await;
     tokio::time::sleep(rng.millis(200, 1500)).await;
     world.restart_database(signal);
     eprintln!("{test}: PostgreSQL restarted");
