@@ -493,11 +493,13 @@ async fn killing_the_evaluator_during_evaluation_and_recording_loses_and_repeats
     let mut world = World::new(rng.next()).await;
     world.start("evaluator", "evaluator");
     let wide = world.jobset("wide", "wide.nix").await;
+    let mut killed = Vec::new();
     for round in 0..4 {
         // From the start: fetching, the workers, recording.
         tokio::time::sleep(rng.millis(50, 1200)).await;
         let evaluator = world.role("evaluator");
         let children = descendants(evaluator.pid());
+        killed.push(evaluator.pid());
         evaluator.kill9();
         let recorded = world.query_i64("select count(*) from JobsetEvals").await;
         eprintln!(
@@ -534,7 +536,15 @@ async fn killing_the_evaluator_during_evaluation_and_recording_loses_and_repeats
             .await,
         3000
     );
-    // The killed evaluators' working directories are gone.
+    // The killed evaluators' working directories are gone, once the last
+    // evaluator has started (it removes them first).
+    let started = common::eventually(Duration::from_secs(30), || {
+        world
+            .roles
+            .iter()
+            .any(|r| r.name == "evaluator" && r.log().contains("evaluator started"))
+    });
+    assert!(started, "{}", world.logs());
     let stale: Vec<String> = std::fs::read_dir(std::env::temp_dir())
         .unwrap()
         .flatten()
@@ -545,10 +555,10 @@ async fn killing_the_evaluator_during_evaluation_and_recording_loses_and_repeats
                 .split('-')
                 .next()
                 .and_then(|p| p.parse::<i32>().ok())
-                .is_some_and(|p| !common::alive(p))
+                .is_some_and(|p| killed.contains(&p))
         })
         .collect();
-    assert!(stale.is_empty(), "left behind: {stale:?}");
+    assert!(stale.is_empty(), "left behind: {stale:?}\n{}", world.logs());
     // The wide builds are not what this test builds; a new jobset is.
     sqlx::query(
         "update Builds set finished = 1, buildStatus = 4, startTime = 1, stopTime = 1 where finished = 0",
