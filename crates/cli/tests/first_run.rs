@@ -279,3 +279,69 @@ async fn the_api_documentation_runs_as_written() {
     assert!(finished_again, "{}", up.seen.join("\n"));
     up.stop();
 }
+
+/// A command run as the unprivileged `nobody`, with `home` as its home.
+fn as_nobody(home: &std::path::Path, path: &str, script: &str) -> std::process::Output {
+    std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args(["bash", "-c", script])
+        .current_dir(common::repo_root())
+        .env_clear()
+        .env("HOME", home)
+        .env("PATH", path)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn scripts_start_puts_hydra_on_a_users_path_and_the_data_in_their_home() {
+    let home = shared_tempdir();
+    nix::unistd::chown(
+        home.path(),
+        Some(nix::unistd::Uid::from_raw(65534)),
+        Some(nix::unistd::Gid::from_raw(65534)),
+    )
+    .unwrap();
+    // A copy of the binary that the user may run.
+    let binary = home.path().join("hydra-binary");
+    std::fs::copy(env!("CARGO_BIN_EXE_hydra"), &binary).unwrap();
+    let install = format!(
+        ". scripts/lib/install.sh && put_on_path {}",
+        binary.display()
+    );
+    let bin = home.path().join(".local/bin");
+
+    // Not on the PATH yet: it says how to run it.
+    let out = as_nobody(home.path(), "/usr/bin:/bin", &install);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!(
+            "hydra is installed as {0}/hydra; {0} is not on your PATH, so run it as {0}/hydra",
+            bin.display()
+        )
+    );
+    // On the PATH: `hydra` works as the README writes it.
+    let path = format!("{}:/usr/bin:/bin", bin.display());
+    let out = as_nobody(home.path(), &path, &install);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!("hydra is installed as {}/hydra", bin.display())
+    );
+    let out = as_nobody(home.path(), &path, "hydra init");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without HYDRA_DATA, a user's data is in their home.
+    assert!(
+        home.path()
+            .join(".local/share/hydra/postgres/data/PG_VERSION")
+            .is_file()
+    );
+}
