@@ -1092,60 +1092,17 @@ fn unquote(s: &str) -> String {
 
 /// Matches one path component against `*`, `?`, `[...]` (with `!` and
 /// ranges) and `\` quoting.
+/// One path component against a glob component (`*`, `?`, `[...]` with
+/// `!` negation and ranges, `\\` quoting, an unclosed `[` is itself), with
+/// the workspace's glob matcher (linear in the name).
 fn wildcard_match(pattern: &str, name: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    matches_from(&p, &n)
-}
-
-fn matches_from(p: &[char], n: &[char]) -> bool {
-    match p.first() {
-        None => n.is_empty(),
-        Some('*') => (0..=n.len()).any(|skip| matches_from(&p[1..], &n[skip..])),
-        Some('?') => !n.is_empty() && matches_from(&p[1..], &n[1..]),
-        Some('[') => {
-            let Some(&c) = n.first() else { return false };
-            match class_match(&p[1..], c) {
-                Some((matched, used)) => matched && matches_from(&p[1 + used..], &n[1..]),
-                // An unclosed `[` is an ordinary character.
-                None => c == '[' && matches_from(&p[1..], &n[1..]),
-            }
-        }
-        Some('\\') if p.len() > 1 => n.first() == Some(&p[1]) && matches_from(&p[2..], &n[1..]),
-        Some(&lit) => n.first() == Some(&lit) && matches_from(&p[1..], &n[1..]),
-    }
-}
-
-/// Matches `c` against a bracket expression starting after `[`; returns
-/// whether it matched and how many pattern characters the class used
-/// (including the closing `]`).
-fn class_match(p: &[char], c: char) -> Option<(bool, usize)> {
-    let mut i = 0;
-    let negate = p.first() == Some(&'!');
-    if negate {
-        i += 1;
-    }
-    let mut matched = false;
-    let mut first = true;
-    loop {
-        let ch = *p.get(i)?;
-        if ch == ']' && !first {
-            return Some((matched != negate, i + 1));
-        }
-        first = false;
-        if p.get(i + 1) == Some(&'-') && p.get(i + 2).is_some_and(|e| *e != ']') {
-            let hi = p[i + 2];
-            if ch <= c && c <= hi {
-                matched = true;
-            }
-            i += 3;
-        } else {
-            if ch == c {
-                matched = true;
-            }
-            i += 1;
-        }
-    }
+    globset::GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .allow_unclosed_class(true)
+        .build()
+        .map(|glob| glob.compile_matcher().is_match(name))
+        .unwrap_or_else(|_| unquote(pattern) == name)
 }
 
 #[cfg(test)]

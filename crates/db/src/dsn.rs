@@ -77,16 +77,16 @@ pub fn parse_dbi(dsn: &str) -> Result<PgConnectOptions, DbError> {
     })
 }
 
+/// What stays as it is in a URL component: letters, digits and `-_.~/`.
+const URL_COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
+
 fn percent_encode(value: &str) -> String {
-    let mut out = String::new();
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(value, URL_COMPONENT).to_string()
 }
 
 /// `key=value` pairs separated by `;`; values may be single-quoted with `\'`

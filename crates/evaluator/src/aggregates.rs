@@ -23,61 +23,35 @@ use crate::engine::{NixEnv, Outcome};
 
 /// Nix's `fnmatch(pattern, name, 0)`: `*` and `?` match any character
 /// (including `.` and `/`), `[…]` classes with `!` or `^` negation and
-/// ranges, `\` escapes.
+/// ranges, `\` escapes, an unclosed `[` is itself. Braces are literal
+/// (fnmatch has no alternatives), so they are escaped for the matcher,
+/// which compiles the pattern to an automaton (linear in the name).
 pub fn glob_match(pattern: &str, name: &str) -> bool {
-    fn class(p: &[char], c: char) -> Option<(bool, usize)> {
-        // Returns (matched, length of the class in the pattern).
-        let mut i = 1;
-        let negate = matches!(p.get(i), Some('!' | '^'));
-        if negate {
-            i += 1;
-        }
-        let mut matched = false;
-        let mut first = true;
-        loop {
-            let lo = *p.get(i)?;
-            if lo == ']' && !first {
-                return Some((matched != negate, i + 1));
-            }
-            first = false;
-            let (lo, next) = if lo == '\\' {
-                (*p.get(i + 1)?, i + 2)
-            } else {
-                (lo, i + 1)
-            };
-            if p.get(next) == Some(&'-') && p.get(next + 1).is_some_and(|&h| h != ']') {
-                let hi = p[next + 1];
-                if lo <= c && c <= hi {
-                    matched = true;
+    let mut escaped = String::with_capacity(pattern.len());
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                escaped.push(c);
+                if let Some(next) = chars.next() {
+                    escaped.push(next);
                 }
-                i = next + 2;
-            } else {
-                if lo == c {
-                    matched = true;
-                }
-                i = next;
             }
+            '{' | '}' | ',' => {
+                escaped.push('\\');
+                escaped.push(c);
+            }
+            c => escaped.push(c),
         }
     }
-    fn go(p: &[char], n: &[char]) -> bool {
-        match p.first() {
-            None => n.is_empty(),
-            Some('*') => (0..=n.len()).any(|k| go(&p[1..], &n[k..])),
-            Some('?') => !n.is_empty() && go(&p[1..], &n[1..]),
-            Some('[') => match (n.first(), class(p, n.first().copied().unwrap_or('\0'))) {
-                (Some(_), Some((true, len))) => go(&p[len..], &n[1..]),
-                (Some(_), Some((false, _))) => false,
-                // An unterminated class is a literal `[`.
-                (Some('['), None) => go(&p[1..], &n[1..]),
-                _ => false,
-            },
-            Some('\\') if p.len() > 1 => n.first() == Some(&p[1]) && go(&p[2..], &n[1..]),
-            Some(c) => n.first() == Some(c) && go(&p[1..], &n[1..]),
-        }
-    }
-    let p: Vec<char> = pattern.chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    go(&p, &n)
+    globset::GlobBuilder::new(&escaped)
+        .literal_separator(false)
+        .backslash_escape(true)
+        .allow_unclosed_class(true)
+        .build()
+        .map(|glob| glob.compile_matcher().is_match(name))
+        // A pattern the matcher cannot read matches only itself.
+        .unwrap_or_else(|_| pattern == name)
 }
 
 struct Aggregate {
@@ -481,6 +455,13 @@ mod tests {
         assert!(glob_match("[]]", "]"));
         assert!(glob_match("[", "["));
         assert!(glob_match("*.x86_64-linux", "tests.foo.x86_64-linux"));
+        assert!(glob_match("a{b,c}", "a{b,c}"), "braces are literal");
+        assert!(!glob_match("a{b,c}", "ab"));
+        assert!(glob_match("a**b", "a/x/b"));
+        assert!(glob_match("x/*", "x/y/z"));
+        // Linear: this took exponential time with a backtracking matcher.
+        let name = "a".repeat(60);
+        assert!(!glob_match(&format!("{}b", "*a".repeat(30)), &name));
     }
 
     fn agg(name: &str, members: &[&str]) -> Aggregate {

@@ -190,45 +190,26 @@ fn default_nix(packages: &[Package]) -> String {
     s
 }
 
-/// One ustar entry (a regular file).
-fn tar_file(out: &mut Vec<u8>, name: &str, data: &[u8], mtime: u64) {
-    let mut h = [0u8; 512];
-    let put = |h: &mut [u8; 512], at: usize, len: usize, v: &[u8]| {
-        let n = v.len().min(len);
-        h[at..at + n].copy_from_slice(&v[..n]);
-    };
-    put(&mut h, 0, 100, name.as_bytes());
-    put(&mut h, 100, 8, b"0000644\0");
-    put(&mut h, 108, 8, b"0000000\0");
-    put(&mut h, 116, 8, b"0000000\0");
-    put(&mut h, 124, 12, format!("{:011o}\0", data.len()).as_bytes());
-    put(&mut h, 136, 12, format!("{mtime:011o}\0").as_bytes());
-    put(&mut h, 148, 8, b"        ");
-    h[156] = b'0';
-    put(&mut h, 257, 8, b"ustar\x0000");
-    let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
-    put(&mut h, 148, 8, format!("{sum:06o}\0 ").as_bytes());
-    out.extend_from_slice(&h);
-    out.extend_from_slice(data);
-    out.resize(out.len().div_ceil(512) * 512, 0);
-}
-
 async fn nixexprs(name: &str, packages: &[Package]) -> ApiResult<Vec<u8>> {
     let mtime = u64::try_from(hydra_db::now()).unwrap_or(0);
-    let mut tar = Vec::new();
-    tar_file(
-        &mut tar,
-        "channel/channel-name",
-        format!("{name}\n").as_bytes(),
-        mtime,
-    );
-    tar_file(
-        &mut tar,
-        "channel/default.nix",
-        default_nix(packages).as_bytes(),
-        mtime,
-    );
-    tar.extend_from_slice(&[0u8; 1024]);
+    let mut archive = tar::Builder::new(Vec::new());
+    let files = [
+        ("channel/channel-name", format!("{name}\n")),
+        ("channel/default.nix", default_nix(packages)),
+    ];
+    for (path, text) in &files {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(text.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(mtime);
+        header.set_entry_type(tar::EntryType::Regular);
+        archive
+            .append_data(&mut header, path, text.as_bytes())
+            .map_err(|e| ApiError::Internal(format!("writing the channel: {e}")))?;
+    }
+    let tar = archive
+        .into_inner()
+        .map_err(|e| ApiError::Internal(format!("writing the channel: {e}")))?;
     let mut out = Vec::new();
     let mut encoder = BzEncoder::new(&mut out);
     let written = async {

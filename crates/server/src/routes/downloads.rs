@@ -267,7 +267,8 @@ async fn send_file(path: PathBuf, stoptime: Option<i32>) -> ApiResult<Response> 
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static(mime_type(&path)),
+        HeaderValue::from_str(&mime_type(&path))
+            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
     );
     if let Some(len) = len {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
@@ -330,17 +331,17 @@ fn listing(dir: &std::path::Path, sub: &str) -> ApiResult<Response> {
     Ok(response)
 }
 
+/// What stays as it is in a path segment: letters, digits and `-._~+`.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'+');
+
 /// Percent-encodes one path segment.
 pub fn encode_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~+".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 fn encode_path(s: &str) -> String {
@@ -350,41 +351,24 @@ fn encode_path(s: &str) -> String {
         .join("/")
 }
 
-/// The MIME type by file name extension.
-fn mime_type(path: &std::path::Path) -> &'static str {
+/// The MIME type by file name extension (text with its character set);
+/// Nix's own kinds of file first, which the MIME tables do not know.
+fn mime_type(path: &std::path::Path) -> String {
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
         .map(str::to_ascii_lowercase)
         .unwrap_or_default();
     match ext.as_str() {
-        "html" | "htm" => "text/html; charset=utf-8",
-        "txt" | "log" | "md" | "nix" | "c" | "h" | "rs" | "sh" | "py" | "pl" => {
-            "text/plain; charset=utf-8"
-        }
-        "css" => "text/css",
-        "js" => "text/javascript",
-        "json" => "application/json",
-        "xml" => "application/xml",
-        "svg" => "image/svg+xml",
-        "png" => "image/png",
-        "jpg" | "jpeg" => "image/jpeg",
-        "gif" => "image/gif",
-        "webp" => "image/webp",
-        "ico" => "image/x-icon",
-        "pdf" => "application/pdf",
-        "ps" => "application/postscript",
-        "tar" => "application/x-tar",
-        "gz" | "tgz" => "application/gzip",
-        "bz2" => "application/x-bzip2",
-        "xz" => "application/x-xz",
-        "zst" => "application/zstd",
-        "zip" => "application/zip",
-        "iso" => "application/x-iso9660-image",
-        "deb" => "application/vnd.debian.binary-package",
-        "rpm" => "application/x-rpm",
-        "nar" => "application/x-nix-archive",
-        "wasm" => "application/wasm",
-        _ => "application/octet-stream",
+        "nix" | "log" => return "text/plain; charset=utf-8".into(),
+        "nar" => return "application/x-nix-archive".into(),
+        "zst" => return "application/zstd".into(),
+        _ => {}
+    }
+    let mime = mime_guess::from_ext(&ext).first_or_octet_stream();
+    if mime.type_() == mime_guess::mime::TEXT {
+        format!("{}/{}; charset=utf-8", mime.type_(), mime.subtype())
+    } else {
+        mime.essence_str().to_string()
     }
 }
