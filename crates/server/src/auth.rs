@@ -147,17 +147,6 @@ pub fn new_secret() -> String {
     hex::encode(rand::random::<[u8; 32]>())
 }
 
-fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim_matches('"'))
-}
-
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
@@ -211,10 +200,11 @@ async fn resolve(pool: &PgPool, headers: &HeaderMap) -> ApiResult<Viewer> {
             session: None,
         });
     }
-    let Some(cookie) = cookie_value(headers, SESSION_COOKIE) else {
+    let jar = axum_extra::extract::cookie::CookieJar::from_headers(headers);
+    let Some(cookie) = jar.get(SESSION_COOKIE) else {
         return Ok(Viewer::default());
     };
-    let id = digest(cookie);
+    let id = digest(cookie.value_trimmed());
     let user: Option<String> =
         sqlx::query_scalar("select userName from WebSessions where id = $1 and expires > $2")
             .bind(&id)
@@ -436,11 +426,18 @@ pub async fn start_session(pool: &PgPool, user: &str, old: Option<&str>) -> ApiR
 
 /// The `Set-Cookie` value for a session (or its removal when `None`).
 pub fn session_cookie(secret: Option<&str>, secure: bool) -> String {
-    let secure = if secure { "; Secure" } else { "" };
-    match secret {
-        Some(secret) => format!(
-            "{SESSION_COOKIE}={secret}; Path=/; Max-Age={SESSION_SECONDS}; HttpOnly; SameSite=Lax{secure}"
-        ),
-        None => format!("{SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax{secure}"),
-    }
+    use axum_extra::extract::cookie::{Cookie, SameSite};
+    let max_age = if secret.is_some() {
+        i64::from(SESSION_SECONDS)
+    } else {
+        0
+    };
+    Cookie::build((SESSION_COOKIE, secret.unwrap_or_default()))
+        .path("/")
+        .max_age(cookie::time::Duration::seconds(max_age))
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(secure)
+        .build()
+        .to_string()
 }
