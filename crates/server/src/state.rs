@@ -41,6 +41,11 @@ pub struct Inner {
     /// Checking and hashing passwords within a memory budget, with back-off
     /// after failures.
     pub passwords: crate::passwords::Passwords,
+    /// A pooled HTTP client (the queue runner's status endpoint).
+    pub http: hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        http_body_util::Empty<axum::body::Bytes>,
+    >,
 }
 
 impl AppState {
@@ -75,6 +80,10 @@ impl AppState {
                 metrics: Metrics::with_password_checks(passwords.argon2_checks.clone()),
                 setup_token: std::sync::OnceLock::new(),
                 passwords,
+                http: hyper_util::client::legacy::Client::builder(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .build_http(),
             }),
         })
     }

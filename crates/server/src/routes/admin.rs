@@ -175,42 +175,28 @@ async fn queue_runner_json(state: &AppState, path: &str) -> Result<Value, Status
         .filter(|e| !e.is_empty())
         .ok_or(StatusError::NotConfigured)?;
     let url = format!("{}{path}", base.trim_end_matches('/'));
-    tokio::time::timeout(STATUS_TIMEOUT, http_get_json(&url))
+    tokio::time::timeout(STATUS_TIMEOUT, http_get_json(state, &url))
         .await
         .map_err(|_| StatusError::Unreachable(format!("{url}: timed out")))?
         .map_err(|e| StatusError::Unreachable(format!("{url}: {e}")))
 }
 
-/// A plain HTTP/1.1 GET (the status endpoint is the queue runner's own
-/// small server, normally on loopback).
-async fn http_get_json(url: &str) -> Result<Value, String> {
+/// A GET of JSON over plain HTTP (the status endpoint is the queue
+/// runner's own small server, normally on loopback), with the server's
+/// pooled client.
+async fn http_get_json(state: &AppState, url: &str) -> Result<Value, String> {
     use http_body_util::BodyExt;
     let uri: axum::http::Uri = url.parse().map_err(|e| format!("bad URL: {e}"))?;
     if uri.scheme_str() != Some("http") {
         return Err("only http:// endpoints are supported".into());
     }
-    let host = uri.host().ok_or("no host")?.to_string();
-    let port = uri.port_u16().unwrap_or(80);
-    let stream = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
-        .await
-        .map_err(|e| e.to_string())?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    let request = axum::http::Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
-        .header(
-            header::HOST,
-            uri.authority().map_or(host.clone(), |a| a.to_string()),
-        )
+    let request = axum::http::Request::get(uri)
         .header(header::ACCEPT, "application/json")
         .body(http_body_util::Empty::<axum::body::Bytes>::new())
         .map_err(|e| e.to_string())?;
-    let response = sender
-        .send_request(request)
+    let response = state
+        .http
+        .request(request)
         .await
         .map_err(|e| e.to_string())?;
     if !response.status().is_success() {
