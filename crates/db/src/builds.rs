@@ -16,11 +16,12 @@ pub async fn cancel_builds(pool: &PgPool, ids: &[i32]) -> Result<u64, DbError> {
             lock_builds(&mut tx, ids).await?;
             let now = crate::now();
             let done = sqlx::query(
-                "update Builds set finished = 1, buildStatus = 4, isCachedBuild = 0, \
+                "update Builds set finished = 1, buildStatus = $3, isCachedBuild = 0, \
                  startTime = coalesce(startTime, $2), stopTime = $2 where id = any($1) and finished = 0",
             )
             .bind(ids)
             .bind(now)
+            .bind(crate::status::BuildStatus::Cancelled)
             .execute(&mut *tx)
             .await?;
             Ok::<_, DbError>(done.rows_affected())
@@ -67,23 +68,13 @@ pub async fn bump_builds(pool: &PgPool, ids: &[i32], priority: i32) -> Result<u6
     Ok(done.rows_affected())
 }
 
-/// What Hydra's pages call a build status (`Builds.buildStatus`).
+/// What Hydra's pages call a build status (`None`: still queued).
 pub fn status_name(status: Option<i32>) -> &'static str {
     match status {
         None => "queued",
-        Some(0) => "succeeded",
-        Some(1) => "failed",
-        Some(2) => "dependency failed",
-        Some(3) => "aborted",
-        Some(4) => "cancelled",
-        Some(6) => "failed with output",
-        Some(7) => "timed out",
-        Some(8) => "cached failure",
-        Some(9) => "unsupported system type",
-        Some(10) => "log limit exceeded",
-        Some(11) => "output limit exceeded",
-        Some(12) => "non-deterministic",
-        Some(_) => "failed",
+        Some(code) => {
+            crate::status::BuildStatus::from_code(code).map_or("failed", |s| s.describe())
+        }
     }
 }
 

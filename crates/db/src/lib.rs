@@ -16,6 +16,7 @@ pub mod migrate;
 pub mod names;
 pub mod password;
 pub mod rows;
+pub mod status;
 pub mod tx;
 pub mod users;
 

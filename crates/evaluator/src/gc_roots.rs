@@ -54,6 +54,12 @@ pub const MIN_AGE: Duration = Duration::from_secs(24 * 3600);
 
 /// The store paths that must be kept.
 pub async fn wanted_paths(pool: &PgPool) -> Result<BTreeSet<String>, sqlx::Error> {
+    use hydra_db::status::BuildStatus;
+    // Statuses whose builds have outputs.
+    let with_outputs: Vec<i32> = [BuildStatus::Succeeded, BuildStatus::FailedWithOutput]
+        .iter()
+        .map(|s| s.code())
+        .collect();
     let mut wanted = BTreeSet::new();
     let unfinished: Vec<String> =
         sqlx::query_scalar("select drvPath from Builds where finished = 0")
@@ -100,12 +106,13 @@ pub async fn wanted_paths(pool: &PgPool) -> Result<BTreeSet<String>, sqlx::Error
             continue;
         }
         let paths: Vec<String> = sqlx::query_scalar(
-            "select case when b.buildStatus in (0, 6) then o.path else b.drvPath end \
+            "select case when b.buildStatus = any($2) then o.path else b.drvPath end \
              from JobsetEvalMembers m join Builds b on b.id = m.build \
-             left join BuildOutputs o on o.build = b.id and b.buildStatus in (0, 6) \
-             where m.eval = any($1) and (b.buildStatus not in (0, 6) or b.buildStatus is null or o.path is not null)",
+             left join BuildOutputs o on o.build = b.id and b.buildStatus = any($2) \
+             where m.eval = any($1) and (not b.buildStatus = any($2) or b.buildStatus is null or o.path is not null)",
         )
         .bind(&keep_evals)
+        .bind(&with_outputs)
         .fetch_all(pool)
         .await?;
         wanted.extend(paths);
@@ -113,12 +120,13 @@ pub async fn wanted_paths(pool: &PgPool) -> Result<BTreeSet<String>, sqlx::Error
         let latest: Vec<String> = sqlx::query_scalar(
             "select o.path from BuildOutputs o where o.path is not null and o.build in ( \
                  select max(b.id) from Builds b where b.jobset_id = $1 and b.finished = 1 \
-                 and b.buildStatus in (0, 6) and b.job in ( \
+                 and b.buildStatus = any($3) and b.job in ( \
                      select b2.job from JobsetEvalMembers m join Builds b2 on b2.id = m.build where m.eval = any($2)) \
                  group by b.job)",
         )
         .bind(jobset_id)
         .bind(&keep_evals)
+        .bind(&with_outputs)
         .fetch_all(pool)
         .await?;
         wanted.extend(latest);

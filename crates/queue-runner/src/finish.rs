@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use hydra_db::status::{BuildStatus as Status, Busy};
 use hydra_db::{DbError, Tx, lock_builds, transaction};
 use sqlx::{PgConnection, PgPool};
 
@@ -14,31 +15,9 @@ use crate::QueueError;
 use crate::products::{self, Analysis, OutputScan};
 use crate::state::{Queue, Stats};
 
-/// Build and step status codes (Hydra's).
-pub mod status {
-    pub const SUCCESS: i32 = 0;
-    pub const FAILED: i32 = 1;
-    pub const DEP_FAILED: i32 = 2;
-    pub const ABORTED: i32 = 3;
-    pub const CANCELLED: i32 = 4;
-    pub const FAILED_WITH_OUTPUT: i32 = 6;
-    pub const TIMED_OUT: i32 = 7;
-    pub const CACHED_FAILURE: i32 = 8;
-    pub const UNSUPPORTED: i32 = 9;
-    pub const LOG_LIMIT: i32 = 10;
-    pub const NAR_SIZE_LIMIT: i32 = 11;
-    pub const NOT_DETERMINISTIC: i32 = 12;
-}
-
-/// Step progress (`BuildSteps.busy`).
-pub mod busy {
-    pub const PREPARING: i32 = 1;
-    pub const CONNECTING: i32 = 10;
-    pub const SENDING_INPUTS: i32 = 20;
-    pub const BUILDING: i32 = 30;
-    pub const WAITING_FOR_LOCAL_SLOT: i32 = 35;
-    pub const RECEIVING_OUTPUTS: i32 = 40;
-    pub const POST_PROCESSING: i32 = 50;
+/// Status codes to bind as an `integer[]`.
+fn codes(statuses: &[Status]) -> Vec<i32> {
+    statuses.iter().map(|s| s.code()).collect()
 }
 
 fn now() -> i32 {
@@ -48,9 +27,11 @@ fn now() -> i32 {
 /// Marks steps left busy by an earlier run as aborted.
 pub async fn clear_busy(pool: &PgPool) -> Result<u64, QueueError> {
     let done = sqlx::query(
-        "update BuildSteps set busy = 0, status = 3, stopTime = coalesce(stopTime, $1) where busy <> 0",
+        "update BuildSteps set busy = $2, status = $3, stopTime = coalesce(stopTime, $1) where busy <> $2",
     )
     .bind(now())
+    .bind(Busy::NotRunning)
+    .bind(Status::Aborted)
     .execute(pool)
     .await?;
     Ok(done.rows_affected())
@@ -147,8 +128,8 @@ pub async fn insert_step(
     machine: &str,
     system: Option<&str>,
     outputs: &BTreeMap<String, String>,
-    busy: i32,
-    status: Option<i32>,
+    busy: Busy,
+    status: Option<Status>,
     error: Option<&str>,
     start: i32,
     stop: Option<i32>,
@@ -187,7 +168,7 @@ pub async fn insert_step(
     .bind(&paths)
     .execute(&mut *conn)
     .await?;
-    if busy != 0 {
+    if busy != Busy::NotRunning {
         notify(conn, "step_started", &format!("{build}\t{stepnr}")).await?;
     }
     Ok(stepnr)
@@ -215,7 +196,7 @@ pub async fn start_step(
                 machine,
                 Some(system),
                 outputs,
-                crate::finish::busy::PREPARING,
+                Busy::Preparing,
                 None,
                 None,
                 now(),
@@ -233,11 +214,17 @@ pub async fn start_step(
     Ok(stepnr)
 }
 
-pub async fn set_busy(pool: &PgPool, build: i32, stepnr: i32, busy: i32) -> Result<(), QueueError> {
-    sqlx::query("update BuildSteps set busy = $3 where build = $1 and stepnr = $2 and busy <> 0")
+pub async fn set_busy(
+    pool: &PgPool,
+    build: i32,
+    stepnr: i32,
+    busy: Busy,
+) -> Result<(), QueueError> {
+    sqlx::query("update BuildSteps set busy = $3 where build = $1 and stepnr = $2 and busy <> $4")
         .bind(build)
         .bind(stepnr)
         .bind(busy)
+        .bind(Busy::NotRunning)
         .execute(pool)
         .await?;
     Ok(())
@@ -263,8 +250,8 @@ pub async fn substitution_step(
                 "",
                 None,
                 outputs,
-                0,
-                Some(status::SUCCESS),
+                Busy::NotRunning,
+                Some(Status::Succeeded),
                 None,
                 start,
                 Some(stop),
@@ -285,11 +272,12 @@ pub async fn aborted_build(queue: &Arc<Queue>, id: i32, why: &str) -> Result<(),
         Box::pin(async move {
             let t = now();
             let done = sqlx::query(
-                "update Builds set finished = 1, buildStatus = 3, startTime = $2, stopTime = $2, \
+                "update Builds set finished = 1, buildStatus = $3, startTime = $2, stopTime = $2, \
                  notificationPendingSince = $2 where id = $1 and finished = 0",
             )
             .bind(id)
             .bind(t)
+            .bind(Status::Aborted)
             .execute(&mut *tx)
             .await?;
             if done.rows_affected() > 0 {
@@ -317,16 +305,17 @@ pub async fn cached_failure(
 ) -> Result<(), QueueError> {
     let pool = &queue.ctx.pool;
     let propagated: Option<i32> = sqlx::query_scalar(
-        "select max(s.build) from BuildSteps s where s.drvPath = $1 and s.status in (1, 7, 10, 11, 12) \
+        "select max(s.build) from BuildSteps s where s.drvPath = $1 and s.status = any($2) \
          and s.propagatedFrom is null",
     )
     .bind(failed_drv)
+    .bind(codes(&hydra_db::status::CACHEABLE_FAILURES))
     .fetch_one(pool)
     .await?;
     let status = if drv == failed_drv {
-        status::FAILED
+        Status::Failed
     } else {
-        status::DEP_FAILED
+        Status::DependencyFailed
     };
     transaction(pool, |mut tx: Tx| {
         Box::pin(async move {
@@ -347,8 +336,8 @@ pub async fn cached_failure(
                 "",
                 None,
                 &BTreeMap::new(),
-                0,
-                Some(status::CACHED_FAILURE),
+                Busy::NotRunning,
+                Some(Status::CachedFailure),
                 message,
                 t,
                 Some(t),
@@ -378,7 +367,7 @@ pub async fn cached_failure(
 /// What a finished build records.
 #[derive(Clone, Debug, Default)]
 pub struct Results {
-    pub status: i32,
+    pub status: Status,
     pub analysis: Analysis,
     pub closure_size: u64,
 }
@@ -399,10 +388,11 @@ pub async fn cached_success(queue: &Arc<Queue>, id: i32) -> Result<(), QueueErro
         Some(path) => sqlx::query_as(
             "select b.id, b.buildStatus, b.size, b.closureSize, b.releaseName from Builds b \
              join BuildOutputs o on o.build = b.id where o.path = $1 and b.id <> $2 and b.finished = 1 \
-             and b.buildStatus in (0, 6) order by b.id desc limit 1",
+             and b.buildStatus = any($3) order by b.id desc limit 1",
         )
         .bind(path)
         .bind(id)
+        .bind(codes(&[Status::Succeeded, Status::FailedWithOutput]))
         .fetch_optional(pool)
         .await?,
         None => None,
@@ -493,9 +483,9 @@ pub async fn cached_success(queue: &Arc<Queue>, id: i32) -> Result<(), QueueErro
             let closure_size = queue.ctx.dest.closure_size(&paths).await.unwrap_or(0);
             let results = Results {
                 status: if analysis.failed {
-                    status::FAILED_WITH_OUTPUT
+                    Status::FailedWithOutput
                 } else {
-                    status::SUCCESS
+                    Status::Succeeded
                 },
                 analysis,
                 closure_size,
@@ -615,7 +605,7 @@ pub async fn step_succeeded(
         Box::pin(async move {
             lock_builds(&mut tx, ids).await?;
             sqlx::query(
-                "update BuildSteps set busy = 0, status = 0, stopTime = $3, timesBuilt = $4, isNonDeterministic = $5, \
+                "update BuildSteps set busy = $7, status = $8, stopTime = $3, timesBuilt = $4, isNonDeterministic = $5, \
                  overhead = $6 where build = $1 and stepnr = $2",
             )
             .bind(build)
@@ -624,6 +614,8 @@ pub async fn step_succeeded(
             .bind(times_built)
             .bind(non_deterministic)
             .bind(overhead)
+            .bind(Busy::NotRunning)
+            .bind(Status::Succeeded)
             .execute(&mut *tx)
             .await?;
             for (name, path) in outputs {
@@ -669,7 +661,7 @@ pub async fn step_succeeded(
 /// How a step failed.
 #[derive(Clone, Debug)]
 pub struct Failure {
-    pub status: i32,
+    pub status: Status,
     /// Kept only for aborted (3) steps, as Hydra does.
     pub error: Option<String>,
     /// The outputs go to `FailedPaths`.
@@ -706,7 +698,7 @@ pub async fn step_failed(
     }
     ids.sort_unstable();
     ids.dedup();
-    let error = if failure.status == status::ABORTED || failure.status == status::UNSUPPORTED {
+    let error = if failure.status == Status::Aborted || failure.status == Status::Unsupported {
         failure.error.clone()
     } else {
         None
@@ -717,7 +709,7 @@ pub async fn step_failed(
             lock_builds(&mut tx, ids).await?;
             if let Some(stepnr) = stepnr {
                 sqlx::query(
-                    "update BuildSteps set busy = 0, status = $3, errorMsg = $4, stopTime = $5, timesBuilt = $6, \
+                    "update BuildSteps set busy = $8, status = $3, errorMsg = $4, stopTime = $5, timesBuilt = $6, \
                      isNonDeterministic = $7 where build = $1 and stepnr = $2",
                 )
                 .bind(build)
@@ -727,6 +719,7 @@ pub async fn step_failed(
                 .bind(stop)
                 .bind(failure.times_built)
                 .bind(failure.non_deterministic)
+                .bind(Busy::NotRunning)
                 .execute(&mut *tx)
                 .await?;
                 notify(
@@ -737,8 +730,8 @@ pub async fn step_failed(
                 .await?;
             }
             // Cached failures count as plain failures for builds.
-            let base = if failure.status == status::CACHED_FAILURE {
-                status::FAILED
+            let base = if failure.status == Status::CachedFailure {
+                Status::Failed
             } else {
                 failure.status
             };
@@ -746,7 +739,7 @@ pub async fn step_failed(
             for id in ids {
                 let is_toplevel = toplevel_of.contains(id);
                 let has_row = *id == build && stepnr.is_some();
-                if !(has_row || failure.status == status::CACHED_FAILURE && is_toplevel) {
+                if !(has_row || failure.status == Status::CachedFailure && is_toplevel) {
                     insert_step(
                         &mut tx,
                         *id,
@@ -755,7 +748,7 @@ pub async fn step_failed(
                         machine,
                         None,
                         outputs,
-                        0,
+                        Busy::NotRunning,
                         Some(failure.status),
                         error.as_deref(),
                         start,
@@ -764,8 +757,8 @@ pub async fn step_failed(
                     )
                     .await?;
                 }
-                let build_status = if !is_toplevel && base == status::FAILED {
-                    status::DEP_FAILED
+                let build_status = if !is_toplevel && base == Status::Failed {
+                    Status::DependencyFailed
                 } else {
                     base
                 };
@@ -775,7 +768,7 @@ pub async fn step_failed(
                 )
                 .bind(id)
                 .bind(build_status)
-                .bind(i32::from(failure.status == status::CACHED_FAILURE))
+                .bind(i32::from(failure.status == Status::CachedFailure))
                 .bind(start)
                 .bind(stop)
                 .execute(&mut *tx)
@@ -811,14 +804,15 @@ pub async fn close_abandoned_step(pool: &PgPool, build: i32, stepnr: i32, why: &
     let mut wait = std::time::Duration::from_secs(1);
     loop {
         let closed = sqlx::query(
-            "update BuildSteps set busy = 0, status = $3, errorMsg = $4, stopTime = $5 \
-             where build = $1 and stepnr = $2 and busy <> 0",
+            "update BuildSteps set busy = $6, status = $3, errorMsg = $4, stopTime = $5 \
+             where build = $1 and stepnr = $2 and busy <> $6",
         )
         .bind(build)
         .bind(stepnr)
-        .bind(status::ABORTED)
+        .bind(Status::Aborted)
         .bind(why)
         .bind(now())
+        .bind(Busy::NotRunning)
         .execute(pool)
         .await;
         match closed {
@@ -844,7 +838,7 @@ pub async fn step_will_retry(
     pool: &PgPool,
     build: i32,
     stepnr: i32,
-    status: i32,
+    status: Status,
     error: &str,
     stop: i32,
     log: Option<&str>,
@@ -852,13 +846,14 @@ pub async fn step_will_retry(
     transaction(pool, |mut tx: Tx| {
         Box::pin(async move {
             sqlx::query(
-                "update BuildSteps set busy = 0, status = $3, errorMsg = $4, stopTime = $5 where build = $1 and stepnr = $2",
+                "update BuildSteps set busy = $6, status = $3, errorMsg = $4, stopTime = $5 where build = $1 and stepnr = $2",
             )
             .bind(build)
             .bind(stepnr)
             .bind(status)
             .bind(error)
             .bind(stop)
+            .bind(Busy::NotRunning)
             .execute(&mut *tx)
             .await?;
             notify(&mut tx, "step_finished", &format!("{build}\t{stepnr}\t{}", log.unwrap_or("-"))).await?;

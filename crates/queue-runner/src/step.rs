@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hydra_db::status::{BuildStatus as Status, Busy};
 use hydra_nix::derivation::{Derivation, DerivationError};
 use hydra_nix::serve::{BuildOptions, BuildStatus, PathInfo, ServeClient, ServeError};
 use tokio::io::AsyncWriteExt;
@@ -16,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::QueueError;
-use crate::finish::{self, Failure, Results, busy, status};
+use crate::finish::{self, Failure, Results};
 use crate::products::{self, OutputScan};
 use crate::state::{Queue, Stats};
 
@@ -45,7 +46,7 @@ enum Outcome {
     /// Failed in a way that may pass another time (machine trouble,
     /// transient failure).
     Retry {
-        status: i32,
+        status: Status,
         error: String,
     },
     /// No build needs it any more, or the queue runner stops.
@@ -217,7 +218,7 @@ async fn execute(
         .collect();
     if !finish::failed_paths(pool, &outputs).await?.is_empty() {
         let failure = Failure {
-            status: status::CACHED_FAILURE,
+            status: Status::CachedFailure,
             error: None,
             cacheable: false,
             times_built: 0,
@@ -371,9 +372,9 @@ async fn execute(
         Outcome::Cancelled => {
             let shutting_down = queue.stopping.is_cancelled();
             let (code, why) = if shutting_down {
-                (status::ABORTED, "the queue runner stopped")
+                (Status::Aborted, "the queue runner stopped")
             } else {
-                (status::CANCELLED, "no build needs this step any more")
+                (Status::Cancelled, "no build needs this step any more")
             };
             finish::step_will_retry(pool, plan.build, stepnr, code, why, stop, log).await?;
             tracing::info!(drv = %drv_path, "step cancelled: {why}");
@@ -450,7 +451,7 @@ async fn fail_for_good(
         )
         .await?;
         if round == 0 {
-            tracing::info!(drv = %drv_path, status = failure.status, builds = finished.len(), "step failed");
+            tracing::info!(drv = %drv_path, status = failure.status.describe(), builds = finished.len(), "step failed");
         } else {
             tracing::info!(drv = %drv_path, builds = finished.len(), "builds linked to a failing step failed with it");
         }
@@ -491,7 +492,7 @@ pub async fn fail_unsupported(queue: &Arc<Queue>, drv_path: &str) {
     });
     tracing::warn!(drv = %drv_path, "{message}");
     let failure = Failure {
-        status: status::UNSUPPORTED,
+        status: Status::Unsupported,
         error: Some(message),
         cacheable: false,
         times_built: 0,
@@ -511,7 +512,7 @@ fn machine_trouble(queue: &Queue, machine: &str, error: impl std::fmt::Display) 
         m.failed(Instant::now());
     }
     Outcome::Retry {
-        status: status::ABORTED,
+        status: Status::Aborted,
         error: error.to_string(),
     }
 }
@@ -556,7 +557,7 @@ async fn build(
 ) -> Outcome {
     let ctx = &queue.ctx;
     let pool = &ctx.pool;
-    let busy = |state: i32| async move {
+    let busy = |state: Busy| async move {
         if let Err(e) = finish::set_busy(pool, plan.build, stepnr, state).await {
             tracing::warn!(error = %e, "cannot record the step's progress");
         }
@@ -567,7 +568,7 @@ async fn build(
         Ok(i) => i,
         Err(e) => {
             return Outcome::Retry {
-                status: status::ABORTED,
+                status: Status::Aborted,
                 error: e,
             };
         }
@@ -581,7 +582,7 @@ async fn build(
         Ok(b) => b,
         Err(e) => {
             return Outcome::Failed(Failure {
-                status: status::ABORTED,
+                status: Status::Aborted,
                 error: Some(e.to_string()),
                 cacheable: false,
                 times_built: 0,
@@ -590,7 +591,7 @@ async fn build(
         }
     };
 
-    busy(busy::CONNECTING).await;
+    busy(Busy::Connecting).await;
     let (transport, is_local) = {
         let state = queue.lock();
         let Some(m) = state
@@ -600,7 +601,7 @@ async fn build(
             .find(|m| m.machine.store_uri == machine)
         else {
             return Outcome::Retry {
-                status: status::ABORTED,
+                status: Status::Aborted,
                 error: format!("machine {machine} is gone"),
             };
         };
@@ -637,14 +638,14 @@ async fn build(
         .await
     {
         return Outcome::Retry {
-            status: status::ABORTED,
+            status: Status::Aborted,
             error: format!("cannot get the inputs from {}: {e}", ctx.dest.describe()),
         };
     }
     // Inputs: everything in the closure of the basic derivation's inputs
     // that the machine lacks.
     if !is_local {
-        busy(busy::SENDING_INPUTS).await;
+        busy(Busy::SendingInputs).await;
         Stats::add(&queue.stats.steps_copying_to, 1);
         let copied = copy_inputs(queue, &mut remote, &basic.input_srcs).await;
         queue
@@ -658,7 +659,7 @@ async fn build(
     }
 
     // Build, with the log written as it arrives.
-    busy(busy::BUILDING).await;
+    busy(Busy::Building).await;
     if let Some(dir) = log_path.parent()
         && let Err(e) = tokio::fs::create_dir_all(dir).await
     {
@@ -702,7 +703,7 @@ async fn build(
     };
     let times_built = result.times_built as i32;
     let non_deterministic = result.is_non_deterministic;
-    let failed = |status: i32, cacheable: bool| {
+    let failed = |status: Status, cacheable: bool| {
         Outcome::Failed(Failure {
             status,
             error: Some(result.error_text()),
@@ -716,27 +717,27 @@ async fn build(
         BuildStatus::PermanentFailure
         | BuildStatus::InputRejected
         | BuildStatus::OutputRejected => {
-            return failed(status::FAILED, true);
+            return failed(Status::Failed, true);
         }
         BuildStatus::TransientFailure => {
             return Outcome::Retry {
-                status: status::FAILED,
+                status: Status::Failed,
                 error: result.error_text(),
             };
         }
-        BuildStatus::TimedOut => return failed(status::TIMED_OUT, false),
-        BuildStatus::LogLimitExceeded => return failed(status::LOG_LIMIT, false),
-        BuildStatus::NotDeterministic => return failed(status::NOT_DETERMINISTIC, true),
+        BuildStatus::TimedOut => return failed(Status::TimedOut, false),
+        BuildStatus::LogLimitExceeded => return failed(Status::LogLimitExceeded, false),
+        BuildStatus::NotDeterministic => return failed(Status::NotDeterministic, true),
         _ => {
             return Outcome::Retry {
-                status: status::ABORTED,
+                status: Status::Aborted,
                 error: result.error_text(),
             };
         }
     }
 
     // Outputs: the machine may start its next step while they come over.
-    busy(busy::WAITING_FOR_LOCAL_SLOT).await;
+    busy(Busy::WaitingForLocalSlot).await;
     Stats::add(&queue.stats.steps_waiting_local, 1);
     let permit = queue.local_slots.acquire().await;
     queue
@@ -744,7 +745,7 @@ async fn build(
         .steps_waiting_local
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     slot.release();
-    busy(busy::RECEIVING_OUTPUTS).await;
+    busy(Busy::ReceivingOutputs).await;
     Stats::add(&queue.stats.steps_copying_from, 1);
     let received = receive_outputs(queue, &mut remote, is_local, plan).await;
     queue
@@ -761,7 +762,7 @@ async fn build(
         Ok(Received::Scans(s)) => s,
         Ok(Received::TooBig(size)) => {
             return Outcome::Failed(Failure {
-                status: status::NAR_SIZE_LIMIT,
+                status: Status::OutputLimitExceeded,
                 error: Some(format!(
                     "the outputs are {size} bytes, more than max_output_size ({})",
                     ctx.config.queue_runner.max_output_size
@@ -774,7 +775,7 @@ async fn build(
         Err(e) => return machine_trouble(queue, machine, e),
     };
 
-    busy(busy::POST_PROCESSING).await;
+    busy(Busy::PostProcessing).await;
     let analysis = products::analyse(&scans);
     let closure_size = ctx
         .dest
@@ -785,9 +786,9 @@ async fn build(
     Outcome::Succeeded {
         results: Results {
             status: if analysis.failed {
-                status::FAILED_WITH_OUTPUT
+                Status::FailedWithOutput
             } else {
-                status::SUCCESS
+                Status::Succeeded
             },
             analysis,
             closure_size,

@@ -3,6 +3,8 @@
 //! several systems: one input cannot have several alternatives any more)
 //! and `eval` (every successful build of an evaluation).
 
+use hydra_db::status::BuildStatus;
+
 use super::{FetchContext, FetchError, Fetched, Input, db, is_valid, run_nix};
 use crate::engine::nix_string;
 
@@ -113,9 +115,10 @@ pub(crate) async fn fetch(
     let build: Option<BuildRow> = if let Ok(id) = value.parse::<i32>() {
         sqlx::query_as(
             "select id, nixName, releaseName, drvPath, system from Builds \
-             where id = $1 and finished = 1 and buildStatus = 0",
+             where id = $1 and finished = 1 and buildStatus = $2",
         )
         .bind(id)
+        .bind(BuildStatus::Succeeded)
         .fetch_optional(ctx.pool)
         .await
         .map_err(db)?
@@ -126,7 +129,7 @@ pub(crate) async fn fetch(
         let candidates: Vec<BuildRow> = sqlx::query_as(
             "select b.id, b.nixName, b.releaseName, b.drvPath, b.system from Builds b \
              join Jobsets j on j.id = b.jobset_id \
-             where j.project = $1 and j.name = $2 and b.job = $3 and b.finished = 1 and b.buildStatus = 0 \
+             where j.project = $1 and j.name = $2 and b.job = $3 and b.finished = 1 and b.buildStatus = $6 \
              and not exists (select 1 from unnest($4::text[], $5::text[]) as a(name, value) where not exists ( \
                  select 1 from JobsetEvalMembers m join JobsetEvalInputs i on i.eval = m.eval \
                  where m.build = b.id and i.name = a.name and (i.value = a.value or i.revision = a.value))) \
@@ -137,6 +140,7 @@ pub(crate) async fn fetch(
         .bind(&r.job)
         .bind(&names)
         .bind(&values)
+        .bind(BuildStatus::Succeeded)
         .fetch_all(ctx.pool)
         .await
         .map_err(db)?;
@@ -258,12 +262,13 @@ async fn fetch_eval(
              and not exists (select 1 from JobsetEvalMembers m join Builds b on b.id = m.build \
                              where m.eval = e.id and b.finished = 0) \
              and ($3::text is null or exists (select 1 from JobsetEvalMembers m join Builds b on b.id = m.build \
-                             where m.eval = e.id and b.job = $3 and b.buildStatus = 0)) \
+                             where m.eval = e.id and b.job = $3 and b.buildStatus = $4)) \
              order by e.id desc limit 1",
         )
         .bind(project)
         .bind(jobset)
         .bind(job)
+        .bind(BuildStatus::Succeeded)
         .fetch_optional(ctx.pool)
         .await
         .map_err(db)?
@@ -277,9 +282,10 @@ async fn fetch_eval(
     let outputs: Vec<(String, String)> = sqlx::query_as(
         "select b.job, o.path from JobsetEvalMembers m join Builds b on b.id = m.build \
          join BuildOutputs o on o.build = b.id and o.name = 'out' \
-         where m.eval = $1 and b.finished = 1 and b.buildStatus = 0 and o.path is not null order by b.job",
+         where m.eval = $1 and b.finished = 1 and b.buildStatus = $2 and o.path is not null order by b.job",
     )
     .bind(eval_id)
+    .bind(BuildStatus::Succeeded)
     .fetch_all(ctx.pool)
     .await
     .map_err(db)?;
