@@ -105,3 +105,33 @@ pub async fn finished(pool: &PgPool, ids: &[i32]) -> Result<Vec<FinishedBuild>, 
     .fetch_all(pool)
     .await
 }
+
+/// A choice of statuses.
+#[derive(Clone, Copy, Debug)]
+pub enum Statuses<'a> {
+    AnyOf(&'a [crate::status::BuildStatus]),
+    NoneOf(&'a [crate::status::BuildStatus]),
+}
+
+/// The finished builds of evaluation `eval` whose status is chosen by
+/// `which`, in id order.
+pub async fn finished_in_eval(
+    pool: &PgPool,
+    eval: i32,
+    which: Statuses<'_>,
+) -> Result<Vec<i32>, sqlx::Error> {
+    let (statuses, wanted) = match which {
+        Statuses::AnyOf(s) => (s, true),
+        Statuses::NoneOf(s) => (s, false),
+    };
+    let codes: Vec<i32> = statuses.iter().map(|s| s.code()).collect();
+    sqlx::query_scalar(
+        "select b.id from JobsetEvalMembers m join Builds b on b.id = m.build \
+         where m.eval = $1 and b.finished = 1 and (b.buildStatus = any($2)) = $3 order by b.id",
+    )
+    .bind(eval)
+    .bind(&codes)
+    .bind(wanted)
+    .fetch_all(pool)
+    .await
+}

@@ -237,8 +237,9 @@ pub async fn machines(State(state): State<AppState>) -> ApiResult<Page> {
     let steps: Vec<Value> = sqlx::query_as::<_, (i32, i32, String, String, Option<String>, Option<i32>, String, String, String)>(
         "select s.build, s.stepnr, s.drvPath, s.machine, s.system, s.startTime, j.project, j.name, b.job \
          from BuildSteps s join Builds b on b.id = s.build join Jobsets j on j.id = b.jobset_id \
-         where s.busy <> 0 order by s.machine, s.startTime",
+         where s.busy <> $1 order by s.machine, s.startTime",
     )
+    .bind(hydra_db::status::Busy::NotRunning)
     .fetch_all(&state.pool)
     .await?
     .into_iter()
@@ -261,8 +262,9 @@ pub async fn prometheus(State(state): State<AppState>) -> ApiResult<Response> {
         60, 600, 1800, 3600, 7200, 21600, 43200, 86400, 172800, 259200, 345600, 691200,
     ];
     let rows: Vec<(String, i32)> = sqlx::query_as(
-        "select machine, startTime from BuildSteps where busy <> 0 and startTime is not null order by machine",
+        "select machine, startTime from BuildSteps where busy <> $1 and startTime is not null order by machine",
     )
+    .bind(hydra_db::status::Busy::NotRunning)
     .fetch_all(&state.pool)
     .await?;
     let now = i64::from(hydra_db::now());

@@ -144,13 +144,14 @@ pub async fn jobsets(
          'haserrormsg', coalesce(j.errorMsg, '') <> '') order by j.name), '[]'::json)::text \
          from Jobsets j left join (select jobset_id, \
               count(*) filter (where finished = 0) as scheduled, \
-              count(*) filter (where finished = 1 and buildStatus = 0) as succeeded, \
-              count(*) filter (where finished = 1 and buildStatus <> 0) as failed, \
+              count(*) filter (where finished = 1 and buildStatus = $2) as succeeded, \
+              count(*) filter (where finished = 1 and buildStatus <> $2) as failed, \
               count(*) as total \
               from Builds where isCurrent = 1 group by jobset_id) c on c.jobset_id = j.id \
          where j.project = $1",
     )
     .bind(&project)
+    .bind(hydra_db::status::BuildStatus::Succeeded)
     .fetch_one(&state.pool)
     .await?;
     Ok(Page::value("api", parse(&text)?))

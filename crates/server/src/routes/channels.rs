@@ -49,7 +49,7 @@ async fn packages(state: &AppState, scope: &Scope) -> ApiResult<Vec<Package>> {
         "select distinct on (j.project, j.name, b.job, b.system) \
            b.id, j.project, j.name as jobset, b.job, b.system, b.nixName as nixname \
          from Builds b join Jobsets j on j.id = b.jobset_id \
-         where b.finished = 1 and b.buildStatus = 0 \
+         where b.finished = 1 and b.buildStatus = $6 \
            and exists (select 1 from BuildProducts p where p.build = b.id and p.type = 'nix-build') \
            and ($1::text is null or j.project = $1) and ($2::text is null or j.name = $2) \
            and ($3::text is null or b.job = $3) \
@@ -62,6 +62,7 @@ async fn packages(state: &AppState, scope: &Scope) -> ApiResult<Vec<Package>> {
     .bind(&scope.job)
     .bind(scope.eval)
     .bind(scope.build)
+    .bind(hydra_db::status::BuildStatus::Succeeded)
     .fetch_all(&state.pool)
     .await?;
     let ids: Vec<i32> = packages.iter().map(|p| p.id).collect();

@@ -59,11 +59,12 @@ pub async fn store_paths(State(state): State<AppState>, Path(id): Path<String>) 
     let paths: Vec<String> = sqlx::query_scalar(
         "select distinct o.path from JobsetEvalMembers m join Builds b on b.id = m.build \
          join BuildOutputs o on o.build = b.id \
-         where m.eval = $1 and b.finished = 1 and b.buildStatus = 0 and o.path is not null \
+         where m.eval = $1 and b.finished = 1 and b.buildStatus = $2 and o.path is not null \
          and exists (select 1 from BuildProducts p where p.build = b.id and p.type = 'nix-build') \
          order by o.path",
     )
     .bind(id)
+    .bind(hydra_db::status::BuildStatus::Succeeded)
     .fetch_all(&state.pool)
     .await?;
     Ok(Page::new("eval-store-paths", paths))
@@ -156,20 +157,13 @@ async fn restart_where(
     headers: &HeaderMap,
     viewer: &Viewer,
     id: &str,
-    statuses_sql: &str,
+    which: hydra_db::builds::Statuses<'_>,
 ) -> ApiResult<Response> {
     let (id, project) = find(state, id).await?;
     viewer
         .require_role_or_owner(&state.pool, "restart-jobs", &project)
         .await?;
-    let sql = format!(
-        "select b.id from JobsetEvalMembers m join Builds b on b.id = m.build \
-         where m.eval = $1 and b.finished = 1 and {statuses_sql} order by b.id"
-    );
-    let ids: Vec<i32> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-        .bind(id)
-        .fetch_all(&state.pool)
-        .await?;
+    let ids = hydra_db::builds::finished_in_eval(&state.pool, id, which).await?;
     hydra_db::builds::restart_builds(&state.pool, &ids).await?;
     Ok(back_to_eval(state, headers, id))
 }
@@ -182,7 +176,9 @@ pub async fn restart_aborted(
     _csrf: SameOrigin,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    restart_where(&state, &headers, &viewer, &id, "b.buildStatus in (3, 4, 9)").await
+    use hydra_db::status::BuildStatus::{Aborted, Cancelled, Unsupported};
+    let which = hydra_db::builds::Statuses::AnyOf(&[Aborted, Cancelled, Unsupported]);
+    restart_where(&state, &headers, &viewer, &id, which).await
 }
 
 /// Restarts every build that did not succeed.
@@ -193,7 +189,8 @@ pub async fn restart_failed(
     _csrf: SameOrigin,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    restart_where(&state, &headers, &viewer, &id, "b.buildStatus <> 0").await
+    let which = hydra_db::builds::Statuses::NoneOf(&[hydra_db::status::BuildStatus::Succeeded]);
+    restart_where(&state, &headers, &viewer, &id, which).await
 }
 
 pub async fn bump(

@@ -5,6 +5,7 @@
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use hydra_db::status::BuildStatus;
 use serde_json::{Value, json};
 
 use super::form::{self, Body};
@@ -98,9 +99,9 @@ async fn latest_finished(
     state: &AppState,
     jobset: i32,
     job: &str,
-) -> ApiResult<Option<(i32, i32)>> {
+) -> ApiResult<Option<(i32, Option<i32>)>> {
     Ok(sqlx::query_as(
-        "select id, coalesce(buildStatus, 0) from Builds \
+        "select id, buildStatus from Builds \
          where jobset_id = $1 and job = $2 and finished = 1 order by id desc limit 1",
     )
     .bind(jobset)
@@ -122,9 +123,11 @@ pub async fn shield(
                 "Job ‘{project}:{jobset}:{job}’ has no finished build."
             )));
         }
-        Some((_, 0)) => ("green", "passing"),
-        Some((_, 4)) => ("yellow", "cancelled"),
-        Some(_) => ("red", "failing"),
+        Some((_, status)) => match status.and_then(BuildStatus::from_code) {
+            Some(BuildStatus::Succeeded) => ("green", "passing"),
+            Some(BuildStatus::Cancelled) => ("yellow", "cancelled"),
+            _ => ("red", "failing"),
+        },
     };
     let body = json!({
         "schemaVersion": 1,
@@ -146,7 +149,7 @@ fn label(s: &str) -> String {
 }
 
 /// Id, stop time, status, closure size and output size.
-type LatestFigures = (i32, Option<i32>, i32, Option<i64>, Option<i64>);
+type LatestFigures = (i32, Option<i32>, Option<i32>, Option<i64>, Option<i64>);
 
 /// `/job/<p>/<j>/<job>/prometheus`: the latest finished build's figures.
 pub async fn prometheus(
@@ -155,7 +158,7 @@ pub async fn prometheus(
 ) -> ApiResult<Response> {
     let id = jobset_id(&state, &project, &jobset).await?;
     let row: Option<LatestFigures> = sqlx::query_as(
-        "select id, stopTime, coalesce(buildStatus, 0), closureSize, size from Builds \
+        "select id, stopTime, buildStatus, closureSize, size from Builds \
          where jobset_id = $1 and job = $2 and finished = 1 order by id desc limit 1",
     )
     .bind(id)
@@ -187,7 +190,7 @@ pub async fn prometheus(
     metric(
         "hydra_job_failed",
         "Whether the latest build of the job failed",
-        i64::from(status != 0),
+        i64::from(status != Some(BuildStatus::Succeeded.code())),
     );
     metric(
         "hydra_build_closure_size",
@@ -221,13 +224,14 @@ async fn series(
     let id = jobset_id(state, project, jobset).await?;
     let sql = format!(
         "select id, timestamp, value from (select id, timestamp, ({column})::float8 as value from Builds \
-         where jobset_id = $1 and job = $2 and finished = 1 and buildStatus = 0 and ({column}) is not null \
+         where jobset_id = $1 and job = $2 and finished = 1 and buildStatus = $4 and ({column}) is not null \
          order by id desc limit $3) s order by id"
     );
     let rows: Vec<(i32, i32, f64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(id)
         .bind(job)
         .bind(SERIES_LIMIT)
+        .bind(hydra_db::status::BuildStatus::Succeeded)
         .fetch_all(&state.pool)
         .await?;
     let points: Vec<Value> = rows

@@ -111,13 +111,14 @@ async fn redirect_to_build(
     };
     let sql = format!(
         "select b.id from Builds b join Jobsets j on j.id = b.jobset_id \
-         where b.finished = 1 and b.buildStatus = 0 and {FILTER}{extra} order by b.id desc limit 1"
+         where b.finished = 1 and b.buildStatus = $5 and {FILTER}{extra} order by b.id desc limit 1"
     );
     let id: Option<i32> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
         .bind(&scope.project)
         .bind(&scope.jobset)
         .bind(&scope.job)
         .bind(&scope.system)
+        .bind(hydra_db::status::BuildStatus::Succeeded)
         .fetch_optional(&state.pool)
         .await?;
     let id = id.ok_or_else(|| ApiError::not_found("No build found."))?;

@@ -149,9 +149,10 @@ async fn serve_text(
         )));
     };
     let running: bool = sqlx::query_scalar(
-        "select exists (select 1 from BuildSteps where drvPath = $1 and busy <> 0)",
+        "select exists (select 1 from BuildSteps where drvPath = $1 and busy <> $2)",
     )
     .bind(drv_path)
+    .bind(hydra_db::status::Busy::NotRunning)
     .fetch_one(&state.pool)
     .await?;
     let reader = open(&path, compression).await?;

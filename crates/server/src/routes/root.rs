@@ -99,11 +99,12 @@ pub async fn steps(State(state): State<AppState>, Query(q): Query<PageQuery>) ->
         "select json_build_object('build', s.build, 'stepnr', s.stepnr, 'drvpath', s.drvPath, \
          'system', s.system, 'machine', s.machine, 'status', s.status, 'starttime', s.startTime, \
          'stoptime', s.stopTime, 'type', s.type)::text \
-         from BuildSteps s where s.busy = 0 and s.stopTime is not null \
+         from BuildSteps s where s.busy = $3 and s.stopTime is not null \
          order by s.stopTime desc offset $1 limit $2",
     )
     .bind((page - 1) * PER_PAGE)
     .bind(PER_PAGE)
+    .bind(hydra_db::status::Busy::NotRunning)
     .fetch_all(&state.pool)
     .await?;
     let steps: Vec<Value> = rows
