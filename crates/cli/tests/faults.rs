@@ -179,6 +179,8 @@ struct World {
     exprs: PathBuf,
     spec: ClusterSpec,
     cluster: Option<ManagedCluster>,
+    /// Removed after the cluster stopped (fields drop in this order).
+    _cluster_dir: tempfile::TempDir,
     url: String,
     pool: PgPool,
     roles: Vec<Role>,
@@ -216,10 +218,9 @@ impl World {
         let cluster_dir = tempfile::Builder::new()
             .prefix("hydra-fault-pg-")
             .tempdir_in("/dev/shm")
-            .unwrap()
-            .keep();
+            .unwrap();
         let spec = ClusterSpec {
-            dir: cluster_dir,
+            dir: cluster_dir.path().to_path_buf(),
             settings: vec![
                 ("fsync".into(), "off".into()),
                 ("max_connections".into(), "200".into()),
@@ -247,6 +248,7 @@ impl World {
             exprs,
             spec,
             cluster: Some(cluster),
+            _cluster_dir: cluster_dir,
             url,
             pool,
             roles: Vec::new(),
