@@ -73,18 +73,28 @@ pub async fn run(paths: &Paths, config: &Config, listen: ListenArgs) -> anyhow::
         }
         let web_state = server::state(paths, &web_config, db.pool.clone())?;
         let queue_runner = queue_runner::context(paths, &config, db.pool.clone())?;
-        anyhow::Ok((config, web, status, metrics, web_state, queue_runner))
+        let web_url = server::url_of(web.local_addr()?);
+        let setup = server::setup_link(&web_state, &db.pool, &web_url).await?;
+        anyhow::Ok((
+            config,
+            web,
+            status,
+            metrics,
+            web_state,
+            queue_runner,
+            web_url,
+            setup,
+        ))
     }
     .await;
-    let (config, listener, status, metrics, web_state, queue_runner_ctx) = match prepared {
-        Ok(x) => x,
-        Err(e) => {
-            db.close().await?;
-            return Err(e);
-        }
-    };
-    let web_url = server::url_of(listener.local_addr()?);
-    let setup = server::setup_link(&web_state, &db.pool, &web_url).await?;
+    let (config, listener, status, metrics, web_state, queue_runner_ctx, web_url, setup) =
+        match prepared {
+            Ok(x) => x,
+            Err(e) => {
+                db.close().await?;
+                return Err(e);
+            }
+        };
     let public_key = web_state
         .signing_key
         .as_ref()

@@ -28,8 +28,6 @@ pub enum ServerError {
         address: String,
         source: std::io::Error,
     },
-    #[error("the web server failed: {0}")]
-    Serve(std::io::Error),
     #[error("cannot open the store the web server serves from: {0}")]
     Store(hydra_store::StoreError),
     #[error("invalid configuration: {0}")]
