@@ -85,8 +85,13 @@ pub fn render(page: &Rendered) -> String {
         return html;
     }
     let text = serde_json::to_string_pretty(&page.value()).unwrap_or_default();
+    // `current-user` → `Current user`: the page's name, for people.
+    let mut title = page.template.replace('-', " ");
+    if let Some(first) = title.get(..1) {
+        title = format!("{}{}", first.to_ascii_uppercase(), &title[1..]);
+    }
     Data {
-        title: page.template,
+        title: &title,
         data: &text,
     }
     .render()
