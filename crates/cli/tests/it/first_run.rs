@@ -1,0 +1,347 @@
+//! The first run, as a newcomer meets it: `hydra up` says where to go; the
+//! setup link makes the first administrator in a real browser; the
+//! README's commands, run as written, build a jobset; a fresh Nix store
+//! substitutes the output through the server with `require-sigs`; the
+//! binary cache is signed without configuration; and the documented API
+//! examples work against a real server.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use crate::common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use common::{Banner, Up, curl, doc_commands, hydra, run_script};
+use hydra_test_support::{Browser, shared_tempdir};
+
+const PASSWORD: &str = "correct horse";
+
+/// Makes the first administrator through the setup link over HTTP, as
+/// the form would post it.
+fn make_admin_over_http(banner: &Banner, user: &str) {
+    let link = banner.setup.as_deref().expect("a setup link");
+    let token = link.split_once("token=").unwrap().1;
+    let base = banner.open.trim_end_matches('/');
+    let (status, body) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        &format!("Origin: {base}"),
+        "--data-urlencode",
+        &format!("token={token}"),
+        "--data-urlencode",
+        &format!("username={user}"),
+        "--data-urlencode",
+        &format!("password={PASSWORD}"),
+        "--data-urlencode",
+        &format!("password2={PASSWORD}"),
+        &format!("{base}/setup"),
+    ]);
+    assert_eq!(status, 302, "{body}");
+}
+
+/// Runs the commands of a document's section as written, as `alice`
+/// against the server at `base`, in a fresh directory; its stdout and
+/// stderr. A failure shows the script, its output and hydra's log.
+fn run_documented(file: &str, heading: &str, base: &str, up: &Up) -> (String, String) {
+    let work = shared_tempdir();
+    let script = doc_commands(file, heading);
+    let (ok, stdout, stderr) = run_script(
+        &script,
+        work.path(),
+        &[
+            ("HYDRA", base),
+            ("HYDRA_USER", "alice"),
+            ("HYDRA_PASSWORD", PASSWORD),
+        ],
+    );
+    assert!(
+        ok,
+        "the commands of {file} failed:\n{script}\n--- stdout\n{stdout}\n--- stderr\n{stderr}\n--- hydra\n{}",
+        up.seen.join("\n")
+    );
+    (stdout, stderr)
+}
+
+#[tokio::test]
+async fn a_new_user_follows_the_readme_to_an_admin_a_built_jobset_and_a_signed_substitution() {
+    let data = shared_tempdir();
+    let mut up = Up::start(hydra(data.path()));
+    let banner = Banner::of(&up);
+    let base = banner.open.trim_end_matches('/').to_string();
+    assert!(banner.open.starts_with("http://127.0.0.1:"), "{banner:?}");
+
+    // Step 1, in a real browser: the setup link, the form, signed in.
+    let setup = banner.setup.clone().expect("no administrator yet: a link");
+    let browser = Browser::start();
+    browser.goto(&setup);
+    assert!(
+        browser.text().contains("Create the first administrator"),
+        "{}",
+        browser.source()
+    );
+    browser.fill("#username", "alice");
+    browser.fill("#fullname", "Alice Admin");
+    browser.fill("#password", PASSWORD);
+    browser.fill("#password2", PASSWORD);
+    browser.click("button[type=submit]");
+    assert_eq!(
+        browser.url(),
+        banner.open,
+        "the front page after signing in"
+    );
+    assert!(browser.cookie("hydra_session").is_some(), "signed in");
+    browser.goto(&format!("{base}/current-user"));
+    let page = browser.text();
+    assert!(page.contains("alice") && page.contains("admin"), "{page}");
+    // The link is spent.
+    browser.goto(&setup);
+    assert!(
+        browser.text().contains("already has an administrator"),
+        "{}",
+        browser.text()
+    );
+    drop(browser);
+
+    // Steps 2 to 6: the README's commands, as written.
+    let (stdout, stderr) = run_documented("README.md", "## First run", &base, &up);
+    assert!(stdout.contains("\"buildstatus\": 0"), "{stdout}");
+    assert!(
+        stdout.trim_end().ends_with("Hello from hydra"),
+        "the fresh store has the output:\n{stdout}\n{stderr}"
+    );
+    // What was substituted was checked against the server's key.
+    let (_, key) = curl(&[&format!("{base}/nix-cache-public-key")]);
+    assert_eq!(Some(key.trim()), banner.public_key.as_deref());
+
+    // The log tells the story a user follows, one line per event.
+    for line in [
+        "hello:main: evaluation 1: 1 new builds",
+        "build 1 succeeded: hello:main:hello",
+    ] {
+        assert!(
+            up.saw(line, Duration::from_secs(10)),
+            "`{line}` not in the log:\n{}",
+            up.seen.join("\n")
+        );
+    }
+    assert!(
+        !up.seen.iter().any(|l| l.contains("request method=")),
+        "web requests are logged at debug only"
+    );
+    up.stop();
+}
+
+#[tokio::test]
+async fn the_setup_link_works_only_with_its_token_and_only_once() {
+    let data = shared_tempdir();
+    let up = Up::start(hydra(data.path()));
+    let banner = Banner::of(&up);
+    let base = banner.open.trim_end_matches('/').to_string();
+    let link = banner.setup.clone().unwrap();
+
+    let (status, body) = curl(&[&link]);
+    assert_eq!(status, 200);
+    assert!(body.contains("name=\"password2\""), "{body}");
+    for wrong in [format!("{base}/setup"), format!("{base}/setup?token=0000")] {
+        let (status, body) = curl(&[&wrong]);
+        assert_eq!(status, 403, "{wrong}: {body}");
+    }
+    // Mistakes come back on the form, with what was typed.
+    let token = link.split_once("token=").unwrap().1;
+    let (status, body) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        &format!("Origin: {base}"),
+        "-d",
+        &format!("token={token}&username=bob&password=one+thing&password2=another"),
+        &format!("{base}/setup"),
+    ]);
+    assert_eq!(status, 400);
+    assert!(
+        body.contains("did not match") && body.contains("value=\"bob\""),
+        "{body}"
+    );
+    let (status, body) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        &format!("Origin: {base}"),
+        "-d",
+        &format!("token={token}&username=Not+Valid&password=secret1&password2=secret1"),
+        &format!("{base}/setup"),
+    ]);
+    assert_eq!(status, 400);
+    assert!(body.contains("not a valid user name"), "{body}");
+
+    make_admin_over_http(&banner, "bob");
+    let (status, _) = curl(&[&link]);
+    assert_eq!(status, 410, "spent once an administrator exists");
+    // Signing in works with what was chosen.
+    let (status, body) = curl(&[
+        "-H",
+        &format!("Referer: {base}"),
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        &format!("{{\"username\": \"bob\", \"password\": \"{PASSWORD}\"}}"),
+        &format!("{base}/login"),
+    ]);
+    assert_eq!(status, 302, "{body}");
+    assert!(body.contains("\"admin\""), "{body}");
+    up.stop();
+
+    // The next start has an administrator: no link, where to sign in.
+    let up = Up::start(hydra(data.path()));
+    let banner = Banner::of(&up);
+    assert!(banner.setup.is_none() && banner.sign_in, "{:#?}", up.seen);
+    up.stop();
+}
+
+#[tokio::test]
+async fn the_binary_cache_is_signed_out_of_the_box_and_a_configured_key_wins() {
+    let data = shared_tempdir();
+    let up = Up::start(hydra(data.path()));
+    let banner = Banner::of(&up);
+    let secret = data.path().join("keys/binary-cache.secret");
+    let mode = std::fs::metadata(&secret).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the private key is the owner's only");
+    let public = std::fs::read_to_string(data.path().join("keys/binary-cache.public")).unwrap();
+    let (status, served) = curl(&[&format!("{}nix-cache-public-key", banner.open)]);
+    assert_eq!(status, 200);
+    assert_eq!(served.trim(), public.trim());
+    assert_eq!(banner.public_key.as_deref(), Some(public.trim()));
+    up.stop();
+    // The same key the next time.
+    let up = Up::start(hydra(data.path()));
+    assert_eq!(Banner::of(&up).public_key.as_deref(), Some(public.trim()));
+    up.stop();
+
+    // A configured key wins, and none is generated.
+    let data = shared_tempdir();
+    let key = hydra_nix::narinfo::SecretKey::generate("configured-1").unwrap();
+    let key_file = data.path().join("my.key");
+    std::fs::write(&key_file, key.to_text()).unwrap();
+    std::fs::write(
+        data.path().join("hydra.conf"),
+        format!(
+            "{}binary_cache_secret_key_file = {}\n",
+            common::FREE_PORTS,
+            key_file.display()
+        ),
+    )
+    .unwrap();
+    let up = Up::start(hydra(data.path()));
+    let banner = Banner::of(&up);
+    let wanted = key.public_key().to_text();
+    assert_eq!(banner.public_key.as_deref(), Some(wanted.as_str()));
+    let (_, served) = curl(&[&format!("{}nix-cache-public-key", banner.open)]);
+    assert_eq!(served.trim(), wanted);
+    assert!(!data.path().join("keys").exists());
+    up.stop();
+}
+
+#[tokio::test]
+async fn the_api_documentation_runs_as_written() {
+    let data = shared_tempdir();
+    let up = Up::start(hydra(data.path()));
+    let banner = Banner::of(&up);
+    let base = banner.open.trim_end_matches('/').to_string();
+    make_admin_over_http(&banner, "alice");
+    let (stdout, _) = run_documented("docs/api.md", "# The JSON API", &base, &up);
+    let lines: Vec<&str> = stdout.lines().collect();
+    // Sign in, project, jobset, push, build, restart, key: in order.
+    assert_eq!(lines[0], "\"alice\"", "{stdout}");
+    assert_eq!(lines[1], format!("\"{base}/project/hello\""), "{stdout}");
+    assert_eq!(
+        lines[2],
+        format!("\"{base}/jobset/hello/main\""),
+        "{stdout}"
+    );
+    assert_eq!(lines[3], "[\"hello:main\"]", "{stdout}");
+    assert!(
+        lines[4].contains("\"job\":\"hello\"") && lines[4].contains("\"buildstatus\":0"),
+        "{stdout}"
+    );
+    assert_eq!(lines[5], "302", "the restart redirects to the build");
+    assert_eq!(Some(lines[6]), banner.public_key.as_deref());
+    // The restarted build was taken up again by the queue runner.
+    let build: serde_json::Value = serde_json::from_str(lines[4]).unwrap();
+    let id = build["id"].as_i64().unwrap();
+    let mut up = up;
+    let line = format!("build {id} succeeded");
+    let finished_again = common::eventually(Duration::from_secs(60), || {
+        up.wait_for(&line, Duration::from_millis(200));
+        up.seen.iter().filter(|l| l.contains(&line)).count() >= 2
+    });
+    assert!(finished_again, "{}", up.seen.join("\n"));
+    up.stop();
+}
+
+/// A command run as the unprivileged `nobody`, with `home` as its home.
+fn as_nobody(home: &std::path::Path, path: &str, script: &str) -> std::process::Output {
+    std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args(["bash", "-c", script])
+        .current_dir(common::repo_root())
+        .env_clear()
+        .env("HOME", home)
+        .env("PATH", path)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn scripts_start_puts_hydra_on_a_users_path_and_the_data_in_their_home() {
+    let home = shared_tempdir();
+    nix::unistd::chown(
+        home.path(),
+        Some(nix::unistd::Uid::from_raw(65534)),
+        Some(nix::unistd::Gid::from_raw(65534)),
+    )
+    .unwrap();
+    // A copy of the binary that the user may run.
+    let binary = home.path().join("hydra-binary");
+    std::fs::copy(env!("CARGO_BIN_EXE_hydra"), &binary).unwrap();
+    let install = format!(
+        ". scripts/lib/install.sh && put_on_path {}",
+        binary.display()
+    );
+    let bin = home.path().join(".local/bin");
+
+    // Not on the PATH yet: it says how to run it.
+    let out = as_nobody(home.path(), "/usr/bin:/bin", &install);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!(
+            "hydra is installed as {0}/hydra; {0} is not on your PATH, so run it as {0}/hydra",
+            bin.display()
+        )
+    );
+    // On the PATH: `hydra` works as the README writes it.
+    let path = format!("{}:/usr/bin:/bin", bin.display());
+    let out = as_nobody(home.path(), &path, &install);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!("hydra is installed as {}/hydra", bin.display())
+    );
+    let out = as_nobody(home.path(), &path, "hydra init");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without HYDRA_DATA, a user's data is in their home.
+    assert!(
+        home.path()
+            .join(".local/share/hydra/postgres/data/PG_VERSION")
+            .is_file()
+    );
+}

@@ -1,0 +1,9 @@
+//! The integration tests of `hydra-db`, one target so the suite links and
+//! starts its shared fixtures once.
+
+mod listen_tx;
+mod managed;
+mod migrate;
+mod notify;
+mod rows;
+mod schema;

@@ -1,0 +1,10 @@
+//! The integration tests of `hydra-server`, one target so the suite links and
+//! starts its shared fixtures once.
+
+mod access;
+mod cache;
+mod common;
+mod files;
+mod ops;
+mod read;
+mod writes;

@@ -1,0 +1,333 @@
+//! Reading: every object's JSON shape (snapshots with Hydra's field names
+//! and types), errors, pagination, redirects, negotiation.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use crate::common;
+
+use axum::http::{Method, StatusCode};
+use common::{App, As, BASE, fixture};
+
+#[tokio::test]
+async fn objects_have_hydras_json_shapes() {
+    let app = App::new().await;
+    fixture(&app).await;
+    for (uri, name) in [
+        ("/", "projects"),
+        ("/project/demo", "project"),
+        ("/jobset/demo/trunk", "jobset"),
+        ("/jobset/demo/trunk/evals", "jobset_evals"),
+        ("/eval/1", "eval"),
+        ("/build/1", "build"),
+        ("/build/4/constituents", "constituents"),
+        ("/build/1/api/get-info", "get_info"),
+        ("/build/1/step/1", "step"),
+        ("/queue", "queue"),
+        ("/status", "status"),
+        ("/api/latestbuilds?nr=2", "latestbuilds"),
+        ("/api/queue?nr=5", "api_queue"),
+        ("/api/jobsets?project=demo", "api_jobsets"),
+        ("/eval/1/store-paths", "store_paths"),
+    ] {
+        let reply = app.get(uri).await;
+        assert_eq!(reply.status, StatusCode::OK, "{uri}: {}", reply.text());
+        assert_eq!(reply.header("vary").as_deref(), Some("Accept"), "{uri}");
+        assert!(
+            reply
+                .header("content-type")
+                .unwrap()
+                .starts_with("application/json"),
+            "{uri}"
+        );
+        insta::assert_json_snapshot!(name, reply.json());
+    }
+}
+
+#[tokio::test]
+async fn build_json_types_match_hydra() {
+    let app = App::new().await;
+    fixture(&app).await;
+    let b = app.get("/build/1").await.json();
+    assert!(b["id"].is_i64() && b["finished"].is_i64() && b["buildstatus"].is_i64());
+    assert_eq!(b["jobsetevals"], serde_json::json!([1]));
+    assert_eq!(
+        b["buildoutputs"]["out"]["path"],
+        "/nix/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-hello-1.0"
+    );
+    assert_eq!(b["buildproducts"]["2"]["subtype"], "source-dist");
+    assert_eq!(
+        b["buildmetrics"]["runtime"],
+        serde_json::json!({"unit": "s", "value": 1.5}),
+        "Hydra's keys only"
+    );
+    let queued = app.get("/build/3").await.json();
+    assert!(queued["buildstatus"].is_null() && queued["finished"] == 0);
+    let p = app.get("/project/demo").await.json();
+    assert!(p["enabled"].is_boolean() && p["hidden"].is_boolean());
+    let j = app.get("/jobset/demo/trunk").await.json();
+    assert!(j["type"].is_i64() && j["enabled"].is_i64() && j["visible"].is_boolean());
+    assert_eq!(
+        j["inputs"]["src"]["value"],
+        "https://example.org/demo.git main"
+    );
+    assert_eq!(j["inputs"]["src"]["emailresponsible"], true);
+}
+
+#[tokio::test]
+async fn missing_things_are_404_with_an_error_object() {
+    let app = App::new().await;
+    fixture(&app).await;
+    for (uri, text) in [
+        ("/project/nope", "Project ‘nope’ doesn't exist."),
+        ("/jobset/demo/nope", "Jobset ‘demo:nope’ doesn't exist."),
+        ("/eval/99", "Evaluation 99 doesn't exist."),
+        ("/build/99", "Build with ID 99 doesn't exist."),
+        ("/build/1/step/9", "Build 1 has no step 9."),
+        ("/no/such/page", "Page not found."),
+    ] {
+        let reply = app.get(uri).await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{uri}");
+        assert_eq!(reply.error(), text, "{uri}");
+    }
+    let reply = app.get("/build/abc").await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(reply.error().contains("Invalid build ID"));
+}
+
+#[tokio::test]
+async fn evals_are_paginated_twenty_per_page() {
+    let app = App::new().await;
+    fixture(&app).await;
+    app.exec(
+        "insert into JobsetEvals (jobset_id, timestamp, checkoutTime, evalTime, hasNewBuilds, hash) \
+         select 1, 1700000000 + n, 0, 0, 1, 'h' || n from generate_series(1, 24) n; \
+         insert into JobsetEvals (jobset_id, timestamp, checkoutTime, evalTime, hasNewBuilds, hash) \
+         values (1, 1, 0, 0, 0, 'no new builds')",
+    )
+    .await;
+    let first = app.get("/jobset/demo/trunk/evals").await.json();
+    assert_eq!(first["evals"].as_array().unwrap().len(), 20);
+    assert_eq!(first["first"], "?page=1");
+    assert_eq!(first["last"], "?page=2");
+    assert_eq!(first["next"], "?page=2");
+    assert!(first.get("previous").is_none());
+    assert_eq!(first["evals"][0]["id"], 25, "newest first");
+    let second = app.get("/jobset/demo/trunk/evals?page=2").await.json();
+    assert_eq!(second["evals"].as_array().unwrap().len(), 5);
+    assert_eq!(second["previous"], "?page=1");
+    assert!(second.get("next").is_none());
+    let all = app.get("/evals").await.json();
+    assert_eq!(all["last"], "?page=2");
+}
+
+#[tokio::test]
+async fn latest_redirects_follow_hydras_rules() {
+    let app = App::new().await;
+    fixture(&app).await;
+    let cases = [
+        ("/job/demo/trunk/hello/latest", "build/1"),
+        ("/jobset/demo/trunk/latest", "build/1"),
+        ("/project/demo/latest-for/x86_64-linux", "build/1"),
+        ("/latest/download/1", "build/1/download/1"),
+        ("/eval/1/job/broken", "build/2"),
+    ];
+    for (uri, target) in cases {
+        let reply = app.get(uri).await;
+        assert_eq!(reply.status, StatusCode::FOUND, "{uri}: {}", reply.text());
+        assert_eq!(
+            reply.header("location").unwrap(),
+            format!("{BASE}{target}"),
+            "{uri}"
+        );
+    }
+    // Build 3 of evaluation 1 is unfinished: no finished evaluation has a
+    // successful build yet.
+    assert_eq!(
+        app.get("/job/demo/trunk/hello/latest-finished")
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    app.exec(
+        "update Builds set finished = 1, buildStatus = 0, startTime = 1, stopTime = 2 where id = 3",
+    )
+    .await;
+    let reply = app.get("/job/demo/trunk/hello/latest-finished").await;
+    assert_eq!(reply.header("location").unwrap(), format!("{BASE}build/1"));
+    let reply = app.get("/jobset/demo/trunk/latest-eval/builds").await;
+    assert_eq!(
+        reply.header("location").unwrap(),
+        format!("{BASE}eval/1/builds")
+    );
+    assert_eq!(
+        app.get("/job/demo/trunk/nothing/latest").await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn browsers_get_escaped_html_and_api_clients_json() {
+    let app = App::new().await;
+    fixture(&app).await;
+    app.exec("update Projects set description = '<script>alert(1)</script>' where name = 'demo'")
+        .await;
+    let reply = app
+        .send_with(
+            &As::Anonymous,
+            Method::GET,
+            "/project/demo",
+            None,
+            &[("accept", "text/html")],
+        )
+        .await;
+    let reply_html = {
+        let req = axum::http::Request::builder()
+            .uri("/project/demo")
+            .header("host", common::HOST)
+            .header("accept", "text/html")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        app.raw(req).await
+    };
+    let r = &reply_html;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.header("content-type").unwrap().starts_with("text/html"));
+    assert_eq!(r.header("vary").as_deref(), Some("Accept"));
+    let body = r.text();
+    assert!(!body.contains("<script>"), "{body}");
+    assert!(
+        body.contains("&lt;script&gt;alert(1)") || body.contains("&#60;script&#62;alert(1)"),
+        "the text is there, escaped: {body}"
+    );
+    // A client asking for JSON (the helper adds Accept: application/json
+    // after the extra header) gets JSON with the text as is.
+    assert!(reply.header("content-type").unwrap().contains("json"));
+    assert_eq!(reply.json()["description"], "<script>alert(1)</script>");
+}
+
+#[tokio::test]
+async fn search_refuses_metacharacters_and_finds_by_name_and_path() {
+    let app = App::new().await;
+    fixture(&app).await;
+    for bad in ["'%20or%201=1--", "a%25", "x;drop"] {
+        let reply = app.get(&format!("/search?query={bad}")).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(reply.error(), "Invalid character in query.");
+    }
+    for empty in ["/search", "/search?query="] {
+        let reply = app.get(empty).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{empty}");
+        assert_eq!(reply.error(), "Query is empty.", "{empty}");
+    }
+    let found = app.get("/search?query=demo").await.json();
+    assert_eq!(found["projects"][0]["name"], "demo");
+    let found = app.get("/search?query=trunk").await.json();
+    assert_eq!(found["jobsets"][0]["name"], "trunk");
+    assert_eq!(found["jobsets"][0]["type"], 0, "an integer, as in Hydra");
+    let found = app.get("/search?query=eeeeeeee").await.json();
+    assert_eq!(found["builds"][0]["id"], 1);
+    let found = app.get("/search?query=bbbbbbbb").await.json();
+    assert_eq!(found["buildsdrv"][0]["id"], 2);
+    app.exec("update Projects set hidden = 1").await;
+    let hidden = app.get("/search?query=demo").await.json();
+    assert_eq!(hidden["projects"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn api_counts() {
+    let app = App::new().await;
+    fixture(&app).await;
+    assert_eq!(app.get("/api/nrqueue").await.json(), 1);
+    app.exec("update Builds set timestamp = extract(epoch from now())::integer where id in (1, 2)")
+        .await;
+    let series = app.get("/api/nrbuilds?nr=3&period=day").await.json();
+    assert_eq!(series, serde_json::json!([0, 0, 2]));
+    let filtered = app
+        .get("/api/nrbuilds?nr=1&period=hour&job=hello")
+        .await
+        .json();
+    assert_eq!(filtered, serde_json::json!([1]));
+    assert_eq!(
+        app.get("/api/nrbuilds?nr=1&period=week").await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        app.get("/api/latestbuilds").await.status,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn build_lists_hold_the_same_objects_as_the_build_route() {
+    let app = App::new().await;
+    fixture(&app).await;
+    app.exec(
+        "insert into BuildMetrics (build, name, unit, value, project, jobset, job, timestamp) values
+            (1, 'count', null, 3, 'demo', 'trunk', 'hello', 1700000000);
+         insert into BuildProducts (build, productnr, type, subtype, path, name) values
+            (1, 10, 'doc', 'manual', '/nix/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-hello-1.0/doc', 'manual');",
+    )
+    .await;
+    let list = app.get("/eval/1/builds").await.json();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 4);
+    for build in list {
+        let id = build["id"].as_i64().unwrap();
+        let one = app.get(&format!("/build/{id}")).await;
+        assert_eq!(
+            serde_json::to_string(build).unwrap(),
+            serde_json::to_string(&one.json()).unwrap(),
+            "build {id}: same fields and values"
+        );
+    }
+    let constituents = app.get("/build/4/constituents").await.json();
+    assert_eq!(constituents[0], list[0]);
+}
+
+#[tokio::test]
+async fn every_route_answers_the_same_with_a_trailing_slash() {
+    let app = App::new().await;
+    fixture(&app).await;
+    for uri in [
+        "/project/demo",
+        "/jobset/demo/trunk",
+        "/jobset/demo/trunk/evals",
+        "/eval/1",
+        "/build/2",
+        "/build/1/step/1",
+        "/job/demo/trunk/hello",
+        "/search?query=demo",
+        "/api/jobsets?project=demo",
+        "/queue",
+    ] {
+        let plain = app.get(uri).await;
+        assert_eq!(plain.status, StatusCode::OK, "{uri}");
+        let slashed = match uri.split_once('?') {
+            Some((path, query)) => format!("{path}/?{query}"),
+            None => format!("{uri}/"),
+        };
+        let reply = app.get(&slashed).await;
+        assert_eq!(reply.status, StatusCode::OK, "{slashed}: {}", reply.text());
+        assert_eq!(reply.body, plain.body, "{slashed}");
+    }
+    // Writes too.
+    let admin = app.session("admin").await;
+    let reply = app
+        .send(
+            &admin,
+            Method::PUT,
+            "/project/slashed/",
+            Some(serde_json::json!({ "displayname": "Slashed" })),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    // What does not exist is still a 404.
+    assert_eq!(
+        app.get("/project/nope/").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.get("/no/such/page/").await.status,
+        StatusCode::NOT_FOUND
+    );
+}
