@@ -74,8 +74,9 @@ pub async fn build_one(paths: &Paths, config: &Config, args: BuildOneArgs) -> an
     let status = result?;
     writeln!(
         std::io::stdout().lock(),
-        "build {}: status {status}",
-        args.build
+        "build {}: status {}",
+        args.build,
+        status.code()
     )?;
     Ok(())
 }

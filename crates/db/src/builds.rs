@@ -1,7 +1,8 @@
-//! Actions on builds as Hydra's web interface performs them; the queue
-//! runner reacts to them through the triggers' NOTIFYs.
+//! `Builds` and `BuildOutputs`: actions as Hydra's web interface performs
+//! them (the queue runner reacts through the triggers' NOTIFYs), and the
+//! queue runner's finishing of builds.
 
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 use crate::DbError;
 use crate::tx::{Tx, lock_builds, transaction};
@@ -134,4 +135,196 @@ pub async fn finished_in_eval(
     .bind(wanted)
     .fetch_all(pool)
     .await
+}
+
+/// How a build ends: the columns every finishing update sets.
+#[derive(Clone, Copy, Debug)]
+pub struct Ending<'a> {
+    pub status: crate::status::BuildStatus,
+    /// Its outputs were there already (`isCachedBuild`).
+    pub cached: bool,
+    pub start: i32,
+    pub stop: i32,
+    /// Output sizes and release name, for builds that produced outputs.
+    pub outputs: Option<OutputFacts<'a>>,
+}
+
+/// What a build's outputs add to its row.
+#[derive(Clone, Copy, Debug)]
+pub struct OutputFacts<'a> {
+    pub size: Option<i64>,
+    pub closure_size: Option<i64>,
+    pub release_name: Option<&'a str>,
+}
+
+/// Finishes build `id` as `ending` says (and marks its notification
+/// pending); false if it was finished already.
+pub async fn finish(
+    conn: &mut PgConnection,
+    id: i32,
+    ending: &Ending<'_>,
+) -> Result<bool, sqlx::Error> {
+    let with_outputs = ending.outputs.is_some();
+    let facts = ending.outputs.unwrap_or(OutputFacts {
+        size: None,
+        closure_size: None,
+        release_name: None,
+    });
+    let done = sqlx::query(
+        "update Builds set finished = 1, buildStatus = $2, isCachedBuild = $3, startTime = $4, stopTime = $5, \
+         notificationPendingSince = $5, \
+         size = case when $6 then $7 else size end, \
+         closureSize = case when $6 then $8 else closureSize end, \
+         releaseName = case when $6 then $9 else releaseName end \
+         where id = $1 and finished = 0",
+    )
+    .bind(id)
+    .bind(ending.status)
+    .bind(i32::from(ending.cached))
+    .bind(ending.start)
+    .bind(ending.stop)
+    .bind(with_outputs)
+    .bind(facts.size)
+    .bind(facts.closure_size)
+    .bind(facts.release_name)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Whether build `id` is finished.
+pub async fn is_finished(conn: &mut PgConnection, id: i32) -> Result<bool, sqlx::Error> {
+    let finished: i32 = sqlx::query_scalar("select finished from Builds where id = $1")
+        .bind(id)
+        .fetch_one(conn)
+        .await?;
+    Ok(finished != 0)
+}
+
+/// Build `id`'s outputs, name and path (none when not known), by name.
+pub async fn outputs(pool: &PgPool, id: i32) -> Result<Vec<(String, Option<String>)>, sqlx::Error> {
+    sqlx::query_as("select name, path from BuildOutputs where build = $1 order by name")
+        .bind(id)
+        .fetch_all(pool)
+        .await
+}
+
+/// Records the paths of build `id`'s outputs.
+pub async fn set_output_paths(
+    conn: &mut PgConnection,
+    id: i32,
+    outputs: &std::collections::BTreeMap<String, String>,
+) -> Result<(), sqlx::Error> {
+    for (name, path) in outputs {
+        sqlx::query("update BuildOutputs set path = $3 where build = $1 and name = $2")
+            .bind(id)
+            .bind(name)
+            .bind(path)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// A finished build whose outputs another build can reuse.
+#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
+pub struct EarlierSuccess {
+    pub id: i32,
+    #[sqlx(rename = "buildstatus", try_from = "i32")]
+    pub status: crate::status::BuildStatus,
+    pub size: Option<i64>,
+    #[sqlx(rename = "closuresize")]
+    pub closure_size: Option<i64>,
+    #[sqlx(rename = "releasename")]
+    pub release_name: Option<String>,
+}
+
+/// The latest build other than `not` that succeeded (possibly with a
+/// failed output) and has output `path`.
+pub async fn earlier_success(
+    pool: &PgPool,
+    path: &str,
+    not: i32,
+) -> Result<Option<EarlierSuccess>, sqlx::Error> {
+    use crate::status::BuildStatus;
+    let codes = [
+        BuildStatus::Succeeded.code(),
+        BuildStatus::FailedWithOutput.code(),
+    ];
+    sqlx::query_as(
+        "select b.id, b.buildStatus, b.size, b.closureSize, b.releaseName from Builds b \
+         join BuildOutputs o on o.build = b.id where o.path = $1 and b.id <> $2 and b.finished = 1 \
+         and b.buildStatus = any($3) order by b.id desc limit 1",
+    )
+    .bind(path)
+    .bind(not)
+    .bind(&codes[..])
+    .fetch_optional(pool)
+    .await
+}
+
+/// An unfinished build as the queue runner loads it.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct QueuedBuild {
+    pub id: i32,
+    pub jobset_id: i32,
+    pub project: String,
+    pub jobset: String,
+    pub job: String,
+    #[sqlx(rename = "drvpath")]
+    pub drv_path: String,
+    #[sqlx(rename = "maxsilent")]
+    pub max_silent: Option<i32>,
+    pub timeout: Option<i32>,
+    pub timestamp: i32,
+    #[sqlx(rename = "globalpriority")]
+    pub global_priority: i32,
+    pub priority: i32,
+}
+
+/// The unfinished builds (only `only` if given), most urgent first.
+pub async fn queued(pool: &PgPool, only: Option<i32>) -> Result<Vec<QueuedBuild>, sqlx::Error> {
+    sqlx::query_as(
+        "select b.id, b.jobset_id, j.project, j.name as jobset, b.job, b.drvPath, b.maxsilent, b.timeout, \
+         b.timestamp, b.globalPriority, b.priority from Builds b join Jobsets j on j.id = b.jobset_id \
+         where b.finished = 0 and ($1::int is null or b.id = $1) order by b.globalPriority desc, b.id",
+    )
+    .bind(only)
+    .fetch_all(pool)
+    .await
+}
+
+/// Each unfinished build's id and global priority.
+pub async fn queued_priorities(pool: &PgPool) -> Result<Vec<(i32, i32)>, sqlx::Error> {
+    sqlx::query_as("select id, globalPriority from Builds where finished = 0")
+        .fetch_all(pool)
+        .await
+}
+
+/// Whether build `id` exists and, if finished, how it ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    Queued,
+    Finished(crate::status::BuildStatus),
+}
+
+/// Build `id`'s progress; `None` when there is no such build. A finished
+/// build with a code this version does not know counts as failed.
+pub async fn progress(pool: &PgPool, id: i32) -> Result<Option<Progress>, sqlx::Error> {
+    let row: Option<(i32, Option<i32>)> =
+        sqlx::query_as("select finished, buildStatus from Builds where id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.map(|(finished, status)| {
+        if finished == 0 {
+            Progress::Queued
+        } else {
+            Progress::Finished(
+                status
+                    .and_then(crate::status::BuildStatus::from_code)
+                    .unwrap_or(crate::status::BuildStatus::Failed),
+            )
+        }
+    }))
 }

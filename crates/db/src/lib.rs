@@ -10,13 +10,18 @@
 pub mod builds;
 pub mod declarative;
 pub mod dsn;
+pub mod failed_paths;
+pub mod jobsets;
 pub mod listen;
 pub mod managed;
 pub mod migrate;
 pub mod names;
+pub mod notify;
 pub mod password;
+pub mod products;
 pub mod rows;
 pub mod status;
+pub mod steps;
 pub mod tx;
 pub mod users;
 

@@ -42,6 +42,14 @@ pub const CACHEABLE_FAILURES: [BuildStatus; 5] = [
     BuildStatus::NotDeterministic,
 ];
 
+impl TryFrom<i32> for BuildStatus {
+    type Error = String;
+
+    fn try_from(code: i32) -> Result<Self, Self::Error> {
+        BuildStatus::from_code(code).ok_or_else(|| format!("{code} is not a build status"))
+    }
+}
+
 impl BuildStatus {
     /// The stored code.
     pub fn code(self) -> i32 {

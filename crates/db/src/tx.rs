@@ -144,3 +144,15 @@ pub async fn lock_builds(conn: &mut PgConnection, ids: &[i32]) -> Result<Vec<i32
         .fetch_all(conn)
         .await
 }
+
+/// Takes the session-level advisory lock `key` if no other session holds
+/// it; held until the connection closes.
+pub async fn try_advisory_lock<'c, E: sqlx::PgExecutor<'c>>(
+    conn: E,
+    key: i64,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("select pg_try_advisory_lock($1)")
+        .bind(key)
+        .fetch_one(conn)
+        .await
+}

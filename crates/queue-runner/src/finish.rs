@@ -7,18 +7,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use hydra_db::builds::{Ending, OutputFacts};
 use hydra_db::status::{BuildStatus as Status, Busy};
-use hydra_db::{DbError, Tx, lock_builds, transaction};
-use sqlx::{PgConnection, PgPool};
+use hydra_db::steps::{NewStep, StepEnd, StepKind};
+use hydra_db::{DbError, Tx, lock_builds, notify, transaction};
+use sqlx::PgPool;
 
 use crate::QueueError;
 use crate::products::{self, Analysis, OutputScan};
 use crate::state::{Queue, Stats};
-
-/// Status codes to bind as an `integer[]`.
-fn codes(statuses: &[Status]) -> Vec<i32> {
-    statuses.iter().map(|s| s.code()).collect()
-}
 
 fn now() -> i32 {
     hydra_db::now()
@@ -26,15 +23,7 @@ fn now() -> i32 {
 
 /// Marks steps left busy by an earlier run as aborted.
 pub async fn clear_busy(pool: &PgPool) -> Result<u64, QueueError> {
-    let done = sqlx::query(
-        "update BuildSteps set busy = $2, status = $3, stopTime = coalesce(stopTime, $1) where busy <> $2",
-    )
-    .bind(now())
-    .bind(Busy::NotRunning)
-    .bind(Status::Aborted)
-    .execute(pool)
-    .await?;
-    Ok(done.rows_affected())
+    Ok(hydra_db::steps::abort_busy(pool, now()).await?)
 }
 
 /// Which of `paths` are known to fail.
@@ -42,42 +31,7 @@ pub async fn failed_paths(
     pool: &PgPool,
     paths: &BTreeSet<String>,
 ) -> Result<BTreeSet<String>, QueueError> {
-    if paths.is_empty() {
-        return Ok(BTreeSet::new());
-    }
-    let list: Vec<&str> = paths.iter().map(String::as_str).collect();
-    let found: Vec<String> =
-        sqlx::query_scalar("select path from FailedPaths where path = any($1)")
-            .bind(&list)
-            .fetch_all(pool)
-            .await?;
-    Ok(found.into_iter().collect())
-}
-
-/// `build_finished` with the first build and the others, split so that
-/// each payload stays under PostgreSQL's 8000-byte limit (each starting
-/// with the first build).
-pub fn build_finished_payloads(first: i32, others: &[i32]) -> Vec<String> {
-    let mut payloads = Vec::new();
-    let mut current = first.to_string();
-    for id in others {
-        let piece = format!("\t{id}");
-        if current.len() + piece.len() > 7000 {
-            payloads.push(std::mem::replace(&mut current, first.to_string()));
-        }
-        current.push_str(&piece);
-    }
-    payloads.push(current);
-    payloads
-}
-
-async fn notify(conn: &mut PgConnection, channel: &str, payload: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("select pg_notify($1, $2)")
-        .bind(channel)
-        .bind(payload)
-        .execute(conn)
-        .await?;
-    Ok(())
+    Ok(hydra_db::failed_paths::known(pool, paths).await?)
 }
 
 /// One `info` line per finished build among `ids` (id, job, status,
@@ -106,74 +60,6 @@ pub async fn log_finished(pool: &PgPool, ids: &[i32]) {
     }
 }
 
-async fn notify_finished(
-    conn: &mut PgConnection,
-    first: i32,
-    others: &[i32],
-) -> Result<(), sqlx::Error> {
-    for payload in build_finished_payloads(first, others) {
-        notify(conn, "build_finished", &payload).await?;
-    }
-    Ok(())
-}
-
-/// Adds a `BuildSteps` row (with `BuildStepOutputs`) and returns its
-/// number; a busy row is announced with `step_started`.
-#[allow(clippy::too_many_arguments)]
-pub async fn insert_step(
-    conn: &mut PgConnection,
-    build: i32,
-    kind: i32,
-    drv_path: &str,
-    machine: &str,
-    system: Option<&str>,
-    outputs: &BTreeMap<String, String>,
-    busy: Busy,
-    status: Option<Status>,
-    error: Option<&str>,
-    start: i32,
-    stop: Option<i32>,
-    propagated_from: Option<i32>,
-) -> Result<i32, sqlx::Error> {
-    let stepnr: i32 = sqlx::query_scalar(
-        "insert into BuildSteps (build, stepnr, type, drvPath, busy, status, errorMsg, startTime, stopTime, \
-         machine, system, propagatedFrom) \
-         select $1, coalesce(max(stepnr), 0) + 1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 \
-         from BuildSteps where build = $1 returning stepnr",
-    )
-    .bind(build)
-    .bind(kind)
-    .bind(drv_path)
-    .bind(busy)
-    .bind(status)
-    .bind(error)
-    .bind(start)
-    .bind(stop)
-    .bind(machine)
-    .bind(system)
-    .bind(propagated_from)
-    .fetch_one(&mut *conn)
-    .await?;
-    let names: Vec<&str> = outputs.keys().map(String::as_str).collect();
-    let paths: Vec<Option<&str>> = outputs
-        .values()
-        .map(|p| (!p.is_empty()).then_some(p.as_str()))
-        .collect();
-    sqlx::query(
-        "insert into BuildStepOutputs (build, stepnr, name, path) select $1, $2, n, p from unnest($3::text[], $4::text[]) as t(n, p)",
-    )
-    .bind(build)
-    .bind(stepnr)
-    .bind(&names)
-    .bind(&paths)
-    .execute(&mut *conn)
-    .await?;
-    if busy != Busy::NotRunning {
-        notify(conn, "step_started", &format!("{build}\t{stepnr}")).await?;
-    }
-    Ok(stepnr)
-}
-
 /// Creates the busy row of a step that starts on `machine`, with
 /// `build_started` for the builds whose own derivation this is.
 pub async fn start_step(
@@ -185,27 +71,26 @@ pub async fn start_step(
     outputs: &BTreeMap<String, String>,
     toplevel_of: &[i32],
 ) -> Result<i32, QueueError> {
+    let step = NewStep {
+        build,
+        kind: StepKind::Build,
+        drv_path,
+        machine,
+        system: Some(system),
+        outputs,
+        busy: Busy::Preparing,
+        status: None,
+        error: None,
+        start: now(),
+        stop: None,
+        propagated_from: None,
+    };
     let stepnr = transaction(pool, |mut tx: Tx| {
         Box::pin(async move {
             lock_builds(&mut tx, &[build]).await?;
-            let stepnr = insert_step(
-                &mut tx,
-                build,
-                0,
-                drv_path,
-                machine,
-                Some(system),
-                outputs,
-                Busy::Preparing,
-                None,
-                None,
-                now(),
-                None,
-                None,
-            )
-            .await?;
+            let stepnr = hydra_db::steps::insert(&mut tx, &step).await?;
             for id in toplevel_of {
-                notify(&mut tx, "build_started", &id.to_string()).await?;
+                notify::send(&mut tx, "build_started", &id.to_string()).await?;
             }
             Ok::<_, DbError>(stepnr)
         })
@@ -220,14 +105,7 @@ pub async fn set_busy(
     stepnr: i32,
     busy: Busy,
 ) -> Result<(), QueueError> {
-    sqlx::query("update BuildSteps set busy = $3 where build = $1 and stepnr = $2 and busy <> $4")
-        .bind(build)
-        .bind(stepnr)
-        .bind(busy)
-        .bind(Busy::NotRunning)
-        .execute(pool)
-        .await?;
-    Ok(())
+    Ok(hydra_db::steps::set_busy(pool, build, stepnr, busy).await?)
 }
 
 /// A finished substitution step (outputs copied instead of built).
@@ -239,25 +117,24 @@ pub async fn substitution_step(
     start: i32,
     stop: i32,
 ) -> Result<(), QueueError> {
+    let step = NewStep {
+        build,
+        kind: StepKind::Substitution,
+        drv_path,
+        machine: "",
+        system: None,
+        outputs,
+        busy: Busy::NotRunning,
+        status: Some(Status::Succeeded),
+        error: None,
+        start,
+        stop: Some(stop),
+        propagated_from: None,
+    };
     transaction(pool, |mut tx: Tx| {
         Box::pin(async move {
             lock_builds(&mut tx, &[build]).await?;
-            insert_step(
-                &mut tx,
-                build,
-                1,
-                drv_path,
-                "",
-                None,
-                outputs,
-                Busy::NotRunning,
-                Some(Status::Succeeded),
-                None,
-                start,
-                Some(stop),
-                None,
-            )
-            .await?;
+            hydra_db::steps::insert(&mut tx, &step).await?;
             Ok::<_, DbError>(())
         })
     })
@@ -268,20 +145,18 @@ pub async fn substitution_step(
 /// A build whose derivation is gone: finished as aborted.
 pub async fn aborted_build(queue: &Arc<Queue>, id: i32, why: &str) -> Result<(), QueueError> {
     tracing::warn!(build = id, "{why}");
+    let t = now();
+    let ending = Ending {
+        status: Status::Aborted,
+        cached: false,
+        start: t,
+        stop: t,
+        outputs: None,
+    };
     transaction(&queue.ctx.pool, |mut tx: Tx| {
         Box::pin(async move {
-            let t = now();
-            let done = sqlx::query(
-                "update Builds set finished = 1, buildStatus = $3, startTime = $2, stopTime = $2, \
-                 notificationPendingSince = $2 where id = $1 and finished = 0",
-            )
-            .bind(id)
-            .bind(t)
-            .bind(Status::Aborted)
-            .execute(&mut *tx)
-            .await?;
-            if done.rows_affected() > 0 {
-                notify_finished(&mut tx, id, &[]).await?;
+            if hydra_db::builds::finish(&mut tx, id, &ending).await? {
+                notify::build_finished(&mut tx, id, &[]).await?;
             }
             Ok::<_, DbError>(())
         })
@@ -304,56 +179,44 @@ pub async fn cached_failure(
     message: Option<&str>,
 ) -> Result<(), QueueError> {
     let pool = &queue.ctx.pool;
-    let propagated: Option<i32> = sqlx::query_scalar(
-        "select max(s.build) from BuildSteps s where s.drvPath = $1 and s.status = any($2) \
-         and s.propagatedFrom is null",
-    )
-    .bind(failed_drv)
-    .bind(codes(&hydra_db::status::CACHEABLE_FAILURES))
-    .fetch_one(pool)
-    .await?;
+    let propagated = hydra_db::steps::latest_own_failure(pool, failed_drv).await?;
     let status = if drv == failed_drv {
         Status::Failed
     } else {
         Status::DependencyFailed
     };
+    let t = now();
+    let no_outputs = BTreeMap::new();
+    let step = NewStep {
+        build: id,
+        kind: StepKind::Build,
+        drv_path: failed_drv,
+        machine: "",
+        system: None,
+        outputs: &no_outputs,
+        busy: Busy::NotRunning,
+        status: Some(Status::CachedFailure),
+        error: message,
+        start: t,
+        stop: Some(t),
+        propagated_from: propagated,
+    };
+    let ending = Ending {
+        status,
+        cached: true,
+        start: t,
+        stop: t,
+        outputs: None,
+    };
     transaction(pool, |mut tx: Tx| {
         Box::pin(async move {
             lock_builds(&mut tx, &[id]).await?;
-            let finished: i32 = sqlx::query_scalar("select finished from Builds where id = $1")
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await?;
-            if finished != 0 {
+            if hydra_db::builds::is_finished(&mut tx, id).await? {
                 return Ok::<_, DbError>(());
             }
-            let t = now();
-            insert_step(
-                &mut tx,
-                id,
-                0,
-                failed_drv,
-                "",
-                None,
-                &BTreeMap::new(),
-                Busy::NotRunning,
-                Some(Status::CachedFailure),
-                message,
-                t,
-                Some(t),
-                propagated,
-            )
-            .await?;
-            sqlx::query(
-                "update Builds set finished = 1, buildStatus = $2, isCachedBuild = 1, startTime = $3, stopTime = $3, \
-                 notificationPendingSince = $3 where id = $1 and finished = 0",
-            )
-            .bind(id)
-            .bind(status)
-            .bind(t)
-            .execute(&mut *tx)
-            .await?;
-            notify_finished(&mut tx, id, &[]).await?;
+            hydra_db::steps::insert(&mut tx, &step).await?;
+            hydra_db::builds::finish(&mut tx, id, &ending).await?;
+            notify::build_finished(&mut tx, id, &[]).await?;
             Ok(())
         })
     })
@@ -372,130 +235,84 @@ pub struct Results {
     pub closure_size: u64,
 }
 
+impl Results {
+    /// How a build with these results ends.
+    fn ending(&self, start: i32, stop: i32, cached: bool) -> Ending<'_> {
+        Ending {
+            status: self.status,
+            cached,
+            start,
+            stop,
+            outputs: Some(OutputFacts {
+                size: Some(self.analysis.size as i64),
+                closure_size: Some(self.closure_size as i64),
+                release_name: self.analysis.release_name.as_deref(),
+            }),
+        }
+    }
+}
+
+/// Finishes build `id` with `results`, products and metrics included;
+/// false if it was finished already.
+async fn finish_with_results(
+    tx: &mut Tx<'_, '_>,
+    id: i32,
+    results: &Results,
+    ending: &Ending<'_>,
+) -> Result<bool, sqlx::Error> {
+    if !hydra_db::builds::finish(tx, id, ending).await? {
+        return Ok(false);
+    }
+    let a = &results.analysis;
+    hydra_db::products::replace(tx, id, &a.products, &a.metrics).await?;
+    Ok(true)
+}
+
 /// A build whose outputs are all in the destination store: a cached
 /// success, with the products, metrics and sizes of an earlier build with
 /// the same outputs, else read from the store.
 pub async fn cached_success(queue: &Arc<Queue>, id: i32) -> Result<(), QueueError> {
     let pool = &queue.ctx.pool;
-    let outputs: Vec<(String, Option<String>)> =
-        sqlx::query_as("select name, path from BuildOutputs where build = $1 order by name")
-            .bind(id)
-            .fetch_all(pool)
-            .await?;
-    let first = outputs.iter().find_map(|(_, p)| p.clone());
-    type Earlier = (i32, i32, Option<i64>, Option<i64>, Option<String>);
-    let earlier: Option<Earlier> = match &first {
-        Some(path) => sqlx::query_as(
-            "select b.id, b.buildStatus, b.size, b.closureSize, b.releaseName from Builds b \
-             join BuildOutputs o on o.build = b.id where o.path = $1 and b.id <> $2 and b.finished = 1 \
-             and b.buildStatus = any($3) order by b.id desc limit 1",
-        )
-        .bind(path)
-        .bind(id)
-        .bind(codes(&[Status::Succeeded, Status::FailedWithOutput]))
-        .fetch_optional(pool)
-        .await?,
+    let outputs = hydra_db::builds::outputs(pool, id).await?;
+    let earlier = match outputs.iter().find_map(|(_, p)| p.as_deref()) {
+        Some(path) => hydra_db::builds::earlier_success(pool, path, id).await?,
         None => None,
     };
     let t = now();
     match earlier {
-        Some((earlier_id, status, size, closure, release)) => {
+        Some(earlier) => {
+            let ending = Ending {
+                status: earlier.status,
+                cached: true,
+                start: t,
+                stop: t,
+                outputs: Some(OutputFacts {
+                    size: earlier.size,
+                    closure_size: earlier.closure_size,
+                    release_name: earlier.release_name.as_deref(),
+                }),
+            };
             transaction(pool, |mut tx: Tx| {
-                let release = &release;
                 Box::pin(async move {
                     lock_builds(&mut tx, &[id]).await?;
-                    let done = sqlx::query(
-                        "update Builds set finished = 1, buildStatus = $2, isCachedBuild = 1, startTime = $3, \
-                         stopTime = $3, size = $4, closureSize = $5, releaseName = $6, notificationPendingSince = $3 \
-                         where id = $1 and finished = 0",
-                    )
-                    .bind(id)
-                    .bind(status)
-                    .bind(t)
-                    .bind(size)
-                    .bind(closure)
-                    .bind(release)
-                    .execute(&mut *tx)
-                    .await?;
-                    if done.rows_affected() == 0 {
-                        return Ok::<_, DbError>(());
+                    if hydra_db::builds::finish(&mut tx, id, &ending).await? {
+                        hydra_db::products::copy(&mut tx, id, earlier.id).await?;
+                        notify::build_finished(&mut tx, id, &[]).await?;
                     }
-                    sqlx::query("delete from BuildProducts where build = $1")
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await?;
-                    sqlx::query(
-                        "insert into BuildProducts (build, productnr, type, subtype, fileSize, sha256hash, path, name, defaultPath) \
-                         select $1, productnr, type, subtype, fileSize, sha256hash, path, name, defaultPath \
-                         from BuildProducts where build = $2",
-                    )
-                    .bind(id)
-                    .bind(earlier_id)
-                    .execute(&mut *tx)
-                    .await?;
-                    sqlx::query("delete from BuildMetrics where build = $1")
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await?;
-                    sqlx::query(
-                        "insert into BuildMetrics (build, name, unit, value, project, jobset, job, timestamp) \
-                         select $1, m.name, m.unit, m.value, j.project, j.name, b.job, b.timestamp \
-                         from BuildMetrics m, Builds b join Jobsets j on j.id = b.jobset_id \
-                         where m.build = $2 and b.id = $1",
-                    )
-                    .bind(id)
-                    .bind(earlier_id)
-                    .execute(&mut *tx)
-                    .await?;
-                    notify_finished(&mut tx, id, &[]).await?;
-                    Ok(())
+                    Ok::<_, DbError>(())
                 })
             })
             .await?;
         }
         None => {
-            let mut scans = Vec::new();
-            let paths: BTreeSet<String> = outputs.iter().filter_map(|(_, p)| p.clone()).collect();
-            let infos = queue
-                .ctx
-                .dest
-                .path_infos(&paths)
-                .await
-                .map_err(|e| QueueError::Machines(format!("destination store: {e}")))?;
-            for (name, path) in &outputs {
-                let Some(path) = path else { continue };
-                let scan = queue
-                    .ctx
-                    .dest
-                    .scan(path, &products::scan_options())
-                    .await
-                    .map_err(|e| QueueError::Machines(format!("destination store: {e}")))?;
-                scans.push(OutputScan {
-                    name: name.clone(),
-                    path: path.clone(),
-                    nar_size: infos
-                        .get(path)
-                        .map_or(scan.summary.nar_size, |i| i.nar_size),
-                    scan,
-                });
-            }
-            let analysis = products::analyse(&scans);
-            let closure_size = queue.ctx.dest.closure_size(&paths).await.unwrap_or(0);
-            let results = Results {
-                status: if analysis.failed {
-                    Status::FailedWithOutput
-                } else {
-                    Status::Succeeded
-                },
-                analysis,
-                closure_size,
-            };
+            let results = read_results(queue, &outputs).await?;
+            let ending = results.ending(t, t, true);
             transaction(pool, |mut tx: Tx| {
                 let results = &results;
                 Box::pin(async move {
                     lock_builds(&mut tx, &[id]).await?;
-                    if finish_build(&mut tx, id, results, t, t, true).await? {
-                        notify_finished(&mut tx, id, &[]).await?;
+                    if finish_with_results(&mut tx, id, results, &ending).await? {
+                        notify::build_finished(&mut tx, id, &[]).await?;
                     }
                     Ok::<_, DbError>(())
                 })
@@ -509,146 +326,114 @@ pub async fn cached_success(queue: &Arc<Queue>, id: i32) -> Result<(), QueueErro
     Ok(())
 }
 
-/// Marks a build finished with `results`; false if it already was.
-async fn finish_build(
-    conn: &mut PgConnection,
-    id: i32,
-    results: &Results,
-    start: i32,
-    stop: i32,
-    cached: bool,
-) -> Result<bool, sqlx::Error> {
-    let a = &results.analysis;
-    let done = sqlx::query(
-        "update Builds set finished = 1, buildStatus = $2, isCachedBuild = $3, startTime = $4, stopTime = $5, \
-         size = $6, closureSize = $7, releaseName = $8, notificationPendingSince = $5 \
-         where id = $1 and finished = 0",
-    )
-    .bind(id)
-    .bind(results.status)
-    .bind(i32::from(cached))
-    .bind(start)
-    .bind(stop)
-    .bind(a.size as i64)
-    .bind(results.closure_size as i64)
-    .bind(&a.release_name)
-    .execute(&mut *conn)
-    .await?;
-    if done.rows_affected() == 0 {
-        return Ok(false);
+/// The results of outputs already in the destination store, read there.
+async fn read_results(
+    queue: &Arc<Queue>,
+    outputs: &[(String, Option<String>)],
+) -> Result<Results, QueueError> {
+    let dest_error = |e| QueueError::Machines(format!("destination store: {e}"));
+    let paths: BTreeSet<String> = outputs.iter().filter_map(|(_, p)| p.clone()).collect();
+    let infos = queue
+        .ctx
+        .dest
+        .path_infos(&paths)
+        .await
+        .map_err(dest_error)?;
+    let mut scans = Vec::new();
+    for (name, path) in outputs {
+        let Some(path) = path else { continue };
+        let scan = queue
+            .ctx
+            .dest
+            .scan(path, &products::scan_options())
+            .await
+            .map_err(dest_error)?;
+        scans.push(OutputScan {
+            name: name.clone(),
+            path: path.clone(),
+            nar_size: infos
+                .get(path)
+                .map_or(scan.summary.nar_size, |i| i.nar_size),
+            scan,
+        });
     }
-    sqlx::query("delete from BuildProducts where build = $1")
-        .bind(id)
-        .execute(&mut *conn)
-        .await?;
-    for (i, p) in a.products.iter().enumerate() {
-        sqlx::query(
-            "insert into BuildProducts (build, productnr, type, subtype, fileSize, sha256hash, path, name, defaultPath) \
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(id)
-        .bind(i as i32 + 1)
-        .bind(&p.kind)
-        .bind(&p.subtype)
-        .bind(p.file_size)
-        .bind(&p.sha256)
-        .bind(&p.path)
-        .bind(&p.name)
-        .bind(&p.default_path)
-        .execute(&mut *conn)
-        .await?;
-    }
-    sqlx::query("delete from BuildMetrics where build = $1")
-        .bind(id)
-        .execute(&mut *conn)
-        .await?;
-    for (name, m) in &a.metrics {
-        sqlx::query(
-            "insert into BuildMetrics (build, name, unit, value, project, jobset, job, timestamp) \
-             select b.id, $2, $3, $4, j.project, j.name, b.job, b.timestamp from Builds b \
-             join Jobsets j on j.id = b.jobset_id where b.id = $1",
-        )
-        .bind(id)
-        .bind(name)
-        .bind(&m.unit)
-        .bind(m.value)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(true)
+    let analysis = products::analyse(&scans);
+    let closure_size = queue.ctx.dest.closure_size(&paths).await.unwrap_or(0);
+    Ok(Results {
+        status: if analysis.failed {
+            Status::FailedWithOutput
+        } else {
+            Status::Succeeded
+        },
+        analysis,
+        closure_size,
+    })
+}
+
+/// Where and when a step ran, and where its log is.
+#[derive(Clone, Copy, Debug)]
+pub struct StepRun<'a> {
+    /// The build the step ran for.
+    pub build: i32,
+    /// Its row, if it ran.
+    pub stepnr: Option<i32>,
+    pub drv_path: &'a str,
+    pub machine: &'a str,
+    pub outputs: &'a BTreeMap<String, String>,
+    pub start: i32,
+    pub stop: i32,
+    pub log: Option<&'a str>,
+}
+
+/// How a step that built went.
+#[derive(Clone, Copy, Debug)]
+pub struct Success<'a> {
+    pub results: &'a Results,
+    pub times_built: i32,
+    pub non_deterministic: bool,
+    pub overhead: i32,
 }
 
 /// A step that built: its row finished, and every build whose own
-/// derivation it is finished with `results` (cached for all but `build`,
-/// the one the step ran for). Returns the builds finished.
-#[allow(clippy::too_many_arguments)]
+/// derivation it is finished with `results` (cached for all but the one
+/// the step ran for). Returns the builds finished.
 pub async fn step_succeeded(
     pool: &PgPool,
-    build: i32,
+    run: &StepRun<'_>,
     stepnr: i32,
-    outputs: &BTreeMap<String, String>,
     toplevel_of: &[i32],
-    results: &Results,
-    start: i32,
-    stop: i32,
-    times_built: i32,
-    non_deterministic: bool,
-    overhead: i32,
-    log: Option<&str>,
+    success: &Success<'_>,
 ) -> Result<Vec<i32>, QueueError> {
+    let build = run.build;
     let mut ids: Vec<i32> = toplevel_of.to_vec();
     ids.push(build);
     ids.sort_unstable();
     ids.dedup();
+    let end = StepEnd {
+        status: Status::Succeeded,
+        error: None,
+        stop: run.stop,
+        times_built: Some(success.times_built),
+        non_deterministic: Some(success.non_deterministic),
+        overhead: Some(success.overhead),
+    };
     let finished = transaction(pool, |mut tx: Tx| {
         let ids = &ids;
         Box::pin(async move {
             lock_builds(&mut tx, ids).await?;
-            sqlx::query(
-                "update BuildSteps set busy = $7, status = $8, stopTime = $3, timesBuilt = $4, isNonDeterministic = $5, \
-                 overhead = $6 where build = $1 and stepnr = $2",
-            )
-            .bind(build)
-            .bind(stepnr)
-            .bind(stop)
-            .bind(times_built)
-            .bind(non_deterministic)
-            .bind(overhead)
-            .bind(Busy::NotRunning)
-            .bind(Status::Succeeded)
-            .execute(&mut *tx)
-            .await?;
-            for (name, path) in outputs {
-                sqlx::query("update BuildStepOutputs set path = $4 where build = $1 and stepnr = $2 and name = $3")
-                    .bind(build)
-                    .bind(stepnr)
-                    .bind(name)
-                    .bind(path)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            hydra_db::steps::end(&mut tx, build, stepnr, &end).await?;
+            hydra_db::steps::set_output_paths(&mut tx, build, stepnr, run.outputs).await?;
             let mut finished = Vec::new();
             for id in toplevel_of {
-                for (name, path) in outputs {
-                    sqlx::query("update BuildOutputs set path = $3 where build = $1 and name = $2")
-                        .bind(id)
-                        .bind(name)
-                        .bind(path)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                if finish_build(&mut tx, *id, results, start, stop, *id != build).await? {
+                hydra_db::builds::set_output_paths(&mut tx, *id, run.outputs).await?;
+                let ending = success.results.ending(run.start, run.stop, *id != build);
+                if finish_with_results(&mut tx, *id, success.results, &ending).await? {
                     finished.push(*id);
                 }
             }
-            notify(
-                &mut tx,
-                "step_finished",
-                &format!("{build}\t{stepnr}\t{}", log.unwrap_or("-")),
-            )
-            .await?;
+            notify::step_finished(&mut tx, build, stepnr, run.log).await?;
             for id in &finished {
-                notify_finished(&mut tx, *id, &[]).await?;
+                notify::build_finished(&mut tx, *id, &[]).await?;
             }
             Ok::<_, DbError>(finished)
         })
@@ -673,121 +458,105 @@ pub struct Failure {
 /// A step that failed for good: its row (if it ran) finished, and every
 /// build that needs it finished (the step's own builds with its status,
 /// the others with 2 when it simply failed), each with a step row that
-/// points at `build`. Returns the builds finished.
-#[allow(clippy::too_many_arguments)]
+/// points at the build it ran for. Returns the builds finished.
 pub async fn step_failed(
     pool: &PgPool,
-    build: i32,
-    stepnr: Option<i32>,
-    drv_path: &str,
-    machine: &str,
-    outputs: &BTreeMap<String, String>,
+    run: &StepRun<'_>,
     toplevel_of: &BTreeSet<i32>,
     dependents: &BTreeSet<i32>,
     failure: &Failure,
-    start: i32,
-    stop: i32,
-    log: Option<&str>,
 ) -> Result<Vec<i32>, QueueError> {
+    let build = run.build;
     let mut ids: Vec<i32> = dependents.iter().copied().collect();
     // The build the step ran for has its row; without one (the step never
     // ran, or a later round for builds linked meanwhile) it is among the
     // dependents when it needs the step.
-    if stepnr.is_some() {
+    if run.stepnr.is_some() {
         ids.push(build);
     }
     ids.sort_unstable();
     ids.dedup();
     let error = if failure.status == Status::Aborted || failure.status == Status::Unsupported {
-        failure.error.clone()
+        failure.error.as_deref()
     } else {
         None
     };
+    let end = StepEnd {
+        status: failure.status,
+        error,
+        stop: run.stop,
+        times_built: Some(failure.times_built),
+        non_deterministic: Some(failure.non_deterministic),
+        overhead: None,
+    };
+    // Cached failures count as plain failures for builds.
+    let base = if failure.status == Status::CachedFailure {
+        Status::Failed
+    } else {
+        failure.status
+    };
     let finished = transaction(pool, |mut tx: Tx| {
-        let (ids, error) = (&ids, &error);
+        let ids = &ids;
         Box::pin(async move {
             lock_builds(&mut tx, ids).await?;
-            if let Some(stepnr) = stepnr {
-                sqlx::query(
-                    "update BuildSteps set busy = $8, status = $3, errorMsg = $4, stopTime = $5, timesBuilt = $6, \
-                     isNonDeterministic = $7 where build = $1 and stepnr = $2",
-                )
-                .bind(build)
-                .bind(stepnr)
-                .bind(failure.status)
-                .bind(error)
-                .bind(stop)
-                .bind(failure.times_built)
-                .bind(failure.non_deterministic)
-                .bind(Busy::NotRunning)
-                .execute(&mut *tx)
-                .await?;
-                notify(
-                    &mut tx,
-                    "step_finished",
-                    &format!("{build}\t{stepnr}\t{}", log.unwrap_or("-")),
-                )
-                .await?;
+            if let Some(stepnr) = run.stepnr {
+                hydra_db::steps::end(&mut tx, build, stepnr, &end).await?;
+                notify::step_finished(&mut tx, build, stepnr, run.log).await?;
             }
-            // Cached failures count as plain failures for builds.
-            let base = if failure.status == Status::CachedFailure {
-                Status::Failed
-            } else {
-                failure.status
-            };
             let mut finished = Vec::new();
             for id in ids {
                 let is_toplevel = toplevel_of.contains(id);
-                let has_row = *id == build && stepnr.is_some();
+                let has_row = *id == build && run.stepnr.is_some();
                 if !(has_row || failure.status == Status::CachedFailure && is_toplevel) {
-                    insert_step(
-                        &mut tx,
-                        *id,
-                        0,
-                        drv_path,
-                        machine,
-                        None,
-                        outputs,
-                        Busy::NotRunning,
-                        Some(failure.status),
-                        error.as_deref(),
-                        start,
-                        Some(stop),
-                        (*id != build).then_some(build),
-                    )
-                    .await?;
+                    let step = NewStep {
+                        build: *id,
+                        kind: StepKind::Build,
+                        drv_path: run.drv_path,
+                        machine: run.machine,
+                        system: None,
+                        outputs: run.outputs,
+                        busy: Busy::NotRunning,
+                        status: Some(failure.status),
+                        error,
+                        start: run.start,
+                        stop: Some(run.stop),
+                        propagated_from: (*id != build).then_some(build),
+                    };
+                    hydra_db::steps::insert(&mut tx, &step).await?;
                 }
-                let build_status = if !is_toplevel && base == Status::Failed {
+                let status = if !is_toplevel && base == Status::Failed {
                     Status::DependencyFailed
                 } else {
                     base
                 };
-                let done = sqlx::query(
-                    "update Builds set finished = 1, buildStatus = $2, isCachedBuild = $3, startTime = $4, \
-                     stopTime = $5, notificationPendingSince = $5 where id = $1 and finished = 0",
-                )
-                .bind(id)
-                .bind(build_status)
-                .bind(i32::from(failure.status == Status::CachedFailure))
-                .bind(start)
-                .bind(stop)
-                .execute(&mut *tx)
-                .await?;
-                if done.rows_affected() > 0 {
+                let ending = Ending {
+                    status,
+                    cached: failure.status == Status::CachedFailure,
+                    start: run.start,
+                    stop: run.stop,
+                    outputs: None,
+                };
+                if hydra_db::builds::finish(&mut tx, *id, &ending).await? {
                     finished.push(*id);
                 }
             }
             if failure.cacheable {
-                let paths: Vec<&str> = outputs.values().filter(|p| !p.is_empty()).map(String::as_str).collect();
-                sqlx::query("insert into FailedPaths (path) select unnest($1::text[]) on conflict do nothing")
-                    .bind(&paths)
-                    .execute(&mut *tx)
-                    .await?;
+                let paths: Vec<&str> = run
+                    .outputs
+                    .values()
+                    .filter(|p| !p.is_empty())
+                    .map(String::as_str)
+                    .collect();
+                hydra_db::failed_paths::add(&mut tx, &paths).await?;
             }
             if !finished.is_empty() {
-                let first = if finished.contains(&build) { build } else { finished[0] };
+                let first = if finished.contains(&build) {
+                    build
+                } else {
+                    finished[0]
+                };
                 let others: Vec<i32> = finished.iter().copied().filter(|id| *id != first).collect();
-                notify_finished(&mut tx, first, &others).await?;
+                notify::build_finished(&mut tx, first, &others).await?;
             }
             Ok::<_, DbError>(finished)
         })
@@ -803,20 +572,8 @@ pub async fn step_failed(
 pub async fn close_abandoned_step(pool: &PgPool, build: i32, stepnr: i32, why: &str) {
     let mut wait = std::time::Duration::from_secs(1);
     loop {
-        let closed = sqlx::query(
-            "update BuildSteps set busy = $6, status = $3, errorMsg = $4, stopTime = $5 \
-             where build = $1 and stepnr = $2 and busy <> $6",
-        )
-        .bind(build)
-        .bind(stepnr)
-        .bind(Status::Aborted)
-        .bind(why)
-        .bind(now())
-        .bind(Busy::NotRunning)
-        .execute(pool)
-        .await;
-        match closed {
-            Ok(_) => {
+        match hydra_db::steps::abort_if_busy(pool, build, stepnr, why, now()).await {
+            Ok(()) => {
                 tracing::info!(
                     build,
                     stepnr,
@@ -843,45 +600,21 @@ pub async fn step_will_retry(
     stop: i32,
     log: Option<&str>,
 ) -> Result<(), QueueError> {
+    let end = StepEnd {
+        status,
+        error: Some(error),
+        stop,
+        times_built: None,
+        non_deterministic: None,
+        overhead: None,
+    };
     transaction(pool, |mut tx: Tx| {
         Box::pin(async move {
-            sqlx::query(
-                "update BuildSteps set busy = $6, status = $3, errorMsg = $4, stopTime = $5 where build = $1 and stepnr = $2",
-            )
-            .bind(build)
-            .bind(stepnr)
-            .bind(status)
-            .bind(error)
-            .bind(stop)
-            .bind(Busy::NotRunning)
-            .execute(&mut *tx)
-            .await?;
-            notify(&mut tx, "step_finished", &format!("{build}\t{stepnr}\t{}", log.unwrap_or("-"))).await?;
+            hydra_db::steps::end(&mut tx, build, stepnr, &end).await?;
+            notify::step_finished(&mut tx, build, stepnr, log).await?;
             Ok::<_, DbError>(())
         })
     })
     .await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn build_finished_payloads_stay_under_the_limit() {
-        assert_eq!(build_finished_payloads(5, &[]), ["5"]);
-        assert_eq!(build_finished_payloads(5, &[6, 7]), ["5\t6\t7"]);
-        let others: Vec<i32> = (1_000_000..1_003_000).collect();
-        let payloads = build_finished_payloads(42, &others);
-        assert!(payloads.len() > 1);
-        let mut seen = Vec::new();
-        for p in &payloads {
-            assert!(p.len() < 8000);
-            let mut ids = p.split('\t');
-            assert_eq!(ids.next(), Some("42"));
-            seen.extend(ids.map(|i| i.parse::<i32>().unwrap_or(0)));
-        }
-        assert_eq!(seen, others);
-    }
 }

@@ -161,7 +161,10 @@ pub async fn run_with(
 }
 
 /// Builds one build (and what it needs) and returns when it is finished.
-pub async fn build_one(ctx: Context, build_id: i32) -> Result<i32, QueueError> {
+pub async fn build_one(
+    ctx: Context,
+    build_id: i32,
+) -> Result<hydra_db::status::BuildStatus, QueueError> {
     let lock = state::InstanceLock::acquire(&ctx.pool).await?;
     let queue = Queue::start(ctx).await?;
     let dispatcher = tokio::spawn(dispatch::run(queue.clone()));

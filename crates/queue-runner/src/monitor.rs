@@ -13,6 +13,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hydra_db::builds::QueuedBuild;
+use hydra_db::status::BuildStatus;
 use hydra_db::{Listener, Wakeup};
 use hydra_nix::derivation::Derivation;
 
@@ -104,37 +106,12 @@ pub async fn run(queue: Arc<Queue>) -> Result<(), QueueError> {
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct BuildRow {
-    id: i32,
-    jobset_id: i32,
-    project: String,
-    jobset: String,
-    job: String,
-    #[sqlx(rename = "drvpath")]
-    drv_path: String,
-    #[sqlx(rename = "maxsilent")]
-    max_silent: Option<i32>,
-    timeout: Option<i32>,
-    timestamp: i32,
-    #[sqlx(rename = "globalpriority")]
-    global_priority: i32,
-    priority: i32,
-}
-
 /// Loads unfinished builds not in the queue yet (only `only` if given);
 /// returns false if it stopped early (after a minute) to let other work in.
 pub async fn load_builds(queue: &Arc<Queue>, only: Option<i32>) -> Result<bool, QueueError> {
     let started = Instant::now();
-    let rows: Vec<BuildRow> = sqlx::query_as(
-        "select b.id, b.jobset_id, j.project, j.name as jobset, b.job, b.drvPath, b.maxsilent, b.timeout, \
-         b.timestamp, b.globalPriority, b.priority from Builds b join Jobsets j on j.id = b.jobset_id \
-         where b.finished = 0 and ($1::int is null or b.id = $1) order by b.globalPriority desc, b.id",
-    )
-    .bind(only)
-    .fetch_all(&queue.ctx.pool)
-    .await?;
-    let new: Vec<BuildRow> = {
+    let rows = hydra_db::builds::queued(&queue.ctx.pool, only).await?;
+    let new: Vec<QueuedBuild> = {
         let state = queue.lock();
         rows.into_iter()
             .filter(|r| !state.builds.contains_key(&r.id))
@@ -206,7 +183,7 @@ async fn read_drvs(ctx: &Context, paths: Vec<String>) -> Vec<(String, Result<Der
     out
 }
 
-async fn load_chunk(queue: &Arc<Queue>, rows: &[BuildRow]) -> Result<(), QueueError> {
+async fn load_chunk(queue: &Arc<Queue>, rows: &[QueuedBuild]) -> Result<(), QueueError> {
     let ctx = &queue.ctx;
     // Derivations that were garbage-collected cannot be built.
     let drvs: BTreeSet<String> = rows.iter().map(|r| r.drv_path.clone()).collect();
@@ -569,20 +546,9 @@ async fn load_new_jobset_shares(queue: &Arc<Queue>) -> Result<(), QueueError> {
     if unknown.is_empty() {
         return Ok(());
     }
-    let shares: Vec<(i32, i32)> =
-        sqlx::query_as("select id, schedulingShares from Jobsets where id = any($1)")
-            .bind(&unknown)
-            .fetch_all(&queue.ctx.pool)
-            .await?;
+    let shares = hydra_db::jobsets::scheduling_shares(&queue.ctx.pool, &unknown).await?;
     let since = hydra_db::now() - crate::state::SHARE_WINDOW as i32;
-    let history: Vec<(i32, i32, i32)> = sqlx::query_as(
-        "select b.jobset_id, s.startTime, s.stopTime from BuildSteps s join Builds b on b.id = s.build \
-         where b.jobset_id = any($1) and s.startTime > $2 and s.stopTime is not null order by s.startTime",
-    )
-    .bind(&unknown)
-    .bind(since)
-    .fetch_all(&queue.ctx.pool)
-    .await?;
+    let history = hydra_db::steps::recent_times(&queue.ctx.pool, &unknown, since).await?;
     let mut state = queue.lock();
     for (id, n) in shares {
         if let Some(j) = state.jobsets.get_mut(&id) {
@@ -602,11 +568,7 @@ async fn reload_shares(queue: &Arc<Queue>) -> Result<(), QueueError> {
     if ids.is_empty() {
         return Ok(());
     }
-    let shares: Vec<(i32, i32)> =
-        sqlx::query_as("select id, schedulingShares from Jobsets where id = any($1)")
-            .bind(&ids)
-            .fetch_all(&queue.ctx.pool)
-            .await?;
+    let shares = hydra_db::jobsets::scheduling_shares(&queue.ctx.pool, &ids).await?;
     let mut state = queue.lock();
     for (id, n) in shares {
         if let Some(j) = state.jobsets.get_mut(&id) {
@@ -622,10 +584,7 @@ async fn reload_shares(queue: &Arc<Queue>) -> Result<(), QueueError> {
 /// leave the queue (running steps no build needs are cancelled), and
 /// raised priorities spread to the steps.
 pub async fn process_changes(queue: &Arc<Queue>) -> Result<(), QueueError> {
-    let rows: Vec<(i32, i32)> =
-        sqlx::query_as("select id, globalPriority from Builds where finished = 0")
-            .fetch_all(&queue.ctx.pool)
-            .await?;
+    let rows = hydra_db::builds::queued_priorities(&queue.ctx.pool).await?;
     let current: HashMap<i32, i32> = rows.into_iter().collect();
     let to_cancel = {
         let mut state = queue.lock();
@@ -678,31 +637,24 @@ pub async fn process_changes(queue: &Arc<Queue>) -> Result<(), QueueError> {
 }
 
 /// Loads one build and waits until it is finished; returns its status.
-pub async fn build_one(queue: &Arc<Queue>, build_id: i32) -> Result<i32, QueueError> {
-    let exists: Option<(i32, Option<i32>)> =
-        sqlx::query_as("select finished, buildStatus from Builds where id = $1")
-            .bind(build_id)
-            .fetch_optional(&queue.ctx.pool)
-            .await?;
-    let Some((finished, status)) = exists else {
-        return Err(QueueError::NoSuchBuild(build_id));
-    };
-    if finished == 1 {
-        return Ok(status.unwrap_or(0));
+pub async fn build_one(queue: &Arc<Queue>, build_id: i32) -> Result<BuildStatus, QueueError> {
+    use hydra_db::builds::Progress;
+    match hydra_db::builds::progress(&queue.ctx.pool, build_id).await? {
+        None => return Err(QueueError::NoSuchBuild(build_id)),
+        Some(Progress::Finished(status)) => return Ok(status),
+        Some(Progress::Queued) => {}
     }
     load_builds(queue, Some(build_id)).await?;
     loop {
-        let row: (i32, Option<i32>) =
-            sqlx::query_as("select finished, buildStatus from Builds where id = $1")
-                .bind(build_id)
-                .fetch_one(&queue.ctx.pool)
-                .await?;
-        if row.0 == 1 {
-            return Ok(row.1.unwrap_or(0));
+        let progress = hydra_db::builds::progress(&queue.ctx.pool, build_id).await?;
+        match progress {
+            Some(Progress::Finished(status)) => return Ok(status),
+            None => return Err(QueueError::NoSuchBuild(build_id)),
+            Some(Progress::Queued) => {}
         }
         if !queue.lock().builds.contains_key(&build_id) {
             // Left the queue without being finished (cancelled elsewhere).
-            return Ok(row.1.unwrap_or(4));
+            return Ok(BuildStatus::Cancelled);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -34,25 +34,7 @@ pub struct OutputScan {
     pub scan: Scan,
 }
 
-/// A `BuildProducts` row (without the build and number).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Product {
-    pub kind: String,
-    pub subtype: String,
-    pub file_size: Option<i64>,
-    /// SHA-256, hex.
-    pub sha256: Option<String>,
-    pub path: String,
-    pub name: String,
-    pub default_path: Option<String>,
-}
-
-/// A metric: value and unit.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Metric {
-    pub value: f64,
-    pub unit: Option<String>,
-}
+pub use hydra_db::products::{Metric, Product};
 
 /// Everything the outputs say.
 #[derive(Clone, Debug, Default, PartialEq)]

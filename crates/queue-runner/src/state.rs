@@ -440,10 +440,7 @@ impl InstanceLock {
     }
 
     async fn try_lock(listener: &mut sqlx::postgres::PgListener) -> Result<bool, QueueError> {
-        Ok(sqlx::query_scalar("select pg_try_advisory_lock($1)")
-            .bind(LOCK_KEY)
-            .fetch_one(&mut *listener)
-            .await?)
+        Ok(hydra_db::tx::try_advisory_lock(&mut *listener, LOCK_KEY).await?)
     }
 
     /// Holds the lock while `held` says the queue runner may dispatch: when

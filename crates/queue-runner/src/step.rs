@@ -273,22 +273,23 @@ async fn execute(
             times_built,
             non_deterministic,
         } => {
-            let overhead = 0;
-            let finished = finish::step_succeeded(
-                pool,
-                plan.build,
-                stepnr,
-                &plan.outputs,
-                &toplevel,
-                &results,
+            let run = finish::StepRun {
+                build: plan.build,
+                stepnr: Some(stepnr),
+                drv_path,
+                machine,
+                outputs: &plan.outputs,
                 start,
                 stop,
+                log,
+            };
+            let success = finish::Success {
+                results: &results,
                 times_built,
                 non_deterministic,
-                overhead,
-                log,
-            )
-            .await?;
+                overhead: 0,
+            };
+            let finished = finish::step_succeeded(pool, &run, stepnr, &toplevel, &success).await?;
             if has_log
                 && ctx.config.queue_runner.upload_logs_to_binary_cache
                 && !ctx.dest.is_machine_store()
@@ -435,21 +436,18 @@ async fn fail_for_good(
             };
             (dependents, toplevel_of)
         };
-        let finished = finish::step_failed(
-            &queue.ctx.pool,
-            plan.build,
-            if round == 0 { stepnr } else { None },
+        let run = finish::StepRun {
+            build: plan.build,
+            stepnr: if round == 0 { stepnr } else { None },
             drv_path,
             machine,
-            &plan.outputs,
-            &toplevel_of,
-            &dependents,
-            failure,
+            outputs: &plan.outputs,
             start,
             stop,
             log,
-        )
-        .await?;
+        };
+        let finished =
+            finish::step_failed(&queue.ctx.pool, &run, &toplevel_of, &dependents, failure).await?;
         if round == 0 {
             tracing::info!(drv = %drv_path, status = failure.status.describe(), builds = finished.len(), "step failed");
         } else {
