@@ -328,3 +328,193 @@ pub async fn progress(pool: &PgPool, id: i32) -> Result<Option<Progress>, sqlx::
         }
     }))
 }
+
+/// A build an evaluation adds.
+#[derive(Clone, Copy, Debug)]
+pub struct NewBuild<'a> {
+    pub job: &'a str,
+    pub nix_name: &'a str,
+    pub description: Option<&'a str>,
+    pub drv_path: &'a str,
+    pub system: &'a str,
+    pub license: Option<&'a str>,
+    pub homepage: Option<&'a str>,
+    pub maintainers: Option<&'a str>,
+    pub max_silent: Option<i32>,
+    pub timeout: Option<i32>,
+    pub is_channel: bool,
+    pub priority: i32,
+    /// Output name to path (none for outputs without a fixed path).
+    pub outputs: &'a std::collections::BTreeMap<String, Option<String>>,
+}
+
+/// Takes `n` build ids from the sequence.
+pub async fn reserve_ids(conn: &mut PgConnection, n: usize) -> Result<Vec<i32>, sqlx::Error> {
+    sqlx::query_scalar("select nextval('builds_id_seq')::int from generate_series(1, $1)")
+        .bind(i32::try_from(n).unwrap_or(i32::MAX))
+        .fetch_all(conn)
+        .await
+}
+
+/// Adds `builds` (queued, current) to jobset `jobset_id` with the ids
+/// `ids`, in order, and their outputs.
+pub async fn insert_queued(
+    conn: &mut PgConnection,
+    jobset_id: i32,
+    now: i32,
+    builds: &[NewBuild<'_>],
+    ids: &[i32],
+) -> Result<(), sqlx::Error> {
+    fn col<'a, T>(builds: &'a [NewBuild<'a>], f: impl Fn(&NewBuild<'a>) -> T) -> Vec<T> {
+        builds.iter().map(f).collect()
+    }
+    sqlx::query(
+        "insert into Builds (id, finished, timestamp, jobset_id, job, nixName, description, drvPath, system, license, \
+         homepage, maintainers, maxsilent, timeout, isChannel, isCurrent, priority, globalPriority) \
+         select id, 0, $2, $3, job, nix, descr, drv, sys, lic, home, maint, silent, tmo, chan, 1, prio, 0 \
+         from unnest($1::int[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], \
+                     $11::text[], $12::int[], $13::int[], $14::int[], $15::int[]) \
+              as t(id, job, nix, descr, drv, sys, lic, home, maint, silent, tmo, chan, prio)",
+    )
+    .bind(ids)
+    .bind(now)
+    .bind(jobset_id)
+    .bind(col(builds, |b| b.job))
+    .bind(col(builds, |b| b.nix_name))
+    .bind(col(builds, |b| b.description))
+    .bind(col(builds, |b| b.drv_path))
+    .bind(col(builds, |b| b.system))
+    .bind(col(builds, |b| b.license))
+    .bind(col(builds, |b| b.homepage))
+    .bind(col(builds, |b| b.maintainers))
+    .bind(col(builds, |b| b.max_silent))
+    .bind(col(builds, |b| b.timeout))
+    .bind(col(builds, |b| i32::from(b.is_channel)))
+    .bind(col(builds, |b| b.priority))
+    .execute(&mut *conn)
+    .await?;
+    let mut out_builds = Vec::new();
+    let mut out_names = Vec::new();
+    let mut out_paths: Vec<Option<&str>> = Vec::new();
+    for (build, id) in builds.iter().zip(ids) {
+        for (name, path) in build.outputs {
+            out_builds.push(*id);
+            out_names.push(name.as_str());
+            out_paths.push(path.as_deref());
+        }
+    }
+    sqlx::query("insert into BuildOutputs (build, name, path) select * from unnest($1::int[], $2::text[], $3::text[])")
+        .bind(&out_builds)
+        .bind(&out_names)
+        .bind(&out_paths)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Points builds at new derivations and queues them again: (build, drvPath).
+pub async fn repoint(
+    conn: &mut PgConnection,
+    ids: &[i32],
+    drvs: &[&str],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update Builds b set drvPath = t.drv, finished = 0, buildStatus = null, isCachedBuild = null \
+         from unnest($1::int[], $2::text[]) as t(id, drv) where b.id = t.id",
+    )
+    .bind(ids)
+    .bind(drvs)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Sets `isCurrent` on builds `ids` (true: 1, false: 0).
+pub async fn set_current(
+    conn: &mut PgConnection,
+    ids: &[i32],
+    current: bool,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update Builds set isCurrent = $2 where id = any($1) and isCurrent is distinct from $2",
+    )
+    .bind(ids)
+    .bind(i32::from(current))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The current builds of jobset `jobset_id` that are not among `ids`.
+pub async fn current_except(
+    pool: &PgPool,
+    jobset_id: i32,
+    ids: &[i32],
+) -> Result<Vec<i32>, sqlx::Error> {
+    sqlx::query_scalar("select id from Builds where jobset_id = $1 and isCurrent = 1 and not (id = any($2)) order by id")
+        .bind(jobset_id)
+        .bind(ids)
+        .fetch_all(pool)
+        .await
+}
+
+/// A successful build as a `build` input uses it.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct InputBuild {
+    pub id: i32,
+    #[sqlx(rename = "nixname")]
+    pub nix_name: Option<String>,
+    #[sqlx(rename = "releasename")]
+    pub release_name: Option<String>,
+    #[sqlx(rename = "drvpath")]
+    pub drv_path: String,
+    pub system: String,
+}
+
+/// Build `id`, if it succeeded.
+pub async fn succeeded(pool: &PgPool, id: i32) -> Result<Option<InputBuild>, sqlx::Error> {
+    sqlx::query_as(
+        "select id, nixName, releaseName, drvPath, system from Builds \
+         where id = $1 and finished = 1 and buildStatus = $2",
+    )
+    .bind(id)
+    .bind(crate::status::BuildStatus::Succeeded)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Which job's builds, and the inputs (name, value or revision) their
+/// evaluation must have had.
+#[derive(Clone, Copy, Debug)]
+pub struct JobQuery<'a> {
+    pub project: &'a str,
+    pub jobset: &'a str,
+    pub job: &'a str,
+    pub inputs: &'a [(String, String)],
+}
+
+/// The latest (up to 100) successful builds of a job, newest first.
+pub async fn latest_succeeded(
+    pool: &PgPool,
+    query: &JobQuery<'_>,
+) -> Result<Vec<InputBuild>, sqlx::Error> {
+    let names: Vec<&str> = query.inputs.iter().map(|(k, _)| k.as_str()).collect();
+    let values: Vec<&str> = query.inputs.iter().map(|(_, v)| v.as_str()).collect();
+    sqlx::query_as(
+        "select b.id, b.nixName, b.releaseName, b.drvPath, b.system from Builds b \
+         join Jobsets j on j.id = b.jobset_id \
+         where j.project = $1 and j.name = $2 and b.job = $3 and b.finished = 1 and b.buildStatus = $6 \
+         and not exists (select 1 from unnest($4::text[], $5::text[]) as a(name, value) where not exists ( \
+             select 1 from JobsetEvalMembers m join JobsetEvalInputs i on i.eval = m.eval \
+             where m.build = b.id and i.name = a.name and (i.value = a.value or i.revision = a.value))) \
+         order by b.id desc limit 100",
+    )
+    .bind(query.project)
+    .bind(query.jobset)
+    .bind(query.job)
+    .bind(&names)
+    .bind(&values)
+    .bind(crate::status::BuildStatus::Succeeded)
+    .fetch_all(pool)
+    .await
+}

@@ -10,7 +10,10 @@
 pub mod builds;
 pub mod declarative;
 pub mod dsn;
+pub mod evals;
 pub mod failed_paths;
+pub mod gc_roots;
+pub mod input_cache;
 pub mod jobsets;
 pub mod listen;
 pub mod managed;

@@ -19,6 +19,16 @@ pub async fn send(
     Ok(())
 }
 
+/// Sends `payload` on `channel` outside any transaction.
+pub async fn publish(pool: &sqlx::PgPool, channel: &str, payload: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("select pg_notify($1, $2)")
+        .bind(channel)
+        .bind(payload)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// Sends each `(channel, payload)` in one statement.
 pub async fn send_all(
     conn: &mut PgConnection,

@@ -117,6 +117,59 @@ pub enum Busy {
     PostProcessing = 50,
 }
 
+/// Whether and how a jobset is evaluated (`Jobsets.enabled`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, sqlx::Type, Serialize, Deserialize)]
+#[repr(i32)]
+pub enum JobsetState {
+    Disabled = 0,
+    #[default]
+    Enabled = 1,
+    /// Evaluated once, then disabled.
+    OneShot = 2,
+    /// Evaluated only when the previous evaluation's builds are finished.
+    OneAtATime = 3,
+}
+
+impl JobsetState {
+    /// The stored code.
+    pub fn code(self) -> i32 {
+        self as i32
+    }
+
+    /// The state with a stored code, if it is one.
+    pub fn from_code(code: i32) -> Option<JobsetState> {
+        use JobsetState::*;
+        [Disabled, Enabled, OneShot, OneAtATime]
+            .into_iter()
+            .find(|s| s.code() == code)
+    }
+}
+
+impl From<i32> for JobsetState {
+    /// A code this version does not know counts as enabled (as anything
+    /// but 0 does for scheduling).
+    fn from(code: i32) -> Self {
+        JobsetState::from_code(code).unwrap_or(JobsetState::Enabled)
+    }
+}
+
+/// What a jobset evaluates (`Jobsets.type`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, sqlx::Type, Serialize, Deserialize)]
+#[repr(i32)]
+pub enum JobsetType {
+    /// A Nix expression with inputs.
+    #[default]
+    Legacy = 0,
+    Flake = 1,
+}
+
+impl JobsetType {
+    /// The stored code.
+    pub fn code(self) -> i32 {
+        self as i32
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

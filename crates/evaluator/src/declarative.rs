@@ -107,11 +107,7 @@ pub(crate) async fn evaluate_spec(ctx: &Context, row: &rows::Jobset) -> Result<D
     if !spec.is_empty() && spec.values().all(Value::is_object) {
         let applied =
             declarative::apply_spec(&ctx.pool, &project.name, &spec, allow_dynamic).await?;
-        sqlx::query("update Jobsets set lastCheckedTime = $2, fetchErrorMsg = null where id = $1")
-            .bind(row.id)
-            .bind(hydra_db::now())
-            .execute(&ctx.pool)
-            .await?;
+        hydra_db::jobsets::record_unchanged(&ctx.pool, row.id, hydra_db::now()).await?;
         return Ok(Decl::Applied(Outcome::SpecApplied {
             jobsets: applied.jobsets.len(),
         }));

@@ -138,15 +138,6 @@ fn trace_id() -> String {
     format!("{nanos}.{}", std::process::id())
 }
 
-async fn notify(pool: &PgPool, channel: &str, payload: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("select pg_notify($1, $2)")
-        .bind(channel)
-        .bind(payload)
-        .execute(pool)
-        .await?;
-    Ok(())
-}
-
 /// Evaluates `project:jobset` once. `deadline` bounds the whole
 /// evaluation (the scheduler's time limit).
 pub async fn evaluate_jobset(
@@ -176,7 +167,7 @@ async fn evaluate_row(
     trace: String,
     started: Instant,
 ) -> Result<Summary, EvalError> {
-    notify(&ctx.pool, "eval_started", &format!("{trace}\t{}", row.id)).await?;
+    hydra_db::notify::publish(&ctx.pool, "eval_started", &format!("{trace}\t{}", row.id)).await?;
     ctx.metrics.evaluation_started();
 
     let mut times = Times::default();
@@ -213,16 +204,8 @@ struct Times {
 /// Records a failed evaluation on the jobset and announces it.
 async fn fail(ctx: &Context, jobset_id: i32, trace: &str, text: &str) -> Result<(), EvalError> {
     let now = hydra_db::now();
-    sqlx::query(
-        "update Jobsets set errorMsg = $2, errorTime = $3, lastCheckedTime = $3, fetchErrorMsg = null \
-         where id = $1",
-    )
-    .bind(jobset_id)
-    .bind(text)
-    .bind(now)
-    .execute(&ctx.pool)
-    .await?;
-    notify(&ctx.pool, "eval_failed", &format!("{trace}\t{jobset_id}")).await?;
+    hydra_db::jobsets::record_eval_error(&ctx.pool, jobset_id, text, now).await?;
+    hydra_db::notify::publish(&ctx.pool, "eval_failed", &format!("{trace}\t{jobset_id}")).await?;
     Ok(())
 }
 
@@ -352,23 +335,14 @@ async fn run(
 
     // Unchanged?
     let hash = inputs_hash(row, flake.as_deref(), &fetched);
-    let latest: Option<(i32, Option<String>, Option<String>)> = sqlx::query_as(
-        "select id, hash, flake from JobsetEvals where jobset_id = $1 order by id desc limit 1",
-    )
-    .bind(row.id)
-    .fetch_optional(&ctx.pool)
-    .await?;
+    let latest = hydra_db::evals::latest(&ctx.pool, row.id).await?;
     if let Some((previous, prev_hash, prev_flake)) = latest
         && prev_hash.as_deref() == Some(hash.as_str())
         && row.force_eval != Some(true)
         && prev_flake == flake
     {
-        sqlx::query("update Jobsets set lastCheckedTime = $2, fetchErrorMsg = null where id = $1")
-            .bind(row.id)
-            .bind(hydra_db::now())
-            .execute(&ctx.pool)
-            .await?;
-        notify(
+        hydra_db::jobsets::record_unchanged(&ctx.pool, row.id, hydra_db::now()).await?;
+        hydra_db::notify::publish(
             &ctx.pool,
             "eval_cached",
             &format!("{trace}\t{}\t{previous}", row.id),
@@ -492,13 +466,8 @@ async fn fetch_failed(
     trace: &str,
     text: String,
 ) -> Result<Outcome, RunError> {
-    sqlx::query("update Jobsets set fetchErrorMsg = $2, lastCheckedTime = $3 where id = $1")
-        .bind(jobset_id)
-        .bind(&text)
-        .bind(hydra_db::now())
-        .execute(&ctx.pool)
-        .await?;
-    notify(&ctx.pool, "eval_failed", &format!("{trace}\t{jobset_id}")).await?;
+    hydra_db::jobsets::record_fetch_error(&ctx.pool, jobset_id, &text, hydra_db::now()).await?;
+    hydra_db::notify::publish(&ctx.pool, "eval_failed", &format!("{trace}\t{jobset_id}")).await?;
     Ok(Outcome::FetchFailed(text))
 }
 

@@ -8,7 +8,9 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use hydra_db::{DbError, Transient, Tx, lock_builds, transaction};
+use hydra_db::builds::NewBuild;
+use hydra_db::evals::{EvalInput, NewEvalRow};
+use hydra_db::{DbError, Transient, Tx, lock_builds, notify, transaction};
 use sqlx::{PgConnection, PgPool};
 
 use crate::engine::Job;
@@ -87,20 +89,6 @@ fn representative(job: &Job) -> String {
         .unwrap_or_else(|| job.drv_path.clone())
 }
 
-async fn notify_all(conn: &mut PgConnection, notes: &[(&str, String)]) -> Result<(), sqlx::Error> {
-    if notes.is_empty() {
-        return Ok(());
-    }
-    let channels: Vec<&str> = notes.iter().map(|(c, _)| *c).collect();
-    let payloads: Vec<&str> = notes.iter().map(|(_, p)| p.as_str()).collect();
-    sqlx::query("select pg_notify(c, p) from unnest($1::text[], $2::text[]) as n(c, p)")
-        .bind(&channels)
-        .bind(&payloads)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
 /// Records an evaluation; see the module documentation.
 pub async fn record(pool: &PgPool, eval: &NewEval<'_>) -> Result<Recorded, RecordError> {
     let recorded = transaction(pool, |mut tx: Tx| {
@@ -118,58 +106,42 @@ pub async fn record(pool: &PgPool, eval: &NewEval<'_>) -> Result<Recorded, Recor
 
 async fn record_in(conn: &mut PgConnection, eval: &NewEval<'_>) -> Result<Recorded, RecordError> {
     let now = hydra_db::now();
-    let error_id: i32 = sqlx::query_scalar(
-        "insert into EvaluationErrors (errorMsg, errorTime) values ($1, $2) returning id",
+    let eval_id = hydra_db::evals::insert(
+        conn,
+        &NewEvalRow {
+            jobset_id: eval.jobset_id,
+            error_text: eval.error_text,
+            timestamp: now,
+            checkout_time: eval.checkout_time,
+            eval_time: eval.eval_time,
+            hash: eval.hash,
+            flake: eval.flake,
+            nix_expr_input: eval.nix_expr_input,
+            nix_expr_path: eval.nix_expr_path,
+        },
     )
-    .bind(eval.error_text)
-    .bind(now)
-    .fetch_one(&mut *conn)
-    .await?;
-    let eval_id: i32 = sqlx::query_scalar(
-        "insert into JobsetEvals (jobset_id, evaluationerror_id, timestamp, checkoutTime, evalTime, hasNewBuilds, \
-         hash, flake, nixExprInput, nixExprPath) values ($1, $2, $3, $4, $5, 0, $6, $7, $8, $9) returning id",
-    )
-    .bind(eval.jobset_id)
-    .bind(error_id)
-    .bind(now)
-    .bind(eval.checkout_time)
-    .bind(eval.eval_time)
-    .bind(eval.hash)
-    .bind(eval.flake)
-    .bind(eval.nix_expr_input)
-    .bind(eval.nix_expr_path)
-    .fetch_one(&mut *conn)
     .await?;
 
     // The builds of the previous evaluation with new builds, by job and
     // representative output.
-    let previous_eval: Option<i32> = sqlx::query_scalar(
-        "select id from JobsetEvals where jobset_id = $1 and hasNewBuilds = 1 and id <> $2 order by id desc limit 1",
-    )
-    .bind(eval.jobset_id)
-    .bind(eval_id)
-    .fetch_optional(&mut *conn)
-    .await?;
+    let previous_eval =
+        hydra_db::evals::latest_with_new_builds(&mut *conn, eval.jobset_id, Some(eval_id)).await?;
     let mut previous: HashMap<(String, String), Previous> = HashMap::new();
     let mut previous_count = None;
     if let Some(prev) = previous_eval {
-        let rows: Vec<(i32, String, String, i32, Option<String>)> = sqlx::query_as(
-            "select b.id, b.job, b.drvPath, b.finished, \
-             (select o.path from BuildOutputs o where o.build = b.id order by o.name limit 1) \
-             from JobsetEvalMembers m join Builds b on b.id = m.build where m.eval = $1",
-        )
-        .bind(prev)
-        .fetch_all(&mut *conn)
-        .await?;
+        let rows = hydra_db::evals::member_builds(conn, prev).await?;
         previous_count = Some(rows.len());
-        for (id, job, drv_path, finished, out) in rows {
-            let key = (job, out.unwrap_or_else(|| drv_path.clone()));
+        for row in rows {
+            let key = (
+                row.job,
+                row.first_output.unwrap_or_else(|| row.drv_path.clone()),
+            );
             previous.insert(
                 key,
                 Previous {
-                    id,
-                    drv_path,
-                    finished: finished == 1,
+                    id: row.id,
+                    drv_path: row.drv_path,
+                    finished: row.finished == 1,
                 },
             );
         }
@@ -211,11 +183,7 @@ async fn record_in(conn: &mut PgConnection, eval: &NewEval<'_>) -> Result<Record
     }
 
     if !to_insert.is_empty() {
-        let ids: Vec<i32> =
-            sqlx::query_scalar("select nextval('builds_id_seq')::int from generate_series(1, $1)")
-                .bind(to_insert.len() as i32)
-                .fetch_all(&mut *conn)
-                .await?;
+        let ids = hydra_db::builds::reserve_ids(conn, to_insert.len()).await?;
         insert_builds(conn, eval.jobset_id, now, &to_insert, &ids).await?;
         let mut next = ids.iter();
         for note in notes
@@ -232,7 +200,7 @@ async fn record_in(conn: &mut PgConnection, eval: &NewEval<'_>) -> Result<Record
         }
         recorded.new_builds = ids;
     }
-    notify_all(conn, &notes).await?;
+    notify::send_all(conn, &notes).await?;
 
     // Hydra's `jobsetChanged`: builds were added, or the previous
     // evaluation with new builds had another number of members.
@@ -246,13 +214,14 @@ async fn record_in(conn: &mut PgConnection, eval: &NewEval<'_>) -> Result<Record
     }
     recorded.has_new_builds = changed;
     recorded.members = member_new.iter().map(|(id, _)| *id).collect();
-    sqlx::query("update JobsetEvals set hasNewBuilds = $2, nrBuilds = $3 where id = $1")
-        .bind(eval_id)
-        .bind(i32::from(changed))
-        .bind(changed.then_some(member_new.len() as i32))
-        .execute(&mut *conn)
-        .await?;
-    notify_all(
+    hydra_db::evals::set_new_builds(
+        conn,
+        eval_id,
+        changed,
+        changed.then_some(member_new.len() as i32),
+    )
+    .await?;
+    notify::send_all(
         conn,
         &[(
             "eval_added",
@@ -262,34 +231,15 @@ async fn record_in(conn: &mut PgConnection, eval: &NewEval<'_>) -> Result<Record
     .await?;
 
     if changed {
-        let (builds, is_new): (Vec<i32>, Vec<i32>) =
-            member_new.iter().map(|(b, n)| (*b, i32::from(*n))).unzip();
-        sqlx::query(
-            "insert into JobsetEvalMembers (eval, build, isNew) select $1, b, n from unnest($2::int[], $3::int[]) as t(b, n) \
-             on conflict do nothing",
-        )
-        .bind(eval_id)
-        .bind(&builds)
-        .bind(&is_new)
-        .execute(&mut *conn)
-        .await?;
+        hydra_db::evals::add_members(conn, eval_id, &member_new).await?;
         insert_constituents(conn, eval, &job_builds).await?;
         insert_eval_inputs(conn, eval_id, eval.inputs).await?;
         if let Some(lowest) = recorded.new_builds.iter().min() {
-            notify_all(conn, &[("builds_added", lowest.to_string())]).await?;
+            notify::send(conn, "builds_added", &lowest.to_string()).await?;
         }
     }
 
-    sqlx::query(
-        "update Jobsets set lastCheckedTime = $2, forceEval = null, fetchErrorMsg = null, errorMsg = $3, \
-         errorTime = $4, enabled = case when enabled = 2 then 0 else enabled end where id = $1",
-    )
-    .bind(eval.jobset_id)
-    .bind(now)
-    .bind(eval.error_text)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
+    hydra_db::jobsets::record_checked(conn, eval.jobset_id, eval.error_text, now).await?;
     Ok(recorded)
 }
 
@@ -300,67 +250,26 @@ async fn insert_builds(
     jobs: &[&Job],
     ids: &[i32],
 ) -> Result<(), sqlx::Error> {
-    let col = |f: &dyn Fn(&Job) -> Option<String>| {
-        jobs.iter().map(|j| f(j)).collect::<Vec<Option<String>>>()
-    };
-    let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
-    let nix_names: Vec<&str> = jobs.iter().map(|j| j.nix_name.as_str()).collect();
-    let drvs: Vec<&str> = jobs.iter().map(|j| j.drv_path.as_str()).collect();
-    let systems: Vec<&str> = jobs.iter().map(|j| j.system.as_str()).collect();
-    let descriptions = col(&|j| j.meta.description.clone());
-    let licenses = col(&|j| j.meta.license.clone());
-    let homepages = col(&|j| j.meta.homepage.clone());
-    let maintainers = col(&|j| j.meta.maintainers.clone());
     let int = |v: Option<i64>| v.and_then(|v| i32::try_from(v).ok());
-    let max_silent: Vec<Option<i32>> = jobs.iter().map(|j| int(j.meta.max_silent)).collect();
-    let timeouts: Vec<Option<i32>> = jobs.iter().map(|j| int(j.meta.timeout)).collect();
-    let priorities: Vec<i32> = jobs
+    let builds: Vec<NewBuild<'_>> = jobs
         .iter()
-        .map(|j| int(j.meta.scheduling_priority).unwrap_or(100))
+        .map(|j| NewBuild {
+            job: &j.name,
+            nix_name: &j.nix_name,
+            description: j.meta.description.as_deref(),
+            drv_path: &j.drv_path,
+            system: &j.system,
+            license: j.meta.license.as_deref(),
+            homepage: j.meta.homepage.as_deref(),
+            maintainers: j.meta.maintainers.as_deref(),
+            max_silent: int(j.meta.max_silent),
+            timeout: int(j.meta.timeout),
+            is_channel: j.meta.is_channel,
+            priority: int(j.meta.scheduling_priority).unwrap_or(100),
+            outputs: &j.outputs,
+        })
         .collect();
-    let channels: Vec<i32> = jobs.iter().map(|j| i32::from(j.meta.is_channel)).collect();
-    sqlx::query(
-        "insert into Builds (id, finished, timestamp, jobset_id, job, nixName, description, drvPath, system, license, \
-         homepage, maintainers, maxsilent, timeout, isChannel, isCurrent, priority, globalPriority) \
-         select id, 0, $2, $3, job, nix, descr, drv, sys, lic, home, maint, silent, tmo, chan, 1, prio, 0 \
-         from unnest($1::int[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], \
-                     $11::text[], $12::int[], $13::int[], $14::int[], $15::int[]) \
-              as t(id, job, nix, descr, drv, sys, lic, home, maint, silent, tmo, chan, prio)",
-    )
-    .bind(ids)
-    .bind(now)
-    .bind(jobset_id)
-    .bind(&names)
-    .bind(&nix_names)
-    .bind(&descriptions)
-    .bind(&drvs)
-    .bind(&systems)
-    .bind(&licenses)
-    .bind(&homepages)
-    .bind(&maintainers)
-    .bind(&max_silent)
-    .bind(&timeouts)
-    .bind(&channels)
-    .bind(&priorities)
-    .execute(&mut *conn)
-    .await?;
-    let mut out_builds = Vec::new();
-    let mut out_names = Vec::new();
-    let mut out_paths: Vec<Option<String>> = Vec::new();
-    for (job, id) in jobs.iter().zip(ids) {
-        for (name, path) in &job.outputs {
-            out_builds.push(*id);
-            out_names.push(name.clone());
-            out_paths.push(path.clone());
-        }
-    }
-    sqlx::query("insert into BuildOutputs (build, name, path) select * from unnest($1::int[], $2::text[], $3::text[])")
-        .bind(&out_builds)
-        .bind(&out_names)
-        .bind(&out_paths)
-        .execute(conn)
-        .await?;
-    Ok(())
+    hydra_db::builds::insert_queued(conn, jobset_id, now, &builds, ids).await
 }
 
 /// `AggregateConstituents`: each aggregate's constituent derivations, mapped
@@ -402,16 +311,7 @@ async fn insert_constituents(
             }
         }
     }
-    if !aggregates.is_empty() {
-        sqlx::query(
-            "insert into AggregateConstituents (aggregate, constituent) select * from unnest($1::int[], $2::int[]) \
-             on conflict do nothing",
-        )
-        .bind(&aggregates)
-        .bind(&constituents)
-        .execute(conn)
-        .await?;
-    }
+    hydra_db::evals::add_constituents(conn, &aggregates, &constituents).await?;
     Ok(())
 }
 
@@ -420,24 +320,21 @@ async fn insert_eval_inputs(
     eval_id: i32,
     inputs: &[Fetched],
 ) -> Result<(), sqlx::Error> {
-    for input in inputs {
-        sqlx::query(
-            "insert into JobsetEvalInputs (eval, name, altNr, type, uri, revision, shortRevLength, value, dependency, \
-             path, sha256hash) values ($1, $2, 0, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(eval_id)
-        .bind(&input.name)
-        .bind(&input.kind)
-        .bind(&input.uri)
-        .bind(&input.revision)
-        .bind(input.short_rev_length)
-        .bind(&input.value)
-        .bind(input.dependency)
-        .bind(&input.store_path)
-        .bind(&input.sha256)
-        .execute(&mut *conn)
-        .await?;
-    }
+    let rows: Vec<EvalInput<'_>> = inputs
+        .iter()
+        .map(|i| EvalInput {
+            name: &i.name,
+            kind: &i.kind,
+            uri: i.uri.as_deref(),
+            revision: i.revision.as_deref(),
+            short_rev_length: i.short_rev_length,
+            value: i.value.as_deref(),
+            dependency: i.dependency,
+            store_path: i.store_path.as_deref(),
+            sha256: i.sha256.as_deref(),
+        })
+        .collect();
+    hydra_db::evals::add_inputs(conn, eval_id, &rows).await?;
     Ok(())
 }
 
@@ -448,28 +345,13 @@ const BATCH: usize = 10_000;
 /// next run of an unchanged jobset would otherwise never move it).
 /// Returns whether anything was wrong.
 pub async fn repair_is_current(pool: &PgPool, jobset_id: i32) -> Result<bool, DbError> {
-    let latest: Option<i32> = sqlx::query_scalar(
-        "select id from JobsetEvals where jobset_id = $1 and hasNewBuilds = 1 order by id desc limit 1",
-    )
-    .bind(jobset_id)
-    .fetch_optional(pool)
-    .await?;
+    let latest = hydra_db::evals::latest_with_new_builds(pool, jobset_id, None).await?;
     let Some(eval) = latest else {
         return Ok(false);
     };
-    let wrong: bool = sqlx::query_scalar(
-        "select exists (select 1 from JobsetEvalMembers m join Builds b on b.id = m.build                         where m.eval = $1 and b.isCurrent is distinct from 1)              or exists (select 1 from Builds b where b.jobset_id = $2 and b.isCurrent = 1                         and not exists (select 1 from JobsetEvalMembers m where m.eval = $1 and m.build = b.id))",
-    )
-    .bind(eval)
-    .bind(jobset_id)
-    .fetch_one(pool)
-    .await?;
+    let wrong = hydra_db::evals::is_current_wrong(pool, eval, jobset_id).await?;
     if wrong {
-        let members: Vec<i32> =
-            sqlx::query_scalar("select build from JobsetEvalMembers where eval = $1")
-                .bind(eval)
-                .fetch_all(pool)
-                .await?;
+        let members = hydra_db::evals::members(pool, eval).await?;
         move_is_current(pool, jobset_id, &members).await?;
         tracing::info!(
             eval,
@@ -490,14 +372,7 @@ async fn repoint(pool: &PgPool, repointed: &[(i32, String)]) -> Result<(), DbErr
             let (ids, drvs) = (&ids, &drvs);
             Box::pin(async move {
                 lock_builds(&mut tx, ids).await?;
-                sqlx::query(
-                    "update Builds b set drvPath = t.drv, finished = 0, buildStatus = null, isCachedBuild = null \
-                     from unnest($1::int[], $2::text[]) as t(id, drv) where b.id = t.id",
-                )
-                .bind(ids)
-                .bind(drvs)
-                .execute(&mut *tx)
-                .await?;
+                hydra_db::builds::repoint(&mut tx, ids, drvs).await?;
                 Ok::<_, DbError>(())
             })
         })
@@ -515,30 +390,18 @@ async fn move_is_current(pool: &PgPool, jobset_id: i32, members: &[i32]) -> Resu
         transaction(pool, |mut tx: Tx| {
             Box::pin(async move {
                 lock_builds(&mut tx, batch).await?;
-                sqlx::query("update Builds set isCurrent = 1 where id = any($1) and isCurrent is distinct from 1")
-                    .bind(batch)
-                    .execute(&mut *tx)
-                    .await?;
+                hydra_db::builds::set_current(&mut tx, batch, true).await?;
                 Ok::<_, DbError>(())
             })
         })
         .await?;
     }
-    let stale: Vec<i32> = sqlx::query_scalar(
-        "select id from Builds where jobset_id = $1 and isCurrent = 1 and not (id = any($2)) order by id",
-    )
-    .bind(jobset_id)
-    .bind(&current)
-    .fetch_all(pool)
-    .await?;
+    let stale = hydra_db::builds::current_except(pool, jobset_id, &current).await?;
     for batch in stale.chunks(BATCH) {
         transaction(pool, |mut tx: Tx| {
             Box::pin(async move {
                 lock_builds(&mut tx, batch).await?;
-                sqlx::query("update Builds set isCurrent = 0 where id = any($1)")
-                    .bind(batch)
-                    .execute(&mut *tx)
-                    .await?;
+                hydra_db::builds::set_current(&mut tx, batch, false).await?;
                 Ok::<_, DbError>(())
             })
         })

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use futures_util::FutureExt;
+use hydra_db::status::JobsetState;
 use hydra_db::{DbError, Listener, Wakeup};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -27,28 +28,21 @@ pub const CHANNELS: &[&str] = &[
 ];
 
 /// A jobset as the scheduler sees it.
-#[derive(Clone, Debug, sqlx::FromRow)]
-pub struct Candidate {
-    pub id: i32,
-    pub project: String,
-    pub name: String,
-    #[sqlx(rename = "lastcheckedtime")]
-    pub last_checked_time: Option<i32>,
-    #[sqlx(rename = "triggertime")]
-    pub trigger_time: Option<i32>,
-    #[sqlx(rename = "checkinterval")]
-    pub check_interval: i32,
-    pub enabled: i32,
-    /// For one-at-a-time jobsets: whether the latest evaluation still has
-    /// unfinished builds.
-    pub busy: bool,
-}
+pub use hydra_db::jobsets::ScheduleRow as Candidate;
 
-impl Candidate {
+/// When a jobset is due.
+pub trait Schedule {
     /// Whether the jobset is due at `now` (ignoring whether it runs).
     /// A trigger always makes a jobset due; by its interval, a
     /// one-at-a-time jobset is due only when its latest evaluation is done.
-    pub fn due(&self, now: i64) -> bool {
+    fn due(&self, now: i64) -> bool;
+
+    /// Seconds until the jobset is due by its interval.
+    fn wait(&self, now: i64) -> Option<i64>;
+}
+
+impl Schedule for Candidate {
+    fn due(&self, now: i64) -> bool {
         if self.trigger_time.is_some() {
             return true;
         }
@@ -56,10 +50,9 @@ impl Candidate {
             return false;
         }
         i64::from(self.last_checked_time.unwrap_or(0)) + i64::from(self.check_interval) <= now
-            && !(self.enabled == 3 && self.busy)
+            && !(self.enabled == JobsetState::OneAtATime && self.busy)
     }
 
-    /// Seconds until the jobset is due by its interval.
     fn wait(&self, now: i64) -> Option<i64> {
         (self.check_interval > 0).then(|| {
             i64::from(self.last_checked_time.unwrap_or(0)) + i64::from(self.check_interval) - now
@@ -80,25 +73,13 @@ pub fn sort_candidates(candidates: &mut [Candidate]) {
 
 /// Enabled jobsets of enabled projects.
 pub async fn candidates(pool: &sqlx::PgPool) -> Result<Vec<Candidate>, sqlx::Error> {
-    sqlx::query_as(
-        "select j.id, j.project, j.name, j.lastCheckedTime, j.triggerTime, j.checkInterval, j.enabled, \
-         (j.enabled = 3 and exists (select 1 from JobsetEvalMembers m join Builds b on b.id = m.build \
-            where m.eval = (select max(e.id) from JobsetEvals e where e.jobset_id = j.id) and b.finished = 0)) as busy \
-         from Jobsets j join Projects p on p.name = j.project where j.enabled <> 0 and p.enabled <> 0",
-    )
-    .fetch_all(pool)
-    .await
+    hydra_db::jobsets::schedulable(pool).await
 }
 
 /// Clears every `startTime` (evaluations that were running when the
 /// evaluator stopped); returns how many there were.
 pub async fn unlock(pool: &sqlx::PgPool) -> Result<u64, sqlx::Error> {
-    Ok(
-        sqlx::query("update Jobsets set startTime = null where startTime is not null")
-            .execute(pool)
-            .await?
-            .rows_affected(),
-    )
+    hydra_db::jobsets::clear_start_times(pool).await
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -193,11 +174,8 @@ pub async fn run_with(
             if running.len() >= max {
                 break;
             }
-            if let Err(e) = sqlx::query("update Jobsets set startTime = $2 where id = $1")
-                .bind(c.id)
-                .bind(now as i32)
-                .execute(&ctx.pool)
-                .await
+            if let Err(e) =
+                hydra_db::jobsets::set_start_time(&ctx.pool, c.id, Some(now as i32)).await
             {
                 tracing::error!(error = %e, "cannot mark an evaluation as started");
                 continue;
@@ -258,10 +236,7 @@ pub async fn run_with(
     // Stop whatever still runs; the next start clears the marks anyway.
     tasks.shutdown().await;
     for id in running.keys() {
-        let _ = sqlx::query("update Jobsets set startTime = null where id = $1")
-            .bind(id)
-            .execute(&ctx.pool)
-            .await;
+        let _ = hydra_db::jobsets::set_start_time(&ctx.pool, *id, None).await;
     }
     if let Some(task) = metrics_task {
         task.abort();
@@ -285,13 +260,7 @@ async fn finished(
     jobset_id: i32,
     result: Result<Summary, Crash>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "update Jobsets set triggerTime = case when triggerTime <= startTime then null else triggerTime end, \
-         startTime = null where id = $1",
-    )
-    .bind(jobset_id)
-    .execute(&ctx.pool)
-    .await?;
+    hydra_db::jobsets::evaluation_ended(&ctx.pool, jobset_id).await?;
     let error = match result {
         Ok(_) => return Ok(()),
         Err(Crash::Error(e)) => format!("evaluation failed: {e}"),
@@ -301,15 +270,7 @@ async fn finished(
     };
     tracing::error!(jobset_id, "{error}");
     let now = hydra_db::now();
-    sqlx::query(
-        "update Jobsets set errorMsg = $2, errorTime = $3, lastCheckedTime = $3, fetchErrorMsg = null \
-         where id = $1",
-    )
-    .bind(jobset_id)
-    .bind(&error)
-    .bind(now)
-    .execute(&ctx.pool)
-    .await?;
+    hydra_db::jobsets::record_eval_error(&ctx.pool, jobset_id, &error, now).await?;
     Ok(())
 }
 
@@ -331,7 +292,7 @@ mod tests {
             last_checked_time: last,
             trigger_time: trigger,
             check_interval: interval,
-            enabled,
+            enabled: JobsetState::from_code(enabled).unwrap_or_default(),
             busy: false,
         }
     }

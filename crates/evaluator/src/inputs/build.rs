@@ -3,7 +3,7 @@
 //! several systems: one input cannot have several alternatives any more)
 //! and `eval` (every successful build of an evaluation).
 
-use hydra_db::status::BuildStatus;
+use hydra_db::builds::{InputBuild, JobQuery};
 
 use super::{FetchContext, FetchError, Fetched, Input, db, is_valid, run_nix};
 use crate::engine::nix_string;
@@ -89,18 +89,6 @@ pub(crate) fn version_of(name: &str) -> Option<String> {
         .map(|i| name[i + 1..].to_string())
 }
 
-#[derive(sqlx::FromRow)]
-struct BuildRow {
-    id: i32,
-    #[sqlx(rename = "nixname")]
-    nix_name: Option<String>,
-    #[sqlx(rename = "releasename")]
-    release_name: Option<String>,
-    #[sqlx(rename = "drvpath")]
-    drv_path: String,
-    system: String,
-}
-
 /// `None` when no successful build of the job is usable (see
 /// [`super::fetch`]).
 pub(crate) async fn fetch(
@@ -112,38 +100,21 @@ pub(crate) async fn fetch(
         return fetch_eval(ctx, input, base).await.map(Some);
     }
     let value = input.value.trim();
-    let build: Option<BuildRow> = if let Ok(id) = value.parse::<i32>() {
-        sqlx::query_as(
-            "select id, nixName, releaseName, drvPath, system from Builds \
-             where id = $1 and finished = 1 and buildStatus = $2",
-        )
-        .bind(id)
-        .bind(BuildStatus::Succeeded)
-        .fetch_optional(ctx.pool)
-        .await
-        .map_err(db)?
+    let build: Option<InputBuild> = if let Ok(id) = value.parse::<i32>() {
+        hydra_db::builds::succeeded(ctx.pool, id)
+            .await
+            .map_err(db)?
     } else {
         let r = parse_job_ref(ctx, input)?;
-        let names: Vec<&str> = r.attrs.iter().map(|(k, _)| k.as_str()).collect();
-        let values: Vec<&str> = r.attrs.iter().map(|(_, v)| v.as_str()).collect();
-        let candidates: Vec<BuildRow> = sqlx::query_as(
-            "select b.id, b.nixName, b.releaseName, b.drvPath, b.system from Builds b \
-             join Jobsets j on j.id = b.jobset_id \
-             where j.project = $1 and j.name = $2 and b.job = $3 and b.finished = 1 and b.buildStatus = $6 \
-             and not exists (select 1 from unnest($4::text[], $5::text[]) as a(name, value) where not exists ( \
-                 select 1 from JobsetEvalMembers m join JobsetEvalInputs i on i.eval = m.eval \
-                 where m.build = b.id and i.name = a.name and (i.value = a.value or i.revision = a.value))) \
-             order by b.id desc limit 100",
-        )
-        .bind(&r.project)
-        .bind(&r.jobset)
-        .bind(&r.job)
-        .bind(&names)
-        .bind(&values)
-        .bind(BuildStatus::Succeeded)
-        .fetch_all(ctx.pool)
-        .await
-        .map_err(db)?;
+        let query = JobQuery {
+            project: &r.project,
+            jobset: &r.jobset,
+            job: &r.job,
+            inputs: &r.attrs,
+        };
+        let candidates = hydra_db::builds::latest_succeeded(ctx.pool, &query)
+            .await
+            .map_err(db)?;
         if input.kind == "sysbuild" {
             let mut systems: Vec<&str> = candidates.iter().map(|b| b.system.as_str()).collect();
             systems.sort_unstable();
@@ -162,12 +133,9 @@ pub(crate) async fn fetch(
         tracing::info!(input = %input.name, value, "no successful build for the input yet; leaving it out");
         return Ok(None);
     };
-    let outputs: Vec<(String, Option<String>)> =
-        sqlx::query_as("select name, path from BuildOutputs where build = $1 order by name")
-            .bind(build.id)
-            .fetch_all(ctx.pool)
-            .await
-            .map_err(db)?;
+    let outputs = hydra_db::builds::outputs(ctx.pool, build.id)
+        .await
+        .map_err(db)?;
     let (output_name, out_path) = outputs
         .iter()
         .find(|(n, _)| n == "out")
@@ -256,22 +224,9 @@ async fn fetch_eval(
                 )));
             }
         };
-        sqlx::query_scalar(
-            "select e.id from JobsetEvals e join Jobsets j on j.id = e.jobset_id \
-             where j.project = $1 and j.name = $2 and e.hasNewBuilds = 1 \
-             and not exists (select 1 from JobsetEvalMembers m join Builds b on b.id = m.build \
-                             where m.eval = e.id and b.finished = 0) \
-             and ($3::text is null or exists (select 1 from JobsetEvalMembers m join Builds b on b.id = m.build \
-                             where m.eval = e.id and b.job = $3 and b.buildStatus = $4)) \
-             order by e.id desc limit 1",
-        )
-        .bind(project)
-        .bind(jobset)
-        .bind(job)
-        .bind(BuildStatus::Succeeded)
-        .fetch_optional(ctx.pool)
-        .await
-        .map_err(db)?
+        hydra_db::evals::latest_finished(ctx.pool, project, jobset, job)
+            .await
+            .map_err(db)?
     };
     let Some(eval_id) = eval_id else {
         return Err(FetchError(format!(
@@ -279,16 +234,9 @@ async fn fetch_eval(
             input.name
         )));
     };
-    let outputs: Vec<(String, String)> = sqlx::query_as(
-        "select b.job, o.path from JobsetEvalMembers m join Builds b on b.id = m.build \
-         join BuildOutputs o on o.build = b.id and o.name = 'out' \
-         where m.eval = $1 and b.finished = 1 and b.buildStatus = $2 and o.path is not null order by b.job",
-    )
-    .bind(eval_id)
-    .bind(BuildStatus::Succeeded)
-    .fetch_all(ctx.pool)
-    .await
-    .map_err(db)?;
+    let outputs = hydra_db::evals::succeeded_outputs(ctx.pool, eval_id)
+        .await
+        .map_err(db)?;
     let mut attrs = String::from("{");
     for (job, path) in &outputs {
         if !ensure_valid(ctx, input, path).await? {

@@ -8,6 +8,7 @@
 //! remembered in `CachedGitInputs`. A deep clone keeps the `.git`
 //! directory with the whole history.
 
+use hydra_db::input_cache::{self, Revision};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -187,37 +188,22 @@ pub(crate) async fn fetch(
         .to_string()
     };
 
-    let cached: Option<(String, String)> = sqlx::query_as(
-        "select storePath, sha256hash from CachedGitInputs \
-         where uri = $1 and branch = $2 and revision = $3 and isDeepClone = $4",
-    )
-    .bind(&spec.url)
-    .bind(&branch)
-    .bind(&revision)
-    .bind(spec.deep_clone)
-    .fetch_optional(ctx.pool)
-    .await
-    .map_err(db)?;
+    let key = Revision::Git {
+        uri: &spec.url,
+        branch: &branch,
+        revision: &revision,
+        deep_clone: spec.deep_clone,
+    };
+    let cached = input_cache::lookup(ctx.pool, &key).await.map_err(db)?;
     let (store_path, sha, added) =
         cached_or_exported(ctx.nix, cached, &store_name(&spec.url), |dest| {
             export(&clone, &spec, &revision, dest, timeout)
         })
         .await?;
     if added {
-        sqlx::query(
-            "insert into CachedGitInputs (uri, branch, revision, isDeepClone, sha256hash, storePath) \
-             values ($1, $2, $3, $4, $5, $6) on conflict (uri, branch, revision, isDeepClone) \
-             do update set sha256hash = excluded.sha256hash, storePath = excluded.storePath",
-        )
-        .bind(&spec.url)
-        .bind(&branch)
-        .bind(&revision)
-        .bind(spec.deep_clone)
-        .bind(&sha)
-        .bind(&store_path)
-        .execute(ctx.pool)
-        .await
-        .map_err(db)?;
+        input_cache::remember(ctx.pool, &key, &sha, &store_path)
+            .await
+            .map_err(db)?;
     }
 
     let rev_count: i64 = git(vec!["rev-list".into(), "--count".into(), revision.clone()])

@@ -299,14 +299,9 @@ async fn fetch_path(
         None => ctx.config.evaluator.path_input_cache_validity_seconds as i64,
     };
     let now = now();
-    let latest: Option<(i64, i64, String, String)> = sqlx::query_as(
-        "select timestamp::bigint, lastSeen::bigint, sha256hash, storePath from CachedPathInputs \
-         where srcPath = $1 order by lastSeen desc limit 1",
-    )
-    .bind(src)
-    .fetch_optional(ctx.pool)
-    .await
-    .map_err(db)?;
+    let latest = hydra_db::input_cache::latest_path(ctx.pool, src)
+        .await
+        .map_err(db)?;
     if let Some((timestamp, last_seen, sha, store_path)) = &latest
         && now - last_seen < validity
         && is_valid(ctx.nix, store_path).await
@@ -321,14 +316,9 @@ async fn fetch_path(
             )));
         }
         let sha = nar_hash(Path::new(src)).await?;
-        let known: Option<String> = sqlx::query_scalar(
-            "select storePath from CachedPathInputs where srcPath = $1 and sha256hash = $2",
-        )
-        .bind(src)
-        .bind(&sha)
-        .fetch_optional(ctx.pool)
-        .await
-        .map_err(db)?;
+        let known = hydra_db::input_cache::path_with_hash(ctx.pool, src, &sha)
+            .await
+            .map_err(db)?;
         match known {
             Some(store_path) if is_valid(ctx.nix, &store_path).await => (sha, store_path),
             _ => (sha, run_nix(ctx.nix, "nix-store", &["--add", src]).await?),
@@ -337,18 +327,10 @@ async fn fetch_path(
         download(ctx, input, src).await?
     };
     // The first time this content was seen stays its timestamp.
-    let timestamp: i32 = sqlx::query_scalar(
-        "insert into CachedPathInputs (srcPath, timestamp, lastSeen, sha256hash, storePath) values ($1, $2, $2, $3, $4) \
-         on conflict (srcPath, sha256hash) do update set lastSeen = excluded.lastSeen, storePath = excluded.storePath \
-         returning timestamp",
-    )
-    .bind(src)
-    .bind(now as i32)
-    .bind(&sha)
-    .bind(&store_path)
-    .fetch_one(ctx.pool)
-    .await
-    .map_err(db)?;
+    let timestamp =
+        hydra_db::input_cache::remember_path(ctx.pool, src, &sha, &store_path, now as i32)
+            .await
+            .map_err(db)?;
     Ok(path_result(
         base,
         src,

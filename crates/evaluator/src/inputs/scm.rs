@@ -4,6 +4,7 @@
 //! `Cached*Inputs` table) and adds it to the store. The `-checkout`
 //! variants keep the version-control metadata (`.svn`, `.bzr`).
 
+use hydra_db::input_cache::{self, Revision};
 use std::path::Path;
 use std::time::Duration;
 
@@ -117,15 +118,12 @@ pub(crate) async fn fetch_hg(
     .await?
     .len() as i64;
 
-    let cached: Option<(String, String)> = sqlx::query_as(
-        "select storePath, sha256hash from CachedHgInputs where uri = $1 and branch = $2 and revision = $3",
-    )
-    .bind(url)
-    .bind(&branch)
-    .bind(&node)
-    .fetch_optional(ctx.pool)
-    .await
-    .map_err(db)?;
+    let key = Revision::Hg {
+        uri: url,
+        branch: &branch,
+        revision: &node,
+    };
+    let cached = input_cache::lookup(ctx.pool, &key).await.map_err(db)?;
     let clone_str = s(&clone);
     let node_ref = &node;
     let (store_path, sha, added) =
@@ -147,18 +145,9 @@ pub(crate) async fn fetch_hg(
         })
         .await?;
     if added {
-        sqlx::query(
-            "insert into CachedHgInputs (uri, branch, revision, sha256hash, storePath) values ($1, $2, $3, $4, $5) \
-             on conflict (uri, branch, revision) do update set sha256hash = excluded.sha256hash, storePath = excluded.storePath",
-        )
-        .bind(url)
-        .bind(&branch)
-        .bind(&node)
-        .bind(&sha)
-        .bind(&store_path)
-        .execute(ctx.pool)
-        .await
-        .map_err(db)?;
+        input_cache::remember(ctx.pool, &key, &sha, &store_path)
+            .await
+            .map_err(db)?;
     }
     Ok(Fetched {
         uri: Some(url.clone()),
@@ -260,24 +249,17 @@ async fn fetch_numbered(
     } else {
         url.to_string()
     };
-    let (lookup, insert) = match vcs {
-        Numbered::Svn => (
-            "select storePath, sha256hash from CachedSubversionInputs where uri = $1 and revision = $2",
-            "insert into CachedSubversionInputs (uri, revision, sha256hash, storePath) values ($1, $2, $3, $4) \
-             on conflict (uri, revision) do update set sha256hash = excluded.sha256hash, storePath = excluded.storePath",
-        ),
-        Numbered::Bzr => (
-            "select storePath, sha256hash from CachedBazaarInputs where uri = $1 and revision = $2",
-            "insert into CachedBazaarInputs (uri, revision, sha256hash, storePath) values ($1, $2, $3, $4) \
-             on conflict (uri, revision) do update set sha256hash = excluded.sha256hash, storePath = excluded.storePath",
-        ),
+    let rev_key = match vcs {
+        Numbered::Svn => Revision::Svn {
+            uri: &key,
+            revision,
+        },
+        Numbered::Bzr => Revision::Bzr {
+            uri: &key,
+            revision,
+        },
     };
-    let cached: Option<(String, String)> = sqlx::query_as(lookup)
-        .bind(&key)
-        .bind(revision)
-        .fetch_optional(ctx.pool)
-        .await
-        .map_err(db)?;
+    let cached = input_cache::lookup(ctx.pool, &rev_key).await.map_err(db)?;
     let (store_path, sha, added) =
         cached_or_exported(ctx.nix, cached, &store_name(url), |dest| async move {
             let rev = revision.to_string();
@@ -311,12 +293,7 @@ async fn fetch_numbered(
         })
         .await?;
     if added {
-        sqlx::query(insert)
-            .bind(&key)
-            .bind(revision)
-            .bind(&sha)
-            .bind(&store_path)
-            .execute(ctx.pool)
+        input_cache::remember(ctx.pool, &rev_key, &sha, &store_path)
             .await
             .map_err(db)?;
     }
@@ -393,16 +370,13 @@ pub(crate) async fn fetch_darcs(
     .trim()
     .parse()
     .map_err(|_| FetchError("darcs log --count gave no number".into()))?;
-    let cached: Option<(String, String, i32)> = sqlx::query_as(
-        "select storePath, sha256hash, revCount from CachedDarcsInputs where uri = $1 and revision = $2",
-    )
-    .bind(url)
-    .bind(&revision)
-    .fetch_optional(ctx.pool)
-    .await
-    .map_err(db)?;
+    let key = Revision::Darcs {
+        uri: url,
+        revision: &revision,
+        rev_count,
+    };
+    let cached = input_cache::lookup(ctx.pool, &key).await.map_err(db)?;
     let clone_str = s(&clone);
-    let cached = cached.map(|(p, h, _)| (p, h));
     let (store_path, sha, added) = cached_or_exported(ctx.nix, cached, &store_name(url), |dest| {
         let revision = revision.clone();
         async move {
@@ -423,19 +397,9 @@ pub(crate) async fn fetch_darcs(
     })
     .await?;
     if added {
-        sqlx::query(
-            "insert into CachedDarcsInputs (uri, revision, sha256hash, storePath, revCount) values ($1, $2, $3, $4, $5) \
-             on conflict (uri, revision) do update set sha256hash = excluded.sha256hash, storePath = excluded.storePath, \
-             revCount = excluded.revCount",
-        )
-        .bind(url)
-        .bind(&revision)
-        .bind(&sha)
-        .bind(&store_path)
-        .bind(rev_count)
-        .execute(ctx.pool)
-        .await
-        .map_err(db)?;
+        input_cache::remember(ctx.pool, &key, &sha, &store_path)
+            .await
+            .map_err(db)?;
     }
     Ok(Fetched {
         uri: Some(url.to_string()),
