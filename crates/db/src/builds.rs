@@ -518,3 +518,25 @@ pub async fn latest_succeeded(
     .fetch_all(pool)
     .await
 }
+
+/// Build `id`'s place: whether it is finished and its project.
+pub async fn whereabouts(pool: &PgPool, id: i32) -> Result<Option<(bool, String)>, sqlx::Error> {
+    let row: Option<(i32, String)> = sqlx::query_as(
+        "select b.finished, j.project from Builds b join Jobsets j on j.id = b.jobset_id where b.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|(finished, project)| (finished == 1, project)))
+}
+
+/// Keeps build `id`'s outputs from garbage collection, or stops keeping
+/// them.
+pub async fn set_keep(pool: &PgPool, id: i32, keep: bool) -> Result<(), sqlx::Error> {
+    sqlx::query("update Builds set keep = $2 where id = $1")
+        .bind(id)
+        .bind(i32::from(keep))
+        .execute(pool)
+        .await?;
+    Ok(())
+}

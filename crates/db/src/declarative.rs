@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 use sqlx::{PgConnection, PgPool};
 
 use crate::DbError;
+use crate::jobsets::InputRow;
 use crate::tx::{Tx, transaction};
 
 /// The keys a jobset specification may have besides `inputs`.
@@ -163,14 +164,7 @@ struct Columns {
     keepnr: Option<i32>,
 }
 
-struct SpecInput {
-    name: String,
-    kind: String,
-    value: Option<String>,
-    email_responsible: i32,
-}
-
-fn parse(spec: &Value) -> Result<(Columns, Vec<SpecInput>), SpecError> {
+fn parse(spec: &Value) -> Result<(Columns, Vec<InputRow>), SpecError> {
     let Value::Object(spec) = spec else {
         return Err(SpecError::NotAnObject);
     };
@@ -257,13 +251,11 @@ fn parse(spec: &Value) -> Result<(Columns, Vec<SpecInput>), SpecError> {
                     .map_err(|_| bad("`value` must be a string"))?
                     .flatten();
                 let email_responsible = match data.get("emailresponsible") {
-                    None => 0,
-                    Some(v) => i32::from(
-                        boolean("emailresponsible", v)
-                            .map_err(|_| bad("`emailresponsible` must be a boolean"))?,
-                    ),
+                    None => false,
+                    Some(v) => boolean("emailresponsible", v)
+                        .map_err(|_| bad("`emailresponsible` must be a boolean"))?,
                 };
-                inputs.push(SpecInput {
+                inputs.push(InputRow {
                     name: name.clone(),
                     kind,
                     value,
@@ -318,7 +310,7 @@ async fn write_jobset(
     project: &str,
     name: &str,
     c: &Columns,
-    inputs: &[SpecInput],
+    inputs: &[InputRow],
 ) -> Result<(), SpecError> {
     let exists: Option<i32> =
         sqlx::query_scalar("select id from Jobsets where project = $1 and name = $2 for update")
@@ -368,32 +360,20 @@ async fn write_jobset(
     .bind(c.keepnr)
     .execute(&mut *conn)
     .await?;
-    sqlx::query("delete from JobsetInputs where project = $1 and jobset = $2")
+    crate::jobsets::replace_inputs(conn, project, name, inputs).await?;
+    Ok(())
+}
+
+/// Removes the `.jobsets` jobset of a project that is no longer
+/// declarative.
+pub async fn remove_jobsets_jobset(
+    conn: &mut PgConnection,
+    project: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("delete from Jobsets where project = $1 and name = '.jobsets'")
         .bind(project)
-        .bind(name)
-        .execute(&mut *conn)
+        .execute(conn)
         .await?;
-    for input in inputs {
-        sqlx::query(
-            "insert into JobsetInputs (project, jobset, name, type, emailResponsible) values ($1, $2, $3, $4, $5)",
-        )
-        .bind(project)
-        .bind(name)
-        .bind(&input.name)
-        .bind(&input.kind)
-        .bind(input.email_responsible)
-        .execute(&mut *conn)
-        .await?;
-        sqlx::query(
-            "insert into JobsetInputAlts (project, jobset, input, altnr, value) values ($1, $2, $3, 0, $4)",
-        )
-        .bind(project)
-        .bind(name)
-        .bind(&input.name)
-        .bind(&input.value)
-        .execute(&mut *conn)
-        .await?;
-    }
     Ok(())
 }
 

@@ -102,14 +102,6 @@ pub async fn member_builds(
     .await
 }
 
-/// The ids of evaluation `eval`'s builds.
-pub async fn members(pool: &PgPool, eval: i32) -> Result<Vec<i32>, sqlx::Error> {
-    sqlx::query_scalar("select build from JobsetEvalMembers where eval = $1")
-        .bind(eval)
-        .fetch_all(pool)
-        .await
-}
-
 /// Sets whether evaluation `id` added builds, and how many it has.
 pub async fn set_new_builds(
     conn: &mut PgConnection,
@@ -283,4 +275,46 @@ pub async fn succeeded_outputs(
     .bind(crate::status::BuildStatus::Succeeded)
     .fetch_all(pool)
     .await
+}
+
+/// The project and jobset of evaluation `id`.
+pub async fn jobset_of(pool: &PgPool, id: i32) -> Result<Option<(String, String)>, sqlx::Error> {
+    sqlx::query_as("select j.project, j.name from JobsetEvals e join Jobsets j on j.id = e.jobset_id where e.id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// The ids of evaluation `eval`'s builds, in order.
+pub async fn member_ids(pool: &PgPool, eval: i32) -> Result<Vec<i32>, sqlx::Error> {
+    sqlx::query_scalar("select build from JobsetEvalMembers where eval = $1 order by build")
+        .bind(eval)
+        .fetch_all(pool)
+        .await
+}
+
+/// One page of the evaluations that added builds, newest first (of jobset
+/// `jobset` only, if given), and how many there are in all.
+pub async fn page(
+    pool: &PgPool,
+    jobset: Option<i32>,
+    offset: i64,
+    limit: i64,
+) -> Result<(i64, Vec<i32>), sqlx::Error> {
+    let total: i64 = sqlx::query_scalar(
+        "select count(*) from JobsetEvals where hasNewBuilds = 1 and ($1::int is null or jobset_id = $1)",
+    )
+    .bind(jobset)
+    .fetch_one(pool)
+    .await?;
+    let ids = sqlx::query_scalar(
+        "select id from JobsetEvals where hasNewBuilds = 1 and ($1::int is null or jobset_id = $1) \
+         order by id desc offset $2 limit $3",
+    )
+    .bind(jobset)
+    .bind(offset)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok((total, ids))
 }

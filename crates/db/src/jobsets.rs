@@ -3,7 +3,7 @@
 
 use sqlx::{PgConnection, PgPool};
 
-use crate::status::JobsetState;
+use crate::status::{JobsetState, JobsetType};
 
 /// The scheduling shares of the jobsets `ids`.
 pub async fn scheduling_shares(pool: &PgPool, ids: &[i32]) -> Result<Vec<(i32, i32)>, sqlx::Error> {
@@ -148,5 +148,203 @@ pub async fn record_unchanged(pool: &PgPool, id: i32, now: i32) -> Result<(), sq
         .bind(now)
         .execute(pool)
         .await?;
+    Ok(())
+}
+
+/// The id of jobset `project:name`.
+pub async fn id_of(pool: &PgPool, project: &str, name: &str) -> Result<Option<i32>, sqlx::Error> {
+    sqlx::query_scalar("select id from Jobsets where project = $1 and name = $2")
+        .bind(project)
+        .bind(name)
+        .fetch_optional(pool)
+        .await
+}
+
+/// A jobset's settable fields, as its form gives them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobsetRow {
+    pub name: String,
+    pub kind: JobsetType,
+    pub description: String,
+    pub nix_expr_input: Option<String>,
+    pub nix_expr_path: Option<String>,
+    pub flake: Option<String>,
+    pub enabled: JobsetState,
+    pub enable_email: bool,
+    pub dynamic_run_command: bool,
+    pub email_override: String,
+    pub hidden: bool,
+    pub keepnr: i32,
+    pub check_interval: i32,
+    pub scheduling_shares: i32,
+    pub inputs: Vec<InputRow>,
+}
+
+/// A jobset input with its one value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InputRow {
+    pub name: String,
+    pub kind: String,
+    pub value: Option<String>,
+    pub email_responsible: bool,
+}
+
+/// Whether project `project` has a jobset `name`.
+pub async fn exists(
+    conn: &mut PgConnection,
+    project: &str,
+    name: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("select exists (select 1 from Jobsets where project = $1 and name = $2)")
+        .bind(project)
+        .bind(name)
+        .fetch_one(conn)
+        .await
+}
+
+/// Adds jobset `j` to `project` (`trigger`: evaluate it at that time), or
+/// changes jobset `old_name` to `j` (a trigger already set stays), with
+/// its inputs.
+pub async fn save(
+    conn: &mut PgConnection,
+    project: &str,
+    old_name: Option<&str>,
+    j: &JobsetRow,
+    trigger: Option<i32>,
+) -> Result<(), sqlx::Error> {
+    let sql = if old_name.is_none() {
+        "insert into Jobsets (project, name, description, type, nixExprInput, nixExprPath, flake, enabled, \
+         enableEmail, enable_dynamic_run_command, emailOverride, hidden, keepnr, checkInterval, \
+         schedulingShares, triggerTime) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+    } else {
+        "update Jobsets set name = $2, description = $3, type = $4, nixExprInput = $5, nixExprPath = $6, \
+         flake = $7, enabled = $8, enableEmail = $9, enable_dynamic_run_command = $10, emailOverride = $11, \
+         hidden = $12, keepnr = $13, checkInterval = $14, schedulingShares = $15, \
+         triggerTime = coalesce(triggerTime, $16) where project = $1 and name = $17"
+    };
+    sqlx::query(sql)
+        .bind(project)
+        .bind(&j.name)
+        .bind(&j.description)
+        .bind(j.kind)
+        .bind(&j.nix_expr_input)
+        .bind(&j.nix_expr_path)
+        .bind(&j.flake)
+        .bind(j.enabled)
+        .bind(i32::from(j.enable_email))
+        .bind(j.dynamic_run_command)
+        .bind(&j.email_override)
+        .bind(i32::from(j.hidden))
+        .bind(j.keepnr)
+        .bind(j.check_interval)
+        .bind(j.scheduling_shares)
+        .bind(trigger)
+        .bind(old_name)
+        .execute(&mut *conn)
+        .await?;
+    if let Some(old) = old_name.filter(|old| *old != j.name) {
+        sqlx::query(
+            "insert into JobsetRenames (project, from_, to_) values ($1, $2, $3) \
+             on conflict (project, from_) do update set to_ = excluded.to_",
+        )
+        .bind(project)
+        .bind(old)
+        .bind(&j.name)
+        .execute(&mut *conn)
+        .await?;
+    }
+    replace_inputs(conn, project, &j.name, &j.inputs).await
+}
+
+/// Replaces the inputs of jobset `project:jobset`.
+pub async fn replace_inputs(
+    conn: &mut PgConnection,
+    project: &str,
+    jobset: &str,
+    inputs: &[InputRow],
+) -> Result<(), sqlx::Error> {
+    sqlx::query("delete from JobsetInputs where project = $1 and jobset = $2")
+        .bind(project)
+        .bind(jobset)
+        .execute(&mut *conn)
+        .await?;
+    for input in inputs {
+        sqlx::query(
+            "insert into JobsetInputs (project, jobset, name, type, emailResponsible) values ($1, $2, $3, $4, $5)",
+        )
+        .bind(project)
+        .bind(jobset)
+        .bind(&input.name)
+        .bind(&input.kind)
+        .bind(i32::from(input.email_responsible))
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query(
+            "insert into JobsetInputAlts (project, jobset, input, altnr, value) values ($1, $2, $3, 0, $4)",
+        )
+        .bind(project)
+        .bind(jobset)
+        .bind(&input.name)
+        .bind(&input.value)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// The name jobset `project:name` was renamed to.
+pub async fn renamed_to(
+    pool: &PgPool,
+    project: &str,
+    name: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("select to_ from JobsetRenames where project = $1 and from_ = $2")
+        .bind(project)
+        .bind(name)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Deletes the jobsets `ids` with their builds and evaluations (the
+/// delete trigger tells the queue runner).
+pub async fn delete_with_builds(conn: &mut PgConnection, ids: &[i32]) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "delete from Builds where id in \
+         (select id from Builds where jobset_id = any($1) order by id for update)",
+    )
+    .bind(ids)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("delete from JobsetEvals where jobset_id = any($1)")
+        .bind(ids)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("delete from Jobsets where id = any($1)")
+        .bind(ids)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Evaluates jobset `project:name` soon (`force`: even when its inputs
+/// did not change); returns its state, `None` when there is no such
+/// jobset.
+pub async fn trigger(
+    pool: &PgPool,
+    project: &str,
+    name: &str,
+    now: i32,
+    force: bool,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update Jobsets set triggerTime = $3, forceEval = (coalesce(forceEval, false) or $4) where project = $1 and name = $2",
+    )
+    .bind(project)
+    .bind(name)
+    .bind(now)
+    .bind(force)
+    .execute(pool)
+    .await?;
     Ok(())
 }

@@ -22,6 +22,7 @@ pub mod names;
 pub mod notify;
 pub mod password;
 pub mod products;
+pub mod projects;
 pub mod rows;
 pub mod status;
 pub mod steps;

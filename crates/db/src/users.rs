@@ -147,3 +147,25 @@ pub async fn upgrade_legacy_password_hashes(pool: &PgPool) -> Result<usize, DbEr
     }
     Ok(upgraded)
 }
+
+/// Stars job `project:jobset:job` for `user`, or takes the star away.
+pub async fn set_starred(
+    pool: &PgPool,
+    user: &str,
+    (project, jobset, job): (&str, &str, &str),
+    starred: bool,
+) -> Result<(), sqlx::Error> {
+    let sql = if starred {
+        "insert into StarredJobs (userName, project, jobset, job) values ($1, $2, $3, $4) on conflict do nothing"
+    } else {
+        "delete from StarredJobs where userName = $1 and project = $2 and jobset = $3 and job = $4"
+    };
+    sqlx::query(sql)
+        .bind(user)
+        .bind(project)
+        .bind(jobset)
+        .bind(job)
+        .execute(pool)
+        .await?;
+    Ok(())
+}

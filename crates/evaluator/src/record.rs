@@ -351,7 +351,7 @@ pub async fn repair_is_current(pool: &PgPool, jobset_id: i32) -> Result<bool, Db
     };
     let wrong = hydra_db::evals::is_current_wrong(pool, eval, jobset_id).await?;
     if wrong {
-        let members = hydra_db::evals::members(pool, eval).await?;
+        let members = hydra_db::evals::member_ids(pool, eval).await?;
         move_is_current(pool, jobset_id, &members).await?;
         tracing::info!(
             eval,

@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod extract;
 pub mod metrics;
 pub mod negotiate;
 pub mod pages;

@@ -11,43 +11,11 @@ use serde_json::{Value, json};
 use super::form::{self, Body};
 use crate::auth::Viewer;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::JobsetPath;
 use crate::negotiate::Page;
 use crate::params::Params;
 use crate::state::AppState;
-use crate::views::{BUILD_SUMMARY_COLUMNS, BuildSummary};
-
-/// Points of a series, at most (the most recent).
-const SERIES_LIMIT: i64 = 1000;
-
-/// The jobset's id, checked to exist.
-async fn jobset_id(state: &AppState, project: &str, jobset: &str) -> ApiResult<i32> {
-    let id: Option<i32> =
-        sqlx::query_scalar("select id from Jobsets where project = $1 and name = $2")
-            .bind(project)
-            .bind(jobset)
-            .fetch_optional(&state.pool)
-            .await?;
-    id.ok_or_else(|| ApiError::not_found(format!("Jobset ‘{project}:{jobset}’ doesn't exist.")))
-}
-
-async fn summaries(
-    state: &AppState,
-    jobset: i32,
-    job: &str,
-    finished: bool,
-) -> ApiResult<Vec<BuildSummary>> {
-    let sql = format!(
-        "select {BUILD_SUMMARY_COLUMNS} from Builds b join Jobsets j on j.id = b.jobset_id \
-         where b.jobset_id = $1 and b.job = $2 and b.finished = $3 \
-         order by b.id desc limit 10"
-    );
-    Ok(sqlx::query_as::<_, BuildSummary>(sqlx::AssertSqlSafe(sql))
-        .bind(jobset)
-        .bind(job)
-        .bind(i32::from(finished))
-        .fetch_all(&state.pool)
-        .await?)
-}
+use crate::views::{self, job::Series};
 
 /// `/job/<p>/<j>/<job>`: the last ten finished builds, the queued ones,
 /// and whether the viewer starred it.
@@ -63,22 +31,13 @@ pub async fn show(
             "Job ‘{project}:{jobset}:{job}’ doesn't exist."
         )));
     }
-    let id = jobset_id(&state, &project, &jobset).await?;
-    let finished = summaries(&state, id, &job, true).await?;
-    let queued = summaries(&state, id, &job, false).await?;
+    let id = hydra_db::jobsets::id_of(&state.pool, &project, &jobset)
+        .await?
+        .ok_or_else(|| JobsetPath::missing(&project, &jobset))?;
+    let finished = views::job::recent(&state.pool, id, &job, true).await?;
+    let queued = views::job::recent(&state.pool, id, &job, false).await?;
     let starred = match &viewer.account {
-        Some(a) => {
-            sqlx::query_scalar::<_, bool>(
-                "select exists (select 1 from StarredJobs where userName = $1 and project = $2 \
-                 and jobset = $3 and job = $4)",
-            )
-            .bind(&a.name)
-            .bind(&project)
-            .bind(&jobset)
-            .bind(&job)
-            .fetch_one(&state.pool)
-            .await?
-        }
+        Some(a) => views::job::starred(&state.pool, &a.name, &project, &jobset, &job).await?,
         None => false,
     };
     Ok(Page::new(
@@ -94,36 +53,16 @@ pub async fn show(
     ))
 }
 
-/// The latest finished build's id and status.
-async fn latest_finished(
-    state: &AppState,
-    jobset: i32,
-    job: &str,
-) -> ApiResult<Option<(i32, Option<i32>)>> {
-    Ok(sqlx::query_as(
-        "select id, buildStatus from Builds \
-         where jobset_id = $1 and job = $2 and finished = 1 order by id desc limit 1",
-    )
-    .bind(jobset)
-    .bind(job)
-    .fetch_optional(&state.pool)
-    .await?)
-}
-
 /// `/job/<p>/<j>/<job>/shield`: a shields.io endpoint badge.
 pub async fn shield(
     State(state): State<AppState>,
-    Path((project, jobset, job)): Path<(String, String, String)>,
+    jobset: JobsetPath,
+    Path((_, _, job)): Path<(String, String, String)>,
 ) -> ApiResult<Response> {
-    let id = jobset_id(&state, &project, &jobset).await?;
     // Hydra's colours and messages.
-    let (color, message) = match latest_finished(&state, id, &job).await? {
-        None => {
-            return Err(ApiError::not_found(format!(
-                "Job ‘{project}:{jobset}:{job}’ has no finished build."
-            )));
-        }
-        Some((_, status)) => match status.and_then(BuildStatus::from_code) {
+    let (color, message) = match views::job::latest_finished(&state.pool, jobset.id, &job).await? {
+        None => return Err(no_finished_build(&jobset, &job)),
+        Some(latest) => match latest.status.and_then(BuildStatus::from_code) {
             Some(BuildStatus::Succeeded) => ("green", "passing"),
             Some(BuildStatus::Cancelled) => ("yellow", "cancelled"),
             _ => ("red", "failing"),
@@ -148,32 +87,28 @@ fn label(s: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Id, stop time, status, closure size and output size.
-type LatestFigures = (i32, Option<i32>, Option<i32>, Option<i64>, Option<i64>);
+/// The 404 of a job without a finished build.
+fn no_finished_build(jobset: &JobsetPath, job: &str) -> ApiError {
+    ApiError::not_found(format!(
+        "Job ‘{}:{}:{job}’ has no finished build.",
+        jobset.project, jobset.jobset
+    ))
+}
 
 /// `/job/<p>/<j>/<job>/prometheus`: the latest finished build's figures.
 pub async fn prometheus(
     State(state): State<AppState>,
-    Path((project, jobset, job)): Path<(String, String, String)>,
+    jobset: JobsetPath,
+    Path((_, _, job)): Path<(String, String, String)>,
 ) -> ApiResult<Response> {
-    let id = jobset_id(&state, &project, &jobset).await?;
-    let row: Option<LatestFigures> = sqlx::query_as(
-        "select id, stopTime, buildStatus, closureSize, size from Builds \
-         where jobset_id = $1 and job = $2 and finished = 1 order by id desc limit 1",
-    )
-    .bind(id)
-    .bind(&job)
-    .fetch_optional(&state.pool)
-    .await?;
-    let Some((_, stop, status, closure, size)) = row else {
-        return Err(ApiError::not_found(format!(
-            "Job ‘{project}:{jobset}:{job}’ has no finished build."
-        )));
-    };
+    let latest = views::job::latest_finished(&state.pool, jobset.id, &job)
+        .await?
+        .ok_or_else(|| no_finished_build(&jobset, &job))?;
+    let (project, jobset) = (&jobset.project, &jobset.jobset);
     let labels = format!(
         "project=\"{}\",jobset=\"{}\",job=\"{}\"",
-        label(&project),
-        label(&jobset),
+        label(project),
+        label(jobset),
         label(&job)
     );
     let mut out = String::new();
@@ -185,22 +120,22 @@ pub async fn prometheus(
     metric(
         "hydra_job_completion_time",
         "Unix time the latest build of the job finished",
-        i64::from(stop.unwrap_or(0)),
+        i64::from(latest.stop_time.unwrap_or(0)),
     );
     metric(
         "hydra_job_failed",
         "Whether the latest build of the job failed",
-        i64::from(status != Some(BuildStatus::Succeeded.code())),
+        i64::from(latest.status != Some(BuildStatus::Succeeded.code())),
     );
     metric(
         "hydra_build_closure_size",
         "Closure size of the latest build's outputs, in bytes",
-        closure.unwrap_or(0),
+        latest.closure_size.unwrap_or(0),
     );
     metric(
         "hydra_build_output_size",
         "Size of the latest build's outputs, in bytes",
-        size.unwrap_or(0),
+        latest.size.unwrap_or(0),
     );
     Ok((
         [(
@@ -212,78 +147,58 @@ pub async fn prometheus(
         .into_response())
 }
 
-/// The series of one column over the job's successful builds, oldest
+/// The series of one figure over the job's successful builds, oldest
 /// first.
 async fn series(
     state: &AppState,
-    project: &str,
-    jobset: &str,
+    jobset: &JobsetPath,
     job: &str,
-    column: &str,
+    which: Series,
 ) -> ApiResult<Page> {
-    let id = jobset_id(state, project, jobset).await?;
-    let sql = format!(
-        "select id, timestamp, value from (select id, timestamp, ({column})::float8 as value from Builds \
-         where jobset_id = $1 and job = $2 and finished = 1 and buildStatus = $4 and ({column}) is not null \
-         order by id desc limit $3) s order by id"
-    );
-    let rows: Vec<(i32, i32, f64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(id)
-        .bind(job)
-        .bind(SERIES_LIMIT)
-        .bind(hydra_db::status::BuildStatus::Succeeded)
-        .fetch_all(&state.pool)
-        .await?;
+    let rows = views::job::series(&state.pool, jobset.id, job, which).await?;
     let points: Vec<Value> = rows
         .into_iter()
-        .map(|(id, timestamp, value)| json!({ "id": id, "timestamp": timestamp, "value": crate::views::json_number(value) }))
+        .map(|(id, timestamp, value)| json!({ "id": id, "timestamp": timestamp, "value": views::json_number(value) }))
         .collect();
     Ok(Page::value("job-series", Value::Array(points)))
 }
 
 pub async fn build_times(
     State(state): State<AppState>,
-    Path((p, j, job)): Path<(String, String, String)>,
+    jobset: JobsetPath,
+    Path((_, _, job)): Path<(String, String, String)>,
 ) -> ApiResult<Page> {
-    series(&state, &p, &j, &job, "stopTime - startTime").await
+    series(&state, &jobset, &job, Series::BuildTimes).await
 }
 
 pub async fn closure_sizes(
     State(state): State<AppState>,
-    Path((p, j, job)): Path<(String, String, String)>,
+    jobset: JobsetPath,
+    Path((_, _, job)): Path<(String, String, String)>,
 ) -> ApiResult<Page> {
-    series(&state, &p, &j, &job, "closureSize").await
+    series(&state, &jobset, &job, Series::ClosureSizes).await
 }
 
 pub async fn output_sizes(
     State(state): State<AppState>,
-    Path((p, j, job)): Path<(String, String, String)>,
+    jobset: JobsetPath,
+    Path((_, _, job)): Path<(String, String, String)>,
 ) -> ApiResult<Page> {
-    series(&state, &p, &j, &job, "size").await
+    series(&state, &jobset, &job, Series::OutputSizes).await
 }
 
 /// `/job/<p>/<j>/<job>/metric/<name>`.
 pub async fn metric(
     State(state): State<AppState>,
-    Path((project, jobset, job, name)): Path<(String, String, String, String)>,
+    jobset: JobsetPath,
+    Path((_, _, job, name)): Path<(String, String, String, String)>,
 ) -> ApiResult<Page> {
-    jobset_id(&state, &project, &jobset).await?;
-    let rows: Vec<(i32, i32, f64, Option<String>)> = sqlx::query_as(
-        "select build, timestamp, value, unit from (select build, timestamp, value, unit from BuildMetrics \
-         where project = $1 and jobset = $2 and job = $3 and name = $4 \
-         order by build desc limit $5) m order by build",
-    )
-    .bind(&project)
-    .bind(&jobset)
-    .bind(&job)
-    .bind(&name)
-    .bind(SERIES_LIMIT)
-    .fetch_all(&state.pool)
-    .await?;
+    let rows =
+        views::job::metric(&state.pool, &jobset.project, &jobset.jobset, &job, &name).await?;
     let points: Vec<Value> = rows
         .into_iter()
         .map(|(id, timestamp, value, unit)| {
-            json!({ "id": id, "timestamp": timestamp, "value": crate::views::json_number(value), "unit": unit })
+            json!({ "id": id, "timestamp": timestamp, "value": views::json_number(value), "unit": unit })
         })
         .collect();
     Ok(Page::value("job-series", Value::Array(points)))
@@ -297,29 +212,14 @@ pub async fn star(
     Params(body): Params<Body>,
 ) -> ApiResult<Page> {
     let account = viewer.require_login()?;
-    jobset_id(&state, &project, &jobset).await?;
-    let star = form::flag(&body, "star");
-    if star {
-        sqlx::query(
-            "insert into StarredJobs (userName, project, jobset, job) values ($1, $2, $3, $4) \
-             on conflict do nothing",
-        )
-        .bind(&account.name)
-        .bind(&project)
-        .bind(&jobset)
-        .bind(&job)
-        .execute(&state.pool)
-        .await?;
-    } else {
-        sqlx::query(
-            "delete from StarredJobs where userName = $1 and project = $2 and jobset = $3 and job = $4",
-        )
-        .bind(&account.name)
-        .bind(&project)
-        .bind(&jobset)
-        .bind(&job)
-        .execute(&state.pool)
-        .await?;
+    if hydra_db::jobsets::id_of(&state.pool, &project, &jobset)
+        .await?
+        .is_none()
+    {
+        return Err(JobsetPath::missing(&project, &jobset));
     }
+    let star = form::flag(&body, "star");
+    hydra_db::users::set_starred(&state.pool, &account.name, (&project, &jobset, &job), star)
+        .await?;
     Ok(Page::value("job-star", json!({ "starred": star })))
 }

@@ -4,6 +4,8 @@
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use hydra_db::jobsets::{InputRow, JobsetRow};
+use hydra_db::status::{JobsetState, JobsetType};
 use serde_json::{Value, json};
 
 use super::form::{self, Body};
@@ -11,6 +13,7 @@ use super::root::{PER_PAGE, PageQuery, page_number};
 use super::{names, redirect, redirect_below};
 use crate::auth::{Viewer, base_url};
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{JobsetPath, ProjectPath};
 use crate::negotiate::Page;
 use crate::params::Params;
 use crate::state::AppState;
@@ -34,10 +37,6 @@ pub const INPUT_TYPES: &[&str] = &[
     "eval",
 ];
 
-fn missing(project: &str, jobset: &str) -> ApiError {
-    ApiError::not_found(format!("Jobset ‘{project}:{jobset}’ doesn't exist."))
-}
-
 pub async fn show(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -46,12 +45,7 @@ pub async fn show(
     if let Some(j) = views::jobset(&state.pool, &project, &jobset).await? {
         return Ok(Page::new("jobset", j).into_response());
     }
-    let renamed: Option<String> =
-        sqlx::query_scalar("select to_ from JobsetRenames where project = $1 and from_ = $2")
-            .bind(&project)
-            .bind(&jobset)
-            .fetch_optional(&state.pool)
-            .await?;
+    let renamed = hydra_db::jobsets::renamed_to(&state.pool, &project, &jobset).await?;
     match renamed {
         Some(to) => {
             let mut response = redirect(&format!(
@@ -61,27 +55,8 @@ pub async fn show(
             *response.status_mut() = StatusCode::MOVED_PERMANENTLY;
             Ok(response)
         }
-        None => Err(missing(&project, &jobset)),
+        None => Err(JobsetPath::missing(&project, &jobset)),
     }
-}
-
-/// A validated jobset body.
-struct JobsetForm {
-    name: String,
-    kind: i32,
-    description: String,
-    nix_expr_input: Option<String>,
-    nix_expr_path: Option<String>,
-    flake: Option<String>,
-    enabled: i32,
-    enable_email: bool,
-    dynamic_run_command: bool,
-    email_override: String,
-    hidden: bool,
-    keepnr: i32,
-    check_interval: i32,
-    scheduling_shares: i32,
-    inputs: Vec<(String, String, String, bool)>,
 }
 
 fn valid_input_name(name: &str) -> bool {
@@ -102,7 +77,7 @@ fn valid_eval_input(value: &str) -> bool {
     }
 }
 
-fn parse_inputs(body: &Body) -> ApiResult<Vec<(String, String, String, bool)>> {
+fn parse_inputs(body: &Body) -> ApiResult<Vec<InputRow>> {
     let Some(inputs) = body.get("inputs") else {
         return Ok(Vec::new());
     };
@@ -141,21 +116,23 @@ fn parse_inputs(body: &Body) -> ApiResult<Vec<(String, String, String, bool)>> {
                 "The value ‘{value}’ of input ‘{name}’ is not an evaluation ID, ‘project:jobset’ or ‘project:jobset:job’."
             )));
         }
-        out.push((
-            name.clone(),
+        out.push(InputRow {
+            name: name.clone(),
             kind,
-            value,
-            form::flag(input, "emailresponsible"),
-        ));
+            value: Some(value),
+            email_responsible: form::flag(input, "emailresponsible"),
+        });
     }
     Ok(out)
 }
 
-fn parse_form(
+/// The jobset a body describes, checked: `path_name` is the jobset in the
+/// URL, `existing` its row when it exists.
+pub fn jobset_form(
     body: &Body,
     path_name: &str,
     existing: Option<&hydra_db::rows::Jobset>,
-) -> ApiResult<JobsetForm> {
+) -> ApiResult<JobsetRow> {
     let name = form::text(body, "name")
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| path_name.to_string());
@@ -164,8 +141,11 @@ fn parse_form(
             "Invalid jobset identifier ‘{name}’."
         )));
     }
-    let kind = form::integer(body, "type", existing.map_or(0, |j| j.kind), 0..=1)?;
-    let (nix_expr_input, nix_expr_path, flake) = if kind == 0 {
+    let kind = match form::integer(body, "type", existing.map_or(0, |j| j.kind), 0..=1)? {
+        0 => JobsetType::Legacy,
+        _ => JobsetType::Flake,
+    };
+    let (nix_expr_input, nix_expr_path, flake) = if kind == JobsetType::Legacy {
         let input = form::text(body, "nixexprinput").unwrap_or_default();
         let path = form::text(body, "nixexprpath").unwrap_or_default();
         if !valid_input_name(&input) {
@@ -186,7 +166,12 @@ fn parse_form(
         }
         (None, None, Some(flake))
     };
-    let enabled = form::integer(body, "enabled", existing.map_or(1, |j| j.enabled), 0..=3)?;
+    let enabled = JobsetState::from(form::integer(
+        body,
+        "enabled",
+        existing.map_or(JobsetState::Enabled.code(), |j| j.enabled),
+        0..=3,
+    )?);
     let hidden = if body.contains_key("visible") {
         !form::flag(body, "visible")
     } else {
@@ -203,7 +188,7 @@ fn parse_form(
             "The number of scheduling shares must be positive, not {scheduling_shares}."
         )));
     }
-    Ok(JobsetForm {
+    Ok(JobsetRow {
         name,
         kind,
         description: form::text(body, "description").unwrap_or_default(),
@@ -233,15 +218,9 @@ fn parse_form(
 }
 
 async fn require_not_declarative(state: &AppState, project: &str) -> ApiResult<()> {
-    let decl: Option<Option<String>> =
-        sqlx::query_scalar("select declfile from Projects where name = $1")
-            .bind(project)
-            .fetch_optional(&state.pool)
-            .await?;
+    let decl = hydra_db::projects::decl_file(&state.pool, project).await?;
     match decl {
-        None => Err(ApiError::not_found(format!(
-            "Project ‘{project}’ doesn't exist."
-        ))),
+        None => Err(ProjectPath::missing(project)),
         Some(Some(file)) if !file.is_empty() => Err(ApiError::forbidden(
             "The jobsets of a declarative project can only be changed in its specification.",
         )),
@@ -262,114 +241,18 @@ pub async fn save(
     let mut conn = state.pool.acquire().await?;
     let existing = hydra_db::rows::jobset(&mut conn, &project, &jobset).await?;
     drop(conn);
-    let f = parse_form(&body, &jobset, existing.as_ref())?;
+    let f = jobset_form(&body, &jobset, existing.as_ref())?;
     let now = hydra_db::now();
     let mut tx = state.pool.begin().await?;
-    if f.name != jobset {
-        let taken: bool = sqlx::query_scalar(
-            "select exists (select 1 from Jobsets where project = $1 and name = $2)",
-        )
-        .bind(&project)
-        .bind(&f.name)
-        .fetch_one(&mut *tx)
-        .await?;
-        if taken {
-            return Err(ApiError::Conflict(format!(
-                "Jobset ‘{project}:{}’ already exists.",
-                f.name
-            )));
-        }
+    if f.name != jobset && hydra_db::jobsets::exists(&mut tx, &project, &f.name).await? {
+        return Err(ApiError::Conflict(format!(
+            "Jobset ‘{project}:{}’ already exists.",
+            f.name
+        )));
     }
-    let trigger = (f.enabled != 0 && f.check_interval > 0).then_some(now);
-    if existing.is_some() {
-        sqlx::query(
-            "update Jobsets set name = $3, description = $4, type = $5, nixExprInput = $6, nixExprPath = $7, \
-             flake = $8, enabled = $9, enableEmail = $10, enable_dynamic_run_command = $11, emailOverride = $12, \
-             hidden = $13, keepnr = $14, checkInterval = $15, schedulingShares = $16, \
-             triggerTime = coalesce(triggerTime, $17) where project = $1 and name = $2",
-        )
-        .bind(&project)
-        .bind(&jobset)
-        .bind(&f.name)
-        .bind(&f.description)
-        .bind(f.kind)
-        .bind(&f.nix_expr_input)
-        .bind(&f.nix_expr_path)
-        .bind(&f.flake)
-        .bind(f.enabled)
-        .bind(i32::from(f.enable_email))
-        .bind(f.dynamic_run_command)
-        .bind(&f.email_override)
-        .bind(i32::from(f.hidden))
-        .bind(f.keepnr)
-        .bind(f.check_interval)
-        .bind(f.scheduling_shares)
-        .bind(trigger)
-        .execute(&mut *tx)
-        .await?;
-        if f.name != jobset {
-            sqlx::query(
-                "insert into JobsetRenames (project, from_, to_) values ($1, $2, $3) \
-                 on conflict (project, from_) do update set to_ = excluded.to_",
-            )
-            .bind(&project)
-            .bind(&jobset)
-            .bind(&f.name)
-            .execute(&mut *tx)
-            .await?;
-        }
-    } else {
-        sqlx::query(
-            "insert into Jobsets (project, name, description, type, nixExprInput, nixExprPath, flake, enabled, \
-             enableEmail, enable_dynamic_run_command, emailOverride, hidden, keepnr, checkInterval, \
-             schedulingShares, triggerTime) \
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-        )
-        .bind(&project)
-        .bind(&f.name)
-        .bind(&f.description)
-        .bind(f.kind)
-        .bind(&f.nix_expr_input)
-        .bind(&f.nix_expr_path)
-        .bind(&f.flake)
-        .bind(f.enabled)
-        .bind(i32::from(f.enable_email))
-        .bind(f.dynamic_run_command)
-        .bind(&f.email_override)
-        .bind(i32::from(f.hidden))
-        .bind(f.keepnr)
-        .bind(f.check_interval)
-        .bind(f.scheduling_shares)
-        .bind(trigger)
-        .execute(&mut *tx)
-        .await?;
-    }
-    sqlx::query("delete from JobsetInputs where project = $1 and jobset = $2")
-        .bind(&project)
-        .bind(&f.name)
-        .execute(&mut *tx)
-        .await?;
-    for (name, kind, value, responsible) in &f.inputs {
-        sqlx::query(
-            "insert into JobsetInputs (project, jobset, name, type, emailResponsible) values ($1, $2, $3, $4, $5)",
-        )
-        .bind(&project)
-        .bind(&f.name)
-        .bind(name)
-        .bind(kind)
-        .bind(i32::from(*responsible))
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "insert into JobsetInputAlts (project, jobset, input, altnr, value) values ($1, $2, $3, 0, $4)",
-        )
-        .bind(&project)
-        .bind(&f.name)
-        .bind(name)
-        .bind(value)
-        .execute(&mut *tx)
-        .await?;
-    }
+    let trigger = (f.enabled != JobsetState::Disabled && f.check_interval > 0).then_some(now);
+    let old_name = existing.is_some().then_some(jobset.as_str());
+    hydra_db::jobsets::save(&mut tx, &project, old_name, &f, trigger).await?;
     tx.commit().await?;
 
     let uri = format!("{}jobset/{project}/{}", base_url(&state, &headers), f.name);
@@ -395,11 +278,7 @@ pub async fn delete(
     require_not_declarative(&state, &project).await?;
     let id = jobset_id(&state, &project, &jobset).await?;
     let mut tx = state.pool.begin().await?;
-    views::delete_builds_of_jobsets(&mut tx, &[id]).await?;
-    sqlx::query("delete from Jobsets where id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    hydra_db::jobsets::delete_with_builds(&mut tx, &[id]).await?;
     tx.commit().await?;
     Ok(Page::value(
         "jobset-deleted",
@@ -408,42 +287,18 @@ pub async fn delete(
 }
 
 async fn jobset_id(state: &AppState, project: &str, jobset: &str) -> ApiResult<i32> {
-    sqlx::query_scalar("select id from Jobsets where project = $1 and name = $2")
-        .bind(project)
-        .bind(jobset)
-        .fetch_optional(&state.pool)
+    hydra_db::jobsets::id_of(&state.pool, project, jobset)
         .await?
-        .ok_or_else(|| missing(project, jobset))
+        .ok_or_else(|| JobsetPath::missing(project, jobset))
 }
 
 pub async fn evals(
     State(state): State<AppState>,
-    Path((project, jobset)): Path<(String, String)>,
+    jobset: JobsetPath,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<Page> {
-    let id = jobset_id(&state, &project, &jobset).await?;
-    let page = page_number(&q);
-    let total: i64 = sqlx::query_scalar(
-        "select count(*) from JobsetEvals where jobset_id = $1 and hasNewBuilds = 1",
-    )
-    .bind(id)
-    .fetch_one(&state.pool)
-    .await?;
-    let ids: Vec<i32> = sqlx::query_scalar(
-        "select id from JobsetEvals where jobset_id = $1 and hasNewBuilds = 1 \
-         order by id desc offset $2 limit $3",
-    )
-    .bind(id)
-    .bind((page - 1) * PER_PAGE)
-    .bind(PER_PAGE)
-    .fetch_all(&state.pool)
-    .await?;
-    let mut body = views::pages(page, PER_PAGE, total);
-    body.insert(
-        "evals".into(),
-        Value::Array(views::evals_json(&state.pool, &ids).await?),
-    );
-    Ok(Page::value("jobset-evals", Value::Object(body)))
+    let body = views::evals_page(&state.pool, Some(jobset.id), page_number(&q), PER_PAGE).await?;
+    Ok(Page::value("jobset-evals", body))
 }
 
 pub async fn errors(
@@ -452,27 +307,18 @@ pub async fn errors(
 ) -> ApiResult<Page> {
     let j = views::jobset(&state.pool, &project, &jobset)
         .await?
-        .ok_or_else(|| missing(&project, &jobset))?;
+        .ok_or_else(|| JobsetPath::missing(&project, &jobset))?;
     Ok(Page::new("jobset-errors", j))
 }
 
 async fn latest_eval_to(
     state: &AppState,
     headers: &HeaderMap,
-    project: &str,
-    jobset: &str,
+    jobset: &JobsetPath,
     rest: Option<&str>,
 ) -> ApiResult<Response> {
-    let id = jobset_id(state, project, jobset).await?;
-    let eval: Option<i32> = sqlx::query_scalar(
-        "select e.id from JobsetEvals e where e.jobset_id = $1 and e.hasNewBuilds = 1 \
-         and not exists (select 1 from JobsetEvalMembers m join Builds b on b.id = m.build \
-                         where m.eval = e.id and b.finished = 0) \
-         order by e.id desc limit 1",
-    )
-    .bind(id)
-    .fetch_optional(&state.pool)
-    .await?;
+    let eval = hydra_db::evals::latest_finished(&state.pool, &jobset.project, &jobset.jobset, None)
+        .await?;
     let eval = eval.ok_or_else(|| ApiError::not_found("No finished evaluation."))?;
     Ok(redirect_below(
         state,
@@ -485,15 +331,16 @@ async fn latest_eval_to(
 pub async fn latest_eval(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((project, jobset)): Path<(String, String)>,
+    jobset: JobsetPath,
 ) -> ApiResult<Response> {
-    latest_eval_to(&state, &headers, &project, &jobset, None).await
+    latest_eval_to(&state, &headers, &jobset, None).await
 }
 
 pub async fn latest_eval_rest(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((project, jobset, rest)): Path<(String, String, String)>,
+    jobset: JobsetPath,
+    Path((_, _, rest)): Path<(String, String, String)>,
 ) -> ApiResult<Response> {
-    latest_eval_to(&state, &headers, &project, &jobset, Some(&rest)).await
+    latest_eval_to(&state, &headers, &jobset, Some(&rest)).await
 }

@@ -12,6 +12,7 @@ use crate::negotiate;
 use crate::state::AppState;
 
 pub mod account;
+pub mod actions;
 pub mod admin;
 pub mod api;
 pub mod build;

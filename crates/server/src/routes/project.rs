@@ -2,12 +2,14 @@
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use hydra_db::projects::ProjectRow;
 use serde_json::json;
 
 use super::form::{self, Body};
 use super::names;
 use crate::auth::{Viewer, base_url};
 use crate::error::{ApiError, ApiResult};
+use crate::extract::ProjectPath;
 use crate::negotiate::Page;
 use crate::params::Params;
 use crate::state::AppState;
@@ -16,7 +18,7 @@ use crate::views;
 pub async fn show(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Page> {
     let project = views::project(&state.pool, &name)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("Project ‘{name}’ doesn't exist.")))?;
+        .ok_or_else(|| ProjectPath::missing(&name))?;
     Ok(Page::new("project", project))
 }
 
@@ -35,6 +37,77 @@ fn declarative(body: &Body) -> (String, String, String) {
         form::text(body, "decltype").unwrap_or_default(),
         form::text(body, "declvalue").unwrap_or_default(),
     )
+}
+
+/// Who saves a project.
+#[derive(Clone, Copy, Debug)]
+pub struct Editor<'a> {
+    pub name: &'a str,
+    pub is_admin: bool,
+}
+
+/// The project a body describes, checked: `path_name` is the project in
+/// the URL, `existing` its row when it exists.
+pub fn project_form(
+    body: &Body,
+    path_name: &str,
+    existing: Option<&hydra_db::rows::Project>,
+    editor: Editor<'_>,
+) -> ApiResult<ProjectRow> {
+    let name = form::text(body, "name")
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| path_name.to_string());
+    if !names::project(&name) {
+        return Err(ApiError::bad_request(format!(
+            "Invalid project identifier ‘{name}’."
+        )));
+    }
+    let display_name = form::text(body, "displayname").unwrap_or_default();
+    if display_name.trim().is_empty() {
+        return Err(ApiError::bad_request("The display name is required."));
+    }
+    let creating = existing.is_none();
+    let owner = match form::text(body, "owner").filter(|o| !o.is_empty()) {
+        Some(owner) if editor.is_admin => owner,
+        Some(owner) if existing.is_some_and(|p| p.owner == owner) => owner,
+        Some(owner) if !creating || owner != editor.name => {
+            return Err(ApiError::forbidden(
+                "Only administrators can change the owner.",
+            ));
+        }
+        _ => existing.map_or_else(|| editor.name.to_string(), |p| p.owner.clone()),
+    };
+    let (decl_file, decl_type, decl_value) = declarative(body);
+    let declarative = if decl_file.is_empty() {
+        None
+    } else if decl_type.is_empty() || decl_value.is_empty() {
+        return Err(ApiError::bad_request(
+            "A declarative project needs the type and value of its input.",
+        ));
+    } else {
+        Some((decl_file, decl_type, decl_value))
+    };
+    let enabled = if body.contains_key("enabled") {
+        form::flag(body, "enabled")
+    } else {
+        existing.is_none_or(|p| p.enabled == 1)
+    };
+    let visible = if body.contains_key("visible") {
+        form::flag(body, "visible")
+    } else {
+        existing.is_none_or(|p| p.hidden == 0)
+    };
+    Ok(ProjectRow {
+        name,
+        display_name,
+        description: form::text(body, "description").unwrap_or_default(),
+        homepage: form::text(body, "homepage").unwrap_or_default(),
+        owner,
+        enabled,
+        hidden: !visible,
+        dynamic_run_command: form::flag(body, "enable_dynamic_run_command"),
+        declarative,
+    })
 }
 
 pub async fn save(
@@ -57,118 +130,46 @@ pub async fn save(
     } else {
         viewer.require_project_owner(&state.pool, &name).await?;
     }
-    let new_name = form::text(&body, "name")
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| name.clone());
-    if !names::project(&new_name) {
-        return Err(ApiError::bad_request(format!(
-            "Invalid project identifier ‘{new_name}’."
-        )));
-    }
-    let display_name = form::text(&body, "displayname").unwrap_or_default();
-    if display_name.trim().is_empty() {
-        return Err(ApiError::bad_request("The display name is required."));
-    }
-    let owner = match form::text(&body, "owner").filter(|o| !o.is_empty()) {
-        Some(owner) if viewer.is_admin() => owner,
-        Some(owner) if existing.as_ref().is_some_and(|p| p.owner == owner) => owner,
-        Some(owner) if !creating || owner != account.name => {
-            return Err(ApiError::forbidden(
-                "Only administrators can change the owner.",
-            ));
-        }
-        _ => existing
-            .as_ref()
-            .map(|p| p.owner.clone())
-            .unwrap_or_else(|| account.name.clone()),
+    let editor = Editor {
+        name: &account.name,
+        is_admin: viewer.is_admin(),
     };
-    if hydra_db::rows::user(&mut conn, &owner).await?.is_none() {
+    let project = project_form(&body, &name, existing.as_ref(), editor)?;
+    if hydra_db::rows::user(&mut conn, &project.owner)
+        .await?
+        .is_none()
+    {
         return Err(ApiError::bad_request(format!(
-            "User ‘{owner}’ doesn't exist."
+            "User ‘{}’ doesn't exist.",
+            project.owner
         )));
     }
-    if new_name != name
-        && hydra_db::rows::project(&mut conn, &new_name)
+    if project.name != name
+        && hydra_db::rows::project(&mut conn, &project.name)
             .await?
             .is_some()
     {
         return Err(ApiError::Conflict(format!(
-            "Project ‘{new_name}’ already exists."
+            "Project ‘{}’ already exists.",
+            project.name
         )));
     }
-    let (decl_file, decl_type, decl_value) = declarative(&body);
-    let enabled = if body.contains_key("enabled") {
-        form::flag(&body, "enabled")
-    } else {
-        creating || existing.as_ref().is_some_and(|p| p.enabled == 1)
-    };
-    let visible = if body.contains_key("visible") {
-        form::flag(&body, "visible")
-    } else {
-        creating || existing.as_ref().is_some_and(|p| p.hidden == 0)
-    };
-    let description = form::text(&body, "description").unwrap_or_default();
-    let homepage = form::text(&body, "homepage").unwrap_or_default();
-    let dyn_rc = form::flag(&body, "enable_dynamic_run_command");
-    let declarative = !decl_file.is_empty();
-    let decl = |v: &String| declarative.then(|| v.clone());
-    if declarative && (decl_type.is_empty() || decl_value.is_empty()) {
-        return Err(ApiError::bad_request(
-            "A declarative project needs the type and value of its input.",
-        ));
-    }
+    drop(conn);
 
     let mut tx = state.pool.begin().await?;
     if creating {
-        sqlx::query(
-            "insert into Projects (name, displayName, description, homepage, owner, enabled, hidden, \
-             enable_dynamic_run_command, declfile, decltype, declvalue) \
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(&new_name)
-        .bind(&display_name)
-        .bind(&description)
-        .bind(&homepage)
-        .bind(&owner)
-        .bind(i32::from(enabled))
-        .bind(i32::from(!visible))
-        .bind(dyn_rc)
-        .bind(decl(&decl_file))
-        .bind(decl(&decl_type))
-        .bind(decl(&decl_value))
-        .execute(&mut *tx)
-        .await?;
+        hydra_db::projects::insert(&mut tx, &project).await?;
     } else {
-        sqlx::query(
-            "update Projects set name = $12, displayName = $2, description = $3, homepage = $4, owner = $5, \
-             enabled = $6, hidden = $7, enable_dynamic_run_command = $8, declfile = $9, decltype = $10, \
-             declvalue = $11 where name = $1",
-        )
-        .bind(&name)
-        .bind(&display_name)
-        .bind(&description)
-        .bind(&homepage)
-        .bind(&owner)
-        .bind(i32::from(enabled))
-        .bind(i32::from(!visible))
-        .bind(dyn_rc)
-        .bind(decl(&decl_file))
-        .bind(decl(&decl_type))
-        .bind(decl(&decl_value))
-        .bind(&new_name)
-        .execute(&mut *tx)
-        .await?;
+        hydra_db::projects::update(&mut tx, &name, &project).await?;
     }
-    if declarative {
-        hydra_db::declarative::ensure_jobsets_jobset(&mut tx, &new_name).await?;
+    if project.declarative.is_some() {
+        hydra_db::declarative::ensure_jobsets_jobset(&mut tx, &project.name).await?;
     } else {
-        sqlx::query("delete from Jobsets where project = $1 and name = '.jobsets'")
-            .bind(&new_name)
-            .execute(&mut *tx)
-            .await?;
+        hydra_db::declarative::remove_jobsets_jobset(&mut tx, &project.name).await?;
     }
     tx.commit().await?;
 
+    let new_name = project.name;
     let uri = format!("{}project/{new_name}", base_url(&state, &headers));
     if creating {
         Ok(Page::value(
@@ -186,30 +187,116 @@ pub async fn delete(
     State(state): State<AppState>,
     headers: HeaderMap,
     viewer: Viewer,
-    Path(name): Path<String>,
+    project: ProjectPath,
 ) -> ApiResult<Page> {
-    let mut conn = state.pool.acquire().await?;
-    if hydra_db::rows::project(&mut conn, &name).await?.is_none() {
-        return Err(ApiError::not_found(format!(
-            "Project ‘{name}’ doesn't exist."
-        )));
-    }
-    viewer.require_project_owner(&state.pool, &name).await?;
-    // The delete trigger tells the queue runner.
-    let jobsets: Vec<i32> = sqlx::query_scalar("select id from Jobsets where project = $1")
-        .bind(&name)
-        .fetch_all(&mut *conn)
+    viewer
+        .require_project_owner(&state.pool, &project.name)
         .await?;
-    drop(conn);
+    let jobsets = hydra_db::projects::jobset_ids(&state.pool, &project.name).await?;
     let mut tx = state.pool.begin().await?;
-    views::delete_builds_of_jobsets(&mut tx, &jobsets).await?;
-    sqlx::query("delete from Projects where name = $1")
-        .bind(&name)
-        .execute(&mut *tx)
-        .await?;
+    hydra_db::jobsets::delete_with_builds(&mut tx, &jobsets).await?;
+    hydra_db::projects::delete(&mut tx, &project.name).await?;
     tx.commit().await?;
     Ok(Page::value(
         "project-deleted",
         json!({ "redirect": base_url(&state, &headers) }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(value: serde_json::Value) -> Body {
+        match value {
+            serde_json::Value::Object(map) => map,
+            _ => Body::new(),
+        }
+    }
+
+    const ALICE: Editor<'static> = Editor {
+        name: "alice",
+        is_admin: false,
+    };
+
+    fn existing(owner: &str) -> hydra_db::rows::Project {
+        hydra_db::rows::Project {
+            name: "p".into(),
+            display_name: "P".into(),
+            description: None,
+            enabled: 0,
+            hidden: 1,
+            owner: owner.into(),
+            homepage: None,
+            declfile: None,
+            decltype: None,
+            declvalue: None,
+            enable_dynamic_run_command: false,
+        }
+    }
+
+    #[test]
+    fn a_new_project_is_enabled_visible_and_owned_by_its_creator() {
+        let p = project_form(&body(json!({"displayname": "Hello"})), "hello", None, ALICE)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(p.name, "hello");
+        assert_eq!(p.owner, "alice");
+        assert!(p.enabled && !p.hidden);
+        assert_eq!(p.declarative, None);
+    }
+
+    #[test]
+    fn an_update_keeps_what_the_body_leaves_out() {
+        let old = existing("bob");
+        let p = project_form(
+            &body(json!({"displayname": "P", "name": "q"})),
+            "p",
+            Some(&old),
+            ALICE,
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!((p.name.as_str(), p.owner.as_str()), ("q", "bob"));
+        assert!(!p.enabled && p.hidden);
+    }
+
+    #[test]
+    fn bad_bodies_are_refused_with_the_field_named() {
+        let refused =
+            |v: serde_json::Value, existing: Option<&hydra_db::rows::Project>| match project_form(
+                &body(v),
+                "p",
+                existing,
+                ALICE,
+            ) {
+                Err(ApiError::BadRequest(m) | ApiError::Forbidden(m)) => m,
+                other => panic!("accepted: {other:?}"),
+            };
+        assert!(refused(json!({}), None).contains("display name"));
+        assert!(refused(json!({"displayname": "P", "name": "1 bad"}), None).contains("‘1 bad’"));
+        assert!(refused(json!({"displayname": "P", "owner": "carol"}), None).contains("owner"));
+        assert!(
+            refused(json!({"displayname": "P", "declfile": "spec.json"}), None)
+                .contains("type and value")
+        );
+        let old = existing("bob");
+        assert!(
+            refused(json!({"displayname": "P", "owner": "alice"}), Some(&old)).contains("owner")
+        );
+    }
+
+    #[test]
+    fn administrators_may_give_a_project_to_anyone() {
+        let admin = Editor {
+            name: "root",
+            is_admin: true,
+        };
+        let p = project_form(
+            &body(json!({"displayname": "P", "owner": "carol"})),
+            "p",
+            None,
+            admin,
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(p.owner, "carol");
+    }
 }

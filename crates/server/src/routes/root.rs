@@ -73,23 +73,8 @@ pub const PER_PAGE: i64 = 20;
 
 /// Every evaluation with new builds, newest first, 20 per page.
 pub async fn evals(State(state): State<AppState>, Query(q): Query<PageQuery>) -> ApiResult<Page> {
-    let page = page_number(&q);
-    let total: i64 = sqlx::query_scalar("select count(*) from JobsetEvals where hasNewBuilds = 1")
-        .fetch_one(&state.pool)
-        .await?;
-    let ids: Vec<i32> = sqlx::query_scalar(
-        "select id from JobsetEvals where hasNewBuilds = 1 order by id desc offset $1 limit $2",
-    )
-    .bind((page - 1) * PER_PAGE)
-    .bind(PER_PAGE)
-    .fetch_all(&state.pool)
-    .await?;
-    let mut body = views::pages(page, PER_PAGE, total);
-    body.insert(
-        "evals".into(),
-        Value::Array(views::evals_json(&state.pool, &ids).await?),
-    );
-    Ok(Page::value("evals", Value::Object(body)))
+    let body = views::evals_page(&state.pool, None, page_number(&q), PER_PAGE).await?;
+    Ok(Page::value("evals", body))
 }
 
 /// Recently finished steps, 20 per page.

@@ -2,6 +2,10 @@
 //! types, each loaded in one or a few indexed queries (never a query per
 //! row).
 
+pub mod build;
+pub mod eval;
+pub mod job;
+
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -401,6 +405,20 @@ pub async fn evals_json(pool: &PgPool, ids: &[i32]) -> ApiResult<Vec<Value>> {
 }
 
 /// Hydra's pagination links (`?page=N`).
+/// Page `page` of the evaluations that added builds (of jobset `jobset`
+/// only, if given), with the paging fields.
+pub async fn evals_page(
+    pool: &PgPool,
+    jobset: Option<i32>,
+    page: i64,
+    per_page: i64,
+) -> ApiResult<Value> {
+    let (total, ids) = hydra_db::evals::page(pool, jobset, (page - 1) * per_page, per_page).await?;
+    let mut body = pages(page, per_page, total);
+    body.insert("evals".into(), Value::Array(evals_json(pool, &ids).await?));
+    Ok(Value::Object(body))
+}
+
 pub fn pages(page: i64, per_page: i64, total: i64) -> serde_json::Map<String, Value> {
     let last = ((total + per_page - 1) / per_page).max(1);
     let mut links = serde_json::Map::new();
@@ -416,25 +434,4 @@ pub fn pages(page: i64, per_page: i64, total: i64) -> serde_json::Map<String, Va
         );
     }
     links
-}
-
-/// Deletes the builds of the given jobsets first (in id order, locking as
-/// the other roles do), since `BuildMetrics` refers to jobsets without
-/// cascading; the jobsets and evaluations can then go.
-pub async fn delete_builds_of_jobsets(
-    conn: &mut sqlx::PgConnection,
-    jobset_ids: &[i32],
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "delete from Builds where id in \
-         (select id from Builds where jobset_id = any($1) order by id for update)",
-    )
-    .bind(jobset_ids)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query("delete from JobsetEvals where jobset_id = any($1)")
-        .bind(jobset_ids)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
 }

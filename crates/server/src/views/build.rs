@@ -1,0 +1,57 @@
+//! What the build pages read besides the Build object.
+
+use serde_json::Value;
+use sqlx::PgPool;
+
+use crate::error::{ApiError, ApiResult};
+
+/// The constituents of aggregate build `id`, by id.
+pub async fn constituents(pool: &PgPool, id: i32) -> ApiResult<Vec<i32>> {
+    Ok(sqlx::query_scalar(
+        "select constituent from AggregateConstituents where aggregate = $1 order by constituent",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// The evaluations build `id` belongs to, newest first.
+pub async fn evals(pool: &PgPool, id: i32) -> ApiResult<Vec<i32>> {
+    Ok(
+        sqlx::query_scalar(
+            "select eval from JobsetEvalMembers where build = $1 order by eval desc",
+        )
+        .bind(id)
+        .fetch_all(pool)
+        .await?,
+    )
+}
+
+/// Build `id`'s derivation and main output (`out` first, else the first
+/// by name).
+pub async fn drv_and_out(pool: &PgPool, id: i32) -> ApiResult<(String, Option<String>)> {
+    Ok(sqlx::query_as(
+        "select b.drvPath, (select o.path from BuildOutputs o where o.build = b.id \
+         order by o.name <> 'out', o.name limit 1) from Builds b where b.id = $1",
+    )
+    .bind(id)
+    .fetch_one(pool)
+    .await?)
+}
+
+/// Step `nr` of build `id` as Hydra's JSON shows it.
+pub async fn step(pool: &PgPool, id: i32, nr: i32) -> ApiResult<Option<Value>> {
+    let step: Option<String> = sqlx::query_scalar(
+        "select json_build_object('machine', s.machine, 'system', s.system, 'stepnr', s.stepnr, \
+         'drvpath', s.drvPath, 'starttime', s.startTime, 'stoptime', s.stopTime, 'busy', s.busy, \
+         'status', s.status, 'errormsg', s.errorMsg, 'resolveddrvpath', s.resolvedDrvPath, \
+         'build', json_build_object('id', s.build))::text \
+         from BuildSteps s where s.build = $1 and s.stepnr = $2",
+    )
+    .bind(id)
+    .bind(nr)
+    .fetch_optional(pool)
+    .await?;
+    step.map(|s| serde_json::from_str(&s).map_err(|e| ApiError::Internal(e.to_string())))
+        .transpose()
+}

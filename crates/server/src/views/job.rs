@@ -1,0 +1,137 @@
+//! What the job pages read: recent builds, the latest finished one, and
+//! series over the job's builds.
+
+use sqlx::PgPool;
+
+use super::{BUILD_SUMMARY_COLUMNS, BuildSummary};
+use crate::error::ApiResult;
+
+/// Points of a series, at most (the most recent).
+pub const SERIES_LIMIT: i64 = 1000;
+
+/// The job `jobset:job`'s ten latest builds, finished or queued.
+pub async fn recent(
+    pool: &PgPool,
+    jobset: i32,
+    job: &str,
+    finished: bool,
+) -> ApiResult<Vec<BuildSummary>> {
+    let sql = format!(
+        "select {BUILD_SUMMARY_COLUMNS} from Builds b join Jobsets j on j.id = b.jobset_id \
+         where b.jobset_id = $1 and b.job = $2 and b.finished = $3 \
+         order by b.id desc limit 10"
+    );
+    Ok(sqlx::query_as::<_, BuildSummary>(sqlx::AssertSqlSafe(sql))
+        .bind(jobset)
+        .bind(job)
+        .bind(i32::from(finished))
+        .fetch_all(pool)
+        .await?)
+}
+
+/// Whether `user` starred job `project:jobset:job`.
+pub async fn starred(
+    pool: &PgPool,
+    user: &str,
+    project: &str,
+    jobset: &str,
+    job: &str,
+) -> ApiResult<bool> {
+    Ok(sqlx::query_scalar(
+        "select exists (select 1 from StarredJobs where userName = $1 and project = $2 \
+         and jobset = $3 and job = $4)",
+    )
+    .bind(user)
+    .bind(project)
+    .bind(jobset)
+    .bind(job)
+    .fetch_one(pool)
+    .await?)
+}
+
+/// The figures of a job's latest finished build.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct LatestFigures {
+    pub id: i32,
+    #[sqlx(rename = "stoptime")]
+    pub stop_time: Option<i32>,
+    #[sqlx(rename = "buildstatus")]
+    pub status: Option<i32>,
+    #[sqlx(rename = "closuresize")]
+    pub closure_size: Option<i64>,
+    pub size: Option<i64>,
+}
+
+/// The latest finished build of job `jobset:job`.
+pub async fn latest_finished(
+    pool: &PgPool,
+    jobset: i32,
+    job: &str,
+) -> ApiResult<Option<LatestFigures>> {
+    Ok(sqlx::query_as(
+        "select id, stopTime, buildStatus, closureSize, size from Builds \
+         where jobset_id = $1 and job = $2 and finished = 1 order by id desc limit 1",
+    )
+    .bind(jobset)
+    .bind(job)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// A figure of successful builds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Series {
+    BuildTimes,
+    ClosureSizes,
+    OutputSizes,
+}
+
+/// The series of `which` over job `jobset:job`'s successful builds
+/// (build, timestamp, value), oldest first.
+pub async fn series(
+    pool: &PgPool,
+    jobset: i32,
+    job: &str,
+    which: Series,
+) -> ApiResult<Vec<(i32, i32, f64)>> {
+    let column = match which {
+        Series::BuildTimes => "stopTime - startTime",
+        Series::ClosureSizes => "closureSize",
+        Series::OutputSizes => "size",
+    };
+    let sql = format!(
+        "select id, timestamp, value from (select id, timestamp, ({column})::float8 as value from Builds \
+         where jobset_id = $1 and job = $2 and finished = 1 and buildStatus = $4 and ({column}) is not null \
+         order by id desc limit $3) s order by id"
+    );
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(jobset)
+        .bind(job)
+        .bind(SERIES_LIMIT)
+        .bind(hydra_db::status::BuildStatus::Succeeded)
+        .fetch_all(pool)
+        .await?)
+}
+
+/// The series of metric `name` of job `project:jobset:job` (build,
+/// timestamp, value, unit), oldest first.
+pub async fn metric(
+    pool: &PgPool,
+    project: &str,
+    jobset: &str,
+    job: &str,
+    name: &str,
+) -> ApiResult<Vec<(i32, i32, f64, Option<String>)>> {
+    Ok(sqlx::query_as(
+        "select build, timestamp, value, unit from (select build, timestamp, value, unit from BuildMetrics \
+         where project = $1 and jobset = $2 and job = $3 and name = $4 \
+         order by build desc limit $5) m order by build",
+    )
+    .bind(project)
+    .bind(jobset)
+    .bind(job)
+    .bind(name)
+    .bind(SERIES_LIMIT)
+    .fetch_all(pool)
+    .await?)
+}
