@@ -540,3 +540,52 @@ pub async fn set_keep(pool: &PgPool, id: i32, keep: bool) -> Result<(), sqlx::Er
         .await?;
     Ok(())
 }
+
+/// The queued builds that are not in the latest evaluation (with new
+/// builds) of their jobset.
+pub async fn queued_not_current(pool: &PgPool) -> Result<Vec<i32>, sqlx::Error> {
+    sqlx::query_scalar(
+        "select b.id from Builds b where b.finished = 0 and not exists ( \
+           select 1 from JobsetEvalMembers m where m.build = b.id and m.eval = ( \
+             select max(e.id) from JobsetEvals e where e.jobset_id = b.jobset_id and e.hasNewBuilds = 1)) \
+         order by b.id",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Build `id`'s derivation.
+pub async fn drv_path(pool: &PgPool, id: i32) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("select drvPath from Builds where id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// The path of build `id`'s output `name` (`Some(None)`: the output has
+/// no path yet; `None`: there is no such output).
+pub async fn output_path(
+    pool: &PgPool,
+    id: i32,
+    name: &str,
+) -> Result<Option<Option<String>>, sqlx::Error> {
+    sqlx::query_scalar("select path from BuildOutputs where build = $1 and name = $2")
+        .bind(id)
+        .bind(name)
+        .fetch_optional(pool)
+        .await
+}
+
+/// An output path of a build or a step that starts with `prefix`.
+pub async fn known_path_with_prefix(
+    pool: &PgPool,
+    prefix: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "select path from BuildOutputs where path like $1 || '%' \
+         union all select path from BuildStepOutputs where path like $1 || '%' limit 1",
+    )
+    .bind(prefix)
+    .fetch_optional(pool)
+    .await
+}

@@ -210,3 +210,19 @@ pub async fn remember_path(
     .fetch_one(pool)
     .await
 }
+
+/// Forgets every fetched input.
+pub async fn clear(pool: &PgPool) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    for sql in [
+        "delete from CachedPathInputs",
+        "delete from CachedGitInputs",
+        "delete from CachedHgInputs",
+        "delete from CachedSubversionInputs",
+        "delete from CachedBazaarInputs",
+        "delete from CachedDarcsInputs",
+    ] {
+        sqlx::query(sql).execute(&mut *tx).await?;
+    }
+    tx.commit().await
+}

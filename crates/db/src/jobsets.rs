@@ -328,8 +328,7 @@ pub async fn delete_with_builds(conn: &mut PgConnection, ids: &[i32]) -> Result<
 }
 
 /// Evaluates jobset `project:name` soon (`force`: even when its inputs
-/// did not change); returns its state, `None` when there is no such
-/// jobset.
+/// did not change).
 pub async fn trigger(
     pool: &PgPool,
     project: &str,
@@ -347,4 +346,63 @@ pub async fn trigger(
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// Jobset `project:name`'s state, `None` when there is no such jobset.
+pub async fn state_of(
+    pool: &PgPool,
+    project: &str,
+    name: &str,
+) -> Result<Option<JobsetState>, sqlx::Error> {
+    let code: Option<i32> =
+        sqlx::query_scalar("select enabled from Jobsets where project = $1 and name = $2")
+            .bind(project)
+            .bind(name)
+            .fetch_optional(pool)
+            .await?;
+    Ok(code.map(JobsetState::from))
+}
+
+/// The enabled jobsets with an input whose value is one of `values`, by
+/// project and name.
+pub async fn with_input_value(
+    pool: &PgPool,
+    values: &[String],
+) -> Result<Vec<(String, String, JobsetState)>, sqlx::Error> {
+    let rows: Vec<(String, String, i32)> = sqlx::query_as(
+        "select distinct j.project, j.name, j.enabled from Jobsets j \
+         join JobsetInputAlts a on a.project = j.project and a.jobset = j.name \
+         where j.enabled <> $2 and a.value = any($1) order by 1, 2",
+    )
+    .bind(values)
+    .bind(JobsetState::Disabled)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(p, j, e)| (p, j, JobsetState::from(e)))
+        .collect())
+}
+
+/// Triggers every enabled jobset whose flake URI matches `flake_pattern`
+/// or that has an input value matching `input_pattern` (LIKE patterns);
+/// returns their project and name.
+pub async fn trigger_matching(
+    pool: &PgPool,
+    flake_pattern: &str,
+    input_pattern: &str,
+    now: i32,
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "update Jobsets j set triggerTime = $3 \
+         where j.enabled <> $4 and (j.flake like $1 or exists (select 1 from JobsetInputAlts a \
+           where a.project = j.project and a.jobset = j.name and a.value like $2)) \
+         returning j.project, j.name",
+    )
+    .bind(flake_pattern)
+    .bind(input_pattern)
+    .bind(now)
+    .bind(JobsetState::Disabled)
+    .fetch_all(pool)
+    .await
 }

@@ -225,3 +225,54 @@ pub async fn recent_times(
     .fetch_all(pool)
     .await
 }
+
+/// Whether a step of derivation `drv_path` is running now.
+pub async fn is_running(pool: &PgPool, drv_path: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("select exists (select 1 from BuildSteps where drvPath = $1 and busy <> $2)")
+        .bind(drv_path)
+        .bind(Busy::NotRunning)
+        .fetch_one(pool)
+        .await
+}
+
+/// Whether step `stepnr` of build `build` is not running (finished, or
+/// gone).
+pub async fn is_over(pool: &PgPool, build: i32, stepnr: i32) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("select not exists (select 1 from BuildSteps where build = $1 and stepnr = $2 and busy <> $3)")
+        .bind(build)
+        .bind(stepnr)
+        .bind(Busy::NotRunning)
+        .fetch_one(pool)
+        .await
+}
+
+/// The derivation of step `stepnr` of build `build`.
+pub async fn drv_path(
+    pool: &PgPool,
+    build: i32,
+    stepnr: i32,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("select drvPath from BuildSteps where build = $1 and stepnr = $2")
+        .bind(build)
+        .bind(stepnr)
+        .fetch_optional(pool)
+        .await
+}
+
+/// The derivations other than `except` whose steps produced build
+/// `build`'s outputs.
+pub async fn producers(
+    pool: &PgPool,
+    build: i32,
+    except: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "select distinct s.drvPath from BuildStepOutputs o \
+         join BuildSteps s on s.build = o.build and s.stepnr = o.stepnr \
+         where o.path in (select path from BuildOutputs where build = $1) and s.drvPath <> $2",
+    )
+    .bind(build)
+    .bind(except)
+    .fetch_all(pool)
+    .await
+}

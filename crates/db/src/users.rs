@@ -169,3 +169,56 @@ pub async fn set_starred(
         .await?;
     Ok(())
 }
+
+/// A user with their roles.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct Account {
+    #[sqlx(rename = "username")]
+    pub name: String,
+    #[sqlx(rename = "fullname")]
+    pub full_name: Option<String>,
+    #[sqlx(rename = "emailaddress")]
+    pub email_address: String,
+    #[sqlx(rename = "type")]
+    pub kind: String,
+    pub roles: Vec<String>,
+}
+
+/// User `name` with their roles, sorted.
+pub async fn account(pool: &PgPool, name: &str) -> Result<Option<Account>, sqlx::Error> {
+    sqlx::query_as(
+        "select u.userName, u.fullName, u.emailAddress, u.type, \
+         coalesce(array(select r.role from UserRoles r where r.userName = u.userName order by r.role), '{}') as roles \
+         from Users u where u.userName = $1",
+    )
+    .bind(name)
+    .fetch_optional(pool)
+    .await
+}
+
+/// User `name`'s stored password hash.
+pub async fn password_hash(pool: &PgPool, name: &str) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("select password from Users where userName = $1")
+        .bind(name)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Replaces user `name`'s password hash.
+pub async fn set_password_hash(pool: &PgPool, name: &str, hash: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("update Users set password = $2 where userName = $1")
+        .bind(name)
+        .bind(hash)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Deletes user `name`; false if there was none.
+pub async fn delete(pool: &PgPool, name: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("delete from Users where userName = $1")
+        .bind(name)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}

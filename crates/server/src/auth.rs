@@ -25,15 +25,8 @@ pub const SESSION_SECONDS: i32 = 7 * 24 * 3600;
 /// API tokens start with this, so they are recognisable in logs and leaks.
 pub const TOKEN_PREFIX: &str = "hydra_";
 
-/// A signed-in user.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Account {
-    pub name: String,
-    pub full_name: Option<String>,
-    pub email_address: String,
-    pub kind: String,
-    pub roles: Vec<String>,
-}
+/// A signed-in user with their roles.
+pub use hydra_db::users::Account;
 
 /// The user behind a request, if any.
 #[derive(Clone, Debug, Default)]
@@ -84,14 +77,7 @@ impl Viewer {
         if self.is_admin() {
             return Ok(true);
         }
-        let owner: Option<bool> = sqlx::query_scalar(
-            "select p.owner = $2 or exists (select 1 from ProjectMembers m where m.project = p.name and m.userName = $2) \
-             from Projects p where p.name = $1",
-        )
-        .bind(project)
-        .bind(&account.name)
-        .fetch_optional(pool)
-        .await?;
+        let owner = hydra_db::projects::is_owner_or_member(pool, project, &account.name).await?;
         Ok(owner.unwrap_or(false))
     }
 
@@ -153,44 +139,16 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-type AccountRow = (String, Option<String>, String, String, Vec<String>);
-
 /// The account named `name` with its roles.
 pub async fn account(pool: &PgPool, name: &str) -> ApiResult<Option<Account>> {
-    let row: Option<AccountRow> = sqlx::query_as(
-        "select u.userName, u.fullName, u.emailAddress, u.type, \
-         coalesce(array(select r.role from UserRoles r where r.userName = u.userName order by r.role), '{}') \
-         from Users u where u.userName = $1",
-    )
-    .bind(name)
-    .fetch_optional(pool)
-    .await?;
-    Ok(
-        row.map(|(name, full_name, email_address, kind, roles)| Account {
-            name,
-            full_name,
-            email_address,
-            kind,
-            roles,
-        }),
-    )
+    Ok(hydra_db::users::account(pool, name).await?)
 }
 
 /// Resolves the viewer from the request's cookie or token.
 async fn resolve(pool: &PgPool, headers: &HeaderMap) -> ApiResult<Viewer> {
     let now = hydra_db::now();
     if let Some(token) = bearer(headers) {
-        // `lastUsed` is written at most once a minute, not on every request.
-        let user: Option<String> = sqlx::query_scalar(
-            "with t as (select id, userName, lastUsed from ApiTokens where hash = $1), \
-             touched as (update ApiTokens a set lastUsed = $2 from t where a.id = t.id \
-                         and (t.lastUsed is null or t.lastUsed < $2 - 60)) \
-             select userName from t",
-        )
-        .bind(digest(token))
-        .bind(now)
-        .fetch_optional(pool)
-        .await?;
+        let user = hydra_db::sessions::token_user(pool, &digest(token), now).await?;
         let Some(user) = user else {
             return Err(ApiError::Unauthorized("Invalid API token.".into()));
         };
@@ -205,12 +163,7 @@ async fn resolve(pool: &PgPool, headers: &HeaderMap) -> ApiResult<Viewer> {
         return Ok(Viewer::default());
     };
     let id = digest(cookie.value_trimmed());
-    let user: Option<String> =
-        sqlx::query_scalar("select userName from WebSessions where id = $1 and expires > $2")
-            .bind(&id)
-            .bind(now)
-            .fetch_optional(pool)
-            .await?;
+    let user = hydra_db::sessions::user_of(pool, &id, now).await?;
     Ok(Viewer {
         account: match user {
             Some(user) => account(pool, &user).await?,
@@ -404,23 +357,14 @@ impl FromRequestParts<AppState> for SameOrigin {
 pub async fn start_session(pool: &PgPool, user: &str, old: Option<&str>) -> ApiResult<String> {
     let secret = new_secret();
     let now = hydra_db::now();
-    if let Some(old) = old {
-        sqlx::query("delete from WebSessions where id = $1")
-            .bind(old)
-            .execute(pool)
-            .await?;
-    }
-    sqlx::query("delete from WebSessions where expires <= $1")
-        .bind(now)
-        .execute(pool)
-        .await?;
-    sqlx::query("insert into WebSessions (id, userName, created, expires) values ($1, $2, $3, $4)")
-        .bind(digest(&secret))
-        .bind(user)
-        .bind(now)
-        .bind(now + SESSION_SECONDS)
-        .execute(pool)
-        .await?;
+    hydra_db::sessions::start(
+        pool,
+        &digest(&secret),
+        user,
+        (now, now + SESSION_SECONDS),
+        old,
+    )
+    .await?;
     Ok(secret)
 }
 

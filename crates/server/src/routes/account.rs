@@ -24,10 +24,15 @@ fn user_json(account: &Account) -> Value {
     })
 }
 
+/// The 404 of a user that does not exist.
+fn no_such_user(name: &str) -> ApiError {
+    ApiError::not_found(format!("User ‘{name}’ doesn't exist."))
+}
+
 async fn load_account(state: &AppState, name: &str) -> ApiResult<Account> {
     auth::account(&state.pool, name)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("User ‘{name}’ doesn't exist.")))
+        .ok_or_else(|| no_such_user(name))
 }
 
 /// `POST /login` with `{username, password}` (JSON or form): a new session,
@@ -42,11 +47,7 @@ pub async fn login(
     let username = form::text(&body, "username").unwrap_or_default();
     let password = form::text(&body, "password").unwrap_or_default();
     state.passwords.may_try(&username, &address)?;
-    let stored: Option<String> =
-        sqlx::query_scalar("select password from Users where userName = $1")
-            .bind(&username)
-            .fetch_optional(&state.pool)
-            .await?;
+    let stored = hydra_db::users::password_hash(&state.pool, &username).await?;
     let check = state.passwords.check(&password, stored.as_deref()).await?;
     let hydra_db::password::Verified::Yes { rehash } = check else {
         state.passwords.failed(&username, &address);
@@ -62,11 +63,7 @@ pub async fn login(
     state.passwords.succeeded(&username, &address);
     if rehash {
         let hashed = state.passwords.hash(password).await?;
-        sqlx::query("update Users set password = $2 where userName = $1")
-            .bind(&username)
-            .bind(hashed)
-            .execute(&state.pool)
-            .await?;
+        hydra_db::users::set_password_hash(&state.pool, &username, &hashed).await?;
     }
     signed_in(&state, &headers, &viewer, &username, "current-user").await
 }
@@ -109,10 +106,7 @@ pub async fn logout(
     viewer: Viewer,
 ) -> ApiResult<Response> {
     if let Some(session) = &viewer.session {
-        sqlx::query("delete from WebSessions where id = $1")
-            .bind(session)
-            .execute(&state.pool)
-            .await?;
+        hydra_db::sessions::end(&state.pool, session).await?;
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
     if let Ok(cookie) =
@@ -196,7 +190,7 @@ async fn apply_user(
             kind: "hydra".into(),
             public_dashboard: false,
         },
-        None => return Err(ApiError::not_found(format!("User ‘{name}’ doesn't exist."))),
+        None => return Err(no_such_user(name)),
     };
     if let Some(full) = form::text(body, "fullname") {
         user.full_name = Some(full);
@@ -284,21 +278,14 @@ pub async fn delete(
     Path(name): Path<String>,
 ) -> ApiResult<Page> {
     require_self_or_admin(&viewer, &name)?;
-    let owns: i64 = sqlx::query_scalar("select count(*) from Projects where owner = $1")
-        .bind(&name)
-        .fetch_one(&state.pool)
-        .await?;
+    let owns = hydra_db::projects::owned_by(&state.pool, &name).await?;
     if owns > 0 {
         return Err(ApiError::Conflict(format!(
             "User ‘{name}’ owns {owns} project(s); give them to someone else first."
         )));
     }
-    let done = sqlx::query("delete from Users where userName = $1")
-        .bind(&name)
-        .execute(&state.pool)
-        .await?;
-    if done.rows_affected() == 0 {
-        return Err(ApiError::not_found(format!("User ‘{name}’ doesn't exist.")));
+    if !hydra_db::users::delete(&state.pool, &name).await? {
+        return Err(no_such_user(&name));
     }
     Ok(Page::value("user-deleted", json!({ "deleted": name })))
 }
@@ -337,15 +324,7 @@ pub async fn tokens(
     Path(name): Path<String>,
 ) -> ApiResult<Page> {
     require_token_owner(&viewer, &name)?;
-    let text: String = sqlx::query_scalar(
-        "select coalesce(json_agg(json_build_object('id', id, 'name', name, 'created', created, \
-         'lastused', lastUsed) order by id), '[]'::json)::text from ApiTokens where userName = $1",
-    )
-    .bind(&name)
-    .fetch_one(&state.pool)
-    .await?;
-    let value: Value =
-        serde_json::from_str(&text).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let value = crate::views::account::tokens(&state.pool, &name).await?;
     Ok(Page::value("user-tokens", value))
 }
 
@@ -369,15 +348,9 @@ pub async fn create_token(
         ));
     }
     let token = format!("{}{}", auth::TOKEN_PREFIX, new_secret());
-    let id: i32 = sqlx::query_scalar(
-        "insert into ApiTokens (userName, name, hash, created) values ($1, $2, $3, $4) returning id",
-    )
-    .bind(&name)
-    .bind(&label)
-    .bind(digest(&token))
-    .bind(hydra_db::now())
-    .fetch_one(&state.pool)
-    .await?;
+    let id =
+        hydra_db::sessions::add_token(&state.pool, &name, &label, &digest(&token), hydra_db::now())
+            .await?;
     Ok(Page::value(
         "user-token",
         json!({ "id": id, "name": label, "token": token }),
@@ -394,12 +367,7 @@ pub async fn revoke_token(
     let id: i32 = id
         .parse()
         .map_err(|_| ApiError::bad_request(format!("Invalid token ID ‘{id}’.")))?;
-    let done = sqlx::query("delete from ApiTokens where id = $1 and userName = $2")
-        .bind(id)
-        .bind(&name)
-        .execute(&state.pool)
-        .await?;
-    if done.rows_affected() == 0 {
+    if !hydra_db::sessions::revoke_token(&state.pool, &name, id).await? {
         return Err(ApiError::not_found(format!(
             "User ‘{name}’ has no token {id}."
         )));

@@ -36,14 +36,7 @@ pub async fn clear_queue_non_current(
     _csrf: SameOrigin,
 ) -> ApiResult<Response> {
     viewer.require_admin()?;
-    let ids: Vec<i32> = sqlx::query_scalar(
-        "select b.id from Builds b where b.finished = 0 and not exists ( \
-           select 1 from JobsetEvalMembers m where m.build = b.id and m.eval = ( \
-             select max(e.id) from JobsetEvals e where e.jobset_id = b.jobset_id and e.hasNewBuilds = 1)) \
-         order by b.id",
-    )
-    .fetch_all(&state.pool)
-    .await?;
+    let ids = hydra_db::builds::queued_not_current(&state.pool).await?;
     let n = hydra_db::builds::cancel_builds(&state.pool, &ids).await?;
     tracing::info!(cancelled = n, "cleared the queue of non-current builds");
     Ok(back_to_admin(&state, &headers))
@@ -57,9 +50,7 @@ pub async fn clear_failed_cache(
     _csrf: SameOrigin,
 ) -> ApiResult<Response> {
     viewer.require_admin()?;
-    sqlx::query("delete from FailedPaths")
-        .execute(&state.pool)
-        .await?;
+    hydra_db::failed_paths::clear(&state.pool).await?;
     Ok(back_to_admin(&state, &headers))
 }
 
@@ -71,35 +62,18 @@ pub async fn clear_vcs_cache(
     _csrf: SameOrigin,
 ) -> ApiResult<Response> {
     viewer.require_admin()?;
-    let mut tx = state.pool.begin().await?;
-    for table in [
-        "CachedPathInputs",
-        "CachedGitInputs",
-        "CachedHgInputs",
-        "CachedSubversionInputs",
-        "CachedBazaarInputs",
-        "CachedDarcsInputs",
-    ] {
-        sqlx::query(sqlx::AssertSqlSafe(format!("delete from {table}")))
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
+    hydra_db::input_cache::clear(&state.pool).await?;
     Ok(back_to_admin(&state, &headers))
 }
 
 /// `/admin/news`: the news items, newest first.
 pub async fn news(State(state): State<AppState>, viewer: Viewer) -> ApiResult<Page> {
     viewer.require_admin()?;
-    let items: Vec<(i32, String, i32, String)> = sqlx::query_as(
-        "select id, contents, createTime, author from NewsItems order by createTime desc, id desc",
-    )
-    .fetch_all(&state.pool)
-    .await?;
-    let items: Vec<Value> = items
+    let items: Vec<Value> = hydra_db::news::list(&state.pool)
+        .await?
         .into_iter()
-        .map(|(id, contents, time, author)| {
-            json!({ "id": id, "contents": contents, "createtime": time, "author": author })
+        .map(|n| {
+            json!({ "id": n.id, "contents": n.contents, "createtime": n.create_time, "author": n.author })
         })
         .collect();
     Ok(Page::value("news", Value::Array(items)))
@@ -117,12 +91,7 @@ pub async fn news_submit(
         .map(|c| c.trim().to_string())
         .filter(|c| !c.is_empty())
         .ok_or_else(|| ApiError::bad_request("The news item is empty."))?;
-    sqlx::query("insert into NewsItems (contents, createTime, author) values ($1, $2, $3)")
-        .bind(&contents)
-        .bind(hydra_db::now())
-        .bind(&admin.name)
-        .execute(&state.pool)
-        .await?;
+    hydra_db::news::add(&state.pool, &contents, &admin.name, hydra_db::now()).await?;
     Ok(redirect(&format!(
         "{}admin/news",
         base_url(&state, &headers)
@@ -139,12 +108,8 @@ pub async fn news_delete(
 ) -> ApiResult<Response> {
     viewer.require_admin()?;
     let id = parse_id(&id, "news item")?;
-    let deleted = sqlx::query("delete from NewsItems where id = $1")
-        .bind(id)
-        .execute(&state.pool)
-        .await?
-        .rows_affected();
-    if deleted == 0 {
+    let deleted = hydra_db::news::delete(&state.pool, id).await?;
+    if !deleted {
         return Err(ApiError::not_found(format!(
             "News item {id} doesn't exist."
         )));
@@ -234,22 +199,7 @@ pub async fn machines(State(state): State<AppState>) -> ApiResult<Page> {
             Value::Null
         }
     };
-    let steps: Vec<Value> = sqlx::query_as::<_, (i32, i32, String, String, Option<String>, Option<i32>, String, String, String)>(
-        "select s.build, s.stepnr, s.drvPath, s.machine, s.system, s.startTime, j.project, j.name, b.job \
-         from BuildSteps s join Builds b on b.id = s.build join Jobsets j on j.id = b.jobset_id \
-         where s.busy <> $1 order by s.machine, s.startTime",
-    )
-    .bind(hydra_db::status::Busy::NotRunning)
-    .fetch_all(&state.pool)
-    .await?
-    .into_iter()
-    .map(|(build, stepnr, drv, machine, system, start, project, jobset, job)| {
-        json!({
-            "build": build, "stepnr": stepnr, "drvpath": drv, "machine": machine,
-            "system": system, "starttime": start, "project": project, "jobset": jobset, "job": job,
-        })
-    })
-    .collect();
+    let steps = crate::views::admin::running_steps(&state.pool).await?;
     Ok(Page::value(
         "machines",
         json!({ "machines": machines, "steps": steps }),
@@ -261,12 +211,7 @@ pub async fn prometheus(State(state): State<AppState>) -> ApiResult<Response> {
     const BUCKETS: [i64; 12] = [
         60, 600, 1800, 3600, 7200, 21600, 43200, 86400, 172800, 259200, 345600, 691200,
     ];
-    let rows: Vec<(String, i32)> = sqlx::query_as(
-        "select machine, startTime from BuildSteps where busy <> $1 and startTime is not null order by machine",
-    )
-    .bind(hydra_db::status::Busy::NotRunning)
-    .fetch_all(&state.pool)
-    .await?;
+    let rows = crate::views::admin::running_step_starts(&state.pool).await?;
     let now = i64::from(hydra_db::now());
     let mut per_machine: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
     for (machine, start) in rows {

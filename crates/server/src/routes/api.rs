@@ -1,13 +1,16 @@
 //! `/api/*`: Hydra's small JSON endpoints for scripts.
 
 use axum::extract::{Query, State};
+use hydra_db::status::JobsetState;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::Viewer;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::JobsetPath;
 use crate::negotiate::Page;
 use crate::state::AppState;
+use crate::views::{self, Filter};
 
 #[derive(Debug, Deserialize)]
 pub struct BuildFilter {
@@ -33,54 +36,34 @@ fn nr(filter: &BuildFilter) -> ApiResult<i64> {
         .ok_or_else(|| ApiError::bad_request(format!("Invalid value ‘{raw}’ for ‘nr’.")))
 }
 
-const FILTER: &str = "($1::text is null or j.project = $1) and ($2::text is null or j.name = $2) \
-    and ($3::text is null or b.job = $3) and ($4::text is null or b.system = $4)";
+impl BuildFilter {
+    fn filter(&self) -> Filter<'_> {
+        Filter {
+            project: self.project.as_deref(),
+            jobset: self.jobset.as_deref(),
+            job: self.job.as_deref(),
+            system: self.system.as_deref(),
+        }
+    }
+}
 
 pub async fn latest_builds(
     State(state): State<AppState>,
     Query(f): Query<BuildFilter>,
 ) -> ApiResult<Page> {
     let nr = nr(&f)?;
-    let sql = format!(
-        "select coalesce(json_agg(json_build_object('id', x.id, 'project', x.project, 'jobset', x.jobset, \
-         'job', x.job, 'system', x.system, 'nixname', x.nixName, 'finished', x.finished, \
-         'timestamp', x.timestamp, 'buildstatus', x.buildStatus) order by x.id desc), '[]'::json)::text \
-         from (select b.id, j.project, j.name as jobset, b.job, b.system, b.nixName, b.finished, b.timestamp, \
-               b.buildStatus from Builds b join Jobsets j on j.id = b.jobset_id \
-               where b.finished = 1 and {FILTER} order by b.id desc limit $5) x"
-    );
-    let text: String = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-        .bind(&f.project)
-        .bind(&f.jobset)
-        .bind(&f.job)
-        .bind(&f.system)
-        .bind(nr)
-        .fetch_one(&state.pool)
-        .await?;
-    Ok(Page::value("api", parse(&text)?))
+    let builds = views::api::latest_builds(&state.pool, &f.filter(), nr).await?;
+    Ok(Page::value("api", builds))
 }
 
 pub async fn queue(State(state): State<AppState>, Query(f): Query<BuildFilter>) -> ApiResult<Page> {
     let nr = nr(&f)?;
-    let text: String = sqlx::query_scalar(
-        "select coalesce(json_agg(json_build_object('id', x.id, 'project', x.project, 'jobset', x.jobset, \
-         'job', x.job, 'system', x.system, 'nixname', x.nixName, 'finished', x.finished, \
-         'timestamp', x.timestamp, 'priority', x.priority) order by x.globalPriority desc, x.priority desc, x.id), \
-         '[]'::json)::text \
-         from (select b.id, j.project, j.name as jobset, b.job, b.system, b.nixName, b.finished, b.timestamp, \
-               b.priority, b.globalPriority from Builds b join Jobsets j on j.id = b.jobset_id \
-               where b.finished = 0 order by b.globalPriority desc, b.priority desc, b.id limit $1) x",
-    )
-    .bind(nr)
-    .fetch_one(&state.pool)
-    .await?;
-    Ok(Page::value("api", parse(&text)?))
+    let builds = views::api::queue(&state.pool, nr).await?;
+    Ok(Page::value("api", builds))
 }
 
 pub async fn nr_queue(State(state): State<AppState>) -> ApiResult<Page> {
-    let n: i64 = sqlx::query_scalar("select count(*) from Builds where finished = 0")
-        .fetch_one(&state.pool)
-        .await?;
+    let n = views::api::nr_queued(&state.pool).await?;
     Ok(Page::value("api", Value::from(n)))
 }
 
@@ -103,19 +86,9 @@ pub async fn nr_builds(
     let now = i64::from(hydra_db::now());
     let last = now - now % period;
     let first = last - (nr - 1) * period;
-    let sql = format!(
-        "select (b.timestamp - b.timestamp % $5)::bigint, count(*) from Builds b join Jobsets j on j.id = b.jobset_id \
-         where b.finished = 1 and b.timestamp >= $6 and {FILTER} group by 1"
-    );
-    let rows: Vec<(i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(&f.project)
-        .bind(&f.jobset)
-        .bind(&f.job)
-        .bind(&f.system)
-        .bind(period as i32)
-        .bind(first as i32)
-        .fetch_all(&state.pool)
-        .await?;
+    let rows =
+        views::api::finished_per_period(&state.pool, &f.filter(), period as i32, first as i32)
+            .await?;
     let counts: std::collections::HashMap<i64, i64> = rows.into_iter().collect();
     let series: Vec<i64> = (0..nr)
         .map(|i| counts.get(&(first + i * period)).copied().unwrap_or(0))
@@ -135,26 +108,8 @@ pub async fn jobsets(
     let project = q
         .project
         .ok_or_else(|| ApiError::bad_request("Parameter ‘project’ is required."))?;
-    let text: String = sqlx::query_scalar(
-        "select coalesce(json_agg(json_build_object('project', j.project, 'name', j.name, \
-         'nrscheduled', coalesce(c.scheduled, 0), 'nrsucceeded', coalesce(c.succeeded, 0), \
-         'nrfailed', coalesce(c.failed, 0), 'nrtotal', coalesce(c.total, 0), \
-         'lastcheckedtime', j.lastCheckedTime, 'starttime', j.startTime, 'checkinterval', j.checkInterval, \
-         'triggertime', j.triggerTime, 'fetcherrormsg', j.fetchErrorMsg, 'errortime', j.errorTime, \
-         'haserrormsg', coalesce(j.errorMsg, '') <> '') order by j.name), '[]'::json)::text \
-         from Jobsets j left join (select jobset_id, \
-              count(*) filter (where finished = 0) as scheduled, \
-              count(*) filter (where finished = 1 and buildStatus = $2) as succeeded, \
-              count(*) filter (where finished = 1 and buildStatus <> $2) as failed, \
-              count(*) as total \
-              from Builds where isCurrent = 1 group by jobset_id) c on c.jobset_id = j.id \
-         where j.project = $1",
-    )
-    .bind(&project)
-    .bind(hydra_db::status::BuildStatus::Succeeded)
-    .fetch_one(&state.pool)
-    .await?;
-    Ok(Page::value("api", parse(&text)?))
+    let jobsets = views::api::jobsets(&state.pool, &project).await?;
+    Ok(Page::value("api", jobsets))
 }
 
 #[derive(Debug, Deserialize)]
@@ -173,7 +128,7 @@ pub async fn push(
 ) -> ApiResult<Page> {
     viewer.require_login()?;
     let force = q.force.is_some();
-    let mut targets: Vec<(String, String, i32)> = Vec::new();
+    let mut targets: Vec<(String, String, JobsetState)> = Vec::new();
     for spec in q
         .jobsets
         .as_deref()
@@ -187,15 +142,9 @@ pub async fn push(
                 "Invalid jobset ‘{spec}’: use ‘project:jobset’."
             )));
         };
-        let enabled: Option<i32> =
-            sqlx::query_scalar("select enabled from Jobsets where project = $1 and name = $2")
-                .bind(project)
-                .bind(jobset)
-                .fetch_optional(&state.pool)
-                .await?;
-        let enabled = enabled.ok_or_else(|| {
-            ApiError::not_found(format!("Jobset ‘{project}:{jobset}’ doesn't exist."))
-        })?;
+        let enabled = hydra_db::jobsets::state_of(&state.pool, project, jobset)
+            .await?
+            .ok_or_else(|| JobsetPath::missing(project, jobset))?;
         targets.push((project.into(), jobset.into(), enabled));
     }
     let repos: Vec<String> = q
@@ -208,19 +157,12 @@ pub async fn push(
         .map(String::from)
         .collect();
     if !repos.is_empty() {
-        let by_repo: Vec<(String, String, i32)> = sqlx::query_as(
-            "select distinct j.project, j.name, j.enabled from Jobsets j \
-             join JobsetInputAlts a on a.project = j.project and a.jobset = j.name \
-             where j.enabled <> 0 and a.value = any($1) order by 1, 2",
-        )
-        .bind(&repos)
-        .fetch_all(&state.pool)
-        .await?;
+        let by_repo = hydra_db::jobsets::with_input_value(&state.pool, &repos).await?;
         targets.extend(by_repo);
     }
     let mut triggered = Vec::new();
     for (project, jobset, enabled) in targets {
-        if enabled == 0 && !force {
+        if enabled == JobsetState::Disabled && !force {
             continue;
         }
         viewer
@@ -230,20 +172,8 @@ pub async fn push(
         if triggered.contains(&name) {
             continue;
         }
-        sqlx::query(
-            "update Jobsets set triggerTime = $3, forceEval = (coalesce(forceEval, false) or $4) where project = $1 and name = $2",
-        )
-        .bind(&project)
-        .bind(&jobset)
-        .bind(hydra_db::now())
-        .bind(force)
-        .execute(&state.pool)
-        .await?;
+        hydra_db::jobsets::trigger(&state.pool, &project, &jobset, hydra_db::now(), force).await?;
         triggered.push(name);
     }
     Ok(Page::value("api", json!({ "jobsetsTriggered": triggered })))
-}
-
-fn parse(text: &str) -> ApiResult<Value> {
-    serde_json::from_str(text).map_err(|e| ApiError::Internal(e.to_string()))
 }

@@ -78,13 +78,7 @@ fn is_hash_part(s: &str) -> bool {
 async fn local_path_by_hash(state: &AppState, hash: &str) -> ApiResult<Option<String>> {
     let store_dir = StoreDir::default();
     let prefix = format!("{}/{hash}-", store_dir.as_str());
-    let known: Option<String> = sqlx::query_scalar(
-        "select path from BuildOutputs where path like $1 || '%' \
-         union all select path from BuildStepOutputs where path like $1 || '%' limit 1",
-    )
-    .bind(&prefix)
-    .fetch_optional(&state.pool)
-    .await?;
+    let known = hydra_db::builds::known_path_with_prefix(&state.pool, &prefix).await?;
     let candidate = match known {
         Some(p) => Some(p),
         None => {
@@ -234,12 +228,7 @@ pub async fn output(
     Path((id, name)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let id = parse_id(&id, "build")?;
-    let path: Option<Option<String>> =
-        sqlx::query_scalar("select path from BuildOutputs where build = $1 and name = $2")
-            .bind(id)
-            .bind(&name)
-            .fetch_optional(&state.pool)
-            .await?;
+    let path = hydra_db::builds::output_path(&state.pool, id, &name).await?;
     let path = path
         .flatten()
         .ok_or_else(|| ApiError::not_found(format!("Build {id} has no output ‘{name}’.")))?;

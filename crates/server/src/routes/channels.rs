@@ -13,74 +13,18 @@ use async_compression::tokio::write::BzEncoder;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 
-use super::{parse_id, path_param as param};
+use super::path_param as param;
 use crate::auth::base_url;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{BuildPath, EvalPath};
 use crate::negotiate::Page;
 use crate::state::AppState;
+use crate::views;
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
-pub struct Package {
-    pub id: i32,
-    pub project: String,
-    pub jobset: String,
-    pub job: String,
-    pub system: String,
-    pub nixname: Option<String>,
-    #[sqlx(skip)]
-    pub outputs: BTreeMap<String, String>,
-}
-
-/// What a channel holds.
-#[derive(Debug, Default)]
-struct Scope {
-    project: Option<String>,
-    jobset: Option<String>,
-    job: Option<String>,
-    eval: Option<i32>,
-    build: Option<i32>,
-}
-
-async fn packages(state: &AppState, scope: &Scope) -> ApiResult<Vec<Package>> {
-    let mut packages: Vec<Package> = sqlx::query_as(
-        "select distinct on (j.project, j.name, b.job, b.system) \
-           b.id, j.project, j.name as jobset, b.job, b.system, b.nixName as nixname \
-         from Builds b join Jobsets j on j.id = b.jobset_id \
-         where b.finished = 1 and b.buildStatus = $6 \
-           and exists (select 1 from BuildProducts p where p.build = b.id and p.type = 'nix-build') \
-           and ($1::text is null or j.project = $1) and ($2::text is null or j.name = $2) \
-           and ($3::text is null or b.job = $3) \
-           and ($4::int is null or b.id in (select build from JobsetEvalMembers where eval = $4)) \
-           and ($5::int is null or b.id = $5) \
-         order by j.project, j.name, b.job, b.system, b.id desc",
-    )
-    .bind(&scope.project)
-    .bind(&scope.jobset)
-    .bind(&scope.job)
-    .bind(scope.eval)
-    .bind(scope.build)
-    .bind(hydra_db::status::BuildStatus::Succeeded)
-    .fetch_all(&state.pool)
-    .await?;
-    let ids: Vec<i32> = packages.iter().map(|p| p.id).collect();
-    let outputs: Vec<(i32, String, String)> = sqlx::query_as(
-        "select build, name, path from BuildOutputs where build = any($1) and path is not null",
-    )
-    .bind(&ids)
-    .fetch_all(&state.pool)
-    .await?;
-    let mut by_build: BTreeMap<i32, BTreeMap<String, String>> = BTreeMap::new();
-    for (build, name, path) in outputs {
-        by_build.entry(build).or_default().insert(name, path);
-    }
-    for p in &mut packages {
-        p.outputs = by_build.remove(&p.id).unwrap_or_default();
-    }
-    Ok(packages)
-}
+pub use crate::views::channels::Package;
+use crate::views::channels::Scope;
 
 /// A Nix string literal.
 fn nix_string(s: &str) -> String {
@@ -231,7 +175,7 @@ async fn serve(
 ) -> ApiResult<Response> {
     match file.unwrap_or("") {
         "" => {
-            let packages = packages(state, &scope).await?;
+            let packages = views::channels::packages(&state.pool, &scope).await?;
             Ok(Page::new(
                 "channel",
                 serde_json::json!({ "name": name, "packages": packages }),
@@ -239,7 +183,7 @@ async fn serve(
             .into_response())
         }
         "nixexprs.tar.bz2" => {
-            let packages = packages(state, &scope).await?;
+            let packages = views::channels::packages(&state.pool, &scope).await?;
             let body = nixexprs(&name, &packages).await?;
             Ok((
                 [(
@@ -284,14 +228,10 @@ pub async fn latest(
         ..Scope::default()
     };
     if let Some(p) = &scope.project {
-        let exists: bool = sqlx::query_scalar(
-            "select exists (select 1 from Jobsets j right join Projects p on p.name = j.project \
-             where p.name = $1 and ($2::text is null or j.name = $2))",
-        )
-        .bind(p)
-        .bind(&scope.jobset)
-        .fetch_one(&state.pool)
-        .await?;
+        let exists = match &scope.jobset {
+            Some(j) => hydra_db::jobsets::id_of(&state.pool, p, j).await?.is_some(),
+            None => hydra_db::projects::exists(&state.pool, p).await?,
+        };
         if !exists {
             return Err(ApiError::not_found("No such project or jobset."));
         }
@@ -310,17 +250,10 @@ pub async fn latest(
 pub async fn eval(
     State(state): State<AppState>,
     headers: HeaderMap,
+    eval: EvalPath,
     Path(params): Path<Vec<(String, String)>>,
 ) -> ApiResult<Response> {
-    let id = parse_id(&param(&params, "id").unwrap_or_default(), "evaluation")?;
-    let row: Option<(String, String)> = sqlx::query_as(
-        "select j.project, j.name from JobsetEvals e join Jobsets j on j.id = e.jobset_id where e.id = $1",
-    )
-    .bind(id)
-    .fetch_optional(&state.pool)
-    .await?;
-    let (project, jobset) =
-        row.ok_or_else(|| ApiError::not_found(format!("Evaluation {id} doesn't exist.")))?;
+    let (id, project, jobset) = (eval.id, eval.project, eval.jobset);
     let scope = Scope {
         eval: Some(id),
         ..Scope::default()
@@ -340,18 +273,10 @@ pub async fn eval(
 pub async fn build(
     State(state): State<AppState>,
     headers: HeaderMap,
+    build: BuildPath,
     Path(params): Path<Vec<(String, String)>>,
 ) -> ApiResult<Response> {
-    let id = parse_id(&param(&params, "id").unwrap_or_default(), "build")?;
-    let exists: bool = sqlx::query_scalar("select exists (select 1 from Builds where id = $1)")
-        .bind(id)
-        .fetch_one(&state.pool)
-        .await?;
-    if !exists {
-        return Err(ApiError::not_found(format!(
-            "Build with ID {id} doesn't exist."
-        )));
-    }
+    let id = build.id;
     let scope = Scope {
         build: Some(id),
         ..Scope::default()

@@ -21,30 +21,13 @@ use crate::auth::base_url;
 use crate::error::{ApiError, ApiResult};
 use crate::pages::escape;
 use crate::state::AppState;
+use crate::views::{self, downloads::Product};
 
 /// Symlinks followed in one request, at most.
 const MAX_SYMLINKS: usize = 40;
 
-#[derive(Debug, sqlx::FromRow)]
-struct Product {
-    productnr: i32,
-    path: Option<String>,
-    name: Option<String>,
-    defaultpath: Option<String>,
-    stoptime: Option<i32>,
-}
-
-const PRODUCT: &str = "select p.productnr, p.path, p.name, p.defaultPath as defaultpath, b.stopTime as stoptime \
-     from BuildProducts p join Builds b on b.id = p.build where p.build = $1";
-
 async fn by_number_or_name(state: &AppState, build: i32, nr: &str) -> ApiResult<Product> {
-    let sql = format!(
-        "{PRODUCT} and (p.productnr::text = $2 or p.name = $2) order by p.productnr limit 1"
-    );
-    sqlx::query_as::<_, Product>(sqlx::AssertSqlSafe(sql))
-        .bind(build)
-        .bind(nr)
-        .fetch_optional(&state.pool)
+    views::downloads::by_number_or_name(&state.pool, build, nr)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("Build {build} has no product ‘{nr}’.")))
 }
@@ -76,12 +59,7 @@ pub async fn download_by_type(
         get("type").unwrap_or_default(),
         get("subtype").unwrap_or_default(),
     );
-    let sql = format!("{PRODUCT} and p.type = $2 and p.subtype = $3 order by p.productnr limit 1");
-    let product = sqlx::query_as::<_, Product>(sqlx::AssertSqlSafe(sql))
-        .bind(id)
-        .bind(&kind)
-        .bind(&subtype)
-        .fetch_optional(&state.pool)
+    let product = views::downloads::by_type(&state.pool, id, &kind, &subtype)
         .await?
         .ok_or_else(|| {
             ApiError::not_found(format!(

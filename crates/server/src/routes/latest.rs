@@ -14,9 +14,10 @@ use serde_json::Value;
 use super::redirect_below;
 use super::root::{PER_PAGE, PageQuery, page_number};
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{JobsetPath, ProjectPath};
 use crate::negotiate::Page;
 use crate::state::AppState;
-use crate::views::{self, BUILD_SUMMARY_COLUMNS, BuildSummary};
+use crate::views::{self, Filter};
 
 pub const SCOPES: &[&str] = &[
     "",
@@ -64,37 +65,32 @@ async fn scope(state: &AppState, mut params: HashMap<String, String>) -> ApiResu
         rest: params.remove("rest"),
     };
     if let Some(project) = &scope.project {
-        let exists: bool = match &scope.jobset {
-            Some(jobset) => {
-                sqlx::query_scalar(
-                    "select exists (select 1 from Jobsets where project = $1 and name = $2)",
-                )
-                .bind(project)
-                .bind(jobset)
-                .fetch_one(&state.pool)
+        let exists = match &scope.jobset {
+            Some(jobset) => hydra_db::jobsets::id_of(&state.pool, project, jobset)
                 .await?
-            }
-            None => {
-                sqlx::query_scalar("select exists (select 1 from Projects where name = $1)")
-                    .bind(project)
-                    .fetch_one(&state.pool)
-                    .await?
-            }
+                .is_some(),
+            None => hydra_db::projects::exists(&state.pool, project).await?,
         };
         if !exists {
             return Err(match &scope.jobset {
-                Some(jobset) => {
-                    ApiError::not_found(format!("Jobset ‘{project}:{jobset}’ doesn't exist."))
-                }
-                None => ApiError::not_found(format!("Project ‘{project}’ doesn't exist.")),
+                Some(jobset) => JobsetPath::missing(project, jobset),
+                None => ProjectPath::missing(project),
             });
         }
     }
     Ok(scope)
 }
 
-const FILTER: &str = "($1::text is null or j.project = $1) and ($2::text is null or j.name = $2) \
-    and ($3::text is null or b.job = $3) and ($4::text is null or b.system = $4)";
+impl Scope {
+    fn filter(&self) -> Filter<'_> {
+        Filter {
+            project: self.project.as_deref(),
+            jobset: self.jobset.as_deref(),
+            job: self.job.as_deref(),
+            system: self.system.as_deref(),
+        }
+    }
+}
 
 async fn redirect_to_build(
     state: &AppState,
@@ -102,25 +98,7 @@ async fn redirect_to_build(
     scope: &Scope,
     finished_evals: bool,
 ) -> ApiResult<Response> {
-    let extra = if finished_evals {
-        " and exists (select 1 from JobsetEvalMembers m where m.build = b.id and not exists \
-         (select 1 from JobsetEvalMembers m2 join Builds b2 on b2.id = m2.build \
-          where m2.eval = m.eval and b2.finished = 0))"
-    } else {
-        ""
-    };
-    let sql = format!(
-        "select b.id from Builds b join Jobsets j on j.id = b.jobset_id \
-         where b.finished = 1 and b.buildStatus = $5 and {FILTER}{extra} order by b.id desc limit 1"
-    );
-    let id: Option<i32> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-        .bind(&scope.project)
-        .bind(&scope.jobset)
-        .bind(&scope.job)
-        .bind(&scope.system)
-        .bind(hydra_db::status::BuildStatus::Succeeded)
-        .fetch_optional(&state.pool)
-        .await?;
+    let id = views::latest_success(&state.pool, &scope.filter(), finished_evals).await?;
     let id = id.ok_or_else(|| ApiError::not_found("No build found."))?;
     Ok(redirect_below(
         state,
@@ -156,29 +134,13 @@ async fn all(
 ) -> ApiResult<Page> {
     let scope = scope(&state, params.map(|p| p.0).unwrap_or_default()).await?;
     let page = page_number(&q);
-    let count_sql = format!(
-        "select count(*) from Builds b join Jobsets j on j.id = b.jobset_id where b.finished = 1 and {FILTER}"
-    );
-    let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count_sql))
-        .bind(&scope.project)
-        .bind(&scope.jobset)
-        .bind(&scope.job)
-        .bind(&scope.system)
-        .fetch_one(&state.pool)
-        .await?;
-    let sql = format!(
-        "select {BUILD_SUMMARY_COLUMNS} from Builds b join Jobsets j on j.id = b.jobset_id \
-         where b.finished = 1 and {FILTER} order by b.stopTime desc, b.id desc offset $5 limit $6"
-    );
-    let builds: Vec<BuildSummary> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(&scope.project)
-        .bind(&scope.jobset)
-        .bind(&scope.job)
-        .bind(&scope.system)
-        .bind((page - 1) * PER_PAGE)
-        .bind(PER_PAGE)
-        .fetch_all(&state.pool)
-        .await?;
+    let (total, builds) = views::finished_page(
+        &state.pool,
+        &scope.filter(),
+        (page - 1) * PER_PAGE,
+        PER_PAGE,
+    )
+    .await?;
     let mut body = views::pages(page, PER_PAGE, total);
     body.insert("total".into(), Value::from(total));
     body.insert(

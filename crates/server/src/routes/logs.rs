@@ -24,6 +24,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncSeekExt, BufReade
 use super::{parse_id, redirect, redirect_below};
 use crate::auth::base_url;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::BuildPath;
 use crate::negotiate::Page;
 use crate::state::AppState;
 
@@ -148,13 +149,7 @@ async fn serve_text(
             "Log of {base} is not available."
         )));
     };
-    let running: bool = sqlx::query_scalar(
-        "select exists (select 1 from BuildSteps where drvPath = $1 and busy <> $2)",
-    )
-    .bind(drv_path)
-    .bind(hydra_db::status::Busy::NotRunning)
-    .fetch_one(&state.pool)
-    .await?;
+    let running = hydra_db::steps::is_running(&state.pool, drv_path).await?;
     let reader = open(&path, compression).await?;
     let mut response = match tail_lines {
         Some(n) => tail(reader, n)
@@ -185,24 +180,13 @@ pub async fn log(
 /// none, e.g. a substituted or cached build) that of a step that produced
 /// the build's outputs.
 async fn build_log_drv(state: &AppState, id: i32) -> ApiResult<String> {
-    let drv: Option<String> = sqlx::query_scalar("select drvPath from Builds where id = $1")
-        .bind(id)
-        .fetch_optional(&state.pool)
-        .await?;
-    let drv =
-        drv.ok_or_else(|| ApiError::not_found(format!("Build with ID {id} doesn't exist.")))?;
+    let drv = hydra_db::builds::drv_path(&state.pool, id)
+        .await?
+        .ok_or_else(|| BuildPath::missing(id))?;
     if find_file(state, &drv).is_some() {
         return Ok(drv);
     }
-    let others: Vec<String> = sqlx::query_scalar(
-        "select distinct s.drvPath from BuildStepOutputs o \
-         join BuildSteps s on s.build = o.build and s.stepnr = o.stepnr \
-         where o.path in (select path from BuildOutputs where build = $1) and s.drvPath <> $2",
-    )
-    .bind(id)
-    .bind(&drv)
-    .fetch_all(&state.pool)
-    .await?;
+    let others = hydra_db::steps::producers(&state.pool, id, &drv).await?;
     Ok(others
         .into_iter()
         .find(|d| find_file(state, d).is_some())
@@ -213,12 +197,7 @@ async fn step_drv(state: &AppState, id: i32, nr: &str) -> ApiResult<(i32, String
     let nr: i32 = nr
         .parse()
         .map_err(|_| ApiError::bad_request(format!("Invalid step number ‘{nr}’.")))?;
-    let drv: Option<String> =
-        sqlx::query_scalar("select drvPath from BuildSteps where build = $1 and stepnr = $2")
-            .bind(id)
-            .bind(nr)
-            .fetch_optional(&state.pool)
-            .await?;
+    let drv = hydra_db::steps::drv_path(&state.pool, id, nr).await?;
     let drv = drv.ok_or_else(|| ApiError::not_found(format!("Build {id} has no step {nr}.")))?;
     Ok((nr, drv))
 }
@@ -427,24 +406,11 @@ impl Follow {
 
     async fn finished(&self) -> Result<bool, sqlx::Error> {
         match self.watch {
-            Watch::Build(id) => {
-                let finished: Option<i32> =
-                    sqlx::query_scalar("select finished from Builds where id = $1")
-                        .bind(id)
-                        .fetch_optional(&self.state.pool)
-                        .await?;
-                Ok(finished.is_none_or(|f| f != 0))
-            }
-            Watch::Step(id, nr) => {
-                let busy: Option<i32> = sqlx::query_scalar(
-                    "select busy from BuildSteps where build = $1 and stepnr = $2",
-                )
-                .bind(id)
-                .bind(nr)
-                .fetch_optional(&self.state.pool)
-                .await?;
-                Ok(busy.is_none_or(|b| b == 0))
-            }
+            Watch::Build(id) => Ok(!matches!(
+                hydra_db::builds::progress(&self.state.pool, id).await?,
+                Some(hydra_db::builds::Progress::Queued)
+            )),
+            Watch::Step(id, nr) => hydra_db::steps::is_over(&self.state.pool, id, nr).await,
         }
     }
 

@@ -78,16 +78,12 @@ async fn trigger(
     flake_pattern: &str,
     input_pattern: &str,
 ) -> ApiResult<Vec<String>> {
-    let rows: Vec<(String, String)> = sqlx::query_as(
-        "update Jobsets j set triggerTime = $3 \
-         where j.enabled <> 0 and (j.flake like $1 or exists (select 1 from JobsetInputAlts a \
-           where a.project = j.project and a.jobset = j.name and a.value like $2)) \
-         returning j.project, j.name",
+    let rows = hydra_db::jobsets::trigger_matching(
+        &state.pool,
+        flake_pattern,
+        input_pattern,
+        hydra_db::now(),
     )
-    .bind(flake_pattern)
-    .bind(input_pattern)
-    .bind(hydra_db::now())
-    .fetch_all(&state.pool)
     .await?;
     let mut names: Vec<String> = rows.into_iter().map(|(p, j)| format!("{p}:{j}")).collect();
     names.sort();

@@ -2,9 +2,15 @@
 //! types, each loaded in one or a few indexed queries (never a query per
 //! row).
 
+pub mod account;
+pub mod admin;
+pub mod api;
 pub mod build;
+pub mod channels;
+pub mod downloads;
 pub mod eval;
 pub mod job;
+pub mod root;
 
 use std::collections::BTreeMap;
 
@@ -13,6 +19,82 @@ use serde_json::Value;
 use sqlx::PgPool;
 
 use crate::error::{ApiError, ApiResult};
+
+/// Which builds: each field that is given must match.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Filter<'a> {
+    pub project: Option<&'a str>,
+    pub jobset: Option<&'a str>,
+    pub job: Option<&'a str>,
+    pub system: Option<&'a str>,
+}
+
+/// The condition of a [`Filter`], bound as `$1` to `$4` (`b` is Builds,
+/// `j` Jobsets).
+const FILTER: &str = "($1::text is null or j.project = $1) and ($2::text is null or j.name = $2) \
+    and ($3::text is null or b.job = $3) and ($4::text is null or b.system = $4)";
+
+/// The latest successful build that matches `f` (`finished_evals`: in an
+/// evaluation with no unfinished builds).
+pub async fn latest_success(
+    pool: &PgPool,
+    f: &Filter<'_>,
+    finished_evals: bool,
+) -> ApiResult<Option<i32>> {
+    let extra = if finished_evals {
+        " and exists (select 1 from JobsetEvalMembers m where m.build = b.id and not exists \
+         (select 1 from JobsetEvalMembers m2 join Builds b2 on b2.id = m2.build \
+          where m2.eval = m.eval and b2.finished = 0))"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "select b.id from Builds b join Jobsets j on j.id = b.jobset_id \
+         where b.finished = 1 and b.buildStatus = $5 and {FILTER}{extra} order by b.id desc limit 1"
+    );
+    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(f.project)
+        .bind(f.jobset)
+        .bind(f.job)
+        .bind(f.system)
+        .bind(hydra_db::status::BuildStatus::Succeeded)
+        .fetch_optional(pool)
+        .await?)
+}
+
+/// A page of the finished builds that match `f`, most recently finished
+/// first, and how many there are in all.
+pub async fn finished_page(
+    pool: &PgPool,
+    f: &Filter<'_>,
+    offset: i64,
+    limit: i64,
+) -> ApiResult<(i64, Vec<BuildSummary>)> {
+    let count_sql = format!(
+        "select count(*) from Builds b join Jobsets j on j.id = b.jobset_id where b.finished = 1 and {FILTER}"
+    );
+    let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count_sql))
+        .bind(f.project)
+        .bind(f.jobset)
+        .bind(f.job)
+        .bind(f.system)
+        .fetch_one(pool)
+        .await?;
+    let sql = format!(
+        "select {BUILD_SUMMARY_COLUMNS} from Builds b join Jobsets j on j.id = b.jobset_id \
+         where b.finished = 1 and {FILTER} order by b.stopTime desc, b.id desc offset $5 limit $6"
+    );
+    let builds = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(f.project)
+        .bind(f.jobset)
+        .bind(f.job)
+        .bind(f.system)
+        .bind(offset)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?;
+    Ok((total, builds))
+}
 
 /// One statement that renders whole Build objects for a set of ids, in
 /// Hydra's field order, so `/build/<id>` is a single round trip.

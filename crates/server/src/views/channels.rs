@@ -1,0 +1,71 @@
+//! What channels read: the packages of a scope.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use sqlx::PgPool;
+
+use crate::error::ApiResult;
+
+/// A package of a channel: a build and its outputs.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct Package {
+    pub id: i32,
+    pub project: String,
+    pub jobset: String,
+    pub job: String,
+    pub system: String,
+    pub nixname: Option<String>,
+    #[sqlx(skip)]
+    pub outputs: BTreeMap<String, String>,
+}
+
+/// What a channel holds.
+#[derive(Debug, Default)]
+pub struct Scope {
+    pub project: Option<String>,
+    pub jobset: Option<String>,
+    pub job: Option<String>,
+    pub eval: Option<i32>,
+    pub build: Option<i32>,
+}
+
+/// The latest successful build with a `nix-build` product of each job and
+/// system in `scope`, with its outputs.
+pub async fn packages(pool: &PgPool, scope: &Scope) -> ApiResult<Vec<Package>> {
+    let mut packages: Vec<Package> = sqlx::query_as(
+        "select distinct on (j.project, j.name, b.job, b.system) \
+           b.id, j.project, j.name as jobset, b.job, b.system, b.nixName as nixname \
+         from Builds b join Jobsets j on j.id = b.jobset_id \
+         where b.finished = 1 and b.buildStatus = $6 \
+           and exists (select 1 from BuildProducts p where p.build = b.id and p.type = 'nix-build') \
+           and ($1::text is null or j.project = $1) and ($2::text is null or j.name = $2) \
+           and ($3::text is null or b.job = $3) \
+           and ($4::int is null or b.id in (select build from JobsetEvalMembers where eval = $4)) \
+           and ($5::int is null or b.id = $5) \
+         order by j.project, j.name, b.job, b.system, b.id desc",
+    )
+    .bind(&scope.project)
+    .bind(&scope.jobset)
+    .bind(&scope.job)
+    .bind(scope.eval)
+    .bind(scope.build)
+    .bind(hydra_db::status::BuildStatus::Succeeded)
+    .fetch_all(pool)
+    .await?;
+    let ids: Vec<i32> = packages.iter().map(|p| p.id).collect();
+    let outputs: Vec<(i32, String, String)> = sqlx::query_as(
+        "select build, name, path from BuildOutputs where build = any($1) and path is not null",
+    )
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?;
+    let mut by_build: BTreeMap<i32, BTreeMap<String, String>> = BTreeMap::new();
+    for (build, name, path) in outputs {
+        by_build.entry(build).or_default().insert(name, path);
+    }
+    for p in &mut packages {
+        p.outputs = by_build.remove(&p.id).unwrap_or_default();
+    }
+    Ok(packages)
+}

@@ -1,0 +1,121 @@
+//! What the root-level pages read: the queue, running and finished steps,
+//! and search.
+
+use serde_json::Value;
+use sqlx::PgPool;
+
+use super::{BUILD_SUMMARY_COLUMNS, BuildSummary};
+use crate::error::ApiResult;
+use hydra_db::status::Busy;
+
+/// Every unfinished build, most urgent first.
+pub async fn queue(pool: &PgPool) -> ApiResult<Vec<BuildSummary>> {
+    let sql = format!(
+        "select {BUILD_SUMMARY_COLUMNS} from Builds b join Jobsets j on j.id = b.jobset_id \
+         where b.finished = 0 order by b.globalPriority desc, b.id"
+    );
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .fetch_all(pool)
+        .await?)
+}
+
+/// Parses the JSON texts PostgreSQL rendered.
+fn parsed(rows: Vec<String>) -> Vec<Value> {
+    rows.iter()
+        .filter_map(|r| serde_json::from_str(r).ok())
+        .collect()
+}
+
+/// Builds with a running step, with the step, by machine.
+pub async fn running_steps(pool: &PgPool) -> ApiResult<Vec<Value>> {
+    let rows: Vec<String> = sqlx::query_scalar(
+        "select json_build_object('id', b.id, 'project', j.project, 'jobset', j.name, 'job', b.job, \
+         'system', b.system, 'nixname', b.nixName, 'timestamp', b.timestamp, 'priority', b.priority, \
+         'stepnr', s.stepnr, 'drvpath', s.drvPath, 'machine', s.machine, 'busy', s.busy, \
+         'type', s.type, 'starttime', s.startTime)::text \
+         from BuildSteps s join Builds b on b.id = s.build join Jobsets j on j.id = b.jobset_id \
+         where s.busy <> $1 order by s.machine, s.stepnr",
+    )
+    .bind(Busy::NotRunning)
+    .fetch_all(pool)
+    .await?;
+    Ok(parsed(rows))
+}
+
+/// Finished steps, most recent first, `limit` from `offset`.
+pub async fn finished_steps(pool: &PgPool, offset: i64, limit: i64) -> ApiResult<Vec<Value>> {
+    let rows: Vec<String> = sqlx::query_scalar(
+        "select json_build_object('build', s.build, 'stepnr', s.stepnr, 'drvpath', s.drvPath, \
+         'system', s.system, 'machine', s.machine, 'status', s.status, 'starttime', s.startTime, \
+         'stoptime', s.stopTime, 'type', s.type)::text \
+         from BuildSteps s where s.busy = $3 and s.stopTime is not null \
+         order by s.stopTime desc offset $1 limit $2",
+    )
+    .bind(offset)
+    .bind(limit)
+    .bind(Busy::NotRunning)
+    .fetch_all(pool)
+    .await?;
+    Ok(parsed(rows))
+}
+
+/// What a search found, at most `limit` of each.
+#[derive(Clone, Debug, Default)]
+pub struct Found {
+    pub projects: Vec<String>,
+    pub jobsets: Vec<(String, String)>,
+    /// Builds with an output path that matches.
+    pub builds: Vec<i32>,
+    /// Builds whose derivation path matches.
+    pub builds_drv: Vec<i32>,
+}
+
+/// Visible projects, jobsets and builds matching `pattern` (an `ilike`
+/// pattern); the whole search stops after 20 seconds.
+pub async fn search(pool: &PgPool, pattern: &str, limit: i64) -> ApiResult<Found> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("set local statement_timeout = 20000")
+        .execute(&mut *tx)
+        .await?;
+    let projects = sqlx::query_scalar(
+        "select name from Projects where hidden = 0 and (name ilike $1 or displayName ilike $1 or description ilike $1) \
+         order by name limit $2",
+    )
+    .bind(pattern)
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    let jobsets = sqlx::query_as(
+        "select j.project, j.name from Jobsets j join Projects p on p.name = j.project \
+         where j.hidden = 0 and p.hidden = 0 and (j.name ilike $1 or j.description ilike $1) \
+         order by j.project, j.name limit $2",
+    )
+    .bind(pattern)
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    let builds = sqlx::query_scalar(
+        "select distinct b.id from Builds b join BuildOutputs o on o.build = b.id \
+         join Jobsets j on j.id = b.jobset_id join Projects p on p.name = j.project \
+         where j.hidden = 0 and p.hidden = 0 and o.path ilike $1 order by b.id desc limit $2",
+    )
+    .bind(pattern)
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    let builds_drv = sqlx::query_scalar(
+        "select b.id from Builds b join Jobsets j on j.id = b.jobset_id join Projects p on p.name = j.project \
+         where j.hidden = 0 and p.hidden = 0 and b.drvPath ilike $1 order by b.id desc limit $2",
+    )
+    .bind(pattern)
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Found {
+        projects,
+        jobsets,
+        builds,
+        builds_drv,
+    })
+}
