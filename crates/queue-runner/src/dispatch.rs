@@ -33,8 +33,17 @@ pub async fn run(queue: Arc<Queue>) -> Result<(), QueueError> {
             continue;
         }
         let started = Instant::now();
-        let (assigned, unsupported, next) = plan(&queue);
-        for (drv, machine, cancel) in assigned {
+        let Plan {
+            assigned,
+            unsupported,
+            wake_in,
+        } = plan(&queue);
+        for Assignment {
+            drv,
+            machine,
+            cancel,
+        } in assigned
+        {
             let q = queue.clone();
             let mut tasks = queue.tasks.lock().await;
             // Finished tasks are reaped so the set does not grow.
@@ -49,7 +58,7 @@ pub async fn run(queue: Arc<Queue>) -> Result<(), QueueError> {
             started.elapsed().as_micros() as u64,
         );
         Stats::add(&queue.stats.dispatcher_wakeups, 1);
-        let wait = next.unwrap_or(Duration::from_secs(60));
+        let wait = wake_in.unwrap_or(Duration::from_secs(60));
         tokio::select! {
             _ = queue.dispatch.notified() => {}
             _ = tokio::time::sleep(wait) => {}
@@ -96,19 +105,64 @@ fn critical_paths(state: &State) -> HashMap<&str, u32> {
     lengths
 }
 
-/// Sort key of a runnable step: global priority, share used, critical
-/// path, local priority, lowest build id.
-type StepKey = (i32, f64, u32, i32, i32);
+/// What makes a runnable step go first, in this order: highest global
+/// priority, least share used, longest critical path, highest local
+/// priority, lowest build id.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct StepKey {
+    global_priority: i32,
+    share_used: f64,
+    critical_path: u32,
+    local_priority: i32,
+    lowest_build_id: i32,
+}
 
-type Plan = (
-    Vec<(String, String, CancellationToken)>,
-    Vec<String>,
-    Option<Duration>,
-);
+impl StepKey {
+    /// `Less` when `self` goes first.
+    fn order(&self, other: &StepKey) -> Ordering {
+        other
+            .global_priority
+            .cmp(&self.global_priority)
+            .then(
+                self.share_used
+                    .partial_cmp(&other.share_used)
+                    .unwrap_or(Ordering::Equal),
+            )
+            .then(other.critical_path.cmp(&self.critical_path))
+            .then(other.local_priority.cmp(&self.local_priority))
+            .then(self.lowest_build_id.cmp(&other.lowest_build_id))
+    }
+}
+
+/// A step given to a machine.
+struct Assignment {
+    drv: String,
+    /// The machine's store URI.
+    machine: String,
+    cancel: CancellationToken,
+}
+
+/// What one round of dispatching decided.
+struct Plan {
+    assigned: Vec<Assignment>,
+    /// Steps no machine has supported for `max_unsupported_time`.
+    unsupported: Vec<String>,
+    /// How long until something may change without a wake-up.
+    wake_in: Option<Duration>,
+}
+
+/// The earliest of the moments something may change.
+#[derive(Default)]
+struct Wake(Option<Instant>);
+
+impl Wake {
+    fn at(&mut self, t: Instant) {
+        self.0 = Some(self.0.map_or(t, |n| n.min(t)));
+    }
+}
 
 /// Decides which steps start where; marks them running and the machines
-/// busy. Returns the assignments, the steps no machine supports (past
-/// `max_unsupported_time`), and how long until something may change.
+/// busy.
 fn plan(queue: &Queue) -> Plan {
     let now = Instant::now();
     let now_unix = i64::from(hydra_db::now());
@@ -119,18 +173,38 @@ fn plan(queue: &Queue) -> Plan {
     for j in state.jobsets.values_mut() {
         j.prune(now_unix);
     }
-    let mut next: Option<Instant> = None;
-    let mut wake_at = |t: Instant| {
-        next = Some(next.map_or(t, |n: Instant| n.min(t)));
-    };
+    let mut wake = Wake::default();
     for m in state.machines.list() {
         if let Some(t) = m.disabled_until
             && t > now
         {
-            wake_at(t);
+            wake.at(t);
         }
     }
+    let (candidates, unsupported) = candidates(state, now, max_unsupported, &mut wake);
+    let assigned = if candidates.is_empty() {
+        Vec::new()
+    } else {
+        let order = in_order(state, candidates);
+        assign(queue, state, order, now)
+    };
+    Plan {
+        assigned,
+        unsupported,
+        wake_in: wake
+            .0
+            .map(|t| t.saturating_duration_since(now) + Duration::from_millis(5)),
+    }
+}
 
+/// The runnable steps that may start now, and those no machine has
+/// supported for `max_unsupported`; the others say when to look again.
+fn candidates(
+    state: &mut State,
+    now: Instant,
+    max_unsupported: Duration,
+    wake: &mut Wake,
+) -> (Vec<String>, Vec<String>) {
     let mut unsupported = Vec::new();
     let mut candidates: Vec<String> = Vec::new();
     let drvs: Vec<String> = state
@@ -160,101 +234,133 @@ fn plan(queue: &Queue) -> Plan {
             if now >= deadline {
                 unsupported.push(drv);
             } else {
-                wake_at(deadline);
+                wake.at(deadline);
             }
             continue;
         }
         if let Some(after) = step.after
             && after > now
         {
-            wake_at(after);
+            wake.at(after);
             continue;
         }
         candidates.push(drv);
     }
+    (candidates, unsupported)
+}
 
-    let assigned = if candidates.is_empty() {
-        Vec::new()
-    } else {
-        let paths = critical_paths(state);
-        let key = |drv: &String| {
-            let s = &state.steps[drv];
-            (
-                s.highest_global_priority,
-                state.share_used(s),
-                paths.get(drv.as_str()).copied().unwrap_or(0),
-                s.highest_local_priority,
-                s.lowest_build_id,
-            )
-        };
-        let mut keyed: Vec<(StepKey, String)> =
-            candidates.into_iter().map(|d| (key(&d), d)).collect();
-        keyed.sort_by(|(a, _), (b, _)| {
-            b.0.cmp(&a.0)
-                .then(a.1.partial_cmp(&b.1).unwrap_or(Ordering::Equal))
-                .then(b.2.cmp(&a.2))
-                .then(b.3.cmp(&a.3))
-                .then(a.4.cmp(&b.4))
+/// `candidates` in the order they get machines (see [`StepKey`]).
+fn in_order(state: &State, candidates: Vec<String>) -> Vec<String> {
+    let paths = critical_paths(state);
+    let key = |drv: &String| {
+        let s = &state.steps[drv];
+        StepKey {
+            global_priority: s.highest_global_priority,
+            share_used: state.share_used(s),
+            critical_path: paths.get(drv.as_str()).copied().unwrap_or(0),
+            local_priority: s.highest_local_priority,
+            lowest_build_id: s.lowest_build_id,
+        }
+    };
+    let mut keyed: Vec<(StepKey, String)> = candidates.into_iter().map(|d| (key(&d), d)).collect();
+    keyed.sort_by(|(a, _), (b, _)| a.order(b));
+    keyed.into_iter().map(|(_, d)| d).collect()
+}
+
+/// Gives steps, in `order`, to the machines that take them: each round
+/// the most preferred machine with a free slot gets the first step it
+/// supports.
+fn assign(queue: &Queue, state: &mut State, order: Vec<String>, now: Instant) -> Vec<Assignment> {
+    let mut order: Vec<Option<String>> = order.into_iter().map(Some).collect();
+    let mut assigned = Vec::new();
+    loop {
+        // Machines in order of preference.
+        let mut machines: Vec<usize> = (0..state.machines.list().len())
+            .filter(|&i| {
+                let m = &state.machines.list()[i];
+                m.available(now) && m.has_capacity()
+            })
+            .collect();
+        machines.sort_by(|&a, &b| {
+            let (ma, mb) = (&state.machines.list()[a], &state.machines.list()[b]);
+            let load = |m: &crate::machines::MachineState| {
+                (f64::from(m.current_jobs) / m.machine.speed_factor.max(0.001)).round() as i64
+            };
+            load(ma)
+                .cmp(&load(mb))
+                .then(
+                    mb.machine
+                        .speed_factor
+                        .partial_cmp(&ma.machine.speed_factor)
+                        .unwrap_or(Ordering::Equal),
+                )
+                .then(mb.current_jobs.cmp(&ma.current_jobs))
         });
-        let mut order: Vec<Option<String>> = keyed.into_iter().map(|(_, d)| Some(d)).collect();
-        let mut assigned = Vec::new();
-        loop {
-            // Machines in order of preference.
-            let mut machines: Vec<usize> = (0..state.machines.list().len())
-                .filter(|&i| {
-                    let m = &state.machines.list()[i];
-                    m.available(now) && m.has_capacity()
-                })
-                .collect();
-            machines.sort_by(|&a, &b| {
-                let (ma, mb) = (&state.machines.list()[a], &state.machines.list()[b]);
-                let load = |m: &crate::machines::MachineState| {
-                    (f64::from(m.current_jobs) / m.machine.speed_factor.max(0.001)).round() as i64
-                };
-                load(ma)
-                    .cmp(&load(mb))
-                    .then(
-                        mb.machine
-                            .speed_factor
-                            .partial_cmp(&ma.machine.speed_factor)
-                            .unwrap_or(Ordering::Equal),
-                    )
-                    .then(mb.current_jobs.cmp(&ma.current_jobs))
-            });
-            let mut picked = None;
-            'machines: for &mi in &machines {
-                let machine = &state.machines.list()[mi];
-                for (oi, slot) in order.iter().enumerate() {
-                    let Some(drv) = slot else { continue };
-                    let step = &state.steps[drv];
-                    if machine
-                        .machine
-                        .supports(&step.system, &step.required_features)
-                    {
-                        picked = Some((mi, oi));
-                        break 'machines;
-                    }
+        let mut picked = None;
+        'machines: for &mi in &machines {
+            let machine = &state.machines.list()[mi];
+            for (oi, slot) in order.iter().enumerate() {
+                let Some(drv) = slot else { continue };
+                let step = &state.steps[drv];
+                if machine
+                    .machine
+                    .supports(&step.system, &step.required_features)
+                {
+                    picked = Some((mi, oi));
+                    break 'machines;
                 }
             }
-            let Some((mi, oi)) = picked else { break };
-            let Some(drv) = order[oi].take() else { break };
-            let uri = {
-                let m = &mut state.machines.list_mut()[mi];
-                m.current_jobs += 1;
-                m.idle_since = None;
-                m.machine.store_uri.clone()
-            };
-            let cancel = queue.stopping.child_token();
-            if let Some(step) = state.steps.get_mut(&drv) {
-                step.running = Some(Running {
-                    machine: uri.clone(),
-                    cancel: cancel.clone(),
-                });
-            }
-            assigned.push((drv, uri, cancel));
         }
-        assigned
-    };
-    let next = next.map(|t| t.saturating_duration_since(now) + Duration::from_millis(5));
-    (assigned, unsupported, next)
+        let Some((mi, oi)) = picked else { break };
+        let Some(drv) = order[oi].take() else { break };
+        let uri = {
+            let m = &mut state.machines.list_mut()[mi];
+            m.current_jobs += 1;
+            m.idle_since = None;
+            m.machine.store_uri.clone()
+        };
+        let cancel = queue.stopping.child_token();
+        if let Some(step) = state.steps.get_mut(&drv) {
+            step.running = Some(Running {
+                machine: uri.clone(),
+                cancel: cancel.clone(),
+            });
+        }
+        assigned.push(Assignment {
+            drv,
+            machine: uri,
+            cancel,
+        });
+    }
+    assigned
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(global: i32, share: f64, path: u32, local: i32, id: i32) -> StepKey {
+        StepKey {
+            global_priority: global,
+            share_used: share,
+            critical_path: path,
+            local_priority: local,
+            lowest_build_id: id,
+        }
+    }
+
+    #[test]
+    fn steps_go_by_priority_then_share_then_path_then_local_priority_then_age() {
+        let mut keys = [
+            key(0, 0.5, 1, 0, 1),
+            key(0, 0.1, 1, 0, 2),
+            key(5, 0.9, 1, 0, 3),
+            key(0, 0.1, 4, 0, 4),
+            key(0, 0.1, 4, 7, 5),
+            key(0, 0.1, 4, 7, 0),
+        ];
+        keys.sort_by(StepKey::order);
+        let ids: Vec<i32> = keys.iter().map(|k| k.lowest_build_id).collect();
+        assert_eq!(ids, [3, 0, 5, 4, 2, 1]);
+    }
 }

@@ -19,7 +19,7 @@ use hydra_db::{Listener, Wakeup};
 use hydra_nix::derivation::Derivation;
 
 use crate::finish;
-use crate::state::{Build, Queue, Stats, Step};
+use crate::state::{Build, Queue, State, Stats, Step};
 use crate::{Context, QueueError};
 
 /// The channels the monitor listens on.
@@ -183,290 +183,432 @@ async fn read_drvs(ctx: &Context, paths: Vec<String>) -> Vec<(String, Result<Der
     out
 }
 
+/// An output set copied to the destination store instead of built.
+struct Substituted {
+    drv: String,
+    outputs: BTreeMap<String, String>,
+    start: i32,
+    stop: i32,
+}
+
+/// A build that fails at once because `failed_drv`, which it needs,
+/// failed.
+struct CachedFailure {
+    build: i32,
+    drv: String,
+    failed_drv: String,
+}
+
+/// What linking a chunk's builds decided.
+#[derive(Default)]
+struct Linked {
+    cached_successes: Vec<i32>,
+    cached_failures: Vec<CachedFailure>,
+    /// Builds whose derivation was garbage-collected.
+    gone: Vec<i32>,
+    registered: usize,
+}
+
+/// Loads a chunk of builds: their derivation graphs explored without the
+/// lock, then linked into the queue with it (a step seen queued may be
+/// gone by then: one that failed makes its dependants fail; one that
+/// finished otherwise, or was dropped, means exploring again), then what
+/// needs no building is recorded.
 async fn load_chunk(queue: &Arc<Queue>, rows: &[QueuedBuild]) -> Result<(), QueueError> {
-    let ctx = &queue.ctx;
     // Derivations that were garbage-collected cannot be built.
     let drvs: BTreeSet<String> = rows.iter().map(|r| r.drv_path.clone()).collect();
-    let valid = local_valid(ctx, &drvs).await?;
-
-    let mut cached_successes = Vec::new();
-    let mut cached_failures = Vec::new();
-    let mut gone = Vec::new();
-    let mut registered = 0;
+    let valid = local_valid(&queue.ctx, &drvs).await?;
     let mut errors: HashMap<String, String> = HashMap::new();
-    let mut substituted: Vec<(String, BTreeMap<String, String>, i32, i32)> = Vec::new();
-    // Explored without the lock, linked with it: a step seen queued may be
-    // gone by then. One that failed makes its dependants fail; one that
-    // finished otherwise (or was dropped) means exploring again.
-    let nodes = 'explore: loop {
-        let mut nodes: HashMap<String, Node> = HashMap::new();
-        let mut frontier: BTreeSet<String> = valid.clone();
-        while !frontier.is_empty() {
-            let to_read: Vec<String> = {
-                let state = queue.lock();
-                let mut to_read = Vec::new();
-                for drv in &frontier {
-                    if state.steps.contains_key(drv) {
-                        nodes.insert(drv.clone(), Node::Queued);
-                    } else if !nodes.contains_key(drv) {
-                        to_read.push(drv.clone());
-                    }
-                }
-                to_read
-            };
-            let read = read_drvs(ctx, to_read).await;
-            let mut parsed: Vec<(String, Derivation, BTreeMap<String, String>)> = Vec::new();
-            for (path, result) in read {
-                match result {
-                    Ok(drv) => {
-                        let outputs: BTreeMap<String, String> = drv
-                            .outputs
-                            .iter()
-                            .map(|(name, o)| (name.clone(), o.path.clone()))
-                            .collect();
-                        parsed.push((path, drv, outputs));
-                    }
-                    Err(e) => {
-                        errors.insert(path.clone(), e);
-                        nodes.insert(path, Node::Failed);
-                    }
-                }
-            }
-            let all_outputs: BTreeSet<String> = parsed
-                .iter()
-                .flat_map(|(_, _, o)| o.values().filter(|p| !p.is_empty()).cloned())
-                .collect();
-            let failed = finish::failed_paths(&ctx.pool, &all_outputs).await?;
-            let present = ctx.dest.query_valid(&all_outputs).await.map_err(|e| {
-                QueueError::Machines(format!("cannot query the destination store: {e}"))
-            })?;
-            // Outputs the destination lacks but the local store has (or, with
-            // use-substitutes, can substitute) are copied instead of built.
-            let substitute = ctx.config.queue_runner.use_substitutes;
-            let wanted: BTreeSet<String> = if !ctx.dest.is_machine_store() || substitute {
-                parsed
-                    .iter()
-                    .filter(|(_, _, o)| !o.values().any(|p| failed.contains(p)))
-                    .flat_map(|(_, _, o)| {
-                        o.values()
-                            .filter(|p| !p.is_empty() && !present.contains(*p))
-                            .cloned()
-                    })
-                    .collect()
-            } else {
-                BTreeSet::new()
-            };
-            let local = if wanted.is_empty() {
-                BTreeSet::new()
-            } else {
-                local_valid_substituting(ctx, &wanted, substitute).await?
-            };
-            let mut next = BTreeSet::new();
-            for (path, drv, outputs) in parsed {
-                let paths: Vec<&String> = outputs.values().collect();
-                let missing: BTreeSet<String> = paths
-                    .iter()
-                    .filter(|p| !present.contains(**p))
-                    .map(|p| p.to_string())
-                    .collect();
-                if paths.iter().any(|p| failed.contains(*p)) {
-                    nodes.insert(path, Node::Failed);
-                } else if !paths.is_empty()
-                    && paths.iter().all(|p| !p.is_empty() && present.contains(*p))
-                {
-                    nodes.insert(path, Node::Done);
-                } else if !missing.is_empty()
-                    && missing.iter().all(|p| !p.is_empty() && local.contains(p))
-                {
-                    let local_store = hydra_store::LocalStore::new(ctx.local.clone());
-                    let started = hydra_db::now();
-                    ctx.dest
-                        .copy_from_local(&local_store, &missing)
-                        .await
-                        .map_err(|e| {
-                            QueueError::Machines(format!(
-                                "cannot copy to the destination store: {e}"
-                            ))
-                        })?;
-                    Stats::add(&queue.stats.substitutes_succeeded, 1);
-                    substituted.push((path.clone(), outputs.clone(), started, hydra_db::now()));
-                    nodes.insert(path, Node::Done);
-                } else {
-                    next.extend(drv.input_drvs.keys().cloned());
-                    nodes.insert(
-                        path,
-                        Node::New(Box::new(NewStep {
-                            drv: Arc::new(drv),
-                            outputs,
-                        })),
-                    );
-                }
-            }
-            frontier = next
-                .into_iter()
-                .filter(|d| !nodes.contains_key(d))
-                .collect();
+    let mut substituted: Vec<Substituted> = Vec::new();
+    let (nodes, linked) = loop {
+        let mut nodes = explore(queue, &valid, &mut errors, &mut substituted).await?;
+        if let Some(linked) = link(queue, rows, &valid, &mut nodes) {
+            break (nodes, linked);
         }
-
-        // Builds whose closure reaches a failed derivation fail at once.
-        let reaches_failure = |start: &str, nodes: &HashMap<String, Node>| -> Option<String> {
-            let mut seen = BTreeSet::new();
-            let mut todo = vec![start.to_string()];
-            while let Some(d) = todo.pop() {
-                if !seen.insert(d.clone()) {
-                    continue;
-                }
-                match nodes.get(&d) {
-                    Some(Node::Failed) => return Some(d),
-                    Some(Node::New(step)) => todo.extend(step.drv.input_drvs.keys().cloned()),
-                    _ => {}
-                }
-            }
-            None
-        };
-
-        {
-            let now = std::time::Instant::now();
-            let mut state = queue.lock();
-            let vanished: Vec<String> = nodes
-                .iter()
-                .filter(|(path, node)| {
-                    matches!(node, Node::Queued) && !state.steps.contains_key(*path)
-                })
-                .map(|(path, _)| path.clone())
-                .collect();
-            for path in vanished {
-                if state.failed_steps.contains_key(&path) {
-                    nodes.insert(path, Node::Failed);
-                } else {
-                    drop(state);
-                    tracing::debug!(drv = %path, "a queued step finished while loading; loading again");
-                    continue 'explore;
-                }
-            }
-            // New steps first, then their links.
-            for (path, node) in &nodes {
-                if let Node::New(new) = node
-                    && !state.steps.contains_key(path)
-                {
-                    let required_features: BTreeSet<String> = new
-                        .drv
-                        .env
-                        .get("requiredSystemFeatures")
-                        .map(|f| f.split_whitespace().map(String::from).collect())
-                        .unwrap_or_default();
-                    state.steps.insert(
-                        path.clone(),
-                        Step {
-                            drv_path: path.clone(),
-                            system: new.drv.platform.clone(),
-                            outputs: new.outputs.clone(),
-                            drv: new.drv.clone(),
-                            required_features,
-                            deps: BTreeSet::new(),
-                            rdeps: BTreeSet::new(),
-                            builds: BTreeSet::new(),
-                            highest_global_priority: i32::MIN,
-                            highest_local_priority: i32::MIN,
-                            lowest_build_id: i32::MAX,
-                            jobsets: BTreeSet::new(),
-                            tries: 0,
-                            after: None,
-                            running: None,
-                            runnable_since: None,
-                            last_supported: now,
-                        },
-                    );
-                    Stats::add(&queue.stats.queue_steps_created, 1);
-                }
-            }
-            for (path, node) in &nodes {
-                if let Node::New(new) = node {
-                    for input in new.drv.input_drvs.keys() {
-                        if state.steps.contains_key(input) {
-                            if let Some(step) = state.steps.get_mut(path) {
-                                step.deps.insert(input.clone());
-                            }
-                            if let Some(dep) = state.steps.get_mut(input) {
-                                dep.rdeps.insert(path.clone());
-                            }
-                        }
-                    }
-                }
-            }
-            for (path, node) in &nodes {
-                if let Node::New(_) = node
-                    && let Some(step) = state.steps.get_mut(path)
-                    && step.deps.is_empty()
-                    && step.runnable_since.is_none()
-                {
-                    step.runnable_since = Some(now);
-                }
-            }
-            for row in rows {
-                if !valid.contains(&row.drv_path) {
-                    gone.push(row.id);
-                    continue;
-                }
-                if let Some(failed_drv) = reaches_failure(&row.drv_path, &nodes) {
-                    cached_failures.push((row.id, row.drv_path.clone(), failed_drv));
-                    continue;
-                }
-                match nodes.get(&row.drv_path) {
-                    Some(Node::Done) => cached_successes.push(row.id),
-                    Some(Node::New(_) | Node::Queued)
-                        if state.steps.contains_key(&row.drv_path) =>
-                    {
-                        let build = Build {
-                            id: row.id,
-                            drv_path: row.drv_path.clone(),
-                            jobset_id: row.jobset_id,
-                            project: row.project.clone(),
-                            jobset: row.jobset.clone(),
-                            job: row.job.clone(),
-                            max_silent: row.max_silent,
-                            timeout: row.timeout,
-                            timestamp: row.timestamp,
-                            local_priority: row.priority,
-                            global_priority: row.global_priority,
-                            toplevel: row.drv_path.clone(),
-                        };
-                        if let Some(step) = state.steps.get_mut(&row.drv_path) {
-                            step.builds.insert(row.id);
-                        }
-                        state.propagate(&row.drv_path, &build);
-                        state.jobsets.entry(row.jobset_id).or_default();
-                        state.builds.insert(row.id, build);
-                        registered += 1;
-                    }
-                    _ => cached_failures.push((row.id, row.drv_path.clone(), row.drv_path.clone())),
-                }
-            }
-            // Steps that only failed or finished builds needed.
-            state.drop_unneeded();
-        }
-        break nodes;
     };
     Stats::add(&queue.stats.builds_read, rows.len() as u64);
-    if registered > 0 {
-        tracing::debug!(builds = registered, "builds queued");
+    if linked.registered > 0 {
+        tracing::debug!(builds = linked.registered, "builds queued");
     }
-    // Each substitution is recorded as a step of the first build needing it.
-    for (drv, outputs, start, stop) in &substituted {
-        ctx.register_roots(outputs.values());
-        let needing = rows.iter().find(|r| needs(&r.drv_path, drv, &nodes));
-        if let Some(row) = needing {
-            finish::substitution_step(&ctx.pool, row.id, drv, outputs, *start, *stop).await?;
+    record_chunk(queue, rows, &nodes, linked, &substituted, &errors).await
+}
+
+/// A derivation read from its file, with its outputs.
+struct Parsed {
+    path: String,
+    drv: Derivation,
+    outputs: BTreeMap<String, String>,
+}
+
+/// What the stores and the database say about a round's outputs.
+struct OutputFacts {
+    /// Known to fail (`FailedPaths`).
+    failed: BTreeSet<String>,
+    /// In the destination store.
+    present: BTreeSet<String>,
+    /// Missing from the destination but in the local store (or
+    /// substitutable into it).
+    local: BTreeSet<String>,
+}
+
+/// The derivation graph below `valid`: each derivation queued already,
+/// failed, done (outputs present or substituted now) or new.
+async fn explore(
+    queue: &Arc<Queue>,
+    valid: &BTreeSet<String>,
+    errors: &mut HashMap<String, String>,
+    substituted: &mut Vec<Substituted>,
+) -> Result<HashMap<String, Node>, QueueError> {
+    let mut nodes: HashMap<String, Node> = HashMap::new();
+    let mut frontier: BTreeSet<String> = valid.clone();
+    while !frontier.is_empty() {
+        let parsed = read_frontier(queue, &frontier, &mut nodes, errors).await;
+        let facts = output_facts(queue, &parsed).await?;
+        let mut next = BTreeSet::new();
+        for Parsed { path, drv, outputs } in parsed {
+            let paths: Vec<&String> = outputs.values().collect();
+            let missing: BTreeSet<String> = paths
+                .iter()
+                .filter(|p| !facts.present.contains(**p))
+                .map(|p| p.to_string())
+                .collect();
+            if paths.iter().any(|p| facts.failed.contains(*p)) {
+                nodes.insert(path, Node::Failed);
+            } else if !paths.is_empty()
+                && paths
+                    .iter()
+                    .all(|p| !p.is_empty() && facts.present.contains(*p))
+            {
+                nodes.insert(path, Node::Done);
+            } else if !missing.is_empty()
+                && missing
+                    .iter()
+                    .all(|p| !p.is_empty() && facts.local.contains(p))
+            {
+                substituted.push(substitute(queue, path.clone(), outputs, &missing).await?);
+                nodes.insert(path, Node::Done);
+            } else {
+                next.extend(drv.input_drvs.keys().cloned());
+                nodes.insert(
+                    path,
+                    Node::New(Box::new(NewStep {
+                        drv: Arc::new(drv),
+                        outputs,
+                    })),
+                );
+            }
+        }
+        frontier = next
+            .into_iter()
+            .filter(|d| !nodes.contains_key(d))
+            .collect();
+    }
+    Ok(nodes)
+}
+
+/// Reads the derivations of `frontier` that are neither queued (noted as
+/// such) nor seen; one that cannot be read is failed, with its error.
+async fn read_frontier(
+    queue: &Arc<Queue>,
+    frontier: &BTreeSet<String>,
+    nodes: &mut HashMap<String, Node>,
+    errors: &mut HashMap<String, String>,
+) -> Vec<Parsed> {
+    let to_read: Vec<String> = {
+        let state = queue.lock();
+        let mut to_read = Vec::new();
+        for drv in frontier {
+            if state.steps.contains_key(drv) {
+                nodes.insert(drv.clone(), Node::Queued);
+            } else if !nodes.contains_key(drv) {
+                to_read.push(drv.clone());
+            }
+        }
+        to_read
+    };
+    let mut parsed = Vec::new();
+    for (path, result) in read_drvs(&queue.ctx, to_read).await {
+        match result {
+            Ok(drv) => {
+                let outputs: BTreeMap<String, String> = drv
+                    .outputs
+                    .iter()
+                    .map(|(name, o)| (name.clone(), o.path.clone()))
+                    .collect();
+                parsed.push(Parsed { path, drv, outputs });
+            }
+            Err(e) => {
+                errors.insert(path.clone(), e);
+                nodes.insert(path, Node::Failed);
+            }
         }
     }
-    for id in gone {
+    parsed
+}
+
+/// Which of the outputs of `parsed` failed before, are in the destination
+/// store, or can be copied there from the local store instead of built
+/// (with `use-substitutes`, also after substituting them locally).
+async fn output_facts(queue: &Arc<Queue>, parsed: &[Parsed]) -> Result<OutputFacts, QueueError> {
+    let ctx = &queue.ctx;
+    let all_outputs: BTreeSet<String> = parsed
+        .iter()
+        .flat_map(|p| p.outputs.values().filter(|p| !p.is_empty()).cloned())
+        .collect();
+    let failed = finish::failed_paths(&ctx.pool, &all_outputs).await?;
+    let present =
+        ctx.dest.query_valid(&all_outputs).await.map_err(|e| {
+            QueueError::Machines(format!("cannot query the destination store: {e}"))
+        })?;
+    let substitute = ctx.config.queue_runner.use_substitutes;
+    let wanted: BTreeSet<String> = if !ctx.dest.is_machine_store() || substitute {
+        parsed
+            .iter()
+            .filter(|p| !p.outputs.values().any(|p| failed.contains(p)))
+            .flat_map(|p| {
+                p.outputs
+                    .values()
+                    .filter(|p| !p.is_empty() && !present.contains(*p))
+                    .cloned()
+            })
+            .collect()
+    } else {
+        BTreeSet::new()
+    };
+    let local = if wanted.is_empty() {
+        BTreeSet::new()
+    } else {
+        local_valid_substituting(ctx, &wanted, substitute).await?
+    };
+    Ok(OutputFacts {
+        failed,
+        present,
+        local,
+    })
+}
+
+/// Copies `missing` outputs of `drv` from the local store to the
+/// destination.
+async fn substitute(
+    queue: &Arc<Queue>,
+    drv: String,
+    outputs: BTreeMap<String, String>,
+    missing: &BTreeSet<String>,
+) -> Result<Substituted, QueueError> {
+    let ctx = &queue.ctx;
+    let local_store = hydra_store::LocalStore::new(ctx.local.clone());
+    let start = hydra_db::now();
+    ctx.dest
+        .copy_from_local(&local_store, missing)
+        .await
+        .map_err(|e| QueueError::Machines(format!("cannot copy to the destination store: {e}")))?;
+    Stats::add(&queue.stats.substitutes_succeeded, 1);
+    Ok(Substituted {
+        drv,
+        outputs,
+        start,
+        stop: hydra_db::now(),
+    })
+}
+
+/// The failed derivation that `start`'s closure reaches, if any.
+fn reaches_failure(start: &str, nodes: &HashMap<String, Node>) -> Option<String> {
+    let mut seen = BTreeSet::new();
+    let mut todo = vec![start.to_string()];
+    while let Some(d) = todo.pop() {
+        if !seen.insert(d.clone()) {
+            continue;
+        }
+        match nodes.get(&d) {
+            Some(Node::Failed) => return Some(d),
+            Some(Node::New(step)) => todo.extend(step.drv.input_drvs.keys().cloned()),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Links the explored graph into the queue under the lock: new steps,
+/// their dependencies, and the chunk's builds. `None` when a step seen
+/// queued finished meanwhile (explore again).
+fn link(
+    queue: &Arc<Queue>,
+    rows: &[QueuedBuild],
+    valid: &BTreeSet<String>,
+    nodes: &mut HashMap<String, Node>,
+) -> Option<Linked> {
+    let now = std::time::Instant::now();
+    let mut state = queue.lock();
+    let vanished: Vec<String> = nodes
+        .iter()
+        .filter(|(path, node)| matches!(node, Node::Queued) && !state.steps.contains_key(*path))
+        .map(|(path, _)| path.clone())
+        .collect();
+    for path in vanished {
+        if state.failed_steps.contains_key(&path) {
+            nodes.insert(path, Node::Failed);
+        } else {
+            drop(state);
+            tracing::debug!(drv = %path, "a queued step finished while loading; loading again");
+            return None;
+        }
+    }
+    add_steps(&mut state, &queue.stats, nodes, now);
+    let linked = add_builds(&mut state, rows, valid, nodes);
+    // Steps that only failed or finished builds needed.
+    state.drop_unneeded();
+    Some(linked)
+}
+
+/// Adds the new steps, then links them to their inputs; those without
+/// unfinished inputs are runnable from `now`.
+fn add_steps(state: &mut State, stats: &Stats, nodes: &HashMap<String, Node>, now: Instant) {
+    // New steps first, then their links.
+    for (path, node) in nodes.iter() {
+        if let Node::New(new) = node
+            && !state.steps.contains_key(path)
+        {
+            let required_features: BTreeSet<String> = new
+                .drv
+                .env
+                .get("requiredSystemFeatures")
+                .map(|f| f.split_whitespace().map(String::from).collect())
+                .unwrap_or_default();
+            state.steps.insert(
+                path.clone(),
+                Step {
+                    drv_path: path.clone(),
+                    system: new.drv.platform.clone(),
+                    outputs: new.outputs.clone(),
+                    drv: new.drv.clone(),
+                    required_features,
+                    deps: BTreeSet::new(),
+                    rdeps: BTreeSet::new(),
+                    builds: BTreeSet::new(),
+                    highest_global_priority: i32::MIN,
+                    highest_local_priority: i32::MIN,
+                    lowest_build_id: i32::MAX,
+                    jobsets: BTreeSet::new(),
+                    tries: 0,
+                    after: None,
+                    running: None,
+                    runnable_since: None,
+                    last_supported: now,
+                },
+            );
+            Stats::add(&stats.queue_steps_created, 1);
+        }
+    }
+    for (path, node) in nodes.iter() {
+        if let Node::New(new) = node {
+            for input in new.drv.input_drvs.keys() {
+                if state.steps.contains_key(input) {
+                    if let Some(step) = state.steps.get_mut(path) {
+                        step.deps.insert(input.clone());
+                    }
+                    if let Some(dep) = state.steps.get_mut(input) {
+                        dep.rdeps.insert(path.clone());
+                    }
+                }
+            }
+        }
+    }
+    for (path, node) in nodes.iter() {
+        if let Node::New(_) = node
+            && let Some(step) = state.steps.get_mut(path)
+            && step.deps.is_empty()
+            && step.runnable_since.is_none()
+        {
+            step.runnable_since = Some(now);
+        }
+    }
+}
+
+/// Adds the chunk's builds to their steps; the others are decided here
+/// (gone, a cached failure, a cached success).
+fn add_builds(
+    state: &mut State,
+    rows: &[QueuedBuild],
+    valid: &BTreeSet<String>,
+    nodes: &HashMap<String, Node>,
+) -> Linked {
+    let mut linked = Linked::default();
+    for row in rows {
+        if !valid.contains(&row.drv_path) {
+            linked.gone.push(row.id);
+            continue;
+        }
+        if let Some(failed_drv) = reaches_failure(&row.drv_path, nodes) {
+            linked.cached_failures.push(CachedFailure {
+                build: row.id,
+                drv: row.drv_path.clone(),
+                failed_drv,
+            });
+            continue;
+        }
+        match nodes.get(&row.drv_path) {
+            Some(Node::Done) => linked.cached_successes.push(row.id),
+            Some(Node::New(_) | Node::Queued) if state.steps.contains_key(&row.drv_path) => {
+                let build = Build {
+                    id: row.id,
+                    drv_path: row.drv_path.clone(),
+                    jobset_id: row.jobset_id,
+                    project: row.project.clone(),
+                    jobset: row.jobset.clone(),
+                    job: row.job.clone(),
+                    max_silent: row.max_silent,
+                    timeout: row.timeout,
+                    timestamp: row.timestamp,
+                    local_priority: row.priority,
+                    global_priority: row.global_priority,
+                    toplevel: row.drv_path.clone(),
+                };
+                if let Some(step) = state.steps.get_mut(&row.drv_path) {
+                    step.builds.insert(row.id);
+                }
+                state.propagate(&row.drv_path, &build);
+                state.jobsets.entry(row.jobset_id).or_default();
+                state.builds.insert(row.id, build);
+                linked.registered += 1;
+            }
+            _ => linked.cached_failures.push(CachedFailure {
+                build: row.id,
+                drv: row.drv_path.clone(),
+                failed_drv: row.drv_path.clone(),
+            }),
+        }
+    }
+    linked
+}
+
+/// Records what needs no building: substitutions (as a step of the first
+/// build needing each), builds whose derivation is gone, cached failures
+/// and cached successes.
+async fn record_chunk(
+    queue: &Arc<Queue>,
+    rows: &[QueuedBuild],
+    nodes: &HashMap<String, Node>,
+    linked: Linked,
+    substituted: &[Substituted],
+    errors: &HashMap<String, String>,
+) -> Result<(), QueueError> {
+    let ctx = &queue.ctx;
+    for s in substituted {
+        ctx.register_roots(s.outputs.values());
+        let needing = rows.iter().find(|r| needs(&r.drv_path, &s.drv, nodes));
+        if let Some(row) = needing {
+            finish::substitution_step(&ctx.pool, row.id, &s.drv, &s.outputs, s.start, s.stop)
+                .await?;
+        }
+    }
+    for id in linked.gone {
         finish::aborted_build(queue, id, "the derivation was garbage-collected").await?;
     }
-    for (id, drv, failed_drv) in cached_failures {
-        let message = errors.get(&failed_drv).cloned();
-        finish::cached_failure(queue, id, &drv, &failed_drv, message.as_deref()).await?;
+    for f in linked.cached_failures {
+        let message = errors.get(&f.failed_drv).cloned();
+        finish::cached_failure(queue, f.build, &f.drv, &f.failed_drv, message.as_deref()).await?;
     }
-    for id in cached_successes {
+    for id in linked.cached_successes {
         finish::cached_success(queue, id).await?;
     }
     load_new_jobset_shares(queue).await?;

@@ -36,6 +36,16 @@ struct Plan {
 }
 
 /// How a step ended.
+/// A step being run: what every stage of running it reads.
+#[derive(Clone, Copy)]
+struct Job<'a> {
+    queue: &'a Arc<Queue>,
+    drv_path: &'a str,
+    machine: &'a str,
+    plan: &'a Plan,
+    cancel: &'a CancellationToken,
+}
+
 enum Outcome {
     Succeeded {
         results: Results,
@@ -159,17 +169,14 @@ pub async fn run(queue: Arc<Queue>, drv_path: String, machine: String, cancel: C
     };
     let span = tracing::info_span!("step", drv = %drv_path, build = plan.build, machine = %machine);
     let mut opened = None;
-    let executed = execute(
-        &queue,
-        &drv_path,
-        &machine,
-        &plan,
-        &cancel,
-        &mut slot,
-        &mut opened,
-    )
-    .instrument(span)
-    .await;
+    let job = Job {
+        queue: &queue,
+        drv_path: &drv_path,
+        machine: &machine,
+        plan: &plan,
+        cancel: &cancel,
+    };
+    let executed = execute(job, &mut slot, &mut opened).instrument(span).await;
     if let Err(e) = executed {
         tracing::error!(drv = %drv_path, error = %e, "cannot record the step's result");
         // Its row, if one was started, must not stay busy: it is closed as
@@ -196,18 +203,22 @@ pub async fn run(queue: Arc<Queue>, drv_path: String, machine: String, cancel: C
     slot.release();
 }
 
+/// Runs the step and records its outcome; `opened` is its row once it
+/// has one.
 async fn execute(
-    queue: &Arc<Queue>,
-    drv_path: &str,
-    machine: &str,
-    plan: &Plan,
-    cancel: &CancellationToken,
+    job: Job<'_>,
     slot: &mut Slot<'_>,
     opened: &mut Option<(i32, i32)>,
 ) -> Result<(), QueueError> {
+    let Job {
+        queue,
+        drv_path,
+        machine,
+        plan,
+        ..
+    } = job;
     let ctx = &queue.ctx;
     let pool = &ctx.pool;
-    let toplevel: Vec<i32> = plan.toplevel_of.iter().copied().collect();
 
     // Outputs that failed before: a cached failure, nothing is built.
     let outputs: BTreeSet<String> = plan
@@ -225,11 +236,13 @@ async fn execute(
             non_deterministic: false,
         };
         let t = hydra_db::now();
-        return fail_for_good(queue, drv_path, machine, plan, None, &failure, t, t, None).await;
+        let run = step_run(job, None, t, t, None);
+        return fail_for_good(queue, plan, &run, &failure).await;
     }
 
     let start = hydra_db::now();
     let started = Instant::now();
+    let toplevel: Vec<i32> = plan.toplevel_of.iter().copied().collect();
     let stepnr = finish::start_step(
         pool,
         plan.build,
@@ -243,21 +256,52 @@ async fn execute(
     *opened = Some((plan.build, stepnr));
     Stats::add(&queue.stats.steps_started, 1);
     let log_path = ctx.log_path(drv_path);
-    let log_str = log_path.to_string_lossy().into_owned();
 
     let outcome = tokio::select! {
-        outcome = build(queue, drv_path, machine, plan, stepnr, &log_path, cancel, slot) => outcome,
-        _ = cancel.cancelled() => Outcome::Cancelled,
+        outcome = build(job, stepnr, &log_path, slot) => outcome,
+        _ = job.cancel.cancelled() => Outcome::Cancelled,
     };
     let stop = hydra_db::now();
-    let elapsed = started.elapsed();
+    account_time(job, start, stop, started.elapsed());
+    let log_str = log_path.to_string_lossy().into_owned();
+    let log = log_path.exists().then_some(log_str.as_str());
+    let run = step_run(job, Some(stepnr), start, stop, log);
+    record(job, &run, outcome).await?;
+    queue.dispatch.notify_one();
+    Ok(())
+}
+
+/// The step's row data for `finish`.
+fn step_run<'a>(
+    job: Job<'a>,
+    stepnr: Option<i32>,
+    start: i32,
+    stop: i32,
+    log: Option<&'a str>,
+) -> finish::StepRun<'a> {
+    finish::StepRun {
+        build: job.plan.build,
+        stepnr,
+        drv_path: job.drv_path,
+        machine: job.machine,
+        outputs: &job.plan.outputs,
+        start,
+        stop,
+        log,
+    }
+}
+
+/// Adds the step's time to its machine, its jobsets' shares and the
+/// statistics.
+fn account_time(job: Job<'_>, start: i32, stop: i32, elapsed: Duration) {
+    let queue = job.queue;
     {
         let mut state = queue.lock();
-        if let Some(m) = state.machines.get_mut(machine) {
+        if let Some(m) = state.machines.get_mut(job.machine) {
             m.total_step_time += elapsed;
             m.steps_done += 1;
         }
-        for j in &plan.jobsets {
+        for j in &job.plan.jobsets {
             if let Some(share) = state.jobsets.get_mut(j) {
                 share.add(i64::from(start), i64::from(stop - start));
             }
@@ -265,143 +309,176 @@ async fn execute(
     }
     Stats::add(&queue.stats.steps_done, 1);
     Stats::add(&queue.stats.total_step_time_ms, elapsed.as_millis() as u64);
-    let has_log = log_path.exists();
-    let log = has_log.then_some(log_str.as_str());
+}
+
+/// Records how the step went: its builds finished, or the step queued
+/// again.
+async fn record(
+    job: Job<'_>,
+    run: &finish::StepRun<'_>,
+    outcome: Outcome,
+) -> Result<(), QueueError> {
     match outcome {
         Outcome::Succeeded {
             results,
             times_built,
             non_deterministic,
         } => {
-            let run = finish::StepRun {
-                build: plan.build,
-                stepnr: Some(stepnr),
-                drv_path,
-                machine,
-                outputs: &plan.outputs,
-                start,
-                stop,
-                log,
-            };
             let success = finish::Success {
                 results: &results,
                 times_built,
                 non_deterministic,
                 overhead: 0,
             };
-            let finished = finish::step_succeeded(pool, &run, stepnr, &toplevel, &success).await?;
-            if has_log
-                && ctx.config.queue_runner.upload_logs_to_binary_cache
-                && !ctx.dest.is_machine_store()
-                && let Err(e) = ctx.dest.upload_log(drv_path, &log_path).await
-            {
-                tracing::warn!(error = %e, "cannot upload the log to the binary cache");
-            }
-            let n = finished.len() as u64;
-            Stats::add(&queue.stats.builds_done, n);
-            Stats::add(&queue.stats.builds_succeeded, n);
-            let mut state = queue.lock();
-            for id in &finished {
-                state.builds.remove(id);
-            }
-            for id in &plan.toplevel_of {
-                state.builds.remove(id);
-            }
-            state.remove_step(drv_path);
-            if let Some(m) = state.machines.get_mut(machine) {
-                m.succeeded();
-            }
-            state.drop_unneeded();
+            succeeded(job, run, &success).await
         }
-        Outcome::Failed(failure) => {
-            fail_for_good(
-                queue,
-                drv_path,
-                machine,
-                plan,
-                Some(stepnr),
-                &failure,
-                start,
-                stop,
-                log,
-            )
-            .await?;
-        }
-        Outcome::Retry { status, error } => {
-            let max_tries = ctx.config.queue_runner.max_tries.max(1);
-            let tries = queue.lock().steps.get(drv_path).map_or(0, |s| s.tries) + 1;
-            if tries < max_tries {
-                finish::step_will_retry(pool, plan.build, stepnr, status, &error, stop, log)
-                    .await?;
-                let interval = ctx.config.queue_runner.retry_interval as f64;
-                let backoff = ctx.config.queue_runner.retry_backoff;
-                let delay = interval * backoff.powi(tries as i32 - 1);
-                tracing::warn!(drv = %drv_path, tries, retry_in = delay, error = %error, "step failed; it will be tried again");
-                Stats::add(&queue.stats.retries, 1);
-                queue
-                    .stats
-                    .max_retries
-                    .fetch_max(u64::from(tries), std::sync::atomic::Ordering::Relaxed);
-                let mut state = queue.lock();
-                if let Some(step) = state.steps.get_mut(drv_path) {
-                    step.tries = tries;
-                    step.after = Some(Instant::now() + Duration::from_secs_f64(delay.max(0.0)));
-                    step.running = None;
-                }
-            } else {
-                let failure = Failure {
-                    status,
-                    error: Some(error),
-                    cacheable: false,
-                    times_built: 0,
-                    non_deterministic: false,
-                };
-                fail_for_good(
-                    queue,
-                    drv_path,
-                    machine,
-                    plan,
-                    Some(stepnr),
-                    &failure,
-                    start,
-                    stop,
-                    log,
-                )
-                .await?;
-            }
-        }
-        Outcome::Cancelled => {
-            let shutting_down = queue.stopping.is_cancelled();
-            let (code, why) = if shutting_down {
-                (Status::Aborted, "the queue runner stopped")
-            } else {
-                (Status::Cancelled, "no build needs this step any more")
-            };
-            finish::step_will_retry(pool, plan.build, stepnr, code, why, stop, log).await?;
-            tracing::info!(drv = %drv_path, "step cancelled: {why}");
-            let mut state = queue.lock();
-            if let Some(step) = state.steps.get_mut(drv_path) {
-                step.running = None;
-            }
-            state.drop_unneeded();
-        }
+        Outcome::Failed(failure) => fail_for_good(job.queue, job.plan, run, &failure).await,
+        Outcome::Retry { status, error } => retry_or_fail(job, run, status, error).await,
+        Outcome::Cancelled => cancelled(job, run).await,
     }
-    queue.dispatch.notify_one();
+}
+
+/// The row of a step that ran.
+fn stepnr_of(run: &finish::StepRun<'_>) -> Result<i32, QueueError> {
+    run.stepnr
+        .ok_or_else(|| QueueError::Machines("a step that ran has no row".into()))
+}
+
+async fn succeeded(
+    job: Job<'_>,
+    run: &finish::StepRun<'_>,
+    success: &finish::Success<'_>,
+) -> Result<(), QueueError> {
+    let Job {
+        queue,
+        drv_path,
+        machine,
+        plan,
+        ..
+    } = job;
+    let ctx = &queue.ctx;
+    let toplevel: Vec<i32> = plan.toplevel_of.iter().copied().collect();
+    let finished =
+        finish::step_succeeded(&ctx.pool, run, stepnr_of(run)?, &toplevel, success).await?;
+    if let Some(log) = run.log
+        && ctx.config.queue_runner.upload_logs_to_binary_cache
+        && !ctx.dest.is_machine_store()
+        && let Err(e) = ctx
+            .dest
+            .upload_log(drv_path, std::path::Path::new(log))
+            .await
+    {
+        tracing::warn!(error = %e, "cannot upload the log to the binary cache");
+    }
+    let n = finished.len() as u64;
+    Stats::add(&queue.stats.builds_done, n);
+    Stats::add(&queue.stats.builds_succeeded, n);
+    let mut state = queue.lock();
+    for id in &finished {
+        state.builds.remove(id);
+    }
+    for id in &plan.toplevel_of {
+        state.builds.remove(id);
+    }
+    state.remove_step(drv_path);
+    if let Some(m) = state.machines.get_mut(machine) {
+        m.succeeded();
+    }
+    state.drop_unneeded();
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A step that failed in a way worth another try: tried again later
+/// (with backoff) until `max_tries`, then failed for good.
+async fn retry_or_fail(
+    job: Job<'_>,
+    run: &finish::StepRun<'_>,
+    status: Status,
+    error: String,
+) -> Result<(), QueueError> {
+    let Job {
+        queue, drv_path, ..
+    } = job;
+    let ctx = &queue.ctx;
+    let max_tries = ctx.config.queue_runner.max_tries.max(1);
+    let tries = queue.lock().steps.get(drv_path).map_or(0, |s| s.tries) + 1;
+    if tries >= max_tries {
+        let failure = Failure {
+            status,
+            error: Some(error),
+            cacheable: false,
+            times_built: 0,
+            non_deterministic: false,
+        };
+        return fail_for_good(queue, job.plan, run, &failure).await;
+    }
+    finish::step_will_retry(
+        &ctx.pool,
+        run.build,
+        stepnr_of(run)?,
+        status,
+        &error,
+        run.stop,
+        run.log,
+    )
+    .await?;
+    let interval = ctx.config.queue_runner.retry_interval as f64;
+    let backoff = ctx.config.queue_runner.retry_backoff;
+    let delay = interval * backoff.powi(tries as i32 - 1);
+    tracing::warn!(drv = %drv_path, tries, retry_in = delay, error = %error, "step failed; it will be tried again");
+    Stats::add(&queue.stats.retries, 1);
+    queue
+        .stats
+        .max_retries
+        .fetch_max(u64::from(tries), std::sync::atomic::Ordering::Relaxed);
+    let mut state = queue.lock();
+    if let Some(step) = state.steps.get_mut(drv_path) {
+        step.tries = tries;
+        step.after = Some(Instant::now() + Duration::from_secs_f64(delay.max(0.0)));
+        step.running = None;
+    }
+    Ok(())
+}
+
+/// A step stopped because no build needs it any more, or the queue
+/// runner stops.
+async fn cancelled(job: Job<'_>, run: &finish::StepRun<'_>) -> Result<(), QueueError> {
+    let Job {
+        queue, drv_path, ..
+    } = job;
+    let (code, why) = if queue.stopping.is_cancelled() {
+        (Status::Aborted, "the queue runner stopped")
+    } else {
+        (Status::Cancelled, "no build needs this step any more")
+    };
+    finish::step_will_retry(
+        &queue.ctx.pool,
+        run.build,
+        stepnr_of(run)?,
+        code,
+        why,
+        run.stop,
+        run.log,
+    )
+    .await?;
+    tracing::info!(drv = %drv_path, "step cancelled: {why}");
+    let mut state = queue.lock();
+    if let Some(step) = state.steps.get_mut(drv_path) {
+        step.running = None;
+    }
+    state.drop_unneeded();
+    Ok(())
+}
+
+/// A step that failed for good: `run`'s builds and every build that
+/// needs the step fail.
 async fn fail_for_good(
     queue: &Arc<Queue>,
-    drv_path: &str,
-    machine: &str,
     plan: &Plan,
-    stepnr: Option<i32>,
+    first: &finish::StepRun<'_>,
     failure: &Failure,
-    start: i32,
-    stop: i32,
-    log: Option<&str>,
 ) -> Result<(), QueueError> {
+    let drv_path = first.drv_path;
     // Builds that were linked to the step while its failure was written
     // (a load in progress) fail too, in further rounds, until none is left;
     // only then does the step leave the queue, under the same lock, and is
@@ -437,14 +514,8 @@ async fn fail_for_good(
             (dependents, toplevel_of)
         };
         let run = finish::StepRun {
-            build: plan.build,
-            stepnr: if round == 0 { stepnr } else { None },
-            drv_path,
-            machine,
-            outputs: &plan.outputs,
-            start,
-            stop,
-            log,
+            stepnr: if round == 0 { first.stepnr } else { None },
+            ..*first
         };
         let finished =
             finish::step_failed(&queue.ctx.pool, &run, &toplevel_of, &dependents, failure).await?;
@@ -498,7 +569,17 @@ pub async fn fail_unsupported(queue: &Arc<Queue>, drv_path: &str) {
     };
     let t = hydra_db::now();
     Stats::add(&queue.stats.unsupported_aborted, 1);
-    if let Err(e) = fail_for_good(queue, drv_path, "", &plan, None, &failure, t, t, None).await {
+    let run = finish::StepRun {
+        build: plan.build,
+        stepnr: None,
+        drv_path,
+        machine: "",
+        outputs: &plan.outputs,
+        start: t,
+        stop: t,
+        log: None,
+    };
+    if let Err(e) = fail_for_good(queue, &plan, &run, &failure).await {
         tracing::error!(error = %e, "cannot record an unsupported step");
     }
 }
@@ -542,74 +623,121 @@ async fn input_outputs(
     .map_err(|e| e.to_string())?
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Records the step's progress (a failure to is only logged).
+async fn set_busy(job: Job<'_>, stepnr: i32, state: Busy) {
+    if let Err(e) = finish::set_busy(&job.queue.ctx.pool, job.plan.build, stepnr, state).await {
+        tracing::warn!(error = %e, "cannot record the step's progress");
+    }
+}
+
+/// A failure of the step itself, not worth another try.
+fn aborted(error: String) -> Outcome {
+    Outcome::Failed(Failure {
+        status: Status::Aborted,
+        error: Some(error),
+        cacheable: false,
+        times_built: 0,
+        non_deterministic: false,
+    })
+}
+
+/// A failure around the step (a file, the machine list, a store), worth
+/// another try.
+fn retry(error: String) -> Outcome {
+    Outcome::Retry {
+        status: Status::Aborted,
+        error,
+    }
+}
+
+/// What the build reported.
+struct Built {
+    times_built: i32,
+    non_deterministic: bool,
+}
+
+/// Builds the step on its machine: inputs copied there, the derivation
+/// built with its log written to `log_path`, outputs copied back and
+/// analysed.
 async fn build(
-    queue: &Arc<Queue>,
-    drv_path: &str,
-    machine: &str,
-    plan: &Plan,
+    job: Job<'_>,
     stepnr: i32,
     log_path: &std::path::Path,
-    cancel: &CancellationToken,
     slot: &mut Slot<'_>,
 ) -> Outcome {
-    let ctx = &queue.ctx;
-    let pool = &ctx.pool;
-    let busy = |state: Busy| async move {
-        if let Err(e) = finish::set_busy(pool, plan.build, stepnr, state).await {
-            tracing::warn!(error = %e, "cannot record the step's progress");
-        }
-    };
+    match build_stages(job, stepnr, log_path, slot).await {
+        Ok(outcome) | Err(outcome) => outcome,
+    }
+}
 
-    // The basic derivation: inputs replaced by their outputs.
-    let inputs = match input_outputs(queue, &plan.drv).await {
-        Ok(i) => i,
-        Err(e) => {
-            return Outcome::Retry {
-                status: Status::Aborted,
-                error: e,
-            };
-        }
-    };
-    let basic = match plan.drv.to_basic(&mut |p: &str| {
-        inputs
-            .get(p)
-            .cloned()
-            .ok_or_else(|| DerivationError::Invalid(format!("input {p} not read")))
-    }) {
-        Ok(b) => b,
-        Err(e) => {
-            return Outcome::Failed(Failure {
-                status: Status::Aborted,
-                error: Some(e.to_string()),
-                cacheable: false,
-                times_built: 0,
-                non_deterministic: false,
-            });
-        }
-    };
+async fn build_stages(
+    job: Job<'_>,
+    stepnr: i32,
+    log_path: &std::path::Path,
+    slot: &mut Slot<'_>,
+) -> Result<Outcome, Outcome> {
+    let basic = basic_derivation(job).await?;
+    set_busy(job, stepnr, Busy::Connecting).await;
+    let (mut remote, is_local) = connect(job).await?;
+    send_inputs(job, stepnr, &mut remote, is_local, &basic).await?;
+    set_busy(job, stepnr, Busy::Building).await;
+    let built = run_build(job, &mut remote, &basic, log_path).await?;
+    let scans = receive(job, stepnr, remote, is_local, slot, &built).await?;
+    set_busy(job, stepnr, Busy::PostProcessing).await;
+    let ctx = &job.queue.ctx;
+    let analysis = products::analyse(&scans);
+    let closure_size = ctx
+        .dest
+        .closure_size(&job.plan.outputs.values().cloned().collect())
+        .await
+        .unwrap_or(0);
+    ctx.register_roots(job.plan.outputs.values());
+    Ok(Outcome::Succeeded {
+        results: Results {
+            status: if analysis.failed {
+                Status::FailedWithOutput
+            } else {
+                Status::Succeeded
+            },
+            analysis,
+            closure_size,
+        },
+        times_built: built.times_built,
+        non_deterministic: built.non_deterministic,
+    })
+}
 
-    busy(Busy::Connecting).await;
+/// The basic derivation: inputs replaced by their outputs.
+async fn basic_derivation(job: Job<'_>) -> Result<hydra_nix::derivation::BasicDerivation, Outcome> {
+    let inputs = input_outputs(job.queue, &job.plan.drv)
+        .await
+        .map_err(retry)?;
+    job.plan
+        .drv
+        .to_basic(&mut |p: &str| {
+            inputs
+                .get(p)
+                .cloned()
+                .ok_or_else(|| DerivationError::Invalid(format!("input {p} not read")))
+        })
+        .map_err(|e| aborted(e.to_string()))
+}
+
+/// A connection to the step's machine (a pooled one that still answers,
+/// else a new one), and whether the machine is this one.
+async fn connect(job: Job<'_>) -> Result<(ServeClient, bool), Outcome> {
+    let Job { queue, machine, .. } = job;
     let (transport, is_local) = {
         let state = queue.lock();
-        let Some(m) = state
+        let m = state
             .machines
             .list()
             .iter()
             .find(|m| m.machine.store_uri == machine)
-        else {
-            return Outcome::Retry {
-                status: Status::Aborted,
-                error: format!("machine {machine} is gone"),
-            };
-        };
-        (m.transport(ctx), m.is_local())
+            .ok_or_else(|| retry(format!("machine {machine} is gone")))?;
+        (m.transport(&queue.ctx), m.is_local())
     };
-    let transport = match transport {
-        Ok(t) => t,
-        Err(e) => return machine_trouble(queue, machine, e),
-    };
-    // A pooled connection must still answer; else a new one.
+    let transport = transport.map_err(|e| machine_trouble(queue, machine, e))?;
     let mut pooled = queue.take_connection(machine);
     if let Some(client) = pooled.as_mut()
         && client
@@ -619,45 +747,68 @@ async fn build(
     {
         pooled = None;
     }
-    let mut remote = match pooled {
+    let remote = match pooled {
         Some(c) => c,
-        None => match ServeClient::connect(&transport, Duration::from_secs(60)).await {
-            Ok(c) => c,
-            Err(e) => return machine_trouble(queue, machine, e),
-        },
+        None => ServeClient::connect(&transport, Duration::from_secs(60))
+            .await
+            .map_err(|e| machine_trouble(queue, machine, e))?,
     };
+    Ok((remote, is_local))
+}
 
-    // Inputs only in the destination cache are fetched into the local
-    // store first.
+/// Inputs only in the destination cache are fetched into the local store
+/// first; then everything in the closure of the inputs that the machine
+/// lacks is sent to it.
+async fn send_inputs(
+    job: Job<'_>,
+    stepnr: i32,
+    remote: &mut ServeClient,
+    is_local: bool,
+    basic: &hydra_nix::derivation::BasicDerivation,
+) -> Result<(), Outcome> {
+    let Job { queue, machine, .. } = job;
+    let ctx = &queue.ctx;
     let local_store = hydra_store::LocalStore::new(ctx.local.clone());
     if let Err(e) = ctx
         .dest
         .copy_to_local(&local_store, &basic.input_srcs)
         .await
     {
-        return Outcome::Retry {
-            status: Status::Aborted,
-            error: format!("cannot get the inputs from {}: {e}", ctx.dest.describe()),
-        };
+        return Err(retry(format!(
+            "cannot get the inputs from {}: {e}",
+            ctx.dest.describe()
+        )));
     }
-    // Inputs: everything in the closure of the basic derivation's inputs
-    // that the machine lacks.
-    if !is_local {
-        busy(Busy::SendingInputs).await;
-        Stats::add(&queue.stats.steps_copying_to, 1);
-        let copied = copy_inputs(queue, &mut remote, &basic.input_srcs).await;
-        queue
-            .stats
-            .steps_copying_to
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        match copied {
-            Ok(bytes) => Stats::add(&queue.stats.bytes_sent, bytes),
-            Err(e) => return machine_trouble(queue, machine, e),
-        }
+    if is_local {
+        return Ok(());
     }
+    set_busy(job, stepnr, Busy::SendingInputs).await;
+    Stats::add(&queue.stats.steps_copying_to, 1);
+    let copied = copy_inputs(queue, remote, &basic.input_srcs).await;
+    queue
+        .stats
+        .steps_copying_to
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    let bytes = copied.map_err(|e| machine_trouble(queue, machine, e))?;
+    Stats::add(&queue.stats.bytes_sent, bytes);
+    Ok(())
+}
 
-    // Build, with the log written as it arrives.
-    busy(Busy::Building).await;
+/// Builds the derivation, with the log written to `log_path` as it
+/// arrives; a build that did not succeed is the step's outcome.
+async fn run_build(
+    job: Job<'_>,
+    remote: &mut ServeClient,
+    basic: &hydra_nix::derivation::BasicDerivation,
+    log_path: &std::path::Path,
+) -> Result<Built, Outcome> {
+    let Job {
+        queue,
+        drv_path,
+        machine,
+        plan,
+        cancel,
+    } = job;
     if let Some(dir) = log_path.parent()
         && let Err(e) = tokio::fs::create_dir_all(dir).await
     {
@@ -674,7 +825,7 @@ async fn build(
     Stats::add(&queue.stats.steps_building, 1);
     let build_started = Instant::now();
     let result = remote
-        .build_derivation(drv_path, &basic, &plan.options, cancel)
+        .build_derivation(drv_path, basic, &plan.options, cancel)
         .await;
     queue
         .stats
@@ -696,46 +847,55 @@ async fn build(
     }
     let result = match result {
         Ok(r) => r,
-        Err(ServeError::Cancelled { .. }) => return Outcome::Cancelled,
-        Err(e) => return machine_trouble(queue, machine, e),
+        Err(ServeError::Cancelled { .. }) => return Err(Outcome::Cancelled),
+        Err(e) => return Err(machine_trouble(queue, machine, e)),
     };
-    let times_built = result.times_built as i32;
-    let non_deterministic = result.is_non_deterministic;
+    let built = Built {
+        times_built: result.times_built as i32,
+        non_deterministic: result.is_non_deterministic,
+    };
     let failed = |status: Status, cacheable: bool| {
-        Outcome::Failed(Failure {
+        Err(Outcome::Failed(Failure {
             status,
             error: Some(result.error_text()),
             cacheable,
-            times_built,
-            non_deterministic,
-        })
+            times_built: built.times_built,
+            non_deterministic: built.non_deterministic,
+        }))
     };
     match result.status {
-        s if s.is_success() => {}
+        s if s.is_success() => Ok(built),
         BuildStatus::PermanentFailure
         | BuildStatus::InputRejected
-        | BuildStatus::OutputRejected => {
-            return failed(Status::Failed, true);
-        }
-        BuildStatus::TransientFailure => {
-            return Outcome::Retry {
-                status: Status::Failed,
-                error: result.error_text(),
-            };
-        }
-        BuildStatus::TimedOut => return failed(Status::TimedOut, false),
-        BuildStatus::LogLimitExceeded => return failed(Status::LogLimitExceeded, false),
-        BuildStatus::NotDeterministic => return failed(Status::NotDeterministic, true),
-        _ => {
-            return Outcome::Retry {
-                status: Status::Aborted,
-                error: result.error_text(),
-            };
-        }
+        | BuildStatus::OutputRejected => failed(Status::Failed, true),
+        BuildStatus::TransientFailure => Err(Outcome::Retry {
+            status: Status::Failed,
+            error: result.error_text(),
+        }),
+        BuildStatus::TimedOut => failed(Status::TimedOut, false),
+        BuildStatus::LogLimitExceeded => failed(Status::LogLimitExceeded, false),
+        BuildStatus::NotDeterministic => failed(Status::NotDeterministic, true),
+        _ => Err(retry(result.error_text())),
     }
+}
 
-    // Outputs: the machine may start its next step while they come over.
-    busy(Busy::WaitingForLocalSlot).await;
+/// Brings the outputs over (the machine's slot is given back first, so it
+/// may start its next step meanwhile) and scans them.
+async fn receive(
+    job: Job<'_>,
+    stepnr: i32,
+    mut remote: ServeClient,
+    is_local: bool,
+    slot: &mut Slot<'_>,
+    built: &Built,
+) -> Result<Vec<OutputScan>, Outcome> {
+    let Job {
+        queue,
+        machine,
+        plan,
+        ..
+    } = job;
+    set_busy(job, stepnr, Busy::WaitingForLocalSlot).await;
     Stats::add(&queue.stats.steps_waiting_local, 1);
     let permit = queue.local_slots.acquire().await;
     queue
@@ -743,7 +903,7 @@ async fn build(
         .steps_waiting_local
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     slot.release();
-    busy(Busy::ReceivingOutputs).await;
+    set_busy(job, stepnr, Busy::ReceivingOutputs).await;
     Stats::add(&queue.stats.steps_copying_from, 1);
     let received = receive_outputs(queue, &mut remote, is_local, plan).await;
     queue
@@ -756,43 +916,19 @@ async fn build(
     } else {
         let _ = remote.close().await;
     }
-    let scans = match received {
-        Ok(Received::Scans(s)) => s,
-        Ok(Received::TooBig(size)) => {
-            return Outcome::Failed(Failure {
-                status: Status::OutputLimitExceeded,
-                error: Some(format!(
-                    "the outputs are {size} bytes, more than max_output_size ({})",
-                    ctx.config.queue_runner.max_output_size
-                )),
-                cacheable: false,
-                times_built,
-                non_deterministic,
-            });
-        }
-        Err(e) => return machine_trouble(queue, machine, e),
-    };
-
-    busy(Busy::PostProcessing).await;
-    let analysis = products::analyse(&scans);
-    let closure_size = ctx
-        .dest
-        .closure_size(&plan.outputs.values().cloned().collect())
-        .await
-        .unwrap_or(0);
-    ctx.register_roots(plan.outputs.values());
-    Outcome::Succeeded {
-        results: Results {
-            status: if analysis.failed {
-                Status::FailedWithOutput
-            } else {
-                Status::Succeeded
-            },
-            analysis,
-            closure_size,
-        },
-        times_built,
-        non_deterministic,
+    match received {
+        Ok(Received::Scans(scans)) => Ok(scans),
+        Ok(Received::TooBig(size)) => Err(Outcome::Failed(Failure {
+            status: Status::OutputLimitExceeded,
+            error: Some(format!(
+                "the outputs are {size} bytes, more than max_output_size ({})",
+                queue.ctx.config.queue_runner.max_output_size
+            )),
+            cacheable: false,
+            times_built: built.times_built,
+            non_deterministic: built.non_deterministic,
+        })),
+        Err(e) => Err(machine_trouble(queue, machine, e)),
     }
 }
 
