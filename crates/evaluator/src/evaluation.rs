@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hydra_config::Config;
+use hydra_db::status::JobsetType;
 use hydra_db::{DbError, rows};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
@@ -257,25 +258,116 @@ pub(crate) async fn jobset_inputs(
     Ok(inputs)
 }
 
+/// How the stages of an evaluation end early: with its outcome, or failed
+/// as a whole.
+enum Stop {
+    Done(Outcome),
+    Failed(RunError),
+}
+
+impl<E: Into<RunError>> From<E> for Stop {
+    fn from(e: E) -> Self {
+        Stop::Failed(e.into())
+    }
+}
+
+/// The stage's outcome as the end of the evaluation.
+fn done(outcome: Result<Outcome, RunError>) -> Stop {
+    match outcome {
+        Ok(outcome) => Stop::Done(outcome),
+        Err(e) => Stop::Failed(e),
+    }
+}
+
+/// What was checked out: the jobset as it is now, its fetched inputs and
+/// the locked flake.
+struct Checkout {
+    row: rows::Jobset,
+    fetched: Vec<Fetched>,
+    flake: Option<String>,
+    /// The inputs come from a generated declarative specification (its
+    /// evaluation must produce a `jobsets` job).
+    generated_spec: bool,
+    started: Instant,
+}
+
 async fn run(
     ctx: &Context,
     row: &rows::Jobset,
     trace: &str,
     times: &mut Times,
 ) -> Result<Outcome, RunError> {
-    let checkout_start = Instant::now();
+    match stages(ctx, row, trace, times).await {
+        Ok(outcome) | Err(Stop::Done(outcome)) => Ok(outcome),
+        Err(Stop::Failed(e)) => Err(e),
+    }
+}
+
+async fn stages(
+    ctx: &Context,
+    row: &rows::Jobset,
+    trace: &str,
+    times: &mut Times,
+) -> Result<Outcome, Stop> {
+    let checkout = checkout(ctx, row, trace, times).await?;
+    let hash = inputs_hash(&checkout.row, checkout.flake.as_deref(), &checkout.fetched);
+    skip_if_unchanged(ctx, &checkout, &hash, trace).await?;
+    let eval_start = Instant::now();
+    let (evaluated, broken_aggregates) = evaluate(ctx, &checkout).await?;
+    times.eval = eval_start.elapsed();
+    let error_text = error_text(&evaluated.errors);
+    let new_eval = NewEval {
+        jobset_id: checkout.row.id,
+        trace_id: trace,
+        hash: &hash,
+        checkout_time: times.checkout.as_secs() as i32,
+        eval_time: times.eval.as_secs() as i32,
+        flake: checkout.flake.as_deref(),
+        nix_expr_input: checkout.row.nix_expr_input.as_deref(),
+        nix_expr_path: checkout.row.nix_expr_path.as_deref(),
+        jobs: &evaluated.jobs,
+        error_text: &error_text,
+        broken_aggregates: &broken_aggregates,
+        inputs: &checkout.fetched,
+    };
+    let recorded = match record::record(&ctx.pool, &new_eval).await {
+        Ok(recorded) => recorded,
+        Err(record::RecordError::Db(e)) => return Err(e.into()),
+        Err(e @ record::RecordError::BrokenAggregate { .. }) => {
+            return Err(RunError::Message(e.to_string()).into());
+        }
+    };
+    Ok(Outcome::Evaluated {
+        eval_id: recorded.eval_id,
+        new_builds: recorded.new_builds.len(),
+        reused: recorded.reused,
+        job_errors: evaluated.errors.len(),
+        changed: recorded.has_new_builds,
+    })
+}
+
+/// Applies a declarative specification (for `.jobsets`), fetches the
+/// inputs and locks the flake; a fetch that fails ends the evaluation.
+async fn checkout(
+    ctx: &Context,
+    row: &rows::Jobset,
+    trace: &str,
+    times: &mut Times,
+) -> Result<Checkout, Stop> {
+    let started = Instant::now();
+    let failed_fetch = |times: &mut Times, text: String| {
+        times.checkout = started.elapsed();
+        async move { done(fetch_failed(ctx, row.id, trace, text).await) }
+    };
     let mut extra_inputs = Vec::new();
     let mut generated_spec = false;
     if row.name == ".jobsets" {
         match declarative::evaluate_spec(ctx, row).await? {
             Decl::Applied(outcome) => {
-                times.checkout = checkout_start.elapsed();
-                return Ok(outcome);
+                times.checkout = started.elapsed();
+                return Err(Stop::Done(outcome));
             }
-            Decl::FetchFailed(text) => {
-                times.checkout = checkout_start.elapsed();
-                return fetch_failed(ctx, row.id, trace, text).await;
-            }
+            Decl::FetchFailed(text) => return Err(failed_fetch(times, text).await),
             Decl::Generated(inputs) => {
                 extra_inputs = inputs;
                 generated_spec = true;
@@ -283,7 +375,7 @@ async fn run(
         }
     }
     // Re-read: a declarative specification may have changed the jobset.
-    let row = &rows::jobset_by_id(
+    let row = rows::jobset_by_id(
         &mut *ctx.pool.acquire().await.map_err(DbError::from)?,
         row.id,
     )
@@ -292,7 +384,6 @@ async fn run(
     let inputs = jobset_inputs(&ctx.pool, &row.project, &row.name).await?;
     record::repair_is_current(&ctx.pool, row.id).await?;
 
-    // Fetch.
     let fetch_ctx = FetchContext {
         pool: &ctx.pool,
         config: &ctx.config,
@@ -307,39 +398,49 @@ async fn run(
             Ok(Some(f)) => fetched.push(f),
             Ok(None) => {}
             Err(e) => {
-                times.checkout = checkout_start.elapsed();
                 tracing::warn!(input = %input.name, error = %e, "fetching an input failed");
-                return fetch_failed(ctx, row.id, trace, e.to_string()).await;
+                return Err(failed_fetch(times, e.to_string()).await);
             }
         }
     }
     fetched.extend(extra_inputs);
-    let flake = match row.kind {
-        1 => {
-            let Some(flake) = row.flake.as_deref().filter(|f| !f.is_empty()) else {
-                return Err(RunError::Message(
-                    "the jobset is a flake jobset without a flake".into(),
-                ));
-            };
-            match lock_flake(&ctx.nix, flake).await {
-                Ok(locked) => Some(locked),
-                Err(text) => {
-                    times.checkout = checkout_start.elapsed();
-                    return fetch_failed(ctx, row.id, trace, text).await;
-                }
-            }
+    let flake = if row.kind == JobsetType::Flake.code() {
+        let Some(flake) = row.flake.as_deref().filter(|f| !f.is_empty()) else {
+            return Err(
+                RunError::Message("the jobset is a flake jobset without a flake".into()).into(),
+            );
+        };
+        match lock_flake(&ctx.nix, flake).await {
+            Ok(locked) => Some(locked),
+            Err(text) => return Err(failed_fetch(times, text).await),
         }
-        _ => None,
+    } else {
+        None
     };
-    times.checkout = checkout_start.elapsed();
+    times.checkout = started.elapsed();
+    Ok(Checkout {
+        row,
+        fetched,
+        flake,
+        generated_spec,
+        started,
+    })
+}
 
-    // Unchanged?
-    let hash = inputs_hash(row, flake.as_deref(), &fetched);
+/// Ends the evaluation as unchanged when the inputs (`hash`) and the flake
+/// are those of the latest evaluation and none is forced.
+async fn skip_if_unchanged(
+    ctx: &Context,
+    checkout: &Checkout,
+    hash: &str,
+    trace: &str,
+) -> Result<(), Stop> {
+    let row = &checkout.row;
     let latest = hydra_db::evals::latest(&ctx.pool, row.id).await?;
     if let Some((previous, prev_hash, prev_flake)) = latest
-        && prev_hash.as_deref() == Some(hash.as_str())
+        && prev_hash.as_deref() == Some(hash)
         && row.force_eval != Some(true)
-        && prev_flake == flake
+        && prev_flake == checkout.flake
     {
         hydra_db::jobsets::record_unchanged(&ctx.pool, row.id, hydra_db::now()).await?;
         hydra_db::notify::publish(
@@ -348,42 +449,55 @@ async fn run(
             &format!("{trace}\t{}\t{previous}", row.id),
         )
         .await?;
-        return Ok(Outcome::Unchanged {
+        return Err(Stop::Done(Outcome::Unchanged {
             previous_eval: previous,
-        });
+        }));
     }
+    Ok(())
+}
 
-    // Evaluate.
-    let eval_start = Instant::now();
-    let expression = match &flake {
-        Some(url) => Expression::Flake { url: url.clone() },
-        None => {
-            let (Some(input), Some(path)) = (
-                row.nix_expr_input.as_deref().filter(|s| !s.is_empty()),
-                row.nix_expr_path.as_deref().filter(|s| !s.is_empty()),
-            ) else {
-                return Err(RunError::Message(
-                    "the jobset has no Nix expression (nixexprinput and nixexprpath)".into(),
-                ));
-            };
-            if !fetched
-                .iter()
-                .any(|f| f.name == input && f.store_path.is_some())
-            {
-                return Err(RunError::Message(format!(
-                    "the jobset's Nix expression is in input `{input}`, which {}",
-                    if fetched.iter().any(|f| f.name == input) {
-                        "is not a path in the store"
-                    } else {
-                        "does not exist"
-                    }
-                )));
-            }
-            Expression::Legacy {
-                expr: format!("{input}/{path}"),
-            }
-        }
+/// The expression a jobset evaluates: its flake, or `nixexprpath` in
+/// input `nixexprinput` (which must be a fetched path).
+fn expression(checkout: &Checkout) -> Result<Expression, RunError> {
+    if let Some(url) = &checkout.flake {
+        return Ok(Expression::Flake { url: url.clone() });
+    }
+    let row = &checkout.row;
+    let (Some(input), Some(path)) = (
+        row.nix_expr_input.as_deref().filter(|s| !s.is_empty()),
+        row.nix_expr_path.as_deref().filter(|s| !s.is_empty()),
+    ) else {
+        return Err(RunError::Message(
+            "the jobset has no Nix expression (nixexprinput and nixexprpath)".into(),
+        ));
     };
+    let fetched = &checkout.fetched;
+    if !fetched
+        .iter()
+        .any(|f| f.name == input && f.store_path.is_some())
+    {
+        return Err(RunError::Message(format!(
+            "the jobset's Nix expression is in input `{input}`, which {}",
+            if fetched.iter().any(|f| f.name == input) {
+                "is not a path in the store"
+            } else {
+                "does not exist"
+            }
+        )));
+    }
+    Ok(Expression::Legacy {
+        expr: format!("{input}/{path}"),
+    })
+}
+
+/// Evaluates the jobset's expression with its inputs and resolves the
+/// aggregates; returns the jobs and the aggregates that are broken.
+async fn evaluate(
+    ctx: &Context,
+    checkout: &Checkout,
+) -> Result<(engine::Outcome, BTreeMap<String, String>), RunError> {
+    let expression = expression(checkout)?;
+    let fetched = &checkout.fetched;
     let gc_roots_dir = ctx.config.gc_roots_dir.clone();
     if let Err(e) = std::fs::create_dir_all(&gc_roots_dir) {
         tracing::warn!(dir = %gc_roots_dir.display(), error = %e, "cannot create the garbage collector roots directory");
@@ -398,7 +512,7 @@ async fn run(
         nix: ctx.nix.clone(),
         gc_roots_dir: Some(gc_roots_dir),
         timeout: Duration::from_secs(ctx.config.evaluator.time_limit)
-            .saturating_sub(checkout_start.elapsed()),
+            .saturating_sub(checkout.started.elapsed()),
     };
     let mut evaluated = match engine::evaluate(&request).await {
         Ok(evaluated) => evaluated,
@@ -416,47 +530,13 @@ async fn run(
         aggregates::resolve(&ctx.nix, &mut evaluated, request.gc_roots_dir.as_deref())
             .await
             .map_err(RunError::Message)?;
-    times.eval = eval_start.elapsed();
-    if generated_spec && !evaluated.jobs.contains_key("jobsets") {
+    if checkout.generated_spec && !evaluated.jobs.contains_key("jobsets") {
         return Err(RunError::Message(match evaluated.errors.get("jobsets") {
             Some(e) => format!("the job `jobsets` of the declarative specification failed to evaluate:\n{e}"),
             None => "the evaluation of a generated declarative specification must produce a job named `jobsets`".into(),
         }));
     }
-
-    let error_text = error_text(&evaluated.errors);
-    let recorded = match record::record(
-        &ctx.pool,
-        &NewEval {
-            jobset_id: row.id,
-            trace_id: trace,
-            hash: &hash,
-            checkout_time: times.checkout.as_secs() as i32,
-            eval_time: times.eval.as_secs() as i32,
-            flake: flake.as_deref(),
-            nix_expr_input: row.nix_expr_input.as_deref(),
-            nix_expr_path: row.nix_expr_path.as_deref(),
-            jobs: &evaluated.jobs,
-            error_text: &error_text,
-            broken_aggregates: &broken_aggregates,
-            inputs: &fetched,
-        },
-    )
-    .await
-    {
-        Ok(recorded) => recorded,
-        Err(record::RecordError::Db(e)) => return Err(e.into()),
-        Err(e @ record::RecordError::BrokenAggregate { .. }) => {
-            return Err(RunError::Message(e.to_string()));
-        }
-    };
-    Ok(Outcome::Evaluated {
-        eval_id: recorded.eval_id,
-        new_builds: recorded.new_builds.len(),
-        reused: recorded.reused,
-        job_errors: evaluated.errors.len(),
-        changed: recorded.has_new_builds,
-    })
+    Ok((evaluated, broken_aggregates))
 }
 
 /// Records a failed fetch (`fetchErrorMsg`) and announces it.

@@ -104,6 +104,33 @@ pub async fn record(pool: &PgPool, eval: &NewEval<'_>) -> Result<Recorded, Recor
     Ok(recorded)
 }
 
+/// A job's identity across evaluations: its name and representative
+/// output.
+type JobKey = (String, String);
+
+/// The builds of the previous evaluation with new builds, by job.
+#[derive(Default)]
+struct PreviousEval {
+    builds: HashMap<JobKey, Previous>,
+    /// How many members it had (`None`: there is none).
+    count: Option<usize>,
+}
+
+/// Hydra's `checkBuild` over every job, in name order: the evaluation's
+/// members so far and the NOTIFYs to send.
+struct Checked<'a> {
+    notes: Vec<(&'static str, String)>,
+    /// (build, whether it is new).
+    members: Vec<(i32, bool)>,
+    /// Jobs that need a new build.
+    to_insert: Vec<&'a Job>,
+    /// Job name → its build.
+    job_builds: HashMap<&'a str, i32>,
+    reused: usize,
+    /// Reused builds whose derivation changed: (build, new drvPath).
+    repointed: Vec<(i32, String)>,
+}
+
 async fn record_in(conn: &mut PgConnection, eval: &NewEval<'_>) -> Result<Recorded, RecordError> {
     let now = hydra_db::now();
     let eval_id = hydra_db::evals::insert(
@@ -121,126 +148,156 @@ async fn record_in(conn: &mut PgConnection, eval: &NewEval<'_>) -> Result<Record
         },
     )
     .await?;
-
-    // The builds of the previous evaluation with new builds, by job and
-    // representative output.
-    let previous_eval =
-        hydra_db::evals::latest_with_new_builds(&mut *conn, eval.jobset_id, Some(eval_id)).await?;
-    let mut previous: HashMap<(String, String), Previous> = HashMap::new();
-    let mut previous_count = None;
-    if let Some(prev) = previous_eval {
-        let rows = hydra_db::evals::member_builds(conn, prev).await?;
-        previous_count = Some(rows.len());
-        for row in rows {
-            let key = (
-                row.job,
-                row.first_output.unwrap_or_else(|| row.drv_path.clone()),
-            );
-            previous.insert(
-                key,
-                Previous {
-                    id: row.id,
-                    drv_path: row.drv_path,
-                    finished: row.finished == 1,
-                },
-            );
-        }
-    }
-
-    // checkBuild for every job, in name order.
-    let mut notes: Vec<(&str, String)> = Vec::new();
-    let mut recorded = Recorded {
-        eval_id,
-        ..Default::default()
-    };
-    let mut member_new: Vec<(i32, bool)> = Vec::new();
-    let mut seen: HashSet<(String, String)> = HashSet::new();
-    let mut to_insert: Vec<&Job> = Vec::new();
-    let mut job_builds: HashMap<&str, i32> = HashMap::new();
-    for job in eval.jobs.values() {
-        let key = (job.name.clone(), representative(job));
-        if !seen.insert(key.clone()) {
-            continue;
-        }
-        if let Some(prev) = previous.get(&key) {
-            member_new.push((prev.id, false));
-            job_builds.insert(&job.name, prev.id);
-            recorded.reused += 1;
-            let channel = if prev.drv_path != job.drv_path {
-                recorded.repointed.push((prev.id, job.drv_path.clone()));
-                "cached_build_queued"
-            } else if prev.finished {
-                "cached_build_finished"
-            } else {
-                "cached_build_queued"
-            };
-            notes.push((channel, format!("{eval_id}\t{}", prev.id)));
-        } else {
-            to_insert.push(job);
-            // Placeholder for the id; filled below.
-            notes.push(("build_queued", String::new()));
-        }
-    }
-
-    if !to_insert.is_empty() {
-        let ids = hydra_db::builds::reserve_ids(conn, to_insert.len()).await?;
-        insert_builds(conn, eval.jobset_id, now, &to_insert, &ids).await?;
-        let mut next = ids.iter();
-        for note in notes
-            .iter_mut()
-            .filter(|(c, p)| *c == "build_queued" && p.is_empty())
-        {
-            if let Some(id) = next.next() {
-                note.1 = id.to_string();
-            }
-        }
-        for (job, id) in to_insert.iter().zip(&ids) {
-            member_new.push((*id, true));
-            job_builds.insert(&job.name, *id);
-        }
-        recorded.new_builds = ids;
-    }
-    notify::send_all(conn, &notes).await?;
+    let previous = previous_eval(conn, eval.jobset_id, eval_id).await?;
+    let mut checked = check_builds(eval, &previous, eval_id);
+    let new_builds = add_new_builds(conn, eval, now, &mut checked).await?;
+    notify::send_all(conn, &checked.notes).await?;
 
     // Hydra's `jobsetChanged`: builds were added, or the previous
     // evaluation with new builds had another number of members.
-    let changed = !recorded.new_builds.is_empty()
-        || previous_count.is_some_and(|count| count != member_new.len());
+    let members = &checked.members;
+    let changed =
+        !new_builds.is_empty() || previous.count.is_some_and(|count| count != members.len());
     if changed && let Some((name, error)) = eval.broken_aggregates.iter().next() {
         return Err(RecordError::BrokenAggregate {
             name: name.clone(),
             error: error.clone(),
         });
     }
-    recorded.has_new_builds = changed;
-    recorded.members = member_new.iter().map(|(id, _)| *id).collect();
     hydra_db::evals::set_new_builds(
         conn,
         eval_id,
         changed,
-        changed.then_some(member_new.len() as i32),
+        changed.then_some(members.len() as i32),
     )
     .await?;
-    notify::send_all(
+    notify::send(
         conn,
-        &[(
-            "eval_added",
-            format!("{}\t{}\t{eval_id}", eval.trace_id, eval.jobset_id),
-        )],
+        "eval_added",
+        &format!("{}\t{}\t{eval_id}", eval.trace_id, eval.jobset_id),
     )
     .await?;
-
     if changed {
-        hydra_db::evals::add_members(conn, eval_id, &member_new).await?;
-        insert_constituents(conn, eval, &job_builds).await?;
+        hydra_db::evals::add_members(conn, eval_id, members).await?;
+        insert_constituents(conn, eval, &checked.job_builds).await?;
         insert_eval_inputs(conn, eval_id, eval.inputs).await?;
-        if let Some(lowest) = recorded.new_builds.iter().min() {
+        if let Some(lowest) = new_builds.iter().min() {
             notify::send(conn, "builds_added", &lowest.to_string()).await?;
         }
     }
-
     hydra_db::jobsets::record_checked(conn, eval.jobset_id, eval.error_text, now).await?;
-    Ok(recorded)
+    Ok(Recorded {
+        eval_id,
+        members: members.iter().map(|(id, _)| *id).collect(),
+        new_builds,
+        reused: checked.reused,
+        has_new_builds: changed,
+        repointed: checked.repointed,
+    })
+}
+
+/// The builds of the latest evaluation of jobset `jobset_id` with new
+/// builds (other than `eval_id`), by job and representative output.
+async fn previous_eval(
+    conn: &mut PgConnection,
+    jobset_id: i32,
+    eval_id: i32,
+) -> Result<PreviousEval, sqlx::Error> {
+    let Some(prev) =
+        hydra_db::evals::latest_with_new_builds(&mut *conn, jobset_id, Some(eval_id)).await?
+    else {
+        return Ok(PreviousEval::default());
+    };
+    let rows = hydra_db::evals::member_builds(conn, prev).await?;
+    let count = Some(rows.len());
+    let builds = rows
+        .into_iter()
+        .map(|row| {
+            let key = (
+                row.job,
+                row.first_output.unwrap_or_else(|| row.drv_path.clone()),
+            );
+            let previous = Previous {
+                id: row.id,
+                drv_path: row.drv_path,
+                finished: row.finished == 1,
+            };
+            (key, previous)
+        })
+        .collect();
+    Ok(PreviousEval { builds, count })
+}
+
+/// `checkBuild` for every job: a job reuses the previous build with its
+/// name and representative output, else needs a new one (its
+/// `build_queued` note gets the id once the build exists).
+fn check_builds<'a>(eval: &NewEval<'a>, previous: &PreviousEval, eval_id: i32) -> Checked<'a> {
+    let mut checked = Checked {
+        notes: Vec::new(),
+        members: Vec::new(),
+        to_insert: Vec::new(),
+        job_builds: HashMap::new(),
+        reused: 0,
+        repointed: Vec::new(),
+    };
+    let mut seen: HashSet<JobKey> = HashSet::new();
+    for job in eval.jobs.values() {
+        let key = (job.name.clone(), representative(job));
+        if !seen.insert(key.clone()) {
+            continue;
+        }
+        if let Some(prev) = previous.builds.get(&key) {
+            checked.members.push((prev.id, false));
+            checked.job_builds.insert(&job.name, prev.id);
+            checked.reused += 1;
+            let channel = if prev.drv_path != job.drv_path {
+                checked.repointed.push((prev.id, job.drv_path.clone()));
+                "cached_build_queued"
+            } else if prev.finished {
+                "cached_build_finished"
+            } else {
+                "cached_build_queued"
+            };
+            checked
+                .notes
+                .push((channel, format!("{eval_id}\t{}", prev.id)));
+        } else {
+            checked.to_insert.push(job);
+            // Placeholder for the id; filled when the build exists.
+            checked.notes.push(("build_queued", String::new()));
+        }
+    }
+    checked
+}
+
+/// Adds the builds `checked` needs, makes them members and fills in their
+/// notes; returns their ids.
+async fn add_new_builds<'a>(
+    conn: &mut PgConnection,
+    eval: &NewEval<'a>,
+    now: i32,
+    checked: &mut Checked<'a>,
+) -> Result<Vec<i32>, sqlx::Error> {
+    if checked.to_insert.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids = hydra_db::builds::reserve_ids(conn, checked.to_insert.len()).await?;
+    insert_builds(conn, eval.jobset_id, now, &checked.to_insert, &ids).await?;
+    let mut next = ids.iter();
+    for note in checked
+        .notes
+        .iter_mut()
+        .filter(|(c, p)| *c == "build_queued" && p.is_empty())
+    {
+        if let Some(id) = next.next() {
+            note.1 = id.to_string();
+        }
+    }
+    for (job, id) in checked.to_insert.iter().zip(&ids) {
+        checked.members.push((*id, true));
+        checked.job_builds.insert(&job.name, *id);
+    }
+    Ok(ids)
 }
 
 async fn insert_builds(

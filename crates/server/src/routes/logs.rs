@@ -228,7 +228,8 @@ enum Watch {
     Step(i32, i32),
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A log in `mode`; `watch` is what it belongs to (the live stream ends
+/// when that finishes).
 async fn show(
     state: &AppState,
     headers: &HeaderMap,
@@ -236,7 +237,6 @@ async fn show(
     drv: String,
     watch: Watch,
     q: &TailQuery,
-    last_event: Option<u64>,
 ) -> ApiResult<Response> {
     let base = drv.rsplit('/').next().unwrap_or(&drv).to_string();
     match mode {
@@ -250,7 +250,12 @@ async fn show(
             None => Ok(redirect_below(state, headers, &format!("log/{base}"), None)),
         },
         Mode::Tail => serve_text(state, &drv, Some(q.lines()?.unwrap_or(TAIL_LINES))).await,
-        Mode::Live => Ok(live(state.clone(), drv, watch, last_event.unwrap_or(0))),
+        Mode::Live => Ok(live(
+            state.clone(),
+            drv,
+            watch,
+            last_event_id(headers).unwrap_or(0),
+        )),
         Mode::Pretty => {
             let (build, step) = match watch {
                 Watch::Build(b) => (b, None),
@@ -294,16 +299,7 @@ pub async fn build_log(
     let id = parse_id(&get("id").unwrap_or_default(), "build")?;
     let mode = mode(get("mode").as_deref())?;
     let drv = build_log_drv(&state, id).await?;
-    show(
-        &state,
-        &headers,
-        mode,
-        drv,
-        Watch::Build(id),
-        &q,
-        last_event_id(&headers),
-    )
-    .await
+    show(&state, &headers, mode, drv, Watch::Build(id), &q).await
 }
 
 /// `/build/<id>/step/<nr>/log[/<mode>]`.
@@ -317,16 +313,7 @@ pub async fn step_log(
     let id = parse_id(&get("id").unwrap_or_default(), "build")?;
     let mode = mode(get("mode").as_deref())?;
     let (nr, drv) = step_drv(&state, id, &get("nr").unwrap_or_default()).await?;
-    show(
-        &state,
-        &headers,
-        mode,
-        drv,
-        Watch::Step(id, nr),
-        &q,
-        last_event_id(&headers),
-    )
-    .await
+    show(&state, &headers, mode, drv, Watch::Step(id, nr), &q).await
 }
 
 /// `/build/<id>/nixlog/<nr>[/<mode>]`: Hydra's old step log URL.
