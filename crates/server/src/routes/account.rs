@@ -1,9 +1,11 @@
 //! Accounts: signing in and out, the current user, user records, and API
 //! tokens.
 
+use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
 use serde_json::{Value, json};
 
 use super::form::{self, Body};
@@ -373,4 +375,19 @@ pub async fn revoke_token(
         )));
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The routes this module serves.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/login", get(login_form).post(login))
+        .route("/logout", post(logout))
+        .route("/current-user", get(current_user))
+        .route("/register", put(register).post(register))
+        .route("/user/{name}", get(show).put(save).delete(delete))
+        .route("/user/{name}/tokens", get(tokens).post(create_token))
+        .route(
+            "/user/{name}/tokens/{id}",
+            axum::routing::delete(revoke_token),
+        )
 }

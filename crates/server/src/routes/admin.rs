@@ -2,6 +2,8 @@
 //! news, the queue runner's status and machines (read from its status
 //! endpoint), running-step ages for Prometheus, and `/api/scmdiff`.
 
+use axum::Router;
+use axum::routing::{get, post};
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
@@ -347,4 +349,28 @@ pub async fn scmdiff(
         text,
     )
         .into_response())
+}
+
+/// The routes this module serves.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/prometheus", get(prometheus))
+        .route("/queue-runner-status", get(queue_runner_status))
+        .route("/machines", get(machines))
+        .route(
+            "/admin/clear-queue-non-current",
+            get(clear_queue_non_current).post(clear_queue_non_current),
+        )
+        .route(
+            "/admin/clear-failed-cache",
+            get(clear_failed_cache).post(clear_failed_cache),
+        )
+        .route(
+            "/admin/clear-vcs-cache",
+            get(clear_vcs_cache).post(clear_vcs_cache),
+        )
+        .route("/admin/news", get(news))
+        .route("/admin/news/submit", post(news_submit))
+        .route("/admin/news/delete/{id}", post(news_delete))
+        .route("/api/scmdiff", get(scmdiff))
 }

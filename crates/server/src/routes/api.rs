@@ -1,6 +1,8 @@
 //! `/api/*`: Hydra's small JSON endpoints for scripts.
 
+use axum::Router;
 use axum::extract::{Query, State};
+use axum::routing::{get, post};
 use hydra_db::status::JobsetState;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -176,4 +178,15 @@ pub async fn push(
         triggered.push(name);
     }
     Ok(Page::value("api", json!({ "jobsetsTriggered": triggered })))
+}
+
+/// The routes this module serves.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/latestbuilds", get(latest_builds))
+        .route("/api/queue", get(queue))
+        .route("/api/nrqueue", get(nr_queue))
+        .route("/api/nrbuilds", get(nr_builds))
+        .route("/api/jobsets", get(jobsets))
+        .route("/api/push", post(push).get(push))
 }

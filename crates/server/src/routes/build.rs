@@ -1,8 +1,10 @@
 //! `/build/<id>`: a build, its steps, and the actions on it.
 
+use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
+use axum::routing::get;
 use serde_json::{Value, json};
 
 use super::actions::{self, Action};
@@ -147,4 +149,18 @@ pub async fn keep(
         &headers,
         &format!("build/{}", build.id),
     ))
+}
+
+/// The routes this module serves.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/build/{id}", get(show))
+        .route("/build/{id}/constituents", get(constituents))
+        .route("/build/{id}/evals", get(evals))
+        .route("/build/{id}/api/get-info", get(get_info))
+        .route("/build/{id}/step/{nr}", get(step))
+        .route("/build/{id}/restart", get(restart).post(restart))
+        .route("/build/{id}/cancel", get(cancel).post(cancel))
+        .route("/build/{id}/bump", get(bump).post(bump))
+        .route("/build/{id}/keep/{keep}", get(keep).post(keep))
 }

@@ -7,6 +7,8 @@
 //! sent as they are. Nothing is held whole in memory. With
 //! `binary_cache_secret_key_file`, every narinfo carries our signature.
 
+use axum::Router;
+use axum::routing::get;
 use std::collections::BTreeSet;
 
 use async_compression::tokio::bufread::XzEncoder;
@@ -249,4 +251,14 @@ pub async fn output(
         headers.insert(header::CONTENT_DISPOSITION, v);
     }
     Ok(response)
+}
+
+/// The routes this module serves.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/nix-cache-info", get(cache_info))
+        .route("/nix-cache-public-key", get(public_key))
+        .route("/{file}", get(narinfo))
+        .route("/nar/{file}", get(nar))
+        .route("/build/{id}/output/{name}", get(output))
 }

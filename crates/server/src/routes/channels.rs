@@ -6,6 +6,8 @@
 //! attributes are the outputs, fetched from this server's binary cache)
 //! and `binary-cache-url`.
 
+use axum::Router;
+use axum::routing::get;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -290,6 +292,26 @@ pub async fn build(
         file.as_deref(),
     )
     .await
+}
+
+/// `…/channel/latest[/<file>]` under every scope.
+fn scoped_routes() -> Router<AppState> {
+    let mut router = Router::new();
+    for scope in super::latest::SCOPES {
+        router = router
+            .route(&format!("{scope}/channel/latest"), get(latest))
+            .route(&format!("{scope}/channel/latest/{{file}}"), get(latest));
+    }
+    router
+}
+
+/// The routes this module serves.
+pub fn routes() -> Router<AppState> {
+    scoped_routes()
+        .route("/eval/{id}/channel", get(eval))
+        .route("/eval/{id}/channel/{file}", get(eval))
+        .route("/build/{id}/nix", get(build))
+        .route("/build/{id}/nix/{file}", get(build))
 }
 
 #[cfg(test)]

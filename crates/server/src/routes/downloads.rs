@@ -7,6 +7,8 @@
 //! it. Products are sent with `Content-Security-Policy: sandbox` so an
 //! HTML product cannot act as this site.
 
+use axum::Router;
+use axum::routing::get;
 use std::path::PathBuf;
 
 use axum::body::Body;
@@ -349,4 +351,19 @@ fn mime_type(path: &std::path::Path) -> String {
     } else {
         mime.essence_str().to_string()
     }
+}
+
+/// The routes this module serves.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/build/{id}/download/{nr}", get(download))
+        .route("/build/{id}/download/{nr}/{*rest}", get(download))
+        .route(
+            "/build/{id}/download-by-type/{type}/{subtype}",
+            get(download_by_type),
+        )
+        .route(
+            "/build/{id}/download-by-type/{type}/{subtype}/{*rest}",
+            get(download_by_type),
+        )
 }

@@ -1,8 +1,10 @@
 //! `/eval/<id>`: an evaluation, its builds, and actions on all of them.
 
+use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
+use axum::routing::get;
 use serde_json::Value;
 
 use hydra_db::builds::Statuses;
@@ -166,4 +168,25 @@ pub async fn bump(
     eval: EvalPath,
 ) -> ApiResult<Response> {
     act(&state, &headers, &viewer, &eval, Action::Bump, None).await
+}
+
+/// The routes this module serves.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/eval/{id}", get(show))
+        .route("/eval/{id}/builds", get(builds))
+        .route("/eval/{id}/store-paths", get(store_paths))
+        .route("/eval/{id}/errors", get(errors))
+        .route("/eval/{id}/job/{job}", get(job))
+        .route("/eval/{id}/job/{job}/{*rest}", get(job_rest))
+        .route("/eval/{id}/cancel", get(cancel).post(cancel))
+        .route(
+            "/eval/{id}/restart-aborted",
+            get(restart_aborted).post(restart_aborted),
+        )
+        .route(
+            "/eval/{id}/restart-failed",
+            get(restart_failed).post(restart_failed),
+        )
+        .route("/eval/{id}/bump", get(bump).post(bump))
 }

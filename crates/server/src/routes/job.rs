@@ -2,9 +2,11 @@
 //! Prometheus figures and its series (build times, sizes, metrics), and
 //! starring it.
 
+use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use hydra_db::status::BuildStatus;
 use serde_json::{Value, json};
 
@@ -222,4 +224,26 @@ pub async fn star(
     hydra_db::users::set_starred(&state.pool, &account.name, (&project, &jobset, &job), star)
         .await?;
     Ok(Page::value("job-star", json!({ "starred": star })))
+}
+
+/// The routes this module serves.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/job/{project}/{jobset}/{job}", get(show))
+        .route("/job/{project}/{jobset}/{job}/shield", get(shield))
+        .route("/job/{project}/{jobset}/{job}/prometheus", get(prometheus))
+        .route(
+            "/job/{project}/{jobset}/{job}/build-times",
+            get(build_times),
+        )
+        .route(
+            "/job/{project}/{jobset}/{job}/closure-sizes",
+            get(closure_sizes),
+        )
+        .route(
+            "/job/{project}/{jobset}/{job}/output-sizes",
+            get(output_sizes),
+        )
+        .route("/job/{project}/{jobset}/{job}/metric/{name}", get(metric))
+        .route("/job/{project}/{jobset}/{job}/star", post(star))
 }

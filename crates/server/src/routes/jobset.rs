@@ -1,9 +1,11 @@
 //! `/jobset/<p>/<j>`: show (renamed jobsets redirect), create or update
 //! (PUT), delete, and its evaluations.
 
+use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use hydra_db::jobsets::{InputRow, JobsetRow};
 use hydra_db::status::{JobsetState, JobsetType};
 use serde_json::{Value, json};
@@ -343,4 +345,20 @@ pub async fn latest_eval_rest(
     Path((_, _, rest)): Path<(String, String, String)>,
 ) -> ApiResult<Response> {
     latest_eval_to(&state, &headers, &jobset, Some(&rest)).await
+}
+
+/// The routes this module serves.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/jobset/{project}/{jobset}",
+            get(show).put(save).delete(delete),
+        )
+        .route("/jobset/{project}/{jobset}/evals", get(evals))
+        .route("/jobset/{project}/{jobset}/errors", get(errors))
+        .route("/jobset/{project}/{jobset}/latest-eval", get(latest_eval))
+        .route(
+            "/jobset/{project}/{jobset}/latest-eval/{*rest}",
+            get(latest_eval_rest),
+        )
 }

@@ -6,6 +6,8 @@
 //! They are always served as `text/plain` with `nosniff`, never inside a
 //! page, so what a build prints cannot run in a browser.
 
+use axum::Router;
+use axum::routing::get;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -475,4 +477,16 @@ fn live(state: AppState, drv: String, watch: Watch, skip: u64) -> Response {
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
+}
+
+/// The routes this module serves.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/log/{drv}", get(log))
+        .route("/build/{id}/log", get(build_log))
+        .route("/build/{id}/log/{mode}", get(build_log))
+        .route("/build/{id}/step/{nr}/log", get(step_log))
+        .route("/build/{id}/step/{nr}/log/{mode}", get(step_log))
+        .route("/build/{id}/nixlog/{nr}", get(nixlog))
+        .route("/build/{id}/nixlog/{nr}/{mode}", get(nixlog))
 }

@@ -4,7 +4,7 @@ use axum::Router;
 use axum::http::{HeaderValue, header};
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::get;
 
 use crate::auth;
 use crate::error::ApiError;
@@ -84,179 +84,23 @@ async fn without_trailing_slash(exact: Router, mut request: axum::extract::Reque
 /// Every route, without the layers.
 fn routes() -> Router<AppState> {
     Router::new()
-        .route("/", get(root::index))
-        .route("/robots.txt", get(root::robots))
-        .route("/queue", get(root::queue))
-        .route("/status", get(root::status))
-        .route("/evals", get(root::evals))
-        .route("/steps", get(root::steps))
-        .route("/search", get(root::search))
         .route("/metrics", get(crate::metrics::serve))
-        .route("/prometheus", get(admin::prometheus))
-        .route("/queue-runner-status", get(admin::queue_runner_status))
-        .route("/machines", get(admin::machines))
-        .route("/nix-cache-info", get(cache::cache_info))
-        .route("/nix-cache-public-key", get(cache::public_key))
-        .route("/{file}", get(cache::narinfo))
-        .route("/nar/{file}", get(cache::nar))
-        .route("/log/{drv}", get(logs::log))
-        .route(
-            "/admin/clear-queue-non-current",
-            get(admin::clear_queue_non_current).post(admin::clear_queue_non_current),
-        )
-        .route(
-            "/admin/clear-failed-cache",
-            get(admin::clear_failed_cache).post(admin::clear_failed_cache),
-        )
-        .route(
-            "/admin/clear-vcs-cache",
-            get(admin::clear_vcs_cache).post(admin::clear_vcs_cache),
-        )
-        .route("/admin/news", get(admin::news))
-        .route("/admin/news/submit", post(admin::news_submit))
-        .route("/admin/news/delete/{id}", post(admin::news_delete))
-        .route("/job/{project}/{jobset}/{job}", get(job::show))
-        .route("/job/{project}/{jobset}/{job}/shield", get(job::shield))
-        .route(
-            "/job/{project}/{jobset}/{job}/prometheus",
-            get(job::prometheus),
-        )
-        .route(
-            "/job/{project}/{jobset}/{job}/build-times",
-            get(job::build_times),
-        )
-        .route(
-            "/job/{project}/{jobset}/{job}/closure-sizes",
-            get(job::closure_sizes),
-        )
-        .route(
-            "/job/{project}/{jobset}/{job}/output-sizes",
-            get(job::output_sizes),
-        )
-        .route(
-            "/job/{project}/{jobset}/{job}/metric/{name}",
-            get(job::metric),
-        )
-        .route("/job/{project}/{jobset}/{job}/star", post(job::star))
         .merge(latest::routes())
-        .merge(channel_routes())
-        .route("/eval/{id}/channel", get(channels::eval))
-        .route("/eval/{id}/channel/{file}", get(channels::eval))
-        .route("/build/{id}/nix", get(channels::build))
-        .route("/build/{id}/nix/{file}", get(channels::build))
-        .route(
-            "/project/{project}",
-            get(project::show)
-                .put(project::save)
-                .delete(project::delete),
-        )
-        .route(
-            "/jobset/{project}/{jobset}",
-            get(jobset::show).put(jobset::save).delete(jobset::delete),
-        )
-        .route("/jobset/{project}/{jobset}/evals", get(jobset::evals))
-        .route("/jobset/{project}/{jobset}/errors", get(jobset::errors))
-        .route(
-            "/jobset/{project}/{jobset}/latest-eval",
-            get(jobset::latest_eval),
-        )
-        .route(
-            "/jobset/{project}/{jobset}/latest-eval/{*rest}",
-            get(jobset::latest_eval_rest),
-        )
-        .route("/eval/{id}", get(eval::show))
-        .route("/eval/{id}/builds", get(eval::builds))
-        .route("/eval/{id}/store-paths", get(eval::store_paths))
-        .route("/eval/{id}/errors", get(eval::errors))
-        .route("/eval/{id}/job/{job}", get(eval::job))
-        .route("/eval/{id}/job/{job}/{*rest}", get(eval::job_rest))
-        .route("/eval/{id}/cancel", get(eval::cancel).post(eval::cancel))
-        .route(
-            "/eval/{id}/restart-aborted",
-            get(eval::restart_aborted).post(eval::restart_aborted),
-        )
-        .route(
-            "/eval/{id}/restart-failed",
-            get(eval::restart_failed).post(eval::restart_failed),
-        )
-        .route("/eval/{id}/bump", get(eval::bump).post(eval::bump))
-        .route("/build/{id}", get(build::show))
-        .route("/build/{id}/constituents", get(build::constituents))
-        .route("/build/{id}/evals", get(build::evals))
-        .route("/build/{id}/api/get-info", get(build::get_info))
-        .route("/build/{id}/step/{nr}", get(build::step))
-        .route("/build/{id}/log", get(logs::build_log))
-        .route("/build/{id}/log/{mode}", get(logs::build_log))
-        .route("/build/{id}/step/{nr}/log", get(logs::step_log))
-        .route("/build/{id}/step/{nr}/log/{mode}", get(logs::step_log))
-        .route("/build/{id}/nixlog/{nr}", get(logs::nixlog))
-        .route("/build/{id}/nixlog/{nr}/{mode}", get(logs::nixlog))
-        .route("/build/{id}/download/{nr}", get(downloads::download))
-        .route(
-            "/build/{id}/download/{nr}/{*rest}",
-            get(downloads::download),
-        )
-        .route(
-            "/build/{id}/download-by-type/{type}/{subtype}",
-            get(downloads::download_by_type),
-        )
-        .route(
-            "/build/{id}/download-by-type/{type}/{subtype}/{*rest}",
-            get(downloads::download_by_type),
-        )
-        .route("/build/{id}/output/{name}", get(cache::output))
-        .route(
-            "/build/{id}/restart",
-            get(build::restart).post(build::restart),
-        )
-        .route("/build/{id}/cancel", get(build::cancel).post(build::cancel))
-        .route("/build/{id}/bump", get(build::bump).post(build::bump))
-        .route(
-            "/build/{id}/keep/{keep}",
-            get(build::keep).post(build::keep),
-        )
-        .route("/api/latestbuilds", get(api::latest_builds))
-        .route("/api/queue", get(api::queue))
-        .route("/api/nrqueue", get(api::nr_queue))
-        .route("/api/nrbuilds", get(api::nr_builds))
-        .route("/api/jobsets", get(api::jobsets))
-        .route("/api/push", post(api::push).get(api::push))
-        .route("/api/push-github", post(webhooks::github))
-        .route("/api/push-gitea", post(webhooks::gitea))
-        .route("/api/scmdiff", get(admin::scmdiff))
-        .route("/login", get(account::login_form).post(account::login))
-        .route("/setup", get(setup::show).post(setup::create))
-        .route("/logout", post(account::logout))
-        .route("/current-user", get(account::current_user))
-        .route("/register", put(account::register).post(account::register))
-        .route(
-            "/user/{name}",
-            get(account::show)
-                .put(account::save)
-                .delete(account::delete),
-        )
-        .route(
-            "/user/{name}/tokens",
-            get(account::tokens).post(account::create_token),
-        )
-        .route(
-            "/user/{name}/tokens/{id}",
-            axum::routing::delete(account::revoke_token),
-        )
-}
-
-/// `…/channel/latest[/<file>]` under every scope.
-fn channel_routes() -> Router<AppState> {
-    let mut router = Router::new();
-    for scope in latest::SCOPES {
-        router = router
-            .route(&format!("{scope}/channel/latest"), get(channels::latest))
-            .route(
-                &format!("{scope}/channel/latest/{{file}}"),
-                get(channels::latest),
-            );
-    }
-    router
+        .merge(account::routes())
+        .merge(admin::routes())
+        .merge(api::routes())
+        .merge(build::routes())
+        .merge(cache::routes())
+        .merge(channels::routes())
+        .merge(downloads::routes())
+        .merge(eval::routes())
+        .merge(job::routes())
+        .merge(jobset::routes())
+        .merge(logs::routes())
+        .merge(project::routes())
+        .merge(root::routes())
+        .merge(setup::routes())
+        .merge(webhooks::routes())
 }
 
 async fn not_found() -> ApiError {

@@ -1,7 +1,9 @@
 //! `/project/<p>`: show, create or update (PUT), delete.
 
+use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::routing::get;
 use hydra_db::projects::ProjectRow;
 use serde_json::json;
 
@@ -201,6 +203,11 @@ pub async fn delete(
         "project-deleted",
         json!({ "redirect": base_url(&state, &headers) }),
     ))
+}
+
+/// The routes this module serves.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/project/{project}", get(show).put(save).delete(delete))
 }
 
 #[cfg(test)]

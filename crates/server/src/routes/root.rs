@@ -1,8 +1,10 @@
 //! Root-level pages: projects, queue, running builds, evaluations, steps,
 //! search.
 
+use axum::Router;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -123,4 +125,16 @@ pub async fn search(
             "buildsdrv": views::builds_json(&state.pool, &found.builds_drv).await?,
         }),
     ))
+}
+
+/// The routes this module serves.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(index))
+        .route("/robots.txt", get(robots))
+        .route("/queue", get(queue))
+        .route("/status", get(status))
+        .route("/evals", get(evals))
+        .route("/steps", get(steps))
+        .route("/search", get(search))
 }

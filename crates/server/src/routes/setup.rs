@@ -4,9 +4,11 @@
 //! only its digest is kept in memory, and it is refused once an
 //! administrator exists, however that administrator was made.
 
+use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -116,4 +118,9 @@ pub async fn create(
     }
     tracing::info!(user = %username, "the first administrator was created");
     signed_in(&state, &headers, &viewer, &username, "").await
+}
+
+/// The routes this module serves.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/setup", get(show).post(create))
 }

@@ -6,9 +6,11 @@
 //! downtime); signatures are compared in constant time. No session and no
 //! CSRF check: the signature is the authentication.
 
+use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
+use axum::routing::post;
 use hmac::{Hmac, KeyInit, Mac};
 use hydra_config::Secret;
 use serde_json::{Value, json};
@@ -141,4 +143,11 @@ pub async fn gitea(
     let triggered = trigger(&state, &pattern, &pattern).await?;
     tracing::info!(repository = url, ?triggered, "Gitea push");
     Ok(Page::value("api", json!({ "jobsetsTriggered": triggered })))
+}
+
+/// The routes this module serves.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/push-github", post(github))
+        .route("/api/push-gitea", post(gitea))
 }
