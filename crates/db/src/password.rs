@@ -13,6 +13,9 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use sha1::{Digest, Sha1};
 use subtle::ConstantTimeEq;
 
+/// Hydra's shortest password, in characters.
+pub const MIN_LENGTH: usize = 6;
+
 /// Hydra's Argon2 parameters.
 pub const T_COST: u32 = 3;
 pub const M_COST_KIB: u32 = 262_144;

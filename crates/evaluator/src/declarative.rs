@@ -8,8 +8,9 @@ use hydra_db::declarative;
 use hydra_db::rows;
 use serde_json::Value;
 
-use crate::evaluation::{Context, Outcome, RunError};
+use crate::context::{Context, RunError};
 use crate::inputs::{self, FetchContext, Fetched, Input};
+use crate::outcome::Outcome;
 
 /// What to do with the `.jobsets` jobset.
 #[derive(Debug)]

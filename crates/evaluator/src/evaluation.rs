@@ -5,12 +5,8 @@
 //! `eval_failed`; they are outcomes, not errors of this function.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hydra_config::Config;
 use hydra_db::status::JobsetType;
 use hydra_db::{DbError, rows};
 use sha2::{Digest, Sha256};
@@ -18,102 +14,13 @@ use sqlx::PgPool;
 use tracing::Instrument;
 
 use crate::aggregates;
+pub use crate::context::Context;
+pub(crate) use crate::context::RunError;
 use crate::declarative::{self, Decl};
 use crate::engine::{self, Expression, NixEnv, Request};
 use crate::inputs::{self, FetchContext, Fetched, Input};
-use crate::metrics::Metrics;
+pub use crate::outcome::{Outcome, Summary};
 use crate::record::{self, NewEval};
-
-/// What every evaluation needs.
-#[derive(Clone, Debug)]
-pub struct Context {
-    pub pool: PgPool,
-    pub config: Arc<Config>,
-    /// `$HYDRA_DATA`: the clone caches live under `scm/`.
-    pub data_dir: PathBuf,
-    /// How Nix programs are run (which store, which settings).
-    pub nix: NixEnv,
-    pub metrics: Arc<Metrics>,
-}
-
-/// How an evaluation ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// An evaluation was recorded.
-    Evaluated {
-        eval_id: i32,
-        new_builds: usize,
-        reused: usize,
-        /// Jobs that failed to evaluate.
-        job_errors: usize,
-        /// Whether the evaluation differs from the previous one.
-        changed: bool,
-    },
-    /// The inputs are those of the latest evaluation: nothing was done.
-    Unchanged { previous_eval: i32 },
-    /// An input could not be fetched (`fetchErrorMsg`).
-    FetchFailed(String),
-    /// The evaluation failed as a whole (`errorMsg`).
-    Failed(String),
-    /// A declarative project's static specification was applied.
-    SpecApplied { jobsets: usize },
-}
-
-/// An evaluation's outcome and timings.
-#[derive(Clone, Debug)]
-pub struct Summary {
-    pub project: String,
-    pub jobset: String,
-    pub outcome: Outcome,
-    pub checkout_time: Duration,
-    pub eval_time: Duration,
-    pub total_time: Duration,
-}
-
-impl Summary {
-    /// Whether the evaluation failed (no evaluation recorded because of an
-    /// error).
-    pub fn failed(&self) -> bool {
-        matches!(self.outcome, Outcome::FetchFailed(_) | Outcome::Failed(_))
-    }
-}
-
-impl fmt::Display for Summary {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = format!("{}:{}", self.project, self.jobset);
-        let times = format!(
-            "checkout {:.1} s, evaluation {:.1} s, total {:.1} s",
-            self.checkout_time.as_secs_f64(),
-            self.eval_time.as_secs_f64(),
-            self.total_time.as_secs_f64()
-        );
-        match &self.outcome {
-            Outcome::Evaluated {
-                eval_id,
-                new_builds,
-                reused,
-                job_errors,
-                changed,
-            } => write!(
-                f,
-                "{name}: evaluation {eval_id}{}: {new_builds} new builds, {reused} reused, {job_errors} job errors ({times})",
-                if *changed { "" } else { " (no changes)" }
-            ),
-            Outcome::Unchanged { previous_eval } => write!(
-                f,
-                "{name}: inputs unchanged since evaluation {previous_eval}, nothing to do ({times})"
-            ),
-            Outcome::FetchFailed(e) => {
-                write!(f, "{name}: fetching the inputs failed ({times}):\n{e}")
-            }
-            Outcome::Failed(e) => write!(f, "{name}: evaluation failed ({times}):\n{e}"),
-            Outcome::SpecApplied { jobsets } => write!(
-                f,
-                "{name}: declarative specification applied to {jobsets} jobsets ({times})"
-            ),
-        }
-    }
-}
 
 /// Errors that keep an evaluation from even being attempted or recorded.
 #[derive(Debug, thiserror::Error)]
@@ -208,23 +115,6 @@ async fn fail(ctx: &Context, jobset_id: i32, trace: &str, text: &str) -> Result<
     hydra_db::jobsets::record_eval_error(&ctx.pool, jobset_id, text, now).await?;
     hydra_db::notify::publish(&ctx.pool, "eval_failed", &format!("{trace}\t{jobset_id}")).await?;
     Ok(())
-}
-
-/// An error that fails the evaluation as a whole.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum RunError {
-    #[error("{0}")]
-    Message(String),
-    #[error(transparent)]
-    Engine(#[from] engine::EngineError),
-    #[error("database error: {0}")]
-    Db(#[from] DbError),
-}
-
-impl From<sqlx::Error> for RunError {
-    fn from(e: sqlx::Error) -> Self {
-        RunError::Db(DbError::from(e))
-    }
 }
 
 /// The inputs of a jobset as configured; several alternatives are refused

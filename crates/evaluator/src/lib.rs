@@ -7,11 +7,13 @@
 //! the other roles only through the database.
 
 pub mod aggregates;
+mod context;
 pub mod declarative;
 pub mod engine;
 pub mod evaluation;
 pub mod gc_roots;
 pub mod inputs;
 pub mod metrics;
+mod outcome;
 pub mod record;
 pub mod scheduler;

@@ -21,11 +21,6 @@ fn now() -> i32 {
     hydra_db::now()
 }
 
-/// Marks steps left busy by an earlier run as aborted.
-pub async fn clear_busy(pool: &PgPool) -> Result<u64, QueueError> {
-    Ok(hydra_db::steps::abort_busy(pool, now()).await?)
-}
-
 /// Which of `paths` are known to fail.
 pub async fn failed_paths(
     pool: &PgPool,

@@ -316,7 +316,7 @@ impl Queue {
     /// Sets up the queue: clears the busy marks left by an earlier run and
     /// reads the machines.
     pub async fn start(ctx: Context) -> Result<Arc<Queue>, QueueError> {
-        let cleared = crate::finish::clear_busy(&ctx.pool).await?;
+        let cleared = hydra_db::steps::abort_busy(&ctx.pool, hydra_db::now()).await?;
         if cleared > 0 {
             tracing::info!(
                 steps = cleared,

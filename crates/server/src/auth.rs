@@ -13,7 +13,6 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
 use crate::error::{ApiError, ApiResult};
@@ -123,15 +122,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Viewer {
     }
 }
 
-/// Hex SHA-256 of a secret: what the tables store.
-pub fn digest(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
-}
-
-/// A fresh random secret (256 bits, hex).
-pub fn new_secret() -> String {
-    hex::encode(rand::random::<[u8; 32]>())
-}
+pub use crate::passwords::{digest, new_secret};
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;

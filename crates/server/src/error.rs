@@ -6,7 +6,7 @@ use axum::Json;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::negotiate::Rendered;
+use crate::pages::Rendered;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

@@ -6,8 +6,15 @@ use axum::extract::{FromRequestParts, RawPathParams};
 use axum::http::request::Parts;
 
 use crate::error::ApiError;
-use crate::routes::parse_id;
 use crate::state::AppState;
+
+/// A build or evaluation id from the URL.
+pub fn parse_id(text: &str, what: &str) -> Result<i32, ApiError> {
+    text.parse::<i32>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| ApiError::bad_request(format!("Invalid {what} ID ‘{text}’.")))
+}
 
 /// The value of path segment `name`.
 async fn segment(parts: &mut Parts, state: &AppState, name: &str) -> Result<String, ApiError> {

@@ -1,19 +1,11 @@
 //! Operations: Prometheus metrics of the requests served (`/metrics`) and a
 //! structured log line per request, both from one layer.
 
-use std::time::Instant;
-
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-
-use crate::state::AppState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -80,7 +72,8 @@ impl Metrics {
         }
     }
 
-    fn record(&self, method: &str, route: &str, code: u16, seconds: f64) {
+    /// Counts and times one request.
+    pub fn record(&self, method: &str, route: &str, code: u16, seconds: f64) {
         self.requests
             .get_or_create(&RequestLabels {
                 method: method.to_string(),
@@ -104,45 +97,4 @@ impl Metrics {
         }
         out
     }
-}
-
-/// The layer: counts, times and logs every request. Routes are labelled by
-/// their pattern (`/build/{id}`), never by the concrete path, so the number
-/// of series stays bounded.
-pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = request.method().to_string();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let path = request.uri().path().to_string();
-    let response = next.run(request).await;
-    let elapsed = started.elapsed();
-    let code = response.status().as_u16();
-    state
-        .metrics
-        .record(&method, &route, code, elapsed.as_secs_f64());
-    tracing::debug!(
-        target: "hydra_server::request",
-        %method,
-        %path,
-        %route,
-        status = code,
-        ms = elapsed.as_secs_f64() * 1000.0,
-        "request"
-    );
-    response
-}
-
-/// `/metrics`.
-pub async fn serve(State(state): State<AppState>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-        )],
-        state.metrics.render(),
-    )
-        .into_response()
 }

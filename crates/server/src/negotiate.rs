@@ -13,37 +13,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-/// The data of a page: a value, or JSON text already rendered (by the
-/// database, for large lists), parsed only if a page is wanted.
-#[derive(Clone, Debug)]
-pub enum Data {
-    Value(serde_json::Value),
-    Text(std::sync::Arc<str>),
-}
-
-/// What a handler produced, kept on the response for the negotiation layer.
-#[derive(Clone, Debug)]
-pub struct Rendered {
-    pub template: &'static str,
-    pub data: Data,
-}
-
-impl Rendered {
-    pub fn new(template: &'static str, data: serde_json::Value) -> Rendered {
-        Rendered {
-            template,
-            data: Data::Value(data),
-        }
-    }
-
-    /// The data as a value.
-    pub fn value(&self) -> serde_json::Value {
-        match &self.data {
-            Data::Value(v) => v.clone(),
-            Data::Text(t) => serde_json::from_str(t).unwrap_or(serde_json::Value::Null),
-        }
-    }
-}
+use crate::pages::{Data, Rendered};
 
 /// A response whose JSON is `text` as it is (no parsing, no
 /// re-serialising): API clients get the bytes, browsers the page.

@@ -3,7 +3,37 @@
 //! others show their data as indented, escaped text. Templates replace
 //! pages here without touching any handler.
 
-use crate::negotiate::Rendered;
+/// The data of a page: a value, or JSON text already rendered (by the
+/// database, for large lists), parsed only if a page is wanted.
+#[derive(Clone, Debug)]
+pub enum Data {
+    Value(serde_json::Value),
+    Text(std::sync::Arc<str>),
+}
+
+/// What a handler produced, kept on the response for the negotiation layer.
+#[derive(Clone, Debug)]
+pub struct Rendered {
+    pub template: &'static str,
+    pub data: Data,
+}
+
+impl Rendered {
+    pub fn new(template: &'static str, data: serde_json::Value) -> Rendered {
+        Rendered {
+            template,
+            data: Data::Value(data),
+        }
+    }
+
+    /// The data as a value.
+    pub fn value(&self) -> serde_json::Value {
+        match &self.data {
+            Data::Value(v) => v.clone(),
+            Data::Text(t) => serde_json::from_str(t).unwrap_or(serde_json::Value::Null),
+        }
+    }
+}
 
 /// Escapes text for HTML element content and attribute values.
 pub fn escape(text: &str) -> String {
@@ -44,7 +74,7 @@ struct Setup<'a> {
 /// A page without its own template yet: its data, escaped.
 #[derive(askama::Template)]
 #[template(path = "data.html")]
-struct Data<'a> {
+struct DataPage<'a> {
     title: &'a str,
     data: &'a str,
 }
@@ -65,7 +95,7 @@ fn templated(page: &Rendered) -> Option<String> {
             username: text("username").unwrap_or_default(),
             fullname: text("fullname").unwrap_or_default(),
             emailaddress: text("emailaddress").unwrap_or_default(),
-            min_password: crate::routes::account::MIN_PASSWORD_LENGTH,
+            min_password: hydra_db::password::MIN_LENGTH,
         }
         .render(),
         _ => return None,
@@ -90,7 +120,7 @@ pub fn render(page: &Rendered) -> String {
     if let Some(first) = title.get(..1) {
         title = format!("{}{}", first.to_ascii_uppercase(), &title[1..]);
     }
-    Data {
+    DataPage {
         title: &title,
         data: &text,
     }

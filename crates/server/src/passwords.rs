@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use hydra_config::WebConfig;
 use hydra_db::password::{Cost, Verified};
+use sha2::{Digest, Sha256};
 use tokio::sync::{OnceCell, Semaphore};
 
 use crate::ServerError;
@@ -102,7 +103,7 @@ impl Passwords {
 
     async fn dummy(&self) -> ApiResult<&str> {
         self.dummy
-            .get_or_try_init(|| self.hash(crate::auth::new_secret()))
+            .get_or_try_init(|| self.hash(new_secret()))
             .await
             .map(String::as_str)
     }
@@ -230,6 +231,18 @@ impl Throttle {
         self.lock().remove(key);
     }
 }
+
+/// Hex SHA-256 of a secret: what the tables store.
+pub fn digest(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// A fresh random secret (256 bits, hex).
+pub fn new_secret() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
+}
+
+pub use hydra_db::password::MIN_LENGTH as MIN_PASSWORD_LENGTH;
 
 #[cfg(test)]
 mod tests {

@@ -94,9 +94,9 @@ impl AppState {
     /// first administrator; only its digest is kept, and it is refused once
     /// an administrator exists. `None` if a token was already offered.
     pub fn offer_setup(&self) -> Option<String> {
-        let token = crate::auth::new_secret();
+        let token = crate::passwords::new_secret();
         self.setup_token
-            .set(crate::auth::digest(&token))
+            .set(crate::passwords::digest(&token))
             .ok()
             .map(|()| token)
     }

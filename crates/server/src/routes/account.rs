@@ -144,8 +144,7 @@ pub async fn show(
     Ok(Page::value("user", user_json(&account)))
 }
 
-/// Hydra's shortest password.
-pub const MIN_PASSWORD_LENGTH: usize = 6;
+pub use crate::passwords::MIN_PASSWORD_LENGTH;
 
 /// The hash of the password a body sets (`password`, checked against
 /// `password2` when given), or `None` when it sets none.

@@ -351,9 +351,22 @@ pub async fn scmdiff(
         .into_response())
 }
 
+/// `/metrics`.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
 /// The routes this module serves.
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/metrics", get(metrics))
         .route("/prometheus", get(prometheus))
         .route("/queue-runner-status", get(queue_runner_status))
         .route("/machines", get(machines))

@@ -4,7 +4,6 @@ use axum::Router;
 use axum::http::{HeaderValue, header};
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 
 use crate::auth;
 use crate::error::ApiError;
@@ -41,8 +40,41 @@ pub fn router(state: AppState) -> Router {
         .layer(from_fn_with_state(state.clone(), auth::guard))
         .layer(from_fn(reject_nul))
         .layer(from_fn(negotiate::negotiate))
-        .layer(from_fn_with_state(state.clone(), crate::metrics::track))
+        .layer(from_fn_with_state(state.clone(), track))
         .with_state(state)
+}
+
+/// The layer: counts, times and logs every request. Routes are labelled by
+/// their pattern (`/build/{id}`), never by the concrete path, so the number
+/// of series stays bounded.
+async fn track(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let path = request.uri().path().to_string();
+    let response = next.run(request).await;
+    let elapsed = started.elapsed();
+    let code = response.status().as_u16();
+    state
+        .metrics
+        .record(&method, &route, code, elapsed.as_secs_f64());
+    tracing::debug!(
+        target: "hydra_server::request",
+        %method,
+        %path,
+        %route,
+        status = code,
+        ms = elapsed.as_secs_f64() * 1000.0,
+        "request"
+    );
+    response
 }
 
 /// A URL whose path or query holds a NUL byte (`%00`) is a client error:
@@ -84,7 +116,6 @@ async fn without_trailing_slash(exact: Router, mut request: axum::extract::Reque
 /// Every route, without the layers.
 fn routes() -> Router<AppState> {
     Router::new()
-        .route("/metrics", get(crate::metrics::serve))
         .merge(latest::routes())
         .merge(account::routes())
         .merge(admin::routes())
@@ -141,13 +172,7 @@ pub fn path_param(params: &[(String, String)], key: &str) -> Option<String> {
         .map(|(_, v)| v.clone())
 }
 
-/// A build or evaluation id from the URL.
-pub fn parse_id(text: &str, what: &str) -> Result<i32, ApiError> {
-    text.parse::<i32>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(|| ApiError::bad_request(format!("Invalid {what} ID ‘{text}’.")))
-}
+pub use crate::extract::parse_id;
 
 /// Hydra's name rules (URL segments and created names).
 pub use hydra_db::names;

@@ -1,0 +1,41 @@
+//! What every stage of an evaluation shares: its context and the error
+//! that fails it as a whole.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use hydra_config::Config;
+use hydra_db::DbError;
+use sqlx::PgPool;
+
+use crate::engine::{self, NixEnv};
+use crate::metrics::Metrics;
+
+/// What every evaluation needs.
+#[derive(Clone, Debug)]
+pub struct Context {
+    pub pool: PgPool,
+    pub config: Arc<Config>,
+    /// `$HYDRA_DATA`: the clone caches live under `scm/`.
+    pub data_dir: PathBuf,
+    /// How Nix programs are run (which store, which settings).
+    pub nix: NixEnv,
+    pub metrics: Arc<Metrics>,
+}
+
+/// An error that fails the evaluation as a whole.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RunError {
+    #[error("{0}")]
+    Message(String),
+    #[error(transparent)]
+    Engine(#[from] engine::EngineError),
+    #[error("database error: {0}")]
+    Db(#[from] DbError),
+}
+
+impl From<sqlx::Error> for RunError {
+    fn from(e: sqlx::Error) -> Self {
+        RunError::Db(DbError::from(e))
+    }
+}
