@@ -143,7 +143,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         std::env::var_os("HYDRA_DATA").filter(|v| !v.is_empty()),
     ) {
         (Some(dir), _) => dir,
-        (None, Some(_)) => env_paths.data_dir,
+        (None, Some(_)) => env_paths.data_dir.path().to_path_buf(),
         (None, None) => default_data_dir(),
     };
     let paths = match cli.config {

@@ -44,7 +44,7 @@ pub fn state(
 
 /// Where the key generated for an unconfigured binary cache lives.
 pub fn generated_key_file(paths: &Paths) -> PathBuf {
-    paths.data("keys/binary-cache.secret")
+    paths.data_dir.binary_cache_key()
 }
 
 /// The binary cache is signed out of the box: without

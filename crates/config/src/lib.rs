@@ -16,24 +16,82 @@ pub use options::{
     OptionDoc, QueueRunnerConfig, Secret, WebConfig, default_gc_roots_dir, options_markdown,
 };
 
-/// The log file of a step under `$HYDRA_DATA`: `build-logs/<first 2
-/// characters of the drv's base name>/<the rest>`; compressed copies add
-/// `.bz2` or `.zst`. The queue runner writes it, the web server reads it.
-pub fn build_log_path(data_dir: &Path, drv_path: &str) -> PathBuf {
-    let base = drv_path.rsplit('/').next().unwrap_or(drv_path);
-    let split = base.char_indices().nth(2).map_or(base.len(), |(i, _)| i);
-    let (head, rest) = base.split_at(split);
-    data_dir.join("build-logs").join(head).join(rest)
+/// `$HYDRA_DATA` and the layout of what lives under it: the one place
+/// that knows where logs, clones, keys and the managed database are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataDir(PathBuf);
+
+impl DataDir {
+    pub fn new(dir: impl Into<PathBuf>) -> DataDir {
+        DataDir(dir.into())
+    }
+
+    /// The directory itself.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// The log file of a step: `build-logs/<first 2 characters of the
+    /// drv's base name>/<the rest>`; compressed copies add `.bz2` or
+    /// `.zst`. The queue runner writes it, the web server reads it.
+    pub fn build_log(&self, drv_path: &str) -> PathBuf {
+        let base = drv_path.rsplit('/').next().unwrap_or(drv_path);
+        let split = base.char_indices().nth(2).map_or(base.len(), |(i, _)| i);
+        let (head, rest) = base.split_at(split);
+        self.0.join("build-logs").join(head).join(rest)
+    }
+
+    /// `scm/<kind>/<sha256 of the URL>`: where the evaluator keeps a
+    /// repository's clone between evaluations (and `/api/scmdiff` reads
+    /// it).
+    pub fn scm_clone(&self, kind: &str, url: &str) -> PathBuf {
+        use sha2::Digest;
+        self.0
+            .join("scm")
+            .join(kind)
+            .join(hex::encode(sha2::Sha256::digest(url.as_bytes())))
+    }
+
+    /// `postgres/`: the managed PostgreSQL cluster.
+    pub fn postgres(&self) -> PathBuf {
+        self.0.join("postgres")
+    }
+
+    /// `keys/binary-cache.secret`: the generated binary-cache signing key.
+    pub fn binary_cache_key(&self) -> PathBuf {
+        self.0.join("keys").join("binary-cache.secret")
+    }
+
+    /// `hydra.conf`: the configuration file unless one is named.
+    pub fn config_file(&self) -> PathBuf {
+        self.0.join("hydra.conf")
+    }
 }
 
-/// `$HYDRA_DATA/scm/<kind>/<sha256 of the URL>`: where the evaluator keeps
-/// a repository's clone between evaluations (and `/api/scmdiff` reads it).
-pub fn scm_clone_dir(data_dir: &Path, kind: &str, url: &str) -> PathBuf {
-    use sha2::Digest;
-    data_dir
-        .join("scm")
-        .join(kind)
-        .join(hex::encode(sha2::Sha256::digest(url.as_bytes())))
+impl std::ops::Deref for DataDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for DataDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl From<PathBuf> for DataDir {
+    fn from(dir: PathBuf) -> DataDir {
+        DataDir(dir)
+    }
+}
+
+impl From<&Path> for DataDir {
+    fn from(dir: &Path) -> DataDir {
+        DataDir(dir.to_path_buf())
+    }
 }
 
 /// The default of `HYDRA_DATA`.
@@ -43,7 +101,7 @@ pub const DEFAULT_DATA_DIR: &str = "/var/lib/hydra";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Paths {
     /// `HYDRA_DATA`: logs, clone caches, the managed database.
-    pub data_dir: PathBuf,
+    pub data_dir: DataDir,
     /// `HYDRA_CONFIG`, by default `$HYDRA_DATA/hydra.conf`.
     pub config_file: PathBuf,
     /// Whether the configuration file was named explicitly; a missing file is
@@ -54,9 +112,9 @@ pub struct Paths {
 impl Paths {
     /// From explicit values, falling back to the defaults.
     pub fn new(data_dir: Option<PathBuf>, config_file: Option<PathBuf>) -> Paths {
-        let data_dir = data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let data_dir = DataDir::new(data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)));
         let config_explicit = config_file.is_some();
-        let config_file = config_file.unwrap_or_else(|| data_dir.join("hydra.conf"));
+        let config_file = config_file.unwrap_or_else(|| data_dir.config_file());
         Paths {
             data_dir,
             config_file,

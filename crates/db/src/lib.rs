@@ -25,6 +25,7 @@ pub mod password;
 pub mod products;
 pub mod projects;
 pub mod rows;
+pub mod runner_status;
 pub mod sessions;
 pub mod status;
 pub mod steps;

@@ -128,7 +128,7 @@ impl ClusterSpec {
     /// The system's cluster in `$HYDRA_DATA/postgres`.
     pub fn for_data_dir(data_dir: &Path) -> ClusterSpec {
         ClusterSpec {
-            dir: data_dir.join("postgres"),
+            dir: hydra_config::DataDir::from(data_dir).postgres(),
             settings: vec![("max_connections".into(), "300".into())],
             remove_when_orphaned: false,
             search_path: None,

@@ -1,10 +1,9 @@
 //! What every stage of an evaluation shares: its context and the error
 //! that fails it as a whole.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use hydra_config::Config;
+use hydra_config::{Config, DataDir};
 use hydra_db::DbError;
 use sqlx::PgPool;
 
@@ -17,7 +16,7 @@ pub struct Context {
     pub pool: PgPool,
     pub config: Arc<Config>,
     /// `$HYDRA_DATA`: the clone caches live under `scm/`.
-    pub data_dir: PathBuf,
+    pub data_dir: DataDir,
     /// How Nix programs are run (which store, which settings).
     pub nix: NixEnv,
     pub metrics: Arc<Metrics>,

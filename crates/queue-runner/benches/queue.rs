@@ -44,7 +44,7 @@ fn context(db: &TestDb, store: &NixStore, data: &Path) -> Context {
     Context {
         pool: db.pool.clone(),
         config: Arc::new(config),
-        data_dir: data.to_path_buf(),
+        data_dir: data.into(),
         local_root: local.detect_root(),
         local,
         dest: Arc::new(dest),

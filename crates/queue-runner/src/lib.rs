@@ -41,7 +41,7 @@ pub struct Context {
     pub pool: PgPool,
     pub config: Arc<Config>,
     /// `$HYDRA_DATA`: logs go to `build-logs/`.
-    pub data_dir: PathBuf,
+    pub data_dir: hydra_config::DataDir,
     /// The local store: where `.drv` files are read from, what `localhost`
     /// builds in, and where outputs are gathered.
     pub local: NixEnv,
@@ -65,7 +65,7 @@ impl Context {
     /// The log file of a step: `build-logs/<2 chars>/<rest of the drv's
     /// base name>`.
     pub fn log_path(&self, drv_path: &str) -> PathBuf {
-        hydra_config::build_log_path(&self.data_dir, drv_path)
+        self.data_dir.build_log(drv_path)
     }
 
     /// Garbage collector roots for the outputs of a successful step (empty

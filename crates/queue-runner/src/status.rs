@@ -3,6 +3,7 @@
 //! `/status/machines`, `/status/jobsets`, `/status/steps`, and `/metrics`
 //! (Prometheus text, `hydraqueuerunner_*`).
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,6 +12,9 @@ use axum::extract::State as AxumState;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use hydra_db::runner_status::{
+    JobsetShare, MachineStatus, MachineTypeStatus, RunnerStatus, StoreStatus,
+};
 use serde_json::{Value, json};
 
 use crate::state::{Queue, Stats};
@@ -35,139 +39,138 @@ pub fn serve(queue: &Arc<Queue>, listener: tokio::net::TcpListener) -> tokio::ta
 }
 
 /// An instant as Unix seconds.
-fn unix_of(t: Option<Instant>) -> Value {
-    let Some(t) = t else { return Value::Null };
+fn unix_of(t: Option<Instant>) -> Option<i64> {
+    let t = t?;
     let now = Instant::now();
     let unix = i64::from(hydra_db::now());
-    json!(if t >= now {
+    Some(if t >= now {
         unix + (t - now).as_secs() as i64
     } else {
         unix - (now - t).as_secs() as i64
     })
 }
 
-fn machines_json(queue: &Queue) -> Value {
+fn machines_status(queue: &Queue) -> BTreeMap<String, MachineStatus> {
     let state = queue.lock();
     let now = Instant::now();
-    let mut out = serde_json::Map::new();
-    for m in state.machines.list() {
-        let done = m.steps_done.max(1);
-        out.insert(
-            m.machine.store_uri.clone(),
-            json!({
-                "enabled": m.enabled,
-                "systemTypes": m.machine.systems,
-                "supportedFeatures": m.machine.supported_features,
-                "mandatoryFeatures": m.machine.mandatory_features,
-                "maxJobs": m.machine.max_jobs,
-                "speedFactor": m.machine.speed_factor,
-                "currentJobs": m.current_jobs,
-                "nrStepsDone": m.steps_done,
-                "consecutiveFailures": m.consecutive_failures,
-                "disabledUntil": unix_of(m.disabled_until.filter(|t| *t > now)),
-                "lastFailure": unix_of(m.last_failure),
-                "idleSince": unix_of(m.idle_since),
-                "totalStepTime": m.total_step_time.as_secs(),
-                "totalStepBuildTime": m.total_build_time.as_secs(),
-                "avgStepTime": m.total_step_time.as_secs_f64() / done as f64,
-                "avgStepBuildTime": m.total_build_time.as_secs_f64() / done as f64,
-            }),
-        );
-    }
-    Value::Object(out)
+    state
+        .machines
+        .list()
+        .iter()
+        .map(|m| {
+            let done = m.steps_done.max(1);
+            let status = MachineStatus {
+                enabled: m.enabled,
+                system_types: m.machine.systems.clone(),
+                supported_features: m.machine.supported_features.iter().cloned().collect(),
+                mandatory_features: m.machine.mandatory_features.iter().cloned().collect(),
+                max_jobs: m.machine.max_jobs,
+                speed_factor: m.machine.speed_factor,
+                current_jobs: m.current_jobs,
+                nr_steps_done: m.steps_done,
+                consecutive_failures: m.consecutive_failures,
+                disabled_until: unix_of(m.disabled_until.filter(|t| *t > now)),
+                last_failure: unix_of(m.last_failure),
+                idle_since: unix_of(m.idle_since),
+                total_step_time: m.total_step_time.as_secs(),
+                total_step_build_time: m.total_build_time.as_secs(),
+                avg_step_time: m.total_step_time.as_secs_f64() / done as f64,
+                avg_step_build_time: m.total_build_time.as_secs_f64() / done as f64,
+            };
+            (m.machine.store_uri.clone(), status)
+        })
+        .collect()
 }
 
-fn jobsets_json(queue: &Queue) -> Value {
+fn jobsets_status(queue: &Queue) -> BTreeMap<String, JobsetShare> {
     let state = queue.lock();
-    let mut out = serde_json::Map::new();
-    for (id, j) in &state.jobsets {
-        out.insert(
-            id.to_string(),
-            json!({"shareUsed": j.share_used(), "seconds": j.seconds, "shares": j.shares}),
-        );
-    }
-    Value::Object(out)
+    state
+        .jobsets
+        .iter()
+        .map(|(id, j)| {
+            let share = JobsetShare {
+                share_used: j.share_used(),
+                seconds: j.seconds,
+                shares: j.shares,
+            };
+            (id.to_string(), share)
+        })
+        .collect()
 }
 
-fn status_json(queue: &Queue) -> Value {
+fn runner_status(queue: &Queue) -> RunnerStatus {
     let s = &queue.stats;
-    let (builds, steps, runnable, active, unsupported_possible, machine_types) = {
+    let mut status = {
         let state = queue.lock();
-        let runnable = state.steps.values().filter(|s| s.is_runnable()).count();
-        let active = state.steps.values().filter(|s| s.running.is_some()).count();
-        let mut types: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+        let mut machine_types: BTreeMap<String, MachineTypeStatus> = BTreeMap::new();
         for step in state.steps.values() {
-            let e = types.entry(step.system.clone()).or_default();
+            let e = machine_types.entry(step.system.clone()).or_default();
             if step.running.is_some() {
-                e.1 += 1;
+                e.running += 1;
             } else if step.deps.is_empty() {
-                e.0 += 1;
+                e.runnable += 1;
             }
         }
-        (
-            state.builds.len(),
-            state.steps.len(),
-            runnable,
-            active,
-            0u64,
-            types,
-        )
+        RunnerStatus {
+            nr_queued_builds: state.builds.len() as u64,
+            nr_unfinished_steps: state.steps.len() as u64,
+            nr_runnable_steps: state.steps.values().filter(|s| s.is_runnable()).count() as u64,
+            nr_active_steps: state.steps.values().filter(|s| s.running.is_some()).count() as u64,
+            machine_types,
+            ..RunnerStatus::default()
+        }
     };
     let done = Stats::get(&s.steps_done).max(1);
     let wakeups = Stats::get(&s.dispatcher_wakeups).max(1);
     let builds_read = Stats::get(&s.builds_read).max(1);
-    json!({
-        "status": "up",
-        "time": hydra_db::now(),
-        "uptime": queue.started.elapsed().as_secs(),
-        "pid": std::process::id(),
-        "nrQueuedBuilds": builds,
-        "nrUnfinishedSteps": steps,
-        "nrRunnableSteps": runnable,
-        "nrActiveSteps": active,
-        "nrStepsBuilding": Stats::get(&s.steps_building),
-        "nrStepsCopyingTo": Stats::get(&s.steps_copying_to),
-        "nrStepsCopyingFrom": Stats::get(&s.steps_copying_from),
-        "nrStepsWaitingForDownloadSlot": Stats::get(&s.steps_waiting_local),
-        "nrUnsupportedSteps": unsupported_possible,
-        "nrUnsupportedStepsAborted": Stats::get(&s.unsupported_aborted),
-        "bytesSent": Stats::get(&s.bytes_sent),
-        "bytesReceived": Stats::get(&s.bytes_received),
-        "nrBuildsRead": Stats::get(&s.builds_read),
-        "buildReadTimeMs": Stats::get(&s.build_read_time_ms),
-        "buildReadTimeAvgMs": Stats::get(&s.build_read_time_ms) as f64 / builds_read as f64,
-        "nrBuildsDone": Stats::get(&s.builds_done),
-        "nrBuildsSucceeded": Stats::get(&s.builds_succeeded),
-        "nrBuildsFailed": Stats::get(&s.builds_failed),
-        "nrStepsStarted": Stats::get(&s.steps_started),
-        "nrStepsDone": Stats::get(&s.steps_done),
-        "nrRetries": Stats::get(&s.retries),
-        "maxNrRetries": Stats::get(&s.max_retries),
-        "nrQueueWakeups": Stats::get(&s.queue_wakeups),
-        "nrDispatcherWakeups": Stats::get(&s.dispatcher_wakeups),
-        "dispatchTimeMs": Stats::get(&s.dispatch_time_us) / 1000,
-        "dispatchTimeAvgMs": Stats::get(&s.dispatch_time_us) as f64 / 1000.0 / wakeups as f64,
-        "totalStepTime": Stats::get(&s.total_step_time_ms) / 1000,
-        "totalStepBuildTime": Stats::get(&s.total_step_build_time_ms) / 1000,
-        "avgStepTime": Stats::get(&s.total_step_time_ms) as f64 / 1000.0 / done as f64,
-        "avgStepBuildTime": Stats::get(&s.total_step_build_time_ms) as f64 / 1000.0 / done as f64,
-        "machineTypes": machine_types.into_iter().map(|(t, (runnable, running))| (t, json!({"runnable": runnable, "running": running}))).collect::<serde_json::Map<_, _>>(),
-        "machines": machines_json(queue),
-        "jobsets": jobsets_json(queue),
-        "store": { "uri": queue.ctx.dest.describe() },
-    })
+    status.status = "up".into();
+    status.time = i64::from(hydra_db::now());
+    status.uptime = queue.started.elapsed().as_secs();
+    status.pid = std::process::id();
+    status.nr_steps_building = Stats::get(&s.steps_building);
+    status.nr_steps_copying_to = Stats::get(&s.steps_copying_to);
+    status.nr_steps_copying_from = Stats::get(&s.steps_copying_from);
+    status.nr_steps_waiting_for_download_slot = Stats::get(&s.steps_waiting_local);
+    status.nr_unsupported_steps_aborted = Stats::get(&s.unsupported_aborted);
+    status.bytes_sent = Stats::get(&s.bytes_sent);
+    status.bytes_received = Stats::get(&s.bytes_received);
+    status.nr_builds_read = Stats::get(&s.builds_read);
+    status.build_read_time_ms = Stats::get(&s.build_read_time_ms);
+    status.build_read_time_avg_ms = Stats::get(&s.build_read_time_ms) as f64 / builds_read as f64;
+    status.nr_builds_done = Stats::get(&s.builds_done);
+    status.nr_builds_succeeded = Stats::get(&s.builds_succeeded);
+    status.nr_builds_failed = Stats::get(&s.builds_failed);
+    status.nr_steps_started = Stats::get(&s.steps_started);
+    status.nr_steps_done = Stats::get(&s.steps_done);
+    status.nr_retries = Stats::get(&s.retries);
+    status.max_nr_retries = Stats::get(&s.max_retries);
+    status.nr_queue_wakeups = Stats::get(&s.queue_wakeups);
+    status.nr_dispatcher_wakeups = Stats::get(&s.dispatcher_wakeups);
+    status.dispatch_time_ms = Stats::get(&s.dispatch_time_us) / 1000;
+    status.dispatch_time_avg_ms = Stats::get(&s.dispatch_time_us) as f64 / 1000.0 / wakeups as f64;
+    status.total_step_time = Stats::get(&s.total_step_time_ms) / 1000;
+    status.total_step_build_time = Stats::get(&s.total_step_build_time_ms) / 1000;
+    status.avg_step_time = Stats::get(&s.total_step_time_ms) as f64 / 1000.0 / done as f64;
+    status.avg_step_build_time =
+        Stats::get(&s.total_step_build_time_ms) as f64 / 1000.0 / done as f64;
+    status.machines = machines_status(queue);
+    status.jobsets = jobsets_status(queue);
+    status.store = StoreStatus {
+        uri: queue.ctx.dest.describe(),
+    };
+    status
 }
 
 async fn status(AxumState(queue): AxumState<Arc<Queue>>) -> impl IntoResponse {
-    axum::Json(status_json(&queue))
+    axum::Json(runner_status(&queue))
 }
 
 async fn machines(AxumState(queue): AxumState<Arc<Queue>>) -> impl IntoResponse {
-    axum::Json(machines_json(&queue))
+    axum::Json(machines_status(&queue))
 }
 
 async fn jobsets(AxumState(queue): AxumState<Arc<Queue>>) -> impl IntoResponse {
-    axum::Json(jobsets_json(&queue))
+    axum::Json(jobsets_status(&queue))
 }
 
 async fn steps(AxumState(queue): AxumState<Arc<Queue>>) -> impl IntoResponse {

@@ -23,7 +23,7 @@ pub struct Inner {
     pub pool: PgPool,
     pub config: Arc<Config>,
     /// `HYDRA_DATA`: build logs live under it.
-    pub data_dir: PathBuf,
+    pub data_dir: hydra_config::DataDir,
     /// The store outputs are served from (`server_store_uri`, else
     /// `store_uri`): the binary cache routes and output NARs read it.
     pub store: DestStore,
@@ -53,7 +53,7 @@ impl AppState {
     pub fn new(
         pool: PgPool,
         config: Arc<Config>,
-        data_dir: PathBuf,
+        data_dir: impl Into<hydra_config::DataDir>,
         nix: NixEnv,
     ) -> Result<AppState, ServerError> {
         let uri = config
@@ -72,7 +72,7 @@ impl AppState {
             inner: Arc::new(Inner {
                 pool,
                 config,
-                data_dir,
+                data_dir: data_dir.into(),
                 store,
                 local_root: nix.detect_root(),
                 local: nix,

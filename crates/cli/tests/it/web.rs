@@ -76,7 +76,7 @@ impl World {
         let ctx = Context {
             pool: db.pool.clone(),
             config: Arc::new(config.clone()),
-            data_dir: data.path().to_path_buf(),
+            data_dir: data.path().into(),
             local_root: local.detect_root(),
             local: local.clone(),
             dest: Arc::new(dest),

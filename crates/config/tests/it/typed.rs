@@ -281,7 +281,7 @@ fn includes_are_recorded_and_relative_to_the_including_file() {
 #[test]
 fn paths_follow_hydra_defaults() {
     let p = Paths::new(None, None);
-    assert_eq!(p.data_dir, Path::new("/var/lib/hydra"));
+    assert_eq!(p.data_dir.path(), Path::new("/var/lib/hydra"));
     assert_eq!(p.config_file, Path::new("/var/lib/hydra/hydra.conf"));
     let p = Paths::new(Some("/srv/h".into()), None);
     assert_eq!(p.config_file, Path::new("/srv/h/hydra.conf"));

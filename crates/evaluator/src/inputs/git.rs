@@ -14,8 +14,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{
-    FetchContext, FetchError, Fetched, Input, cached_or_exported, clone_dir, db, lock_dir,
-    run_tool, store_name,
+    FetchContext, FetchError, Fetched, Input, cached_or_exported, db, lock_dir, run_tool,
+    store_name,
 };
 
 /// A parsed `git` input value.
@@ -92,7 +92,7 @@ pub(crate) async fn fetch(
         None => settings.timeout,
     };
     let timeout = Duration::from_secs(timeout.max(1));
-    let clone = clone_dir(ctx.data_dir, "git", &spec.url);
+    let clone = ctx.data_dir.scm_clone("git", &spec.url);
     let _lock = lock_dir(&clone).await?;
     let clone_str = clone.to_string_lossy().into_owned();
     if !clone.join("HEAD").exists() {

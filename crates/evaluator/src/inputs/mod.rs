@@ -140,7 +140,7 @@ pub struct FetchError(pub String);
 pub struct FetchContext<'a> {
     pub pool: &'a PgPool,
     pub config: &'a Config,
-    pub data_dir: &'a Path,
+    pub data_dir: &'a hydra_config::DataDir,
     pub nix: &'a NixEnv,
     pub project: &'a str,
     pub jobset: &'a str,
@@ -386,12 +386,6 @@ async fn download(
 pub(crate) fn db(e: sqlx::Error) -> FetchError {
     tracing::error!(error = %e, "database error while fetching an input");
     FetchError(format!("database error while fetching: {e}"))
-}
-
-/// `$HYDRA_DATA/scm/<kind>/<sha256 of the URL>`: where a repository's
-/// clone is kept between evaluations.
-pub(crate) fn clone_dir(data_dir: &Path, kind: &str, url: &str) -> PathBuf {
-    hydra_config::scm_clone_dir(data_dir, kind, url)
 }
 
 /// Holds an exclusive lock on `<dir>.lock` (several evaluations may fetch

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{
-    FetchContext, FetchError, Fetched, Input, cached_or_exported, clone_dir, db, lock_dir,
-    run_tool, store_name,
+    FetchContext, FetchError, Fetched, Input, cached_or_exported, db, lock_dir, run_tool,
+    store_name,
 };
 
 /// How long one version-control command may take.
@@ -46,7 +46,7 @@ pub(crate) async fn fetch_hg(
     let w = words(input, "hg", 2)?;
     let url = &w[0];
     let branch = w.get(1).cloned().unwrap_or_else(|| "default".into());
-    let clone = clone_dir(ctx.data_dir, "hg", url);
+    let clone = ctx.data_dir.scm_clone("hg", url);
     let _lock = lock_dir(&clone).await?;
     if clone.join(".hg").exists() {
         run_tool(
@@ -313,7 +313,7 @@ pub(crate) async fn fetch_darcs(
     base: Fetched,
 ) -> Result<Fetched, FetchError> {
     let w = words(input, "darcs", 1)?;
-    let clone = clone_dir(ctx.data_dir, "darcs", &w[0]);
+    let clone = ctx.data_dir.scm_clone("darcs", &w[0]);
     // darcs wants a path, not a file:// URL.
     let url = w[0].strip_prefix("file://").unwrap_or(&w[0]);
     let _lock = lock_dir(&clone).await?;

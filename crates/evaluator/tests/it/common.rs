@@ -64,7 +64,7 @@ impl Setup {
         let ctx = Context {
             pool: db.pool.clone(),
             config: Arc::new(config),
-            data_dir: data.path().to_path_buf(),
+            data_dir: data.path().into(),
             nix: NixEnv {
                 args: Vec::new(),
                 env: vec![

@@ -86,7 +86,7 @@ impl Setup {
         Context {
             pool: self.db.pool.clone(),
             config: Arc::new(config),
-            data_dir: self.data.path().to_path_buf(),
+            data_dir: self.data.path().into(),
             local_root: local.detect_root(),
             local,
             dest: Arc::new(dest),

@@ -4,11 +4,13 @@
 
 use axum::Router;
 use axum::routing::{get, post};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use hydra_db::runner_status::{MachineStatus, RunnerStatus};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -131,8 +133,11 @@ enum StatusError {
     Unreachable(String),
 }
 
-/// GETs `<queue_runner_endpoint><path>` and parses the JSON answer.
-async fn queue_runner_json(state: &AppState, path: &str) -> Result<Value, StatusError> {
+/// GETs `<queue_runner_endpoint><path>` and reads the JSON answer as `T`.
+async fn queue_runner_json<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    path: &str,
+) -> Result<T, StatusError> {
     let base = state
         .config
         .web
@@ -151,7 +156,10 @@ async fn queue_runner_json(state: &AppState, path: &str) -> Result<Value, Status
 /// A GET of JSON over plain HTTP (the status endpoint is the queue
 /// runner's own small server, normally on loopback), with the server's
 /// pooled client.
-async fn http_get_json(state: &AppState, url: &str) -> Result<Value, String> {
+async fn http_get_json<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    url: &str,
+) -> Result<T, String> {
     use http_body_util::BodyExt;
     let uri: axum::http::Uri = url.parse().map_err(|e| format!("bad URL: {e}"))?;
     if uri.scheme_str() != Some("http") {
@@ -175,13 +183,13 @@ async fn http_get_json(state: &AppState, url: &str) -> Result<Value, String> {
         .await
         .map_err(|e| e.to_string())?
         .to_bytes();
-    serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))
+    serde_json::from_slice(&body).map_err(|e| format!("not the queue runner's status: {e}"))
 }
 
 /// `/queue-runner-status`.
 pub async fn queue_runner_status(State(state): State<AppState>) -> Page {
-    let data = match queue_runner_json(&state, "/status").await {
-        Ok(v) => v,
+    let data = match queue_runner_json::<RunnerStatus>(&state, "/status").await {
+        Ok(status) => serde_json::to_value(status).unwrap_or(Value::Null),
         Err(StatusError::NotConfigured) => json!({ "status": "unknown" }),
         Err(StatusError::Unreachable(why)) => {
             tracing::warn!(error = %why, "cannot read the queue runner's status");
@@ -193,8 +201,13 @@ pub async fn queue_runner_status(State(state): State<AppState>) -> Page {
 
 /// `/machines`: the queue runner's machines and the steps running now.
 pub async fn machines(State(state): State<AppState>) -> ApiResult<Page> {
-    let machines = match queue_runner_json(&state, "/status/machines").await {
-        Ok(v) => v,
+    let machines = match queue_runner_json::<BTreeMap<String, MachineStatus>>(
+        &state,
+        "/status/machines",
+    )
+    .await
+    {
+        Ok(machines) => serde_json::to_value(machines).unwrap_or(Value::Null),
         Err(StatusError::NotConfigured) => Value::Null,
         Err(StatusError::Unreachable(why)) => {
             tracing::warn!(error = %why, "cannot read the queue runner's machines");
@@ -313,7 +326,7 @@ pub async fn scmdiff(
     let rev2 = revision(&q.rev2, "rev2")?;
     let kind = q.kind.as_deref().unwrap_or("git");
     let dir = match kind {
-        "git" | "hg" => hydra_config::scm_clone_dir(&state.data_dir, kind, uri),
+        "git" | "hg" => state.data_dir.scm_clone(kind, uri),
         other => {
             return Err(ApiError::bad_request(format!(
                 "Unsupported repository type ‘{other}’: use git or hg."

@@ -60,7 +60,7 @@ enum Compression {
 
 /// The log file of `drv_path`, if there is one: plain, `.bz2` or `.zst`.
 fn find_file(state: &AppState, drv_path: &str) -> Option<(PathBuf, Compression)> {
-    let plain = hydra_config::build_log_path(&state.data_dir, drv_path);
+    let plain = state.data_dir.build_log(drv_path);
     [
         ("", Compression::None),
         (".bz2", Compression::Bzip2),

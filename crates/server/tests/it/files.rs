@@ -37,7 +37,7 @@ async fn app(config: &str) -> (App, tempfile::TempDir) {
 }
 
 fn log_file(app: &App, drv_base: &str) -> PathBuf {
-    hydra_config::build_log_path(app.data.path(), &format!("/nix/store/{drv_base}"))
+    hydra_config::DataDir::from(app.data.path()).build_log(&format!("/nix/store/{drv_base}"))
 }
 
 fn write(path: &Path, data: &[u8]) {

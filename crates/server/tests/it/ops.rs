@@ -632,7 +632,7 @@ async fn scmdiff_shows_the_log_and_diff_between_two_revisions_of_a_cached_clone(
     let first = repo.commit(&[("file.txt", "one\n")], "first commit");
     let second = repo.commit(&[("file.txt", "two\n")], "second: say two");
     let url = repo.url();
-    let clone = hydra_config::scm_clone_dir(app.data.path(), "git", &url);
+    let clone = hydra_config::DataDir::from(app.data.path()).scm_clone("git", &url);
     std::fs::create_dir_all(clone.parent().unwrap()).unwrap();
     let status = std::process::Command::new("git")
         .args(["clone", "-q", "--bare", &url])
