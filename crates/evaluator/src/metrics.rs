@@ -2,34 +2,17 @@
 //! `evaluator_metrics_address`.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use hydra_metrics::{Counter, Family, Gauge, Histogram, Text, exponential_buckets};
 
 use crate::engine;
 use crate::outcome::{Outcome, Summary};
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OutcomeLabel {
-    outcome: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabel {
-    reason: &'static str,
-}
-
 /// The evaluator's counters; cheap to update from any task.
 #[derive(Debug)]
 pub struct Metrics {
-    registry: Registry,
     started: Counter,
-    finished: Family<OutcomeLabel, Counter>,
+    finished: Family<Counter>,
     running: Gauge,
     duration: Histogram,
     checkout_duration: Histogram,
@@ -37,8 +20,8 @@ pub struct Metrics {
     job_errors: Counter,
     builds_queued: Counter,
     workers_started: Counter,
-    worker_restarts: Family<ReasonLabel, Counter>,
-    peak_rss: Gauge<u64, AtomicU64>,
+    worker_restarts: Family<Counter>,
+    peak_rss: Gauge,
 }
 
 impl Default for Metrics {
@@ -49,78 +32,18 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("hydra_evaluator");
-        let started = Counter::default();
-        let finished = Family::<OutcomeLabel, Counter>::default();
-        let running = Gauge::default();
-        let duration = Histogram::new(exponential_buckets(0.1, 2.0, 16));
-        let checkout_duration = Histogram::new(exponential_buckets(0.01, 2.0, 16));
-        let jobs = Counter::default();
-        let job_errors = Counter::default();
-        let builds_queued = Counter::default();
-        let workers_started = Counter::default();
-        let worker_restarts = Family::<ReasonLabel, Counter>::default();
-        let peak_rss = Gauge::<u64, AtomicU64>::default();
-        registry.register(
-            "evaluations_started",
-            "Evaluations started",
-            started.clone(),
-        );
-        registry.register(
-            "evaluations",
-            "Evaluations finished, by outcome (evaluated, unchanged, fetch_failed, failed, spec_applied)",
-            finished.clone(),
-        );
-        registry.register(
-            "evaluations_running",
-            "Evaluations running now",
-            running.clone(),
-        );
-        registry.register(
-            "evaluation_duration_seconds",
-            "Time from the start of an evaluation to its end",
-            duration.clone(),
-        );
-        registry.register(
-            "checkout_duration_seconds",
-            "Time spent fetching inputs",
-            checkout_duration.clone(),
-        );
-        registry.register("jobs_evaluated", "Jobs evaluated", jobs.clone());
-        registry.register(
-            "job_errors",
-            "Jobs that failed to evaluate",
-            job_errors.clone(),
-        );
-        registry.register("builds_queued", "New builds created", builds_queued.clone());
-        registry.register(
-            "workers_started",
-            "Evaluation worker processes started",
-            workers_started.clone(),
-        );
-        registry.register(
-            "worker_restarts",
-            "Worker processes replaced, by reason (memory: passed evaluator_max_memory_size; crash: died on a job)",
-            worker_restarts.clone(),
-        );
-        registry.register(
-            "worker_peak_resident_memory_bytes",
-            "Highest resident memory of a worker in the latest evaluation",
-            peak_rss.clone(),
-        );
         Metrics {
-            registry,
-            started,
-            finished,
-            running,
-            duration,
-            checkout_duration,
-            jobs,
-            job_errors,
-            builds_queued,
-            workers_started,
-            worker_restarts,
-            peak_rss,
+            started: Counter::default(),
+            finished: Family::default(),
+            running: Gauge::default(),
+            duration: Histogram::new(exponential_buckets(0.1, 2.0, 16)),
+            checkout_duration: Histogram::new(exponential_buckets(0.01, 2.0, 16)),
+            jobs: Counter::default(),
+            job_errors: Counter::default(),
+            builds_queued: Counter::default(),
+            workers_started: Counter::default(),
+            worker_restarts: Family::default(),
+            peak_rss: Gauge::default(),
         }
     }
 
@@ -141,7 +64,7 @@ impl Metrics {
             Outcome::Failed(_) => "failed",
             Outcome::SpecApplied { .. } => "spec_applied",
         };
-        self.finished.get_or_create(&OutcomeLabel { outcome }).inc();
+        self.finished.get(&[("outcome", outcome)]).inc();
         self.duration.observe(summary.total_time.as_secs_f64());
         self.checkout_duration
             .observe(summary.checkout_time.as_secs_f64());
@@ -153,21 +76,74 @@ impl Metrics {
         let s = &outcome.stats;
         self.workers_started.inc_by(s.workers_started);
         self.worker_restarts
-            .get_or_create(&ReasonLabel { reason: "memory" })
+            .get(&[("reason", "memory")])
             .inc_by(s.memory_kills);
         self.worker_restarts
-            .get_or_create(&ReasonLabel { reason: "crash" })
+            .get(&[("reason", "crash")])
             .inc_by(s.crashes);
-        self.peak_rss.set(s.peak_rss);
+        self.peak_rss
+            .set(i64::try_from(s.peak_rss).unwrap_or(i64::MAX));
     }
 
     /// The metrics in Prometheus' text format.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
-            tracing::error!(error = %e, "cannot encode the metrics");
-        }
-        out
+        let mut t = Text::new();
+        t.counter(
+            "hydra_evaluator_evaluations_started_total",
+            "Evaluations started",
+            self.started.get(),
+        );
+        t.counters(
+            "hydra_evaluator_evaluations_total",
+            "Evaluations finished, by outcome (evaluated, unchanged, fetch_failed, failed, spec_applied)",
+            &self.finished,
+        );
+        t.gauge(
+            "hydra_evaluator_evaluations_running",
+            "Evaluations running now",
+            self.running.get() as f64,
+        );
+        t.histogram(
+            "hydra_evaluator_evaluation_duration_seconds",
+            "Time from the start of an evaluation to its end",
+            &self.duration,
+        );
+        t.histogram(
+            "hydra_evaluator_checkout_duration_seconds",
+            "Time spent fetching inputs",
+            &self.checkout_duration,
+        );
+        t.counter(
+            "hydra_evaluator_jobs_evaluated_total",
+            "Jobs evaluated",
+            self.jobs.get(),
+        );
+        t.counter(
+            "hydra_evaluator_job_errors_total",
+            "Jobs that failed to evaluate",
+            self.job_errors.get(),
+        );
+        t.counter(
+            "hydra_evaluator_builds_queued_total",
+            "New builds created",
+            self.builds_queued.get(),
+        );
+        t.counter(
+            "hydra_evaluator_workers_started_total",
+            "Evaluation worker processes started",
+            self.workers_started.get(),
+        );
+        t.counters(
+            "hydra_evaluator_worker_restarts_total",
+            "Worker processes replaced, by reason (memory: passed evaluator_max_memory_size; crash: died on a job)",
+            &self.worker_restarts,
+        );
+        t.gauge(
+            "hydra_evaluator_worker_peak_resident_memory_bytes",
+            "Highest resident memory of a worker in the latest evaluation",
+            self.peak_rss.get() as f64,
+        );
+        t.finish()
     }
 }
 
@@ -184,7 +160,7 @@ pub fn serve(
                 (
                     [(
                         axum::http::header::CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        hydra_metrics::CONTENT_TYPE,
                     )],
                     metrics.render(),
                 )

@@ -97,21 +97,32 @@ async fn queue_all(db: &TestDb, store: &NixStore, jobset: i32, file: &Path) -> V
         outs.push(d.outputs["out"].path.clone());
     }
     let jobs: Vec<String> = (0..drvs.len()).map(|i| format!("job{i}")).collect();
-    let ids: Vec<i32> = sqlx::query_scalar(
-        "insert into Builds (finished, timestamp, jobset_id, job, nixName, drvPath, system, isCurrent, priority, globalPriority) \
-         select 0, 1, $1, j, j, d, s, 1, 100, 0 from unnest($2::text[], $3::text[], $4::text[]) as t(j, d, s) returning id",
-    )
-    .bind(jobset)
-    .bind(&jobs)
-    .bind(&drvs)
-    .bind(&systems)
-    .fetch_all(&db.pool)
-    .await
-    .unwrap();
-    sqlx::query("insert into BuildOutputs (build, name, path) select b, 'out', p from unnest($1::int[], $2::text[]) as t(b, p)")
-        .bind(&ids)
-        .bind(&outs)
-        .execute(&db.pool)
+    let outputs: Vec<std::collections::BTreeMap<String, Option<String>>> = outs
+        .iter()
+        .map(|o| [("out".to_string(), Some(o.clone()))].into())
+        .collect();
+    let builds: Vec<hydra_db::builds::NewBuild<'_>> = (0..drvs.len())
+        .map(|i| hydra_db::builds::NewBuild {
+            job: &jobs[i],
+            nix_name: &jobs[i],
+            description: None,
+            drv_path: &drvs[i],
+            system: &systems[i],
+            license: None,
+            homepage: None,
+            maintainers: None,
+            max_silent: None,
+            timeout: None,
+            is_channel: false,
+            priority: 100,
+            outputs: &outputs[i],
+        })
+        .collect();
+    let mut conn = db.pool.acquire().await.unwrap();
+    let ids = hydra_db::builds::reserve_ids(&mut conn, builds.len())
+        .await
+        .unwrap();
+    hydra_db::builds::insert_queued(&mut conn, jobset, 1, &builds, &ids)
         .await
         .unwrap();
     ids
@@ -222,22 +233,14 @@ async fn bench_latency() {
             &std::fs::read_to_string(store.real_path(drv)).unwrap(),
         )
         .unwrap();
-        let id: i32 = sqlx::query_scalar(
-            "insert into Builds (finished, timestamp, jobset_id, job, drvPath, system, isCurrent, priority, globalPriority) \
-             values (0, 1, $1, 'j', $2, $3, 1, 100, 0) returning id",
-        )
-        .bind(jobset)
-        .bind(drv)
-        .bind(&d.platform)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-        sqlx::query("insert into BuildOutputs (build, name, path) values ($1, 'out', $2)")
-            .bind(id)
-            .bind(&d.outputs["out"].path)
-            .execute(&db.pool)
-            .await
-            .unwrap();
+        let id = hydra_test_support::builds::TestBuild::new(jobset, "j")
+            .nix_name(None)
+            .drv(drv)
+            .system(&d.platform)
+            .priority(100)
+            .output("out", &d.outputs["out"].path)
+            .insert(&db.pool)
+            .await;
         let start = Instant::now();
         sqlx::query("notify builds_added")
             .execute(&db.pool)

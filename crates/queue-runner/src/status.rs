@@ -4,7 +4,6 @@
 //! (Prometheus text, `hydraqueuerunner_*`).
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,6 +14,7 @@ use axum::routing::get;
 use hydra_db::runner_status::{
     JobsetShare, MachineStatus, MachineTypeStatus, RunnerStatus, StoreStatus,
 };
+use hydra_metrics::Text;
 use serde_json::{Value, json};
 
 use crate::state::{Queue, Stats};
@@ -200,11 +200,9 @@ async fn steps(AxumState(queue): AxumState<Arc<Queue>>) -> impl IntoResponse {
 /// Prometheus text.
 pub fn metrics_text(queue: &Queue) -> String {
     let s = &queue.stats;
-    let mut out = String::new();
+    let mut out = Text::new();
     let mut counter = |name: &str, help: &str, value: u64| {
-        let _ = writeln!(out, "# HELP hydraqueuerunner_{name} {help}");
-        let _ = writeln!(out, "# TYPE hydraqueuerunner_{name} counter");
-        let _ = writeln!(out, "hydraqueuerunner_{name} {value}");
+        out.counter(&format!("hydraqueuerunner_{name}"), help, value);
     };
     counter(
         "queue_checks_started_total",
@@ -284,17 +282,18 @@ pub fn metrics_text(queue: &Queue) -> String {
     );
     let (builds, steps, runnable, active, machines_total, machines_in_use, per_machine) = {
         let state = queue.lock();
-        let per_machine: Vec<(String, u32, u64, u32)> = state
+        let per_machine: Vec<(hydra_metrics::Labels, [f64; 3])> = state
             .machines
             .list()
             .iter()
             .map(|m| {
-                (
-                    m.machine.store_uri.clone(),
-                    m.current_jobs,
-                    m.steps_done,
-                    m.consecutive_failures,
-                )
+                let labels = vec![("machine".to_string(), m.machine.store_uri.clone())];
+                let figures = [
+                    f64::from(m.current_jobs),
+                    m.steps_done as f64,
+                    f64::from(m.consecutive_failures),
+                ];
+                (labels, figures)
             })
             .collect();
         (
@@ -313,9 +312,7 @@ pub fn metrics_text(queue: &Queue) -> String {
         )
     };
     let mut gauge = |name: &str, help: &str, value: u64| {
-        let _ = writeln!(out, "# HELP hydraqueuerunner_{name} {help}");
-        let _ = writeln!(out, "# TYPE hydraqueuerunner_{name} gauge");
-        let _ = writeln!(out, "hydraqueuerunner_{name} {value}");
+        out.gauge(&format!("hydraqueuerunner_{name}"), help, value as f64);
     };
     gauge("builds_unfinished", "Builds in the queue", builds as u64);
     gauge("steps_unfinished", "Steps in the queue", steps as u64);
@@ -336,60 +333,37 @@ pub fn metrics_text(queue: &Queue) -> String {
         "Seconds since start",
         queue.started.elapsed().as_secs(),
     );
-    let _ = writeln!(
-        out,
-        "# HELP hydraqueuerunner_machine_current_jobs Steps running on a machine"
+    // Per machine: current jobs, steps done, consecutive failures.
+    let per = |figure: usize| -> Vec<(hydra_metrics::Labels, f64)> {
+        per_machine
+            .iter()
+            .map(|(labels, figures)| (labels.clone(), figures[figure]))
+            .collect()
+    };
+    out.samples(
+        "hydraqueuerunner_machine_current_jobs",
+        "Steps running on a machine",
+        "gauge",
+        &per(0),
     );
-    let _ = writeln!(out, "# TYPE hydraqueuerunner_machine_current_jobs gauge");
-    for (uri, current, _, _) in &per_machine {
-        let _ = writeln!(
-            out,
-            "hydraqueuerunner_machine_current_jobs{{machine=\"{}\"}} {current}",
-            escape(uri)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP hydraqueuerunner_machine_steps_done Steps a machine finished"
+    out.samples(
+        "hydraqueuerunner_machine_steps_done",
+        "Steps a machine finished",
+        "counter",
+        &per(1),
     );
-    let _ = writeln!(out, "# TYPE hydraqueuerunner_machine_steps_done counter");
-    for (uri, _, done, _) in &per_machine {
-        let _ = writeln!(
-            out,
-            "hydraqueuerunner_machine_steps_done{{machine=\"{}\"}} {done}",
-            escape(uri)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP hydraqueuerunner_machine_consecutive_failures Failures of a machine in a row"
+    out.samples(
+        "hydraqueuerunner_machine_consecutive_failures",
+        "Failures of a machine in a row",
+        "gauge",
+        &per(2),
     );
-    let _ = writeln!(
-        out,
-        "# TYPE hydraqueuerunner_machine_consecutive_failures gauge"
-    );
-    for (uri, _, _, failures) in &per_machine {
-        let _ = writeln!(
-            out,
-            "hydraqueuerunner_machine_consecutive_failures{{machine=\"{}\"}} {failures}",
-            escape(uri)
-        );
-    }
-    out
-}
-
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    out.finish()
 }
 
 async fn metrics(AxumState(queue): AxumState<Arc<Queue>>) -> impl IntoResponse {
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, hydra_metrics::CONTENT_TYPE)],
         metrics_text(&queue),
     )
 }

@@ -45,7 +45,7 @@ pub struct Passwords {
     accounts: Throttle,
     addresses: Throttle,
     /// Argon2 checks run (a metric, and what tests observe).
-    pub argon2_checks: prometheus_client::metrics::counter::Counter,
+    pub argon2_checks: Arc<hydra_metrics::Counter>,
 }
 
 impl Passwords {

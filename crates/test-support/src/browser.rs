@@ -148,6 +148,15 @@ impl Browser {
             .to_string()
     }
 
+    /// Runs `script` in the page; its return value.
+    pub fn execute(&self, script: &str) -> Value {
+        self.command(
+            "POST",
+            "/execute/sync",
+            Some(json!({ "script": script, "args": [] })),
+        )
+    }
+
     /// The page as the browser has it now.
     pub fn source(&self) -> String {
         self.command("GET", "/source", None)
@@ -199,6 +208,28 @@ impl Browser {
             &format!("/element/{}/click", element.0),
             Some(json!({})),
         );
+    }
+
+    /// Clicks `selector` (a submit button, a link) and waits, up to 60
+    /// seconds, until the browser is on another page; returns its URL.
+    /// A click returns once the browser has sent the request, not once the
+    /// answer arrived.
+    pub fn click_and_follow(&self, selector: &str) -> String {
+        let before = self.url();
+        self.click(selector);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let now = self.url();
+            let ready = self.execute("return document.readyState") == json!("complete");
+            if now != before && ready {
+                return now;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still on {before} a minute after clicking {selector}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 
     /// The value of cookie `name`, if the browser has it.

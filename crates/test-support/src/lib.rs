@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod browser;
+pub mod builds;
 mod git;
 pub mod jobsets;
 mod nix;

@@ -85,7 +85,7 @@ async fn a_new_user_follows_the_readme_to_an_admin_a_built_jobset_and_a_signed_s
     browser.fill("#fullname", "Alice Admin");
     browser.fill("#password", PASSWORD);
     browser.fill("#password2", PASSWORD);
-    browser.click("button[type=submit]");
+    browser.click_and_follow("button[type=submit]");
     assert_eq!(
         browser.url(),
         banner.open,

@@ -678,11 +678,21 @@ async fn sysbuild_inputs_refuse_several_systems() {
     );
 
     // The same job built for a second system: two alternatives.
-    s.db.exec(
-        "insert into Builds (finished, timestamp, jobset_id, job, nixName, drvPath, system, buildStatus, startTime, stopTime, isCurrent, priority, globalPriority) \
-         select 1, timestamp, jobset_id, job, nixName, drvPath, 'aarch64-linux', 0, 1, 2, 1, 100, 0 from Builds where job = 'lib'",
+    let (timestamp, jobset, nix_name, drv): (i32, i32, Option<String>, String) = sqlx::query_as(
+        "select timestamp, jobset_id, nixName, drvPath from Builds where job = 'lib'",
     )
-    .await;
+    .fetch_one(&s.db.pool)
+    .await
+    .unwrap();
+    hydra_test_support::builds::TestBuild::new(jobset, "lib")
+        .timestamp(timestamp)
+        .nix_name(nix_name.as_deref())
+        .drv(&drv)
+        .system("aarch64-linux")
+        .priority(100)
+        .finished(hydra_db::status::BuildStatus::Succeeded, 1, 2)
+        .insert(&s.db.pool)
+        .await;
     s.db.exec("update Jobsets set forceEval = true where name = 'downstream'")
         .await;
     let summary = s.eval("p", "downstream").await;

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::common;
+use hydra_db::builds::NewBuild;
 
 use std::time::Duration;
 
@@ -182,18 +183,34 @@ async fn dependants_loaded_while_their_dependency_fails_fail_with_it() {
         let pool = s.db.pool.clone();
         let jobset = s.jobset_id;
         async move {
-            let ids: Vec<i32> = sqlx::query_scalar(
-                "insert into Builds (finished, timestamp, jobset_id, job, nixName, drvPath, system, isCurrent, priority, globalPriority) \
-                 select 0, 1, $1, j, j, d, 'x86_64-linux', 1, 100, 0 from unnest($2::text[], $3::text[]) as t(j, d) returning id",
-            )
-            .bind(jobset)
-            .bind(jobs)
-            .bind(drvs)
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-            sqlx::query("select pg_notify('builds_added', '')")
-                .execute(&pool)
+            let outputs = std::collections::BTreeMap::new();
+            let builds: Vec<NewBuild<'_>> = jobs
+                .iter()
+                .zip(drvs)
+                .map(|(job, drv)| NewBuild {
+                    job,
+                    nix_name: job,
+                    description: None,
+                    drv_path: drv,
+                    system: "x86_64-linux",
+                    license: None,
+                    homepage: None,
+                    maintainers: None,
+                    max_silent: None,
+                    timeout: None,
+                    is_channel: false,
+                    priority: 100,
+                    outputs: &outputs,
+                })
+                .collect();
+            let mut conn = pool.acquire().await.unwrap();
+            let ids = hydra_db::builds::reserve_ids(&mut conn, builds.len())
+                .await
+                .unwrap();
+            hydra_db::builds::insert_queued(&mut conn, jobset, 1, &builds, &ids)
+                .await
+                .unwrap();
+            hydra_db::notify::send(&mut conn, "builds_added", "")
                 .await
                 .unwrap();
             ids

@@ -223,47 +223,25 @@ pub async fn machines(State(state): State<AppState>) -> ApiResult<Page> {
 
 /// `/prometheus`: a histogram of the running steps' ages per machine.
 pub async fn prometheus(State(state): State<AppState>) -> ApiResult<Response> {
-    const BUCKETS: [i64; 12] = [
-        60, 600, 1800, 3600, 7200, 21600, 43200, 86400, 172800, 259200, 345600, 691200,
+    const BUCKETS: [f64; 12] = [
+        60.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0, 43200.0, 86400.0, 172800.0, 259200.0,
+        345600.0, 691200.0,
     ];
     let rows = crate::views::admin::running_step_starts(&state.pool).await?;
     let now = i64::from(hydra_db::now());
-    let mut per_machine: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
+    let ages: hydra_metrics::Family<hydra_metrics::Histogram> =
+        hydra_metrics::Family::new(|| hydra_metrics::Histogram::new(BUCKETS.to_vec()));
     for (machine, start) in rows {
-        per_machine
-            .entry(machine)
-            .or_default()
-            .push((now - i64::from(start)).max(0));
+        ages.get(&[("machine", &machine)])
+            .observe((now - i64::from(start)).max(0) as f64);
     }
-    let mut out = String::from(
-        "# HELP hydra_machine_build_duration How long the steps running now have been running, per machine\n\
-         # TYPE hydra_machine_build_duration histogram\n",
+    let mut t = hydra_metrics::Text::new();
+    t.histograms(
+        "hydra_machine_build_duration",
+        "How long the steps running now have been running, per machine",
+        &ages,
     );
-    for (machine, ages) in per_machine {
-        let m = machine.replace('\\', "\\\\").replace('"', "\\\"");
-        for le in BUCKETS {
-            let n = ages.iter().filter(|a| **a <= le).count();
-            out.push_str(&format!(
-                "hydra_machine_build_duration_bucket{{machine=\"{m}\",le=\"{le}\"}} {n}\n"
-            ));
-        }
-        out.push_str(&format!(
-            "hydra_machine_build_duration_bucket{{machine=\"{m}\",le=\"+Inf\"}} {}\n\
-             hydra_machine_build_duration_sum{{machine=\"{m}\"}} {}\n\
-             hydra_machine_build_duration_count{{machine=\"{m}\"}} {}\n",
-            ages.len(),
-            ages.iter().sum::<i64>(),
-            ages.len()
-        ));
-    }
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-        )],
-        out,
-    )
-        .into_response())
+    Ok(super::metrics_text(t.finish()))
 }
 
 // --- /api/scmdiff ------------------------------------------------------------------
@@ -366,14 +344,7 @@ pub async fn scmdiff(
 
 /// `/metrics`.
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-        )],
-        state.metrics.render(),
-    )
-        .into_response()
+    super::metrics_text(state.metrics.render())
 }
 
 /// The routes this module serves.

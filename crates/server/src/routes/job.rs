@@ -83,12 +83,6 @@ pub async fn shield(
     Ok(response)
 }
 
-fn label(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
 /// The 404 of a job without a finished build.
 fn no_finished_build(jobset: &JobsetPath, job: &str) -> ApiError {
     ApiError::not_found(format!(
@@ -107,46 +101,40 @@ pub async fn prometheus(
         .await?
         .ok_or_else(|| no_finished_build(&jobset, &job))?;
     let (project, jobset) = (&jobset.project, &jobset.jobset);
-    let labels = format!(
-        "project=\"{}\",jobset=\"{}\",job=\"{}\"",
-        label(project),
-        label(jobset),
-        label(&job)
-    );
-    let mut out = String::new();
-    let mut metric = |name: &str, help: &str, value: i64| {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{{labels}}} {value}\n"
-        ));
+    let labels = [
+        ("project", project.as_str()),
+        ("jobset", jobset.as_str()),
+        ("job", job.as_str()),
+    ];
+    let labels: Vec<(String, String)> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let mut t = hydra_metrics::Text::new();
+    let mut gauge = |name: &str, help: &str, value: i64| {
+        t.samples(name, help, "gauge", &[(labels.clone(), value as f64)]);
     };
-    metric(
+    gauge(
         "hydra_job_completion_time",
         "Unix time the latest build of the job finished",
         i64::from(latest.stop_time.unwrap_or(0)),
     );
-    metric(
+    gauge(
         "hydra_job_failed",
         "Whether the latest build of the job failed",
         i64::from(latest.status != Some(BuildStatus::Succeeded.code())),
     );
-    metric(
+    gauge(
         "hydra_build_closure_size",
         "Closure size of the latest build's outputs, in bytes",
         latest.closure_size.unwrap_or(0),
     );
-    metric(
+    gauge(
         "hydra_build_output_size",
         "Size of the latest build's outputs, in bytes",
         latest.size.unwrap_or(0),
     );
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-        )],
-        out,
-    )
-        .into_response())
+    Ok(super::metrics_text(t.finish()))
 }
 
 /// The series of one figure over the job's successful builds, oldest

@@ -138,6 +138,18 @@ async fn not_found() -> ApiError {
     ApiError::not_found("Page not found.")
 }
 
+/// Prometheus' text exposition as a response.
+pub fn metrics_text(text: String) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(hydra_metrics::CONTENT_TYPE),
+        )],
+        text,
+    )
+        .into_response()
+}
+
 /// A 302 to `location` (Hydra's redirects after actions and for `latest`).
 pub fn redirect(location: &str) -> Response {
     let mut response = axum::http::StatusCode::FOUND.into_response();

@@ -9,9 +9,11 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use hydra_db::status::BuildStatus;
 use hydra_nix::env::NixEnv;
 use hydra_nix::narinfo::SecretKey;
 use hydra_server::AppState;
+use hydra_test_support::builds::TestBuild;
 use hydra_test_support::{NixStore, TestDb, fixtures_dir, shared_tempdir};
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
@@ -232,16 +234,17 @@ async fn an_output_is_served_as_an_xz_nar_and_a_missing_one_is_gone() {
     let (hello, _dep, _dir) = build(&store);
     let served = Served::start(&store, "").await;
     let db = &served._db;
-    db.exec(&format!(
-        "insert into Users (userName, emailAddress, password) values ('root', '', '!');
-         insert into Projects (name, displayName, owner) values ('p', 'P', 'root');
-         insert into Jobsets (project, name, nixExprInput, nixExprPath, emailOverride) values ('p', 'j', 'src', 'r.nix', '');
-         insert into Builds (id, finished, timestamp, jobset_id, job, drvPath, system, startTime, stopTime, buildStatus)
-           select 1, 1, 1, id, 'hello', '/nix/store/x.drv', 'x86_64-linux', 1, 2, 0 from Jobsets;
-         insert into BuildOutputs (build, name, path) values (1, 'out', '{hello}'),
-           (1, 'gone', '/nix/store/00000000000000000000000000000000-gone');"
-    ))
-    .await;
+    let jobset = jobset_p_j(db).await;
+    TestBuild::new(jobset, "hello")
+        .id(1)
+        .nix_name(None)
+        .drv("/nix/store/x.drv")
+        .current(false)
+        .finished(BuildStatus::Succeeded, 1, 2)
+        .output("out", &hello)
+        .output("gone", "/nix/store/00000000000000000000000000000000-gone")
+        .insert(&db.pool)
+        .await;
     let (status, headers, body) = fetch(&served, "/build/1/output/out").await;
     assert_eq!(status, 200);
     assert_eq!(
@@ -263,6 +266,20 @@ async fn an_output_is_served_as_an_xz_nar_and_a_missing_one_is_gone() {
     assert_eq!(fetch(&served, "/build/1/output/gone").await.0, 410);
     assert_eq!(fetch(&served, "/build/1/output/nope").await.0, 404);
     served.stop().await;
+}
+
+/// Project `p` owned by `root` with jobset `j`; returns the jobset's id.
+async fn jobset_p_j(db: &TestDb) -> i32 {
+    db.exec(
+        "insert into Users (userName, emailAddress, password) values ('root', '', '!');
+         insert into Projects (name, displayName, owner) values ('p', 'P', 'root');
+         insert into Jobsets (project, name, nixExprInput, nixExprPath, emailOverride) values ('p', 'j', 'src', 'r.nix', '');",
+    )
+    .await;
+    sqlx::query_scalar("select id from Jobsets")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
 }
 
 async fn fetch(served: &Served, path: &str) -> (u16, axum::http::HeaderMap, Vec<u8>) {
@@ -301,25 +318,36 @@ async fn a_jobset_channel_is_an_expression_nix_evaluates_to_the_built_outputs() 
         "binary_cache_public_uri = https://cache.example.org\n",
     )
     .await;
-    served
-        ._db
-        .exec(&format!(
-            "insert into Users (userName, emailAddress, password) values ('root', '', '!');
-             insert into Projects (name, displayName, owner) values ('p', 'P', 'root');
-             insert into Jobsets (project, name, nixExprInput, nixExprPath, emailOverride) values ('p', 'j', 'src', 'r.nix', '');
-             insert into Builds (id, finished, timestamp, jobset_id, job, nixName, drvPath, system, startTime, stopTime, buildStatus)
-               select 1, 1, 1, id, 'hello', 'hello-1', '/nix/store/x.drv', 'x86_64-linux', 1, 2, 0 from Jobsets;
-             insert into Builds (id, finished, timestamp, jobset_id, job, nixName, drvPath, system, startTime, stopTime, buildStatus)
-               select 2, 1, 1, id, 'tools.dep', 'dep', '/nix/store/y.drv', 'x86_64-linux', 1, 2, 0 from Jobsets;
-             insert into Builds (id, finished, timestamp, jobset_id, job, nixName, drvPath, system, startTime, stopTime, buildStatus)
-               select 3, 1, 1, id, 'hello', 'hello-2', '/nix/store/z.drv', 'x86_64-linux', 1, 2, 1 from Jobsets;
-             insert into BuildOutputs (build, name, path) values (1, 'out', '{hello}'), (2, 'out', '{dep}'),
-               (3, 'out', '/nix/store/00000000000000000000000000000000-failed');
-             insert into BuildProducts (build, productnr, type, subtype, path, name) values
-               (1, 1, 'nix-build', '', '{hello}', 'hello'), (2, 1, 'nix-build', '', '{dep}', 'dep'),
-               (3, 1, 'nix-build', '', '/nix/store/00000000000000000000000000000000-failed', 'failed');"
-        ))
+    let db = &served._db;
+    let jobset = jobset_p_j(db).await;
+    let build = |id: i32, job: &str, name: &str, drv: &str| {
+        TestBuild::new(jobset, job)
+            .id(id)
+            .nix_name(Some(name))
+            .drv(drv)
+            .current(false)
+    };
+    build(1, "hello", "hello-1", "/nix/store/x.drv")
+        .finished(BuildStatus::Succeeded, 1, 2)
+        .output("out", &hello)
+        .insert(&db.pool)
         .await;
+    build(2, "tools.dep", "dep", "/nix/store/y.drv")
+        .finished(BuildStatus::Succeeded, 1, 2)
+        .output("out", &dep)
+        .insert(&db.pool)
+        .await;
+    build(3, "hello", "hello-2", "/nix/store/z.drv")
+        .finished(BuildStatus::Failed, 1, 2)
+        .output("out", "/nix/store/00000000000000000000000000000000-failed")
+        .insert(&db.pool)
+        .await;
+    db.exec(&format!(
+        "insert into BuildProducts (build, productnr, type, subtype, path, name) values
+           (1, 1, 'nix-build', '', '{hello}', 'hello'), (2, 1, 'nix-build', '', '{dep}', 'dep'),
+           (3, 1, 'nix-build', '', '/nix/store/00000000000000000000000000000000-failed', 'failed');"
+    ))
+    .await;
     let (status, _, body) = fetch(&served, "/jobset/p/j/channel/latest").await;
     assert_eq!(status, 200);
     let list: serde_json::Value = serde_json::from_slice(&body).unwrap();

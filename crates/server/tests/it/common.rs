@@ -9,8 +9,10 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
+use hydra_db::status::BuildStatus;
 use hydra_server::AppState;
 use hydra_test_support::TestDb;
+use hydra_test_support::builds::TestBuild;
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -215,28 +217,60 @@ pub async fn fixture(app: &App) {
             values ('demo', 'trunk', 'main line', 'src', 'release.nix', '', 60, 1700000100, 50, 5);
         insert into JobsetInputs (project, jobset, name, type, emailResponsible) values ('demo', 'trunk', 'src', 'git', 1);
         insert into JobsetInputAlts (project, jobset, input, altnr, value) values ('demo', 'trunk', 'src', 0, 'https://example.org/demo.git main');
-        insert into Builds (id, finished, timestamp, jobset_id, job, nixName, drvPath, system, startTime, stopTime,
-                            buildStatus, isCurrent, priority, releaseName, size, closureSize)
-            select 1, 1, 1700000000, id, 'hello', 'hello-1.0', '/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-hello-1.0.drv',
-                   'x86_64-linux', 1700000010, 1700000020, 0, 1, 100, 'hello-1.0-release', 1234, 5678 from Jobsets;
-        insert into Builds (id, finished, timestamp, jobset_id, job, nixName, drvPath, system, startTime, stopTime,
-                            buildStatus, isCurrent)
-            select 2, 1, 1700000000, id, 'broken', 'broken-1.0', '/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-broken-1.0.drv',
-                   'x86_64-linux', 1700000010, 1700000030, 1, 1 from Jobsets;
-        insert into Builds (id, finished, timestamp, jobset_id, job, nixName, drvPath, system, isCurrent, globalPriority)
-            select 3, 0, 1700000000, id, 'slow', 'slow-1.0', '/nix/store/cccccccccccccccccccccccccccccccc-slow-1.0.drv',
-                   'aarch64-linux', 1, 0 from Jobsets;
-        insert into Builds (id, finished, timestamp, jobset_id, job, nixName, drvPath, system, startTime, stopTime,
-                            buildStatus, isCurrent)
-            select 4, 1, 1700000000, id, 'all', 'all', '/nix/store/dddddddddddddddddddddddddddddddd-all.drv',
-                   'x86_64-linux', 1700000040, 1700000040, 2, 1 from Jobsets;
-        select setval('builds_id_seq', 4);
-        insert into BuildOutputs (build, name, path) values
-            (1, 'out', '/nix/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-hello-1.0'),
-            (1, 'doc', '/nix/store/ffffffffffffffffffffffffffffffff-hello-1.0-doc'),
-            (2, 'out', '/nix/store/gggggggggggggggggggggggggggggggg-broken-1.0'),
-            (3, 'out', '/nix/store/hhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhh-slow-1.0'),
-            (4, 'out', '/nix/store/iiiiiiiiiiiiiiiiiiiiiiiiiiiiiiii-all');
+        "#,
+    )
+    .await;
+    let pool = &app.db.pool;
+    let jobset: i32 = sqlx::query_scalar("select id from Jobsets")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let store = |name: &str| format!("/nix/store/{name}");
+    TestBuild::new(jobset, "hello")
+        .id(1)
+        .timestamp(1700000000)
+        .nix_name(Some("hello-1.0"))
+        .drv(&store("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-hello-1.0.drv"))
+        .finished(BuildStatus::Succeeded, 1700000010, 1700000020)
+        .priority(100)
+        .release_name("hello-1.0-release")
+        .sizes(1234, 5678)
+        .output("out", &store("eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-hello-1.0"))
+        .output(
+            "doc",
+            &store("ffffffffffffffffffffffffffffffff-hello-1.0-doc"),
+        )
+        .insert(pool)
+        .await;
+    TestBuild::new(jobset, "broken")
+        .id(2)
+        .timestamp(1700000000)
+        .nix_name(Some("broken-1.0"))
+        .drv(&store("bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-broken-1.0.drv"))
+        .finished(BuildStatus::Failed, 1700000010, 1700000030)
+        .output("out", &store("gggggggggggggggggggggggggggggggg-broken-1.0"))
+        .insert(pool)
+        .await;
+    TestBuild::new(jobset, "slow")
+        .id(3)
+        .timestamp(1700000000)
+        .nix_name(Some("slow-1.0"))
+        .drv(&store("cccccccccccccccccccccccccccccccc-slow-1.0.drv"))
+        .system("aarch64-linux")
+        .output("out", &store("hhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhh-slow-1.0"))
+        .insert(pool)
+        .await;
+    TestBuild::new(jobset, "all")
+        .id(4)
+        .timestamp(1700000000)
+        .nix_name(Some("all"))
+        .drv(&store("dddddddddddddddddddddddddddddddd-all.drv"))
+        .finished(BuildStatus::DependencyFailed, 1700000040, 1700000040)
+        .output("out", &store("iiiiiiiiiiiiiiiiiiiiiiiiiiiiiiii-all"))
+        .insert(pool)
+        .await;
+    app.exec(
+        r#"
         insert into BuildProducts (build, productnr, type, subtype, fileSize, sha256hash, path, name, defaultPath) values
             (1, 1, 'nix-build', '', null, null, '/nix/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-hello-1.0', 'hello-1.0', ''),
             (1, 2, 'file', 'source-dist', 42, 'abc123', '/nix/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-hello-1.0/hello.tar.gz', 'hello.tar.gz', null);

@@ -382,11 +382,20 @@ async fn admin_actions_are_for_admins_and_do_what_they_say() {
     app.exec(
         "insert into FailedPaths (path) values ('/nix/store/x');
          insert into CachedGitInputs (uri, branch, revision, isDeepClone, sha256hash, storePath)
-            values ('https://example.org/r', 'main', 'abc', false, 'h', '/nix/store/y');
-         insert into Builds (id, finished, timestamp, jobset_id, job, nixName, drvPath, system, isCurrent)
-            select 5, 0, 1700000000, id, 'old', 'old', '/nix/store/jjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjj-old.drv', 'x86_64-linux', 0 from Jobsets;",
+            values ('https://example.org/r', 'main', 'abc', false, 'h', '/nix/store/y');",
     )
     .await;
+    let jobset: i32 = sqlx::query_scalar("select id from Jobsets")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    hydra_test_support::builds::TestBuild::new(jobset, "old")
+        .id(5)
+        .timestamp(1700000000)
+        .drv("/nix/store/jjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjj-old.drv")
+        .current(false)
+        .insert(&app.db.pool)
+        .await;
     let admin = app.session("admin").await;
     let owner = app.session("owner").await;
     for path in [
