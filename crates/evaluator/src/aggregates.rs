@@ -26,7 +26,7 @@ use crate::engine::{NixEnv, Outcome};
 /// ranges, `\` escapes, an unclosed `[` is itself. Braces are literal
 /// (fnmatch has no alternatives), so they are escaped for the matcher,
 /// which compiles the pattern to an automaton (linear in the name).
-pub fn glob_match(pattern: &str, name: &str) -> bool {
+pub(crate) fn glob_match(pattern: &str, name: &str) -> bool {
     let mut escaped = String::with_capacity(pattern.len());
     let mut chars = pattern.chars();
     while let Some(c) = chars.next() {
@@ -200,7 +200,7 @@ fn split_broken(outcome: &mut Outcome) -> (Vec<Aggregate>, Vec<usize>, BTreeMap<
 /// returns the aggregates that could not be resolved (now job errors of
 /// `outcome`) with their errors. An `Err` is a failure to read or write
 /// the store.
-pub async fn resolve(
+pub(crate) async fn resolve(
     nix: &NixEnv,
     outcome: &mut Outcome,
     gc_roots_dir: Option<&Path>,

@@ -6,14 +6,16 @@
 //! `hydra-eval-jobset`, and the scheduling of `hydra-evaluator`. It talks to
 //! the other roles only through the database.
 
-pub mod aggregates;
+#![warn(unreachable_pub)]
+
+mod aggregates;
 mod context;
-pub mod declarative;
+mod declarative;
 pub mod engine;
 pub mod evaluation;
 pub mod gc_roots;
-pub mod inputs;
+mod inputs;
 pub mod metrics;
 mod outcome;
-pub mod record;
+mod record;
 pub mod scheduler;

@@ -18,7 +18,7 @@ use crate::inputs::Fetched;
 
 /// An evaluation to record.
 #[derive(Debug)]
-pub struct NewEval<'a> {
+pub(crate) struct NewEval<'a> {
     pub jobset_id: i32,
     pub trace_id: &'a str,
     pub hash: &'a str,
@@ -39,7 +39,7 @@ pub struct NewEval<'a> {
 
 /// Why an evaluation was not recorded.
 #[derive(Debug, thiserror::Error)]
-pub enum RecordError {
+pub(crate) enum RecordError {
     #[error(transparent)]
     Db(#[from] DbError),
     /// Hydra's rule: an evaluation that changes the jobset fails as a whole
@@ -62,7 +62,7 @@ impl Transient for RecordError {
 
 /// What was recorded.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Recorded {
+pub(crate) struct Recorded {
     pub eval_id: i32,
     pub new_builds: Vec<i32>,
     pub reused: usize,
@@ -90,7 +90,7 @@ fn representative(job: &Job) -> String {
 }
 
 /// Records an evaluation; see the module documentation.
-pub async fn record(pool: &PgPool, eval: &NewEval<'_>) -> Result<Recorded, RecordError> {
+pub(crate) async fn record(pool: &PgPool, eval: &NewEval<'_>) -> Result<Recorded, RecordError> {
     let recorded = transaction(pool, |mut tx: Tx| {
         Box::pin(async move { record_in(&mut tx, eval).await })
     })
@@ -401,7 +401,7 @@ const BATCH: usize = 10_000;
 /// an evaluator died between recording an evaluation and moving it (the
 /// next run of an unchanged jobset would otherwise never move it).
 /// Returns whether anything was wrong.
-pub async fn repair_is_current(pool: &PgPool, jobset_id: i32) -> Result<bool, DbError> {
+pub(crate) async fn repair_is_current(pool: &PgPool, jobset_id: i32) -> Result<bool, DbError> {
     let latest = hydra_db::evals::latest_with_new_builds(pool, jobset_id, None).await?;
     let Some(eval) = latest else {
         return Ok(false);

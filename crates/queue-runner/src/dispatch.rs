@@ -21,7 +21,7 @@ use crate::state::{Queue, Running, State, Stats};
 use crate::step;
 
 /// Runs the dispatcher until the queue stops.
-pub async fn run(queue: Arc<Queue>) -> Result<(), QueueError> {
+pub(crate) async fn run(queue: Arc<Queue>) -> Result<(), QueueError> {
     loop {
         // Without the single-instance lock another queue runner may be
         // dispatching: start nothing until it is taken again.

@@ -22,7 +22,7 @@ fn now() -> i32 {
 }
 
 /// Which of `paths` are known to fail.
-pub async fn failed_paths(
+pub(crate) async fn failed_paths(
     pool: &PgPool,
     paths: &BTreeSet<String>,
 ) -> Result<BTreeSet<String>, QueueError> {
@@ -32,7 +32,7 @@ pub async fn failed_paths(
 /// One `info` line per finished build among `ids` (id, job, status,
 /// duration): what an operator follows in the log. Written after the
 /// transaction that finished them, so a retried transaction logs once.
-pub async fn log_finished(pool: &PgPool, ids: &[i32]) {
+pub(crate) async fn log_finished(pool: &PgPool, ids: &[i32]) {
     match hydra_db::builds::finished(pool, ids).await {
         Ok(builds) => {
             for b in builds {
@@ -57,7 +57,7 @@ pub async fn log_finished(pool: &PgPool, ids: &[i32]) {
 
 /// Creates the busy row of a step that starts on `machine`, with
 /// `build_started` for the builds whose own derivation this is.
-pub async fn start_step(
+pub(crate) async fn start_step(
     pool: &PgPool,
     build: i32,
     drv_path: &str,
@@ -94,7 +94,7 @@ pub async fn start_step(
     Ok(stepnr)
 }
 
-pub async fn set_busy(
+pub(crate) async fn set_busy(
     pool: &PgPool,
     build: i32,
     stepnr: i32,
@@ -104,7 +104,7 @@ pub async fn set_busy(
 }
 
 /// A finished substitution step (outputs copied instead of built).
-pub async fn substitution_step(
+pub(crate) async fn substitution_step(
     pool: &PgPool,
     build: i32,
     drv_path: &str,
@@ -138,7 +138,11 @@ pub async fn substitution_step(
 }
 
 /// A build whose derivation is gone: finished as aborted.
-pub async fn aborted_build(queue: &Arc<Queue>, id: i32, why: &str) -> Result<(), QueueError> {
+pub(crate) async fn aborted_build(
+    queue: &Arc<Queue>,
+    id: i32,
+    why: &str,
+) -> Result<(), QueueError> {
     tracing::warn!(build = id, "{why}");
     let t = now();
     let ending = Ending {
@@ -166,7 +170,7 @@ pub async fn aborted_build(queue: &Arc<Queue>, id: i32, why: &str) -> Result<(),
 /// A build that needs a derivation whose output failed before: finished
 /// at once (status 1 if it is its own derivation, else 2), with a cached
 /// failure step pointing at the build that really failed.
-pub async fn cached_failure(
+pub(crate) async fn cached_failure(
     queue: &Arc<Queue>,
     id: i32,
     drv: &str,
@@ -224,7 +228,7 @@ pub async fn cached_failure(
 
 /// What a finished build records.
 #[derive(Clone, Debug, Default)]
-pub struct Results {
+pub(crate) struct Results {
     pub status: Status,
     pub analysis: Analysis,
     pub closure_size: u64,
@@ -266,7 +270,7 @@ async fn finish_with_results(
 /// A build whose outputs are all in the destination store: a cached
 /// success, with the products, metrics and sizes of an earlier build with
 /// the same outputs, else read from the store.
-pub async fn cached_success(queue: &Arc<Queue>, id: i32) -> Result<(), QueueError> {
+pub(crate) async fn cached_success(queue: &Arc<Queue>, id: i32) -> Result<(), QueueError> {
     let pool = &queue.ctx.pool;
     let outputs = hydra_db::builds::outputs(pool, id).await?;
     let earlier = match outputs.iter().find_map(|(_, p)| p.as_deref()) {
@@ -367,7 +371,7 @@ async fn read_results(
 
 /// Where and when a step ran, and where its log is.
 #[derive(Clone, Copy, Debug)]
-pub struct StepRun<'a> {
+pub(crate) struct StepRun<'a> {
     /// The build the step ran for.
     pub build: i32,
     /// Its row, if it ran.
@@ -382,7 +386,7 @@ pub struct StepRun<'a> {
 
 /// How a step that built went.
 #[derive(Clone, Copy, Debug)]
-pub struct Success<'a> {
+pub(crate) struct Success<'a> {
     pub results: &'a Results,
     pub times_built: i32,
     pub non_deterministic: bool,
@@ -392,7 +396,7 @@ pub struct Success<'a> {
 /// A step that built: its row finished, and every build whose own
 /// derivation it is finished with `results` (cached for all but the one
 /// the step ran for). Returns the builds finished.
-pub async fn step_succeeded(
+pub(crate) async fn step_succeeded(
     pool: &PgPool,
     run: &StepRun<'_>,
     stepnr: i32,
@@ -440,7 +444,7 @@ pub async fn step_succeeded(
 
 /// How a step failed.
 #[derive(Clone, Debug)]
-pub struct Failure {
+pub(crate) struct Failure {
     pub status: Status,
     /// Kept only for aborted (3) steps, as Hydra does.
     pub error: Option<String>,
@@ -454,7 +458,7 @@ pub struct Failure {
 /// build that needs it finished (the step's own builds with its status,
 /// the others with 2 when it simply failed), each with a step row that
 /// points at the build it ran for. Returns the builds finished.
-pub async fn step_failed(
+pub(crate) async fn step_failed(
     pool: &PgPool,
     run: &StepRun<'_>,
     toplevel_of: &BTreeSet<i32>,
@@ -564,7 +568,7 @@ pub async fn step_failed(
 /// Closes a step row whose result could not be written (the database was
 /// gone): aborted, with a stop time. Tries until the database takes it,
 /// waiting a second, then longer, between attempts.
-pub async fn close_abandoned_step(pool: &PgPool, build: i32, stepnr: i32, why: &str) {
+pub(crate) async fn close_abandoned_step(pool: &PgPool, build: i32, stepnr: i32, why: &str) {
     let mut wait = std::time::Duration::from_secs(1);
     loop {
         match hydra_db::steps::abort_if_busy(pool, build, stepnr, why, now()).await {
@@ -586,7 +590,7 @@ pub async fn close_abandoned_step(pool: &PgPool, build: i32, stepnr: i32, why: &
 }
 
 /// A step that will be tried again: its row finished with `status`.
-pub async fn step_will_retry(
+pub(crate) async fn step_will_retry(
     pool: &PgPool,
     build: i32,
     stepnr: i32,

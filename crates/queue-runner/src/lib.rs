@@ -14,14 +14,16 @@
 //!
 //! It talks to the other roles only through the database.
 
-pub mod dispatch;
-pub mod finish;
-pub mod machines;
-pub mod monitor;
-pub mod products;
-pub mod state;
-pub mod status;
-pub mod step;
+#![warn(unreachable_pub)]
+
+mod dispatch;
+mod finish;
+mod machines;
+mod monitor;
+mod products;
+mod state;
+mod status;
+mod step;
 
 use std::path::PathBuf;
 use std::sync::Arc;

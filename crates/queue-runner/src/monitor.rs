@@ -23,7 +23,7 @@ use crate::state::{Build, Queue, State, Stats, Step};
 use crate::{Context, QueueError};
 
 /// The channels the monitor listens on.
-pub const CHANNELS: &[&str] = &[
+pub(crate) const CHANNELS: &[&str] = &[
     "builds_added",
     "builds_restarted",
     "builds_cancelled",
@@ -63,7 +63,7 @@ impl Pending {
 }
 
 /// Runs the monitor loop.
-pub async fn run(queue: Arc<Queue>) -> Result<(), QueueError> {
+pub(crate) async fn run(queue: Arc<Queue>) -> Result<(), QueueError> {
     let mut listener = Listener::connect(&queue.ctx.pool, CHANNELS).await?;
     let mut pending = Pending::all();
     loop {
@@ -108,7 +108,7 @@ pub async fn run(queue: Arc<Queue>) -> Result<(), QueueError> {
 
 /// Loads unfinished builds not in the queue yet (only `only` if given);
 /// returns false if it stopped early (after a minute) to let other work in.
-pub async fn load_builds(queue: &Arc<Queue>, only: Option<i32>) -> Result<bool, QueueError> {
+pub(crate) async fn load_builds(queue: &Arc<Queue>, only: Option<i32>) -> Result<bool, QueueError> {
     let started = Instant::now();
     let rows = hydra_db::builds::queued(&queue.ctx.pool, only).await?;
     let new: Vec<QueuedBuild> = {
@@ -725,7 +725,7 @@ async fn reload_shares(queue: &Arc<Queue>) -> Result<(), QueueError> {
 /// Cancellations, deletions and bumps: builds that are no longer queued
 /// leave the queue (running steps no build needs are cancelled), and
 /// raised priorities spread to the steps.
-pub async fn process_changes(queue: &Arc<Queue>) -> Result<(), QueueError> {
+pub(crate) async fn process_changes(queue: &Arc<Queue>) -> Result<(), QueueError> {
     let rows = hydra_db::builds::queued_priorities(&queue.ctx.pool).await?;
     let current: HashMap<i32, i32> = rows.into_iter().collect();
     let to_cancel = {
@@ -779,7 +779,10 @@ pub async fn process_changes(queue: &Arc<Queue>) -> Result<(), QueueError> {
 }
 
 /// Loads one build and waits until it is finished; returns its status.
-pub async fn build_one(queue: &Arc<Queue>, build_id: i32) -> Result<BuildStatus, QueueError> {
+pub(crate) async fn build_one(
+    queue: &Arc<Queue>,
+    build_id: i32,
+) -> Result<BuildStatus, QueueError> {
     use hydra_db::builds::Progress;
     match hydra_db::builds::progress(&queue.ctx.pool, build_id).await? {
         None => return Err(QueueError::NoSuchBuild(build_id)),

@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 
 use hydra_nix::nar::{Member, Scan, ScanOptions};
 
-pub const PRODUCTS_FILE: &[u8] = b"nix-support/hydra-build-products";
-pub const METRICS_FILE: &[u8] = b"nix-support/hydra-metrics";
-pub const RELEASE_NAME_FILE: &[u8] = b"nix-support/hydra-release-name";
-pub const FAILED_FILE: &[u8] = b"nix-support/failed";
+pub(crate) const PRODUCTS_FILE: &[u8] = b"nix-support/hydra-build-products";
+pub(crate) const METRICS_FILE: &[u8] = b"nix-support/hydra-metrics";
+pub(crate) const RELEASE_NAME_FILE: &[u8] = b"nix-support/hydra-release-name";
+pub(crate) const FAILED_FILE: &[u8] = b"nix-support/failed";
 
 /// What to collect from an output's NAR.
-pub fn scan_options() -> ScanOptions {
+pub(crate) fn scan_options() -> ScanOptions {
     ScanOptions {
         extract: vec![
             PRODUCTS_FILE.to_vec(),
@@ -27,18 +27,18 @@ pub fn scan_options() -> ScanOptions {
 
 /// One output of a build, as scanned.
 #[derive(Clone, Debug)]
-pub struct OutputScan {
+pub(crate) struct OutputScan {
     pub name: String,
     pub path: String,
     pub nar_size: u64,
     pub scan: Scan,
 }
 
-pub use hydra_db::products::{Metric, Product};
+pub(crate) use hydra_db::products::{Metric, Product};
 
 /// Everything the outputs say.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Analysis {
+pub(crate) struct Analysis {
     pub products: Vec<Product>,
     pub metrics: BTreeMap<String, Metric>,
     pub release_name: Option<String>,
@@ -123,7 +123,7 @@ fn member<'a>(outputs: &'a [OutputScan], path: &str) -> Option<&'a Member> {
 
 /// Reads products, metrics, release name and the failure marker from the
 /// scanned outputs, by Hydra's rules.
-pub fn analyse(outputs: &[OutputScan]) -> Analysis {
+pub(crate) fn analyse(outputs: &[OutputScan]) -> Analysis {
     let mut analysis = Analysis {
         size: outputs.iter().map(|o| o.nar_size).sum(),
         ..Default::default()

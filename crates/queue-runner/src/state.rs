@@ -15,7 +15,7 @@ use crate::machines::Machines;
 use crate::{Context, QueueError};
 
 /// The window over which jobsets' build time counts for fair sharing.
-pub const SHARE_WINDOW: i64 = 24 * 3600;
+pub(crate) const SHARE_WINDOW: i64 = 24 * 3600;
 
 /// A queued build.
 #[derive(Clone, Debug)]
@@ -414,7 +414,7 @@ impl Queue {
 /// Only one queue runner per database: a session-level advisory lock held
 /// on a connection of its own.
 #[derive(Debug)]
-pub struct InstanceLock {
+pub(crate) struct InstanceLock {
     /// The connection holding the advisory lock; it listens on a channel
     /// nobody sends to, so that its loss is seen at once.
     listener: sqlx::postgres::PgListener,
@@ -424,7 +424,7 @@ pub struct InstanceLock {
 const LOCK_KEY: i64 = 0x6879_6472_6171_7275;
 
 impl InstanceLock {
-    pub async fn acquire(pool: &sqlx::PgPool) -> Result<InstanceLock, QueueError> {
+    pub(crate) async fn acquire(pool: &sqlx::PgPool) -> Result<InstanceLock, QueueError> {
         // A pool of its own: the connection holding the lock must never be
         // handed to other work, and closes when the lock is dropped.
         let own = sqlx::postgres::PgPoolOptions::new()
@@ -448,7 +448,7 @@ impl InstanceLock {
     /// killed), the lock is gone with it, so `held` goes false at once and
     /// the lock is taken again as soon as the database answers. Returns an
     /// error when another queue runner took it meanwhile.
-    pub async fn keep(
+    pub(crate) async fn keep(
         mut self,
         held: &std::sync::atomic::AtomicBool,
         regained: &Notify,

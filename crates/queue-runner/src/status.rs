@@ -20,7 +20,10 @@ use serde_json::{Value, json};
 use crate::state::{Queue, Stats};
 
 /// Serves the endpoint on `listener` until the task is aborted.
-pub fn serve(queue: &Arc<Queue>, listener: tokio::net::TcpListener) -> tokio::task::JoinHandle<()> {
+pub(crate) fn serve(
+    queue: &Arc<Queue>,
+    listener: tokio::net::TcpListener,
+) -> tokio::task::JoinHandle<()> {
     if let Ok(local) = listener.local_addr() {
         tracing::info!(address = %local, "queue runner status at http://{local}/status");
     }
@@ -198,7 +201,7 @@ async fn steps(AxumState(queue): AxumState<Arc<Queue>>) -> impl IntoResponse {
 }
 
 /// Prometheus text.
-pub fn metrics_text(queue: &Queue) -> String {
+pub(crate) fn metrics_text(queue: &Queue) -> String {
     let s = &queue.stats;
     let mut out = Text::new();
     let mut counter = |name: &str, help: &str, value: u64| {

@@ -152,7 +152,12 @@ fn plan(queue: &Queue, drv_path: &str) -> Option<Plan> {
 }
 
 /// Runs the step `drv_path` on `machine` (whose slot the dispatcher took).
-pub async fn run(queue: Arc<Queue>, drv_path: String, machine: String, cancel: CancellationToken) {
+pub(crate) async fn run(
+    queue: Arc<Queue>,
+    drv_path: String,
+    machine: String,
+    cancel: CancellationToken,
+) {
     let mut slot = Slot {
         queue: &queue,
         machine: machine.clone(),
@@ -537,7 +542,7 @@ async fn fail_for_good(
 }
 
 /// A step no machine supports: every build that needs it fails with 9.
-pub async fn fail_unsupported(queue: &Arc<Queue>, drv_path: &str) {
+pub(crate) async fn fail_unsupported(queue: &Arc<Queue>, drv_path: &str) {
     let Some(plan) = plan(queue, drv_path) else {
         return;
     };

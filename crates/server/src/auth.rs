@@ -18,18 +18,18 @@ use sqlx::PgPool;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
-pub const SESSION_COOKIE: &str = "hydra_session";
+pub(crate) const SESSION_COOKIE: &str = "hydra_session";
 /// Sessions last a week, as Hydra's.
-pub const SESSION_SECONDS: i32 = 7 * 24 * 3600;
+pub(crate) const SESSION_SECONDS: i32 = 7 * 24 * 3600;
 /// API tokens start with this, so they are recognisable in logs and leaks.
-pub const TOKEN_PREFIX: &str = "hydra_";
+pub(crate) const TOKEN_PREFIX: &str = "hydra_";
 
 /// A signed-in user with their roles.
-pub use hydra_db::users::Account;
+pub(crate) use hydra_db::users::Account;
 
 /// The user behind a request, if any.
 #[derive(Clone, Debug, Default)]
-pub struct Viewer {
+pub(crate) struct Viewer {
     pub account: Option<Account>,
     /// Authenticated by an API token rather than a cookie.
     pub by_token: bool,
@@ -38,28 +38,24 @@ pub struct Viewer {
 }
 
 impl Viewer {
-    pub fn name(&self) -> Option<&str> {
-        self.account.as_ref().map(|a| a.name.as_str())
-    }
-
-    pub fn is_admin(&self) -> bool {
+    pub(crate) fn is_admin(&self) -> bool {
         self.has_role("admin")
     }
 
-    pub fn has_role(&self, role: &str) -> bool {
+    pub(crate) fn has_role(&self, role: &str) -> bool {
         self.account
             .as_ref()
             .is_some_and(|a| a.roles.iter().any(|r| r == role))
     }
 
     /// The account, or Hydra's refusal for anonymous writers.
-    pub fn require_login(&self) -> ApiResult<&Account> {
+    pub(crate) fn require_login(&self) -> ApiResult<&Account> {
         self.account
             .as_ref()
             .ok_or_else(|| ApiError::forbidden("This page requires you to sign in."))
     }
 
-    pub fn require_admin(&self) -> ApiResult<&Account> {
+    pub(crate) fn require_admin(&self) -> ApiResult<&Account> {
         let account = self.require_login()?;
         if self.is_admin() {
             Ok(account)
@@ -69,7 +65,7 @@ impl Viewer {
     }
 
     /// Owner, member or admin: may edit the project and its jobsets.
-    pub async fn is_project_owner(&self, pool: &PgPool, project: &str) -> ApiResult<bool> {
+    pub(crate) async fn is_project_owner(&self, pool: &PgPool, project: &str) -> ApiResult<bool> {
         let Some(account) = &self.account else {
             return Ok(false);
         };
@@ -80,7 +76,11 @@ impl Viewer {
         Ok(owner.unwrap_or(false))
     }
 
-    pub async fn require_project_owner(&self, pool: &PgPool, project: &str) -> ApiResult<()> {
+    pub(crate) async fn require_project_owner(
+        &self,
+        pool: &PgPool,
+        project: &str,
+    ) -> ApiResult<()> {
         self.require_login()?;
         if self.is_project_owner(pool, project).await? {
             Ok(())
@@ -93,7 +93,7 @@ impl Viewer {
 
     /// `role` (restart-jobs, cancel-build, bump-to-front, eval-jobset), or
     /// ownership of the project, or admin.
-    pub async fn require_role_or_owner(
+    pub(crate) async fn require_role_or_owner(
         &self,
         pool: &PgPool,
         role: &str,
@@ -122,7 +122,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Viewer {
     }
 }
 
-pub use crate::passwords::{digest, new_secret};
+pub(crate) use crate::passwords::{digest, new_secret};
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
@@ -131,7 +131,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// The account named `name` with its roles.
-pub async fn account(pool: &PgPool, name: &str) -> ApiResult<Option<Account>> {
+pub(crate) async fn account(pool: &PgPool, name: &str) -> ApiResult<Option<Account>> {
     Ok(hydra_db::users::account(pool, name).await?)
 }
 
@@ -181,7 +181,7 @@ fn with_slash(s: &str) -> String {
 /// `X-Request-Base`, else `base_uri`, else the forwarded host and scheme.
 /// A client's `Host` never overrides a configured `base_uri`: redirects and
 /// the CSRF rule would follow what the client claims.
-pub fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+pub(crate) fn base_url(state: &AppState, headers: &HeaderMap) -> String {
     let web = &state.config.web;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if !web.using_frontend_proxy {
@@ -206,14 +206,14 @@ pub fn base_url(state: &AppState, headers: &HeaderMap) -> String {
 }
 
 /// Whether the client reached us over TLS (as far as a proxy tells).
-pub fn is_secure(state: &AppState, headers: &HeaderMap) -> bool {
+pub(crate) fn is_secure(state: &AppState, headers: &HeaderMap) -> bool {
     base_url(state, headers).starts_with("https://")
 }
 
 /// Hydra's CSRF rule: a state-changing request must come from a page of
 /// this server: its `Referer` or `Origin`, ending in `/` once normalised,
 /// starts with the base URL (so `Referer: http://host:3000` is accepted).
-pub fn check_same_origin(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
+pub(crate) fn check_same_origin(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
     let base = base_url(state, headers);
     let from_here = |name: header::HeaderName| {
         headers
@@ -259,7 +259,11 @@ fn readonly_ip(state: &AppState, headers: &HeaderMap) -> bool {
 }
 
 /// The layer in front of every route: who is asking, `private`, CSRF.
-pub async fn guard(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+pub(crate) async fn guard(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let viewer = match resolve(&state.pool, request.headers()).await {
         Ok(viewer) => viewer,
         Err(e) => return e.into_response(),
@@ -295,7 +299,7 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
 /// connection, or behind a proxy (`using_frontend_proxy`) the first
 /// address of `X-Forwarded-For`.
 #[derive(Clone, Debug)]
-pub struct ClientAddress(pub String);
+pub(crate) struct ClientAddress(pub String);
 
 impl FromRequestParts<AppState> for ClientAddress {
     type Rejection = ApiError;
@@ -329,7 +333,7 @@ impl FromRequestParts<AppState> for ClientAddress {
 /// Hydra leaves them unchecked, which lets another site cancel builds by
 /// linking to them; here they need a same-origin `Referer` like a POST.
 #[derive(Debug)]
-pub struct SameOrigin;
+pub(crate) struct SameOrigin;
 
 impl FromRequestParts<AppState> for SameOrigin {
     type Rejection = ApiError;
@@ -360,7 +364,7 @@ pub async fn start_session(pool: &PgPool, user: &str, old: Option<&str>) -> ApiR
 }
 
 /// The `Set-Cookie` value for a session (or its removal when `None`).
-pub fn session_cookie(secret: Option<&str>, secure: bool) -> String {
+pub(crate) fn session_cookie(secret: Option<&str>, secure: bool) -> String {
     use axum_extra::extract::cookie::{Cookie, SameSite};
     let max_age = if secret.is_some() {
         i64::from(SESSION_SECONDS)

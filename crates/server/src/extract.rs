@@ -9,7 +9,7 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 /// A build or evaluation id from the URL.
-pub fn parse_id(text: &str, what: &str) -> Result<i32, ApiError> {
+pub(crate) fn parse_id(text: &str, what: &str) -> Result<i32, ApiError> {
     text.parse::<i32>()
         .ok()
         .filter(|id| *id > 0)
@@ -30,7 +30,7 @@ async fn segment(parts: &mut Parts, state: &AppState, name: &str) -> Result<Stri
 
 /// `/build/{id}/…`: a build that exists.
 #[derive(Clone, Debug)]
-pub struct BuildPath {
+pub(crate) struct BuildPath {
     pub id: i32,
     pub finished: bool,
     pub project: String,
@@ -54,14 +54,14 @@ impl FromRequestParts<AppState> for BuildPath {
 
 impl BuildPath {
     /// The 404 of a build that does not exist.
-    pub fn missing(id: i32) -> ApiError {
+    pub(crate) fn missing(id: i32) -> ApiError {
         ApiError::not_found(format!("Build with ID {id} doesn't exist."))
     }
 }
 
 /// `/eval/{id}/…`: an evaluation that exists.
 #[derive(Clone, Debug)]
-pub struct EvalPath {
+pub(crate) struct EvalPath {
     pub id: i32,
     pub project: String,
     pub jobset: String,
@@ -85,7 +85,7 @@ impl FromRequestParts<AppState> for EvalPath {
 
 /// `/jobset/{project}/{jobset}/…` (and `/job/…`): a jobset that exists.
 #[derive(Clone, Debug)]
-pub struct JobsetPath {
+pub(crate) struct JobsetPath {
     pub id: i32,
     pub project: String,
     pub jobset: String,
@@ -110,14 +110,14 @@ impl FromRequestParts<AppState> for JobsetPath {
 
 impl JobsetPath {
     /// The 404 of a jobset that does not exist.
-    pub fn missing(project: &str, jobset: &str) -> ApiError {
+    pub(crate) fn missing(project: &str, jobset: &str) -> ApiError {
         ApiError::not_found(format!("Jobset ‘{project}:{jobset}’ doesn't exist."))
     }
 }
 
 /// `/project/{project}/…`: a project that exists.
 #[derive(Clone, Debug)]
-pub struct ProjectPath {
+pub(crate) struct ProjectPath {
     pub name: String,
 }
 
@@ -135,7 +135,7 @@ impl FromRequestParts<AppState> for ProjectPath {
 
 impl ProjectPath {
     /// The 404 of a project that does not exist.
-    pub fn missing(name: &str) -> ApiError {
+    pub(crate) fn missing(name: &str) -> ApiError {
         ApiError::not_found(format!("Project ‘{name}’ doesn't exist."))
     }
 }

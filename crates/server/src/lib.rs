@@ -4,21 +4,24 @@
 //! the queue runner only through the database (rows and the triggers'
 //! NOTIFYs); it never builds or evaluates anything itself.
 
-pub mod auth;
-pub mod error;
-pub mod extract;
-pub mod metrics;
-pub mod negotiate;
-pub mod pages;
-pub mod params;
-pub mod passwords;
-pub mod routes;
-pub mod state;
-pub mod views;
+#![warn(unreachable_pub)]
+
+mod auth;
+mod error;
+mod extract;
+mod metrics;
+mod negotiate;
+mod pages;
+mod params;
+mod passwords;
+mod routes;
+mod state;
+mod views;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use auth::start_session;
 pub use routes::router;
 pub use state::AppState;
 

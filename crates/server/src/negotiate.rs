@@ -17,7 +17,7 @@ use crate::pages::{Data, Rendered};
 
 /// A response whose JSON is `text` as it is (no parsing, no
 /// re-serialising): API clients get the bytes, browsers the page.
-pub fn json_text(template: &'static str, text: String) -> Response {
+pub(crate) fn json_text(template: &'static str, text: String) -> Response {
     let text: std::sync::Arc<str> = text.into();
     let mut response = (
         [
@@ -39,7 +39,7 @@ pub fn json_text(template: &'static str, text: String) -> Response {
 
 /// A response that is JSON for API clients and a page for browsers.
 #[derive(Debug)]
-pub struct Page {
+pub(crate) struct Page {
     pub status: StatusCode,
     pub template: &'static str,
     pub data: serde_json::Value,
@@ -48,7 +48,7 @@ pub struct Page {
 
 impl Page {
     /// `data` shown by page `template`, status 200.
-    pub fn new(template: &'static str, data: impl Serialize) -> Page {
+    pub(crate) fn new(template: &'static str, data: impl Serialize) -> Page {
         Page {
             status: StatusCode::OK,
             template,
@@ -58,7 +58,7 @@ impl Page {
     }
 
     /// A JSON value that is already built.
-    pub fn value(template: &'static str, data: serde_json::Value) -> Page {
+    pub(crate) fn value(template: &'static str, data: serde_json::Value) -> Page {
         Page {
             status: StatusCode::OK,
             template,
@@ -67,12 +67,12 @@ impl Page {
         }
     }
 
-    pub fn with_status(mut self, status: StatusCode) -> Page {
+    pub(crate) fn with_status(mut self, status: StatusCode) -> Page {
         self.status = status;
         self
     }
 
-    pub fn with_header(mut self, name: header::HeaderName, value: &str) -> Page {
+    pub(crate) fn with_header(mut self, name: header::HeaderName, value: &str) -> Page {
         if let Ok(v) = HeaderValue::from_str(value) {
             self.headers.insert(name, v);
         }
@@ -95,7 +95,7 @@ impl IntoResponse for Page {
 }
 
 /// Whether the request wants JSON rather than a page.
-pub fn wants_json(headers: &HeaderMap) -> bool {
+pub(crate) fn wants_json(headers: &HeaderMap) -> bool {
     let has_json = |name: header::HeaderName| {
         headers
             .get_all(name)
@@ -107,7 +107,7 @@ pub fn wants_json(headers: &HeaderMap) -> bool {
 }
 
 /// The layer: JSON stays JSON for API clients; browsers get the page.
-pub async fn negotiate(request: Request, next: Next) -> Response {
+pub(crate) async fn negotiate(request: Request, next: Next) -> Response {
     let json = wants_json(request.headers()) || request.uri().path().starts_with("/api/");
     let response = next.run(request).await;
     if json {

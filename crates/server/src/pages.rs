@@ -6,20 +6,20 @@
 /// The data of a page: a value, or JSON text already rendered (by the
 /// database, for large lists), parsed only if a page is wanted.
 #[derive(Clone, Debug)]
-pub enum Data {
+pub(crate) enum Data {
     Value(serde_json::Value),
     Text(std::sync::Arc<str>),
 }
 
 /// What a handler produced, kept on the response for the negotiation layer.
 #[derive(Clone, Debug)]
-pub struct Rendered {
+pub(crate) struct Rendered {
     pub template: &'static str,
     pub data: Data,
 }
 
 impl Rendered {
-    pub fn new(template: &'static str, data: serde_json::Value) -> Rendered {
+    pub(crate) fn new(template: &'static str, data: serde_json::Value) -> Rendered {
         Rendered {
             template,
             data: Data::Value(data),
@@ -27,7 +27,7 @@ impl Rendered {
     }
 
     /// The data as a value.
-    pub fn value(&self) -> serde_json::Value {
+    pub(crate) fn value(&self) -> serde_json::Value {
         match &self.data {
             Data::Value(v) => v.clone(),
             Data::Text(t) => serde_json::from_str(t).unwrap_or(serde_json::Value::Null),
@@ -36,7 +36,7 @@ impl Rendered {
 }
 
 /// Escapes text for HTML element content and attribute values.
-pub fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -109,7 +109,7 @@ fn templated(page: &Rendered) -> Option<String> {
     }
 }
 
-pub fn render(page: &Rendered) -> String {
+pub(crate) fn render(page: &Rendered) -> String {
     use askama::Template;
     if let Some(html) = templated(page) {
         return html;

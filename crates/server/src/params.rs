@@ -9,7 +9,7 @@ use crate::negotiate::wants_json;
 /// `T` from a JSON body (`Content-Type: application/json`), else from a form
 /// body (or, for GET, the query string).
 #[derive(Debug)]
-pub struct Params<T>(pub T);
+pub(crate) struct Params<T>(pub T);
 
 impl<S, T> FromRequest<S> for Params<T>
 where

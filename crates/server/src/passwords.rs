@@ -233,16 +233,16 @@ impl Throttle {
 }
 
 /// Hex SHA-256 of a secret: what the tables store.
-pub fn digest(secret: &str) -> String {
+pub(crate) fn digest(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
 /// A fresh random secret (256 bits, hex).
-pub fn new_secret() -> String {
+pub(crate) fn new_secret() -> String {
     hex::encode(rand::random::<[u8; 32]>())
 }
 
-pub use hydra_db::password::MIN_LENGTH as MIN_PASSWORD_LENGTH;
+pub(crate) use hydra_db::password::MIN_LENGTH as MIN_PASSWORD_LENGTH;
 
 #[cfg(test)]
 mod tests {

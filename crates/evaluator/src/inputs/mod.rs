@@ -19,7 +19,7 @@ mod scm;
 
 /// One input of a jobset as configured.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Input {
+pub(crate) struct Input {
     pub name: String,
     pub kind: String,
     pub value: String,
@@ -28,7 +28,7 @@ pub struct Input {
 
 /// What fetching an input produced (Hydra's "input info").
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Fetched {
+pub(crate) struct Fetched {
     pub name: String,
     pub kind: String,
     pub uri: Option<String>,
@@ -56,7 +56,7 @@ pub struct Fetched {
 
 impl Fetched {
     /// How the input reaches the jobset's function.
-    pub fn to_arg(&self) -> Arg {
+    pub(crate) fn to_arg(&self) -> Arg {
         match self.kind.as_str() {
             "string" => Arg::Str(self.name.clone(), self.value.clone().unwrap_or_default()),
             "boolean" | "nix" => {
@@ -107,7 +107,7 @@ impl Fetched {
     /// The search path entries (`-I name=path`): the input's store path,
     /// and each output of an `eval` input as `name/job`. Restricted
     /// evaluation only lets the expression read what is on the search path.
-    pub fn search_path(&self) -> Vec<(String, String)> {
+    pub(crate) fn search_path(&self) -> Vec<(String, String)> {
         let mut entries: Vec<(String, String)> = self
             .store_path
             .iter()
@@ -122,7 +122,7 @@ impl Fetched {
     }
 
     /// What identifies this input's content, for the "unchanged" check.
-    pub fn identity(&self) -> String {
+    pub(crate) fn identity(&self) -> String {
         match self.to_arg() {
             Arg::Str(n, v) => format!("--argstr {n} {v}"),
             Arg::Expr(n, v) => format!("--arg {n} {v}"),
@@ -133,11 +133,11 @@ impl Fetched {
 /// Why an input could not be fetched; becomes `Jobsets.fetchErrorMsg`.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct FetchError(pub String);
+pub(crate) struct FetchError(pub String);
 
 /// What fetching needs.
 #[derive(Debug)]
-pub struct FetchContext<'a> {
+pub(crate) struct FetchContext<'a> {
     pub pool: &'a PgPool,
     pub config: &'a Config,
     pub data_dir: &'a hydra_config::DataDir,
@@ -151,7 +151,10 @@ pub struct FetchContext<'a> {
 /// `build` or `sysbuild` input whose job has no usable successful build
 /// yet, as in Hydra, so that jobsets depending on each other can start
 /// (an expression that needs the input fails where it uses it).
-pub async fn fetch(ctx: &FetchContext<'_>, input: &Input) -> Result<Option<Fetched>, FetchError> {
+pub(crate) async fn fetch(
+    ctx: &FetchContext<'_>,
+    input: &Input,
+) -> Result<Option<Fetched>, FetchError> {
     let base = Fetched {
         name: input.name.clone(),
         kind: input.kind.clone(),
@@ -196,7 +199,7 @@ pub(crate) fn now() -> i64 {
 }
 
 /// `YYYYmmddHHMMSS` in UTC.
-pub fn utc_stamp(secs: i64) -> String {
+pub(crate) fn utc_stamp(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     // Howard Hinnant's civil_from_days.

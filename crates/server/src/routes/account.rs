@@ -39,7 +39,7 @@ async fn load_account(state: &AppState, name: &str) -> ApiResult<Account> {
 
 /// `POST /login` with `{username, password}` (JSON or form): a new session,
 /// a 302 to `/current-user` with the user as the body.
-pub async fn login(
+pub(crate) async fn login(
     State(state): State<AppState>,
     headers: HeaderMap,
     viewer: Viewer,
@@ -72,7 +72,7 @@ pub async fn login(
 
 /// A new session for `username` (ending the viewer's old one): a 302 to
 /// `next` under the base URL with the session cookie, and the User JSON.
-pub async fn signed_in(
+pub(crate) async fn signed_in(
     state: &AppState,
     headers: &HeaderMap,
     viewer: &Viewer,
@@ -98,11 +98,11 @@ pub async fn signed_in(
 }
 
 /// `GET /login`: the sign-in page.
-pub async fn login_form() -> Page {
+pub(crate) async fn login_form() -> Page {
     Page::value("login", json!({}))
 }
 
-pub async fn logout(
+pub(crate) async fn logout(
     State(state): State<AppState>,
     headers: HeaderMap,
     viewer: Viewer,
@@ -119,7 +119,7 @@ pub async fn logout(
     Ok(response)
 }
 
-pub async fn current_user(viewer: Viewer) -> ApiResult<Page> {
+pub(crate) async fn current_user(viewer: Viewer) -> ApiResult<Page> {
     let account = viewer.require_login()?;
     Ok(Page::value("current-user", user_json(account)))
 }
@@ -134,7 +134,7 @@ fn require_self_or_admin(viewer: &Viewer, name: &str) -> ApiResult<()> {
     }
 }
 
-pub async fn show(
+pub(crate) async fn show(
     State(state): State<AppState>,
     viewer: Viewer,
     Path(name): Path<String>,
@@ -144,11 +144,11 @@ pub async fn show(
     Ok(Page::value("user", user_json(&account)))
 }
 
-pub use crate::passwords::MIN_PASSWORD_LENGTH;
+pub(crate) use crate::passwords::MIN_PASSWORD_LENGTH;
 
 /// The hash of the password a body sets (`password`, checked against
 /// `password2` when given), or `None` when it sets none.
-pub async fn new_password(state: &AppState, body: &Body) -> ApiResult<Option<String>> {
+pub(crate) async fn new_password(state: &AppState, body: &Body) -> ApiResult<Option<String>> {
     let Some(password) = form::text(body, "password").filter(|p| !p.is_empty()) else {
         return Ok(None);
     };
@@ -261,7 +261,7 @@ async fn apply_user(
     Ok(())
 }
 
-pub async fn save(
+pub(crate) async fn save(
     State(state): State<AppState>,
     viewer: Viewer,
     Path(name): Path<String>,
@@ -273,7 +273,7 @@ pub async fn save(
     Ok(Page::value("user", user_json(&account)))
 }
 
-pub async fn delete(
+pub(crate) async fn delete(
     State(state): State<AppState>,
     viewer: Viewer,
     Path(name): Path<String>,
@@ -293,7 +293,7 @@ pub async fn delete(
 
 /// `PUT /register` (admin): a new user from `{username, fullname,
 /// emailaddress, password, roles}`.
-pub async fn register(
+pub(crate) async fn register(
     State(state): State<AppState>,
     headers: HeaderMap,
     viewer: Viewer,
@@ -319,7 +319,7 @@ fn require_token_owner(viewer: &Viewer, name: &str) -> ApiResult<()> {
     require_self_or_admin(viewer, name)
 }
 
-pub async fn tokens(
+pub(crate) async fn tokens(
     State(state): State<AppState>,
     viewer: Viewer,
     Path(name): Path<String>,
@@ -330,7 +330,7 @@ pub async fn tokens(
 }
 
 /// A new token for the signed-in user, shown once.
-pub async fn create_token(
+pub(crate) async fn create_token(
     State(state): State<AppState>,
     viewer: Viewer,
     Path(name): Path<String>,
@@ -359,7 +359,7 @@ pub async fn create_token(
     .with_status(StatusCode::CREATED))
 }
 
-pub async fn revoke_token(
+pub(crate) async fn revoke_token(
     State(state): State<AppState>,
     viewer: Viewer,
     Path((name, id)): Path<(String, String)>,
@@ -377,7 +377,7 @@ pub async fn revoke_token(
 }
 
 /// The routes this module serves.
-pub fn routes() -> Router<AppState> {
+pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/login", get(login_form).post(login))
         .route("/logout", post(logout))

@@ -11,7 +11,7 @@ use crate::state::AppState;
 
 /// An action on builds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     Restart,
     Cancel,
     Bump,
@@ -19,7 +19,7 @@ pub enum Action {
 
 impl Action {
     /// The role that allows it (besides owning the project, or admin).
-    pub fn role(self) -> &'static str {
+    pub(crate) fn role(self) -> &'static str {
         match self {
             Action::Restart => "restart-jobs",
             Action::Cancel => "cancel-build",
@@ -30,7 +30,7 @@ impl Action {
 
 /// Whether `viewer` may take `action` on builds of `project`: the
 /// action's role, the project, or admin.
-pub async fn authorize(
+pub(crate) async fn authorize(
     state: &AppState,
     viewer: &Viewer,
     project: &str,
@@ -43,7 +43,7 @@ pub async fn authorize(
 
 /// Takes `action` on builds `ids` (see [`authorize`]); returns how many
 /// builds changed.
-pub async fn take(state: &AppState, action: Action, ids: &[i32]) -> ApiResult<u64> {
+pub(crate) async fn take(state: &AppState, action: Action, ids: &[i32]) -> ApiResult<u64> {
     Ok(match action {
         Action::Restart => hydra_db::builds::restart_builds(&state.pool, ids).await?,
         Action::Cancel => hydra_db::builds::cancel_builds(&state.pool, ids).await?,
@@ -53,6 +53,6 @@ pub async fn take(state: &AppState, action: Action, ids: &[i32]) -> ApiResult<u6
 
 /// The redirect back to the page an action was taken on (`build/1`,
 /// `eval/2`).
-pub fn back_to(state: &AppState, headers: &HeaderMap, page: &str) -> Response {
+pub(crate) fn back_to(state: &AppState, headers: &HeaderMap, page: &str) -> Response {
     redirect(&format!("{}{page}", base_url(state, headers)))
 }

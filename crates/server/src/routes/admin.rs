@@ -33,7 +33,7 @@ fn back_to_admin(state: &AppState, headers: &HeaderMap) -> Response {
 
 /// `/admin/clear-queue-non-current`: cancels the queued builds that are not
 /// in the latest evaluation (with new builds) of their jobset.
-pub async fn clear_queue_non_current(
+pub(crate) async fn clear_queue_non_current(
     State(state): State<AppState>,
     headers: HeaderMap,
     viewer: Viewer,
@@ -47,7 +47,7 @@ pub async fn clear_queue_non_current(
 }
 
 /// `/admin/clear-failed-cache`: forgets every cached failure.
-pub async fn clear_failed_cache(
+pub(crate) async fn clear_failed_cache(
     State(state): State<AppState>,
     headers: HeaderMap,
     viewer: Viewer,
@@ -59,7 +59,7 @@ pub async fn clear_failed_cache(
 }
 
 /// `/admin/clear-vcs-cache`: forgets every fetched input revision.
-pub async fn clear_vcs_cache(
+pub(crate) async fn clear_vcs_cache(
     State(state): State<AppState>,
     headers: HeaderMap,
     viewer: Viewer,
@@ -71,7 +71,7 @@ pub async fn clear_vcs_cache(
 }
 
 /// `/admin/news`: the news items, newest first.
-pub async fn news(State(state): State<AppState>, viewer: Viewer) -> ApiResult<Page> {
+pub(crate) async fn news(State(state): State<AppState>, viewer: Viewer) -> ApiResult<Page> {
     viewer.require_admin()?;
     let items: Vec<Value> = hydra_db::news::list(&state.pool)
         .await?
@@ -84,7 +84,7 @@ pub async fn news(State(state): State<AppState>, viewer: Viewer) -> ApiResult<Pa
 }
 
 /// `POST /admin/news/submit` with `contents`.
-pub async fn news_submit(
+pub(crate) async fn news_submit(
     State(state): State<AppState>,
     headers: HeaderMap,
     viewer: Viewer,
@@ -103,7 +103,7 @@ pub async fn news_submit(
 }
 
 /// `POST /admin/news/delete/<id>`.
-pub async fn news_delete(
+pub(crate) async fn news_delete(
     State(state): State<AppState>,
     headers: HeaderMap,
     viewer: Viewer,
@@ -187,7 +187,7 @@ async fn http_get_json<T: serde::de::DeserializeOwned>(
 }
 
 /// `/queue-runner-status`.
-pub async fn queue_runner_status(State(state): State<AppState>) -> Page {
+pub(crate) async fn queue_runner_status(State(state): State<AppState>) -> Page {
     let data = match queue_runner_json::<RunnerStatus>(&state, "/status").await {
         Ok(status) => serde_json::to_value(status).unwrap_or(Value::Null),
         Err(StatusError::NotConfigured) => json!({ "status": "unknown" }),
@@ -200,7 +200,7 @@ pub async fn queue_runner_status(State(state): State<AppState>) -> Page {
 }
 
 /// `/machines`: the queue runner's machines and the steps running now.
-pub async fn machines(State(state): State<AppState>) -> ApiResult<Page> {
+pub(crate) async fn machines(State(state): State<AppState>) -> ApiResult<Page> {
     let machines = match queue_runner_json::<BTreeMap<String, MachineStatus>>(
         &state,
         "/status/machines",
@@ -222,7 +222,7 @@ pub async fn machines(State(state): State<AppState>) -> ApiResult<Page> {
 }
 
 /// `/prometheus`: a histogram of the running steps' ages per machine.
-pub async fn prometheus(State(state): State<AppState>) -> ApiResult<Response> {
+pub(crate) async fn prometheus(State(state): State<AppState>) -> ApiResult<Response> {
     const BUCKETS: [f64; 12] = [
         60.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0, 43200.0, 86400.0, 172800.0, 259200.0,
         345600.0, 691200.0,
@@ -247,7 +247,7 @@ pub async fn prometheus(State(state): State<AppState>) -> ApiResult<Response> {
 // --- /api/scmdiff ------------------------------------------------------------------
 
 #[derive(Debug, Deserialize)]
-pub struct ScmDiffQuery {
+pub(crate) struct ScmDiffQuery {
     uri: Option<String>,
     #[serde(rename = "type")]
     kind: Option<String>,
@@ -291,7 +291,7 @@ async fn run(dir: &std::path::Path, program: &str, args: &[&str]) -> ApiResult<S
 
 /// `/api/scmdiff?uri=…&type=git|hg&rev1=…&rev2=…`: the log and diff between
 /// two revisions, from the evaluator's clone of the repository.
-pub async fn scmdiff(
+pub(crate) async fn scmdiff(
     State(state): State<AppState>,
     Query(q): Query<ScmDiffQuery>,
 ) -> ApiResult<Response> {
@@ -343,12 +343,12 @@ pub async fn scmdiff(
 }
 
 /// `/metrics`.
-pub async fn metrics(State(state): State<AppState>) -> Response {
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     super::metrics_text(state.metrics.render())
 }
 
 /// The routes this module serves.
-pub fn routes() -> Router<AppState> {
+pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/prometheus", get(prometheus))

@@ -15,7 +15,7 @@ use crate::state::AppState;
 use crate::views::{self, Filter};
 
 #[derive(Debug, Deserialize)]
-pub struct BuildFilter {
+pub(crate) struct BuildFilter {
     pub nr: Option<String>,
     pub project: Option<String>,
     pub jobset: Option<String>,
@@ -49,7 +49,7 @@ impl BuildFilter {
     }
 }
 
-pub async fn latest_builds(
+pub(crate) async fn latest_builds(
     State(state): State<AppState>,
     Query(f): Query<BuildFilter>,
 ) -> ApiResult<Page> {
@@ -58,19 +58,22 @@ pub async fn latest_builds(
     Ok(Page::value("api", builds))
 }
 
-pub async fn queue(State(state): State<AppState>, Query(f): Query<BuildFilter>) -> ApiResult<Page> {
+pub(crate) async fn queue(
+    State(state): State<AppState>,
+    Query(f): Query<BuildFilter>,
+) -> ApiResult<Page> {
     let nr = nr(&f)?;
     let builds = views::api::queue(&state.pool, nr).await?;
     Ok(Page::value("api", builds))
 }
 
-pub async fn nr_queue(State(state): State<AppState>) -> ApiResult<Page> {
+pub(crate) async fn nr_queue(State(state): State<AppState>) -> ApiResult<Page> {
     let n = views::api::nr_queued(&state.pool).await?;
     Ok(Page::value("api", Value::from(n)))
 }
 
 /// Finished builds per hour or day over the last `nr` periods, oldest first.
-pub async fn nr_builds(
+pub(crate) async fn nr_builds(
     State(state): State<AppState>,
     Query(f): Query<BuildFilter>,
 ) -> ApiResult<Page> {
@@ -99,11 +102,11 @@ pub async fn nr_builds(
 }
 
 #[derive(Debug, Deserialize)]
-pub struct ProjectQuery {
+pub(crate) struct ProjectQuery {
     pub project: Option<String>,
 }
 
-pub async fn jobsets(
+pub(crate) async fn jobsets(
     State(state): State<AppState>,
     Query(q): Query<ProjectQuery>,
 ) -> ApiResult<Page> {
@@ -115,7 +118,7 @@ pub async fn jobsets(
 }
 
 #[derive(Debug, Deserialize)]
-pub struct PushQuery {
+pub(crate) struct PushQuery {
     pub jobsets: Option<String>,
     pub repos: Option<String>,
     pub force: Option<String>,
@@ -123,7 +126,7 @@ pub struct PushQuery {
 
 /// Triggers evaluations of the named jobsets and of the enabled jobsets
 /// with an input on one of the repositories.
-pub async fn push(
+pub(crate) async fn push(
     State(state): State<AppState>,
     viewer: Viewer,
     Query(q): Query<PushQuery>,
@@ -181,7 +184,7 @@ pub async fn push(
 }
 
 /// The routes this module serves.
-pub fn routes() -> Router<AppState> {
+pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/latestbuilds", get(latest_builds))
         .route("/api/queue", get(queue))

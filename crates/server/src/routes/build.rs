@@ -17,7 +17,10 @@ use crate::state::AppState;
 use crate::views;
 
 /// The Build object, straight from the one query that renders it.
-pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+pub(crate) async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     let id = parse_id(&id, "build")?;
     let json = views::build_json(&state.pool, id)
         .await?
@@ -25,7 +28,10 @@ pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> ApiR
     Ok(crate::negotiate::json_text("build", json))
 }
 
-pub async fn constituents(State(state): State<AppState>, build: BuildPath) -> ApiResult<Response> {
+pub(crate) async fn constituents(
+    State(state): State<AppState>,
+    build: BuildPath,
+) -> ApiResult<Response> {
     let ids = views::build::constituents(&state.pool, build.id).await?;
     Ok(crate::negotiate::json_text(
         "build-constituents",
@@ -33,7 +39,7 @@ pub async fn constituents(State(state): State<AppState>, build: BuildPath) -> Ap
     ))
 }
 
-pub async fn evals(State(state): State<AppState>, build: BuildPath) -> ApiResult<Page> {
+pub(crate) async fn evals(State(state): State<AppState>, build: BuildPath) -> ApiResult<Page> {
     let ids = views::build::evals(&state.pool, build.id).await?;
     Ok(Page::value(
         "build-evals",
@@ -41,7 +47,7 @@ pub async fn evals(State(state): State<AppState>, build: BuildPath) -> ApiResult
     ))
 }
 
-pub async fn get_info(State(state): State<AppState>, build: BuildPath) -> ApiResult<Page> {
+pub(crate) async fn get_info(State(state): State<AppState>, build: BuildPath) -> ApiResult<Page> {
     let (drv, out) = views::build::drv_and_out(&state.pool, build.id).await?;
     Ok(Page::value(
         "build-info",
@@ -49,7 +55,7 @@ pub async fn get_info(State(state): State<AppState>, build: BuildPath) -> ApiRes
     ))
 }
 
-pub async fn step(
+pub(crate) async fn step(
     State(state): State<AppState>,
     build: BuildPath,
     Path((_, nr)): Path<(String, String)>,
@@ -80,7 +86,7 @@ async fn act(
     ))
 }
 
-pub async fn restart(
+pub(crate) async fn restart(
     State(state): State<AppState>,
     headers: HeaderMap,
     viewer: Viewer,
@@ -96,7 +102,7 @@ pub async fn restart(
     act(&state, &headers, &build, Action::Restart).await
 }
 
-pub async fn cancel(
+pub(crate) async fn cancel(
     State(state): State<AppState>,
     headers: HeaderMap,
     viewer: Viewer,
@@ -112,7 +118,7 @@ pub async fn cancel(
     act(&state, &headers, &build, Action::Cancel).await
 }
 
-pub async fn bump(
+pub(crate) async fn bump(
     State(state): State<AppState>,
     headers: HeaderMap,
     viewer: Viewer,
@@ -123,7 +129,7 @@ pub async fn bump(
     act(&state, &headers, &build, Action::Bump).await
 }
 
-pub async fn keep(
+pub(crate) async fn keep(
     State(state): State<AppState>,
     headers: HeaderMap,
     viewer: Viewer,
@@ -152,7 +158,7 @@ pub async fn keep(
 }
 
 /// The routes this module serves.
-pub fn routes() -> Router<AppState> {
+pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/build/{id}", get(show))
         .route("/build/{id}/constituents", get(constituents))

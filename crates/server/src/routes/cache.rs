@@ -44,7 +44,7 @@ fn text(content_type: &'static str, body: impl Into<Body>) -> Response {
 }
 
 /// `/nix-cache-info`.
-pub async fn cache_info() -> Response {
+pub(crate) async fn cache_info() -> Response {
     text(
         "text/x-nix-cache-info",
         format!(
@@ -58,7 +58,7 @@ pub async fn cache_info() -> Response {
 /// server serves (`binary_cache_secret_key_file`, or the key `hydra up`
 /// generated), as `trusted-public-keys` takes it; 404 when nothing is
 /// signed.
-pub async fn public_key(State(state): State<AppState>) -> ApiResult<Response> {
+pub(crate) async fn public_key(State(state): State<AppState>) -> ApiResult<Response> {
     let key = state.signing_key.as_ref().ok_or_else(|| {
         ApiError::not_found(
             "This server does not sign its binary cache (binary_cache_secret_key_file is not set).",
@@ -109,7 +109,7 @@ async fn local_path_by_hash(state: &AppState, hash: &str) -> ApiResult<Option<St
 }
 
 /// `/<hash>.narinfo` (the route takes any root-level name; others are 404).
-pub async fn narinfo(
+pub(crate) async fn narinfo(
     State(state): State<AppState>,
     Path(file): Path<String>,
 ) -> ApiResult<Response> {
@@ -179,7 +179,10 @@ fn xz_body(nar: Box<dyn tokio::io::AsyncRead + Unpin + Send>) -> Body {
 }
 
 /// `/nar/<file>`.
-pub async fn nar(State(state): State<AppState>, Path(file): Path<String>) -> ApiResult<Response> {
+pub(crate) async fn nar(
+    State(state): State<AppState>,
+    Path(file): Path<String>,
+) -> ApiResult<Response> {
     let not_found = || ApiError::not_found(format!("No NAR ‘{file}’."));
     match &state.store {
         DestStore::File(cache) => {
@@ -225,7 +228,7 @@ pub async fn nar(State(state): State<AppState>, Path(file): Path<String>) -> Api
 
 /// `/build/<id>/output/<name>`: the output as an xz-compressed NAR; 410 if
 /// the store no longer has it.
-pub async fn output(
+pub(crate) async fn output(
     State(state): State<AppState>,
     Path((id, name)): Path<(String, String)>,
 ) -> ApiResult<Response> {
@@ -254,7 +257,7 @@ pub async fn output(
 }
 
 /// The routes this module serves.
-pub fn routes() -> Router<AppState> {
+pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/nix-cache-info", get(cache_info))
         .route("/nix-cache-public-key", get(public_key))

@@ -25,7 +25,7 @@ use crate::negotiate::Page;
 use crate::state::AppState;
 use crate::views;
 
-pub use crate::views::channels::Package;
+pub(crate) use crate::views::channels::Package;
 use crate::views::channels::Scope;
 
 /// A Nix string literal.
@@ -218,7 +218,7 @@ async fn serve(
 }
 
 /// `/channel/latest[/<file>]`, and the same under a project, jobset or job.
-pub async fn latest(
+pub(crate) async fn latest(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(params): Path<Vec<(String, String)>>,
@@ -249,7 +249,7 @@ pub async fn latest(
 }
 
 /// `/eval/<id>/channel[/<file>]`.
-pub async fn eval(
+pub(crate) async fn eval(
     State(state): State<AppState>,
     headers: HeaderMap,
     eval: EvalPath,
@@ -272,7 +272,7 @@ pub async fn eval(
 }
 
 /// `/build/<id>/nix[/<file>]`: a channel of one build.
-pub async fn build(
+pub(crate) async fn build(
     State(state): State<AppState>,
     headers: HeaderMap,
     build: BuildPath,
@@ -306,7 +306,7 @@ fn scoped_routes() -> Router<AppState> {
 }
 
 /// The routes this module serves.
-pub fn routes() -> Router<AppState> {
+pub(crate) fn routes() -> Router<AppState> {
     scoped_routes()
         .route("/eval/{id}/channel", get(eval))
         .route("/eval/{id}/channel/{file}", get(eval))

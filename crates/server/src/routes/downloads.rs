@@ -35,7 +35,7 @@ async fn by_number_or_name(state: &AppState, build: i32, nr: &str) -> ApiResult<
 }
 
 /// `/build/<id>/download/<nr>` and `/build/<id>/download/<nr>/<rest>`.
-pub async fn download(
+pub(crate) async fn download(
     State(state): State<AppState>,
     headers: HeaderMap,
     OriginalUri(uri): OriginalUri,
@@ -49,7 +49,7 @@ pub async fn download(
 
 /// `/build/<id>/download-by-type/<type>/<subtype>[/<rest>]`: the first
 /// product of that type.
-pub async fn download_by_type(
+pub(crate) async fn download_by_type(
     State(state): State<AppState>,
     headers: HeaderMap,
     OriginalUri(uri): OriginalUri,
@@ -320,7 +320,7 @@ const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'+');
 
 /// Percent-encodes one path segment.
-pub fn encode_segment(s: &str) -> String {
+pub(crate) fn encode_segment(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
 }
 
@@ -354,7 +354,7 @@ fn mime_type(path: &std::path::Path) -> String {
 }
 
 /// The routes this module serves.
-pub fn routes() -> Router<AppState> {
+pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/build/{id}/download/{nr}", get(download))
         .route("/build/{id}/download/{nr}/{*rest}", get(download))

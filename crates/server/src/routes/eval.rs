@@ -18,12 +18,12 @@ use crate::negotiate::Page;
 use crate::state::AppState;
 use crate::views;
 
-pub async fn show(State(state): State<AppState>, eval: EvalPath) -> ApiResult<Page> {
+pub(crate) async fn show(State(state): State<AppState>, eval: EvalPath) -> ApiResult<Page> {
     let mut evals = views::evals_json(&state.pool, &[eval.id]).await?;
     Ok(Page::value("eval", evals.pop().unwrap_or(Value::Null)))
 }
 
-pub async fn builds(State(state): State<AppState>, eval: EvalPath) -> ApiResult<Response> {
+pub(crate) async fn builds(State(state): State<AppState>, eval: EvalPath) -> ApiResult<Response> {
     let ids = hydra_db::evals::member_ids(&state.pool, eval.id).await?;
     Ok(crate::negotiate::json_text(
         "eval-builds",
@@ -32,12 +32,12 @@ pub async fn builds(State(state): State<AppState>, eval: EvalPath) -> ApiResult<
 }
 
 /// Output paths of the successful builds that have a `nix-build` product.
-pub async fn store_paths(State(state): State<AppState>, eval: EvalPath) -> ApiResult<Page> {
+pub(crate) async fn store_paths(State(state): State<AppState>, eval: EvalPath) -> ApiResult<Page> {
     let paths = views::eval::store_paths(&state.pool, eval.id).await?;
     Ok(Page::new("eval-store-paths", paths))
 }
 
-pub async fn errors(State(state): State<AppState>, eval: EvalPath) -> ApiResult<Page> {
+pub(crate) async fn errors(State(state): State<AppState>, eval: EvalPath) -> ApiResult<Page> {
     let mut evals = views::evals_json(&state.pool, &[eval.id]).await?;
     let mut value = evals.pop().unwrap_or(Value::Null);
     let error = views::eval::error_text(&state.pool, eval.id).await?;
@@ -68,7 +68,7 @@ async fn job_to(
     ))
 }
 
-pub async fn job(
+pub(crate) async fn job(
     State(state): State<AppState>,
     headers: HeaderMap,
     eval: EvalPath,
@@ -77,7 +77,7 @@ pub async fn job(
     job_to(&state, &headers, &eval, &job, None).await
 }
 
-pub async fn job_rest(
+pub(crate) async fn job_rest(
     State(state): State<AppState>,
     headers: HeaderMap,
     eval: EvalPath,
@@ -109,7 +109,7 @@ async fn act(
     ))
 }
 
-pub async fn cancel(
+pub(crate) async fn cancel(
     State(state): State<AppState>,
     headers: HeaderMap,
     viewer: Viewer,
@@ -120,7 +120,7 @@ pub async fn cancel(
 }
 
 /// Restarts the aborted, cancelled and unsupported builds.
-pub async fn restart_aborted(
+pub(crate) async fn restart_aborted(
     State(state): State<AppState>,
     headers: HeaderMap,
     viewer: Viewer,
@@ -141,7 +141,7 @@ pub async fn restart_aborted(
 }
 
 /// Restarts every build that did not succeed.
-pub async fn restart_failed(
+pub(crate) async fn restart_failed(
     State(state): State<AppState>,
     headers: HeaderMap,
     viewer: Viewer,
@@ -160,7 +160,7 @@ pub async fn restart_failed(
     .await
 }
 
-pub async fn bump(
+pub(crate) async fn bump(
     State(state): State<AppState>,
     headers: HeaderMap,
     viewer: Viewer,
@@ -171,7 +171,7 @@ pub async fn bump(
 }
 
 /// The routes this module serves.
-pub fn routes() -> Router<AppState> {
+pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/eval/{id}", get(show))
         .route("/eval/{id}/builds", get(builds))

@@ -5,10 +5,10 @@ use serde_json::{Map, Value};
 
 use crate::error::{ApiError, ApiResult};
 
-pub type Body = Map<String, Value>;
+pub(crate) type Body = Map<String, Value>;
 
 /// A text field; numbers and booleans are accepted as their text.
-pub fn text(body: &Body, key: &str) -> Option<String> {
+pub(crate) fn text(body: &Body, key: &str) -> Option<String> {
     match body.get(key)? {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -19,7 +19,7 @@ pub fn text(body: &Body, key: &str) -> Option<String> {
 
 /// A checkbox: present means on, except the explicit offs JSON clients
 /// send (`false`, `0`, `"0"`, `"false"`, `"off"`).
-pub fn flag(body: &Body, key: &str) -> bool {
+pub(crate) fn flag(body: &Body, key: &str) -> bool {
     match body.get(key) {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
@@ -30,7 +30,7 @@ pub fn flag(body: &Body, key: &str) -> bool {
 }
 
 /// An integer field within `range`, or `default` when absent.
-pub fn integer(
+pub(crate) fn integer(
     body: &Body,
     key: &str,
     default: i32,

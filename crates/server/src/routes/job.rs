@@ -21,7 +21,7 @@ use crate::views::{self, job::Series};
 
 /// `/job/<p>/<j>/<job>`: the last ten finished builds, the queued ones,
 /// and whether the viewer starred it.
-pub async fn show(
+pub(crate) async fn show(
     State(state): State<AppState>,
     viewer: Viewer,
     Path((project, jobset, job)): Path<(String, String, String)>,
@@ -56,7 +56,7 @@ pub async fn show(
 }
 
 /// `/job/<p>/<j>/<job>/shield`: a shields.io endpoint badge.
-pub async fn shield(
+pub(crate) async fn shield(
     State(state): State<AppState>,
     jobset: JobsetPath,
     Path((_, _, job)): Path<(String, String, String)>,
@@ -92,7 +92,7 @@ fn no_finished_build(jobset: &JobsetPath, job: &str) -> ApiError {
 }
 
 /// `/job/<p>/<j>/<job>/prometheus`: the latest finished build's figures.
-pub async fn prometheus(
+pub(crate) async fn prometheus(
     State(state): State<AppState>,
     jobset: JobsetPath,
     Path((_, _, job)): Path<(String, String, String)>,
@@ -153,7 +153,7 @@ async fn series(
     Ok(Page::value("job-series", Value::Array(points)))
 }
 
-pub async fn build_times(
+pub(crate) async fn build_times(
     State(state): State<AppState>,
     jobset: JobsetPath,
     Path((_, _, job)): Path<(String, String, String)>,
@@ -161,7 +161,7 @@ pub async fn build_times(
     series(&state, &jobset, &job, Series::BuildTimes).await
 }
 
-pub async fn closure_sizes(
+pub(crate) async fn closure_sizes(
     State(state): State<AppState>,
     jobset: JobsetPath,
     Path((_, _, job)): Path<(String, String, String)>,
@@ -169,7 +169,7 @@ pub async fn closure_sizes(
     series(&state, &jobset, &job, Series::ClosureSizes).await
 }
 
-pub async fn output_sizes(
+pub(crate) async fn output_sizes(
     State(state): State<AppState>,
     jobset: JobsetPath,
     Path((_, _, job)): Path<(String, String, String)>,
@@ -178,7 +178,7 @@ pub async fn output_sizes(
 }
 
 /// `/job/<p>/<j>/<job>/metric/<name>`.
-pub async fn metric(
+pub(crate) async fn metric(
     State(state): State<AppState>,
     jobset: JobsetPath,
     Path((_, _, job, name)): Path<(String, String, String, String)>,
@@ -195,7 +195,7 @@ pub async fn metric(
 }
 
 /// `POST /job/<p>/<j>/<job>/star` with `star=1` or `star=0`.
-pub async fn star(
+pub(crate) async fn star(
     State(state): State<AppState>,
     viewer: Viewer,
     Path((project, jobset, job)): Path<(String, String, String)>,
@@ -215,7 +215,7 @@ pub async fn star(
 }
 
 /// The routes this module serves.
-pub fn routes() -> Router<AppState> {
+pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/job/{project}/{jobset}/{job}", get(show))
         .route("/job/{project}/{jobset}/{job}/shield", get(shield))

@@ -22,7 +22,7 @@ use crate::state::AppState;
 use crate::views;
 
 /// Input types the evaluator knows.
-pub const INPUT_TYPES: &[&str] = &[
+pub(crate) const INPUT_TYPES: &[&str] = &[
     "string",
     "boolean",
     "nix",
@@ -39,7 +39,7 @@ pub const INPUT_TYPES: &[&str] = &[
     "eval",
 ];
 
-pub async fn show(
+pub(crate) async fn show(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path((project, jobset)): Path<(String, String)>,
@@ -130,7 +130,7 @@ fn parse_inputs(body: &Body) -> ApiResult<Vec<InputRow>> {
 
 /// The jobset a body describes, checked: `path_name` is the jobset in the
 /// URL, `existing` its row when it exists.
-pub fn jobset_form(
+pub(crate) fn jobset_form(
     body: &Body,
     path_name: &str,
     existing: Option<&hydra_db::rows::Jobset>,
@@ -230,7 +230,7 @@ async fn require_not_declarative(state: &AppState, project: &str) -> ApiResult<(
     }
 }
 
-pub async fn save(
+pub(crate) async fn save(
     State(state): State<AppState>,
     headers: HeaderMap,
     viewer: Viewer,
@@ -270,7 +270,7 @@ pub async fn save(
     }
 }
 
-pub async fn delete(
+pub(crate) async fn delete(
     State(state): State<AppState>,
     headers: HeaderMap,
     viewer: Viewer,
@@ -294,7 +294,7 @@ async fn jobset_id(state: &AppState, project: &str, jobset: &str) -> ApiResult<i
         .ok_or_else(|| JobsetPath::missing(project, jobset))
 }
 
-pub async fn evals(
+pub(crate) async fn evals(
     State(state): State<AppState>,
     jobset: JobsetPath,
     Query(q): Query<PageQuery>,
@@ -303,7 +303,7 @@ pub async fn evals(
     Ok(Page::value("jobset-evals", body))
 }
 
-pub async fn errors(
+pub(crate) async fn errors(
     State(state): State<AppState>,
     Path((project, jobset)): Path<(String, String)>,
 ) -> ApiResult<Page> {
@@ -330,7 +330,7 @@ async fn latest_eval_to(
     ))
 }
 
-pub async fn latest_eval(
+pub(crate) async fn latest_eval(
     State(state): State<AppState>,
     headers: HeaderMap,
     jobset: JobsetPath,
@@ -338,7 +338,7 @@ pub async fn latest_eval(
     latest_eval_to(&state, &headers, &jobset, None).await
 }
 
-pub async fn latest_eval_rest(
+pub(crate) async fn latest_eval_rest(
     State(state): State<AppState>,
     headers: HeaderMap,
     jobset: JobsetPath,
@@ -348,7 +348,7 @@ pub async fn latest_eval_rest(
 }
 
 /// The routes this module serves.
-pub fn routes() -> Router<AppState> {
+pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route(
             "/jobset/{project}/{jobset}",

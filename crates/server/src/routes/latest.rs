@@ -19,14 +19,14 @@ use crate::negotiate::Page;
 use crate::state::AppState;
 use crate::views::{self, Filter};
 
-pub const SCOPES: &[&str] = &[
+pub(crate) const SCOPES: &[&str] = &[
     "",
     "/project/{project}",
     "/jobset/{project}/{jobset}",
     "/job/{project}/{jobset}/{job}",
 ];
 
-pub fn routes() -> Router<AppState> {
+pub(crate) fn routes() -> Router<AppState> {
     let mut router = Router::new();
     for scope in SCOPES {
         router = router

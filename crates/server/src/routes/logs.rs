@@ -36,7 +36,7 @@ const TAIL_LINES: usize = 50;
 const POLL: Duration = Duration::from_millis(200);
 
 #[derive(Debug, Default, Deserialize)]
-pub struct TailQuery {
+pub(crate) struct TailQuery {
     tail: Option<String>,
 }
 
@@ -165,7 +165,7 @@ async fn serve_text(
 }
 
 /// `/log/<drv base name>[?tail=N]`.
-pub async fn log(
+pub(crate) async fn log(
     State(state): State<AppState>,
     Path(base): Path<String>,
     Query(q): Query<TailQuery>,
@@ -291,7 +291,7 @@ fn last_event_id(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// `/build/<id>/log[/<mode>]`.
-pub async fn build_log(
+pub(crate) async fn build_log(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(params): Path<Vec<(String, String)>>,
@@ -305,7 +305,7 @@ pub async fn build_log(
 }
 
 /// `/build/<id>/step/<nr>/log[/<mode>]`.
-pub async fn step_log(
+pub(crate) async fn step_log(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(params): Path<Vec<(String, String)>>,
@@ -319,7 +319,7 @@ pub async fn step_log(
 }
 
 /// `/build/<id>/nixlog/<nr>[/<mode>]`: Hydra's old step log URL.
-pub async fn nixlog(
+pub(crate) async fn nixlog(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(params): Path<Vec<(String, String)>>,
@@ -480,7 +480,7 @@ fn live(state: AppState, drv: String, watch: Watch, skip: u64) -> Response {
 }
 
 /// The routes this module serves.
-pub fn routes() -> Router<AppState> {
+pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/log/{drv}", get(log))
         .route("/build/{id}/log", get(build_log))

@@ -10,24 +10,24 @@ use crate::error::ApiError;
 use crate::negotiate;
 use crate::state::AppState;
 
-pub mod account;
-pub mod actions;
-pub mod admin;
-pub mod api;
-pub mod build;
-pub mod cache;
-pub mod channels;
-pub mod downloads;
-pub mod eval;
-pub mod form;
-pub mod job;
-pub mod jobset;
-pub mod latest;
-pub mod logs;
-pub mod project;
-pub mod root;
-pub mod setup;
-pub mod webhooks;
+pub(crate) mod account;
+pub(crate) mod actions;
+pub(crate) mod admin;
+pub(crate) mod api;
+pub(crate) mod build;
+pub(crate) mod cache;
+pub(crate) mod channels;
+pub(crate) mod downloads;
+pub(crate) mod eval;
+pub(crate) mod form;
+pub(crate) mod job;
+pub(crate) mod jobset;
+pub(crate) mod latest;
+pub(crate) mod logs;
+pub(crate) mod project;
+pub(crate) mod root;
+pub(crate) mod setup;
+pub(crate) mod webhooks;
 
 pub fn router(state: AppState) -> Router {
     let routes = routes();
@@ -139,7 +139,7 @@ async fn not_found() -> ApiError {
 }
 
 /// Prometheus' text exposition as a response.
-pub fn metrics_text(text: String) -> Response {
+pub(crate) fn metrics_text(text: String) -> Response {
     (
         [(
             header::CONTENT_TYPE,
@@ -151,7 +151,7 @@ pub fn metrics_text(text: String) -> Response {
 }
 
 /// A 302 to `location` (Hydra's redirects after actions and for `latest`).
-pub fn redirect(location: &str) -> Response {
+pub(crate) fn redirect(location: &str) -> Response {
     let mut response = axum::http::StatusCode::FOUND.into_response();
     if let Ok(v) = HeaderValue::from_str(location) {
         response.headers_mut().insert(header::LOCATION, v);
@@ -161,7 +161,7 @@ pub fn redirect(location: &str) -> Response {
 
 /// A 302 to `path` under the server's base URL, with the trailing path
 /// segments of a `latest`-style URL appended.
-pub fn redirect_below(
+pub(crate) fn redirect_below(
     state: &AppState,
     headers: &axum::http::HeaderMap,
     path: &str,
@@ -177,14 +177,14 @@ pub fn redirect_below(
 
 /// A named segment of a route with optional segments (`Path<Vec<(String,
 /// String)>>`).
-pub fn path_param(params: &[(String, String)], key: &str) -> Option<String> {
+pub(crate) fn path_param(params: &[(String, String)], key: &str) -> Option<String> {
     params
         .iter()
         .find(|(k, _)| k == key)
         .map(|(_, v)| v.clone())
 }
 
-pub use crate::extract::parse_id;
+pub(crate) use crate::extract::parse_id;
 
 /// Hydra's name rules (URL segments and created names).
-pub use hydra_db::names;
+pub(crate) use hydra_db::names;

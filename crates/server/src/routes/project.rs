@@ -17,7 +17,10 @@ use crate::params::Params;
 use crate::state::AppState;
 use crate::views;
 
-pub async fn show(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Page> {
+pub(crate) async fn show(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Page> {
     let project = views::project(&state.pool, &name)
         .await?
         .ok_or_else(|| ProjectPath::missing(&name))?;
@@ -43,14 +46,14 @@ fn declarative(body: &Body) -> (String, String, String) {
 
 /// Who saves a project.
 #[derive(Clone, Copy, Debug)]
-pub struct Editor<'a> {
+pub(crate) struct Editor<'a> {
     pub name: &'a str,
     pub is_admin: bool,
 }
 
 /// The project a body describes, checked: `path_name` is the project in
 /// the URL, `existing` its row when it exists.
-pub fn project_form(
+pub(crate) fn project_form(
     body: &Body,
     path_name: &str,
     existing: Option<&hydra_db::rows::Project>,
@@ -112,7 +115,7 @@ pub fn project_form(
     })
 }
 
-pub async fn save(
+pub(crate) async fn save(
     State(state): State<AppState>,
     headers: HeaderMap,
     viewer: Viewer,
@@ -185,7 +188,7 @@ pub async fn save(
     }
 }
 
-pub async fn delete(
+pub(crate) async fn delete(
     State(state): State<AppState>,
     headers: HeaderMap,
     viewer: Viewer,
@@ -206,7 +209,7 @@ pub async fn delete(
 }
 
 /// The routes this module serves.
-pub fn routes() -> Router<AppState> {
+pub(crate) fn routes() -> Router<AppState> {
     Router::new().route("/project/{project}", get(show).put(save).delete(delete))
 }
 

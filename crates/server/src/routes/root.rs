@@ -14,12 +14,12 @@ use crate::negotiate::Page;
 use crate::state::AppState;
 use crate::views;
 
-pub async fn index(State(state): State<AppState>, viewer: Viewer) -> ApiResult<Page> {
+pub(crate) async fn index(State(state): State<AppState>, viewer: Viewer) -> ApiResult<Page> {
     let projects = views::projects(&state.pool, viewer.is_admin()).await?;
     Ok(Page::new("overview", projects))
 }
 
-pub async fn robots() -> Response {
+pub(crate) async fn robots() -> Response {
     (
         [(axum::http::header::CONTENT_TYPE, "text/plain")],
         "User-agent: *\nDisallow: /\n",
@@ -27,12 +27,12 @@ pub async fn robots() -> Response {
         .into_response()
 }
 
-pub async fn queue(State(state): State<AppState>) -> ApiResult<Page> {
+pub(crate) async fn queue(State(state): State<AppState>) -> ApiResult<Page> {
     Ok(Page::new("queue", views::root::queue(&state.pool).await?))
 }
 
 /// Builds with a running step, and the step.
-pub async fn status(State(state): State<AppState>) -> ApiResult<Page> {
+pub(crate) async fn status(State(state): State<AppState>) -> ApiResult<Page> {
     Ok(Page::new(
         "status",
         views::root::running_steps(&state.pool).await?,
@@ -40,12 +40,12 @@ pub async fn status(State(state): State<AppState>) -> ApiResult<Page> {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct PageQuery {
+pub(crate) struct PageQuery {
     pub page: Option<String>,
 }
 
 /// The page number of `?page=N` (1 when absent or nonsense).
-pub fn page_number(q: &PageQuery) -> i64 {
+pub(crate) fn page_number(q: &PageQuery) -> i64 {
     q.page
         .as_deref()
         .and_then(|p| p.parse::<i64>().ok())
@@ -53,16 +53,22 @@ pub fn page_number(q: &PageQuery) -> i64 {
         .unwrap_or(1)
 }
 
-pub const PER_PAGE: i64 = 20;
+pub(crate) const PER_PAGE: i64 = 20;
 
 /// Every evaluation with new builds, newest first, 20 per page.
-pub async fn evals(State(state): State<AppState>, Query(q): Query<PageQuery>) -> ApiResult<Page> {
+pub(crate) async fn evals(
+    State(state): State<AppState>,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<Page> {
     let body = views::evals_page(&state.pool, None, page_number(&q), PER_PAGE).await?;
     Ok(Page::value("evals", body))
 }
 
 /// Recently finished steps, 20 per page.
-pub async fn steps(State(state): State<AppState>, Query(q): Query<PageQuery>) -> ApiResult<Page> {
+pub(crate) async fn steps(
+    State(state): State<AppState>,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<Page> {
     let page = page_number(&q);
     let steps = views::root::finished_steps(&state.pool, (page - 1) * PER_PAGE, PER_PAGE).await?;
     let mut body = serde_json::Map::new();
@@ -75,14 +81,14 @@ pub async fn steps(State(state): State<AppState>, Query(q): Query<PageQuery>) ->
 }
 
 #[derive(Debug, Deserialize)]
-pub struct SearchQuery {
+pub(crate) struct SearchQuery {
     pub query: Option<String>,
     pub limit: Option<String>,
 }
 
 /// Hydra's search: names, descriptions, current jobs, output and drv
 /// paths; hidden projects and jobsets are left out.
-pub async fn search(
+pub(crate) async fn search(
     State(state): State<AppState>,
     Query(q): Query<SearchQuery>,
 ) -> ApiResult<Page> {
@@ -128,7 +134,7 @@ pub async fn search(
 }
 
 /// The routes this module serves.
-pub fn routes() -> Router<AppState> {
+pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(index))
         .route("/robots.txt", get(robots))

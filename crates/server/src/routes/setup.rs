@@ -22,7 +22,7 @@ use crate::params::Params;
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize)]
-pub struct TokenQuery {
+pub(crate) struct TokenQuery {
     token: Option<String>,
 }
 
@@ -53,7 +53,7 @@ async fn check(state: &AppState, token: &str) -> ApiResult<()> {
 }
 
 /// `GET /setup?token=…`: the form.
-pub async fn show(
+pub(crate) async fn show(
     State(state): State<AppState>,
     Query(query): Query<TokenQuery>,
 ) -> ApiResult<Page> {
@@ -65,7 +65,7 @@ pub async fn show(
 /// `POST /setup` with `token, username, fullname, emailaddress, password,
 /// password2` (form or JSON): creates the administrator, signs them in and
 /// goes to the front page.
-pub async fn create(
+pub(crate) async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
     viewer: Viewer,
@@ -121,6 +121,6 @@ pub async fn create(
 }
 
 /// The routes this module serves.
-pub fn routes() -> Router<AppState> {
+pub(crate) fn routes() -> Router<AppState> {
     Router::new().route("/setup", get(show).post(create))
 }

@@ -93,7 +93,7 @@ async fn trigger(
 }
 
 /// `POST /api/push-github`: header `X-Hub-Signature-256: sha256=<hex>`.
-pub async fn github(
+pub(crate) async fn github(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
@@ -124,7 +124,7 @@ pub async fn github(
 }
 
 /// `POST /api/push-gitea`: header `X-Gitea-Signature: <hex>`.
-pub async fn gitea(
+pub(crate) async fn gitea(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
@@ -146,7 +146,7 @@ pub async fn gitea(
 }
 
 /// The routes this module serves.
-pub fn routes() -> Router<AppState> {
+pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/push-github", post(github))
         .route("/api/push-gitea", post(gitea))

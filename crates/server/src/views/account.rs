@@ -6,7 +6,7 @@ use sqlx::PgPool;
 use crate::error::{ApiError, ApiResult};
 
 /// `user`'s API tokens (never their secrets), by id.
-pub async fn tokens(pool: &PgPool, user: &str) -> ApiResult<Value> {
+pub(crate) async fn tokens(pool: &PgPool, user: &str) -> ApiResult<Value> {
     let text: String = sqlx::query_scalar(
         "select coalesce(json_agg(json_build_object('id', id, 'name', name, 'created', created, \
          'lastused', lastUsed) order by id), '[]'::json)::text from ApiTokens where userName = $1",

@@ -19,7 +19,7 @@ type RunningRow = (
 );
 
 /// The steps running now, by machine and start time.
-pub async fn running_steps(pool: &PgPool) -> ApiResult<Vec<Value>> {
+pub(crate) async fn running_steps(pool: &PgPool) -> ApiResult<Vec<Value>> {
     let rows: Vec<RunningRow> = sqlx::query_as(
         "select s.build, s.stepnr, s.drvPath, s.machine, s.system, s.startTime, j.project, j.name, b.job \
          from BuildSteps s join Builds b on b.id = s.build join Jobsets j on j.id = b.jobset_id \
@@ -40,7 +40,7 @@ pub async fn running_steps(pool: &PgPool) -> ApiResult<Vec<Value>> {
 }
 
 /// Machine and start time of each step running now.
-pub async fn running_step_starts(pool: &PgPool) -> ApiResult<Vec<(String, i32)>> {
+pub(crate) async fn running_step_starts(pool: &PgPool) -> ApiResult<Vec<(String, i32)>> {
     Ok(sqlx::query_as(
         "select machine, startTime from BuildSteps where busy <> $1 and startTime is not null order by machine",
     )

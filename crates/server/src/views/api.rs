@@ -12,7 +12,7 @@ fn parse(text: &str) -> ApiResult<Value> {
 }
 
 /// The `nr` latest finished builds that match `f`, newest first.
-pub async fn latest_builds(pool: &PgPool, f: &Filter<'_>, nr: i64) -> ApiResult<Value> {
+pub(crate) async fn latest_builds(pool: &PgPool, f: &Filter<'_>, nr: i64) -> ApiResult<Value> {
     let sql = format!(
         "select coalesce(json_agg(json_build_object('id', x.id, 'project', x.project, 'jobset', x.jobset, \
          'job', x.job, 'system', x.system, 'nixname', x.nixName, 'finished', x.finished, \
@@ -33,7 +33,7 @@ pub async fn latest_builds(pool: &PgPool, f: &Filter<'_>, nr: i64) -> ApiResult<
 }
 
 /// The `nr` most urgent unfinished builds.
-pub async fn queue(pool: &PgPool, nr: i64) -> ApiResult<Value> {
+pub(crate) async fn queue(pool: &PgPool, nr: i64) -> ApiResult<Value> {
     let text: String = sqlx::query_scalar(
         "select coalesce(json_agg(json_build_object('id', x.id, 'project', x.project, 'jobset', x.jobset, \
          'job', x.job, 'system', x.system, 'nixname', x.nixName, 'finished', x.finished, \
@@ -50,7 +50,7 @@ pub async fn queue(pool: &PgPool, nr: i64) -> ApiResult<Value> {
 }
 
 /// How many builds are queued.
-pub async fn nr_queued(pool: &PgPool) -> ApiResult<i64> {
+pub(crate) async fn nr_queued(pool: &PgPool) -> ApiResult<i64> {
     Ok(
         sqlx::query_scalar("select count(*) from Builds where finished = 0")
             .fetch_one(pool)
@@ -60,7 +60,7 @@ pub async fn nr_queued(pool: &PgPool) -> ApiResult<i64> {
 
 /// Finished builds matching `f` with a timestamp from `first` on, counted
 /// per `period` seconds (period start, count).
-pub async fn finished_per_period(
+pub(crate) async fn finished_per_period(
     pool: &PgPool,
     f: &Filter<'_>,
     period: i32,
@@ -82,7 +82,7 @@ pub async fn finished_per_period(
 }
 
 /// Project `project`'s jobsets with the counts of their current builds.
-pub async fn jobsets(pool: &PgPool, project: &str) -> ApiResult<Value> {
+pub(crate) async fn jobsets(pool: &PgPool, project: &str) -> ApiResult<Value> {
     let text: String = sqlx::query_scalar(
         "select coalesce(json_agg(json_build_object('project', j.project, 'name', j.name, \
          'nrscheduled', coalesce(c.scheduled, 0), 'nrsucceeded', coalesce(c.succeeded, 0), \

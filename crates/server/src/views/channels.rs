@@ -9,7 +9,7 @@ use crate::error::ApiResult;
 
 /// A package of a channel: a build and its outputs.
 #[derive(Debug, Serialize, sqlx::FromRow)]
-pub struct Package {
+pub(crate) struct Package {
     pub id: i32,
     pub project: String,
     pub jobset: String,
@@ -22,7 +22,7 @@ pub struct Package {
 
 /// What a channel holds.
 #[derive(Debug, Default)]
-pub struct Scope {
+pub(crate) struct Scope {
     pub project: Option<String>,
     pub jobset: Option<String>,
     pub job: Option<String>,
@@ -32,7 +32,7 @@ pub struct Scope {
 
 /// The latest successful build with a `nix-build` product of each job and
 /// system in `scope`, with its outputs.
-pub async fn packages(pool: &PgPool, scope: &Scope) -> ApiResult<Vec<Package>> {
+pub(crate) async fn packages(pool: &PgPool, scope: &Scope) -> ApiResult<Vec<Package>> {
     let mut packages: Vec<Package> = sqlx::query_as(
         "select distinct on (j.project, j.name, b.job, b.system) \
            b.id, j.project, j.name as jobset, b.job, b.system, b.nixName as nixname \

@@ -6,7 +6,7 @@ use crate::error::ApiResult;
 
 /// A product as a download serves it.
 #[derive(Debug, sqlx::FromRow)]
-pub struct Product {
+pub(crate) struct Product {
     pub productnr: i32,
     pub path: Option<String>,
     pub name: Option<String>,
@@ -18,7 +18,11 @@ const PRODUCT: &str = "select p.productnr, p.path, p.name, p.defaultPath as defa
      from BuildProducts p join Builds b on b.id = p.build where p.build = $1";
 
 /// Build `build`'s product numbered or named `nr`.
-pub async fn by_number_or_name(pool: &PgPool, build: i32, nr: &str) -> ApiResult<Option<Product>> {
+pub(crate) async fn by_number_or_name(
+    pool: &PgPool,
+    build: i32,
+    nr: &str,
+) -> ApiResult<Option<Product>> {
     let sql = format!(
         "{PRODUCT} and (p.productnr::text = $2 or p.name = $2) order by p.productnr limit 1"
     );
@@ -30,7 +34,7 @@ pub async fn by_number_or_name(pool: &PgPool, build: i32, nr: &str) -> ApiResult
 }
 
 /// Build `build`'s first product of type `kind`/`subtype`.
-pub async fn by_type(
+pub(crate) async fn by_type(
     pool: &PgPool,
     build: i32,
     kind: &str,

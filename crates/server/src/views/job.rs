@@ -7,10 +7,10 @@ use super::{BUILD_SUMMARY_COLUMNS, BuildSummary};
 use crate::error::ApiResult;
 
 /// Points of a series, at most (the most recent).
-pub const SERIES_LIMIT: i64 = 1000;
+pub(crate) const SERIES_LIMIT: i64 = 1000;
 
 /// The job `jobset:job`'s ten latest builds, finished or queued.
-pub async fn recent(
+pub(crate) async fn recent(
     pool: &PgPool,
     jobset: i32,
     job: &str,
@@ -30,7 +30,7 @@ pub async fn recent(
 }
 
 /// Whether `user` starred job `project:jobset:job`.
-pub async fn starred(
+pub(crate) async fn starred(
     pool: &PgPool,
     user: &str,
     project: &str,
@@ -51,8 +51,7 @@ pub async fn starred(
 
 /// The figures of a job's latest finished build.
 #[derive(Clone, Debug, sqlx::FromRow)]
-pub struct LatestFigures {
-    pub id: i32,
+pub(crate) struct LatestFigures {
     #[sqlx(rename = "stoptime")]
     pub stop_time: Option<i32>,
     #[sqlx(rename = "buildstatus")]
@@ -63,13 +62,13 @@ pub struct LatestFigures {
 }
 
 /// The latest finished build of job `jobset:job`.
-pub async fn latest_finished(
+pub(crate) async fn latest_finished(
     pool: &PgPool,
     jobset: i32,
     job: &str,
 ) -> ApiResult<Option<LatestFigures>> {
     Ok(sqlx::query_as(
-        "select id, stopTime, buildStatus, closureSize, size from Builds \
+        "select stopTime, buildStatus, closureSize, size from Builds \
          where jobset_id = $1 and job = $2 and finished = 1 order by id desc limit 1",
     )
     .bind(jobset)
@@ -80,7 +79,7 @@ pub async fn latest_finished(
 
 /// A figure of successful builds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Series {
+pub(crate) enum Series {
     BuildTimes,
     ClosureSizes,
     OutputSizes,
@@ -88,7 +87,7 @@ pub enum Series {
 
 /// The series of `which` over job `jobset:job`'s successful builds
 /// (build, timestamp, value), oldest first.
-pub async fn series(
+pub(crate) async fn series(
     pool: &PgPool,
     jobset: i32,
     job: &str,
@@ -115,7 +114,7 @@ pub async fn series(
 
 /// The series of metric `name` of job `project:jobset:job` (build,
 /// timestamp, value, unit), oldest first.
-pub async fn metric(
+pub(crate) async fn metric(
     pool: &PgPool,
     project: &str,
     jobset: &str,

@@ -2,15 +2,15 @@
 //! types, each loaded in one or a few indexed queries (never a query per
 //! row).
 
-pub mod account;
-pub mod admin;
-pub mod api;
-pub mod build;
-pub mod channels;
-pub mod downloads;
-pub mod eval;
-pub mod job;
-pub mod root;
+pub(crate) mod account;
+pub(crate) mod admin;
+pub(crate) mod api;
+pub(crate) mod build;
+pub(crate) mod channels;
+pub(crate) mod downloads;
+pub(crate) mod eval;
+pub(crate) mod job;
+pub(crate) mod root;
 
 use std::collections::BTreeMap;
 
@@ -22,7 +22,7 @@ use crate::error::{ApiError, ApiResult};
 
 /// Which builds: each field that is given must match.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Filter<'a> {
+pub(crate) struct Filter<'a> {
     pub project: Option<&'a str>,
     pub jobset: Option<&'a str>,
     pub job: Option<&'a str>,
@@ -36,7 +36,7 @@ const FILTER: &str = "($1::text is null or j.project = $1) and ($2::text is null
 
 /// The latest successful build that matches `f` (`finished_evals`: in an
 /// evaluation with no unfinished builds).
-pub async fn latest_success(
+pub(crate) async fn latest_success(
     pool: &PgPool,
     f: &Filter<'_>,
     finished_evals: bool,
@@ -64,7 +64,7 @@ pub async fn latest_success(
 
 /// A page of the finished builds that match `f`, most recently finished
 /// first, and how many there are in all.
-pub async fn finished_page(
+pub(crate) async fn finished_page(
     pool: &PgPool,
     f: &Filter<'_>,
     offset: i64,
@@ -117,7 +117,7 @@ const BUILDS_JSON: &str = "select json_build_object(\
     )::text from Builds b join Jobsets j on j.id = b.jobset_id";
 
 /// The Build object of one build, as JSON text: one round trip.
-pub async fn build_json(pool: &PgPool, id: i32) -> ApiResult<Option<String>> {
+pub(crate) async fn build_json(pool: &PgPool, id: i32) -> ApiResult<Option<String>> {
     let sql = format!("{BUILDS_JSON} where b.id = $1");
     Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
         .bind(id)
@@ -182,7 +182,7 @@ struct MetricJson {
 /// array. The same objects as [`build_json`], read as rows (one query per
 /// table, run concurrently) and serialised here: for thousands of builds
 /// that is several times faster than building the JSON in PostgreSQL.
-pub async fn builds_json_text(pool: &PgPool, ids: &[i32]) -> ApiResult<String> {
+pub(crate) async fn builds_json_text(pool: &PgPool, ids: &[i32]) -> ApiResult<String> {
     let builds = sqlx::query_as::<_, BuildRow>(
         "select b.id, b.finished, b.timestamp, b.startTime as starttime, b.stopTime as stoptime, \
          j.project, j.name as jobset, b.job, b.nixName as nixname, b.system, b.priority, \
@@ -243,7 +243,7 @@ pub async fn builds_json_text(pool: &PgPool, ids: &[i32]) -> ApiResult<String> {
 }
 
 /// A number as PostgreSQL's JSON shows it: integral values without `.0`.
-pub fn json_number(v: f64) -> Value {
+pub(crate) fn json_number(v: f64) -> Value {
     if v.fract() == 0.0 && v.abs() < 9.0e15 {
         Value::from(v as i64)
     } else {
@@ -252,14 +252,14 @@ pub fn json_number(v: f64) -> Value {
 }
 
 /// Build objects for `ids`, in the order of `ids`.
-pub async fn builds_json(pool: &PgPool, ids: &[i32]) -> ApiResult<Vec<Value>> {
+pub(crate) async fn builds_json(pool: &PgPool, ids: &[i32]) -> ApiResult<Vec<Value>> {
     let text = builds_json_text(pool, ids).await?;
     serde_json::from_str(&text).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
 /// The short form used by build lists (`/queue`, `/api/latestbuilds`, …).
 #[derive(Debug, Serialize, sqlx::FromRow)]
-pub struct BuildSummary {
+pub(crate) struct BuildSummary {
     pub id: i32,
     pub project: String,
     pub jobset: String,
@@ -276,12 +276,12 @@ pub struct BuildSummary {
     pub releasename: Option<String>,
 }
 
-pub const BUILD_SUMMARY_COLUMNS: &str = "b.id, j.project, j.name as jobset, b.job, b.system, b.nixName as nixname, \
+pub(crate) const BUILD_SUMMARY_COLUMNS: &str = "b.id, j.project, j.name as jobset, b.job, b.system, b.nixName as nixname, \
     b.finished, b.timestamp, b.startTime as starttime, b.stopTime as stoptime, b.priority, \
     b.globalPriority as globalpriority, b.buildStatus as buildstatus, b.releaseName as releasename";
 
 #[derive(Debug, Serialize)]
-pub struct ProjectJson {
+pub(crate) struct ProjectJson {
     pub name: String,
     pub displayname: String,
     pub description: String,
@@ -296,7 +296,7 @@ pub struct ProjectJson {
 }
 
 #[derive(Debug, Serialize)]
-pub struct Declarative {
+pub(crate) struct Declarative {
     pub file: String,
     #[serde(rename = "type")]
     pub kind: String,
@@ -356,7 +356,7 @@ fn project_json(row: ProjectRow) -> ProjectJson {
     }
 }
 
-pub async fn project(pool: &PgPool, name: &str) -> ApiResult<Option<ProjectJson>> {
+pub(crate) async fn project(pool: &PgPool, name: &str) -> ApiResult<Option<ProjectJson>> {
     let sql = format!("{PROJECT_SELECT} where p.name = $1");
     let row: Option<ProjectRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(name)
@@ -366,7 +366,7 @@ pub async fn project(pool: &PgPool, name: &str) -> ApiResult<Option<ProjectJson>
 }
 
 /// Visible projects by name (hidden ones too when `hidden`).
-pub async fn projects(pool: &PgPool, hidden: bool) -> ApiResult<Vec<ProjectJson>> {
+pub(crate) async fn projects(pool: &PgPool, hidden: bool) -> ApiResult<Vec<ProjectJson>> {
     let sql = format!("{PROJECT_SELECT} where $1 or p.hidden = 0 order by p.enabled desc, p.name");
     let rows: Vec<ProjectRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(hidden)
@@ -376,7 +376,7 @@ pub async fn projects(pool: &PgPool, hidden: bool) -> ApiResult<Vec<ProjectJson>
 }
 
 #[derive(Debug, Serialize)]
-pub struct JobsetInputJson {
+pub(crate) struct JobsetInputJson {
     pub name: String,
     #[serde(rename = "type")]
     pub kind: String,
@@ -385,7 +385,7 @@ pub struct JobsetInputJson {
 }
 
 #[derive(Debug, Serialize)]
-pub struct JobsetJson {
+pub(crate) struct JobsetJson {
     pub name: String,
     pub project: String,
     pub description: String,
@@ -411,7 +411,11 @@ pub struct JobsetJson {
     pub inputs: std::collections::BTreeMap<String, JobsetInputJson>,
 }
 
-pub async fn jobset(pool: &PgPool, project: &str, name: &str) -> ApiResult<Option<JobsetJson>> {
+pub(crate) async fn jobset(
+    pool: &PgPool,
+    project: &str,
+    name: &str,
+) -> ApiResult<Option<JobsetJson>> {
     let mut conn = pool.acquire().await?;
     let Some(j) = hydra_db::rows::jobset(&mut conn, project, name).await? else {
         return Ok(None);
@@ -467,7 +471,7 @@ pub async fn jobset(pool: &PgPool, project: &str, name: &str) -> ApiResult<Optio
 
 /// JobsetEval objects for `ids` (in that order): Hydra's fields, with the
 /// member builds and the inputs, in three queries whatever the count.
-pub async fn evals_json(pool: &PgPool, ids: &[i32]) -> ApiResult<Vec<Value>> {
+pub(crate) async fn evals_json(pool: &PgPool, ids: &[i32]) -> ApiResult<Vec<Value>> {
     let rows: Vec<String> = sqlx::query_scalar(
         "select json_build_object(\
             'id', e.id, 'timestamp', e.timestamp, 'checkouttime', e.checkoutTime, \
@@ -489,7 +493,7 @@ pub async fn evals_json(pool: &PgPool, ids: &[i32]) -> ApiResult<Vec<Value>> {
 /// Hydra's pagination links (`?page=N`).
 /// Page `page` of the evaluations that added builds (of jobset `jobset`
 /// only, if given), with the paging fields.
-pub async fn evals_page(
+pub(crate) async fn evals_page(
     pool: &PgPool,
     jobset: Option<i32>,
     page: i64,
@@ -501,7 +505,7 @@ pub async fn evals_page(
     Ok(Value::Object(body))
 }
 
-pub fn pages(page: i64, per_page: i64, total: i64) -> serde_json::Map<String, Value> {
+pub(crate) fn pages(page: i64, per_page: i64, total: i64) -> serde_json::Map<String, Value> {
     let last = ((total + per_page - 1) / per_page).max(1);
     let mut links = serde_json::Map::new();
     links.insert("first".into(), Value::from("?page=1"));

@@ -9,7 +9,7 @@ use crate::error::ApiResult;
 use hydra_db::status::Busy;
 
 /// Every unfinished build, most urgent first.
-pub async fn queue(pool: &PgPool) -> ApiResult<Vec<BuildSummary>> {
+pub(crate) async fn queue(pool: &PgPool) -> ApiResult<Vec<BuildSummary>> {
     let sql = format!(
         "select {BUILD_SUMMARY_COLUMNS} from Builds b join Jobsets j on j.id = b.jobset_id \
          where b.finished = 0 order by b.globalPriority desc, b.id"
@@ -27,7 +27,7 @@ fn parsed(rows: Vec<String>) -> Vec<Value> {
 }
 
 /// Builds with a running step, with the step, by machine.
-pub async fn running_steps(pool: &PgPool) -> ApiResult<Vec<Value>> {
+pub(crate) async fn running_steps(pool: &PgPool) -> ApiResult<Vec<Value>> {
     let rows: Vec<String> = sqlx::query_scalar(
         "select json_build_object('id', b.id, 'project', j.project, 'jobset', j.name, 'job', b.job, \
          'system', b.system, 'nixname', b.nixName, 'timestamp', b.timestamp, 'priority', b.priority, \
@@ -43,7 +43,11 @@ pub async fn running_steps(pool: &PgPool) -> ApiResult<Vec<Value>> {
 }
 
 /// Finished steps, most recent first, `limit` from `offset`.
-pub async fn finished_steps(pool: &PgPool, offset: i64, limit: i64) -> ApiResult<Vec<Value>> {
+pub(crate) async fn finished_steps(
+    pool: &PgPool,
+    offset: i64,
+    limit: i64,
+) -> ApiResult<Vec<Value>> {
     let rows: Vec<String> = sqlx::query_scalar(
         "select json_build_object('build', s.build, 'stepnr', s.stepnr, 'drvpath', s.drvPath, \
          'system', s.system, 'machine', s.machine, 'status', s.status, 'starttime', s.startTime, \
@@ -61,7 +65,7 @@ pub async fn finished_steps(pool: &PgPool, offset: i64, limit: i64) -> ApiResult
 
 /// What a search found, at most `limit` of each.
 #[derive(Clone, Debug, Default)]
-pub struct Found {
+pub(crate) struct Found {
     pub projects: Vec<String>,
     pub jobsets: Vec<(String, String)>,
     /// Builds with an output path that matches.
@@ -72,7 +76,7 @@ pub struct Found {
 
 /// Visible projects, jobsets and builds matching `pattern` (an `ilike`
 /// pattern); the whole search stops after 20 seconds.
-pub async fn search(pool: &PgPool, pattern: &str, limit: i64) -> ApiResult<Found> {
+pub(crate) async fn search(pool: &PgPool, pattern: &str, limit: i64) -> ApiResult<Found> {
     let mut tx = pool.begin().await?;
     sqlx::query("set local statement_timeout = 20000")
         .execute(&mut *tx)

@@ -161,7 +161,7 @@ impl App {
     /// A session for `user`, as signing in would make.
     pub async fn session(&self, user: &str) -> As {
         As::Session(
-            hydra_server::auth::start_session(&self.db.pool, user, None)
+            hydra_server::start_session(&self.db.pool, user, None)
                 .await
                 .unwrap(),
         )
