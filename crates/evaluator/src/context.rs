@@ -8,6 +8,7 @@ use hydra_db::DbError;
 use sqlx::PgPool;
 
 use crate::engine::{self, NixEnv};
+use crate::inputs::FetchContext;
 use crate::metrics::Metrics;
 
 /// What every evaluation needs.
@@ -20,6 +21,24 @@ pub struct Context {
     /// How Nix programs are run (which store, which settings).
     pub nix: NixEnv,
     pub metrics: Arc<Metrics>,
+}
+
+impl Context {
+    /// What fetching the inputs of jobset `project:jobset` needs.
+    pub(crate) fn fetch_context<'a>(
+        &'a self,
+        project: &'a str,
+        jobset: &'a str,
+    ) -> FetchContext<'a> {
+        FetchContext {
+            pool: &self.pool,
+            config: &self.config,
+            data_dir: &self.data_dir,
+            nix: &self.nix,
+            project,
+            jobset,
+        }
+    }
 }
 
 /// An error that fails the evaluation as a whole.

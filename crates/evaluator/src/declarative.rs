@@ -9,7 +9,7 @@ use hydra_db::rows;
 use serde_json::Value;
 
 use crate::context::{Context, RunError};
-use crate::inputs::{self, FetchContext, Fetched, Input};
+use crate::inputs::{self, Fetched, Input};
 use crate::outcome::Outcome;
 
 /// What to do with the `.jobsets` jobset.
@@ -44,14 +44,7 @@ pub(crate) async fn evaluate_spec(ctx: &Context, row: &rows::Jobset) -> Result<D
             "the declarative specification file `{file}` must be a relative path inside the input"
         )));
     }
-    let fetch_ctx = FetchContext {
-        pool: &ctx.pool,
-        config: &ctx.config,
-        data_dir: &ctx.data_dir,
-        nix: &ctx.nix,
-        project: &row.project,
-        jobset: &row.name,
-    };
+    let fetch_ctx = ctx.fetch_context(&row.project, &row.name);
     let input = Input {
         name: "declInput".into(),
         kind: kind.into(),

@@ -18,7 +18,7 @@ pub use crate::context::Context;
 pub(crate) use crate::context::RunError;
 use crate::declarative::{self, Decl};
 use crate::engine::{self, Expression, NixEnv, Request};
-use crate::inputs::{self, FetchContext, Fetched, Input};
+use crate::inputs::{self, Fetched, Input};
 pub use crate::outcome::{Outcome, Summary};
 use crate::record::{self, NewEval};
 
@@ -274,14 +274,7 @@ async fn checkout(
     let inputs = jobset_inputs(&ctx.pool, &row.project, &row.name).await?;
     record::repair_is_current(&ctx.pool, row.id).await?;
 
-    let fetch_ctx = FetchContext {
-        pool: &ctx.pool,
-        config: &ctx.config,
-        data_dir: &ctx.data_dir,
-        nix: &ctx.nix,
-        project: &row.project,
-        jobset: &row.name,
-    };
+    let fetch_ctx = ctx.fetch_context(&row.project, &row.name);
     let mut fetched: Vec<Fetched> = Vec::with_capacity(inputs.len());
     for input in &inputs {
         match inputs::fetch(&fetch_ctx, input).await {

@@ -454,6 +454,19 @@ pub(crate) struct Failure {
     pub non_deterministic: bool,
 }
 
+impl Failure {
+    /// A failure of `status` before anything was built (not cached).
+    pub(crate) fn of(status: Status, error: Option<String>) -> Failure {
+        Failure {
+            status,
+            error,
+            cacheable: false,
+            times_built: 0,
+            non_deterministic: false,
+        }
+    }
+}
+
 /// A step that failed for good: its row (if it ran) finished, and every
 /// build that needs it finished (the step's own builds with its status,
 /// the others with 2 when it simply failed), each with a step row that

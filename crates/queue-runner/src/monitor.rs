@@ -659,18 +659,7 @@ async fn local_valid(
     ctx: &Context,
     paths: &BTreeSet<String>,
 ) -> Result<BTreeSet<String>, QueueError> {
-    let mut client = hydra_nix::serve::ServeClient::connect(
-        &ctx.local.serve_transport(),
-        Duration::from_secs(60),
-    )
-    .await
-    .map_err(|e| QueueError::Machines(format!("cannot open the local store: {e}")))?;
-    let valid = client
-        .query_valid_paths(paths, false, false)
-        .await
-        .map_err(|e| QueueError::Machines(format!("cannot query the local store: {e}")))?;
-    let _ = client.close().await;
-    Ok(valid)
+    local_valid_substituting(ctx, paths, false).await
 }
 
 /// Loads shares and the last day's step times of jobsets seen for the
@@ -688,18 +677,25 @@ async fn load_new_jobset_shares(queue: &Arc<Queue>) -> Result<(), QueueError> {
     if unknown.is_empty() {
         return Ok(());
     }
-    let shares = hydra_db::jobsets::scheduling_shares(&queue.ctx.pool, &unknown).await?;
+    set_shares(queue, &unknown).await?;
     let since = hydra_db::now() - crate::state::SHARE_WINDOW as i32;
     let history = hydra_db::steps::recent_times(&queue.ctx.pool, &unknown, since).await?;
+    let mut state = queue.lock();
+    for (jobset, start, stop) in history {
+        if let Some(j) = state.jobsets.get_mut(&jobset) {
+            j.add(i64::from(start), i64::from((stop - start).max(0)));
+        }
+    }
+    Ok(())
+}
+
+/// Reads the scheduling shares of jobsets `ids`.
+async fn set_shares(queue: &Arc<Queue>, ids: &[i32]) -> Result<(), QueueError> {
+    let shares = hydra_db::jobsets::scheduling_shares(&queue.ctx.pool, ids).await?;
     let mut state = queue.lock();
     for (id, n) in shares {
         if let Some(j) = state.jobsets.get_mut(&id) {
             j.shares = n.max(1);
-        }
-    }
-    for (jobset, start, stop) in history {
-        if let Some(j) = state.jobsets.get_mut(&jobset) {
-            j.add(i64::from(start), i64::from((stop - start).max(0)));
         }
     }
     Ok(())
@@ -710,14 +706,7 @@ async fn reload_shares(queue: &Arc<Queue>) -> Result<(), QueueError> {
     if ids.is_empty() {
         return Ok(());
     }
-    let shares = hydra_db::jobsets::scheduling_shares(&queue.ctx.pool, &ids).await?;
-    let mut state = queue.lock();
-    for (id, n) in shares {
-        if let Some(j) = state.jobsets.get_mut(&id) {
-            j.shares = n.max(1);
-        }
-    }
-    drop(state);
+    set_shares(queue, &ids).await?;
     queue.dispatch.notify_one();
     Ok(())
 }

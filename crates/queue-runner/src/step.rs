@@ -233,13 +233,7 @@ async fn execute(
         .cloned()
         .collect();
     if !finish::failed_paths(pool, &outputs).await?.is_empty() {
-        let failure = Failure {
-            status: Status::CachedFailure,
-            error: None,
-            cacheable: false,
-            times_built: 0,
-            non_deterministic: false,
-        };
+        let failure = Failure::of(Status::CachedFailure, None);
         let t = hydra_db::now();
         let run = step_run(job, None, t, t, None);
         return fail_for_good(queue, plan, &run, &failure).await;
@@ -408,13 +402,7 @@ async fn retry_or_fail(
     let max_tries = ctx.config.queue_runner.max_tries.max(1);
     let tries = queue.lock().steps.get(drv_path).map_or(0, |s| s.tries) + 1;
     if tries >= max_tries {
-        let failure = Failure {
-            status,
-            error: Some(error),
-            cacheable: false,
-            times_built: 0,
-            non_deterministic: false,
-        };
+        let failure = Failure::of(status, Some(error));
         return fail_for_good(queue, job.plan, run, &failure).await;
     }
     finish::step_will_retry(
@@ -565,13 +553,7 @@ pub(crate) async fn fail_unsupported(queue: &Arc<Queue>, drv_path: &str) {
             .unwrap_or_default()
     });
     tracing::warn!(drv = %drv_path, "{message}");
-    let failure = Failure {
-        status: Status::Unsupported,
-        error: Some(message),
-        cacheable: false,
-        times_built: 0,
-        non_deterministic: false,
-    };
+    let failure = Failure::of(Status::Unsupported, Some(message));
     let t = hydra_db::now();
     Stats::add(&queue.stats.unsupported_aborted, 1);
     let run = finish::StepRun {
@@ -637,13 +619,7 @@ async fn set_busy(job: Job<'_>, stepnr: i32, state: Busy) {
 
 /// A failure of the step itself, not worth another try.
 fn aborted(error: String) -> Outcome {
-    Outcome::Failed(Failure {
-        status: Status::Aborted,
-        error: Some(error),
-        cacheable: false,
-        times_built: 0,
-        non_deterministic: false,
-    })
+    Outcome::Failed(Failure::of(Status::Aborted, Some(error)))
 }
 
 /// A failure around the step (a file, the machine list, a store), worth

@@ -3,7 +3,7 @@
 //! endpoint), running-step ages for Prometheus, and `/api/scmdiff`.
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -31,43 +31,39 @@ fn back_to_admin(state: &AppState, headers: &HeaderMap) -> Response {
     redirect(&format!("{}admin", base_url(state, headers)))
 }
 
-/// `/admin/clear-queue-non-current`: cancels the queued builds that are not
-/// in the latest evaluation (with new builds) of their jobset.
-pub(crate) async fn clear_queue_non_current(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    viewer: Viewer,
-    _csrf: SameOrigin,
-) -> ApiResult<Response> {
-    viewer.require_admin()?;
-    let ids = hydra_db::builds::queued_not_current(&state.pool).await?;
-    let n = hydra_db::builds::cancel_builds(&state.pool, &ids).await?;
-    tracing::info!(cancelled = n, "cleared the queue of non-current builds");
-    Ok(back_to_admin(&state, &headers))
+/// The clearing actions of `/admin`.
+#[derive(Clone, Copy, Debug)]
+enum Clear {
+    /// Cancels the queued builds that are not in the latest evaluation
+    /// (with new builds) of their jobset.
+    QueueNonCurrent,
+    /// Forgets every cached failure.
+    FailedCache,
+    /// Forgets every fetched input revision.
+    VcsCache,
 }
 
-/// `/admin/clear-failed-cache`: forgets every cached failure.
-pub(crate) async fn clear_failed_cache(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    viewer: Viewer,
-    _csrf: SameOrigin,
-) -> ApiResult<Response> {
-    viewer.require_admin()?;
-    hydra_db::failed_paths::clear(&state.pool).await?;
-    Ok(back_to_admin(&state, &headers))
-}
-
-/// `/admin/clear-vcs-cache`: forgets every fetched input revision.
-pub(crate) async fn clear_vcs_cache(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    viewer: Viewer,
-    _csrf: SameOrigin,
-) -> ApiResult<Response> {
-    viewer.require_admin()?;
-    hydra_db::input_cache::clear(&state.pool).await?;
-    Ok(back_to_admin(&state, &headers))
+/// `/admin/clear-…`, for administrators, then back to `/admin`.
+fn clear(what: Clear) -> MethodRouter<AppState> {
+    let handler = move |State(state): State<AppState>,
+                        headers: HeaderMap,
+                        viewer: Viewer,
+                        _csrf: SameOrigin| async move {
+        viewer.require_admin()?;
+        match what {
+            Clear::QueueNonCurrent => {
+                let ids = hydra_db::builds::queued_not_current(&state.pool).await?;
+                let n = hydra_db::builds::cancel_builds(&state.pool, &ids).await?;
+                tracing::info!(cancelled = n, "cleared the queue of non-current builds");
+            }
+            Clear::FailedCache => {
+                hydra_db::failed_paths::clear(&state.pool).await?;
+            }
+            Clear::VcsCache => hydra_db::input_cache::clear(&state.pool).await?,
+        }
+        Ok::<_, ApiError>(back_to_admin(&state, &headers))
+    };
+    get(handler).post(handler)
 }
 
 /// `/admin/news`: the news items, newest first.
@@ -356,16 +352,10 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/machines", get(machines))
         .route(
             "/admin/clear-queue-non-current",
-            get(clear_queue_non_current).post(clear_queue_non_current),
+            clear(Clear::QueueNonCurrent),
         )
-        .route(
-            "/admin/clear-failed-cache",
-            get(clear_failed_cache).post(clear_failed_cache),
-        )
-        .route(
-            "/admin/clear-vcs-cache",
-            get(clear_vcs_cache).post(clear_vcs_cache),
-        )
+        .route("/admin/clear-failed-cache", clear(Clear::FailedCache))
+        .route("/admin/clear-vcs-cache", clear(Clear::VcsCache))
         .route("/admin/news", get(news))
         .route("/admin/news/submit", post(news_submit))
         .route("/admin/news/delete/{id}", post(news_delete))

@@ -40,12 +40,7 @@ fn nr(filter: &BuildFilter) -> ApiResult<i64> {
 
 impl BuildFilter {
     fn filter(&self) -> Filter<'_> {
-        Filter {
-            project: self.project.as_deref(),
-            jobset: self.jobset.as_deref(),
-            job: self.job.as_deref(),
-            system: self.system.as_deref(),
-        }
+        Filter::of(&self.project, &self.jobset, &self.job, &self.system)
     }
 }
 

@@ -4,7 +4,7 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{MethodRouter, get};
 use serde_json::{Value, json};
 
 use super::actions::{self, Action};
@@ -70,63 +70,36 @@ pub(crate) async fn step(
     Ok(Page::value("build-step", step))
 }
 
-/// Takes `action` on the build (`viewer` allowed to) and returns to its
-/// page.
-async fn act(
-    state: &AppState,
-    headers: &HeaderMap,
-    build: &BuildPath,
-    action: Action,
-) -> ApiResult<Response> {
-    actions::take(state, action, &[build.id]).await?;
-    Ok(actions::back_to(
-        state,
-        headers,
-        &format!("build/{}", build.id),
-    ))
-}
-
-pub(crate) async fn restart(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    viewer: Viewer,
-    _csrf: SameOrigin,
-    build: BuildPath,
-) -> ApiResult<Response> {
-    actions::authorize(&state, &viewer, &build.project, Action::Restart).await?;
-    if !build.finished {
-        return Err(ApiError::bad_request(
-            "This build cannot be restarted: it has not finished.",
-        ));
-    }
-    act(&state, &headers, &build, Action::Restart).await
-}
-
-pub(crate) async fn cancel(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    viewer: Viewer,
-    _csrf: SameOrigin,
-    build: BuildPath,
-) -> ApiResult<Response> {
-    actions::authorize(&state, &viewer, &build.project, Action::Cancel).await?;
-    if build.finished {
-        return Err(ApiError::bad_request(
-            "This build cannot be cancelled: it has finished.",
-        ));
-    }
-    act(&state, &headers, &build, Action::Cancel).await
-}
-
-pub(crate) async fn bump(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    viewer: Viewer,
-    _csrf: SameOrigin,
-    build: BuildPath,
-) -> ApiResult<Response> {
-    actions::authorize(&state, &viewer, &build.project, Action::Bump).await?;
-    act(&state, &headers, &build, Action::Bump).await
+/// `/build/<id>/<action>`: restart (a finished build), cancel (an
+/// unfinished one) or bump, then back to the build's page.
+fn act(action: Action) -> MethodRouter<AppState> {
+    let handler = move |State(state): State<AppState>,
+                        headers: HeaderMap,
+                        viewer: Viewer,
+                        _csrf: SameOrigin,
+                        build: BuildPath| async move {
+        actions::authorize(&state, &viewer, &build.project, action).await?;
+        match (action, build.finished) {
+            (Action::Restart, false) => {
+                return Err(ApiError::bad_request(
+                    "This build cannot be restarted: it has not finished.",
+                ));
+            }
+            (Action::Cancel, true) => {
+                return Err(ApiError::bad_request(
+                    "This build cannot be cancelled: it has finished.",
+                ));
+            }
+            _ => {}
+        }
+        actions::take(&state, action, &[build.id]).await?;
+        Ok::<_, ApiError>(actions::back_to(
+            &state,
+            &headers,
+            &format!("build/{}", build.id),
+        ))
+    };
+    get(handler).post(handler)
 }
 
 pub(crate) async fn keep(
@@ -165,8 +138,8 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/build/{id}/evals", get(evals))
         .route("/build/{id}/api/get-info", get(get_info))
         .route("/build/{id}/step/{nr}", get(step))
-        .route("/build/{id}/restart", get(restart).post(restart))
-        .route("/build/{id}/cancel", get(cancel).post(cancel))
-        .route("/build/{id}/bump", get(bump).post(bump))
+        .route("/build/{id}/restart", act(Action::Restart))
+        .route("/build/{id}/cancel", act(Action::Cancel))
+        .route("/build/{id}/bump", act(Action::Bump))
         .route("/build/{id}/keep/{keep}", get(keep).post(keep))
 }

@@ -4,10 +4,11 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{MethodRouter, get};
 use serde_json::Value;
 
 use hydra_db::builds::Statuses;
+use hydra_db::status::BuildStatus;
 
 use super::actions::{self, Action};
 use super::redirect_below;
@@ -86,89 +87,39 @@ pub(crate) async fn job_rest(
     job_to(&state, &headers, &eval, &job, Some(&rest)).await
 }
 
-/// Takes `action` on the builds `ids` of the evaluation and returns to
-/// its page.
-async fn act(
-    state: &AppState,
-    headers: &HeaderMap,
-    viewer: &Viewer,
-    eval: &EvalPath,
-    action: Action,
-    which: Option<Statuses<'_>>,
-) -> ApiResult<Response> {
-    actions::authorize(state, viewer, &eval.project, action).await?;
-    let ids = match which {
-        Some(which) => hydra_db::builds::finished_in_eval(&state.pool, eval.id, which).await?,
-        None => hydra_db::evals::member_ids(&state.pool, eval.id).await?,
+/// `/eval/<id>/<action>`: `action` on the evaluation's builds (those
+/// `which` chooses among the finished ones, else all), then back to its
+/// page.
+fn act(action: Action, which: Option<Statuses<'static>>) -> MethodRouter<AppState> {
+    let handler = move |State(state): State<AppState>,
+                        headers: HeaderMap,
+                        viewer: Viewer,
+                        _csrf: SameOrigin,
+                        eval: EvalPath| async move {
+        actions::authorize(&state, &viewer, &eval.project, action).await?;
+        let ids = match which {
+            Some(which) => hydra_db::builds::finished_in_eval(&state.pool, eval.id, which).await?,
+            None => hydra_db::evals::member_ids(&state.pool, eval.id).await?,
+        };
+        actions::take(&state, action, &ids).await?;
+        Ok::<_, ApiError>(actions::back_to(
+            &state,
+            &headers,
+            &format!("eval/{}", eval.id),
+        ))
     };
-    actions::take(state, action, &ids).await?;
-    Ok(actions::back_to(
-        state,
-        headers,
-        &format!("eval/{}", eval.id),
-    ))
+    get(handler).post(handler)
 }
 
-pub(crate) async fn cancel(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    viewer: Viewer,
-    _csrf: SameOrigin,
-    eval: EvalPath,
-) -> ApiResult<Response> {
-    act(&state, &headers, &viewer, &eval, Action::Cancel, None).await
-}
+/// The aborted, cancelled and unsupported builds.
+const ABORTED: Statuses<'static> = Statuses::AnyOf(&[
+    BuildStatus::Aborted,
+    BuildStatus::Cancelled,
+    BuildStatus::Unsupported,
+]);
 
-/// Restarts the aborted, cancelled and unsupported builds.
-pub(crate) async fn restart_aborted(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    viewer: Viewer,
-    _csrf: SameOrigin,
-    eval: EvalPath,
-) -> ApiResult<Response> {
-    use hydra_db::status::BuildStatus::{Aborted, Cancelled, Unsupported};
-    let which = Statuses::AnyOf(&[Aborted, Cancelled, Unsupported]);
-    act(
-        &state,
-        &headers,
-        &viewer,
-        &eval,
-        Action::Restart,
-        Some(which),
-    )
-    .await
-}
-
-/// Restarts every build that did not succeed.
-pub(crate) async fn restart_failed(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    viewer: Viewer,
-    _csrf: SameOrigin,
-    eval: EvalPath,
-) -> ApiResult<Response> {
-    let which = Statuses::NoneOf(&[hydra_db::status::BuildStatus::Succeeded]);
-    act(
-        &state,
-        &headers,
-        &viewer,
-        &eval,
-        Action::Restart,
-        Some(which),
-    )
-    .await
-}
-
-pub(crate) async fn bump(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    viewer: Viewer,
-    _csrf: SameOrigin,
-    eval: EvalPath,
-) -> ApiResult<Response> {
-    act(&state, &headers, &viewer, &eval, Action::Bump, None).await
-}
+/// Every build that did not succeed.
+const FAILED: Statuses<'static> = Statuses::NoneOf(&[BuildStatus::Succeeded]);
 
 /// The routes this module serves.
 pub(crate) fn routes() -> Router<AppState> {
@@ -179,14 +130,14 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/eval/{id}/errors", get(errors))
         .route("/eval/{id}/job/{job}", get(job))
         .route("/eval/{id}/job/{job}/{*rest}", get(job_rest))
-        .route("/eval/{id}/cancel", get(cancel).post(cancel))
+        .route("/eval/{id}/cancel", act(Action::Cancel, None))
         .route(
             "/eval/{id}/restart-aborted",
-            get(restart_aborted).post(restart_aborted),
+            act(Action::Restart, Some(ABORTED)),
         )
         .route(
             "/eval/{id}/restart-failed",
-            get(restart_failed).post(restart_failed),
+            act(Action::Restart, Some(FAILED)),
         )
-        .route("/eval/{id}/bump", get(bump).post(bump))
+        .route("/eval/{id}/bump", act(Action::Bump, None))
 }

@@ -83,12 +83,7 @@ async fn scope(state: &AppState, mut params: HashMap<String, String>) -> ApiResu
 
 impl Scope {
     fn filter(&self) -> Filter<'_> {
-        Filter {
-            project: self.project.as_deref(),
-            jobset: self.jobset.as_deref(),
-            job: self.job.as_deref(),
-            system: self.system.as_deref(),
-        }
+        Filter::of(&self.project, &self.jobset, &self.job, &self.system)
     }
 }
 

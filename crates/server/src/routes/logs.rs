@@ -290,7 +290,7 @@ fn last_event_id(headers: &HeaderMap) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// `/build/<id>/log[/<mode>]`.
+/// `/build/<id>/log[/<mode>]` and `/build/<id>/step/<nr>/log[/<mode>]`.
 pub(crate) async fn build_log(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -300,22 +300,14 @@ pub(crate) async fn build_log(
     let get = |k: &str| super::path_param(&params, k);
     let id = parse_id(&get("id").unwrap_or_default(), "build")?;
     let mode = mode(get("mode").as_deref())?;
-    let drv = build_log_drv(&state, id).await?;
-    show(&state, &headers, mode, drv, Watch::Build(id), &q).await
-}
-
-/// `/build/<id>/step/<nr>/log[/<mode>]`.
-pub(crate) async fn step_log(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(params): Path<Vec<(String, String)>>,
-    Query(q): Query<TailQuery>,
-) -> ApiResult<Response> {
-    let get = |k: &str| super::path_param(&params, k);
-    let id = parse_id(&get("id").unwrap_or_default(), "build")?;
-    let mode = mode(get("mode").as_deref())?;
-    let (nr, drv) = step_drv(&state, id, &get("nr").unwrap_or_default()).await?;
-    show(&state, &headers, mode, drv, Watch::Step(id, nr), &q).await
+    let (drv, watch) = match get("nr") {
+        Some(nr) => {
+            let (nr, drv) = step_drv(&state, id, &nr).await?;
+            (drv, Watch::Step(id, nr))
+        }
+        None => (build_log_drv(&state, id).await?, Watch::Build(id)),
+    };
+    show(&state, &headers, mode, drv, watch, &q).await
 }
 
 /// `/build/<id>/nixlog/<nr>[/<mode>]`: Hydra's old step log URL.
@@ -485,8 +477,8 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/log/{drv}", get(log))
         .route("/build/{id}/log", get(build_log))
         .route("/build/{id}/log/{mode}", get(build_log))
-        .route("/build/{id}/step/{nr}/log", get(step_log))
-        .route("/build/{id}/step/{nr}/log/{mode}", get(step_log))
+        .route("/build/{id}/step/{nr}/log", get(build_log))
+        .route("/build/{id}/step/{nr}/log/{mode}", get(build_log))
         .route("/build/{id}/nixlog/{nr}", get(nixlog))
         .route("/build/{id}/nixlog/{nr}/{mode}", get(nixlog))
 }

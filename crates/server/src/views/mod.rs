@@ -29,6 +29,23 @@ pub(crate) struct Filter<'a> {
     pub system: Option<&'a str>,
 }
 
+impl<'a> Filter<'a> {
+    /// From optional request values (project, jobset, job, system).
+    pub(crate) fn of(
+        project: &'a Option<String>,
+        jobset: &'a Option<String>,
+        job: &'a Option<String>,
+        system: &'a Option<String>,
+    ) -> Filter<'a> {
+        Filter {
+            project: project.as_deref(),
+            jobset: jobset.as_deref(),
+            job: job.as_deref(),
+            system: system.as_deref(),
+        }
+    }
+}
+
 /// The condition of a [`Filter`], bound as `$1` to `$4` (`b` is Builds,
 /// `j` Jobsets).
 const FILTER: &str = "($1::text is null or j.project = $1) and ($2::text is null or j.name = $2) \
