@@ -22,6 +22,24 @@ pub struct Metrics {
     workers_started: Counter,
     worker_restarts: Family<Counter>,
     peak_rss: Gauge,
+    scheduler_passes: Counter,
+    jobsets_started: Counter,
+    jobsets_due: Gauge,
+    jobsets_waiting: Gauge,
+}
+
+/// What the scheduler decided, as its metrics tell it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SchedulerDecisions {
+    /// Passes over the jobsets so far.
+    pub passes: u64,
+    /// Evaluations started by all passes.
+    pub started: u64,
+    /// Jobsets due in the latest pass.
+    pub due: i64,
+    /// One-at-a-time jobsets due by their interval in the latest pass but
+    /// waiting for their latest evaluation's builds.
+    pub waiting_for_builds: i64,
 }
 
 impl Default for Metrics {
@@ -44,6 +62,29 @@ impl Metrics {
             workers_started: Counter::default(),
             worker_restarts: Family::default(),
             peak_rss: Gauge::default(),
+            scheduler_passes: Counter::default(),
+            jobsets_started: Counter::default(),
+            jobsets_due: Gauge::default(),
+            jobsets_waiting: Gauge::default(),
+        }
+    }
+
+    /// One pass of the scheduler: `due` jobsets were due, `started` of them
+    /// started, `waiting` waited for their builds.
+    pub(crate) fn scheduler_pass(&self, due: usize, started: usize, waiting: usize) {
+        self.jobsets_due.set(due as i64);
+        self.jobsets_waiting.set(waiting as i64);
+        self.jobsets_started.inc_by(started as u64);
+        self.scheduler_passes.inc();
+    }
+
+    /// The scheduler's decisions so far.
+    pub fn scheduler_decisions(&self) -> SchedulerDecisions {
+        SchedulerDecisions {
+            passes: self.scheduler_passes.get(),
+            started: self.jobsets_started.get(),
+            due: self.jobsets_due.get(),
+            waiting_for_builds: self.jobsets_waiting.get(),
         }
     }
 
@@ -142,6 +183,26 @@ impl Metrics {
             "hydra_evaluator_worker_peak_resident_memory_bytes",
             "Highest resident memory of a worker in the latest evaluation",
             self.peak_rss.get() as f64,
+        );
+        t.counter(
+            "hydra_evaluator_scheduler_passes_total",
+            "Passes of the scheduler over the jobsets",
+            self.scheduler_passes.get(),
+        );
+        t.counter(
+            "hydra_evaluator_scheduler_started_total",
+            "Evaluations the scheduler started",
+            self.jobsets_started.get(),
+        );
+        t.gauge(
+            "hydra_evaluator_jobsets_due",
+            "Jobsets due in the latest pass of the scheduler",
+            self.jobsets_due.get() as f64,
+        );
+        t.gauge(
+            "hydra_evaluator_jobsets_waiting_for_builds",
+            "One-at-a-time jobsets due by their interval but waiting for their builds",
+            self.jobsets_waiting.get() as f64,
         );
         t.finish()
     }

@@ -39,6 +39,10 @@ pub trait Schedule {
 
     /// Seconds until the jobset is due by its interval.
     fn wait(&self, now: i64) -> Option<i64>;
+
+    /// Whether the jobset would be due by its interval but is a
+    /// one-at-a-time jobset whose latest evaluation has unfinished builds.
+    fn waits_for_builds(&self, now: i64) -> bool;
 }
 
 impl Schedule for Candidate {
@@ -57,6 +61,13 @@ impl Schedule for Candidate {
         (self.check_interval > 0).then(|| {
             i64::from(self.last_checked_time.unwrap_or(0)) + i64::from(self.check_interval) - now
         })
+    }
+
+    fn waits_for_builds(&self, now: i64) -> bool {
+        self.trigger_time.is_none()
+            && self.wait(now).is_some_and(|w| w <= 0)
+            && self.enabled == JobsetState::OneAtATime
+            && self.busy
     }
 }
 
@@ -170,6 +181,8 @@ pub async fn run_with(
             .iter()
             .filter(|c| !running.contains_key(&c.id) && c.due(now))
             .collect();
+        let waiting = all.iter().filter(|c| c.waits_for_builds(now)).count();
+        let (due_count, before) = (due.len(), running.len());
         for c in due {
             if running.len() >= max {
                 break;
@@ -202,6 +215,8 @@ pub async fn run_with(
                 (id, result)
             });
         }
+        ctx.metrics
+            .scheduler_pass(due_count, running.len() - before, waiting);
         // Sleep until the next jobset is due by its interval.
         let sleep = all
             .iter()
@@ -308,6 +323,8 @@ mod tests {
         let mut busy = c(1, None, None, 10, 3);
         busy.busy = true;
         assert!(!busy.due(now));
+        assert!(busy.waits_for_builds(now));
+        assert!(!c(1, None, None, 10, 1).waits_for_builds(now));
         busy.trigger_time = Some(5);
         assert!(busy.due(now), "a trigger overrides one-at-a-time");
         busy.trigger_time = None;

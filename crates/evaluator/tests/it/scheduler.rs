@@ -8,6 +8,7 @@ use crate::common;
 use std::time::{Duration, Instant};
 
 use common::{Setup, source_dir};
+use hydra_evaluator::metrics::SchedulerDecisions;
 use hydra_evaluator::scheduler;
 use hydra_test_support::jobsets::{create_jobset, create_project};
 use tokio_util::sync::CancellationToken;
@@ -41,6 +42,26 @@ impl Running {
     async fn stop(self) {
         self.shutdown.cancel();
         self.task.await.unwrap().unwrap();
+    }
+}
+
+/// Waits until the scheduler's decisions satisfy `done`; returns them.
+async fn wait_for_decisions(
+    s: &Setup,
+    what: &str,
+    done: impl Fn(&SchedulerDecisions) -> bool,
+) -> SchedulerDecisions {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let decisions = s.ctx.metrics.scheduler_decisions();
+        if done(&decisions) {
+            return decisions;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {decisions:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -91,12 +112,13 @@ async fn a_trigger_starts_an_evaluation_and_is_cleared() {
         "startTime cleared",
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let decisions = wait_for_decisions(&s, "a pass of the scheduler", |d| d.passes >= 1).await;
     assert_eq!(
-        s.scalar_i64("select count(*) from JobsetEvals").await,
-        0,
+        (decisions.due, decisions.started),
+        (0, 0),
         "interval 0 and no trigger: not due"
     );
+    assert_eq!(s.scalar_i64("select count(*) from JobsetEvals").await, 0);
 
     s.db.exec(&format!(
         "update Jobsets set triggerTime = 1 where id = {id}"
@@ -204,7 +226,8 @@ async fn disabled_jobsets_and_projects_are_not_evaluated() {
         "the enabled jobset's evaluation",
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let decisions = wait_for_decisions(&s, "a pass of the scheduler", |d| d.passes >= 1).await;
+    assert_eq!(decisions.started, 1, "only the enabled jobset was started");
     let evaluated = s
         .strings("select j.project || ':' || j.name from JobsetEvals e join Jobsets j on j.id = e.jobset_id")
         .await;
@@ -239,13 +262,19 @@ async fn one_at_a_time_jobsets_wait_for_their_builds() {
         "the first evaluation",
     )
     .await;
-    // A change while the build is unfinished: not evaluated.
+    // A change while the build is unfinished: due by the interval, but
+    // waiting for the build, so not evaluated.
     std::fs::write(
         src.path().join("release.nix"),
         expr(0).replace("\"job\"", "\"job2\""),
     )
     .unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = s.ctx.metrics.scheduler_decisions();
+    let after = wait_for_decisions(&s, "a pass in which the jobset waits for its build", |d| {
+        d.passes > before.passes && d.waiting_for_builds == 1
+    })
+    .await;
+    assert_eq!(after.started, before.started);
     assert_eq!(s.scalar_i64("select count(*) from JobsetEvals").await, 1);
     // Once the build is done, the next check evaluates.
     s.db.exec("update Builds set finished = 1, buildStatus = 0, startTime = 1, stopTime = 1")
