@@ -5,10 +5,11 @@
 use sqlx::{PgConnection, PgPool};
 
 use crate::DbError;
+use crate::ids::{BuildId, EvalId, JobsetId};
 use crate::tx::{Tx, lock_builds, transaction};
 
 /// Cancels unfinished builds (status 4); returns how many.
-pub async fn cancel_builds(pool: &PgPool, ids: &[i32]) -> Result<u64, DbError> {
+pub async fn cancel_builds(pool: &PgPool, ids: &[BuildId]) -> Result<u64, DbError> {
     let mut ids = ids.to_vec();
     ids.sort_unstable();
     transaction(pool, |mut tx: Tx| {
@@ -33,7 +34,7 @@ pub async fn cancel_builds(pool: &PgPool, ids: &[i32]) -> Result<u64, DbError> {
 
 /// Queues finished builds again and forgets that their outputs failed
 /// (`FailedPaths`), so they are really built; returns how many.
-pub async fn restart_builds(pool: &PgPool, ids: &[i32]) -> Result<u64, DbError> {
+pub async fn restart_builds(pool: &PgPool, ids: &[BuildId]) -> Result<u64, DbError> {
     let mut ids = ids.to_vec();
     ids.sort_unstable();
     transaction(pool, |mut tx: Tx| {
@@ -59,7 +60,7 @@ pub async fn restart_builds(pool: &PgPool, ids: &[i32]) -> Result<u64, DbError> 
 }
 
 /// Raises (or lowers) builds' global priority; the queue reorders at once.
-pub async fn bump_builds(pool: &PgPool, ids: &[i32], priority: i32) -> Result<u64, DbError> {
+pub async fn bump_builds(pool: &PgPool, ids: &[BuildId], priority: i32) -> Result<u64, DbError> {
     let done =
         sqlx::query("update Builds set globalPriority = $2 where id = any($1) and finished = 0")
             .bind(ids)
@@ -82,7 +83,7 @@ pub fn status_name(status: Option<i32>) -> &'static str {
 /// A finished build, as one log line tells it.
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct FinishedBuild {
-    pub id: i32,
+    pub id: BuildId,
     pub project: String,
     pub jobset: String,
     pub job: String,
@@ -95,7 +96,7 @@ pub struct FinishedBuild {
 }
 
 /// The builds among `ids` that are finished.
-pub async fn finished(pool: &PgPool, ids: &[i32]) -> Result<Vec<FinishedBuild>, sqlx::Error> {
+pub async fn finished(pool: &PgPool, ids: &[BuildId]) -> Result<Vec<FinishedBuild>, sqlx::Error> {
     sqlx::query_as(
         "select b.id, j.project, j.name as jobset, b.job, b.buildStatus, \
          b.stopTime - b.startTime as duration, b.isCachedBuild \
@@ -118,9 +119,9 @@ pub enum Statuses<'a> {
 /// `which`, in id order.
 pub async fn finished_in_eval(
     pool: &PgPool,
-    eval: i32,
+    eval: EvalId,
     which: Statuses<'_>,
-) -> Result<Vec<i32>, sqlx::Error> {
+) -> Result<Vec<BuildId>, sqlx::Error> {
     let (statuses, wanted) = match which {
         Statuses::AnyOf(s) => (s, true),
         Statuses::NoneOf(s) => (s, false),
@@ -161,7 +162,7 @@ pub struct OutputFacts<'a> {
 /// pending); false if it was finished already.
 pub async fn finish(
     conn: &mut PgConnection,
-    id: i32,
+    id: BuildId,
     ending: &Ending<'_>,
 ) -> Result<bool, sqlx::Error> {
     let with_outputs = ending.outputs.is_some();
@@ -193,7 +194,7 @@ pub async fn finish(
 }
 
 /// Whether build `id` is finished.
-pub async fn is_finished(conn: &mut PgConnection, id: i32) -> Result<bool, sqlx::Error> {
+pub async fn is_finished(conn: &mut PgConnection, id: BuildId) -> Result<bool, sqlx::Error> {
     let finished: i32 = sqlx::query_scalar("select finished from Builds where id = $1")
         .bind(id)
         .fetch_one(conn)
@@ -202,7 +203,10 @@ pub async fn is_finished(conn: &mut PgConnection, id: i32) -> Result<bool, sqlx:
 }
 
 /// Build `id`'s outputs, name and path (none when not known), by name.
-pub async fn outputs(pool: &PgPool, id: i32) -> Result<Vec<(String, Option<String>)>, sqlx::Error> {
+pub async fn outputs(
+    pool: &PgPool,
+    id: BuildId,
+) -> Result<Vec<(String, Option<String>)>, sqlx::Error> {
     sqlx::query_as("select name, path from BuildOutputs where build = $1 order by name")
         .bind(id)
         .fetch_all(pool)
@@ -212,7 +216,7 @@ pub async fn outputs(pool: &PgPool, id: i32) -> Result<Vec<(String, Option<Strin
 /// Records the paths of build `id`'s outputs.
 pub async fn set_output_paths(
     conn: &mut PgConnection,
-    id: i32,
+    id: BuildId,
     outputs: &std::collections::BTreeMap<String, String>,
 ) -> Result<(), sqlx::Error> {
     for (name, path) in outputs {
@@ -229,7 +233,7 @@ pub async fn set_output_paths(
 /// A finished build whose outputs another build can reuse.
 #[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
 pub struct EarlierSuccess {
-    pub id: i32,
+    pub id: BuildId,
     #[sqlx(rename = "buildstatus", try_from = "i32")]
     pub status: crate::status::BuildStatus,
     pub size: Option<i64>,
@@ -244,7 +248,7 @@ pub struct EarlierSuccess {
 pub async fn earlier_success(
     pool: &PgPool,
     path: &str,
-    not: i32,
+    not: BuildId,
 ) -> Result<Option<EarlierSuccess>, sqlx::Error> {
     use crate::status::BuildStatus;
     let codes = [
@@ -266,8 +270,8 @@ pub async fn earlier_success(
 /// An unfinished build as the queue runner loads it.
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct QueuedBuild {
-    pub id: i32,
-    pub jobset_id: i32,
+    pub id: BuildId,
+    pub jobset_id: JobsetId,
     pub project: String,
     pub jobset: String,
     pub job: String,
@@ -283,7 +287,7 @@ pub struct QueuedBuild {
 }
 
 /// The unfinished builds (only `only` if given), most urgent first.
-pub async fn queued(pool: &PgPool, only: Option<i32>) -> Result<Vec<QueuedBuild>, sqlx::Error> {
+pub async fn queued(pool: &PgPool, only: Option<BuildId>) -> Result<Vec<QueuedBuild>, sqlx::Error> {
     sqlx::query_as(
         "select b.id, b.jobset_id, j.project, j.name as jobset, b.job, b.drvPath, b.maxsilent, b.timeout, \
          b.timestamp, b.globalPriority, b.priority from Builds b join Jobsets j on j.id = b.jobset_id \
@@ -295,7 +299,7 @@ pub async fn queued(pool: &PgPool, only: Option<i32>) -> Result<Vec<QueuedBuild>
 }
 
 /// Each unfinished build's id and global priority.
-pub async fn queued_priorities(pool: &PgPool) -> Result<Vec<(i32, i32)>, sqlx::Error> {
+pub async fn queued_priorities(pool: &PgPool) -> Result<Vec<(BuildId, i32)>, sqlx::Error> {
     sqlx::query_as("select id, globalPriority from Builds where finished = 0")
         .fetch_all(pool)
         .await
@@ -310,7 +314,7 @@ pub enum Progress {
 
 /// Build `id`'s progress; `None` when there is no such build. A finished
 /// build with a code this version does not know counts as failed.
-pub async fn progress(pool: &PgPool, id: i32) -> Result<Option<Progress>, sqlx::Error> {
+pub async fn progress(pool: &PgPool, id: BuildId) -> Result<Option<Progress>, sqlx::Error> {
     let row: Option<(i32, Option<i32>)> =
         sqlx::query_as("select finished, buildStatus from Builds where id = $1")
             .bind(id)
@@ -349,7 +353,7 @@ pub struct NewBuild<'a> {
 }
 
 /// Takes `n` build ids from the sequence.
-pub async fn reserve_ids(conn: &mut PgConnection, n: usize) -> Result<Vec<i32>, sqlx::Error> {
+pub async fn reserve_ids(conn: &mut PgConnection, n: usize) -> Result<Vec<BuildId>, sqlx::Error> {
     sqlx::query_scalar("select nextval('builds_id_seq')::int from generate_series(1, $1)")
         .bind(i32::try_from(n).unwrap_or(i32::MAX))
         .fetch_all(conn)
@@ -360,10 +364,10 @@ pub async fn reserve_ids(conn: &mut PgConnection, n: usize) -> Result<Vec<i32>, 
 /// `ids`, in order, and their outputs.
 pub async fn insert_queued(
     conn: &mut PgConnection,
-    jobset_id: i32,
+    jobset_id: JobsetId,
     now: i32,
     builds: &[NewBuild<'_>],
-    ids: &[i32],
+    ids: &[BuildId],
 ) -> Result<(), sqlx::Error> {
     fn col<'a, T>(builds: &'a [NewBuild<'a>], f: impl Fn(&NewBuild<'a>) -> T) -> Vec<T> {
         builds.iter().map(f).collect()
@@ -415,7 +419,7 @@ pub async fn insert_queued(
 /// Points builds at new derivations and queues them again: (build, drvPath).
 pub async fn repoint(
     conn: &mut PgConnection,
-    ids: &[i32],
+    ids: &[BuildId],
     drvs: &[&str],
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
@@ -432,7 +436,7 @@ pub async fn repoint(
 /// Sets `isCurrent` on builds `ids` (true: 1, false: 0).
 pub async fn set_current(
     conn: &mut PgConnection,
-    ids: &[i32],
+    ids: &[BuildId],
     current: bool,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
@@ -448,9 +452,9 @@ pub async fn set_current(
 /// The current builds of jobset `jobset_id` that are not among `ids`.
 pub async fn current_except(
     pool: &PgPool,
-    jobset_id: i32,
-    ids: &[i32],
-) -> Result<Vec<i32>, sqlx::Error> {
+    jobset_id: JobsetId,
+    ids: &[BuildId],
+) -> Result<Vec<BuildId>, sqlx::Error> {
     sqlx::query_scalar("select id from Builds where jobset_id = $1 and isCurrent = 1 and not (id = any($2)) order by id")
         .bind(jobset_id)
         .bind(ids)
@@ -461,7 +465,7 @@ pub async fn current_except(
 /// A successful build as a `build` input uses it.
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct InputBuild {
-    pub id: i32,
+    pub id: BuildId,
     #[sqlx(rename = "nixname")]
     pub nix_name: Option<String>,
     #[sqlx(rename = "releasename")]
@@ -472,7 +476,7 @@ pub struct InputBuild {
 }
 
 /// Build `id`, if it succeeded.
-pub async fn succeeded(pool: &PgPool, id: i32) -> Result<Option<InputBuild>, sqlx::Error> {
+pub async fn succeeded(pool: &PgPool, id: BuildId) -> Result<Option<InputBuild>, sqlx::Error> {
     sqlx::query_as(
         "select id, nixName, releaseName, drvPath, system from Builds \
          where id = $1 and finished = 1 and buildStatus = $2",
@@ -520,7 +524,10 @@ pub async fn latest_succeeded(
 }
 
 /// Build `id`'s place: whether it is finished and its project.
-pub async fn whereabouts(pool: &PgPool, id: i32) -> Result<Option<(bool, String)>, sqlx::Error> {
+pub async fn whereabouts(
+    pool: &PgPool,
+    id: BuildId,
+) -> Result<Option<(bool, String)>, sqlx::Error> {
     let row: Option<(i32, String)> = sqlx::query_as(
         "select b.finished, j.project from Builds b join Jobsets j on j.id = b.jobset_id where b.id = $1",
     )
@@ -532,7 +539,7 @@ pub async fn whereabouts(pool: &PgPool, id: i32) -> Result<Option<(bool, String)
 
 /// Keeps build `id`'s outputs from garbage collection, or stops keeping
 /// them.
-pub async fn set_keep(pool: &PgPool, id: i32, keep: bool) -> Result<(), sqlx::Error> {
+pub async fn set_keep(pool: &PgPool, id: BuildId, keep: bool) -> Result<(), sqlx::Error> {
     sqlx::query("update Builds set keep = $2 where id = $1")
         .bind(id)
         .bind(i32::from(keep))
@@ -543,7 +550,7 @@ pub async fn set_keep(pool: &PgPool, id: i32, keep: bool) -> Result<(), sqlx::Er
 
 /// The queued builds that are not in the latest evaluation (with new
 /// builds) of their jobset.
-pub async fn queued_not_current(pool: &PgPool) -> Result<Vec<i32>, sqlx::Error> {
+pub async fn queued_not_current(pool: &PgPool) -> Result<Vec<BuildId>, sqlx::Error> {
     sqlx::query_scalar(
         "select b.id from Builds b where b.finished = 0 and not exists ( \
            select 1 from JobsetEvalMembers m where m.build = b.id and m.eval = ( \
@@ -555,7 +562,7 @@ pub async fn queued_not_current(pool: &PgPool) -> Result<Vec<i32>, sqlx::Error> 
 }
 
 /// Build `id`'s derivation.
-pub async fn drv_path(pool: &PgPool, id: i32) -> Result<Option<String>, sqlx::Error> {
+pub async fn drv_path(pool: &PgPool, id: BuildId) -> Result<Option<String>, sqlx::Error> {
     sqlx::query_scalar("select drvPath from Builds where id = $1")
         .bind(id)
         .fetch_optional(pool)
@@ -566,7 +573,7 @@ pub async fn drv_path(pool: &PgPool, id: i32) -> Result<Option<String>, sqlx::Er
 /// no path yet; `None`: there is no such output).
 pub async fn output_path(
     pool: &PgPool,
-    id: i32,
+    id: BuildId,
     name: &str,
 ) -> Result<Option<Option<String>>, sqlx::Error> {
     sqlx::query_scalar("select path from BuildOutputs where build = $1 and name = $2")

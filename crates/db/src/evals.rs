@@ -3,10 +3,12 @@
 
 use sqlx::{PgConnection, PgPool};
 
+use crate::ids::{BuildId, EvalId, JobsetId};
+
 /// An evaluation row to add.
 #[derive(Clone, Copy, Debug)]
 pub struct NewEvalRow<'a> {
-    pub jobset_id: i32,
+    pub jobset_id: JobsetId,
     /// The per-job errors as one text, empty when there are none.
     pub error_text: &'a str,
     pub timestamp: i32,
@@ -20,7 +22,7 @@ pub struct NewEvalRow<'a> {
 
 /// Adds an evaluation (with its `EvaluationErrors` row) that has no new
 /// builds yet; returns its id.
-pub async fn insert(conn: &mut PgConnection, eval: &NewEvalRow<'_>) -> Result<i32, sqlx::Error> {
+pub async fn insert(conn: &mut PgConnection, eval: &NewEvalRow<'_>) -> Result<EvalId, sqlx::Error> {
     let error_id: i32 = sqlx::query_scalar(
         "insert into EvaluationErrors (errorMsg, errorTime) values ($1, $2) returning id",
     )
@@ -49,9 +51,9 @@ pub async fn insert(conn: &mut PgConnection, eval: &NewEvalRow<'_>) -> Result<i3
 /// than `except`.
 pub async fn latest_with_new_builds<'c, E: sqlx::PgExecutor<'c>>(
     conn: E,
-    jobset_id: i32,
-    except: Option<i32>,
-) -> Result<Option<i32>, sqlx::Error> {
+    jobset_id: JobsetId,
+    except: Option<EvalId>,
+) -> Result<Option<EvalId>, sqlx::Error> {
     sqlx::query_scalar(
         "select id from JobsetEvals where jobset_id = $1 and hasNewBuilds = 1 \
          and ($2::int is null or id <> $2) order by id desc limit 1",
@@ -65,8 +67,8 @@ pub async fn latest_with_new_builds<'c, E: sqlx::PgExecutor<'c>>(
 /// The latest evaluation of jobset `jobset_id`: id, inputs hash and flake.
 pub async fn latest(
     pool: &PgPool,
-    jobset_id: i32,
-) -> Result<Option<(i32, Option<String>, Option<String>)>, sqlx::Error> {
+    jobset_id: JobsetId,
+) -> Result<Option<(EvalId, Option<String>, Option<String>)>, sqlx::Error> {
     sqlx::query_as(
         "select id, hash, flake from JobsetEvals where jobset_id = $1 order by id desc limit 1",
     )
@@ -78,7 +80,7 @@ pub async fn latest(
 /// A build of an evaluation, as the next evaluation compares its jobs.
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct MemberBuild {
-    pub id: i32,
+    pub id: BuildId,
     pub job: String,
     #[sqlx(rename = "drvpath")]
     pub drv_path: String,
@@ -90,7 +92,7 @@ pub struct MemberBuild {
 /// The builds of evaluation `eval`.
 pub async fn member_builds(
     conn: &mut PgConnection,
-    eval: i32,
+    eval: EvalId,
 ) -> Result<Vec<MemberBuild>, sqlx::Error> {
     sqlx::query_as(
         "select b.id, b.job, b.drvPath, b.finished, \
@@ -105,7 +107,7 @@ pub async fn member_builds(
 /// Sets whether evaluation `id` added builds, and how many it has.
 pub async fn set_new_builds(
     conn: &mut PgConnection,
-    id: i32,
+    id: EvalId,
     changed: bool,
     nr_builds: Option<i32>,
 ) -> Result<(), sqlx::Error> {
@@ -121,10 +123,10 @@ pub async fn set_new_builds(
 /// Adds builds to evaluation `eval`: (build, whether it is new).
 pub async fn add_members(
     conn: &mut PgConnection,
-    eval: i32,
-    members: &[(i32, bool)],
+    eval: EvalId,
+    members: &[(BuildId, bool)],
 ) -> Result<(), sqlx::Error> {
-    let (builds, is_new): (Vec<i32>, Vec<i32>) =
+    let (builds, is_new): (Vec<BuildId>, Vec<i32>) =
         members.iter().map(|(b, n)| (*b, i32::from(*n))).unzip();
     sqlx::query(
         "insert into JobsetEvalMembers (eval, build, isNew) select $1, b, n from unnest($2::int[], $3::int[]) as t(b, n) \
@@ -141,8 +143,8 @@ pub async fn add_members(
 /// Links aggregate builds to their constituents, pairwise.
 pub async fn add_constituents(
     conn: &mut PgConnection,
-    aggregates: &[i32],
-    constituents: &[i32],
+    aggregates: &[BuildId],
+    constituents: &[BuildId],
 ) -> Result<(), sqlx::Error> {
     if aggregates.is_empty() {
         return Ok(());
@@ -168,7 +170,7 @@ pub struct EvalInput<'a> {
     pub short_rev_length: Option<i16>,
     pub value: Option<&'a str>,
     /// The build whose output it is.
-    pub dependency: Option<i32>,
+    pub dependency: Option<BuildId>,
     pub store_path: Option<&'a str>,
     pub sha256: Option<&'a str>,
 }
@@ -176,7 +178,7 @@ pub struct EvalInput<'a> {
 /// Records the inputs of evaluation `eval`.
 pub async fn add_inputs(
     conn: &mut PgConnection,
-    eval: i32,
+    eval: EvalId,
     inputs: &[EvalInput<'_>],
 ) -> Result<(), sqlx::Error> {
     for input in inputs {
@@ -204,8 +206,8 @@ pub async fn add_inputs(
 /// `jobset_id`: a member not current, or a current build not a member.
 pub async fn is_current_wrong(
     pool: &PgPool,
-    eval: i32,
-    jobset_id: i32,
+    eval: EvalId,
+    jobset_id: JobsetId,
 ) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar(
         "select exists (select 1 from JobsetEvalMembers m join Builds b on b.id = m.build \
@@ -223,8 +225,8 @@ pub async fn is_current_wrong(
 /// with whether each still has unfinished builds.
 pub async fn with_new_builds(
     pool: &PgPool,
-    jobset_id: i32,
-) -> Result<Vec<(i32, bool)>, sqlx::Error> {
+    jobset_id: JobsetId,
+) -> Result<Vec<(EvalId, bool)>, sqlx::Error> {
     sqlx::query_as(
         "select e.id, exists (select 1 from JobsetEvalMembers m join Builds b on b.id = m.build \
                               where m.eval = e.id and b.finished = 0) \
@@ -242,7 +244,7 @@ pub async fn latest_finished(
     project: &str,
     jobset: &str,
     job: Option<&str>,
-) -> Result<Option<i32>, sqlx::Error> {
+) -> Result<Option<EvalId>, sqlx::Error> {
     sqlx::query_scalar(
         "select e.id from JobsetEvals e join Jobsets j on j.id = e.jobset_id \
          where j.project = $1 and j.name = $2 and e.hasNewBuilds = 1 \
@@ -264,7 +266,7 @@ pub async fn latest_finished(
 /// job.
 pub async fn succeeded_outputs(
     pool: &PgPool,
-    eval: i32,
+    eval: EvalId,
 ) -> Result<Vec<(String, String)>, sqlx::Error> {
     sqlx::query_as(
         "select b.job, o.path from JobsetEvalMembers m join Builds b on b.id = m.build \
@@ -278,7 +280,7 @@ pub async fn succeeded_outputs(
 }
 
 /// The project and jobset of evaluation `id`.
-pub async fn jobset_of(pool: &PgPool, id: i32) -> Result<Option<(String, String)>, sqlx::Error> {
+pub async fn jobset_of(pool: &PgPool, id: EvalId) -> Result<Option<(String, String)>, sqlx::Error> {
     sqlx::query_as("select j.project, j.name from JobsetEvals e join Jobsets j on j.id = e.jobset_id where e.id = $1")
         .bind(id)
         .fetch_optional(pool)
@@ -286,7 +288,7 @@ pub async fn jobset_of(pool: &PgPool, id: i32) -> Result<Option<(String, String)
 }
 
 /// The ids of evaluation `eval`'s builds, in order.
-pub async fn member_ids(pool: &PgPool, eval: i32) -> Result<Vec<i32>, sqlx::Error> {
+pub async fn member_ids(pool: &PgPool, eval: EvalId) -> Result<Vec<BuildId>, sqlx::Error> {
     sqlx::query_scalar("select build from JobsetEvalMembers where eval = $1 order by build")
         .bind(eval)
         .fetch_all(pool)
@@ -297,10 +299,10 @@ pub async fn member_ids(pool: &PgPool, eval: i32) -> Result<Vec<i32>, sqlx::Erro
 /// `jobset` only, if given), and how many there are in all.
 pub async fn page(
     pool: &PgPool,
-    jobset: Option<i32>,
+    jobset: Option<JobsetId>,
     offset: i64,
     limit: i64,
-) -> Result<(i64, Vec<i32>), sqlx::Error> {
+) -> Result<(i64, Vec<EvalId>), sqlx::Error> {
     let total: i64 = sqlx::query_scalar(
         "select count(*) from JobsetEvals where hasNewBuilds = 1 and ($1::int is null or jobset_id = $1)",
     )

@@ -3,10 +3,14 @@
 
 use sqlx::{PgConnection, PgPool};
 
+use crate::ids::JobsetId;
 use crate::status::{JobsetState, JobsetType};
 
 /// The scheduling shares of the jobsets `ids`.
-pub async fn scheduling_shares(pool: &PgPool, ids: &[i32]) -> Result<Vec<(i32, i32)>, sqlx::Error> {
+pub async fn scheduling_shares(
+    pool: &PgPool,
+    ids: &[JobsetId],
+) -> Result<Vec<(JobsetId, i32)>, sqlx::Error> {
     sqlx::query_as("select id, schedulingShares from Jobsets where id = any($1)")
         .bind(ids)
         .fetch_all(pool)
@@ -18,7 +22,7 @@ pub async fn scheduling_shares(pool: &PgPool, ids: &[i32]) -> Result<Vec<(i32, i
 /// evaluation error (empty: none), and a one-shot jobset disabled.
 pub async fn record_checked(
     conn: &mut PgConnection,
-    id: i32,
+    id: JobsetId,
     error_text: &str,
     now: i32,
 ) -> Result<(), sqlx::Error> {
@@ -39,7 +43,7 @@ pub async fn record_checked(
 /// A jobset as the evaluator's scheduler sees it.
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct ScheduleRow {
-    pub id: i32,
+    pub id: JobsetId,
     pub project: String,
     pub name: String,
     #[sqlx(rename = "lastcheckedtime")]
@@ -82,7 +86,11 @@ pub async fn clear_start_times(pool: &PgPool) -> Result<u64, sqlx::Error> {
 
 /// Marks an evaluation of jobset `id` as running since `now` (`None`:
 /// as not running).
-pub async fn set_start_time(pool: &PgPool, id: i32, now: Option<i32>) -> Result<(), sqlx::Error> {
+pub async fn set_start_time(
+    pool: &PgPool,
+    id: JobsetId,
+    now: Option<i32>,
+) -> Result<(), sqlx::Error> {
     sqlx::query("update Jobsets set startTime = $2 where id = $1")
         .bind(id)
         .bind(now)
@@ -94,7 +102,7 @@ pub async fn set_start_time(pool: &PgPool, id: i32, now: Option<i32>) -> Result<
 /// Records the end of an evaluation of jobset `id`: no longer running,
 /// and a `triggerTime` set before it started is cleared (one set during
 /// it stays, so it causes another evaluation).
-pub async fn evaluation_ended(pool: &PgPool, id: i32) -> Result<(), sqlx::Error> {
+pub async fn evaluation_ended(pool: &PgPool, id: JobsetId) -> Result<(), sqlx::Error> {
     sqlx::query(
         "update Jobsets set triggerTime = case when triggerTime <= startTime then null else triggerTime end, \
          startTime = null where id = $1",
@@ -108,7 +116,7 @@ pub async fn evaluation_ended(pool: &PgPool, id: i32) -> Result<(), sqlx::Error>
 /// Records that jobset `id`'s evaluation failed as a whole with `text`.
 pub async fn record_eval_error(
     pool: &PgPool,
-    id: i32,
+    id: JobsetId,
     text: &str,
     now: i32,
 ) -> Result<(), sqlx::Error> {
@@ -127,7 +135,7 @@ pub async fn record_eval_error(
 /// Records that fetching jobset `id`'s inputs failed with `text`.
 pub async fn record_fetch_error(
     pool: &PgPool,
-    id: i32,
+    id: JobsetId,
     text: &str,
     now: i32,
 ) -> Result<(), sqlx::Error> {
@@ -142,7 +150,7 @@ pub async fn record_fetch_error(
 
 /// Records that jobset `id` was checked at `now` and nothing needed
 /// evaluating.
-pub async fn record_unchanged(pool: &PgPool, id: i32, now: i32) -> Result<(), sqlx::Error> {
+pub async fn record_unchanged(pool: &PgPool, id: JobsetId, now: i32) -> Result<(), sqlx::Error> {
     sqlx::query("update Jobsets set lastCheckedTime = $2, fetchErrorMsg = null where id = $1")
         .bind(id)
         .bind(now)
@@ -152,7 +160,11 @@ pub async fn record_unchanged(pool: &PgPool, id: i32, now: i32) -> Result<(), sq
 }
 
 /// The id of jobset `project:name`.
-pub async fn id_of(pool: &PgPool, project: &str, name: &str) -> Result<Option<i32>, sqlx::Error> {
+pub async fn id_of(
+    pool: &PgPool,
+    project: &str,
+    name: &str,
+) -> Result<Option<JobsetId>, sqlx::Error> {
     sqlx::query_scalar("select id from Jobsets where project = $1 and name = $2")
         .bind(project)
         .bind(name)
@@ -308,7 +320,10 @@ pub async fn renamed_to(
 
 /// Deletes the jobsets `ids` with their builds and evaluations (the
 /// delete trigger tells the queue runner).
-pub async fn delete_with_builds(conn: &mut PgConnection, ids: &[i32]) -> Result<(), sqlx::Error> {
+pub async fn delete_with_builds(
+    conn: &mut PgConnection,
+    ids: &[JobsetId],
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "delete from Builds where id in \
          (select id from Builds where jobset_id = any($1) order by id for update)",

@@ -13,6 +13,7 @@ pub mod dsn;
 pub mod evals;
 pub mod failed_paths;
 pub mod gc_roots;
+pub mod ids;
 pub mod input_cache;
 pub mod jobsets;
 pub mod listen;

@@ -5,6 +5,8 @@
 
 use sqlx::PgConnection;
 
+use crate::ids::BuildId;
+
 /// Sends `payload` on `channel`.
 pub async fn send(
     conn: &mut PgConnection,
@@ -50,7 +52,7 @@ pub async fn send_all(
 /// `build_finished` with the first build and the others, split so that
 /// each payload stays under PostgreSQL's 8000-byte limit (each starting
 /// with the first build).
-pub fn build_finished_payloads(first: i32, others: &[i32]) -> Vec<String> {
+pub fn build_finished_payloads(first: BuildId, others: &[BuildId]) -> Vec<String> {
     let mut payloads = Vec::new();
     let mut current = first.to_string();
     for id in others {
@@ -68,8 +70,8 @@ pub fn build_finished_payloads(first: i32, others: &[i32]) -> Vec<String> {
 /// [`build_finished_payloads`]).
 pub async fn build_finished(
     conn: &mut PgConnection,
-    first: i32,
-    others: &[i32],
+    first: BuildId,
+    others: &[BuildId],
 ) -> Result<(), sqlx::Error> {
     for payload in build_finished_payloads(first, others) {
         send(conn, "build_finished", &payload).await?;
@@ -80,7 +82,7 @@ pub async fn build_finished(
 /// `step_finished`: build, step number and the log's path (`-` without).
 pub async fn step_finished(
     conn: &mut PgConnection,
-    build: i32,
+    build: BuildId,
     stepnr: i32,
     log: Option<&str>,
 ) -> Result<(), sqlx::Error> {
@@ -98,17 +100,20 @@ mod tests {
 
     #[test]
     fn build_finished_payloads_stay_under_the_limit() {
-        assert_eq!(build_finished_payloads(5, &[]), ["5"]);
-        assert_eq!(build_finished_payloads(5, &[6, 7]), ["5\t6\t7"]);
-        let others: Vec<i32> = (1_000_000..1_003_000).collect();
-        let payloads = build_finished_payloads(42, &others);
+        assert_eq!(build_finished_payloads(BuildId(5), &[]), ["5"]);
+        assert_eq!(
+            build_finished_payloads(BuildId(5), &[BuildId(6), BuildId(7)]),
+            ["5\t6\t7"]
+        );
+        let others: Vec<BuildId> = (1_000_000..1_003_000).map(BuildId).collect();
+        let payloads = build_finished_payloads(BuildId(42), &others);
         assert!(payloads.len() > 1);
         let mut seen = Vec::new();
         for p in &payloads {
             assert!(p.len() < 8000);
             let mut ids = p.split('\t');
             assert_eq!(ids.next(), Some("42"));
-            seen.extend(ids.map(|i| i.parse::<i32>().unwrap_or(0)));
+            seen.extend(ids.map(|i| BuildId(i.parse::<i32>().unwrap_or(0))));
         }
         assert_eq!(seen, others);
     }

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use sqlx::PgConnection;
 
+use crate::ids::BuildId;
+
 /// A `BuildProducts` row (without the build and number).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Product {
@@ -28,7 +30,7 @@ pub struct Metric {
 /// Replaces build `id`'s products and metrics (numbered in order).
 pub async fn replace(
     conn: &mut PgConnection,
-    id: i32,
+    id: BuildId,
     products: &[Product],
     metrics: &BTreeMap<String, Metric>,
 ) -> Result<(), sqlx::Error> {
@@ -67,7 +69,7 @@ pub async fn replace(
 }
 
 /// Gives build `id` the products and metrics of build `from`.
-pub async fn copy(conn: &mut PgConnection, id: i32, from: i32) -> Result<(), sqlx::Error> {
+pub async fn copy(conn: &mut PgConnection, id: BuildId, from: BuildId) -> Result<(), sqlx::Error> {
     delete(conn, id).await?;
     sqlx::query(
         "insert into BuildProducts (build, productnr, type, subtype, fileSize, sha256hash, path, name, defaultPath) \
@@ -91,7 +93,7 @@ pub async fn copy(conn: &mut PgConnection, id: i32, from: i32) -> Result<(), sql
     Ok(())
 }
 
-async fn delete(conn: &mut PgConnection, id: i32) -> Result<(), sqlx::Error> {
+async fn delete(conn: &mut PgConnection, id: BuildId) -> Result<(), sqlx::Error> {
     sqlx::query("delete from BuildProducts where build = $1")
         .bind(id)
         .execute(&mut *conn)

@@ -91,7 +91,10 @@ pub async fn delete(conn: &mut PgConnection, name: &str) -> Result<(), sqlx::Err
 }
 
 /// The ids of project `name`'s jobsets.
-pub async fn jobset_ids(pool: &PgPool, name: &str) -> Result<Vec<i32>, sqlx::Error> {
+pub async fn jobset_ids(
+    pool: &PgPool,
+    name: &str,
+) -> Result<Vec<crate::ids::JobsetId>, sqlx::Error> {
     sqlx::query_scalar("select id from Jobsets where project = $1")
         .bind(name)
         .fetch_all(pool)

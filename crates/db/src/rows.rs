@@ -40,7 +40,7 @@ pub struct Project {
 #[derive(Clone, Debug, PartialEq, Eq, FromRow)]
 pub struct Jobset {
     pub name: String,
-    pub id: i32,
+    pub id: crate::ids::JobsetId,
     pub project: String,
     pub description: Option<String>,
     #[sqlx(rename = "nixexprinput")]
@@ -318,7 +318,10 @@ pub async fn jobset(
     .await
 }
 
-pub async fn jobset_by_id(conn: &mut PgConnection, id: i32) -> Result<Option<Jobset>, sqlx::Error> {
+pub async fn jobset_by_id(
+    conn: &mut PgConnection,
+    id: crate::ids::JobsetId,
+) -> Result<Option<Jobset>, sqlx::Error> {
     sqlx::query_as(concat!(
         "select ",
         jobset_columns!(),

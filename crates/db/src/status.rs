@@ -32,6 +32,10 @@ pub enum BuildStatus {
     Resolved = 13,
 }
 
+/// How a step ended: the same codes as builds (Hydra has one code space
+/// for both; each variant says when it is one kind's only).
+pub type StepStatus = BuildStatus;
+
 /// The codes of steps whose failure is recorded in `FailedPaths` and
 /// propagated to later builds of the same outputs.
 pub const CACHEABLE_FAILURES: [BuildStatus; 5] = [

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use sqlx::{PgConnection, PgPool};
 
+use crate::ids::{BuildId, JobsetId};
 use crate::notify;
-use crate::status::{BuildStatus, Busy};
+use crate::status::{BuildStatus, Busy, StepStatus};
 
 /// What a step did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, sqlx::Type)]
@@ -20,7 +21,7 @@ pub enum StepKind {
 /// A step row to add.
 #[derive(Clone, Copy, Debug)]
 pub struct NewStep<'a> {
-    pub build: i32,
+    pub build: BuildId,
     pub kind: StepKind,
     pub drv_path: &'a str,
     pub machine: &'a str,
@@ -28,12 +29,12 @@ pub struct NewStep<'a> {
     /// Output name to path (empty when not known yet).
     pub outputs: &'a BTreeMap<String, String>,
     pub busy: Busy,
-    pub status: Option<BuildStatus>,
+    pub status: Option<StepStatus>,
     pub error: Option<&'a str>,
     pub start: i32,
     pub stop: Option<i32>,
     /// The build whose step really failed, for a failure copied to others.
-    pub propagated_from: Option<i32>,
+    pub propagated_from: Option<BuildId>,
 }
 
 /// Adds a step row (with its outputs) and returns its number; a busy row
@@ -96,7 +97,7 @@ pub async fn abort_busy(pool: &PgPool, now: i32) -> Result<u64, sqlx::Error> {
 /// Moves a running step to `busy`.
 pub async fn set_busy(
     pool: &PgPool,
-    build: i32,
+    build: BuildId,
     stepnr: i32,
     busy: Busy,
 ) -> Result<(), sqlx::Error> {
@@ -113,7 +114,7 @@ pub async fn set_busy(
 /// How a step row ends. `None` fields keep what the row has.
 #[derive(Clone, Copy, Debug)]
 pub struct StepEnd<'a> {
-    pub status: BuildStatus,
+    pub status: StepStatus,
     pub error: Option<&'a str>,
     pub stop: i32,
     pub times_built: Option<i32>,
@@ -124,7 +125,7 @@ pub struct StepEnd<'a> {
 /// Ends a step row (no longer busy).
 pub async fn end(
     conn: &mut PgConnection,
-    build: i32,
+    build: BuildId,
     stepnr: i32,
     end: &StepEnd<'_>,
 ) -> Result<(), sqlx::Error> {
@@ -151,7 +152,7 @@ pub async fn end(
 /// for a step whose result could not be written.
 pub async fn abort_if_busy(
     pool: &PgPool,
-    build: i32,
+    build: BuildId,
     stepnr: i32,
     why: &str,
     now: i32,
@@ -174,7 +175,7 @@ pub async fn abort_if_busy(
 /// Records the paths a step's outputs got.
 pub async fn set_output_paths(
     conn: &mut PgConnection,
-    build: i32,
+    build: BuildId,
     stepnr: i32,
     outputs: &BTreeMap<String, String>,
 ) -> Result<(), sqlx::Error> {
@@ -194,7 +195,10 @@ pub async fn set_output_paths(
 
 /// The latest build whose own step of `drv_path` failed in a way that is
 /// cached (not a copy of another build's failure).
-pub async fn latest_own_failure(pool: &PgPool, drv_path: &str) -> Result<Option<i32>, sqlx::Error> {
+pub async fn latest_own_failure(
+    pool: &PgPool,
+    drv_path: &str,
+) -> Result<Option<BuildId>, sqlx::Error> {
     let codes: Vec<i32> = crate::status::CACHEABLE_FAILURES
         .iter()
         .map(|s| s.code())
@@ -213,9 +217,9 @@ pub async fn latest_own_failure(pool: &PgPool, drv_path: &str) -> Result<Option<
 /// that started after `since`, by start time.
 pub async fn recent_times(
     pool: &PgPool,
-    ids: &[i32],
+    ids: &[JobsetId],
     since: i32,
-) -> Result<Vec<(i32, i32, i32)>, sqlx::Error> {
+) -> Result<Vec<(JobsetId, i32, i32)>, sqlx::Error> {
     sqlx::query_as(
         "select b.jobset_id, s.startTime, s.stopTime from BuildSteps s join Builds b on b.id = s.build \
          where b.jobset_id = any($1) and s.startTime > $2 and s.stopTime is not null order by s.startTime",
@@ -237,7 +241,7 @@ pub async fn is_running(pool: &PgPool, drv_path: &str) -> Result<bool, sqlx::Err
 
 /// Whether step `stepnr` of build `build` is not running (finished, or
 /// gone).
-pub async fn is_over(pool: &PgPool, build: i32, stepnr: i32) -> Result<bool, sqlx::Error> {
+pub async fn is_over(pool: &PgPool, build: BuildId, stepnr: i32) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar("select not exists (select 1 from BuildSteps where build = $1 and stepnr = $2 and busy <> $3)")
         .bind(build)
         .bind(stepnr)
@@ -249,7 +253,7 @@ pub async fn is_over(pool: &PgPool, build: i32, stepnr: i32) -> Result<bool, sql
 /// The derivation of step `stepnr` of build `build`.
 pub async fn drv_path(
     pool: &PgPool,
-    build: i32,
+    build: BuildId,
     stepnr: i32,
 ) -> Result<Option<String>, sqlx::Error> {
     sqlx::query_scalar("select drvPath from BuildSteps where build = $1 and stepnr = $2")
@@ -263,7 +267,7 @@ pub async fn drv_path(
 /// `build`'s outputs.
 pub async fn producers(
     pool: &PgPool,
-    build: i32,
+    build: BuildId,
     except: &str,
 ) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar(

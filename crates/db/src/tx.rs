@@ -77,7 +77,7 @@ impl DerefMut for Tx<'_, '_> {
 /// `body` must therefore not have effects outside the database.
 ///
 /// ```no_run
-/// # async fn example(pool: sqlx::PgPool, ids: Vec<i32>) -> Result<(), hydra_db::DbError> {
+/// # async fn example(pool: sqlx::PgPool, ids: Vec<hydra_db::ids::BuildId>) -> Result<(), hydra_db::DbError> {
 /// use hydra_db::{DbError, Tx, lock_builds, transaction};
 /// transaction(&pool, |mut tx: Tx| {
 ///     let ids = &ids;
@@ -138,7 +138,10 @@ fn backoff(attempt: u32) -> Duration {
 /// returns the ids that exist (sorted). Taking the locks in one statement
 /// ordered by id means two transactions can never wait for each other's
 /// builds in opposite orders.
-pub async fn lock_builds(conn: &mut PgConnection, ids: &[i32]) -> Result<Vec<i32>, sqlx::Error> {
+pub async fn lock_builds(
+    conn: &mut PgConnection,
+    ids: &[crate::ids::BuildId],
+) -> Result<Vec<crate::ids::BuildId>, sqlx::Error> {
     sqlx::query_scalar("select id from Builds where id = any($1) order by id for update")
         .bind(ids)
         .fetch_all(conn)

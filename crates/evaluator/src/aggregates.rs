@@ -320,7 +320,7 @@ impl DrvStore {
         old_path: &str,
         mut drv: Derivation,
     ) -> Result<(String, Option<String>), String> {
-        let base = old_path.rsplit('/').next().unwrap_or(old_path);
+        let base = hydra_nix::store_path::base_name(old_path);
         let name = base
             .get(33..)
             .and_then(|n| n.strip_suffix(".drv"))

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use hydra_db::ids::JobsetId;
 use hydra_db::status::JobsetType;
 use hydra_db::{DbError, rows};
 use sha2::{Digest, Sha256};
@@ -110,7 +111,12 @@ struct Times {
 }
 
 /// Records a failed evaluation on the jobset and announces it.
-async fn fail(ctx: &Context, jobset_id: i32, trace: &str, text: &str) -> Result<(), EvalError> {
+async fn fail(
+    ctx: &Context,
+    jobset_id: JobsetId,
+    trace: &str,
+    text: &str,
+) -> Result<(), EvalError> {
     let now = hydra_db::now();
     hydra_db::jobsets::record_eval_error(&ctx.pool, jobset_id, text, now).await?;
     hydra_db::notify::publish(&ctx.pool, "eval_failed", &format!("{trace}\t{jobset_id}")).await?;
@@ -228,7 +234,7 @@ async fn stages(
         }
     };
     Ok(Outcome::Evaluated {
-        eval_id: recorded.eval_id,
+        eval_id: recorded.eval_id.0,
         new_builds: recorded.new_builds.len(),
         reused: recorded.reused,
         job_errors: evaluated.errors.len(),
@@ -333,7 +339,7 @@ async fn skip_if_unchanged(
         )
         .await?;
         return Err(Stop::Done(Outcome::Unchanged {
-            previous_eval: previous,
+            previous_eval: previous.0,
         }));
     }
     Ok(())
@@ -425,7 +431,7 @@ async fn evaluate(
 /// Records a failed fetch (`fetchErrorMsg`) and announces it.
 async fn fetch_failed(
     ctx: &Context,
-    jobset_id: i32,
+    jobset_id: JobsetId,
     trace: &str,
     text: String,
 ) -> Result<Outcome, RunError> {

@@ -86,7 +86,7 @@ pub async fn update(
     };
     let keep: BTreeSet<String> = valid
         .iter()
-        .filter_map(|p| p.rsplit('/').next().map(String::from))
+        .map(|p| hydra_nix::store_path::base_name(p).to_string())
         .collect();
     for base in &keep {
         let root = dir.join(base);

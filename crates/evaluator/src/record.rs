@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use hydra_db::builds::NewBuild;
 use hydra_db::evals::{EvalInput, NewEvalRow};
+use hydra_db::ids::{BuildId, EvalId, JobsetId};
 use hydra_db::{DbError, Transient, Tx, lock_builds, notify, transaction};
 use sqlx::{PgConnection, PgPool};
 
@@ -19,7 +20,7 @@ use crate::inputs::Fetched;
 /// An evaluation to record.
 #[derive(Debug)]
 pub(crate) struct NewEval<'a> {
-    pub jobset_id: i32,
+    pub jobset_id: JobsetId,
     pub trace_id: &'a str,
     pub hash: &'a str,
     pub checkout_time: i32,
@@ -61,20 +62,20 @@ impl Transient for RecordError {
 }
 
 /// What was recorded.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Recorded {
-    pub eval_id: i32,
-    pub new_builds: Vec<i32>,
+    pub eval_id: EvalId,
+    pub new_builds: Vec<BuildId>,
     pub reused: usize,
     pub has_new_builds: bool,
     /// Builds of the evaluation (new and reused).
-    pub members: Vec<i32>,
+    pub members: Vec<BuildId>,
     /// Reused builds whose derivation changed: (build, new drvPath).
-    pub repointed: Vec<(i32, String)>,
+    pub repointed: Vec<(BuildId, String)>,
 }
 
 struct Previous {
-    id: i32,
+    id: BuildId,
     drv_path: String,
     finished: bool,
 }
@@ -121,14 +122,14 @@ struct PreviousEval {
 struct Checked<'a> {
     notes: Vec<(&'static str, String)>,
     /// (build, whether it is new).
-    members: Vec<(i32, bool)>,
+    members: Vec<(BuildId, bool)>,
     /// Jobs that need a new build.
     to_insert: Vec<&'a Job>,
     /// Job name → its build.
-    job_builds: HashMap<&'a str, i32>,
+    job_builds: HashMap<&'a str, BuildId>,
     reused: usize,
     /// Reused builds whose derivation changed: (build, new drvPath).
-    repointed: Vec<(i32, String)>,
+    repointed: Vec<(BuildId, String)>,
 }
 
 async fn record_in(conn: &mut PgConnection, eval: &NewEval<'_>) -> Result<Recorded, RecordError> {
@@ -200,8 +201,8 @@ async fn record_in(conn: &mut PgConnection, eval: &NewEval<'_>) -> Result<Record
 /// builds (other than `eval_id`), by job and representative output.
 async fn previous_eval(
     conn: &mut PgConnection,
-    jobset_id: i32,
-    eval_id: i32,
+    jobset_id: JobsetId,
+    eval_id: EvalId,
 ) -> Result<PreviousEval, sqlx::Error> {
     let Some(prev) =
         hydra_db::evals::latest_with_new_builds(&mut *conn, jobset_id, Some(eval_id)).await?
@@ -231,7 +232,7 @@ async fn previous_eval(
 /// `checkBuild` for every job: a job reuses the previous build with its
 /// name and representative output, else needs a new one (its
 /// `build_queued` note gets the id once the build exists).
-fn check_builds<'a>(eval: &NewEval<'a>, previous: &PreviousEval, eval_id: i32) -> Checked<'a> {
+fn check_builds<'a>(eval: &NewEval<'a>, previous: &PreviousEval, eval_id: EvalId) -> Checked<'a> {
     let mut checked = Checked {
         notes: Vec::new(),
         members: Vec::new(),
@@ -277,7 +278,7 @@ async fn add_new_builds<'a>(
     eval: &NewEval<'a>,
     now: i32,
     checked: &mut Checked<'a>,
-) -> Result<Vec<i32>, sqlx::Error> {
+) -> Result<Vec<BuildId>, sqlx::Error> {
     if checked.to_insert.is_empty() {
         return Ok(Vec::new());
     }
@@ -302,10 +303,10 @@ async fn add_new_builds<'a>(
 
 async fn insert_builds(
     conn: &mut PgConnection,
-    jobset_id: i32,
+    jobset_id: JobsetId,
     now: i32,
     jobs: &[&Job],
-    ids: &[i32],
+    ids: &[BuildId],
 ) -> Result<(), sqlx::Error> {
     let int = |v: Option<i64>| v.and_then(|v| i32::try_from(v).ok());
     let builds: Vec<NewBuild<'_>> = jobs
@@ -335,7 +336,7 @@ async fn insert_builds(
 async fn insert_constituents(
     conn: &mut PgConnection,
     eval: &NewEval<'_>,
-    job_builds: &HashMap<&str, i32>,
+    job_builds: &HashMap<&str, BuildId>,
 ) -> Result<(), sqlx::Error> {
     let mut by_drv: HashMap<&str, &Job> = HashMap::new();
     for job in eval.jobs.values() {
@@ -374,7 +375,7 @@ async fn insert_constituents(
 
 async fn insert_eval_inputs(
     conn: &mut PgConnection,
-    eval_id: i32,
+    eval_id: EvalId,
     inputs: &[Fetched],
 ) -> Result<(), sqlx::Error> {
     let rows: Vec<EvalInput<'_>> = inputs
@@ -401,7 +402,7 @@ const BATCH: usize = 10_000;
 /// an evaluator died between recording an evaluation and moving it (the
 /// next run of an unchanged jobset would otherwise never move it).
 /// Returns whether anything was wrong.
-pub(crate) async fn repair_is_current(pool: &PgPool, jobset_id: i32) -> Result<bool, DbError> {
+pub(crate) async fn repair_is_current(pool: &PgPool, jobset_id: JobsetId) -> Result<bool, DbError> {
     let latest = hydra_db::evals::latest_with_new_builds(pool, jobset_id, None).await?;
     let Some(eval) = latest else {
         return Ok(false);
@@ -411,7 +412,7 @@ pub(crate) async fn repair_is_current(pool: &PgPool, jobset_id: i32) -> Result<b
         let members = hydra_db::evals::member_ids(pool, eval).await?;
         move_is_current(pool, jobset_id, &members).await?;
         tracing::info!(
-            eval,
+            eval = eval.0,
             "moved isCurrent to the latest evaluation, which an interrupted evaluator had left undone"
         );
     }
@@ -419,11 +420,11 @@ pub(crate) async fn repair_is_current(pool: &PgPool, jobset_id: i32) -> Result<b
 }
 
 /// Points reused builds at their new derivation and queues them again.
-async fn repoint(pool: &PgPool, repointed: &[(i32, String)]) -> Result<(), DbError> {
+async fn repoint(pool: &PgPool, repointed: &[(BuildId, String)]) -> Result<(), DbError> {
     let mut sorted = repointed.to_vec();
     sorted.sort();
     for batch in sorted.chunks(BATCH) {
-        let ids: Vec<i32> = batch.iter().map(|(id, _)| *id).collect();
+        let ids: Vec<BuildId> = batch.iter().map(|(id, _)| *id).collect();
         let drvs: Vec<&str> = batch.iter().map(|(_, d)| d.as_str()).collect();
         transaction(pool, |mut tx: Tx| {
             let (ids, drvs) = (&ids, &drvs);
@@ -440,7 +441,11 @@ async fn repoint(pool: &PgPool, repointed: &[(i32, String)]) -> Result<(), DbErr
 
 /// The builds of the newest evaluation are current, no other build of the
 /// jobset is.
-async fn move_is_current(pool: &PgPool, jobset_id: i32, members: &[i32]) -> Result<(), DbError> {
+async fn move_is_current(
+    pool: &PgPool,
+    jobset_id: JobsetId,
+    members: &[BuildId],
+) -> Result<(), DbError> {
     let mut current = members.to_vec();
     current.sort_unstable();
     for batch in current.chunks(BATCH) {

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use futures_util::FutureExt;
+use hydra_db::ids::JobsetId;
 use hydra_db::status::JobsetState;
 use hydra_db::{DbError, Listener, Wakeup};
 use tokio::task::JoinSet;
@@ -166,8 +167,8 @@ pub async fn run_with(
     let mut listener = Listener::connect(&ctx.pool, CHANNELS).await?;
     let max = ctx.config.evaluator.max_concurrent_evals.max(1) as usize;
     let time_limit = ctx.config.evaluator.time_limit;
-    let mut running: HashMap<i32, (String, String)> = HashMap::new();
-    let mut tasks: JoinSet<(i32, Result<Summary, Crash>)> = JoinSet::new();
+    let mut running: HashMap<JobsetId, (String, String)> = HashMap::new();
+    let mut tasks: JoinSet<(JobsetId, Result<Summary, Crash>)> = JoinSet::new();
     tracing::info!(max_concurrent_evals = max, "evaluator started");
 
     let result = loop {
@@ -272,7 +273,7 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 /// it stays, so it causes another evaluation), and records crashes.
 async fn finished(
     ctx: &Context,
-    jobset_id: i32,
+    jobset_id: JobsetId,
     result: Result<Summary, Crash>,
 ) -> Result<(), sqlx::Error> {
     hydra_db::jobsets::evaluation_ended(&ctx.pool, jobset_id).await?;
@@ -283,7 +284,7 @@ async fn finished(
             "evaluation failed: it took longer than {limit} s (evaluator_time_limit) and was stopped"
         ),
     };
-    tracing::error!(jobset_id, "{error}");
+    tracing::error!(jobset_id = jobset_id.0, "{error}");
     let now = hydra_db::now();
     hydra_db::jobsets::record_eval_error(&ctx.pool, jobset_id, &error, now).await?;
     Ok(())
@@ -301,7 +302,7 @@ mod tests {
         enabled: i32,
     ) -> Candidate {
         Candidate {
-            id,
+            id: JobsetId(id),
             project: "p".into(),
             name: format!("j{id}"),
             last_checked_time: last,
@@ -343,7 +344,7 @@ mod tests {
             c(6, Some(10), None, 10, 1),
         ];
         sort_candidates(&mut all);
-        let ids: Vec<i32> = all.iter().map(|c| c.id).collect();
+        let ids: Vec<i32> = all.iter().map(|c| c.id.0).collect();
         assert_eq!(ids, [5, 3, 4, 2, 6, 1]);
     }
 }

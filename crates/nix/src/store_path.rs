@@ -60,6 +60,17 @@ impl PartialOrd for StorePath {
     }
 }
 
+/// Whether `s` is a store path's hash part: 32 base32 digits.
+pub fn is_hash_part(s: &str) -> bool {
+    s.len() == HASH_LEN && s.bytes().all(|b| base32::ALPHABET.contains(&b))
+}
+
+/// The last component of a path (a store path's base name, `<hash>-<name>`);
+/// the whole text when it has no `/`.
+pub fn base_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
 /// Checks a store path name: 1–211 characters of `[A-Za-z0-9+-._?=]`.
 pub fn validate_name(name: &str) -> Result<(), String> {
     if name.is_empty() {

@@ -122,10 +122,10 @@ async fn queue_all(db: &TestDb, store: &NixStore, jobset: i32, file: &Path) -> V
     let ids = hydra_db::builds::reserve_ids(&mut conn, builds.len())
         .await
         .unwrap();
-    hydra_db::builds::insert_queued(&mut conn, jobset, 1, &builds, &ids)
+    hydra_db::builds::insert_queued(&mut conn, hydra_db::ids::JobsetId(jobset), 1, &builds, &ids)
         .await
         .unwrap();
-    ids
+    ids.into_iter().map(|id| id.0).collect()
 }
 
 async fn wait_all(db: &TestDb) {

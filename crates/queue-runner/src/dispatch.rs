@@ -9,6 +9,7 @@
 //! step only if it builds the step's system, has every feature the step
 //! requires, and the step requires every one of its mandatory features.
 
+use hydra_db::ids::BuildId;
 use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -114,7 +115,7 @@ struct StepKey {
     share_used: f64,
     critical_path: u32,
     local_priority: i32,
-    lowest_build_id: i32,
+    lowest_build_id: BuildId,
 }
 
 impl StepKey {
@@ -345,7 +346,7 @@ mod tests {
             share_used: share,
             critical_path: path,
             local_priority: local,
-            lowest_build_id: id,
+            lowest_build_id: BuildId(id),
         }
     }
 
@@ -360,7 +361,7 @@ mod tests {
             key(0, 0.1, 4, 7, 0),
         ];
         keys.sort_by(StepKey::order);
-        let ids: Vec<i32> = keys.iter().map(|k| k.lowest_build_id).collect();
+        let ids: Vec<i32> = keys.iter().map(|k| k.lowest_build_id.0).collect();
         assert_eq!(ids, [3, 0, 5, 4, 2, 1]);
     }
 }

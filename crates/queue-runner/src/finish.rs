@@ -4,6 +4,7 @@
 //! `build_finished`). Every finishing update is guarded by `finished = 0`,
 //! so a build is finished exactly once whatever happens around it.
 
+use hydra_db::ids::BuildId;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -32,12 +33,12 @@ pub(crate) async fn failed_paths(
 /// One `info` line per finished build among `ids` (id, job, status,
 /// duration): what an operator follows in the log. Written after the
 /// transaction that finished them, so a retried transaction logs once.
-pub(crate) async fn log_finished(pool: &PgPool, ids: &[i32]) {
+pub(crate) async fn log_finished(pool: &PgPool, ids: &[BuildId]) {
     match hydra_db::builds::finished(pool, ids).await {
         Ok(builds) => {
             for b in builds {
                 tracing::info!(
-                    build = b.id,
+                    build = b.id.0,
                     job = %format!("{}:{}:{}", b.project, b.jobset, b.job),
                     status = hydra_db::builds::status_name(b.status),
                     seconds = b.duration.unwrap_or(0),
@@ -59,12 +60,12 @@ pub(crate) async fn log_finished(pool: &PgPool, ids: &[i32]) {
 /// `build_started` for the builds whose own derivation this is.
 pub(crate) async fn start_step(
     pool: &PgPool,
-    build: i32,
+    build: BuildId,
     drv_path: &str,
     machine: &str,
     system: &str,
     outputs: &BTreeMap<String, String>,
-    toplevel_of: &[i32],
+    toplevel_of: &[BuildId],
 ) -> Result<i32, QueueError> {
     let step = NewStep {
         build,
@@ -96,7 +97,7 @@ pub(crate) async fn start_step(
 
 pub(crate) async fn set_busy(
     pool: &PgPool,
-    build: i32,
+    build: BuildId,
     stepnr: i32,
     busy: Busy,
 ) -> Result<(), QueueError> {
@@ -106,7 +107,7 @@ pub(crate) async fn set_busy(
 /// A finished substitution step (outputs copied instead of built).
 pub(crate) async fn substitution_step(
     pool: &PgPool,
-    build: i32,
+    build: BuildId,
     drv_path: &str,
     outputs: &BTreeMap<String, String>,
     start: i32,
@@ -140,10 +141,10 @@ pub(crate) async fn substitution_step(
 /// A build whose derivation is gone: finished as aborted.
 pub(crate) async fn aborted_build(
     queue: &Arc<Queue>,
-    id: i32,
+    id: BuildId,
     why: &str,
 ) -> Result<(), QueueError> {
-    tracing::warn!(build = id, "{why}");
+    tracing::warn!(build = id.0, "{why}");
     let t = now();
     let ending = Ending {
         status: Status::Aborted,
@@ -172,7 +173,7 @@ pub(crate) async fn aborted_build(
 /// failure step pointing at the build that really failed.
 pub(crate) async fn cached_failure(
     queue: &Arc<Queue>,
-    id: i32,
+    id: BuildId,
     drv: &str,
     failed_drv: &str,
     message: Option<&str>,
@@ -255,7 +256,7 @@ impl Results {
 /// false if it was finished already.
 async fn finish_with_results(
     tx: &mut Tx<'_, '_>,
-    id: i32,
+    id: BuildId,
     results: &Results,
     ending: &Ending<'_>,
 ) -> Result<bool, sqlx::Error> {
@@ -270,7 +271,7 @@ async fn finish_with_results(
 /// A build whose outputs are all in the destination store: a cached
 /// success, with the products, metrics and sizes of an earlier build with
 /// the same outputs, else read from the store.
-pub(crate) async fn cached_success(queue: &Arc<Queue>, id: i32) -> Result<(), QueueError> {
+pub(crate) async fn cached_success(queue: &Arc<Queue>, id: BuildId) -> Result<(), QueueError> {
     let pool = &queue.ctx.pool;
     let outputs = hydra_db::builds::outputs(pool, id).await?;
     let earlier = match outputs.iter().find_map(|(_, p)| p.as_deref()) {
@@ -373,7 +374,7 @@ async fn read_results(
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct StepRun<'a> {
     /// The build the step ran for.
-    pub build: i32,
+    pub build: BuildId,
     /// Its row, if it ran.
     pub stepnr: Option<i32>,
     pub drv_path: &'a str,
@@ -400,11 +401,11 @@ pub(crate) async fn step_succeeded(
     pool: &PgPool,
     run: &StepRun<'_>,
     stepnr: i32,
-    toplevel_of: &[i32],
+    toplevel_of: &[BuildId],
     success: &Success<'_>,
-) -> Result<Vec<i32>, QueueError> {
+) -> Result<Vec<BuildId>, QueueError> {
     let build = run.build;
-    let mut ids: Vec<i32> = toplevel_of.to_vec();
+    let mut ids: Vec<BuildId> = toplevel_of.to_vec();
     ids.push(build);
     ids.sort_unstable();
     ids.dedup();
@@ -474,12 +475,12 @@ impl Failure {
 pub(crate) async fn step_failed(
     pool: &PgPool,
     run: &StepRun<'_>,
-    toplevel_of: &BTreeSet<i32>,
-    dependents: &BTreeSet<i32>,
+    toplevel_of: &BTreeSet<BuildId>,
+    dependents: &BTreeSet<BuildId>,
     failure: &Failure,
-) -> Result<Vec<i32>, QueueError> {
+) -> Result<Vec<BuildId>, QueueError> {
     let build = run.build;
-    let mut ids: Vec<i32> = dependents.iter().copied().collect();
+    let mut ids: Vec<BuildId> = dependents.iter().copied().collect();
     // The build the step ran for has its row; without one (the step never
     // ran, or a later round for builds linked meanwhile) it is among the
     // dependents when it needs the step.
@@ -567,7 +568,8 @@ pub(crate) async fn step_failed(
                 } else {
                     finished[0]
                 };
-                let others: Vec<i32> = finished.iter().copied().filter(|id| *id != first).collect();
+                let others: Vec<BuildId> =
+                    finished.iter().copied().filter(|id| *id != first).collect();
                 notify::build_finished(&mut tx, first, &others).await?;
             }
             Ok::<_, DbError>(finished)
@@ -581,20 +583,20 @@ pub(crate) async fn step_failed(
 /// Closes a step row whose result could not be written (the database was
 /// gone): aborted, with a stop time. Tries until the database takes it,
 /// waiting a second, then longer, between attempts.
-pub(crate) async fn close_abandoned_step(pool: &PgPool, build: i32, stepnr: i32, why: &str) {
+pub(crate) async fn close_abandoned_step(pool: &PgPool, build: BuildId, stepnr: i32, why: &str) {
     let mut wait = std::time::Duration::from_secs(1);
     loop {
         match hydra_db::steps::abort_if_busy(pool, build, stepnr, why, now()).await {
             Ok(()) => {
                 tracing::info!(
-                    build,
+                    build = build.0,
                     stepnr,
                     "closed a step whose result could not be recorded"
                 );
                 return;
             }
             Err(e) => {
-                tracing::debug!(build, stepnr, error = %e, "cannot close the step yet");
+                tracing::debug!(build = build.0, stepnr, error = %e, "cannot close the step yet");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(std::time::Duration::from_secs(30));
             }
@@ -605,7 +607,7 @@ pub(crate) async fn close_abandoned_step(pool: &PgPool, build: i32, stepnr: i32,
 /// A step that will be tried again: its row finished with `status`.
 pub(crate) async fn step_will_retry(
     pool: &PgPool,
-    build: i32,
+    build: BuildId,
     stepnr: i32,
     status: Status,
     error: &str,

@@ -105,7 +105,7 @@ pub enum QueueError {
     )]
     LockLost,
     #[error("build {0} does not exist")]
-    NoSuchBuild(i32),
+    NoSuchBuild(hydra_db::ids::BuildId),
     #[error("{0}")]
     Machines(String),
     #[error("cannot serve the status on {address} (queue_runner_metrics_address): {source}")]
@@ -170,7 +170,7 @@ pub async fn build_one(
     let lock = state::InstanceLock::acquire(&ctx.pool).await?;
     let queue = Queue::start(ctx).await?;
     let dispatcher = tokio::spawn(dispatch::run(queue.clone()));
-    let result = monitor::build_one(&queue, build_id).await;
+    let result = monitor::build_one(&queue, hydra_db::ids::BuildId(build_id)).await;
     dispatcher.abort();
     queue.stop().await;
     drop(lock);

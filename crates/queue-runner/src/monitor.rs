@@ -9,6 +9,7 @@
 //! failure); the others become steps (shared with those already queued),
 //! and their inputs form the next level.
 
+use hydra_db::ids::{BuildId, JobsetId};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -108,7 +109,10 @@ pub(crate) async fn run(queue: Arc<Queue>) -> Result<(), QueueError> {
 
 /// Loads unfinished builds not in the queue yet (only `only` if given);
 /// returns false if it stopped early (after a minute) to let other work in.
-pub(crate) async fn load_builds(queue: &Arc<Queue>, only: Option<i32>) -> Result<bool, QueueError> {
+pub(crate) async fn load_builds(
+    queue: &Arc<Queue>,
+    only: Option<BuildId>,
+) -> Result<bool, QueueError> {
     let started = Instant::now();
     let rows = hydra_db::builds::queued(&queue.ctx.pool, only).await?;
     let new: Vec<QueuedBuild> = {
@@ -194,7 +198,7 @@ struct Substituted {
 /// A build that fails at once because `failed_drv`, which it needs,
 /// failed.
 struct CachedFailure {
-    build: i32,
+    build: BuildId,
     drv: String,
     failed_drv: String,
 }
@@ -202,10 +206,10 @@ struct CachedFailure {
 /// What linking a chunk's builds decided.
 #[derive(Default)]
 struct Linked {
-    cached_successes: Vec<i32>,
+    cached_successes: Vec<BuildId>,
     cached_failures: Vec<CachedFailure>,
     /// Builds whose derivation was garbage-collected.
-    gone: Vec<i32>,
+    gone: Vec<BuildId>,
     registered: usize,
 }
 
@@ -487,7 +491,7 @@ fn add_steps(state: &mut State, stats: &Stats, nodes: &HashMap<String, Node>, no
                     builds: BTreeSet::new(),
                     highest_global_priority: i32::MIN,
                     highest_local_priority: i32::MIN,
-                    lowest_build_id: i32::MAX,
+                    lowest_build_id: BuildId(i32::MAX),
                     jobsets: BTreeSet::new(),
                     tries: 0,
                     after: None,
@@ -665,7 +669,7 @@ async fn local_valid(
 /// Loads shares and the last day's step times of jobsets seen for the
 /// first time.
 async fn load_new_jobset_shares(queue: &Arc<Queue>) -> Result<(), QueueError> {
-    let unknown: Vec<i32> = {
+    let unknown: Vec<JobsetId> = {
         let state = queue.lock();
         state
             .jobsets
@@ -690,7 +694,7 @@ async fn load_new_jobset_shares(queue: &Arc<Queue>) -> Result<(), QueueError> {
 }
 
 /// Reads the scheduling shares of jobsets `ids`.
-async fn set_shares(queue: &Arc<Queue>, ids: &[i32]) -> Result<(), QueueError> {
+async fn set_shares(queue: &Arc<Queue>, ids: &[JobsetId]) -> Result<(), QueueError> {
     let shares = hydra_db::jobsets::scheduling_shares(&queue.ctx.pool, ids).await?;
     let mut state = queue.lock();
     for (id, n) in shares {
@@ -702,7 +706,7 @@ async fn set_shares(queue: &Arc<Queue>, ids: &[i32]) -> Result<(), QueueError> {
 }
 
 async fn reload_shares(queue: &Arc<Queue>) -> Result<(), QueueError> {
-    let ids: Vec<i32> = queue.lock().jobsets.keys().copied().collect();
+    let ids: Vec<JobsetId> = queue.lock().jobsets.keys().copied().collect();
     if ids.is_empty() {
         return Ok(());
     }
@@ -716,10 +720,10 @@ async fn reload_shares(queue: &Arc<Queue>) -> Result<(), QueueError> {
 /// raised priorities spread to the steps.
 pub(crate) async fn process_changes(queue: &Arc<Queue>) -> Result<(), QueueError> {
     let rows = hydra_db::builds::queued_priorities(&queue.ctx.pool).await?;
-    let current: HashMap<i32, i32> = rows.into_iter().collect();
+    let current: HashMap<BuildId, i32> = rows.into_iter().collect();
     let to_cancel = {
         let mut state = queue.lock();
-        let gone: Vec<i32> = state
+        let gone: Vec<BuildId> = state
             .builds
             .keys()
             .filter(|id| !current.contains_key(id))
@@ -770,7 +774,7 @@ pub(crate) async fn process_changes(queue: &Arc<Queue>) -> Result<(), QueueError
 /// Loads one build and waits until it is finished; returns its status.
 pub(crate) async fn build_one(
     queue: &Arc<Queue>,
-    build_id: i32,
+    build_id: BuildId,
 ) -> Result<BuildStatus, QueueError> {
     use hydra_db::builds::Progress;
     match hydra_db::builds::progress(&queue.ctx.pool, build_id).await? {

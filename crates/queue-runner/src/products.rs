@@ -148,7 +148,7 @@ pub(crate) fn analyse(outputs: &[OutputScan]) -> Analysis {
                     continue;
                 };
                 let is_output_root = outputs.iter().any(|o| o.path == path);
-                let base = path.rsplit('/').next().unwrap_or("");
+                let base = hydra_nix::store_path::base_name(&path);
                 let name = if is_output_root || !valid_name(base) {
                     String::new()
                 } else {
@@ -224,7 +224,7 @@ pub(crate) fn analyse(outputs: &[OutputScan]) -> Analysis {
             ) {
                 continue;
             }
-            let base = output.path.rsplit('/').next().unwrap_or("");
+            let base = hydra_nix::store_path::base_name(&output.path);
             analysis.products.push(Product {
                 kind: "nix-build".into(),
                 subtype: if output.name == "out" {

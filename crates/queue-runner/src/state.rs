@@ -2,6 +2,7 @@
 //! shared, linked to the steps they wait for and the steps waiting for
 //! them), jobsets' fair-share accounting and the machines.
 
+use hydra_db::ids::{BuildId, JobsetId};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,9 +21,9 @@ pub(crate) const SHARE_WINDOW: i64 = 24 * 3600;
 /// A queued build.
 #[derive(Clone, Debug)]
 pub struct Build {
-    pub id: i32,
+    pub id: BuildId,
     pub drv_path: String,
-    pub jobset_id: i32,
+    pub jobset_id: JobsetId,
     pub project: String,
     pub jobset: String,
     pub job: String,
@@ -56,11 +57,11 @@ pub struct Step {
     /// Steps waiting for this one.
     pub rdeps: BTreeSet<String>,
     /// Builds whose top-level step this is.
-    pub builds: BTreeSet<i32>,
+    pub builds: BTreeSet<BuildId>,
     pub highest_global_priority: i32,
     pub highest_local_priority: i32,
-    pub lowest_build_id: i32,
-    pub jobsets: BTreeSet<i32>,
+    pub lowest_build_id: BuildId,
+    pub jobsets: BTreeSet<JobsetId>,
     pub tries: u32,
     /// Not to be retried before.
     pub after: Option<Instant>,
@@ -110,9 +111,9 @@ impl JobsetShare {
 /// The whole queue.
 #[derive(Debug, Default)]
 pub struct State {
-    pub builds: HashMap<i32, Build>,
+    pub builds: HashMap<BuildId, Build>,
     pub steps: HashMap<String, Step>,
-    pub jobsets: HashMap<i32, JobsetShare>,
+    pub jobsets: HashMap<JobsetId, JobsetShare>,
     pub machines: Machines,
     /// Steps that failed for good lately (derivation → when): a load that
     /// saw one queued and finds it gone learns here that it failed.
@@ -135,7 +136,7 @@ impl State {
 
     /// Every build that needs `drv` (its own and those of the steps waiting
     /// for it, transitively).
-    pub fn dependent_builds(&self, drv: &str) -> BTreeSet<i32> {
+    pub fn dependent_builds(&self, drv: &str) -> BTreeSet<BuildId> {
         let mut builds = BTreeSet::new();
         let mut seen = BTreeSet::new();
         let mut todo = vec![drv.to_string()];

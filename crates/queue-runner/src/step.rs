@@ -5,6 +5,7 @@
 //! and record the result. Failures that may pass another time are retried
 //! with back-off; a machine that cannot be reached is backed off.
 
+use hydra_db::ids::{BuildId, JobsetId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,11 +29,11 @@ struct Plan {
     outputs: BTreeMap<String, String>,
     system: String,
     /// The build the step runs for.
-    build: i32,
+    build: BuildId,
     /// Builds whose own derivation this is.
-    toplevel_of: BTreeSet<i32>,
+    toplevel_of: BTreeSet<BuildId>,
     options: BuildOptions,
-    jobsets: BTreeSet<i32>,
+    jobsets: BTreeSet<JobsetId>,
 }
 
 /// How a step ended.
@@ -172,7 +173,8 @@ pub(crate) async fn run(
         state.drop_unneeded();
         return;
     };
-    let span = tracing::info_span!("step", drv = %drv_path, build = plan.build, machine = %machine);
+    let span =
+        tracing::info_span!("step", drv = %drv_path, build = plan.build.0, machine = %machine);
     let mut opened = None;
     let job = Job {
         queue: &queue,
@@ -213,7 +215,7 @@ pub(crate) async fn run(
 async fn execute(
     job: Job<'_>,
     slot: &mut Slot<'_>,
-    opened: &mut Option<(i32, i32)>,
+    opened: &mut Option<(BuildId, i32)>,
 ) -> Result<(), QueueError> {
     let Job {
         queue,
@@ -241,7 +243,7 @@ async fn execute(
 
     let start = hydra_db::now();
     let started = Instant::now();
-    let toplevel: Vec<i32> = plan.toplevel_of.iter().copied().collect();
+    let toplevel: Vec<BuildId> = plan.toplevel_of.iter().copied().collect();
     let stepnr = finish::start_step(
         pool,
         plan.build,
@@ -356,7 +358,7 @@ async fn succeeded(
         ..
     } = job;
     let ctx = &queue.ctx;
-    let toplevel: Vec<i32> = plan.toplevel_of.iter().copied().collect();
+    let toplevel: Vec<BuildId> = plan.toplevel_of.iter().copied().collect();
     let finished =
         finish::step_succeeded(&ctx.pool, run, stepnr_of(run)?, &toplevel, success).await?;
     if let Some(log) = run.log
@@ -476,12 +478,12 @@ async fn fail_for_good(
     // (a load in progress) fail too, in further rounds, until none is left;
     // only then does the step leave the queue, under the same lock, and is
     // remembered as failed for loads that saw it queued.
-    let mut handled: BTreeSet<i32> = BTreeSet::new();
+    let mut handled: BTreeSet<BuildId> = BTreeSet::new();
     let mut round = 0;
     loop {
         let (dependents, toplevel_of) = {
             let mut state = queue.lock();
-            let dependents: BTreeSet<i32> = state
+            let dependents: BTreeSet<BuildId> = state
                 .dependent_builds(drv_path)
                 .difference(&handled)
                 .copied()
@@ -495,7 +497,7 @@ async fn fail_for_good(
                 state.drop_unneeded();
                 break;
             }
-            let toplevel_of: BTreeSet<i32> = if round == 0 {
+            let toplevel_of: BTreeSet<BuildId> = if round == 0 {
                 plan.toplevel_of.iter().copied().collect()
             } else {
                 dependents

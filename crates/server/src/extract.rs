@@ -5,6 +5,8 @@
 use axum::extract::{FromRequestParts, RawPathParams};
 use axum::http::request::Parts;
 
+use hydra_db::ids::{BuildId, EvalId, JobsetId};
+
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -31,7 +33,7 @@ async fn segment(parts: &mut Parts, state: &AppState, name: &str) -> Result<Stri
 /// `/build/{id}/…`: a build that exists.
 #[derive(Clone, Debug)]
 pub(crate) struct BuildPath {
-    pub id: i32,
+    pub id: BuildId,
     pub finished: bool,
     pub project: String,
 }
@@ -40,7 +42,7 @@ impl FromRequestParts<AppState> for BuildPath {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let id = parse_id(&segment(parts, state, "id").await?, "build")?;
+        let id = BuildId(parse_id(&segment(parts, state, "id").await?, "build")?);
         let (finished, project) = hydra_db::builds::whereabouts(&state.pool, id)
             .await?
             .ok_or_else(|| BuildPath::missing(id))?;
@@ -54,7 +56,7 @@ impl FromRequestParts<AppState> for BuildPath {
 
 impl BuildPath {
     /// The 404 of a build that does not exist.
-    pub(crate) fn missing(id: i32) -> ApiError {
+    pub(crate) fn missing(id: BuildId) -> ApiError {
         ApiError::not_found(format!("Build with ID {id} doesn't exist."))
     }
 }
@@ -62,7 +64,7 @@ impl BuildPath {
 /// `/eval/{id}/…`: an evaluation that exists.
 #[derive(Clone, Debug)]
 pub(crate) struct EvalPath {
-    pub id: i32,
+    pub id: EvalId,
     pub project: String,
     pub jobset: String,
 }
@@ -71,7 +73,7 @@ impl FromRequestParts<AppState> for EvalPath {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let id = parse_id(&segment(parts, state, "id").await?, "evaluation")?;
+        let id = EvalId(parse_id(&segment(parts, state, "id").await?, "evaluation")?);
         let (project, jobset) = hydra_db::evals::jobset_of(&state.pool, id)
             .await?
             .ok_or_else(|| ApiError::not_found(format!("Evaluation {id} doesn't exist.")))?;
@@ -86,7 +88,7 @@ impl FromRequestParts<AppState> for EvalPath {
 /// `/jobset/{project}/{jobset}/…` (and `/job/…`): a jobset that exists.
 #[derive(Clone, Debug)]
 pub(crate) struct JobsetPath {
-    pub id: i32,
+    pub id: JobsetId,
     pub project: String,
     pub jobset: String,
 }

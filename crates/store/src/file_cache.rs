@@ -311,7 +311,7 @@ impl FileCache {
             let ls = self.dir.join(format!("{hash_part}.ls"));
             write_atomically(&self.dir, &ls, listing.to_string().as_bytes())?;
         }
-        let base = |p: &str| p.rsplit('/').next().unwrap_or(p).to_string();
+        let base = |p: &str| hydra_nix::store_path::base_name(p).to_string();
         let mut references: Vec<String> = info.references.iter().map(|r| base(r)).collect();
         references.sort();
         let mut narinfo = NarInfo {
@@ -416,7 +416,7 @@ impl FileCache {
     }
 
     pub(crate) async fn upload_log(&self, drv_path: &str, log: &Path) -> Result<(), StoreError> {
-        let base = drv_path.rsplit('/').next().unwrap_or(drv_path);
+        let base = hydra_nix::store_path::base_name(drv_path);
         let text = tokio::fs::read(log).await.map_err(StoreError::io(log))?;
         write_atomically(&self.dir, &self.dir.join("log").join(base), &text)
     }

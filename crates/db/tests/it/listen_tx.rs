@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use hydra_db::ids::BuildId;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -210,7 +211,10 @@ async fn builds_locked_in_id_order_never_deadlock() {
                 attempts.fetch_add(1, Ordering::SeqCst);
                 let signal = locked_tx.take();
                 Box::pin(async move {
-                    assert_eq!(lock_builds(&mut tx, &[2, 1]).await?, vec![1, 2]);
+                    assert_eq!(
+                        lock_builds(&mut tx, &[BuildId(2), BuildId(1)]).await?,
+                        vec![BuildId(1), BuildId(2)]
+                    );
                     if let Some(signal) = signal {
                         let _ = signal.send(());
                     }
@@ -227,7 +231,10 @@ async fn builds_locked_in_id_order_never_deadlock() {
     let second = transaction(&db.pool, |mut tx: Tx| {
         attempts.fetch_add(1, Ordering::SeqCst);
         Box::pin(async move {
-            assert_eq!(lock_builds(&mut tx, &[1, 2, 99]).await?, vec![1, 2]);
+            assert_eq!(
+                lock_builds(&mut tx, &[BuildId(1), BuildId(2), BuildId(99)]).await?,
+                vec![BuildId(1), BuildId(2)]
+            );
             bump(&mut tx, 1).await?;
             bump(&mut tx, 2).await?;
             Ok::<_, DbError>(())

@@ -65,7 +65,13 @@ async fn every_row_type_reads_what_the_table_holds() {
     assert!(project.enable_dynamic_run_command);
 
     let jobset = rows::jobset(c, "p", "j").await.unwrap().unwrap();
-    assert_eq!(rows::jobset_by_id(c, 7).await.unwrap().unwrap(), jobset);
+    assert_eq!(
+        rows::jobset_by_id(c, hydra_db::ids::JobsetId(7))
+            .await
+            .unwrap()
+            .unwrap(),
+        jobset
+    );
     assert_eq!(
         (
             jobset.enabled,

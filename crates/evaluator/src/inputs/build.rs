@@ -4,6 +4,7 @@
 //! and `eval` (every successful build of an evaluation).
 
 use hydra_db::builds::{InputBuild, JobQuery};
+use hydra_db::ids::{BuildId, EvalId};
 
 use super::{FetchContext, FetchError, Fetched, Input, db, is_valid, run_nix};
 use crate::engine::nix_string;
@@ -101,7 +102,7 @@ pub(crate) async fn fetch(
     }
     let value = input.value.trim();
     let build: Option<InputBuild> = if let Ok(id) = value.parse::<i32>() {
-        hydra_db::builds::succeeded(ctx.pool, id)
+        hydra_db::builds::succeeded(ctx.pool, BuildId(id))
             .await
             .map_err(db)?
     } else {
@@ -210,8 +211,8 @@ async fn fetch_eval(
     base: Fetched,
 ) -> Result<Fetched, FetchError> {
     let value = input.value.trim();
-    let eval_id: Option<i32> = if let Ok(id) = value.parse::<i32>() {
-        Some(id)
+    let eval_id: Option<EvalId> = if let Ok(id) = value.parse::<i32>() {
+        Some(EvalId(id))
     } else {
         let parts: Vec<&str> = value.split(':').collect();
         let (project, jobset, job) = match parts.as_slice() {

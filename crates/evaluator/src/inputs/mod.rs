@@ -45,7 +45,7 @@ pub(crate) struct Fetched {
     pub output_name: Option<String>,
     pub drv_path: Option<String>,
     /// The build this input is the output of (`build` inputs).
-    pub dependency: Option<i32>,
+    pub dependency: Option<hydra_db::ids::BuildId>,
     pub email_responsible: bool,
     /// An argument given as an expression (`eval` inputs).
     pub expression: Option<String>,

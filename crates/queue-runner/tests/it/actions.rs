@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::common;
+use hydra_db::ids::BuildId;
 
 use std::time::{Duration, Instant};
 
@@ -60,7 +61,7 @@ async fn cancelling_a_build_kills_its_running_step() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    hydra_db::builds::cancel_builds(&s.db.pool, &[long])
+    hydra_db::builds::cancel_builds(&s.db.pool, &[BuildId(long)])
         .await
         .unwrap();
     wait_until(
@@ -98,7 +99,7 @@ async fn a_bumped_build_is_the_next_to_start() {
     let third = s.queue(&file, "third").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut rec = Recorder::new(&s.db, &["step_started"]).await;
-    hydra_db::builds::bump_builds(&s.db.pool, &[third], 1000)
+    hydra_db::builds::bump_builds(&s.db.pool, &[BuildId(third)], 1000)
         .await
         .unwrap();
     s.wait(&[blocker, first, second, third], Duration::from_secs(60))

@@ -6,6 +6,7 @@
 
 use crate::common;
 use hydra_db::builds::NewBuild;
+use hydra_db::ids::{BuildId, JobsetId};
 
 use std::time::Duration;
 
@@ -78,7 +79,7 @@ async fn a_failing_dependency_fails_its_dependants_and_is_then_a_cached_failure(
     assert_eq!((status, from), (Some(8), Some(bad)));
 
     // A restart forgets the failure and really builds again.
-    hydra_db::builds::restart_builds(&s.db.pool, &[again])
+    hydra_db::builds::restart_builds(&s.db.pool, &[BuildId(again)])
         .await
         .unwrap();
     assert_eq!(s.scalar("select count(*) from FailedPaths").await, 0);
@@ -111,7 +112,7 @@ async fn max_silent_time_and_timeout_give_status_7_and_a_restart_with_more_time_
         "update Builds set timeout = 60 where id = {quick}"
     ))
     .await;
-    hydra_db::builds::restart_builds(&s.db.pool, &[quick])
+    hydra_db::builds::restart_builds(&s.db.pool, &[BuildId(quick)])
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -207,13 +208,13 @@ async fn dependants_loaded_while_their_dependency_fails_fail_with_it() {
             let ids = hydra_db::builds::reserve_ids(&mut conn, builds.len())
                 .await
                 .unwrap();
-            hydra_db::builds::insert_queued(&mut conn, jobset, 1, &builds, &ids)
+            hydra_db::builds::insert_queued(&mut conn, JobsetId(jobset), 1, &builds, &ids)
                 .await
                 .unwrap();
             hydra_db::notify::send(&mut conn, "builds_added", "")
                 .await
                 .unwrap();
-            ids
+            ids.into_iter().map(|id| id.0).collect::<Vec<i32>>()
         }
     };
     // A first thousand, then a steady stream of new dependants while the

@@ -43,7 +43,11 @@ pub(crate) async fn authorize(
 
 /// Takes `action` on builds `ids` (see [`authorize`]); returns how many
 /// builds changed.
-pub(crate) async fn take(state: &AppState, action: Action, ids: &[i32]) -> ApiResult<u64> {
+pub(crate) async fn take(
+    state: &AppState,
+    action: Action,
+    ids: &[hydra_db::ids::BuildId],
+) -> ApiResult<u64> {
     Ok(match action {
         Action::Restart => hydra_db::builds::restart_builds(&state.pool, ids).await?,
         Action::Cancel => hydra_db::builds::cancel_builds(&state.pool, ids).await?,

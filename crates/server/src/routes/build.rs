@@ -8,6 +8,8 @@ use axum::routing::{MethodRouter, get};
 use serde_json::{Value, json};
 
 use super::actions::{self, Action};
+use hydra_db::ids::BuildId;
+
 use super::parse_id;
 use crate::auth::{SameOrigin, Viewer};
 use crate::error::{ApiError, ApiResult};
@@ -21,7 +23,7 @@ pub(crate) async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let id = parse_id(&id, "build")?;
+    let id = BuildId(parse_id(&id, "build")?);
     let json = views::build_json(&state.pool, id)
         .await?
         .ok_or_else(|| BuildPath::missing(id))?;

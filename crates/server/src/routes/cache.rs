@@ -26,8 +26,6 @@ use super::parse_id;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
-const NIX_BASE32: &str = "0123456789abcdfghijklmnpqrsvwxyz";
-
 fn store_error(e: StoreError) -> ApiError {
     match e {
         StoreError::Missing(p) => ApiError::not_found(format!("{p} is not in the store.")),
@@ -68,10 +66,6 @@ pub(crate) async fn public_key(State(state): State<AppState>) -> ApiResult<Respo
         "text/plain; charset=utf-8",
         format!("{}\n", key.public_key().to_text()),
     ))
-}
-
-fn is_hash_part(s: &str) -> bool {
-    s.len() == 32 && s.chars().all(|c| NIX_BASE32.contains(c))
 }
 
 /// The store path of the machine's store whose hash part is `hash`, if it
@@ -115,7 +109,7 @@ pub(crate) async fn narinfo(
 ) -> ApiResult<Response> {
     let hash = file
         .strip_suffix(".narinfo")
-        .filter(|h| is_hash_part(h))
+        .filter(|h| hydra_nix::store_path::is_hash_part(h))
         .ok_or_else(|| ApiError::not_found("Page not found."))?;
     let missing = || ApiError::not_found(format!("No store path with hash ‘{hash}’."));
     let store_dir = StoreDir::default();
@@ -143,7 +137,7 @@ pub(crate) async fn narinfo(
             let nar_hash = pi.nar_hash.clone().ok_or_else(|| {
                 ApiError::Internal(format!("the store did not say the NAR hash of {path}"))
             })?;
-            let base = |p: &str| p.rsplit('/').next().unwrap_or(p).to_string();
+            let base = |p: &str| hydra_nix::store_path::base_name(p).to_string();
             NarInfo {
                 store_path: path.clone(),
                 url: format!("nar/{hash}.nar.xz"),
@@ -210,7 +204,7 @@ pub(crate) async fn nar(
         DestStore::Local(_) => {
             let hash = file
                 .strip_suffix(".nar.xz")
-                .filter(|h| is_hash_part(h))
+                .filter(|h| hydra_nix::store_path::is_hash_part(h))
                 .ok_or_else(not_found)?;
             let path = local_path_by_hash(&state, hash)
                 .await?
@@ -233,7 +227,8 @@ pub(crate) async fn output(
     Path((id, name)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let id = parse_id(&id, "build")?;
-    let path = hydra_db::builds::output_path(&state.pool, id, &name).await?;
+    let path =
+        hydra_db::builds::output_path(&state.pool, hydra_db::ids::BuildId(id), &name).await?;
     let path = path
         .flatten()
         .ok_or_else(|| ApiError::not_found(format!("Build {id} has no output ‘{name}’.")))?;
@@ -243,7 +238,7 @@ pub(crate) async fn output(
         Err(StoreError::Missing(_)) => return Err(gone()),
         Err(e) => return Err(store_error(e)),
     };
-    let base = path.rsplit('/').next().unwrap_or(&path);
+    let base = hydra_nix::store_path::base_name(&path);
     let mut response = xz_body(nar).into_response();
     let headers = response.headers_mut();
     headers.insert(

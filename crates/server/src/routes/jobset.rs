@@ -288,7 +288,11 @@ pub(crate) async fn delete(
     ))
 }
 
-async fn jobset_id(state: &AppState, project: &str, jobset: &str) -> ApiResult<i32> {
+async fn jobset_id(
+    state: &AppState,
+    project: &str,
+    jobset: &str,
+) -> ApiResult<hydra_db::ids::JobsetId> {
     hydra_db::jobsets::id_of(&state.pool, project, jobset)
         .await?
         .ok_or_else(|| JobsetPath::missing(project, jobset))

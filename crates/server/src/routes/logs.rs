@@ -29,6 +29,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::BuildPath;
 use crate::negotiate::Page;
 use crate::state::AppState;
+use hydra_db::ids::BuildId;
 
 /// Lines `tail` mode shows when `?tail=` is not given.
 const TAIL_LINES: usize = 50;
@@ -132,7 +133,7 @@ async fn serve_text(
     drv_path: &str,
     tail_lines: Option<usize>,
 ) -> ApiResult<Response> {
-    let base = drv_path.rsplit('/').next().unwrap_or(drv_path);
+    let base = hydra_nix::store_path::base_name(drv_path);
     let Some((path, compression)) = find_file(state, drv_path) else {
         if let Some(prefix) = state
             .config
@@ -181,7 +182,7 @@ pub(crate) async fn log(
 /// The derivation whose log is a build's log: its own, or (when that has
 /// none, e.g. a substituted or cached build) that of a step that produced
 /// the build's outputs.
-async fn build_log_drv(state: &AppState, id: i32) -> ApiResult<String> {
+async fn build_log_drv(state: &AppState, id: BuildId) -> ApiResult<String> {
     let drv = hydra_db::builds::drv_path(&state.pool, id)
         .await?
         .ok_or_else(|| BuildPath::missing(id))?;
@@ -195,7 +196,7 @@ async fn build_log_drv(state: &AppState, id: i32) -> ApiResult<String> {
         .unwrap_or(drv))
 }
 
-async fn step_drv(state: &AppState, id: i32, nr: &str) -> ApiResult<(i32, String)> {
+async fn step_drv(state: &AppState, id: BuildId, nr: &str) -> ApiResult<(i32, String)> {
     let nr: i32 = nr
         .parse()
         .map_err(|_| ApiError::bad_request(format!("Invalid step number ‘{nr}’.")))?;
@@ -226,8 +227,8 @@ fn mode(text: Option<&str>) -> ApiResult<Mode> {
 /// What is followed until it ends.
 #[derive(Clone, Copy, Debug)]
 enum Watch {
-    Build(i32),
-    Step(i32, i32),
+    Build(BuildId),
+    Step(BuildId, i32),
 }
 
 /// A log in `mode`; `watch` is what it belongs to (the live stream ends
@@ -240,7 +241,7 @@ async fn show(
     watch: Watch,
     q: &TailQuery,
 ) -> ApiResult<Response> {
-    let base = drv.rsplit('/').next().unwrap_or(&drv).to_string();
+    let base = hydra_nix::store_path::base_name(&drv).to_string();
     match mode {
         Mode::Raw => match q.lines()? {
             Some(n) => Ok(redirect_below(
@@ -298,7 +299,7 @@ pub(crate) async fn build_log(
     Query(q): Query<TailQuery>,
 ) -> ApiResult<Response> {
     let get = |k: &str| super::path_param(&params, k);
-    let id = parse_id(&get("id").unwrap_or_default(), "build")?;
+    let id = BuildId(parse_id(&get("id").unwrap_or_default(), "build")?);
     let mode = mode(get("mode").as_deref())?;
     let (drv, watch) = match get("nr") {
         Some(nr) => {
@@ -317,7 +318,7 @@ pub(crate) async fn nixlog(
     Path(params): Path<Vec<(String, String)>>,
 ) -> ApiResult<Response> {
     let get = |k: &str| super::path_param(&params, k);
-    let id = parse_id(&get("id").unwrap_or_default(), "build")?;
+    let id = BuildId(parse_id(&get("id").unwrap_or_default(), "build")?);
     let nr = get("nr").unwrap_or_default();
     let mut location = format!("{}build/{id}/step/{nr}/log", base_url(&state, &headers));
     if let Some(m) = get("mode") {

@@ -3,10 +3,12 @@
 use serde_json::Value;
 use sqlx::PgPool;
 
+use hydra_db::ids::{BuildId, EvalId};
+
 use crate::error::{ApiError, ApiResult};
 
 /// The constituents of aggregate build `id`, by id.
-pub(crate) async fn constituents(pool: &PgPool, id: i32) -> ApiResult<Vec<i32>> {
+pub(crate) async fn constituents(pool: &PgPool, id: BuildId) -> ApiResult<Vec<BuildId>> {
     Ok(sqlx::query_scalar(
         "select constituent from AggregateConstituents where aggregate = $1 order by constituent",
     )
@@ -16,7 +18,7 @@ pub(crate) async fn constituents(pool: &PgPool, id: i32) -> ApiResult<Vec<i32>> 
 }
 
 /// The evaluations build `id` belongs to, newest first.
-pub(crate) async fn evals(pool: &PgPool, id: i32) -> ApiResult<Vec<i32>> {
+pub(crate) async fn evals(pool: &PgPool, id: BuildId) -> ApiResult<Vec<EvalId>> {
     Ok(
         sqlx::query_scalar(
             "select eval from JobsetEvalMembers where build = $1 order by eval desc",
@@ -29,7 +31,7 @@ pub(crate) async fn evals(pool: &PgPool, id: i32) -> ApiResult<Vec<i32>> {
 
 /// Build `id`'s derivation and main output (`out` first, else the first
 /// by name).
-pub(crate) async fn drv_and_out(pool: &PgPool, id: i32) -> ApiResult<(String, Option<String>)> {
+pub(crate) async fn drv_and_out(pool: &PgPool, id: BuildId) -> ApiResult<(String, Option<String>)> {
     Ok(sqlx::query_as(
         "select b.drvPath, (select o.path from BuildOutputs o where o.build = b.id \
          order by o.name <> 'out', o.name limit 1) from Builds b where b.id = $1",
@@ -40,7 +42,7 @@ pub(crate) async fn drv_and_out(pool: &PgPool, id: i32) -> ApiResult<(String, Op
 }
 
 /// Step `nr` of build `id` as Hydra's JSON shows it.
-pub(crate) async fn step(pool: &PgPool, id: i32, nr: i32) -> ApiResult<Option<Value>> {
+pub(crate) async fn step(pool: &PgPool, id: BuildId, nr: i32) -> ApiResult<Option<Value>> {
     let step: Option<String> = sqlx::query_scalar(
         "select json_build_object('machine', s.machine, 'system', s.system, 'stepnr', s.stepnr, \
          'drvpath', s.drvPath, 'starttime', s.startTime, 'stoptime', s.stopTime, 'busy', s.busy, \

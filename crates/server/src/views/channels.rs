@@ -26,8 +26,8 @@ pub(crate) struct Scope {
     pub project: Option<String>,
     pub jobset: Option<String>,
     pub job: Option<String>,
-    pub eval: Option<i32>,
-    pub build: Option<i32>,
+    pub eval: Option<hydra_db::ids::EvalId>,
+    pub build: Option<hydra_db::ids::BuildId>,
 }
 
 /// The latest successful build with a `nix-build` product of each job and

@@ -2,11 +2,13 @@
 
 use sqlx::PgPool;
 
+use hydra_db::ids::{BuildId, EvalId};
+
 use crate::error::ApiResult;
 
 /// Output paths of evaluation `id`'s successful builds that have a
 /// `nix-build` product.
-pub(crate) async fn store_paths(pool: &PgPool, id: i32) -> ApiResult<Vec<String>> {
+pub(crate) async fn store_paths(pool: &PgPool, id: EvalId) -> ApiResult<Vec<String>> {
     Ok(sqlx::query_scalar(
         "select distinct o.path from JobsetEvalMembers m join Builds b on b.id = m.build \
          join BuildOutputs o on o.build = b.id \
@@ -21,7 +23,7 @@ pub(crate) async fn store_paths(pool: &PgPool, id: i32) -> ApiResult<Vec<String>
 }
 
 /// Evaluation `id`'s error text (empty when it had none).
-pub(crate) async fn error_text(pool: &PgPool, id: i32) -> ApiResult<String> {
+pub(crate) async fn error_text(pool: &PgPool, id: EvalId) -> ApiResult<String> {
     let error: Option<Option<String>> = sqlx::query_scalar(
         "select x.errorMsg from JobsetEvals e join EvaluationErrors x on x.id = e.evaluationerror_id where e.id = $1",
     )
@@ -32,7 +34,11 @@ pub(crate) async fn error_text(pool: &PgPool, id: i32) -> ApiResult<String> {
 }
 
 /// The latest build of job `job` in evaluation `id`.
-pub(crate) async fn build_of_job(pool: &PgPool, id: i32, job: &str) -> ApiResult<Option<i32>> {
+pub(crate) async fn build_of_job(
+    pool: &PgPool,
+    id: EvalId,
+    job: &str,
+) -> ApiResult<Option<BuildId>> {
     Ok(sqlx::query_scalar(
         "select b.id from JobsetEvalMembers m join Builds b on b.id = m.build \
          where m.eval = $1 and b.job = $2 order by b.id desc limit 1",

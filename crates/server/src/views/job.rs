@@ -4,6 +4,8 @@
 use sqlx::PgPool;
 
 use super::{BUILD_SUMMARY_COLUMNS, BuildSummary};
+use hydra_db::ids::JobsetId;
+
 use crate::error::ApiResult;
 
 /// Points of a series, at most (the most recent).
@@ -12,7 +14,7 @@ pub(crate) const SERIES_LIMIT: i64 = 1000;
 /// The job `jobset:job`'s ten latest builds, finished or queued.
 pub(crate) async fn recent(
     pool: &PgPool,
-    jobset: i32,
+    jobset: JobsetId,
     job: &str,
     finished: bool,
 ) -> ApiResult<Vec<BuildSummary>> {
@@ -64,7 +66,7 @@ pub(crate) struct LatestFigures {
 /// The latest finished build of job `jobset:job`.
 pub(crate) async fn latest_finished(
     pool: &PgPool,
-    jobset: i32,
+    jobset: JobsetId,
     job: &str,
 ) -> ApiResult<Option<LatestFigures>> {
     Ok(sqlx::query_as(
@@ -89,7 +91,7 @@ pub(crate) enum Series {
 /// (build, timestamp, value), oldest first.
 pub(crate) async fn series(
     pool: &PgPool,
-    jobset: i32,
+    jobset: JobsetId,
     job: &str,
     which: Series,
 ) -> ApiResult<Vec<(i32, i32, f64)>> {

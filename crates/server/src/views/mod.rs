@@ -18,6 +18,8 @@ use serde::Serialize;
 use serde_json::Value;
 use sqlx::PgPool;
 
+use hydra_db::ids::{BuildId, EvalId, JobsetId};
+
 use crate::error::{ApiError, ApiResult};
 
 /// Which builds: each field that is given must match.
@@ -57,7 +59,7 @@ pub(crate) async fn latest_success(
     pool: &PgPool,
     f: &Filter<'_>,
     finished_evals: bool,
-) -> ApiResult<Option<i32>> {
+) -> ApiResult<Option<BuildId>> {
     let extra = if finished_evals {
         " and exists (select 1 from JobsetEvalMembers m where m.build = b.id and not exists \
          (select 1 from JobsetEvalMembers m2 join Builds b2 on b2.id = m2.build \
@@ -134,7 +136,7 @@ const BUILDS_JSON: &str = "select json_build_object(\
     )::text from Builds b join Jobsets j on j.id = b.jobset_id";
 
 /// The Build object of one build, as JSON text: one round trip.
-pub(crate) async fn build_json(pool: &PgPool, id: i32) -> ApiResult<Option<String>> {
+pub(crate) async fn build_json(pool: &PgPool, id: BuildId) -> ApiResult<Option<String>> {
     let sql = format!("{BUILDS_JSON} where b.id = $1");
     Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
         .bind(id)
@@ -199,7 +201,7 @@ struct MetricJson {
 /// array. The same objects as [`build_json`], read as rows (one query per
 /// table, run concurrently) and serialised here: for thousands of builds
 /// that is several times faster than building the JSON in PostgreSQL.
-pub(crate) async fn builds_json_text(pool: &PgPool, ids: &[i32]) -> ApiResult<String> {
+pub(crate) async fn builds_json_text(pool: &PgPool, ids: &[BuildId]) -> ApiResult<String> {
     let builds = sqlx::query_as::<_, BuildRow>(
         "select b.id, b.finished, b.timestamp, b.startTime as starttime, b.stopTime as stoptime, \
          j.project, j.name as jobset, b.job, b.nixName as nixname, b.system, b.priority, \
@@ -269,7 +271,7 @@ pub(crate) fn json_number(v: f64) -> Value {
 }
 
 /// Build objects for `ids`, in the order of `ids`.
-pub(crate) async fn builds_json(pool: &PgPool, ids: &[i32]) -> ApiResult<Vec<Value>> {
+pub(crate) async fn builds_json(pool: &PgPool, ids: &[BuildId]) -> ApiResult<Vec<Value>> {
     let text = builds_json_text(pool, ids).await?;
     serde_json::from_str(&text).map_err(|e| ApiError::Internal(e.to_string()))
 }
@@ -488,7 +490,7 @@ pub(crate) async fn jobset(
 
 /// JobsetEval objects for `ids` (in that order): Hydra's fields, with the
 /// member builds and the inputs, in three queries whatever the count.
-pub(crate) async fn evals_json(pool: &PgPool, ids: &[i32]) -> ApiResult<Vec<Value>> {
+pub(crate) async fn evals_json(pool: &PgPool, ids: &[EvalId]) -> ApiResult<Vec<Value>> {
     let rows: Vec<String> = sqlx::query_scalar(
         "select json_build_object(\
             'id', e.id, 'timestamp', e.timestamp, 'checkouttime', e.checkoutTime, \
@@ -507,12 +509,11 @@ pub(crate) async fn evals_json(pool: &PgPool, ids: &[i32]) -> ApiResult<Vec<Valu
         .collect()
 }
 
-/// Hydra's pagination links (`?page=N`).
 /// Page `page` of the evaluations that added builds (of jobset `jobset`
 /// only, if given), with the paging fields.
 pub(crate) async fn evals_page(
     pool: &PgPool,
-    jobset: Option<i32>,
+    jobset: Option<JobsetId>,
     page: i64,
     per_page: i64,
 ) -> ApiResult<Value> {
@@ -522,6 +523,7 @@ pub(crate) async fn evals_page(
     Ok(Value::Object(body))
 }
 
+/// Hydra's pagination links (`?page=N`).
 pub(crate) fn pages(page: i64, per_page: i64, total: i64) -> serde_json::Map<String, Value> {
     let last = ((total + per_page - 1) / per_page).max(1);
     let mut links = serde_json::Map::new();

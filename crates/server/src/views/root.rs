@@ -6,6 +6,7 @@ use sqlx::PgPool;
 
 use super::{BUILD_SUMMARY_COLUMNS, BuildSummary};
 use crate::error::ApiResult;
+use hydra_db::ids::BuildId;
 use hydra_db::status::Busy;
 
 /// Every unfinished build, most urgent first.
@@ -69,9 +70,9 @@ pub(crate) struct Found {
     pub projects: Vec<String>,
     pub jobsets: Vec<(String, String)>,
     /// Builds with an output path that matches.
-    pub builds: Vec<i32>,
+    pub builds: Vec<BuildId>,
     /// Builds whose derivation path matches.
-    pub builds_drv: Vec<i32>,
+    pub builds_drv: Vec<BuildId>,
 }
 
 /// Visible projects, jobsets and builds matching `pattern` (an `ilike`
