@@ -166,7 +166,13 @@ async fn posts_from_other_sites_are_refused_with_403() {
             )
             .await;
         assert_eq!(reply.status, StatusCode::OK, "{extra:?}: {}", reply.text());
-        assert_eq!(app.scalar("select count(*) from StarredJobs").await, 1);
+        assert_eq!(
+            app.strings(
+                "select userName || ':' || project || ':' || jobset || ':' || job from StarredJobs"
+            )
+            .await,
+            ["nobody:demo:trunk:hello"]
+        );
     }
 }
 

@@ -185,6 +185,13 @@ impl App {
             .unwrap()
     }
 
+    pub async fn strings(&self, sql: &str) -> Vec<String> {
+        sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql.to_string()))
+            .fetch_all(&self.db.pool)
+            .await
+            .unwrap()
+    }
+
     pub async fn exec(&self, sql: &str) {
         self.db.exec(sql).await;
     }
