@@ -366,3 +366,99 @@ pub(crate) fn routes() -> Router<AppState> {
             get(latest_eval_rest),
         )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(value: Value) -> Body {
+        match value {
+            Value::Object(map) => map,
+            _ => Body::new(),
+        }
+    }
+
+    fn refused(value: Value) -> String {
+        match jobset_form(&body(value), "j", None) {
+            Err(ApiError::BadRequest(m)) => m,
+            other => panic!("accepted: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_legacy_jobset_gets_hydras_defaults_and_its_inputs() {
+        let j = jobset_form(
+            &body(json!({
+                "nixexprinput": "src", "nixexprpath": "release.nix",
+                "inputs": {"src": {"type": "git", "value": " https://example.org/r.git ", "emailresponsible": "on"}},
+            })),
+            "j",
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(j.name, "j");
+        assert_eq!(j.kind, JobsetType::Legacy);
+        assert_eq!(j.enabled, JobsetState::Enabled);
+        assert_eq!(
+            (j.keepnr, j.check_interval, j.scheduling_shares),
+            (3, 300, 100)
+        );
+        assert!(!j.hidden);
+        assert_eq!(
+            j.inputs,
+            [InputRow {
+                name: "src".into(),
+                kind: "git".into(),
+                value: Some("https://example.org/r.git".into()),
+                email_responsible: true,
+            }]
+        );
+    }
+
+    #[test]
+    fn a_flake_jobset_needs_its_uri_and_no_expression() {
+        let j = jobset_form(&body(json!({"type": 1, "flake": "github:o/r"})), "j", None)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(j.kind, JobsetType::Flake);
+        assert_eq!(
+            (j.flake.as_deref(), j.nix_expr_input, j.nix_expr_path),
+            (Some("github:o/r"), None, None)
+        );
+        assert!(refused(json!({"type": 1})).contains("flake URI"));
+    }
+
+    #[test]
+    fn bad_fields_are_refused_with_their_name() {
+        let legacy = |extra: Value| {
+            let mut b = json!({"nixexprinput": "src", "nixexprpath": "release.nix"});
+            if let (Value::Object(b), Value::Object(extra)) = (&mut b, extra) {
+                b.extend(extra);
+            }
+            b
+        };
+        assert!(refused(json!({"name": "no spaces"})).contains("‘no spaces’"));
+        assert!(
+            refused(json!({"nixexprinput": "src", "nixexprpath": "/abs.nix"})).contains("relative")
+        );
+        assert!(
+            refused(json!({"nixexprinput": "src", "nixexprpath": "a/../b.nix"}))
+                .contains("relative")
+        );
+        assert!(refused(legacy(json!({"enabled": 4}))).contains("enabled"));
+        assert!(refused(legacy(json!({"schedulingshares": 0}))).contains("positive"));
+        assert!(refused(legacy(json!({"inputs": {"1x": {"type": "git"}}}))).contains("‘1x’"));
+        assert!(refused(legacy(json!({"inputs": {"x": {"type": "cvs"}}}))).contains("‘cvs’"));
+        assert!(
+            refused(legacy(
+                json!({"inputs": {"x": {"type": "boolean", "value": "yes"}}})
+            ))
+            .contains("Boolean")
+        );
+        assert!(
+            refused(legacy(
+                json!({"inputs": {"x": {"type": "eval", "value": "a:b:c:d"}}})
+            ))
+            .contains("evaluation ID")
+        );
+    }
+}
