@@ -291,8 +291,14 @@ pub(crate) async fn guard(
     {
         return e.into_response();
     }
+    let page_user = crate::pages::PageUser {
+        name: viewer.account.as_ref().map(|a| a.name.clone()),
+        admin: viewer.is_admin(),
+    };
     request.extensions_mut().insert(viewer);
-    next.run(request).await
+    let mut response = next.run(request).await;
+    response.extensions_mut().insert(page_user);
+    response
 }
 
 /// The client's address, for throttling sign-in attempts: the peer of the

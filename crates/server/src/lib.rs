@@ -6,6 +6,7 @@
 
 #![warn(unreachable_pub)]
 
+mod assets;
 mod auth;
 mod error;
 mod extract;

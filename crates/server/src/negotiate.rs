@@ -106,6 +106,10 @@ pub(crate) fn wants_json(headers: &HeaderMap) -> bool {
     has_json(header::ACCEPT) || has_json(header::CONTENT_TYPE)
 }
 
+/// The policy of every page.
+pub(crate) const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
 /// The layer: JSON stays JSON for API clients; browsers get the page.
 pub(crate) async fn negotiate(request: Request, next: Next) -> Response {
     let json = wants_json(request.headers()) || request.uri().path().starts_with("/api/");
@@ -116,8 +120,13 @@ pub(crate) async fn negotiate(request: Request, next: Next) -> Response {
     let Some(rendered) = response.extensions().get::<Rendered>().cloned() else {
         return response;
     };
+    let user = response
+        .extensions()
+        .get::<crate::pages::PageUser>()
+        .cloned()
+        .unwrap_or_default();
     let (mut parts, _) = response.into_parts();
-    let html = crate::pages::render(&rendered);
+    let html = crate::pages::render(&rendered, &user);
     parts.headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
@@ -127,6 +136,12 @@ pub(crate) async fn negotiate(request: Request, next: Next) -> Response {
     parts
         .headers
         .insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // Scripts and styles only from our own files: no inline code runs,
+    // whatever text a page shows.
+    parts.headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(html))
 }

@@ -35,6 +35,62 @@ impl Rendered {
     }
 }
 
+/// Who a page is for, as its frame shows it (the auth layer puts it on
+/// every response).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PageUser {
+    pub(crate) name: Option<String>,
+    pub(crate) admin: bool,
+}
+
+/// What the frame of every page shows.
+#[derive(Debug)]
+struct Frame<'a> {
+    user: &'a PageUser,
+    css: &'static str,
+    js: &'static str,
+    version: &'static str,
+}
+
+impl<'a> Frame<'a> {
+    fn new(user: &'a PageUser) -> Frame<'a> {
+        Frame {
+            user,
+            css: crate::assets::css(),
+            js: crate::assets::js(),
+            version: env!("CARGO_PKG_VERSION"),
+        }
+    }
+}
+
+/// A project row of the front page.
+#[derive(Debug, serde::Deserialize)]
+struct OverviewProject {
+    name: String,
+    displayname: String,
+    description: String,
+    homepage: String,
+    enabled: bool,
+    hidden: bool,
+    /// The homepage when it is a web address (never `javascript:`).
+    #[serde(skip)]
+    link: Option<String>,
+}
+
+/// `/`: the projects.
+#[derive(askama::Template)]
+#[template(path = "overview.html")]
+struct Overview<'a> {
+    frame: Frame<'a>,
+    projects: Vec<OverviewProject>,
+}
+
+/// `url` if it is an `http` or `https` address.
+fn web_link(url: &str) -> Option<String> {
+    let lower = url.trim().to_ascii_lowercase();
+    (lower.starts_with("http://") || lower.starts_with("https://")).then(|| url.trim().to_string())
+}
+
 /// Escapes text for HTML element content and attribute values.
 pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -55,6 +111,7 @@ pub(crate) fn escape(text: &str) -> String {
 #[derive(askama::Template)]
 #[template(path = "login.html")]
 struct Login<'a> {
+    frame: Frame<'a>,
     error: Option<&'a str>,
 }
 
@@ -63,6 +120,7 @@ struct Login<'a> {
 #[derive(askama::Template)]
 #[template(path = "setup.html")]
 struct Setup<'a> {
+    frame: Frame<'a>,
     error: Option<&'a str>,
     token: &'a str,
     username: &'a str,
@@ -75,21 +133,36 @@ struct Setup<'a> {
 #[derive(askama::Template)]
 #[template(path = "data.html")]
 struct DataPage<'a> {
+    frame: Frame<'a>,
     title: &'a str,
     data: &'a str,
 }
 
 /// The pages that have templates; `None` for the others.
-fn templated(page: &Rendered) -> Option<String> {
+fn templated(page: &Rendered, user: &PageUser) -> Option<String> {
     use askama::Template;
     let value = page.value();
     let text = |key: &str| value.get(key).and_then(|v| v.as_str());
     let rendered = match page.template {
+        "overview" => {
+            let mut projects: Vec<OverviewProject> =
+                serde_json::from_value(value.clone()).unwrap_or_default();
+            for p in &mut projects {
+                p.link = web_link(&p.homepage);
+            }
+            Overview {
+                frame: Frame::new(user),
+                projects,
+            }
+            .render()
+        }
         "login" => Login {
+            frame: Frame::new(user),
             error: text("error"),
         }
         .render(),
         "setup" => Setup {
+            frame: Frame::new(user),
             error: text("error"),
             token: text("token").unwrap_or_default(),
             username: text("username").unwrap_or_default(),
@@ -109,9 +182,9 @@ fn templated(page: &Rendered) -> Option<String> {
     }
 }
 
-pub(crate) fn render(page: &Rendered) -> String {
+pub(crate) fn render(page: &Rendered, user: &PageUser) -> String {
     use askama::Template;
-    if let Some(html) = templated(page) {
+    if let Some(html) = templated(page, user) {
         return html;
     }
     let text = serde_json::to_string_pretty(&page.value()).unwrap_or_default();
@@ -121,6 +194,7 @@ pub(crate) fn render(page: &Rendered) -> String {
         title = format!("{}{}", first.to_ascii_uppercase(), &title[1..]);
     }
     DataPage {
+        frame: Frame::new(user),
         title: &title,
         data: &text,
     }

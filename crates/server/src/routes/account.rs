@@ -110,7 +110,16 @@ pub(crate) async fn logout(
     if let Some(session) = &viewer.session {
         hydra_db::sessions::end(&state.pool, session).await?;
     }
-    let mut response = StatusCode::NO_CONTENT.into_response();
+    // A browser's form goes back to the front page; API clients get 204.
+    let mut response = if crate::negotiate::wants_json(&headers) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        let mut r = StatusCode::SEE_OTHER.into_response();
+        if let Ok(to) = HeaderValue::from_str(&base_url(&state, &headers)) {
+            r.headers_mut().insert(header::LOCATION, to);
+        }
+        r
+    };
     if let Ok(cookie) =
         HeaderValue::from_str(&auth::session_cookie(None, is_secure(&state, &headers)))
     {

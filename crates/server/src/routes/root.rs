@@ -138,6 +138,7 @@ pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(index))
         .route("/robots.txt", get(robots))
+        .route("/static/{file}", get(crate::assets::serve))
         .route("/queue", get(queue))
         .route("/status", get(status))
         .route("/evals", get(evals))

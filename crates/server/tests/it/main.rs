@@ -6,5 +6,6 @@ mod cache;
 mod common;
 mod files;
 mod ops;
+mod pages;
 mod read;
 mod writes;

@@ -1,0 +1,86 @@
+// The one script: it only enhances pages that work without it.
+"use strict";
+
+const THEME_KEY = "hydra-theme";
+
+function applyTheme(theme) {
+  if (theme === "light" || theme === "dark") {
+    document.documentElement.dataset.theme = theme;
+  } else {
+    delete document.documentElement.dataset.theme;
+  }
+}
+
+function setUpThemeToggle() {
+  applyTheme(localStorage.getItem(THEME_KEY));
+  const button = document.querySelector(".theme-toggle");
+  if (!button) return;
+  button.hidden = false;
+  button.addEventListener("click", () => {
+    const dark = document.documentElement.dataset.theme === "dark" ||
+      (!document.documentElement.dataset.theme &&
+        window.matchMedia("(prefers-color-scheme: dark)").matches);
+    const next = dark ? "light" : "dark";
+    localStorage.setItem(THEME_KEY, next);
+    applyTheme(next);
+  });
+}
+
+// Rows whose one link (`a.row-link`) a click anywhere on the row follows.
+function setUpClickableRows() {
+  document.querySelectorAll("tr.clickable").forEach((row) => {
+    row.addEventListener("click", (event) => {
+      if (event.target.closest("a, button, input")) return;
+      const link = row.querySelector("a.row-link");
+      if (link) window.location = link.href;
+    });
+  });
+}
+
+// Menus: one open at a time; Escape closes it.
+function setUpMenus() {
+  const menus = document.querySelectorAll("details.menu");
+  menus.forEach((menu) => {
+    menu.addEventListener("toggle", () => {
+      if (menu.open) menus.forEach((other) => { if (other !== menu) other.open = false; });
+    });
+  });
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") menus.forEach((menu) => { menu.open = false; });
+  });
+  document.addEventListener("click", (event) => {
+    menus.forEach((menu) => { if (!menu.contains(event.target)) menu.open = false; });
+  });
+}
+
+// `/` focuses the search box, as on other sites.
+function setUpSearchKey() {
+  const box = document.querySelector(".search input");
+  if (!box) return;
+  document.addEventListener("keydown", (event) => {
+    const typing = event.target.closest("input, textarea, select");
+    if (event.key === "/" && !typing) {
+      event.preventDefault();
+      box.focus();
+    }
+  });
+}
+
+// "Show disabled projects": disabled rows start hidden.
+function setUpShowDisabled() {
+  const toggle = document.querySelector("#show-disabled");
+  if (!toggle) return;
+  const rows = document.querySelectorAll("tr.disabled-project");
+  const apply = () => rows.forEach((row) => { row.hidden = !toggle.checked; });
+  toggle.closest(".toggle").hidden = false;
+  toggle.addEventListener("change", apply);
+  apply();
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  setUpThemeToggle();
+  setUpClickableRows();
+  setUpMenus();
+  setUpSearchKey();
+  setUpShowDisabled();
+});

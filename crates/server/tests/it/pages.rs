@@ -1,0 +1,159 @@
+//! The pages' frame and the pages that have their own templates: what a
+//! browser receives (HTML, escaped text, the security headers, the assets).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+
+use crate::common::{self, App, As, HOST};
+
+/// `uri` as a browser asks for it, as `who`.
+async fn page(app: &App, who: &As, method: Method, uri: &str) -> common::Reply {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::HOST, HOST)
+        .header(header::ACCEPT, "text/html,application/xhtml+xml")
+        .header(header::REFERER, common::BASE);
+    if let As::Session(s) = who {
+        req = req.header(header::COOKIE, format!("hydra_session={s}"));
+    }
+    app.raw(req.body(Body::empty()).unwrap()).await
+}
+
+/// The `href` of the stylesheet or the script a page names.
+fn asset(html: &str, ext: &str) -> String {
+    let end = html.find(&format!(".{ext}\"")).expect("no asset link") + ext.len() + 1;
+    let start = html[..end].rfind("/static/").unwrap();
+    html[start..end].to_string()
+}
+
+#[tokio::test]
+async fn every_page_has_the_frame_the_security_headers_and_no_inline_code() {
+    let app = App::new().await;
+    common::fixture(&app).await;
+    for uri in ["/", "/login", "/queue", "/build/1", "/no-such-page"] {
+        let r = page(&app, &As::Anonymous, Method::GET, uri).await;
+        let html = r.text();
+        assert_eq!(
+            r.header("content-type").as_deref(),
+            Some("text/html; charset=utf-8"),
+            "{uri}"
+        );
+        let csp = r.header("content-security-policy").unwrap_or_default();
+        assert!(csp.contains("script-src 'self'"), "{uri}: {csp}");
+        assert!(!csp.contains("unsafe-inline"), "{uri}: {csp}");
+        assert!(html.contains("<title>Hydra - "), "{uri}");
+        assert!(html.contains(r#"aria-label="Main""#), "{uri}");
+        assert!(
+            html.contains(r#"<a href="/status">Running builds</a>"#),
+            "{uri}"
+        );
+        assert!(html.contains(r#"action="/search""#), "{uri}");
+        assert!(html.contains(r#"<a href="/login">Sign in</a>"#), "{uri}");
+        assert!(!html.contains("<script>"), "{uri}: inline script");
+        assert!(!html.contains(" style=\""), "{uri}: inline style");
+    }
+}
+
+#[tokio::test]
+async fn assets_are_served_under_their_hash_and_kept_for_a_year() {
+    let app = App::new().await;
+    let html = page(&app, &As::Anonymous, Method::GET, "/").await.text();
+    for (ext, kind) in [("css", "text/css"), ("js", "text/javascript")] {
+        let url = asset(&html, ext);
+        let r = page(&app, &As::Anonymous, Method::GET, &url).await;
+        assert_eq!(r.status, StatusCode::OK, "{url}");
+        assert!(r.header("content-type").unwrap().starts_with(kind), "{url}");
+        assert_eq!(
+            r.header("cache-control").as_deref(),
+            Some("public, max-age=31536000, immutable")
+        );
+        assert!(!r.body.is_empty());
+    }
+    let stale = page(
+        &app,
+        &As::Anonymous,
+        Method::GET,
+        "/static/hydra-0000000000000000.css",
+    )
+    .await;
+    assert_eq!(stale.status, StatusCode::NOT_FOUND);
+    // A first visit transfers less than 100 KB of CSS and JS.
+    let total: usize = futures_total(&app, &html).await;
+    assert!(total < 100 * 1024, "{total} bytes");
+}
+
+async fn futures_total(app: &App, html: &str) -> usize {
+    let mut total = 0;
+    for ext in ["css", "js"] {
+        total += page(app, &As::Anonymous, Method::GET, &asset(html, ext))
+            .await
+            .body
+            .len();
+    }
+    total
+}
+
+#[tokio::test]
+async fn the_front_page_lists_projects_with_their_text_escaped() {
+    let app = App::new().await;
+    common::fixture(&app).await;
+    app.exec(
+        r#"insert into Projects (name, displayName, description, homepage, owner, enabled, hidden)
+             values ('evil', '<script>alert("name")</script> “quoted” ünïcode', '<b>bold</b> & more',
+                     'javascript:alert(1)', 'owner', 0, 1)"#,
+    )
+    .await;
+    // Hidden projects are listed for administrators.
+    let admin = app.session("admin").await;
+    let html = page(&app, &admin, Method::GET, "/").await.text();
+    assert!(html.contains(r#"<a class="row-link mono" href="/project/demo">demo</a>"#));
+    assert!(
+        html.contains(
+            r#"<a href="https://example.org" rel="nofollow noopener">the demo project</a>"#
+        )
+    );
+    assert!(
+        html.contains("&#60;script&#62;alert(&#34;name&#34;)&#60;/script&#62; “quoted” ünïcode"),
+        "{html}"
+    );
+    assert!(html.contains("&#60;b&#62;bold&#60;/b&#62; &#38; more"));
+    assert!(!html.contains("<script>alert"));
+    assert!(
+        !html.contains("javascript:"),
+        "a javascript: homepage is not a link"
+    );
+    assert!(html.contains(r#"class="clickable disabled-project hidden-project""#));
+    // Enabled projects first.
+    assert!(html.find("/project/demo").unwrap() < html.find("/project/evil").unwrap());
+}
+
+#[tokio::test]
+async fn the_frame_follows_who_is_signed_in_and_a_browser_signs_out_to_the_front_page() {
+    let app = App::new().await;
+    common::fixture(&app).await;
+    let owner = app.session("owner").await;
+    let html = page(&app, &owner, Method::GET, "/").await.text();
+    assert!(html.contains(r#"<a href="/user/owner">Preferences</a>"#));
+    assert!(html.contains(r#"<form method="post" action="/logout">"#));
+    assert!(html.contains("You are signed in as owner"));
+    assert!(
+        !html.contains("Clear VCS caches"),
+        "admin actions are for admins"
+    );
+    let admin = app.session("admin").await;
+    let html = page(&app, &admin, Method::GET, "/").await.text();
+    assert!(html.contains(r#"action="/admin/clear-vcs-cache""#));
+
+    let out = page(&app, &owner, Method::POST, "/logout").await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    assert_eq!(out.header("location").as_deref(), Some(common::BASE));
+    assert!(out.header("set-cookie").unwrap().contains("Max-Age=0"));
+    let html = page(&app, &owner, Method::GET, "/").await.text();
+    assert!(
+        html.contains(r#"<a href="/login">Sign in</a>"#),
+        "the session ended"
+    );
+}
