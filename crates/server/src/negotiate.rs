@@ -33,6 +33,7 @@ pub(crate) fn json_text(template: &'static str, text: String) -> Response {
     response.extensions_mut().insert(Rendered {
         template,
         data: Data::Text(text),
+        extra: serde_json::Map::new(),
     });
     response
 }
@@ -44,6 +45,8 @@ pub(crate) struct Page {
     pub template: &'static str,
     pub data: serde_json::Value,
     pub headers: HeaderMap,
+    /// What only the HTML page shows (never part of the JSON).
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Page {
@@ -54,6 +57,7 @@ impl Page {
             template,
             data: serde_json::to_value(data).unwrap_or(serde_json::Value::Null),
             headers: HeaderMap::new(),
+            extra: serde_json::Map::new(),
         }
     }
 
@@ -64,7 +68,14 @@ impl Page {
             template,
             data,
             headers: HeaderMap::new(),
+            extra: serde_json::Map::new(),
         }
+    }
+
+    /// With `value` under `key` for the HTML page only.
+    pub(crate) fn with_extra(mut self, key: &str, value: serde_json::Value) -> Page {
+        self.extra.insert(key.to_string(), value);
+        self
     }
 
     pub(crate) fn with_status(mut self, status: StatusCode) -> Page {
@@ -87,10 +98,28 @@ impl IntoResponse for Page {
         response
             .headers_mut()
             .insert(header::VARY, HeaderValue::from_static("Accept"));
+        let mut rendered = Rendered::new(self.template, self.data);
+        rendered.extra = self.extra;
+        response.extensions_mut().insert(rendered);
         response
-            .extensions_mut()
-            .insert(Rendered::new(self.template, self.data));
-        response
+    }
+}
+
+/// Whether the request is for a page (HTML) rather than JSON: handlers
+/// read what only a page shows only then.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WantsPage(pub(crate) bool);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for WantsPage {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(WantsPage(
+            !wants_json(&parts.headers) && !parts.uri.path().starts_with("/api/"),
+        ))
     }
 }
 

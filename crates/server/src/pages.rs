@@ -16,6 +16,8 @@ pub(crate) enum Data {
 pub(crate) struct Rendered {
     pub template: &'static str,
     pub data: Data,
+    /// What only the HTML page shows.
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Rendered {
@@ -23,6 +25,7 @@ impl Rendered {
         Rendered {
             template,
             data: Data::Value(data),
+            extra: serde_json::Map::new(),
         }
     }
 
@@ -83,6 +86,120 @@ struct OverviewProject {
 struct Overview<'a> {
     frame: Frame<'a>,
     projects: Vec<OverviewProject>,
+}
+
+/// A point in time as pages show it: `YYYY-MM-DD HH:MM:SS` (UTC), with
+/// the ISO form for `<time datetime>`.
+#[derive(Debug)]
+struct Time {
+    text: String,
+    iso: String,
+}
+
+impl Time {
+    fn of(unix: i64) -> Time {
+        let (days, secs) = (unix.div_euclid(86_400), unix.rem_euclid(86_400));
+        // Days to a civil date (proleptic Gregorian).
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+        Time {
+            text: format!("{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{s:02}"),
+            iso: format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z"),
+        }
+    }
+}
+
+/// The project page.
+#[derive(Debug, serde::Deserialize)]
+struct ProjectView {
+    name: String,
+    displayname: String,
+    description: String,
+    homepage: String,
+    owner: String,
+    enabled: bool,
+    #[serde(skip)]
+    link: Option<String>,
+}
+
+/// A row of the jobset overview table.
+#[derive(Debug)]
+struct JobsetRowView {
+    name: String,
+    description: String,
+    enabled: bool,
+    hidden: bool,
+    last_checked: Option<Time>,
+    has_error: bool,
+    succeeded: i64,
+    failed: i64,
+    queued: i64,
+    /// Success rate of the current builds, in percent.
+    rate: i64,
+    rate_class: &'static str,
+}
+
+impl JobsetRowView {
+    fn of(j: &serde_json::Value) -> JobsetRowView {
+        let int = |k: &str| j.get(k).and_then(serde_json::Value::as_i64).unwrap_or(0);
+        let text = |k: &str| {
+            j.get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let flag = |k: &str| {
+            j.get(k)
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false)
+        };
+        let (succeeded, failed, queued, total) =
+            (int("succeeded"), int("failed"), int("queued"), int("total"));
+        let rate = if total > 0 {
+            succeeded * 100 / total
+        } else {
+            0
+        };
+        let rate_class = match rate {
+            _ if queued > 0 || total == 0 => "muted-badge",
+            r if r < 25 => "bad",
+            r if r < 75 => "warn",
+            _ => "ok",
+        };
+        JobsetRowView {
+            name: text("name"),
+            description: text("description"),
+            enabled: flag("enabled"),
+            hidden: flag("hidden"),
+            last_checked: j
+                .get("last_checked")
+                .and_then(serde_json::Value::as_i64)
+                .map(Time::of),
+            has_error: flag("has_error"),
+            succeeded,
+            failed,
+            queued,
+            rate,
+            rate_class,
+        }
+    }
+}
+
+/// `/project/P`.
+#[derive(askama::Template)]
+#[template(path = "project.html")]
+struct ProjectPage<'a> {
+    frame: Frame<'a>,
+    project: ProjectView,
+    jobsets: Vec<JobsetRowView>,
 }
 
 /// `url` if it is an `http` or `https` address.
@@ -156,6 +273,24 @@ fn templated(page: &Rendered, user: &PageUser) -> Option<String> {
             }
             .render()
         }
+        "project" => match serde_json::from_value::<ProjectView>(value.clone()) {
+            Ok(mut project) => {
+                project.link = web_link(&project.homepage);
+                let jobsets = page
+                    .extra
+                    .get("jobsets")
+                    .and_then(|j| j.as_array())
+                    .map(|rows| rows.iter().map(JobsetRowView::of).collect())
+                    .unwrap_or_default();
+                ProjectPage {
+                    frame: Frame::new(user),
+                    project,
+                    jobsets,
+                }
+                .render()
+            }
+            Err(_) => return None,
+        },
         "login" => Login {
             frame: Frame::new(user),
             error: text("error"),
@@ -203,4 +338,32 @@ pub(crate) fn render(page: &Rendered, user: &PageUser) -> String {
         tracing::error!(page = page.template, error = %e, "cannot render a page");
         format!("<!DOCTYPE html>\n<pre>{}</pre>\n", escape(&text))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_utc_civil_dates() {
+        let t = Time::of(0);
+        assert_eq!(
+            (t.text.as_str(), t.iso.as_str()),
+            ("1970-01-01 00:00:00", "1970-01-01T00:00:00Z")
+        );
+        assert_eq!(Time::of(1_700_000_000).text, "2023-11-14 22:13:20");
+        assert_eq!(Time::of(951_782_400).text, "2000-02-29 00:00:00");
+        assert_eq!(Time::of(-1).text, "1969-12-31 23:59:59");
+    }
+
+    #[test]
+    fn only_web_addresses_become_links() {
+        assert_eq!(
+            web_link(" https://example.org "),
+            Some("https://example.org".into())
+        );
+        assert_eq!(web_link("HTTP://x"), Some("HTTP://x".into()));
+        assert_eq!(web_link("javascript:alert(1)"), None);
+        assert_eq!(web_link("data:text/html,x"), None);
+    }
 }

@@ -77,7 +77,39 @@ function setUpShowDisabled() {
   apply();
 }
 
+// Tabs: `nav.tabs` links to `#tabs-…` sections; one section is shown at
+// a time (the one in the address, else the first) and the address follows.
+function setUpTabs() {
+  const nav = document.querySelector("nav.tabs");
+  if (!nav) return;
+  const links = [...nav.querySelectorAll('a[href^="#tabs-"]')];
+  const show = (id) => {
+    links.forEach((link) => {
+      const target = link.getAttribute("href").slice(1);
+      const section = document.getElementById(target);
+      const current = target === id;
+      if (section) section.hidden = !current;
+      if (current) link.setAttribute("aria-current", "page");
+      else link.removeAttribute("aria-current");
+    });
+  };
+  const first = links.length ? links[0].getAttribute("href").slice(1) : null;
+  const wanted = () => {
+    const id = window.location.hash.slice(1);
+    return links.some((l) => l.getAttribute("href") === "#" + id) ? id : first;
+  };
+  links.forEach((link) => link.addEventListener("click", (event) => {
+    event.preventDefault();
+    const id = link.getAttribute("href").slice(1);
+    history.replaceState(null, "", "#" + id);
+    show(id);
+  }));
+  window.addEventListener("hashchange", () => show(wanted()));
+  if (first) show(wanted());
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  setUpTabs();
   setUpThemeToggle();
   setUpClickableRows();
   setUpMenus();

@@ -12,19 +12,28 @@ use super::names;
 use crate::auth::{Viewer, base_url};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ProjectPath;
-use crate::negotiate::Page;
+use crate::negotiate::{Page, WantsPage};
 use crate::params::Params;
 use crate::state::AppState;
 use crate::views;
 
 pub(crate) async fn show(
     State(state): State<AppState>,
+    viewer: Viewer,
+    WantsPage(page): WantsPage,
     Path(name): Path<String>,
 ) -> ApiResult<Page> {
     let project = views::project(&state.pool, &name)
         .await?
         .ok_or_else(|| ProjectPath::missing(&name))?;
-    Ok(Page::new("project", project))
+    let mut shown = Page::new("project", project);
+    if page {
+        // Owners see the hidden jobsets too.
+        let owner = viewer.is_project_owner(&state.pool, &name).await?;
+        let jobsets = views::project::jobsets(&state.pool, &name, owner).await?;
+        shown = shown.with_extra("jobsets", json!(jobsets));
+    }
+    Ok(shown)
 }
 
 /// The declarative fields of a body: `declarative: {file, type, value}` or

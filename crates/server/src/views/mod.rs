@@ -10,6 +10,7 @@ pub(crate) mod channels;
 pub(crate) mod downloads;
 pub(crate) mod eval;
 pub(crate) mod job;
+pub(crate) mod project;
 pub(crate) mod root;
 
 use std::collections::BTreeMap;

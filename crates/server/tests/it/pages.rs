@@ -157,3 +157,56 @@ async fn the_frame_follows_who_is_signed_in_and_a_browser_signs_out_to_the_front
         "the session ended"
     );
 }
+
+#[tokio::test]
+async fn the_project_page_shows_its_jobsets_with_their_counts_and_its_configuration() {
+    let app = App::new().await;
+    common::fixture(&app).await;
+    app.exec(
+        "insert into Jobsets (project, name, description, nixExprInput, nixExprPath, emailOverride, hidden)
+           values ('demo', 'secret', 'a hidden one', 'src', 'release.nix', '', 1)",
+    )
+    .await;
+    let r = page(&app, &As::Anonymous, Method::GET, "/project/demo").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let html = r.text();
+    assert!(html.contains("<title>Hydra - Project demo</title>"));
+    assert!(html.contains(r##"<a href="#tabs-jobsets">Jobsets</a>"##));
+    assert!(html.contains(r#"<a class="row-link mono" href="/jobset/demo/trunk">trunk</a>"#));
+    // The fixture's current builds: 1 succeeded, 2 failed (one a
+    // dependency failure), 1 queued: scheduled, 25%.
+    assert!(html.contains(r#"title="Scheduled""#), "{html}");
+    assert!(
+        html.contains(r#"<span class="badge muted-badge">25%</span>"#),
+        "{html}"
+    );
+    assert!(html.contains(r#"<span class="badge ok">1</span>"#));
+    assert!(html.contains(r#"<span class="badge bad">2</span>"#));
+    assert!(
+        html.contains(
+            r#"<time datetime="2023-11-14T22:15:00Z" title="UTC">2023-11-14 22:15:00</time>"#
+        ),
+        "{html}"
+    );
+    assert!(
+        !html.contains("/jobset/demo/secret"),
+        "hidden jobsets are for owners"
+    );
+    assert!(html.contains(
+        r#"<a href="https://example.org" rel="nofollow noopener">https://example.org</a>"#
+    ));
+    assert!(html.contains(r#"<td class="mono">owner</td>"#));
+
+    let owner = app.session("owner").await;
+    let html = page(&app, &owner, Method::GET, "/project/demo")
+        .await
+        .text();
+    assert!(
+        html.contains("/jobset/demo/secret"),
+        "owners see hidden jobsets"
+    );
+    // The JSON is unchanged by what the page shows.
+    let json = app.get("/project/demo").await.json();
+    assert!(json.get("jobsets").unwrap().is_array());
+    assert!(json.get("extra").is_none());
+}
