@@ -117,6 +117,140 @@ impl Time {
     }
 }
 
+impl Time {
+    /// The time relative to `now`, as Hydra's lists show it.
+    fn relative_to(unix: i64, now: i64) -> String {
+        let ago = now - unix;
+        match ago {
+            0..60 => format!("{ago}s ago"),
+            60..3600 => format!("{}m ago", ago / 60),
+            3600..86_400 => format!("{}h ago", ago / 3600),
+            86_400..604_800 => format!("{}d ago", ago / 86_400),
+            _ => Time::of(unix).text[..10].to_string(),
+        }
+    }
+}
+
+/// A time with its relative form.
+#[derive(Debug)]
+struct When {
+    text: String,
+    iso: String,
+    relative: String,
+}
+
+impl When {
+    fn of(unix: i64, now: i64) -> When {
+        let t = Time::of(unix);
+        When {
+            text: t.text,
+            iso: t.iso,
+            relative: Time::relative_to(unix, now),
+        }
+    }
+}
+
+/// How a build's status is shown: a symbol, a class for its colour, and
+/// the title every reader gets (the symbol is never the only signal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StatusView {
+    class: &'static str,
+    symbol: &'static str,
+    title: &'static str,
+}
+
+impl StatusView {
+    fn of(finished: bool, status: Option<i64>) -> StatusView {
+        use hydra_db::status::BuildStatus as S;
+        let view = |class, symbol, title| StatusView {
+            class,
+            symbol,
+            title,
+        };
+        if !finished {
+            return view("queued", "?", "Queued");
+        }
+        let status = status
+            .and_then(|c| i32::try_from(c).ok())
+            .and_then(S::from_code);
+        match status {
+            Some(S::Succeeded) => view("ok", "✔", "Succeeded"),
+            Some(S::DependencyFailed) => view("dep", "✘", "Dependency failed"),
+            Some(S::Aborted) => view("stop", "⊘", "Aborted"),
+            Some(S::Cancelled) => view("stop", "⊘", "Cancelled"),
+            Some(S::FailedWithOutput) => view("bad", "✘", "Failed with output"),
+            Some(S::TimedOut) => view("stop", "⊘", "Timed out"),
+            Some(S::Unsupported) => view("stop", "⊘", "Unsupported system type"),
+            Some(S::LogLimitExceeded) => view("stop", "⊘", "Log limit exceeded"),
+            Some(S::OutputLimitExceeded) => view("bad", "✘", "Output size limit exceeded"),
+            Some(S::NotDeterministic) => view("bad", "✘", "Non-deterministic build"),
+            _ => view("bad", "✘", "Failed"),
+        }
+    }
+}
+
+/// A row of a build list.
+#[derive(Debug)]
+struct BuildRowView {
+    id: i64,
+    project: String,
+    jobset: String,
+    job: String,
+    system: String,
+    /// The release name, else the Nix name.
+    name: String,
+    status: StatusView,
+    /// Finished at (queued at, in scheduling views).
+    when: Option<When>,
+}
+
+impl BuildRowView {
+    fn of(b: &serde_json::Value, scheduling: bool, now: i64) -> BuildRowView {
+        let text = |k: &str| {
+            b.get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let int = |k: &str| b.get(k).and_then(serde_json::Value::as_i64);
+        let finished = int("finished") == Some(1);
+        let when = if scheduling {
+            int("timestamp")
+        } else {
+            int("stoptime")
+        };
+        let name = b
+            .get("releasename")
+            .and_then(|v| v.as_str())
+            .filter(|n| !n.is_empty() && !scheduling)
+            .map(String::from)
+            .unwrap_or_else(|| text("nixname"));
+        BuildRowView {
+            id: int("id").unwrap_or(0),
+            project: text("project"),
+            jobset: text("jobset"),
+            job: text("job"),
+            system: text("system"),
+            name,
+            status: StatusView::of(finished, int("buildstatus")),
+            when: when.map(|t| When::of(t, now)),
+        }
+    }
+}
+
+/// A page that is a list of builds (`/all`, `/queue`).
+#[derive(askama::Template)]
+#[template(path = "builds.html")]
+struct BuildsPage<'a> {
+    frame: Frame<'a>,
+    title: &'static str,
+    builds: Vec<BuildRowView>,
+    scheduling: bool,
+    total: Option<i64>,
+    /// Links to other pages: label and address.
+    pager: Vec<(&'static str, String)>,
+}
+
 /// The project page.
 #[derive(Debug, serde::Deserialize)]
 struct ProjectView {
@@ -291,6 +425,40 @@ fn templated(page: &Rendered, user: &PageUser) -> Option<String> {
             }
             Err(_) => return None,
         },
+        "all" | "queue" => {
+            let now = i64::from(hydra_db::now());
+            let scheduling = page.template == "queue";
+            let list = if scheduling {
+                value.as_array().cloned().unwrap_or_default()
+            } else {
+                value
+                    .get("builds")
+                    .and_then(|b| b.as_array())
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            let pager = [
+                ("First", "first"),
+                ("Previous", "previous"),
+                ("Next", "next"),
+                ("Last", "last"),
+            ]
+            .into_iter()
+            .filter_map(|(label, key)| Some((label, value.get(key)?.as_str()?.to_string())))
+            .collect();
+            BuildsPage {
+                frame: Frame::new(user),
+                title: if scheduling { "Queue" } else { "Latest builds" },
+                builds: list
+                    .iter()
+                    .map(|b| BuildRowView::of(b, scheduling, now))
+                    .collect(),
+                scheduling,
+                total: value.get("total").and_then(serde_json::Value::as_i64),
+                pager,
+            }
+            .render()
+        }
         "login" => Login {
             frame: Frame::new(user),
             error: text("error"),
@@ -354,6 +522,34 @@ mod tests {
         assert_eq!(Time::of(1_700_000_000).text, "2023-11-14 22:13:20");
         assert_eq!(Time::of(951_782_400).text, "2000-02-29 00:00:00");
         assert_eq!(Time::of(-1).text, "1969-12-31 23:59:59");
+    }
+
+    #[test]
+    fn relative_times_as_hydra_lists_show_them() {
+        let now = 1_700_000_000;
+        assert_eq!(Time::relative_to(now - 5, now), "5s ago");
+        assert_eq!(Time::relative_to(now - 125, now), "2m ago");
+        assert_eq!(Time::relative_to(now - 7200, now), "2h ago");
+        assert_eq!(Time::relative_to(now - 3 * 86_400, now), "3d ago");
+        assert_eq!(Time::relative_to(now - 30 * 86_400, now), "2023-10-15");
+        assert_eq!(
+            Time::relative_to(now + 60, now),
+            "2023-11-14",
+            "the future is a date"
+        );
+    }
+
+    #[test]
+    fn every_status_has_a_title_besides_its_symbol() {
+        assert_eq!(StatusView::of(false, None).title, "Queued");
+        assert_eq!(StatusView::of(true, Some(0)).title, "Succeeded");
+        assert_eq!(StatusView::of(true, Some(2)).title, "Dependency failed");
+        assert_eq!(
+            StatusView::of(true, Some(9)).title,
+            "Unsupported system type"
+        );
+        assert_eq!(StatusView::of(true, Some(99)).title, "Failed");
+        assert_eq!(StatusView::of(true, Some(4)).class, "stop");
     }
 
     #[test]

@@ -210,3 +210,36 @@ async fn the_project_page_shows_its_jobsets_with_their_counts_and_its_configurat
     assert!(json.get("jobsets").unwrap().is_array());
     assert!(json.get("extra").is_none());
 }
+
+#[tokio::test]
+async fn build_lists_show_status_job_time_and_name_and_page() {
+    let app = App::new().await;
+    common::fixture(&app).await;
+    let html = page(&app, &As::Anonymous, Method::GET, "/all").await.text();
+    assert!(html.contains("<title>Hydra - Latest builds</title>"));
+    assert!(html.contains("3 builds in all."), "{html}");
+    assert!(html.contains(r#"<a class="row-link" href="/build/1">1</a>"#));
+    assert!(html.contains(r#"<a href="/build/1">demo:trunk:hello</a>"#));
+    assert!(html.contains(r#"title="Succeeded">✔"#));
+    assert!(html.contains(r#"title="Failed">✘"#));
+    assert!(html.contains(r#"title="Dependency failed">✘"#));
+    assert!(
+        html.contains("hello-1.0-release"),
+        "the release name, when set"
+    );
+    assert!(html.contains(r#"<time datetime="2023-11-14T22:13:40Z""#));
+    assert!(
+        !html.contains("/build/3\""),
+        "the queued build is not in the finished list"
+    );
+    assert!(html.contains(r#"<a href="?page=1">First</a>"#));
+
+    let html = page(&app, &As::Anonymous, Method::GET, "/queue")
+        .await
+        .text();
+    assert!(html.contains("<title>Hydra - Queue</title>"));
+    assert!(html.contains("<th scope=\"col\">Queued at</th>"));
+    assert!(html.contains(r#"<a class="row-link" href="/build/3">3</a>"#));
+    assert!(html.contains(r#"title="Queued">?"#));
+    assert!(html.contains("aarch64-linux"));
+}
