@@ -18,6 +18,15 @@ use crate::pages::{Data, Rendered};
 /// A response whose JSON is `text` as it is (no parsing, no
 /// re-serialising): API clients get the bytes, browsers the page.
 pub(crate) fn json_text(template: &'static str, text: String) -> Response {
+    json_text_with(template, text, serde_json::Map::new())
+}
+
+/// [`json_text`] with what only the page shows.
+pub(crate) fn json_text_with(
+    template: &'static str,
+    text: String,
+    extra: serde_json::Map<String, serde_json::Value>,
+) -> Response {
     let text: std::sync::Arc<str> = text.into();
     let mut response = (
         [
@@ -33,7 +42,7 @@ pub(crate) fn json_text(template: &'static str, text: String) -> Response {
     response.extensions_mut().insert(Rendered {
         template,
         data: Data::Text(text),
-        extra: serde_json::Map::new(),
+        extra,
     });
     response
 }

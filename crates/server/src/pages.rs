@@ -251,6 +251,270 @@ struct BuildsPage<'a> {
     pager: Vec<(&'static str, String)>,
 }
 
+/// A duration as `[Dd ][Hh ][Mm ]Ss`, from the largest unit down.
+fn duration(seconds: i64) -> String {
+    let s = seconds.max(0);
+    let (d, h, m, sec) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60, s % 60);
+    if d > 0 {
+        format!("{d}d\u{a0}{h}h\u{a0}{m}m\u{a0}{sec}s")
+    } else if h > 0 {
+        format!("{h}h\u{a0}{m}m\u{a0}{sec}s")
+    } else if m > 0 {
+        format!("{m}m\u{a0}{sec}s")
+    } else {
+        format!("{sec}s")
+    }
+}
+
+/// A step's name: its derivation without store directory, hash and `.drv`.
+fn step_name(drv_path: &str) -> String {
+    let base = hydra_nix::store_path::base_name(drv_path);
+    let name = base.split_once('-').map_or(base, |(_, n)| n);
+    name.strip_suffix(".drv").unwrap_or(name).to_string()
+}
+
+/// A product of a build, as its page lists it.
+#[derive(Debug)]
+struct ProductView {
+    nr: String,
+    name: String,
+    kind: String,
+    subtype: String,
+}
+
+/// The build page's view of the Build object.
+#[derive(Debug)]
+struct BuildView {
+    id: i64,
+    project: String,
+    jobset: String,
+    job: String,
+    system: String,
+    nixname: String,
+    name: String,
+    drvpath: String,
+    priority: i64,
+    finished: bool,
+    status: StatusView,
+    status_text: &'static str,
+    first_eval: Option<i64>,
+    other_evals: usize,
+    duration: Option<String>,
+    queued: Option<Time>,
+    started: Option<Time>,
+    stopped: Option<Time>,
+    outputs: Vec<(String, String)>,
+    products: Vec<ProductView>,
+}
+
+impl BuildView {
+    fn of(b: &serde_json::Value, any_step_busy: bool) -> BuildView {
+        use hydra_db::status::BuildStatus as S;
+        let text = |k: &str| {
+            b.get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let int = |k: &str| b.get(k).and_then(serde_json::Value::as_i64);
+        let finished = int("finished") == Some(1);
+        let code = int("buildstatus");
+        let status_text = if !finished {
+            if any_step_busy {
+                "Build in progress"
+            } else {
+                "Scheduled to be built"
+            }
+        } else {
+            match code
+                .and_then(|c| i32::try_from(c).ok())
+                .and_then(S::from_code)
+            {
+                Some(S::Succeeded) => "Success",
+                Some(S::Failed) => "Build returned a non-zero exit code",
+                Some(S::DependencyFailed) => "A dependency of the build failed",
+                Some(S::Cancelled) => "Cancelled by user",
+                Some(S::FailedWithOutput) => "Build failed with output",
+                Some(S::TimedOut) => "Timed out",
+                Some(S::Unsupported) => "Unsupported system type",
+                Some(S::LogLimitExceeded) => "Log limit exceeded",
+                Some(S::OutputLimitExceeded) => "Output limit exceeded",
+                Some(S::NotDeterministic) => "Non-deterministic build",
+                _ => "Aborted",
+            }
+        };
+        let evals: Vec<i64> = b
+            .get("jobsetevals")
+            .and_then(|e| e.as_array())
+            .map(|e| e.iter().filter_map(serde_json::Value::as_i64).collect())
+            .unwrap_or_default();
+        let outputs = b
+            .get("buildoutputs")
+            .and_then(|o| o.as_object())
+            .map(|o| {
+                o.iter()
+                    .map(|(name, v)| {
+                        let path = v.get("path").and_then(|p| p.as_str()).unwrap_or("n/a");
+                        (name.clone(), path.to_string())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let products = b
+            .get("buildproducts")
+            .and_then(|p| p.as_object())
+            .map(|p| {
+                p.iter()
+                    .map(|(nr, v)| {
+                        let field = |k: &str| {
+                            v.get(k)
+                                .and_then(|x| x.as_str())
+                                .unwrap_or_default()
+                                .to_string()
+                        };
+                        ProductView {
+                            nr: nr.clone(),
+                            name: field("name"),
+                            kind: field("type"),
+                            subtype: field("subtype"),
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let (start, stop) = (int("starttime"), int("stoptime"));
+        let name = b
+            .get("releasename")
+            .and_then(|v| v.as_str())
+            .filter(|n| !n.is_empty())
+            .map(String::from)
+            .unwrap_or_else(|| text("nixname"));
+        BuildView {
+            id: int("id").unwrap_or(0),
+            project: text("project"),
+            jobset: text("jobset"),
+            job: text("job"),
+            system: text("system"),
+            nixname: text("nixname"),
+            name,
+            drvpath: text("drvpath"),
+            priority: int("priority").unwrap_or(0),
+            finished,
+            status: StatusView::of(finished, code),
+            status_text,
+            first_eval: evals.first().copied(),
+            other_evals: evals.len().saturating_sub(1),
+            duration: match (finished, start, stop) {
+                (true, Some(a), Some(z)) => Some(duration(z - a)),
+                _ => None,
+            },
+            queued: int("timestamp").map(Time::of),
+            started: start.filter(|_| finished).map(Time::of),
+            stopped: stop.filter(|_| finished).map(Time::of),
+            outputs,
+            products,
+        }
+    }
+}
+
+/// A row of the build steps table.
+#[derive(Debug)]
+struct StepView {
+    nr: i64,
+    what: &'static str,
+    name: String,
+    duration: String,
+    machine: String,
+    status: String,
+    class: &'static str,
+    propagated_from: Option<i64>,
+}
+
+impl StepView {
+    fn of(step: &serde_json::Value, now: i64) -> StepView {
+        use hydra_db::status::{BuildStatus as S, Busy};
+        let int = |k: &str| step.get(k).and_then(serde_json::Value::as_i64);
+        let text = |k: &str| {
+            step.get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let busy = int("busy").unwrap_or(0);
+        let busy_text = [
+            (Busy::Preparing, "Preparing"),
+            (Busy::Connecting, "Connecting"),
+            (Busy::SendingInputs, "Sending inputs"),
+            (Busy::Building, "Building"),
+            (Busy::WaitingForLocalSlot, "Waiting to receive outputs"),
+            (Busy::ReceivingOutputs, "Receiving outputs"),
+            (Busy::PostProcessing, "Post-processing"),
+        ]
+        .into_iter()
+        .find(|(b, _)| *b as i64 == busy)
+        .map(|(_, t)| t);
+        let (status, class) = if busy != 0 {
+            (busy_text.unwrap_or("Unknown state").to_string(), "queued")
+        } else {
+            let code = int("status")
+                .and_then(|c| i32::try_from(c).ok())
+                .and_then(S::from_code);
+            match code {
+                Some(S::Succeeded) => ("Succeeded".to_string(), "ok"),
+                Some(S::Aborted) => (
+                    match step.get("error").and_then(|e| e.as_str()) {
+                        Some(e) if !e.is_empty() => format!("Aborted: {e}"),
+                        _ => "Aborted".to_string(),
+                    },
+                    "stop",
+                ),
+                Some(S::Cancelled) => ("Cancelled".to_string(), "stop"),
+                Some(S::TimedOut) => ("Timed out".to_string(), "stop"),
+                Some(S::CachedFailure) => ("Cached failure".to_string(), "bad"),
+                Some(S::Unsupported) => ("Unsupported system type".to_string(), "stop"),
+                Some(S::LogLimitExceeded) => ("Log limit exceeded".to_string(), "stop"),
+                Some(S::OutputLimitExceeded) => ("Output limit exceeded".to_string(), "bad"),
+                Some(S::NotDeterministic) => ("Non-determinism detected".to_string(), "bad"),
+                Some(S::Resolved) => ("Resolved".to_string(), "dep"),
+                _ => ("Failed".to_string(), "bad"),
+            }
+        };
+        let duration = match (int("start"), int("stop")) {
+            (Some(a), Some(z)) => duration(z - a),
+            (Some(a), None) if busy != 0 => duration(now - a),
+            _ => "n/a".to_string(),
+        };
+        let machine = text("machine");
+        StepView {
+            nr: int("stepnr").unwrap_or(0),
+            what: if int("kind") == Some(1) {
+                "Substitution of"
+            } else {
+                "Build of"
+            },
+            name: step_name(&text("drv_path")),
+            duration,
+            machine: if machine.is_empty() {
+                "n/a".into()
+            } else {
+                machine
+            },
+            status,
+            class,
+            propagated_from: int("propagated_from"),
+        }
+    }
+}
+
+/// `/build/N`.
+#[derive(askama::Template)]
+#[template(path = "build.html")]
+struct BuildPage<'a> {
+    frame: Frame<'a>,
+    b: BuildView,
+    steps: Vec<StepView>,
+}
+
 /// The project page.
 #[derive(Debug, serde::Deserialize)]
 struct ProjectView {
@@ -459,6 +723,33 @@ fn templated(page: &Rendered, user: &PageUser) -> Option<String> {
             }
             .render()
         }
+        "build" => {
+            let now = i64::from(hydra_db::now());
+            let steps: Vec<StepView> = page
+                .extra
+                .get("steps")
+                .and_then(|s| s.as_array())
+                .map(|rows| rows.iter().map(|s| StepView::of(s, now)).collect())
+                .unwrap_or_default();
+            let any_busy = page
+                .extra
+                .get("steps")
+                .and_then(|s| s.as_array())
+                .is_some_and(|rows| {
+                    rows.iter().any(|s| {
+                        s.get("busy")
+                            .and_then(serde_json::Value::as_i64)
+                            .unwrap_or(0)
+                            != 0
+                    })
+                });
+            BuildPage {
+                frame: Frame::new(user),
+                b: BuildView::of(&value, any_busy),
+                steps,
+            }
+            .render()
+        }
         "login" => Login {
             frame: Frame::new(user),
             error: text("error"),
@@ -550,6 +841,18 @@ mod tests {
         );
         assert_eq!(StatusView::of(true, Some(99)).title, "Failed");
         assert_eq!(StatusView::of(true, Some(4)).class, "stop");
+    }
+
+    #[test]
+    fn durations_and_step_names() {
+        assert_eq!(duration(65), "1m\u{a0}5s");
+        assert_eq!(duration(3600), "1h\u{a0}0m\u{a0}0s");
+        assert_eq!(duration(90_061), "1d\u{a0}1h\u{a0}1m\u{a0}1s");
+        assert_eq!(duration(0), "0s");
+        assert_eq!(
+            step_name("/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-hello-1.0.drv"),
+            "hello-1.0"
+        );
     }
 
     #[test]

@@ -14,20 +14,26 @@ use super::parse_id;
 use crate::auth::{SameOrigin, Viewer};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::BuildPath;
-use crate::negotiate::Page;
+use crate::negotiate::{Page, WantsPage};
 use crate::state::AppState;
 use crate::views;
 
 /// The Build object, straight from the one query that renders it.
 pub(crate) async fn show(
     State(state): State<AppState>,
+    WantsPage(page): WantsPage,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let id = BuildId(parse_id(&id, "build")?);
     let json = views::build_json(&state.pool, id)
         .await?
         .ok_or_else(|| BuildPath::missing(id))?;
-    Ok(crate::negotiate::json_text("build", json))
+    let mut extra = serde_json::Map::new();
+    if page {
+        let steps = views::build::steps(&state.pool, id).await?;
+        extra.insert("steps".into(), json!(steps));
+    }
+    Ok(crate::negotiate::json_text_with("build", json, extra))
 }
 
 pub(crate) async fn constituents(

@@ -57,3 +57,31 @@ pub(crate) async fn step(pool: &PgPool, id: BuildId, nr: i32) -> ApiResult<Optio
     step.map(|s| serde_json::from_str(&s).map_err(|e| ApiError::Internal(e.to_string())))
         .transpose()
 }
+
+/// A step of a build as its page lists it.
+#[derive(Clone, Debug, serde::Serialize, sqlx::FromRow)]
+pub(crate) struct StepRow {
+    pub stepnr: i32,
+    /// 0 a build, 1 a substitution.
+    pub kind: i32,
+    pub drv_path: String,
+    pub busy: i32,
+    pub status: Option<i32>,
+    pub error: Option<String>,
+    pub start: Option<i32>,
+    pub stop: Option<i32>,
+    pub machine: String,
+    pub propagated_from: Option<i32>,
+}
+
+/// Build `id`'s steps, newest first.
+pub(crate) async fn steps(pool: &PgPool, id: BuildId) -> ApiResult<Vec<StepRow>> {
+    Ok(sqlx::query_as(
+        "select stepnr, type as kind, drvPath as drv_path, busy, status, errorMsg as error, \
+         startTime as start, stopTime as stop, coalesce(machine, '') as machine, \
+         propagatedFrom as propagated_from from BuildSteps where build = $1 order by stepnr desc",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?)
+}

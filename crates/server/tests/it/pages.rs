@@ -243,3 +243,43 @@ async fn build_lists_show_status_job_time_and_name_and_page() {
     assert!(html.contains(r#"title="Queued">?"#));
     assert!(html.contains("aarch64-linux"));
 }
+
+#[tokio::test]
+async fn the_build_page_shows_status_times_outputs_products_and_steps() {
+    let app = App::new().await;
+    common::fixture(&app).await;
+    let html = page(&app, &As::Anonymous, Method::GET, "/build/1")
+        .await
+        .text();
+    assert!(html.contains("<title>Hydra - Build 1 of job demo:trunk:hello</title>"));
+    assert!(html.contains(r#"<a href="/job/demo/trunk/hello">hello</a>"#));
+    assert!(html.contains("<strong>Success</strong>"));
+    assert!(html.contains("hello-1.0-release"));
+    assert!(html.contains(r#"<a href="/eval/1">evaluation 1</a>"#));
+    assert!(html.contains("<td>10s</td>"), "duration: {html}");
+    assert!(html.contains("/nix/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-hello-1.0"));
+    assert!(html.contains(r#"<a href="/build/1/download/2">hello.tar.gz</a>"#));
+    assert!(html.contains(r#"<a href="/build/1/step/1">1</a>"#));
+    assert!(html.contains("Build of <span class=\"mono\">hello-1.0</span>"));
+    assert!(html.contains("<td class=\"status ok\">Succeeded"));
+    assert!(
+        !html.contains(r#"action="/build/1/restart""#),
+        "actions are for signed-in users"
+    );
+
+    let html = page(&app, &As::Anonymous, Method::GET, "/build/2")
+        .await
+        .text();
+    assert!(html.contains("<strong>Build returned a non-zero exit code</strong>"));
+
+    let admin = app.session("admin").await;
+    let html = page(&app, &admin, Method::GET, "/build/3").await.text();
+    assert!(
+        html.contains("<strong>Build in progress</strong>"),
+        "a busy step"
+    );
+    assert!(html.contains("<td class=\"status queued\">Building"));
+    assert!(html.contains("ssh://builder"));
+    assert!(html.contains(r#"action="/build/3/cancel""#));
+    assert!(html.contains(r#"action="/build/3/bump""#));
+}
