@@ -515,6 +515,133 @@ struct BuildPage<'a> {
     steps: Vec<StepView>,
 }
 
+/// A row of the evaluations table.
+#[derive(Debug)]
+struct EvalRowView {
+    id: i64,
+    when: When,
+    took: Option<String>,
+    has_errors: bool,
+    succeeded: i64,
+    failed: i64,
+    queued: i64,
+}
+
+impl EvalRowView {
+    fn of(e: &serde_json::Value, now: i64) -> EvalRowView {
+        let int = |k: &str| e.get(k).and_then(serde_json::Value::as_i64);
+        let took = match (int("checkout_time"), int("eval_time")) {
+            (Some(c), Some(v)) => Some(duration(c + v)),
+            _ => None,
+        };
+        EvalRowView {
+            id: int("id").unwrap_or(0),
+            when: When::of(int("timestamp").unwrap_or(0), now),
+            took,
+            has_errors: e
+                .get("has_errors")
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false),
+            succeeded: int("succeeded").unwrap_or(0),
+            failed: int("failed").unwrap_or(0),
+            queued: int("queued").unwrap_or(0),
+        }
+    }
+}
+
+/// The jobset page's view of the Jobset object.
+#[derive(Debug)]
+struct JobsetView {
+    project: String,
+    name: String,
+    description: String,
+    state: &'static str,
+    flake: String,
+    nixexprinput: String,
+    nixexprpath: String,
+    checkinterval: i64,
+    schedulingshares: i64,
+    keepnr: i64,
+    last_checked: Option<Time>,
+    error_time: Option<Time>,
+    running_since: Option<When>,
+    pending_since: Option<When>,
+    fetch_error: String,
+    eval_error: String,
+    has_errors: bool,
+    /// Name, type and value.
+    inputs: Vec<(String, String, String)>,
+}
+
+impl JobsetView {
+    fn of(j: &serde_json::Value, now: i64) -> JobsetView {
+        use hydra_db::status::JobsetState;
+        let text = |k: &str| {
+            j.get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let int = |k: &str| j.get(k).and_then(serde_json::Value::as_i64);
+        let state = match int("enabled")
+            .and_then(|c| i32::try_from(c).ok())
+            .and_then(JobsetState::from_code)
+        {
+            Some(JobsetState::Disabled) => "Disabled",
+            Some(JobsetState::OneShot) => "One-shot",
+            Some(JobsetState::OneAtATime) => "One-at-a-time",
+            _ => "Enabled",
+        };
+        let (fetch_error, eval_error) = (text("fetcherrormsg"), text("errormsg"));
+        let inputs = j
+            .get("inputs")
+            .and_then(|i| i.as_object())
+            .map(|i| {
+                i.iter()
+                    .map(|(name, v)| {
+                        let field = |k: &str| {
+                            v.get(k)
+                                .and_then(|x| x.as_str())
+                                .unwrap_or_default()
+                                .to_string()
+                        };
+                        (name.clone(), field("type"), field("value"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        JobsetView {
+            project: text("project"),
+            name: text("name"),
+            description: text("description"),
+            state,
+            flake: text("flake"),
+            nixexprinput: text("nixexprinput"),
+            nixexprpath: text("nixexprpath"),
+            checkinterval: int("checkinterval").unwrap_or(0),
+            schedulingshares: int("schedulingshares").unwrap_or(0),
+            keepnr: int("keepnr").unwrap_or(0),
+            last_checked: int("lastcheckedtime").map(Time::of),
+            error_time: int("errortime").map(Time::of),
+            running_since: int("starttime").map(|t| When::of(t, now)),
+            pending_since: int("triggertime").map(|t| When::of(t, now)),
+            has_errors: !fetch_error.is_empty() || !eval_error.is_empty(),
+            fetch_error,
+            eval_error,
+            inputs,
+        }
+    }
+}
+
+/// `/jobset/P/J`.
+#[derive(askama::Template)]
+#[template(path = "jobset.html")]
+struct JobsetPage<'a> {
+    frame: Frame<'a>,
+    j: JobsetView,
+    evals: Vec<EvalRowView>,
+}
+
 /// The project page.
 #[derive(Debug, serde::Deserialize)]
 struct ProjectView {
@@ -720,6 +847,21 @@ fn templated(page: &Rendered, user: &PageUser) -> Option<String> {
                 scheduling,
                 total: value.get("total").and_then(serde_json::Value::as_i64),
                 pager,
+            }
+            .render()
+        }
+        "jobset" => {
+            let now = i64::from(hydra_db::now());
+            let evals = page
+                .extra
+                .get("evals")
+                .and_then(|e| e.as_array())
+                .map(|rows| rows.iter().map(|e| EvalRowView::of(e, now)).collect())
+                .unwrap_or_default();
+            JobsetPage {
+                frame: Frame::new(user),
+                j: JobsetView::of(&value, now),
+                evals,
             }
             .render()
         }

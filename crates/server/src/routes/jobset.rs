@@ -16,7 +16,7 @@ use super::{names, redirect, redirect_below};
 use crate::auth::{Viewer, base_url};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JobsetPath, ProjectPath};
-use crate::negotiate::Page;
+use crate::negotiate::{Page, WantsPage};
 use crate::params::Params;
 use crate::state::AppState;
 use crate::views;
@@ -42,10 +42,16 @@ pub(crate) const INPUT_TYPES: &[&str] = &[
 pub(crate) async fn show(
     State(state): State<AppState>,
     headers: HeaderMap,
+    WantsPage(page): WantsPage,
     Path((project, jobset)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     if let Some(j) = views::jobset(&state.pool, &project, &jobset).await? {
-        return Ok(Page::new("jobset", j).into_response());
+        let mut shown = Page::new("jobset", j);
+        if page && let Some(id) = hydra_db::jobsets::id_of(&state.pool, &project, &jobset).await? {
+            let evals = views::eval::latest(&state.pool, id, 10).await?;
+            shown = shown.with_extra("evals", json!(evals));
+        }
+        return Ok(shown.into_response());
     }
     let renamed = hydra_db::jobsets::renamed_to(&state.pool, &project, &jobset).await?;
     match renamed {

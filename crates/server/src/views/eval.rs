@@ -48,3 +48,42 @@ pub(crate) async fn build_of_job(
     .fetch_optional(pool)
     .await?)
 }
+
+/// A row of the evaluations table: an evaluation and the counts of its
+/// builds.
+#[derive(Clone, Debug, serde::Serialize, sqlx::FromRow)]
+pub(crate) struct EvalSummary {
+    pub id: EvalId,
+    pub timestamp: i32,
+    pub checkout_time: Option<i32>,
+    pub eval_time: Option<i32>,
+    pub has_errors: bool,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub queued: i64,
+}
+
+/// The latest `limit` evaluations with new builds of jobset `jobset`,
+/// newest first, with their builds counted.
+pub(crate) async fn latest(
+    pool: &PgPool,
+    jobset: hydra_db::ids::JobsetId,
+    limit: i64,
+) -> ApiResult<Vec<EvalSummary>> {
+    Ok(sqlx::query_as(
+        "select e.id, e.timestamp, e.checkoutTime as checkout_time, e.evalTime as eval_time, \
+         coalesce(x.errorMsg, '') <> '' as has_errors, \
+         count(*) filter (where b.finished = 1 and b.buildStatus = $3) as succeeded, \
+         count(*) filter (where b.finished = 1 and b.buildStatus <> $3) as failed, \
+         count(*) filter (where b.finished = 0) as queued \
+         from JobsetEvals e left join EvaluationErrors x on x.id = e.evaluationerror_id \
+         left join JobsetEvalMembers m on m.eval = e.id left join Builds b on b.id = m.build \
+         where e.jobset_id = $1 and e.hasNewBuilds = 1 \
+         group by e.id, x.errorMsg order by e.id desc limit $2",
+    )
+    .bind(jobset)
+    .bind(limit)
+    .bind(hydra_db::status::BuildStatus::Succeeded)
+    .fetch_all(pool)
+    .await?)
+}

@@ -283,3 +283,50 @@ async fn the_build_page_shows_status_times_outputs_products_and_steps() {
     assert!(html.contains(r#"action="/build/3/cancel""#));
     assert!(html.contains(r#"action="/build/3/bump""#));
 }
+
+#[tokio::test]
+async fn the_jobset_page_shows_its_evaluations_errors_and_configuration() {
+    let app = App::new().await;
+    common::fixture(&app).await;
+    let html = page(&app, &As::Anonymous, Method::GET, "/jobset/demo/trunk")
+        .await
+        .text();
+    assert!(html.contains("<title>Hydra - Jobset demo:trunk</title>"));
+    for tab in ["evaluations", "configuration", "links"] {
+        assert!(html.contains(&format!("href=\"#tabs-{tab}\"")), "{tab}");
+        assert!(html.contains(&format!("id=\"tabs-{tab}\"")), "{tab}");
+    }
+    assert!(!html.contains("#tabs-errors"), "no errors, no tab");
+    assert!(html.contains(r#"<a class="row-link" href="/eval/1">1</a>"#));
+    // Evaluation 1: hello succeeded, broken and all failed, slow queued.
+    assert!(
+        html.contains(r#"<span class="badge ok">1</span>"#),
+        "{html}"
+    );
+    assert!(
+        html.contains(r#"<span class="badge bad">2</span>"#),
+        "{html}"
+    );
+    assert!(html.contains(r#"<span class="badge muted-badge">1</span>"#));
+    assert!(html.contains("(took 10s)"), "checkout and evaluation time");
+    assert!(html.contains(r#"<td class="mono">src</td><td>git</td>"#));
+    assert!(html.contains("https://example.org/demo.git main"));
+    assert!(html.contains("<td>60</td>"), "check interval");
+
+    app.exec(
+        "update Jobsets set errorMsg = 'error: <undefined> variable', errorTime = 1700000200,
+             fetchErrorMsg = 'fetch failed'",
+    )
+    .await;
+    let html = page(&app, &As::Anonymous, Method::GET, "/jobset/demo/trunk")
+        .await
+        .text();
+    assert!(html.contains(r##"<a href="#tabs-errors">"##));
+    assert!(html.contains("error: &#60;undefined&#62; variable"));
+    assert!(html.contains("fetch failed"));
+    assert!(html.contains("with errors!"));
+
+    let missing = page(&app, &As::Anonymous, Method::GET, "/jobset/demo/none").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert!(missing.text().contains("<title>Hydra - "), "an error page");
+}
