@@ -1,0 +1,327 @@
+//! Build lists (`/all`, `/queue`) and the build page.
+
+use askama::Template;
+
+use super::common::{Fields, StatusView, Time, When, duration, step_name};
+use super::{Ctx, Frame, Html};
+
+/// A row of a build list.
+#[derive(Debug)]
+pub(super) struct BuildRowView {
+    pub(super) id: i64,
+    pub(super) project: String,
+    pub(super) jobset: String,
+    pub(super) job: String,
+    pub(super) system: String,
+    /// The release name, else the Nix name.
+    pub(super) name: String,
+    pub(super) status: StatusView,
+    /// Finished at (queued at, in scheduling views).
+    pub(super) when: Option<When>,
+}
+
+impl BuildRowView {
+    pub(super) fn of(b: Fields, scheduling: bool, now: i64) -> BuildRowView {
+        let finished = b.int("finished") == Some(1);
+        let when = if scheduling {
+            b.int("timestamp")
+        } else {
+            b.int("stoptime")
+        };
+        let release = b.str("releasename");
+        let name = if release.is_empty() || scheduling {
+            b.text("nixname")
+        } else {
+            release.to_string()
+        };
+        BuildRowView {
+            id: b.int("id").unwrap_or(0),
+            project: b.text("project"),
+            jobset: b.text("jobset"),
+            job: b.text("job"),
+            system: b.text("system"),
+            name,
+            status: StatusView::of(finished, b.int("buildstatus")),
+            when: when.map(|t| When::of(t, now)),
+        }
+    }
+}
+
+/// A page that is a list of builds (`/all`, `/queue`).
+#[derive(Template)]
+#[template(path = "builds.html")]
+struct BuildsPage<'a> {
+    frame: Frame<'a>,
+    title: &'static str,
+    builds: Vec<BuildRowView>,
+    scheduling: bool,
+    total: Option<i64>,
+    /// Links to other pages: label and address.
+    pager: Vec<(&'static str, String)>,
+}
+
+/// `/all` (a page of finished builds) or `/queue` (`scheduling`).
+pub(super) fn list(cx: &Ctx, scheduling: bool) -> Html {
+    let d = cx.data;
+    let list = if scheduling {
+        d.0.as_array().map_or(&[][..], Vec::as_slice)
+    } else {
+        d.list("builds")
+    };
+    let pager = [
+        ("First", "first"),
+        ("Previous", "previous"),
+        ("Next", "next"),
+        ("Last", "last"),
+    ]
+    .into_iter()
+    .filter(|(_, key)| !d.str(key).is_empty())
+    .map(|(label, key)| (label, d.text(key)))
+    .collect();
+    Some(
+        BuildsPage {
+            frame: cx.frame(),
+            title: if scheduling { "Queue" } else { "Latest builds" },
+            builds: list
+                .iter()
+                .map(|b| BuildRowView::of(Fields(b), scheduling, cx.now))
+                .collect(),
+            scheduling,
+            total: d.int("total"),
+            pager,
+        }
+        .render(),
+    )
+}
+
+/// A product of a build, as its page lists it.
+#[derive(Debug)]
+struct ProductView {
+    nr: String,
+    name: String,
+    kind: String,
+    subtype: String,
+}
+
+/// The build page's view of the Build object.
+#[derive(Debug)]
+struct BuildView {
+    id: i64,
+    project: String,
+    jobset: String,
+    job: String,
+    system: String,
+    nixname: String,
+    name: String,
+    drvpath: String,
+    priority: i64,
+    finished: bool,
+    status: StatusView,
+    status_text: &'static str,
+    first_eval: Option<i64>,
+    other_evals: usize,
+    duration: Option<String>,
+    queued: Option<Time>,
+    started: Option<Time>,
+    stopped: Option<Time>,
+    outputs: Vec<(String, String)>,
+    products: Vec<ProductView>,
+}
+
+/// What the build page says about a build's status.
+fn status_text(finished: bool, code: Option<i64>, any_step_busy: bool) -> &'static str {
+    use hydra_db::status::BuildStatus as S;
+    if !finished {
+        return if any_step_busy {
+            "Build in progress"
+        } else {
+            "Scheduled to be built"
+        };
+    }
+    match code
+        .and_then(|c| i32::try_from(c).ok())
+        .and_then(S::from_code)
+    {
+        Some(S::Succeeded) => "Success",
+        Some(S::Failed) => "Build returned a non-zero exit code",
+        Some(S::DependencyFailed) => "A dependency of the build failed",
+        Some(S::Cancelled) => "Cancelled by user",
+        Some(S::FailedWithOutput) => "Build failed with output",
+        Some(S::TimedOut) => "Timed out",
+        Some(S::Unsupported) => "Unsupported system type",
+        Some(S::LogLimitExceeded) => "Log limit exceeded",
+        Some(S::OutputLimitExceeded) => "Output limit exceeded",
+        Some(S::NotDeterministic) => "Non-deterministic build",
+        _ => "Aborted",
+    }
+}
+
+impl BuildView {
+    fn of(b: Fields, any_step_busy: bool) -> BuildView {
+        let finished = b.int("finished") == Some(1);
+        let code = b.int("buildstatus");
+        let evals: Vec<i64> = b
+            .list("jobsetevals")
+            .iter()
+            .filter_map(serde_json::Value::as_i64)
+            .collect();
+        let outputs = b
+            .members("buildoutputs")
+            .map(|(name, v)| {
+                let path = Some(v.str("path")).filter(|p| !p.is_empty());
+                (name.clone(), path.unwrap_or("n/a").to_string())
+            })
+            .collect();
+        let products = b
+            .members("buildproducts")
+            .map(|(nr, v)| ProductView {
+                nr: nr.clone(),
+                name: v.text("name"),
+                kind: v.text("type"),
+                subtype: v.text("subtype"),
+            })
+            .collect();
+        let (start, stop) = (b.int("starttime"), b.int("stoptime"));
+        let release = b.str("releasename");
+        BuildView {
+            id: b.int("id").unwrap_or(0),
+            project: b.text("project"),
+            jobset: b.text("jobset"),
+            job: b.text("job"),
+            system: b.text("system"),
+            nixname: b.text("nixname"),
+            name: if release.is_empty() {
+                b.text("nixname")
+            } else {
+                release.to_string()
+            },
+            drvpath: b.text("drvpath"),
+            priority: b.int("priority").unwrap_or(0),
+            finished,
+            status: StatusView::of(finished, code),
+            status_text: status_text(finished, code, any_step_busy),
+            first_eval: evals.first().copied(),
+            other_evals: evals.len().saturating_sub(1),
+            duration: match (finished, start, stop) {
+                (true, Some(a), Some(z)) => Some(duration(z - a)),
+                _ => None,
+            },
+            queued: b.int("timestamp").map(Time::of),
+            started: start.filter(|_| finished).map(Time::of),
+            stopped: stop.filter(|_| finished).map(Time::of),
+            outputs,
+            products,
+        }
+    }
+}
+
+/// A row of the build steps table.
+#[derive(Debug)]
+pub(super) struct StepView {
+    pub(super) nr: i64,
+    pub(super) what: &'static str,
+    pub(super) name: String,
+    pub(super) duration: String,
+    pub(super) machine: String,
+    pub(super) status: String,
+    pub(super) class: &'static str,
+    pub(super) propagated_from: Option<i64>,
+}
+
+/// A busy step's state, as the steps table says it.
+fn busy_text(busy: i64) -> &'static str {
+    use hydra_db::status::Busy;
+    [
+        (Busy::Preparing, "Preparing"),
+        (Busy::Connecting, "Connecting"),
+        (Busy::SendingInputs, "Sending inputs"),
+        (Busy::Building, "Building"),
+        (Busy::WaitingForLocalSlot, "Waiting to receive outputs"),
+        (Busy::ReceivingOutputs, "Receiving outputs"),
+        (Busy::PostProcessing, "Post-processing"),
+    ]
+    .into_iter()
+    .find(|(b, _)| *b as i64 == busy)
+    .map_or("Unknown state", |(_, t)| t)
+}
+
+/// A finished step's status text and its colour class.
+fn step_status(code: Option<i64>, error: &str) -> (String, &'static str) {
+    use hydra_db::status::BuildStatus as S;
+    let code = code
+        .and_then(|c| i32::try_from(c).ok())
+        .and_then(S::from_code);
+    let (text, class) = match code {
+        Some(S::Succeeded) => ("Succeeded", "ok"),
+        Some(S::Aborted) if !error.is_empty() => return (format!("Aborted: {error}"), "stop"),
+        Some(S::Aborted) => ("Aborted", "stop"),
+        Some(S::Cancelled) => ("Cancelled", "stop"),
+        Some(S::TimedOut) => ("Timed out", "stop"),
+        Some(S::CachedFailure) => ("Cached failure", "bad"),
+        Some(S::Unsupported) => ("Unsupported system type", "stop"),
+        Some(S::LogLimitExceeded) => ("Log limit exceeded", "stop"),
+        Some(S::OutputLimitExceeded) => ("Output limit exceeded", "bad"),
+        Some(S::NotDeterministic) => ("Non-determinism detected", "bad"),
+        Some(S::Resolved) => ("Resolved", "dep"),
+        _ => ("Failed", "bad"),
+    };
+    (text.to_string(), class)
+}
+
+impl StepView {
+    pub(super) fn of(step: Fields, now: i64) -> StepView {
+        let busy = step.int("busy").unwrap_or(0);
+        let (status, class) = if busy != 0 {
+            (busy_text(busy).to_string(), "queued")
+        } else {
+            step_status(step.int("status"), step.str("error"))
+        };
+        let duration = match (step.int("start"), step.int("stop")) {
+            (Some(a), Some(z)) => duration(z - a),
+            (Some(a), None) if busy != 0 => duration(now - a),
+            _ => "n/a".to_string(),
+        };
+        let machine = step.str("machine");
+        StepView {
+            nr: step.int("stepnr").unwrap_or(0),
+            what: if step.int("kind") == Some(1) {
+                "Substitution of"
+            } else {
+                "Build of"
+            },
+            name: step_name(step.str("drv_path")),
+            duration,
+            machine: if machine.is_empty() { "n/a" } else { machine }.to_string(),
+            status,
+            class,
+            propagated_from: step.int("propagated_from"),
+        }
+    }
+}
+
+/// `/build/N`.
+#[derive(Template)]
+#[template(path = "build.html")]
+struct BuildPage<'a> {
+    frame: Frame<'a>,
+    b: BuildView,
+    steps: Vec<StepView>,
+}
+
+pub(super) fn build(cx: &Ctx) -> Html {
+    let steps = cx.extra("steps");
+    let any_busy = steps
+        .iter()
+        .any(|s| Fields(s).int("busy").unwrap_or(0) != 0);
+    Some(
+        BuildPage {
+            frame: cx.frame(),
+            b: BuildView::of(cx.data, any_busy),
+            steps: steps
+                .iter()
+                .map(|s| StepView::of(Fields(s), cx.now))
+                .collect(),
+        }
+        .render(),
+    )
+}

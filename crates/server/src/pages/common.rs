@@ -1,0 +1,262 @@
+//! What every page shows the same way: times, durations, statuses, names,
+//! links, and reading the handlers' JSON.
+
+use serde_json::Value;
+
+/// Read access to a JSON object's fields with the defaults pages show
+/// (empty text, no number, false, no items).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Fields<'a>(pub(super) &'a Value);
+
+impl<'a> Fields<'a> {
+    pub(super) fn str(self, key: &str) -> &'a str {
+        self.0.get(key).and_then(Value::as_str).unwrap_or_default()
+    }
+
+    pub(super) fn text(self, key: &str) -> String {
+        self.str(key).to_string()
+    }
+
+    pub(super) fn int(self, key: &str) -> Option<i64> {
+        self.0.get(key).and_then(Value::as_i64)
+    }
+
+    /// A boolean, or a number that is not 0 (Hydra's integer flags).
+    pub(super) fn flag(self, key: &str) -> bool {
+        match self.0.get(key) {
+            Some(Value::Bool(b)) => *b,
+            Some(Value::Number(n)) => n.as_i64().is_some_and(|n| n != 0),
+            _ => false,
+        }
+    }
+
+    pub(super) fn list(self, key: &str) -> &'a [Value] {
+        self.0
+            .get(key)
+            .and_then(Value::as_array)
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// The members of an object field, in its order.
+    pub(super) fn members(self, key: &str) -> impl Iterator<Item = (&'a String, Fields<'a>)> {
+        self.0
+            .get(key)
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k, Fields(v)))
+    }
+}
+
+/// A point in time as pages show it: `YYYY-MM-DD HH:MM:SS` (UTC), with
+/// the ISO form for `<time datetime>`.
+#[derive(Debug)]
+pub(super) struct Time {
+    pub(super) text: String,
+    pub(super) iso: String,
+}
+
+impl Time {
+    pub(super) fn of(unix: i64) -> Time {
+        let (days, secs) = (unix.div_euclid(86_400), unix.rem_euclid(86_400));
+        // Days to a civil date (proleptic Gregorian).
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+        Time {
+            text: format!("{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{s:02}"),
+            iso: format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z"),
+        }
+    }
+}
+
+impl Time {
+    /// The time relative to `now`, as Hydra's lists show it.
+    pub(super) fn relative_to(unix: i64, now: i64) -> String {
+        let ago = now - unix;
+        match ago {
+            0..60 => format!("{ago}s ago"),
+            60..3600 => format!("{}m ago", ago / 60),
+            3600..86_400 => format!("{}h ago", ago / 3600),
+            86_400..604_800 => format!("{}d ago", ago / 86_400),
+            _ => Time::of(unix).text[..10].to_string(),
+        }
+    }
+}
+
+/// A time with its relative form.
+#[derive(Debug)]
+pub(super) struct When {
+    pub(super) text: String,
+    pub(super) iso: String,
+    pub(super) relative: String,
+}
+
+impl When {
+    pub(super) fn of(unix: i64, now: i64) -> When {
+        let t = Time::of(unix);
+        When {
+            text: t.text,
+            iso: t.iso,
+            relative: Time::relative_to(unix, now),
+        }
+    }
+}
+
+/// How a build's status is shown: a symbol, a class for its colour, and
+/// the title every reader gets (the symbol is never the only signal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct StatusView {
+    pub(super) class: &'static str,
+    pub(super) symbol: &'static str,
+    pub(super) title: &'static str,
+}
+
+impl StatusView {
+    pub(super) fn of(finished: bool, status: Option<i64>) -> StatusView {
+        use hydra_db::status::BuildStatus as S;
+        let view = |class, symbol, title| StatusView {
+            class,
+            symbol,
+            title,
+        };
+        if !finished {
+            return view("queued", "?", "Queued");
+        }
+        let status = status
+            .and_then(|c| i32::try_from(c).ok())
+            .and_then(S::from_code);
+        match status {
+            Some(S::Succeeded) => view("ok", "✔", "Succeeded"),
+            Some(S::DependencyFailed) => view("dep", "✘", "Dependency failed"),
+            Some(S::Aborted) => view("stop", "⊘", "Aborted"),
+            Some(S::Cancelled) => view("stop", "⊘", "Cancelled"),
+            Some(S::FailedWithOutput) => view("bad", "✘", "Failed with output"),
+            Some(S::TimedOut) => view("stop", "⊘", "Timed out"),
+            Some(S::Unsupported) => view("stop", "⊘", "Unsupported system type"),
+            Some(S::LogLimitExceeded) => view("stop", "⊘", "Log limit exceeded"),
+            Some(S::OutputLimitExceeded) => view("bad", "✘", "Output size limit exceeded"),
+            Some(S::NotDeterministic) => view("bad", "✘", "Non-deterministic build"),
+            _ => view("bad", "✘", "Failed"),
+        }
+    }
+}
+
+/// A duration as `[Dd ][Hh ][Mm ]Ss`, from the largest unit down.
+pub(super) fn duration(seconds: i64) -> String {
+    let s = seconds.max(0);
+    let (d, h, m, sec) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60, s % 60);
+    if d > 0 {
+        format!("{d}d\u{a0}{h}h\u{a0}{m}m\u{a0}{sec}s")
+    } else if h > 0 {
+        format!("{h}h\u{a0}{m}m\u{a0}{sec}s")
+    } else if m > 0 {
+        format!("{m}m\u{a0}{sec}s")
+    } else {
+        format!("{sec}s")
+    }
+}
+
+/// A step's name: its derivation without store directory, hash and `.drv`.
+pub(super) fn step_name(drv_path: &str) -> String {
+    let base = hydra_nix::store_path::base_name(drv_path);
+    let name = base.split_once('-').map_or(base, |(_, n)| n);
+    name.strip_suffix(".drv").unwrap_or(name).to_string()
+}
+
+/// `url` if it is an `http` or `https` address.
+pub(super) fn web_link(url: &str) -> Option<String> {
+    let lower = url.trim().to_ascii_lowercase();
+    (lower.starts_with("http://") || lower.starts_with("https://")).then(|| url.trim().to_string())
+}
+
+/// Escapes text for HTML element content and attribute values.
+pub(crate) fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_utc_civil_dates() {
+        let t = Time::of(0);
+        assert_eq!(
+            (t.text.as_str(), t.iso.as_str()),
+            ("1970-01-01 00:00:00", "1970-01-01T00:00:00Z")
+        );
+        assert_eq!(Time::of(1_700_000_000).text, "2023-11-14 22:13:20");
+        assert_eq!(Time::of(951_782_400).text, "2000-02-29 00:00:00");
+        assert_eq!(Time::of(-1).text, "1969-12-31 23:59:59");
+    }
+
+    #[test]
+    fn relative_times_as_hydra_lists_show_them() {
+        let now = 1_700_000_000;
+        assert_eq!(Time::relative_to(now - 5, now), "5s ago");
+        assert_eq!(Time::relative_to(now - 125, now), "2m ago");
+        assert_eq!(Time::relative_to(now - 7200, now), "2h ago");
+        assert_eq!(Time::relative_to(now - 3 * 86_400, now), "3d ago");
+        assert_eq!(Time::relative_to(now - 30 * 86_400, now), "2023-10-15");
+        assert_eq!(
+            Time::relative_to(now + 60, now),
+            "2023-11-14",
+            "the future is a date"
+        );
+    }
+
+    #[test]
+    fn every_status_has_a_title_besides_its_symbol() {
+        assert_eq!(StatusView::of(false, None).title, "Queued");
+        assert_eq!(StatusView::of(true, Some(0)).title, "Succeeded");
+        assert_eq!(StatusView::of(true, Some(2)).title, "Dependency failed");
+        assert_eq!(
+            StatusView::of(true, Some(9)).title,
+            "Unsupported system type"
+        );
+        assert_eq!(StatusView::of(true, Some(99)).title, "Failed");
+        assert_eq!(StatusView::of(true, Some(4)).class, "stop");
+    }
+
+    #[test]
+    fn durations_and_step_names() {
+        assert_eq!(duration(65), "1m\u{a0}5s");
+        assert_eq!(duration(3600), "1h\u{a0}0m\u{a0}0s");
+        assert_eq!(duration(90_061), "1d\u{a0}1h\u{a0}1m\u{a0}1s");
+        assert_eq!(duration(0), "0s");
+        assert_eq!(
+            step_name("/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-hello-1.0.drv"),
+            "hello-1.0"
+        );
+    }
+
+    #[test]
+    fn only_web_addresses_become_links() {
+        assert_eq!(
+            web_link(" https://example.org "),
+            Some("https://example.org".into())
+        );
+        assert_eq!(web_link("HTTP://x"), Some("HTTP://x".into()));
+        assert_eq!(web_link("javascript:alert(1)"), None);
+        assert_eq!(web_link("data:text/html,x"), None);
+    }
+}

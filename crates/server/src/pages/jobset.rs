@@ -1,0 +1,125 @@
+//! The jobset page.
+
+use askama::Template;
+
+use super::common::{Fields, Time, When, duration};
+use super::{Ctx, Frame, Html};
+
+/// A row of the evaluations table.
+#[derive(Debug)]
+pub(super) struct EvalRowView {
+    pub(super) id: i64,
+    pub(super) when: When,
+    pub(super) took: Option<String>,
+    pub(super) has_errors: bool,
+    pub(super) succeeded: i64,
+    pub(super) failed: i64,
+    pub(super) queued: i64,
+}
+
+impl EvalRowView {
+    pub(super) fn of(e: Fields, now: i64) -> EvalRowView {
+        let took = match (e.int("checkout_time"), e.int("eval_time")) {
+            (Some(c), Some(v)) => Some(duration(c + v)),
+            _ => None,
+        };
+        EvalRowView {
+            id: e.int("id").unwrap_or(0),
+            when: When::of(e.int("timestamp").unwrap_or(0), now),
+            took,
+            has_errors: e.flag("has_errors"),
+            succeeded: e.int("succeeded").unwrap_or(0),
+            failed: e.int("failed").unwrap_or(0),
+            queued: e.int("queued").unwrap_or(0),
+        }
+    }
+}
+
+/// The jobset page's view of the Jobset object.
+#[derive(Debug)]
+struct JobsetView {
+    project: String,
+    name: String,
+    description: String,
+    state: &'static str,
+    flake: String,
+    nixexprinput: String,
+    nixexprpath: String,
+    checkinterval: i64,
+    schedulingshares: i64,
+    keepnr: i64,
+    last_checked: Option<Time>,
+    error_time: Option<Time>,
+    running_since: Option<When>,
+    pending_since: Option<When>,
+    fetch_error: String,
+    eval_error: String,
+    has_errors: bool,
+    /// Name, type and value.
+    inputs: Vec<(String, String, String)>,
+}
+
+impl JobsetView {
+    fn of(j: Fields, now: i64) -> JobsetView {
+        use hydra_db::status::JobsetState;
+        let state = match j
+            .int("enabled")
+            .and_then(|c| i32::try_from(c).ok())
+            .and_then(JobsetState::from_code)
+        {
+            Some(JobsetState::Disabled) => "Disabled",
+            Some(JobsetState::OneShot) => "One-shot",
+            Some(JobsetState::OneAtATime) => "One-at-a-time",
+            _ => "Enabled",
+        };
+        let (fetch_error, eval_error) = (j.text("fetcherrormsg"), j.text("errormsg"));
+        let inputs = j
+            .members("inputs")
+            .map(|(name, v)| (name.clone(), v.text("type"), v.text("value")))
+            .collect();
+        JobsetView {
+            project: j.text("project"),
+            name: j.text("name"),
+            description: j.text("description"),
+            state,
+            flake: j.text("flake"),
+            nixexprinput: j.text("nixexprinput"),
+            nixexprpath: j.text("nixexprpath"),
+            checkinterval: j.int("checkinterval").unwrap_or(0),
+            schedulingshares: j.int("schedulingshares").unwrap_or(0),
+            keepnr: j.int("keepnr").unwrap_or(0),
+            last_checked: j.int("lastcheckedtime").map(Time::of),
+            error_time: j.int("errortime").map(Time::of),
+            running_since: j.int("starttime").map(|t| When::of(t, now)),
+            pending_since: j.int("triggertime").map(|t| When::of(t, now)),
+            has_errors: !fetch_error.is_empty() || !eval_error.is_empty(),
+            fetch_error,
+            eval_error,
+            inputs,
+        }
+    }
+}
+
+/// `/jobset/P/J`.
+#[derive(Template)]
+#[template(path = "jobset.html")]
+struct JobsetPage<'a> {
+    frame: Frame<'a>,
+    j: JobsetView,
+    evals: Vec<EvalRowView>,
+}
+
+pub(super) fn jobset(cx: &Ctx) -> Html {
+    Some(
+        JobsetPage {
+            frame: cx.frame(),
+            j: JobsetView::of(cx.data, cx.now),
+            evals: cx
+                .extra("evals")
+                .iter()
+                .map(|e| EvalRowView::of(Fields(e), cx.now))
+                .collect(),
+        }
+        .render(),
+    )
+}

@@ -1,0 +1,162 @@
+//! HTML for browsers. Pages with a template (`templates/`, askama, escaped
+//! by default) are rendered from their data, one module per subject; until
+//! every page has one, the others show their data as indented, escaped
+//! text. Templates replace pages here without touching any handler.
+
+mod account;
+mod build;
+mod common;
+mod jobset;
+mod project;
+
+pub(crate) use common::escape;
+
+/// The data of a page: a value, or JSON text already rendered (by the
+/// database, for large lists), parsed only if a page is wanted.
+#[derive(Clone, Debug)]
+pub(crate) enum Data {
+    Value(serde_json::Value),
+    Text(std::sync::Arc<str>),
+}
+
+/// What a handler produced, kept on the response for the negotiation layer.
+#[derive(Clone, Debug)]
+pub(crate) struct Rendered {
+    pub template: &'static str,
+    pub data: Data,
+    /// What only the HTML page shows.
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Rendered {
+    pub(crate) fn new(template: &'static str, data: serde_json::Value) -> Rendered {
+        Rendered {
+            template,
+            data: Data::Value(data),
+            extra: serde_json::Map::new(),
+        }
+    }
+
+    /// The data as a value.
+    pub(crate) fn value(&self) -> serde_json::Value {
+        match &self.data {
+            Data::Value(v) => v.clone(),
+            Data::Text(t) => serde_json::from_str(t).unwrap_or(serde_json::Value::Null),
+        }
+    }
+}
+
+/// Who a page is for, as its frame shows it (the auth layer puts it on
+/// every response).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PageUser {
+    pub(crate) name: Option<String>,
+    pub(crate) admin: bool,
+}
+
+/// What the frame of every page shows.
+#[derive(Debug)]
+struct Frame<'a> {
+    user: &'a PageUser,
+    css: &'static str,
+    js: &'static str,
+    version: &'static str,
+}
+
+impl<'a> Frame<'a> {
+    fn new(user: &'a PageUser) -> Frame<'a> {
+        Frame {
+            user,
+            css: crate::assets::css(),
+            js: crate::assets::js(),
+            version: env!("CARGO_PKG_VERSION"),
+        }
+    }
+}
+
+/// What a page's template is rendered from.
+struct Ctx<'a> {
+    data: common::Fields<'a>,
+    extra: &'a serde_json::Map<String, serde_json::Value>,
+    user: &'a PageUser,
+    /// The time relative dates count from.
+    now: i64,
+}
+
+impl<'a> Ctx<'a> {
+    fn frame(&self) -> Frame<'a> {
+        Frame::new(self.user)
+    }
+
+    /// A list only the page shows (`Page::with_extra`).
+    fn extra(&self, key: &str) -> &'a [serde_json::Value] {
+        self.extra
+            .get(key)
+            .and_then(serde_json::Value::as_array)
+            .map_or(&[], Vec::as_slice)
+    }
+}
+
+/// A rendered page; `None` when the data is not what its template reads.
+type Html = Option<askama::Result<String>>;
+
+/// A page without its own template yet: its data, escaped.
+#[derive(askama::Template)]
+#[template(path = "data.html")]
+struct DataPage<'a> {
+    frame: Frame<'a>,
+    title: &'a str,
+    data: &'a str,
+}
+
+/// The pages that have templates; `None` for the others.
+fn templated(page: &Rendered, user: &PageUser) -> Option<String> {
+    let value = page.value();
+    let cx = Ctx {
+        data: common::Fields(&value),
+        extra: &page.extra,
+        user,
+        now: i64::from(hydra_db::now()),
+    };
+    let rendered = match page.template {
+        "overview" => project::overview(&cx),
+        "project" => project::project(&cx),
+        "all" => build::list(&cx, false),
+        "queue" => build::list(&cx, true),
+        "jobset" => jobset::jobset(&cx),
+        "build" => build::build(&cx),
+        "login" => account::login(&cx),
+        "setup" => account::setup(&cx),
+        _ => None,
+    }?;
+    match rendered {
+        Ok(html) => Some(html),
+        Err(e) => {
+            tracing::error!(page = page.template, error = %e, "cannot render a page");
+            None
+        }
+    }
+}
+
+pub(crate) fn render(page: &Rendered, user: &PageUser) -> String {
+    use askama::Template;
+    if let Some(html) = templated(page, user) {
+        return html;
+    }
+    let text = serde_json::to_string_pretty(&page.value()).unwrap_or_default();
+    // `current-user` → `Current user`: the page's name, for people.
+    let mut title = page.template.replace('-', " ");
+    if let Some(first) = title.get(..1) {
+        title = format!("{}{}", first.to_ascii_uppercase(), &title[1..]);
+    }
+    DataPage {
+        frame: Frame::new(user),
+        title: &title,
+        data: &text,
+    }
+    .render()
+    .unwrap_or_else(|e| {
+        tracing::error!(page = page.template, error = %e, "cannot render a page");
+        format!("<!DOCTYPE html>\n<pre>{}</pre>\n", escape(&text))
+    })
+}
