@@ -9,9 +9,9 @@ use super::{Ctx, Frame, Html};
 #[derive(Debug)]
 pub(super) struct BuildRowView {
     pub(super) id: i64,
-    pub(super) project: String,
-    pub(super) jobset: String,
     pub(super) job: String,
+    /// What the Job column shows: `P:J:JOB`, less what the page implies.
+    pub(super) label: String,
     pub(super) system: String,
     /// The release name, else the Nix name.
     pub(super) name: String,
@@ -34,16 +34,24 @@ impl BuildRowView {
         } else {
             release.to_string()
         };
+        let job = b.text("job");
         BuildRowView {
             id: b.int("id").unwrap_or(0),
-            project: b.text("project"),
-            jobset: b.text("jobset"),
-            job: b.text("job"),
+            label: format!("{}:{}:{job}", b.str("project"), b.str("jobset")),
+            job,
             system: b.text("system"),
             name,
             status: StatusView::of(finished, b.int("buildstatus")),
             when: when.map(|t| When::of(t, now)),
         }
+    }
+}
+
+impl BuildRowView {
+    /// The row on a page of one jobset: the Job column shows the job only.
+    pub(super) fn job_only(mut self) -> BuildRowView {
+        self.label = self.job.clone();
+        self
     }
 }
 

@@ -6,6 +6,7 @@
 mod account;
 mod build;
 mod common;
+mod eval;
 mod jobset;
 mod project;
 
@@ -95,6 +96,11 @@ impl<'a> Ctx<'a> {
             .and_then(serde_json::Value::as_array)
             .map_or(&[], Vec::as_slice)
     }
+
+    /// A value only the page shows.
+    fn extra_value(&self, key: &str) -> Option<&'a serde_json::Value> {
+        self.extra.get(key)
+    }
 }
 
 /// A rendered page; `None` when the data is not what its template reads.
@@ -125,6 +131,7 @@ fn templated(page: &Rendered, user: &PageUser) -> Option<String> {
         "queue" => build::list(&cx, true),
         "jobset" => jobset::jobset(&cx),
         "build" => build::build(&cx),
+        "eval" => eval::eval(&cx),
         "login" => account::login(&cx),
         "setup" => account::setup(&cx),
         _ => None,

@@ -1,11 +1,11 @@
 //! `/eval/<id>`: an evaluation, its builds, and actions on all of them.
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::{MethodRouter, get};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use hydra_db::builds::Statuses;
 use hydra_db::status::BuildStatus;
@@ -15,13 +15,96 @@ use super::redirect_below;
 use crate::auth::{SameOrigin, Viewer};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::EvalPath;
-use crate::negotiate::Page;
+use crate::negotiate::{Page, WantsPage};
 use crate::state::AppState;
 use crate::views;
 
-pub(crate) async fn show(State(state): State<AppState>, eval: EvalPath) -> ApiResult<Page> {
+/// The evaluation page's parameters: what to compare with, which jobs,
+/// and whether to list every build.
+#[derive(Debug, Default, serde::Deserialize)]
+pub(crate) struct EvalQuery {
+    compare: Option<String>,
+    filter: Option<String>,
+    full: Option<String>,
+}
+
+/// How many builds a tab of the evaluation page lists unless `full=1`.
+const TAB_ROWS: usize = 250;
+
+pub(crate) async fn show(
+    State(state): State<AppState>,
+    WantsPage(page): WantsPage,
+    Query(q): Query<EvalQuery>,
+    eval: EvalPath,
+) -> ApiResult<Page> {
     let mut evals = views::evals_json(&state.pool, &[eval.id]).await?;
-    Ok(Page::value("eval", evals.pop().unwrap_or(Value::Null)))
+    let shown = Page::value("eval", evals.pop().unwrap_or(Value::Null));
+    if !page {
+        return Ok(shown);
+    }
+    let pool = &state.pool;
+    let filter = q.filter.as_deref().unwrap_or_default().trim();
+    let full = q.full.as_deref() == Some("1");
+    let compare = views::eval::CompareTo::parse(q.compare.as_deref());
+    let other = views::eval::comparison_target(pool, eval.id, &eval.project, &compare).await?;
+    let this = views::eval::members(pool, eval.id, filter).await?;
+    let (theirs, other_json) = match other {
+        Some(o) => (
+            views::eval::members(pool, o, filter).await?,
+            views::evals_json(pool, &[o]).await?.pop(),
+        ),
+        None => (Vec::new(), None),
+    };
+    let c = views::eval::compare(this, &theirs);
+    let counts = c.counts();
+    let (other_project, other_jobset) = match other {
+        Some(o) => hydra_db::evals::jobset_of(pool, o)
+            .await?
+            .unwrap_or_default(),
+        None => Default::default(),
+    };
+    let tab = |list: &[views::eval::Member]| {
+        let shown = if full {
+            list.len()
+        } else {
+            list.len().min(TAB_ROWS)
+        };
+        json!({"count": list.len(), "builds": &list[..shown]})
+    };
+    let removed_shown = if full {
+        c.removed.len()
+    } else {
+        c.removed.len().min(TAB_ROWS)
+    };
+    let tabs = json!({
+        "aborted": tab(&c.aborted),
+        "now_fail": tab(&c.now_fail),
+        "now_succeed": tab(&c.now_succeed),
+        "new": tab(&c.new),
+        "removed": {"count": c.removed.len(), "builds": &c.removed[..removed_shown]},
+        "still_fail": tab(&c.still_fail),
+        "still_succeed": tab(&c.still_succeed),
+        "unfinished": tab(&c.unfinished),
+    });
+    Ok(shown
+        .with_extra("project", json!(eval.project))
+        .with_extra("jobset", json!(eval.jobset))
+        .with_extra("tabs", tabs)
+        .with_extra("counts", json!(counts))
+        .with_extra("other_project", json!(other_project))
+        .with_extra("other_jobset", json!(other_jobset))
+        .with_extra("other", other_json.unwrap_or(Value::Null))
+        .with_extra(
+            "other_jobsets",
+            json!(views::eval::other_jobsets(pool, &eval.project, &eval.jobset).await?),
+        )
+        .with_extra(
+            "errors",
+            json!(views::eval::error_text(pool, eval.id).await?),
+        )
+        .with_extra("compare", json!(q.compare.unwrap_or_default()))
+        .with_extra("filter", json!(filter))
+        .with_extra("full", json!(full)))
 }
 
 pub(crate) async fn builds(State(state): State<AppState>, eval: EvalPath) -> ApiResult<Response> {

@@ -3,6 +3,7 @@
 use sqlx::PgPool;
 
 use hydra_db::ids::{BuildId, EvalId};
+use hydra_db::status::BuildStatus;
 
 use crate::error::ApiResult;
 
@@ -86,4 +87,349 @@ pub(crate) async fn latest(
     .bind(hydra_db::status::BuildStatus::Succeeded)
     .fetch_all(pool)
     .await?)
+}
+
+/// A build of an evaluation, as the evaluation page compares it.
+#[derive(Clone, Debug, serde::Serialize, sqlx::FromRow)]
+pub(crate) struct Member {
+    pub id: BuildId,
+    pub job: String,
+    pub system: String,
+    pub finished: i32,
+    pub buildstatus: Option<i32>,
+    pub nixname: Option<String>,
+    pub releasename: Option<String>,
+    pub timestamp: i32,
+    pub stoptime: Option<i32>,
+}
+
+impl Member {
+    fn key(&self) -> (&str, &str) {
+        (&self.job, &self.system)
+    }
+
+    fn status(&self) -> Option<BuildStatus> {
+        if self.finished == 0 {
+            return None;
+        }
+        self.buildstatus.and_then(BuildStatus::from_code)
+    }
+}
+
+/// The builds of evaluation `id` whose job name contains `filter` (any
+/// case), by job and system.
+pub(crate) async fn members(pool: &PgPool, id: EvalId, filter: &str) -> ApiResult<Vec<Member>> {
+    Ok(sqlx::query_as(
+        "select b.id, b.job, b.system, b.finished, b.buildStatus as buildstatus, \
+         b.nixName as nixname, b.releaseName as releasename, b.timestamp, b.stopTime as stoptime \
+         from JobsetEvalMembers m join Builds b on b.id = m.build \
+         where m.eval = $1 and strpos(lower(b.job), lower($2)) > 0 \
+         order by b.job, b.system, b.id",
+    )
+    .bind(id)
+    .bind(filter)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// What the evaluation page compares an evaluation with (`?compare=`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum CompareTo {
+    /// The preceding evaluation (with new builds) of the same jobset.
+    Preceding,
+    /// The same jobset's latest evaluation this many seconds earlier.
+    Earlier(i64),
+    /// An evaluation by id.
+    Eval(EvalId),
+    /// Another jobset of the same project: its latest finished evaluation.
+    Jobset(String),
+}
+
+impl CompareTo {
+    /// Reads `?compare=`: nothing, a negative number of seconds, an
+    /// evaluation id, or a jobset name.
+    pub(crate) fn parse(value: Option<&str>) -> CompareTo {
+        match value.map(str::trim).filter(|v| !v.is_empty()) {
+            None => CompareTo::Preceding,
+            Some(v) => match v.parse::<i64>() {
+                Ok(n) if n < 0 => CompareTo::Earlier(-n),
+                Ok(n) => i32::try_from(n)
+                    .map_or(CompareTo::Jobset(v.into()), |n| CompareTo::Eval(EvalId(n))),
+                Err(_) => CompareTo::Jobset(v.into()),
+            },
+        }
+    }
+}
+
+/// The evaluation `compare` names for evaluation `id` of `project:jobset`.
+pub(crate) async fn comparison_target(
+    pool: &PgPool,
+    id: EvalId,
+    project: &str,
+    compare: &CompareTo,
+) -> ApiResult<Option<EvalId>> {
+    let earlier_in_jobset = |seconds: Option<i64>| {
+        sqlx::query_scalar(
+            "select o.id from JobsetEvals e join JobsetEvals o on o.jobset_id = e.jobset_id \
+             where e.id = $1 and o.hasNewBuilds = 1 and o.id < e.id \
+             and ($2::bigint is null or o.timestamp <= e.timestamp - $2) \
+             order by o.id desc limit 1",
+        )
+        .bind(id)
+        .bind(seconds)
+        .fetch_optional(pool)
+    };
+    Ok(match compare {
+        CompareTo::Preceding => earlier_in_jobset(None).await?,
+        CompareTo::Earlier(seconds) => earlier_in_jobset(Some(*seconds)).await?,
+        CompareTo::Eval(other) => {
+            sqlx::query_scalar("select id from JobsetEvals where id = $1")
+                .bind(other)
+                .fetch_optional(pool)
+                .await?
+        }
+        CompareTo::Jobset(name) => {
+            hydra_db::evals::latest_finished(pool, project, name, None).await?
+        }
+    })
+}
+
+/// The other enabled jobsets of `project`, which an evaluation can be
+/// compared with.
+pub(crate) async fn other_jobsets(
+    pool: &PgPool,
+    project: &str,
+    except: &str,
+) -> ApiResult<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "select name from Jobsets where project = $1 and name <> $2 and enabled <> $3 order by name",
+    )
+    .bind(project)
+    .bind(except)
+    .bind(hydra_db::status::JobsetState::Disabled)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// A job and system that only the other evaluation has.
+#[derive(Clone, Debug, serde::Serialize, PartialEq, Eq)]
+pub(crate) struct RemovedJob {
+    pub job: String,
+    pub system: String,
+}
+
+/// An evaluation's builds sorted against another's, by job and system, as
+/// the evaluation page's tabs show them.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub(crate) struct Comparison {
+    pub aborted: Vec<Member>,
+    pub now_fail: Vec<Member>,
+    pub now_succeed: Vec<Member>,
+    pub new: Vec<Member>,
+    pub removed: Vec<RemovedJob>,
+    pub still_fail: Vec<Member>,
+    pub still_succeed: Vec<Member>,
+    pub unfinished: Vec<Member>,
+}
+
+/// How many of an evaluation's builds the actions on all of them would
+/// take.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, PartialEq, Eq)]
+pub(crate) struct ActionCounts {
+    pub queued: usize,
+    pub failed: usize,
+    pub aborted: usize,
+}
+
+impl Comparison {
+    /// This evaluation's builds, in every tab.
+    fn members(&self) -> impl Iterator<Item = &Member> {
+        [
+            &self.aborted,
+            &self.now_fail,
+            &self.now_succeed,
+            &self.new,
+            &self.still_fail,
+            &self.still_succeed,
+            &self.unfinished,
+        ]
+        .into_iter()
+        .flatten()
+    }
+
+    /// The builds that cancelling (and bumping), restarting the failed and
+    /// restarting the aborted builds would take.
+    pub(crate) fn counts(&self) -> ActionCounts {
+        let mut counts = ActionCounts::default();
+        for m in self.members() {
+            match m.status() {
+                None if m.finished == 0 => counts.queued += 1,
+                Some(BuildStatus::Succeeded) => {}
+                status => {
+                    counts.failed += 1;
+                    if matches!(
+                        status,
+                        Some(
+                            BuildStatus::Aborted
+                                | BuildStatus::Cancelled
+                                | BuildStatus::Unsupported
+                        )
+                    ) {
+                        counts.aborted += 1;
+                    }
+                }
+            }
+        }
+        counts
+    }
+}
+
+/// Sorts `this` evaluation's builds against the `other`'s. Aborted,
+/// cancelled, timed-out and log-limited builds are listed apart; the rest
+/// are matched by job and system (any non-zero status counts as failing).
+/// An aborted build still matches its job, which is then not "removed".
+pub(crate) fn compare(this: Vec<Member>, other: &[Member]) -> Comparison {
+    use std::collections::BTreeMap;
+    let mut theirs: BTreeMap<(&str, &str), &Member> = BTreeMap::new();
+    for m in other {
+        // The latest build of a job and system counts.
+        theirs.insert(m.key(), m);
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut c = Comparison::default();
+    for m in this {
+        let matched = theirs.get(&m.key()).copied();
+        if let Some(o) = matched {
+            seen.insert(o.key());
+        }
+        let aborted = matches!(
+            m.status(),
+            Some(
+                BuildStatus::Aborted
+                    | BuildStatus::Cancelled
+                    | BuildStatus::TimedOut
+                    | BuildStatus::LogLimitExceeded
+            )
+        );
+        let list = match matched {
+            _ if aborted => &mut c.aborted,
+            None => &mut c.new,
+            Some(o) if m.finished == 0 || o.finished == 0 => &mut c.unfinished,
+            Some(o) => match (
+                m.status() == Some(BuildStatus::Succeeded),
+                o.status() == Some(BuildStatus::Succeeded),
+            ) {
+                (true, true) => &mut c.still_succeed,
+                (false, false) => &mut c.still_fail,
+                (true, false) => &mut c.now_succeed,
+                (false, true) => &mut c.now_fail,
+            },
+        };
+        list.push(m);
+    }
+    c.removed = theirs
+        .into_keys()
+        .filter(|k| !seen.contains(k))
+        .map(|(job, system)| RemovedJob {
+            job: job.into(),
+            system: system.into(),
+        })
+        .collect();
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(id: i32, job: &str, status: Option<BuildStatus>) -> Member {
+        Member {
+            id: BuildId(id),
+            job: job.into(),
+            system: "x86_64-linux".into(),
+            finished: i32::from(status.is_some()),
+            buildstatus: status.map(BuildStatus::code),
+            nixname: None,
+            releasename: None,
+            timestamp: 0,
+            stoptime: None,
+        }
+    }
+
+    fn ids(list: &[Member]) -> Vec<i32> {
+        list.iter().map(|m| m.id.0).collect()
+    }
+
+    #[test]
+    fn builds_are_sorted_by_what_changed_since_the_other_evaluation() {
+        use BuildStatus::*;
+        let other = [
+            member(1, "a", Some(Succeeded)),
+            member(2, "b", Some(Failed)),
+            member(3, "c", Some(Succeeded)),
+            member(4, "d", Some(Failed)),
+            member(5, "e", None),
+            member(6, "gone", Some(Succeeded)),
+            member(7, "f", Some(Succeeded)),
+        ];
+        let this = vec![
+            member(11, "a", Some(Succeeded)),
+            member(12, "b", Some(Succeeded)),
+            member(13, "c", Some(DependencyFailed)),
+            member(14, "d", Some(Failed)),
+            member(15, "e", Some(Succeeded)),
+            member(16, "new", None),
+            member(17, "f", Some(TimedOut)),
+        ];
+        let c = compare(this, &other);
+        assert_eq!(ids(&c.still_succeed), [11]);
+        assert_eq!(ids(&c.now_succeed), [12]);
+        assert_eq!(ids(&c.now_fail), [13], "any non-zero status fails");
+        assert_eq!(ids(&c.still_fail), [14]);
+        assert_eq!(ids(&c.unfinished), [15], "the other one is unfinished");
+        assert_eq!(ids(&c.new), [16]);
+        assert_eq!(ids(&c.aborted), [17]);
+        assert_eq!(
+            c.counts(),
+            ActionCounts {
+                queued: 1,
+                failed: 3,
+                aborted: 0
+            },
+            "a timed-out build is failed, not aborted"
+        );
+        assert_eq!(
+            c.removed,
+            [RemovedJob {
+                job: "gone".into(),
+                system: "x86_64-linux".into()
+            }],
+            "an aborted build's job is not removed"
+        );
+    }
+
+    #[test]
+    fn jobs_match_by_system_too() {
+        let mut arm = member(2, "a", Some(BuildStatus::Succeeded));
+        arm.system = "aarch64-linux".into();
+        let c = compare(vec![arm], &[member(1, "a", Some(BuildStatus::Succeeded))]);
+        assert_eq!(ids(&c.new), [2]);
+        assert_eq!(c.removed.len(), 1);
+    }
+
+    #[test]
+    fn compare_parameters() {
+        assert_eq!(CompareTo::parse(None), CompareTo::Preceding);
+        assert_eq!(CompareTo::parse(Some("")), CompareTo::Preceding);
+        assert_eq!(CompareTo::parse(Some("-86400")), CompareTo::Earlier(86_400));
+        assert_eq!(CompareTo::parse(Some("42")), CompareTo::Eval(EvalId(42)));
+        assert_eq!(
+            CompareTo::parse(Some("staging")),
+            CompareTo::Jobset("staging".into())
+        );
+        assert_eq!(
+            CompareTo::parse(Some("99999999999")),
+            CompareTo::Jobset("99999999999".into())
+        );
+    }
 }

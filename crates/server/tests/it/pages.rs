@@ -330,3 +330,84 @@ async fn the_jobset_page_shows_its_evaluations_errors_and_configuration() {
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert!(missing.text().contains("<title>Hydra - "), "an error page");
 }
+
+#[tokio::test]
+async fn the_eval_page_sorts_builds_against_the_preceding_evaluation() {
+    use hydra_db::status::BuildStatus;
+    use hydra_test_support::builds::TestBuild;
+    let app = App::new().await;
+    common::fixture(&app).await;
+    let pool = &app.db.pool;
+    let jobset: i32 = sqlx::query_scalar("select id from Jobsets")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    TestBuild::new(jobset, "broken")
+        .id(5)
+        .timestamp(1700000500)
+        .nix_name(Some("broken-1.1"))
+        .drv("/nix/store/jjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjj-broken-1.1.drv")
+        .finished(BuildStatus::Succeeded, 1700000510, 1700000520)
+        .insert(pool)
+        .await;
+    TestBuild::new(jobset, "fresh<job>")
+        .id(6)
+        .timestamp(1700000500)
+        .nix_name(Some("fresh-1.0"))
+        .drv("/nix/store/kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk-fresh-1.0.drv")
+        .finished(BuildStatus::Failed, 1700000510, 1700000520)
+        .insert(pool)
+        .await;
+    app.exec(
+        "insert into JobsetEvals (id, jobset_id, timestamp, checkoutTime, evalTime, hasNewBuilds, hash, nrBuilds)
+           select 2, id, 1700000500, 1, 2, 1, 'hash2', 4 from Jobsets;
+         insert into JobsetEvalInputs (eval, name, altNr, type, uri, revision) values
+           (2, 'src', 0, 'git', 'https://github.com/demo/demo.git', 'fedcba9876543210fedcba9876543210fedcba98');
+         update JobsetEvalInputs set uri = 'https://github.com/demo/demo.git' where eval = 1;
+         insert into JobsetEvalMembers (eval, build, isNew) values (2, 1, 0), (2, 3, 0), (2, 5, 1), (2, 6, 1);",
+    )
+    .await;
+    let html = page(&app, &As::Anonymous, Method::GET, "/eval/2").await.text();
+    assert!(html.contains("<title>Hydra - Evaluation 2 of jobset demo:trunk</title>"));
+    assert!(html.contains(r#"evaluation <a href="/eval/1">1</a>"#), "{html}");
+    for (anchor, label) in [
+        ("now-succeed", "Newly Succeeding Jobs (1)"),
+        ("new", "New Jobs (1)"),
+        ("removed", "Removed Jobs (1)"),
+        ("still-succeed", "Still Succeeding Jobs (1)"),
+        ("unfinished", "Queued Jobs (1)"),
+    ] {
+        assert!(html.contains(&format!("href=\"#tabs-{anchor}\"")), "{anchor}");
+        assert!(html.contains(label), "{label}");
+    }
+    assert!(!html.contains("#tabs-now-fail"), "empty tabs are left out");
+    assert!(!html.contains("#tabs-actions"), "actions are for signed-in users");
+    // Build rows name the job only, escaped.
+    assert!(html.contains(r#"<a href="/build/6">fresh&#60;job&#62;</a>"#));
+    assert!(html.contains(r#"<a href="/job/demo/trunk/all">all</a>"#), "the removed job");
+    assert!(html.contains(
+        r#"<a href="https://github.com/demo/demo/compare/0123456789abcdef0123456789abcdef01234567...fedcba9876543210fedcba9876543210fedcba98" rel="nofollow noopener">0123456789ab to fedcba987654</a>"#
+    ), "{html}");
+
+    // The filter applies to both evaluations; compare names another one.
+    let html = page(&app, &As::Anonymous, Method::GET, "/eval/2?filter=BROKEN")
+        .await
+        .text();
+    assert!(html.contains("Newly Succeeding Jobs (1)"));
+    assert!(!html.contains("#tabs-new\""), "{html}");
+    assert!(!html.contains("#tabs-removed"));
+    let html = page(&app, &As::Anonymous, Method::GET, "/eval/2?compare=2")
+        .await
+        .text();
+    assert!(html.contains("Still Succeeding Jobs (2)"), "{html}");
+    assert!(html.contains("Still Failing Jobs (1)"));
+
+    let admin = app.session("admin").await;
+    let html = page(&app, &admin, Method::GET, "/eval/2").await.text();
+    assert!(html.contains(r#"action="/eval/2/cancel""#));
+    assert!(html.contains(r#"action="/eval/2/restart-failed""#));
+    assert!(!html.contains(r#"action="/eval/2/restart-aborted""#));
+    // The JSON is Hydra's.
+    let json = app.get("/eval/2").await.json();
+    assert!(json.get("tabs").is_none() && json.get("builds").is_some());
+}
