@@ -108,7 +108,27 @@ function setUpTabs() {
   if (first) show(wanted());
 }
 
+// A click on a short revision copies the full one.
+function setUpCopy() {
+  document.querySelectorAll("[data-copy]").forEach((el) => {
+    el.setAttribute("role", "button");
+    el.tabIndex = 0;
+    const copy = (event) => {
+      event.preventDefault();
+      event.stopPropagation();
+      if (!navigator.clipboard) return;
+      navigator.clipboard.writeText(el.dataset.copy).then(() => {
+        el.classList.add("copied");
+        setTimeout(() => el.classList.remove("copied"), 1200);
+      });
+    };
+    el.addEventListener("click", copy);
+    el.addEventListener("keydown", (event) => { if (event.key === "Enter") copy(event); });
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  setUpCopy();
   setUpTabs();
   setUpThemeToggle();
   setUpClickableRows();

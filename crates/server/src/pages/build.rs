@@ -2,7 +2,7 @@
 
 use askama::Template;
 
-use super::common::{Fields, StatusView, Time, When, duration, step_name};
+use super::common::{Fields, StatusView, Time, When, duration, pager, step_name};
 use super::{Ctx, Frame, Html};
 
 /// A row of a build list.
@@ -76,16 +76,6 @@ pub(super) fn list(cx: &Ctx, scheduling: bool) -> Html {
     } else {
         d.list("builds")
     };
-    let pager = [
-        ("First", "first"),
-        ("Previous", "previous"),
-        ("Next", "next"),
-        ("Last", "last"),
-    ]
-    .into_iter()
-    .filter(|(_, key)| !d.str(key).is_empty())
-    .map(|(label, key)| (label, d.text(key)))
-    .collect();
     Some(
         BuildsPage {
             frame: cx.frame(),
@@ -96,7 +86,7 @@ pub(super) fn list(cx: &Ctx, scheduling: bool) -> Html {
                 .collect(),
             scheduling,
             total: d.int("total"),
-            pager,
+            pager: pager(d),
         }
         .render(),
     )

@@ -48,6 +48,21 @@ impl<'a> Fields<'a> {
     }
 }
 
+/// The links of a paged list (Hydra's `first`, `previous`, `next` and
+/// `last` fields): label and address.
+pub(super) fn pager(d: Fields) -> Vec<(&'static str, String)> {
+    [
+        ("« First", "first"),
+        ("‹ Previous", "previous"),
+        ("Next ›", "next"),
+        ("Last »", "last"),
+    ]
+    .into_iter()
+    .filter(|(_, key)| !d.str(key).is_empty())
+    .map(|(label, key)| (label, d.text(key)))
+    .collect()
+}
+
 /// A point in time as pages show it: `YYYY-MM-DD HH:MM:SS` (UTC), with
 /// the ISO form for `<time datetime>`.
 #[derive(Debug)]

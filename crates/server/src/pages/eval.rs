@@ -4,7 +4,8 @@
 use askama::Template;
 
 use super::build::BuildRowView;
-use super::common::{Fields, When};
+use super::common::{Fields, When, pager};
+use super::jobset::EvalRowView;
 use super::{Ctx, Frame, Html};
 
 /// A tab of builds (or, for removed jobs, of jobs and systems).
@@ -302,6 +303,67 @@ pub(super) fn eval(cx: &Ctx) -> Html {
             changes,
             errors: text("errors"),
             allowed,
+        }
+        .render(),
+    )
+}
+
+/// Which evaluations a list shows.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum EvalList {
+    All,
+    OfJobset,
+    OfBuild,
+}
+
+/// `/evals`, `/jobset/P/J/evals`, `/build/N/evals`.
+#[derive(Template)]
+#[template(path = "evals.html")]
+struct EvalsPage<'a> {
+    frame: Frame<'a>,
+    title: String,
+    /// Where the title links to, for a jobset.
+    jobset: Option<(String, String)>,
+    evals: Vec<EvalRowView>,
+    show_jobset: bool,
+    first: i64,
+    total: i64,
+    pager: Vec<(&'static str, String)>,
+}
+
+pub(super) fn list(cx: &Ctx, which: EvalList) -> Html {
+    let int = |k: &str| cx.extra_value(k).and_then(serde_json::Value::as_i64);
+    let text = |k: &str| {
+        cx.extra_value(k)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (title, jobset) = match which {
+        EvalList::All => ("Latest evaluations".to_string(), None),
+        EvalList::OfJobset => (
+            "Evaluations of jobset".to_string(),
+            Some((text("project"), text("jobset"))),
+        ),
+        EvalList::OfBuild => (
+            format!("Evaluations containing build {}", int("build").unwrap_or(0)),
+            None,
+        ),
+    };
+    Some(
+        EvalsPage {
+            frame: cx.frame(),
+            title,
+            jobset,
+            evals: cx
+                .extra("summaries")
+                .iter()
+                .map(|e| EvalRowView::of(Fields(e), cx.now))
+                .collect(),
+            show_jobset: matches!(which, EvalList::All | EvalList::OfBuild),
+            first: int("first").unwrap_or(0),
+            total: int("total").unwrap_or(0),
+            pager: pager(cx.data),
         }
         .render(),
     )

@@ -5,16 +5,31 @@ use askama::Template;
 use super::common::{Fields, Time, When, duration};
 use super::{Ctx, Frame, Html};
 
+/// A changed input in the evaluations table.
+#[derive(Debug)]
+pub(super) struct InputChangeView {
+    pub(super) name: String,
+    pub(super) value: String,
+    /// The full revision behind a short one.
+    pub(super) revision: String,
+    pub(super) build: Option<i64>,
+}
+
 /// A row of the evaluations table.
 #[derive(Debug)]
 pub(super) struct EvalRowView {
     pub(super) id: i64,
+    pub(super) project: String,
+    pub(super) jobset: String,
     pub(super) when: When,
     pub(super) took: Option<String>,
     pub(super) has_errors: bool,
     pub(super) succeeded: i64,
     pub(super) failed: i64,
     pub(super) queued: i64,
+    pub(super) changes: Vec<InputChangeView>,
+    /// The change in succeeded builds, when shown: text and colour.
+    pub(super) delta: Option<(String, &'static str)>,
 }
 
 impl EvalRowView {
@@ -23,14 +38,36 @@ impl EvalRowView {
             (Some(c), Some(v)) => Some(duration(c + v)),
             _ => None,
         };
+        let queued = e.int("queued").unwrap_or(0);
+        let delta = match e.int("delta") {
+            Some(d) if d > 0 => Some((format!("+{d}"), "ok")),
+            Some(d) if d < 0 && queued == 0 => Some((format!("\u{2212}{}", -d), "bad")),
+            _ => None,
+        };
         EvalRowView {
             id: e.int("id").unwrap_or(0),
+            project: e.text("project"),
+            jobset: e.text("jobset"),
             when: When::of(e.int("timestamp").unwrap_or(0), now),
             took,
             has_errors: e.flag("has_errors"),
             succeeded: e.int("succeeded").unwrap_or(0),
             failed: e.int("failed").unwrap_or(0),
-            queued: e.int("queued").unwrap_or(0),
+            queued,
+            changes: e
+                .list("changes")
+                .iter()
+                .map(|c| {
+                    let c = Fields(c);
+                    InputChangeView {
+                        name: c.text("name"),
+                        value: c.text("value"),
+                        revision: c.text("revision"),
+                        build: c.int("build"),
+                    }
+                })
+                .collect(),
+            delta,
         }
     }
 }
@@ -107,13 +144,16 @@ struct JobsetPage<'a> {
     frame: Frame<'a>,
     j: JobsetView,
     evals: Vec<EvalRowView>,
+    more_evals: String,
 }
 
 pub(super) fn jobset(cx: &Ctx) -> Html {
+    let j = JobsetView::of(cx.data, cx.now);
     Some(
         JobsetPage {
             frame: cx.frame(),
-            j: JobsetView::of(cx.data, cx.now),
+            more_evals: format!("/jobset/{}/{}/evals", j.project, j.name),
+            j,
             evals: cx
                 .extra("evals")
                 .iter()

@@ -47,12 +47,22 @@ pub(crate) async fn constituents(
     ))
 }
 
-pub(crate) async fn evals(State(state): State<AppState>, build: BuildPath) -> ApiResult<Page> {
+pub(crate) async fn evals(
+    State(state): State<AppState>,
+    WantsPage(wanted): WantsPage,
+    build: BuildPath,
+) -> ApiResult<Page> {
     let ids = views::build::evals(&state.pool, build.id).await?;
-    Ok(Page::value(
+    let page = Page::value(
         "build-evals",
         Value::Array(views::evals_json(&state.pool, &ids).await?),
-    ))
+    )
+    .with_extra("build", json!(build.id));
+    if !wanted {
+        return Ok(page);
+    }
+    let total = i64::try_from(ids.len()).unwrap_or(i64::MAX);
+    super::eval::with_summaries(&state, page, &ids, 0, total).await
 }
 
 pub(crate) async fn get_info(State(state): State<AppState>, build: BuildPath) -> ApiResult<Page> {

@@ -19,6 +19,22 @@ use crate::negotiate::{Page, WantsPage};
 use crate::state::AppState;
 use crate::views;
 
+/// An evaluation list's page with the rows of its evaluations table:
+/// `ids`, the `first` (from 0) of `total` evaluations.
+pub(crate) async fn with_summaries(
+    state: &AppState,
+    page: Page,
+    ids: &[hydra_db::ids::EvalId],
+    first: i64,
+    total: i64,
+) -> ApiResult<Page> {
+    let rows = views::eval::summaries(&state.pool, ids).await?;
+    Ok(page
+        .with_extra("summaries", json!(rows))
+        .with_extra("first", json!(first))
+        .with_extra("total", json!(total)))
+}
+
 /// The evaluation page's parameters: what to compare with, which jobs,
 /// and whether to list every build.
 #[derive(Debug, Default, serde::Deserialize)]

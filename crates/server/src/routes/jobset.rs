@@ -306,11 +306,20 @@ async fn jobset_id(
 
 pub(crate) async fn evals(
     State(state): State<AppState>,
+    WantsPage(wanted): WantsPage,
     jobset: JobsetPath,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<Page> {
-    let body = views::evals_page(&state.pool, Some(jobset.id), page_number(&q), PER_PAGE).await?;
-    Ok(Page::value("jobset-evals", body))
+    let number = page_number(&q);
+    let list = views::evals_page(&state.pool, Some(jobset.id), number, PER_PAGE).await?;
+    let page = Page::value("jobset-evals", list.body)
+        .with_extra("project", json!(jobset.project))
+        .with_extra("jobset", json!(jobset.jobset));
+    if !wanted {
+        return Ok(page);
+    }
+    let first = (number - 1) * PER_PAGE;
+    super::eval::with_summaries(&state, page, &list.ids, first, list.total).await
 }
 
 pub(crate) async fn errors(

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::auth::Viewer;
 use crate::error::{ApiError, ApiResult};
-use crate::negotiate::Page;
+use crate::negotiate::{Page, WantsPage};
 use crate::state::AppState;
 use crate::views;
 
@@ -58,10 +58,17 @@ pub(crate) const PER_PAGE: i64 = 20;
 /// Every evaluation with new builds, newest first, 20 per page.
 pub(crate) async fn evals(
     State(state): State<AppState>,
+    WantsPage(wanted): WantsPage,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<Page> {
-    let body = views::evals_page(&state.pool, None, page_number(&q), PER_PAGE).await?;
-    Ok(Page::value("evals", body))
+    let number = page_number(&q);
+    let list = views::evals_page(&state.pool, None, number, PER_PAGE).await?;
+    let page = Page::value("evals", list.body);
+    if !wanted {
+        return Ok(page);
+    }
+    let first = (number - 1) * PER_PAGE;
+    super::eval::with_summaries(&state, page, &list.ids, first, list.total).await
 }
 
 /// Recently finished steps, 20 per page.

@@ -50,11 +50,26 @@ pub(crate) async fn build_of_job(
     .await?)
 }
 
-/// A row of the evaluations table: an evaluation and the counts of its
-/// builds.
-#[derive(Clone, Debug, serde::Serialize, sqlx::FromRow)]
+/// An input of an evaluation that differs from the preceding evaluation's
+/// (with new builds) of its jobset.
+#[derive(Clone, Debug, serde::Serialize, PartialEq, Eq)]
+pub(crate) struct InputChange {
+    pub name: String,
+    /// The new value in short: a revision, a URI or a value.
+    pub value: String,
+    /// The full revision, when `value` is a short one.
+    pub revision: Option<String>,
+    /// The build a build input now points at.
+    pub build: Option<i32>,
+}
+
+/// A row of the evaluations table: an evaluation, the counts of its
+/// builds, its input changes and the change in succeeded builds.
+#[derive(Clone, Debug, serde::Serialize)]
 pub(crate) struct EvalSummary {
     pub id: EvalId,
+    pub project: String,
+    pub jobset: String,
     pub timestamp: i32,
     pub checkout_time: Option<i32>,
     pub eval_time: Option<i32>,
@@ -62,31 +77,174 @@ pub(crate) struct EvalSummary {
     pub succeeded: i64,
     pub failed: i64,
     pub queued: i64,
+    pub changes: Vec<InputChange>,
+    /// Succeeded builds minus the preceding evaluation's.
+    pub delta: Option<i64>,
+}
+
+#[derive(sqlx::FromRow)]
+struct SummaryRow {
+    id: EvalId,
+    project: String,
+    jobset: String,
+    timestamp: i32,
+    checkout_time: Option<i32>,
+    eval_time: Option<i32>,
+    has_errors: bool,
+    succeeded: i64,
+    failed: i64,
+    queued: i64,
+    previous: Option<EvalId>,
+}
+
+#[derive(Clone, sqlx::FromRow, PartialEq, Eq)]
+struct InputRow {
+    eval: EvalId,
+    name: String,
+    #[sqlx(rename = "type")]
+    kind: String,
+    uri: Option<String>,
+    revision: Option<String>,
+    value: Option<String>,
+    dependency: Option<i32>,
+}
+
+impl InputRow {
+    /// The same input in another evaluation.
+    fn same_as(&self, other: &InputRow) -> bool {
+        (
+            &self.kind,
+            &self.uri,
+            &self.revision,
+            &self.value,
+            self.dependency,
+        ) == (
+            &other.kind,
+            &other.uri,
+            &other.revision,
+            &other.value,
+            other.dependency,
+        )
+    }
+
+    fn change(&self) -> InputChange {
+        let (value, revision) = match (&self.revision, &self.uri, &self.value) {
+            (Some(r), _, _) if !r.is_empty() => {
+                let short = if self.kind == "git" {
+                    r.chars().take(12).collect()
+                } else {
+                    r.clone()
+                };
+                (short, Some(r.clone()))
+            }
+            (_, Some(u), _) if !u.is_empty() => (u.clone(), None),
+            (_, _, v) => (v.clone().unwrap_or_default(), None),
+        };
+        InputChange {
+            name: self.name.clone(),
+            value,
+            revision,
+            build: self.dependency,
+        }
+    }
+}
+
+/// The changed inputs of evaluation `inputs` against `previous`.
+fn input_changes(inputs: &[&InputRow], previous: &[&InputRow]) -> Vec<InputChange> {
+    inputs
+        .iter()
+        .filter(|i| !previous.iter().any(|p| p.name == i.name && p.same_as(i)))
+        .map(|i| i.change())
+        .collect()
+}
+
+/// The evaluations table's rows for evaluations `ids`, in their order.
+pub(crate) async fn summaries(pool: &PgPool, ids: &[EvalId]) -> ApiResult<Vec<EvalSummary>> {
+    const ROWS: &str = "select e.id, j.project, j.name as jobset, e.timestamp, \
+         e.checkoutTime as checkout_time, e.evalTime as eval_time, \
+         coalesce(x.errorMsg, '') <> '' as has_errors, \
+         count(b.id) filter (where b.finished = 1 and b.buildStatus = $2) as succeeded, \
+         count(b.id) filter (where b.finished = 1 and b.buildStatus <> $2) as failed, \
+         count(b.id) filter (where b.finished = 0) as queued, \
+         (select p.id from JobsetEvals p where p.jobset_id = e.jobset_id and p.hasNewBuilds = 1 \
+          and p.id < e.id order by p.id desc limit 1) as previous \
+         from unnest($1::integer[]) with ordinality as w(id, n) join JobsetEvals e on e.id = w.id \
+         join Jobsets j on j.id = e.jobset_id \
+         left join EvaluationErrors x on x.id = e.evaluationerror_id \
+         left join JobsetEvalMembers m on m.eval = e.id left join Builds b on b.id = m.build \
+         group by e.id, j.project, j.name, x.errorMsg, w.n order by w.n";
+    let succeeded = BuildStatus::Succeeded;
+    let rows: Vec<SummaryRow> = sqlx::query_as(ROWS)
+        .bind(ids)
+        .bind(succeeded)
+        .fetch_all(pool)
+        .await?;
+    let previous: Vec<EvalId> = rows
+        .iter()
+        .filter_map(|r| r.previous)
+        .filter(|p| !ids.contains(p))
+        .collect();
+    let earlier: Vec<SummaryRow> = if previous.is_empty() {
+        Vec::new()
+    } else {
+        sqlx::query_as(ROWS)
+            .bind(&previous)
+            .bind(succeeded)
+            .fetch_all(pool)
+            .await?
+    };
+    let all: Vec<EvalId> = ids.iter().copied().chain(previous).collect();
+    let inputs: Vec<InputRow> = sqlx::query_as(
+        "select eval, name, type, uri, revision, value, dependency from JobsetEvalInputs \
+         where eval = any($1) and altNr = 0 order by eval, name",
+    )
+    .bind(&all)
+    .fetch_all(pool)
+    .await?;
+    let of = |eval: EvalId| inputs.iter().filter(|i| i.eval == eval).collect::<Vec<_>>();
+    let succeeded_in = |eval: EvalId| {
+        rows.iter()
+            .chain(&earlier)
+            .find(|r| r.id == eval)
+            .map(|r| r.succeeded)
+    };
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let (changes, delta) = match r.previous {
+                Some(p) => (
+                    input_changes(&of(r.id), &of(p)),
+                    succeeded_in(p).map(|s| r.succeeded - s),
+                ),
+                None => (Vec::new(), None),
+            };
+            EvalSummary {
+                id: r.id,
+                project: r.project.clone(),
+                jobset: r.jobset.clone(),
+                timestamp: r.timestamp,
+                checkout_time: r.checkout_time,
+                eval_time: r.eval_time,
+                has_errors: r.has_errors,
+                succeeded: r.succeeded,
+                failed: r.failed,
+                queued: r.queued,
+                changes,
+                delta,
+            }
+        })
+        .collect())
 }
 
 /// The latest `limit` evaluations with new builds of jobset `jobset`,
-/// newest first, with their builds counted.
+/// newest first.
 pub(crate) async fn latest(
     pool: &PgPool,
     jobset: hydra_db::ids::JobsetId,
     limit: i64,
 ) -> ApiResult<Vec<EvalSummary>> {
-    Ok(sqlx::query_as(
-        "select e.id, e.timestamp, e.checkoutTime as checkout_time, e.evalTime as eval_time, \
-         coalesce(x.errorMsg, '') <> '' as has_errors, \
-         count(*) filter (where b.finished = 1 and b.buildStatus = $3) as succeeded, \
-         count(*) filter (where b.finished = 1 and b.buildStatus <> $3) as failed, \
-         count(*) filter (where b.finished = 0) as queued \
-         from JobsetEvals e left join EvaluationErrors x on x.id = e.evaluationerror_id \
-         left join JobsetEvalMembers m on m.eval = e.id left join Builds b on b.id = m.build \
-         where e.jobset_id = $1 and e.hasNewBuilds = 1 \
-         group by e.id, x.errorMsg order by e.id desc limit $2",
-    )
-    .bind(jobset)
-    .bind(limit)
-    .bind(hydra_db::status::BuildStatus::Succeeded)
-    .fetch_all(pool)
-    .await?)
+    let (_, ids) = hydra_db::evals::page(pool, Some(jobset), 0, limit).await?;
+    summaries(pool, &ids).await
 }
 
 /// A build of an evaluation, as the evaluation page compares it.

@@ -510,6 +510,13 @@ pub(crate) async fn evals_json(pool: &PgPool, ids: &[EvalId]) -> ApiResult<Vec<V
         .collect()
 }
 
+/// A page of evaluations: Hydra's JSON, the total and the ids shown.
+pub(crate) struct EvalsPage {
+    pub body: Value,
+    pub total: i64,
+    pub ids: Vec<EvalId>,
+}
+
 /// Page `page` of the evaluations that added builds (of jobset `jobset`
 /// only, if given), with the paging fields.
 pub(crate) async fn evals_page(
@@ -517,11 +524,15 @@ pub(crate) async fn evals_page(
     jobset: Option<JobsetId>,
     page: i64,
     per_page: i64,
-) -> ApiResult<Value> {
+) -> ApiResult<EvalsPage> {
     let (total, ids) = hydra_db::evals::page(pool, jobset, (page - 1) * per_page, per_page).await?;
     let mut body = pages(page, per_page, total);
     body.insert("evals".into(), Value::Array(evals_json(pool, &ids).await?));
-    Ok(Value::Object(body))
+    Ok(EvalsPage {
+        body: Value::Object(body),
+        total,
+        ids,
+    })
 }
 
 /// Hydra's pagination links (`?page=N`).

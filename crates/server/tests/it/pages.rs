@@ -232,7 +232,7 @@ async fn build_lists_show_status_job_time_and_name_and_page() {
         !html.contains("/build/3\""),
         "the queued build is not in the finished list"
     );
-    assert!(html.contains(r#"<a href="?page=1">First</a>"#));
+    assert!(html.contains(r#"<a href="?page=1">« First</a>"#));
 
     let html = page(&app, &As::Anonymous, Method::GET, "/queue")
         .await
@@ -331,12 +331,13 @@ async fn the_jobset_page_shows_its_evaluations_errors_and_configuration() {
     assert!(missing.text().contains("<title>Hydra - "), "an error page");
 }
 
-#[tokio::test]
-async fn the_eval_page_sorts_builds_against_the_preceding_evaluation() {
+/// Evaluation 2 of demo:trunk after the fixture's evaluation 1: hello
+/// (build 1) again, slow (3) still queued, broken now succeeds (5), a new
+/// job `fresh<job>` fails (6), `all` is gone; the source (on GitHub, in
+/// both) has a new revision.
+async fn second_eval(app: &App) {
     use hydra_db::status::BuildStatus;
     use hydra_test_support::builds::TestBuild;
-    let app = App::new().await;
-    common::fixture(&app).await;
     let pool = &app.db.pool;
     let jobset: i32 = sqlx::query_scalar("select id from Jobsets")
         .fetch_one(pool)
@@ -367,9 +368,21 @@ async fn the_eval_page_sorts_builds_against_the_preceding_evaluation() {
          insert into JobsetEvalMembers (eval, build, isNew) values (2, 1, 0), (2, 3, 0), (2, 5, 1), (2, 6, 1);",
     )
     .await;
-    let html = page(&app, &As::Anonymous, Method::GET, "/eval/2").await.text();
+}
+
+#[tokio::test]
+async fn the_eval_page_sorts_builds_against_the_preceding_evaluation() {
+    let app = App::new().await;
+    common::fixture(&app).await;
+    second_eval(&app).await;
+    let html = page(&app, &As::Anonymous, Method::GET, "/eval/2")
+        .await
+        .text();
     assert!(html.contains("<title>Hydra - Evaluation 2 of jobset demo:trunk</title>"));
-    assert!(html.contains(r#"evaluation <a href="/eval/1">1</a>"#), "{html}");
+    assert!(
+        html.contains(r#"evaluation <a href="/eval/1">1</a>"#),
+        "{html}"
+    );
     for (anchor, label) in [
         ("now-succeed", "Newly Succeeding Jobs (1)"),
         ("new", "New Jobs (1)"),
@@ -377,14 +390,23 @@ async fn the_eval_page_sorts_builds_against_the_preceding_evaluation() {
         ("still-succeed", "Still Succeeding Jobs (1)"),
         ("unfinished", "Queued Jobs (1)"),
     ] {
-        assert!(html.contains(&format!("href=\"#tabs-{anchor}\"")), "{anchor}");
+        assert!(
+            html.contains(&format!("href=\"#tabs-{anchor}\"")),
+            "{anchor}"
+        );
         assert!(html.contains(label), "{label}");
     }
     assert!(!html.contains("#tabs-now-fail"), "empty tabs are left out");
-    assert!(!html.contains("#tabs-actions"), "actions are for signed-in users");
+    assert!(
+        !html.contains("#tabs-actions"),
+        "actions are for signed-in users"
+    );
     // Build rows name the job only, escaped.
     assert!(html.contains(r#"<a href="/build/6">fresh&#60;job&#62;</a>"#));
-    assert!(html.contains(r#"<a href="/job/demo/trunk/all">all</a>"#), "the removed job");
+    assert!(
+        html.contains(r#"<a href="/job/demo/trunk/all">all</a>"#),
+        "the removed job"
+    );
     assert!(html.contains(
         r#"<a href="https://github.com/demo/demo/compare/0123456789abcdef0123456789abcdef01234567...fedcba9876543210fedcba9876543210fedcba98" rel="nofollow noopener">0123456789ab to fedcba987654</a>"#
     ), "{html}");
@@ -410,4 +432,63 @@ async fn the_eval_page_sorts_builds_against_the_preceding_evaluation() {
     // The JSON is Hydra's.
     let json = app.get("/eval/2").await.json();
     assert!(json.get("tabs").is_none() && json.get("builds").is_some());
+}
+
+#[tokio::test]
+async fn evaluation_lists_show_counts_input_changes_and_the_change_in_successes() {
+    let app = App::new().await;
+    common::fixture(&app).await;
+    second_eval(&app).await;
+    let html = page(&app, &As::Anonymous, Method::GET, "/evals")
+        .await
+        .text();
+    assert!(html.contains("<title>Hydra - Latest evaluations</title>"));
+    assert!(
+        html.contains("Showing evaluations 1 - 2 out of 2."),
+        "{html}"
+    );
+    // Newest first, with the jobset on the global list.
+    assert!(
+        html.find(r#"href="/eval/2">2</a>"#).unwrap()
+            < html.find(r#"href="/eval/1">1</a>"#).unwrap()
+    );
+    assert!(html.contains(r#"<a href="/jobset/demo/trunk">demo:trunk</a>"#));
+    assert!(
+        html.contains(r#"<span class="mono">src</span> → <span class="mono copy" data-copy="fedcba9876543210fedcba9876543210fedcba98" title="fedcba9876543210fedcba9876543210fedcba98">fedcba987654</span>"#),
+        "{html}"
+    );
+    // Evaluation 2: hello and broken succeeded (one more than before).
+    assert!(
+        html.contains(r#"<span class="delta ok">+1</span>"#),
+        "{html}"
+    );
+
+    let html = page(
+        &app,
+        &As::Anonymous,
+        Method::GET,
+        "/jobset/demo/trunk/evals",
+    )
+    .await
+    .text();
+    assert!(html.contains("Evaluations of jobset"));
+    assert!(html.contains(r#"<a href="/jobset/demo/trunk">trunk</a>"#));
+    assert!(
+        !html.contains(r#">demo:trunk</a></td>"#),
+        "no jobset column"
+    );
+
+    let html = page(&app, &As::Anonymous, Method::GET, "/build/1/evals")
+        .await
+        .text();
+    assert!(html.contains("Evaluations containing build 1"));
+    assert!(html.contains(r#"href="/eval/2">2</a>"#) && html.contains(r#"href="/eval/1">1</a>"#));
+
+    let html = page(&app, &As::Anonymous, Method::GET, "/jobset/demo/trunk")
+        .await
+        .text();
+    assert!(html.contains(r#"<a href="/jobset/demo/trunk/evals">More...</a>"#));
+    // The JSON lists are Hydra's.
+    let json = app.get("/evals").await.json();
+    assert!(json.get("summaries").is_none() && json["evals"].is_array());
 }
