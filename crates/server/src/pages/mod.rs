@@ -5,8 +5,10 @@
 
 mod account;
 mod build;
+mod chart;
 mod common;
 mod eval;
+mod job;
 mod jobset;
 mod project;
 
@@ -132,6 +134,7 @@ fn templated(page: &Rendered, user: &PageUser) -> Option<String> {
         "jobset" => jobset::jobset(&cx),
         "build" => build::build(&cx),
         "eval" => eval::eval(&cx),
+        "job" => job::job(&cx),
         "evals" => eval::list(&cx, eval::EvalList::All),
         "jobset-evals" => eval::list(&cx, eval::EvalList::OfJobset),
         "build-evals" => eval::list(&cx, eval::EvalList::OfBuild),

@@ -4,7 +4,7 @@
 
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hydra_db::status::BuildStatus;
@@ -14,7 +14,7 @@ use super::form::{self, Body};
 use crate::auth::Viewer;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::JobsetPath;
-use crate::negotiate::Page;
+use crate::negotiate::{Page, WantsPage};
 use crate::params::Params;
 use crate::state::AppState;
 use crate::views::{self, job::Series};
@@ -23,6 +23,7 @@ use crate::views::{self, job::Series};
 /// and whether the viewer starred it.
 pub(crate) async fn show(
     State(state): State<AppState>,
+    WantsPage(wanted): WantsPage,
     viewer: Viewer,
     Path((project, jobset, job)): Path<(String, String, String)>,
 ) -> ApiResult<Page> {
@@ -42,7 +43,7 @@ pub(crate) async fn show(
         Some(a) => views::job::starred(&state.pool, &a.name, &project, &jobset, &job).await?,
         None => false,
     };
-    Ok(Page::new(
+    let shown = Page::new(
         "job",
         json!({
             "project": project,
@@ -52,6 +53,35 @@ pub(crate) async fn show(
             "queuedbuilds": queued,
             "starred": starred,
         }),
+    );
+    if !wanted {
+        return Ok(shown);
+    }
+    let pool = &state.pool;
+    let points = |rows: Vec<(i32, i32, f64)>| {
+        rows.into_iter()
+            .map(|(id, t, v)| json!([id, t, v]))
+            .collect::<Vec<_>>()
+    };
+    let mut charts = vec![
+        json!({"title": "Build time (in seconds)", "unit": "s",
+               "points": points(views::job::series(pool, id, &job, Series::BuildTimes).await?)}),
+        json!({"title": "Closure size (in MiB)", "unit": "MiB", "scale": 1_048_576,
+               "points": points(views::job::series(pool, id, &job, Series::ClosureSizes).await?)}),
+        json!({"title": "Output size (in MiB)", "unit": "MiB", "scale": 1_048_576,
+               "points": points(views::job::series(pool, id, &job, Series::OutputSizes).await?)}),
+    ];
+    for name in views::job::metric_names(pool, &project, &jobset, &job).await? {
+        let rows = views::job::metric(pool, &project, &jobset, &job, &name).await?;
+        let unit = rows.last().and_then(|r| r.3.clone()).unwrap_or_default();
+        charts.push(json!({
+            "title": format!("Metric: {name}"), "metric": name, "unit": unit,
+            "points": points(rows.into_iter().map(|(b, t, v, _)| (b, t, v)).collect()),
+        }));
+    }
+    Ok(shown.with_extra("charts", Value::Array(charts)).with_extra(
+        "current",
+        json!(views::job::is_current(pool, id, &job).await?),
     ))
 }
 
@@ -197,10 +227,12 @@ pub(crate) async fn metric(
 /// `POST /job/<p>/<j>/<job>/star` with `star=1` or `star=0`.
 pub(crate) async fn star(
     State(state): State<AppState>,
+    headers: HeaderMap,
+    WantsPage(wanted): WantsPage,
     viewer: Viewer,
     Path((project, jobset, job)): Path<(String, String, String)>,
     Params(body): Params<Body>,
-) -> ApiResult<Page> {
+) -> ApiResult<Response> {
     let account = viewer.require_login()?;
     if hydra_db::jobsets::id_of(&state.pool, &project, &jobset)
         .await?
@@ -211,7 +243,12 @@ pub(crate) async fn star(
     let star = form::flag(&body, "star");
     hydra_db::users::set_starred(&state.pool, &account.name, (&project, &jobset, &job), star)
         .await?;
-    Ok(Page::value("job-star", json!({ "starred": star })))
+    if wanted {
+        // A browser's star button: back to the job.
+        let page = format!("job/{project}/{jobset}/{job}");
+        return Ok(super::actions::back_to(&state, &headers, &page));
+    }
+    Ok(Page::value("job-star", json!({ "starred": star })).into_response())
 }
 
 /// The routes this module serves.

@@ -136,3 +136,35 @@ pub(crate) async fn metric(
     .fetch_all(pool)
     .await?)
 }
+
+/// The names of the metrics job `project:jobset:job`'s builds recorded.
+pub(crate) async fn metric_names(
+    pool: &PgPool,
+    project: &str,
+    jobset: &str,
+    job: &str,
+) -> ApiResult<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "select distinct name from BuildMetrics where project = $1 and jobset = $2 and job = $3 \
+         order by name",
+    )
+    .bind(project)
+    .bind(jobset)
+    .bind(job)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Whether job `jobset:job` has a build in the jobset's latest evaluation
+/// with new builds.
+pub(crate) async fn is_current(pool: &PgPool, jobset: JobsetId, job: &str) -> ApiResult<bool> {
+    Ok(sqlx::query_scalar(
+        "select exists (select 1 from JobsetEvalMembers m join Builds b on b.id = m.build \
+         where m.eval = (select id from JobsetEvals where jobset_id = $1 and hasNewBuilds = 1 \
+                         order by id desc limit 1) and b.job = $2)",
+    )
+    .bind(jobset)
+    .bind(job)
+    .fetch_one(pool)
+    .await?)
+}

@@ -22,6 +22,22 @@ async fn page(app: &App, who: &As, method: Method, uri: &str) -> common::Reply {
     app.raw(req.body(Body::empty()).unwrap()).await
 }
 
+/// A browser's form submission: `body` URL-encoded, as `who`.
+async fn submit(app: &App, who: &As, uri: &str, body: &str) -> common::Reply {
+    let mut req = Request::builder()
+        .method(Method::POST)
+        .uri(uri)
+        .header(header::HOST, HOST)
+        .header(header::ACCEPT, "text/html")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::REFERER, common::BASE);
+    if let As::Session(s) = who {
+        req = req.header(header::COOKIE, format!("hydra_session={s}"));
+    }
+    app.raw(req.body(Body::from(body.to_string())).unwrap())
+        .await
+}
+
 /// The `href` of the stylesheet or the script a page names.
 fn asset(html: &str, ext: &str) -> String {
     let end = html.find(&format!(".{ext}\"")).expect("no asset link") + ext.len() + 1;
@@ -491,4 +507,49 @@ async fn evaluation_lists_show_counts_input_changes_and_the_change_in_successes(
     // The JSON lists are Hydra's.
     let json = app.get("/evals").await.json();
     assert!(json.get("summaries").is_none() && json["evals"].is_array());
+}
+
+#[tokio::test]
+async fn the_job_page_shows_its_builds_charts_and_a_star_for_signed_in_users() {
+    let app = App::new().await;
+    common::fixture(&app).await;
+    let html = page(&app, &As::Anonymous, Method::GET, "/job/demo/trunk/hello")
+        .await
+        .text();
+    assert!(html.contains("<title>Hydra - Job demo:trunk:hello</title>"));
+    assert!(
+        html.contains(r#"<a href="/build/1">hello</a>"#),
+        "job only: {html}"
+    );
+    assert!(html.contains("This job has no queued builds."));
+    assert!(!html.contains("not a member of the"), "hello is current");
+    assert!(!html.contains("/star\""), "no star for anonymous users");
+    // Build 1 (queued at 22:13:20) took 10 s; its closure is 1234 bytes.
+    assert!(html.contains(r#"aria-label="Build time (in seconds)""#));
+    assert!(
+        html.contains("<title>build 1, 2023-11-14 22:13:20: 10 s</title>"),
+        "{html}"
+    );
+    assert!(html.contains(r#"<a href="/job/demo/trunk/hello/metric/runtime">Metric: runtime</a>"#));
+    assert!(html.contains(": 0.00118 MiB</title>"), "closure size");
+    assert!(html.contains(": 1.5 s</title>"), "the metric");
+
+    let html = page(&app, &As::Anonymous, Method::GET, "/job/demo/trunk/gone")
+        .await
+        .text();
+    assert!(html.contains("not a member of the"));
+    assert!(!html.contains("#tabs-charts"), "no figures, no charts");
+
+    let owner = app.session("owner").await;
+    let html = page(&app, &owner, Method::GET, "/job/demo/trunk/hello")
+        .await
+        .text();
+    assert!(html.contains(r#"action="/job/demo/trunk/hello/star""#));
+    assert!(html.contains("☆"));
+    let r = submit(&app, &owner, "/job/demo/trunk/hello/star", "star=1").await;
+    assert_eq!(r.status, StatusCode::FOUND, "back to the job");
+    let html = page(&app, &owner, Method::GET, "/job/demo/trunk/hello")
+        .await
+        .text();
+    assert!(html.contains("★"), "starred");
 }

@@ -1,0 +1,94 @@
+//! The job page: its latest and queued builds, charts of its figures and
+//! metrics, links.
+
+use askama::Template;
+
+use super::build::BuildRowView;
+use super::chart::{Point, svg};
+use super::common::Fields;
+use super::{Ctx, Frame, Html};
+
+/// A chart of the job page.
+#[derive(Debug)]
+struct ChartView {
+    title: String,
+    /// The metric's name, for a link to its page.
+    metric: String,
+    svg: String,
+}
+
+/// `/job/P/J/JOB`.
+#[derive(Template)]
+#[template(path = "job.html")]
+struct JobPage<'a> {
+    frame: Frame<'a>,
+    project: String,
+    jobset: String,
+    job: String,
+    starred: bool,
+    current: bool,
+    latest: Vec<BuildRowView>,
+    queued: Vec<BuildRowView>,
+    charts: Vec<ChartView>,
+}
+
+/// A chart's points from `[build, time, value]` triples, values divided
+/// by `scale`.
+fn points(rows: &[serde_json::Value], scale: f64) -> Vec<Point> {
+    rows.iter()
+        .filter_map(|r| {
+            let r = r.as_array()?;
+            Some(Point {
+                build: r.first()?.as_i64()?,
+                time: r.get(1)?.as_i64()?,
+                value: r.get(2)?.as_f64()? / scale,
+            })
+        })
+        .collect()
+}
+
+pub(super) fn job(cx: &Ctx) -> Html {
+    let d = cx.data;
+    let rows = |key: &str, scheduling: bool| {
+        d.list(key)
+            .iter()
+            .map(|b| BuildRowView::of(Fields(b), scheduling, cx.now).job_only())
+            .collect()
+    };
+    let charts = cx
+        .extra("charts")
+        .iter()
+        .map(Fields)
+        .filter_map(|c| {
+            let scale = c.0.get("scale").and_then(serde_json::Value::as_f64);
+            let title = c.text("title");
+            let svg = svg(
+                &title,
+                c.str("unit"),
+                &points(c.list("points"), scale.unwrap_or(1.0)),
+            )?;
+            Some(ChartView {
+                title,
+                metric: c.text("metric"),
+                svg,
+            })
+        })
+        .collect();
+    Some(
+        JobPage {
+            frame: cx.frame(),
+            project: d.text("project"),
+            jobset: d.text("jobset"),
+            job: d.text("job"),
+            starred: d.flag("starred"),
+            current: cx
+                .extra_value("current")
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(true),
+            latest: rows("latestbuilds", false),
+            queued: rows("queuedbuilds", true),
+            charts,
+        }
+        .render(),
+    )
+}
