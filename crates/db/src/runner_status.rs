@@ -67,9 +67,10 @@ pub struct MachineTypeStatus {
     pub running: u64,
 }
 
-/// A build machine as the queue runner sees it.
+/// A build machine as the queue runner sees it. Fields a queue runner of
+/// another version leaves out take their defaults.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 pub struct MachineStatus {
     pub enabled: bool,
     pub system_types: Vec<String>,

@@ -11,6 +11,7 @@ mod eval;
 mod job;
 mod jobset;
 mod project;
+mod status;
 
 pub(crate) use common::escape;
 
@@ -135,6 +136,11 @@ fn templated(page: &Rendered, user: &PageUser) -> Option<String> {
         "build" => build::build(&cx),
         "eval" => eval::eval(&cx),
         "job" => job::job(&cx),
+        "status" => status::running(&cx),
+        "machines" => status::machines(&cx),
+        "queue-runner-status" => status::runner_status(&cx),
+        "steps" => status::steps(&cx),
+        "search" => status::search(&cx),
         "evals" => eval::list(&cx, eval::EvalList::All),
         "jobset-evals" => eval::list(&cx, eval::EvalList::OfJobset),
         "build-evals" => eval::list(&cx, eval::EvalList::OfBuild),

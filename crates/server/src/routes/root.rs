@@ -74,17 +74,28 @@ pub(crate) async fn evals(
 /// Recently finished steps, 20 per page.
 pub(crate) async fn steps(
     State(state): State<AppState>,
+    WantsPage(wanted): WantsPage,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<Page> {
     let page = page_number(&q);
     let steps = views::root::finished_steps(&state.pool, (page - 1) * PER_PAGE, PER_PAGE).await?;
+    let mut jobs = serde_json::Map::new();
+    if wanted {
+        let ids: Vec<i32> = steps
+            .iter()
+            .filter_map(|s| s.get("build")?.as_i64()?.try_into().ok())
+            .collect();
+        for (id, name) in views::root::job_names(&state.pool, &ids).await? {
+            jobs.insert(id.to_string(), Value::from(name));
+        }
+    }
     let mut body = serde_json::Map::new();
     body.insert("steps".into(), Value::Array(steps));
     if page > 1 {
         body.insert("previous".into(), json!(format!("?page={}", page - 1)));
     }
     body.insert("next".into(), json!(format!("?page={}", page + 1)));
-    Ok(Page::value("steps", Value::Object(body)))
+    Ok(Page::value("steps", Value::Object(body)).with_extra("jobs", Value::Object(jobs)))
 }
 
 #[derive(Debug, Deserialize)]

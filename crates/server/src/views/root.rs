@@ -124,3 +124,14 @@ pub(crate) async fn search(pool: &PgPool, pattern: &str, limit: i64) -> ApiResul
         builds_drv,
     })
 }
+
+/// `project:jobset:job` of builds `ids`, by build id.
+pub(crate) async fn job_names(pool: &PgPool, ids: &[i32]) -> ApiResult<Vec<(i32, String)>> {
+    Ok(sqlx::query_as(
+        "select b.id, j.project || ':' || j.name || ':' || b.job from Builds b \
+         join Jobsets j on j.id = b.jobset_id where b.id = any($1)",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await?)
+}

@@ -553,3 +553,78 @@ async fn the_job_page_shows_its_builds_charts_and_a_star_for_signed_in_users() {
         .text();
     assert!(html.contains("★"), "starred");
 }
+
+#[tokio::test]
+async fn status_pages_show_running_builds_steps_the_runner_and_search_results() {
+    let app = App::new().await;
+    common::fixture(&app).await;
+    let html = page(&app, &As::Anonymous, Method::GET, "/status")
+        .await
+        .text();
+    assert!(html.contains("<title>Hydra - Running builds</title>"));
+    assert!(
+        html.contains(r#"<a class="row-link" href="/build/3">3</a>"#),
+        "{html}"
+    );
+    assert!(html.contains(r#"<span class="badge ok">Started</span>"#));
+    assert!(html.contains("ssh://builder"));
+    assert!(
+        !html.contains("<em>(Build of"),
+        "the step is the build's own"
+    );
+
+    let html = page(&app, &As::Anonymous, Method::GET, "/steps")
+        .await
+        .text();
+    assert!(html.contains("<title>Hydra - Latest steps</title>"));
+    assert!(
+        html.contains(r#"<td class="mono">demo:trunk:hello</td>"#),
+        "{html}"
+    );
+    assert!(html.contains(r#"<a class="row-link" href="/build/1/step/1/log/tail">1</a>"#));
+    assert!(html.contains(r#"title="Succeeded">✔"#));
+    assert!(
+        !html.contains("/build/3/step/1/log"),
+        "a running step is not listed"
+    );
+    let json = app.get("/steps").await.json();
+    assert!(
+        json["steps"][0].get("job").is_none(),
+        "the JSON is unchanged"
+    );
+
+    let html = page(&app, &As::Anonymous, Method::GET, "/queue-runner-status")
+        .await
+        .text();
+    assert!(
+        html.contains("&#34;status&#34;: &#34;unknown&#34;"),
+        "{html}"
+    );
+    let html = page(&app, &As::Anonymous, Method::GET, "/machines")
+        .await
+        .text();
+    assert!(
+        html.contains("queue_runner_endpoint"),
+        "says why nothing shows"
+    );
+
+    let html = page(&app, &As::Anonymous, Method::GET, "/search?query=hello")
+        .await
+        .text();
+    assert!(html.contains("<title>Hydra - Search results</title>"));
+    assert!(html.contains("have an output path that matches"));
+    assert!(html.contains("have a derivation path that matches"));
+    assert!(html.contains(r#"<a class="row-link" href="/build/1">1</a>"#));
+    let html = page(&app, &As::Anonymous, Method::GET, "/search?query=demo")
+        .await
+        .text();
+    assert!(html.contains(r#"<a class="row-link mono" href="/project/demo">demo</a>"#));
+    let html = page(&app, &As::Anonymous, Method::GET, "/search?query=trunk")
+        .await
+        .text();
+    assert!(html.contains(r#"<a class="row-link mono" href="/jobset/demo/trunk">demo:trunk</a>"#));
+    let html = page(&app, &As::Anonymous, Method::GET, "/search?query=zzzz")
+        .await
+        .text();
+    assert!(html.contains("Nothing matches your search."));
+}
