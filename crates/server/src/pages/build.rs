@@ -55,20 +55,26 @@ impl BuildRowView {
     }
 }
 
-/// A page that is a list of builds (`/all`, `/queue`).
+/// A page that is a list of builds (`/all` and the `all` of a project,
+/// jobset or job; `/queue`).
 #[derive(Template)]
 #[template(path = "builds.html")]
 struct BuildsPage<'a> {
     frame: Frame<'a>,
     title: &'static str,
+    /// What the list is of: "project", "jobset" or "job", its name and
+    /// its page.
+    scope: Option<(&'static str, String, String)>,
     builds: Vec<BuildRowView>,
     scheduling: bool,
+    first: i64,
     total: Option<i64>,
     /// Links to other pages: label and address.
     pager: Vec<(&'static str, String)>,
 }
 
-/// `/all` (a page of finished builds) or `/queue` (`scheduling`).
+/// `/all` and below (a page of finished builds), or `/queue`
+/// (`scheduling`).
 pub(super) fn list(cx: &Ctx, scheduling: bool) -> Html {
     let d = cx.data;
     let list = if scheduling {
@@ -76,15 +82,49 @@ pub(super) fn list(cx: &Ctx, scheduling: bool) -> Html {
     } else {
         d.list("builds")
     };
+    let extra = |k: &str| {
+        cx.extra_value(k)
+            .and_then(serde_json::Value::as_str)
+            .map(String::from)
+    };
+    let scope = match (extra("project"), extra("jobset"), extra("job")) {
+        (Some(p), Some(j), Some(job)) => Some((
+            "job",
+            format!("{p}:{j}:{job}"),
+            format!("/job/{p}/{j}/{job}"),
+        )),
+        (Some(p), Some(j), None) => {
+            Some(("jobset", format!("{p}:{j}"), format!("/jobset/{p}/{j}")))
+        }
+        (Some(p), None, _) => Some(("project", p.clone(), format!("/project/{p}"))),
+        _ => None,
+    };
+    let builds = list
+        .iter()
+        .map(|b| {
+            let row = BuildRowView::of(Fields(b), scheduling, cx.now);
+            match scope {
+                // Drop what the scope implies.
+                Some(("job" | "jobset", ..)) => row.job_only(),
+                Some(("project", ..)) => {
+                    let label = format!("{}:{}", Fields(b).str("jobset"), row.job);
+                    BuildRowView { label, ..row }
+                }
+                _ => row,
+            }
+        })
+        .collect();
     Some(
         BuildsPage {
             frame: cx.frame(),
             title: if scheduling { "Queue" } else { "Latest builds" },
-            builds: list
-                .iter()
-                .map(|b| BuildRowView::of(Fields(b), scheduling, cx.now))
-                .collect(),
+            scope,
+            builds,
             scheduling,
+            first: cx
+                .extra_value("first")
+                .and_then(serde_json::Value::as_i64)
+                .unwrap_or(0),
             total: d.int("total"),
             pager: pager(d),
         }

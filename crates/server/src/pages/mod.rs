@@ -137,6 +137,7 @@ fn templated(page: &Rendered, user: &PageUser) -> Option<String> {
         "eval" => eval::eval(&cx),
         "job" => job::job(&cx),
         "status" => status::running(&cx),
+        "queue-summary" => status::queue_summary(&cx),
         "machines" => status::machines(&cx),
         "queue-runner-status" => status::runner_status(&cx),
         "steps" => status::steps(&cx),

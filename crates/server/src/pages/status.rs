@@ -56,6 +56,48 @@ pub(super) fn running(cx: &Ctx) -> Html {
     )
 }
 
+/// `/queue-summary`.
+#[derive(Template)]
+#[template(path = "queue-summary.html")]
+struct QueueSummaryPage<'a> {
+    frame: Frame<'a>,
+    /// Project, jobset, count, oldest and newest.
+    jobsets: Vec<(String, String, i64, When, When)>,
+    /// System and count.
+    systems: Vec<(String, i64)>,
+}
+
+pub(super) fn queue_summary(cx: &Ctx) -> Html {
+    let d = cx.data;
+    let when = |f: Fields, k: &str| When::of(f.int(k).unwrap_or(0), cx.now);
+    Some(
+        QueueSummaryPage {
+            frame: cx.frame(),
+            jobsets: d
+                .list("jobsets")
+                .iter()
+                .map(Fields)
+                .map(|j| {
+                    (
+                        j.text("project"),
+                        j.text("jobset"),
+                        j.int("queued").unwrap_or(0),
+                        when(j, "oldest"),
+                        when(j, "newest"),
+                    )
+                })
+                .collect(),
+            systems: d
+                .list("systems")
+                .iter()
+                .map(Fields)
+                .map(|s| (s.text("system"), s.int("queued").unwrap_or(0)))
+                .collect(),
+        }
+        .render(),
+    )
+}
+
 /// A busy step on a machine.
 #[derive(Debug)]
 struct MachineStepView {

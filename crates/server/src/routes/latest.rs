@@ -9,7 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::get;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::redirect_below;
 use super::root::{PER_PAGE, PageQuery, page_number};
@@ -142,5 +142,9 @@ async fn all(
         "builds".into(),
         serde_json::to_value(builds).unwrap_or(Value::Null),
     );
-    Ok(Page::value("all", Value::Object(body)))
+    Ok(Page::value("all", Value::Object(body))
+        .with_extra("project", json!(scope.project))
+        .with_extra("jobset", json!(scope.jobset))
+        .with_extra("job", json!(scope.job))
+        .with_extra("first", json!((page - 1) * PER_PAGE)))
 }

@@ -31,6 +31,15 @@ pub(crate) async fn queue(State(state): State<AppState>) -> ApiResult<Page> {
     Ok(Page::new("queue", views::root::queue(&state.pool).await?))
 }
 
+/// The queue summed up by jobset and by system type.
+pub(crate) async fn queue_summary(State(state): State<AppState>) -> ApiResult<Page> {
+    let (jobsets, systems) = views::root::queue_summary(&state.pool).await?;
+    Ok(Page::new(
+        "queue-summary",
+        json!({ "jobsets": jobsets, "systems": systems }),
+    ))
+}
+
 /// Builds with a running step, and the step.
 pub(crate) async fn status(State(state): State<AppState>) -> ApiResult<Page> {
     Ok(Page::new(
@@ -160,6 +169,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/queue", get(queue))
         .route("/status", get(status))
         .route("/evals", get(evals))
+        .route("/queue-summary", get(queue_summary))
         .route("/steps", get(steps))
         .route("/search", get(search))
 }

@@ -135,3 +135,38 @@ pub(crate) async fn job_names(pool: &PgPool, ids: &[i32]) -> ApiResult<Vec<(i32,
     .fetch_all(pool)
     .await?)
 }
+
+/// The queue by jobset: how many builds wait, the oldest and the newest.
+#[derive(Debug, serde::Serialize, sqlx::FromRow)]
+pub(crate) struct QueuedByJobset {
+    pub project: String,
+    pub jobset: String,
+    pub queued: i64,
+    pub oldest: i32,
+    pub newest: i32,
+}
+
+/// The queue by system type.
+#[derive(Debug, serde::Serialize, sqlx::FromRow)]
+pub(crate) struct QueuedBySystem {
+    pub system: String,
+    pub queued: i64,
+}
+
+/// The queue summed up by jobset and by system type, largest first.
+pub(crate) async fn queue_summary(
+    pool: &PgPool,
+) -> ApiResult<(Vec<QueuedByJobset>, Vec<QueuedBySystem>)> {
+    let jobsets = sqlx::query_as(
+        "select j.project, j.name as jobset, count(*) as queued, min(b.timestamp) as oldest, \
+         max(b.timestamp) as newest from Builds b join Jobsets j on j.id = b.jobset_id \
+         where b.finished = 0 group by j.project, j.name order by queued desc, j.project, j.name",
+    )
+    .fetch_all(pool);
+    let systems = sqlx::query_as(
+        "select system, count(*) as queued from Builds where finished = 0 \
+         group by system order by queued desc, system",
+    )
+    .fetch_all(pool);
+    Ok(tokio::try_join!(jobsets, systems)?)
+}

@@ -233,7 +233,10 @@ async fn build_lists_show_status_job_time_and_name_and_page() {
     common::fixture(&app).await;
     let html = page(&app, &As::Anonymous, Method::GET, "/all").await.text();
     assert!(html.contains("<title>Hydra - Latest builds</title>"));
-    assert!(html.contains("3 builds in all."), "{html}");
+    assert!(
+        html.contains("Showing builds 1 - 3 out of 3, by descending finish time."),
+        "{html}"
+    );
     assert!(html.contains(r#"<a class="row-link" href="/build/1">1</a>"#));
     assert!(html.contains(r#"<a href="/build/1">demo:trunk:hello</a>"#));
     assert!(html.contains(r#"title="Succeeded">✔"#));
@@ -249,6 +252,33 @@ async fn build_lists_show_status_job_time_and_name_and_page() {
         "the queued build is not in the finished list"
     );
     assert!(html.contains(r#"<a href="?page=1">« First</a>"#));
+
+    // Below a project, jobset or job, the implied parts are left out.
+    let html = page(&app, &As::Anonymous, Method::GET, "/project/demo/all")
+        .await
+        .text();
+    assert!(html.contains("<title>Hydra - Latest builds for project demo</title>"));
+    assert!(
+        html.contains(r#"<a href="/build/1">trunk:hello</a>"#),
+        "{html}"
+    );
+    let html = page(&app, &As::Anonymous, Method::GET, "/jobset/demo/trunk/all")
+        .await
+        .text();
+    assert!(
+        html.contains(r#"for jobset <a class="mono" href="/jobset/demo/trunk">demo:trunk</a>"#)
+    );
+    assert!(html.contains(r#"<a href="/build/1">hello</a>"#));
+    let html = page(
+        &app,
+        &As::Anonymous,
+        Method::GET,
+        "/job/demo/trunk/hello/all",
+    )
+    .await
+    .text();
+    assert!(html.contains("Latest builds for job"));
+    assert!(html.contains("out of 1,"), "{html}");
 
     let html = page(&app, &As::Anonymous, Method::GET, "/queue")
         .await
