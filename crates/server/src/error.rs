@@ -89,9 +89,16 @@ impl IntoResponse for ApiError {
         {
             response.headers_mut().insert(header::RETRY_AFTER, v);
         }
-        response
-            .extensions_mut()
-            .insert(Rendered::new("error", body));
+        let mut page = Rendered::new("error", body);
+        page.extra.insert(
+            "status".into(),
+            serde_json::json!(format!(
+                "{} {}",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("Error")
+            )),
+        );
+        response.extensions_mut().insert(page);
         response
     }
 }

@@ -146,6 +146,7 @@ fn templated(page: &Rendered, user: &PageUser) -> Option<String> {
         "jobset-evals" => eval::list(&cx, eval::EvalList::OfJobset),
         "build-evals" => eval::list(&cx, eval::EvalList::OfBuild),
         "login" => account::login(&cx),
+        "error" => account::error(&cx),
         "setup" => account::setup(&cx),
         _ => None,
     }?;

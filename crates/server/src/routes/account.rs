@@ -2,7 +2,7 @@
 //! tokens.
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -58,6 +58,8 @@ pub(crate) async fn login(
         // API clients read `{"error": …}` with 403, as from Hydra.
         return Ok(
             Page::value("login", json!({ "error": "Bad username or password." }))
+                .with_extra("next", json!(form::text(&body, "next")))
+                .with_extra("username", json!(username))
                 .with_status(StatusCode::FORBIDDEN)
                 .into_response(),
         );
@@ -67,7 +69,20 @@ pub(crate) async fn login(
         let hashed = state.passwords.hash(password).await?;
         hydra_db::users::set_password_hash(&state.pool, &username, &hashed).await?;
     }
-    signed_in(&state, &headers, &viewer, &username, "current-user").await
+    // The sign-in page says where to go next; API clients get the user.
+    let next = form::text(&body, "next")
+        .and_then(|n| local_path(&n).map(String::from))
+        .unwrap_or_else(|| "current-user".into());
+    signed_in(&state, &headers, &viewer, &username, &next).await
+}
+
+/// `path` below the base URL, without its leading `/`, when it is a path
+/// of this site (not `//host`, not a URL, no backslash).
+pub(crate) fn local_path(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix('/')?;
+    let safe =
+        !rest.starts_with('/') && !path.contains('\\') && !path.chars().any(char::is_control);
+    safe.then_some(rest)
 }
 
 /// A new session for `username` (ending the viewer's old one): a 302 to
@@ -97,9 +112,31 @@ pub(crate) async fn signed_in(
     Ok(response)
 }
 
-/// `GET /login`: the sign-in page.
-pub(crate) async fn login_form() -> Page {
-    Page::value("login", json!({}))
+/// Where the sign-in page returns to: `?next=`.
+#[derive(Debug, Default, serde::Deserialize)]
+pub(crate) struct LoginQuery {
+    next: Option<String>,
+}
+
+/// `GET /login`: the sign-in page, which returns to `?next=` (a path of
+/// this site), else to the page that linked to it.
+pub(crate) async fn login_form(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<LoginQuery>,
+) -> Page {
+    let base = base_url(&state, &headers);
+    let from_referer = headers
+        .get(header::REFERER)
+        .and_then(|r| r.to_str().ok())
+        .and_then(|r| r.strip_prefix(base.as_str()))
+        .map(|rest| format!("/{rest}"));
+    let next = q
+        .next
+        .or(from_referer)
+        .filter(|n| local_path(n).is_some() && !n.starts_with("/login"))
+        .unwrap_or_else(|| "/".into());
+    Page::value("login", json!({})).with_extra("next", json!(next))
 }
 
 pub(crate) async fn logout(
@@ -398,4 +435,18 @@ pub(crate) fn routes() -> Router<AppState> {
             "/user/{name}/tokens/{id}",
             axum::routing::delete(revoke_token),
         )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_paths_of_this_site_are_followed_after_signing_in() {
+        use super::local_path;
+        assert_eq!(local_path("/jobset/p/j"), Some("jobset/p/j"));
+        assert_eq!(local_path("/"), Some(""));
+        assert_eq!(local_path("//evil.example"), None);
+        assert_eq!(local_path("https://evil.example/"), None);
+        assert_eq!(local_path("/\\evil.example"), None);
+        assert_eq!(local_path("/a\nb"), None);
+    }
 }

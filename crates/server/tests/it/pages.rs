@@ -658,3 +658,79 @@ async fn status_pages_show_running_builds_steps_the_runner_and_search_results() 
         .text();
     assert!(html.contains("Nothing matches your search."));
 }
+
+#[tokio::test]
+async fn the_sign_in_page_returns_to_where_the_reader_was() {
+    let app = App::new().await;
+    common::fixture(&app).await;
+    app.set_legacy_password("owner", "correct horse").await;
+    let html = page(
+        &app,
+        &As::Anonymous,
+        Method::GET,
+        "/login?next=/jobset/demo/trunk",
+    )
+    .await
+    .text();
+    assert!(
+        html.contains(r#"<input type="hidden" name="next" value="/jobset/demo/trunk">"#),
+        "{html}"
+    );
+    // A foreign `next` is not followed.
+    let html = page(
+        &app,
+        &As::Anonymous,
+        Method::GET,
+        "/login?next=//evil.example/",
+    )
+    .await
+    .text();
+    assert!(html.contains(r#"name="next" value="/""#));
+
+    let wrong = submit(
+        &app,
+        &As::Anonymous,
+        "/login",
+        "username=owner&password=nope&next=%2Fjobset%2Fdemo%2Ftrunk",
+    )
+    .await;
+    assert_eq!(wrong.status, StatusCode::FORBIDDEN);
+    let html = wrong.text();
+    assert!(html.contains("Bad username or password."));
+    assert!(html.contains(r#"value="owner""#), "the name is kept");
+    assert!(
+        html.contains(r#"name="next" value="/jobset/demo/trunk""#),
+        "so is next"
+    );
+
+    let right = submit(
+        &app,
+        &As::Anonymous,
+        "/login",
+        "username=owner&password=correct+horse&next=%2Fjobset%2Fdemo%2Ftrunk",
+    )
+    .await;
+    assert_eq!(right.status, StatusCode::FOUND);
+    assert_eq!(
+        right.header("location").as_deref(),
+        Some(format!("{}jobset/demo/trunk", common::BASE).as_str())
+    );
+    assert!(
+        right
+            .header("set-cookie")
+            .unwrap()
+            .contains("hydra_session=")
+    );
+
+    let html = page(&app, &As::Anonymous, Method::GET, "/build/999").await;
+    assert_eq!(html.status, StatusCode::NOT_FOUND);
+    let html = html.text();
+    assert!(
+        html.contains("<h1 class=\"page-header\">404 Not Found</h1>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("Build with ID 999 doesn&#39;t exist."),
+        "{html}"
+    );
+}
