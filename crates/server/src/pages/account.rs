@@ -84,3 +84,109 @@ pub(super) fn setup(cx: &Ctx) -> Html {
         .render(),
     )
 }
+
+/// An API token as the preferences list it.
+#[derive(Debug)]
+struct TokenView {
+    id: i64,
+    name: String,
+    created: Option<super::common::Time>,
+    last_used: Option<super::common::When>,
+}
+
+/// `/user/U`: the preferences, API tokens and, for administrators, roles.
+#[derive(Template)]
+#[template(path = "user.html")]
+struct UserPage<'a> {
+    frame: Frame<'a>,
+    username: String,
+    fullname: String,
+    emailaddress: String,
+    email_on_error: bool,
+    public_dashboard: bool,
+    /// Passwords are kept here (not by LDAP, GitHub, Google).
+    local: bool,
+    /// Every role, and whether the user has it.
+    roles: Vec<(String, bool)>,
+    tokens: Vec<TokenView>,
+    error: String,
+    min_password: usize,
+    /// The signed-in user is this one (only they create tokens).
+    own: bool,
+}
+
+pub(super) fn user(cx: &Ctx) -> Html {
+    use super::common::{Fields, Time, When};
+    let d = cx.data;
+    let settings = Fields(
+        cx.extra_value("settings")
+            .unwrap_or(&serde_json::Value::Null),
+    );
+    let has: Vec<&str> = d
+        .list("userroles")
+        .iter()
+        .filter_map(serde_json::Value::as_str)
+        .collect();
+    let username = d.text("username");
+    Some(
+        UserPage {
+            frame: cx.frame(),
+            own: cx.user.name.as_deref() == Some(username.as_str()),
+            fullname: d.text("fullname"),
+            emailaddress: d.text("emailaddress"),
+            email_on_error: settings.flag("emailonerror"),
+            public_dashboard: settings.flag("publicdashboard"),
+            local: matches!(settings.str("type"), "hydra" | ""),
+            roles: cx
+                .extra("roles")
+                .iter()
+                .filter_map(serde_json::Value::as_str)
+                .map(|r| (r.to_string(), has.contains(&r)))
+                .collect(),
+            tokens: cx
+                .extra("tokens")
+                .iter()
+                .map(Fields)
+                .map(|t| TokenView {
+                    id: t.int("id").unwrap_or(0),
+                    name: t.text("name"),
+                    created: t.int("created").map(Time::of),
+                    last_used: t.int("lastused").map(|u| When::of(u, cx.now)),
+                })
+                .collect(),
+            error: cx
+                .extra_value("error")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            min_password: hydra_db::password::MIN_LENGTH,
+            username,
+        }
+        .render(),
+    )
+}
+
+/// A new API token, shown once.
+#[derive(Template)]
+#[template(path = "user-token.html")]
+struct NewTokenPage<'a> {
+    frame: Frame<'a>,
+    user: &'a str,
+    name: &'a str,
+    token: &'a str,
+}
+
+pub(super) fn new_token(cx: &Ctx) -> Html {
+    Some(
+        NewTokenPage {
+            frame: cx.frame(),
+            user: cx
+                .extra_value("user")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default(),
+            name: cx.data.str("name"),
+            token: cx.data.str("token"),
+        }
+        .render(),
+    )
+}

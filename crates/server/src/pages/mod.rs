@@ -147,6 +147,8 @@ fn templated(page: &Rendered, user: &PageUser) -> Option<String> {
         "build-evals" => eval::list(&cx, eval::EvalList::OfBuild),
         "login" => account::login(&cx),
         "error" => account::error(&cx),
+        "user" => account::user(&cx),
+        "user-token" => account::new_token(&cx),
         "setup" => account::setup(&cx),
         _ => None,
     }?;

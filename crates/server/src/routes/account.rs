@@ -12,7 +12,7 @@ use super::form::{self, Body};
 use super::names;
 use crate::auth::{self, Account, ClientAddress, Viewer, base_url, digest, is_secure, new_secret};
 use crate::error::{ApiError, ApiResult};
-use crate::negotiate::Page;
+use crate::negotiate::{Page, WantsPage};
 use crate::params::Params;
 use crate::state::AppState;
 
@@ -182,12 +182,86 @@ fn require_self_or_admin(viewer: &Viewer, name: &str) -> ApiResult<()> {
 
 pub(crate) async fn show(
     State(state): State<AppState>,
+    WantsPage(wanted): WantsPage,
     viewer: Viewer,
     Path(name): Path<String>,
 ) -> ApiResult<Page> {
     require_self_or_admin(&viewer, &name)?;
     let account = load_account(&state, &name).await?;
-    Ok(Page::value("user", user_json(&account)))
+    let page = Page::value("user", user_json(&account));
+    if !wanted {
+        return Ok(page);
+    }
+    preferences(&state, page, &name).await
+}
+
+/// What only the preferences page shows: the settings, the API tokens and
+/// the roles there are.
+async fn preferences(state: &AppState, page: Page, name: &str) -> ApiResult<Page> {
+    let mut conn = state.pool.acquire().await?;
+    let user = hydra_db::rows::user(&mut conn, name)
+        .await?
+        .ok_or_else(|| no_such_user(name))?;
+    drop(conn);
+    Ok(page
+        .with_extra(
+            "settings",
+            json!({
+                "emailonerror": user.email_on_error != 0,
+                "publicdashboard": user.public_dashboard,
+                "type": user.kind,
+            }),
+        )
+        .with_extra(
+            "tokens",
+            crate::views::account::tokens(&state.pool, name).await?,
+        )
+        .with_extra("roles", json!(hydra_db::users::ROLES)))
+}
+
+/// `POST /user/<name>`: the preferences form. Unticked checkboxes are
+/// absent from a form, so here they mean "off"; roles come as one
+/// checkbox each (`role-<name>`), read only from administrators.
+pub(crate) async fn save_form(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    viewer: Viewer,
+    Path(name): Path<String>,
+    Params(mut body): Params<Body>,
+) -> ApiResult<Response> {
+    require_self_or_admin(&viewer, &name)?;
+    for flag in ["emailonerror", "publicdashboard"] {
+        body.entry(flag).or_insert_with(|| json!("0"));
+    }
+    let roles: Vec<Value> = hydra_db::users::ROLES
+        .iter()
+        .filter(|r| form::flag(&body, &format!("role-{r}")))
+        .map(|r| json!(r))
+        .collect();
+    body.retain(|k, _| !k.starts_with("role-"));
+    if viewer.is_admin() {
+        body.insert("roles".into(), Value::Array(roles));
+    }
+    if !viewer.is_admin() {
+        // Only administrators change email addresses; the form shows it
+        // to others without letting them.
+        body.remove("emailaddress");
+    }
+    match apply_user(&state, &viewer, &name, &body, false).await {
+        Ok(()) => Ok(super::actions::back_to(
+            &state,
+            &headers,
+            &format!("user/{name}"),
+        )),
+        Err(e @ (ApiError::BadRequest(_) | ApiError::Forbidden(_) | ApiError::Conflict(_))) => {
+            let account = load_account(&state, &name).await?;
+            let page = Page::value("user", user_json(&account))
+                .with_extra("error", json!(e.to_string()))
+                .with_status(e.status());
+            Ok(preferences(&state, page, &name).await?.into_response())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 pub(crate) use crate::passwords::MIN_PASSWORD_LENGTH;
@@ -402,7 +476,24 @@ pub(crate) async fn create_token(
         "user-token",
         json!({ "id": id, "name": label, "token": token }),
     )
+    .with_extra("user", json!(name))
     .with_status(StatusCode::CREATED))
+}
+
+/// `POST /user/<name>/tokens/<id>/delete`: a browser's revocation, then
+/// back to the preferences.
+pub(crate) async fn revoke_token_form(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    viewer: Viewer,
+    Path((name, id)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    revoke_token(State(state.clone()), viewer, Path((name.clone(), id))).await?;
+    Ok(super::actions::back_to(
+        &state,
+        &headers,
+        &format!("user/{name}#tabs-tokens"),
+    ))
 }
 
 pub(crate) async fn revoke_token(
@@ -429,12 +520,16 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/logout", post(logout))
         .route("/current-user", get(current_user))
         .route("/register", put(register).post(register))
-        .route("/user/{name}", get(show).put(save).delete(delete))
+        .route(
+            "/user/{name}",
+            get(show).put(save).post(save_form).delete(delete),
+        )
         .route("/user/{name}/tokens", get(tokens).post(create_token))
         .route(
             "/user/{name}/tokens/{id}",
             axum::routing::delete(revoke_token),
         )
+        .route("/user/{name}/tokens/{id}/delete", post(revoke_token_form))
 }
 
 #[cfg(test)]

@@ -734,3 +734,91 @@ async fn the_sign_in_page_returns_to_where_the_reader_was() {
         "{html}"
     );
 }
+
+#[tokio::test]
+async fn preferences_save_settings_and_manage_api_tokens() {
+    let app = App::new().await;
+    common::fixture(&app).await;
+    let owner = app.session("owner").await;
+    let html = page(&app, &owner, Method::GET, "/user/owner").await.text();
+    assert!(html.contains("<title>Hydra - Editing user owner</title>"));
+    assert!(html.contains(r#"name="emailaddress" type="email""#));
+    assert!(
+        html.contains(" disabled "),
+        "only admins change emails: {html}"
+    );
+    assert!(!html.contains("role-admin"), "roles are for admins");
+    assert!(html.contains("There are no tokens."));
+
+    // Unticked boxes turn settings off; a short password is refused
+    // with the reason on the page.
+    app.exec("update Users set emailOnError = 1 where userName = 'owner'")
+        .await;
+    let r = submit(&app, &owner, "/user/owner", "fullname=The+Owner").await;
+    assert_eq!(r.status, StatusCode::FOUND);
+    assert_eq!(
+        app.scalar("select emailOnError::bigint from Users where userName = 'owner'")
+            .await,
+        0
+    );
+    let r = submit(
+        &app,
+        &owner,
+        "/user/owner",
+        "fullname=x&password=abc&password2=abc",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.text().contains("The password must be at least"),
+        "{}",
+        r.text()
+    );
+    let html = page(&app, &owner, Method::GET, "/user/owner").await.text();
+    assert!(
+        html.contains(r#"value="The Owner""#),
+        "the earlier save stays"
+    );
+
+    // A token is shown once, listed by name, and revoked from the list.
+    let r = submit(&app, &owner, "/user/owner/tokens", "name=release+script").await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let html = r.text();
+    assert!(html.contains("it is not shown again"));
+    let start = html.find("data-copy=\"").unwrap() + 11;
+    let token = &html[start..start + html[start..].find('"').unwrap()];
+    let me = app
+        .send(
+            &As::Token(token.to_string()),
+            Method::GET,
+            "/current-user",
+            None,
+        )
+        .await;
+    assert_eq!(me.json()["username"], "owner");
+    let html = page(&app, &owner, Method::GET, "/user/owner").await.text();
+    assert!(html.contains("<td>release script</td>"));
+    let id = app.scalar("select max(id)::bigint from ApiTokens").await;
+    let r = submit(&app, &owner, &format!("/user/owner/tokens/{id}/delete"), "").await;
+    assert_eq!(r.status, StatusCode::FOUND);
+    assert_eq!(app.scalar("select count(*) from ApiTokens").await, 0);
+
+    // Administrators set roles with one box each.
+    let admin = app.session("admin").await;
+    let html = page(&app, &admin, Method::GET, "/user/owner").await.text();
+    assert!(html.contains(r#"name="role-cancel-build""#));
+    let r = submit(
+        &app,
+        &admin,
+        "/user/owner",
+        "fullname=The+Owner&role-cancel-build=1&emailaddress=o%40example.org",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FOUND);
+    let roles = app
+        .send(&admin, Method::GET, "/user/owner", None)
+        .await
+        .json();
+    assert_eq!(roles["userroles"], serde_json::json!(["cancel-build"]));
+    assert_eq!(roles["emailaddress"], "o@example.org");
+}
