@@ -294,6 +294,7 @@ pub(crate) async fn guard(
     let page_user = crate::pages::PageUser {
         name: viewer.account.as_ref().map(|a| a.name.clone()),
         admin: viewer.is_admin(),
+        creates_projects: viewer.is_admin() || viewer.has_role("create-projects"),
     };
     request.extensions_mut().insert(viewer);
     let mut response = next.run(request).await;

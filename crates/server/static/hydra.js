@@ -127,7 +127,39 @@ function setUpCopy() {
   });
 }
 
+// The jobset form: show the fields of the chosen type; add input rows.
+function setUpJobsetForm() {
+  const form = document.querySelector("form.jobset-form");
+  if (!form) return;
+  const type = () => form.querySelector("input[name=type]:checked");
+  const showType = () => {
+    const flake = type() && type().value === "1";
+    form.classList.toggle("flake", flake);
+    form.classList.toggle("legacy", !flake);
+  };
+  form.querySelectorAll("input[name=type]").forEach((r) => r.addEventListener("change", showType));
+  showType();
+  const add = form.querySelector("button.add-input");
+  const body = form.querySelector(".inputs-form tbody");
+  if (!add || !body) return;
+  add.hidden = false;
+  add.addEventListener("click", () => {
+    const rows = body.querySelectorAll("tr.input-row");
+    const last = rows[rows.length - 1];
+    const copy = last.cloneNode(true);
+    const n = rows.length;
+    copy.querySelectorAll("[name]").forEach((el) => {
+      el.name = el.name.replace(/^input-\d+-/, "input-" + n + "-");
+      if (el.type === "checkbox") el.checked = false;
+      else if (el.tagName !== "SELECT") el.value = "";
+    });
+    body.appendChild(copy);
+    copy.querySelector("input").focus();
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  setUpJobsetForm();
   setUpCopy();
   setUpTabs();
   setUpThemeToggle();

@@ -21,12 +21,24 @@ impl<'a> Fields<'a> {
         self.0.get(key).and_then(Value::as_i64)
     }
 
-    /// A boolean, or a number that is not 0 (Hydra's integer flags).
+    /// A boolean, a number that is not 0 (Hydra's integer flags), or a
+    /// form's text other than `0`, `false`, `off` and nothing.
     pub(super) fn flag(self, key: &str) -> bool {
         match self.0.get(key) {
             Some(Value::Bool(b)) => *b,
             Some(Value::Number(n)) => n.as_i64().is_some_and(|n| n != 0),
+            Some(Value::String(s)) => !matches!(s.as_str(), "" | "0" | "false" | "off"),
             _ => false,
+        }
+    }
+
+    /// A field as a form shows it: text as it is, numbers in decimal.
+    pub(super) fn shown(self, key: &str) -> String {
+        match self.0.get(key) {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            Some(Value::Bool(b)) => if *b { "1" } else { "0" }.to_string(),
+            _ => String::new(),
         }
     }
 

@@ -142,16 +142,24 @@ impl JobsetView {
 #[template(path = "jobset.html")]
 struct JobsetPage<'a> {
     frame: Frame<'a>,
+    /// The viewer may change the jobset (not in a declarative project).
+    editable: bool,
     j: JobsetView,
     evals: Vec<EvalRowView>,
     more_evals: String,
 }
 
 pub(super) fn jobset(cx: &Ctx) -> Html {
+    let flag = |k: &str| {
+        cx.extra_value(k)
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false)
+    };
     let j = JobsetView::of(cx.data, cx.now);
     Some(
         JobsetPage {
             frame: cx.frame(),
+            editable: flag("owner") && !flag("declarative"),
             more_evals: format!("/jobset/{}/{}/evals", j.project, j.name),
             j,
             evals: cx
@@ -159,6 +167,112 @@ pub(super) fn jobset(cx: &Ctx) -> Html {
                 .iter()
                 .map(|e| EvalRowView::of(Fields(e), cx.now))
                 .collect(),
+        }
+        .render(),
+    )
+}
+
+/// An input row of the jobset form.
+#[derive(Debug)]
+struct InputRowView {
+    name: String,
+    kind: String,
+    value: String,
+    email_responsible: bool,
+}
+
+/// The jobset form (create, edit, clone, from an evaluation), with a
+/// refusal next to its field.
+#[derive(Template)]
+#[template(path = "jobset-form.html")]
+struct JobsetFormPage<'a> {
+    frame: Frame<'a>,
+    title: String,
+    action: String,
+    project: String,
+    name: String,
+    /// 0 disabled, 1 enabled, 2 one-shot, 3 one-at-a-time.
+    state: String,
+    visible: bool,
+    flake_type: bool,
+    description: String,
+    flake: String,
+    nixexprinput: String,
+    nixexprpath: String,
+    checkinterval: String,
+    schedulingshares: String,
+    keepnr: String,
+    dynamic_run_command: bool,
+    enable_email: bool,
+    email_override: String,
+    /// The inputs, then an empty row for a new one.
+    inputs: Vec<InputRowView>,
+    input_types: Vec<String>,
+    field: String,
+    error: String,
+}
+
+impl JobsetFormPage<'_> {
+    /// The refusal of `field`, if it is the one refused.
+    fn error_of(&self, field: &str) -> Option<&str> {
+        (self.field == field && !self.error.is_empty()).then_some(self.error.as_str())
+    }
+}
+
+pub(super) fn jobset_form(cx: &Ctx) -> Html {
+    let d = cx.data;
+    let extra = |k: &str| {
+        cx.extra_value(k)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let mut inputs: Vec<InputRowView> = d
+        .members("inputs")
+        .map(|(name, i)| InputRowView {
+            name: name.clone(),
+            kind: i.text("type"),
+            value: i.text("value"),
+            email_responsible: i.flag("emailresponsible"),
+        })
+        .collect();
+    inputs.push(InputRowView {
+        name: String::new(),
+        kind: "git".into(),
+        value: String::new(),
+        email_responsible: false,
+    });
+    Some(
+        JobsetFormPage {
+            frame: cx.frame(),
+            title: extra("title"),
+            action: extra("action"),
+            project: extra("project"),
+            name: d.text("name"),
+            state: Some(d.shown("enabled"))
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "1".into()),
+            visible: d.flag("visible"),
+            flake_type: d.shown("type") == "1",
+            description: d.text("description"),
+            flake: d.text("flake"),
+            nixexprinput: d.text("nixexprinput"),
+            nixexprpath: d.text("nixexprpath"),
+            checkinterval: d.shown("checkinterval"),
+            schedulingshares: d.shown("schedulingshares"),
+            keepnr: d.shown("keepnr"),
+            dynamic_run_command: d.flag("enable_dynamic_run_command"),
+            enable_email: d.flag("enableemail"),
+            email_override: d.text("emailoverride"),
+            inputs,
+            input_types: cx
+                .extra("input_types")
+                .iter()
+                .filter_map(serde_json::Value::as_str)
+                .map(String::from)
+                .collect(),
+            field: extra("field"),
+            error: extra("error"),
         }
         .render(),
     )

@@ -56,6 +56,8 @@ impl Rendered {
 pub(crate) struct PageUser {
     pub(crate) name: Option<String>,
     pub(crate) admin: bool,
+    /// May create projects (`create-projects`, or an administrator).
+    pub(crate) creates_projects: bool,
 }
 
 /// What the frame of every page shows.
@@ -130,9 +132,11 @@ fn templated(page: &Rendered, user: &PageUser) -> Option<String> {
     let rendered = match page.template {
         "overview" => project::overview(&cx),
         "project" => project::project(&cx),
+        "project-form" => project::project_form(&cx),
         "all" => build::list(&cx, false),
         "queue" => build::list(&cx, true),
         "jobset" => jobset::jobset(&cx),
+        "jobset-form" => jobset::jobset_form(&cx),
         "build" => build::build(&cx),
         "eval" => eval::eval(&cx),
         "job" => job::job(&cx),

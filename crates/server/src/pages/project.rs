@@ -112,6 +112,8 @@ impl JobsetRowView {
 #[template(path = "project.html")]
 struct ProjectPage<'a> {
     frame: Frame<'a>,
+    /// The viewer may change the project.
+    owner: bool,
     project: ProjectView,
     jobsets: Vec<JobsetRowView>,
 }
@@ -122,12 +124,81 @@ pub(super) fn project(cx: &Ctx) -> Html {
     Some(
         ProjectPage {
             frame: cx.frame(),
+            owner: cx
+                .extra_value("owner")
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false),
             project,
             jobsets: cx
                 .extra("jobsets")
                 .iter()
                 .map(|j| JobsetRowView::of(Fields(j)))
                 .collect(),
+        }
+        .render(),
+    )
+}
+
+/// `/create-project`, `/project/P/edit`: the project form, with a refusal
+/// next to its field.
+#[derive(Template)]
+#[template(path = "project-form.html")]
+struct ProjectFormPage<'a> {
+    frame: Frame<'a>,
+    /// The project's name in its URLs; `None` while creating it.
+    path: Option<String>,
+    name: String,
+    displayname: String,
+    description: String,
+    homepage: String,
+    owner: String,
+    enabled: bool,
+    visible: bool,
+    dynamic_run_command: bool,
+    decl_file: String,
+    decl_type: String,
+    decl_value: String,
+    /// The field refused, and why.
+    field: String,
+    error: String,
+}
+
+impl ProjectFormPage<'_> {
+    /// The refusal of `field`, if it is the one refused.
+    fn error_of(&self, field: &str) -> Option<&str> {
+        (self.field == field && !self.error.is_empty()).then_some(self.error.as_str())
+    }
+}
+
+pub(super) fn project_form(cx: &Ctx) -> Html {
+    let d = cx.data;
+    let decl = Fields(d.0.get("declarative").unwrap_or(&serde_json::Value::Null));
+    let extra = |k: &str| {
+        cx.extra_value(k)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    Some(
+        ProjectFormPage {
+            frame: cx.frame(),
+            path: cx
+                .extra_value("path")
+                .and_then(serde_json::Value::as_str)
+                .map(String::from),
+            name: d.text("name"),
+            displayname: d.text("displayname"),
+            description: d.text("description"),
+            homepage: d.text("homepage"),
+            owner: d.text("owner"),
+            enabled: d.flag("enabled"),
+            visible: !d.flag("hidden"),
+            dynamic_run_command: d.flag("enable_dynamic_run_command"),
+            decl_file: decl.text("file"),
+            decl_type: decl.text("type"),
+            decl_value: decl.text("value"),
+            field: extra("field"),
+            error: extra("error"),
         }
         .render(),
     )

@@ -51,3 +51,65 @@ pub(crate) fn integer(
             ))
         })
 }
+
+/// A refused form: the error and the field it is about (empty when it is
+/// about the whole form), so that a page can show it next to the field.
+#[derive(Debug)]
+pub(crate) struct Invalid {
+    pub field: &'static str,
+    pub error: ApiError,
+}
+
+impl From<Invalid> for ApiError {
+    fn from(invalid: Invalid) -> ApiError {
+        invalid.error
+    }
+}
+
+impl From<ApiError> for Invalid {
+    fn from(error: ApiError) -> Invalid {
+        Invalid { field: "", error }
+    }
+}
+
+impl From<sqlx::Error> for Invalid {
+    fn from(error: sqlx::Error) -> Invalid {
+        ApiError::from(error).into()
+    }
+}
+
+impl From<hydra_db::DbError> for Invalid {
+    fn from(error: hydra_db::DbError) -> Invalid {
+        ApiError::from(error).into()
+    }
+}
+
+/// Ties an error to a field.
+pub(crate) trait OnField<T> {
+    fn on(self, field: &'static str) -> Result<T, Invalid>;
+}
+
+impl<T> OnField<T> for ApiResult<T> {
+    fn on(self, field: &'static str) -> Result<T, Invalid> {
+        self.map_err(|error| Invalid { field, error })
+    }
+}
+
+/// A refusal of `field` with `message` (400).
+pub(crate) fn refuse(field: &'static str, message: impl Into<String>) -> Invalid {
+    Invalid {
+        field,
+        error: ApiError::bad_request(message),
+    }
+}
+
+impl Invalid {
+    /// Whether a form can show this error next to its fields (the client
+    /// sent something wrong), rather than on an error page.
+    pub(crate) fn shown_on_form(&self) -> bool {
+        matches!(
+            self.error,
+            ApiError::BadRequest(_) | ApiError::Forbidden(_) | ApiError::Conflict(_)
+        )
+    }
+}

@@ -10,16 +10,17 @@ use hydra_db::jobsets::{InputRow, JobsetRow};
 use hydra_db::status::{JobsetState, JobsetType};
 use serde_json::{Value, json};
 
-use super::form::{self, Body};
+use super::form::{self, Body, Invalid, OnField, refuse};
 use super::root::{PER_PAGE, PageQuery, page_number};
 use super::{names, redirect, redirect_below};
 use crate::auth::{Viewer, base_url};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{JobsetPath, ProjectPath};
+use crate::extract::{EvalPath, JobsetPath, ProjectPath};
 use crate::negotiate::{Page, WantsPage};
 use crate::params::Params;
 use crate::state::AppState;
 use crate::views;
+use hydra_db::ids::EvalId;
 
 /// Input types the evaluator knows.
 pub(crate) const INPUT_TYPES: &[&str] = &[
@@ -41,6 +42,7 @@ pub(crate) const INPUT_TYPES: &[&str] = &[
 
 pub(crate) async fn show(
     State(state): State<AppState>,
+    viewer: Viewer,
     headers: HeaderMap,
     WantsPage(page): WantsPage,
     Path((project, jobset)): Path<(String, String)>,
@@ -49,7 +51,15 @@ pub(crate) async fn show(
         let mut shown = Page::new("jobset", j);
         if page && let Some(id) = hydra_db::jobsets::id_of(&state.pool, &project, &jobset).await? {
             let evals = views::eval::latest(&state.pool, id, 10).await?;
-            shown = shown.with_extra("evals", json!(evals));
+            let owner = viewer.is_project_owner(&state.pool, &project).await?;
+            let declarative = hydra_db::projects::decl_file(&state.pool, &project)
+                .await?
+                .flatten()
+                .is_some_and(|f| !f.is_empty());
+            shown = shown
+                .with_extra("evals", json!(evals))
+                .with_extra("owner", json!(owner))
+                .with_extra("declarative", json!(declarative));
         }
         return Ok(shown.into_response());
     }
@@ -140,46 +150,53 @@ pub(crate) fn jobset_form(
     body: &Body,
     path_name: &str,
     existing: Option<&hydra_db::rows::Jobset>,
-) -> ApiResult<JobsetRow> {
+) -> Result<JobsetRow, Invalid> {
     let name = form::text(body, "name")
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| path_name.to_string());
     if !names::jobset(&name) {
-        return Err(ApiError::bad_request(format!(
-            "Invalid jobset identifier ‘{name}’."
-        )));
+        return Err(refuse(
+            "name",
+            format!("Invalid jobset identifier ‘{name}’."),
+        ));
     }
-    let kind = match form::integer(body, "type", existing.map_or(0, |j| j.kind), 0..=1)? {
-        0 => JobsetType::Legacy,
-        _ => JobsetType::Flake,
-    };
+    let kind =
+        match form::integer(body, "type", existing.map_or(0, |j| j.kind), 0..=1).on("type")? {
+            0 => JobsetType::Legacy,
+            _ => JobsetType::Flake,
+        };
     let (nix_expr_input, nix_expr_path, flake) = if kind == JobsetType::Legacy {
         let input = form::text(body, "nixexprinput").unwrap_or_default();
         let path = form::text(body, "nixexprpath").unwrap_or_default();
         if !valid_input_name(&input) {
-            return Err(ApiError::bad_request(format!(
-                "Invalid input name ‘{input}’ for the Nix expression."
-            )));
+            return Err(refuse(
+                "nixexprinput",
+                format!("Invalid input name ‘{input}’ for the Nix expression."),
+            ));
         }
         if path.is_empty() || path.starts_with('/') || path.split('/').any(|c| c == "..") {
-            return Err(ApiError::bad_request(format!(
-                "Invalid Nix expression path ‘{path}’: it must be relative, without ‘..’."
-            )));
+            return Err(refuse(
+                "nixexprpath",
+                format!("Invalid Nix expression path ‘{path}’: it must be relative, without ‘..’."),
+            ));
         }
         (Some(input), Some(path), None)
     } else {
         let flake = form::text(body, "flake").unwrap_or_default();
         if flake.trim().is_empty() {
-            return Err(ApiError::bad_request("A flake jobset needs a flake URI."));
+            return Err(refuse("flake", "A flake jobset needs a flake URI."));
         }
         (None, None, Some(flake))
     };
-    let enabled = JobsetState::from(form::integer(
-        body,
-        "enabled",
-        existing.map_or(JobsetState::Enabled.code(), |j| j.enabled),
-        0..=3,
-    )?);
+    let enabled = JobsetState::from(
+        form::integer(
+            body,
+            "enabled",
+            existing.map_or(JobsetState::Enabled.code(), |j| j.enabled),
+            0..=3,
+        )
+        .on("enabled")?,
+    );
     let hidden = if body.contains_key("visible") {
         !form::flag(body, "visible")
     } else {
@@ -190,11 +207,13 @@ pub(crate) fn jobset_form(
         "schedulingshares",
         existing.map_or(100, |j| j.scheduling_shares),
         i32::MIN..=i32::MAX,
-    )?;
+    )
+    .on("schedulingshares")?;
     if scheduling_shares <= 0 {
-        return Err(ApiError::bad_request(format!(
-            "The number of scheduling shares must be positive, not {scheduling_shares}."
-        )));
+        return Err(refuse(
+            "schedulingshares",
+            format!("The number of scheduling shares must be positive, not {scheduling_shares}."),
+        ));
     }
     Ok(JobsetRow {
         name,
@@ -213,15 +232,17 @@ pub(crate) fn jobset_form(
             "keepnr",
             existing.map_or(3, |j| j.keepnr),
             0..=i32::MAX,
-        )?,
+        )
+        .on("keepnr")?,
         check_interval: form::integer(
             body,
             "checkinterval",
             existing.map_or(300, |j| j.check_interval),
             0..=i32::MAX,
-        )?,
+        )
+        .on("checkinterval")?,
         scheduling_shares,
-        inputs: parse_inputs(body)?,
+        inputs: parse_inputs(body).on("inputs")?,
     })
 }
 
@@ -236,6 +257,37 @@ async fn require_not_declarative(state: &AppState, project: &str) -> ApiResult<(
     }
 }
 
+/// Creates or updates jobset `project:jobset` from `body`: whether it
+/// was created, and its name afterwards.
+async fn store(
+    state: &AppState,
+    viewer: &Viewer,
+    project: &str,
+    jobset: &str,
+    body: &Body,
+) -> Result<(bool, String), Invalid> {
+    viewer.require_login()?;
+    require_not_declarative(state, project).await?;
+    viewer.require_project_owner(&state.pool, project).await?;
+    let mut conn = state.pool.acquire().await?;
+    let existing = hydra_db::rows::jobset(&mut conn, project, jobset).await?;
+    drop(conn);
+    let f = jobset_form(body, jobset, existing.as_ref())?;
+    let now = hydra_db::now();
+    let mut tx = state.pool.begin().await?;
+    if f.name != jobset && hydra_db::jobsets::exists(&mut tx, project, &f.name).await? {
+        return Err(Invalid {
+            field: "name",
+            error: ApiError::Conflict(format!("Jobset ‘{project}:{}’ already exists.", f.name)),
+        });
+    }
+    let trigger = (f.enabled != JobsetState::Disabled && f.check_interval > 0).then_some(now);
+    let old_name = existing.is_some().then_some(jobset);
+    hydra_db::jobsets::save(&mut tx, project, old_name, &f, trigger).await?;
+    tx.commit().await?;
+    Ok((existing.is_none(), f.name))
+}
+
 pub(crate) async fn save(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -243,37 +295,321 @@ pub(crate) async fn save(
     Path((project, jobset)): Path<(String, String)>,
     Params(body): Params<Body>,
 ) -> ApiResult<Page> {
-    viewer.require_login()?;
-    require_not_declarative(&state, &project).await?;
-    viewer.require_project_owner(&state.pool, &project).await?;
-    let mut conn = state.pool.acquire().await?;
-    let existing = hydra_db::rows::jobset(&mut conn, &project, &jobset).await?;
-    drop(conn);
-    let f = jobset_form(&body, &jobset, existing.as_ref())?;
-    let now = hydra_db::now();
-    let mut tx = state.pool.begin().await?;
-    if f.name != jobset && hydra_db::jobsets::exists(&mut tx, &project, &f.name).await? {
-        return Err(ApiError::Conflict(format!(
-            "Jobset ‘{project}:{}’ already exists.",
-            f.name
-        )));
-    }
-    let trigger = (f.enabled != JobsetState::Disabled && f.check_interval > 0).then_some(now);
-    let old_name = existing.is_some().then_some(jobset.as_str());
-    hydra_db::jobsets::save(&mut tx, &project, old_name, &f, trigger).await?;
-    tx.commit().await?;
-
-    let uri = format!("{}jobset/{project}/{}", base_url(&state, &headers), f.name);
-    if existing.is_none() {
+    let (created, name) = store(&state, &viewer, &project, &jobset, &body).await?;
+    let uri = format!("{}jobset/{project}/{name}", base_url(&state, &headers));
+    if created {
         Ok(Page::value(
             "jobset-created",
-            json!({ "name": f.name, "uri": uri, "redirect": uri, "type": "jobset" }),
+            json!({ "name": name, "uri": uri, "redirect": uri, "type": "jobset" }),
         )
         .with_status(StatusCode::CREATED)
         .with_header(header::LOCATION, &uri))
     } else {
         Ok(Page::value("jobset-updated", json!({ "redirect": uri })))
     }
+}
+
+/// Which jobset form a page shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FormKind {
+    Create,
+    Edit,
+    Clone,
+    FromEval(EvalId),
+}
+
+/// The jobset form's page: `jobset` (JSON like `/jobset/P/J`'s) filled
+/// in, where it posts to, and a refusal by its field.
+fn form_page(
+    project: &str,
+    jobset: Option<&str>,
+    kind: FormKind,
+    data: Value,
+    refused: Option<&Invalid>,
+) -> Page {
+    let (title, action) = match kind {
+        FormKind::Create => (
+            format!("Creating jobset in project {project}"),
+            format!("/project/{project}/create-jobset"),
+        ),
+        FormKind::Edit => (
+            format!("Editing jobset {project}:{}", jobset.unwrap_or_default()),
+            format!("/jobset/{project}/{}/edit", jobset.unwrap_or_default()),
+        ),
+        FormKind::Clone => (
+            format!("Cloning jobset {project}:{}", jobset.unwrap_or_default()),
+            format!("/project/{project}/create-jobset"),
+        ),
+        FormKind::FromEval(id) => (
+            format!(
+                "Creating jobset from evaluation {id} of {project}:{}",
+                jobset.unwrap_or_default()
+            ),
+            format!("/project/{project}/create-jobset"),
+        ),
+    };
+    let mut page = Page::value("jobset-form", data)
+        .with_extra("title", json!(title))
+        .with_extra("action", json!(action))
+        .with_extra("project", json!(project))
+        .with_extra("input_types", json!(INPUT_TYPES));
+    if let Some(e) = refused {
+        page = page
+            .with_extra("field", json!(e.field))
+            .with_extra("error", json!(e.error.to_string()))
+            .with_status(e.error.status());
+    }
+    page
+}
+
+/// The form's fields back as a jobset's JSON: the inputs come as rows
+/// `input-N-name`, `-type`, `-value`, `-emailresponsible` and `-remove`.
+fn form_body(body: &Body) -> Body {
+    let mut out = body.clone();
+    out.retain(|k, _| !k.starts_with("input-"));
+    let mut inputs = serde_json::Map::new();
+    for n in 0.. {
+        let field = |f: &str| form::text(body, &format!("input-{n}-{f}"));
+        let Some(name) = field("name") else { break };
+        let name = name.trim().to_string();
+        if name.is_empty() || form::flag(body, &format!("input-{n}-remove")) {
+            continue;
+        }
+        inputs.insert(
+            name,
+            json!({
+                "type": field("type").unwrap_or_default(),
+                "value": field("value").unwrap_or_default(),
+                "emailresponsible": form::flag(body, &format!("input-{n}-emailresponsible")),
+            }),
+        );
+    }
+    out.insert("inputs".into(), Value::Object(inputs));
+    // Unticked boxes are left out of a form: here they mean "off".
+    for flag in ["visible", "enableemail", "enable_dynamic_run_command"] {
+        out.entry(flag).or_insert_with(|| json!("0"));
+    }
+    out
+}
+
+/// `GET /project/<p>/create-jobset`.
+pub(crate) async fn create_form(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    project: ProjectPath,
+) -> ApiResult<Page> {
+    viewer.require_login()?;
+    require_not_declarative(&state, &project.name).await?;
+    viewer
+        .require_project_owner(&state.pool, &project.name)
+        .await?;
+    let defaults = json!({
+        "enabled": 1, "visible": true, "type": 0, "checkinterval": 300,
+        "schedulingshares": 100, "keepnr": 3, "nixexprpath": "release.nix",
+        "inputs": {},
+    });
+    Ok(form_page(
+        &project.name,
+        None,
+        FormKind::Create,
+        defaults,
+        None,
+    ))
+}
+
+/// `?cloneJobset=1` on the edit form.
+#[derive(Debug, Default, serde::Deserialize)]
+pub(crate) struct EditQuery {
+    #[serde(rename = "cloneJobset")]
+    clone_jobset: Option<String>,
+}
+
+/// `GET /jobset/<p>/<j>/edit` (`?cloneJobset=1` to clone).
+pub(crate) async fn edit_form(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    jobset: JobsetPath,
+    Query(q): Query<EditQuery>,
+) -> ApiResult<Page> {
+    let kind = if q.clone_jobset.is_some_and(|c| c != "0") {
+        FormKind::Clone
+    } else {
+        FormKind::Edit
+    };
+    existing_form(&state, &viewer, &jobset, kind).await
+}
+
+/// `GET /jobset/<p>/<j>/clone`.
+pub(crate) async fn clone_form(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    jobset: JobsetPath,
+) -> ApiResult<Page> {
+    existing_form(&state, &viewer, &jobset, FormKind::Clone).await
+}
+
+/// The form filled from jobset `jobset`; a clone's name is left blank.
+async fn existing_form(
+    state: &AppState,
+    viewer: &Viewer,
+    jobset: &JobsetPath,
+    kind: FormKind,
+) -> ApiResult<Page> {
+    viewer.require_login()?;
+    require_not_declarative(state, &jobset.project).await?;
+    viewer
+        .require_project_owner(&state.pool, &jobset.project)
+        .await?;
+    let mut data = json!(
+        views::jobset(&state.pool, &jobset.project, &jobset.jobset)
+            .await?
+            .ok_or_else(|| JobsetPath::missing(&jobset.project, &jobset.jobset))?
+    );
+    if kind != FormKind::Edit
+        && let Value::Object(map) = &mut data
+    {
+        map.insert("name".into(), json!(""));
+    }
+    Ok(form_page(
+        &jobset.project,
+        Some(&jobset.jobset),
+        kind,
+        data,
+        None,
+    ))
+}
+
+/// `GET /eval/<id>/create-jobset`: the evaluation's jobset with its
+/// inputs fixed at the evaluation's values (`URI REVISION`).
+pub(crate) async fn from_eval_form(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    eval: EvalPath,
+) -> ApiResult<Page> {
+    viewer.require_login()?;
+    require_not_declarative(&state, &eval.project).await?;
+    viewer
+        .require_project_owner(&state.pool, &eval.project)
+        .await?;
+    let mut data = json!(
+        views::jobset(&state.pool, &eval.project, &eval.jobset)
+            .await?
+            .ok_or_else(|| JobsetPath::missing(&eval.project, &eval.jobset))?
+    );
+    let evals = views::evals_json(&state.pool, &[eval.id]).await?;
+    let fixed = evals
+        .first()
+        .and_then(|e| e.get("jobsetevalinputs"))
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    if let Value::Object(map) = &mut data {
+        map.insert("name".into(), json!(""));
+        if let Some(Value::Object(inputs)) = map.get_mut("inputs") {
+            for (name, input) in inputs.iter_mut() {
+                let Some(e) = fixed.get(name) else { continue };
+                let text = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or_default();
+                let value = match (text("uri"), text("revision")) {
+                    ("", _) => text("value").to_string(),
+                    (uri, "") => uri.to_string(),
+                    (uri, rev) => format!("{uri} {rev}"),
+                };
+                if let Value::Object(input) = input {
+                    input.insert("value".into(), json!(value));
+                }
+            }
+        }
+    }
+    Ok(form_page(
+        &eval.project,
+        Some(&eval.jobset),
+        FormKind::FromEval(eval.id),
+        data,
+        None,
+    ))
+}
+
+/// A browser's submission: on success to the jobset's page, else the form
+/// again with the refusal by its field.
+async fn submitted(
+    state: &AppState,
+    headers: &HeaderMap,
+    viewer: &Viewer,
+    project: &str,
+    jobset: Option<&str>,
+    body: &Body,
+) -> ApiResult<Response> {
+    let body = form_body(body);
+    let name = jobset.map_or_else(
+        || form::text(&body, "name").unwrap_or_default(),
+        String::from,
+    );
+    let kind = if jobset.is_some() {
+        FormKind::Edit
+    } else {
+        FormKind::Create
+    };
+    let refused = if jobset.is_none() && !names::jobset(&name) {
+        Err(refuse(
+            "name",
+            format!("Invalid jobset identifier ‘{name}’."),
+        ))
+    } else if jobset.is_none()
+        && hydra_db::jobsets::id_of(&state.pool, project, &name)
+            .await?
+            .is_some()
+    {
+        Err(Invalid {
+            field: "name",
+            error: ApiError::Conflict(format!("Jobset ‘{project}:{name}’ already exists.")),
+        })
+    } else {
+        store(state, viewer, project, &name, &body).await
+    };
+    match refused {
+        Ok((created, name)) => {
+            let anchor = if created { "" } else { "#tabs-configuration" };
+            Ok(super::actions::back_to(
+                state,
+                headers,
+                &format!("jobset/{project}/{name}{anchor}"),
+            ))
+        }
+        Err(e) if e.shown_on_form() => {
+            Ok(form_page(project, jobset, kind, Value::Object(body), Some(&e)).into_response())
+        }
+        Err(e) => Err(e.error),
+    }
+}
+
+/// `POST /project/<p>/create-jobset` (also for clones and evaluations).
+pub(crate) async fn create_submitted(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    viewer: Viewer,
+    project: ProjectPath,
+    Params(body): Params<Body>,
+) -> ApiResult<Response> {
+    submitted(&state, &headers, &viewer, &project.name, None, &body).await
+}
+
+/// `POST /jobset/<p>/<j>/edit`.
+pub(crate) async fn edit_submitted(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    viewer: Viewer,
+    jobset: JobsetPath,
+    Params(body): Params<Body>,
+) -> ApiResult<Response> {
+    submitted(
+        &state,
+        &headers,
+        &viewer,
+        &jobset.project,
+        Some(&jobset.jobset),
+        &body,
+    )
+    .await
 }
 
 pub(crate) async fn delete(
@@ -374,6 +710,16 @@ pub(crate) fn routes() -> Router<AppState> {
             get(show).put(save).delete(delete),
         )
         .route("/jobset/{project}/{jobset}/evals", get(evals))
+        .route(
+            "/jobset/{project}/{jobset}/edit",
+            get(edit_form).post(edit_submitted),
+        )
+        .route("/jobset/{project}/{jobset}/clone", get(clone_form))
+        .route(
+            "/project/{project}/create-jobset",
+            get(create_form).post(create_submitted),
+        )
+        .route("/eval/{id}/create-jobset", get(from_eval_form))
         .route("/jobset/{project}/{jobset}/errors", get(errors))
         .route("/jobset/{project}/{jobset}/latest-eval", get(latest_eval))
         .route(
@@ -395,7 +741,10 @@ mod tests {
 
     fn refused(value: Value) -> String {
         match jobset_form(&body(value), "j", None) {
-            Err(ApiError::BadRequest(m)) => m,
+            Err(Invalid {
+                error: ApiError::BadRequest(m),
+                ..
+            }) => m,
             other => panic!("accepted: {other:?}"),
         }
     }

@@ -3,11 +3,12 @@
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use hydra_db::projects::ProjectRow;
 use serde_json::json;
 
-use super::form::{self, Body};
+use super::form::{self, Body, Invalid, refuse};
 use super::names;
 use crate::auth::{Viewer, base_url};
 use crate::error::{ApiError, ApiResult};
@@ -31,7 +32,9 @@ pub(crate) async fn show(
         // Owners see the hidden jobsets too.
         let owner = viewer.is_project_owner(&state.pool, &name).await?;
         let jobsets = views::project::jobsets(&state.pool, &name, owner).await?;
-        shown = shown.with_extra("jobsets", json!(jobsets));
+        shown = shown
+            .with_extra("jobsets", json!(jobsets))
+            .with_extra("owner", json!(owner));
     }
     Ok(shown)
 }
@@ -67,27 +70,29 @@ pub(crate) fn project_form(
     path_name: &str,
     existing: Option<&hydra_db::rows::Project>,
     editor: Editor<'_>,
-) -> ApiResult<ProjectRow> {
+) -> Result<ProjectRow, Invalid> {
     let name = form::text(body, "name")
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| path_name.to_string());
     if !names::project(&name) {
-        return Err(ApiError::bad_request(format!(
-            "Invalid project identifier ‘{name}’."
-        )));
+        return Err(refuse(
+            "name",
+            format!("Invalid project identifier ‘{name}’."),
+        ));
     }
     let display_name = form::text(body, "displayname").unwrap_or_default();
     if display_name.trim().is_empty() {
-        return Err(ApiError::bad_request("The display name is required."));
+        return Err(refuse("displayname", "The display name is required."));
     }
     let creating = existing.is_none();
     let owner = match form::text(body, "owner").filter(|o| !o.is_empty()) {
         Some(owner) if editor.is_admin => owner,
         Some(owner) if existing.is_some_and(|p| p.owner == owner) => owner,
         Some(owner) if !creating || owner != editor.name => {
-            return Err(ApiError::forbidden(
-                "Only administrators can change the owner.",
-            ));
+            return Err(Invalid {
+                field: "owner",
+                error: ApiError::forbidden("Only administrators can change the owner."),
+            });
         }
         _ => existing.map_or_else(|| editor.name.to_string(), |p| p.owner.clone()),
     };
@@ -95,7 +100,12 @@ pub(crate) fn project_form(
     let declarative = if decl_file.is_empty() {
         None
     } else if decl_type.is_empty() || decl_value.is_empty() {
-        return Err(ApiError::bad_request(
+        return Err(refuse(
+            if decl_type.is_empty() {
+                "decltype"
+            } else {
+                "declvalue"
+            },
             "A declarative project needs the type and value of its input.",
         ));
     } else {
@@ -124,49 +134,48 @@ pub(crate) fn project_form(
     })
 }
 
-pub(crate) async fn save(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    viewer: Viewer,
-    Path(name): Path<String>,
-    Params(body): Params<Body>,
-) -> ApiResult<Page> {
+/// Creates (when `existing` is `None`) or updates project `name` from
+/// `body`; the project's name afterwards.
+async fn store(
+    state: &AppState,
+    viewer: &Viewer,
+    name: &str,
+    body: &Body,
+) -> Result<(String, bool), Invalid> {
     let account = viewer.require_login()?.clone();
     let mut conn = state.pool.acquire().await?;
-    let existing = hydra_db::rows::project(&mut conn, &name).await?;
+    let existing = hydra_db::rows::project(&mut conn, name).await?;
     let creating = existing.is_none();
     if creating {
         if !(viewer.is_admin() || viewer.has_role("create-projects")) {
-            return Err(ApiError::forbidden(
-                "You are not authorised to create projects.",
-            ));
+            return Err(ApiError::forbidden("You are not authorised to create projects.").into());
         }
     } else {
-        viewer.require_project_owner(&state.pool, &name).await?;
+        viewer.require_project_owner(&state.pool, name).await?;
     }
     let editor = Editor {
         name: &account.name,
         is_admin: viewer.is_admin(),
     };
-    let project = project_form(&body, &name, existing.as_ref(), editor)?;
+    let project = project_form(body, name, existing.as_ref(), editor)?;
     if hydra_db::rows::user(&mut conn, &project.owner)
         .await?
         .is_none()
     {
-        return Err(ApiError::bad_request(format!(
-            "User ‘{}’ doesn't exist.",
-            project.owner
-        )));
+        return Err(refuse(
+            "owner",
+            format!("User ‘{}’ doesn't exist.", project.owner),
+        ));
     }
     if project.name != name
         && hydra_db::rows::project(&mut conn, &project.name)
             .await?
             .is_some()
     {
-        return Err(ApiError::Conflict(format!(
-            "Project ‘{}’ already exists.",
-            project.name
-        )));
+        return Err(Invalid {
+            field: "name",
+            error: ApiError::Conflict(format!("Project ‘{}’ already exists.", project.name)),
+        });
     }
     drop(conn);
 
@@ -174,7 +183,7 @@ pub(crate) async fn save(
     if creating {
         hydra_db::projects::insert(&mut tx, &project).await?;
     } else {
-        hydra_db::projects::update(&mut tx, &name, &project).await?;
+        hydra_db::projects::update(&mut tx, name, &project).await?;
     }
     if project.declarative.is_some() {
         hydra_db::declarative::ensure_jobsets_jobset(&mut tx, &project.name).await?;
@@ -182,8 +191,17 @@ pub(crate) async fn save(
         hydra_db::declarative::remove_jobsets_jobset(&mut tx, &project.name).await?;
     }
     tx.commit().await?;
+    Ok((project.name, creating))
+}
 
-    let new_name = project.name;
+pub(crate) async fn save(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    viewer: Viewer,
+    Path(name): Path<String>,
+    Params(body): Params<Body>,
+) -> ApiResult<Page> {
+    let (new_name, creating) = store(&state, &viewer, &name, &body).await?;
     let uri = format!("{}project/{new_name}", base_url(&state, &headers));
     if creating {
         Ok(Page::value(
@@ -195,6 +213,131 @@ pub(crate) async fn save(
     } else {
         Ok(Page::value("project-updated", json!({ "redirect": uri })))
     }
+}
+
+/// The project form's page: `project` (JSON like `/project/P`'s) filled
+/// in, and a refusal next to its field.
+fn form_page(path: Option<&str>, project: serde_json::Value, refused: Option<&Invalid>) -> Page {
+    let mut page = Page::value("project-form", project).with_extra("path", json!(path));
+    if let Some(e) = refused {
+        page = page
+            .with_extra("field", json!(e.field))
+            .with_extra("error", json!(e.error.to_string()))
+            .with_status(e.error.status());
+    }
+    page
+}
+
+/// The form's fields as a project's JSON, to show them again.
+fn entered(body: &Body) -> serde_json::Value {
+    let (file, kind, value) = declarative(body);
+    json!({
+        "name": form::text(body, "name"),
+        "displayname": form::text(body, "displayname"),
+        "description": form::text(body, "description"),
+        "homepage": form::text(body, "homepage"),
+        "owner": form::text(body, "owner"),
+        "enabled": form::flag(body, "enabled"),
+        "hidden": !form::flag(body, "visible"),
+        "enable_dynamic_run_command": form::flag(body, "enable_dynamic_run_command"),
+        "declarative": {"file": file, "type": kind, "value": value},
+    })
+}
+
+/// `GET /create-project`.
+pub(crate) async fn create_form(viewer: Viewer) -> ApiResult<Page> {
+    let account = viewer.require_login()?;
+    if !(viewer.is_admin() || viewer.has_role("create-projects")) {
+        return Err(ApiError::forbidden(
+            "You are not authorised to create projects.",
+        ));
+    }
+    Ok(form_page(
+        None,
+        json!({"owner": account.name, "enabled": true, "hidden": false}),
+        None,
+    ))
+}
+
+/// `GET /project/<p>/edit`.
+pub(crate) async fn edit_form(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    project: ProjectPath,
+) -> ApiResult<Page> {
+    viewer
+        .require_project_owner(&state.pool, &project.name)
+        .await?;
+    let json = views::project(&state.pool, &project.name)
+        .await?
+        .ok_or_else(|| ProjectPath::missing(&project.name))?;
+    Ok(form_page(Some(&project.name), json!(json), None))
+}
+
+/// A browser's submission of the project form: on success to the
+/// project's page, else the form again with the refusal by its field.
+async fn submitted(
+    state: &AppState,
+    headers: &HeaderMap,
+    viewer: &Viewer,
+    name: &str,
+    creating: bool,
+    body: &Body,
+) -> ApiResult<Response> {
+    // A form leaves unticked boxes out: here that means "off".
+    let mut body = body.clone();
+    for flag in ["enabled", "visible", "enable_dynamic_run_command"] {
+        body.entry(flag).or_insert_with(|| json!("0"));
+    }
+    let body = &body;
+    match store(state, viewer, name, body).await {
+        Ok((new_name, _)) => {
+            let anchor = if creating { "" } else { "#tabs-configuration" };
+            Ok(super::actions::back_to(
+                state,
+                headers,
+                &format!("project/{new_name}{anchor}"),
+            ))
+        }
+        Err(e) if e.shown_on_form() => {
+            let path = (!creating).then_some(name);
+            Ok(form_page(path, entered(body), Some(&e)).into_response())
+        }
+        Err(e) => Err(e.error),
+    }
+}
+
+/// `POST /create-project`: the name is the form's identifier.
+pub(crate) async fn create_submitted(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    viewer: Viewer,
+    Params(body): Params<Body>,
+) -> ApiResult<Response> {
+    let name = form::text(&body, "name").unwrap_or_default();
+    if !names::project(&name) {
+        let e = refuse("name", format!("Invalid project identifier ‘{name}’."));
+        return Ok(form_page(None, entered(&body), Some(&e)).into_response());
+    }
+    if hydra_db::projects::exists(&state.pool, &name).await? {
+        let e = Invalid {
+            field: "name",
+            error: ApiError::Conflict(format!("Project ‘{name}’ already exists.")),
+        };
+        return Ok(form_page(None, entered(&body), Some(&e)).into_response());
+    }
+    submitted(&state, &headers, &viewer, &name, true, &body).await
+}
+
+/// `POST /project/<p>/edit`.
+pub(crate) async fn edit_submitted(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    viewer: Viewer,
+    project: ProjectPath,
+    Params(body): Params<Body>,
+) -> ApiResult<Response> {
+    submitted(&state, &headers, &viewer, &project.name, false, &body).await
 }
 
 pub(crate) async fn delete(
@@ -219,7 +362,13 @@ pub(crate) async fn delete(
 
 /// The routes this module serves.
 pub(crate) fn routes() -> Router<AppState> {
-    Router::new().route("/project/{project}", get(show).put(save).delete(delete))
+    Router::new()
+        .route("/project/{project}", get(show).put(save).delete(delete))
+        .route("/create-project", get(create_form).post(create_submitted))
+        .route(
+            "/project/{project}/edit",
+            get(edit_form).post(edit_submitted),
+        )
 }
 
 #[cfg(test)]
@@ -287,7 +436,10 @@ mod tests {
                 existing,
                 ALICE,
             ) {
-                Err(ApiError::BadRequest(m) | ApiError::Forbidden(m)) => m,
+                Err(Invalid {
+                    error: ApiError::BadRequest(m) | ApiError::Forbidden(m),
+                    ..
+                }) => m,
                 other => panic!("accepted: {other:?}"),
             };
         assert!(refused(json!({}), None).contains("display name"));
@@ -300,6 +452,26 @@ mod tests {
         let old = existing("bob");
         assert!(
             refused(json!({"displayname": "P", "owner": "alice"}), Some(&old)).contains("owner")
+        );
+    }
+
+    #[test]
+    fn refusals_name_their_field_for_the_form() {
+        let field = |v: serde_json::Value| {
+            project_form(&body(v), "p", None, ALICE)
+                .map(|_| ())
+                .unwrap_err()
+                .field
+        };
+        assert_eq!(field(json!({})), "displayname");
+        assert_eq!(field(json!({"displayname": "P", "name": "1"})), "name");
+        assert_eq!(
+            field(json!({"displayname": "P", "owner": "carol"})),
+            "owner"
+        );
+        assert_eq!(
+            field(json!({"displayname": "P", "declfile": "s.json", "decltype": "git"})),
+            "declvalue"
         );
     }
 

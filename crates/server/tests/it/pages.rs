@@ -822,3 +822,181 @@ async fn preferences_save_settings_and_manage_api_tokens() {
     assert_eq!(roles["userroles"], serde_json::json!(["cancel-build"]));
     assert_eq!(roles["emailaddress"], "o@example.org");
 }
+
+#[tokio::test]
+async fn the_project_form_creates_and_edits_with_errors_by_their_fields() {
+    let app = App::new().await;
+    common::fixture(&app).await;
+    let creator = app.session("creator").await;
+    let html = page(&app, &creator, Method::GET, "/").await.text();
+    assert!(html.contains(r#"<a class="button" href="/create-project">Create project</a>"#));
+    let html = page(&app, &creator, Method::GET, "/create-project")
+        .await
+        .text();
+    assert!(html.contains("<title>Hydra - New project</title>"));
+    assert!(html.contains(r#"name="owner" value="creator""#));
+    let nobody = app.session("nobody").await;
+    let r = page(&app, &nobody, Method::GET, "/create-project").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+
+    // A missing display name is shown by its field, with what was typed.
+    let r = submit(
+        &app,
+        &creator,
+        "/create-project",
+        "name=fresh&description=%3Cnew%3E&displayname=",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let html = r.text();
+    assert!(html.contains(r#"<span class="field-error" id="displayname-error" role="alert">The display name is required.</span>"#), "{html}");
+    assert!(html.contains(r#"aria-describedby="displayname-error""#));
+    assert!(
+        html.contains(r#"value="&#60;new&#62;""#),
+        "what was typed stays"
+    );
+    let r = submit(&app, &creator, "/create-project", "name=demo&displayname=D").await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert!(r.text().contains(r#"id="name-error""#));
+
+    let r = submit(
+        &app,
+        &creator,
+        "/create-project",
+        "name=fresh&displayname=Fresh&enabled=1&visible=1",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FOUND);
+    assert_eq!(
+        r.header("location").as_deref(),
+        Some(format!("{}project/fresh", common::BASE).as_str())
+    );
+    let json = app.get("/project/fresh").await.json();
+    assert_eq!(
+        (
+            json["owner"].as_str(),
+            json["enabled"].as_bool(),
+            json["hidden"].as_bool()
+        ),
+        (Some("creator"), Some(true), Some(false))
+    );
+
+    // Editing: an unticked box turns the project off; renaming works.
+    let html = page(&app, &creator, Method::GET, "/project/fresh")
+        .await
+        .text();
+    assert!(html.contains(r#"href="/project/fresh/edit">Edit configuration</a>"#));
+    let html = page(&app, &creator, Method::GET, "/project/fresh/edit")
+        .await
+        .text();
+    assert!(html.contains(r#"action="/project/fresh/edit""#));
+    assert!(html.contains(r#"name="displayname" value="Fresh""#));
+    let r = submit(
+        &app,
+        &creator,
+        "/project/fresh/edit",
+        "name=fresher&displayname=Fresher&visible=1",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FOUND);
+    assert!(
+        r.header("location")
+            .unwrap()
+            .ends_with("project/fresher#tabs-configuration")
+    );
+    let json = app.get("/project/fresher").await.json();
+    assert_eq!(json["enabled"], false);
+    // Someone else's project cannot be edited.
+    let r = page(&app, &creator, Method::GET, "/project/demo/edit").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn the_jobset_form_creates_edits_clones_and_starts_from_an_evaluation() {
+    let app = App::new().await;
+    common::fixture(&app).await;
+    let owner = app.session("owner").await;
+    let html = page(&app, &owner, Method::GET, "/jobset/demo/trunk")
+        .await
+        .text();
+    assert!(html.contains(r#"href="/jobset/demo/trunk/edit">Edit configuration</a>"#));
+    let html = page(&app, &owner, Method::GET, "/project/demo/create-jobset")
+        .await
+        .text();
+    assert!(html.contains("<title>Hydra - Creating jobset in project demo</title>"));
+    assert!(html.contains(r#"action="/project/demo/create-jobset""#));
+
+    // A bad expression path is refused by its field; the rows come back.
+    let form = "name=staging&enabled=1&visible=1&type=0&nixexprinput=src&nixexprpath=%2Fabs.nix\
+                &checkinterval=0&schedulingshares=10&keepnr=2\
+                &input-0-name=src&input-0-type=git&input-0-value=https%3A%2F%2Fexample.org%2Fs.git&input-0-emailresponsible=1\
+                &input-1-name=&input-1-type=git&input-1-value=";
+    let r = submit(&app, &owner, "/project/demo/create-jobset", form).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let html = r.text();
+    assert!(html.contains(r#"id="nixexprpath-error""#), "{html}");
+    assert!(html.contains(r#"value="https://example.org/s.git""#));
+    let r = submit(
+        &app,
+        &owner,
+        "/project/demo/create-jobset",
+        &form.replace("%2Fabs.nix", "release.nix"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FOUND, "{}", r.text());
+    let json = app.get("/jobset/demo/staging").await.json();
+    assert_eq!(json["inputs"]["src"]["value"], "https://example.org/s.git");
+    assert_eq!(json["inputs"]["src"]["emailresponsible"], true);
+    assert_eq!(json["schedulingshares"], 10);
+    assert_eq!(json["enableemail"], false, "an unticked box");
+
+    // Editing removes an input and switches to one-shot.
+    let html = page(&app, &owner, Method::GET, "/jobset/demo/staging/edit")
+        .await
+        .text();
+    assert!(html.contains("<title>Hydra - Editing jobset demo:staging</title>"));
+    assert!(html.contains(r#"name="input-0-name" value="src""#));
+    assert!(html.contains(r#"<input type="radio" name="enabled" value="1" checked>"#));
+    let edit = "name=staging&enabled=2&visible=1&type=0&nixexprinput=src&nixexprpath=release.nix\
+                &checkinterval=0&schedulingshares=10&keepnr=2\
+                &input-0-name=src&input-0-type=git&input-0-value=x\
+                &input-1-name=extra&input-1-type=string&input-1-value=hi\
+                &input-2-name=old&input-2-type=string&input-2-value=y&input-2-remove=1";
+    let r = submit(&app, &owner, "/jobset/demo/staging/edit", edit).await;
+    assert_eq!(r.status, StatusCode::FOUND, "{}", r.text());
+    assert!(
+        r.header("location")
+            .unwrap()
+            .ends_with("/jobset/demo/staging#tabs-configuration")
+    );
+    let json = app.get("/jobset/demo/staging").await.json();
+    assert_eq!(json["enabled"], 2);
+    assert_eq!(json["inputs"]["extra"]["value"], "hi");
+    assert!(json["inputs"].get("old").is_none());
+
+    // A clone starts without a name; an evaluation fixes its inputs.
+    let html = page(
+        &app,
+        &owner,
+        Method::GET,
+        "/jobset/demo/trunk/edit?cloneJobset=1",
+    )
+    .await
+    .text();
+    assert!(html.contains("Cloning jobset demo:trunk"));
+    assert!(html.contains(r#"<input id="name" name="name" value="""#));
+    let html = page(&app, &owner, Method::GET, "/eval/1/create-jobset")
+        .await
+        .text();
+    assert!(html.contains("Creating jobset from evaluation 1 of demo:trunk"));
+    assert!(
+        html.contains(
+            r#"value="https://example.org/demo.git 0123456789abcdef0123456789abcdef01234567""#
+        ),
+        "{html}"
+    );
+
+    let nobody = app.session("nobody").await;
+    let r = page(&app, &nobody, Method::GET, "/jobset/demo/trunk/edit").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+}
