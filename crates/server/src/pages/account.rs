@@ -190,3 +190,77 @@ pub(super) fn new_token(cx: &Ctx) -> Html {
         .render(),
     )
 }
+
+/// A starred job with its latest builds.
+#[derive(Debug)]
+struct StarredView {
+    project: String,
+    jobset: String,
+    job: String,
+    /// Build id and status, newest first.
+    builds: Vec<(i64, super::common::StatusView)>,
+}
+
+/// `/dashboard/U`.
+#[derive(Template)]
+#[template(path = "dashboard.html")]
+struct DashboardPage<'a> {
+    frame: Frame<'a>,
+    user: String,
+    email: String,
+    starred: Vec<StarredView>,
+    my_jobs: Vec<super::build::BuildRowView>,
+    /// Project and its jobsets.
+    my_jobsets: Vec<(String, Vec<super::project::JobsetRowView>)>,
+}
+
+pub(super) fn dashboard(cx: &Ctx) -> Html {
+    use super::common::{Fields, StatusView};
+    let d = cx.data;
+    Some(
+        DashboardPage {
+            frame: cx.frame(),
+            user: d.text("user"),
+            email: d.text("emailaddress"),
+            starred: d
+                .list("starred")
+                .iter()
+                .map(Fields)
+                .map(|s| StarredView {
+                    project: s.text("project"),
+                    jobset: s.text("jobset"),
+                    job: s.text("job"),
+                    builds: s
+                        .list("builds")
+                        .iter()
+                        .map(Fields)
+                        .map(|b| {
+                            let status =
+                                StatusView::of(b.int("finished") == Some(1), b.int("buildstatus"));
+                            (b.int("id").unwrap_or(0), status)
+                        })
+                        .collect(),
+                })
+                .collect(),
+            my_jobs: d
+                .list("myjobs")
+                .iter()
+                .map(|b| super::build::BuildRowView::of(Fields(b), false, cx.now))
+                .collect(),
+            my_jobsets: d
+                .list("myjobsets")
+                .iter()
+                .map(Fields)
+                .map(|p| {
+                    let rows = p
+                        .list("jobsets")
+                        .iter()
+                        .map(|j| super::project::JobsetRowView::of(Fields(j)))
+                        .collect();
+                    (p.text("project"), rows)
+                })
+                .collect(),
+        }
+        .render(),
+    )
+}

@@ -152,6 +152,7 @@ fn templated(page: &Rendered, user: &PageUser) -> Option<String> {
         "login" => account::login(&cx),
         "error" => account::error(&cx),
         "user" => account::user(&cx),
+        "dashboard" => account::dashboard(&cx),
         "user-token" => account::new_token(&cx),
         "setup" => account::setup(&cx),
         _ => None,

@@ -56,23 +56,23 @@ struct ProjectView {
 
 /// A row of the jobset overview table.
 #[derive(Debug)]
-struct JobsetRowView {
-    name: String,
-    description: String,
-    enabled: bool,
-    hidden: bool,
-    last_checked: Option<Time>,
-    has_error: bool,
-    succeeded: i64,
-    failed: i64,
-    queued: i64,
+pub(super) struct JobsetRowView {
+    pub(super) name: String,
+    pub(super) description: String,
+    pub(super) enabled: bool,
+    pub(super) hidden: bool,
+    pub(super) last_checked: Option<Time>,
+    pub(super) has_error: bool,
+    pub(super) succeeded: i64,
+    pub(super) failed: i64,
+    pub(super) queued: i64,
     /// Success rate of the current builds, in percent.
-    rate: i64,
-    rate_class: &'static str,
+    pub(super) rate: i64,
+    pub(super) rate_class: &'static str,
 }
 
 impl JobsetRowView {
-    fn of(j: Fields) -> JobsetRowView {
+    pub(super) fn of(j: Fields) -> JobsetRowView {
         let count = |k: &str| j.int(k).unwrap_or(0);
         let (succeeded, failed, queued, total) = (
             count("succeeded"),

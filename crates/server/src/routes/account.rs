@@ -513,6 +513,74 @@ pub(crate) async fn revoke_token(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `/dashboard/<name>`: the user's starred jobs with their latest builds,
+/// the current builds they maintain, the jobsets of their projects. For
+/// them, administrators, or anyone when they made it public.
+pub(crate) async fn dashboard(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(name): Path<String>,
+) -> ApiResult<Page> {
+    let mut conn = state.pool.acquire().await?;
+    let user = hydra_db::rows::user(&mut conn, &name)
+        .await?
+        .ok_or_else(|| no_such_user(&name))?;
+    drop(conn);
+    let mine = viewer.account.as_ref().is_some_and(|a| a.name == name);
+    if !(mine || viewer.is_admin() || user.public_dashboard) {
+        return Err(ApiError::forbidden(format!(
+            "The dashboard of ‘{name}’ is not public."
+        )));
+    }
+    let pool = &state.pool;
+    let mut starred: Vec<Value> = Vec::new();
+    for row in crate::views::account::starred_builds(pool, &name).await? {
+        let same = starred.last().is_some_and(|s| {
+            s["project"] == row.project && s["jobset"] == row.jobset && s["job"] == row.job
+        });
+        if !same {
+            starred.push(json!({
+                "project": row.project, "jobset": row.jobset, "job": row.job, "builds": [],
+            }));
+        }
+        if let (Some(id), Some(last)) = (row.id, starred.last_mut())
+            && let Some(Value::Array(builds)) = last.get_mut("builds")
+        {
+            builds
+                .push(json!({"id": id, "finished": row.finished, "buildstatus": row.buildstatus}));
+        }
+    }
+    let my_jobs = if user.email_address.is_empty() {
+        Vec::new()
+    } else {
+        crate::views::account::maintained_builds(pool, &user.email_address).await?
+    };
+    let mut my_jobsets = Vec::new();
+    for project in crate::views::account::owned_projects(pool, &name).await? {
+        let jobsets = crate::views::project::jobsets(pool, &project, true).await?;
+        my_jobsets.push(json!({"project": project, "jobsets": jobsets}));
+    }
+    Ok(Page::value(
+        "dashboard",
+        json!({
+            "user": name,
+            "emailaddress": user.email_address,
+            "starred": starred,
+            "myjobs": my_jobs,
+            "myjobsets": my_jobsets,
+        }),
+    ))
+}
+
+/// `/user/<name>/dashboard`: Hydra's other address of the dashboard.
+pub(crate) async fn dashboard_redirect(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    super::actions::back_to(&state, &headers, &format!("dashboard/{name}"))
+}
+
 /// The routes this module serves.
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
@@ -525,6 +593,8 @@ pub(crate) fn routes() -> Router<AppState> {
             get(show).put(save).post(save_form).delete(delete),
         )
         .route("/user/{name}/tokens", get(tokens).post(create_token))
+        .route("/dashboard/{name}", get(dashboard))
+        .route("/user/{name}/dashboard", get(dashboard_redirect))
         .route(
             "/user/{name}/tokens/{id}",
             axum::routing::delete(revoke_token),

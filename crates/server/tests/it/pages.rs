@@ -1000,3 +1000,44 @@ async fn the_jobset_form_creates_edits_clones_and_starts_from_an_evaluation() {
     let r = page(&app, &nobody, Method::GET, "/jobset/demo/trunk/edit").await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn the_dashboard_shows_starred_jobs_maintained_builds_and_owned_jobsets() {
+    let app = App::new().await;
+    common::fixture(&app).await;
+    app.exec(
+        "insert into StarredJobs (userName, project, jobset, job) values ('owner', 'demo', 'trunk', 'hello');
+         update Users set emailAddress = 'owner@example.org' where userName = 'owner';
+         update Builds set isCurrent = 1, maintainers = 'owner@example.org, x@example.org' where id = 2;",
+    )
+    .await;
+    let owner = app.session("owner").await;
+    let html = page(&app, &owner, Method::GET, "/dashboard/owner")
+        .await
+        .text();
+    assert!(html.contains("<title>Hydra - Dashboard of owner</title>"));
+    assert!(
+        html.contains(r#"<a href="/job/demo/trunk/hello">demo:trunk:hello</a>"#),
+        "{html}"
+    );
+    assert!(html.contains(r#"<a href="/build/1" class="status ok" title="Build 1: Succeeded">"#));
+    assert!(html.contains("1 current build names"), "{html}");
+    assert!(html.contains(r#"<a class="row-link" href="/build/2">2</a>"#));
+    assert!(html.contains(r#"<a class="row-link mono" href="/jobset/demo/trunk">demo:trunk</a>"#));
+    let json = app
+        .send(&owner, Method::GET, "/dashboard/owner", None)
+        .await
+        .json();
+    assert_eq!(json["starred"][0]["builds"][0]["id"], 1);
+
+    // Private unless made public.
+    let other = app.session("nobody").await;
+    let r = page(&app, &other, Method::GET, "/dashboard/owner").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    app.exec("update Users set publicDashboard = true where userName = 'owner'")
+        .await;
+    let r = page(&app, &other, Method::GET, "/dashboard/owner").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = page(&app, &owner, Method::GET, "/user/owner/dashboard").await;
+    assert_eq!(r.status, StatusCode::FOUND);
+}
