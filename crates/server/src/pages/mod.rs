@@ -4,6 +4,7 @@
 //! text. Templates replace pages here without touching any handler.
 
 mod account;
+mod admin;
 mod build;
 mod chart;
 mod common;
@@ -152,6 +153,10 @@ fn templated(page: &Rendered, user: &PageUser) -> Option<String> {
         "login" => account::login(&cx),
         "error" => account::error(&cx),
         "user" => account::user(&cx),
+        "admin-users" => admin::users(&cx),
+        "admin-machines" => admin::machines(&cx),
+        "news" => admin::news(&cx),
+        "register" => admin::register(&cx),
         "dashboard" => account::dashboard(&cx),
         "user-token" => account::new_token(&cx),
         "setup" => account::setup(&cx),

@@ -25,6 +25,7 @@ struct OverviewProject {
 struct Overview<'a> {
     frame: Frame<'a>,
     projects: Vec<OverviewProject>,
+    news: Vec<super::admin::NewsView>,
 }
 
 pub(super) fn overview(cx: &Ctx) -> Html {
@@ -36,6 +37,11 @@ pub(super) fn overview(cx: &Ctx) -> Html {
         Overview {
             frame: cx.frame(),
             projects,
+            news: cx
+                .extra("news")
+                .iter()
+                .map(|n| super::admin::NewsView::of(Fields(n)))
+                .collect(),
         }
         .render(),
     )

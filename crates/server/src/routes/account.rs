@@ -5,7 +5,7 @@ use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::form::{self, Body};
@@ -411,27 +411,62 @@ pub(crate) async fn delete(
     Ok(Page::value("user-deleted", json!({ "deleted": name })))
 }
 
+/// `GET /register` (admin): the form for a new user.
+pub(crate) async fn register_form(viewer: Viewer) -> ApiResult<Page> {
+    viewer.require_admin()?;
+    Ok(Page::value("register", json!({})).with_extra("roles", json!(hydra_db::users::ROLES)))
+}
+
 /// `PUT /register` (admin): a new user from `{username, fullname,
 /// emailaddress, password, roles}`.
 pub(crate) async fn register(
     State(state): State<AppState>,
     headers: HeaderMap,
+    WantsPage(wanted): WantsPage,
     viewer: Viewer,
-    Params(body): Params<Body>,
-) -> ApiResult<Page> {
+    Params(mut body): Params<Body>,
+) -> ApiResult<Response> {
     viewer.require_admin()?;
-    let name = form::text(&body, "username").unwrap_or_default();
-    if !names::user(&name) {
-        return Err(ApiError::bad_request(format!(
-            "Invalid user name ‘{name}’."
-        )));
+    if wanted {
+        // The form's role boxes, one per role.
+        let roles: Vec<Value> = hydra_db::users::ROLES
+            .iter()
+            .filter(|r| form::flag(&body, &format!("role-{r}")))
+            .map(|r| json!(r))
+            .collect();
+        body.retain(|k, _| !k.starts_with("role-"));
+        body.insert("roles".into(), Value::Array(roles));
     }
-    apply_user(&state, &viewer, &name, &body, true).await?;
-    let account = load_account(&state, &name).await?;
-    let uri = format!("{}user/{name}", base_url(&state, &headers));
-    Ok(Page::value("user", user_json(&account))
-        .with_status(StatusCode::CREATED)
-        .with_header(header::LOCATION, &uri))
+    let name = form::text(&body, "username").unwrap_or_default();
+    let created = if names::user(&name) {
+        apply_user(&state, &viewer, &name, &body, true).await
+    } else {
+        Err(ApiError::bad_request(format!(
+            "Invalid user name ‘{name}’."
+        )))
+    };
+    match created {
+        Ok(()) if wanted => Ok(super::actions::back_to(&state, &headers, "admin/users")),
+        Ok(()) => {
+            let account = load_account(&state, &name).await?;
+            let uri = format!("{}user/{name}", base_url(&state, &headers));
+            Ok(Page::value("user", user_json(&account))
+                .with_status(StatusCode::CREATED)
+                .with_header(header::LOCATION, &uri)
+                .into_response())
+        }
+        Err(e @ (ApiError::BadRequest(_) | ApiError::Conflict(_))) if wanted => {
+            let mut shown = body.clone();
+            shown.remove("password");
+            shown.remove("password2");
+            Ok(Page::value("register", Value::Object(shown))
+                .with_extra("roles", json!(hydra_db::users::ROLES))
+                .with_extra("error", json!(e.to_string()))
+                .with_status(e.status())
+                .into_response())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Tokens are managed by their owner (admins may list and revoke).
@@ -587,7 +622,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/login", get(login_form).post(login))
         .route("/logout", post(logout))
         .route("/current-user", get(current_user))
-        .route("/register", put(register).post(register))
+        .route("/register", get(register_form).put(register).post(register))
         .route(
             "/user/{name}",
             get(show).put(save).post(save_form).delete(delete),

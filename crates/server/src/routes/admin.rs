@@ -27,8 +27,49 @@ const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long `git log`/`git diff` may take.
 const SCM_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Back to the page the action came from (a page of this site), else to
+/// the front page.
 fn back_to_admin(state: &AppState, headers: &HeaderMap) -> Response {
-    redirect(&format!("{}admin", base_url(state, headers)))
+    let base = base_url(state, headers);
+    let from = headers
+        .get(axum::http::header::REFERER)
+        .and_then(|r| r.to_str().ok())
+        .and_then(|r| r.strip_prefix(base.as_str()))
+        .filter(|rest| super::account::local_path(&format!("/{rest}")).is_some())
+        .unwrap_or_default()
+        .to_string();
+    redirect(&format!("{base}{from}"))
+}
+
+/// `/admin/users`: every user with their roles.
+pub(crate) async fn users(State(state): State<AppState>, viewer: Viewer) -> ApiResult<Page> {
+    viewer.require_admin()?;
+    Ok(Page::new(
+        "admin-users",
+        crate::views::admin::users(&state.pool).await?,
+    ))
+}
+
+/// `/admin/machines`: the build machines as the queue runner reports
+/// them.
+pub(crate) async fn admin_machines(
+    State(state): State<AppState>,
+    viewer: Viewer,
+) -> ApiResult<Page> {
+    viewer.require_admin()?;
+    let machines = match queue_runner_json::<BTreeMap<String, MachineStatus>>(
+        &state,
+        "/status/machines",
+    )
+    .await
+    {
+        Ok(machines) => serde_json::to_value(machines).unwrap_or(Value::Null),
+        Err(_) => Value::Null,
+    };
+    Ok(Page::value(
+        "admin-machines",
+        json!({ "machines": machines }),
+    ))
 }
 
 /// The clearing actions of `/admin`.
@@ -357,6 +398,8 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/admin/clear-failed-cache", clear(Clear::FailedCache))
         .route("/admin/clear-vcs-cache", clear(Clear::VcsCache))
         .route("/admin/news", get(news))
+        .route("/admin/users", get(users))
+        .route("/admin/machines", get(admin_machines))
         .route("/admin/news/submit", post(news_submit))
         .route("/admin/news/delete/{id}", post(news_delete))
         .route("/api/scmdiff", get(scmdiff))

@@ -14,9 +14,24 @@ use crate::negotiate::{Page, WantsPage};
 use crate::state::AppState;
 use crate::views;
 
-pub(crate) async fn index(State(state): State<AppState>, viewer: Viewer) -> ApiResult<Page> {
+pub(crate) async fn index(
+    State(state): State<AppState>,
+    WantsPage(wanted): WantsPage,
+    viewer: Viewer,
+) -> ApiResult<Page> {
     let projects = views::projects(&state.pool, viewer.is_admin()).await?;
-    Ok(Page::new("overview", projects))
+    let page = Page::new("overview", projects);
+    if !wanted {
+        return Ok(page);
+    }
+    // The news, newest first, on the page only.
+    let news: Vec<Value> = hydra_db::news::list(&state.pool)
+        .await?
+        .into_iter()
+        .take(5)
+        .map(|n| json!({ "contents": n.contents, "createtime": n.create_time, "author": n.author }))
+        .collect();
+    Ok(page.with_extra("news", Value::Array(news)))
 }
 
 pub(crate) async fn robots() -> Response {

@@ -48,3 +48,26 @@ pub(crate) async fn running_step_starts(pool: &PgPool) -> ApiResult<Vec<(String,
     .fetch_all(pool)
     .await?)
 }
+
+/// A user as the users' list shows it.
+#[derive(Clone, Debug, serde::Serialize, sqlx::FromRow)]
+pub(crate) struct UserRow {
+    pub username: String,
+    pub fullname: Option<String>,
+    pub emailaddress: String,
+    pub emailonerror: bool,
+    pub roles: Vec<String>,
+}
+
+/// Every user with their roles, by name.
+pub(crate) async fn users(pool: &PgPool) -> ApiResult<Vec<UserRow>> {
+    Ok(sqlx::query_as(
+        "select u.userName as username, u.fullName as fullname, u.emailAddress as emailaddress, \
+         u.emailOnError <> 0 as emailonerror, \
+         coalesce(array_agg(r.role order by r.role) filter (where r.role is not null), '{}') as roles \
+         from Users u left join UserRoles r on r.userName = u.userName \
+         group by u.userName order by u.userName",
+    )
+    .fetch_all(pool)
+    .await?)
+}

@@ -1041,3 +1041,85 @@ async fn the_dashboard_shows_starred_jobs_maintained_builds_and_owned_jobsets() 
     let r = page(&app, &owner, Method::GET, "/user/owner/dashboard").await;
     assert_eq!(r.status, StatusCode::FOUND);
 }
+
+#[tokio::test]
+async fn administrators_manage_users_news_and_see_the_machines() {
+    let app = App::new().await;
+    common::fixture(&app).await;
+    let admin = app.session("admin").await;
+    let html = page(&app, &admin, Method::GET, "/admin/users").await.text();
+    assert!(html.contains("<title>Hydra - Users</title>"));
+    assert!(html.contains(r#"<a class="row-link mono" href="/user/canceller">canceller</a>"#));
+    assert!(html.contains("<em>cancel-build</em>"), "{html}");
+    let owner = app.session("owner").await;
+    assert_eq!(
+        page(&app, &owner, Method::GET, "/admin/users").await.status,
+        StatusCode::FORBIDDEN
+    );
+
+    // A new user: a short password is refused on the form, then created.
+    let html = page(&app, &admin, Method::GET, "/register").await.text();
+    assert!(html.contains(r#"name="role-eval-jobset""#));
+    let r = submit(
+        &app,
+        &admin,
+        "/register",
+        "username=dora&fullname=Dora&password=abc&password2=abc&role-eval-jobset=1",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let html = r.text();
+    assert!(html.contains("The password must be at least"));
+    assert!(html.contains(r#"value="dora""#) && !html.contains(r#"value="abc""#));
+    let r = submit(
+        &app,
+        &admin,
+        "/register",
+        "username=dora&fullname=Dora&password=long+enough&password2=long+enough&role-eval-jobset=1",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FOUND);
+    let html = page(&app, &admin, Method::GET, "/admin/users").await.text();
+    assert!(html.contains("/user/dora") && html.contains("<em>eval-jobset</em>"));
+
+    // News: posted on the admin page, shown on the front page.
+    let r = submit(
+        &app,
+        &admin,
+        "/admin/news/submit",
+        "contents=%3Cb%3EMaintenance%3C%2Fb%3E+tonight",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FOUND);
+    let html = page(&app, &admin, Method::GET, "/admin/news").await.text();
+    assert!(
+        html.contains("<td><b>Maintenance</b> tonight</td>"),
+        "{html}"
+    );
+    let html = page(&app, &As::Anonymous, Method::GET, "/").await.text();
+    assert!(html.contains("<b>Maintenance</b> tonight"));
+
+    let html = page(&app, &admin, Method::GET, "/admin/machines")
+        .await
+        .text();
+    assert!(
+        html.contains("queue_runner_endpoint"),
+        "no queue runner here"
+    );
+
+    // A clearing action returns to the page it was taken on.
+    let mut req = Request::builder()
+        .method(Method::POST)
+        .uri("/admin/clear-failed-cache")
+        .header(header::HOST, HOST)
+        .header(header::ACCEPT, "text/html")
+        .header(header::REFERER, format!("{}queue-summary", common::BASE));
+    if let As::Session(s) = &admin {
+        req = req.header(header::COOKIE, format!("hydra_session={s}"));
+    }
+    let r = app.raw(req.body(Body::empty()).unwrap()).await;
+    assert_eq!(
+        r.header("location").as_deref(),
+        Some(format!("{}queue-summary", common::BASE).as_str())
+    );
+}
