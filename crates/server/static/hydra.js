@@ -158,7 +158,119 @@ function setUpJobsetForm() {
   });
 }
 
+// The log viewer: find in the lines shown, load every line in pieces,
+// follow a running step.
+function logLine(n, html) {
+  const li = document.createElement("li");
+  li.id = "L" + n;
+  const a = document.createElement("a");
+  a.className = "ln";
+  a.href = "?line=" + n + "#L" + n;
+  a.textContent = String(n);
+  const span = document.createElement("span");
+  span.className = "lt";
+  span.innerHTML = html; // rendered and escaped by the server
+  li.append(a, span);
+  return li;
+}
+
+function setUpLogFind(log) {
+  const box = document.querySelector(".log-find");
+  if (!box) return;
+  box.hidden = false;
+  const input = box.querySelector(".find-text");
+  const count = box.querySelector(".find-count");
+  let found = [];
+  let at = -1;
+  const show = (i) => {
+    found.forEach((li) => li.classList.remove("found-current"));
+    if (!found.length) return;
+    at = (i + found.length) % found.length;
+    found[at].classList.add("found-current");
+    found[at].scrollIntoView({ block: "center" });
+    count.textContent = (at + 1) + " of " + found.length;
+  };
+  const search = () => {
+    const text = input.value.toLowerCase();
+    found.forEach((li) => li.classList.remove("found", "found-current"));
+    found = [];
+    if (text) {
+      log.querySelectorAll("li").forEach((li) => {
+        if (li.querySelector(".lt").textContent.toLowerCase().includes(text)) {
+          li.classList.add("found");
+          found.push(li);
+        }
+      });
+    }
+    count.textContent = text ? (found.length ? "" : "no match") : "";
+    if (found.length) show(0);
+  };
+  input.addEventListener("input", search);
+  input.addEventListener("keydown", (e) => {
+    if (e.key === "Enter") { e.preventDefault(); show(at + (e.shiftKey ? -1 : 1)); }
+  });
+  box.querySelector(".find-next").addEventListener("click", () => show(at + 1));
+  box.querySelector(".find-prev").addEventListener("click", () => show(at - 1));
+}
+
+function setUpLoadAll(log) {
+  const button = document.querySelector("button.load-all");
+  if (!button) return;
+  const total = Number(button.dataset.total);
+  if (total > 100000) return; // the raw log is the way for huge ones
+  button.hidden = false;
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    const first = Number(log.querySelector("li").id.slice(1));
+    const piece = 5000;
+    const before = log.firstChild;
+    for (let from = 1; from < first; from += piece) {
+      const to = Math.min(from + piece - 1, first - 1);
+      button.textContent = "Loading lines " + from + "–" + to + "…";
+      const response = await fetch("?from=" + from + "&to=" + to, { headers: { Accept: "text/html" } });
+      const doc = new DOMParser().parseFromString(await response.text(), "text/html");
+      const fragment = document.createDocumentFragment();
+      doc.querySelectorAll("ol.log > li").forEach((li) => fragment.append(document.importNode(li, true)));
+      log.insertBefore(fragment, before);
+      await new Promise((r) => setTimeout(r, 0)); // let the page breathe
+    }
+    button.remove();
+    const where = document.querySelector(".log-where");
+    if (where) where.textContent = "All " + log.children.length + " lines.";
+  });
+}
+
+function setUpLogFollow(log) {
+  const url = log.dataset.live;
+  if (!url || !window.EventSource) return;
+  const state = document.querySelector(".live-state");
+  const atBottom = () => window.innerHeight + window.scrollY >= document.body.scrollHeight - 40;
+  const source = new EventSource(url);
+  source.onmessage = (e) => {
+    const follow = atBottom();
+    log.append(logLine(Number(e.lastEventId), e.data));
+    if (follow) window.scrollTo(0, document.body.scrollHeight);
+  };
+  source.addEventListener("end", () => {
+    source.close();
+    if (state) state.textContent = "The step finished.";
+  });
+  source.onerror = () => { if (state) state.textContent = "Reconnecting…"; };
+  source.onopen = () => { if (state) state.textContent = "Following the running step…"; };
+}
+
+function setUpLog() {
+  const log = document.querySelector("ol.log");
+  if (!log) return;
+  // The end of a log is what a reader wants first.
+  if (log.dataset.tail && !window.location.hash) window.scrollTo(0, document.body.scrollHeight);
+  setUpLogFind(log);
+  setUpLoadAll(log);
+  setUpLogFollow(log);
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  setUpLog();
   setUpJobsetForm();
   setUpCopy();
   setUpTabs();

@@ -11,6 +11,7 @@ mod common;
 mod eval;
 mod job;
 mod jobset;
+mod log;
 mod project;
 mod status;
 
@@ -141,6 +142,7 @@ fn templated(page: &Rendered, user: &PageUser) -> Option<String> {
         "build" => build::build(&cx),
         "eval" => eval::eval(&cx),
         "job" => job::job(&cx),
+        "log" => log::log(&cx),
         "status" => status::running(&cx),
         "queue-summary" => status::queue_summary(&cx),
         "machines" => status::machines(&cx),

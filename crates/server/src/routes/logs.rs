@@ -39,9 +39,30 @@ const POLL: Duration = Duration::from_millis(200);
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct TailQuery {
     tail: Option<String>,
+    /// The viewer's window: lines `from` to `to`, around `line`, or those
+    /// matching `search`.
+    from: Option<String>,
+    to: Option<String>,
+    line: Option<String>,
+    search: Option<String>,
+    /// The live stream: the lines the client already has (when it sends
+    /// no `Last-Event-ID`), and whether it wants them as HTML.
+    after: Option<String>,
+    html: Option<String>,
 }
 
 impl TailQuery {
+    /// The viewer's window; numbers that are not numbers are ignored.
+    fn window(&self) -> crate::logview::Window {
+        let n = |v: &Option<String>| v.as_deref().and_then(|t| t.trim().parse::<u64>().ok());
+        crate::logview::Window::of(
+            n(&self.from),
+            n(&self.to),
+            n(&self.line),
+            self.search.as_deref(),
+        )
+    }
+
     fn lines(&self) -> ApiResult<Option<usize>> {
         match self.tail.as_deref() {
             None | Some("") => Ok(None),
@@ -257,7 +278,10 @@ async fn show(
             state.clone(),
             drv,
             watch,
-            last_event_id(headers).unwrap_or(0),
+            last_event_id(headers)
+                .or_else(|| q.after.as_deref().and_then(|a| a.trim().parse().ok()))
+                .unwrap_or(0),
+            q.html.as_deref() == Some("1"),
         )),
         Mode::Pretty => {
             let (build, step) = match watch {
@@ -265,21 +289,49 @@ async fn show(
                 Watch::Step(b, s) => (b, Some(s)),
             };
             let base_url = base_url(state, headers);
-            Ok(Page::value(
+            let file = find_file(state, &drv);
+            let page = Page::value(
                 "log",
                 json!({
                     "build": build,
                     "step": step,
                     "drvpath": drv,
-                    "available": find_file(state, &drv).is_some(),
+                    "available": file.is_some(),
                     "raw": format!("{base_url}log/{base}"),
                     "live": match step {
                         Some(s) => format!("{base_url}build/{build}/step/{s}/log/live"),
                         None => format!("{base_url}build/{build}/log/live"),
                     },
                 }),
-            )
-            .into_response())
+            );
+            let Some((path, compression)) = file else {
+                return Ok(page.into_response());
+            };
+            // The viewer's lines, read here so that the browser gets only
+            // what it shows.
+            let window = q.window();
+            let read = crate::logview::read(open(&path, compression).await?, &window)
+                .await
+                .map_err(|e| ApiError::Internal(format!("{}: {e}", path.display())))?;
+            let lines: Vec<serde_json::Value> = read
+                .lines
+                .iter()
+                .map(|(n, text)| json!([n, crate::logview::ansi_html(text)]))
+                .collect();
+            let running = hydra_db::steps::is_running(&state.pool, &drv).await?;
+            let (search, tail) = match &window {
+                crate::logview::Window::Search(s) => (s.clone(), false),
+                crate::logview::Window::Tail(_) => (String::new(), true),
+                _ => (String::new(), false),
+            };
+            Ok(page
+                .with_extra("lines", serde_json::Value::Array(lines))
+                .with_extra("total", json!(read.total))
+                .with_extra("more_matches", json!(read.more_matches))
+                .with_extra("search", json!(search))
+                .with_extra("tail", json!(tail))
+                .with_extra("running", json!(running))
+                .into_response())
         }
     }
 }
@@ -347,6 +399,8 @@ struct Follow {
     /// The client already has this many lines (`Last-Event-ID`).
     skip: u64,
     ended: bool,
+    /// Lines are sent as the log viewer's HTML (colours as classes).
+    html: bool,
 }
 
 impl Follow {
@@ -408,6 +462,9 @@ impl Follow {
                 if text.ends_with('\r') {
                     text.pop();
                 }
+                if self.html {
+                    text = crate::logview::ansi_html(&text);
+                }
                 return Some(Event::default().id(self.sent.to_string()).data(text));
             }
             if self.ended {
@@ -447,8 +504,9 @@ impl Follow {
 /// The live stream: what the log holds, then each new line, then an `end`
 /// event once the step (or build) finished. Event ids are line numbers;
 /// a client reconnecting with `Last-Event-ID` gets only the lines after.
-fn live(state: AppState, drv: String, watch: Watch, skip: u64) -> Response {
+fn live(state: AppState, drv: String, watch: Watch, skip: u64, html: bool) -> Response {
     let follow = Follow {
+        html,
         state,
         drv,
         watch,

@@ -1123,3 +1123,92 @@ async fn administrators_manage_users_news_and_see_the_machines() {
         Some(format!("{}queue-summary", common::BASE).as_str())
     );
 }
+
+fn write_log(app: &App, drv: &str, text: &[u8]) {
+    let path = hydra_config::DataDir::from(app.data.path()).build_log(drv);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+#[tokio::test]
+async fn the_log_viewer_shows_numbered_coloured_lines_in_windows_and_searches() {
+    let app = App::new().await;
+    common::fixture(&app).await;
+    let mut log = String::new();
+    for i in 1..=3000 {
+        log.push_str(&format!("line {i}\n"));
+    }
+    log.push_str("\u{1b}[31merror:\u{1b}[0m <builder> failed\n");
+    write_log(
+        &app,
+        "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-hello-1.0.drv",
+        log.as_bytes(),
+    );
+    let html = page(&app, &As::Anonymous, Method::GET, "/build/1/log")
+        .await
+        .text();
+    assert!(html.contains("<title>Hydra - Log of build 1</title>"));
+    // The end first: the last 1000 of 3001 lines.
+    assert!(html.contains("Lines 2002–3001 of 3001."), "{html}");
+    assert!(html.contains(r#"<li id="L3001"><a class="ln" href="?line=3001#L3001">3001</a><span class="lt"><span class="ansi-fg1">error:</span> &lt;builder&gt; failed</span></li>"#), "{html}");
+    assert!(!html.contains(r#"id="L2001""#));
+    assert!(html.contains(r#"<a href="?to=2001">Earlier lines</a>"#));
+    assert!(!html.contains("data-live"), "the step is not running");
+
+    let html = page(
+        &app,
+        &As::Anonymous,
+        Method::GET,
+        "/build/1/log?from=1&to=10",
+    )
+    .await
+    .text();
+    assert!(html.contains("Lines 1–10 of 3001."));
+    assert!(html.contains(r#"<a href="?from=11">Later lines</a>"#));
+    let html = page(&app, &As::Anonymous, Method::GET, "/build/1/log?line=1500")
+        .await
+        .text();
+    assert!(html.contains(r#"id="L1500""#) && html.contains(r#"id="L1"#));
+
+    // A search reads the whole log and lists the matching lines.
+    let html = page(
+        &app,
+        &As::Anonymous,
+        Method::GET,
+        "/build/1/log?search=ERROR",
+    )
+    .await
+    .text();
+    assert!(html.contains("1 line of 3001 match “error”"), "{html}");
+    assert!(html.contains(r#"id="L3001""#) && !html.contains(r#"id="L3000""#));
+    let html = page(&app, &As::Anonymous, Method::GET, "/build/1/step/1/log")
+        .await
+        .text();
+    assert!(html.contains("Log of step 1 of"));
+
+    // The live stream sends HTML lines after those the page has.
+    let r = app.get("/build/1/log/live?html=1&after=3000").await;
+    let text = r.text();
+    assert!(
+        text.contains(
+            "id: 3001\ndata: <span class=\"ansi-fg1\">error:</span> &lt;builder&gt; failed"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("id: 3000\n"));
+
+    // A running step's tail follows the live stream.
+    write_log(
+        &app,
+        "/nix/store/cccccccccccccccccccccccccccccccc-slow-1.0.drv",
+        b"compiling\n",
+    );
+    let html = page(&app, &As::Anonymous, Method::GET, "/build/3/step/1/log")
+        .await
+        .text();
+    assert!(
+        html.contains(r#"data-live="http://"#)
+            && html.contains("/build/3/step/1/log/live?html=1&amp;after=1\""),
+        "{html}"
+    );
+}
