@@ -346,6 +346,16 @@ struct BuildPage<'a> {
     steps: Vec<StepView>,
 }
 
+impl BuildPage<'_> {
+    /// The step that made a failed build fail: its number and name.
+    fn failed_step(&self) -> Option<&StepView> {
+        if !self.b.finished || self.b.status.class == "ok" {
+            return None;
+        }
+        self.steps.iter().find(|s| s.class == "bad")
+    }
+}
+
 pub(super) fn build(cx: &Ctx) -> Html {
     let steps = cx.extra("steps");
     let any_busy = steps
@@ -358,6 +368,69 @@ pub(super) fn build(cx: &Ctx) -> Html {
             steps: steps
                 .iter()
                 .map(|s| StepView::of(Fields(s), cx.now))
+                .collect(),
+        }
+        .render(),
+    )
+}
+
+/// `/build/N/step/M`.
+#[derive(Template)]
+#[template(path = "step.html")]
+struct StepPage<'a> {
+    frame: Frame<'a>,
+    build: i64,
+    job: String,
+    step: StepView,
+    kind: &'static str,
+    drvpath: String,
+    system: String,
+    outputs: Vec<(String, String)>,
+}
+
+pub(super) fn step(cx: &Ctx) -> Html {
+    let d = cx.data;
+    let build = Fields(d.0.get("build").unwrap_or(&serde_json::Value::Null));
+    // The step JSON names its times and number as Hydra does.
+    let as_row = serde_json::json!({
+        "stepnr": d.int("stepnr"), "busy": d.int("busy"), "status": d.int("status"),
+        "start": d.int("starttime"), "stop": d.int("stoptime"), "machine": d.str("machine"),
+        "drv_path": d.str("drvpath"), "error": d.str("errormsg"), "kind": d.int("type"),
+        "propagated_from": d.int("propagatedfrom"),
+    });
+    let resolved = d.int("status") == Some(13) && !d.str("resolveddrvpath").is_empty();
+    Some(
+        StepPage {
+            frame: cx.frame(),
+            build: build.int("id").unwrap_or(0),
+            job: cx
+                .extra_value("job")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            step: StepView::of(Fields(&as_row), cx.now),
+            kind: if resolved {
+                "Resolution"
+            } else if d.int("type") == Some(1) {
+                "Substitution"
+            } else {
+                "Build"
+            },
+            drvpath: d.text("drvpath"),
+            system: d.text("system"),
+            outputs: cx
+                .extra("outputs")
+                .iter()
+                .filter_map(|o| {
+                    let o = o.as_array()?;
+                    Some((
+                        o.first()?.as_str()?.to_string(),
+                        o.get(1)
+                            .and_then(serde_json::Value::as_str)
+                            .unwrap_or("n/a")
+                            .to_string(),
+                    ))
+                })
                 .collect(),
         }
         .render(),

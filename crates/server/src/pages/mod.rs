@@ -140,6 +140,7 @@ fn templated(page: &Rendered, user: &PageUser) -> Option<String> {
         "jobset" => jobset::jobset(&cx),
         "jobset-form" => jobset::jobset_form(&cx),
         "build" => build::build(&cx),
+        "build-step" => build::step(&cx),
         "eval" => eval::eval(&cx),
         "job" => job::job(&cx),
         "log" => log::log(&cx),

@@ -75,6 +75,7 @@ pub(crate) async fn get_info(State(state): State<AppState>, build: BuildPath) ->
 
 pub(crate) async fn step(
     State(state): State<AppState>,
+    WantsPage(wanted): WantsPage,
     build: BuildPath,
     Path((_, nr)): Path<(String, String)>,
 ) -> ApiResult<Page> {
@@ -85,7 +86,15 @@ pub(crate) async fn step(
     let step = views::build::step(&state.pool, id, nr)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("Build {id} has no step {nr}.")))?;
-    Ok(Page::value("build-step", step))
+    let shown = Page::value("build-step", step);
+    if !wanted {
+        return Ok(shown);
+    }
+    let job = views::root::job_names(&state.pool, &[id.0]).await?;
+    let outputs = views::build::step_outputs(&state.pool, id, nr).await?;
+    Ok(shown
+        .with_extra("job", json!(job.first().map(|(_, name)| name)))
+        .with_extra("outputs", json!(outputs)))
 }
 
 /// `/build/<id>/<action>`: restart (a finished build), cancel (an

@@ -85,3 +85,18 @@ pub(crate) async fn steps(pool: &PgPool, id: BuildId) -> ApiResult<Vec<StepRow>>
     .fetch_all(pool)
     .await?)
 }
+
+/// The outputs of step `nr` of build `id`: name and path.
+pub(crate) async fn step_outputs(
+    pool: &PgPool,
+    id: BuildId,
+    nr: i32,
+) -> ApiResult<Vec<(String, Option<String>)>> {
+    Ok(sqlx::query_as(
+        "select name, path from BuildStepOutputs where build = $1 and stepnr = $2 order by name",
+    )
+    .bind(id)
+    .bind(nr)
+    .fetch_all(pool)
+    .await?)
+}

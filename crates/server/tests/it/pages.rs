@@ -318,6 +318,32 @@ async fn the_build_page_shows_status_times_outputs_products_and_steps() {
         .text();
     assert!(html.contains("<strong>Build returned a non-zero exit code</strong>"));
 
+    let html = page(&app, &As::Anonymous, Method::GET, "/build/1/step/1")
+        .await
+        .text();
+    assert!(html.contains("<title>Hydra - Step 1 of build 1</title>"));
+    assert!(
+        html.contains(r#"of job <span class="mono">demo:trunk:hello</span>"#),
+        "{html}"
+    );
+    assert!(html.contains("<td>Build</td>") && html.contains("<td>10s</td>"));
+    assert!(html.contains(r#"<td class="status ok">Succeeded"#));
+
+    // A build that failed because of a dependency links the failing
+    // step's log.
+    app.exec(
+        "insert into BuildSteps (build, stepnr, type, drvPath, busy, status, startTime, stopTime, machine, system, propagatedFrom)
+           values (4, 1, 0, '/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-broken-1.0.drv', 0, 1, 1700000010, 1700000030, 'localhost', 'x86_64-linux', 2)",
+    )
+    .await;
+    let html = page(&app, &As::Anonymous, Method::GET, "/build/4")
+        .await
+        .text();
+    assert!(
+        html.contains(r#"<a href="/build/4/step/1/log">Build of <span class="mono">broken-1.0</span></a>: Failed (in <a href="/build/2">build 2</a>)"#),
+        "{html}"
+    );
+
     let admin = app.session("admin").await;
     let html = page(&app, &admin, Method::GET, "/build/3").await.text();
     assert!(
