@@ -10,6 +10,7 @@ mod assets;
 mod auth;
 mod error;
 mod extract;
+mod live;
 mod logview;
 mod metrics;
 mod negotiate;

@@ -46,6 +46,8 @@ pub struct Inner {
         hyper_util::client::legacy::connect::HttpConnector,
         http_body_util::Empty<axum::body::Bytes>,
     >,
+    /// What happens, for the open pages (`/events`).
+    pub live: crate::live::Live,
 }
 
 impl AppState {
@@ -84,6 +86,7 @@ impl AppState {
                     hyper_util::rt::TokioExecutor::new(),
                 )
                 .build_http(),
+                live: crate::live::Live::default(),
             }),
         })
     }

@@ -73,7 +73,12 @@ function setUpShowDisabled() {
   const rows = document.querySelectorAll("tr.disabled-project");
   const apply = () => rows.forEach((row) => { row.hidden = !toggle.checked; });
   toggle.closest(".toggle").hidden = false;
-  toggle.addEventListener("change", apply);
+  // Kept across live updates of the page.
+  toggle.checked = sessionStorage.getItem("show-disabled") === "1";
+  toggle.addEventListener("change", () => {
+    sessionStorage.setItem("show-disabled", toggle.checked ? "1" : "0");
+    apply();
+  });
   apply();
 }
 
@@ -104,7 +109,8 @@ function setUpTabs() {
     history.replaceState(null, "", "#" + id);
     show(id);
   }));
-  window.addEventListener("hashchange", () => show(wanted()));
+  // One handler, also after a live update replaced the tabs.
+  window.onhashchange = () => show(wanted());
   if (first) show(wanted());
 }
 
@@ -269,14 +275,72 @@ function setUpLog() {
   setUpLogFollow(log);
 }
 
+// Live pages: one event stream per page; when something the page shows
+// changes, the page's content is read again and put in place (at most
+// every few seconds, and only while the page is visible).
+function concerns(scope, change) {
+  if (scope === "*" || change.kind === "reset") return true;
+  const [kind, ...rest] = scope.split(":");
+  const name = rest.join(":");
+  if (!change.builds.length && !change.jobsets.length) return true; // unscoped (e.g. a restart)
+  if (kind === "build") return change.builds.includes(Number(name));
+  if (kind === "jobset") return change.jobsets.includes(name);
+  if (kind === "project") return change.projects.includes(name);
+  return false;
+}
+
+function setUpLive() {
+  const main = document.querySelector("main[data-live]");
+  if (!main || !window.EventSource || !window.fetch) return;
+  const scope = main.dataset.live;
+  let pending = false;
+  let last = 0;
+  let timer = null;
+  const refresh = async () => {
+    timer = null;
+    if (document.hidden) { pending = true; return; }
+    pending = false;
+    last = Date.now();
+    try {
+      const response = await fetch(window.location.href, { headers: { Accept: "text/html" } });
+      if (!response.ok) return;
+      const doc = new DOMParser().parseFromString(await response.text(), "text/html");
+      const fresh = doc.querySelector("main#content");
+      if (!fresh) return;
+      // Keep what the reader opened.
+      const open = [...main.querySelectorAll("details[open]")].map((d) => d.id).filter(Boolean);
+      main.replaceChildren(...[...fresh.childNodes].map((n) => document.importNode(n, true)));
+      open.forEach((id) => { const d = document.getElementById(id); if (d) d.open = true; });
+      setUpContent();
+    } catch (e) { /* the next change tries again */ }
+  };
+  const schedule = () => {
+    if (timer) return;
+    const wait = Math.max(1000, 4000 - (Date.now() - last));
+    timer = setTimeout(refresh, wait);
+  };
+  const source = new EventSource("/events");
+  source.onmessage = (e) => {
+    try { if (concerns(scope, JSON.parse(e.data))) schedule(); } catch (err) { schedule(); }
+  };
+  source.addEventListener("reset", schedule);
+  document.addEventListener("visibilitychange", () => { if (!document.hidden && pending) schedule(); });
+}
+
+// What a page's content needs, again after a live update.
+function setUpContent() {
+  setUpTabs();
+  setUpClickableRows();
+  setUpCopy();
+  setUpShowDisabled();
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  setUpLive();
   setUpLog();
   setUpJobsetForm();
-  setUpCopy();
-  setUpTabs();
+  setUpContent();
   setUpThemeToggle();
-  setUpClickableRows();
   setUpMenus();
   setUpSearchKey();
-  setUpShowDisabled();
 });

@@ -185,6 +185,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/status", get(status))
         .route("/evals", get(evals))
         .route("/queue-summary", get(queue_summary))
+        .route("/events", get(crate::live::events))
         .route("/steps", get(steps))
         .route("/search", get(search))
 }

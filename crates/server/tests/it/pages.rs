@@ -1238,3 +1238,131 @@ async fn the_log_viewer_shows_numbered_coloured_lines_in_windows_and_searches() 
         "{html}"
     );
 }
+
+/// Opens `/events` (with `last` as `Last-Event-ID`).
+async fn events_stream(app: &App, last: Option<&str>) -> axum::body::BodyDataStream {
+    use tower::ServiceExt;
+    let mut req = Request::get("/events").header(header::HOST, HOST);
+    if let Some(last) = last {
+        req = req.header("last-event-id", last);
+    }
+    let response = app
+        .router
+        .clone()
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/event-stream",
+        "a stream of events"
+    );
+    response.into_body().into_data_stream()
+}
+
+/// Reads `body` until it holds `needle` (or `wait` passes).
+async fn read_until(
+    body: &mut axum::body::BodyDataStream,
+    seen: &mut String,
+    needle: &str,
+    wait: std::time::Duration,
+) -> bool {
+    use futures_util::StreamExt;
+    let deadline = tokio::time::Instant::now() + wait;
+    while !seen.contains(needle) {
+        match tokio::time::timeout_at(deadline, body.next()).await {
+            Ok(Some(Ok(chunk))) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+            _ => return false,
+        }
+    }
+    true
+}
+
+#[tokio::test]
+async fn pages_hear_of_changes_from_the_database_and_catch_up_after_reconnecting() {
+    use std::time::Duration;
+    let app = App::new().await;
+    common::fixture(&app).await;
+    let mut body = events_stream(&app, None).await;
+    let mut seen = String::new();
+    // The server starts listening with the first page: notify until heard.
+    let wanted = r#"data: {"kind":"build_finished","builds":[2],"jobsets":["demo:trunk"],"projects":["demo"]}"#;
+    let mut heard = false;
+    for _ in 0..50 {
+        app.exec("select pg_notify('build_finished', '2')").await;
+        if read_until(&mut body, &mut seen, wanted, Duration::from_millis(200)).await {
+            heard = true;
+            break;
+        }
+    }
+    assert!(heard, "{seen}");
+    let id_line = seen
+        .lines()
+        .find(|l| l.starts_with("id: "))
+        .unwrap()
+        .to_string();
+    let first_id = id_line.trim_start_matches("id: ").to_string();
+    // An evaluation names its jobset.
+    app.exec("select pg_notify('eval_added', '1.2\t' || (select id from Jobsets) || '\t1')")
+        .await;
+    assert!(
+        read_until(
+            &mut body,
+            &mut seen,
+            r#""kind":"eval_added","builds":[],"jobsets":["demo:trunk"]"#,
+            Duration::from_secs(10)
+        )
+        .await,
+        "{seen}"
+    );
+    drop(body);
+
+    // A page that reconnects gets what came after its last event…
+    let mut again = events_stream(&app, Some(&first_id)).await;
+    let mut replay = String::new();
+    assert!(
+        read_until(
+            &mut again,
+            &mut replay,
+            "eval_added",
+            Duration::from_secs(5)
+        )
+        .await,
+        "{replay}"
+    );
+    assert!(
+        !replay.contains(&format!("id: {first_id}\n")),
+        "not what it had"
+    );
+    // …and one that the server does not know (a restart) reads the page afresh.
+    let mut stranger = events_stream(&app, Some("0000-7")).await;
+    let mut fresh = String::new();
+    assert!(
+        read_until(
+            &mut stranger,
+            &mut fresh,
+            "event: reset",
+            Duration::from_secs(5)
+        )
+        .await,
+        "{fresh}"
+    );
+
+    // Pages say what they are about.
+    let html = page(&app, &As::Anonymous, Method::GET, "/build/1")
+        .await
+        .text();
+    assert!(html.contains(r#"<main id="content" data-live="build:1">"#));
+    let html = page(&app, &As::Anonymous, Method::GET, "/jobset/demo/trunk")
+        .await
+        .text();
+    assert!(html.contains(r#"data-live="jobset:demo:trunk""#));
+    let html = page(&app, &As::Anonymous, Method::GET, "/login")
+        .await
+        .text();
+    assert!(
+        html.contains(r#"<main id="content">"#),
+        "forms are left alone"
+    );
+}
