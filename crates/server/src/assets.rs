@@ -85,6 +85,57 @@ pub(crate) async fn serve(Path(file): Path<String>) -> Response {
     }
 }
 
+/// The status icons, under Hydra's names (`/static/images/<name>`), which
+/// pages and the tools that read them use.
+const IMAGES: &[(&str, &[u8])] = &[
+    (
+        "emojione-check-2714.svg",
+        include_bytes!("../static/images/emojione-check-2714.svg"),
+    ),
+    (
+        "emojione-red-x-274c.svg",
+        include_bytes!("../static/images/emojione-red-x-274c.svg"),
+    ),
+    (
+        "emojione-gray-x-2716.svg",
+        include_bytes!("../static/images/emojione-gray-x-2716.svg"),
+    ),
+    (
+        "emojione-stopsign-1f6d1.svg",
+        include_bytes!("../static/images/emojione-stopsign-1f6d1.svg"),
+    ),
+    (
+        "emojione-question-2754.svg",
+        include_bytes!("../static/images/emojione-question-2754.svg"),
+    ),
+];
+
+/// `/static/images/<name>`: a status icon, cached for a day (its name is
+/// Hydra's, not a hash).
+pub(crate) async fn image(Path(file): Path<String>) -> Response {
+    match IMAGES.iter().find(|(name, _)| *name == file) {
+        Some((_, bytes)) => (
+            [
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("image/svg+xml"),
+                ),
+                (
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("public, max-age=86400"),
+                ),
+                (
+                    header::X_CONTENT_TYPE_OPTIONS,
+                    HeaderValue::from_static("nosniff"),
+                ),
+            ],
+            *bytes,
+        )
+            .into_response(),
+        None => ApiError::not_found(format!("No image ‘{file}’.")).into_response(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -147,6 +147,19 @@ pub(super) struct StatusView {
 }
 
 impl StatusView {
+    /// Hydra's icon for the status (`/static/images/<icon>`).
+    pub(super) fn icon(&self) -> &'static str {
+        match (self.class, self.symbol) {
+            ("ok", _) => "emojione-check-2714.svg",
+            ("queued", _) => "emojione-question-2754.svg",
+            ("dep", _) => "emojione-gray-x-2716.svg",
+            ("stop", _) => "emojione-stopsign-1f6d1.svg",
+            _ => "emojione-red-x-274c.svg",
+        }
+    }
+}
+
+impl StatusView {
     pub(super) fn of(finished: bool, status: Option<i64>) -> StatusView {
         use hydra_db::status::BuildStatus as S;
         let view = |class, symbol, title| StatusView {

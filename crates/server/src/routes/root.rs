@@ -181,6 +181,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/", get(index))
         .route("/robots.txt", get(robots))
         .route("/static/{file}", get(crate::assets::serve))
+        .route("/static/images/{file}", get(crate::assets::image))
         .route("/queue", get(queue))
         .route("/status", get(status))
         .route("/evals", get(evals))

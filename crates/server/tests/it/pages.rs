@@ -239,9 +239,15 @@ async fn build_lists_show_status_job_time_and_name_and_page() {
     );
     assert!(html.contains(r#"<a class="row-link" href="/build/1">1</a>"#));
     assert!(html.contains(r#"<a href="/build/1">demo:trunk:hello</a>"#));
-    assert!(html.contains(r#"title="Succeeded">✔"#));
-    assert!(html.contains(r#"title="Failed">✘"#));
-    assert!(html.contains(r#"title="Dependency failed">✘"#));
+    // Hydra's icons, with their titles, for the tools that read the pages.
+    assert!(html.contains(r#"<img src="/static/images/emojione-check-2714.svg" height="16" width="16" title="Succeeded" alt="Succeeded" class="build-status">"#));
+    assert!(html.contains(r#"<img src="/static/images/emojione-red-x-274c.svg" height="16" width="16" title="Failed" alt="Failed" class="build-status">"#));
+    assert!(html.contains(r#"<img src="/static/images/emojione-gray-x-2716.svg" height="16" width="16" title="Dependency failed" alt="Dependency failed" class="build-status">"#));
+    assert!(
+        html.contains(
+            r#"<table class="builds table table-striped table-condensed clickable-rows">"#
+        )
+    );
     assert!(
         html.contains("hello-1.0-release"),
         "the release name, when set"
@@ -286,7 +292,7 @@ async fn build_lists_show_status_job_time_and_name_and_page() {
     assert!(html.contains("<title>Hydra - Queue</title>"));
     assert!(html.contains("<th scope=\"col\">Queued at</th>"));
     assert!(html.contains(r#"<a class="row-link" href="/build/3">3</a>"#));
-    assert!(html.contains(r#"title="Queued">?"#));
+    assert!(html.contains(r#"title="Queued" alt="Queued""#));
     assert!(html.contains("aarch64-linux"));
 }
 
@@ -638,7 +644,7 @@ async fn status_pages_show_running_builds_steps_the_runner_and_search_results() 
         "{html}"
     );
     assert!(html.contains(r#"<a class="row-link" href="/build/1/step/1/log/tail">1</a>"#));
-    assert!(html.contains(r#"title="Succeeded">✔"#));
+    assert!(html.contains(r#"title="Succeeded" alt="Succeeded""#));
     assert!(
         !html.contains("/build/3/step/1/log"),
         "a running step is not listed"
@@ -1046,7 +1052,7 @@ async fn the_dashboard_shows_starred_jobs_maintained_builds_and_owned_jobsets() 
         html.contains(r#"<a href="/job/demo/trunk/hello">demo:trunk:hello</a>"#),
         "{html}"
     );
-    assert!(html.contains(r#"<a href="/build/1" class="status ok" title="Build 1: Succeeded">"#));
+    assert!(html.contains(r#"<a href="/build/1"><img src="/static/images/emojione-check-2714.svg" height="16" width="16" title="Build 1: Succeeded""#));
     assert!(html.contains("1 current build names"), "{html}");
     assert!(html.contains(r#"<a class="row-link" href="/build/2">2</a>"#));
     assert!(html.contains(r#"<a class="row-link mono" href="/jobset/demo/trunk">demo:trunk</a>"#));
@@ -1365,4 +1371,29 @@ async fn pages_hear_of_changes_from_the_database_and_catch_up_after_reconnecting
         html.contains(r#"<main id="content">"#),
         "forms are left alone"
     );
+}
+
+#[tokio::test]
+async fn status_icons_are_served_under_hydras_names() {
+    let app = App::new().await;
+    for icon in [
+        "emojione-check-2714.svg",
+        "emojione-red-x-274c.svg",
+        "emojione-gray-x-2716.svg",
+        "emojione-stopsign-1f6d1.svg",
+        "emojione-question-2754.svg",
+    ] {
+        let r = page(
+            &app,
+            &As::Anonymous,
+            Method::GET,
+            &format!("/static/images/{icon}"),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{icon}");
+        assert_eq!(r.header("content-type").as_deref(), Some("image/svg+xml"));
+        assert!(r.text().starts_with("<svg"));
+    }
+    let r = page(&app, &As::Anonymous, Method::GET, "/static/images/nope.svg").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
