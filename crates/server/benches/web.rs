@@ -5,9 +5,13 @@
 //! (a) `/build/<id>` JSON under `wrk` on loopback: requests/s and latency
 //!     percentiles (`wrk` is the Debian package of that name);
 //! (b) `/jobset/<p>/<j>`, `/eval/<id>` and `/eval/<id>/builds` JSON, one
-//!     request at a time: p50 and max of 20 requests each.
+//!     request at a time: p50 and max of 20 requests each;
+//! (c) the pages (HTML) people open most: the front page, the jobset, an
+//!     evaluation compared with the preceding one (every build matched,
+//!     250 rows per tab, and `full=1` with all of them), a build, a job and
+//!     a 100,000-line log, one request at a time: p50 and max of 20 each.
 //!
-//! `cargo bench -p hydra-server`; `BENCH_ONLY=a|b` runs one.
+//! `cargo bench -p hydra-server`; `BENCH_ONLY=a|b|c` runs one.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
@@ -49,12 +53,23 @@ async fn fill(db: &TestDb, builds: i32) {
          insert into JobsetEvalInputs (eval, name, altNr, type, uri, revision)
            values (1, 'src', 0, 'git', 'https://example.org/r.git', 'abc');
          insert into JobsetEvalMembers (eval, build, isNew) select 1, i, 1 from generate_series(1, {builds}) i;
+         insert into JobsetEvals (id, jobset_id, timestamp, checkoutTime, evalTime, hasNewBuilds, hash, nrBuilds)
+           select 2, id, 1700000100, 1, 2, 1, 'h2', {builds} from Jobsets;
+         insert into JobsetEvalInputs (eval, name, altNr, type, uri, revision)
+           values (2, 'src', 0, 'git', 'https://example.org/r.git', 'def');
+         insert into JobsetEvalMembers (eval, build, isNew) select 2, i, 0 from generate_series(1, {builds}) i;
+         insert into BuildSteps (build, stepnr, type, drvPath, busy, status, startTime, stopTime, machine, system)
+           values (1, 1, 0, '/nix/store/' || lpad('1', 32, '0') || '-pkg-1.drv', 0, 0, 1700000001, 1700000011, 'localhost', 'x86_64-linux');
          analyze;"
     ))
     .await;
 }
 
 async fn get(address: SocketAddr, path: &str) -> (u16, usize) {
+    get_as(address, path, "application/json").await
+}
+
+async fn get_as(address: SocketAddr, path: &str, accept: &str) -> (u16, usize) {
     let stream = tokio::net::TcpStream::connect(address).await.unwrap();
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
@@ -63,7 +78,7 @@ async fn get(address: SocketAddr, path: &str) -> (u16, usize) {
     tokio::spawn(conn);
     let req = axum::http::Request::get(path)
         .header("host", address.to_string())
-        .header("accept", "application/json")
+        .header("accept", accept)
         .body(http_body_util::Empty::<axum::body::Bytes>::new())
         .unwrap();
     let res = sender.send_request(req).await.unwrap();
@@ -107,20 +122,24 @@ fn wrk(address: SocketAddr, path: &str) {
 }
 
 async fn timed(address: SocketAddr, path: &str) {
+    timed_as(address, path, "application/json", "(b)", "JSON").await;
+}
+
+async fn timed_as(address: SocketAddr, path: &str, accept: &str, part: &str, what: &str) {
     let mut times = Vec::new();
     let mut size = 0;
     // One request to warm caches, then 20 measured.
-    get(address, path).await;
+    get_as(address, path, accept).await;
     for _ in 0..20 {
         let started = Instant::now();
-        let (status, len) = get(address, path).await;
+        let (status, len) = get_as(address, path, accept).await;
         times.push(started.elapsed());
         assert_eq!(status, 200, "{path}");
         size = len;
     }
     times.sort();
     println!(
-        "(b) GET {path} JSON ({size} bytes): p50 {:.1} ms, max {:.1} ms (budget < 100 ms)",
+        "{part} GET {path} {what} ({size} bytes): p50 {:.1} ms, max {:.1} ms (budget < 100 ms)",
         times[times.len() / 2].as_secs_f64() * 1000.0,
         times[times.len() - 1].as_secs_f64() * 1000.0
     );
@@ -150,6 +169,14 @@ fn main() {
         let (config, _) =
             hydra_config::Config::load_str(std::path::Path::new("hydra.conf"), "").unwrap();
         let data = tempfile::tempdir().unwrap();
+        // A 100,000-line log (about 6 MB) for the log viewer.
+        let log = hydra_config::DataDir::from(data.path())
+            .build_log(&format!("/nix/store/{}-pkg-1.drv", "0".repeat(31) + "1"));
+        std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+        let text: String = (1..=100_000)
+            .map(|i| format!("\u{1b}[32mbuilding\u{1b}[0m object {i}: cc -O2 -c src/file{i}.c\n"))
+            .collect();
+        std::fs::write(&log, text).unwrap();
         let state = hydra_server::AppState::new(
             pool,
             Arc::new(config),
@@ -176,6 +203,17 @@ fn main() {
             timed(address, "/jobset/bench/main").await;
             timed(address, "/eval/1").await;
             timed(address, "/eval/1/builds").await;
+        }
+        if only.is_empty() || only == "c" {
+            let html = |path: &'static str| timed_as(address, path, "text/html", "(c)", "page");
+            html("/").await;
+            html("/jobset/bench/main").await;
+            html("/eval/2").await;
+            html("/eval/2?full=1").await;
+            html("/build/1").await;
+            html("/job/bench/main/job1").await;
+            html("/build/1/log").await;
+            html("/build/1/log?search=object%2099999").await;
         }
         stop.cancel();
         server.await.unwrap();
