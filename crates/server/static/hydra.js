@@ -327,8 +327,34 @@ function setUpLive() {
   document.addEventListener("visibilitychange", () => { if (!document.hidden && pending) schedule(); });
 }
 
+// Lazy parts (the jobs matrix): read when they come into view, and put
+// in place of the link that leads to them without script.
+function setUpLazy() {
+  if (!window.IntersectionObserver) return;
+  const load = async (el) => {
+    try {
+      const response = await fetch(el.dataset.src, { headers: { Accept: "text/html" } });
+      const doc = new DOMParser().parseFromString(await response.text(), "text/html");
+      const main = doc.querySelector("main#content");
+      if (!response.ok || !main) return;
+      main.querySelector("h1")?.remove();
+      const part = document.createElement("div");
+      part.className = "lazy-loaded";
+      part.append(...[...main.childNodes].map((n) => document.importNode(n, true)));
+      // Its filter stays on this page.
+      part.querySelectorAll("form").forEach((f) => f.setAttribute("action", el.dataset.src));
+      el.replaceWith(part);
+    } catch (e) { /* the link still works */ }
+  };
+  const seen = new IntersectionObserver((entries) => entries.forEach((e) => {
+    if (e.isIntersecting) { seen.unobserve(e.target); load(e.target); }
+  }));
+  document.querySelectorAll(".lazy[data-src]").forEach((el) => seen.observe(el));
+}
+
 // What a page's content needs, again after a live update.
 function setUpContent() {
+  setUpLazy();
   setUpTabs();
   setUpClickableRows();
   setUpCopy();

@@ -277,3 +277,72 @@ pub(super) fn jobset_form(cx: &Ctx) -> Html {
         .render(),
     )
 }
+
+/// A row of the jobs matrix: a job and its build in each evaluation.
+#[derive(Debug)]
+struct MatrixRow {
+    job: String,
+    cells: Vec<Option<(i64, super::common::StatusView)>>,
+}
+
+/// `/jobset/P/J/jobs-tab`.
+#[derive(Template)]
+#[template(path = "jobs-matrix.html")]
+struct MatrixPage<'a> {
+    frame: Frame<'a>,
+    project: String,
+    jobset: String,
+    evals: Vec<(i64, When)>,
+    rows: Vec<MatrixRow>,
+    jobs: i64,
+    limited: bool,
+    filter: String,
+}
+
+pub(super) fn jobs_matrix(cx: &Ctx) -> Html {
+    use super::common::StatusView;
+    let d = cx.data;
+    let evals: Vec<(i64, When)> = d
+        .list("evals")
+        .iter()
+        .map(Fields)
+        .map(|e| {
+            (
+                e.int("id").unwrap_or(0),
+                When::of(e.int("timestamp").unwrap_or(0), cx.now),
+            )
+        })
+        .collect();
+    let mut rows: Vec<MatrixRow> = Vec::new();
+    for c in d.list("cells").iter().map(Fields) {
+        let job = c.text("job");
+        if rows.last().is_none_or(|r| r.job != job) {
+            rows.push(MatrixRow {
+                job,
+                cells: vec![None; evals.len()],
+            });
+        }
+        let (Some(row), Some(eval)) = (rows.last_mut(), c.int("eval")) else {
+            continue;
+        };
+        if let Some(i) = evals.iter().position(|(id, _)| *id == eval)
+            && row.cells[i].is_none()
+        {
+            let status = StatusView::of(c.int("finished") == Some(1), c.int("buildstatus"));
+            row.cells[i] = Some((c.int("build").unwrap_or(0), status));
+        }
+    }
+    Some(
+        MatrixPage {
+            frame: cx.frame(),
+            project: d.text("project"),
+            jobset: d.text("jobset"),
+            evals,
+            rows,
+            jobs: d.int("jobs").unwrap_or(0),
+            limited: d.flag("limited"),
+            filter: d.text("filter"),
+        }
+        .render(),
+    )
+}

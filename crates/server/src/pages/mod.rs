@@ -139,6 +139,7 @@ fn templated(page: &Rendered, user: &PageUser) -> Option<String> {
         "queue" => build::list(&cx, true),
         "jobset" => jobset::jobset(&cx),
         "jobset-form" => jobset::jobset_form(&cx),
+        "jobset-jobs" => jobset::jobs_matrix(&cx),
         "build" => build::build(&cx),
         "build-step" => build::step(&cx),
         "eval" => eval::eval(&cx),

@@ -309,6 +309,69 @@ pub(crate) async fn save(
     }
 }
 
+/// `?filter=` and `?all=1` of the jobs matrix.
+#[derive(Debug, Default, serde::Deserialize)]
+pub(crate) struct MatrixQuery {
+    filter: Option<String>,
+    all: Option<String>,
+}
+
+/// Jobs the matrix shows without a filter, unless `all=1`.
+const MATRIX_JOBS: usize = 250;
+
+/// `/jobset/<p>/<j>/jobs-tab`: the status of each job in the latest
+/// evaluations (rows: jobs; columns: evaluations, newest first).
+pub(crate) async fn jobs_tab(
+    State(state): State<AppState>,
+    jobset: JobsetPath,
+    Query(q): Query<MatrixQuery>,
+) -> ApiResult<Page> {
+    let filter = q.filter.as_deref().unwrap_or_default().trim().to_string();
+    let evals = views::eval::matrix_evals(&state.pool, jobset.id).await?;
+    let ids: Vec<EvalId> = evals.iter().map(|(id, _)| *id).collect();
+    let cells = views::eval::matrix_cells(&state.pool, &ids, &filter).await?;
+    let mut jobs: Vec<&str> = cells.iter().map(|c| c.job.as_str()).collect();
+    jobs.dedup();
+    let total = jobs.len();
+    let limited = filter.is_empty() && q.all.as_deref() != Some("1") && total > MATRIX_JOBS;
+    // Cells come by job name: those up to the last job shown.
+    let last = limited.then(|| jobs[MATRIX_JOBS - 1].to_string());
+    let cells: Vec<_> = cells
+        .into_iter()
+        .filter(|c| last.as_ref().is_none_or(|l| c.job <= *l))
+        .collect();
+    Ok(matrix_page(
+        &jobset,
+        &filter,
+        &evals,
+        json!(cells),
+        total,
+        limited,
+    ))
+}
+
+fn matrix_page(
+    jobset: &JobsetPath,
+    filter: &str,
+    evals: &[(EvalId, i32)],
+    cells: Value,
+    total: usize,
+    limited: bool,
+) -> Page {
+    Page::value(
+        "jobset-jobs",
+        json!({
+            "project": jobset.project,
+            "jobset": jobset.jobset,
+            "evals": evals.iter().map(|(id, t)| json!({"id": id, "timestamp": t})).collect::<Vec<_>>(),
+            "cells": cells,
+            "jobs": total,
+            "limited": limited,
+            "filter": filter,
+        }),
+    )
+}
+
 /// Which jobset form a page shows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum FormKind {
@@ -715,6 +778,7 @@ pub(crate) fn routes() -> Router<AppState> {
             get(edit_form).post(edit_submitted),
         )
         .route("/jobset/{project}/{jobset}/clone", get(clone_form))
+        .route("/jobset/{project}/{jobset}/jobs-tab", get(jobs_tab))
         .route(
             "/project/{project}/create-jobset",
             get(create_form).post(create_submitted),

@@ -591,3 +591,57 @@ mod tests {
         );
     }
 }
+
+/// A cell of the jobs matrix: a job's build in an evaluation.
+#[derive(Clone, Debug, serde::Serialize, sqlx::FromRow)]
+pub(crate) struct MatrixCell {
+    pub job: String,
+    pub eval: EvalId,
+    pub build: BuildId,
+    pub finished: i32,
+    pub buildstatus: Option<i32>,
+}
+
+/// The latest evaluations (with new builds) of `jobset` for the jobs
+/// matrix: at most 20, fewer once they hold about 10,000 builds; id and
+/// time, newest first.
+pub(crate) async fn matrix_evals(
+    pool: &PgPool,
+    jobset: hydra_db::ids::JobsetId,
+) -> ApiResult<Vec<(EvalId, i32)>> {
+    let rows: Vec<(EvalId, i32, i64)> = sqlx::query_as(
+        "select e.id, e.timestamp, (select count(*) from JobsetEvalMembers m where m.eval = e.id) \
+         from JobsetEvals e where e.jobset_id = $1 and e.hasNewBuilds = 1 order by e.id desc limit 20",
+    )
+    .bind(jobset)
+    .fetch_all(pool)
+    .await?;
+    let mut total = 0;
+    Ok(rows
+        .into_iter()
+        .take_while(|(_, _, n)| {
+            let first = total == 0;
+            total += n;
+            first || total <= 10_000
+        })
+        .map(|(id, t, _)| (id, t))
+        .collect())
+}
+
+/// The builds of `evals` whose job name contains `filter` (any case).
+pub(crate) async fn matrix_cells(
+    pool: &PgPool,
+    evals: &[EvalId],
+    filter: &str,
+) -> ApiResult<Vec<MatrixCell>> {
+    Ok(sqlx::query_as(
+        "select b.job, m.eval, b.id as build, b.finished, b.buildStatus as buildstatus \
+         from JobsetEvalMembers m join Builds b on b.id = m.build \
+         where m.eval = any($1) and strpos(lower(b.job), lower($2)) > 0 \
+         order by b.job collate \"C\", m.eval desc, b.id desc",
+    )
+    .bind(evals)
+    .bind(filter)
+    .fetch_all(pool)
+    .await?)
+}

@@ -1397,3 +1397,96 @@ async fn status_icons_are_served_under_hydras_names() {
     let r = page(&app, &As::Anonymous, Method::GET, "/static/images/nope.svg").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn the_jobs_matrix_shows_each_jobs_build_in_the_latest_evaluations() {
+    let app = App::new().await;
+    common::fixture(&app).await;
+    second_eval(&app).await;
+    let html = page(&app, &As::Anonymous, Method::GET, "/jobset/demo/trunk")
+        .await
+        .text();
+    assert!(html.contains(r#"data-src="/jobset/demo/trunk/jobs-tab""#));
+    let html = page(
+        &app,
+        &As::Anonymous,
+        Method::GET,
+        "/jobset/demo/trunk/jobs-tab",
+    )
+    .await
+    .text();
+    assert!(html.contains("<title>Hydra - Jobs of jobset demo:trunk</title>"));
+    // Columns: evaluation 2, then 1.
+    assert!(html.find(r#"href="/eval/2""#).unwrap() < html.find(r#"href="/eval/1""#).unwrap());
+    // broken: succeeded in 2 (build 5), failed in 1 (build 2).
+    let row = &html[html.find(r#"<a href="/job/demo/trunk/broken">"#).unwrap()..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    assert!(
+        row.find(r#"<a href="/build/5"><img src="/static/images/emojione-check-2714.svg""#)
+            .unwrap()
+            < row
+                .find(r#"<a href="/build/2"><img src="/static/images/emojione-red-x-274c.svg""#)
+                .unwrap(),
+        "{row}"
+    );
+    // `all` is only in evaluation 1: an empty cell first.
+    let row = &html[html.find(r#"<a href="/job/demo/trunk/all">"#).unwrap()..];
+    assert!(
+        row.starts_with(
+            r#"<a href="/job/demo/trunk/all">all</a></th>
+<td></td><td><a href="/build/4">"#
+        ),
+        "{row}"
+    );
+    let html = page(
+        &app,
+        &As::Anonymous,
+        Method::GET,
+        "/jobset/demo/trunk/jobs-tab?filter=HEL",
+    )
+    .await
+    .text();
+    assert!(html.contains("/job/demo/trunk/hello") && !html.contains("/job/demo/trunk/broken"));
+    let html = page(
+        &app,
+        &As::Anonymous,
+        Method::GET,
+        "/jobset/demo/trunk/jobs-tab?filter=zzz",
+    )
+    .await
+    .text();
+    assert!(html.contains("No job matches"));
+
+    // Without a filter, the first 250 jobs, with a way to all of them.
+    app.exec(
+        "insert into Builds (id, finished, timestamp, jobset_id, job, nixName, drvPath, system, buildStatus,
+                             startTime, stopTime)
+           select 100 + i, 1, 1700000500, (select id from Jobsets), 'z' || lpad(i::text, 3, '0'), 'z',
+                  '/nix/store/' || lpad(i::text, 32, '0') || '-z.drv', 'x86_64-linux', 0, 1700000501, 1700000502
+           from generate_series(1, 260) i;
+         insert into JobsetEvalMembers (eval, build, isNew) select 2, 100 + i, 1 from generate_series(1, 260) i;",
+    )
+    .await;
+    let html = page(
+        &app,
+        &As::Anonymous,
+        Method::GET,
+        "/jobset/demo/trunk/jobs-tab",
+    )
+    .await
+    .text();
+    assert!(
+        html.contains("Showing the first 250 jobs of 265."),
+        "{html}"
+    );
+    assert!(html.contains("/job/demo/trunk/z245\"") && !html.contains("/job/demo/trunk/z246\""));
+    let html = page(
+        &app,
+        &As::Anonymous,
+        Method::GET,
+        "/jobset/demo/trunk/jobs-tab?all=1",
+    )
+    .await
+    .text();
+    assert!(html.contains("/job/demo/trunk/z260\""));
+}
