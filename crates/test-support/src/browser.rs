@@ -165,13 +165,21 @@ impl Browser {
             .to_string()
     }
 
-    /// The visible text of the page.
+    /// The visible text of the page (read again when the page was
+    /// replaced while it was being read).
     pub fn text(&self) -> String {
-        let body = self.find("body");
-        self.command("GET", &format!("/element/{}/text", body.0), None)
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
+        for _ in 0..50 {
+            let body = self.find("body");
+            let path = format!("/session/{}/element/{}/text", self.session, body.0);
+            match self.request("GET", &path, None) {
+                Ok(text) => return text.as_str().unwrap_or_default().to_string(),
+                Err(e) if e.contains("stale element") => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("WebDriver GET {path}: {e}"),
+            }
+        }
+        panic!("the page kept changing while its text was read");
     }
 
     /// The first element matching the CSS `selector`.

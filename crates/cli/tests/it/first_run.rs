@@ -130,7 +130,90 @@ async fn a_new_user_follows_the_readme_to_an_admin_a_built_jobset_and_a_signed_s
         !up.seen.iter().any(|l| l.contains("request method=")),
         "web requests are logged at debug only"
     );
+
+    // Step 7, in the browser again: what was built, page by page, and a
+    // second project made with the pages' own forms.
+    browse_the_pages(&base);
     up.stop();
+}
+
+/// Waits, up to 30 seconds, until the page shows `needle`.
+fn wait_for_text(browser: &Browser, needle: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !browser.text().contains(needle) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "`{needle}` not on the page:\n{}",
+            browser.text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Signs in as alice and walks from the front page to the build's log by
+/// clicking, then creates a project and a jobset with the forms.
+fn browse_the_pages(base: &str) {
+    let browser = Browser::start();
+    browser.goto(&format!("{base}/login?next=/project/hello"));
+    browser.fill("#username", "alice");
+    browser.fill("#password", PASSWORD);
+    let at = browser.click_and_follow("main button[type=submit]");
+    assert_eq!(
+        at,
+        format!("{base}/project/hello"),
+        "back where the sign-in was asked"
+    );
+    let at = browser.click_and_follow("a.row-link[href='/jobset/hello/main']");
+    assert_eq!(at, format!("{base}/jobset/hello/main"));
+    let page = browser.text();
+    assert!(
+        page.contains("Last checked") && page.contains("no errors"),
+        "{page}"
+    );
+    let at = browser.click_and_follow("table.evals a.row-link");
+    assert!(at.starts_with(&format!("{base}/eval/")), "{at}");
+    assert!(
+        browser.text().contains("New Jobs (1)"),
+        "{}",
+        browser.text()
+    );
+    let at = browser.click_and_follow("table.builds a.row-link");
+    assert!(at.starts_with(&format!("{base}/build/")), "{at}");
+    let page = browser.text();
+    assert!(
+        page.contains("Success") && page.contains("Restart"),
+        "{page}"
+    );
+    // Without errors in the console (the pages' script, the CSP).
+    let errors = browser.execute(
+        "return performance.getEntriesByType('resource').filter(r => r.responseStatus >= 400).map(r => r.name)",
+    );
+    assert_eq!(errors, serde_json::json!([]), "failed requests");
+
+    // A project and a jobset through the forms; a mistake first.
+    browser.goto(&format!("{base}/create-project"));
+    browser.fill("#name", "second");
+    // Past the browser's own check of the required field, to the server's.
+    browser.execute("document.querySelector('form.settings').noValidate = true");
+    browser.click("main button[type=submit]");
+    wait_for_text(&browser, "The display name is required.");
+    browser.fill("#displayname", "Second");
+    let at = browser.click_and_follow("main button[type=submit]");
+    assert_eq!(at, format!("{base}/project/second"));
+    let at = browser.click_and_follow("a[href='/project/second/create-jobset']");
+    assert_eq!(at, format!("{base}/project/second/create-jobset"));
+    browser.fill("#name", "main");
+    browser.fill("#nixexprinput", "src");
+    browser.fill("input[name='input-0-name']", "src");
+    browser.fill(
+        "input[name='input-0-value']",
+        "https://example.org/repo.git",
+    );
+    let at = browser.click_and_follow("main button[type=submit]");
+    assert_eq!(at, format!("{base}/jobset/second/main"));
+    browser.goto(&format!("{base}/jobset/second/main#tabs-configuration"));
+    let page = browser.text();
+    assert!(page.contains("https://example.org/repo.git"), "{page}");
 }
 
 #[tokio::test]
