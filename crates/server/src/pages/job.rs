@@ -92,3 +92,51 @@ pub(super) fn job(cx: &Ctx) -> Html {
         .render(),
     )
 }
+
+/// `/job/P/J/JOB/metric/NAME`: one metric's chart.
+#[derive(Template)]
+#[template(path = "job-metric.html")]
+struct MetricPage<'a> {
+    frame: Frame<'a>,
+    job: String,
+    /// `P/J/JOB`, for the job's address.
+    job_path: String,
+    metric: String,
+    svg: Option<String>,
+}
+
+pub(super) fn metric(cx: &Ctx) -> Html {
+    let rows = cx.data.0.as_array()?;
+    let unit = rows
+        .last()
+        .map(|r| Fields(r).text("unit"))
+        .unwrap_or_default();
+    let points: Vec<Point> = rows
+        .iter()
+        .map(Fields)
+        .filter_map(|r| {
+            Some(Point {
+                build: r.int("id")?,
+                time: r.int("timestamp")?,
+                value: r.0.get("value")?.as_f64()?,
+            })
+        })
+        .collect();
+    let text = |k: &str| {
+        cx.extra_value(k)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let metric = text("metric");
+    Some(
+        MetricPage {
+            frame: cx.frame(),
+            job_path: text("job").replace(':', "/"),
+            job: text("job"),
+            svg: svg(&format!("Metric {metric}"), &unit, &points),
+            metric,
+        }
+        .render(),
+    )
+}

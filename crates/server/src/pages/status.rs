@@ -400,3 +400,90 @@ mod tests {
         );
     }
 }
+
+/// `/jobset/P/J/errors`, `/eval/N/errors`: when the errors happened and
+/// what they say.
+#[derive(Template)]
+#[template(path = "errors.html")]
+struct ErrorsPage<'a> {
+    frame: Frame<'a>,
+    title: String,
+    back: String,
+    when: Option<super::common::Time>,
+    text: String,
+}
+
+pub(super) fn errors(cx: &Ctx, of_eval: bool) -> Html {
+    let d = cx.data;
+    let (title, back) = if of_eval {
+        let id = d.int("id").unwrap_or(0);
+        (format!("Errors of evaluation {id}"), format!("/eval/{id}"))
+    } else {
+        let (p, j) = (d.str("project"), d.str("name"));
+        (
+            format!("Evaluation errors of jobset {p}:{j}"),
+            format!("/jobset/{p}/{j}"),
+        )
+    };
+    let mut text = d.text("fetcherrormsg");
+    let eval = d.text("errormsg");
+    if !eval.is_empty() {
+        if !text.is_empty() {
+            text.push_str("\n\n");
+        }
+        text.push_str(&eval);
+    }
+    Some(
+        ErrorsPage {
+            frame: cx.frame(),
+            title,
+            back,
+            when: d
+                .int(if of_eval { "timestamp" } else { "errortime" })
+                .map(super::common::Time::of),
+            text,
+        }
+        .render(),
+    )
+}
+
+/// A channel (`/channel/latest`, `/eval/N/channel`, …): how to subscribe
+/// and its packages.
+#[derive(Template)]
+#[template(path = "channel.html")]
+struct ChannelPage<'a> {
+    frame: Frame<'a>,
+    name: String,
+    /// Build, name, system and job.
+    packages: Vec<(i64, String, String, String)>,
+    url: String,
+}
+
+pub(super) fn channel(cx: &Ctx) -> Html {
+    let d = cx.data;
+    Some(
+        ChannelPage {
+            frame: cx.frame(),
+            name: d.text("name"),
+            packages: d
+                .list("packages")
+                .iter()
+                .map(Fields)
+                .map(|p| {
+                    (
+                        p.int("id").unwrap_or(0),
+                        p.text("nixname"),
+                        p.text("system"),
+                        format!("{}:{}:{}", p.str("project"), p.str("jobset"), p.str("job")),
+                    )
+                })
+                .collect(),
+            url: cx
+                .extra_value("url")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+        }
+        .render(),
+    )
+}

@@ -171,6 +171,7 @@ async fn nixexprs(name: &str, packages: &[Package]) -> ApiResult<Vec<u8>> {
 async fn serve(
     state: &AppState,
     headers: &HeaderMap,
+    uri: &axum::http::Uri,
     name: String,
     scope: Scope,
     file: Option<&str>,
@@ -178,10 +179,17 @@ async fn serve(
     match file.unwrap_or("") {
         "" => {
             let packages = views::channels::packages(&state.pool, &scope).await?;
+            // The address to subscribe to: this page's.
+            let url = format!(
+                "{}{}",
+                base_url(state, headers).trim_end_matches('/'),
+                uri.path()
+            );
             Ok(Page::new(
                 "channel",
                 serde_json::json!({ "name": name, "packages": packages }),
             )
+            .with_extra("url", serde_json::json!(url))
             .into_response())
         }
         "nixexprs.tar.bz2" => {
@@ -221,6 +229,7 @@ async fn serve(
 pub(crate) async fn latest(
     State(state): State<AppState>,
     headers: HeaderMap,
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
     Path(params): Path<Vec<(String, String)>>,
 ) -> ApiResult<Response> {
     let scope = Scope {
@@ -245,13 +254,14 @@ pub(crate) async fn latest(
         _ => "everything".to_string(),
     };
     let file = param(&params, "file");
-    serve(&state, &headers, name, scope, file.as_deref()).await
+    serve(&state, &headers, &uri, name, scope, file.as_deref()).await
 }
 
 /// `/eval/<id>/channel[/<file>]`.
 pub(crate) async fn eval(
     State(state): State<AppState>,
     headers: HeaderMap,
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
     eval: EvalPath,
     Path(params): Path<Vec<(String, String)>>,
 ) -> ApiResult<Response> {
@@ -264,6 +274,7 @@ pub(crate) async fn eval(
     serve(
         &state,
         &headers,
+        &uri,
         format!("{project}-{jobset}-latest"),
         scope,
         file.as_deref(),
@@ -275,6 +286,7 @@ pub(crate) async fn eval(
 pub(crate) async fn build(
     State(state): State<AppState>,
     headers: HeaderMap,
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
     build: BuildPath,
     Path(params): Path<Vec<(String, String)>>,
 ) -> ApiResult<Response> {
@@ -287,6 +299,7 @@ pub(crate) async fn build(
     serve(
         &state,
         &headers,
+        &uri,
         format!("build-{id}"),
         scope,
         file.as_deref(),

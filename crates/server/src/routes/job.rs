@@ -221,7 +221,12 @@ pub(crate) async fn metric(
             json!({ "id": id, "timestamp": timestamp, "value": views::json_number(value), "unit": unit })
         })
         .collect();
-    Ok(Page::value("job-series", Value::Array(points)))
+    Ok(Page::value("job-metric", Value::Array(points))
+        .with_extra(
+            "job",
+            json!(format!("{}:{}:{job}", jobset.project, jobset.jobset)),
+        )
+        .with_extra("metric", json!(name)))
 }
 
 /// `POST /job/<p>/<j>/<job>/star` with `star=1` or `star=0`.

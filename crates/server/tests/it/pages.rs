@@ -1490,3 +1490,61 @@ async fn the_jobs_matrix_shows_each_jobs_build_in_the_latest_evaluations() {
     .text();
     assert!(html.contains("/job/demo/trunk/z260\""));
 }
+
+#[tokio::test]
+async fn metric_errors_and_channel_pages() {
+    let app = App::new().await;
+    common::fixture(&app).await;
+    let html = page(
+        &app,
+        &As::Anonymous,
+        Method::GET,
+        "/job/demo/trunk/hello/metric/runtime",
+    )
+    .await
+    .text();
+    assert!(
+        html.contains("<title>Hydra - Job metric 'runtime'</title>"),
+        "{html}"
+    );
+    assert!(html.contains(r#"<a class="mono" href="/job/demo/trunk/hello">demo:trunk:hello</a>"#));
+    assert!(html.contains(": 1.5 s</title>"));
+
+    app.exec(
+        "update Jobsets set errorMsg = 'error: attribute <x> missing', errorTime = 1700000200",
+    )
+    .await;
+    let html = page(
+        &app,
+        &As::Anonymous,
+        Method::GET,
+        "/jobset/demo/trunk/errors",
+    )
+    .await
+    .text();
+    assert!(html.contains("Evaluation errors of jobset demo:trunk"));
+    assert!(
+        html.contains("error: attribute &#60;x&#62; missing"),
+        "{html}"
+    );
+    assert!(html.contains("2023-11-14 22:16:40"));
+    let html = page(&app, &As::Anonymous, Method::GET, "/eval/1/errors")
+        .await
+        .text();
+    assert!(html.contains("Errors of evaluation 1") && html.contains("There are no errors."));
+
+    let html = page(
+        &app,
+        &As::Anonymous,
+        Method::GET,
+        "/jobset/demo/trunk/channel/latest",
+    )
+    .await
+    .text();
+    assert!(
+        html.contains("<title>Hydra - Channel demo-trunk</title>"),
+        "{html}"
+    );
+    assert!(html.contains("nix-channel --add http://"), "{html}");
+    assert!(html.contains("/jobset/demo/trunk/channel/latest\n"));
+}
