@@ -344,6 +344,14 @@ struct BuildPage<'a> {
     frame: Frame<'a>,
     b: BuildView,
     steps: Vec<StepView>,
+    /// The last success of the job before this build, and the first
+    /// finished build after it: id, finish time and status.
+    last_success: Option<(i64, Option<Time>, StatusView)>,
+    first_broken: Option<(i64, Option<Time>, StatusView)>,
+    constituents: Vec<BuildRowView>,
+    inputs: Vec<super::eval::InputView>,
+    /// Name, value and unit.
+    metrics: Vec<(String, String, String)>,
 }
 
 impl BuildPage<'_> {
@@ -361,13 +369,42 @@ pub(super) fn build(cx: &Ctx) -> Html {
     let any_busy = steps
         .iter()
         .any(|s| Fields(s).int("busy").unwrap_or(0) != 0);
+    let neighbour = |k: &str| {
+        let n = Fields(cx.extra_value(k)?);
+        let status = StatusView::of(n.int("finished") == Some(1), n.int("buildstatus"));
+        Some((n.int("id")?, n.int("stoptime").map(Time::of), status))
+    };
+    let d = cx.data;
     Some(
         BuildPage {
             frame: cx.frame(),
-            b: BuildView::of(cx.data, any_busy),
+            b: BuildView::of(d, any_busy),
             steps: steps
                 .iter()
                 .map(|s| StepView::of(Fields(s), cx.now))
+                .collect(),
+            last_success: neighbour("last_success"),
+            first_broken: neighbour("first_broken"),
+            constituents: cx
+                .extra("constituents")
+                .iter()
+                .map(|b| BuildRowView::of(Fields(b), false, cx.now))
+                .collect(),
+            inputs: cx
+                .extra_value("inputs")
+                .and_then(serde_json::Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .map(|(name, i)| super::eval::InputView::of(name, Fields(i)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            metrics: d
+                .members("buildmetrics")
+                .map(|(name, m)| {
+                    let value = m.0.get("value").map(|v| v.to_string()).unwrap_or_default();
+                    (name.clone(), value, m.text("unit"))
+                })
                 .collect(),
         }
         .render(),

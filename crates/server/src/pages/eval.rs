@@ -46,13 +46,13 @@ const TABS: [(&str, &str, &str, &str); 8] = [
 
 /// A row of the inputs table.
 #[derive(Debug)]
-struct InputView {
-    name: String,
-    kind: &'static str,
-    value: String,
+pub(super) struct InputView {
+    pub(super) name: String,
+    pub(super) kind: &'static str,
+    pub(super) value: String,
     /// The build a build input points at.
-    dependency: Option<i64>,
-    revision: String,
+    pub(super) dependency: Option<i64>,
+    pub(super) revision: String,
 }
 
 /// What an input type is called.
@@ -82,7 +82,7 @@ fn input_type_label(kind: &str) -> &'static str {
 }
 
 impl InputView {
-    fn of(name: &str, i: Fields) -> InputView {
+    pub(super) fn of(name: &str, i: Fields) -> InputView {
         let kind = i.str("type");
         let value = match kind {
             "string" => format!("\"{}\"", i.str("value")),

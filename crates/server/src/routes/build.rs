@@ -30,8 +30,31 @@ pub(crate) async fn show(
         .ok_or_else(|| BuildPath::missing(id))?;
     let mut extra = serde_json::Map::new();
     if page {
-        let steps = views::build::steps(&state.pool, id).await?;
+        let pool = &state.pool;
+        let steps = views::build::steps(pool, id).await?;
         extra.insert("steps".into(), json!(steps));
+        let (success, broken) = views::build::previous(pool, id).await?;
+        extra.insert("last_success".into(), json!(success));
+        extra.insert("first_broken".into(), json!(broken));
+        let constituents = views::build::constituents(pool, id).await?;
+        if !constituents.is_empty() {
+            extra.insert(
+                "constituents".into(),
+                json!(views::builds_json(pool, &constituents).await?),
+            );
+        }
+        let evals = views::build::evals(pool, id).await?;
+        if let Some(eval) = evals.last() {
+            // The inputs of the first evaluation that has it.
+            let e = views::evals_json(pool, &[*eval]).await?;
+            extra.insert(
+                "inputs".into(),
+                e.first()
+                    .and_then(|e| e.get("jobsetevalinputs"))
+                    .cloned()
+                    .unwrap_or_default(),
+            );
+        }
     }
     Ok(crate::negotiate::json_text_with("build", json, extra))
 }

@@ -100,3 +100,45 @@ pub(crate) async fn step_outputs(
     .fetch_all(pool)
     .await?)
 }
+
+/// A build as the "previous builds" of another show it.
+#[derive(Clone, Debug, serde::Serialize, sqlx::FromRow)]
+pub(crate) struct Neighbour {
+    pub id: BuildId,
+    pub stoptime: Option<i32>,
+    pub finished: i32,
+    pub buildstatus: Option<i32>,
+}
+
+/// For build `id`: the last successful build of the same job and system
+/// before it, and the first finished build after that one (when it is not
+/// `id` itself).
+pub(crate) async fn previous(
+    pool: &PgPool,
+    id: BuildId,
+) -> ApiResult<(Option<Neighbour>, Option<Neighbour>)> {
+    let success: Option<Neighbour> = sqlx::query_as(
+        "select p.id, p.stopTime as stoptime, p.finished, p.buildStatus as buildstatus \
+         from Builds b join Builds p on p.jobset_id = b.jobset_id and p.job = b.job and p.system = b.system \
+         where b.id = $1 and p.id < b.id and p.finished = 1 and p.buildStatus = $2 \
+         order by p.id desc limit 1",
+    )
+    .bind(id)
+    .bind(hydra_db::status::BuildStatus::Succeeded)
+    .fetch_optional(pool)
+    .await?;
+    let Some(s) = &success else {
+        return Ok((None, None));
+    };
+    let broken: Option<Neighbour> = sqlx::query_as(
+        "select p.id, p.stopTime as stoptime, p.finished, p.buildStatus as buildstatus \
+         from Builds b join Builds p on p.jobset_id = b.jobset_id and p.job = b.job and p.system = b.system \
+         where b.id = $1 and p.id > $2 and p.id < b.id and p.finished = 1 \
+         order by p.id limit 1",
+    )
+    .bind(id)
+    .bind(s.id)
+    .fetch_optional(pool)
+    .await?;
+    Ok((success, broken))
+}

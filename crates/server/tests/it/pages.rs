@@ -1548,3 +1548,50 @@ async fn metric_errors_and_channel_pages() {
     assert!(html.contains("nix-channel --add http://"), "{html}");
     assert!(html.contains("/jobset/demo/trunk/channel/latest\n"));
 }
+
+#[tokio::test]
+async fn the_build_page_shows_constituents_inputs_metrics_and_the_last_success() {
+    use hydra_db::status::BuildStatus;
+    use hydra_test_support::builds::TestBuild;
+    let app = App::new().await;
+    common::fixture(&app).await;
+    second_eval(&app).await;
+    let html = page(&app, &As::Anonymous, Method::GET, "/build/4")
+        .await
+        .text();
+    assert!(html.contains(r##"<a href="#tabs-constituents">Constituents</a>"##));
+    assert!(html.contains("its result comes from these 2 builds"));
+    assert!(html.contains(r#"<a class="row-link" href="/build/2">2</a>"#));
+    let html = page(&app, &As::Anonymous, Method::GET, "/build/1")
+        .await
+        .text();
+    assert!(html.contains(r#"<a href="/job/demo/trunk/hello/metric/runtime">runtime</a></td><td class="number">1.5</td><td>s</td>"#), "{html}");
+    assert!(
+        html.contains(r#"<td class="mono">src</td><td>Git checkout</td>"#),
+        "{html}"
+    );
+    assert!(!html.contains("Previous builds"), "a success needs none");
+
+    // broken: succeeded in build 5, fails again in build 7.
+    let jobset: i32 = sqlx::query_scalar("select id from Jobsets")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    TestBuild::new(jobset, "broken")
+        .id(7)
+        .timestamp(1700000600)
+        .nix_name(Some("broken-1.2"))
+        .drv("/nix/store/llllllllllllllllllllllllllllllll-broken-1.2.drv")
+        .finished(BuildStatus::Failed, 1700000610, 1700000620)
+        .insert(&app.db.pool)
+        .await;
+    let html = page(&app, &As::Anonymous, Method::GET, "/build/7")
+        .await
+        .text();
+    assert!(html.contains("<h3>Previous builds</h3>"), "{html}");
+    assert!(html.contains(r#"<a href="/build/5">build 5</a>"#));
+    assert!(
+        !html.contains("First broken build"),
+        "this build is the first broken one"
+    );
+}
