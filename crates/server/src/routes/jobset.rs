@@ -309,6 +309,34 @@ pub(crate) async fn save(
     }
 }
 
+/// `POST /jobset/<p>/<j>/evaluate`: the page's "Evaluate this jobset"
+/// (`eval-jobset`, the owner or an administrator), as `/api/push` with
+/// `force`; then back to the jobset.
+pub(crate) async fn evaluate(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    viewer: Viewer,
+    jobset: JobsetPath,
+) -> ApiResult<Response> {
+    viewer.require_login()?;
+    viewer
+        .require_role_or_owner(&state.pool, "eval-jobset", &jobset.project)
+        .await?;
+    hydra_db::jobsets::trigger(
+        &state.pool,
+        &jobset.project,
+        &jobset.jobset,
+        hydra_db::now(),
+        true,
+    )
+    .await?;
+    Ok(super::actions::back_to(
+        &state,
+        &headers,
+        &format!("jobset/{}/{}", jobset.project, jobset.jobset),
+    ))
+}
+
 /// `?filter=` and `?all=1` of the jobs matrix.
 #[derive(Debug, Default, serde::Deserialize)]
 pub(crate) struct MatrixQuery {
@@ -779,6 +807,10 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route("/jobset/{project}/{jobset}/clone", get(clone_form))
         .route("/jobset/{project}/{jobset}/jobs-tab", get(jobs_tab))
+        .route(
+            "/jobset/{project}/{jobset}/evaluate",
+            axum::routing::post(evaluate),
+        )
         .route(
             "/project/{project}/create-jobset",
             get(create_form).post(create_submitted),

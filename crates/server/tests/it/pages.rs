@@ -952,6 +952,17 @@ async fn the_jobset_form_creates_edits_clones_and_starts_from_an_evaluation() {
         .await
         .text();
     assert!(html.contains(r#"href="/jobset/demo/trunk/edit">Edit configuration</a>"#));
+    // Evaluate now: the jobset is triggered, and the page comes back.
+    let r = submit(&app, &owner, "/jobset/demo/trunk/evaluate", "").await;
+    assert_eq!(r.status, StatusCode::FOUND);
+    assert_eq!(
+        app.scalar("select count(*) from Jobsets where triggerTime is not null")
+            .await,
+        1
+    );
+    let nobody = app.session("nobody").await;
+    let r = submit(&app, &nobody, "/jobset/demo/trunk/evaluate", "").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
     let html = page(&app, &owner, Method::GET, "/project/demo/create-jobset")
         .await
         .text();
