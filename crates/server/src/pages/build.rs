@@ -473,3 +473,51 @@ pub(super) fn step(cx: &Ctx) -> Html {
         .render(),
     )
 }
+
+/// `/build/N/contents/NR`: the files of a product.
+#[derive(Template)]
+#[template(path = "contents.html")]
+struct ContentsPage<'a> {
+    frame: Frame<'a>,
+    build: i64,
+    nr: i64,
+    name: String,
+    path: String,
+    directory: bool,
+    size: i64,
+    /// Path, kind, size and symlink target.
+    files: Vec<(String, String, i64, String)>,
+    more: bool,
+}
+
+pub(super) fn contents(cx: &Ctx) -> Html {
+    let d = cx.data;
+    Some(
+        ContentsPage {
+            frame: cx.frame(),
+            build: d.int("build").unwrap_or(0),
+            nr: d.int("productnr").unwrap_or(0),
+            name: Some(d.text("name"))
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| "-".into()),
+            path: d.text("path"),
+            directory: d.flag("directory"),
+            size: d.int("size").unwrap_or(0),
+            files: d
+                .list("files")
+                .iter()
+                .map(Fields)
+                .map(|f| {
+                    (
+                        f.text("path"),
+                        f.text("kind"),
+                        f.int("size").unwrap_or(0),
+                        f.text("target"),
+                    )
+                })
+                .collect(),
+            more: d.flag("more"),
+        }
+        .render(),
+    )
+}

@@ -142,6 +142,7 @@ fn templated(page: &Rendered, user: &PageUser) -> Option<String> {
         "jobset-jobs" => jobset::jobs_matrix(&cx),
         "build" => build::build(&cx),
         "build-step" => build::step(&cx),
+        "build-contents" => build::contents(&cx),
         "eval" => eval::eval(&cx),
         "job" => job::job(&cx),
         "job-metric" => job::metric(&cx),

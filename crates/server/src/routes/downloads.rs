@@ -119,6 +119,114 @@ async fn serve(
     send(state, url_path, &root, sub, product.stoptime).await
 }
 
+/// Entries a contents listing shows at most.
+const MAX_LISTED: usize = 10_000;
+
+/// A file of a product, as its contents list it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct Listed {
+    /// The path below the product, `/`-separated.
+    pub path: String,
+    /// `directory`, `file`, `executable` or `symlink`.
+    pub kind: &'static str,
+    pub size: u64,
+    /// A symlink's target.
+    pub target: Option<String>,
+}
+
+/// The files below `root`: a directory's entries by name, then each of
+/// its subdirectories in turn; symlinks not followed; at most `limit` (and
+/// whether there were more).
+fn list_tree(root: &std::path::Path, limit: usize) -> (Vec<Listed>, bool) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut stack: Vec<(PathBuf, String)> = vec![(root.to_path_buf(), String::new())];
+    while let Some((dir, prefix)) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut entries: Vec<_> = entries.flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        let mut subdirs = Vec::new();
+        for e in entries {
+            if out.len() >= limit {
+                return (out, true);
+            }
+            let name = e.file_name().to_string_lossy().into_owned();
+            let path = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            };
+            let Ok(meta) = std::fs::symlink_metadata(e.path()) else {
+                continue;
+            };
+            let kind = if meta.file_type().is_symlink() {
+                "symlink"
+            } else if meta.is_dir() {
+                subdirs.push((e.path(), path.clone()));
+                "directory"
+            } else if meta.permissions().mode() & 0o111 != 0 {
+                "executable"
+            } else {
+                "file"
+            };
+            let target = meta
+                .file_type()
+                .is_symlink()
+                .then(|| std::fs::read_link(e.path()).ok())
+                .flatten()
+                .map(|t| t.to_string_lossy().into_owned());
+            out.push(Listed {
+                path,
+                kind,
+                size: if meta.is_file() { meta.len() } else { 0 },
+                target,
+            });
+        }
+        // The subdirectories next, in name order.
+        stack.extend(subdirs.into_iter().rev());
+    }
+    (out, false)
+}
+
+/// `/build/<id>/contents/<nr>`: the files of a product.
+pub(crate) async fn contents(
+    State(state): State<AppState>,
+    Path((id, nr)): Path<(String, String)>,
+) -> ApiResult<crate::negotiate::Page> {
+    let id = parse_id(&id, "build")?;
+    let product = by_number_or_name(&state, id, &nr).await?;
+    let root = product
+        .path
+        .clone()
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| ApiError::not_found("This product has no file."))?;
+    let real = state.real_path(&root);
+    let meta = std::fs::symlink_metadata(&real)
+        .map_err(|_| ApiError::not_found(format!("{root} is not available.")))?;
+    let (files, more) = if meta.is_dir() {
+        tokio::task::spawn_blocking(move || list_tree(&real, MAX_LISTED))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+    } else {
+        (Vec::new(), false)
+    };
+    Ok(crate::negotiate::Page::new(
+        "build-contents",
+        serde_json::json!({
+            "build": id,
+            "productnr": product.productnr,
+            "name": product.name,
+            "path": root,
+            "directory": meta.is_dir(),
+            "size": if meta.is_file() { meta.len() } else { 0 },
+            "files": files,
+            "more": more,
+        }),
+    ))
+}
+
 /// Why a path inside a product cannot be served.
 fn outside() -> ApiError {
     ApiError::forbidden("The path leads outside the build product.")
@@ -357,6 +465,7 @@ fn mime_type(path: &std::path::Path) -> String {
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/build/{id}/download/{nr}", get(download))
+        .route("/build/{id}/contents/{nr}", get(contents))
         .route("/build/{id}/download/{nr}/{*rest}", get(download))
         .route(
             "/build/{id}/download-by-type/{type}/{subtype}",
@@ -366,4 +475,44 @@ pub(crate) fn routes() -> Router<AppState> {
             "/build/{id}/download-by-type/{type}/{subtype}/{*rest}",
             get(download_by_type),
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contents_list_each_directory_then_its_subdirectories_without_following_symlinks() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("share/doc")).unwrap();
+        std::fs::write(root.join("share/doc/readme"), b"hi").unwrap();
+        std::fs::create_dir(root.join("bin")).unwrap();
+        std::fs::write(root.join("bin/hello"), b"#!").unwrap();
+        std::fs::set_permissions(
+            root.join("bin/hello"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("escape")).unwrap();
+        let (files, more) = list_tree(root, 100);
+        let shown: Vec<(&str, &str)> = files.iter().map(|f| (f.path.as_str(), f.kind)).collect();
+        assert_eq!(
+            shown,
+            [
+                ("bin", "directory"),
+                ("escape", "symlink"),
+                ("share", "directory"),
+                ("bin/hello", "executable"),
+                ("share/doc", "directory"),
+                ("share/doc/readme", "file"),
+            ]
+        );
+        assert!(!more);
+        assert_eq!(files[1].target.as_deref(), Some("/etc"));
+        assert_eq!(files[5].size, 2);
+        let (files, more) = list_tree(root, 2);
+        assert_eq!((files.len(), more), (2, true));
+    }
 }

@@ -489,3 +489,47 @@ async fn a_garbage_collected_product_is_gone() {
     let r = app.get("/build/1/download/2/hello.tar.gz").await;
     assert_eq!(r.status, StatusCode::GONE, "{}", r.text());
 }
+
+#[tokio::test]
+async fn a_products_contents_are_listed_with_links_and_escaped_names() {
+    let (app, root) = app("").await;
+    fill_product(root.path());
+    let r = app.get("/build/1/contents/1").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let json = r.json();
+    assert_eq!(json["directory"], true);
+    let files: Vec<String> = json["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        files.contains(&"share/doc/readme.txt".to_string()),
+        "{files:?}"
+    );
+    let link = json["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == "escape-abs")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (link["kind"].as_str(), link["target"].as_str()),
+        (Some("symlink"), Some("/etc/passwd"))
+    );
+    let request = Request::get("/build/1/contents/1")
+        .header(header::HOST, HOST)
+        .header(header::ACCEPT, "text/html")
+        .body(Body::empty())
+        .unwrap();
+    let html = String::from_utf8(app.raw(request).await.body).unwrap();
+    assert!(html.contains(r#"<a href="/build/1/download/1/hello-1.0/share/doc/readme.txt">share/doc/readme.txt</a>"#), "{html}");
+    assert!(html.contains("docs/&#60;img src=x onerror=alert(1)&#62;.txt"));
+    assert!(!html.contains("<img src=x"));
+    assert_eq!(
+        app.get("/build/1/contents/9").await.status,
+        StatusCode::NOT_FOUND
+    );
+}
