@@ -1606,3 +1606,133 @@ async fn the_build_page_shows_constituents_inputs_metrics_and_the_last_success()
         "this build is the first broken one"
     );
 }
+
+/// What a reader with a screen reader or a keyboard trips over in `html`:
+/// not one `<h1>`, an image without `alt`, a form field without a label,
+/// a button without a name, a table without headers.
+fn accessibility_problems(html: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    if !html.contains(r#"<html lang="en">"#) {
+        problems.push("no language".into());
+    }
+    let h1 = html.matches("<h1").count();
+    if h1 != 1 {
+        problems.push(format!("{h1} <h1>"));
+    }
+    let tags = |name: &str| -> Vec<(usize, String)> {
+        let open = format!("<{name}");
+        let mut out = Vec::new();
+        let mut from = 0;
+        while let Some(i) = html[from..].find(&open) {
+            let start = from + i;
+            let end = start + html[start..].find('>').unwrap_or(0);
+            let tag = &html[start..=end];
+            if tag[open.len()..].starts_with([' ', '>', '\n']) {
+                out.push((start, tag.to_string()));
+            }
+            from = end + 1;
+        }
+        out
+    };
+    for (_, img) in tags("img") {
+        if !img.contains(" alt=\"") {
+            problems.push(format!("image without alt: {img}"));
+        }
+    }
+    for (at, input) in tags("input")
+        .into_iter()
+        .chain(tags("select"))
+        .chain(tags("textarea"))
+    {
+        if input.contains("type=\"hidden\"") || input.contains(" aria-label=\"") {
+            continue;
+        }
+        let labelled_by_id = input
+            .split(" id=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .is_some_and(|id| html.contains(&format!("<label for=\"{id}\"")));
+        let before = &html[..at];
+        let inside_label = before
+            .rfind("<label")
+            .is_some_and(|l| before.rfind("</label>").is_none_or(|c| c < l));
+        if !labelled_by_id && !inside_label {
+            problems.push(format!("field without a label: {input}"));
+        }
+    }
+    for (at, _) in tags("button") {
+        let rest = &html[at..];
+        let tag_end = rest.find('>').unwrap_or(0);
+        let body = &rest[tag_end + 1..rest.find("</button>").unwrap_or(tag_end + 1)];
+        if body.trim().is_empty() && !rest[..tag_end].contains("aria-label") {
+            problems.push("button without a name".into());
+        }
+    }
+    for (at, _) in tags("table") {
+        let rest = &html[at..];
+        let table = &rest[..rest.find("</table>").unwrap_or(rest.len())];
+        if !table.contains("<th") {
+            problems.push("table without headers".into());
+        }
+    }
+    problems
+}
+
+#[tokio::test]
+async fn every_page_has_one_heading_labelled_fields_and_described_images() {
+    let app = App::new().await;
+    common::fixture(&app).await;
+    second_eval(&app).await;
+    write_log(
+        &app,
+        "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-hello-1.0.drv",
+        b"\x1b[31mhello\x1b[0m\n",
+    );
+    let admin = app.session("admin").await;
+    let pages = [
+        "/",
+        "/login",
+        "/project/demo",
+        "/project/demo/edit",
+        "/create-project",
+        "/jobset/demo/trunk",
+        "/jobset/demo/trunk/edit",
+        "/project/demo/create-jobset",
+        "/jobset/demo/trunk/jobs-tab",
+        "/jobset/demo/trunk/evals",
+        "/evals",
+        "/eval/2",
+        "/build/1",
+        "/build/4",
+        "/build/1/step/1",
+        "/build/1/log",
+        "/job/demo/trunk/hello",
+        "/all",
+        "/queue",
+        "/queue-summary",
+        "/status",
+        "/machines",
+        "/steps",
+        "/search?query=hello",
+        "/user/admin",
+        "/dashboard/admin",
+        "/admin/users",
+        "/register",
+        "/admin/news",
+        "/admin/machines",
+        "/build/999",
+    ];
+    let mut all = Vec::new();
+    for uri in pages {
+        let html = page(&app, &admin, Method::GET, uri).await.text();
+        for p in accessibility_problems(&html) {
+            all.push(format!("{uri}: {p}"));
+        }
+    }
+    assert!(all.is_empty(), "{}", all.join("\n"));
+    // The checker finds what it looks for.
+    assert_eq!(
+        accessibility_problems(r#"<html lang="en"><h1>x</h1><img src="a"><input name="q"><table><tr><td>1</td></tr></table>"#).len(),
+        3
+    );
+}
