@@ -17,6 +17,7 @@ mod negotiate;
 mod pages;
 mod params;
 mod passwords;
+mod reproduce;
 mod routes;
 mod state;
 mod views;

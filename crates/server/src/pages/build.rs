@@ -352,6 +352,8 @@ struct BuildPage<'a> {
     inputs: Vec<super::eval::InputView>,
     /// Name, value and unit.
     metrics: Vec<(String, String, String)>,
+    /// The command that reproduces the build here.
+    reproduce: Option<String>,
 }
 
 impl BuildPage<'_> {
@@ -383,6 +385,10 @@ pub(super) fn build(cx: &Ctx) -> Html {
                 .iter()
                 .map(|s| StepView::of(Fields(s), cx.now))
                 .collect(),
+            reproduce: cx
+                .extra_value("reproduce")
+                .and_then(serde_json::Value::as_str)
+                .map(String::from),
             last_success: neighbour("last_success"),
             first_broken: neighbour("first_broken"),
             constituents: cx

@@ -308,6 +308,9 @@ struct SearchPage<'a> {
     jobsets: Vec<(String, String, String)>,
     builds: Vec<BuildRowView>,
     builds_drv: Vec<BuildRowView>,
+    /// Project, jobset and job.
+    jobs: Vec<(String, String, String)>,
+    more_jobs: bool,
 }
 
 pub(super) fn search(cx: &Ctx) -> Html {
@@ -335,6 +338,19 @@ pub(super) fn search(cx: &Ctx) -> Html {
                 .collect(),
             builds: builds("builds"),
             builds_drv: builds("buildsdrv"),
+            jobs: cx
+                .extra("jobs")
+                .iter()
+                .filter_map(|j| {
+                    let j = j.as_array()?;
+                    let text = |i: usize| j.get(i)?.as_str().map(String::from);
+                    Some((text(0)?, text(1)?, text(2)?))
+                })
+                .collect(),
+            more_jobs: cx
+                .extra_value("more_jobs")
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false),
         }
         .render(),
     )

@@ -3,7 +3,7 @@
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 use serde_json::{Value, json};
 
@@ -21,6 +21,7 @@ use crate::views;
 /// The Build object, straight from the one query that renders it.
 pub(crate) async fn show(
     State(state): State<AppState>,
+    headers: HeaderMap,
     WantsPage(page): WantsPage,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
@@ -31,6 +32,17 @@ pub(crate) async fn show(
     let mut extra = serde_json::Map::new();
     if page {
         let pool = &state.pool;
+        if let Some(r) = views::build::reproduction(pool, id).await? {
+            extra.insert(
+                "reproduce".into(),
+                json!(
+                    crate::reproduce::flake_command(&r).unwrap_or_else(|| format!(
+                        "curl -sSf {}build/{id}/reproduce | bash",
+                        crate::auth::base_url(&state, &headers)
+                    ))
+                ),
+            );
+        }
         let steps = views::build::steps(pool, id).await?;
         extra.insert("steps".into(), json!(steps));
         let (success, broken) = views::build::previous(pool, id).await?;
@@ -57,6 +69,39 @@ pub(crate) async fn show(
         }
     }
     Ok(crate::negotiate::json_text_with("build", json, extra))
+}
+
+/// `/build/<id>/reproduce`: a script that builds the job from the inputs
+/// of the build's evaluation (a flake evaluation: its `nix build`).
+pub(crate) async fn reproduce(
+    State(state): State<AppState>,
+    build: BuildPath,
+) -> ApiResult<Response> {
+    let id = build.id;
+    let r = views::build::reproduction(&state.pool, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("Build {id} is in no evaluation.")))?;
+    let script = match crate::reproduce::flake_command(&r) {
+        Some(command) => format!(
+            "#! /usr/bin/env bash\n# Reproduces build {id} of job {}.\nexec {command} \"$@\"\n",
+            r.full_name
+        ),
+        None => crate::reproduce::script(&r),
+    };
+    Ok((
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "text/x-shellscript; charset=utf-8".to_string(),
+            ),
+            (
+                axum::http::header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"build-{id}-reproduce.sh\""),
+            ),
+        ],
+        script,
+    )
+        .into_response())
 }
 
 pub(crate) async fn constituents(
@@ -188,6 +233,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/build/{id}/evals", get(evals))
         .route("/build/{id}/api/get-info", get(get_info))
         .route("/build/{id}/step/{nr}", get(step))
+        .route("/build/{id}/reproduce", get(reproduce))
         .route("/build/{id}/restart", act(Action::Restart))
         .route("/build/{id}/cancel", act(Action::Cancel))
         .route("/build/{id}/bump", act(Action::Bump))

@@ -132,6 +132,7 @@ pub(crate) struct SearchQuery {
 /// paths; hidden projects and jobsets are left out.
 pub(crate) async fn search(
     State(state): State<AppState>,
+    WantsPage(wanted): WantsPage,
     Query(q): Query<SearchQuery>,
 ) -> ApiResult<Page> {
     let query = q.query.unwrap_or_default();
@@ -164,7 +165,7 @@ pub(crate) async fn search(
             jobset_objects.push(j);
         }
     }
-    Ok(Page::value(
+    let shown = Page::value(
         "search",
         json!({
             "projects": projects,
@@ -172,7 +173,16 @@ pub(crate) async fn search(
             "builds": views::builds_json(&state.pool, &found.builds).await?,
             "buildsdrv": views::builds_json(&state.pool, &found.builds_drv).await?,
         }),
-    ))
+    );
+    if !wanted {
+        return Ok(shown);
+    }
+    let mut jobs = views::root::search_jobs(&state.pool, &pattern, limit).await?;
+    let more = jobs.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+    jobs.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    Ok(shown
+        .with_extra("jobs", json!(jobs))
+        .with_extra("more_jobs", json!(more)))
 }
 
 /// The routes this module serves.

@@ -142,3 +142,52 @@ pub(crate) async fn previous(
     .await?;
     Ok((success, broken))
 }
+
+#[derive(sqlx::FromRow)]
+struct ReproRow {
+    job: String,
+    project: String,
+    jobset: String,
+    eval: i32,
+    flake: Option<String>,
+    nixexprinput: Option<String>,
+    nixexprpath: Option<String>,
+}
+
+/// What build `id` is reproduced from: its job, its first evaluation's
+/// expression or flake, and that evaluation's inputs.
+pub(crate) async fn reproduction(
+    pool: &PgPool,
+    id: BuildId,
+) -> ApiResult<Option<crate::reproduce::Build>> {
+    let row: Option<ReproRow> = sqlx::query_as(
+        "select b.job, j.project, j.name as jobset, e.id as eval, e.flake, \
+         e.nixExprInput as nixexprinput, e.nixExprPath as nixexprpath \
+         from Builds b join Jobsets j on j.id = b.jobset_id \
+         join JobsetEvalMembers m on m.build = b.id join JobsetEvals e on e.id = m.eval \
+         where b.id = $1 order by e.id limit 1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    let Some(r) = row else {
+        return Ok(None);
+    };
+    let inputs: Vec<crate::reproduce::Input> = sqlx::query_as(
+        "select name, type, uri, revision, value from JobsetEvalInputs \
+         where eval = $1 and altNr = 0 order by name",
+    )
+    .bind(r.eval)
+    .fetch_all(pool)
+    .await?;
+    Ok(Some(crate::reproduce::Build {
+        id: id.0,
+        full_name: format!("{}:{}:{}", r.project, r.jobset, r.job),
+        job: r.job,
+        eval: r.eval,
+        flake: r.flake.filter(|f| !f.is_empty()),
+        nix_expr_input: r.nixexprinput,
+        nix_expr_path: r.nixexprpath,
+        inputs,
+    }))
+}

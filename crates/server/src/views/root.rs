@@ -170,3 +170,23 @@ pub(crate) async fn queue_summary(
     .fetch_all(pool);
     Ok(tokio::try_join!(jobsets, systems)?)
 }
+
+/// Jobs of visible jobsets with a current build whose name matches
+/// `pattern` (an `ilike` pattern): project, jobset, job; `limit` + 1 at
+/// most, so that a caller can tell there are more.
+pub(crate) async fn search_jobs(
+    pool: &PgPool,
+    pattern: &str,
+    limit: i64,
+) -> ApiResult<Vec<(String, String, String)>> {
+    Ok(sqlx::query_as(
+        "select distinct j.project, j.name, b.job from Builds b join Jobsets j on j.id = b.jobset_id \
+         join Projects p on p.name = j.project \
+         where b.isCurrent = 1 and j.hidden = 0 and p.hidden = 0 and b.job ilike $1 \
+         order by j.project, j.name, b.job limit $2",
+    )
+    .bind(pattern)
+    .bind(limit + 1)
+    .fetch_all(pool)
+    .await?)
+}

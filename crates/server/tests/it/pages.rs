@@ -292,7 +292,10 @@ async fn build_lists_show_status_job_time_and_name_and_page() {
     assert!(html.contains("<title>Hydra - Queue</title>"));
     assert!(html.contains("<th scope=\"col\">Queued at</th>"));
     assert!(html.contains(r#"<a class="row-link" href="/build/3">3</a>"#));
-    assert!(html.contains(r#"title="Queued" alt="Queued""#));
+    assert!(
+        html.contains(r#"<td><span class="badge muted-badge">Queued</span></td>"#),
+        "scheduling views show a badge"
+    );
     assert!(html.contains("aarch64-linux"));
 }
 
@@ -675,6 +678,8 @@ async fn status_pages_show_running_builds_steps_the_runner_and_search_results() 
         .text();
     assert!(html.contains("<title>Hydra - Search results</title>"));
     assert!(html.contains("have an output path that matches"));
+    // Jobs with a current build.
+    assert!(html.contains("jobs match your query"));
     assert!(html.contains("have a derivation path that matches"));
     assert!(html.contains(r#"<a class="row-link" href="/build/1">1</a>"#));
     let html = page(&app, &As::Anonymous, Method::GET, "/search?query=demo")
@@ -685,6 +690,21 @@ async fn status_pages_show_running_builds_steps_the_runner_and_search_results() 
         .await
         .text();
     assert!(html.contains(r#"<a class="row-link mono" href="/jobset/demo/trunk">demo:trunk</a>"#));
+    app.exec("update Builds set isCurrent = 1").await;
+    let html = page(
+        &app,
+        &As::Anonymous,
+        Method::GET,
+        "/search?query=hell&limit=1",
+    )
+    .await
+    .text();
+    assert!(
+        html.contains(
+            r#"<a class="row-link mono" href="/job/demo/trunk/hello">demo:trunk:hello</a>"#
+        ),
+        "{html}"
+    );
     let html = page(&app, &As::Anonymous, Method::GET, "/search?query=zzzz")
         .await
         .text();
@@ -1734,5 +1754,57 @@ async fn every_page_has_one_heading_labelled_fields_and_described_images() {
     assert_eq!(
         accessibility_problems(r#"<html lang="en"><h1>x</h1><img src="a"><input name="q"><table><tr><td>1</td></tr></table>"#).len(),
         3
+    );
+}
+
+#[tokio::test]
+async fn a_build_can_be_reproduced_from_its_evaluations_inputs() {
+    let app = App::new().await;
+    common::fixture(&app).await;
+    app.exec("update JobsetEvals set nixExprInput = 'src', nixExprPath = 'release.nix'")
+        .await;
+    let html = page(&app, &As::Anonymous, Method::GET, "/build/1")
+        .await
+        .text();
+    assert!(html.contains("<summary>Reproduce locally</summary>"));
+    assert!(
+        html.contains("curl -sSf http://hydra.test/build/1/reproduce | bash"),
+        "{html}"
+    );
+    let r = page(&app, &As::Anonymous, Method::GET, "/build/1/reproduce").await;
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("text/x-shellscript; charset=utf-8")
+    );
+    assert!(
+        r.header("content-disposition")
+            .unwrap()
+            .contains("build-1-reproduce.sh")
+    );
+    let script = r.text();
+    assert!(
+        script.contains("git clone -q 'https://example.org/demo.git' 'src'"),
+        "{script}"
+    );
+    assert!(script.contains("checkout -q '0123456789abcdef0123456789abcdef01234567'"));
+    assert!(script.contains("exec nix-build './src/release.nix' -A 'hello'"));
+    // The script is valid shell.
+    let check = std::process::Command::new("bash")
+        .args(["-n", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    // A flake evaluation is one command.
+    app.exec("update JobsetEvals set flake = 'github:demo/demo/0123', nixExprInput = null, nixExprPath = null").await;
+    let html = page(&app, &As::Anonymous, Method::GET, "/build/1")
+        .await
+        .text();
+    assert!(
+        html.contains("nix build &#39;github:demo/demo/0123#hydraJobs.hello&#39;"),
+        "{html}"
     );
 }
