@@ -354,6 +354,10 @@ struct BuildPage<'a> {
     metrics: Vec<(String, String, String)>,
     /// The command that reproduces the build here.
     reproduce: Option<String>,
+    keep: bool,
+    cached_from: Option<i64>,
+    /// Closure and output size, in MiB.
+    sizes: Option<(String, String)>,
 }
 
 impl BuildPage<'_> {
@@ -377,6 +381,10 @@ pub(super) fn build(cx: &Ctx) -> Html {
         Some((n.int("id")?, n.int("stoptime").map(Time::of), status))
     };
     let d = cx.data;
+    let details = Fields(
+        cx.extra_value("details")
+            .unwrap_or(&serde_json::Value::Null),
+    );
     Some(
         BuildPage {
             frame: cx.frame(),
@@ -385,6 +393,17 @@ pub(super) fn build(cx: &Ctx) -> Html {
                 .iter()
                 .map(|s| StepView::of(Fields(s), cx.now))
                 .collect(),
+            keep: details.flag("keep"),
+            cached_from: details
+                .int("cached_from")
+                .filter(|_| details.flag("cached")),
+            sizes: match (details.int("closure_size"), details.int("size")) {
+                (Some(c), Some(o)) => {
+                    let mib = |b: i64| format!("{:.1}", b as f64 / 1_048_576.0);
+                    Some((mib(c), mib(o)))
+                }
+                _ => None,
+            },
             reproduce: cx
                 .extra_value("reproduce")
                 .and_then(serde_json::Value::as_str)

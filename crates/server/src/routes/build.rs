@@ -45,6 +45,10 @@ pub(crate) async fn show(
         }
         let steps = views::build::steps(pool, id).await?;
         extra.insert("steps".into(), json!(steps));
+        extra.insert(
+            "details".into(),
+            json!(views::build::details(pool, id).await?),
+        );
         let (success, broken) = views::build::previous(pool, id).await?;
         extra.insert("last_success".into(), json!(success));
         extra.insert("first_broken".into(), json!(broken));

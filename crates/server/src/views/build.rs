@@ -191,3 +191,32 @@ pub(crate) async fn reproduction(
         inputs,
     }))
 }
+
+/// What the build page's details add to the Build object.
+#[derive(Clone, Debug, Default, serde::Serialize, sqlx::FromRow)]
+pub(crate) struct Details {
+    pub keep: bool,
+    pub cached: bool,
+    pub size: Option<i64>,
+    pub closure_size: Option<i64>,
+    /// The build whose step produced a cached build's first output.
+    pub cached_from: Option<i32>,
+}
+
+/// Build `id`'s keep flag, sizes, and where a cached build's output came
+/// from.
+pub(crate) async fn details(pool: &PgPool, id: BuildId) -> ApiResult<Details> {
+    Ok(sqlx::query_as(
+        "select b.keep <> 0 as keep, coalesce(b.isCachedBuild, 0) <> 0 as cached, b.size, \
+         b.closureSize as closure_size, \
+         (select s.build from BuildStepOutputs so join BuildSteps s on s.build = so.build and s.stepnr = so.stepnr \
+          where so.path = (select o.path from BuildOutputs o where o.build = b.id order by o.name limit 1) \
+          and s.status = $2 and s.build <> b.id order by s.build limit 1) as cached_from \
+         from Builds b where b.id = $1",
+    )
+    .bind(id)
+    .bind(hydra_db::status::BuildStatus::Succeeded)
+    .fetch_optional(pool)
+    .await?
+    .unwrap_or_default())
+}
