@@ -252,6 +252,7 @@ function setUpLogFollow(log) {
   const state = document.querySelector(".live-state");
   const atBottom = () => window.innerHeight + window.scrollY >= document.body.scrollHeight - 40;
   const source = new EventSource(url);
+  window.addEventListener("pagehide", () => source.close());
   source.onmessage = (e) => {
     const follow = atBottom();
     log.append(logLine(Number(e.lastEventId), e.data));
@@ -319,11 +320,20 @@ function setUpLive() {
     const wait = Math.max(1000, 4000 - (Date.now() - last));
     timer = setTimeout(refresh, wait);
   };
-  const source = new EventSource("/events");
-  source.onmessage = (e) => {
-    try { if (concerns(scope, JSON.parse(e.data))) schedule(); } catch (err) { schedule(); }
+  let source = null;
+  const open = () => {
+    source = new EventSource("/events");
+    source.onmessage = (e) => {
+      try { if (concerns(scope, JSON.parse(e.data))) schedule(); } catch (err) { schedule(); }
+    };
+    source.addEventListener("reset", schedule);
   };
-  source.addEventListener("reset", schedule);
+  open();
+  // A page left behind gives its connection back at once (browsers allow
+  // few per server); one that comes back from the history reopens and
+  // reads itself afresh.
+  window.addEventListener("pagehide", () => { if (source) source.close(); source = null; });
+  window.addEventListener("pageshow", (e) => { if (e.persisted) { open(); schedule(); } });
   document.addEventListener("visibilitychange", () => { if (!document.hidden && pending) schedule(); });
 }
 

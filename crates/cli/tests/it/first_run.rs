@@ -133,7 +133,7 @@ async fn a_new_user_follows_the_readme_to_an_admin_a_built_jobset_and_a_signed_s
 
     // Step 7, in the browser again: what was built, page by page, and a
     // second project made with the pages' own forms.
-    browse_the_pages(&base);
+    browse_the_pages(&base, data.path());
     up.stop();
 }
 
@@ -152,7 +152,7 @@ fn wait_for_text(browser: &Browser, needle: &str) {
 
 /// Signs in as alice and walks from the front page to the build's log by
 /// clicking, then creates a project and a jobset with the forms.
-fn browse_the_pages(base: &str) {
+fn browse_the_pages(base: &str, data: &std::path::Path) {
     let browser = Browser::start();
     browser.goto(&format!("{base}/login?next=/project/hello"));
     browser.fill("#username", "alice");
@@ -177,18 +177,82 @@ fn browse_the_pages(base: &str) {
         "{}",
         browser.text()
     );
-    let at = browser.click_and_follow("table.builds a.row-link");
-    assert!(at.starts_with(&format!("{base}/build/")), "{at}");
+    let build_url = browser.click_and_follow("table.builds a.row-link");
+    assert!(
+        build_url.starts_with(&format!("{base}/build/")),
+        "{build_url}"
+    );
     let page = browser.text();
     assert!(
         page.contains("Success") && page.contains("Restart"),
         "{page}"
+    );
+
+    // The log viewer: numbered lines, and find in them. (The output may
+    // have been in the store already, leaving no log: give it one.)
+    let (_, json) = curl(&["-H", "Accept: application/json", &build_url]);
+    let build: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let log = hydra_config::DataDir::from(data).build_log(build["drvpath"].as_str().unwrap());
+    if !log.exists() {
+        std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+        std::fs::write(&log, "building\n\u{1b}[32mhello\u{1b}[0m from the log\n").unwrap();
+    }
+    browser.goto(&format!("{build_url}/log"));
+    let lines = browser.execute("return document.querySelectorAll('ol.log li').length");
+    assert!(lines.as_u64().unwrap_or(0) > 0, "{}", browser.source());
+    browser.fill(".find-text", "hello");
+    let found = browser.execute("return document.querySelectorAll('ol.log li.found').length");
+    assert!(found.as_u64().unwrap_or(0) > 0, "{}", browser.source());
+
+    // A live page: the build restarted from elsewhere, the page follows
+    // without reloading.
+    browser.goto(&build_url);
+    browser.execute("window.stayed = true; document.querySelector('main h1').dataset.old = '1';");
+    browser.execute(
+        "fetch(location.pathname + '/restart', {method: 'POST', headers: {Accept: 'application/json'}})",
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while browser.execute("return document.querySelector('main h1').dataset.old === '1'")
+        == serde_json::json!(true)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the page did not follow the restart"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        browser.execute("return window.stayed === true"),
+        serde_json::json!(true),
+        "not reloaded"
     );
     // Without errors in the console (the pages' script, the CSP).
     let errors = browser.execute(
         "return performance.getEntriesByType('resource').filter(r => r.responseStatus >= 400).map(r => r.name)",
     );
     assert_eq!(errors, serde_json::json!([]), "failed requests");
+
+    // Pages left behind give their live connection back: browsers open
+    // only six per server, so the seventh page would wait for one.
+    for _ in 0..2 {
+        for path in [
+            "/",
+            "/queue",
+            "/status",
+            "/all",
+            "/steps",
+            "/evals",
+            "/queue-summary",
+        ] {
+            let started = std::time::Instant::now();
+            browser.goto(&format!("{base}{path}"));
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{path} waited {:?} for a connection",
+                started.elapsed()
+            );
+        }
+    }
 
     // A project and a jobset through the forms; a mistake first.
     browser.goto(&format!("{base}/create-project"));
