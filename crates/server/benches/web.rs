@@ -9,7 +9,8 @@
 //! (c) the pages (HTML) people open most: the front page, the jobset, an
 //!     evaluation compared with the preceding one (every build matched,
 //!     250 rows per tab, and `full=1` with all of them), a build, a job and
-//!     a 100,000-line log, one request at a time: p50 and max of 20 each.
+//!     a 100,000-line log and a 100 MB one (and a search in each), one
+//!     request at a time: p50 and max of 20 each.
 //!
 //! `cargo bench -p hydra-server`; `BENCH_ONLY=a|b|c` runs one.
 
@@ -176,7 +177,16 @@ fn main() {
         let text: String = (1..=100_000)
             .map(|i| format!("\u{1b}[32mbuilding\u{1b}[0m object {i}: cc -O2 -c src/file{i}.c\n"))
             .collect();
-        std::fs::write(&log, text).unwrap();
+        std::fs::write(&log, &text).unwrap();
+        // And a 100 MB one (1.6 million lines) for build 2.
+        let big = hydra_config::DataDir::from(data.path())
+            .build_log(&format!("/nix/store/{}-pkg-2.drv", "0".repeat(31) + "2"));
+        std::fs::create_dir_all(big.parent().unwrap()).unwrap();
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&big).unwrap());
+        for _ in 0..16 {
+            std::io::Write::write_all(&mut file, text.as_bytes()).unwrap();
+        }
+        drop(file);
         let state = hydra_server::AppState::new(
             pool,
             Arc::new(config),
@@ -214,6 +224,8 @@ fn main() {
             html("/job/bench/main/job1").await;
             html("/build/1/log").await;
             html("/build/1/log?search=object%2099999").await;
+            html("/build/2/log").await;
+            html("/build/2/log?search=object%2099999").await;
         }
         stop.cancel();
         server.await.unwrap();

@@ -69,22 +69,45 @@ impl Window {
         }
     }
 
-    fn keeps(&self, n: u64, text: &str) -> bool {
+    /// Whether line `n` is in the window (a search looks at `line`, the
+    /// line's bytes in ASCII lower case).
+    fn keeps(&self, n: u64, lower: impl FnOnce() -> bool) -> bool {
         match self {
             Window::Tail(_) => true,
             Window::Range(a, b) => (*a..=*b).contains(&n),
             Window::Around(l) => n + MAX_WINDOW / 2 > *l && n < l + MAX_WINDOW / 2,
-            Window::Search(s) => text.to_lowercase().contains(s.as_str()),
+            Window::Search(_) => lower(),
         }
     }
 }
 
-/// Reads `reader` through once, keeping the lines `window` asks for.
-pub(crate) async fn read(reader: impl AsyncRead + Unpin, window: &Window) -> std::io::Result<Read> {
-    let mut reader = BufReader::new(reader);
-    let mut kept: VecDeque<(u64, String)> = VecDeque::new();
+/// Whether `haystack` holds `needle`.
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A line as the viewer shows it: invalid UTF-8 replaced, no `\r`.
+fn decode(line: &[u8]) -> String {
+    let text = String::from_utf8_lossy(line);
+    text.strip_suffix('\r').unwrap_or(&text).to_string()
+}
+
+/// Reads `reader` through once, keeping the lines `window` asks for. Only
+/// kept lines are decoded; a search compares lines in ASCII lower case
+/// (other letters as they are).
+pub(crate) async fn read(
+    reader: impl AsyncRead + Unpin,
+    window: &Window,
+) -> std::io::Result<Read> {
+    let mut reader = BufReader::with_capacity(256 * 1024, reader);
+    let mut kept: VecDeque<(u64, Vec<u8>)> = VecDeque::new();
     let mut out = Read::default();
     let mut buf = Vec::new();
+    let mut lower = Vec::new();
+    let needle: Vec<u8> = match window {
+        Window::Search(s) => s.as_bytes().to_ascii_lowercase(),
+        _ => Vec::new(),
+    };
     loop {
         buf.clear();
         if reader.read_until(b'\n', &mut buf).await? == 0 {
@@ -94,9 +117,12 @@ pub(crate) async fn read(reader: impl AsyncRead + Unpin, window: &Window) -> std
         let n = out.total;
         let end = buf.len() - usize::from(buf.ends_with(b"\n"));
         let line = &buf[..end.min(MAX_LINE)];
-        let text = String::from_utf8_lossy(line);
-        let text = text.strip_suffix('\r').unwrap_or(&text);
-        if !window.keeps(n, text) {
+        let keep = window.keeps(n, || {
+            lower.clear();
+            lower.extend(line.iter().map(u8::to_ascii_lowercase));
+            contains(&lower, &needle)
+        });
+        if !keep {
             continue;
         }
         if let Window::Search(_) = window
@@ -105,14 +131,14 @@ pub(crate) async fn read(reader: impl AsyncRead + Unpin, window: &Window) -> std
             out.more_matches = true;
             continue;
         }
-        kept.push_back((n, text.to_string()));
+        kept.push_back((n, line.to_vec()));
         if let Window::Tail(max) = window
             && kept.len() as u64 > *max
         {
             kept.pop_front();
         }
     }
-    out.lines = kept.into();
+    out.lines = kept.into_iter().map(|(n, l)| (n, decode(&l))).collect();
     Ok(out)
 }
 
