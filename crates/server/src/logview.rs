@@ -95,10 +95,7 @@ fn decode(line: &[u8]) -> String {
 /// Reads `reader` through once, keeping the lines `window` asks for. Only
 /// kept lines are decoded; a search compares lines in ASCII lower case
 /// (other letters as they are).
-pub(crate) async fn read(
-    reader: impl AsyncRead + Unpin,
-    window: &Window,
-) -> std::io::Result<Read> {
+pub(crate) async fn read(reader: impl AsyncRead + Unpin, window: &Window) -> std::io::Result<Read> {
     let mut reader = BufReader::with_capacity(256 * 1024, reader);
     let mut kept: VecDeque<(u64, Vec<u8>)> = VecDeque::new();
     let mut out = Read::default();

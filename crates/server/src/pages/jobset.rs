@@ -290,6 +290,8 @@ struct MatrixRow {
 #[template(path = "jobs-matrix.html")]
 struct MatrixPage<'a> {
     frame: Frame<'a>,
+    /// Of the jobs that make channels (rows lead to the channels).
+    channels: bool,
     project: String,
     jobset: String,
     evals: Vec<(i64, When)>,
@@ -335,6 +337,10 @@ pub(super) fn jobs_matrix(cx: &Ctx) -> Html {
     Some(
         MatrixPage {
             frame: cx.frame(),
+            channels: cx
+                .extra_value("channels")
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false),
             project: d.text("project"),
             jobset: d.text("jobset"),
             evals,

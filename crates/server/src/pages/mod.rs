@@ -149,6 +149,7 @@ fn templated(page: &Rendered, user: &PageUser) -> Option<String> {
         "jobset-errors" => status::errors(&cx, false),
         "eval-errors" => status::errors(&cx, true),
         "channel" => status::channel(&cx),
+        "custom-channel" => status::custom_channel(&cx),
         "log" => log::log(&cx),
         "status" => status::running(&cx),
         "queue-summary" => status::queue_summary(&cx),

@@ -503,3 +503,54 @@ pub(super) fn channel(cx: &Ctx) -> Html {
         .render(),
     )
 }
+
+/// `/channel/custom/P/J/CHAN`.
+#[derive(Template)]
+#[template(path = "custom-channel.html")]
+struct CustomChannelPage<'a> {
+    frame: Frame<'a>,
+    name: String,
+    project: String,
+    jobset: String,
+    url: String,
+    build: i64,
+    /// Number, name, type and subtype.
+    products: Vec<(String, String, String, String)>,
+    constituents: Vec<BuildRowView>,
+}
+
+pub(super) fn custom_channel(cx: &Ctx) -> Html {
+    let d = cx.data;
+    let build = Fields(d.0.get("build").unwrap_or(&serde_json::Value::Null));
+    Some(
+        CustomChannelPage {
+            frame: cx.frame(),
+            name: d.text("name"),
+            project: d.text("project"),
+            jobset: d.text("jobset"),
+            url: cx
+                .extra_value("url")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            build: build.int("id").unwrap_or(0),
+            products: build
+                .members("buildproducts")
+                .map(|(nr, p)| {
+                    (
+                        nr.clone(),
+                        p.text("name"),
+                        p.text("type"),
+                        p.text("subtype"),
+                    )
+                })
+                .collect(),
+            constituents: d
+                .list("constituents")
+                .iter()
+                .map(|b| BuildRowView::of(Fields(b), false, cx.now))
+                .collect(),
+        }
+        .render(),
+    )
+}

@@ -307,6 +307,68 @@ pub(crate) async fn build(
     .await
 }
 
+/// `/channel/custom/<p>/<j>/<job>[/<file>]`: the channel a job's latest
+/// successful build makes (its channel products and constituents);
+/// `<file>` is `binary-cache-url` or the name of a channel product, which
+/// redirects to its download.
+pub(crate) async fn custom(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
+    Path(params): Path<Vec<(String, String)>>,
+) -> ApiResult<Response> {
+    let get = |k: &str| param(&params, k).unwrap_or_default();
+    let (project, jobset, job) = (get("project"), get("jobset"), get("job"));
+    let id = views::channels::custom(&state.pool, &project, &jobset, &job)
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "Channel ‘{project}:{jobset}:{job}’ has no successful build."
+            ))
+        })?;
+    match param(&params, "file").as_deref() {
+        None => {
+            let build = views::builds_json(&state.pool, &[id]).await?;
+            let members = views::build::constituents(&state.pool, id).await?;
+            let url = format!(
+                "{}{}",
+                base_url(&state, &headers).trim_end_matches('/'),
+                uri.path()
+            );
+            Ok(Page::new(
+                "custom-channel",
+                serde_json::json!({
+                    "project": project, "jobset": jobset, "name": job,
+                    "build": build.first(),
+                    "constituents": views::builds_json(&state.pool, &members).await?,
+                }),
+            )
+            .with_extra("url", serde_json::json!(url))
+            .into_response())
+        }
+        Some("binary-cache-url") => {
+            serve(
+                &state,
+                &headers,
+                &uri,
+                job,
+                Scope::default(),
+                Some("binary-cache-url"),
+            )
+            .await
+        }
+        Some(name) => {
+            let nr = views::channels::channel_product(&state.pool, id, name)
+                .await?
+                .ok_or_else(|| ApiError::not_found(format!("The channel has no ‘{name}’.")))?;
+            Ok(super::redirect(&format!(
+                "{}build/{id}/download/{nr}/{name}",
+                base_url(&state, &headers)
+            )))
+        }
+    }
+}
+
 /// `…/channel/latest[/<file>]` under every scope.
 fn scoped_routes() -> Router<AppState> {
     let mut router = Router::new();
@@ -321,6 +383,11 @@ fn scoped_routes() -> Router<AppState> {
 /// The routes this module serves.
 pub(crate) fn routes() -> Router<AppState> {
     scoped_routes()
+        .route("/channel/custom/{project}/{jobset}/{job}", get(custom))
+        .route(
+            "/channel/custom/{project}/{jobset}/{job}/{file}",
+            get(custom),
+        )
         .route("/eval/{id}/channel", get(eval))
         .route("/eval/{id}/channel/{file}", get(eval))
         .route("/build/{id}/nix", get(build))

@@ -354,10 +354,29 @@ pub(crate) async fn jobs_tab(
     jobset: JobsetPath,
     Query(q): Query<MatrixQuery>,
 ) -> ApiResult<Page> {
+    matrix(&state, &jobset, &q, false).await
+}
+
+/// `/jobset/<p>/<j>/channels-tab`: the same for the jobs that make
+/// channels.
+pub(crate) async fn channels_tab(
+    State(state): State<AppState>,
+    jobset: JobsetPath,
+    Query(q): Query<MatrixQuery>,
+) -> ApiResult<Page> {
+    matrix(&state, &jobset, &q, true).await
+}
+
+async fn matrix(
+    state: &AppState,
+    jobset: &JobsetPath,
+    q: &MatrixQuery,
+    channels: bool,
+) -> ApiResult<Page> {
     let filter = q.filter.as_deref().unwrap_or_default().trim().to_string();
     let evals = views::eval::matrix_evals(&state.pool, jobset.id).await?;
     let ids: Vec<EvalId> = evals.iter().map(|(id, _)| *id).collect();
-    let cells = views::eval::matrix_cells(&state.pool, &ids, &filter).await?;
+    let cells = views::eval::matrix_cells(&state.pool, &ids, &filter, channels).await?;
     let mut jobs: Vec<&str> = cells.iter().map(|c| c.job.as_str()).collect();
     jobs.dedup();
     let total = jobs.len();
@@ -368,14 +387,10 @@ pub(crate) async fn jobs_tab(
         .into_iter()
         .filter(|c| last.as_ref().is_none_or(|l| c.job <= *l))
         .collect();
-    Ok(matrix_page(
-        &jobset,
-        &filter,
-        &evals,
-        json!(cells),
-        total,
-        limited,
-    ))
+    Ok(
+        matrix_page(jobset, &filter, &evals, json!(cells), total, limited)
+            .with_extra("channels", json!(channels)),
+    )
 }
 
 fn matrix_page(
@@ -807,6 +822,7 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route("/jobset/{project}/{jobset}/clone", get(clone_form))
         .route("/jobset/{project}/{jobset}/jobs-tab", get(jobs_tab))
+        .route("/jobset/{project}/{jobset}/channels-tab", get(channels_tab))
         .route(
             "/jobset/{project}/{jobset}/evaluate",
             axum::routing::post(evaluate),

@@ -69,3 +69,42 @@ pub(crate) async fn packages(pool: &PgPool, scope: &Scope) -> ApiResult<Vec<Pack
     }
     Ok(packages)
 }
+
+/// The build behind custom channel `job` of `project:jobset`: its latest
+/// successful build in an evaluation that added builds.
+pub(crate) async fn custom(
+    pool: &PgPool,
+    project: &str,
+    jobset: &str,
+    job: &str,
+) -> ApiResult<Option<hydra_db::ids::BuildId>> {
+    Ok(sqlx::query_scalar(
+        "select b.id from Builds b join Jobsets j on j.id = b.jobset_id \
+         where j.project = $1 and j.name = $2 and b.job = $3 and b.finished = 1 and b.buildStatus = $4 \
+         and exists (select 1 from JobsetEvalMembers m join JobsetEvals e on e.id = m.eval \
+                     where m.build = b.id and e.hasNewBuilds = 1) \
+         order by b.id desc limit 1",
+    )
+    .bind(project)
+    .bind(jobset)
+    .bind(job)
+    .bind(hydra_db::status::BuildStatus::Succeeded)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Build `build`'s channel product named `name`: its number.
+pub(crate) async fn channel_product(
+    pool: &PgPool,
+    build: hydra_db::ids::BuildId,
+    name: &str,
+) -> ApiResult<Option<i32>> {
+    Ok(sqlx::query_scalar(
+        "select productnr from BuildProducts where build = $1 and type = 'channel' and name = $2 \
+         order by productnr limit 1",
+    )
+    .bind(build)
+    .bind(name)
+    .fetch_optional(pool)
+    .await?)
+}

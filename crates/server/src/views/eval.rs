@@ -628,20 +628,24 @@ pub(crate) async fn matrix_evals(
         .collect())
 }
 
-/// The builds of `evals` whose job name contains `filter` (any case).
+/// The builds of `evals` whose job name contains `filter` (any case);
+/// with `channels`, only builds with a channel product.
 pub(crate) async fn matrix_cells(
     pool: &PgPool,
     evals: &[EvalId],
     filter: &str,
+    channels: bool,
 ) -> ApiResult<Vec<MatrixCell>> {
     Ok(sqlx::query_as(
         "select b.job, m.eval, b.id as build, b.finished, b.buildStatus as buildstatus \
          from JobsetEvalMembers m join Builds b on b.id = m.build \
          where m.eval = any($1) and strpos(lower(b.job), lower($2)) > 0 \
+         and (not $3 or exists (select 1 from BuildProducts p where p.build = b.id and p.type = 'channel')) \
          order by b.job collate \"C\", m.eval desc, b.id desc",
     )
     .bind(evals)
     .bind(filter)
+    .bind(channels)
     .fetch_all(pool)
     .await?)
 }

@@ -1808,3 +1808,70 @@ async fn a_build_can_be_reproduced_from_its_evaluations_inputs() {
         "{html}"
     );
 }
+
+#[tokio::test]
+async fn custom_channels_and_the_channels_tab() {
+    let app = App::new().await;
+    common::fixture(&app).await;
+    app.exec(
+        "insert into BuildProducts (build, productnr, type, subtype, path, name, defaultPath)
+           values (1, 3, 'channel', 'nixexprs', '/nix/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-hello-1.0/channel.tar.xz', 'nixexprs.tar.xz', '')",
+    )
+    .await;
+    let html = page(
+        &app,
+        &As::Anonymous,
+        Method::GET,
+        "/jobset/demo/trunk/channels-tab",
+    )
+    .await
+    .text();
+    assert!(
+        html.contains("<title>Hydra - Channels of jobset demo:trunk</title>"),
+        "{html}"
+    );
+    assert!(
+        html.contains(r#"<a href="/channel/custom/demo/trunk/hello">hello</a>"#),
+        "{html}"
+    );
+    assert!(
+        !html.contains("/channel/custom/demo/trunk/broken"),
+        "no channel product"
+    );
+
+    let html = page(
+        &app,
+        &As::Anonymous,
+        Method::GET,
+        "/channel/custom/demo/trunk/hello",
+    )
+    .await
+    .text();
+    assert!(html.contains("<title>Hydra - Channel hello</title>"));
+    assert!(
+        html.contains("nix-channel --add http://hydra.test/channel/custom/demo/trunk/hello"),
+        "{html}"
+    );
+    assert!(html.contains(r#"<a href="/build/1/download/3">nixexprs.tar.xz</a>"#));
+    let r = page(
+        &app,
+        &As::Anonymous,
+        Method::GET,
+        "/channel/custom/demo/trunk/hello/nixexprs.tar.xz",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FOUND);
+    assert!(
+        r.header("location")
+            .unwrap()
+            .ends_with("/build/1/download/3/nixexprs.tar.xz")
+    );
+    let r = page(
+        &app,
+        &As::Anonymous,
+        Method::GET,
+        "/channel/custom/demo/trunk/broken",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "no successful build");
+}
