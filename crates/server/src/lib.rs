@@ -8,6 +8,7 @@
 
 mod assets;
 mod auth;
+mod deps;
 mod error;
 mod extract;
 mod live;

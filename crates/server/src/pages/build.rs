@@ -546,3 +546,30 @@ pub(super) fn contents(cx: &Ctx) -> Html {
         .render(),
     )
 }
+
+/// `/build/N/build-deps`.
+#[derive(Template)]
+#[template(path = "build-deps.html")]
+struct DepsPage<'a> {
+    frame: Frame<'a>,
+    build: i64,
+    available: bool,
+    /// The tree, rendered (and escaped) by `deps::html`.
+    tree: String,
+}
+
+pub(super) fn deps(cx: &Ctx) -> Html {
+    Some(
+        DepsPage {
+            frame: cx.frame(),
+            build: cx.data.int("build").unwrap_or(0),
+            available: cx.data.flag("available"),
+            tree: cx
+                .extra_value("html")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+        }
+        .render(),
+    )
+}

@@ -205,7 +205,7 @@ pub(super) fn duration(seconds: i64) -> String {
 }
 
 /// A step's name: its derivation without store directory, hash and `.drv`.
-pub(super) fn step_name(drv_path: &str) -> String {
+pub(crate) fn step_name(drv_path: &str) -> String {
     let base = hydra_nix::store_path::base_name(drv_path);
     let name = base.split_once('-').map_or(base, |(_, n)| n);
     name.strip_suffix(".drv").unwrap_or(name).to_string()

@@ -15,7 +15,7 @@ mod log;
 mod project;
 mod status;
 
-pub(crate) use common::escape;
+pub(crate) use common::{escape, step_name};
 
 /// The data of a page: a value, or JSON text already rendered (by the
 /// database, for large lists), parsed only if a page is wanted.
@@ -143,6 +143,7 @@ fn templated(page: &Rendered, user: &PageUser) -> Option<String> {
         "build" => build::build(&cx),
         "build-step" => build::step(&cx),
         "build-contents" => build::contents(&cx),
+        "build-deps" => build::deps(&cx),
         "eval" => eval::eval(&cx),
         "job" => job::job(&cx),
         "job-metric" => job::metric(&cx),

@@ -108,6 +108,33 @@ pub(crate) async fn reproduce(
         .into_response())
 }
 
+/// `/build/<id>/build-deps`: the derivations the build's derivation
+/// needs, as a tree read from the store's `.drv` files, each linked to the
+/// step that built it.
+pub(crate) async fn build_deps(State(state): State<AppState>, build: BuildPath) -> ApiResult<Page> {
+    let (drv, _) = views::build::drv_and_out(&state.pool, build.id).await?;
+    let available = state.real_path(&drv).exists();
+    let (reader, root) = (state.clone(), drv.clone());
+    let graph = tokio::task::spawn_blocking(move || {
+        crate::deps::graph(&root, |d| {
+            let text = std::fs::read_to_string(reader.real_path(d)).ok()?;
+            let parsed = hydra_nix::derivation::Derivation::parse(&text).ok()?;
+            Some(parsed.input_drvs.keys().cloned().collect())
+        })
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let drvs: Vec<String> = graph.keys().cloned().collect();
+    let steps = views::build::steps_of(&state.pool, &drvs).await?;
+    let tree = crate::deps::tree(&drv, &graph, &steps);
+    let html = crate::deps::html(&tree);
+    Ok(Page::new(
+        "build-deps",
+        json!({ "build": build.id, "available": available, "tree": tree }),
+    )
+    .with_extra("html", json!(html)))
+}
+
 pub(crate) async fn constituents(
     State(state): State<AppState>,
     build: BuildPath,
@@ -238,6 +265,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/build/{id}/api/get-info", get(get_info))
         .route("/build/{id}/step/{nr}", get(step))
         .route("/build/{id}/reproduce", get(reproduce))
+        .route("/build/{id}/build-deps", get(build_deps))
         .route("/build/{id}/restart", act(Action::Restart))
         .route("/build/{id}/cancel", act(Action::Cancel))
         .route("/build/{id}/bump", act(Action::Bump))

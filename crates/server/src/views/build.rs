@@ -220,3 +220,20 @@ pub(crate) async fn details(pool: &PgPool, id: BuildId) -> ApiResult<Details> {
     .await?
     .unwrap_or_default())
 }
+
+/// For each of `drvs`, the latest step that built it successfully: build
+/// and step number.
+pub(crate) async fn steps_of(
+    pool: &PgPool,
+    drvs: &[String],
+) -> ApiResult<std::collections::BTreeMap<String, (i32, i32)>> {
+    let rows: Vec<(String, i32, i32)> = sqlx::query_as(
+        "select distinct on (drvPath) drvPath, build, stepnr from BuildSteps \
+         where drvPath = any($1) and status = $2 order by drvPath, build desc, stepnr desc",
+    )
+    .bind(drvs)
+    .bind(hydra_db::status::BuildStatus::Succeeded)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|(d, b, s)| (d, (b, s))).collect())
+}

@@ -533,3 +533,48 @@ async fn a_products_contents_are_listed_with_links_and_escaped_names() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test]
+async fn the_build_dependencies_are_a_tree_read_from_the_stores_derivations() {
+    let (app, root) = app("").await;
+    let real = |p: &str| root.path().join(p.trim_start_matches('/'));
+    let lib = "/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-lib-2.drv";
+    let hello = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-hello-1.0.drv";
+    write(
+        &real(lib),
+        br#"Derive([("out","/nix/store/kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk-lib-2","","")],[],[],"x86_64-linux","/bin/sh",[],[("out","/nix/store/kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk-lib-2")])"#,
+    );
+    write(
+        &real(hello),
+        format!(
+            r#"Derive([("out","{HELLO_OUT}","","")],[("{lib}",["out"])],[],"x86_64-linux","/bin/sh",[],[("out","{HELLO_OUT}")])"#
+        )
+        .as_bytes(),
+    );
+    app.exec(&format!(
+        "insert into BuildSteps (build, stepnr, type, drvPath, busy, status, startTime, stopTime, machine, system)
+           values (2, 5, 0, '{lib}', 0, 0, 1700000010, 1700000020, 'localhost', 'x86_64-linux')"
+    ))
+    .await;
+    let json = app.get("/build/1/build-deps").await.json();
+    assert_eq!(json["available"], true);
+    assert_eq!(json["tree"]["name"], "hello-1.0");
+    assert_eq!(json["tree"]["children"][0]["name"], "lib-2");
+    assert_eq!(
+        json["tree"]["children"][0]["step"],
+        serde_json::json!([2, 5])
+    );
+    let request = Request::get("/build/1/build-deps")
+        .header(header::HOST, HOST)
+        .header(header::ACCEPT, "text/html")
+        .body(Body::empty())
+        .unwrap();
+    let html = String::from_utf8(app.raw(request).await.body).unwrap();
+    assert!(
+        html.contains(r#"<a href="/build/2/step/5">lib-2</a>"#),
+        "{html}"
+    );
+    // A derivation the store does not have.
+    let json = app.get("/build/2/build-deps").await.json();
+    assert_eq!(json["available"], false);
+}
