@@ -96,6 +96,16 @@ pub async fn has_admin(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
         .await
 }
 
+/// Whether an account other than `name` has the `admin` role.
+pub async fn has_other_admin(conn: &mut PgConnection, name: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "select exists (select 1 from UserRoles where role = 'admin' and userName <> $1)",
+    )
+    .bind(name)
+    .fetch_one(conn)
+    .await
+}
+
 /// Creates `user` as an administrator if no account has the `admin` role
 /// yet (first-run setup); `false` when one does. Concurrent calls are
 /// serialised, so only one first administrator is ever made.

@@ -364,6 +364,9 @@ async fn apply_user(
         {
             return Err(ApiError::bad_request(format!("Unknown role ‘{bad}’.")));
         }
+        if !creating && !roles.iter().any(|r| r == "admin") {
+            keep_an_administrator(&mut conn, name).await?;
+        }
     }
     let mut tx = state.pool.begin().await?;
     if creating {
@@ -393,6 +396,21 @@ pub(crate) async fn save(
     Ok(Page::value("user", user_json(&account)))
 }
 
+/// Refuses a change that would take the `admin` role from `name` when no
+/// one else has it: someone must stay able to administer the server.
+async fn keep_an_administrator(conn: &mut sqlx::PgConnection, name: &str) -> ApiResult<()> {
+    let is_admin = hydra_db::users::roles(conn, name)
+        .await?
+        .iter()
+        .any(|r| r == "admin");
+    if is_admin && !hydra_db::users::has_other_admin(conn, name).await? {
+        return Err(ApiError::bad_request(format!(
+            "‘{name}’ is the only administrator: make someone else one first."
+        )));
+    }
+    Ok(())
+}
+
 pub(crate) async fn delete(
     State(state): State<AppState>,
     viewer: Viewer,
@@ -405,6 +423,7 @@ pub(crate) async fn delete(
             "User ‘{name}’ owns {owns} project(s); give them to someone else first."
         )));
     }
+    keep_an_administrator(&mut *state.pool.acquire().await?, &name).await?;
     if !hydra_db::users::delete(&state.pool, &name).await? {
         return Err(no_such_user(&name));
     }

@@ -855,8 +855,26 @@ async fn preferences_save_settings_and_manage_api_tokens() {
     assert_eq!(r.status, StatusCode::FOUND);
     assert_eq!(app.scalar("select count(*) from ApiTokens").await, 0);
 
-    // Administrators set roles with one box each.
+    // The only administrator cannot stop being one.
     let admin = app.session("admin").await;
+    let r = submit(&app, &admin, "/user/admin", "fullname=Admin").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.text().contains("is the only administrator"),
+        "{}",
+        r.text()
+    );
+    // Nor delete their account.
+    let r = app.send(&admin, Method::DELETE, "/user/admin", None).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.text().contains("is the only administrator"));
+    assert_eq!(
+        app.scalar("select count(*) from Users where userName = 'admin'")
+            .await,
+        1
+    );
+
+    // Administrators set roles with one box each.
     let html = page(&app, &admin, Method::GET, "/user/owner").await.text();
     assert!(html.contains(r#"name="role-cancel-build""#));
     let r = submit(
@@ -1592,6 +1610,10 @@ async fn the_build_page_shows_constituents_inputs_metrics_and_the_last_success()
         .text();
     assert!(html.contains(r##"<a href="#tabs-constituents">Constituents</a>"##));
     assert!(html.contains("its result comes from these 2 builds"));
+    assert!(
+        html.contains("(1 out of 2 constituent builds failed)"),
+        "{html}"
+    );
     assert!(html.contains(r#"<a class="row-link" href="/build/2">2</a>"#));
     let html = page(&app, &As::Anonymous, Method::GET, "/build/1")
         .await
