@@ -361,6 +361,30 @@ struct BuildPage<'a> {
 }
 
 impl BuildPage<'_> {
+    /// What an aggregate's constituents came to.
+    fn aggregate_summary(&self) -> Option<String> {
+        let k = self.constituents.len();
+        if k == 0 {
+            return None;
+        }
+        let pending = self
+            .constituents
+            .iter()
+            .filter(|c| c.status.class == "queued")
+            .count();
+        let failed = self
+            .constituents
+            .iter()
+            .filter(|c| !matches!(c.status.class, "ok" | "queued"))
+            .count();
+        Some(match (failed, pending) {
+            (0, 0) => format!("all {k} constituent builds succeeded"),
+            (0, p) => format!("{p} of {k} constituent builds still pending"),
+            (f, 0) => format!("{f} out of {k} constituent builds failed"),
+            (f, p) => format!("{f} out of {k} constituent builds failed ({p} still pending)"),
+        })
+    }
+
     /// The step that made a failed build fail: its number and name.
     fn failed_step(&self) -> Option<&StepView> {
         if !self.b.finished || self.b.status.class == "ok" {
