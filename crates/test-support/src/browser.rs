@@ -72,6 +72,7 @@ impl Browser {
                 Some(json!({"capabilities": {"alwaysMatch": {
                     "browserName": "chrome",
                     "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args},
+                    "goog:loggingPrefs": {"browser": "ALL"},
                 }}})),
             )
             .unwrap_or_else(|e| panic!("cannot start Chromium: {e}"));
@@ -219,25 +220,41 @@ impl Browser {
     }
 
     /// Clicks `selector` (a submit button, a link) and waits, up to 60
-    /// seconds, until the browser is on another page; returns its URL.
-    /// A click returns once the browser has sent the request, not once the
-    /// answer arrived.
+    /// seconds, until the browser has loaded another document (which may
+    /// be at the same URL, as after an action that redirects back);
+    /// returns its URL. A click returns once the browser has sent the
+    /// request, not once the answer arrived.
     pub fn click_and_follow(&self, selector: &str) -> String {
-        let before = self.url();
+        self.execute("window.__beforeClick = true");
         self.click(selector);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
-            let now = self.url();
+            let left = self.execute("return window.__beforeClick !== true") == json!(true);
             let ready = self.execute("return document.readyState") == json!("complete");
-            if now != before && ready {
-                return now;
+            if left && ready {
+                return self.url();
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "still on {before} a minute after clicking {selector}"
+                "still on {} a minute after clicking {selector}",
+                self.url()
             );
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
+    }
+
+    /// What the pages wrote to the console as errors (script exceptions,
+    /// refused resources, Content-Security-Policy violations) since the
+    /// last call.
+    pub fn console_errors(&self) -> Vec<String> {
+        let entries = self.command("POST", "/se/log", Some(json!({"type": "browser"})));
+        entries
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["level"] == "SEVERE")
+            .map(|e| e["message"].as_str().unwrap_or_default().to_string())
+            .collect()
     }
 
     /// The value of cookie `name`, if the browser has it.

@@ -13,7 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use common::{Banner, Up, curl, doc_commands, hydra, run_script};
-use hydra_test_support::{Browser, shared_tempdir};
+use hydra_test_support::{Browser, GitRepo, shared_tempdir};
 
 const PASSWORD: &str = "correct horse";
 
@@ -151,7 +151,10 @@ fn wait_for_text(browser: &Browser, needle: &str) {
 }
 
 /// Signs in as alice and walks from the front page to the build's log by
-/// clicking, then creates a project and a jobset with the forms.
+/// clicking; creates a project and a jobset with the forms and watches,
+/// on the open jobset page, its evaluations and builds arrive; opens the
+/// failed build, its log and a line's permalink, restarts the build with
+/// its button and signs out; no page writes an error to the console.
 fn browse_the_pages(base: &str, data: &std::path::Path) {
     let browser = Browser::start();
     browser.goto(&format!("{base}/login?next=/project/hello"));
@@ -254,6 +257,8 @@ fn browse_the_pages(base: &str, data: &std::path::Path) {
         }
     }
 
+    assert_no_console_errors(&browser, "the pages walked so far");
+
     // A project and a jobset through the forms; a mistake first.
     browser.goto(&format!("{base}/create-project"));
     browser.fill("#name", "second");
@@ -261,23 +266,151 @@ fn browse_the_pages(base: &str, data: &std::path::Path) {
     browser.execute("document.querySelector('form.settings').noValidate = true");
     browser.click("main button[type=submit]");
     wait_for_text(&browser, "The display name is required.");
+    // The refusal's status is the one thing the console reports.
+    let errors = browser.console_errors();
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.contains("/create-project") && e.contains("400")),
+        "{errors:#?}"
+    );
     browser.fill("#displayname", "Second");
     let at = browser.click_and_follow("main button[type=submit]");
     assert_eq!(at, format!("{base}/project/second"));
     let at = browser.click_and_follow("a[href='/project/second/create-jobset']");
     assert_eq!(at, format!("{base}/project/second/create-jobset"));
+    let source = GitRepo::new();
+    source.commit(&[("release.nix", &jobs(false))], "fine");
     browser.fill("#name", "main");
     browser.fill("#nixexprinput", "src");
     browser.fill("input[name='input-0-name']", "src");
-    browser.fill(
-        "input[name='input-0-value']",
-        "https://example.org/repo.git",
-    );
+    browser.fill("input[name='input-0-value']", &source.url());
     let at = browser.click_and_follow("main button[type=submit]");
     assert_eq!(at, format!("{base}/jobset/second/main"));
+    assert_no_console_errors(&browser, &at);
+
+    // The open jobset page shows its evaluations as they come, without a
+    // reload: the first, then one asked for after the source changed.
+    browser.execute("window.stayed = true");
+    let evals = "return document.querySelectorAll('table.evals a.row-link').length";
+    wait_until(&browser, "the first evaluation on the open page", || {
+        browser.execute(evals).as_u64().unwrap_or(0) >= 1
+    });
+    source.commit(&[("release.nix", &jobs(true))], "broken");
+    browser.execute(
+        "fetch(location.pathname + '/evaluate', {method: 'POST', headers: {Accept: 'application/json'}})",
+    );
+    wait_until(&browser, "the second evaluation on the open page", || {
+        browser.execute(evals).as_u64().unwrap_or(0) >= 2
+    });
+    // Its builds finish, and the page's counts follow: one failed.
+    wait_until(
+        &browser,
+        "the failed build counted on the open page",
+        || {
+            browser.execute(
+            "const bad = document.querySelector('table.evals tbody tr .badge.bad'); return bad ? bad.textContent.trim() : ''",
+        ) == serde_json::json!("1")
+        },
+    );
+    assert_eq!(
+        browser.execute("return window.stayed === true"),
+        serde_json::json!(true),
+        "not reloaded"
+    );
+    assert_no_console_errors(&browser, &at);
+
+    // The failed build, its log, a line's permalink.
+    browser.click_and_follow("table.evals a.row-link");
+    browser.execute(
+        "[...document.querySelectorAll('table.builds tr')].find(tr => tr.innerText.includes('broken')).querySelector('a.row-link').dataset.pick = 'yes'",
+    );
+    let failed = browser.click_and_follow("table.builds a.row-link[data-pick='yes']");
+    let page = browser.text();
+    assert!(page.contains("Failed"), "{page}");
+    assert_no_console_errors(&browser, &failed);
+    browser.click_and_follow("a[href$='/log']");
+    let page = browser.text();
+    assert!(page.contains("something went wrong"), "{page}");
+    let at = browser.click_and_follow("ol.log li#L2 a.ln");
+    assert!(at.ends_with("#L2"), "{at}");
+    assert_eq!(
+        browser.execute(
+            "return document.querySelector(':target') && document.querySelector(':target').id"
+        ),
+        serde_json::json!("L2"),
+        "the permalink's line is the target"
+    );
+    assert_no_console_errors(&browser, &at);
+
+    // Restarted by the administrator with the build page's button.
+    browser.goto(&failed);
+    let at = browser.click_and_follow("form[action$='/restart'] button");
+    assert_eq!(at, failed, "back on the build");
+    // Built again: a second step, shown by the page as it happens.
+    wait_until(&browser, "the restarted build's second step", || {
+        browser
+            .execute("return document.querySelectorAll('table.steps tbody tr').length")
+            .as_u64()
+            .unwrap_or(0)
+            >= 2
+    });
+    assert_no_console_errors(&browser, &at);
+
+    // Signed out with the menu's button.
+    browser.click_and_follow("form[action='/logout'] button");
+    assert!(browser.cookie("hydra_session").is_none(), "signed out");
+    let page = browser.text();
+    assert!(
+        page.contains("Sign in") && !page.contains("Sign out"),
+        "{page}"
+    );
+    assert_no_console_errors(&browser, &browser.url());
     browser.goto(&format!("{base}/jobset/second/main#tabs-configuration"));
     let page = browser.text();
-    assert!(page.contains("https://example.org/repo.git"), "{page}");
+    assert!(
+        page.contains(&source.path().display().to_string()),
+        "{page}"
+    );
+}
+
+/// The second jobset's expression: a job that succeeds, and with `broken`
+/// one that fails after writing a few lines.
+fn jobs(broken: bool) -> String {
+    let job = |name: &str, script: &str| {
+        format!(
+            "  {name} = derivation {{ name = \"{name}\"; system = builtins.currentSystem; \
+             builder = \"/bin/sh\"; args = [ \"-c\" \"{script}\" ]; }};\n"
+        )
+    };
+    let mut text = String::from("{ ... }:\n{\n");
+    text += &job("fine", "echo fine > $out");
+    if broken {
+        text += &job(
+            "broken",
+            "echo step one; echo step two; echo something went wrong >&2; exit 1",
+        );
+    }
+    text + "}\n"
+}
+
+/// Fails with what the console said, if a page wrote an error to it.
+fn assert_no_console_errors(browser: &Browser, at: &str) {
+    let errors = browser.console_errors();
+    assert!(errors.is_empty(), "console errors on {at}: {errors:#?}");
+}
+
+/// Waits, up to 60 seconds, until `done` holds; fails naming `what`.
+fn wait_until(browser: &Browser, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waited a minute for {what}:\n{}",
+            browser.text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[tokio::test]
