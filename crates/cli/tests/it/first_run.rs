@@ -157,6 +157,7 @@ fn wait_for_text(browser: &Browser, needle: &str) {
 /// its button and signs out; no page writes an error to the console.
 fn browse_the_pages(base: &str, data: &std::path::Path) {
     let browser = Browser::start();
+    let mut shots = Shots::new();
     browser.goto(&format!("{base}/login?next=/project/hello"));
     browser.fill("#username", "alice");
     browser.fill("#password", PASSWORD);
@@ -285,6 +286,8 @@ fn browse_the_pages(base: &str, data: &std::path::Path) {
     browser.fill("#nixexprinput", "src");
     browser.fill("input[name='input-0-name']", "src");
     browser.fill("input[name='input-0-value']", &source.url());
+    browser.execute("window.scrollTo(0, 0)");
+    shots.take(&browser, "jobset-form");
     let at = browser.click_and_follow("main button[type=submit]");
     assert_eq!(at, format!("{base}/jobset/second/main"));
     assert_no_console_errors(&browser, &at);
@@ -319,9 +322,11 @@ fn browse_the_pages(base: &str, data: &std::path::Path) {
         "not reloaded"
     );
     assert_no_console_errors(&browser, &at);
+    shots.take(&browser, "jobset");
 
     // The failed build, its log, a line's permalink.
     browser.click_and_follow("table.evals a.row-link");
+    shots.take(&browser, "evaluation");
     browser.execute(
         "[...document.querySelectorAll('table.builds tr')].find(tr => tr.innerText.includes('broken')).querySelector('a.row-link').dataset.pick = 'yes'",
     );
@@ -329,6 +334,7 @@ fn browse_the_pages(base: &str, data: &std::path::Path) {
     let page = browser.text();
     assert!(page.contains("Failed"), "{page}");
     assert_no_console_errors(&browser, &failed);
+    shots.take(&browser, "build");
     browser.click_and_follow("a[href$='/log']");
     let page = browser.text();
     assert!(page.contains("something went wrong"), "{page}");
@@ -342,6 +348,7 @@ fn browse_the_pages(base: &str, data: &std::path::Path) {
         "the permalink's line is the target"
     );
     assert_no_console_errors(&browser, &at);
+    shots.take(&browser, "log");
 
     // Restarted by the administrator with the build page's button.
     browser.goto(&failed);
@@ -368,10 +375,62 @@ fn browse_the_pages(base: &str, data: &std::path::Path) {
     assert_no_console_errors(&browser, &browser.url());
     browser.goto(&format!("{base}/jobset/second/main#tabs-configuration"));
     let page = browser.text();
-    assert!(
-        page.contains(&source.path().display().to_string()),
-        "{page}"
-    );
+    assert!(page.contains(&source.url()), "{page}");
+
+    // The dark theme, as the toggle sets it.
+    browser.goto(&format!("{base}/jobset/second/main"));
+    browser.execute("document.documentElement.dataset.theme = 'dark'");
+    shots.take(&browser, "jobset-dark");
+    shots.check();
+}
+
+/// The README's screenshots, taken on the walk: into the directory named
+/// by `HYDRA_SCREENSHOTS` (`scripts/screenshots` sets it to
+/// `docs/screenshots`), else into a temporary one; each is checked to be
+/// a PNG of the window's size.
+struct Shots {
+    dir: std::path::PathBuf,
+    _temp: Option<tempfile::TempDir>,
+    taken: Vec<std::path::PathBuf>,
+}
+
+impl Shots {
+    fn new() -> Shots {
+        match std::env::var_os("HYDRA_SCREENSHOTS") {
+            Some(dir) => Shots {
+                dir: dir.into(),
+                _temp: None,
+                taken: Vec::new(),
+            },
+            None => {
+                let temp = shared_tempdir();
+                Shots {
+                    dir: temp.path().to_path_buf(),
+                    _temp: Some(temp),
+                    taken: Vec::new(),
+                }
+            }
+        }
+    }
+
+    fn take(&mut self, browser: &Browser, name: &str) {
+        // Relative times and the live refresh settle first.
+        std::thread::sleep(Duration::from_millis(300));
+        let path = self.dir.join(format!("{name}.png"));
+        browser.screenshot(&path);
+        self.taken.push(path);
+    }
+
+    /// Each file is a PNG 1280 pixels wide (the window).
+    fn check(&self) {
+        assert_eq!(self.taken.len(), 6);
+        for path in &self.taken {
+            let png = std::fs::read(path).unwrap();
+            assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "{}", path.display());
+            let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
+            assert_eq!(width, 1280, "{}", path.display());
+        }
+    }
 }
 
 /// The second jobset's expression: a job that succeeds, and with `broken`
