@@ -150,8 +150,45 @@ pub(super) struct NewsView {
     pub(super) id: i64,
     pub(super) when: Time,
     pub(super) author: String,
-    /// HTML, as an administrator wrote it.
-    pub(super) contents: String,
+    /// The text as written, in pieces: `(true, url)` for a web address
+    /// shown as a link, `(false, text)` for the rest. News is text, not
+    /// HTML: what an administrator types is shown, never interpreted.
+    pub(super) contents: Vec<(bool, String)>,
+}
+
+/// `text` cut into plain pieces and the `http://`/`https://` addresses
+/// in it (without a sentence's closing punctuation).
+pub(super) fn linkify(text: &str) -> Vec<(bool, String)> {
+    let mut parts: Vec<(bool, String)> = Vec::new();
+    let mut plain = String::new();
+    let mut rest = text;
+    while let Some(at) = ["http://", "https://"]
+        .iter()
+        .filter_map(|scheme| rest.find(scheme))
+        .min()
+    {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| c.is_whitespace() || matches!(c, '<' | '>' | '"'))
+            .unwrap_or(tail.len());
+        let url = tail[..end].trim_end_matches(['.', ',', ';', ':', '!', '?', ')', '\'']);
+        plain.push_str(&rest[..at]);
+        if url.len() <= "https://".len() {
+            plain.push_str(&tail[..url.len().max(1)]);
+            rest = &tail[url.len().max(1)..];
+            continue;
+        }
+        if !plain.is_empty() {
+            parts.push((false, std::mem::take(&mut plain)));
+        }
+        parts.push((true, url.to_string()));
+        rest = &tail[url.len()..];
+    }
+    plain.push_str(rest);
+    if !plain.is_empty() {
+        parts.push((false, plain));
+    }
+    parts
 }
 
 impl NewsView {
@@ -160,7 +197,7 @@ impl NewsView {
             id: n.int("id").unwrap_or(0),
             when: Time::of(n.int("createtime").unwrap_or(0)),
             author: n.text("author"),
-            contents: n.text("contents"),
+            contents: linkify(&n.text("contents")),
         }
     }
 }
@@ -187,4 +224,36 @@ pub(super) fn news(cx: &Ctx) -> Html {
         }
         .render(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::linkify;
+
+    #[test]
+    fn news_text_keeps_its_words_and_links_its_addresses() {
+        assert_eq!(
+            linkify("See https://example.org/a?b=1. And <b>this</b>, http://x.y/z)"),
+            vec![
+                (false, "See ".to_string()),
+                (true, "https://example.org/a?b=1".to_string()),
+                (false, ". And <b>this</b>, ".to_string()),
+                (true, "http://x.y/z".to_string()),
+                (false, ")".to_string()),
+            ]
+        );
+        assert_eq!(linkify(""), Vec::<(bool, String)>::new());
+        assert_eq!(
+            linkify("just http:// ünïcode"),
+            vec![(false, "just http:// ünïcode".to_string())]
+        );
+        assert_eq!(
+            linkify("<a href=\"https://e.org/\">x</a>"),
+            vec![
+                (false, "<a href=\"".to_string()),
+                (true, "https://e.org/".to_string()),
+                (false, "\">x</a>".to_string()),
+            ]
+        );
+    }
 }

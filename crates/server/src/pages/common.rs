@@ -217,6 +217,20 @@ pub(super) fn web_link(url: &str) -> Option<String> {
     (lower.starts_with("http://") || lower.starts_with("https://")).then(|| url.trim().to_string())
 }
 
+/// What stays as it is in a path segment: letters, digits and `-._~+`.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'+');
+
+/// Percent-encodes one path segment (a job's name in a link: it may have
+/// any character, `/` and `:` too).
+pub(crate) fn encode_segment(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
+}
+
 /// Escapes text for HTML element content and attribute values.
 pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());

@@ -132,7 +132,18 @@ pub(super) fn metric(cx: &Ctx) -> Html {
     Some(
         MetricPage {
             frame: cx.frame(),
-            job_path: text("job").replace(':', "/"),
+            job_path: {
+                // `P:J:JOB`: project and jobset names have no colon; the
+                // job's name may have anything, so it is encoded.
+                let full = text("job");
+                let mut parts = full.splitn(3, ':');
+                let (p, j, job) = (
+                    parts.next().unwrap_or_default(),
+                    parts.next().unwrap_or_default(),
+                    parts.next().unwrap_or_default(),
+                );
+                format!("{p}/{j}/{}", super::common::encode_segment(job))
+            },
             job: text("job"),
             svg: svg(&format!("Metric {metric}"), &unit, &points),
             metric,

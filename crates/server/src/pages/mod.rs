@@ -15,7 +15,7 @@ mod log;
 mod project;
 mod status;
 
-pub(crate) use common::{escape, step_name};
+pub(crate) use common::{encode_segment, escape, step_name};
 
 /// The data of a page: a value, or JSON text already rendered (by the
 /// database, for large lists), parsed only if a page is wanted.

@@ -21,7 +21,7 @@ use tokio_util::io::ReaderStream;
 use super::{parse_id, redirect};
 use crate::auth::base_url;
 use crate::error::{ApiError, ApiResult};
-use crate::pages::escape;
+use crate::pages::{encode_segment, escape};
 use crate::state::AppState;
 use crate::views::{self, downloads::Product};
 
@@ -417,19 +417,6 @@ fn listing(dir: &std::path::Path, sub: &str) -> ApiResult<Response> {
     );
     product_headers(response.headers_mut(), None);
     Ok(response)
-}
-
-/// What stays as it is in a path segment: letters, digits and `-._~+`.
-const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~')
-    .remove(b'+');
-
-/// Percent-encodes one path segment.
-pub(crate) fn encode_segment(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 fn encode_path(s: &str) -> String {

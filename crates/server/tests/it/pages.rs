@@ -1168,17 +1168,17 @@ async fn administrators_manage_users_news_and_see_the_machines() {
         &app,
         &admin,
         "/admin/news/submit",
-        "contents=%3Cb%3EMaintenance%3C%2Fb%3E+tonight",
+        "contents=%3Cb%3EMaintenance%3C%2Fb%3E+tonight%3A+https%3A%2F%2Fstatus.example.org%2F.",
     )
     .await;
     assert_eq!(r.status, StatusCode::FOUND);
+    // News is text: markup is shown as typed, addresses are links.
+    let shown = r#"&#60;b&#62;Maintenance&#60;/b&#62; tonight: <a href="https://status.example.org/" rel="nofollow noopener">https://status.example.org/</a>."#;
     let html = page(&app, &admin, Method::GET, "/admin/news").await.text();
-    assert!(
-        html.contains("<td><b>Maintenance</b> tonight</td>"),
-        "{html}"
-    );
+    assert!(html.contains(shown), "{html}");
     let html = page(&app, &As::Anonymous, Method::GET, "/").await.text();
-    assert!(html.contains("<b>Maintenance</b> tonight"));
+    assert!(html.contains(shown), "{html}");
+    assert!(!html.contains("<b>Maintenance"));
 
     let html = page(&app, &admin, Method::GET, "/admin/machines")
         .await
@@ -1649,6 +1649,41 @@ async fn the_build_page_shows_constituents_inputs_metrics_and_the_last_success()
     );
 }
 
+/// The pages of the inventory, on the fixture with its second evaluation.
+const INVENTORY: &[&str] = &[
+    "/",
+    "/login",
+    "/project/demo",
+    "/project/demo/edit",
+    "/create-project",
+    "/jobset/demo/trunk",
+    "/jobset/demo/trunk/edit",
+    "/project/demo/create-jobset",
+    "/jobset/demo/trunk/jobs-tab",
+    "/jobset/demo/trunk/evals",
+    "/evals",
+    "/eval/2",
+    "/build/1",
+    "/build/4",
+    "/build/1/step/1",
+    "/build/1/log",
+    "/job/demo/trunk/hello",
+    "/all",
+    "/queue",
+    "/queue-summary",
+    "/status",
+    "/machines",
+    "/steps",
+    "/search?query=hello",
+    "/user/admin",
+    "/dashboard/admin",
+    "/admin/users",
+    "/register",
+    "/admin/news",
+    "/admin/machines",
+    "/build/999",
+];
+
 /// What a reader with a screen reader or a keyboard trips over in `html`:
 /// not one `<h1>`, an image without `alt`, a form field without a label,
 /// a button without a name, a table without headers.
@@ -1731,39 +1766,7 @@ async fn every_page_has_one_heading_labelled_fields_and_described_images() {
         b"\x1b[31mhello\x1b[0m\n",
     );
     let admin = app.session("admin").await;
-    let pages = [
-        "/",
-        "/login",
-        "/project/demo",
-        "/project/demo/edit",
-        "/create-project",
-        "/jobset/demo/trunk",
-        "/jobset/demo/trunk/edit",
-        "/project/demo/create-jobset",
-        "/jobset/demo/trunk/jobs-tab",
-        "/jobset/demo/trunk/evals",
-        "/evals",
-        "/eval/2",
-        "/build/1",
-        "/build/4",
-        "/build/1/step/1",
-        "/build/1/log",
-        "/job/demo/trunk/hello",
-        "/all",
-        "/queue",
-        "/queue-summary",
-        "/status",
-        "/machines",
-        "/steps",
-        "/search?query=hello",
-        "/user/admin",
-        "/dashboard/admin",
-        "/admin/users",
-        "/register",
-        "/admin/news",
-        "/admin/machines",
-        "/build/999",
-    ];
+    let pages = INVENTORY;
     let mut all = Vec::new();
     for uri in pages {
         let html = page(&app, &admin, Method::GET, uri).await.text();
@@ -1896,4 +1899,120 @@ async fn custom_channels_and_the_channels_tab() {
     )
     .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "no successful build");
+}
+
+/// What an attacker would type into a field: markup, quotes that close
+/// an attribute, and text beyond ASCII.
+const HOSTILE: &str = r#"<script>alert(1)</script>"'><img src=x>ü✓"#;
+
+#[tokio::test]
+async fn hostile_text_in_every_user_controlled_field_is_shown_escaped() {
+    let app = App::new().await;
+    common::fixture(&app).await;
+    second_eval(&app).await;
+    let h = HOSTILE.replace('\'', "''");
+    app.exec(&format!(
+        "update Users set fullName = '{h}', emailAddress = '{h}@example.org';
+         update Projects set displayName = '{h}', description = '{h}', homepage = 'https://example.org/{h}';
+         update Jobsets set description = '{h}', nixExprPath = '{h}', emailOverride = '{h}',
+                            errorMsg = '{h}', errorTime = 1700000100, fetchErrorMsg = '{h}';
+         update JobsetInputAlts set value = '{h}';
+         update JobsetEvalInputs set uri = '{h}', revision = '{h}';
+         update Builds set description = '{h}', license = '{h}', homepage = '{h}', maintainers = '{h}',
+                           nixName = '{h}', releaseName = '{h}';
+         update Builds set job = '{h}' where id = 2;
+         update BuildSteps set errorMsg = '{h}', machine = '{h}';
+         update BuildProducts set name = '{h}', subtype = '{h}';
+         update BuildMetrics set unit = '{h}';
+         insert into NewsItems (contents, createTime, author) values ('{h}', 1700000000, 'admin');
+         insert into ApiTokens (userName, name, hash, created) values ('admin', '{h}', 'x', 1700000000);"
+    ))
+    .await;
+    write_log(
+        &app,
+        "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-hello-1.0.drv",
+        format!("building\n{HOSTILE}\n").as_bytes(),
+    );
+    let escaped = "&#60;script&#62;alert(1)&#60;/script&#62;&#34;&#39;&#62;&#60;img src=x&#62;ü✓";
+    // Pages that show one of the fields above; every page is checked for
+    // raw markup.
+    let shows = [
+        "/",
+        "/project/demo",
+        "/project/demo/edit",
+        "/jobset/demo/trunk",
+        "/jobset/demo/trunk/edit",
+        "/jobset/demo/trunk/errors",
+        "/eval/2",
+        "/eval/1#tabs-inputs",
+        "/build/1",
+        "/build/2",
+        "/build/1/step/1",
+        "/build/1/log",
+        "/job/demo/trunk/hello",
+        "/user/admin",
+        "/admin/users",
+        "/admin/news",
+        "/all",
+        "/search?query=demo",
+    ];
+    let extra = [
+        "/build/1/log?search=alert",
+        "/build/1/evals",
+        "/jobset/demo/trunk/channels-tab",
+        "/job/demo/trunk/hello/metric/runtime",
+        "/eval/2?compare=1",
+        "/eval/2?full=1",
+        "/eval/1/errors",
+    ];
+    let admin = app.session("admin").await;
+    let mut problems = Vec::new();
+    let mut uris: Vec<&str> = INVENTORY
+        .iter()
+        .chain(&shows)
+        .chain(&extra)
+        .copied()
+        .collect();
+    uris.sort_unstable();
+    uris.dedup();
+    for uri in uris {
+        // The templates write `&#60;`, the log viewer `&lt;`: the same.
+        let html = page(&app, &admin, Method::GET, uri)
+            .await
+            .text()
+            .replace("&lt;", "&#60;")
+            .replace("&gt;", "&#62;")
+            .replace("&quot;", "&#34;");
+        if html.contains("<script>alert") || html.contains("<img src=x") || html.contains("\"'><") {
+            problems.push(format!("{uri}: raw markup"));
+        }
+        if shows.contains(&uri) && !html.contains(escaped) {
+            problems.push(format!("{uri}: the text is not shown"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    // The job named by an attacker has an encoded link; the evaluator
+    // never records such a name, so the page answers a clear 404.
+    let html = page(&app, &admin, Method::GET, "/build/2").await.text();
+    let href = html
+        .split("href=\"/job/demo/trunk/")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_string();
+    assert!(!href.contains('<') && !href.contains('"'), "{href}");
+    let r = page(
+        &app,
+        &admin,
+        Method::GET,
+        &format!("/job/demo/trunk/{href}"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{href}");
+    assert!(
+        r.text()
+            .contains(&format!("Job ‘demo:trunk:{escaped}’ doesn&#39;t exist.")),
+        "{}",
+        r.text()
+    );
 }
