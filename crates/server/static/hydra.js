@@ -83,7 +83,8 @@ function setUpShowDisabled() {
 }
 
 // Tabs: `nav.tabs` links to `#tabs-…` sections; one section is shown at
-// a time (the one in the address, else the first) and the address follows.
+// a time (the one in the address, else the first) and the address follows;
+// the arrow keys go to the next or previous tab.
 function setUpTabs() {
   const nav = document.querySelector("nav.tabs");
   if (!nav) return;
@@ -108,6 +109,15 @@ function setUpTabs() {
     const id = link.getAttribute("href").slice(1);
     history.replaceState(null, "", "#" + id);
     show(id);
+  }));
+  // Arrow keys move between tabs, as in a tab list.
+  links.forEach((link, i) => link.addEventListener("keydown", (event) => {
+    const step = { ArrowRight: 1, ArrowLeft: -1 }[event.key];
+    if (!step) return;
+    event.preventDefault();
+    const next = links[(i + step + links.length) % links.length];
+    next.focus();
+    next.click();
   }));
   // One handler, also after a live update replaced the tabs.
   window.onhashchange = () => show(wanted());

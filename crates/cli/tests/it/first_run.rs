@@ -335,6 +335,19 @@ fn browse_the_pages(base: &str, data: &std::path::Path) {
     assert!(page.contains("Failed"), "{page}");
     assert_no_console_errors(&browser, &failed);
     shots.take(&browser, "build");
+    // The tabs answer the arrow keys.
+    browser.fill("nav.tabs a[href='#tabs-summary']", "\u{E014}");
+    assert_eq!(
+        browser.execute("return [location.hash, document.activeElement.getAttribute('href'), document.getElementById('tabs-summary').hidden]"),
+        serde_json::json!(["#tabs-details", "#tabs-details", true]),
+        "ArrowRight goes to the next tab"
+    );
+    browser.fill("nav.tabs a[href='#tabs-details']", "\u{E012}");
+    assert_eq!(
+        browser.execute("return location.hash"),
+        serde_json::json!("#tabs-summary"),
+        "ArrowLeft comes back"
+    );
     browser.click_and_follow("a[href$='/log']");
     let page = browser.text();
     assert!(page.contains("something went wrong"), "{page}");
