@@ -1,8 +1,9 @@
-//! A build's dependency tree (`/build/N/build-deps`): its derivation's
-//! input derivations, read from the store's `.drv` files, each linked to
-//! the step that built it.
+//! A build's dependency trees: its derivation's input derivations, read
+//! from the store's `.drv` files (`/build/N/build-deps`), and what its
+//! outputs refer to, read from the store's path information
+//! (`/build/N/runtime-deps`); each node linked to the step that built it.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use serde::Serialize;
 
@@ -43,6 +44,57 @@ pub(crate) fn graph(
     graph
 }
 
+/// The references of `roots` and of what they refer to, read from
+/// `store` a level at a time, at most `MAX_NODES` paths; a path the store
+/// does not have is left out.
+pub(crate) async fn references(
+    store: &hydra_store::DestStore,
+    roots: &[String],
+) -> Result<BTreeMap<String, Vec<String>>, hydra_store::StoreError> {
+    let mut graph: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut todo: BTreeSet<String> = roots.iter().cloned().collect();
+    while !todo.is_empty() && graph.len() < MAX_NODES {
+        let infos = store.path_infos(&todo).await?;
+        let mut next = BTreeSet::new();
+        for path in &todo {
+            let Some(info) = infos.get(path) else {
+                continue;
+            };
+            if graph.len() >= MAX_NODES {
+                break;
+            }
+            let refs: Vec<String> = info
+                .references
+                .iter()
+                .filter(|r| *r != path)
+                .cloned()
+                .collect();
+            next.extend(
+                refs.iter()
+                    .filter(|r| !graph.contains_key(*r) && !todo.contains(*r))
+                    .cloned(),
+            );
+            graph.insert(path.clone(), refs);
+        }
+        todo = next;
+    }
+    Ok(graph)
+}
+
+/// The trees of `graph` from each of `roots`; a node met again, in any of
+/// them, is a leaf marked `repeated`.
+pub(crate) fn forest(
+    roots: &[String],
+    graph: &BTreeMap<String, Vec<String>>,
+    steps: &BTreeMap<String, (i32, i32)>,
+) -> Vec<Node> {
+    let mut seen = HashSet::new();
+    roots
+        .iter()
+        .map(|root| walk(root, graph, steps, &mut seen))
+        .collect()
+}
+
 /// The tree of `graph` from `root`; a derivation met again is a leaf
 /// marked `repeated`.
 pub(crate) fn tree(
@@ -50,34 +102,35 @@ pub(crate) fn tree(
     graph: &BTreeMap<String, Vec<String>>,
     steps: &BTreeMap<String, (i32, i32)>,
 ) -> Node {
-    fn walk(
-        drv: &str,
-        graph: &BTreeMap<String, Vec<String>>,
-        steps: &BTreeMap<String, (i32, i32)>,
-        seen: &mut HashSet<String>,
-    ) -> Node {
-        let mut node = Node {
-            path: drv.to_string(),
-            name: crate::pages::step_name(drv),
-            step: steps.get(drv).copied(),
-            ..Node::default()
-        };
-        if !seen.insert(drv.to_string()) {
-            node.repeated = true;
-            return node;
-        }
-        for input in graph.get(drv).into_iter().flatten() {
-            node.children.push(walk(input, graph, steps, seen));
-        }
-        node
-    }
     walk(root, graph, steps, &mut HashSet::new())
 }
 
-/// The tree as nested lists: each node with children is a `<details
+fn walk(
+    drv: &str,
+    graph: &BTreeMap<String, Vec<String>>,
+    steps: &BTreeMap<String, (i32, i32)>,
+    seen: &mut HashSet<String>,
+) -> Node {
+    let mut node = Node {
+        path: drv.to_string(),
+        name: crate::pages::step_name(drv),
+        step: steps.get(drv).copied(),
+        ..Node::default()
+    };
+    if !seen.insert(drv.to_string()) {
+        node.repeated = true;
+        return node;
+    }
+    for input in graph.get(drv).into_iter().flatten() {
+        node.children.push(walk(input, graph, steps, seen));
+    }
+    node
+}
+
+/// The trees as nested lists: each node with children is a `<details
 /// open>` (collapsible without script), linked to its step's log, and a
 /// repeated node links to its first appearance.
-pub(crate) fn html(node: &Node) -> String {
+pub(crate) fn html(nodes: &[Node]) -> String {
     fn anchor(path: &str) -> String {
         format!(
             "d-{}",
@@ -115,7 +168,9 @@ pub(crate) fn html(node: &Node) -> String {
         }
     }
     let mut out = String::from(r#"<ul class="deps">"#);
-    item(node, &mut out, false);
+    for node in nodes {
+        item(node, &mut out, false);
+    }
     out.push_str("</ul>");
     out
 }
@@ -147,11 +202,24 @@ mod tests {
         assert_eq!(t.children[0].children[0].name, "gcc-13");
         assert!(!t.children[0].children[0].repeated);
         assert!(t.children[1].repeated, "gcc again, under app");
-        let h = html(&t);
+        let h = html(std::slice::from_ref(&t));
         assert!(h.contains(r#"<a href="/build/7/step/2">gcc-13</a>"#), "{h}");
         assert!(h.contains(r##"<a class="repeated" href="#d-cccccccccccccccccccccccccccccccc-gcc-13.drv">(repeated)</a>"##));
         assert!(h.contains(r#"id="d-cccccccccccccccccccccccccccccccc-gcc-13.drv""#));
         assert!(h.contains("lib-2 <span class=\"muted\">(no info)</span>"));
+    }
+
+    #[test]
+    fn trees_of_several_roots_share_what_they_have_seen() {
+        let g = graph(A, inputs);
+        let trees = forest(&[B.to_string(), A.to_string()], &g, &BTreeMap::new());
+        assert_eq!(trees.len(), 2);
+        assert_eq!(trees[0].name, "lib-2");
+        assert!(!trees[0].children[0].repeated, "gcc, first seen under lib");
+        assert!(trees[1].children[0].repeated, "lib again, under app");
+        assert!(trees[1].children[1].repeated, "gcc again, under app");
+        let h = html(&trees);
+        assert_eq!(h.matches("(repeated)").count(), 2, "{h}");
     }
 
     #[test]

@@ -571,22 +571,25 @@ pub(super) fn contents(cx: &Ctx) -> Html {
     )
 }
 
-/// `/build/N/build-deps`.
+/// `/build/N/build-deps` and `/build/N/runtime-deps`.
 #[derive(Template)]
 #[template(path = "build-deps.html")]
 struct DepsPage<'a> {
     frame: Frame<'a>,
     build: i64,
+    /// The outputs' references rather than the derivation's inputs.
+    runtime: bool,
     available: bool,
     /// The tree, rendered (and escaped) by `deps::html`.
     tree: String,
 }
 
-pub(super) fn deps(cx: &Ctx) -> Html {
+pub(super) fn deps(cx: &Ctx, runtime: bool) -> Html {
     Some(
         DepsPage {
             frame: cx.frame(),
             build: cx.data.int("build").unwrap_or(0),
+            runtime,
             available: cx.data.flag("available"),
             tree: cx
                 .extra_value("html")

@@ -127,10 +127,41 @@ pub(crate) async fn build_deps(State(state): State<AppState>, build: BuildPath) 
     let drvs: Vec<String> = graph.keys().cloned().collect();
     let steps = views::build::steps_of(&state.pool, &drvs).await?;
     let tree = crate::deps::tree(&drv, &graph, &steps);
-    let html = crate::deps::html(&tree);
+    let html = crate::deps::html(std::slice::from_ref(&tree));
     Ok(Page::new(
         "build-deps",
         json!({ "build": build.id, "available": available, "tree": tree }),
+    )
+    .with_extra("html", json!(html)))
+}
+
+/// `/build/<id>/runtime-deps`: what the build's outputs refer to, and so
+/// on, as trees read from the store, each path linked to the step that
+/// built or substituted it.
+pub(crate) async fn runtime_deps(
+    State(state): State<AppState>,
+    build: BuildPath,
+) -> ApiResult<Page> {
+    let outputs: Vec<String> = hydra_db::builds::outputs(&state.pool, build.id)
+        .await?
+        .into_iter()
+        .filter_map(|(_, path)| path)
+        .collect();
+    let graph = crate::deps::references(&state.store, &outputs)
+        .await
+        .map_err(|e| ApiError::Internal(format!("reading the store: {e}")))?;
+    let available = !outputs.is_empty() && outputs.iter().all(|o| graph.contains_key(o));
+    let paths: Vec<String> = graph.keys().cloned().collect();
+    let steps = views::build::steps_of_outputs(&state.pool, &paths).await?;
+    let trees = if available {
+        crate::deps::forest(&outputs, &graph, &steps)
+    } else {
+        Vec::new()
+    };
+    let html = crate::deps::html(&trees);
+    Ok(Page::new(
+        "runtime-deps",
+        json!({ "build": build.id, "available": available, "trees": trees }),
     )
     .with_extra("html", json!(html)))
 }
@@ -266,6 +297,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/build/{id}/step/{nr}", get(step))
         .route("/build/{id}/reproduce", get(reproduce))
         .route("/build/{id}/build-deps", get(build_deps))
+        .route("/build/{id}/runtime-deps", get(runtime_deps))
         .route("/build/{id}/restart", act(Action::Restart))
         .route("/build/{id}/cancel", act(Action::Cancel))
         .route("/build/{id}/bump", act(Action::Bump))

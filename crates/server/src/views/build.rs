@@ -221,6 +221,24 @@ pub(crate) async fn details(pool: &PgPool, id: BuildId) -> ApiResult<Details> {
     .unwrap_or_default())
 }
 
+/// The last successful step (build, step number) that built or
+/// substituted each of `paths`, by path.
+pub(crate) async fn steps_of_outputs(
+    pool: &PgPool,
+    paths: &[String],
+) -> ApiResult<std::collections::BTreeMap<String, (i32, i32)>> {
+    let rows: Vec<(String, i32, i32)> = sqlx::query_as(
+        "select distinct on (o.path) o.path, s.build, s.stepnr from BuildStepOutputs o \
+         join BuildSteps s on s.build = o.build and s.stepnr = o.stepnr \
+         where o.path = any($1) and s.status = $2 order by o.path, s.build desc, s.stepnr desc",
+    )
+    .bind(paths)
+    .bind(hydra_db::status::BuildStatus::Succeeded)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|(p, b, s)| (p, (b, s))).collect())
+}
+
 /// For each of `drvs`, the latest step that built it successfully: build
 /// and step number.
 pub(crate) async fn steps_of(

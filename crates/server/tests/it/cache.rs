@@ -283,6 +283,14 @@ async fn jobset_p_j(db: &TestDb) -> i32 {
 }
 
 async fn fetch(served: &Served, path: &str) -> (u16, axum::http::HeaderMap, Vec<u8>) {
+    fetch_as(served, path, "application/json").await
+}
+
+async fn fetch_as(
+    served: &Served,
+    path: &str,
+    accept: &str,
+) -> (u16, axum::http::HeaderMap, Vec<u8>) {
     use http_body_util::BodyExt;
     let stream = tokio::net::TcpStream::connect(served.address)
         .await
@@ -294,7 +302,7 @@ async fn fetch(served: &Served, path: &str) -> (u16, axum::http::HeaderMap, Vec<
     tokio::spawn(conn);
     let req = axum::http::Request::get(path)
         .header("host", served.address.to_string())
-        .header("accept", "application/json")
+        .header("accept", accept)
         .body(http_body_util::Empty::<axum::body::Bytes>::new())
         .unwrap();
     let res = sender.send_request(req).await.unwrap();
@@ -425,5 +433,70 @@ async fn a_jobset_channel_is_an_expression_nix_evaluates_to_the_built_outputs() 
     assert_eq!(one["packages"].as_array().unwrap().len(), 1);
     assert_eq!(fetch(&served, "/build/9/nix").await.0, 404);
     assert_eq!(fetch(&served, "/jobset/p/nope/channel/latest").await.0, 404);
+    served.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runtime_dependencies_are_a_tree_of_the_outputs_references_from_the_store() {
+    let store = NixStore::new();
+    let (hello, dep, _dir) = build(&store);
+    let served = Served::start(&store, "").await;
+    let db = &served._db;
+    let jobset = jobset_p_j(db).await;
+    TestBuild::new(jobset, "hello")
+        .id(1)
+        .drv("/nix/store/x.drv")
+        .finished(BuildStatus::Succeeded, 1, 2)
+        .output("out", &hello)
+        .insert(&db.pool)
+        .await;
+    TestBuild::new(jobset, "dep")
+        .id(2)
+        .drv("/nix/store/y.drv")
+        .finished(BuildStatus::Succeeded, 1, 2)
+        .output("out", &dep)
+        .insert(&db.pool)
+        .await;
+    TestBuild::new(jobset, "gone")
+        .id(3)
+        .drv("/nix/store/z.drv")
+        .finished(BuildStatus::Succeeded, 1, 2)
+        .output("out", "/nix/store/00000000000000000000000000000000-gone")
+        .insert(&db.pool)
+        .await;
+    // The step of build 2 that built `dep`.
+    db.exec(&format!(
+        "insert into BuildSteps (build, stepnr, type, drvPath, busy, status, startTime, stopTime, machine, system)
+           values (2, 1, 0, '/nix/store/y.drv', 0, 0, 1, 2, 'localhost', 'x86_64-linux');
+         insert into BuildStepOutputs (build, stepnr, name, path) values (2, 1, 'out', '{dep}');"
+    ))
+    .await;
+
+    let (status, body) = get_text(&served, "/build/1/runtime-deps").await;
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["available"], true);
+    let tree = &json["trees"][0];
+    assert_eq!(tree["path"], hello.as_str());
+    assert_eq!(tree["name"], "hello");
+    assert_eq!(tree["children"][0]["path"], dep.as_str(), "{json}");
+    assert_eq!(tree["children"][0]["step"], serde_json::json!([2, 1]));
+    assert_eq!(tree["children"].as_array().unwrap().len(), 1, "{json}");
+
+    let (status, _, html) = fetch_as(&served, "/build/1/runtime-deps", "text/html").await;
+    assert_eq!(status, 200);
+    let html = String::from_utf8(html).unwrap();
+    assert!(html.contains("Runtime dependencies of"), "{html}");
+    assert!(
+        html.contains(r#"<a href="/build/2/step/1">dep</a>"#),
+        "{html}"
+    );
+    assert!(html.contains(r#"hello <span class="muted">(no info)</span>"#));
+
+    // Outputs the store does not have.
+    let (_, body) = get_text(&served, "/build/3/runtime-deps").await;
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["available"], false);
+    assert_eq!(json["trees"], serde_json::json!([]));
     served.stop().await;
 }

@@ -1609,6 +1609,7 @@ async fn the_build_page_shows_constituents_inputs_metrics_and_the_last_success()
         .await
         .text();
     assert!(html.contains(r##"<a href="#tabs-constituents">Constituents</a>"##));
+    assert!(html.contains(r#"data-src="/build/4/runtime-deps""#), "finished");
     assert!(html.contains("its result comes from these 2 builds"));
     assert!(
         html.contains("(1 out of 2 constituent builds failed)"),
@@ -1666,6 +1667,8 @@ const INVENTORY: &[&str] = &[
     "/build/1",
     "/build/4",
     "/build/1/step/1",
+    "/build/1/runtime-deps",
+    "/build/1/build-deps",
     "/build/1/log",
     "/job/demo/trunk/hello",
     "/all",
