@@ -41,6 +41,16 @@ impl DataDir {
         self.0.join("build-logs").join(head).join(rest)
     }
 
+    /// The output of a RunCommand run: `runcommand-logs/<first 2
+    /// characters of its UUID>/<the UUID>`, as Hydra writes it.
+    pub fn run_command_log(&self, uuid: &str) -> PathBuf {
+        let split = uuid.char_indices().nth(2).map_or(uuid.len(), |(i, _)| i);
+        self.0
+            .join("runcommand-logs")
+            .join(&uuid[..split])
+            .join(uuid)
+    }
+
     /// `scm/<kind>/<sha256 of the URL>`: where the evaluator keeps a
     /// repository's clone between evaluations (and `/api/scmdiff` reads
     /// it).

@@ -26,6 +26,7 @@ pub mod password;
 pub mod products;
 pub mod projects;
 pub mod rows;
+pub mod run_commands;
 pub mod runner_status;
 pub mod sessions;
 pub mod status;

@@ -358,6 +358,22 @@ struct BuildPage<'a> {
     cached_from: Option<i64>,
     /// Closure and output size, in MiB.
     sizes: Option<(String, String)>,
+    /// RunCommand runs, newest first.
+    runs: Vec<RunView>,
+}
+
+/// A RunCommand run on the build page.
+struct RunView {
+    uuid: String,
+    command: String,
+    started: Option<super::common::When>,
+    /// How long it ran, or has been running.
+    ran_for: Option<String>,
+    running: bool,
+    /// `Some(true)` exited 0, `Some(false)` failed, `None` running.
+    succeeded: Option<bool>,
+    /// "Exit code 1", "Exit signal 9 (Core Dumped)", "Exec error 2".
+    outcome: String,
 }
 
 impl BuildPage<'_> {
@@ -448,6 +464,24 @@ pub(super) fn build(cx: &Ctx) -> Html {
                         .collect()
                 })
                 .unwrap_or_default(),
+            runs: cx
+                .extra("runcommands")
+                .iter()
+                .map(|r| {
+                    let r = Fields(r);
+                    RunView {
+                        uuid: r.text("uuid"),
+                        command: r.text("command"),
+                        started: r
+                            .int("start_time")
+                            .map(|t| super::common::When::of(t, cx.now)),
+                        ran_for: r.int("running_for").map(super::common::duration),
+                        running: r.int("start_time").is_some() && r.int("end_time").is_none(),
+                        succeeded: r.0.get("succeeded").and_then(serde_json::Value::as_bool),
+                        outcome: r.text("outcome"),
+                    }
+                })
+                .collect(),
             metrics: d
                 .members("buildmetrics")
                 .map(|(name, m)| {

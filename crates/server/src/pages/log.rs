@@ -7,13 +7,15 @@ use askama::Template;
 use super::common::{Fields, step_name};
 use super::{Ctx, Frame, Html};
 
-/// `/build/N/log`, `/build/N/step/M/log`.
+/// `/build/N/log`, `/build/N/step/M/log`, `/build/N/runcommandlog/U`.
 #[derive(Template)]
 #[template(path = "log.html")]
 struct LogPage<'a> {
     frame: Frame<'a>,
     build: i64,
     step: Option<i64>,
+    /// The command, for a RunCommand run's output.
+    command: Option<String>,
     name: String,
     available: bool,
     raw: String,
@@ -63,7 +65,15 @@ pub(super) fn log(cx: &Ctx) -> Html {
             frame: cx.frame(),
             build: d.int("build").unwrap_or(0),
             step: d.int("step"),
-            name: step_name(d.str("drvpath")),
+            command: d
+                .0
+                .get("command")
+                .and_then(|c| c.as_str())
+                .map(String::from),
+            name: match d.0.get("uuid").and_then(|u| u.as_str()) {
+                Some(uuid) => format!("runcommand-{uuid}"),
+                None => step_name(d.str("drvpath")),
+            },
             available: d.flag("available"),
             raw: d.text("raw"),
             live: d.text("live"),

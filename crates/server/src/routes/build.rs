@@ -52,6 +52,25 @@ pub(crate) async fn show(
         let (success, broken) = views::build::previous(pool, id).await?;
         extra.insert("last_success".into(), json!(success));
         extra.insert("first_broken".into(), json!(broken));
+        let runs = hydra_db::run_commands::of_build(pool, id).await?;
+        if !runs.is_empty() {
+            let now = hydra_db::now();
+            let runs: Vec<serde_json::Value> = runs
+                .iter()
+                .map(|r| {
+                    json!({
+                        "uuid": r.uuid,
+                        "command": r.command,
+                        "start_time": r.start_time,
+                        "end_time": r.end_time,
+                        "running_for": r.start_time.map(|s| i64::from(r.end_time.unwrap_or(now)) - i64::from(s)),
+                        "succeeded": r.did_succeed(),
+                        "outcome": run_outcome(r),
+                    })
+                })
+                .collect();
+            extra.insert("runcommands".into(), json!(runs));
+        }
         let constituents = views::build::constituents(pool, id).await?;
         if !constituents.is_empty() {
             extra.insert(
@@ -73,6 +92,29 @@ pub(crate) async fn show(
         }
     }
     Ok(crate::negotiate::json_text_with("build", json, extra))
+}
+
+/// How a RunCommand run ended, as Hydra's build page says it (empty
+/// while it runs or before it starts).
+fn run_outcome(r: &hydra_db::run_commands::RunCommandLog) -> String {
+    if r.is_running() {
+        return String::new();
+    }
+    if let Some(signal) = r.signal {
+        let core = if r.core_dumped == Some(true) {
+            " (Core Dumped)"
+        } else {
+            ""
+        };
+        return format!("Exit signal {signal}{core}");
+    }
+    if let Some(errno) = r.error_number {
+        return format!("Exec error {errno}");
+    }
+    match r.exit_code {
+        Some(code) => format!("Exit code {code}"),
+        None => String::new(),
+    }
 }
 
 /// `/build/<id>/reproduce`: a script that builds the job from the inputs

@@ -1,5 +1,6 @@
-//! Build logs: `/log/<drv>`, the build and step log routes, and the live
-//! stream of a running step (Server-Sent Events).
+//! Build logs: `/log/<drv>`, the build and step log routes, the live
+//! stream of a running step (Server-Sent Events), and the output of
+//! RunCommand runs (`/runcommandlog/<uuid>`, `/build/N/runcommandlog/…`).
 //!
 //! Logs are the queue runner's files under `$HYDRA_DATA/build-logs/`, plain
 //! while a step runs and possibly compressed (`.bz2`, `.zst`) afterwards.
@@ -307,30 +308,132 @@ async fn show(
             let Some((path, compression)) = file else {
                 return Ok(page.into_response());
             };
-            // The viewer's lines, read here so that the browser gets only
-            // what it shows.
-            let window = q.window();
-            let read = crate::logview::read(open(&path, compression).await?, &window)
-                .await
-                .map_err(|e| ApiError::Internal(format!("{}: {e}", path.display())))?;
-            let lines: Vec<serde_json::Value> = read
-                .lines
-                .iter()
-                .map(|(n, text)| json!([n, crate::logview::ansi_html(text)]))
-                .collect();
             let running = hydra_db::steps::is_running(&state.pool, &drv).await?;
-            let (search, tail) = match &window {
-                crate::logview::Window::Search(s) => (s.clone(), false),
-                crate::logview::Window::Tail(_) => (String::new(), true),
-                _ => (String::new(), false),
-            };
-            Ok(page
-                .with_extra("lines", serde_json::Value::Array(lines))
-                .with_extra("total", json!(read.total))
-                .with_extra("more_matches", json!(read.more_matches))
-                .with_extra("search", json!(search))
-                .with_extra("tail", json!(tail))
+            Ok(with_lines(page, &path, compression, q)
+                .await?
                 .with_extra("running", json!(running))
+                .into_response())
+        }
+    }
+}
+
+/// `page` (a log viewer) with the lines of the log at `path` that `q`
+/// asks for, read here so that the browser gets only what it shows.
+async fn with_lines(
+    page: Page,
+    path: &std::path::Path,
+    compression: Compression,
+    q: &TailQuery,
+) -> ApiResult<Page> {
+    let window = q.window();
+    let read = crate::logview::read(open(path, compression).await?, &window)
+        .await
+        .map_err(|e| ApiError::Internal(format!("{}: {e}", path.display())))?;
+    let lines: Vec<serde_json::Value> = read
+        .lines
+        .iter()
+        .map(|(n, text)| json!([n, crate::logview::ansi_html(text)]))
+        .collect();
+    let (search, tail) = match &window {
+        crate::logview::Window::Search(s) => (s.clone(), false),
+        crate::logview::Window::Tail(_) => (String::new(), true),
+        _ => (String::new(), false),
+    };
+    Ok(page
+        .with_extra("lines", serde_json::Value::Array(lines))
+        .with_extra("total", json!(read.total))
+        .with_extra("more_matches", json!(read.more_matches))
+        .with_extra("search", json!(search))
+        .with_extra("tail", json!(tail)))
+}
+
+// --- RunCommand logs ---------------------------------------------------------
+
+/// RunCommand run `uuid`, or the 404 naming it.
+async fn run_command(
+    state: &AppState,
+    uuid: &str,
+) -> ApiResult<hydra_db::run_commands::RunCommandLog> {
+    hydra_db::run_commands::by_uuid(&state.pool, uuid)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("No RunCommand run ‘{uuid}’.")))
+}
+
+/// `/runcommandlog/<uuid>[?tail=N]`: what a RunCommand run printed, as
+/// text.
+pub(crate) async fn run_command_text(
+    State(state): State<AppState>,
+    Path(uuid): Path<String>,
+    Query(q): Query<TailQuery>,
+) -> ApiResult<Response> {
+    let run = run_command(&state, &uuid).await?;
+    let path = state.data_dir.run_command_log(&run.uuid);
+    if !path.is_file() {
+        return Err(ApiError::not_found(format!(
+            "The output of RunCommand run ‘{uuid}’ is not available."
+        )));
+    }
+    let reader = open(&path, Compression::None).await?;
+    let mut response = match q.lines()? {
+        Some(n) => tail(reader, n)
+            .await
+            .map_err(|e| ApiError::Internal(format!("{}: {e}", path.display())))?
+            .into_response(),
+        None => Body::from_stream(tokio_util::io::ReaderStream::new(reader)).into_response(),
+    };
+    text_headers(&mut response, !run.is_running());
+    Ok(response)
+}
+
+/// `/build/<id>/runcommandlog/<uuid>[/tail|/raw]`: the log viewer on a
+/// RunCommand run's output (`raw` redirects to the text).
+pub(crate) async fn run_command_log(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    build: BuildPath,
+    Path(params): Path<Vec<(String, String)>>,
+    Query(q): Query<TailQuery>,
+) -> ApiResult<Response> {
+    let get = |k: &str| super::path_param(&params, k);
+    let uuid = get("uuid").unwrap_or_default();
+    let run = run_command(&state, &uuid).await?;
+    if run.build_id != build.id {
+        return Err(ApiError::not_found(format!(
+            "No RunCommand run ‘{uuid}’ for build {}.",
+            build.id
+        )));
+    }
+    match mode(get("mode").as_deref())? {
+        Mode::Raw => {
+            let query = q.lines()?.map(|n| format!("?tail={n}")).unwrap_or_default();
+            Ok(redirect_below(
+                &state,
+                &headers,
+                &format!("runcommandlog/{}{query}", run.uuid),
+                None,
+            ))
+        }
+        Mode::Live => Err(ApiError::not_found("No log mode ‘live’.")),
+        Mode::Pretty | Mode::Tail => {
+            let path = state.data_dir.run_command_log(&run.uuid);
+            let page = Page::value(
+                "log",
+                json!({
+                    "build": build.id,
+                    "step": null,
+                    "uuid": run.uuid,
+                    "command": run.command,
+                    "available": path.is_file(),
+                    "raw": format!("{}runcommandlog/{}", base_url(&state, &headers), run.uuid),
+                    "live": "",
+                }),
+            );
+            if !path.is_file() {
+                return Ok(page.into_response());
+            }
+            Ok(with_lines(page, &path, Compression::None, &q)
+                .await?
+                .with_extra("running", json!(false))
                 .into_response())
         }
     }
@@ -540,4 +643,10 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/build/{id}/step/{nr}/log/{mode}", get(build_log))
         .route("/build/{id}/nixlog/{nr}", get(nixlog))
         .route("/build/{id}/nixlog/{nr}/{mode}", get(nixlog))
+        .route("/runcommandlog/{uuid}", get(run_command_text))
+        .route("/build/{id}/runcommandlog/{uuid}", get(run_command_log))
+        .route(
+            "/build/{id}/runcommandlog/{uuid}/{mode}",
+            get(run_command_log),
+        )
 }

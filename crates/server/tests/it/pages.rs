@@ -1609,7 +1609,10 @@ async fn the_build_page_shows_constituents_inputs_metrics_and_the_last_success()
         .await
         .text();
     assert!(html.contains(r##"<a href="#tabs-constituents">Constituents</a>"##));
-    assert!(html.contains(r#"data-src="/build/4/runtime-deps""#), "finished");
+    assert!(
+        html.contains(r#"data-src="/build/4/runtime-deps""#),
+        "finished"
+    );
     assert!(html.contains("its result comes from these 2 builds"));
     assert!(
         html.contains("(1 out of 2 constituent builds failed)"),
@@ -2018,4 +2021,110 @@ async fn hostile_text_in_every_user_controlled_field_is_shown_escaped() {
         "{}",
         r.text()
     );
+}
+
+#[tokio::test]
+async fn runcommand_runs_are_listed_on_the_build_page_and_their_output_is_viewed_and_served() {
+    let app = App::new().await;
+    common::fixture(&app).await;
+    let ok = "0f8fad5b-d9cb-469f-a165-70867728950e";
+    let killed = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
+    let pending = "16fd2706-8baf-433b-82eb-8c7fada847da";
+    app.exec(&format!(
+        "insert into RunCommandLogs (uuid, job_matcher, build_id, command, start_time, end_time, exit_code, signal, core_dumped)
+           values ('{ok}', '*:*:*', 1, 'notify-deploy --fast', 1700000100, 1700000105, 0, null, null),
+                  ('{killed}', 'demo:*:*', 1, './hook <x>', 1700000200, 1700000260, null, 9, true);
+         insert into RunCommandLogs (uuid, job_matcher, build_id, command) values ('{pending}', '*:*:*', 1, 'later');"
+    ))
+    .await;
+    let log = hydra_config::DataDir::from(app.data.path()).run_command_log(ok);
+    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+    std::fs::write(&log, "deploying\n<b>done</b>\n").unwrap();
+
+    let html = page(&app, &As::Anonymous, Method::GET, "/build/1")
+        .await
+        .text();
+    assert!(html.contains(r##"<a href="#tabs-runcommandlogs">RunCommand logs</a>"##));
+    assert!(html.contains("Exit signal 9 (Core Dumped)"), "{html}");
+    assert!(html.contains("Exit code 0"));
+    assert!(html.contains("./hook &#60;x&#62;"), "escaped");
+    assert!(html.contains(&format!(
+        r#"<a href="/build/1/runcommandlog/{ok}">pretty</a>"#
+    )));
+    assert!(html.contains("Pending"));
+    // Newest first: the killed run, then the successful one.
+    assert!(html.find(killed).unwrap() < html.find(ok).unwrap());
+
+    // The text, whole and its tail.
+    let r = page(
+        &app,
+        &As::Anonymous,
+        Method::GET,
+        &format!("/runcommandlog/{ok}"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.text(), "deploying\n<b>done</b>\n");
+    assert!(r.header("content-type").unwrap().starts_with("text/plain"));
+    let r = page(
+        &app,
+        &As::Anonymous,
+        Method::GET,
+        &format!("/runcommandlog/{ok}?tail=1"),
+    )
+    .await;
+    assert_eq!(r.text(), "<b>done</b>\n");
+
+    // The viewer, numbered and escaped; raw redirects to the text.
+    let html = page(
+        &app,
+        &As::Anonymous,
+        Method::GET,
+        &format!("/build/1/runcommandlog/{ok}"),
+    )
+    .await
+    .text();
+    assert!(
+        html.contains("RunCommand log of <a href=\"/build/1\">build 1</a>"),
+        "{html}"
+    );
+    assert!(html.contains("notify-deploy --fast"));
+    assert!(html.contains(r#"<li id="L2">"#) && html.contains("&lt;b&gt;done&lt;/b&gt;"));
+    let r = page(
+        &app,
+        &As::Anonymous,
+        Method::GET,
+        &format!("/build/1/runcommandlog/{ok}/raw"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FOUND);
+    assert!(
+        r.header("location")
+            .unwrap()
+            .ends_with(&format!("/runcommandlog/{ok}")),
+        "{:?}",
+        r.header("location")
+    );
+
+    // What does not exist is a clear 404.
+    for (uri, says) in [
+        (format!("/build/2/runcommandlog/{ok}"), "for build 2"),
+        (
+            "/runcommandlog/..%2F..%2Fetc%2Fpasswd".to_string(),
+            "No RunCommand run ‘../../etc/passwd’",
+        ),
+        (
+            "/runcommandlog/not-a-uuid".to_string(),
+            "No RunCommand run ‘not-a-uuid’",
+        ),
+        (
+            "/runcommandlog/00000000-0000-0000-0000-000000000000".to_string(),
+            "No RunCommand run",
+        ),
+        (format!("/runcommandlog/{killed}"), "is not available"),
+    ] {
+        let r = page(&app, &As::Anonymous, Method::GET, &uri).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{uri}");
+        assert!(r.text().contains(says), "{uri}: {}", r.text());
+    }
 }
