@@ -277,12 +277,20 @@ pub(crate) async fn guard(
     // DELETE to another site without a CORS preflight, which is never
     // granted here.
     let checked = *request.method() == Method::POST;
-    if state.config.web.private
+    let shut_out = state.config.web.private
         && viewer.account.is_none()
-        && !public_path(&path)
-        && !(safe && readonly_ip(&state, request.headers()))
-    {
-        return ApiError::forbidden("This server is private: please sign in.").into_response();
+        && !(safe && readonly_ip(&state, request.headers()));
+    let page_user = crate::pages::PageUser {
+        name: viewer.account.as_ref().map(|a| a.name.clone()),
+        admin: viewer.is_admin(),
+        creates_projects: viewer.is_admin() || viewer.has_role("create-projects"),
+        shut_out,
+    };
+    if shut_out && !public_path(&path) {
+        let mut refused =
+            ApiError::forbidden("This server is private: please sign in.").into_response();
+        refused.extensions_mut().insert(page_user);
+        return refused;
     }
     if checked
         && !viewer.by_token
@@ -291,11 +299,6 @@ pub(crate) async fn guard(
     {
         return e.into_response();
     }
-    let page_user = crate::pages::PageUser {
-        name: viewer.account.as_ref().map(|a| a.name.clone()),
-        admin: viewer.is_admin(),
-        creates_projects: viewer.is_admin() || viewer.has_role("create-projects"),
-    };
     request.extensions_mut().insert(viewer);
     let mut response = next.run(request).await;
     response.extensions_mut().insert(page_user);

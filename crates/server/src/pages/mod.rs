@@ -60,6 +60,8 @@ pub(crate) struct PageUser {
     pub(crate) admin: bool,
     /// May create projects (`create-projects`, or an administrator).
     pub(crate) creates_projects: bool,
+    /// A stranger on a private server: the frame offers only signing in.
+    pub(crate) shut_out: bool,
 }
 
 /// What the frame of every page shows.

@@ -2128,3 +2128,31 @@ async fn runcommand_runs_are_listed_on_the_build_page_and_their_output_is_viewed
         assert!(r.text().contains(says), "{uri}: {}", r.text());
     }
 }
+
+#[tokio::test]
+async fn a_private_server_shows_strangers_only_the_way_to_sign_in() {
+    let app = App::with_config("private = 1\n").await;
+    common::fixture(&app).await;
+    let r = page(&app, &As::Anonymous, Method::GET, "/project/demo").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let html = r.text();
+    assert!(html.contains("403 Forbidden"), "{html}");
+    assert!(html.contains("This server is private: please sign in."));
+    assert!(html.contains(r#"<a href="/login">Sign in</a>"#), "{html}");
+    for hidden in ["Status", "/search", "/queue", "Admin"] {
+        assert!(!html.contains(hidden), "{hidden} shown to a stranger");
+    }
+    // The sign-in page and the stylesheet are open.
+    let r = page(&app, &As::Anonymous, Method::GET, "/login").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.text().contains(r#"id="password""#));
+    let css = asset(&r.text(), "css");
+    assert_eq!(
+        page(&app, &As::Anonymous, Method::GET, &css).await.status,
+        StatusCode::OK
+    );
+    // Signed in, the frame is whole.
+    let owner = app.session("owner").await;
+    let html = page(&app, &owner, Method::GET, "/project/demo").await.text();
+    assert!(html.contains("/queue") && html.contains(r#"action="/search""#));
+}
