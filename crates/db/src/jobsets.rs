@@ -17,6 +17,20 @@ pub async fn scheduling_shares(
         .await
 }
 
+/// The scheduling shares of every jobset that is not disabled, except
+/// `project:jobset` (what that jobset's shares are added to).
+pub async fn other_shares(pool: &PgPool, project: &str, jobset: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "select coalesce(sum(schedulingShares), 0)::bigint from Jobsets \
+         where enabled <> $1 and not (project = $2 and name = $3)",
+    )
+    .bind(JobsetState::Disabled)
+    .bind(project)
+    .bind(jobset)
+    .fetch_one(pool)
+    .await
+}
+
 /// Records a finished evaluation attempt of jobset `id` at `now`: checked,
 /// no forced evaluation pending, no fetch error, `error_text` as its
 /// evaluation error (empty: none), and a one-shot jobset disabled.

@@ -147,6 +147,22 @@ struct JobsetPage<'a> {
     j: JobsetView,
     evals: Vec<EvalRowView>,
     more_evals: String,
+    /// Its part of all the scheduling shares.
+    share: String,
+}
+
+/// A jobset's part of all the scheduling shares, `shares` its own and
+/// `others` those of the other jobsets that are not disabled (Hydra's
+/// "X% out of T shares").
+fn share_text(shares: i64, others: i64) -> String {
+    if shares <= 0 {
+        return format!("the other jobsets have {others} shares");
+    }
+    let total = others + shares;
+    format!(
+        "{:.2}% out of {total} shares",
+        shares as f64 / total as f64 * 100.0
+    )
 }
 
 pub(super) fn jobset(cx: &Ctx) -> Html {
@@ -161,6 +177,12 @@ pub(super) fn jobset(cx: &Ctx) -> Html {
             frame: cx.frame(),
             editable: flag("owner") && !flag("declarative"),
             more_evals: format!("/jobset/{}/{}/evals", j.project, j.name),
+            share: share_text(
+                j.schedulingshares,
+                cx.extra_value("other_shares")
+                    .and_then(serde_json::Value::as_i64)
+                    .unwrap_or(0),
+            ),
             j,
             evals: cx
                 .extra("evals")
@@ -203,8 +225,15 @@ struct JobsetFormPage<'a> {
     schedulingshares: String,
     keepnr: String,
     dynamic_run_command: bool,
+    /// Why dynamic RunCommand cannot be turned on (the server or the
+    /// project has it off).
+    dynamic_blocker: Option<String>,
     enable_email: bool,
+    /// The server sends email.
+    email_notification: bool,
     email_override: String,
+    /// The scheduling shares of the other jobsets that are not disabled.
+    other_shares: i64,
     /// The inputs, then an empty row for a new one.
     inputs: Vec<InputRowView>,
     input_types: Vec<String>,
@@ -213,6 +242,14 @@ struct JobsetFormPage<'a> {
 }
 
 impl JobsetFormPage<'_> {
+    /// This jobset's part of all the shares.
+    fn share_hint(&self) -> String {
+        share_text(
+            self.schedulingshares.trim().parse().unwrap_or(0),
+            self.other_shares,
+        )
+    }
+
     /// The refusal of `field`, if it is the one refused.
     fn error_of(&self, field: &str) -> Option<&str> {
         (self.field == field && !self.error.is_empty()).then_some(self.error.as_str())
@@ -262,8 +299,17 @@ pub(super) fn jobset_form(cx: &Ctx) -> Html {
             schedulingshares: d.shown("schedulingshares"),
             keepnr: d.shown("keepnr"),
             dynamic_run_command: d.flag("enable_dynamic_run_command"),
+            dynamic_blocker: Some(extra("dynamic_blocker")).filter(|b| !b.is_empty()),
             enable_email: d.flag("enableemail"),
+            email_notification: cx
+                .extra_value("email_notification")
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false),
             email_override: d.text("emailoverride"),
+            other_shares: cx
+                .extra_value("other_shares")
+                .and_then(serde_json::Value::as_i64)
+                .unwrap_or(0),
             inputs,
             input_types: cx
                 .extra("input_types")
@@ -351,4 +397,17 @@ pub(super) fn jobs_matrix(cx: &Ctx) -> Html {
         }
         .render(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::share_text;
+
+    #[test]
+    fn a_jobsets_share_counts_its_own_shares_once() {
+        assert_eq!(share_text(50, 0), "100.00% out of 50 shares");
+        assert_eq!(share_text(100, 50), "66.67% out of 150 shares");
+        assert_eq!(share_text(1, 2), "33.33% out of 3 shares");
+        assert_eq!(share_text(0, 40), "the other jobsets have 40 shares");
+    }
 }

@@ -161,6 +161,8 @@ struct ProjectFormPage<'a> {
     enabled: bool,
     visible: bool,
     dynamic_run_command: bool,
+    /// The server allows dynamic RunCommand.
+    dynamic_allowed: bool,
     decl_file: String,
     decl_type: String,
     decl_value: String,
@@ -200,6 +202,10 @@ pub(super) fn project_form(cx: &Ctx) -> Html {
             enabled: d.flag("enabled"),
             visible: !d.flag("hidden"),
             dynamic_run_command: d.flag("enable_dynamic_run_command"),
+            dynamic_allowed: cx
+                .extra_value("dynamic_allowed")
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false),
             decl_file: decl.text("file"),
             decl_type: decl.text("type"),
             decl_value: decl.text("value"),

@@ -56,8 +56,11 @@ pub(crate) async fn show(
                 .await?
                 .flatten()
                 .is_some_and(|f| !f.is_empty());
+            let other_shares =
+                hydra_db::jobsets::other_shares(&state.pool, &project, &jobset).await?;
             shown = shown
                 .with_extra("evals", json!(evals))
+                .with_extra("other_shares", json!(other_shares))
                 .with_extra("owner", json!(owner))
                 .with_extra("declarative", json!(declarative));
         }
@@ -425,14 +428,35 @@ enum FormKind {
 }
 
 /// The jobset form's page: `jobset` (JSON like `/jobset/P/J`'s) filled
-/// in, where it posts to, and a refusal by its field.
-fn form_page(
+/// in, where it posts to, a refusal by its field, and what the form says
+/// beside its fields: the shares of all jobsets, and who turned off
+/// dynamic RunCommand or email notification.
+async fn form_page(
+    state: &AppState,
     project: &str,
     jobset: Option<&str>,
     kind: FormKind,
     data: Value,
     refused: Option<&Invalid>,
-) -> Page {
+) -> ApiResult<Page> {
+    // A new jobset (or a clone) is not among them yet.
+    let own = if kind == FormKind::Edit { jobset } else { None };
+    let other_shares =
+        hydra_db::jobsets::other_shares(&state.pool, project, own.unwrap_or_default()).await?;
+    let project_allows = {
+        let mut conn = state.pool.acquire().await?;
+        hydra_db::rows::project(&mut conn, project)
+            .await?
+            .is_some_and(|p| p.enable_dynamic_run_command)
+    };
+    let dynamic_blocker = if !state.config.web.dynamic_run_command {
+        Some("Dynamic RunCommand is disabled on this server (<dynamicruncommand> enable = 1 in hydra.conf turns it on).".to_string())
+    } else if !project_allows {
+        Some(format!("Dynamic RunCommand is disabled in project ‘{project}’."))
+    } else {
+        None
+    };
+    let email = state.config.notify.email_notification;
     let (title, action) = match kind {
         FormKind::Create => (
             format!("Creating jobset in project {project}"),
@@ -458,14 +482,17 @@ fn form_page(
         .with_extra("title", json!(title))
         .with_extra("action", json!(action))
         .with_extra("project", json!(project))
-        .with_extra("input_types", json!(INPUT_TYPES));
+        .with_extra("input_types", json!(INPUT_TYPES))
+        .with_extra("other_shares", json!(other_shares))
+        .with_extra("dynamic_blocker", json!(dynamic_blocker))
+        .with_extra("email_notification", json!(email));
     if let Some(e) = refused {
         page = page
             .with_extra("field", json!(e.field))
             .with_extra("error", json!(e.error.to_string()))
             .with_status(e.error.status());
     }
-    page
+    Ok(page)
 }
 
 /// The form's fields back as a jobset's JSON: the inputs come as rows
@@ -514,13 +541,15 @@ pub(crate) async fn create_form(
         "schedulingshares": 100, "keepnr": 3, "nixexprpath": "release.nix",
         "inputs": {},
     });
-    Ok(form_page(
+    form_page(
+        &state,
         &project.name,
         None,
         FormKind::Create,
         defaults,
         None,
-    ))
+    )
+    .await
 }
 
 /// `?cloneJobset=1` on the edit form.
@@ -576,13 +605,15 @@ async fn existing_form(
     {
         map.insert("name".into(), json!(""));
     }
-    Ok(form_page(
+    form_page(
+        state,
         &jobset.project,
         Some(&jobset.jobset),
         kind,
         data,
         None,
-    ))
+    )
+    .await
 }
 
 /// `GET /eval/<id>/create-jobset`: the evaluation's jobset with its
@@ -626,13 +657,15 @@ pub(crate) async fn from_eval_form(
             }
         }
     }
-    Ok(form_page(
+    form_page(
+        &state,
         &eval.project,
         Some(&eval.jobset),
         FormKind::FromEval(eval.id),
         data,
         None,
-    ))
+    )
+    .await
 }
 
 /// A browser's submission: on success to the jobset's page, else the form
@@ -682,7 +715,11 @@ async fn submitted(
             ))
         }
         Err(e) if e.shown_on_form() => {
-            Ok(form_page(project, jobset, kind, Value::Object(body), Some(&e)).into_response())
+            Ok(
+                form_page(state, project, jobset, kind, Value::Object(body), Some(&e))
+                    .await?
+                    .into_response(),
+            )
         }
         Err(e) => Err(e.error),
     }

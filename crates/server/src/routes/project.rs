@@ -217,8 +217,18 @@ pub(crate) async fn save(
 
 /// The project form's page: `project` (JSON like `/project/P`'s) filled
 /// in, and a refusal next to its field.
-fn form_page(path: Option<&str>, project: serde_json::Value, refused: Option<&Invalid>) -> Page {
-    let mut page = Page::value("project-form", project).with_extra("path", json!(path));
+fn form_page(
+    state: &AppState,
+    path: Option<&str>,
+    project: serde_json::Value,
+    refused: Option<&Invalid>,
+) -> Page {
+    let mut page = Page::value("project-form", project)
+        .with_extra("path", json!(path))
+        .with_extra(
+            "dynamic_allowed",
+            json!(state.config.web.dynamic_run_command),
+        );
     if let Some(e) = refused {
         page = page
             .with_extra("field", json!(e.field))
@@ -245,7 +255,10 @@ fn entered(body: &Body) -> serde_json::Value {
 }
 
 /// `GET /create-project`.
-pub(crate) async fn create_form(viewer: Viewer) -> ApiResult<Page> {
+pub(crate) async fn create_form(
+    State(state): State<AppState>,
+    viewer: Viewer,
+) -> ApiResult<Page> {
     let account = viewer.require_login()?;
     if !(viewer.is_admin() || viewer.has_role("create-projects")) {
         return Err(ApiError::forbidden(
@@ -253,6 +266,7 @@ pub(crate) async fn create_form(viewer: Viewer) -> ApiResult<Page> {
         ));
     }
     Ok(form_page(
+        &state,
         None,
         json!({"owner": account.name, "enabled": true, "hidden": false}),
         None,
@@ -271,7 +285,7 @@ pub(crate) async fn edit_form(
     let json = views::project(&state.pool, &project.name)
         .await?
         .ok_or_else(|| ProjectPath::missing(&project.name))?;
-    Ok(form_page(Some(&project.name), json!(json), None))
+    Ok(form_page(&state, Some(&project.name), json!(json), None))
 }
 
 /// A browser's submission of the project form: on success to the
@@ -301,7 +315,7 @@ async fn submitted(
         }
         Err(e) if e.shown_on_form() => {
             let path = (!creating).then_some(name);
-            Ok(form_page(path, entered(body), Some(&e)).into_response())
+            Ok(form_page(state, path, entered(body), Some(&e)).into_response())
         }
         Err(e) => Err(e.error),
     }
@@ -317,14 +331,14 @@ pub(crate) async fn create_submitted(
     let name = form::text(&body, "name").unwrap_or_default();
     if !names::project(&name) {
         let e = refuse("name", format!("Invalid project identifier ‘{name}’."));
-        return Ok(form_page(None, entered(&body), Some(&e)).into_response());
+        return Ok(form_page(&state, None, entered(&body), Some(&e)).into_response());
     }
     if hydra_db::projects::exists(&state.pool, &name).await? {
         let e = Invalid {
             field: "name",
             error: ApiError::Conflict(format!("Project ‘{name}’ already exists.")),
         };
-        return Ok(form_page(None, entered(&body), Some(&e)).into_response());
+        return Ok(form_page(&state, None, entered(&body), Some(&e)).into_response());
     }
     submitted(&state, &headers, &viewer, &name, true, &body).await
 }

@@ -373,6 +373,10 @@ async fn the_jobset_page_shows_its_evaluations_errors_and_configuration() {
         .await
         .text();
     assert!(html.contains("<title>Hydra - Jobset demo:trunk</title>"));
+    assert!(
+        html.contains("50 <span class=\"muted\">(100.00% out of 50 shares)</span>"),
+        "the only jobset has all the shares"
+    );
     for tab in ["evaluations", "configuration", "links"] {
         assert!(html.contains(&format!("href=\"#tabs-{tab}\"")), "{tab}");
         assert!(html.contains(&format!("id=\"tabs-{tab}\"")), "{tab}");
@@ -1006,6 +1010,11 @@ async fn the_jobset_form_creates_edits_clones_and_starts_from_an_evaluation() {
         .text();
     assert!(html.contains("<title>Hydra - Creating jobset in project demo</title>"));
     assert!(html.contains(r#"action="/project/demo/create-jobset""#));
+    // What the fields depend on: the other jobsets' shares, the server.
+    assert!(html.contains("66.67% out of 150 shares"), "{html}");
+    assert!(html.contains("Dynamic RunCommand is disabled on this server"));
+    assert!(html.contains(r#"name="enable_dynamic_run_command" value="1" disabled"#));
+    assert!(html.contains("This server sends no email"));
 
     // A bad expression path is refused by its field; the rows come back.
     let form = "name=staging&enabled=1&visible=1&type=0&nixexprinput=src&nixexprpath=%2Fabs.nix\
@@ -1036,6 +1045,7 @@ async fn the_jobset_form_creates_edits_clones_and_starts_from_an_evaluation() {
         .await
         .text();
     assert!(html.contains("<title>Hydra - Editing jobset demo:staging</title>"));
+    assert!(html.contains("16.67% out of 60 shares"), "its own shares once");
     assert!(html.contains(r#"name="input-0-name" value="src""#));
     assert!(html.contains(r#"<input type="radio" name="enabled" value="1" checked>"#));
     let edit = "name=staging&enabled=2&visible=1&type=0&nixexprinput=src&nixexprpath=release.nix\
