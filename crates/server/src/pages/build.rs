@@ -360,6 +360,9 @@ struct BuildPage<'a> {
     sizes: Option<(String, String)>,
     /// RunCommand runs, newest first.
     runs: Vec<RunView>,
+    /// Builds that took this one as an input: id, `P:J:JOB`, input name,
+    /// system and when.
+    used_by: Vec<(i64, String, String, String, super::common::When)>,
 }
 
 /// A RunCommand run on the build page.
@@ -464,6 +467,25 @@ pub(super) fn build(cx: &Ctx) -> Html {
                         .collect()
                 })
                 .unwrap_or_default(),
+            used_by: cx
+                .extra("used_by")
+                .iter()
+                .map(|u| {
+                    let u = Fields(u);
+                    (
+                        u.int("id").unwrap_or(0),
+                        format!(
+                            "{}:{}:{}",
+                            u.text("project"),
+                            u.text("jobset"),
+                            u.text("job")
+                        ),
+                        u.text("input"),
+                        u.text("system"),
+                        super::common::When::of(u.int("timestamp").unwrap_or(0), cx.now),
+                    )
+                })
+                .collect(),
             runs: cx
                 .extra("runcommands")
                 .iter()

@@ -52,6 +52,10 @@ pub(crate) async fn show(
         let (success, broken) = views::build::previous(pool, id).await?;
         extra.insert("last_success".into(), json!(success));
         extra.insert("first_broken".into(), json!(broken));
+        let used_by = views::build::used_by(pool, id, 100).await?;
+        if !used_by.is_empty() {
+            extra.insert("used_by".into(), json!(used_by));
+        }
         let runs = hydra_db::run_commands::of_build(pool, id).await?;
         if !runs.is_empty() {
             let now = hydra_db::now();

@@ -452,7 +452,9 @@ async fn form_page(
     let dynamic_blocker = if !state.config.web.dynamic_run_command {
         Some("Dynamic RunCommand is disabled on this server (<dynamicruncommand> enable = 1 in hydra.conf turns it on).".to_string())
     } else if !project_allows {
-        Some(format!("Dynamic RunCommand is disabled in project ‘{project}’."))
+        Some(format!(
+            "Dynamic RunCommand is disabled in project ‘{project}’."
+        ))
     } else {
         None
     };

@@ -255,10 +255,7 @@ fn entered(body: &Body) -> serde_json::Value {
 }
 
 /// `GET /create-project`.
-pub(crate) async fn create_form(
-    State(state): State<AppState>,
-    viewer: Viewer,
-) -> ApiResult<Page> {
+pub(crate) async fn create_form(State(state): State<AppState>, viewer: Viewer) -> ApiResult<Page> {
     let account = viewer.require_login()?;
     if !(viewer.is_admin() || viewer.has_role("create-projects")) {
         return Err(ApiError::forbidden(

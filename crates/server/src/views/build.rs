@@ -17,6 +17,34 @@ pub(crate) async fn constituents(pool: &PgPool, id: BuildId) -> ApiResult<Vec<Bu
     .await?)
 }
 
+/// Builds that took build `id` as an input: the builds of evaluations
+/// with an input fixed to it (and, from databases Hydra wrote long ago,
+/// the `BuildInputs` naming it), newest first, at most `limit`: id, input
+/// name, system, timestamp, project, jobset and job.
+pub(crate) async fn used_by(pool: &PgPool, id: BuildId, limit: i64) -> ApiResult<Vec<Value>> {
+    let rows: Vec<(i32, String, String, i32, String, String, String)> = sqlx::query_as(
+        "select distinct on (b.id) b.id, u.name, b.system, b.timestamp, j.project, j.name, b.job \
+         from (select m.build, i.name from JobsetEvalInputs i \
+                 join JobsetEvalMembers m on m.eval = i.eval where i.dependency = $1 \
+               union select build, name from BuildInputs where dependency = $1) u \
+         join Builds b on b.id = u.build join Jobsets j on j.id = b.jobset_id \
+         order by b.id desc, u.name limit $2",
+    )
+    .bind(id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, input, system, timestamp, project, jobset, job)| {
+            serde_json::json!({
+                "id": id, "input": input, "system": system, "timestamp": timestamp,
+                "project": project, "jobset": jobset, "job": job,
+            })
+        })
+        .collect())
+}
+
 /// The evaluations build `id` belongs to, newest first.
 pub(crate) async fn evals(pool: &PgPool, id: BuildId) -> ApiResult<Vec<EvalId>> {
     Ok(

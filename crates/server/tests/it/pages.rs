@@ -1045,7 +1045,10 @@ async fn the_jobset_form_creates_edits_clones_and_starts_from_an_evaluation() {
         .await
         .text();
     assert!(html.contains("<title>Hydra - Editing jobset demo:staging</title>"));
-    assert!(html.contains("16.67% out of 60 shares"), "its own shares once");
+    assert!(
+        html.contains("16.67% out of 60 shares"),
+        "its own shares once"
+    );
     assert!(html.contains(r#"name="input-0-name" value="src""#));
     assert!(html.contains(r#"<input type="radio" name="enabled" value="1" checked>"#));
     let edit = "name=staging&enabled=2&visible=1&type=0&nixexprinput=src&nixexprpath=release.nix\
@@ -2163,6 +2166,50 @@ async fn a_private_server_shows_strangers_only_the_way_to_sign_in() {
     );
     // Signed in, the frame is whole.
     let owner = app.session("owner").await;
-    let html = page(&app, &owner, Method::GET, "/project/demo").await.text();
+    let html = page(&app, &owner, Method::GET, "/project/demo")
+        .await
+        .text();
     assert!(html.contains("/queue") && html.contains(r#"action="/search""#));
+}
+
+#[tokio::test]
+async fn a_build_lists_the_builds_that_took_it_as_an_input() {
+    let app = App::new().await;
+    common::fixture(&app).await;
+    // Evaluation 2 had an input fixed to build 1; build 3 is in it. An
+    // old database's BuildInputs says build 2 took it too.
+    app.exec(
+        "insert into JobsetEvals (id, jobset_id, timestamp, checkoutTime, evalTime, hasNewBuilds, hash, nrBuilds)
+           select 2, id, 1700000500, 1, 1, 1, 'hash2', 1 from Jobsets;
+         insert into JobsetEvalInputs (eval, name, altNr, type, uri, revision, dependency)
+           values (2, 'hello', 0, 'build', null, null, 1);
+         insert into JobsetEvalMembers (eval, build, isNew) values (2, 3, 0);
+         insert into BuildInputs (build, name, type, dependency) values (2, 'legacy', 'build', 1);",
+    )
+    .await;
+    let html = page(&app, &As::Anonymous, Method::GET, "/build/1")
+        .await
+        .text();
+    assert!(
+        html.contains(r##"<a href="#tabs-usedby">Used by</a>"##),
+        "{html}"
+    );
+    let section = &html[html.find(r#"id="tabs-usedby""#).unwrap()..];
+    let section = &section[..section.find("</section>").unwrap()];
+    assert!(
+        section.contains(r#"<a href="/build/3">demo:trunk:slow build 3</a>"#),
+        "{section}"
+    );
+    assert!(section.contains(r#"<td class="mono">hello</td><td class="mono">aarch64-linux</td>"#));
+    assert!(section.contains(r#"<a href="/build/2">demo:trunk:broken build 2</a>"#));
+    assert!(section.contains("legacy"));
+    assert!(
+        section.find("build 3").unwrap() < section.find("build 2").unwrap(),
+        "newest first"
+    );
+    // A build nothing took has no such tab.
+    let html = page(&app, &As::Anonymous, Method::GET, "/build/3")
+        .await
+        .text();
+    assert!(!html.contains("tabs-usedby"));
 }
