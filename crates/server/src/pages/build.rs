@@ -136,9 +136,130 @@ pub(super) fn list(cx: &Ctx, scheduling: bool) -> Html {
 #[derive(Debug)]
 struct ProductView {
     nr: String,
-    name: String,
     kind: String,
-    subtype: String,
+    /// What it is, as Hydra's product list says it ("Source
+    /// distribution", "Nix package", …).
+    label: String,
+    /// Where its link goes, and the link's text.
+    href: String,
+    text: String,
+    /// A failed build's output (status 6): shown as an error.
+    error: bool,
+    path: String,
+    /// Bytes, and the same in MiB.
+    size: Option<(i64, String)>,
+    sha256: String,
+    /// The same product of the job's latest successful build: by type,
+    /// and by number.
+    latest: Option<(String, String)>,
+}
+
+impl ProductView {
+    /// Product `nr` of build `id` of job `job` (`P:J:JOB` parts);
+    /// `failed_output` for a build with status 6.
+    fn of(
+        id: i64,
+        job: (&str, &str, &str),
+        nr: &str,
+        p: Fields,
+        failed_output: bool,
+    ) -> ProductView {
+        let (kind, subtype, name) = (p.text("type"), p.text("subtype"), p.text("name"));
+        let seg = super::common::encode_segment;
+        let mut href = format!("/build/{id}/download/{nr}");
+        if !name.is_empty() {
+            href.push('/');
+            href.push_str(&seg(&name));
+        }
+        let default_path = p.text("defaultpath");
+        for part in default_path.split('/').filter(|s| !s.is_empty()) {
+            href.push('/');
+            href.push_str(&seg(part));
+        }
+        let subtype_word = |known: &[(&str, &str)], other: &str| -> String {
+            known
+                .iter()
+                .find(|(k, _)| *k == subtype)
+                .map_or_else(|| other.to_string(), |(_, label)| label.to_string())
+        };
+        let (label, text) = match kind.as_str() {
+            "nix-build" if failed_output => ("Error".to_string(), name.clone()),
+            "nix-build" => ("Nix package".to_string(), name.clone()),
+            "file" => (
+                subtype_word(
+                    &[
+                        ("source-dist", "Source distribution"),
+                        ("rpm", "RPM package"),
+                        ("srpm", "Source RPM package"),
+                        ("deb", "Debian package"),
+                        ("iso", "ISO-9660 CD/DVD image"),
+                        ("binary-dist", "Binary distribution"),
+                    ],
+                    &if subtype.is_empty() {
+                        "File".to_string()
+                    } else {
+                        format!("File ({subtype})")
+                    },
+                ),
+                name.clone(),
+            ),
+            "channel" => (
+                format!("Channel expression tarball for {subtype}"),
+                name.clone(),
+            ),
+            "report" if subtype == "coverage" => {
+                ("Code coverage".to_string(), "Analysis report".to_string())
+            }
+            "report" => ("Report".to_string(), subtype.clone()),
+            "doc" | "doc-pdf" => (
+                "Documentation".to_string(),
+                subtype_word(
+                    &[
+                        ("readme", "Read Me!"),
+                        ("manual", "Manual"),
+                        ("release-notes", "Release notes"),
+                    ],
+                    &subtype,
+                ),
+            ),
+            _ => (kind.clone(), name.clone()),
+        };
+        let (project, jobset, job) = job;
+        let latest = (!job.is_empty()).then(|| {
+            let base = format!("/job/{project}/{jobset}/{}/latest", seg(job));
+            (
+                format!(
+                    "{base}/download-by-type/{}/{}",
+                    seg(&kind),
+                    seg(if subtype.is_empty() { "-" } else { &subtype })
+                ),
+                format!("{base}/download/{nr}"),
+            )
+        });
+        ProductView {
+            nr: nr.to_string(),
+            text: if text.is_empty() {
+                nr.to_string()
+            } else {
+                text
+            },
+            label,
+            href,
+            error: kind == "nix-build" && failed_output,
+            path: p.text("path"),
+            size: p
+                .int("filesize")
+                .map(|b| (b, format!("{:.2}", b as f64 / 1_048_576.0))),
+            sha256: p.text("sha256hash"),
+            latest,
+            kind,
+        }
+    }
+
+    /// A Nix package: installed with `nix-env`, not downloaded.
+    fn is_package(&self) -> bool {
+        self.kind == "nix-build" && !self.error
+    }
 }
 
 /// The build page's view of the Build object.
@@ -210,14 +331,20 @@ impl BuildView {
                 (name.clone(), path.unwrap_or("n/a").to_string())
             })
             .collect();
+        let failed_output = finished
+            && code
+                == Some(i64::from(
+                    hydra_db::status::BuildStatus::FailedWithOutput.code(),
+                ));
+        let (id, project, jobset, job) = (
+            b.int("id").unwrap_or(0),
+            b.text("project"),
+            b.text("jobset"),
+            b.text("job"),
+        );
         let products = b
             .members("buildproducts")
-            .map(|(nr, v)| ProductView {
-                nr: nr.clone(),
-                name: v.text("name"),
-                kind: v.text("type"),
-                subtype: v.text("subtype"),
-            })
+            .map(|(nr, v)| ProductView::of(id, (&project, &jobset, &job), nr, v, failed_output))
             .collect();
         let (start, stop) = (b.int("starttime"), b.int("stoptime"));
         let release = b.str("releasename");
@@ -360,6 +487,9 @@ struct BuildPage<'a> {
     sizes: Option<(String, String)>,
     /// RunCommand runs, newest first.
     runs: Vec<RunView>,
+    /// The binary cache address users substitute from
+    /// (`binary_cache_public_uri`).
+    cache_uri: Option<String>,
     /// Builds that took this one as an input: id, `P:J:JOB`, input name,
     /// system and when.
     used_by: Vec<(i64, String, String, String, super::common::When)>,
@@ -467,6 +597,11 @@ pub(super) fn build(cx: &Ctx) -> Html {
                         .collect()
                 })
                 .unwrap_or_default(),
+            cache_uri: cx
+                .extra_value("cache_uri")
+                .and_then(serde_json::Value::as_str)
+                .filter(|u| !u.is_empty())
+                .map(String::from),
             used_by: cx
                 .extra("used_by")
                 .iter()
@@ -655,4 +790,57 @@ pub(super) fn deps(cx: &Ctx, runtime: bool) -> Html {
         }
         .render(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn product(kind: &str, subtype: &str, name: &str, failed: bool) -> ProductView {
+        let p = serde_json::json!({
+            "type": kind, "subtype": subtype, "name": name, "path": "/nix/store/x-y",
+            "defaultpath": "share/doc/index.html", "filesize": 2_097_152,
+        });
+        ProductView::of(7, ("p", "j", "a.b"), "3", Fields(&p), failed)
+    }
+
+    #[test]
+    fn products_are_named_by_type_and_linked_by_name_and_default_path() {
+        let p = product("file", "iso", "my disk.iso", false);
+        assert_eq!(p.label, "ISO-9660 CD/DVD image");
+        assert_eq!(
+            p.href,
+            "/build/7/download/3/my%20disk.iso/share/doc/index.html"
+        );
+        assert_eq!(p.size, Some((2_097_152, "2.00".to_string())));
+        assert_eq!(
+            p.latest,
+            Some((
+                "/job/p/j/a.b/latest/download-by-type/file/iso".to_string(),
+                "/job/p/j/a.b/latest/download/3".to_string()
+            ))
+        );
+        assert_eq!(product("file", "", "f", false).label, "File");
+        assert_eq!(product("file", "log", "f", false).label, "File (log)");
+        assert_eq!(
+            product("channel", "nixpkgs", "c", false).label,
+            "Channel expression tarball for nixpkgs"
+        );
+        let r = product("report", "coverage", "r", false);
+        assert_eq!(
+            (r.label.as_str(), r.text.as_str()),
+            ("Code coverage", "Analysis report")
+        );
+        let d = product("doc", "release-notes", "d", false);
+        assert_eq!(
+            (d.label.as_str(), d.text.as_str()),
+            ("Documentation", "Release notes")
+        );
+        assert_eq!(product("doc-pdf", "manual", "d", false).text, "Manual");
+        assert!(product("nix-build", "", "n", false).is_package());
+        let e = product("nix-build", "", "n", true);
+        assert!(e.error && !e.is_package());
+        assert_eq!(e.label, "Error");
+        assert_eq!(product("weird", "", "w", false).label, "weird");
+    }
 }

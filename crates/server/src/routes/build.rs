@@ -52,6 +52,9 @@ pub(crate) async fn show(
         let (success, broken) = views::build::previous(pool, id).await?;
         extra.insert("last_success".into(), json!(success));
         extra.insert("first_broken".into(), json!(broken));
+        if let Some(uri) = &state.config.web.binary_cache_public_uri {
+            extra.insert("cache_uri".into(), json!(uri));
+        }
         let used_by = views::build::used_by(pool, id, 100).await?;
         if !used_by.is_empty() {
             extra.insert("used_by".into(), json!(used_by));

@@ -313,7 +313,20 @@ async fn the_build_page_shows_status_times_outputs_products_and_steps() {
     assert!(html.contains(r#"<a href="/eval/1">evaluation 1</a>"#));
     assert!(html.contains("<td>10s</td>"), "duration: {html}");
     assert!(html.contains("/nix/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-hello-1.0"));
-    assert!(html.contains(r#"<a href="/build/1/download/2">hello.tar.gz</a>"#));
+    // Products by type, with what to do with each.
+    assert!(html.contains(r#"<td>Source distribution</td>"#), "{html}");
+    assert!(html.contains(r#"<a href="/build/1/download/2/hello.tar.gz">hello.tar.gz</a>"#));
+    assert!(html.contains("42 bytes (0.00 MiB)") && html.contains("abc123"));
+    assert!(
+        html.contains(
+            r#"<a href="/job/demo/trunk/hello/latest/download-by-type/file/source-dist">"#
+        )
+    );
+    assert!(html.contains(r#"<td>Nix package</td>"#));
+    assert!(
+        html.contains("nix-env -i /nix/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-hello-1.0</pre>")
+    );
+    assert!(html.contains(r#"<a href="/build/1/contents/2">Contents</a>"#));
     assert!(html.contains(r#"<a href="/build/1/step/1">1</a>"#));
     assert!(html.contains("Build of <span class=\"mono\">hello-1.0</span>"));
     assert!(html.contains("<td class=\"status ok\">Succeeded"));
