@@ -345,6 +345,12 @@ struct MatrixPage<'a> {
     jobs: i64,
     limited: bool,
     filter: String,
+    /// Inactive jobs were asked for (`showInactive=1`).
+    show_inactive: bool,
+    /// Jobs with builds, but none in these evaluations; how many there
+    /// are in all.
+    inactive: Vec<String>,
+    inactive_total: i64,
 }
 
 pub(super) fn jobs_matrix(cx: &Ctx) -> Html {
@@ -394,6 +400,17 @@ pub(super) fn jobs_matrix(cx: &Ctx) -> Html {
             jobs: d.int("jobs").unwrap_or(0),
             limited: d.flag("limited"),
             filter: d.text("filter"),
+            show_inactive: cx.extra_value("inactive").is_some(),
+            inactive: cx
+                .extra("inactive")
+                .iter()
+                .filter_map(serde_json::Value::as_str)
+                .map(String::from)
+                .collect(),
+            inactive_total: cx
+                .extra_value("inactive_total")
+                .and_then(serde_json::Value::as_i64)
+                .unwrap_or(0),
         }
         .render(),
     )

@@ -340,15 +340,19 @@ pub(crate) async fn evaluate(
     ))
 }
 
-/// `?filter=` and `?all=1` of the jobs matrix.
+/// `?filter=`, `?all=1` and `?showInactive=1` of the jobs matrix.
 #[derive(Debug, Default, serde::Deserialize)]
 pub(crate) struct MatrixQuery {
     filter: Option<String>,
     all: Option<String>,
+    #[serde(rename = "showInactive")]
+    show_inactive: Option<String>,
 }
 
 /// Jobs the matrix shows without a filter, unless `all=1`.
 const MATRIX_JOBS: usize = 250;
+/// Inactive jobs the matrix lists at most (it says how many there are).
+const INACTIVE_JOBS: i64 = 1000;
 
 /// `/jobset/<p>/<j>/jobs-tab`: the status of each job in the latest
 /// evaluations (rows: jobs; columns: evaluations, newest first).
@@ -380,20 +384,31 @@ async fn matrix(
     let evals = views::eval::matrix_evals(&state.pool, jobset.id).await?;
     let ids: Vec<EvalId> = evals.iter().map(|(id, _)| *id).collect();
     let cells = views::eval::matrix_cells(&state.pool, &ids, &filter, channels).await?;
-    let mut jobs: Vec<&str> = cells.iter().map(|c| c.job.as_str()).collect();
+    let mut jobs: Vec<String> = cells.iter().map(|c| c.job.clone()).collect();
     jobs.dedup();
     let total = jobs.len();
     let limited = filter.is_empty() && q.all.as_deref() != Some("1") && total > MATRIX_JOBS;
+    // Jobs with builds, but none in these evaluations.
+    let show_inactive = !channels && q.show_inactive.as_deref() == Some("1");
+    let (inactive, inactive_total) = if show_inactive {
+        views::eval::inactive_jobs(&state.pool, jobset.id, &jobs, &filter, INACTIVE_JOBS).await?
+    } else {
+        (Vec::new(), 0)
+    };
     // Cells come by job name: those up to the last job shown.
-    let last = limited.then(|| jobs[MATRIX_JOBS - 1].to_string());
+    let last = limited.then(|| jobs[MATRIX_JOBS - 1].clone());
     let cells: Vec<_> = cells
         .into_iter()
         .filter(|c| last.as_ref().is_none_or(|l| c.job <= *l))
         .collect();
-    Ok(
-        matrix_page(jobset, &filter, &evals, json!(cells), total, limited)
-            .with_extra("channels", json!(channels)),
-    )
+    let mut page = matrix_page(jobset, &filter, &evals, json!(cells), total, limited)
+        .with_extra("channels", json!(channels));
+    if show_inactive {
+        page = page
+            .with_extra("inactive", json!(inactive))
+            .with_extra("inactive_total", json!(inactive_total));
+    }
+    Ok(page)
 }
 
 fn matrix_page(

@@ -2,7 +2,7 @@
 
 use sqlx::PgPool;
 
-use hydra_db::ids::{BuildId, EvalId};
+use hydra_db::ids::{BuildId, EvalId, JobsetId};
 use hydra_db::status::BuildStatus;
 
 use crate::error::ApiResult;
@@ -630,6 +630,31 @@ pub(crate) async fn matrix_evals(
 
 /// The builds of `evals` whose job name contains `filter` (any case);
 /// with `channels`, only builds with a channel product.
+/// Jobs of jobset `id` that have builds but none among `shown`, whose
+/// name holds `filter` (any case), by name: at most `limit`, and how many
+/// there are.
+pub(crate) async fn inactive_jobs(
+    pool: &PgPool,
+    id: JobsetId,
+    shown: &[String],
+    filter: &str,
+    limit: i64,
+) -> ApiResult<(Vec<String>, i64)> {
+    let jobs: Vec<(String, i64)> = sqlx::query_as(
+        "select job, count(*) over () from (select distinct job from Builds \
+           where jobset_id = $1 and strpos(lower(job), lower($2)) > 0 and not (job = any($3))) j \
+         order by job collate \"C\" limit $4",
+    )
+    .bind(id)
+    .bind(filter)
+    .bind(shown)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    let total = jobs.first().map_or(0, |(_, n)| *n);
+    Ok((jobs.into_iter().map(|(j, _)| j).collect(), total))
+}
+
 pub(crate) async fn matrix_cells(
     pool: &PgPool,
     evals: &[EvalId],

@@ -1532,6 +1532,41 @@ async fn the_jobs_matrix_shows_each_jobs_build_in_the_latest_evaluations() {
     .text();
     assert!(html.contains("No job matches"));
 
+    // A job with a build in no evaluation shown is inactive: listed, muted,
+    // when asked for.
+    hydra_test_support::builds::TestBuild::new(
+        app.scalar("select id::bigint from Jobsets").await as i32,
+        "retired",
+    )
+    .id(50)
+    .drv("/nix/store/rrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrr-retired.drv")
+    .insert(&app.db.pool)
+    .await;
+    let tab = "/jobset/demo/trunk/jobs-tab";
+    let html = page(&app, &As::Anonymous, Method::GET, tab).await.text();
+    assert!(!html.contains("retired"), "not without asking");
+    assert!(html.contains(r#"name="showInactive" value="1">"#));
+    let html = page(
+        &app,
+        &As::Anonymous,
+        Method::GET,
+        &format!("{tab}?showInactive=1"),
+    )
+    .await
+    .text();
+    assert!(html.contains("Inactive jobs: 1 with builds"), "{html}");
+    assert!(html.contains(r#"<tr class="inactive"><th scope="row" class="mono"><a href="/job/demo/trunk/retired">retired</a>"#));
+    assert!(html.contains(r#"name="showInactive" value="1" checked>"#));
+    let html = page(
+        &app,
+        &As::Anonymous,
+        Method::GET,
+        &format!("{tab}?showInactive=1&filter=hel"),
+    )
+    .await
+    .text();
+    assert!(!html.contains("retired") && html.contains("No inactive jobs match"));
+
     // Without a filter, the first 250 jobs, with a way to all of them.
     app.exec(
         "insert into Builds (id, finished, timestamp, jobset_id, job, nixName, drvPath, system, buildStatus,
