@@ -85,6 +85,8 @@ struct JobsetView {
     checkinterval: i64,
     schedulingshares: i64,
     keepnr: i64,
+    enable_email: bool,
+    email_override: String,
     last_checked: Option<Time>,
     error_time: Option<Time>,
     running_since: Option<When>,
@@ -125,6 +127,8 @@ impl JobsetView {
             checkinterval: j.int("checkinterval").unwrap_or(0),
             schedulingshares: j.int("schedulingshares").unwrap_or(0),
             keepnr: j.int("keepnr").unwrap_or(0),
+            enable_email: j.flag("enableemail"),
+            email_override: j.text("emailoverride"),
             last_checked: j.int("lastcheckedtime").map(Time::of),
             error_time: j.int("errortime").map(Time::of),
             running_since: j.int("starttime").map(|t| When::of(t, now)),
@@ -149,6 +153,10 @@ struct JobsetPage<'a> {
     more_evals: String,
     /// Its part of all the scheduling shares.
     share: String,
+    /// "Yes", or "No" with who turned dynamic RunCommand off.
+    dynamic_run_command: String,
+    /// The server sends email (the email settings are shown).
+    email_notification: bool,
 }
 
 /// A jobset's part of all the scheduling shares, `shares` its own and
@@ -177,6 +185,12 @@ pub(super) fn jobset(cx: &Ctx) -> Html {
             frame: cx.frame(),
             editable: flag("owner") && !flag("declarative"),
             more_evals: format!("/jobset/{}/{}/evals", j.project, j.name),
+            dynamic_run_command: cx
+                .extra_value("dynamic_run_command")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            email_notification: flag("email_notification"),
             share: share_text(
                 j.schedulingshares,
                 cx.extra_value("other_shares")

@@ -48,6 +48,7 @@ pub(crate) async fn show(
     Path((project, jobset)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     if let Some(j) = views::jobset(&state.pool, &project, &jobset).await? {
+        let jobset_dynamic = j.enable_dynamic_run_command;
         let mut shown = Page::new("jobset", j);
         if page && let Some(id) = hydra_db::jobsets::id_of(&state.pool, &project, &jobset).await? {
             let evals = views::eval::latest(&state.pool, id, 10).await?;
@@ -58,9 +59,15 @@ pub(crate) async fn show(
                 .is_some_and(|f| !f.is_empty());
             let other_shares =
                 hydra_db::jobsets::other_shares(&state.pool, &project, &jobset).await?;
+            let dynamic = dynamic_run_command_state(&state, &project, jobset_dynamic).await?;
             shown = shown
                 .with_extra("evals", json!(evals))
                 .with_extra("other_shares", json!(other_shares))
+                .with_extra("dynamic_run_command", json!(dynamic))
+                .with_extra(
+                    "email_notification",
+                    json!(state.config.notify.email_notification),
+                )
                 .with_extra("owner", json!(owner))
                 .with_extra("declarative", json!(declarative));
         }
@@ -338,6 +345,28 @@ pub(crate) async fn evaluate(
         &headers,
         &format!("jobset/{}/{}", jobset.project, jobset.jobset),
     ))
+}
+
+/// Whether dynamic RunCommand hooks run for a jobset of `project` whose
+/// own flag is `jobset_flag`: "Yes", or "No" with who turned them off
+/// (the server, the project or the jobset).
+async fn dynamic_run_command_state(
+    state: &AppState,
+    project: &str,
+    jobset_flag: bool,
+) -> ApiResult<String> {
+    if !state.config.web.dynamic_run_command {
+        return Ok("No (disabled on this server)".into());
+    }
+    let mut conn = state.pool.acquire().await?;
+    let project_flag = hydra_db::rows::project(&mut conn, project)
+        .await?
+        .is_some_and(|p| p.enable_dynamic_run_command);
+    Ok(match (project_flag, jobset_flag) {
+        (false, _) => format!("No (disabled in project ‘{project}’)"),
+        (true, false) => "No (disabled in this jobset)".into(),
+        (true, true) => "Yes".into(),
+    })
 }
 
 /// `?filter=`, `?all=1` and `?showInactive=1` of the jobs matrix.

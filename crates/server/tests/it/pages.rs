@@ -390,6 +390,13 @@ async fn the_jobset_page_shows_its_evaluations_errors_and_configuration() {
         html.contains("50 <span class=\"muted\">(100.00% out of 50 shares)</span>"),
         "the only jobset has all the shares"
     );
+    assert!(html.contains(
+        r#"<tr><th scope="row">Dynamic RunCommand</th><td>No (disabled on this server)</td></tr>"#
+    ));
+    assert!(
+        !html.contains("Email override"),
+        "the server sends no email"
+    );
     for tab in ["evaluations", "configuration", "links"] {
         assert!(html.contains(&format!("href=\"#tabs-{tab}\"")), "{tab}");
         assert!(html.contains(&format!("id=\"tabs-{tab}\"")), "{tab}");
@@ -2260,4 +2267,39 @@ async fn a_build_lists_the_builds_that_took_it_as_an_input() {
         .await
         .text();
     assert!(!html.contains("tabs-usedby"));
+}
+
+#[tokio::test]
+async fn a_jobset_says_who_turned_dynamic_runcommand_off() {
+    let app = App::with_config("<dynamicruncommand>\nenable = 1\n</dynamicruncommand>\n").await;
+    common::fixture(&app).await;
+    let says = |html: &str| {
+        let head = r#"<th scope="row">Dynamic RunCommand</th><td>"#;
+        let rest = &html[html.find(head).unwrap() + head.len()..];
+        rest[..rest.find("</td>").unwrap()].to_string()
+    };
+    let get = || async {
+        page(&app, &As::Anonymous, Method::GET, "/jobset/demo/trunk")
+            .await
+            .text()
+    };
+    assert_eq!(says(&get().await), "No (disabled in project ‘demo’)");
+    let owner = app.session("owner").await;
+    let form = page(&app, &owner, Method::GET, "/jobset/demo/trunk/edit")
+        .await
+        .text();
+    assert!(form.contains("Dynamic RunCommand is disabled in project ‘demo’."));
+    app.exec("update Projects set enable_dynamic_run_command = true")
+        .await;
+    assert_eq!(says(&get().await), "No (disabled in this jobset)");
+    let form = page(&app, &owner, Method::GET, "/jobset/demo/trunk/edit")
+        .await
+        .text();
+    assert!(
+        form.contains(r#"name="enable_dynamic_run_command" value="1">"#),
+        "allowed now"
+    );
+    app.exec("update Jobsets set enable_dynamic_run_command = true")
+        .await;
+    assert_eq!(says(&get().await), "Yes");
 }
