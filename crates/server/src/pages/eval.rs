@@ -163,10 +163,26 @@ fn input_changes<'a>(
             ));
         } else if o.str("revision") != n.str("revision") {
             let (a, b) = (o.str("revision"), n.str("revision"));
-            let uri = n.str("uri").trim_end_matches(".git");
-            let link = uri
+            let uri = n.str("uri");
+            let github = uri
+                .trim_end_matches(".git")
                 .strip_prefix("https://github.com/")
                 .map(|repo| format!("https://github.com/{repo}/compare/{a}...{b}"));
+            // Elsewhere, the log and diff from the server's own clone.
+            let link = github.or_else(|| {
+                matches!(kind, "git" | "hg").then(|| {
+                    let q = |v: &str| {
+                        percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
+                            .to_string()
+                    };
+                    format!(
+                        "/api/scmdiff?uri={}&rev1={}&rev2={}&type={kind}",
+                        q(uri),
+                        q(a),
+                        q(b)
+                    )
+                })
+            });
             changes.push(change(
                 format!("{} to {}", short_revision(kind, a), short_revision(kind, b)),
                 link,
@@ -413,6 +429,22 @@ mod tests {
             changes(json!({"src": git("u", a)}), json!({})),
             [("src".into(), "Not present in this evaluation.".into())]
         );
+    }
+
+    #[test]
+    fn other_git_and_hg_revisions_link_to_the_servers_diff() {
+        let old = json!({"i": {"src": {"type": "git", "uri": "https://example.org/r.git", "revision": "a1"}}});
+        let new =
+            json!({"src": {"type": "git", "uri": "https://example.org/r.git", "revision": "b2"}});
+        let changes = input_changes(Fields(&old).members("i"), Fields(&new));
+        assert_eq!(
+            changes[0].link.as_deref(),
+            Some("/api/scmdiff?uri=https%3A%2F%2Fexample%2Eorg%2Fr%2Egit&rev1=a1&rev2=b2&type=git")
+        );
+        let old = json!({"i": {"src": {"type": "svn", "uri": "svn://e/r", "revision": "7"}}});
+        let new = json!({"src": {"type": "svn", "uri": "svn://e/r", "revision": "8"}});
+        let changes = input_changes(Fields(&old).members("i"), Fields(&new));
+        assert_eq!(changes[0].link, None, "no diff for svn");
     }
 
     #[test]
