@@ -39,6 +39,15 @@ pub async fn end(pool: &PgPool, id: &str) -> Result<(), sqlx::Error> {
 }
 
 /// The user of session `id` if it has not expired at `now`.
+/// Ends every web session of user `name` (their password changed).
+pub async fn end_all(pool: &PgPool, name: &str) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query("delete from WebSessions where userName = $1")
+        .bind(name)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected())
+}
+
 pub async fn user_of(pool: &PgPool, id: &str, now: i32) -> Result<Option<String>, sqlx::Error> {
     sqlx::query_scalar("select userName from WebSessions where id = $1 and expires > $2")
         .bind(id)

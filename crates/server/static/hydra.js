@@ -372,6 +372,15 @@ function setUpLazy() {
   document.querySelectorAll(".lazy[data-src]").forEach((el) => seen.observe(el));
 }
 
+// Forms that ask first (`data-confirm`): deleting an account, resetting
+// a password.
+function setUpConfirm() {
+  document.addEventListener("submit", (event) => {
+    const question = event.target.dataset && event.target.dataset.confirm;
+    if (question && !window.confirm(question)) event.preventDefault();
+  });
+}
+
 // What a page's content needs, again after a live update.
 function setUpContent() {
   setUpLazy();
@@ -389,4 +398,5 @@ document.addEventListener("DOMContentLoaded", () => {
   setUpThemeToggle();
   setUpMenus();
   setUpSearchKey();
+  setUpConfirm();
 });

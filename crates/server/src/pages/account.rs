@@ -264,3 +264,23 @@ pub(super) fn dashboard(cx: &Ctx) -> Html {
         .render(),
     )
 }
+
+/// A reset password, shown once to the administrator.
+#[derive(Template)]
+#[template(path = "user-password.html")]
+struct NewPasswordPage<'a> {
+    frame: Frame<'a>,
+    username: &'a str,
+    password: &'a str,
+}
+
+pub(super) fn new_password(cx: &Ctx) -> Html {
+    Some(
+        NewPasswordPage {
+            frame: cx.frame(),
+            username: cx.data.str("username"),
+            password: cx.data.str("password"),
+        }
+        .render(),
+    )
+}

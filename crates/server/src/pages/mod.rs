@@ -173,6 +173,7 @@ fn templated(page: &Rendered, user: &PageUser) -> Option<String> {
         "register" => admin::register(&cx),
         "dashboard" => account::dashboard(&cx),
         "user-token" => account::new_token(&cx),
+        "user-password" => account::new_password(&cx),
         "setup" => account::setup(&cx),
         _ => None,
     }?;

@@ -416,18 +416,86 @@ pub(crate) async fn delete(
     viewer: Viewer,
     Path(name): Path<String>,
 ) -> ApiResult<Page> {
-    require_self_or_admin(&viewer, &name)?;
-    let owns = hydra_db::projects::owned_by(&state.pool, &name).await?;
+    remove_account(&state, &viewer, &name).await?;
+    Ok(Page::value("user-deleted", json!({ "deleted": name })))
+}
+
+/// `POST /user/<name>/delete`: a browser's deletion. An administrator
+/// goes back to the users; someone who deleted their own account is
+/// signed out, to the front page.
+pub(crate) async fn delete_form(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    viewer: Viewer,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    remove_account(&state, &viewer, &name).await?;
+    let own = viewer.account.as_ref().is_some_and(|a| a.name == name);
+    if !own {
+        return Ok(super::actions::back_to(&state, &headers, "admin/users"));
+    }
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    if let Ok(to) = HeaderValue::from_str(&base_url(&state, &headers)) {
+        response.headers_mut().insert(header::LOCATION, to);
+    }
+    if let Ok(cookie) =
+        HeaderValue::from_str(&auth::session_cookie(None, is_secure(&state, &headers)))
+    {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    Ok(response)
+}
+
+/// `POST /user/<name>/reset-password` (administrators): a new random
+/// password for an account that signs in with one here, shown once to the
+/// administrator to pass on; the account's sessions end.
+pub(crate) async fn reset_password(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(name): Path<String>,
+) -> ApiResult<Page> {
+    viewer.require_admin()?;
+    let account = load_account(&state, &name).await?;
+    if !matches!(account.kind.as_str(), "hydra" | "") {
+        return Err(ApiError::bad_request(format!(
+            "‘{name}’ signs in with {}, not with a password here.",
+            account.kind
+        )));
+    }
+    let password = random_password();
+    let hash = state.passwords.hash(password.clone()).await?;
+    hydra_db::users::set_password_hash(&state.pool, &name, &hash).await?;
+    hydra_db::sessions::end_all(&state.pool, &name).await?;
+    Ok(Page::value(
+        "user-password",
+        json!({ "username": name, "password": password }),
+    ))
+}
+
+/// A random password of 20 letters and digits (about 119 bits), without
+/// the ones that look alike.
+fn random_password() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    (0..20)
+        .map(|_| char::from(ALPHABET[rand::random_range(0..ALPHABET.len())]))
+        .collect()
+}
+
+/// Deletes account `name` if `viewer` may: themselves or an
+/// administrator; not while it owns projects, nor the only administrator.
+async fn remove_account(state: &AppState, viewer: &Viewer, name: &str) -> ApiResult<()> {
+    require_self_or_admin(viewer, name)?;
+    let owns = hydra_db::projects::owned_by(&state.pool, name).await?;
     if owns > 0 {
         return Err(ApiError::Conflict(format!(
             "User ‘{name}’ owns {owns} project(s); give them to someone else first."
         )));
     }
-    keep_an_administrator(&mut *state.pool.acquire().await?, &name).await?;
-    if !hydra_db::users::delete(&state.pool, &name).await? {
-        return Err(no_such_user(&name));
+    keep_an_administrator(&mut *state.pool.acquire().await?, name).await?;
+    if !hydra_db::users::delete(&state.pool, name).await? {
+        return Err(no_such_user(name));
     }
-    Ok(Page::value("user-deleted", json!({ "deleted": name })))
+    Ok(())
 }
 
 /// `GET /register` (admin): the form for a new user.
@@ -654,6 +722,8 @@ pub(crate) fn routes() -> Router<AppState> {
             axum::routing::delete(revoke_token),
         )
         .route("/user/{name}/tokens/{id}/delete", post(revoke_token_form))
+        .route("/user/{name}/delete", post(delete_form))
+        .route("/user/{name}/reset-password", post(reset_password))
 }
 
 #[cfg(test)]

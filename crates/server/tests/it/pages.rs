@@ -2303,3 +2303,69 @@ async fn a_jobset_says_who_turned_dynamic_runcommand_off() {
         .await;
     assert_eq!(says(&get().await), "Yes");
 }
+
+#[tokio::test]
+async fn administrators_reset_passwords_and_accounts_are_deleted_from_their_page() {
+    let app = App::new().await;
+    common::fixture(&app).await;
+    let admin = app.session("admin").await;
+    let owner = app.session("owner").await;
+    let html = page(&app, &admin, Method::GET, "/user/owner").await.text();
+    assert!(html.contains(r#"action="/user/owner/reset-password""#));
+    assert!(html.contains(r#"action="/user/owner/delete" data-confirm="#));
+    let html = page(&app, &owner, Method::GET, "/user/owner").await.text();
+    assert!(!html.contains("reset-password"), "for administrators");
+
+    // A reset: a new password shown once; the old sessions end; it works.
+    let r = submit(&app, &owner, "/user/owner/reset-password", "").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = submit(&app, &admin, "/user/owner/reset-password", "").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let html = r.text();
+    let password = html
+        .split(r#"<code class="token" data-copy=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_string();
+    assert_eq!(password.len(), 20, "{html}");
+    let me = app.send(&owner, Method::GET, "/current-user", None).await;
+    assert_eq!(me.status, StatusCode::FORBIDDEN, "the old session ended");
+    let login = app
+        .send(
+            &As::Anonymous,
+            Method::POST,
+            "/login",
+            Some(serde_json::json!({"username": "owner", "password": password})),
+        )
+        .await;
+    assert_eq!(login.status, StatusCode::FOUND, "{}", login.text());
+
+    // Deleting: not an account that owns projects; an administrator goes
+    // back to the users; one's own account signs out.
+    let r = submit(&app, &admin, "/user/owner/delete", "").await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert!(r.text().contains("owns 1 project"), "{}", r.text());
+    let r = submit(&app, &admin, "/user/nobody/delete", "").await;
+    assert_eq!(r.status, StatusCode::FOUND);
+    assert!(r.header("location").unwrap().ends_with("/admin/users"));
+    assert_eq!(
+        app.scalar("select count(*) from Users where userName = 'nobody'")
+            .await,
+        0
+    );
+    let member = app.session("member").await;
+    let r = submit(&app, &member, "/user/member/delete", "").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert!(
+        r.header("set-cookie").unwrap().contains("Max-Age=0"),
+        "signed out"
+    );
+    assert_eq!(
+        app.scalar("select count(*) from Users where userName = 'member'")
+            .await,
+        0
+    );
+    let r = submit(&app, &member, "/user/restarter/delete", "").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+}
