@@ -703,6 +703,26 @@ pub(crate) async fn dashboard_redirect(
     super::actions::back_to(&state, &headers, &format!("dashboard/{name}"))
 }
 
+/// `/dashboard/<name>/my-jobs-tab` and `…/my-jobsets-tab`: the pieces
+/// Hydra's dashboard loads into its tabs; here the tabs are in the page,
+/// so these lead to them.
+pub(crate) async fn dashboard_tab(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((name, tab)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let anchor = match tab.as_str() {
+        "my-jobs-tab" => "my-jobs",
+        "my-jobsets-tab" => "my-jobsets",
+        _ => return Err(ApiError::not_found("Page not found.")),
+    };
+    Ok(super::actions::back_to(
+        &state,
+        &headers,
+        &format!("dashboard/{name}#tabs-{anchor}"),
+    ))
+}
+
 /// The routes this module serves.
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
@@ -716,6 +736,7 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route("/user/{name}/tokens", get(tokens).post(create_token))
         .route("/dashboard/{name}", get(dashboard))
+        .route("/dashboard/{name}/{tab}", get(dashboard_tab))
         .route("/user/{name}/dashboard", get(dashboard_redirect))
         .route(
             "/user/{name}/tokens/{id}",

@@ -85,6 +85,27 @@ pub(crate) async fn show(
     ))
 }
 
+/// `/job/<p>/<j>/<job>/metric-tab`: the piece Hydra's job page loads
+/// into its Charts tab; here the charts are in the page, so this leads to
+/// them.
+pub(crate) async fn metric_tab(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    jobset: JobsetPath,
+    Path((_, _, job)): Path<(String, String, String)>,
+) -> Response {
+    super::actions::back_to(
+        &state,
+        &headers,
+        &format!(
+            "job/{}/{}/{}#tabs-charts",
+            jobset.project,
+            jobset.jobset,
+            crate::pages::encode_segment(&job)
+        ),
+    )
+}
+
 /// `/job/<p>/<j>/<job>/shield`: a shields.io endpoint badge.
 pub(crate) async fn shield(
     State(state): State<AppState>,
@@ -276,4 +297,5 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route("/job/{project}/{jobset}/{job}/metric/{name}", get(metric))
         .route("/job/{project}/{jobset}/{job}/star", post(star))
+        .route("/job/{project}/{jobset}/{job}/metric-tab", get(metric_tab))
 }

@@ -2369,3 +2369,37 @@ async fn administrators_reset_passwords_and_accounts_are_deleted_from_their_page
     let r = submit(&app, &member, "/user/restarter/delete", "").await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn hydras_tab_pieces_lead_to_the_tabs_in_the_page() {
+    let app = App::new().await;
+    common::fixture(&app).await;
+    for (uri, to) in [
+        (
+            "/job/demo/trunk/hello/metric-tab",
+            "/job/demo/trunk/hello#tabs-charts",
+        ),
+        (
+            "/dashboard/owner/my-jobs-tab",
+            "/dashboard/owner#tabs-my-jobs",
+        ),
+        (
+            "/dashboard/owner/my-jobsets-tab",
+            "/dashboard/owner#tabs-my-jobsets",
+        ),
+    ] {
+        let r = page(&app, &As::Anonymous, Method::GET, uri).await;
+        assert_eq!(r.status, StatusCode::FOUND, "{uri}");
+        assert!(r.header("location").unwrap().ends_with(to), "{uri}");
+    }
+    let r = page(&app, &As::Anonymous, Method::GET, "/dashboard/owner/other").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = page(
+        &app,
+        &As::Anonymous,
+        Method::GET,
+        "/job/demo/nope/hello/metric-tab",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
