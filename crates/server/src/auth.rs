@@ -285,6 +285,8 @@ pub(crate) async fn guard(
         admin: viewer.is_admin(),
         creates_projects: viewer.is_admin() || viewer.has_role("create-projects"),
         shut_out,
+        events_since: state.live.last_id(),
+        flash: None,
     };
     if shut_out && !public_path(&path) {
         let mut refused =

@@ -124,6 +124,13 @@ impl Live {
     fn id(&self, n: u64) -> String {
         format!("{}-{n}", self.instance)
     }
+
+    /// The id of the last change sent (`<run>-0` before the first): a
+    /// page rendered now asks `/events?since=` for what came after, so a
+    /// change between its rendering and its connection is not lost.
+    pub(crate) fn last_id(&self) -> String {
+        self.id(self.next.load(Ordering::Relaxed).saturating_sub(1))
+    }
 }
 
 /// The builds a notification's payload names (TAB-separated fields).
@@ -209,13 +216,30 @@ fn reset() -> Event {
     Event::default().event("reset").data("{}")
 }
 
-/// `/events`: the changes, as Server-Sent Events.
-pub(crate) async fn events(State(state): State<AppState>, headers: HeaderMap) -> Response {
+/// `?since=`: the last change a page knew of when it was rendered.
+#[derive(Debug, Default, serde::Deserialize)]
+pub(crate) struct EventsQuery {
+    since: Option<String>,
+}
+
+/// `/events[?since=ID]`: the changes, as Server-Sent Events; a client
+/// that names the last change it knew of (`Last-Event-ID`, else `since`)
+/// first gets those that came after it.
+pub(crate) async fn events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<EventsQuery>,
+) -> Response {
     if state.live.started.set(()).is_ok() {
         tokio::spawn(feed(state.clone()));
     }
     let receiver = state.live.sender.subscribe();
-    let missed: Vec<Event> = match headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
+    let last = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from)
+        .or(q.since);
+    let missed: Vec<Event> = match last.as_deref() {
         None => Vec::new(),
         Some(last) => match state.live.since(last) {
             Some(events) => events

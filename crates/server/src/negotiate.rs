@@ -151,6 +151,7 @@ pub(crate) const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src
 /// The layer: JSON stays JSON for API clients; browsers get the page.
 pub(crate) async fn negotiate(request: Request, next: Next) -> Response {
     let json = wants_json(request.headers()) || request.uri().path().starts_with("/api/");
+    let flash = crate::routes::actions::flash_of(request.headers());
     let response = next.run(request).await;
     if json {
         return response;
@@ -158,12 +159,22 @@ pub(crate) async fn negotiate(request: Request, next: Next) -> Response {
     let Some(rendered) = response.extensions().get::<Rendered>().cloned() else {
         return response;
     };
-    let user = response
+    let mut user = response
         .extensions()
         .get::<crate::pages::PageUser>()
         .cloned()
         .unwrap_or_default();
     let (mut parts, _) = response.into_parts();
+    // An action's message is shown on the page it led to, once.
+    if flash.is_some() && parts.status.is_success() {
+        user.flash = flash;
+        if let Ok(gone) = HeaderValue::from_str(&format!(
+            "{}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax",
+            crate::routes::actions::FLASH_COOKIE
+        )) {
+            parts.headers.append(header::SET_COOKIE, gone);
+        }
+    }
     let html = crate::pages::render(&rendered, &user);
     parts.headers.insert(
         header::CONTENT_TYPE,

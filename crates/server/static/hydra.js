@@ -331,8 +331,11 @@ function setUpLive() {
     timer = setTimeout(refresh, wait);
   };
   let source = null;
+  // The first connection asks for what changed since the page was made.
+  let since = document.body.dataset.eventsSince || "";
   const open = () => {
-    source = new EventSource("/events");
+    source = new EventSource(since ? "/events?since=" + encodeURIComponent(since) : "/events");
+    since = "";
     source.onmessage = (e) => {
       try { if (concerns(scope, JSON.parse(e.data))) schedule(); } catch (err) { schedule(); }
     };

@@ -367,6 +367,10 @@ fn browse_the_pages(base: &str, data: &std::path::Path) {
     browser.goto(&failed);
     let at = browser.click_and_follow("form[action$='/restart'] button");
     assert_eq!(at, failed, "back on the build");
+    assert!(
+        browser.text().contains("1 build has been restarted."),
+        "the page says what was done"
+    );
     // Built again: a second step, shown by the page as it happens.
     wait_until(&browser, "the restarted build's second step", || {
         browser

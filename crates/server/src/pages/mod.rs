@@ -62,6 +62,12 @@ pub(crate) struct PageUser {
     pub(crate) creates_projects: bool,
     /// A stranger on a private server: the frame offers only signing in.
     pub(crate) shut_out: bool,
+    /// The last live change when the page was asked for (see
+    /// `live::Live::last_id`).
+    pub(crate) events_since: String,
+    /// What the action that led here did ("The build has been restarted."),
+    /// shown once above the page.
+    pub(crate) flash: Option<String>,
 }
 
 /// What the frame of every page shows.

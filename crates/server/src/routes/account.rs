@@ -248,10 +248,11 @@ pub(crate) async fn save_form(
         body.remove("emailaddress");
     }
     match apply_user(&state, &viewer, &name, &body, false).await {
-        Ok(()) => Ok(super::actions::back_to(
+        Ok(()) => Ok(super::actions::back_saying(
             &state,
             &headers,
             &format!("user/{name}"),
+            "The changes have been saved.",
         )),
         Err(e @ (ApiError::BadRequest(_) | ApiError::Forbidden(_) | ApiError::Conflict(_))) => {
             let account = load_account(&state, &name).await?;
@@ -432,7 +433,12 @@ pub(crate) async fn delete_form(
     remove_account(&state, &viewer, &name).await?;
     let own = viewer.account.as_ref().is_some_and(|a| a.name == name);
     if !own {
-        return Ok(super::actions::back_to(&state, &headers, "admin/users"));
+        return Ok(super::actions::back_saying(
+            &state,
+            &headers,
+            "admin/users",
+            &format!("User ‘{name}’ has been deleted."),
+        ));
     }
     let mut response = StatusCode::SEE_OTHER.into_response();
     if let Ok(to) = HeaderValue::from_str(&base_url(&state, &headers)) {
@@ -611,10 +617,11 @@ pub(crate) async fn revoke_token_form(
     Path((name, id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     revoke_token(State(state.clone()), viewer, Path((name.clone(), id))).await?;
-    Ok(super::actions::back_to(
+    Ok(super::actions::back_saying(
         &state,
         &headers,
         &format!("user/{name}#tabs-tokens"),
+        "The token has been revoked: it no longer works.",
     ))
 }
 

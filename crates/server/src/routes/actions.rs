@@ -18,6 +18,20 @@ pub(crate) enum Action {
 }
 
 impl Action {
+    /// What was done to `n` builds, for the page shown next.
+    pub(crate) fn done(self, n: u64) -> String {
+        let verb = match self {
+            Action::Restart => "restarted",
+            Action::Cancel => "cancelled",
+            Action::Bump => "bumped to the front of the queue",
+        };
+        match n {
+            0 => format!("No build needed to be {verb}."),
+            1 => format!("1 build has been {verb}."),
+            n => format!("{n} builds have been {verb}."),
+        }
+    }
+
     /// The role that allows it (besides owning the project, or admin).
     pub(crate) fn role(self) -> &'static str {
         match self {
@@ -53,6 +67,43 @@ pub(crate) async fn take(
         Action::Cancel => hydra_db::builds::cancel_builds(&state.pool, ids).await?,
         Action::Bump => hydra_db::builds::bump_builds(&state.pool, ids, hydra_db::now()).await?,
     })
+}
+
+/// The cookie that carries an action's message to the next page.
+pub(crate) const FLASH_COOKIE: &str = "hydra_flash";
+
+/// The redirect back to the page an action was taken on, saying what the
+/// action did: the next page shows `message` once.
+pub(crate) fn back_saying(
+    state: &AppState,
+    headers: &HeaderMap,
+    page: &str,
+    message: &str,
+) -> Response {
+    let mut response = back_to(state, headers, page);
+    let value = percent_encoding::utf8_percent_encode(message, percent_encoding::NON_ALPHANUMERIC);
+    if let Ok(cookie) = axum::http::HeaderValue::from_str(&format!(
+        "{FLASH_COOKIE}={value}; Path=/; Max-Age=60; HttpOnly; SameSite=Lax"
+    )) {
+        response
+            .headers_mut()
+            .append(axum::http::header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// The message an action left for this page (see [`back_saying`]), at
+/// most 300 characters.
+pub(crate) fn flash_of(headers: &HeaderMap) -> Option<String> {
+    let jar = axum_extra::extract::cookie::CookieJar::from_headers(headers);
+    let raw = jar.get(FLASH_COOKIE)?.value().to_string();
+    let text = percent_encoding::percent_decode_str(&raw)
+        .decode_utf8()
+        .ok()?
+        .chars()
+        .take(300)
+        .collect::<String>();
+    (!text.trim().is_empty()).then_some(text)
 }
 
 /// The redirect back to the page an action was taken on (`build/1`,

@@ -29,7 +29,7 @@ const SCM_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Back to the page the action came from (a page of this site), else to
 /// the front page.
-fn back_to_admin(state: &AppState, headers: &HeaderMap) -> Response {
+fn back_to_admin(state: &AppState, headers: &HeaderMap, message: &str) -> Response {
     let base = base_url(state, headers);
     let from = headers
         .get(axum::http::header::REFERER)
@@ -38,7 +38,7 @@ fn back_to_admin(state: &AppState, headers: &HeaderMap) -> Response {
         .filter(|rest| super::account::local_path(&format!("/{rest}")).is_some())
         .unwrap_or_default()
         .to_string();
-    redirect(&format!("{base}{from}"))
+    super::actions::back_saying(state, headers, &from, message)
 }
 
 /// `/admin/users`: every user with their roles.
@@ -91,18 +91,23 @@ fn clear(what: Clear) -> MethodRouter<AppState> {
                         viewer: Viewer,
                         _csrf: SameOrigin| async move {
         viewer.require_admin()?;
-        match what {
+        let message = match what {
             Clear::QueueNonCurrent => {
                 let ids = hydra_db::builds::queued_not_current(&state.pool).await?;
                 let n = hydra_db::builds::cancel_builds(&state.pool, &ids).await?;
                 tracing::info!(cancelled = n, "cleared the queue of non-current builds");
+                format!("{n} queued builds that are not current have been cancelled.")
             }
             Clear::FailedCache => {
                 hydra_db::failed_paths::clear(&state.pool).await?;
+                "The failed builds cache has been cleared.".to_string()
             }
-            Clear::VcsCache => hydra_db::input_cache::clear(&state.pool).await?,
-        }
-        Ok::<_, ApiError>(back_to_admin(&state, &headers))
+            Clear::VcsCache => {
+                hydra_db::input_cache::clear(&state.pool).await?;
+                "The VCS caches have been cleared.".to_string()
+            }
+        };
+        Ok::<_, ApiError>(back_to_admin(&state, &headers, &message))
     };
     get(handler).post(handler)
 }

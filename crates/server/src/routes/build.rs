@@ -298,11 +298,12 @@ fn act(action: Action) -> MethodRouter<AppState> {
             }
             _ => {}
         }
-        actions::take(&state, action, &[build.id]).await?;
-        Ok::<_, ApiError>(actions::back_to(
+        let n = actions::take(&state, action, &[build.id]).await?;
+        Ok::<_, ApiError>(actions::back_saying(
             &state,
             &headers,
             &format!("build/{}", build.id),
+            &action.done(n),
         ))
     };
     get(handler).post(handler)
@@ -329,10 +330,15 @@ pub(crate) async fn keep(
         }
     };
     hydra_db::builds::set_keep(&state.pool, build.id, keep).await?;
-    Ok(actions::back_to(
+    Ok(actions::back_saying(
         &state,
         &headers,
         &format!("build/{}", build.id),
+        if keep {
+            "The build's outputs are kept from now on."
+        } else {
+            "The build's outputs are no longer kept: they may be garbage-collected."
+        },
     ))
 }
 

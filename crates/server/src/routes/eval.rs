@@ -200,11 +200,12 @@ fn act(action: Action, which: Option<Statuses<'static>>) -> MethodRouter<AppStat
             Some(which) => hydra_db::builds::finished_in_eval(&state.pool, eval.id, which).await?,
             None => hydra_db::evals::member_ids(&state.pool, eval.id).await?,
         };
-        actions::take(&state, action, &ids).await?;
-        Ok::<_, ApiError>(actions::back_to(
+        let n = actions::take(&state, action, &ids).await?;
+        Ok::<_, ApiError>(actions::back_saying(
             &state,
             &headers,
             &format!("eval/{}", eval.id),
+            &action.done(n),
         ))
     };
     get(handler).post(handler)

@@ -340,10 +340,11 @@ pub(crate) async fn evaluate(
         true,
     )
     .await?;
-    Ok(super::actions::back_to(
+    Ok(super::actions::back_saying(
         &state,
         &headers,
         &format!("jobset/{}/{}", jobset.project, jobset.jobset),
+        "The jobset will be evaluated as soon as an evaluator is free.",
     ))
 }
 

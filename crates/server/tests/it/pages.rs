@@ -1329,8 +1329,13 @@ async fn the_log_viewer_shows_numbered_coloured_lines_in_windows_and_searches() 
 
 /// Opens `/events` (with `last` as `Last-Event-ID`).
 async fn events_stream(app: &App, last: Option<&str>) -> axum::body::BodyDataStream {
+    events_at(app, "/events", last).await
+}
+
+/// Opens the events stream at `uri` (with `last` as `Last-Event-ID`).
+async fn events_at(app: &App, uri: &str, last: Option<&str>) -> axum::body::BodyDataStream {
     use tower::ServiceExt;
-    let mut req = Request::get("/events").header(header::HOST, HOST);
+    let mut req = Request::get(uri).header(header::HOST, HOST);
     if let Some(last) = last {
         req = req.header("last-event-id", last);
     }
@@ -1437,11 +1442,45 @@ async fn pages_hear_of_changes_from_the_database_and_catch_up_after_reconnecting
         "{fresh}"
     );
 
-    // Pages say what they are about.
+    // Pages say what they are about, and the last change they knew of: a
+    // change between the page and its stream is not lost.
     let html = page(&app, &As::Anonymous, Method::GET, "/build/1")
         .await
         .text();
     assert!(html.contains(r#"<main id="content" data-live="build:1">"#));
+    let since = html
+        .split(r#"<body data-events-since=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_string();
+    let known: u64 = since.rsplit('-').next().unwrap().parse().unwrap();
+    assert!(known >= 2, "the changes so far: {since}");
+    // The change is sent (another page hears it) before the stream opens.
+    let mut other = events_stream(&app, None).await;
+    let mut heard_there = String::new();
+    app.exec("select pg_notify('build_finished', '1')").await;
+    assert!(
+        read_until(
+            &mut other,
+            &mut heard_there,
+            r#""builds":[1]"#,
+            Duration::from_secs(5)
+        )
+        .await
+    );
+    let mut late = events_at(&app, &format!("/events?since={since}"), None).await;
+    let mut caught = String::new();
+    assert!(
+        read_until(
+            &mut late,
+            &mut caught,
+            r#""kind":"build_finished","builds":[1]"#,
+            Duration::from_secs(5)
+        )
+        .await,
+        "{caught}"
+    );
     let html = page(&app, &As::Anonymous, Method::GET, "/jobset/demo/trunk")
         .await
         .text();
@@ -2402,4 +2441,63 @@ async fn hydras_tab_pieces_lead_to_the_tabs_in_the_page() {
     )
     .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn an_action_says_what_it_did_on_the_page_it_leads_to_once() {
+    let app = App::new().await;
+    common::fixture(&app).await;
+    let admin = app.session("admin").await;
+    let As::Session(session) = &admin else {
+        unreachable!()
+    };
+    let r = submit(&app, &admin, "/build/2/restart", "").await;
+    assert_eq!(r.status, StatusCode::FOUND);
+    let set = r.header("set-cookie").unwrap();
+    let flash = set
+        .strip_prefix("hydra_flash=")
+        .and_then(|rest| rest.split(';').next())
+        .unwrap()
+        .to_string();
+    let with_flash = |accept: &str| {
+        Request::get("/build/2")
+            .header(header::HOST, HOST)
+            .header(header::ACCEPT, accept.to_string())
+            .header(
+                header::COOKIE,
+                format!("hydra_session={session}; hydra_flash={flash}"),
+            )
+            .body(Body::empty())
+            .unwrap()
+    };
+    // An API client's answer neither shows nor spends it.
+    let r = app.raw(with_flash("application/json")).await;
+    assert!(r.header("set-cookie").is_none());
+    let r = app.raw(with_flash("text/html")).await;
+    let html = String::from_utf8(r.body.clone()).unwrap();
+    assert!(
+        html.contains(
+            r#"<div class="flash alert ok" role="status">1 build has been restarted.</div>"#
+        ),
+        "{html}"
+    );
+    assert!(
+        r.header("set-cookie")
+            .unwrap()
+            .starts_with("hydra_flash=; Path=/; Max-Age=0"),
+        "shown once"
+    );
+    // What the cookie says is text.
+    let r = app
+        .raw(
+            Request::get("/")
+                .header(header::HOST, HOST)
+                .header(header::ACCEPT, "text/html")
+                .header(header::COOKIE, "hydra_flash=%3Cscript%3Ex%3C%2Fscript%3E")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    let html = String::from_utf8(r.body).unwrap();
+    assert!(html.contains("&#60;script&#62;x&#60;/script&#62;") && !html.contains("<script>x"));
 }
