@@ -30,6 +30,10 @@ struct JobPage<'a> {
     latest: Vec<BuildRowView>,
     queued: Vec<BuildRowView>,
     charts: Vec<ChartView>,
+    /// An aggregate job's latest builds (id and status), newest first.
+    aggregates: Vec<(i64, super::common::StatusView)>,
+    /// Its constituents: a job, and its build in each aggregate build.
+    constituents: Vec<super::jobset::MatrixRow>,
 }
 
 /// A chart's points from `[build, time, value]` triples, values divided
@@ -74,6 +78,30 @@ pub(super) fn job(cx: &Ctx) -> Html {
             })
         })
         .collect();
+    let status = |f: Fields| {
+        super::common::StatusView::of(f.int("finished") == Some(1), f.int("buildstatus"))
+    };
+    let aggregates: Vec<(i64, super::common::StatusView)> = cx
+        .extra("aggregates")
+        .iter()
+        .map(|a| (Fields(a).int("id").unwrap_or(0), status(Fields(a))))
+        .collect();
+    let mut constituents: Vec<super::jobset::MatrixRow> = Vec::new();
+    for c in cx.extra("constituents").iter().map(Fields) {
+        let job = c.text("job");
+        if constituents.last().is_none_or(|r| r.job != job) {
+            constituents.push(super::jobset::MatrixRow {
+                job,
+                cells: vec![None; aggregates.len()],
+            });
+        }
+        let column = aggregates
+            .iter()
+            .position(|(id, _)| Some(*id) == c.int("aggregate"));
+        if let (Some(row), Some(i)) = (constituents.last_mut(), column) {
+            row.cells[i] = Some((c.int("build").unwrap_or(0), status(c)));
+        }
+    }
     Some(
         JobPage {
             frame: cx.frame(),
@@ -88,6 +116,8 @@ pub(super) fn job(cx: &Ctx) -> Html {
             latest: rows("latestbuilds", false),
             queued: rows("queuedbuilds", true),
             charts,
+            aggregates,
+            constituents,
         }
         .render(),
     )

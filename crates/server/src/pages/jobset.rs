@@ -338,11 +338,12 @@ pub(super) fn jobset_form(cx: &Ctx) -> Html {
     )
 }
 
-/// A row of the jobs matrix: a job and its build in each evaluation.
+/// A row of a matrix of builds: a job and its build in each column (an
+/// evaluation on the jobset's page, an aggregate build on a job's).
 #[derive(Debug)]
-struct MatrixRow {
-    job: String,
-    cells: Vec<Option<(i64, super::common::StatusView)>>,
+pub(super) struct MatrixRow {
+    pub(super) job: String,
+    pub(super) cells: Vec<Option<(i64, super::common::StatusView)>>,
 }
 
 /// `/jobset/P/J/jobs-tab`.

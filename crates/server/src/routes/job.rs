@@ -79,10 +79,15 @@ pub(crate) async fn show(
             "points": points(rows.into_iter().map(|(b, t, v, _)| (b, t, v)).collect()),
         }));
     }
-    Ok(shown.with_extra("charts", Value::Array(charts)).with_extra(
-        "current",
-        json!(views::job::is_current(pool, id, &job).await?),
-    ))
+    let (aggregates, constituents) = views::job::constituents(pool, id, &job, 15).await?;
+    Ok(shown
+        .with_extra("charts", Value::Array(charts))
+        .with_extra(
+            "current",
+            json!(views::job::is_current(pool, id, &job).await?),
+        )
+        .with_extra("aggregates", json!(aggregates))
+        .with_extra("constituents", json!(constituents)))
 }
 
 /// `/job/<p>/<j>/<job>/metric-tab`: the piece Hydra's job page loads

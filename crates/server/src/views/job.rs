@@ -1,6 +1,7 @@
 //! What the job pages read: recent builds, the latest finished one, and
 //! series over the job's builds.
 
+use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use super::{BUILD_SUMMARY_COLUMNS, BuildSummary};
@@ -29,6 +30,49 @@ pub(crate) async fn recent(
         .bind(i32::from(finished))
         .fetch_all(pool)
         .await?)
+}
+
+/// An aggregate job's latest builds (at most `limit`, newest first: id,
+/// finished, status) and their constituents (aggregate, constituent job,
+/// build, finished, status), for the job page's matrix.
+pub(crate) async fn constituents(
+    pool: &PgPool,
+    jobset: JobsetId,
+    job: &str,
+    limit: i64,
+) -> ApiResult<(Vec<Value>, Vec<Value>)> {
+    let aggregates: Vec<(i32, i32, Option<i32>)> = sqlx::query_as(
+        "select b.id, b.finished, b.buildStatus from Builds b \
+         where b.jobset_id = $1 and b.job = $2 \
+         and exists (select 1 from AggregateConstituents a where a.aggregate = b.id) \
+         order by b.id desc limit $3",
+    )
+    .bind(jobset)
+    .bind(job)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    let ids: Vec<i32> = aggregates.iter().map(|a| a.0).collect();
+    let cells: Vec<(i32, String, i32, i32, Option<i32>)> = sqlx::query_as(
+        "select a.aggregate, c.job, c.id, c.finished, c.buildStatus \
+         from AggregateConstituents a join Builds c on c.id = a.constituent \
+         where a.aggregate = any($1) order by c.job collate \"C\", a.aggregate desc",
+    )
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?;
+    Ok((
+        aggregates
+            .into_iter()
+            .map(|(id, finished, status)| json!({"id": id, "finished": finished, "buildstatus": status}))
+            .collect(),
+        cells
+            .into_iter()
+            .map(|(aggregate, job, id, finished, status)| {
+                json!({"aggregate": aggregate, "job": job, "build": id, "finished": finished, "buildstatus": status})
+            })
+            .collect(),
+    ))
 }
 
 /// Whether `user` starred job `project:jobset:job`.

@@ -611,6 +611,7 @@ async fn the_job_page_shows_its_builds_charts_and_a_star_for_signed_in_users() {
         "job only: {html}"
     );
     assert!(html.contains("This job has no queued builds."));
+    assert!(!html.contains("tabs-constituents"), "not an aggregate");
     assert!(!html.contains("not a member of the"), "hello is current");
     assert!(!html.contains("/star\""), "no star for anonymous users");
     // Build 1 (queued at 22:13:20) took 10 s; its closure is 1234 bytes.
@@ -2500,4 +2501,37 @@ async fn an_action_says_what_it_did_on_the_page_it_leads_to_once() {
         .await;
     let html = String::from_utf8(r.body).unwrap();
     assert!(html.contains("&#60;script&#62;x&#60;/script&#62;") && !html.contains("<script>x"));
+}
+
+#[tokio::test]
+async fn an_aggregate_jobs_page_shows_its_constituents_in_its_latest_builds() {
+    let app = App::new().await;
+    common::fixture(&app).await;
+    // Build 4 (`all`) aggregates 1 (hello) and 2 (broken).
+    let html = page(&app, &As::Anonymous, Method::GET, "/job/demo/trunk/all")
+        .await
+        .text();
+    assert!(
+        html.contains(r##"<a href="#tabs-constituents">Constituents</a>"##),
+        "{html}"
+    );
+    let section = &html[html.find(r#"id="tabs-constituents""#).unwrap()..];
+    let section = &section[..section.find("</section>").unwrap()];
+    assert!(section.contains("the 1 latest builds of this job"));
+    assert!(
+        section.contains(r#"<a href="/build/4" title="Build 4: "#),
+        "{section}"
+    );
+    let broken = &section[section
+        .find(r#"<a href="/job/demo/trunk/broken">"#)
+        .unwrap()..];
+    assert!(
+        broken.contains(r#"<a href="/build/2"><img src="/static/images/emojione-red-x-274c.svg""#),
+        "{section}"
+    );
+    assert!(
+        section.find("/job/demo/trunk/broken").unwrap()
+            < section.find("/job/demo/trunk/hello").unwrap(),
+        "by name"
+    );
 }
