@@ -66,18 +66,26 @@ function setUpSearchKey() {
   });
 }
 
-// "Show disabled projects": disabled rows start hidden.
+// "Show disabled projects/jobsets" and "Show hidden jobsets": those rows
+// start hidden; each choice is kept across live updates of the page.
 function setUpShowDisabled() {
-  const toggle = document.querySelector("#show-disabled");
-  if (!toggle) return;
-  const rows = document.querySelectorAll("tr.disabled-project");
-  const apply = () => rows.forEach((row) => { row.hidden = !toggle.checked; });
-  toggle.closest(".toggle").hidden = false;
-  // Kept across live updates of the page.
-  toggle.checked = sessionStorage.getItem("show-disabled") === "1";
-  toggle.addEventListener("change", () => {
-    sessionStorage.setItem("show-disabled", toggle.checked ? "1" : "0");
-    apply();
+  const toggles = [
+    { box: document.querySelector("#show-disabled"), rows: "tr.disabled-project" },
+    { box: document.querySelector("#show-hidden"), rows: "tr.hidden-project" },
+  ].filter((t) => t.box);
+  if (!toggles.length) return;
+  const apply = () => {
+    document.querySelectorAll("tr.disabled-project, tr.hidden-project").forEach((row) => {
+      row.hidden = toggles.some((t) => !t.box.checked && row.matches(t.rows));
+    });
+  };
+  toggles.forEach((t) => {
+    t.box.closest(".toggle").hidden = false;
+    t.box.checked = sessionStorage.getItem(t.box.id) === "1";
+    t.box.addEventListener("change", () => {
+      sessionStorage.setItem(t.box.id, t.box.checked ? "1" : "0");
+      apply();
+    });
   });
   apply();
 }

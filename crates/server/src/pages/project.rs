@@ -56,6 +56,8 @@ struct ProjectView {
     homepage: String,
     owner: String,
     enabled: bool,
+    #[serde(default)]
+    enable_dynamic_run_command: bool,
     #[serde(skip)]
     link: Option<String>,
 }
@@ -122,6 +124,25 @@ struct ProjectPage<'a> {
     owner: bool,
     project: ProjectView,
     jobsets: Vec<JobsetRowView>,
+    /// The server allows dynamic RunCommand hooks.
+    server_dynamic: bool,
+}
+
+impl ProjectPage<'_> {
+    /// Whether the project's jobsets may run dynamic RunCommand hooks, and
+    /// if not, who said no.
+    fn dynamic_run_command(&self) -> &'static str {
+        match (self.server_dynamic, self.project.enable_dynamic_run_command) {
+            (false, _) => "No (not enabled by server)",
+            (true, false) => "No (not enabled by project)",
+            (true, true) => "Yes",
+        }
+    }
+
+    /// Some of the jobsets are hidden (only owners receive them).
+    fn any_hidden(&self) -> bool {
+        self.jobsets.iter().any(|j| j.hidden)
+    }
 }
 
 pub(super) fn project(cx: &Ctx) -> Html {
@@ -140,6 +161,10 @@ pub(super) fn project(cx: &Ctx) -> Html {
                 .iter()
                 .map(|j| JobsetRowView::of(Fields(j)))
                 .collect(),
+            server_dynamic: cx
+                .extra_value("server_dynamic")
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false),
         }
         .render(),
     )

@@ -4,7 +4,7 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use hydra_db::projects::ProjectRow;
 use serde_json::json;
 
@@ -34,7 +34,11 @@ pub(crate) async fn show(
         let jobsets = views::project::jobsets(&state.pool, &name, owner).await?;
         shown = shown
             .with_extra("jobsets", json!(jobsets))
-            .with_extra("owner", json!(owner));
+            .with_extra("owner", json!(owner))
+            .with_extra(
+                "server_dynamic",
+                json!(state.config.web.dynamic_run_command),
+            );
     }
     Ok(shown)
 }
@@ -357,24 +361,46 @@ pub(crate) async fn delete(
     viewer: Viewer,
     project: ProjectPath,
 ) -> ApiResult<Page> {
-    viewer
-        .require_project_owner(&state.pool, &project.name)
-        .await?;
-    let jobsets = hydra_db::projects::jobset_ids(&state.pool, &project.name).await?;
-    let mut tx = state.pool.begin().await?;
-    hydra_db::jobsets::delete_with_builds(&mut tx, &jobsets).await?;
-    hydra_db::projects::delete(&mut tx, &project.name).await?;
-    tx.commit().await?;
+    remove_project(&state, &viewer, &project.name).await?;
     Ok(Page::value(
         "project-deleted",
         json!({ "redirect": base_url(&state, &headers) }),
     ))
 }
 
+/// `POST /project/<p>/delete`: a browser's deletion, then the front page.
+pub(crate) async fn delete_form(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    viewer: Viewer,
+    project: ProjectPath,
+) -> ApiResult<Response> {
+    remove_project(&state, &viewer, &project.name).await?;
+    Ok(super::actions::back_saying(
+        &state,
+        &headers,
+        "",
+        &format!("Project ‘{}’ has been deleted.", project.name),
+    ))
+}
+
+/// Deletes project `name` with its jobsets and their builds, if `viewer`
+/// owns it.
+async fn remove_project(state: &AppState, viewer: &Viewer, name: &str) -> ApiResult<()> {
+    viewer.require_project_owner(&state.pool, name).await?;
+    let jobsets = hydra_db::projects::jobset_ids(&state.pool, name).await?;
+    let mut tx = state.pool.begin().await?;
+    hydra_db::jobsets::delete_with_builds(&mut tx, &jobsets).await?;
+    hydra_db::projects::delete(&mut tx, name).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// The routes this module serves.
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/project/{project}", get(show).put(save).delete(delete))
+        .route("/project/{project}/delete", post(delete_form))
         .route("/create-project", get(create_form).post(create_submitted))
         .route(
             "/project/{project}/edit",

@@ -221,10 +221,26 @@ async fn the_project_page_shows_its_jobsets_with_their_counts_and_its_configurat
         html.contains("/jobset/demo/secret"),
         "owners see hidden jobsets"
     );
+    assert!(html.contains(r#"id="show-hidden""#), "and may hide them");
+    assert!(html.contains(
+        "<th scope=\"row\">Enable Dynamic RunCommand Hooks</th><td>No (not enabled by server)</td>"
+    ));
+    assert!(html.contains(r#"action="/project/demo/delete" data-confirm="#));
     // The JSON is unchanged by what the page shows.
     let json = app.get("/project/demo").await.json();
     assert!(json.get("jobsets").unwrap().is_array());
     assert!(json.get("extra").is_none());
+
+    // Deleted from its page: to the front page, which says so.
+    let nobody = app.session("nobody").await;
+    let r = submit(&app, &nobody, "/project/demo/delete", "").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "owners only");
+    let r = submit(&app, &owner, "/project/demo/delete", "").await;
+    assert_eq!(r.status, StatusCode::FOUND);
+    assert_eq!(r.header("location").unwrap(), common::BASE);
+    assert!(r.header("set-cookie").unwrap().starts_with("hydra_flash="));
+    assert_eq!(app.scalar("select count(*) from Projects").await, 0);
+    assert_eq!(app.scalar("select count(*) from Builds").await, 0);
 }
 
 #[tokio::test]
