@@ -389,6 +389,7 @@ fn browse_the_pages(base: &str, data: &std::path::Path) {
         page.contains("Sign in") && !page.contains("Sign out"),
         "{page}"
     );
+    assert!(page.contains("You are signed out."), "{page}");
     assert_no_console_errors(&browser, &browser.url());
     browser.goto(&format!("{base}/jobset/second/main#tabs-configuration"));
     let page = browser.text();

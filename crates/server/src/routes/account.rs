@@ -160,7 +160,10 @@ pub(crate) async fn logout(
     if let Ok(cookie) =
         HeaderValue::from_str(&auth::session_cookie(None, is_secure(&state, &headers)))
     {
-        response.headers_mut().insert(header::SET_COOKIE, cookie);
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    if response.status() == StatusCode::SEE_OTHER {
+        super::actions::say(&mut response, "You are signed out.");
     }
     Ok(response)
 }
@@ -447,8 +450,9 @@ pub(crate) async fn delete_form(
     if let Ok(cookie) =
         HeaderValue::from_str(&auth::session_cookie(None, is_secure(&state, &headers)))
     {
-        response.headers_mut().insert(header::SET_COOKIE, cookie);
+        response.headers_mut().append(header::SET_COOKIE, cookie);
     }
+    super::actions::say(&mut response, "Your account has been deleted.");
     Ok(response)
 }
 

@@ -81,6 +81,12 @@ pub(crate) fn back_saying(
     message: &str,
 ) -> Response {
     let mut response = back_to(state, headers, page);
+    say(&mut response, message);
+    response
+}
+
+/// Leaves `message` for the page `response` leads to.
+pub(crate) fn say(response: &mut Response, message: &str) {
     let value = percent_encoding::utf8_percent_encode(message, percent_encoding::NON_ALPHANUMERIC);
     if let Ok(cookie) = axum::http::HeaderValue::from_str(&format!(
         "{FLASH_COOKIE}={value}; Path=/; Max-Age=60; HttpOnly; SameSite=Lax"
@@ -89,7 +95,6 @@ pub(crate) fn back_saying(
             .headers_mut()
             .append(axum::http::header::SET_COOKIE, cookie);
     }
-    response
 }
 
 /// The message an action left for this page (see [`back_saying`]), at
