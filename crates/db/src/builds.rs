@@ -312,6 +312,18 @@ pub enum Progress {
     Finished(crate::status::BuildStatus),
 }
 
+/// What the menu's "Queue (R/Q)" counts: builds with a running step, and
+/// unfinished builds.
+pub async fn queue_counts(pool: &PgPool) -> Result<(i64, i64), sqlx::Error> {
+    sqlx::query_as(
+        "select (select count(distinct build) from BuildSteps where busy <> $1), \
+                (select count(*) from Builds where finished = 0)",
+    )
+    .bind(crate::status::Busy::NotRunning)
+    .fetch_one(pool)
+    .await
+}
+
 /// Build `id`'s progress; `None` when there is no such build. A finished
 /// build with a code this version does not know counts as failed.
 pub async fn progress(pool: &PgPool, id: BuildId) -> Result<Option<Progress>, sqlx::Error> {

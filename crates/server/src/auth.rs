@@ -286,6 +286,7 @@ pub(crate) async fn guard(
         creates_projects: viewer.is_admin() || viewer.has_role("create-projects"),
         shut_out,
         events_since: state.live.last_id(),
+        queue: None,
         flash: None,
     };
     if shut_out && !public_path(&path) {
@@ -301,8 +302,19 @@ pub(crate) async fn guard(
     {
         return e.into_response();
     }
+    let wants_page = !crate::negotiate::wants_json(request.headers()) && !path.starts_with("/api/");
     request.extensions_mut().insert(viewer);
     let mut response = next.run(request).await;
+    let mut page_user = page_user;
+    // The Status menu counts what runs and waits, for pages only.
+    if wants_page
+        && response
+            .extensions()
+            .get::<crate::pages::Rendered>()
+            .is_some()
+    {
+        page_user.queue = hydra_db::builds::queue_counts(&state.pool).await.ok();
+    }
     response.extensions_mut().insert(page_user);
     response
 }

@@ -558,10 +558,11 @@ pub(super) fn build(cx: &Ctx) -> Html {
         cx.extra_value("details")
             .unwrap_or(&serde_json::Value::Null),
     );
+    let b = BuildView::of(d, any_busy);
     Some(
         BuildPage {
-            frame: cx.frame(),
-            b: BuildView::of(d, any_busy),
+            frame: cx.frame().at(&b.project, Some(&b.jobset), Some(&b.job)),
+            b,
             steps: steps
                 .iter()
                 .map(|s| StepView::of(Fields(s), cx.now))

@@ -295,7 +295,7 @@ pub(super) fn eval(cx: &Ctx) -> Html {
     let text = |k: &str| extra(k).0.as_str().unwrap_or_default().to_string();
     Some(
         EvalPage {
-            frame: cx.frame(),
+            frame: cx.frame().at(&text("project"), Some(&text("jobset")), None),
             id: d.int("id")?,
             other: other
                 .int("id")

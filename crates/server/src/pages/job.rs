@@ -104,7 +104,9 @@ pub(super) fn job(cx: &Ctx) -> Html {
     }
     Some(
         JobPage {
-            frame: cx.frame(),
+            frame: cx
+                .frame()
+                .at(d.str("project"), Some(d.str("jobset")), Some(d.str("job"))),
             project: d.text("project"),
             jobset: d.text("jobset"),
             job: d.text("job"),

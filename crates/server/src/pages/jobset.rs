@@ -182,7 +182,7 @@ pub(super) fn jobset(cx: &Ctx) -> Html {
     let j = JobsetView::of(cx.data, cx.now);
     Some(
         JobsetPage {
-            frame: cx.frame(),
+            frame: cx.frame().at(&j.project, Some(&j.name), None),
             editable: flag("owner") && !flag("declarative"),
             more_evals: format!("/jobset/{}/{}/evals", j.project, j.name),
             dynamic_run_command: cx

@@ -65,6 +65,9 @@ pub(crate) struct PageUser {
     /// The last live change when the page was asked for (see
     /// `live::Live::last_id`).
     pub(crate) events_since: String,
+    /// Builds running and queued, for the Status menu ("Queue (R/Q)");
+    /// `None` for requests that are not pages.
+    pub(crate) queue: Option<(i64, i64)>,
     /// What the action that led here did ("The build has been restarted."),
     /// shown once above the page.
     pub(crate) flash: Option<String>,
@@ -77,6 +80,26 @@ struct Frame<'a> {
     css: &'static str,
     js: &'static str,
     version: &'static str,
+    /// The project, jobset and job the page is about, for their menus.
+    place: Place,
+}
+
+/// Where a page is: the project, jobset and job it is about.
+#[derive(Debug, Default)]
+struct Place {
+    project: Option<String>,
+    jobset: Option<String>,
+    job: Option<String>,
+}
+
+impl Place {
+    /// The job's name as a path segment.
+    fn job_segment(&self) -> String {
+        self.job
+            .as_deref()
+            .map(common::encode_segment)
+            .unwrap_or_default()
+    }
 }
 
 impl<'a> Frame<'a> {
@@ -86,7 +109,19 @@ impl<'a> Frame<'a> {
             css: crate::assets::css(),
             js: crate::assets::js(),
             version: env!("CARGO_PKG_VERSION"),
+            place: Place::default(),
         }
+    }
+
+    /// The frame of a page about project `project` (jobset, job).
+    fn at(mut self, project: &str, jobset: Option<&str>, job: Option<&str>) -> Frame<'a> {
+        let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        self.place = Place {
+            project: some(project),
+            jobset: jobset.and_then(some),
+            job: job.and_then(some),
+        };
+        self
     }
 }
 

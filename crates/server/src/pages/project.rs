@@ -150,7 +150,7 @@ pub(super) fn project(cx: &Ctx) -> Html {
     project.link = web_link(&project.homepage);
     Some(
         ProjectPage {
-            frame: cx.frame(),
+            frame: cx.frame().at(&project.name, None, None),
             owner: cx
                 .extra_value("owner")
                 .and_then(serde_json::Value::as_bool)

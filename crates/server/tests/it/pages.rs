@@ -159,9 +159,40 @@ async fn the_frame_follows_who_is_signed_in_and_a_browser_signs_out_to_the_front
         !html.contains("Clear VCS caches"),
         "admin actions are for admins"
     );
+    assert!(html.contains(r#"<li><a href="/dashboard/owner">Dashboard</a></li>"#));
+    // What runs and waits (build 3 runs): counted on every page.
+    assert!(
+        html.contains(r#"<a href="/queue-summary">Queue (1/1)</a>"#),
+        "{html}"
+    );
+    assert!(!html.contains("<summary>Admin</summary>"));
     let admin = app.session("admin").await;
     let html = page(&app, &admin, Method::GET, "/").await.text();
     assert!(html.contains(r#"action="/admin/clear-vcs-cache""#));
+    // Those who may create projects have the Admin menu with only that.
+    let creator = app.session("creator").await;
+    let html = page(&app, &creator, Method::GET, "/").await.text();
+    assert!(html.contains(r#"<li><a href="/create-project">Create project</a></li>"#));
+    assert!(!html.contains("/admin/users"));
+    // A page about a build has menus for its project, jobset and job.
+    let html = page(&app, &As::Anonymous, Method::GET, "/build/1")
+        .await
+        .text();
+    for link in [
+        r#"<li><a href="/project/demo/all">Latest builds</a></li>"#,
+        r#"<li><a href="/jobset/demo/trunk/evals">Evaluations</a></li>"#,
+        r#"<li><a href="/job/demo/trunk/hello/channel/latest">Channel</a></li>"#,
+    ] {
+        assert!(html.contains(link), "{link}");
+    }
+    let html = page(&app, &As::Anonymous, Method::GET, "/project/demo")
+        .await
+        .text();
+    assert!(
+        html.contains("<summary>Project</summary>") && !html.contains("<summary>Jobset</summary>")
+    );
+    // The JSON has none of it.
+    assert!(app.get("/build/1").await.json().get("queue").is_none());
 
     let out = page(&app, &owner, Method::POST, "/logout").await;
     assert_eq!(out.status, StatusCode::SEE_OTHER);
