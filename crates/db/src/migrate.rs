@@ -47,6 +47,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "web_sessions_and_api_tokens",
         sql: include_str!("../migrations/0002_web_sessions_and_api_tokens.sql"),
     },
+    Migration {
+        version: 3,
+        name: "index_eval_inputs_on_dependency",
+        sql: include_str!("../migrations/0003_index_eval_inputs_on_dependency.sql"),
+    },
 ];
 
 /// What `migrate` did.

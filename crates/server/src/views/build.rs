@@ -23,9 +23,9 @@ pub(crate) async fn constituents(pool: &PgPool, id: BuildId) -> ApiResult<Vec<Bu
 /// name, system, timestamp, project, jobset and job.
 pub(crate) async fn used_by(pool: &PgPool, id: BuildId, limit: i64) -> ApiResult<Vec<Value>> {
     let rows: Vec<(i32, String, String, i32, String, String, String)> = sqlx::query_as(
-        "select distinct on (b.id) b.id, u.name, b.system, b.timestamp, j.project, j.name, b.job \
-         from (select m.build, i.name from JobsetEvalInputs i \
-                 join JobsetEvalMembers m on m.eval = i.eval where i.dependency = $1 \
+        "with inputs as materialized (select eval, name from JobsetEvalInputs where dependency = $1) \
+         select distinct on (b.id) b.id, u.name, b.system, b.timestamp, j.project, j.name, b.job \
+         from (select m.build, i.name from inputs i join JobsetEvalMembers m on m.eval = i.eval \
                union select build, name from BuildInputs where dependency = $1) u \
          join Builds b on b.id = u.build join Jobsets j on j.id = b.jobset_id \
          order by b.id desc, u.name limit $2",
