@@ -360,12 +360,36 @@ struct MatrixPage<'a> {
     jobs: i64,
     limited: bool,
     filter: String,
+    /// `succeeded`, `failed`, `queued` or empty.
+    status: String,
+    /// One system, or empty for all; and the systems there are.
+    system: String,
+    systems: Vec<String>,
     /// Inactive jobs were asked for (`showInactive=1`).
     show_inactive: bool,
     /// Jobs with builds, but none in these evaluations; how many there
     /// are in all.
     inactive: Vec<String>,
     inactive_total: i64,
+}
+
+impl MatrixPage<'_> {
+    /// This matrix with every job (`all=1`), keeping its filters.
+    fn all_link(&self) -> String {
+        let q = |v: &str| {
+            percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string()
+        };
+        let mut link = String::from("?all=1");
+        for (key, value) in [("status", &self.status), ("system", &self.system)] {
+            if !value.is_empty() {
+                link.push_str(&format!("&{key}={}", q(value)));
+            }
+        }
+        if self.show_inactive {
+            link.push_str("&showInactive=1");
+        }
+        link
+    }
 }
 
 pub(super) fn jobs_matrix(cx: &Ctx) -> Html {
@@ -415,6 +439,22 @@ pub(super) fn jobs_matrix(cx: &Ctx) -> Html {
             jobs: d.int("jobs").unwrap_or(0),
             limited: d.flag("limited"),
             filter: d.text("filter"),
+            status: cx
+                .extra_value("status")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            system: cx
+                .extra_value("system")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            systems: cx
+                .extra("systems")
+                .iter()
+                .filter_map(serde_json::Value::as_str)
+                .map(String::from)
+                .collect(),
             show_inactive: cx.extra_value("inactive").is_some(),
             inactive: cx
                 .extra("inactive")

@@ -370,10 +370,14 @@ async fn dynamic_run_command_state(
     })
 }
 
-/// `?filter=`, `?all=1` and `?showInactive=1` of the jobs matrix.
+/// `?filter=` (name), `?status=`, `?system=`, `?all=1` and
+/// `?showInactive=1` of the jobs matrix.
 #[derive(Debug, Default, serde::Deserialize)]
 pub(crate) struct MatrixQuery {
     filter: Option<String>,
+    /// `succeeded`, `failed` or `queued`: of the job's newest build shown.
+    status: Option<String>,
+    system: Option<String>,
     all: Option<String>,
     #[serde(rename = "showInactive")]
     show_inactive: Option<String>,
@@ -414,6 +418,18 @@ async fn matrix(
     let evals = views::eval::matrix_evals(&state.pool, jobset.id).await?;
     let ids: Vec<EvalId> = evals.iter().map(|(id, _)| *id).collect();
     let cells = views::eval::matrix_cells(&state.pool, &ids, &filter, channels).await?;
+    // The systems there are, for the filter's choices; then the filters.
+    let mut systems: Vec<String> = cells.iter().map(|c| c.system.clone()).collect();
+    systems.sort();
+    systems.dedup();
+    let status = q.status.as_deref().map(str::trim).unwrap_or_default();
+    let system = q.system.as_deref().map(str::trim).unwrap_or_default();
+    if !matches!(status, "" | "succeeded" | "failed" | "queued") {
+        return Err(ApiError::bad_request(format!(
+            "Invalid status ‘{status}’: use succeeded, failed or queued."
+        )));
+    }
+    let cells = filter_cells(cells, status, system);
     let mut jobs: Vec<String> = cells.iter().map(|c| c.job.clone()).collect();
     jobs.dedup();
     let total = jobs.len();
@@ -432,13 +448,46 @@ async fn matrix(
         .filter(|c| last.as_ref().is_none_or(|l| c.job <= *l))
         .collect();
     let mut page = matrix_page(jobset, &filter, &evals, json!(cells), total, limited)
-        .with_extra("channels", json!(channels));
+        .with_extra("channels", json!(channels))
+        .with_extra("status", json!(status))
+        .with_extra("system", json!(system))
+        .with_extra("systems", json!(systems));
     if show_inactive {
         page = page
             .with_extra("inactive", json!(inactive))
             .with_extra("inactive_total", json!(inactive_total));
     }
     Ok(page)
+}
+
+/// The cells of `system` (all when empty), of the jobs whose newest build
+/// shown is in `status` (all when empty). Cells come by job, newest first.
+fn filter_cells(
+    cells: Vec<views::eval::MatrixCell>,
+    status: &str,
+    system: &str,
+) -> Vec<views::eval::MatrixCell> {
+    let cells: Vec<_> = cells
+        .into_iter()
+        .filter(|c| system.is_empty() || c.system == system)
+        .collect();
+    if status.is_empty() {
+        return cells;
+    }
+    let mut wanted = std::collections::HashSet::new();
+    let mut last: Option<&str> = None;
+    for c in &cells {
+        if last != Some(c.job.as_str()) {
+            last = Some(c.job.as_str());
+            if c.state() == status {
+                wanted.insert(c.job.clone());
+            }
+        }
+    }
+    cells
+        .into_iter()
+        .filter(|c| wanted.contains(&c.job))
+        .collect()
 }
 
 fn matrix_page(

@@ -600,6 +600,21 @@ pub(crate) struct MatrixCell {
     pub build: BuildId,
     pub finished: i32,
     pub buildstatus: Option<i32>,
+    pub system: String,
+}
+
+impl MatrixCell {
+    /// What the matrix's status filter calls this build: `succeeded`,
+    /// `failed` or `queued`.
+    pub(crate) fn state(&self) -> &'static str {
+        if self.finished == 0 {
+            "queued"
+        } else if self.buildstatus == Some(BuildStatus::Succeeded.code()) {
+            "succeeded"
+        } else {
+            "failed"
+        }
+    }
 }
 
 /// The latest evaluations (with new builds) of `jobset` for the jobs
@@ -662,7 +677,7 @@ pub(crate) async fn matrix_cells(
     channels: bool,
 ) -> ApiResult<Vec<MatrixCell>> {
     Ok(sqlx::query_as(
-        "select b.job, m.eval, b.id as build, b.finished, b.buildStatus as buildstatus \
+        "select b.job, m.eval, b.id as build, b.finished, b.buildStatus as buildstatus, b.system \
          from JobsetEvalMembers m join Builds b on b.id = m.build \
          where m.eval = any($1) and strpos(lower(b.job), lower($2)) > 0 \
          and (not $3 or exists (select 1 from BuildProducts p where p.build = b.id and p.type = 'channel')) \

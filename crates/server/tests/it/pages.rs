@@ -1626,6 +1626,45 @@ async fn the_jobs_matrix_shows_each_jobs_build_in_the_latest_evaluations() {
     .text();
     assert!(html.contains("No job matches"));
 
+    // Filters in the address: the status of a job's newest build, a system.
+    let tab = "/jobset/demo/trunk/jobs-tab";
+    let rows = |html: &str| -> Vec<String> {
+        html.split(r#"<tr><th scope="row" class="mono"><a href="/job/demo/trunk/"#)
+            .skip(1)
+            .map(|r| r.split('"').next().unwrap().to_string())
+            .collect()
+    };
+    let get = |query: &'static str| {
+        let app = &app;
+        async move {
+            page(app, &As::Anonymous, Method::GET, &format!("{tab}?{query}"))
+                .await
+                .text()
+        }
+    };
+    assert_eq!(rows(&get("status=failed").await), ["all", "fresh%3Cjob%3E"]);
+    assert_eq!(rows(&get("status=queued").await), ["slow"]);
+    assert_eq!(rows(&get("status=succeeded").await), ["broken", "hello"]);
+    let html = get("system=aarch64-linux").await;
+    assert_eq!(rows(&html), ["slow"]);
+    assert!(
+        html.contains(r#"<option value="aarch64-linux" selected>"#),
+        "{html}"
+    );
+    assert!(
+        get("status=succeeded&system=aarch64-linux")
+            .await
+            .contains("No job matches these filters.")
+    );
+    let r = page(
+        &app,
+        &As::Anonymous,
+        Method::GET,
+        &format!("{tab}?status=bogus"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+
     // A job with a build in no evaluation shown is inactive: listed, muted,
     // when asked for.
     hydra_test_support::builds::TestBuild::new(
@@ -1636,7 +1675,6 @@ async fn the_jobs_matrix_shows_each_jobs_build_in_the_latest_evaluations() {
     .drv("/nix/store/rrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrr-retired.drv")
     .insert(&app.db.pool)
     .await;
-    let tab = "/jobset/demo/trunk/jobs-tab";
     let html = page(&app, &As::Anonymous, Method::GET, tab).await.text();
     assert!(!html.contains("retired"), "not without asking");
     assert!(html.contains(r#"name="showInactive" value="1">"#));
@@ -1693,6 +1731,19 @@ async fn the_jobs_matrix_shows_each_jobs_build_in_the_latest_evaluations() {
     .await
     .text();
     assert!(html.contains("/job/demo/trunk/z260\""));
+    // The way to all of them keeps the filters.
+    let html = page(
+        &app,
+        &As::Anonymous,
+        Method::GET,
+        "/jobset/demo/trunk/jobs-tab?status=succeeded",
+    )
+    .await
+    .text();
+    assert!(
+        html.contains(r#"<a href="?all=1&#38;status=succeeded">Show all 262 jobs</a>"#),
+        "{html}"
+    );
 }
 
 #[tokio::test]
