@@ -31,6 +31,7 @@ pub mod runner_status;
 pub mod sessions;
 pub mod status;
 pub mod steps;
+pub mod task_retries;
 pub mod tx;
 pub mod users;
 

@@ -7,3 +7,4 @@ mod migrate;
 mod notify;
 mod rows;
 mod schema;
+mod task_retries;

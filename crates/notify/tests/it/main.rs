@@ -1,0 +1,3 @@
+//! The integration tests of `hydra-notify`, one target.
+
+mod retry;
