@@ -6,6 +6,7 @@ mod create_user;
 mod database;
 mod evaluator;
 mod init;
+mod notify;
 mod queue_runner;
 mod server;
 mod up;
@@ -41,7 +42,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the system in one process: the database (a managed one if none is configured), migrated, the evaluator, the queue runner and the web server
+    /// Run the system in one process: the database (a managed one if none is configured), migrated, the evaluator, the queue runner, notify and the web server
     Up(server::ListenArgs),
     /// Create the database schema, or bring it up to date (adopting an existing Hydra database)
     Init,
@@ -59,6 +60,8 @@ enum Command {
     BuildOne(queue_runner::BuildOneArgs),
     /// Serve the web interface, the JSON API and the binary cache, until stopped
     Server(server::ListenArgs),
+    /// Run the notification plugins on builds and evaluations as they happen, until stopped
+    Notify(notify::NotifyArgs),
 }
 
 fn main() -> ExitCode {
@@ -164,6 +167,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::QueueRunner => queue_runner::run(&paths, &config).await,
         Command::BuildOne(args) => queue_runner::build_one(&paths, &config, args).await,
         Command::Server(args) => server::run(&paths, &config, args).await,
+        Command::Notify(args) => notify::run(&paths, &config, args).await,
     }
 }
 

@@ -22,7 +22,7 @@ pub async fn run(paths: &Paths, config: &Config, listen: ListenArgs) -> anyhow::
         paths,
         config,
         Ownership::Own,
-        8 + evaluator::connections(config)
+        12 + evaluator::connections(config)
             + queue_runner::connections(config)
             + server::connections(),
     )
@@ -112,6 +112,12 @@ pub async fn run(paths: &Paths, config: &Config, listen: ListenArgs) -> anyhow::
         status,
         shutdown.clone(),
     ));
+    let mut notify = tokio::spawn(hydra_notify::run(
+        super::notify::context(&config, db.pool.clone()),
+        hydra_notify::plugins::enabled(&config),
+        hydra_notify::Options::default(),
+        shutdown.clone(),
+    ));
     announce(&Announcement {
         web: &web_url,
         data: &paths.data_dir,
@@ -134,6 +140,11 @@ pub async fn run(paths: &Paths, config: &Config, listen: ListenArgs) -> anyhow::
             Ok(Err(e)) => anyhow::Error::from(e).context("the queue runner failed"),
             Err(e) => anyhow::anyhow!("the queue runner failed: {e}"),
         }),
+        ended = &mut notify => Some(match ended {
+            Ok(Ok(())) => anyhow::anyhow!("notify stopped"),
+            Ok(Err(e)) => anyhow::Error::from(e).context("notify failed"),
+            Err(e) => anyhow::anyhow!("notify failed: {e}"),
+        }),
         ended = &mut web => Some(match ended {
             Ok(Ok(())) => anyhow::anyhow!("the web server stopped"),
             Ok(Err(e)) => anyhow::Error::from(e).context("the web server failed"),
@@ -150,6 +161,11 @@ pub async fn run(paths: &Paths, config: &Config, listen: ListenArgs) -> anyhow::
         && let Ok(Err(e)) = queue_runner.await
     {
         tracing::error!("the queue runner failed while stopping: {e}");
+    }
+    if !notify.is_finished()
+        && let Ok(Err(e)) = notify.await
+    {
+        tracing::error!("notify failed while stopping: {e}");
     }
     if !web.is_finished()
         && let Ok(Err(e)) = web.await

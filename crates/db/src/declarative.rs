@@ -428,3 +428,35 @@ mod tests {
         assert_eq!(c.hidden, Some(0));
     }
 }
+
+/// A finished build of a declarative project's `.jobsets` jobset: what the
+/// notify role needs to apply the specification it generated.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct GeneratedSpec {
+    pub project: String,
+    /// The `.jobsets` jobset.
+    pub jobset: crate::ids::JobsetId,
+    pub current: bool,
+    pub status: Option<i32>,
+    /// Its `out` output (else its first), when known.
+    pub output: Option<String>,
+}
+
+/// `build`, when it is a finished build of the `.jobsets` jobset of a
+/// declarative project (one with a `declfile`).
+pub async fn generated_spec(
+    pool: &PgPool,
+    build: crate::ids::BuildId,
+) -> Result<Option<GeneratedSpec>, sqlx::Error> {
+    sqlx::query_as(
+        "select j.project, j.id as jobset, b.isCurrent = 1 as current, b.buildStatus as status, \
+                (select o.path from BuildOutputs o where o.build = b.id \
+                 order by o.name <> 'out', o.name limit 1) as output \
+         from Builds b join Jobsets j on j.id = b.jobset_id join Projects p on p.name = j.project \
+         where b.id = $1 and b.finished = 1 and j.name = '.jobsets' \
+         and coalesce(p.declfile, '') <> ''",
+    )
+    .bind(build)
+    .fetch_optional(pool)
+    .await
+}

@@ -7,10 +7,16 @@
 //! becomes of a failed task (`retry`: kept, backed off with `backoff`,
 //! given up). The rows are `hydra_db::task_retries`.
 
+pub mod dispatch;
 pub mod event;
+pub mod plugin;
+pub mod plugins;
 pub mod retry;
+pub mod run;
 
 pub use event::{Event, ParseError};
+pub use plugin::{Context, Plugin};
+pub use run::{Options, run};
 
 /// Seconds to wait before retry `n` of a failed task: `2^min(n, 10)`, so
 /// 1, 2, 4, … 1024 and then 1024 again (Hydra's schedule).

@@ -8,6 +8,7 @@ mod evaluator;
 mod faults;
 mod first_run;
 mod init;
+mod notify;
 mod queue_runner;
 mod up;
 mod web;

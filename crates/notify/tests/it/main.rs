@@ -1,3 +1,4 @@
 //! The integration tests of `hydra-notify`, one target.
 
+mod declarative;
 mod retry;

@@ -1,0 +1,58 @@
+//! `hydra notify [--queued-only]`: the notification role on its own.
+
+use std::sync::Arc;
+
+use hydra_config::{Config, Paths};
+use hydra_nix::env::NixEnv;
+use hydra_notify::{Context, Options};
+use sqlx::PgPool;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+use crate::database::{self, Ownership};
+
+#[derive(Debug, clap::Args)]
+pub struct NotifyArgs {
+    /// Deliver the notifications still pending (finished builds not yet
+    /// notified), then exit
+    #[arg(long)]
+    queued_only: bool,
+}
+
+/// The notify role's context for a command.
+pub fn context(config: &Config, pool: PgPool) -> Context {
+    Context {
+        pool,
+        config: Arc::new(config.clone()),
+        local_root: NixEnv::default().detect_root(),
+    }
+}
+
+pub async fn run(paths: &Paths, config: &Config, args: NotifyArgs) -> anyhow::Result<()> {
+    let db = database::open(paths, config, Ownership::OwnOrAttach, 8).await?;
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM received; stopping notify"),
+            _ = interrupt.recv() => tracing::info!("SIGINT received; stopping notify"),
+        }
+        stop.cancel();
+    });
+    let cx = context(config, db.pool.clone());
+    let plugins = hydra_notify::plugins::enabled(config);
+    let result = hydra_notify::run(
+        cx,
+        plugins,
+        Options {
+            queued_only: args.queued_only,
+        },
+        shutdown,
+    )
+    .await
+    .map_err(anyhow::Error::from);
+    db.close().await?;
+    result
+}

@@ -1,0 +1,102 @@
+//! The role's loop: LISTEN first, then the backlog (finished builds whose
+//! notifications are still pending, from before this process ran), then
+//! events as they come and retries as they fall due. A lost database
+//! connection is taken up again and the backlog read again, so nothing
+//! is lost while the connection was down.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hydra_db::task_retries;
+use hydra_db::{DbError, Listener, Wakeup};
+use tokio_util::sync::CancellationToken;
+
+use crate::dispatch::Dispatcher;
+use crate::event::{CHANNELS, Event};
+use crate::plugin::{Context, Plugin};
+
+/// How the role runs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Deliver the backlog, wait for it, and stop (`--queued-only`).
+    pub queued_only: bool,
+}
+
+/// Runs `plugins` on events until `shutdown` (or, with `queued_only`,
+/// until the backlog is delivered).
+pub async fn run(
+    cx: Context,
+    plugins: Vec<Arc<dyn Plugin>>,
+    options: Options,
+    shutdown: CancellationToken,
+) -> Result<(), DbError> {
+    // Listening before reading the backlog: nothing falls between them.
+    let mut listener = Listener::connect(&cx.pool, CHANNELS).await?;
+    let dispatcher = Dispatcher::start(cx.clone(), plugins);
+    backlog(&cx, &dispatcher).await?;
+    if options.queued_only {
+        dispatcher.finish().await;
+        return Ok(());
+    }
+    tracing::info!(plugins = ?dispatcher, "notify started");
+    loop {
+        let now = hydra_db::now();
+        let wait = task_retries::seconds_to_next(&cx.pool, now)
+            .await?
+            .map_or(Duration::from_secs(3600), |s| {
+                Duration::from_secs(s.unsigned_abs())
+            });
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            wakeup = listener.recv() => match wakeup? {
+                Wakeup::Notification { channel, payload } => {
+                    handle(&dispatcher, &channel, &payload);
+                }
+                Wakeup::Rescan => {
+                    tracing::info!("the database connection is back: reading the backlog again");
+                    backlog(&cx, &dispatcher).await?;
+                }
+            },
+            _ = tokio::time::sleep(wait) => {}
+        }
+        // At most one due retry a turn, so events keep their place.
+        let now = hydra_db::now();
+        if let Some(row) = task_retries::next_due(&cx.pool, now).await? {
+            dispatcher.retry(row, now).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Gives a notification to the plugins; one that does not parse is
+/// logged and dropped.
+fn handle(dispatcher: &Dispatcher, channel: &str, payload: &str) {
+    match Event::parse(channel, payload) {
+        Ok(event) => dispatcher.dispatch(channel, payload, event),
+        Err(e) => tracing::warn!(error = %e, "ignoring a notification that does not parse"),
+    }
+}
+
+/// A `build_finished` for each finished build whose notifications are
+/// pending (its dependents have their own).
+async fn backlog(cx: &Context, dispatcher: &Dispatcher) -> Result<(), DbError> {
+    let pending = task_retries::pending_builds(&cx.pool).await?;
+    if !pending.is_empty() {
+        tracing::info!(
+            builds = pending.len(),
+            "sending the notifications still pending"
+        );
+    }
+    for build in pending {
+        let payload = build.to_string();
+        dispatcher.dispatch(
+            "build_finished",
+            &payload,
+            Event::BuildFinished {
+                build,
+                dependents: Vec::new(),
+            },
+        );
+    }
+    Ok(())
+}
