@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use hydra_config::{Config, Paths};
 use hydra_nix::env::NixEnv;
 use hydra_notify::{Context, Options};
@@ -20,12 +21,20 @@ pub struct NotifyArgs {
 }
 
 /// The notify role's context for a command.
-pub fn context(config: &Config, pool: PgPool) -> Context {
+pub fn context(paths: &Paths, config: &Config, pool: PgPool) -> Context {
     Context {
         pool,
         config: Arc::new(config.clone()),
+        data_dir: paths.data_dir.clone(),
         local_root: NixEnv::default().detect_root(),
     }
+}
+
+/// The plugins the configuration enables, or why it cannot be used.
+pub fn plugins(config: &Config) -> anyhow::Result<Vec<Arc<dyn hydra_notify::Plugin>>> {
+    hydra_notify::plugins::enabled(config)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("hydra.conf")
 }
 
 pub async fn run(paths: &Paths, config: &Config, args: NotifyArgs) -> anyhow::Result<()> {
@@ -41,8 +50,14 @@ pub async fn run(paths: &Paths, config: &Config, args: NotifyArgs) -> anyhow::Re
         }
         stop.cancel();
     });
-    let cx = context(config, db.pool.clone());
-    let plugins = hydra_notify::plugins::enabled(config);
+    let cx = context(paths, config, db.pool.clone());
+    let plugins = match plugins(config) {
+        Ok(p) => p,
+        Err(e) => {
+            db.close().await?;
+            return Err(e);
+        }
+    };
     let result = hydra_notify::run(
         cx,
         plugins,

@@ -73,6 +73,7 @@ pub async fn run(paths: &Paths, config: &Config, listen: ListenArgs) -> anyhow::
         }
         let web_state = server::state(paths, &web_config, db.pool.clone())?;
         let queue_runner = queue_runner::context(paths, &config, db.pool.clone())?;
+        let notify_plugins = super::notify::plugins(&config)?;
         let web_url = server::url_of(web.local_addr()?);
         let setup = server::setup_link(&web_state, &db.pool, &web_url).await?;
         anyhow::Ok((
@@ -82,19 +83,29 @@ pub async fn run(paths: &Paths, config: &Config, listen: ListenArgs) -> anyhow::
             metrics,
             web_state,
             queue_runner,
+            notify_plugins,
             web_url,
             setup,
         ))
     }
     .await;
-    let (config, listener, status, metrics, web_state, queue_runner_ctx, web_url, setup) =
-        match prepared {
-            Ok(x) => x,
-            Err(e) => {
-                db.close().await?;
-                return Err(e);
-            }
-        };
+    let (
+        config,
+        listener,
+        status,
+        metrics,
+        web_state,
+        queue_runner_ctx,
+        notify_plugins,
+        web_url,
+        setup,
+    ) = match prepared {
+        Ok(x) => x,
+        Err(e) => {
+            db.close().await?;
+            return Err(e);
+        }
+    };
     let public_key = web_state
         .signing_key
         .as_ref()
@@ -113,8 +124,8 @@ pub async fn run(paths: &Paths, config: &Config, listen: ListenArgs) -> anyhow::
         shutdown.clone(),
     ));
     let mut notify = tokio::spawn(hydra_notify::run(
-        super::notify::context(&config, db.pool.clone()),
-        hydra_notify::plugins::enabled(&config),
+        super::notify::context(paths, &config, db.pool.clone()),
+        notify_plugins,
         hydra_notify::Options::default(),
         shutdown.clone(),
     ));

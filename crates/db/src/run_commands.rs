@@ -73,6 +73,86 @@ pub async fn by_uuid(pool: &PgPool, uuid: &str) -> Result<Option<RunCommandLog>,
     .await
 }
 
+/// Records that `command` (matched by `matcher`) starts for `build` at
+/// `now`; its UUID (a new version 4 one).
+pub async fn start(
+    pool: &PgPool,
+    matcher: &str,
+    build: BuildId,
+    command: &str,
+    now: i32,
+) -> Result<String, sqlx::Error> {
+    sqlx::query_scalar(
+        "insert into RunCommandLogs (uuid, job_matcher, build_id, command, start_time) \
+         values (gen_random_uuid(), $1, $2, $3, $4) returning uuid::text",
+    )
+    .bind(matcher)
+    .bind(build)
+    .bind(command)
+    .bind(now)
+    .fetch_one(pool)
+    .await
+}
+
+/// How a command ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ended {
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub core_dumped: Option<bool>,
+    /// It could not be started: the system's error number.
+    pub error_number: Option<i32>,
+}
+
+/// Records that run `uuid` ended at `now`, as `ended` says.
+pub async fn finish(pool: &PgPool, uuid: &str, now: i32, ended: Ended) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update RunCommandLogs set end_time = $2, exit_code = $3, signal = $4, core_dumped = $5, \
+         error_number = $6 where uuid = $1::uuid",
+    )
+    .bind(uuid)
+    .bind(now)
+    .bind(ended.exit_code)
+    .bind(ended.signal)
+    .bind(ended.core_dumped)
+    .bind(ended.error_number)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The document RunCommand gives a command about finished build `id`
+/// (`HYDRA_JSON`): the build, its outputs, products and metrics, with
+/// Hydra's keys.
+pub async fn build_document(
+    pool: &PgPool,
+    id: BuildId,
+) -> Result<Option<serde_json::Value>, sqlx::Error> {
+    let text: Option<String> = sqlx::query_scalar(
+        "select json_build_object( \
+           'event', 'buildFinished', 'build', b.id, 'finished', b.finished = 1, \
+           'timestamp', b.timestamp, 'project', j.project, 'jobset', j.name, 'job', b.job, \
+           'drvPath', b.drvPath, 'startTime', b.startTime, 'stopTime', b.stopTime, \
+           'buildStatus', b.buildStatus, 'nixName', b.nixName, 'system', b.system, \
+           'homepage', b.homepage, 'description', b.description, 'license', b.license, \
+           'outputs', coalesce((select json_agg(json_build_object('name', o.name, 'path', o.path) \
+                                 order by o.name) from BuildOutputs o where o.build = b.id), '[]'), \
+           'products', coalesce((select json_agg(json_build_object('productNr', p.productnr, \
+                                 'type', p.type, 'subtype', p.subtype, 'fileSize', p.fileSize, \
+                                 'sha256hash', p.sha256hash, 'path', p.path, 'name', p.name, \
+                                 'defaultPath', p.defaultPath) order by p.productnr) \
+                                 from BuildProducts p where p.build = b.id), '[]'), \
+           'metrics', coalesce((select json_agg(json_build_object('name', m.name, 'unit', m.unit, \
+                                'value', m.value) order by m.name) \
+                                from BuildMetrics m where m.build = b.id), '[]'))::text \
+         from Builds b join Jobsets j on j.id = b.jobset_id where b.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,8 @@ use crate::Event;
 pub struct Context {
     pub pool: PgPool,
     pub config: Arc<hydra_config::Config>,
+    /// `$HYDRA_DATA` (RunCommand's logs).
+    pub data_dir: hydra_config::DataDir,
     /// Where the local store's paths physically are, when it is a chroot
     /// store (`--store DIR`); `None`: at their own paths.
     pub local_root: Option<PathBuf>,

@@ -37,6 +37,7 @@ async fn setup() -> (TestDb, Context, tempfile::TempDir, i32) {
     let cx = Context {
         pool: db.pool.clone(),
         config: Arc::new(config),
+        data_dir: hydra_config::DataDir::from(root.path()),
         local_root: Some(root.path().to_path_buf()),
     };
     (db, cx, root, jobsets)
@@ -102,7 +103,7 @@ async fn a_generated_specification_is_applied_from_the_backlog_with_queued_only(
         &spec("from the generator"),
     )
     .await;
-    let plugins = hydra_notify::plugins::enabled(&cx.config);
+    let plugins = hydra_notify::plugins::enabled(&cx.config).unwrap();
     hydra_notify::run(
         cx,
         plugins,
@@ -136,7 +137,7 @@ async fn a_generated_specification_is_applied_from_the_backlog_with_queued_only(
 #[tokio::test]
 async fn a_specification_built_while_notify_runs_is_applied_and_a_failed_one_reported() {
     let (db, cx, root, jobsets) = setup().await;
-    let plugins = hydra_notify::plugins::enabled(&cx.config);
+    let plugins = hydra_notify::plugins::enabled(&cx.config).unwrap();
     let stop = CancellationToken::new();
     let running = tokio::spawn(hydra_notify::run(
         cx,

@@ -2,3 +2,4 @@
 
 mod declarative;
 mod retry;
+mod run_command;
