@@ -191,7 +191,14 @@ async fn hydra_up_evaluates_triggered_jobsets_and_serves_metrics() {
     .await
     .unwrap();
     assert!(evaluated, "{}", up.seen.join("\n"));
-    assert!(up.wait_for("evaluation", Duration::from_secs(10)).is_some());
+    // The summary line is logged once the evaluation's metrics are counted
+    // ("starting an evaluation" is logged before: not that one).
+    assert!(
+        up.wait_for("p:j: evaluation 1:", Duration::from_secs(10))
+            .is_some(),
+        "{}",
+        up.seen.join("\n")
+    );
 
     let body = http_get(port, "/metrics").await;
     assert!(
