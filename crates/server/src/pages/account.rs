@@ -154,11 +154,7 @@ pub(super) fn user(cx: &Ctx) -> Html {
                     last_used: t.int("lastused").map(|u| When::of(u, cx.now)),
                 })
                 .collect(),
-            error: cx
-                .extra_value("error")
-                .and_then(serde_json::Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
+            error: cx.extra_text("error"),
             min_password: hydra_db::password::MIN_LENGTH,
             username,
         }

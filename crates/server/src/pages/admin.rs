@@ -85,11 +85,7 @@ pub(super) fn register(cx: &Ctx) -> Html {
                 .filter_map(serde_json::Value::as_str)
                 .map(|r| (r.to_string(), ticked.contains(&r)))
                 .collect(),
-            error: cx
-                .extra_value("error")
-                .and_then(serde_json::Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
+            error: cx.extra_text("error"),
             min_password: hydra_db::password::MIN_LENGTH,
         }
         .render(),

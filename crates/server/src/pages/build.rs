@@ -681,11 +681,7 @@ pub(super) fn step(cx: &Ctx) -> Html {
         StepPage {
             frame: cx.frame(),
             build: build.int("id").unwrap_or(0),
-            job: cx
-                .extra_value("job")
-                .and_then(serde_json::Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
+            job: cx.extra_text("job"),
             step: StepView::of(Fields(&as_row), cx.now),
             kind: if resolved {
                 "Resolution"
@@ -783,11 +779,7 @@ pub(super) fn deps(cx: &Ctx, runtime: bool) -> Html {
             build: cx.data.int("build").unwrap_or(0),
             runtime,
             available: cx.data.flag("available"),
-            tree: cx
-                .extra_value("html")
-                .and_then(serde_json::Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
+            tree: cx.extra_text("html"),
         }
         .render(),
     )

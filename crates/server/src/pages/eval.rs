@@ -349,17 +349,11 @@ struct EvalsPage<'a> {
 
 pub(super) fn list(cx: &Ctx, which: EvalList) -> Html {
     let int = |k: &str| cx.extra_value(k).and_then(serde_json::Value::as_i64);
-    let text = |k: &str| {
-        cx.extra_value(k)
-            .and_then(serde_json::Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
     let (title, jobset) = match which {
         EvalList::All => ("Latest evaluations".to_string(), None),
         EvalList::OfJobset => (
             "Evaluations of jobset".to_string(),
-            Some((text("project"), text("jobset"))),
+            Some((cx.extra_text("project"), cx.extra_text("jobset"))),
         ),
         EvalList::OfBuild => (
             format!("Evaluations containing build {}", int("build").unwrap_or(0)),

@@ -154,20 +154,14 @@ pub(super) fn metric(cx: &Ctx) -> Html {
             })
         })
         .collect();
-    let text = |k: &str| {
-        cx.extra_value(k)
-            .and_then(serde_json::Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
-    let metric = text("metric");
+    let metric = cx.extra_text("metric");
     Some(
         MetricPage {
             frame: cx.frame(),
             job_path: {
                 // `P:J:JOB`: project and jobset names have no colon; the
                 // job's name may have anything, so it is encoded.
-                let full = text("job");
+                let full = cx.extra_text("job");
                 let mut parts = full.splitn(3, ':');
                 let (p, j, job) = (
                     parts.next().unwrap_or_default(),
@@ -176,7 +170,7 @@ pub(super) fn metric(cx: &Ctx) -> Html {
                 );
                 format!("{p}/{j}/{}", super::common::encode_segment(job))
             },
-            job: text("job"),
+            job: cx.extra_text("job"),
             svg: svg(&format!("Metric {metric}"), &unit, &points),
             metric,
         }

@@ -174,23 +174,14 @@ fn share_text(shares: i64, others: i64) -> String {
 }
 
 pub(super) fn jobset(cx: &Ctx) -> Html {
-    let flag = |k: &str| {
-        cx.extra_value(k)
-            .and_then(serde_json::Value::as_bool)
-            .unwrap_or(false)
-    };
     let j = JobsetView::of(cx.data, cx.now);
     Some(
         JobsetPage {
             frame: cx.frame().at(&j.project, Some(&j.name), None),
-            editable: flag("owner") && !flag("declarative"),
+            editable: cx.extra_flag("owner") && !cx.extra_flag("declarative"),
             more_evals: format!("/jobset/{}/{}/evals", j.project, j.name),
-            dynamic_run_command: cx
-                .extra_value("dynamic_run_command")
-                .and_then(serde_json::Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
-            email_notification: flag("email_notification"),
+            dynamic_run_command: cx.extra_text("dynamic_run_command"),
+            email_notification: cx.extra_flag("email_notification"),
             share: share_text(
                 j.schedulingshares,
                 cx.extra_value("other_shares")
@@ -272,12 +263,6 @@ impl JobsetFormPage<'_> {
 
 pub(super) fn jobset_form(cx: &Ctx) -> Html {
     let d = cx.data;
-    let extra = |k: &str| {
-        cx.extra_value(k)
-            .and_then(serde_json::Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
     let mut inputs: Vec<InputRowView> = d
         .members("inputs")
         .map(|(name, i)| InputRowView {
@@ -296,9 +281,9 @@ pub(super) fn jobset_form(cx: &Ctx) -> Html {
     Some(
         JobsetFormPage {
             frame: cx.frame(),
-            title: extra("title"),
-            action: extra("action"),
-            project: extra("project"),
+            title: cx.extra_text("title"),
+            action: cx.extra_text("action"),
+            project: cx.extra_text("project"),
             name: d.text("name"),
             state: Some(d.shown("enabled"))
                 .filter(|s| !s.is_empty())
@@ -313,26 +298,18 @@ pub(super) fn jobset_form(cx: &Ctx) -> Html {
             schedulingshares: d.shown("schedulingshares"),
             keepnr: d.shown("keepnr"),
             dynamic_run_command: d.flag("enable_dynamic_run_command"),
-            dynamic_blocker: Some(extra("dynamic_blocker")).filter(|b| !b.is_empty()),
+            dynamic_blocker: Some(cx.extra_text("dynamic_blocker")).filter(|b| !b.is_empty()),
             enable_email: d.flag("enableemail"),
-            email_notification: cx
-                .extra_value("email_notification")
-                .and_then(serde_json::Value::as_bool)
-                .unwrap_or(false),
+            email_notification: cx.extra_flag("email_notification"),
             email_override: d.text("emailoverride"),
             other_shares: cx
                 .extra_value("other_shares")
                 .and_then(serde_json::Value::as_i64)
                 .unwrap_or(0),
             inputs,
-            input_types: cx
-                .extra("input_types")
-                .iter()
-                .filter_map(serde_json::Value::as_str)
-                .map(String::from)
-                .collect(),
-            field: extra("field"),
-            error: extra("error"),
+            input_types: cx.extra_texts("input_types"),
+            field: cx.extra_text("field"),
+            error: cx.extra_text("error"),
         }
         .render(),
     )
@@ -428,10 +405,7 @@ pub(super) fn jobs_matrix(cx: &Ctx) -> Html {
     Some(
         MatrixPage {
             frame: cx.frame(),
-            channels: cx
-                .extra_value("channels")
-                .and_then(serde_json::Value::as_bool)
-                .unwrap_or(false),
+            channels: cx.extra_flag("channels"),
             project: d.text("project"),
             jobset: d.text("jobset"),
             evals,
@@ -439,29 +413,11 @@ pub(super) fn jobs_matrix(cx: &Ctx) -> Html {
             jobs: d.int("jobs").unwrap_or(0),
             limited: d.flag("limited"),
             filter: d.text("filter"),
-            status: cx
-                .extra_value("status")
-                .and_then(serde_json::Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
-            system: cx
-                .extra_value("system")
-                .and_then(serde_json::Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
-            systems: cx
-                .extra("systems")
-                .iter()
-                .filter_map(serde_json::Value::as_str)
-                .map(String::from)
-                .collect(),
+            status: cx.extra_text("status"),
+            system: cx.extra_text("system"),
+            systems: cx.extra_texts("systems"),
             show_inactive: cx.extra_value("inactive").is_some(),
-            inactive: cx
-                .extra("inactive")
-                .iter()
-                .filter_map(serde_json::Value::as_str)
-                .map(String::from)
-                .collect(),
+            inactive: cx.extra_texts("inactive"),
             inactive_total: cx
                 .extra_value("inactive_total")
                 .and_then(serde_json::Value::as_i64)

@@ -55,11 +55,6 @@ impl LogPage<'_> {
 
 pub(super) fn log(cx: &Ctx) -> Html {
     let d = cx.data;
-    let flag = |k: &str| {
-        cx.extra_value(k)
-            .and_then(serde_json::Value::as_bool)
-            .unwrap_or(false)
-    };
     Some(
         LogPage {
             frame: cx.frame(),
@@ -94,9 +89,9 @@ pub(super) fn log(cx: &Ctx) -> Html {
                 .as_str()
                 .unwrap_or_default()
                 .to_string(),
-            more_matches: flag("more_matches"),
-            tail: flag("tail"),
-            running: flag("running"),
+            more_matches: cx.extra_flag("more_matches"),
+            tail: cx.extra_flag("tail"),
+            running: cx.extra_flag("running"),
         }
         .render(),
     )

@@ -151,6 +151,30 @@ impl<'a> Ctx<'a> {
     fn extra_value(&self, key: &str) -> Option<&'a serde_json::Value> {
         self.extra.get(key)
     }
+
+    /// A text only the page shows (empty when absent).
+    fn extra_text(&self, key: &str) -> String {
+        self.extra_value(key)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// A flag only the page shows (false when absent).
+    fn extra_flag(&self, key: &str) -> bool {
+        self.extra_value(key)
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false)
+    }
+
+    /// A list of texts only the page shows.
+    fn extra_texts(&self, key: &str) -> Vec<String> {
+        self.extra(key)
+            .iter()
+            .filter_map(serde_json::Value::as_str)
+            .map(String::from)
+            .collect()
+    }
 }
 
 /// A rendered page; `None` when the data is not what its template reads.

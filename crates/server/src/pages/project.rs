@@ -151,20 +151,14 @@ pub(super) fn project(cx: &Ctx) -> Html {
     Some(
         ProjectPage {
             frame: cx.frame().at(&project.name, None, None),
-            owner: cx
-                .extra_value("owner")
-                .and_then(serde_json::Value::as_bool)
-                .unwrap_or(false),
+            owner: cx.extra_flag("owner"),
             project,
             jobsets: cx
                 .extra("jobsets")
                 .iter()
                 .map(|j| JobsetRowView::of(Fields(j)))
                 .collect(),
-            server_dynamic: cx
-                .extra_value("server_dynamic")
-                .and_then(serde_json::Value::as_bool)
-                .unwrap_or(false),
+            server_dynamic: cx.extra_flag("server_dynamic"),
         }
         .render(),
     )
@@ -227,10 +221,7 @@ pub(super) fn project_form(cx: &Ctx) -> Html {
             enabled: d.flag("enabled"),
             visible: !d.flag("hidden"),
             dynamic_run_command: d.flag("enable_dynamic_run_command"),
-            dynamic_allowed: cx
-                .extra_value("dynamic_allowed")
-                .and_then(serde_json::Value::as_bool)
-                .unwrap_or(false),
+            dynamic_allowed: cx.extra_flag("dynamic_allowed"),
             decl_file: decl.text("file"),
             decl_type: decl.text("type"),
             decl_value: decl.text("value"),

@@ -347,10 +347,7 @@ pub(super) fn search(cx: &Ctx) -> Html {
                     Some((text(0)?, text(1)?, text(2)?))
                 })
                 .collect(),
-            more_jobs: cx
-                .extra_value("more_jobs")
-                .and_then(serde_json::Value::as_bool)
-                .unwrap_or(false),
+            more_jobs: cx.extra_flag("more_jobs"),
         }
         .render(),
     )
@@ -494,11 +491,7 @@ pub(super) fn channel(cx: &Ctx) -> Html {
                     )
                 })
                 .collect(),
-            url: cx
-                .extra_value("url")
-                .and_then(serde_json::Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
+            url: cx.extra_text("url"),
         }
         .render(),
     )
@@ -528,11 +521,7 @@ pub(super) fn custom_channel(cx: &Ctx) -> Html {
             name: d.text("name"),
             project: d.text("project"),
             jobset: d.text("jobset"),
-            url: cx
-                .extra_value("url")
-                .and_then(serde_json::Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
+            url: cx.extra_text("url"),
             build: build.int("id").unwrap_or(0),
             products: build
                 .members("buildproducts")
