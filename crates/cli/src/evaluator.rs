@@ -10,8 +10,6 @@ use hydra_evaluator::evaluation::{self, Context};
 use hydra_evaluator::metrics::Metrics;
 use hydra_evaluator::scheduler;
 use sqlx::PgPool;
-use tokio::signal::unix::{SignalKind, signal};
-use tokio_util::sync::CancellationToken;
 
 use crate::database::{self, Ownership};
 
@@ -59,17 +57,7 @@ pub async fn run(paths: &Paths, config: &Config, args: EvaluatorArgs) -> anyhow:
         );
         return Ok(());
     }
-    let shutdown = CancellationToken::new();
-    let stop = shutdown.clone();
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = terminate.recv() => tracing::info!("SIGTERM received; stopping the evaluator"),
-            _ = interrupt.recv() => tracing::info!("SIGINT received; stopping the evaluator"),
-        }
-        stop.cancel();
-    });
+    let shutdown = crate::stop_on_signals("the evaluator")?;
     let result = scheduler::run(context(paths, config, db.pool.clone()), shutdown).await;
     db.close().await?;
     Ok(result?)

@@ -178,3 +178,21 @@ fn load_config(paths: &Paths) -> anyhow::Result<Config> {
     }
     Ok(config)
 }
+
+/// A token cancelled at the first SIGTERM or SIGINT (logged as stopping
+/// `role`): how a role run by one command stops.
+fn stop_on_signals(role: &'static str) -> std::io::Result<tokio_util::sync::CancellationToken> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let stop = shutdown.clone();
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM received; stopping {role}"),
+            _ = interrupt.recv() => tracing::info!("SIGINT received; stopping {role}"),
+        }
+        stop.cancel();
+    });
+    Ok(shutdown)
+}

@@ -7,8 +7,6 @@ use hydra_config::{Config, Paths};
 use hydra_nix::env::NixEnv;
 use hydra_notify::{Context, Options};
 use sqlx::PgPool;
-use tokio::signal::unix::{SignalKind, signal};
-use tokio_util::sync::CancellationToken;
 
 use crate::database::{self, Ownership};
 
@@ -39,17 +37,7 @@ pub fn plugins(config: &Config) -> anyhow::Result<Vec<Arc<dyn hydra_notify::Plug
 
 pub async fn run(paths: &Paths, config: &Config, args: NotifyArgs) -> anyhow::Result<()> {
     let db = database::open(paths, config, Ownership::OwnOrAttach, 8).await?;
-    let shutdown = CancellationToken::new();
-    let stop = shutdown.clone();
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = terminate.recv() => tracing::info!("SIGTERM received; stopping notify"),
-            _ = interrupt.recv() => tracing::info!("SIGINT received; stopping notify"),
-        }
-        stop.cancel();
-    });
+    let shutdown = crate::stop_on_signals("notify")?;
     let cx = context(paths, config, db.pool.clone());
     let plugins = match plugins(config) {
         Ok(p) => p,

@@ -8,8 +8,6 @@ use hydra_config::{Config, Paths};
 use hydra_nix::env::NixEnv;
 use hydra_queue_runner::Context;
 use sqlx::PgPool;
-use tokio::signal::unix::{SignalKind, signal};
-use tokio_util::sync::CancellationToken;
 
 use crate::database::{self, Ownership};
 
@@ -41,17 +39,7 @@ pub fn connections(config: &Config) -> u32 {
 
 pub async fn run(paths: &Paths, config: &Config) -> anyhow::Result<()> {
     let db = database::open(paths, config, Ownership::OwnOrAttach, connections(config)).await?;
-    let shutdown = CancellationToken::new();
-    let stop = shutdown.clone();
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = terminate.recv() => tracing::info!("SIGTERM received; stopping the queue runner"),
-            _ = interrupt.recv() => tracing::info!("SIGINT received; stopping the queue runner"),
-        }
-        stop.cancel();
-    });
+    let shutdown = crate::stop_on_signals("the queue runner")?;
     let result = match context(paths, config, db.pool.clone()) {
         Ok(ctx) => hydra_queue_runner::run(ctx, shutdown)
             .await

@@ -11,8 +11,6 @@ use hydra_nix::env::NixEnv;
 use hydra_nix::narinfo::SecretKey;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
-use tokio::signal::unix::{SignalKind, signal};
-use tokio_util::sync::CancellationToken;
 
 use crate::database::{self, Ownership};
 
@@ -180,17 +178,7 @@ pub async fn run(paths: &Paths, config: &Config, args: ListenArgs) -> anyhow::Re
             return Err(e);
         }
     };
-    let shutdown = CancellationToken::new();
-    let stop = shutdown.clone();
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = terminate.recv() => tracing::info!("SIGTERM received; stopping the web server"),
-            _ = interrupt.recv() => tracing::info!("SIGINT received; stopping the web server"),
-        }
-        stop.cancel();
-    });
+    let shutdown = crate::stop_on_signals("the web server")?;
     let result = hydra_server::run(state, listener, shutdown).await;
     db.close().await?;
     Ok(result?)
