@@ -348,6 +348,25 @@ pub(crate) async fn evaluate(
     ))
 }
 
+/// Who turned dynamic RunCommand hooks off for the jobsets of `project`:
+/// the server, or the project; `None` when both allow them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DynamicOff {
+    Server,
+    Project,
+}
+
+async fn dynamic_off(state: &AppState, project: &str) -> ApiResult<Option<DynamicOff>> {
+    if !state.config.web.dynamic_run_command {
+        return Ok(Some(DynamicOff::Server));
+    }
+    let mut conn = state.pool.acquire().await?;
+    let allows = hydra_db::rows::project(&mut conn, project)
+        .await?
+        .is_some_and(|p| p.enable_dynamic_run_command);
+    Ok((!allows).then_some(DynamicOff::Project))
+}
+
 /// Whether dynamic RunCommand hooks run for a jobset of `project` whose
 /// own flag is `jobset_flag`: "Yes", or "No" with who turned them off
 /// (the server, the project or the jobset).
@@ -356,17 +375,11 @@ async fn dynamic_run_command_state(
     project: &str,
     jobset_flag: bool,
 ) -> ApiResult<String> {
-    if !state.config.web.dynamic_run_command {
-        return Ok("No (disabled on this server)".into());
-    }
-    let mut conn = state.pool.acquire().await?;
-    let project_flag = hydra_db::rows::project(&mut conn, project)
-        .await?
-        .is_some_and(|p| p.enable_dynamic_run_command);
-    Ok(match (project_flag, jobset_flag) {
-        (false, _) => format!("No (disabled in project ‘{project}’)"),
-        (true, false) => "No (disabled in this jobset)".into(),
-        (true, true) => "Yes".into(),
+    Ok(match (dynamic_off(state, project).await?, jobset_flag) {
+        (Some(DynamicOff::Server), _) => "No (disabled on this server)".into(),
+        (Some(DynamicOff::Project), _) => format!("No (disabled in project ‘{project}’)"),
+        (None, false) => "No (disabled in this jobset)".into(),
+        (None, true) => "Yes".into(),
     })
 }
 
@@ -537,21 +550,10 @@ async fn form_page(
     let own = if kind == FormKind::Edit { jobset } else { None };
     let other_shares =
         hydra_db::jobsets::other_shares(&state.pool, project, own.unwrap_or_default()).await?;
-    let project_allows = {
-        let mut conn = state.pool.acquire().await?;
-        hydra_db::rows::project(&mut conn, project)
-            .await?
-            .is_some_and(|p| p.enable_dynamic_run_command)
-    };
-    let dynamic_blocker = if !state.config.web.dynamic_run_command {
-        Some("Dynamic RunCommand is disabled on this server (<dynamicruncommand> enable = 1 in hydra.conf turns it on).".to_string())
-    } else if !project_allows {
-        Some(format!(
-            "Dynamic RunCommand is disabled in project ‘{project}’."
-        ))
-    } else {
-        None
-    };
+    let dynamic_blocker = dynamic_off(state, project).await?.map(|off| match off {
+        DynamicOff::Server => "Dynamic RunCommand is disabled on this server (<dynamicruncommand> enable = 1 in hydra.conf turns it on).".to_string(),
+        DynamicOff::Project => format!("Dynamic RunCommand is disabled in project ‘{project}’."),
+    });
     let email = state.config.notify.email_notification;
     let (title, action) = match kind {
         FormKind::Create => (
