@@ -442,6 +442,9 @@ async fn matrix(
             "Invalid status ‘{status}’: use succeeded, failed or queued."
         )));
     }
+    // Jobs with a build in these evaluations are active, filtered or not.
+    let mut active: Vec<String> = cells.iter().map(|c| c.job.clone()).collect();
+    active.dedup();
     let cells = filter_cells(cells, status, system);
     let mut jobs: Vec<String> = cells.iter().map(|c| c.job.clone()).collect();
     jobs.dedup();
@@ -450,7 +453,7 @@ async fn matrix(
     // Jobs with builds, but none in these evaluations.
     let show_inactive = !channels && q.show_inactive.as_deref() == Some("1");
     let (inactive, inactive_total) = if show_inactive {
-        views::eval::inactive_jobs(&state.pool, jobset.id, &jobs, &filter, INACTIVE_JOBS).await?
+        views::eval::inactive_jobs(&state.pool, jobset.id, &active, &filter, INACTIVE_JOBS).await?
     } else {
         (Vec::new(), 0)
     };

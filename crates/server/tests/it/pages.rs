@@ -1698,6 +1698,19 @@ async fn the_jobs_matrix_shows_each_jobs_build_in_the_latest_evaluations() {
     .await
     .text();
     assert!(!html.contains("retired") && html.contains("No inactive jobs match"));
+    // A job the status filter leaves out is not inactive.
+    let html = page(
+        &app,
+        &As::Anonymous,
+        Method::GET,
+        &format!("{tab}?showInactive=1&status=queued"),
+    )
+    .await
+    .text();
+    assert!(html.contains("Inactive jobs: 1 with builds"), "{html}");
+    assert!(!html.contains(
+        r#"<tr class="inactive"><th scope="row" class="mono"><a href="/job/demo/trunk/hello">"#
+    ));
 
     // Without a filter, the first 250 jobs, with a way to all of them.
     app.exec(
