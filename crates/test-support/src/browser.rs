@@ -170,14 +170,23 @@ impl Browser {
     /// replaced while it was being read).
     pub fn text(&self) -> String {
         for _ in 0..50 {
-            let body = self.find("body");
-            let path = format!("/session/{}/element/{}/text", self.session, body.0);
-            match self.request("GET", &path, None) {
+            let read = self
+                .request(
+                    "POST",
+                    &format!("/session/{}/element", self.session),
+                    Some(json!({"using": "css selector", "value": "body"})),
+                )
+                .and_then(|body| {
+                    let id = body[ELEMENT].as_str().unwrap_or_default();
+                    let path = format!("/session/{}/element/{id}/text", self.session);
+                    self.request("GET", &path, None)
+                });
+            match read {
                 Ok(text) => return text.as_str().unwrap_or_default().to_string(),
-                Err(e) if e.contains("stale element") => {
+                Err(e) if page_was_replaced(&e) => {
                     std::thread::sleep(Duration::from_millis(50));
                 }
-                Err(e) => panic!("WebDriver GET {path}: {e}"),
+                Err(e) => panic!("WebDriver: reading the page's text: {e}"),
             }
         }
         panic!("the page kept changing while its text was read");
@@ -287,4 +296,19 @@ impl Drop for Browser {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
+}
+
+/// Whether a WebDriver error says only that the document changed under
+/// the command (a live page swapped its content, or the next page was
+/// loading): the command is worth sending again.
+fn page_was_replaced(error: &str) -> bool {
+    [
+        "stale element",
+        "does not belong to the document",
+        "no such execution context",
+        "Cannot find context",
+        "no such element",
+    ]
+    .iter()
+    .any(|marker| error.contains(marker))
 }
