@@ -29,8 +29,8 @@ pub fn context(paths: &Paths, config: &Config, pool: PgPool) -> Context {
 }
 
 /// The plugins the configuration enables, or why it cannot be used.
-pub fn plugins(config: &Config) -> anyhow::Result<Vec<Arc<dyn hydra_notify::Plugin>>> {
-    hydra_notify::plugins::enabled(config)
+pub fn plugins(config: &Config, pool: &PgPool) -> anyhow::Result<hydra_notify::Plugins> {
+    hydra_notify::plugins::enabled(config, pool)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .context("hydra.conf")
 }
@@ -39,7 +39,7 @@ pub async fn run(paths: &Paths, config: &Config, args: NotifyArgs) -> anyhow::Re
     let db = database::open(paths, config, Ownership::OwnOrAttach, 8).await?;
     let shutdown = crate::stop_on_signals("notify")?;
     let cx = context(paths, config, db.pool.clone());
-    let plugins = match plugins(config) {
+    let plugins = match plugins(config, &db.pool) {
         Ok(p) => p,
         Err(e) => {
             db.close().await?;

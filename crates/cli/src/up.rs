@@ -73,7 +73,7 @@ pub async fn run(paths: &Paths, config: &Config, listen: ListenArgs) -> anyhow::
         }
         let web_state = server::state(paths, &web_config, db.pool.clone())?;
         let queue_runner = queue_runner::context(paths, &config, db.pool.clone())?;
-        let notify_plugins = super::notify::plugins(&config)?;
+        let notify_plugins = super::notify::plugins(&config, &db.pool)?;
         let web_url = server::url_of(web.local_addr()?);
         let setup = server::setup_link(&web_state, &db.pool, &web_url).await?;
         anyhow::Ok((

@@ -100,7 +100,8 @@ options! {
         "evaluator_metrics_address" = "127.0.0.1:9199" : "Address of the evaluator's Prometheus metrics endpoint (empty: none). A taken address stops the evaluator.";
         "git-input" = "" : "`<git-input>` block: `timeout` (600), `fallback_branch`, and `<project:jobset:input>` blocks overriding them.";
         "github_authorization" = "" : "`<github_authorization>` block: `owner = token …` lines.";
-        "github_endpoint" = "https://api.github.com" : "GitHub API endpoint.";
+        "github_api_url" = "https://api.github.com" : "GitHub's API (for GitHub Enterprise: `https://HOST/api/v3`): commit statuses and pull-request inputs.";
+        "github_endpoint" = "" : "Older name of `github_api_url`.";
         "gitlab_authorization" = "" : "`<gitlab_authorization>` block: `projectId = token` lines.";
         "bitbucket_authorization" = "" : "`<bitbucket_authorization>` block: `owner = token` lines.";
         "gitea_authorization" = "" : "`<gitea_authorization>` block: `owner = token` lines.";
@@ -127,10 +128,11 @@ options! {
         "compress_build_logs" = "1" : "Compress step logs when steps finish.";
         "compress_build_logs_compression" = "bzip2" : "`bzip2` or `zstd`.";
         "compress_build_logs_silent" = "0" : "Do not log each compressed file.";
-        "githubstatus" = "" : "`<githubstatus>` blocks: GitHub commit statuses.";
+        "githubstatus" = "" : "`<githubstatus>` blocks: GitHub commit statuses (`jobs`, `inputs`, `context`, `useShortContext`, `excludeBuildFromContext`, `description`, `authorization`); every matching block is honoured.";
         "gitea_status" = "" : "Reserved; Gitea statuses are enabled by `gitea_authorization`.";
         "enable_bitbucket_status" = "0" : "Report Bitbucket build statuses.";
         "bitbucket" = "" : "`<bitbucket> username password </bitbucket>` for Bitbucket statuses.";
+        "bitbucket_api_url" = "https://api.bitbucket.org" : "Bitbucket's API, for Bitbucket statuses.";
         "slack" = "" : "`<slack>` blocks: Slack notifications.";
         "circleci" = "" : "`<circleci>` blocks: trigger CircleCI builds.";
         "influxdb" = "" : "`<influxdb> url db </influxdb>`: write build results to InfluxDB.";
@@ -207,7 +209,9 @@ pub struct EvaluatorConfig {
     pub metrics_address: Option<String>,
     pub git_input: GitInputConfig,
     pub github_authorization: BTreeMap<String, Secret>,
-    pub github_endpoint: String,
+    /// `github_api_url` (or its older name `github_endpoint`), without a
+    /// trailing slash.
+    pub github_api_url: String,
     pub gitlab_authorization: BTreeMap<String, Secret>,
     pub bitbucket_authorization: BTreeMap<String, Secret>,
     pub gitea_authorization: BTreeMap<String, Secret>,
@@ -433,8 +437,15 @@ impl Config {
             },
             git_input,
             github_authorization: token_map(t, "github_authorization", w)?,
-            github_endpoint: string(t, "github_endpoint", w)?
-                .unwrap_or_else(|| "https://api.github.com".into()),
+            github_api_url: match string(t, "github_api_url", w)? {
+                Some(url) => Some(url),
+                None => string(t, "github_endpoint", w)?,
+            }
+            .filter(|url| !url.is_empty())
+            .map_or_else(
+                || "https://api.github.com".into(),
+                |url| url.trim_end_matches('/').to_string(),
+            ),
             gitlab_authorization: token_map(t, "gitlab_authorization", w)?,
             bitbucket_authorization: token_map(t, "bitbucket_authorization", w)?,
             gitea_authorization: token_map(t, "gitea_authorization", w)?,

@@ -8,6 +8,7 @@
 //! building; the roles put their own queries here as they need them.
 
 pub mod builds;
+pub mod commit_statuses;
 pub mod declarative;
 pub mod dsn;
 pub mod evals;

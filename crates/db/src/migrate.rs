@@ -52,6 +52,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "index_eval_inputs_on_dependency",
         sql: include_str!("../migrations/0003_index_eval_inputs_on_dependency.sql"),
     },
+    Migration {
+        version: 4,
+        name: "commit_status_outbox",
+        sql: include_str!("../migrations/0004_commit_status_outbox.sql"),
+    },
 ];
 
 /// What `migrate` did.

@@ -13,9 +13,11 @@ pub mod plugin;
 pub mod plugins;
 pub mod retry;
 pub mod run;
+pub mod status;
 
 pub use event::{Event, ParseError};
 pub use plugin::{Context, Plugin};
+pub use plugins::Plugins;
 pub use run::{Options, run};
 
 /// Seconds to wait before retry `n` of a failed task: `2^min(n, 10)`, so

@@ -4,16 +4,17 @@
 //! connection is taken up again and the backlog read again, so nothing
 //! is lost while the connection was down.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use hydra_db::task_retries;
 use hydra_db::{DbError, Listener, Wakeup};
+use hydra_db::{commit_statuses, task_retries};
 use tokio_util::sync::CancellationToken;
 
 use crate::dispatch::Dispatcher;
 use crate::event::{CHANNELS, Event};
-use crate::plugin::{Context, Plugin};
+use crate::plugin::Context;
+use crate::plugins::Plugins;
+use crate::status::Reporter;
 
 /// How the role runs.
 #[derive(Clone, Copy, Debug, Default)]
@@ -26,19 +27,64 @@ pub struct Options {
 /// until the backlog is delivered).
 pub async fn run(
     cx: Context,
-    plugins: Vec<Arc<dyn Plugin>>,
+    plugins: Plugins,
     options: Options,
     shutdown: CancellationToken,
 ) -> Result<(), DbError> {
     // Listening before reading the backlog: nothing falls between them.
-    let mut listener = Listener::connect(&cx.pool, CHANNELS).await?;
-    let dispatcher = Dispatcher::start(cx.clone(), plugins);
+    let channels: Vec<&str> = CHANNELS
+        .iter()
+        .copied()
+        .chain([commit_statuses::DUE_CHANNEL])
+        .collect();
+    let mut listener = Listener::connect(&cx.pool, &channels).await?;
+    let dispatcher = Dispatcher::start(cx.clone(), plugins.list);
     backlog(&cx, &dispatcher).await?;
     if options.queued_only {
         dispatcher.finish().await;
+        if let Some(reporter) = plugins.reporter {
+            reporter.deliver_due().await?;
+        }
         return Ok(());
     }
+    let stop_reporter = shutdown.child_token();
+    let reporter = plugins.reporter.map(|reporter| {
+        let running = tokio::spawn(reporter.clone().run(stop_reporter.clone()));
+        (reporter, running)
+    });
     tracing::info!(plugins = ?dispatcher, "notify started");
+    let parts = Parts {
+        cx: &cx,
+        dispatcher: &dispatcher,
+        reporter: reporter.as_ref().map(|(r, _)| r.as_ref()),
+    };
+    let result = events(parts, &mut listener, &shutdown).await;
+    stop_reporter.cancel();
+    if let Some((_, running)) = reporter {
+        let _ = running.await;
+    }
+    result
+}
+
+/// What the loop hands events to.
+#[derive(Clone, Copy)]
+struct Parts<'a> {
+    cx: &'a Context,
+    dispatcher: &'a Dispatcher,
+    reporter: Option<&'a Reporter>,
+}
+
+/// Events as they come and retries as they fall due, until `shutdown`.
+async fn events(
+    parts: Parts<'_>,
+    listener: &mut Listener,
+    shutdown: &CancellationToken,
+) -> Result<(), DbError> {
+    let Parts {
+        cx,
+        dispatcher,
+        reporter,
+    } = parts;
     loop {
         let now = hydra_db::now();
         let wait = task_retries::seconds_to_next(&cx.pool, now)
@@ -49,12 +95,17 @@ pub async fn run(
         tokio::select! {
             _ = shutdown.cancelled() => break,
             wakeup = listener.recv() => match wakeup? {
+                Wakeup::Notification { channel, .. } if channel == commit_statuses::DUE_CHANNEL => {
+                    if let Some(reporter) = reporter {
+                        reporter.wake();
+                    }
+                }
                 Wakeup::Notification { channel, payload } => {
-                    handle(&dispatcher, &channel, &payload);
+                    handle(dispatcher, &channel, &payload);
                 }
                 Wakeup::Rescan => {
                     tracing::info!("the database connection is back: reading the backlog again");
-                    backlog(&cx, &dispatcher).await?;
+                    backlog(cx, dispatcher).await?;
                 }
             },
             _ = tokio::time::sleep(wait) => {}

@@ -10,6 +10,7 @@
 mod browser;
 pub mod builds;
 mod git;
+pub mod http;
 pub mod jobsets;
 mod nix;
 mod pg;

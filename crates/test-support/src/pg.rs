@@ -156,6 +156,26 @@ impl TestDb {
             .map(|_| ())
     }
 
+    /// Waits, up to 10 seconds, until a session of this database LISTENs
+    /// (a role started in the background is ready for NOTIFYs).
+    pub async fn wait_for_listener(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let listening: i64 = sqlx::query_scalar(
+                "select count(*) from pg_stat_activity \
+                 where datname = current_database() and query ilike 'listen%'",
+            )
+            .fetch_one(&self.pool)
+            .await
+            .unwrap();
+            if listening > 0 {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "nothing LISTENs");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn url(&self) -> String {
         cluster().url(&self.name)
     }

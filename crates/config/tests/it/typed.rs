@@ -28,7 +28,7 @@ fn defaults_match_hydra() {
     assert!(!c.evaluator.allow_import_from_derivation);
     assert_eq!(c.evaluator.path_input_cache_validity_seconds, 30);
     assert_eq!(c.evaluator.git_input.timeout, 600);
-    assert_eq!(c.evaluator.github_endpoint, "https://api.github.com");
+    assert_eq!(c.evaluator.github_api_url, "https://api.github.com");
     assert_eq!(c.queue_runner.store_uri, "auto");
     assert!(!c.queue_runner.use_substitutes);
     assert_eq!(c.queue_runner.max_db_connections, 128);

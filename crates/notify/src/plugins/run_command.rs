@@ -13,11 +13,11 @@
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 
-use hydra_config::general::Value;
 use hydra_db::run_commands::{self, Ended};
 
 use crate::Event;
 use crate::plugin::{Context, Plugin, Work};
+use crate::plugins::{config_blocks, text};
 
 /// Characters that make Perl hand a command to the shell.
 const SHELL_METACHARACTERS: &[char] = &[
@@ -53,31 +53,16 @@ pub struct RunCommand {
     blocks: Vec<Block>,
 }
 
-/// A scalar's text.
-fn text(tree: &hydra_config::general::Tree, key: &str) -> Option<String> {
-    match tree.get(key)? {
-        Value::Scalar { value, .. } => value.clone(),
-        Value::List(items) => match items.last()? {
-            Value::Scalar { value, .. } => value.clone(),
-            _ => None,
-        },
-        Value::Block { .. } => None,
-    }
-}
-
 impl RunCommand {
     /// The plugin `config`'s `<runcommand>` blocks make (`None`: there are
     /// none); a block with an invalid `job` is an error naming it, one
     /// without `command` is skipped with a warning.
     pub fn from_config(config: &hydra_config::Config) -> Result<Option<RunCommand>, String> {
-        let Some(value) = config.raw.get("runcommand") else {
+        if config.raw.get("runcommand").is_none() {
             return Ok(None);
-        };
+        }
         let mut blocks = Vec::new();
-        for occurrence in value.occurrences() {
-            let Value::Block { tree, .. } = occurrence else {
-                continue;
-            };
+        for tree in config_blocks(config, "runcommand") {
             let Some(command) = text(tree, "command") else {
                 tracing::warn!("a <runcommand> block has no command; skipped");
                 continue;

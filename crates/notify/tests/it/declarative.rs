@@ -103,7 +103,7 @@ async fn a_generated_specification_is_applied_from_the_backlog_with_queued_only(
         &spec("from the generator"),
     )
     .await;
-    let plugins = hydra_notify::plugins::enabled(&cx.config).unwrap();
+    let plugins = hydra_notify::plugins::enabled(&cx.config, &cx.pool).unwrap();
     hydra_notify::run(
         cx,
         plugins,
@@ -137,7 +137,7 @@ async fn a_generated_specification_is_applied_from_the_backlog_with_queued_only(
 #[tokio::test]
 async fn a_specification_built_while_notify_runs_is_applied_and_a_failed_one_reported() {
     let (db, cx, root, jobsets) = setup().await;
-    let plugins = hydra_notify::plugins::enabled(&cx.config).unwrap();
+    let plugins = hydra_notify::plugins::enabled(&cx.config, &cx.pool).unwrap();
     let stop = CancellationToken::new();
     let running = tokio::spawn(hydra_notify::run(
         cx,
@@ -146,24 +146,8 @@ async fn a_specification_built_while_notify_runs_is_applied_and_a_failed_one_rep
         stop.clone(),
     ));
     // Once it LISTENs (its backlog is empty), a build finishes.
+    db.wait_for_listener().await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let listening: i64 = sqlx::query_scalar(
-            "select count(*) from pg_stat_activity \
-             where datname = current_database() and query ilike 'listen%'",
-        )
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-        if listening > 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "notify never listened"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     generated(
         &db,
         root.path(),

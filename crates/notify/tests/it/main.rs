@@ -3,3 +3,4 @@
 mod declarative;
 mod retry;
 mod run_command;
+mod status;

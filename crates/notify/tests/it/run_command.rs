@@ -62,7 +62,7 @@ async fn matching_commands_run_with_the_builds_document_and_are_recorded() {
         data_dir: hydra_config::DataDir::from(data.path()),
         local_root: None,
     };
-    let plugins = hydra_notify::plugins::enabled(&cx.config).unwrap();
+    let plugins = hydra_notify::plugins::enabled(&cx.config, &cx.pool).unwrap();
     hydra_notify::run(
         cx,
         plugins,

@@ -1,0 +1,475 @@
+//! Commit statuses, against a recording HTTP server: each forge's exact
+//! request (method, path, auth header, JSON body), the state sequence,
+//! dependents, collapse of overtaken states, rate limits, retries and
+//! refusals.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hydra_db::status::BuildStatus;
+use hydra_notify::{Context, Options};
+use hydra_test_support::TestDb;
+use hydra_test_support::builds::TestBuild;
+use hydra_test_support::http::{Recorder, Reply, Request};
+use tokio_util::sync::CancellationToken;
+
+const REV: &str = "0123456789abcdef0123456789abcdef01234567";
+const BASE: &str = "https://hydra.example.org";
+
+/// Project `p`, jobset `j` and its evaluation 1 of `src` (a git input at
+/// `src_uri`, revision `REV`) with string inputs `strings`.
+async fn setup(src_uri: &str, strings: &[(&str, &str)]) -> (TestDb, i32) {
+    let db = TestDb::new().await;
+    hydra_test_support::jobsets::create_project(&db.pool, "p").await;
+    let jobset = hydra_test_support::jobsets::create_jobset(
+        &db.pool,
+        "p",
+        "j",
+        "src",
+        "release.nix",
+        &[("src", "git", src_uri)],
+    )
+    .await;
+    db.exec("update JobsetInputs set emailResponsible = 1 where name = 'src'")
+        .await;
+    sqlx::query(
+        "insert into JobsetEvals (id, jobset_id, timestamp, checkoutTime, evalTime, hasNewBuilds, hash) \
+         values (1, $1, 1, 0, 0, 1, 'h')",
+    )
+    .bind(jobset)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "insert into JobsetEvalInputs (eval, name, altNr, type, uri, revision) \
+         values (1, 'src', 0, 'git', $1, $2)",
+    )
+    .bind(src_uri)
+    .bind(REV)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    for (name, value) in strings {
+        sqlx::query(
+            "insert into JobsetEvalInputs (eval, name, altNr, type, value) values (1, $1, 0, 'string', $2)",
+        )
+        .bind(name)
+        .bind(value)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    (db, jobset)
+}
+
+/// Build `id` of `job`, queued, in evaluation 1.
+async fn queued(db: &TestDb, jobset: i32, id: i32, job: &str) {
+    TestBuild::new(jobset, job).id(id).insert(&db.pool).await;
+    sqlx::query("insert into JobsetEvalMembers (eval, build, isNew) values (1, $1, 1)")
+        .bind(id)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+}
+
+/// Build `id` of `job`, finished with `status`, in evaluation 1, its
+/// notifications pending.
+async fn finished(db: &TestDb, jobset: i32, id: i32, job: &str, status: BuildStatus) {
+    TestBuild::new(jobset, job)
+        .id(id)
+        .finished(status, 10, 20)
+        .insert(&db.pool)
+        .await;
+    sqlx::query("insert into JobsetEvalMembers (eval, build, isNew) values (1, $1, 1); ")
+        .bind(id)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query("update Builds set notificationPendingSince = 1 where id = $1")
+        .bind(id)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+}
+
+/// Finishes queued build `id` with `status`.
+async fn finish(db: &TestDb, id: i32, status: BuildStatus) {
+    sqlx::query(
+        "update Builds set finished = 1, buildStatus = $2, startTime = 10, stopTime = 20 where id = $1",
+    )
+    .bind(id)
+    .bind(status.code())
+    .execute(&db.pool)
+    .await
+    .unwrap();
+}
+
+fn context(db: &TestDb, conf: &str) -> Context {
+    let text = format!("base_uri = {BASE}\n{conf}");
+    let (config, warnings) =
+        hydra_config::Config::load_str(std::path::Path::new("hydra.conf"), &text).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    Context {
+        pool: db.pool.clone(),
+        config: Arc::new(config),
+        data_dir: hydra_config::DataDir::from(std::env::temp_dir()),
+        local_root: None,
+    }
+}
+
+/// Runs notify on the backlog and what is due, then stops.
+async fn queued_only(cx: Context) {
+    let plugins = hydra_notify::plugins::enabled(&cx.config, &cx.pool).unwrap();
+    hydra_notify::run(
+        cx,
+        plugins,
+        Options { queued_only: true },
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+}
+
+/// Notify, running until the returned token is cancelled.
+async fn start(db: &TestDb, cx: Context) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let plugins = hydra_notify::plugins::enabled(&cx.config, &cx.pool).unwrap();
+    let stop = CancellationToken::new();
+    let running = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            hydra_notify::run(cx, plugins, Options::default(), stop)
+                .await
+                .unwrap()
+        }
+    });
+    db.wait_for_listener().await;
+    (stop, running)
+}
+
+async fn notify(db: &TestDb, channel: &str, payload: &str) {
+    db.exec(&format!("select pg_notify('{channel}', E'{payload}')"))
+        .await;
+}
+
+/// Waits until `n` requests arrived (without blocking the runtime).
+async fn requests(recorder: &Arc<Recorder>, n: usize) -> Vec<Request> {
+    let recorder = recorder.clone();
+    tokio::task::spawn_blocking(move || recorder.wait_for(n, Duration::from_secs(20)))
+        .await
+        .unwrap()
+}
+
+fn github_conf(recorder: &Recorder, block: &str) -> String {
+    format!(
+        "github_api_url = {}/api/v3/\n\
+         <github_authorization>\nowner = token owner-secret\n</github_authorization>\n\
+         <githubstatus>\n{block}\n</githubstatus>\n",
+        recorder.url()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github_gets_pending_then_the_final_state_and_dependents_their_own() {
+    let recorder = Arc::new(Recorder::start());
+    let (db, jobset) = setup("https://github.com/owner/repo.git", &[]).await;
+    queued(&db, jobset, 1, "lib").await;
+    queued(&db, jobset, 2, "app").await;
+    let cx = context(&db, &github_conf(&recorder, "jobs = p:j:.*\ninputs = src"));
+    let (stop, running) = start(&db, cx).await;
+
+    notify(&db, "build_queued", "1").await;
+    let got = requests(&recorder, 1).await;
+    assert_eq!(got.len(), 1, "{got:#?}");
+    let pending = &got[0];
+    assert_eq!(pending.method, "POST");
+    assert_eq!(
+        pending.path,
+        format!("/api/v3/repos/owner/repo/statuses/{REV}")
+    );
+    assert_eq!(pending.header("authorization"), Some("token owner-secret"));
+    assert_eq!(
+        pending.header("accept"),
+        Some("application/vnd.github.v3+json")
+    );
+    assert_eq!(pending.header("content-type"), Some("application/json"));
+    assert_eq!(
+        pending.json(),
+        serde_json::json!({
+            "state": "pending",
+            "target_url": format!("{BASE}/build/1"),
+            "description": "Hydra build #1 of p:j:lib",
+            "context": "continuous-integration/hydra:p:j:lib:1",
+        })
+    );
+
+    // Build 1 fails; build 2 fails because of it (a dependent).
+    finish(&db, 1, BuildStatus::Failed).await;
+    finish(&db, 2, BuildStatus::DependencyFailed).await;
+    notify(&db, "build_finished", "1\\t2").await;
+    let got = requests(&recorder, 3).await;
+    assert_eq!(got.len(), 3, "{got:#?}");
+    let mut finals: Vec<(String, String)> = got[1..]
+        .iter()
+        .map(|r| {
+            let body = r.json();
+            (
+                body["context"].as_str().unwrap().to_string(),
+                body["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    finals.sort();
+    assert_eq!(
+        finals,
+        [
+            (
+                "continuous-integration/hydra:p:j:app:2".to_string(),
+                "failure".to_string()
+            ),
+            (
+                "continuous-integration/hydra:p:j:lib:1".to_string(),
+                "failure".to_string()
+            ),
+        ]
+    );
+    // Nothing more: a state sent is not sent again, even when the event
+    // comes again (a restart's backlog).
+    notify(&db, "build_finished", "1").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(recorder.requests().len(), 3);
+    stop.cancel();
+    running.await.unwrap();
+
+    let sent: Vec<(String, bool)> =
+        sqlx::query_as("select state, sentVersion = version from CommitStatuses order by id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        sent,
+        [("failure".to_string(), true), ("failure".to_string(), true)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_build_gets_only_its_final_state_under_every_matching_block() {
+    let recorder = Arc::new(Recorder::start());
+    let (db, jobset) = setup("git@github.com:owner/repo", &[]).await;
+    finished(&db, jobset, 1, "docs-pr-12", BuildStatus::Succeeded).await;
+    let conf = format!(
+        "{}<githubstatus>\njobs = p:j:docs.*\ninputs = src\nuseShortContext = 1\nexcludeBuildFromContext = 1\n\
+         description = Docs\nauthorization = Bearer block-secret\n</githubstatus>\n\
+         <githubstatus>\njobs = other:.*\ninputs = src\n</githubstatus>\n",
+        github_conf(
+            &recorder,
+            "jobs = p:j:docs-pr-.*\ninputs = src\ncontext = custom/ctx"
+        )
+    );
+    queued_only(context(&db, &conf)).await;
+    let got = recorder.requests();
+    let mut seen: Vec<(String, String, String, Option<String>)> = got
+        .iter()
+        .map(|r| {
+            let body = r.json();
+            (
+                body["context"].as_str().unwrap().to_string(),
+                body["state"].as_str().unwrap().to_string(),
+                body["description"].as_str().unwrap().to_string(),
+                r.header("authorization").map(String::from),
+            )
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            (
+                "ci/hydra:p:j:docs".to_string(),
+                "success".to_string(),
+                "Docs".to_string(),
+                Some("token owner-secret".to_string()),
+            ),
+            (
+                "custom/ctx".to_string(),
+                "success".to_string(),
+                "Hydra build #1 of p:j:docs-pr-12".to_string(),
+                Some("token owner-secret".to_string()),
+            ),
+        ],
+        "both matching blocks, no pending for a finished build: {got:#?}"
+    );
+    let pending: Option<i32> =
+        sqlx::query_scalar("select notificationPendingSince from Builds where id = 1")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(pending, None, "delivered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_holds_the_credential_and_only_the_newest_state_is_sent_after_it() {
+    let recorder = Arc::new(Recorder::start());
+    let (db, jobset) = setup("https://github.com/owner/repo", &[]).await;
+    queued(&db, jobset, 1, "a").await;
+    let conf = github_conf(&recorder, "jobs = .*\ninputs = src");
+    let (stop, running) = start(&db, context(&db, &conf)).await;
+
+    // The first answer: secondary rate limit, come back in 2 seconds.
+    recorder.reply_next(
+        Reply::new(403)
+            .header("Retry-After", "2")
+            .body(r#"{"message":"You have exceeded a secondary rate limit"}"#),
+    );
+    notify(&db, "build_queued", "1").await;
+    let got = requests(&recorder, 1).await;
+    assert_eq!(got[0].json()["state"], "pending");
+    // Meanwhile the build finishes: the pending state is overtaken.
+    finish(&db, 1, BuildStatus::Succeeded).await;
+    notify(&db, "build_finished", "1").await;
+    let got = requests(&recorder, 2).await;
+    assert_eq!(got.len(), 2, "{got:#?}");
+    let waited = got[1].at - got[0].at;
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "Retry-After honoured: {waited:?}"
+    );
+    assert_eq!(got[1].json()["state"], "success", "pending never resent");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(recorder.requests().len(), 2);
+    stop.cancel();
+    running.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_are_retried_and_refusals_given_up_until_the_admin_retries() {
+    let recorder = Arc::new(Recorder::start());
+    let (db, jobset) = setup("https://github.com/owner/repo", &[]).await;
+    finished(&db, jobset, 1, "a", BuildStatus::Succeeded).await;
+    let conf = github_conf(&recorder, "jobs = .*\ninputs = src");
+    recorder.reply_next(Reply::new(502).body("bad gateway"));
+    let (stop, running) = start(&db, context(&db, &conf)).await;
+    // 502, then (after the first back-off, 2 s) accepted.
+    let got = requests(&recorder, 2).await;
+    assert_eq!(got.len(), 2, "{got:#?}");
+    assert!(got[1].at - got[0].at >= Duration::from_millis(1500));
+    assert_eq!(got[1].json(), got[0].json());
+
+    // A refusal: given up at once, with the answer kept.
+    queued(&db, jobset, 2, "b").await;
+    recorder.reply_next(Reply::new(404).body(r#"{"message":"Not Found"}"#));
+    notify(&db, "build_queued", "2").await;
+    requests(&recorder, 3).await;
+    let row = || async {
+        sqlx::query_as::<_, (i32, bool, Option<String>)>(
+            "select id, dropped, lastError from CommitStatuses where build = 2",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !row().await.1 {
+        assert!(std::time::Instant::now() < deadline, "not given up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (id, _, error) = row().await;
+    assert!(
+        error.as_deref().unwrap().contains("404")
+            && error.as_deref().unwrap().contains("Not Found"),
+        "{error:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(recorder.requests().len(), 3, "not retried by itself");
+    let build = hydra_db::commit_statuses::retry_dropped(&db.pool, id, hydra_db::now())
+        .await
+        .unwrap();
+    assert_eq!(build, Some(Some(hydra_db::ids::BuildId(2))));
+    // The admin's retry reaches the running reporter at once.
+    let got = requests(&recorder, 4).await;
+    assert_eq!(got.len(), 4, "{got:#?}");
+    assert_eq!(
+        got[3].json()["context"],
+        "continuous-integration/hydra:p:j:b:2"
+    );
+    stop.cancel();
+    running.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gitea_gitlab_and_bitbucket_get_their_own_requests() {
+    let recorder = Arc::new(Recorder::start());
+    let gitea_url = format!("{}/gitea", recorder.url());
+    let (db, jobset) = setup(
+        &format!("{}/root/foo.git", recorder.url()),
+        &[
+            ("gitea_status_repo", "src"),
+            ("gitea_repo_owner", "root"),
+            ("gitea_repo_name", "foo"),
+            ("gitea_http_url", &gitea_url),
+            ("gitlab_status_repo", "src"),
+            ("gitlab_project_id", "42"),
+        ],
+    )
+    .await;
+    finished(&db, jobset, 1, "hello", BuildStatus::Failed).await;
+    let conf = format!(
+        "<gitea_authorization>\nroot = gitea-secret\n</gitea_authorization>\n\
+         <gitlab_authorization>\n42 = gitlab-secret\n</gitlab_authorization>\n\
+         enable_bitbucket_status = 1\nbitbucket_api_url = {url}/bitbucket\n\
+         <bitbucket>\nusername = bob\npassword = pw\n</bitbucket>\n",
+        url = recorder.url()
+    );
+    // Bitbucket takes inputs whose URL is on Bitbucket.
+    db.exec(&format!(
+        "insert into JobsetInputs (project, jobset, name, type, emailResponsible) values ('p', 'j', 'bb', 'git', 1); \
+         insert into JobsetEvalInputs (eval, name, altNr, type, uri, revision) \
+           values (1, 'bb', 0, 'git', 'https://bitbucket.org/team/app.git', '{REV}')"
+    ))
+    .await;
+    queued_only(context(&db, &conf)).await;
+    let mut got = recorder.requests();
+    got.sort_by(|a, b| a.path.cmp(&b.path));
+    let paths: Vec<&str> = got.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            format!("/api/v4/projects/42/statuses/{REV}"),
+            format!("/bitbucket/2.0/repositories/team/app/commit/{REV}/statuses/build"),
+            format!("/gitea/api/v1/repos/root/foo/statuses/{REV}"),
+        ]
+    );
+    let (gitlab, bitbucket, gitea) = (&got[0], &got[1], &got[2]);
+    assert_eq!(gitlab.header("private-token"), Some("gitlab-secret"));
+    assert_eq!(
+        gitlab.json(),
+        serde_json::json!({
+            "state": "failed",
+            "target_url": format!("{BASE}/build/1"),
+            "description": "Hydra build #1 of p:j:hello",
+            "name": "Hydra hello",
+        })
+    );
+    assert_eq!(bitbucket.header("authorization"), Some("Basic Ym9iOnB3"));
+    assert_eq!(
+        bitbucket.json(),
+        serde_json::json!({
+            "state": "FAILED",
+            "url": format!("{BASE}/build/1"),
+            "name": "p:j:hello",
+            "key": "1",
+            "description": "Hydra build #1 of p:j:hello",
+        })
+    );
+    assert_eq!(gitea.header("authorization"), Some("token gitea-secret"));
+    assert_eq!(
+        gitea.json(),
+        serde_json::json!({
+            "state": "failure",
+            "target_url": format!("{BASE}/build/1"),
+            "description": "Hydra build #1 of p:j:hello",
+            "context": "Hydra hello",
+        })
+    );
+}
