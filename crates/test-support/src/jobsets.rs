@@ -159,3 +159,57 @@ pub async fn queue_build(
         .unwrap();
     id
 }
+
+/// An input of an evaluation, as `JobsetEvalInputs` records it.
+#[derive(Clone, Copy, Debug)]
+pub enum EvalInput<'a> {
+    /// A version-controlled input: name, type, URI and revision.
+    Revision(&'a str, &'a str, &'a str, &'a str),
+    /// A string input: name and value.
+    Text(&'a str, &'a str),
+}
+
+/// Records evaluation `id` of jobset `jobset_id` with `inputs` (first
+/// alternatives), as the evaluator does.
+pub async fn create_eval(pool: &PgPool, jobset_id: i32, id: i32, inputs: &[EvalInput<'_>]) {
+    sqlx::query(
+        "insert into JobsetEvals (id, jobset_id, timestamp, checkoutTime, evalTime, hasNewBuilds, hash) \
+         values ($1, $2, 1, 0, 0, 1, 'h' || $1)",
+    )
+    .bind(id)
+    .bind(jobset_id)
+    .execute(pool)
+    .await
+    .unwrap();
+    for input in inputs {
+        let (name, kind, uri, revision, value) = match *input {
+            EvalInput::Revision(name, kind, uri, revision) => {
+                (name, kind, Some(uri), Some(revision), None)
+            }
+            EvalInput::Text(name, value) => (name, "string", None, None, Some(value)),
+        };
+        sqlx::query(
+            "insert into JobsetEvalInputs (eval, name, altNr, type, uri, revision, value) \
+             values ($1, $2, 0, $3, $4, $5, $6)",
+        )
+        .bind(id)
+        .bind(name)
+        .bind(kind)
+        .bind(uri)
+        .bind(revision)
+        .bind(value)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+}
+
+/// Makes build `build` a (new) member of evaluation `eval`.
+pub async fn add_to_eval(pool: &PgPool, eval: i32, build: i32) {
+    sqlx::query("insert into JobsetEvalMembers (eval, build, isNew) values ($1, $2, 1)")
+        .bind(eval)
+        .bind(build)
+        .execute(pool)
+        .await
+        .unwrap();
+}

@@ -13,6 +13,7 @@ use hydra_notify::{Context, Options};
 use hydra_test_support::TestDb;
 use hydra_test_support::builds::TestBuild;
 use hydra_test_support::http::{Recorder, Reply, Request};
+use hydra_test_support::jobsets::{EvalInput, add_to_eval, create_eval};
 use tokio_util::sync::CancellationToken;
 
 const REV: &str = "0123456789abcdef0123456789abcdef01234567";
@@ -34,70 +35,35 @@ async fn setup(src_uri: &str, strings: &[(&str, &str)]) -> (TestDb, i32) {
     .await;
     db.exec("update JobsetInputs set emailResponsible = 1 where name = 'src'")
         .await;
-    sqlx::query(
-        "insert into JobsetEvals (id, jobset_id, timestamp, checkoutTime, evalTime, hasNewBuilds, hash) \
-         values (1, $1, 1, 0, 0, 1, 'h')",
-    )
-    .bind(jobset)
-    .execute(&db.pool)
-    .await
-    .unwrap();
-    sqlx::query(
-        "insert into JobsetEvalInputs (eval, name, altNr, type, uri, revision) \
-         values (1, 'src', 0, 'git', $1, $2)",
-    )
-    .bind(src_uri)
-    .bind(REV)
-    .execute(&db.pool)
-    .await
-    .unwrap();
-    for (name, value) in strings {
-        sqlx::query(
-            "insert into JobsetEvalInputs (eval, name, altNr, type, value) values (1, $1, 0, 'string', $2)",
-        )
-        .bind(name)
-        .bind(value)
-        .execute(&db.pool)
-        .await
-        .unwrap();
-    }
+    let mut inputs = vec![EvalInput::Revision("src", "git", src_uri, REV)];
+    inputs.extend(
+        strings
+            .iter()
+            .map(|(name, value)| EvalInput::Text(name, value)),
+    );
+    create_eval(&db.pool, jobset, 1, &inputs).await;
     (db, jobset)
 }
 
 /// Build `id` of `job`, queued, in evaluation 1.
 async fn queued(db: &TestDb, jobset: i32, id: i32, job: &str) {
     TestBuild::new(jobset, job).id(id).insert(&db.pool).await;
-    sqlx::query("insert into JobsetEvalMembers (eval, build, isNew) values (1, $1, 1)")
-        .bind(id)
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    add_to_eval(&db.pool, 1, id).await;
 }
 
 /// Build `id` of `job`, finished with `status`, in evaluation 1, its
 /// notifications pending.
 async fn finished(db: &TestDb, jobset: i32, id: i32, job: &str, status: BuildStatus) {
-    TestBuild::new(jobset, job)
-        .id(id)
-        .finished(status, 10, 20)
-        .insert(&db.pool)
-        .await;
-    sqlx::query("insert into JobsetEvalMembers (eval, build, isNew) values (1, $1, 1); ")
-        .bind(id)
-        .execute(&db.pool)
-        .await
-        .unwrap();
-    sqlx::query("update Builds set notificationPendingSince = 1 where id = $1")
-        .bind(id)
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    queued(db, jobset, id, job).await;
+    finish(db, id, status).await;
 }
 
-/// Finishes queued build `id` with `status`.
+/// Finishes queued build `id` with `status`, as the queue runner does
+/// (its notifications pending).
 async fn finish(db: &TestDb, id: i32, status: BuildStatus) {
     sqlx::query(
-        "update Builds set finished = 1, buildStatus = $2, startTime = 10, stopTime = 20 where id = $1",
+        "update Builds set finished = 1, buildStatus = $2, startTime = 10, stopTime = 20, \
+         notificationPendingSince = 20 where id = $1",
     )
     .bind(id)
     .bind(status.code())
