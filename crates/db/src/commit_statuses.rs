@@ -275,35 +275,32 @@ async fn listed(
     .await
 }
 
-/// The channel NOTIFYed when a status is due that no notify process wrote
-/// (the admin tried a given-up one again).
-pub const DUE_CHANNEL: &str = "commit_statuses_due";
-
-/// Makes status `id`, given up, due again at `now` with a clean count, and
-/// tells the reporter; the build it belongs to, or `None` when there is no
-/// such given-up status.
+/// Makes status `id` of `build`, given up, due again at `now` with a
+/// clean count, and tells the notify role; whether there was such a
+/// status.
 pub async fn retry_dropped(
     pool: &PgPool,
     id: i32,
+    build: BuildId,
     now: i32,
-) -> Result<Option<Option<BuildId>>, sqlx::Error> {
+) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let build = sqlx::query_scalar(
-        "update CommitStatuses set dropped = false, attempts = 0, nextAttempt = $2 \
-         where id = $1 and dropped returning build",
+    let done = sqlx::query(
+        "update CommitStatuses set dropped = false, attempts = 0, nextAttempt = $3 \
+         where id = $1 and build = $2 and dropped",
     )
     .bind(id)
+    .bind(build)
     .bind(now)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if build.is_some() {
-        sqlx::query("select pg_notify($1, '')")
-            .bind(DUE_CHANNEL)
-            .execute(&mut *tx)
-            .await?;
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        > 0;
+    if done {
+        crate::notify::send(&mut tx, crate::notify::NOTIFICATIONS_DUE, "").await?;
     }
     tx.commit().await?;
-    Ok(build)
+    Ok(done)
 }
 
 /// What the status plugins need of a build.

@@ -7,6 +7,11 @@ use sqlx::PgConnection;
 
 use crate::ids::BuildId;
 
+/// The channel that tells the notify role that a notification is due
+/// which it did not schedule itself (the admin tried a given-up one
+/// again).
+pub const NOTIFICATIONS_DUE: &str = "notifications_due";
+
 /// Sends `payload` on `channel`.
 pub async fn send(
     conn: &mut PgConnection,

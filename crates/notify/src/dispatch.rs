@@ -157,15 +157,14 @@ async fn run_task(cx: &Context, plugin: &dyn Plugin, task: Task) {
         }
         Err(error) => {
             let now = hydra_db::now();
-            let kept = retry::failed(
-                &cx.pool,
-                &task.channel,
-                plugin.name(),
-                &task.payload,
-                task.retry.as_ref(),
-                now,
-            )
-            .await;
+            let failure = retry::Failure {
+                channel: &task.channel,
+                payload: &task.payload,
+                plugin: plugin.name(),
+                error: &error,
+                build: task.event.builds().first().copied(),
+            };
+            let kept = retry::failed(&cx.pool, failure, task.retry.as_ref(), now).await;
             match &kept {
                 Ok(Failed::Retry { attempts, retry_at }) => tracing::warn!(
                     plugin = plugin.name(),

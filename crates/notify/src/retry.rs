@@ -2,8 +2,10 @@
 //! `TaskRetries` and tried again later, backing off, and given up after
 //! 101 retries (about 26 hours); a retried task that succeeds is
 //! forgotten. Hydra's schedule, so a database shared with Hydra's notify
-//! behaves the same.
+//! behaves the same. Unlike Hydra, a task given up is kept in
+//! `DroppedTasks` with its last error, for the build page and the admin.
 
+use hydra_db::ids::BuildId;
 use hydra_db::task_retries::{self, TaskRetry};
 use sqlx::PgPool;
 
@@ -21,13 +23,22 @@ pub enum Failed {
     Dropped,
 }
 
-/// Records that `plugin` failed on the event NOTIFYed on `channel` with
-/// `payload` at `now`; `retry` is the row when this was a retry.
+/// A plugin's failure on an event.
+#[derive(Clone, Copy, Debug)]
+pub struct Failure<'a> {
+    /// The event as NOTIFYed.
+    pub channel: &'a str,
+    pub payload: &'a str,
+    pub plugin: &'a str,
+    pub error: &'a str,
+    /// The build the event is about, if any.
+    pub build: Option<BuildId>,
+}
+
+/// Records `failure` at `now`; `retry` is the row when this was a retry.
 pub async fn failed(
     pool: &PgPool,
-    channel: &str,
-    plugin: &str,
-    payload: &str,
+    failure: Failure<'_>,
     retry: Option<&TaskRetry>,
     now: i32,
 ) -> Result<Failed, sqlx::Error> {
@@ -35,14 +46,21 @@ pub async fn failed(
     match retry {
         None => {
             let retry_at = at(1);
-            task_retries::save(pool, channel, plugin, payload, retry_at).await?;
+            task_retries::save(
+                pool,
+                failure.channel,
+                failure.plugin,
+                failure.payload,
+                retry_at,
+            )
+            .await?;
             Ok(Failed::Retry {
                 attempts: 1,
                 retry_at,
             })
         }
         Some(row) if row.attempts > MAX_ATTEMPTS => {
-            task_retries::delete(pool, row.id).await?;
+            task_retries::give_up(pool, row, failure.error, failure.build, now).await?;
             Ok(Failed::Dropped)
         }
         Some(row) => {

@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
+use hydra_db::task_retries;
 use hydra_db::{DbError, Listener, Wakeup};
-use hydra_db::{commit_statuses, task_retries};
 use tokio_util::sync::CancellationToken;
 
 use crate::dispatch::Dispatcher;
@@ -35,7 +35,7 @@ pub async fn run(
     let channels: Vec<&str> = CHANNELS
         .iter()
         .copied()
-        .chain([commit_statuses::DUE_CHANNEL])
+        .chain([hydra_db::notify::NOTIFICATIONS_DUE])
         .collect();
     let mut listener = Listener::connect(&cx.pool, &channels).await?;
     let dispatcher = Dispatcher::start(cx.clone(), plugins.list);
@@ -95,7 +95,7 @@ async fn events(
         tokio::select! {
             _ = shutdown.cancelled() => break,
             wakeup = listener.recv() => match wakeup? {
-                Wakeup::Notification { channel, .. } if channel == commit_statuses::DUE_CHANNEL => {
+                Wakeup::Notification { channel, .. } if channel == hydra_db::notify::NOTIFICATIONS_DUE => {
                     if let Some(reporter) = reporter {
                         reporter.wake();
                     }

@@ -348,10 +348,15 @@ async fn server_errors_are_retried_and_refusals_given_up_until_the_admin_retries
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(recorder.requests().len(), 3, "not retried by itself");
-    let build = hydra_db::commit_statuses::retry_dropped(&db.pool, id, hydra_db::now())
-        .await
-        .unwrap();
-    assert_eq!(build, Some(Some(hydra_db::ids::BuildId(2))));
+    let retried = hydra_db::commit_statuses::retry_dropped(
+        &db.pool,
+        id,
+        hydra_db::ids::BuildId(2),
+        hydra_db::now(),
+    )
+    .await
+    .unwrap();
+    assert!(retried);
     // The admin's retry reaches the running reporter at once.
     let got = requests(&recorder, 4).await;
     assert_eq!(got.len(), 4, "{got:#?}");
