@@ -487,12 +487,97 @@ struct BuildPage<'a> {
     sizes: Option<(String, String)>,
     /// RunCommand runs, newest first.
     runs: Vec<RunView>,
+    /// Commit statuses, then notification tasks retried or given up.
+    notifications: Vec<NotificationView>,
     /// The binary cache address users substitute from
     /// (`binary_cache_public_uri`).
     cache_uri: Option<String>,
     /// Builds that took this one as an input: id, `P:J:JOB`, input name,
     /// system and when.
     used_by: Vec<(i64, String, String, String, super::common::When)>,
+}
+
+/// A notification about the build on its page.
+struct NotificationView {
+    /// `status` or `task` (the retry route's word).
+    kind: &'static str,
+    id: i64,
+    /// "GitHub · continuous-integration/hydra:p:j:job:1", "Slack on build_finished".
+    what: String,
+    /// Where a status goes.
+    url: String,
+    /// The state sent (`success`), for a status.
+    state: String,
+    /// `sent`, `due`, `retrying` or `dropped`.
+    delivery: String,
+    /// When it was sent, or is tried next, or why it was given up.
+    detail: String,
+    when: Option<super::common::When>,
+}
+
+impl NotificationView {
+    fn status(n: Fields<'_>, now: i64) -> NotificationView {
+        let delivery = n.text("delivery");
+        let forge = match n.str("forge") {
+            "github" => "GitHub",
+            "gitlab" => "GitLab",
+            "gitea" => "Gitea",
+            "bitbucket" => "Bitbucket",
+            other => other,
+        };
+        let (detail, when) = match delivery.as_str() {
+            "sent" => ("sent".to_string(), n.int("sentAt")),
+            "dropped" => (format!("given up: {}", n.text("lastError")), None),
+            "retrying" => (
+                format!(
+                    "attempt {} failed ({}); next",
+                    n.int("attempts").unwrap_or(0),
+                    n.text("lastError")
+                ),
+                n.int("nextAttempt"),
+            ),
+            _ => ("due".to_string(), None),
+        };
+        NotificationView {
+            kind: "status",
+            id: n.int("id").unwrap_or(0),
+            what: format!("{forge} · {}", n.text("context")),
+            url: n.text("url"),
+            state: n.text("state"),
+            delivery,
+            detail,
+            when: when.map(|t| super::common::When::of(t, now)),
+        }
+    }
+
+    fn task(n: Fields<'_>, now: i64) -> NotificationView {
+        let delivery = n.text("delivery");
+        let (detail, when) = if delivery == "dropped" {
+            (
+                format!(
+                    "given up after {} attempts: {}",
+                    n.int("attempts").unwrap_or(0),
+                    n.text("lastError")
+                ),
+                n.int("droppedAt"),
+            )
+        } else {
+            (
+                format!("attempt {} failed; next", n.int("attempts").unwrap_or(0)),
+                n.int("nextAttempt"),
+            )
+        };
+        NotificationView {
+            kind: "task",
+            id: n.int("id").unwrap_or(0),
+            what: format!("{} on {}", n.text("plugin"), n.text("channel")),
+            url: String::new(),
+            state: String::new(),
+            delivery,
+            detail,
+            when: when.map(|t| super::common::When::of(t, now)),
+        }
+    }
 }
 
 /// A RunCommand run on the build page.
@@ -640,6 +725,24 @@ pub(super) fn build(cx: &Ctx) -> Html {
                     }
                 })
                 .collect(),
+            notifications: {
+                let n = cx.extra_value("notifications");
+                let list = |key: &str| {
+                    n.and_then(|n| n.get(key))
+                        .and_then(serde_json::Value::as_array)
+                        .cloned()
+                        .unwrap_or_default()
+                };
+                list("commitStatuses")
+                    .iter()
+                    .map(|s| NotificationView::status(Fields(s), cx.now))
+                    .chain(
+                        list("tasks")
+                            .iter()
+                            .map(|t| NotificationView::task(Fields(t), cx.now)),
+                    )
+                    .collect()
+            },
             metrics: d
                 .members("buildmetrics")
                 .map(|(name, m)| {

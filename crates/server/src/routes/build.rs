@@ -59,6 +59,10 @@ pub(crate) async fn show(
         if !used_by.is_empty() {
             extra.insert("used_by".into(), json!(used_by));
         }
+        extra.insert(
+            "notifications".into(),
+            views::build::notifications(pool, id).await?,
+        );
         let runs = hydra_db::run_commands::of_build(pool, id).await?;
         if !runs.is_empty() {
             let now = hydra_db::now();
@@ -99,6 +103,57 @@ pub(crate) async fn show(
         }
     }
     Ok(crate::negotiate::json_text_with("build", json, extra))
+}
+
+/// `/build/<id>/notifications`: the build's commit statuses and the
+/// notification tasks about it being retried or given up (the build
+/// object itself stays Hydra's).
+pub(crate) async fn notifications(
+    State(state): State<AppState>,
+    build: BuildPath,
+) -> ApiResult<Page> {
+    Ok(Page::value(
+        "build-notifications",
+        views::build::notifications(&state.pool, build.id).await?,
+    ))
+}
+
+/// `/build/<id>/notifications/<status|task>/<n>/retry`: the admin tries a
+/// given-up commit status or notification task of the build again.
+pub(crate) async fn retry_notification(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    viewer: Viewer,
+    _csrf: SameOrigin,
+    build: BuildPath,
+    Path((_, kind, n)): Path<(String, String, String)>,
+) -> ApiResult<Response> {
+    viewer.require_admin()?;
+    let n: i32 = n
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("Invalid notification number ‘{n}’.")))?;
+    let now = hydra_db::now();
+    let retried = match kind.as_str() {
+        "status" => hydra_db::commit_statuses::retry_dropped(&state.pool, n, build.id, now).await?,
+        "task" => hydra_db::task_retries::revive(&state.pool, n, build.id, now).await?,
+        _ => {
+            return Err(ApiError::not_found(format!(
+                "No such kind of notification ‘{kind}’: use status or task."
+            )));
+        }
+    };
+    if !retried {
+        return Err(ApiError::not_found(format!(
+            "Build {} has no given-up {kind} {n}.",
+            build.id
+        )));
+    }
+    Ok(actions::back_saying(
+        &state,
+        &headers,
+        &format!("build/{}#tabs-notifications", build.id),
+        "The notification will be sent again.",
+    ))
 }
 
 /// How a RunCommand run ended, as Hydra's build page says it (empty
@@ -357,4 +412,9 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/build/{id}/cancel", act(Action::Cancel))
         .route("/build/{id}/bump", act(Action::Bump))
         .route("/build/{id}/keep/{keep}", get(keep).post(keep))
+        .route("/build/{id}/notifications", get(notifications))
+        .route(
+            "/build/{id}/notifications/{kind}/{n}/retry",
+            axum::routing::post(retry_notification),
+        )
 }

@@ -283,3 +283,53 @@ pub(crate) async fn steps_of(
     .await?;
     Ok(rows.into_iter().map(|(d, b, s)| (d, (b, s))).collect())
 }
+
+/// The notifications about build `id`: its commit statuses (each with
+/// where its delivery stands: `sent`, `due`, `retrying` or `dropped`) and
+/// the notification tasks being retried or given up.
+pub(crate) async fn notifications(pool: &PgPool, id: BuildId) -> ApiResult<Value> {
+    let statuses = hydra_db::commit_statuses::of_build(pool, id).await?;
+    let statuses: Vec<Value> = statuses
+        .iter()
+        .map(|s| {
+            let delivery = if s.dropped {
+                "dropped"
+            } else if s.sent {
+                "sent"
+            } else if s.attempts > 0 {
+                "retrying"
+            } else {
+                "due"
+            };
+            serde_json::json!({
+                "id": s.id,
+                "forge": s.forge,
+                "url": s.url,
+                "context": s.context,
+                "state": s.state,
+                "delivery": delivery,
+                "attempts": s.attempts,
+                "sentAt": s.sent_at,
+                "nextAttempt": (delivery == "retrying" || delivery == "due").then_some(s.next_attempt),
+                "lastError": s.last_error,
+            })
+        })
+        .collect();
+    let tasks = hydra_db::task_retries::of_build(pool, id).await?;
+    let tasks: Vec<Value> = tasks
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "id": t.id,
+                "plugin": t.plugin.strip_prefix("Hydra::Plugin::").unwrap_or(&t.plugin),
+                "channel": t.channel,
+                "delivery": if t.dropped_at.is_some() { "dropped" } else { "retrying" },
+                "attempts": t.attempts,
+                "nextAttempt": t.next_attempt,
+                "droppedAt": t.dropped_at,
+                "lastError": t.last_error,
+            })
+        })
+        .collect();
+    Ok(serde_json::json!({ "commitStatuses": statuses, "tasks": tasks }))
+}

@@ -9,7 +9,7 @@ use crate::common;
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
-use common::{App, BASE, fixture};
+use common::{App, As, BASE, fixture};
 use serde_json::json;
 
 #[tokio::test]
@@ -395,4 +395,156 @@ async fn push_triggers_named_jobsets_and_those_on_a_repository() {
             .await,
         1
     );
+}
+
+#[tokio::test]
+async fn a_builds_notifications_are_listed_and_the_admin_retries_a_given_up_one() {
+    let app = App::new().await;
+    fixture(&app).await;
+    app.exec(
+        "insert into CommitStatuses (forge, url, context, credential, job, build, state, body, \
+           version, sentVersion, sentAt, nextAttempt, createdAt, updatedAt) values \
+           ('github', 'https://api.github.com/repos/o/r/statuses/abc', 'ci/hydra:demo:trunk:hello', 'o', \
+            'demo:trunk:hello', 1, 'success', '{}', 2, 2, 1700000100, 0, 1, 1); \
+         insert into CommitStatuses (forge, url, context, credential, job, build, state, body, \
+           attempts, nextAttempt, lastError, dropped, createdAt, updatedAt) values \
+           ('gitea', 'https://git.example/api/v1/repos/o/r/statuses/abc', 'Hydra hello', 'o', \
+            'demo:trunk:hello', 1, 'success', '{}', 1, 0, 'HTTP 401 Unauthorized: bad token', true, 1, 1); \
+         insert into TaskRetries (channel, pluginname, payload, attempts, retry_at) values \
+           ('build_finished', 'Hydra::Plugin::SlackNotification', E'1\\t2', 3, 1700000500); \
+         insert into DroppedTasks (channel, pluginname, payload, attempts, droppedAt, lastError, build) values \
+           ('build_finished', 'Hydra::Plugin::EmailNotification', '1', 101, 1700000600, 'no SMTP server', 1);",
+    )
+    .await;
+
+    // The JSON: statuses with where their delivery stands, then tasks.
+    let listed = app.get("/build/1/notifications").await.json();
+    let statuses = listed["commitStatuses"].as_array().unwrap();
+    let deliveries: Vec<(&str, &str)> = statuses
+        .iter()
+        .map(|s| {
+            (
+                s["forge"].as_str().unwrap(),
+                s["delivery"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(deliveries, [("github", "sent"), ("gitea", "dropped")]);
+    assert_eq!(statuses[0]["sentAt"], 1700000100);
+    assert_eq!(statuses[1]["lastError"], "HTTP 401 Unauthorized: bad token");
+    let tasks = listed["tasks"].as_array().unwrap();
+    let tasks: Vec<(&str, &str, Option<i64>)> = tasks
+        .iter()
+        .map(|t| {
+            (
+                t["plugin"].as_str().unwrap(),
+                t["delivery"].as_str().unwrap(),
+                t["nextAttempt"].as_i64(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        tasks,
+        [
+            ("SlackNotification", "retrying", Some(1700000500)),
+            ("EmailNotification", "dropped", None)
+        ]
+    );
+    assert!(
+        app.get("/build/2/notifications").await.json()["tasks"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "a dependent's task is its head build's"
+    );
+
+    // The page: a tab, and Retry buttons for the admin only.
+    let admin = app.session("admin").await;
+    let owner = app.session("owner").await;
+    let page_for = |who: As| {
+        let app = &app;
+        async move {
+            let req = axum::http::Request::builder()
+                .uri("/build/1")
+                .header(axum::http::header::HOST, common::HOST)
+                .header(axum::http::header::ACCEPT, "text/html");
+            let req = match &who {
+                As::Session(s) => {
+                    req.header(axum::http::header::COOKIE, format!("hydra_session={s}"))
+                }
+                _ => req,
+            };
+            app.raw(req.body(axum::body::Body::empty()).unwrap())
+                .await
+                .text()
+        }
+    };
+    let html = page_for(admin.clone()).await;
+    assert!(
+        html.contains(r##"<a href="#tabs-notifications">Notifications</a>"##),
+        "{html}"
+    );
+    assert!(html.contains("HTTP 401 Unauthorized: bad token"));
+    assert_eq!(
+        html.matches("/retry\"").count(),
+        2,
+        "a Retry form for each given-up notification"
+    );
+    let seen_by_owner = page_for(owner.clone()).await;
+    assert!(seen_by_owner.contains("no SMTP server"));
+    assert!(!seen_by_owner.contains("/retry\""), "no Retry for others");
+
+    // Only the admin retries, and only given-up notifications of this build.
+    let status_id = app
+        .scalar("select id::bigint from CommitStatuses where forge = 'gitea'")
+        .await;
+    let refused = app
+        .send(
+            &owner,
+            Method::POST,
+            &format!("/build/1/notifications/status/{status_id}/retry"),
+            None,
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let other = app
+        .send(
+            &admin,
+            Method::POST,
+            &format!("/build/2/notifications/status/{status_id}/retry"),
+            None,
+        )
+        .await;
+    assert_eq!(other.status, StatusCode::NOT_FOUND, "{}", other.text());
+    let mut l = listen(&app, &["notifications_due"]).await;
+    let retried = app
+        .send(
+            &admin,
+            Method::POST,
+            &format!("/build/1/notifications/status/{status_id}/retry"),
+            None,
+        )
+        .await;
+    assert!(retried.status.is_redirection(), "{}", retried.text());
+    assert_eq!(next_channel(&mut l).await, "notifications_due");
+    assert_eq!(
+        app.scalar("select count(*) from CommitStatuses where dropped")
+            .await,
+        0
+    );
+    let task_id = app.scalar("select id::bigint from DroppedTasks").await;
+    app.send(
+        &admin,
+        Method::POST,
+        &format!("/build/1/notifications/task/{task_id}/retry"),
+        None,
+    )
+    .await;
+    assert_eq!(next_channel(&mut l).await, "notifications_due");
+    assert_eq!(
+        app.scalar("select count(*) from TaskRetries where pluginname = 'Hydra::Plugin::EmailNotification' and attempts = 1")
+            .await,
+        1
+    );
+    assert_eq!(app.scalar("select count(*) from DroppedTasks").await, 0);
 }
