@@ -135,6 +135,7 @@ options! {
         "bitbucket_api_url" = "https://api.bitbucket.org" : "Bitbucket's API, for Bitbucket statuses.";
         "slack" = "" : "`<slack>` blocks: Slack notifications.";
         "circleci" = "" : "`<circleci>` blocks: trigger CircleCI builds.";
+        "circleci_api_url" = "https://circleci.com" : "CircleCI's address, for `<circleci>` triggers.";
         "influxdb" = "" : "`<influxdb> url db </influxdb>`: write build results to InfluxDB.";
         "runcommand" = "" : "`<runcommand>` blocks: run a command on events.";
         "s3backup" = "" : "`<s3backup>` blocks: upload outputs to S3 (legacy).";

@@ -7,6 +7,7 @@
 //! when no database is configured. It knows nothing about evaluating or
 //! building; the roles put their own queries here as they need them.
 
+pub mod build_reports;
 pub mod builds;
 pub mod commit_statuses;
 pub mod declarative;

@@ -9,6 +9,7 @@
 
 pub mod dispatch;
 pub mod event;
+pub mod http;
 pub mod plugin;
 pub mod plugins;
 pub mod retry;

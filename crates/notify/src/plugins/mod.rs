@@ -10,8 +10,12 @@ use sqlx::PgPool;
 
 use crate::status::{Outbox, Reporter};
 
+pub mod circleci;
+pub mod compress_log;
 pub mod declarative;
+pub mod influxdb;
 pub mod run_command;
+pub mod slack;
 
 /// What a configuration enables: the plugins, and the reporter of the
 /// commit statuses they write (when a status plugin is on).
@@ -36,6 +40,18 @@ pub fn enabled(config: &hydra_config::Config, pool: &PgPool) -> Result<Plugins, 
     let mut list: Vec<Arc<dyn Plugin>> = vec![Arc::new(declarative::DeclarativeJobsets)];
     if let Some(run_command) = run_command::RunCommand::from_config(config)? {
         list.push(Arc::new(run_command));
+    }
+    if let Some(compress) = compress_log::CompressLog::from_config(config) {
+        list.push(Arc::new(compress));
+    }
+    if let Some(slack) = slack::Slack::from_config(config)? {
+        list.push(slack);
+    }
+    if let Some(influxdb) = influxdb::InfluxDb::from_config(config)? {
+        list.push(influxdb);
+    }
+    if let Some(circleci) = circleci::CircleCi::from_config(config)? {
+        list.push(circleci);
     }
     let outbox = Outbox::default();
     let statuses = crate::status::plugins(config, &outbox)?;
@@ -102,6 +118,19 @@ pub(crate) fn texts(tree: &Tree, key: &str) -> Vec<String> {
 /// Perl's truth of a key: set, and neither empty nor `0`.
 pub(crate) fn truthy(tree: &Tree, key: &str) -> bool {
     text(tree, key).is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// A status as reports name it (Hydra's `showStatus`): aborted, timed
+/// out and the limits read "Failed".
+pub fn show_status(status: Option<i32>) -> &'static str {
+    use hydra_db::status::BuildStatus;
+    match status.and_then(BuildStatus::from_code) {
+        Some(BuildStatus::Succeeded) => "Success",
+        Some(BuildStatus::DependencyFailed) => "Dependency failed",
+        Some(BuildStatus::Cancelled) => "Cancelled",
+        Some(BuildStatus::FailedWithOutput) => "Failed with output",
+        _ => "Failed",
+    }
 }
 
 /// A `jobs` pattern: a regular expression that must match the whole of

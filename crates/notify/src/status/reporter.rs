@@ -33,8 +33,6 @@ pub const IN_FLIGHT: usize = 32;
 pub const MAX_ATTEMPTS: i32 = 30;
 /// Seconds a taken state stays taken (more than a request may last).
 const LEASE: i32 = 60;
-/// How long one request may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Wait when a credential is rate-limited without saying until when.
 const DEFAULT_HOLD: i32 = 60;
 
@@ -77,13 +75,7 @@ impl Reporter {
         config: &hydra_config::Config,
         outbox: Outbox,
     ) -> Result<Reporter, String> {
-        // One process-wide TLS provider (ring); installing it twice is fine.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("hydra-notify/", env!("CARGO_PKG_VERSION")))
-            .timeout(REQUEST_TIMEOUT)
-            .build()
-            .map_err(|e| format!("cannot make an HTTP client: {e}"))?;
+        let client = crate::http::client()?;
         Ok(Reporter {
             pool,
             credentials: Credentials::from_config(config)?,

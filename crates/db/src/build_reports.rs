@@ -1,0 +1,91 @@
+//! What the notification plugins that report on finished builds (mail,
+//! chat, metrics) read of them.
+
+use sqlx::PgPool;
+
+use crate::ids::BuildId;
+use crate::status::BuildStatus;
+
+/// A build as a report tells it.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct BuildReport {
+    pub id: BuildId,
+    pub project: String,
+    pub jobset: String,
+    pub job: String,
+    pub system: String,
+    pub finished: bool,
+    /// `Builds.buildStatus` (once finished).
+    pub status: Option<i32>,
+    pub timestamp: i32,
+    pub start_time: Option<i32>,
+    pub stop_time: Option<i32>,
+    pub cached: bool,
+    pub size: Option<i64>,
+    pub closure_size: Option<i64>,
+    /// `meta.maintainers`, comma-separated.
+    pub maintainers: Option<String>,
+    /// The jobset's `enableEmail` and `emailOverride`.
+    pub enable_email: bool,
+    pub email_override: String,
+    /// The status of the build before it (see `previous_status`).
+    pub previous_status: Option<i32>,
+    pub has_previous: bool,
+}
+
+impl BuildReport {
+    /// `project:jobset:job`.
+    pub fn full_name(&self) -> String {
+        format!("{}:{}:{}", self.project, self.jobset, self.job)
+    }
+
+    /// Seconds from start to stop.
+    pub fn duration(&self) -> i64 {
+        match (self.start_time, self.stop_time) {
+            (Some(start), Some(stop)) => i64::from(stop) - i64::from(start),
+            _ => 0,
+        }
+    }
+
+    /// Whether the build was aborted or cancelled (reports skip those).
+    pub fn aborted_or_cancelled(&self) -> bool {
+        matches!(
+            self.status.and_then(BuildStatus::from_code),
+            Some(BuildStatus::Aborted | BuildStatus::Cancelled)
+        )
+    }
+
+    /// Whether the build before it ended the same way (then the news is
+    /// no news).
+    pub fn status_unchanged(&self) -> bool {
+        self.has_previous && self.previous_status == self.status
+    }
+}
+
+/// The builds among `ids`, in the order of `ids`. Each has the status of
+/// its previous build: the newest finished build of the same jobset, job
+/// and system with a smaller id, not aborted or cancelled.
+pub async fn reports(pool: &PgPool, ids: &[BuildId]) -> Result<Vec<BuildReport>, sqlx::Error> {
+    let skipped = [BuildStatus::Aborted.code(), BuildStatus::Cancelled.code()];
+    let mut found: Vec<BuildReport> = sqlx::query_as(
+        "select b.id, j.project, j.name as jobset, b.job, b.system, b.finished = 1 as finished, \
+           case when b.finished = 1 then b.buildStatus end as status, b.timestamp, \
+           b.startTime as start_time, b.stopTime as stop_time, \
+           coalesce(b.isCachedBuild, 0) = 1 as cached, b.size, b.closureSize as closure_size, \
+           b.maintainers, j.enableEmail = 1 as enable_email, j.emailOverride as email_override, \
+           p.buildStatus as previous_status, p.id is not null as has_previous \
+         from Builds b join Jobsets j on j.id = b.jobset_id \
+         left join lateral ( \
+           select q.id, q.buildStatus from Builds q \
+           where q.jobset_id = b.jobset_id and q.job = b.job and q.system = b.system \
+             and q.id < b.id and q.finished = 1 and not (q.buildStatus = any($2)) \
+           order by q.id desc limit 1) p on true \
+         where b.id = any($1)",
+    )
+    .bind(ids)
+    .bind(&skipped[..])
+    .fetch_all(pool)
+    .await?;
+    found.sort_by_key(|r| ids.iter().position(|id| *id == r.id));
+    Ok(found)
+}

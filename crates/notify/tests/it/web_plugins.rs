@@ -1,0 +1,198 @@
+//! Slack, InfluxDB and CircleCI against a recording HTTP server, and
+//! CompressLog on real files.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hydra_db::status::BuildStatus;
+use hydra_test_support::http::{Recorder, Request};
+use tokio::io::AsyncReadExt;
+
+use crate::common::{BASE, context, finish, finished, notify, queued, requests, setup, start};
+
+/// The request whose path starts with `prefix`.
+fn at<'a>(got: &'a [Request], prefix: &str) -> Vec<&'a Request> {
+    got.iter().filter(|r| r.path.starts_with(prefix)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_influxdb_and_circleci_hear_of_finished_builds_and_their_dependents() {
+    let recorder = Arc::new(Recorder::start());
+    let (db, jobset) = setup("https://example.org/repo.git", &[]).await;
+    // app succeeded before; now app fails and lib, which needs it, too.
+    finished(&db, jobset, 1, "app", BuildStatus::Succeeded).await;
+    db.exec("update Builds set notificationPendingSince = null")
+        .await;
+    queued(&db, jobset, 2, "app").await;
+    queued(&db, jobset, 3, "lib").await;
+    let url = recorder.url();
+    let conf = format!(
+        "<slack>\njobs = p:j:.*\nurl = {url}/slack/a\n</slack>\n\
+         <slack>\njobs = p:j:app\nurl = {url}/slack/a\n</slack>\n\
+         <slack>\njobs = p:j:lib\nurl = {url}/slack/b\nforce = 1\n</slack>\n\
+         <slack>\njobs = other:.*\nurl = {url}/slack/never\n</slack>\n\
+         <influxdb>\nurl = {url}/influx\ndb = hydra\n</influxdb>\n\
+         circleci_api_url = {url}/circle\n\
+         <circleci>\njobs = p:j:app\nvcstype = github\nusername = me\nproject = app\nbranch = main\ntoken = t1\n</circleci>\n\
+         <circleci>\njobs = p:j:lib\nvcstype = github\nusername = me\nproject = lib\nbranch = main\ntoken = t2\nforce = 1\n</circleci>\n"
+    );
+    let (stop, running) = start(&db, context(&db, &conf)).await;
+    finish(&db, 2, BuildStatus::Failed).await;
+    finish(&db, 3, BuildStatus::DependencyFailed).await;
+    db.exec("update Builds set timestamp = 5, startTime = 10, stopTime = 3735 where id in (2, 3)")
+        .await;
+    notify(&db, "build_finished", "2\\t3").await;
+    let got = requests(&recorder, 4).await;
+    assert_eq!(got.len(), 4, "{got:#?}");
+
+    // Slack: one message per webhook, about its first build.
+    let a = at(&got, "/slack/a");
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].header("content-type"), Some("application/json"));
+    assert_eq!(
+        a[0].json(),
+        serde_json::json!({"attachments": [{
+            "fallback": "Job p:j:app build number 2: Failed",
+            "title": "Job p:j:app build number 2",
+            "title_link": format!("{BASE}/build/2"),
+            "color": "danger",
+            "thumb_url": format!("{BASE}/static/images/error_256.png"),
+            "text": format!("Job <{BASE}/job/p/j/app|p:j:app> (and 1 others): <{BASE}/build/2|Failed> in 1h2m5s"),
+        }]})
+    );
+    let b = at(&got, "/slack/b");
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0].json()["attachments"][0]["color"], "danger");
+    assert_eq!(
+        b[0].json()["attachments"][0]["thumb_url"],
+        format!("{BASE}/static/images/dependency_256.png")
+    );
+
+    // InfluxDB: a point per build, in the line protocol.
+    let influx = at(&got, "/influx/write");
+    assert_eq!(influx.len(), 1);
+    assert_eq!(influx[0].path, "/influx/write?db=hydra&precision=s");
+    assert_eq!(
+        influx[0].header("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
+    let lines: Vec<&str> = influx[0].body.split('\n').collect();
+    assert_eq!(lines.len(), 2, "{}", influx[0].body);
+    let tags_and_fields = |line: &str| {
+        let host = line.find(",host=").map_or(line.len(), |at| at);
+        let rest = &line[line.find(' ').unwrap()..];
+        format!("{}{rest}", &line[..host])
+    };
+    assert_eq!(
+        tags_and_fields(lines[0]),
+        "hydra_build_status,cached=false,job=app,jobset=j,project=p,repo=j,result=failure,status=failed,system=x86_64-linux \
+         build_id=\"2\",build_status=1i,closure_size=0i,duration=3725i,main_build_id=\"2\",queued=5i,size=0i 3735"
+    );
+    assert!(
+        lines[1].contains("job=lib") && lines[1].contains("result=dependency-failed"),
+        "{}",
+        lines[1]
+    );
+    assert!(lines[1].contains("main_build_id=\"2\""));
+
+    // CircleCI: only the forced block's project (app did not succeed).
+    let circle = at(&got, "/circle/");
+    assert_eq!(circle.len(), 1);
+    assert_eq!(
+        circle[0].path,
+        "/circle/api/v1.1/project/github/me/lib/tree/main?circle-token=t2"
+    );
+    assert_eq!(circle[0].method, "POST");
+
+    // app fails again: no news for Slack, a point for InfluxDB.
+    queued(&db, jobset, 4, "app").await;
+    finish(&db, 4, BuildStatus::Failed).await;
+    notify(&db, "build_finished", "4").await;
+    let got = requests(&recorder, 5).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got_after = recorder.requests();
+    assert_eq!(got_after.len(), 5, "{got_after:#?}");
+    assert_eq!(got[4].path, "/influx/write?db=hydra&precision=s");
+    stop.cancel();
+    running.await.unwrap();
+}
+
+#[tokio::test]
+async fn finished_steps_logs_are_compressed_in_place() {
+    use hydra_notify::{Context, Options};
+
+    let db = hydra_test_support::TestDb::new().await;
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = hydra_config::DataDir::from(data.path());
+    let log = data_dir.build_log(&format!("/nix/store/{}-hello.drv", "a".repeat(32)));
+    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+    let text = "building\n".repeat(1000);
+    std::fs::write(&log, &text).unwrap();
+    let outside = data.path().join("elsewhere.log");
+    std::fs::write(&outside, "keep me").unwrap();
+
+    for (conf, extension) in [
+        ("", "bz2"),
+        ("compress_build_logs_compression = zstd\n", "zst"),
+    ] {
+        std::fs::write(&log, &text).unwrap();
+        let (config, _) =
+            hydra_config::Config::load_str(std::path::Path::new("hydra.conf"), conf).unwrap();
+        let cx = Context {
+            pool: db.pool.clone(),
+            config: Arc::new(config),
+            data_dir: data_dir.clone(),
+            local_root: None,
+        };
+        let plugins = hydra_notify::plugins::enabled(&cx.config, &cx.pool).unwrap();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let running = tokio::spawn(hydra_notify::run(
+            cx,
+            plugins,
+            Options::default(),
+            stop.clone(),
+        ));
+        db.wait_for_listener().await;
+        notify(&db, "step_finished", &format!("1\\t1\\t{}", log.display())).await;
+        notify(
+            &db,
+            "step_finished",
+            &format!("1\\t2\\t{}", outside.display()),
+        )
+        .await;
+        let compressed = std::path::PathBuf::from(format!("{}.{extension}", log.display()));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while log.exists() {
+            assert!(std::time::Instant::now() < deadline, "not compressed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let file = tokio::fs::File::open(&compressed).await.unwrap();
+        let reader = tokio::io::BufReader::new(file);
+        let mut back = String::new();
+        match extension {
+            "bz2" => {
+                async_compression::tokio::bufread::BzDecoder::new(reader)
+                    .read_to_string(&mut back)
+                    .await
+                    .unwrap();
+            }
+            _ => {
+                async_compression::tokio::bufread::ZstdDecoder::new(reader)
+                    .read_to_string(&mut back)
+                    .await
+                    .unwrap();
+            }
+        }
+        assert_eq!(back, text);
+        assert_eq!(
+            std::fs::read_to_string(&outside).unwrap(),
+            "keep me",
+            "only logs"
+        );
+        stop.cancel();
+        running.await.unwrap().unwrap();
+        std::fs::remove_file(&compressed).unwrap();
+    }
+}
