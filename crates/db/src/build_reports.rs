@@ -1,5 +1,5 @@
 //! What the notification plugins that report on finished builds (mail,
-//! chat, metrics) read of them.
+//! chat, metrics) read of them, and of jobsets whose evaluation failed.
 
 use sqlx::PgPool;
 
@@ -88,4 +88,57 @@ pub async fn reports(pool: &PgPool, ids: &[BuildId]) -> Result<Vec<BuildReport>,
     .await?;
     found.sort_by_key(|r| ids.iter().position(|id| *id == r.id));
     Ok(found)
+}
+
+/// A jobset's evaluation error and who hears of it.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct JobsetError {
+    pub project: String,
+    pub jobset: String,
+    /// `Jobsets.errorMsg` (empty: none).
+    pub message: String,
+    /// The project owner's address, and whether they want these mails
+    /// (`emailOnError`).
+    pub owner_email: String,
+    pub owner_wants_mail: bool,
+    /// The error last mailed for the jobset.
+    pub mailed: Option<String>,
+}
+
+/// Jobset `id`'s error, owner and the error last mailed.
+pub async fn jobset_error(
+    pool: &PgPool,
+    id: crate::ids::JobsetId,
+) -> Result<Option<JobsetError>, sqlx::Error> {
+    sqlx::query_as(
+        "select j.project, j.name as jobset, coalesce(j.errorMsg, '') as message, \
+           u.emailAddress as owner_email, u.emailOnError = 1 as owner_wants_mail, \
+           m.errorMsg as mailed \
+         from Jobsets j join Projects p on p.name = j.project \
+         join Users u on u.userName = p.owner \
+         left join JobsetErrorMails m on m.jobset_id = j.id \
+         where j.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Records that `message` was mailed for jobset `id` at `now`.
+pub async fn error_mailed(
+    pool: &PgPool,
+    id: crate::ids::JobsetId,
+    message: &str,
+    now: i32,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into JobsetErrorMails (jobset_id, errorMsg, sentAt) values ($1, $2, $3) \
+         on conflict (jobset_id) do update set errorMsg = excluded.errorMsg, sentAt = excluded.sentAt",
+    )
+    .bind(id)
+    .bind(message)
+    .bind(now)
+    .execute(pool)
+    .await?;
+    Ok(())
 }

@@ -57,6 +57,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "commit_status_outbox",
         sql: include_str!("../migrations/0004_commit_status_outbox.sql"),
     },
+    Migration {
+        version: 5,
+        name: "jobset_error_mails",
+        sql: include_str!("../migrations/0005_jobset_error_mails.sql"),
+    },
 ];
 
 /// What `migrate` did.

@@ -186,3 +186,194 @@ async fn killing_notify_mid_build_still_ends_with_one_final_status_per_context()
     assert_eq!(pending, 0, "delivered");
     notify.stop();
 }
+
+/// Project `p` (owned by root, who wants evaluation-error mail), jobset
+/// `j`; app succeeded (build 1), then failed (build 2, maintained by alice
+/// and bob); lib failed because of it (build 3, alice). Builds 2 and 3
+/// have notifications pending. The jobset's id.
+async fn mail_fixture(db: &TestDb, data: &std::path::Path) -> i32 {
+    hydra_test_support::jobsets::create_project(&db.pool, "p").await;
+    let jobset =
+        hydra_test_support::jobsets::create_jobset(&db.pool, "p", "j", "src", "release.nix", &[])
+            .await;
+    db.exec("update Users set emailOnError = 1 where userName = 'root'")
+        .await;
+    TestBuild::new(jobset, "app")
+        .id(1)
+        .finished(BuildStatus::Succeeded, 1, 2)
+        .insert(&db.pool)
+        .await;
+    TestBuild::new(jobset, "app")
+        .id(2)
+        .finished(BuildStatus::Failed, 3, 4)
+        .insert(&db.pool)
+        .await;
+    TestBuild::new(jobset, "lib")
+        .id(3)
+        .finished(BuildStatus::DependencyFailed, 3, 4)
+        .insert(&db.pool)
+        .await;
+    db.exec(
+        "update Builds set maintainers = 'alice@example.org, bob@example.org,' where id = 2; \
+         update Builds set maintainers = 'alice@example.org' where id = 3; \
+         update Builds set notificationPendingSince = 4 where id in (2, 3)",
+    )
+    .await;
+    std::fs::write(
+        data.join("hydra.conf"),
+        format!(
+            "{}email_notification = 1\nnotification_sender = hydra@example.org\nbase_uri = https://hydra.example.org\n",
+            crate::common::FREE_PORTS
+        ),
+    )
+    .unwrap();
+    jobset
+}
+
+/// A header's value in a raw message.
+fn header<'a>(message: &'a str, name: &str) -> Option<&'a str> {
+    message
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+}
+
+#[tokio::test]
+async fn finished_builds_are_mailed_over_smtp_with_hydras_subject_and_headers() {
+    let db = TestDb::new().await;
+    let data = shared_tempdir();
+    mail_fixture(&db, data.path()).await;
+    let smtpd = hydra_test_support::smtp::Smtpd::start();
+
+    let result = run(hydra(data.path())
+        .args(["notify", "--queued-only"])
+        .env("HYDRA_DATABASE_URL", db.url())
+        .env("EMAIL_SENDER_TRANSPORT", "SMTP")
+        .env("EMAIL_SENDER_TRANSPORT_host", "127.0.0.1")
+        .env("EMAIL_SENDER_TRANSPORT_port", smtpd.port().to_string()));
+    assert!(result.status.success(), "{}", stderr(&result));
+    let mut mails = smtpd.wait_for(3, std::time::Duration::from_secs(10));
+    assert_eq!(mails.len(), 3, "{mails:#?}");
+    mails.sort_by_key(|m| {
+        (
+            header(m, "Subject").map(String::from),
+            header(m, "X-RcptTo").map(String::from),
+        )
+    });
+    let seen: Vec<(Option<&str>, Option<&str>)> = mails
+        .iter()
+        .map(|m| (header(m, "Subject"), header(m, "X-RcptTo")))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (
+                Some("Dependency failed: Hydra job p:j:lib on x86_64-linux"),
+                Some("alice@example.org")
+            ),
+            (
+                Some("Failed: Hydra job p:j:app on x86_64-linux"),
+                Some("alice@example.org")
+            ),
+            (
+                Some("Failed: Hydra job p:j:app on x86_64-linux"),
+                Some("bob@example.org")
+            ),
+        ],
+        "the empty address after the last comma is dropped"
+    );
+    let app = &mails[1];
+    // The display name quoted, as RFC 5322 allows.
+    assert_eq!(
+        header(app, "From"),
+        Some("\"Hydra Build Daemon\" <hydra@example.org>")
+    );
+    assert_eq!(header(app, "X-MailFrom"), Some("hydra@example.org"));
+    assert_eq!(header(app, "To"), Some("alice@example.org"));
+    assert_eq!(
+        header(app, "X-Hydra-Instance"),
+        Some("https://hydra.example.org")
+    );
+    assert_eq!(header(app, "X-Hydra-Project"), Some("p"));
+    assert_eq!(header(app, "X-Hydra-Jobset"), Some("j"));
+    assert_eq!(header(app, "X-Hydra-Job"), Some("app"));
+    assert_eq!(header(app, "X-Hydra-System"), Some("x86_64-linux"));
+    assert_eq!(
+        header(app, "Content-Transfer-Encoding"),
+        Some("quoted-printable")
+    );
+    // Quoted-printable: soft line breaks joined again.
+    let text = app.replace("=\r\n", "").replace("=\n", "");
+    assert!(
+        text.contains("from \"Success\" to \"Failed\"")
+            && text.contains("https://hydra.example.org/build/2"),
+        "{app}"
+    );
+    let pending: i64 = sqlx::query_scalar(
+        "select count(*) from Builds where notificationPendingSince is not null",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(pending, 0, "delivered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mail_sink_gets_build_mails_and_changed_evaluation_errors() {
+    use std::time::Duration;
+
+    let db = TestDb::new().await;
+    let data = shared_tempdir();
+    let jobset = mail_fixture(&db, data.path()).await;
+    let sink = data.path().join("mails");
+    let mut notify = crate::common::Up::spawn(
+        hydra(data.path())
+            .arg("notify")
+            .env("HYDRA_DATABASE_URL", db.url())
+            .env("HYDRA_MAIL_SINK", &sink)
+            .env("RUST_LOG", "info"),
+    );
+    assert!(
+        notify.saw("notify started", Duration::from_secs(30)),
+        "{}",
+        notify.seen.join("\n")
+    );
+    let read = || std::fs::read_to_string(&sink).unwrap_or_default();
+    let count = |text: &str, needle: &str| text.matches(needle).count();
+    assert!(
+        crate::common::eventually(Duration::from_secs(10), || count(&read(), "Subject: ") == 3),
+        "{}",
+        read()
+    );
+
+    // An evaluation error: mailed once, and again when it changes.
+    let fail = |message: &str| {
+        format!(
+            "update Jobsets set errorMsg = '{message}', errorTime = 5 where id = {jobset}; \
+             select pg_notify('eval_failed', E'trace\\t{jobset}')"
+        )
+    };
+    db.exec(&fail("cannot fetch src")).await;
+    let subject = "Subject: Hydra p:j evaluation error";
+    assert!(
+        crate::common::eventually(Duration::from_secs(10), || count(&read(), subject) == 1),
+        "{}",
+        read()
+    );
+    db.exec(&fail("cannot fetch src")).await;
+    db.exec(&fail("syntax error in release.nix")).await;
+    assert!(
+        crate::common::eventually(Duration::from_secs(10), || count(&read(), subject) == 2),
+        "{}",
+        read()
+    );
+    let text = read();
+    assert!(text.contains("syntax error in release.nix"), "{text}");
+    assert_eq!(
+        count(&text, "cannot fetch src"),
+        1,
+        "an unchanged error is not mailed again: {text}"
+    );
+    assert!(text.contains("To: root@example.org"), "{text}");
+    notify.stop();
+}

@@ -13,6 +13,7 @@ use crate::status::{Outbox, Reporter};
 pub mod circleci;
 pub mod compress_log;
 pub mod declarative;
+pub mod email;
 pub mod influxdb;
 pub mod run_command;
 pub mod slack;
@@ -43,6 +44,9 @@ pub fn enabled(config: &hydra_config::Config, pool: &PgPool) -> Result<Plugins, 
     }
     if let Some(compress) = compress_log::CompressLog::from_config(config) {
         list.push(Arc::new(compress));
+    }
+    if let Some(email) = email::Email::from_config(config)? {
+        list.push(email);
     }
     if let Some(slack) = slack::Slack::from_config(config)? {
         list.push(slack);
