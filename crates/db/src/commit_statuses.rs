@@ -100,6 +100,9 @@ pub struct Delivery {
     pub version: i32,
     /// Failed deliveries of this version so far.
     pub attempts: i32,
+    /// When this version was written.
+    #[sqlx(rename = "updatedat")]
+    pub updated_at: i32,
 }
 
 /// Which due states to take.
@@ -128,7 +131,8 @@ pub async fn lease_due(pool: &PgPool, lease: Lease<'_>) -> Result<Vec<Delivery>,
                  and not ((forge || ' ' || credential) = any($4)) and not (id = any($5)) \
                order by nextAttempt, id limit $3 for update skip locked) due \
          where s.id = due.id \
-         returning s.id, s.forge, s.url, s.context, s.credential, s.job, s.state, s.body, s.version, s.attempts",
+         returning s.id, s.forge, s.url, s.context, s.credential, s.job, s.state, s.body, s.version, \
+           s.attempts, s.updatedAt",
     )
     .bind(lease.now)
     .bind(lease.until)

@@ -13,6 +13,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use crate::Event;
+use crate::metrics::Metrics;
 use crate::plugin::{Context, Plugin};
 use crate::retry::{self, Failed};
 
@@ -35,6 +36,7 @@ pub struct Dispatcher {
     plugins: Vec<Arc<dyn Plugin>>,
     workers: JoinSet<()>,
     cx: Context,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -48,19 +50,20 @@ impl std::fmt::Debug for Dispatcher {
 
 impl Dispatcher {
     /// Starts a worker for each of `plugins`.
-    pub fn start(cx: Context, plugins: Vec<Arc<dyn Plugin>>) -> Dispatcher {
+    pub fn start(cx: Context, plugins: Vec<Arc<dyn Plugin>>, metrics: Arc<Metrics>) -> Dispatcher {
         let mut queues = HashMap::new();
         let mut workers = JoinSet::new();
         for plugin in &plugins {
             let (tx, rx) = mpsc::unbounded_channel();
             queues.insert(plugin.name(), tx);
-            workers.spawn(work(cx.clone(), plugin.clone(), rx));
+            workers.spawn(work(cx.clone(), plugin.clone(), rx, metrics.clone()));
         }
         Dispatcher {
             queues,
             plugins,
             workers,
             cx,
+            metrics,
         }
     }
 
@@ -70,6 +73,10 @@ impl Dispatcher {
         let event = Arc::new(event);
         for plugin in &self.plugins {
             if !plugin.wants(&event) {
+                self.metrics
+                    .plugin_not_interested
+                    .get(&[("channel", channel), ("plugin", plugin.name())])
+                    .inc();
                 continue;
             }
             if let Some(queue) = self.queues.get(plugin.name()) {
@@ -90,6 +97,10 @@ impl Dispatcher {
     /// line.
     pub async fn retry(&self, row: TaskRetry, now: i32) -> Result<(), sqlx::Error> {
         let Some(queue) = self.queues.get(row.plugin.as_str()) else {
+            self.metrics
+                .plugin_no_such_plugin
+                .get(&[("channel", &row.channel), ("plugin", &row.plugin)])
+                .inc();
             tracing::warn!(
                 plugin = %row.plugin,
                 channel = %row.channel,
@@ -126,16 +137,21 @@ impl Dispatcher {
 
 /// A plugin's worker: takes its tasks in order, running up to
 /// `PER_PLUGIN` at once.
-async fn work(cx: Context, plugin: Arc<dyn Plugin>, mut tasks: mpsc::UnboundedReceiver<Task>) {
+async fn work(
+    cx: Context,
+    plugin: Arc<dyn Plugin>,
+    mut tasks: mpsc::UnboundedReceiver<Task>,
+    metrics: Arc<Metrics>,
+) {
     let slots = Arc::new(Semaphore::new(PER_PLUGIN));
     let mut running = JoinSet::new();
     while let Some(task) = tasks.recv().await {
         let Ok(slot) = slots.clone().acquire_owned().await else {
             break;
         };
-        let (cx, plugin) = (cx.clone(), plugin.clone());
+        let (cx, plugin, metrics) = (cx.clone(), plugin.clone(), metrics.clone());
         running.spawn(async move {
-            run_task(&cx, plugin.as_ref(), task).await;
+            run_task(&cx, plugin.as_ref(), task, &metrics).await;
             drop(slot);
         });
         while running.try_join_next().is_some() {}
@@ -144,10 +160,24 @@ async fn work(cx: Context, plugin: Arc<dyn Plugin>, mut tasks: mpsc::UnboundedRe
 }
 
 /// Runs one task and records how it ended.
-async fn run_task(cx: &Context, plugin: &dyn Plugin, task: Task) {
+async fn run_task(cx: &Context, plugin: &dyn Plugin, task: Task, metrics: &Metrics) {
+    let labels = [
+        ("channel", task.channel.as_str()),
+        ("plugin", plugin.name()),
+    ];
+    metrics.plugin_executions.get(&labels).inc();
+    let started = std::time::Instant::now();
     let outcome = plugin.run(cx, &task.event).await;
+    metrics
+        .plugin_runtime
+        .get(&labels)
+        .observe(started.elapsed().as_secs_f64());
     let recorded = match outcome {
         Ok(()) => {
+            metrics.plugin_success.get(&labels).inc();
+            if task.retry.is_some() {
+                metrics.plugin_retry_success.get(&labels).inc();
+            }
             if let Event::BuildFinished { .. } = task.event.as_ref()
                 && let Err(e) = task_retries::clear_pending(&cx.pool, &task.event.builds()).await
             {
@@ -156,6 +186,7 @@ async fn run_task(cx: &Context, plugin: &dyn Plugin, task: Task) {
             retry::succeeded(&cx.pool, task.retry.as_ref()).await
         }
         Err(error) => {
+            metrics.plugin_error.get(&labels).inc();
             let now = hydra_db::now();
             let failure = retry::Failure {
                 channel: &task.channel,
@@ -165,6 +196,11 @@ async fn run_task(cx: &Context, plugin: &dyn Plugin, task: Task) {
                 build: task.event.builds().first().copied(),
             };
             let kept = retry::failed(&cx.pool, failure, task.retry.as_ref(), now).await;
+            match &kept {
+                Ok(Failed::Retry { .. }) => metrics.plugin_requeue.get(&labels).inc(),
+                Ok(Failed::Dropped) => metrics.plugin_drop.get(&labels).inc(),
+                Err(_) => {}
+            }
             match &kept {
                 Ok(Failed::Retry { attempts, retry_at }) => tracing::warn!(
                     plugin = plugin.name(),

@@ -11,6 +11,7 @@ pub mod dispatch;
 pub mod event;
 pub mod http;
 pub mod mail;
+pub mod metrics;
 pub mod plugin;
 pub mod plugins;
 pub mod retry;

@@ -61,16 +61,15 @@ impl Mailer {
                 described: format!("appended to {sink} (HYDRA_MAIL_SINK)"),
             });
         }
-        let kind = vars
-            .get("EMAIL_SENDER_TRANSPORT")
-            .map(|k| k.to_ascii_lowercase());
-        let smtp = match kind.as_deref() {
+        let kind = vars.get("EMAIL_SENDER_TRANSPORT").map(String::as_str);
+        let smtp = match kind.map(str::to_ascii_lowercase).as_deref() {
             Some("smtp") => true,
             Some("sendmail") => false,
             None | Some("") => var("host").is_some(),
-            Some(other) => {
+            Some(_) => {
                 return Err(format!(
-                    "EMAIL_SENDER_TRANSPORT={other}: only SMTP and Sendmail are supported"
+                    "EMAIL_SENDER_TRANSPORT={}: only SMTP and Sendmail are supported",
+                    kind.unwrap_or_default()
                 ));
             }
         };

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dispatch::Dispatcher;
 use crate::event::{CHANNELS, Event};
+use crate::metrics::{self, Metrics};
 use crate::plugin::Context;
 use crate::plugins::Plugins;
 use crate::status::Reporter;
@@ -35,15 +36,20 @@ pub async fn run(
     let channels: Vec<&str> = CHANNELS
         .iter()
         .copied()
-        .chain([hydra_db::notify::NOTIFICATIONS_DUE])
+        .chain([hydra_db::notify::NOTIFICATIONS_DUE, metrics::DUMP_CHANNEL])
         .collect();
     let mut listener = Listener::connect(&cx.pool, &channels).await?;
-    let dispatcher = Dispatcher::start(cx.clone(), plugins.list);
+    let metrics = plugins.metrics.clone();
+    let exporter = metrics::exporter(&cx.config, &metrics).await;
+    let dispatcher = Dispatcher::start(cx.clone(), plugins.list, metrics.clone());
     backlog(&cx, &dispatcher).await?;
     if options.queued_only {
         dispatcher.finish().await;
         if let Some(reporter) = plugins.reporter {
             reporter.deliver_due().await?;
+        }
+        if let Some(exporter) = exporter {
+            exporter.abort();
         }
         return Ok(());
     }
@@ -57,11 +63,15 @@ pub async fn run(
         cx: &cx,
         dispatcher: &dispatcher,
         reporter: reporter.as_ref().map(|(r, _)| r.as_ref()),
+        metrics: &metrics,
     };
     let result = events(parts, &mut listener, &shutdown).await;
     stop_reporter.cancel();
     if let Some((_, running)) = reporter {
         let _ = running.await;
+    }
+    if let Some(exporter) = exporter {
+        exporter.abort();
     }
     result
 }
@@ -72,6 +82,7 @@ struct Parts<'a> {
     cx: &'a Context,
     dispatcher: &'a Dispatcher,
     reporter: Option<&'a Reporter>,
+    metrics: &'a Metrics,
 }
 
 /// Events as they come and retries as they fall due, until `shutdown`.
@@ -84,8 +95,10 @@ async fn events(
         cx,
         dispatcher,
         reporter,
+        metrics,
     } = parts;
     loop {
+        metrics.event_loop_iterations.inc();
         let now = hydra_db::now();
         let wait = task_retries::seconds_to_next(&cx.pool, now)
             .await?
@@ -95,13 +108,17 @@ async fn events(
         tokio::select! {
             _ = shutdown.cancelled() => break,
             wakeup = listener.recv() => match wakeup? {
+                Wakeup::Notification { channel, .. } if channel == metrics::DUMP_CHANNEL => {
+                    use std::io::Write as _;
+                    let _ = writeln!(std::io::stderr(), "{}", metrics.render());
+                }
                 Wakeup::Notification { channel, .. } if channel == hydra_db::notify::NOTIFICATIONS_DUE => {
                     if let Some(reporter) = reporter {
                         reporter.wake();
                     }
                 }
                 Wakeup::Notification { channel, payload } => {
-                    handle(dispatcher, &channel, &payload);
+                    handle(dispatcher, metrics, &channel, &payload);
                 }
                 Wakeup::Rescan => {
                     tracing::info!("the database connection is back: reading the backlog again");
@@ -121,11 +138,21 @@ async fn events(
 
 /// Gives a notification to the plugins; one that does not parse is
 /// logged and dropped.
-fn handle(dispatcher: &Dispatcher, channel: &str, payload: &str) {
+fn handle(dispatcher: &Dispatcher, metrics: &Metrics, channel: &str, payload: &str) {
+    let started = std::time::Instant::now();
+    metrics.event_received.set(i64::from(hydra_db::now()));
+    metrics.event.get(&[("channel", channel)]).inc();
     match Event::parse(channel, payload) {
         Ok(event) => dispatcher.dispatch(channel, payload, event),
-        Err(e) => tracing::warn!(error = %e, "ignoring a notification that does not parse"),
+        Err(e) => {
+            metrics.event_error.get(&[("channel", channel)]).inc();
+            tracing::warn!(error = %e, "ignoring a notification that does not parse");
+        }
     }
+    metrics
+        .event_runtime
+        .get(&[("channel", channel)])
+        .observe(started.elapsed().as_secs_f64());
 }
 
 /// A `build_finished` for each finished build whose notifications are

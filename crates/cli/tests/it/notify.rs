@@ -377,3 +377,115 @@ async fn the_mail_sink_gets_build_mails_and_changed_evaluation_errors() {
     assert!(text.contains("To: root@example.org"), "{text}");
     notify.stop();
 }
+
+/// `<hydra_notify><prometheus>` serves Hydra's notify metrics, which
+/// count events, parse errors and plugin runs; a NOTIFY of
+/// `hydra_notify_dump_metrics` prints them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_metrics_are_served_and_dumped() {
+    use std::time::Duration;
+
+    let db = TestDb::new().await;
+    let data = shared_tempdir();
+    std::fs::write(
+        data.path().join("hydra.conf"),
+        format!(
+            "{}<hydra_notify>\n<prometheus>\nlisten_address = 127.0.0.1\nport = 0\n</prometheus>\n</hydra_notify>\n",
+            crate::common::FREE_PORTS
+        ),
+    )
+    .unwrap();
+    let mut notify = crate::common::Up::spawn(
+        hydra(data.path())
+            .arg("notify")
+            .env("HYDRA_DATABASE_URL", db.url())
+            .env("RUST_LOG", "info"),
+    );
+    let line = notify
+        .wait_for("notify metrics at /metrics", Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("{}", notify.seen.join("\n")));
+    let address = line
+        .split("address=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    assert!(notify.saw("notify started", Duration::from_secs(30)));
+    db.exec(
+        "select pg_notify('build_queued', 'x'); \
+         select pg_notify('build_finished', '99'); \
+         select pg_notify('step_finished', E'99\\t1\\t/nonexistent/log')",
+    )
+    .await;
+    let url = format!("http://{address}/metrics");
+    let value = |samples: &[hydra_metrics::Sample], name: &str, labels: &[(&str, &str)]| {
+        samples
+            .iter()
+            .find(|s| {
+                s.name == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| s.labels.iter().any(|(lk, lv)| lk == k && lv == v))
+            })
+            .map(|s| s.value)
+    };
+    let mut samples = Vec::new();
+    let counted = crate::common::eventually(Duration::from_secs(10), || {
+        let (code, body) = crate::common::curl(&[&url]);
+        samples = hydra_metrics::parse(&body).unwrap_or_default();
+        code == 200
+            && value(
+                &samples,
+                "notify_plugin_success",
+                &[
+                    ("channel", "step_finished"),
+                    ("plugin", "Hydra::Plugin::CompressLog"),
+                ],
+            ) == Some(1.0)
+    });
+    assert!(counted, "{samples:#?}");
+    assert_eq!(
+        value(
+            &samples,
+            "notify_event_error",
+            &[("channel", "build_queued")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&samples, "notify_event", &[("channel", "build_finished")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "notify_plugin_executions",
+            &[
+                ("channel", "build_finished"),
+                ("plugin", "Hydra::Plugin::DeclarativeJobsets")
+            ]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "notify_plugin_not_interested",
+            &[
+                ("channel", "build_finished"),
+                ("plugin", "Hydra::Plugin::CompressLog")
+            ]
+        ),
+        Some(1.0)
+    );
+    assert!(value(&samples, "event_loop_iterations", &[]).unwrap() >= 1.0);
+
+    db.exec("select pg_notify('hydra_notify_dump_metrics', '')")
+        .await;
+    assert!(
+        notify.saw("# TYPE notify_event counter", Duration::from_secs(10)),
+        "{}",
+        notify.seen.join("\n")
+    );
+    notify.stop();
+}

@@ -8,6 +8,7 @@ use hydra_config::general::{Tree, Value};
 use crate::plugin::Plugin;
 use sqlx::PgPool;
 
+use crate::metrics::Metrics;
 use crate::status::{Outbox, Reporter};
 
 pub mod circleci;
@@ -23,6 +24,8 @@ pub mod slack;
 pub struct Plugins {
     pub list: Vec<Arc<dyn Plugin>>,
     pub reporter: Option<Arc<Reporter>>,
+    /// The role's metrics, which the plugins' runs and the reporter count.
+    pub metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Plugins {
@@ -57,15 +60,25 @@ pub fn enabled(config: &hydra_config::Config, pool: &PgPool) -> Result<Plugins, 
     if let Some(circleci) = circleci::CircleCi::from_config(config)? {
         list.push(circleci);
     }
+    let metrics = Arc::new(Metrics::default());
     let outbox = Outbox::default();
     let statuses = crate::status::plugins(config, &outbox)?;
     let reporter = if statuses.is_empty() {
         None
     } else {
-        Some(Arc::new(Reporter::new(pool.clone(), config, outbox)?))
+        Some(Arc::new(Reporter::new(
+            pool.clone(),
+            config,
+            outbox,
+            metrics.clone(),
+        )?))
     };
     list.extend(statuses);
-    Ok(Plugins { list, reporter })
+    Ok(Plugins {
+        list,
+        reporter,
+        metrics,
+    })
 }
 
 /// The `<name>` blocks of `config`, in order (a plugin may have several).

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Outbox;
 use super::credentials::{Auth, Credentials};
+use crate::metrics::Metrics;
 
 /// Requests out at once.
 pub const IN_FLIGHT: usize = 32;
@@ -47,6 +48,7 @@ pub struct Reporter {
     holds: Mutex<HashMap<String, i32>>,
     /// Statuses in flight.
     busy: Mutex<HashSet<i32>>,
+    metrics: Arc<Metrics>,
 }
 
 /// What became of one request.
@@ -74,6 +76,7 @@ impl Reporter {
         pool: PgPool,
         config: &hydra_config::Config,
         outbox: Outbox,
+        metrics: Arc<Metrics>,
     ) -> Result<Reporter, String> {
         let client = crate::http::client()?;
         Ok(Reporter {
@@ -83,6 +86,7 @@ impl Reporter {
             client,
             holds: Mutex::new(HashMap::new()),
             busy: Mutex::new(HashSet::new()),
+            metrics,
         })
     }
 
@@ -192,6 +196,13 @@ impl Reporter {
         *entry = (*entry).max(until);
     }
 
+    fn count_failure(&self, delivery: &Delivery, outcome: &str) {
+        self.metrics
+            .statuses_failed
+            .get(&[("forge", &delivery.forge), ("outcome", outcome)])
+            .inc();
+    }
+
     /// Sends one state and records how it went.
     async fn deliver(&self, delivery: Delivery) {
         let outcome = match self.credentials.auth(&delivery) {
@@ -201,6 +212,17 @@ impl Reporter {
         let now = hydra_db::now();
         let recorded = match outcome {
             Outcome::Delivered { hold_until } => {
+                self.metrics
+                    .statuses_sent
+                    .get(&[("forge", &delivery.forge)])
+                    .inc();
+                let written = f64::from(delivery.updated_at);
+                let now_precise = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(written, |d| d.as_secs_f64());
+                self.metrics
+                    .status_latency
+                    .observe((now_precise - written).max(0.0));
                 tracing::info!(forge = %delivery.forge, url = %delivery.url, context = %delivery.context, state = %delivery.state, "commit status sent");
                 if let Some(until) = hold_until {
                     self.hold(&delivery, until);
@@ -208,6 +230,7 @@ impl Reporter {
                 commit_statuses::delivered(&self.pool, delivery.id, delivery.version, now).await
             }
             Outcome::RateLimited { until, error } => {
+                self.count_failure(&delivery, "rate_limited");
                 self.hold(&delivery, until);
                 commit_statuses::failed(
                     &self.pool,
@@ -222,6 +245,7 @@ impl Reporter {
             Outcome::Transient { not_before, error } => {
                 let attempts = delivery.attempts + 1;
                 let failure = if attempts >= MAX_ATTEMPTS {
+                    self.count_failure(&delivery, "dropped");
                     tracing::error!(url = %delivery.url, context = %delivery.context, %error, attempts, "a commit status failed too many times; given up");
                     Failure::Dropped
                 } else {
@@ -241,6 +265,7 @@ impl Reporter {
                 .await
             }
             Outcome::Refused { error } => {
+                self.count_failure(&delivery, "dropped");
                 tracing::error!(url = %delivery.url, context = %delivery.context, %error, "a commit status was refused; given up (the admin can try it again)");
                 commit_statuses::failed(
                     &self.pool,
