@@ -121,6 +121,20 @@ pub async fn finish(pool: &PgPool, uuid: &str, now: i32, ended: Ended) -> Result
     Ok(())
 }
 
+/// Whether build `id`'s project and jobset allow dynamic RunCommand
+/// (`enable_dynamic_run_command` on each).
+pub async fn dynamic_allowed(pool: &PgPool, id: BuildId) -> Result<(bool, bool), sqlx::Error> {
+    let flags: Option<(bool, bool)> = sqlx::query_as(
+        "select p.enable_dynamic_run_command, j.enable_dynamic_run_command \
+         from Builds b join Jobsets j on j.id = b.jobset_id join Projects p on p.name = j.project \
+         where b.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(flags.unwrap_or((false, false)))
+}
+
 /// The document RunCommand gives a command about finished build `id`
 /// (`HYDRA_JSON`): the build, its outputs, products and metrics, with
 /// Hydra's keys.

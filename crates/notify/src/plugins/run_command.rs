@@ -51,14 +51,19 @@ impl Block {
 #[derive(Debug)]
 pub struct RunCommand {
     blocks: Vec<Block>,
+    /// `<dynamicruncommand> enable = 1`: `runCommandHook.*` jobs run
+    /// their own output (when their project and jobset allow it too).
+    dynamic: bool,
 }
 
 impl RunCommand {
-    /// The plugin `config`'s `<runcommand>` blocks make (`None`: there are
-    /// none); a block with an invalid `job` is an error naming it, one
-    /// without `command` is skipped with a warning.
+    /// The plugin `config`'s `<runcommand>` blocks and
+    /// `<dynamicruncommand>` make (`None`: neither); a block with an
+    /// invalid `job` is an error naming it, one without `command` is
+    /// skipped with a warning.
     pub fn from_config(config: &hydra_config::Config) -> Result<Option<RunCommand>, String> {
-        if config.raw.get("runcommand").is_none() {
+        let dynamic = config.web.dynamic_run_command;
+        if config.raw.get("runcommand").is_none() && !dynamic {
             return Ok(None);
         }
         let mut blocks = Vec::new();
@@ -93,7 +98,7 @@ impl RunCommand {
                 events,
             });
         }
-        Ok(Some(RunCommand { blocks }))
+        Ok(Some(RunCommand { blocks, dynamic }))
     }
 }
 
@@ -119,11 +124,17 @@ impl Plugin for RunCommand {
             };
             let field = |k: &str| document.get(k).and_then(|v| v.as_str()).unwrap_or_default();
             let (project, jobset, job) = (field("project"), field("jobset"), field("job"));
-            let chosen: Vec<&Block> = self
+            let mut chosen: Vec<Block> = self
                 .blocks
                 .iter()
                 .filter(|b| b.matches(project, jobset, job))
+                .cloned()
                 .collect();
+            if self.dynamic
+                && let Some(block) = dynamic_command(cx, *build, &document).await?
+            {
+                chosen.push(block);
+            }
             if chosen.is_empty() {
                 return Ok(());
             }
@@ -132,12 +143,86 @@ impl Plugin for RunCommand {
             tokio::fs::write(&json, document.to_string())
                 .await
                 .map_err(|e| format!("{}: {e}", json.display()))?;
-            for block in chosen {
+            for block in &chosen {
                 run_one(cx, *build, block, &json).await?;
             }
             let _ = tokio::fs::remove_file(&json).await;
             Ok(())
         })
+    }
+}
+
+/// The prefix of jobs whose output is their own RunCommand.
+const HOOK_PREFIX: &str = "runCommandHook.";
+
+/// The command a `runCommandHook.*` job's build gives, when everything
+/// allows it: the job's name, the build's success, the project's and
+/// jobset's flags, and an `out` output that is (or links to) an
+/// executable file. Each refusal is a warning naming its reason.
+async fn dynamic_command(
+    cx: &Context,
+    build: hydra_db::ids::BuildId,
+    document: &serde_json::Value,
+) -> Result<Option<Block>, String> {
+    let job = document
+        .get("job")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
+    if job.len() <= HOOK_PREFIX.len() || !job.starts_with(HOOK_PREFIX) {
+        return Ok(None);
+    }
+    let refuse = |why: &str| {
+        tracing::warn!(%build, %job, "dynamic RunCommand not run: {why}");
+        Ok(None)
+    };
+    if document.get("buildStatus").and_then(|v| v.as_i64())
+        != Some(i64::from(hydra_db::status::BuildStatus::Succeeded.code()))
+    {
+        return refuse("the build did not succeed");
+    }
+    let (project, jobset) = run_commands::dynamic_allowed(&cx.pool, build)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !project {
+        return refuse("its project does not enable dynamic RunCommand");
+    }
+    if !jobset {
+        return refuse("its jobset does not enable dynamic RunCommand");
+    }
+    let out = document
+        .get("outputs")
+        .and_then(|v| v.as_array())
+        .into_iter()
+        .flatten()
+        .find(|o| o.get("name").and_then(|n| n.as_str()) == Some("out"))
+        .and_then(|o| o.get("path").and_then(|p| p.as_str()));
+    let Some(out) = out else {
+        return refuse("the build has no output named out");
+    };
+    let mut path = cx.real_path(out);
+    // One level of symbolic link (a store path linking to the script).
+    if let Ok(target) = std::fs::read_link(&path) {
+        path = if target.is_absolute() {
+            cx.real_path(&target.to_string_lossy())
+        } else {
+            path.parent()
+                .unwrap_or(std::path::Path::new("/"))
+                .join(target)
+        };
+    }
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(&path) {
+        Err(_) => refuse("its out output does not exist"),
+        Ok(meta) if !meta.is_file() => refuse("its out output is not a regular file"),
+        Ok(meta) if meta.permissions().mode() & 0o111 == 0 => {
+            refuse("its out output is not executable")
+        }
+        Ok(_) => Ok(Some(Block {
+            matcher: [None, None, None],
+            label: format!("DynamicRunCommand({job})"),
+            command: path.to_string_lossy().into_owned(),
+            events: vec!["buildFinished".into()],
+        })),
     }
 }
 

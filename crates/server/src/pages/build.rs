@@ -489,6 +489,9 @@ struct BuildPage<'a> {
     runs: Vec<RunView>,
     /// Commit statuses, then notification tasks retried or given up.
     notifications: Vec<NotificationView>,
+    /// For a `runCommandHook.*` job: whether its output runs ("Yes", or
+    /// "No" with who turned it off).
+    dynamic_runcommand: Option<String>,
     /// The binary cache address users substitute from
     /// (`binary_cache_public_uri`).
     cache_uri: Option<String>,
@@ -725,6 +728,10 @@ pub(super) fn build(cx: &Ctx) -> Html {
                     }
                 })
                 .collect(),
+            dynamic_runcommand: cx
+                .extra_value("dynamic_runcommand")
+                .and_then(serde_json::Value::as_str)
+                .map(String::from),
             notifications: {
                 let n = cx.extra_value("notifications");
                 let list = |key: &str| {

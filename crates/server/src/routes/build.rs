@@ -63,6 +63,19 @@ pub(crate) async fn show(
             "notifications".into(),
             views::build::notifications(pool, id).await?,
         );
+        if let Some(job) = json_field(&json, "job")
+            && job.len() > "runCommandHook.".len()
+            && job.starts_with("runCommandHook.")
+            && let Some(project) = json_field(&json, "project")
+        {
+            let (_, jobset_flag) = hydra_db::run_commands::dynamic_allowed(pool, id).await?;
+            extra.insert(
+                "dynamic_runcommand".into(),
+                json!(
+                    super::jobset::dynamic_run_command_state(&state, &project, jobset_flag).await?
+                ),
+            );
+        }
         let runs = hydra_db::run_commands::of_build(pool, id).await?;
         if !runs.is_empty() {
             let now = hydra_db::now();
@@ -103,6 +116,12 @@ pub(crate) async fn show(
         }
     }
     Ok(crate::negotiate::json_text_with("build", json, extra))
+}
+
+/// The text of field `key` of JSON object `text`.
+fn json_field(text: &str, key: &str) -> Option<String> {
+    let value: Value = serde_json::from_str(text).ok()?;
+    value.get(key)?.as_str().map(String::from)
 }
 
 /// `/build/<id>/notifications`: the build's commit statuses and the

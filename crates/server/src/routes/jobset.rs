@@ -370,7 +370,7 @@ async fn dynamic_off(state: &AppState, project: &str) -> ApiResult<Option<Dynami
 /// Whether dynamic RunCommand hooks run for a jobset of `project` whose
 /// own flag is `jobset_flag`: "Yes", or "No" with who turned them off
 /// (the server, the project or the jobset).
-async fn dynamic_run_command_state(
+pub(crate) async fn dynamic_run_command_state(
     state: &AppState,
     project: &str,
     jobset_flag: bool,

@@ -2646,3 +2646,50 @@ async fn an_aggregate_jobs_page_shows_its_constituents_in_its_latest_builds() {
         "by name"
     );
 }
+
+#[tokio::test]
+async fn a_run_command_hook_build_says_whether_and_why_not_its_output_runs() {
+    for (conf, project, jobset, expected) in [
+        ("", true, true, "No (disabled on this server)"),
+        (
+            "<dynamicruncommand>\nenable = 1\n</dynamicruncommand>\n",
+            false,
+            true,
+            "No (disabled in project ‘demo’)",
+        ),
+        (
+            "<dynamicruncommand>\nenable = 1\n</dynamicruncommand>\n",
+            true,
+            false,
+            "No (disabled in this jobset)",
+        ),
+        (
+            "<dynamicruncommand>\nenable = 1\n</dynamicruncommand>\n",
+            true,
+            true,
+            "Yes",
+        ),
+    ] {
+        let app = App::with_config(conf).await;
+        common::fixture(&app).await;
+        app.exec(&format!(
+            "update Builds set job = 'runCommandHook.deploy' where id = 1; \
+             update Projects set enable_dynamic_run_command = {project}; \
+             update Jobsets set enable_dynamic_run_command = {jobset}"
+        ))
+        .await;
+        let html = page(&app, &As::Anonymous, Method::GET, "/build/1")
+            .await
+            .text();
+        assert!(
+            html.contains(&format!(
+                "<tr><th scope=\"row\">Runs as a dynamic RunCommand</th><td>{expected}</td></tr>"
+            )),
+            "{expected}: {html}"
+        );
+        let other = page(&app, &As::Anonymous, Method::GET, "/build/2")
+            .await
+            .text();
+        assert!(!other.contains("dynamic RunCommand"), "only for hook jobs");
+    }
+}
