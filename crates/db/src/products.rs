@@ -104,3 +104,23 @@ async fn delete(conn: &mut PgConnection, id: BuildId) -> Result<(), sqlx::Error>
         .await?;
     Ok(())
 }
+
+/// A product as the notification plugins read it.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct Listed {
+    #[sqlx(rename = "productnr")]
+    pub nr: i32,
+    pub subtype: String,
+    pub name: String,
+    pub path: Option<String>,
+}
+
+/// Build `id`'s products, by number.
+pub async fn of_build(pool: &sqlx::PgPool, id: BuildId) -> Result<Vec<Listed>, sqlx::Error> {
+    sqlx::query_as(
+        "select productnr, subtype, name, path from BuildProducts where build = $1 order by productnr",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await
+}

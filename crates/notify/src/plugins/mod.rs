@@ -13,11 +13,13 @@ use crate::status::{Outbox, Reporter};
 
 pub mod circleci;
 pub mod compress_log;
+pub mod coverity;
 pub mod declarative;
 pub mod email;
 pub mod influxdb;
 pub mod run_command;
 pub mod slack;
+pub mod sotest;
 
 /// What a configuration enables: the plugins, and the reporter of the
 /// commit statuses they write (when a status plugin is on).
@@ -59,6 +61,12 @@ pub fn enabled(config: &hydra_config::Config, pool: &PgPool) -> Result<Plugins, 
     }
     if let Some(circleci) = circleci::CircleCi::from_config(config)? {
         list.push(circleci);
+    }
+    if let Some(coverity) = coverity::CoverityScan::from_config(config)? {
+        list.push(coverity);
+    }
+    if let Some(sotest) = sotest::SoTest::from_config(config)? {
+        list.push(sotest);
     }
     let metrics = Arc::new(Metrics::default());
     let outbox = Outbox::default();

@@ -196,3 +196,130 @@ async fn finished_steps_logs_are_compressed_in_place() {
         std::fs::remove_file(&compressed).unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coverity_scan_uploads_the_tarball_and_sotest_creates_a_run() {
+    use hydra_notify::{Context, Options};
+    use hydra_test_support::http::Reply;
+
+    let recorder = Arc::new(Recorder::start());
+    let (db, jobset) = setup("https://example.org/repo.git", &[]).await;
+    let data = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let out = format!("/nix/store/{}-hello-1.0", "c".repeat(32));
+    let real = root.path().join(out.trim_start_matches('/'));
+    std::fs::create_dir_all(real.join("tarballs")).unwrap();
+    std::fs::write(real.join("tarballs/hello-1.0-coverity-int.tgz"), "TARBALL").unwrap();
+    std::fs::write(real.join("sotest.yaml"), "boot: now").unwrap();
+    finished(&db, jobset, 1, "hello", BuildStatus::Succeeded).await;
+    db.exec(&format!(
+        "insert into BuildOutputs (build, name, path) values (1, 'out', '{out}'); \
+         insert into BuildProducts (build, productnr, type, subtype, path, name, defaultPath) values \
+           (1, 1, 'file', 'sotest-binaries', '{out}/bin', 'binaries.tar', ''), \
+           (1, 2, 'file', 'sotest-config', '{out}/sotest.yaml', 'sotest.yaml', '')"
+    ))
+    .await;
+    let authfile = data.path().join("sotest-auth");
+    std::fs::write(&authfile, "old:x\nbot:secret\n").unwrap();
+    let url = recorder.url();
+    let conf = format!(
+        "base_uri = {BASE}\n\
+         <coverityscan>\njobs = p:j:hello\nproject = hello\nemail = me@example.org\ntoken = ctok\nscanurl = {url}/upload\n</coverityscan>\n\
+         <sotest>\nuri = {url}/sotest\nauthfile = {}\npriority = 3\n</sotest>\n",
+        authfile.display()
+    );
+    let (config, warnings) =
+        hydra_config::Config::load_str(std::path::Path::new("hydra.conf"), &conf).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let cx = Context {
+        pool: db.pool.clone(),
+        config: Arc::new(config),
+        data_dir: hydra_config::DataDir::from(data.path()),
+        local_root: Some(root.path().to_path_buf()),
+    };
+    // SoTest refuses first: the task is kept to be tried again.
+    recorder.reply_next(Reply::new(503).body("busy"));
+    recorder.reply_next(Reply::new(503).body("busy"));
+    let plugins = hydra_notify::plugins::enabled(&cx.config, &cx.pool).unwrap();
+    hydra_notify::run(
+        cx.clone(),
+        plugins,
+        Options { queued_only: true },
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let got = requests(&recorder, 2).await;
+    assert_eq!(got.len(), 2, "{got:#?}");
+    let retries: Vec<String> = sqlx::query_scalar("select pluginname from TaskRetries")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert!(
+        retries.iter().any(|p| p == "Hydra::Plugin::SoTest"),
+        "{retries:?}"
+    );
+
+    let upload = at(&got, "/upload");
+    assert_eq!(upload.len(), 1, "{got:#?}");
+    let upload = upload[0];
+    assert!(
+        upload
+            .header("content-type")
+            .unwrap()
+            .starts_with("multipart/form-data; boundary="),
+        "{upload:?}"
+    );
+    for (field, value) in [
+        ("project", "hello"),
+        ("email", "me@example.org"),
+        ("token", "ctok"),
+        ("version", "1.0"),
+        ("description", "Hydra Coverity Build (p:j:hello) - 1:1.0"),
+    ] {
+        assert!(
+            upload
+                .body
+                .contains(&format!("name=\"{field}\"\r\n\r\n{value}\r\n")),
+            "{field}: {}",
+            upload.body
+        );
+    }
+    assert!(
+        upload
+            .body
+            .contains("filename=\"hello-1.0-coverity-int.tgz\"")
+    );
+    assert!(
+        upload
+            .body
+            .contains("Content-Type: application/x-gzip\r\n\r\nTARBALL")
+    );
+
+    let sotest = at(&got, "/sotest/api/create");
+    assert_eq!(sotest.len(), 1);
+    let sotest = sotest[0];
+    assert_eq!(
+        sotest.header("authorization"),
+        Some("Basic Ym90OnNlY3JldA==")
+    );
+    for (field, value) in [
+        (
+            "boot_files_url",
+            format!("{BASE}/build/1/download/1/binaries.tar"),
+        ),
+        ("name", "p:j:hello".to_string()),
+        ("url", format!("{BASE}/build/1")),
+        ("priority", "3".to_string()),
+    ] {
+        assert!(
+            sotest
+                .body
+                .contains(&format!("name=\"{field}\"\r\n\r\n{value}\r\n")),
+            "{field}: {}",
+            sotest.body
+        );
+    }
+    assert!(sotest.body.contains("filename=\"sotest.yaml\""));
+    assert!(sotest.body.contains("boot: now"));
+}
