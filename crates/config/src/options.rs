@@ -128,7 +128,7 @@ options! {
         "compress_build_logs" = "1" : "Compress step logs when steps finish.";
         "compress_build_logs_compression" = "bzip2" : "`bzip2` or `zstd`.";
         "compress_build_logs_silent" = "0" : "Do not log each compressed file.";
-        "githubstatus" = "" : "`<githubstatus>` blocks: GitHub commit statuses (`jobs`, `inputs`, `context`, `useShortContext`, `excludeBuildFromContext`, `description`, `authorization`); every matching block is honoured.";
+        "githubstatus" = "" : "`<githubstatus>` blocks: GitHub commit statuses for builds of `jobs` (`inputs`, `context`, `useShortContext`, `excludeBuildFromContext`, `description`, `authorization`; every matching block is honoured), and one status per evaluation of `jobsets` (`project:jobset` pattern; context `evalContext`, default `ci/hydra:<project>:<jobset>` without `-pr-N`).";
         "gitea_status" = "" : "Reserved; Gitea statuses are enabled by `gitea_authorization`.";
         "enable_bitbucket_status" = "0" : "Report Bitbucket build statuses.";
         "bitbucket" = "" : "`<bitbucket> username password </bitbucket>` for Bitbucket statuses.";

@@ -464,3 +464,67 @@ fn group_sources(rows: Vec<SourceRow>) -> Vec<Source> {
     }
     sources
 }
+
+/// What an evaluation fetched, by its trace id (see
+/// `evals::record_checkout`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkout {
+    pub project: String,
+    pub jobset: String,
+    pub flake: Option<String>,
+    pub inputs: Vec<SourceInput>,
+}
+
+/// The checkout of evaluation `trace`, if it got that far.
+pub async fn checkout(pool: &PgPool, trace: &str) -> Result<Option<Checkout>, sqlx::Error> {
+    let row: Option<(String, String, Option<String>, String)> = sqlx::query_as(
+        "select j.project, j.name, c.flake, c.inputs::text from JobsetCheckouts c \
+         join Jobsets j on j.id = c.jobset_id where c.traceId = $1",
+    )
+    .bind(trace)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|(project, jobset, flake, inputs)| {
+        let inputs: Vec<serde_json::Value> = serde_json::from_str(&inputs).unwrap_or_default();
+        let text =
+            |v: &serde_json::Value, k: &str| v.get(k).and_then(|s| s.as_str()).map(String::from);
+        Checkout {
+            project,
+            jobset,
+            flake,
+            inputs: inputs
+                .iter()
+                .map(|i| SourceInput {
+                    name: text(i, "name").unwrap_or_default(),
+                    kind: text(i, "type").unwrap_or_default(),
+                    uri: text(i, "uri"),
+                    revision: text(i, "revision"),
+                    value: text(i, "value"),
+                    responsible: None,
+                })
+                .collect(),
+        }
+    }))
+}
+
+/// How far evaluation `eval`'s builds are.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct Progress {
+    pub total: i64,
+    pub unfinished: i64,
+    pub failed: i64,
+}
+
+/// The builds of evaluation `eval`: how many, unfinished, and finished
+/// other than successfully.
+pub async fn eval_progress(pool: &PgPool, eval: EvalId) -> Result<Progress, sqlx::Error> {
+    sqlx::query_as(
+        "select count(*) as total, count(*) filter (where b.finished = 0) as unfinished, \
+           count(*) filter (where b.finished = 1 and b.buildStatus <> $2) as failed \
+         from JobsetEvalMembers m join Builds b on b.id = m.build where m.eval = $1",
+    )
+    .bind(eval)
+    .bind(crate::status::BuildStatus::Succeeded.code())
+    .fetch_one(pool)
+    .await
+}

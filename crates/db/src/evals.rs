@@ -202,6 +202,47 @@ pub async fn add_inputs(
     Ok(())
 }
 
+/// Records what the evaluation `trace` of jobset `jobset` fetched
+/// (`flake`, `inputs`) at `now`, prunes the jobset's records older than a
+/// day, and NOTIFYs `eval_checked_out`.
+pub async fn record_checkout(
+    pool: &PgPool,
+    jobset: JobsetId,
+    trace: &str,
+    flake: Option<&str>,
+    inputs: &[EvalInput<'_>],
+    now: i32,
+) -> Result<(), sqlx::Error> {
+    let inputs: Vec<serde_json::Value> = inputs
+        .iter()
+        .map(|i| {
+            serde_json::json!({
+                "name": i.name, "type": i.kind, "uri": i.uri,
+                "revision": i.revision, "value": i.value,
+            })
+        })
+        .collect();
+    let mut tx = pool.begin().await?;
+    sqlx::query("delete from JobsetCheckouts where jobset_id = $1 and createdAt < $2")
+        .bind(jobset)
+        .bind(now.saturating_sub(86_400))
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "insert into JobsetCheckouts (traceId, jobset_id, flake, inputs, createdAt) \
+         values ($1, $2, $3, $4::jsonb, $5) on conflict (traceId) do nothing",
+    )
+    .bind(trace)
+    .bind(jobset)
+    .bind(flake)
+    .bind(serde_json::Value::Array(inputs).to_string())
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    crate::notify::send(&mut tx, "eval_checked_out", &format!("{trace}\t{jobset}")).await?;
+    tx.commit().await
+}
+
 /// Whether `isCurrent` disagrees with evaluation `eval` of jobset
 /// `jobset_id`: a member not current, or a current build not a member.
 pub async fn is_current_wrong(

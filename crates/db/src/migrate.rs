@@ -62,6 +62,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "jobset_error_mails",
         sql: include_str!("../migrations/0005_jobset_error_mails.sql"),
     },
+    Migration {
+        version: 6,
+        name: "jobset_checkouts",
+        sql: include_str!("../migrations/0006_jobset_checkouts.sql"),
+    },
 ];
 
 /// What `migrate` did.

@@ -208,6 +208,14 @@ async fn stages(
     let checkout = checkout(ctx, row, trace, times).await?;
     let hash = inputs_hash(&checkout.row, checkout.flake.as_deref(), &checkout.fetched);
     skip_if_unchanged(ctx, &checkout, &hash, trace).await?;
+    record::checkout(
+        &ctx.pool,
+        &checkout.row,
+        trace,
+        checkout.flake.as_deref(),
+        &checkout.fetched,
+    )
+    .await?;
     let eval_start = Instant::now();
     let (evaluated, broken_aggregates) = evaluate(ctx, &checkout).await?;
     times.eval = eval_start.elapsed();

@@ -378,7 +378,33 @@ async fn insert_eval_inputs(
     eval_id: EvalId,
     inputs: &[Fetched],
 ) -> Result<(), sqlx::Error> {
-    let rows: Vec<EvalInput<'_>> = inputs
+    hydra_db::evals::add_inputs(conn, eval_id, &eval_inputs(inputs)).await?;
+    Ok(())
+}
+
+/// Records what an evaluation of `jobset` fetched, before it is evaluated
+/// (for evaluation-level commit statuses).
+pub(crate) async fn checkout(
+    pool: &sqlx::PgPool,
+    jobset: &hydra_db::rows::Jobset,
+    trace: &str,
+    flake: Option<&str>,
+    inputs: &[Fetched],
+) -> Result<(), sqlx::Error> {
+    hydra_db::evals::record_checkout(
+        pool,
+        jobset.id,
+        trace,
+        flake,
+        &eval_inputs(inputs),
+        hydra_db::now(),
+    )
+    .await
+}
+
+/// The rows of `inputs`.
+fn eval_inputs(inputs: &[Fetched]) -> Vec<EvalInput<'_>> {
+    inputs
         .iter()
         .map(|i| EvalInput {
             name: &i.name,
@@ -391,9 +417,7 @@ async fn insert_eval_inputs(
             store_path: i.store_path.as_deref(),
             sha256: i.sha256.as_deref(),
         })
-        .collect();
-    hydra_db::evals::add_inputs(conn, eval_id, &rows).await?;
-    Ok(())
+        .collect()
 }
 
 const BATCH: usize = 10_000;

@@ -20,6 +20,7 @@ pub const CHANNELS: &[&str] = &[
     "cached_build_queued",
     "eval_added",
     "eval_cached",
+    "eval_checked_out",
     "eval_failed",
     "eval_started",
     "step_finished",
@@ -30,6 +31,12 @@ pub const CHANNELS: &[&str] = &[
 pub enum Event {
     /// An evaluation of `jobset` began.
     EvalStarted {
+        trace_id: String,
+        jobset: JobsetId,
+    },
+    /// An evaluation of `jobset` fetched its inputs (our channel, not
+    /// Hydra's): `hydra_db::evals::checkout` has them by trace id.
+    EvalCheckedOut {
         trace_id: String,
         jobset: JobsetId,
     },
@@ -120,14 +127,14 @@ impl Event {
                 .ok_or_else(|| fail("should be integers"))
         };
         Ok(match channel {
-            "eval_started" | "eval_failed" => {
+            "eval_started" | "eval_failed" | "eval_checked_out" => {
                 exactly(2, "two arguments")?;
                 let trace_id = fields[0].to_string();
                 let jobset = JobsetId(int(fields[1], "the jobset id")?);
-                if channel == "eval_started" {
-                    Event::EvalStarted { trace_id, jobset }
-                } else {
-                    Event::EvalFailed { trace_id, jobset }
+                match channel {
+                    "eval_started" => Event::EvalStarted { trace_id, jobset },
+                    "eval_failed" => Event::EvalFailed { trace_id, jobset },
+                    _ => Event::EvalCheckedOut { trace_id, jobset },
                 }
             }
             "eval_cached" | "eval_added" => {

@@ -48,6 +48,21 @@ async fn a_git_flake_with_hydra_jobs_is_locked_and_evaluated() {
         locked.starts_with("git+file://") && locked.contains(&rev1),
         "{locked}"
     );
+    // What it fetched was on record before it was evaluated (for
+    // evaluation statuses), under its trace id.
+    let checkouts: Vec<(String, Option<String>)> =
+        sqlx::query_as("select traceId, flake from JobsetCheckouts where jobset_id = $1")
+            .bind(id)
+            .fetch_all(&s.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(checkouts.len(), 1, "{checkouts:?}");
+    assert_eq!(checkouts[0].1.as_deref(), Some(locked.as_str()));
+    let trace = hydra_db::commit_statuses::checkout(&s.db.pool, &checkouts[0].0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((trace.project.as_str(), trace.jobset.as_str()), ("p", "f"));
 
     // Unchanged: cached.
     let mut rec = Recorder::new(&s.db, EVAL_CHANNELS).await;

@@ -70,7 +70,7 @@ impl Credentials {
                 .or_else(|| {
                     self.github_blocks
                         .iter()
-                        .filter(|b| b.jobs.matches(&delivery.job))
+                        .filter(|b| b.covers_job(&delivery.job) || b.covers_jobset(&delivery.job))
                         .find_map(|b| b.authorization.clone().map(Secret::new))
                 })
                 .map(|token| Auth::Header("Authorization", token))

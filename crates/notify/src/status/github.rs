@@ -10,7 +10,7 @@
 
 use std::sync::LazyLock;
 
-use hydra_db::commit_statuses::{BuildFacts, Source};
+use hydra_db::commit_statuses::{BuildFacts, Source, SourceInput};
 
 use super::{Forge, Target, build_url, description, final_state, owner_and_name};
 use crate::Event;
@@ -19,7 +19,13 @@ use crate::plugins::{JobsPattern, config_blocks, text, texts, truthy};
 /// A `<githubstatus>` block.
 #[derive(Clone, Debug)]
 pub struct Block {
-    pub jobs: JobsPattern,
+    /// Builds of these jobs get statuses.
+    pub jobs: Option<JobsPattern>,
+    /// Evaluations of these jobsets (`project:jobset`) get a status.
+    pub jobsets: Option<JobsPattern>,
+    /// The evaluation status's context (default
+    /// `ci/hydra:<project>:<jobset>`, a `-pr-N` removed).
+    pub eval_context: Option<String>,
     inputs: Vec<String>,
     context: Option<String>,
     use_short_context: bool,
@@ -61,12 +67,20 @@ impl Github {
 pub fn blocks(config: &hydra_config::Config) -> Result<Vec<Block>, String> {
     let mut blocks = Vec::new();
     for tree in config_blocks(config, "githubstatus") {
-        let Some(jobs) = JobsPattern::of_block("githubstatus", tree)? else {
-            tracing::warn!("a <githubstatus> block has no jobs: it matches nothing");
+        let jobs = JobsPattern::of_block("githubstatus", tree)?;
+        let jobsets = text(tree, "jobsets")
+            .map(|p| JobsPattern::new("githubstatus", &p))
+            .transpose()?;
+        if jobs.is_none() && jobsets.is_none() {
+            tracing::warn!(
+                "a <githubstatus> block has neither jobs nor jobsets: it matches nothing"
+            );
             continue;
-        };
+        }
         blocks.push(Block {
             jobs,
+            jobsets,
+            eval_context: text(tree, "evalContext").filter(|c| !c.is_empty()),
             inputs: texts(tree, "inputs"),
             context: text(tree, "context").filter(|c| !c.is_empty()),
             use_short_context: truthy(tree, "useShortContext"),
@@ -99,6 +113,23 @@ static SHORT_PR: LazyLock<regex::Regex> = LazyLock::new(|| {
 });
 
 impl Block {
+    /// Whether builds of `full_name` get statuses from this block.
+    pub fn covers_job(&self, full_name: &str) -> bool {
+        self.jobs.as_ref().is_some_and(|j| j.matches(full_name))
+    }
+
+    /// Whether evaluations of `project:jobset` get a status from it.
+    pub fn covers_jobset(&self, name: &str) -> bool {
+        self.jobsets.as_ref().is_some_and(|j| j.matches(name))
+    }
+
+    /// The evaluation status's context for `project`'s `jobset`.
+    pub fn eval_context(&self, project: &str, jobset: &str) -> String {
+        self.eval_context
+            .clone()
+            .unwrap_or_else(|| format!("ci/hydra:{project}:{}", SHORT_PR.replacen(jobset, 1, "")))
+    }
+
     /// The status's context for `build`.
     fn context(&self, build: &BuildFacts) -> String {
         if let Some(context) = &self.context {
@@ -154,22 +185,27 @@ fn is_revision(rev: &str) -> bool {
 }
 
 impl Github {
-    /// The revisions of `source` a block reports on: its flake's, or the
-    /// block's `inputs`'.
-    fn revisions(&self, block: &Block, source: &Source) -> Vec<(String, String, String)> {
-        if let Some(flake) = &source.flake {
+    /// The revisions a block reports on: `flake`'s, or the block's
+    /// `inputs`' among `inputs`.
+    pub fn revisions(
+        &self,
+        block: &Block,
+        flake: Option<&str>,
+        inputs: &[SourceInput],
+    ) -> Vec<(String, String, String)> {
+        if let Some(flake) = flake {
             return match flake_revision(flake, &self.host) {
                 Some(found) => vec![found],
                 None => {
-                    tracing::debug!(eval = %source.eval, %flake, "not a GitHub flake: no status");
+                    tracing::debug!(%flake, "not a GitHub flake: no status");
                     Vec::new()
                 }
             };
         }
         let mut found = Vec::new();
         for name in &block.inputs {
-            let Some(input) = source.input(name) else {
-                tracing::debug!(eval = %source.eval, input = %name, "evaluation has no such input");
+            let Some(input) = inputs.iter().find(|i| i.name == *name) else {
+                tracing::debug!(input = %name, "the evaluation has no such input");
                 continue;
             };
             let (Some(uri), Some(rev)) = (&input.uri, &input.revision) else {
@@ -183,6 +219,16 @@ impl Github {
             }
         }
         found
+    }
+
+    /// Where statuses for `owner/repo` at `rev` go.
+    pub fn url(&self, owner: &str, repo: &str, rev: &str) -> String {
+        format!("{}/repos/{owner}/{repo}/statuses/{rev}", self.api)
+    }
+
+    /// The blocks.
+    pub fn blocks(&self) -> &[Block] {
+        &self.blocks
     }
 }
 
@@ -205,16 +251,18 @@ impl Forge for Github {
         };
         let mut targets = Vec::new();
         // Every matching block (Hydra's first one used the evaluations up).
-        for block in self.blocks.iter().filter(|b| b.jobs.matches(&full)) {
+        for block in self.blocks.iter().filter(|b| b.covers_job(&full)) {
             let context = block.context(build);
             let description = block
                 .description
                 .clone()
                 .unwrap_or_else(|| description(build));
             for source in sources {
-                for (owner, repo, rev) in self.revisions(block, source) {
+                for (owner, repo, rev) in
+                    self.revisions(block, source.flake.as_deref(), &source.inputs)
+                {
                     targets.push(Target {
-                        url: format!("{}/repos/{owner}/{repo}/statuses/{rev}", self.api),
+                        url: self.url(&owner, &repo, &rev),
                         context: context.clone(),
                         credential: owner,
                         state,

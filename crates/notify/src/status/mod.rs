@@ -25,6 +25,7 @@ use crate::plugin::{Context, Plugin, Work};
 
 pub mod bitbucket;
 pub mod credentials;
+pub mod evaluation;
 pub mod gitea;
 pub mod github;
 pub mod gitlab;
@@ -205,6 +206,9 @@ pub fn plugins(
     let mut plugins: Vec<Arc<dyn Plugin>> = Vec::new();
     if let Some(forge) = github::Github::from_config(config)? {
         plugins.push(Arc::new(StatusPlugin::new(forge, outbox.clone())));
+    }
+    if let Some(evaluations) = evaluation::EvaluationStatus::from_config(config, outbox)? {
+        plugins.push(evaluations);
     }
     if let Some(forge) = gitlab::Gitlab::from_config(config) {
         plugins.push(Arc::new(StatusPlugin::new(forge, outbox.clone())));

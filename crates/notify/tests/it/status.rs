@@ -332,3 +332,106 @@ async fn gitea_gitlab_and_bitbucket_get_their_own_requests() {
         })
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evaluation_status_goes_pending_then_error_or_follows_its_builds() {
+    use hydra_db::evals::EvalInput;
+
+    const REV2: &str = "fedcba9876543210fedcba9876543210fedcba98";
+    let recorder = Arc::new(Recorder::start());
+    let (db, jobset) = setup("https://github.com/owner/repo.git", &[]).await;
+    queued(&db, jobset, 1, "a").await;
+    queued(&db, jobset, 2, "b").await;
+    let conf = github_conf(&recorder, "jobsets = p:j\ninputs = src");
+    let (stop, running) = start(&db, context(&db, &conf)).await;
+    let state_of = |r: &hydra_test_support::http::Request| {
+        let body = r.json();
+        (
+            r.path.clone(),
+            body["context"].as_str().unwrap().to_string(),
+            body["state"].as_str().unwrap().to_string(),
+            body["description"].as_str().unwrap().to_string(),
+        )
+    };
+
+    // An evaluation of another revision fetches its inputs, then fails.
+    let uri = "https://github.com/owner/repo.git";
+    let input = EvalInput {
+        name: "src",
+        kind: "git",
+        uri: Some(uri),
+        revision: Some(REV2),
+        short_rev_length: None,
+        value: None,
+        dependency: None,
+        store_path: None,
+        sha256: None,
+    };
+    hydra_db::evals::record_checkout(
+        &db.pool,
+        hydra_db::ids::JobsetId(jobset),
+        "trace-2",
+        None,
+        &[input],
+        hydra_db::now(),
+    )
+    .await
+    .unwrap();
+    let got = requests(&recorder, 1).await;
+    let at_rev2 = format!("/api/v3/repos/owner/repo/statuses/{REV2}");
+    assert_eq!(
+        state_of(&got[0]),
+        (
+            at_rev2.clone(),
+            "ci/hydra:p:j".to_string(),
+            "pending".to_string(),
+            "Hydra is evaluating p:j".to_string()
+        )
+    );
+    notify(&db, "eval_failed", &format!("trace-2\\t{jobset}")).await;
+    let got = requests(&recorder, 2).await;
+    assert_eq!(state_of(&got[1]).2, "error");
+    assert_eq!(state_of(&got[1]).0, at_rev2);
+
+    // Evaluation 1 (REV) is recorded: pending until its builds finish.
+    let at_rev = format!("/api/v3/repos/owner/repo/statuses/{REV}");
+    notify(&db, "eval_added", &format!("trace-1\\t{jobset}\\t1")).await;
+    let got = requests(&recorder, 3).await;
+    assert_eq!(
+        state_of(&got[2]),
+        (
+            at_rev.clone(),
+            "ci/hydra:p:j".to_string(),
+            "pending".to_string(),
+            "Hydra evaluation #1 of p:j: 0 of 2 builds finished".to_string()
+        )
+    );
+    finish(&db, 1, BuildStatus::Succeeded).await;
+    notify(&db, "build_finished", "1").await;
+    let got = requests(&recorder, 4).await;
+    assert_eq!(
+        state_of(&got[3]).3,
+        "Hydra evaluation #1 of p:j: 1 of 2 builds finished"
+    );
+    finish(&db, 2, BuildStatus::Failed).await;
+    notify(&db, "build_finished", "2").await;
+    let got = requests(&recorder, 5).await;
+    assert_eq!(
+        state_of(&got[4]),
+        (
+            at_rev,
+            "ci/hydra:p:j".to_string(),
+            "failure".to_string(),
+            "Hydra evaluation #1 of p:j: 1 of 2 builds failed".to_string()
+        )
+    );
+    assert_eq!(got[4].json()["target_url"], format!("{BASE}/eval/1"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        recorder.requests().len(),
+        5,
+        "no build statuses: no jobs pattern"
+    );
+    stop.cancel();
+    running.await.unwrap();
+}

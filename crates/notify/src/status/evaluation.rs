@@ -1,0 +1,284 @@
+//! Evaluation statuses on GitHub: a `<githubstatus>` block with
+//! `jobsets = PATTERN` (matched against `project:jobset`) gives each
+//! evaluation of those jobsets one status on the revisions it evaluated,
+//! under a context that stays the same from one evaluation (and one
+//! `-pr-N` jobset) to the next, so it can be made a required check:
+//! `evalContext`, else `ci/hydra:<project>:<jobset>` with a `-pr-N`
+//! removed.
+//!
+//! - pending once the evaluation fetched its inputs (`eval_checked_out`),
+//!   and while its builds run;
+//! - error when the evaluation fails after fetching (`eval_failed`);
+//! - success when all its builds succeeded, failure when any did not.
+//!
+//! Written to the same outbox as build statuses, so the same rules hold:
+//! never lost, never sent twice, overtaken states never sent.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use hydra_db::commit_statuses::{self, Desire, Desired, SourceInput};
+use hydra_db::ids::{BuildId, EvalId};
+
+use super::github::Github;
+use super::{Outbox, Target};
+use crate::Event;
+use crate::plugin::{Context, Plugin, Work};
+
+/// The plugin.
+#[derive(Debug)]
+pub struct EvaluationStatus {
+    github: Github,
+    outbox: Outbox,
+}
+
+impl EvaluationStatus {
+    /// On when a `<githubstatus>` block has `jobsets`.
+    pub fn from_config(
+        config: &hydra_config::Config,
+        outbox: &Outbox,
+    ) -> Result<Option<Arc<EvaluationStatus>>, String> {
+        let Some(github) = Github::from_config(config)? else {
+            return Ok(None);
+        };
+        if !github.blocks().iter().any(|b| b.jobsets.is_some()) {
+            return Ok(None);
+        }
+        Ok(Some(Arc::new(EvaluationStatus {
+            github,
+            outbox: outbox.clone(),
+        })))
+    }
+}
+
+/// What an evaluation status says.
+struct State {
+    state: &'static str,
+    description: String,
+    target_url: String,
+}
+
+impl EvaluationStatus {
+    /// The statuses for an evaluation of `project:jobset` that fetched
+    /// `flake`/`inputs`, saying `state`.
+    fn targets(
+        &self,
+        project: &str,
+        jobset: &str,
+        flake: Option<&str>,
+        inputs: &[SourceInput],
+        state: &State,
+    ) -> Vec<Target> {
+        let name = format!("{project}:{jobset}");
+        let mut targets = Vec::new();
+        for block in self
+            .github
+            .blocks()
+            .iter()
+            .filter(|b| b.covers_jobset(&name))
+        {
+            let context = block.eval_context(project, jobset);
+            for (owner, repo, rev) in self.github.revisions(block, flake, inputs) {
+                targets.push(Target {
+                    url: self.github.url(&owner, &repo, &rev),
+                    context: context.clone(),
+                    credential: owner,
+                    state: state.state,
+                    body: serde_json::json!({
+                        "state": state.state,
+                        "target_url": state.target_url,
+                        "description": state.description,
+                        "context": context,
+                    }),
+                });
+            }
+        }
+        targets
+    }
+
+    /// Writes `targets` for `name` (`project:jobset`) and evaluation
+    /// `eval` to the outbox.
+    async fn desire(
+        &self,
+        cx: &Context,
+        name: &str,
+        eval: Option<EvalId>,
+        targets: Vec<Target>,
+    ) -> Result<(), String> {
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let mut tx = cx.pool.begin().await.map_err(|e| e.to_string())?;
+        let now = hydra_db::now();
+        let mut seen = HashSet::new();
+        let mut due = false;
+        for target in targets {
+            if !seen.insert((target.url.clone(), target.context.clone())) {
+                continue;
+            }
+            let body = target.body.to_string();
+            let desire = commit_statuses::desire(
+                &mut tx,
+                &Desired {
+                    forge: "github",
+                    url: &target.url,
+                    context: &target.context,
+                    credential: &target.credential,
+                    job: name,
+                    build: None,
+                    eval,
+                    state: target.state,
+                    body: &body,
+                },
+                now,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            due |= desire != Desire::Unchanged;
+        }
+        tx.commit().await.map_err(|e| e.to_string())?;
+        if due {
+            self.outbox.wake();
+        }
+        Ok(())
+    }
+
+    /// Pending or error for the evaluation `trace`, from what it fetched.
+    async fn checkout(&self, cx: &Context, trace: &str, failed: bool) -> Result<(), String> {
+        let Some(checkout) = commit_statuses::checkout(&cx.pool, trace)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            // It failed before fetching: there is no revision to report on.
+            return Ok(());
+        };
+        let base = cx.config.web.base_uri.trim_end_matches('/');
+        let name = format!("{}:{}", checkout.project, checkout.jobset);
+        let state = if failed {
+            State {
+                state: "error",
+                description: format!("Hydra could not evaluate {name}"),
+                target_url: format!(
+                    "{base}/jobset/{}/{}#tabs-errors",
+                    checkout.project, checkout.jobset
+                ),
+            }
+        } else {
+            State {
+                state: "pending",
+                description: format!("Hydra is evaluating {name}"),
+                target_url: format!("{base}/jobset/{}/{}", checkout.project, checkout.jobset),
+            }
+        };
+        let targets = self.targets(
+            &checkout.project,
+            &checkout.jobset,
+            checkout.flake.as_deref(),
+            &checkout.inputs,
+            &state,
+        );
+        self.desire(cx, &name, None, targets).await
+    }
+
+    /// The state of evaluations `evals` (all of `build`'s, when given) from
+    /// their builds.
+    async fn progress(
+        &self,
+        cx: &Context,
+        eval: Option<EvalId>,
+        build: Option<BuildId>,
+    ) -> Result<(), String> {
+        let mut conn = cx.pool.acquire().await.map_err(|e| e.to_string())?;
+        let sources = match (eval, build) {
+            (Some(eval), _) => commit_statuses::source_of_eval(&mut conn, eval)
+                .await
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .collect(),
+            (None, Some(build)) => commit_statuses::sources(&mut conn, build, None)
+                .await
+                .map_err(|e| e.to_string())?,
+            (None, None) => Vec::new(),
+        };
+        drop(conn);
+        let base = cx.config.web.base_uri.trim_end_matches('/');
+        for source in sources {
+            let name = format!("{}:{}", source.project, source.jobset);
+            if !self.github.blocks().iter().any(|b| b.covers_jobset(&name)) {
+                continue;
+            }
+            let progress = commit_statuses::eval_progress(&cx.pool, source.eval)
+                .await
+                .map_err(|e| e.to_string())?;
+            let prefix = format!("Hydra evaluation #{} of {name}", source.eval);
+            let (state, description) = if progress.unfinished > 0 {
+                (
+                    "pending",
+                    format!(
+                        "{prefix}: {} of {} builds finished",
+                        progress.total - progress.unfinished,
+                        progress.total
+                    ),
+                )
+            } else if progress.failed > 0 {
+                (
+                    "failure",
+                    format!(
+                        "{prefix}: {} of {} builds failed",
+                        progress.failed, progress.total
+                    ),
+                )
+            } else {
+                (
+                    "success",
+                    format!("{prefix}: all {} builds succeeded", progress.total),
+                )
+            };
+            let state = State {
+                state,
+                description,
+                target_url: format!("{base}/eval/{}", source.eval),
+            };
+            let targets = self.targets(
+                &source.project,
+                &source.jobset,
+                source.flake.as_deref(),
+                &source.inputs,
+                &state,
+            );
+            self.desire(cx, &name, Some(source.eval), targets).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Plugin for EvaluationStatus {
+    fn name(&self) -> &'static str {
+        "GithubEvaluationStatus"
+    }
+
+    fn wants(&self, event: &Event) -> bool {
+        matches!(
+            event,
+            Event::EvalCheckedOut { .. }
+                | Event::EvalFailed { .. }
+                | Event::EvalAdded { .. }
+                | Event::EvalCached { .. }
+                | Event::BuildFinished { .. }
+        )
+    }
+
+    fn run<'a>(&'a self, cx: &'a Context, event: &'a Event) -> Work<'a> {
+        Box::pin(async move {
+            match event {
+                Event::EvalCheckedOut { trace_id, .. } => self.checkout(cx, trace_id, false).await,
+                Event::EvalFailed { trace_id, .. } => self.checkout(cx, trace_id, true).await,
+                Event::EvalAdded { eval, .. } | Event::EvalCached { eval, .. } => {
+                    self.progress(cx, Some(*eval), None).await
+                }
+                Event::BuildFinished { build, .. } => self.progress(cx, None, Some(*build)).await,
+                _ => Ok(()),
+            }
+        })
+    }
+}
