@@ -16,6 +16,7 @@ pub mod plugin;
 pub mod plugins;
 pub mod retry;
 pub mod run;
+pub mod s3;
 pub mod status;
 
 pub use event::{Event, ParseError};

@@ -14,6 +14,7 @@ pub mod http;
 pub mod jobsets;
 mod nix;
 mod pg;
+pub mod s3;
 pub mod smtp;
 mod sshd;
 

@@ -489,3 +489,105 @@ async fn notify_metrics_are_served_and_dumped() {
     );
     notify.stop();
 }
+
+/// S3Backup copies a build's closure into an S3-compatible bucket as a
+/// binary cache Nix can read, NARs before narinfos, once.
+#[tokio::test]
+async fn s3_backup_copies_a_builds_closure_into_a_bucket_as_a_binary_cache() {
+    use hydra_test_support::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
+
+    let db = TestDb::new().await;
+    let data = shared_tempdir();
+    let store = hydra_test_support::NixStore::new();
+    let outs = store.build(
+        &hydra_test_support::fixtures_dir().join("basic.nix"),
+        "empty_dir",
+    );
+    let out = outs[0].clone();
+    let s3 = S3Server::start();
+    s3.create_bucket("cache");
+    hydra_test_support::jobsets::create_project(&db.pool, "p").await;
+    let jobset =
+        hydra_test_support::jobsets::create_jobset(&db.pool, "p", "j", "src", "release.nix", &[])
+            .await;
+    TestBuild::new(jobset, "empty_dir")
+        .id(1)
+        .finished(BuildStatus::Succeeded, 1, 2)
+        .output("out", &out)
+        .insert(&db.pool)
+        .await;
+    db.exec("update Builds set notificationPendingSince = 2")
+        .await;
+    std::fs::write(
+        data.path().join("hydra.conf"),
+        format!(
+            "{}<s3backup>\njobs = p:j:.*\nname = cache\nprefix = hydra/\ncompression_type = xz\n</s3backup>\n",
+            crate::common::FREE_PORTS
+        ),
+    )
+    .unwrap();
+    let backup = || {
+        let mut cmd = hydra(data.path());
+        cmd.args(["notify", "--queued-only"])
+            .env("HYDRA_DATABASE_URL", db.url())
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .env("AWS_ENDPOINT_URL", s3.url());
+        for (k, v) in store.env() {
+            cmd.env(k, v);
+        }
+        run(&mut cmd)
+    };
+    let result = backup();
+    assert!(result.status.success(), "{}", stderr(&result));
+
+    let hash_part = out
+        .trim_start_matches("/nix/store/")
+        .split('-')
+        .next()
+        .unwrap()
+        .to_string();
+    let mut keys = s3.keys("cache");
+    keys.sort();
+    assert!(
+        keys.contains(&"hydra/nix-cache-info".to_string()),
+        "{keys:?}"
+    );
+    assert!(
+        keys.contains(&format!("hydra/{hash_part}.narinfo")),
+        "{keys:?}"
+    );
+    let text = String::from_utf8(
+        s3.get("cache", &format!("hydra/{hash_part}.narinfo"))
+            .unwrap(),
+    )
+    .unwrap();
+    let narinfo = hydra_nix::narinfo::NarInfo::parse(&text).unwrap();
+    assert_eq!(narinfo.store_path, out);
+    assert_eq!(narinfo.compression, "xz");
+    assert!(
+        narinfo.url.starts_with("nar/") && narinfo.url.ends_with(".nar.xz"),
+        "{text}"
+    );
+    let nar = s3
+        .get("cache", &format!("hydra/{}", narinfo.url))
+        .unwrap_or_else(|| panic!("{} not in {keys:?}", narinfo.url));
+    let file_hash = hydra_nix::hash::NixHash::digest(hydra_nix::hash::HashAlgo::Sha256, &nar);
+    assert_eq!(
+        narinfo.file_hash.as_ref(),
+        Some(&file_hash),
+        "base-32 FileHash"
+    );
+    assert_eq!(narinfo.file_size, Some(nar.len() as u64));
+    let nar_hash = store.run("nix-store", &["--query", "--hash", &out]);
+    assert_eq!(narinfo.nar_hash.to_typed_base32(), nar_hash.trim());
+
+    // Again: nothing new is uploaded.
+    db.exec("update Builds set notificationPendingSince = 3")
+        .await;
+    let result = backup();
+    assert!(result.status.success(), "{}", stderr(&result));
+    let mut again = s3.keys("cache");
+    again.sort();
+    assert_eq!(again, keys);
+}

@@ -251,7 +251,15 @@ nrbuilds count integer NO -
 "#;
 
 /// Tables of ours, beyond Hydra's.
-const OUR_TABLES: &[&str] = &["schemamigrations", "websessions", "apitokens"];
+const OUR_TABLES: &[&str] = &[
+    "schemamigrations",
+    "websessions",
+    "apitokens",
+    "commitstatuses",
+    "droppedtasks",
+    "jobseterrormails",
+    "jobsetcheckouts",
+];
 
 const INDEXES: &[&str] = &[
     "indextaskretriesordered",

@@ -18,6 +18,7 @@ pub mod declarative;
 pub mod email;
 pub mod influxdb;
 pub mod run_command;
+pub mod s3_backup;
 pub mod slack;
 pub mod sotest;
 
@@ -67,6 +68,9 @@ pub fn enabled(config: &hydra_config::Config, pool: &PgPool) -> Result<Plugins, 
     }
     if let Some(sotest) = sotest::SoTest::from_config(config)? {
         list.push(sotest);
+    }
+    if let Some(backup) = s3_backup::S3Backup::from_config(config)? {
+        list.push(backup);
     }
     let metrics = Arc::new(Metrics::default());
     let outbox = Outbox::default();
