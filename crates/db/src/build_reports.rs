@@ -28,7 +28,8 @@ pub struct BuildReport {
     /// The jobset's `enableEmail` and `emailOverride`.
     pub enable_email: bool,
     pub email_override: String,
-    /// The status of the build before it (see `previous_status`).
+    /// The build before it (see `reports`) and its status.
+    pub previous_id: Option<BuildId>,
     pub previous_status: Option<i32>,
     pub has_previous: bool,
 }
@@ -73,7 +74,7 @@ pub async fn reports(pool: &PgPool, ids: &[BuildId]) -> Result<Vec<BuildReport>,
            b.startTime as start_time, b.stopTime as stop_time, \
            coalesce(b.isCachedBuild, 0) = 1 as cached, b.size, b.closureSize as closure_size, \
            b.maintainers, j.enableEmail = 1 as enable_email, j.emailOverride as email_override, \
-           p.buildStatus as previous_status, p.id is not null as has_previous \
+           p.id as previous_id, p.buildStatus as previous_status, p.id is not null as has_previous \
          from Builds b join Jobsets j on j.id = b.jobset_id \
          left join lateral ( \
            select q.id, q.buildStatus from Builds q \
@@ -88,6 +89,52 @@ pub async fn reports(pool: &PgPool, ids: &[BuildId]) -> Result<Vec<BuildReport>,
     .await?;
     found.sort_by_key(|r| ids.iter().position(|id| *id == r.id));
     Ok(found)
+}
+
+/// A version-controlled input whose revision changed between two builds'
+/// evaluations.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct InputChange {
+    pub name: String,
+    /// `git` or `hg`.
+    pub kind: String,
+    pub uri: String,
+    pub from: String,
+    pub to: String,
+    /// The jobset input has `emailResponsible`: its committers hear of it.
+    pub responsible: bool,
+}
+
+/// The `git` and `hg` inputs whose revision differs between the first
+/// evaluations with new builds of `previous` and of `build` (same name,
+/// type and URI).
+pub async fn input_changes(
+    pool: &PgPool,
+    previous: BuildId,
+    build: BuildId,
+) -> Result<Vec<InputChange>, sqlx::Error> {
+    sqlx::query_as(
+        "with first_eval as ( \
+           select m.build, min(m.eval) as eval from JobsetEvalMembers m \
+           join JobsetEvals e on e.id = m.eval \
+           where m.build = any(array[$1, $2]) and e.hasNewBuilds = 1 group by m.build) \
+         select i2.name, i2.type as kind, i2.uri, i1.revision as from, i2.revision as to, \
+           coalesce(ji.emailResponsible, 0) = 1 as responsible \
+         from JobsetEvalInputs i1 \
+         join JobsetEvalInputs i2 on i2.name = i1.name and i2.type = i1.type and i2.uri = i1.uri \
+           and i2.altNr = i1.altNr \
+         join JobsetEvals e on e.id = i2.eval join Jobsets j on j.id = e.jobset_id \
+         left join JobsetInputs ji on ji.project = j.project and ji.jobset = j.name and ji.name = i2.name \
+         where i1.eval = (select eval from first_eval where build = $1) \
+           and i2.eval = (select eval from first_eval where build = $2) \
+           and i1.altNr = 0 and i1.type in ('git', 'hg') \
+           and i1.revision is not null and i2.revision is not null and i1.revision <> i2.revision \
+         order by i2.name",
+    )
+    .bind(previous)
+    .bind(build)
+    .fetch_all(pool)
+    .await
 }
 
 /// A jobset's evaluation error and who hears of it.

@@ -25,6 +25,7 @@ use lettre::message::{Mailbox, SinglePart};
 use crate::Event;
 use crate::mail::{self, Mailer};
 use crate::plugin::{Context, Plugin, Work};
+use crate::plugins::authors::{self, Blame};
 use crate::plugins::show_status;
 
 /// The plugin.
@@ -86,7 +87,7 @@ pub fn subject(build: &BuildReport, others: usize) -> String {
 
 /// The text of a mail about `build`, with `others` (the other builds the
 /// address matched, which failed with it).
-pub fn body(base: &str, build: &BuildReport, others: &[&BuildReport]) -> String {
+pub fn body(base: &str, build: &BuildReport, others: &[&BuildReport], blame: &Blame) -> String {
     let system = if build.job.contains(&build.system) {
         String::new()
     } else {
@@ -114,6 +115,17 @@ pub fn body(base: &str, build: &BuildReport, others: &[&BuildReport]) -> String 
                 other.id
             ));
         }
+    }
+    if blame.commits > 0 {
+        let commits = if blame.commits == 1 {
+            "a commit".to_string()
+        } else {
+            format!("{} commits", blame.commits)
+        };
+        text.push_str(&format!(
+            "\nThis may be due to {commits} by {}.\n",
+            blame.names()
+        ));
     }
     let succeeded = build.status.and_then(BuildStatus::from_code) == Some(BuildStatus::Succeeded);
     text.push('\n');
@@ -192,6 +204,20 @@ impl Email {
                 }
             }
         }
+        // Who committed since the previous build, when the news is a
+        // change; committers to inputs marked emailresponsible hear of the
+        // head build themselves.
+        let blame = if head.has_previous && head.previous_status != head.status {
+            authors::blame(cx, head).await
+        } else {
+            Blame::default()
+        };
+        for to in &blame.emailable {
+            match addresses.iter_mut().find(|(a, _)| a == to) {
+                Some((_, list)) => *list = vec![head],
+                None => addresses.push((to.clone(), vec![head])),
+            }
+        }
         let base = cx.config.web.base_uri.trim_end_matches('/');
         let mut failures = Vec::new();
         for (to, list) in addresses {
@@ -207,7 +233,7 @@ impl Email {
                 &to,
                 &subject(head, others.len()),
                 headers,
-                body(base, head, &others),
+                body(base, head, &others, &blame),
             ) {
                 Ok(message) => self.mailer.send(&message).await,
                 Err(e) => {
@@ -323,6 +349,7 @@ mod tests {
             maintainers: Some(" a@x.org ,, b@x.org,".into()),
             enable_email: true,
             email_override: String::new(),
+            previous_id: previous.map(|_| BuildId(6)),
             previous_status: previous.map(BuildStatus::code),
             has_previous: previous.is_some(),
         }
@@ -357,7 +384,14 @@ mod tests {
         let app = report("app", BuildStatus::Failed, Some(BuildStatus::Succeeded));
         let mut lib = report("lib", BuildStatus::DependencyFailed, None);
         lib.id = BuildId(8);
-        let text = body("https://h", &app, &[&lib]);
+        let mut blame = Blame::default();
+        blame.commits = 2;
+        blame.authors.insert("Ann".into(), "ann@x.org".into());
+        let text = body("https://h", &app, &[&lib], &blame);
+        assert!(
+            text.contains("This may be due to 2 commits by Ann <ann@x.org>."),
+            "{text}"
+        );
         assert!(
             text.contains("has changed from \"Success\" to \"Failed\""),
             "{text}"
@@ -369,6 +403,10 @@ mod tests {
             "no trailing spaces"
         );
         let same = report("app", BuildStatus::Failed, Some(BuildStatus::Failed));
-        assert!(body("https://h", &same, &[]).contains("is \"Failed\""));
+        let text = body("https://h", &same, &[], &Blame::default());
+        assert!(
+            text.contains("is \"Failed\"") && !text.contains("due to"),
+            "{text}"
+        );
     }
 }

@@ -11,6 +11,7 @@ use sqlx::PgPool;
 use crate::metrics::Metrics;
 use crate::status::{Outbox, Reporter};
 
+pub mod authors;
 pub mod circleci;
 pub mod compress_log;
 pub mod coverity;

@@ -12,6 +12,7 @@ use hydra_db::status::BuildStatus;
 
 use crate::Event;
 use crate::plugin::{Context, Plugin, Work};
+use crate::plugins::authors::{self, Blame};
 use crate::plugins::{JobsPattern, config_blocks, show_status, text, truthy};
 
 /// A `<slack>` block.
@@ -75,7 +76,7 @@ pub fn duration(seconds: i64) -> String {
 }
 
 /// The message about `build` (and `others` more builds) for Slack.
-pub fn message(base: &str, build: &BuildReport, others: usize) -> serde_json::Value {
+pub fn message(base: &str, build: &BuildReport, others: usize, blame: &Blame) -> serde_json::Value {
     let full = build.full_name();
     let status = show_status(build.status);
     let build_url = format!("{base}/build/{}", build.id);
@@ -100,6 +101,17 @@ pub fn message(base: &str, build: &BuildReport, others: usize) -> serde_json::Va
     } else {
         String::new()
     };
+    let mut text = format!(
+        "Job <{job_url}|{full}>{and_others}: <{build_url}|{status}> in {}",
+        duration(build.duration())
+    );
+    if !blame.authors.is_empty() {
+        text.push_str(", likely due to ");
+        if blame.commits > 1 {
+            text.push_str(&format!("{} commits by ", blame.commits));
+        }
+        text.push_str(&blame.slack_links());
+    }
     serde_json::json!({
         "attachments": [{
             "fallback": format!("Job {full} build number {}: {status}", build.id),
@@ -107,10 +119,7 @@ pub fn message(base: &str, build: &BuildReport, others: usize) -> serde_json::Va
             "title_link": build_url,
             "color": color,
             "thumb_url": format!("{base}/static/images/{image}"),
-            "text": format!(
-                "Job <{job_url}|{full}>{and_others}: <{build_url}|{status}> in {}",
-                duration(build.duration())
-            ),
+            "text": text,
         }]
     })
 }
@@ -148,9 +157,27 @@ impl Plugin for Slack {
                 }
             }
             let base = cx.config.web.base_uri.trim_end_matches('/');
+            // Who committed since the head build's previous one, when its
+            // status changed.
+            let head = builds.first();
+            let blame = match head {
+                Some(h)
+                    if h.has_previous && h.previous_status != h.status && !channels.is_empty() =>
+                {
+                    authors::blame(cx, h).await
+                }
+                _ => Blame::default(),
+            };
             let mut failures = Vec::new();
             for (url, list) in channels {
-                let body = message(base, list[0], list.len() - 1);
+                let about_head = head.is_some_and(|h| h.id == list[0].id);
+                let none = Blame::default();
+                let body = message(
+                    base,
+                    list[0],
+                    list.len() - 1,
+                    if about_head { &blame } else { &none },
+                );
                 let request = self.client.post(url).json(&body);
                 if let Err(e) = crate::http::send_logged(self.name(), request).await {
                     failures.push(e);

@@ -323,3 +323,114 @@ async fn coverity_scan_uploads_the_tarball_and_sotest_creates_a_run() {
     assert!(sotest.body.contains("filename=\"sotest.yaml\""));
     assert!(sotest.body.contains("boot: now"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_names_the_authors_of_the_commits_since_the_previous_build() {
+    use hydra_notify::{Context, Options};
+    use hydra_test_support::jobsets::{EvalInput, add_to_eval, create_eval};
+
+    let recorder = Arc::new(Recorder::start());
+    let db = hydra_test_support::TestDb::new().await;
+    let data = tempfile::tempdir().unwrap();
+    let repo = hydra_test_support::GitRepo::new();
+    let before = repo.commit(&[("a", "1")], "first");
+    let commit_as = |name: &str, email: &str, message: &str| {
+        repo.git(&[
+            "-c",
+            &format!("user.name={name}"),
+            "-c",
+            &format!("user.email={email}"),
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            message,
+        ]);
+        repo.git(&["rev-parse", "HEAD"])
+    };
+    commit_as("Bob", "bob@example.org", "second");
+    let after = commit_as("Ann", "ann@example.org", "third");
+    // The evaluator's clone of the repository.
+    let data_dir = hydra_config::DataDir::from(data.path());
+    let clone = data_dir.scm_clone("git", &repo.url());
+    std::fs::create_dir_all(clone.parent().unwrap()).unwrap();
+    let status = std::process::Command::new("git")
+        .args(["clone", "-q", "--bare", &repo.url()])
+        .arg(&clone)
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    hydra_test_support::jobsets::create_project(&db.pool, "p").await;
+    let jobset = hydra_test_support::jobsets::create_jobset(
+        &db.pool,
+        "p",
+        "j",
+        "src",
+        "release.nix",
+        &[("src", "git", &repo.url())],
+    )
+    .await;
+    let url = repo.url();
+    create_eval(
+        &db.pool,
+        jobset,
+        1,
+        &[EvalInput::Revision("src", "git", &url, &before)],
+    )
+    .await;
+    create_eval(
+        &db.pool,
+        jobset,
+        2,
+        &[EvalInput::Revision("src", "git", &url, &after)],
+    )
+    .await;
+    hydra_test_support::builds::TestBuild::new(jobset, "app")
+        .id(1)
+        .finished(BuildStatus::Succeeded, 1, 2)
+        .insert(&db.pool)
+        .await;
+    hydra_test_support::builds::TestBuild::new(jobset, "app")
+        .id(2)
+        .finished(BuildStatus::Failed, 3, 4)
+        .insert(&db.pool)
+        .await;
+    add_to_eval(&db.pool, 1, 1).await;
+    add_to_eval(&db.pool, 2, 2).await;
+    db.exec("update Builds set notificationPendingSince = 4 where id = 2")
+        .await;
+    let conf = format!(
+        "base_uri = {BASE}\n<slack>\njobs = p:j:.*\nurl = {}/slack\n</slack>\n",
+        recorder.url()
+    );
+    let (config, _) =
+        hydra_config::Config::load_str(std::path::Path::new("hydra.conf"), &conf).unwrap();
+    let cx = Context {
+        pool: db.pool.clone(),
+        config: Arc::new(config),
+        data_dir,
+        local_root: None,
+    };
+    let plugins = hydra_notify::plugins::enabled(&cx.config, &cx.pool).unwrap();
+    hydra_notify::run(
+        cx,
+        plugins,
+        Options { queued_only: true },
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let got = requests(&recorder, 1).await;
+    assert_eq!(got.len(), 1, "{got:#?}");
+    let text = got[0].json()["attachments"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        text.ends_with(
+            ", likely due to 2 commits by <mailto:ann@example.org|Ann> or <mailto:bob@example.org|Bob>"
+        ),
+        "{text}"
+    );
+}
