@@ -384,8 +384,10 @@ mod tests {
         let app = report("app", BuildStatus::Failed, Some(BuildStatus::Succeeded));
         let mut lib = report("lib", BuildStatus::DependencyFailed, None);
         lib.id = BuildId(8);
-        let mut blame = Blame::default();
-        blame.commits = 2;
+        let mut blame = Blame {
+            commits: 2,
+            ..Blame::default()
+        };
         blame.authors.insert("Ann".into(), "ann@x.org".into());
         let text = body("https://h", &app, &[&lib], &blame);
         assert!(
