@@ -591,3 +591,112 @@ async fn s3_backup_copies_a_builds_closure_into_a_bucket_as_a_binary_cache() {
     again.sort();
     assert_eq!(again, keys);
 }
+
+/// The generator of a declarative project's jobsets: `.jobsets` builds
+/// `{ NAME: { description: DESCRIPTION, … } }`.
+fn generator(name: &str, description: &str) -> String {
+    format!(
+        r#"{{ declInput, projectName, src }}:
+{{
+  jobsets = derivation {{
+    name = "spec.json";
+    system = builtins.currentSystem;
+    builder = "/bin/sh";
+    args = [ "-c" "echo '{{ \"{name}\": {{ \"enabled\": 1, \"nixexprinput\": \"src\", \"nixexprpath\": \"release.nix\", \"description\": \"{description}\", \"checkinterval\": 0, \"inputs\": {{ \"src\": {{ \"type\": \"string\", \"value\": \"x\" }} }} }} }}' > $out" ];
+  }};
+}}
+"#
+    )
+}
+
+/// `hydra up` evaluates a generated declarative project's `.jobsets`,
+/// builds its specification, and applies it when the build finishes:
+/// jobsets appear, change, and are disabled when the generator drops
+/// them.
+#[tokio::test]
+async fn hydra_up_applies_a_generated_declarative_specification_when_its_build_finishes() {
+    use std::time::Duration;
+
+    let db = TestDb::new().await;
+    let data = shared_tempdir();
+    let src = shared_tempdir();
+    std::fs::write(
+        src.path().join("generator.nix"),
+        generator("generated", "first"),
+    )
+    .unwrap();
+    let decl = shared_tempdir();
+    let spec = serde_json::json!({
+        "enabled": 1, "hidden": false, "description": "jobsets",
+        "nixexprinput": "src", "nixexprpath": "generator.nix",
+        "checkinterval": 1, "schedulingshares": 100, "enableemail": false,
+        "emailoverride": "", "keepnr": 3,
+        "inputs": { "src": { "type": "path", "value": src.path().to_str().unwrap() } }
+    });
+    std::fs::write(decl.path().join("spec.json"), spec.to_string()).unwrap();
+    hydra_test_support::jobsets::create_project(&db.pool, "p").await;
+    sqlx::query("update Projects set declfile = 'spec.json', decltype = 'path', declvalue = $1")
+        .bind(decl.path().to_str().unwrap())
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    hydra_test_support::jobsets::create_jobset(
+        &db.pool,
+        "p",
+        ".jobsets",
+        "src",
+        "generator.nix",
+        &[],
+    )
+    .await;
+    db.exec("update Jobsets set checkInterval = 1 where name = '.jobsets'")
+        .await;
+    std::fs::write(
+        data.path().join("hydra.conf"),
+        format!(
+            "{}path_input_cache_validity_seconds = 0\n",
+            crate::common::FREE_PORTS
+        ),
+    )
+    .unwrap();
+    let up = crate::common::Up::start({
+        let mut cmd = hydra(data.path());
+        cmd.env("HYDRA_DATABASE_URL", db.url());
+        cmd
+    });
+    let jobset = |name: &'static str| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_as::<_, (Option<String>, i32, i32)>(
+                "select description, enabled, hidden from Jobsets where project = 'p' and name = $1",
+            )
+            .bind(name)
+            .fetch_optional(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let wait = |what: &str, deadline: std::time::Instant| {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    while jobset("generated").await.map(|j| j.0) != Some(Some("first".into())) {
+        wait("the generated jobset never appeared", deadline);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The generator changes: a new jobset, and the old one is retired.
+    std::fs::write(
+        src.path().join("generator.nix"),
+        generator("renamed", "second"),
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    while jobset("renamed").await.map(|j| j.0) != Some(Some("second".into())) {
+        wait("the new specification was never applied", deadline);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let retired = jobset("generated").await.unwrap();
+    assert_eq!((retired.1, retired.2), (0, 1), "disabled and hidden");
+    up.stop();
+}
