@@ -529,8 +529,8 @@ impl NotificationView {
             other => other,
         };
         let (detail, when) = match delivery.as_str() {
-            "sent" => ("sent".to_string(), n.int("sentAt")),
-            "dropped" => (format!("given up: {}", n.text("lastError")), None),
+            "sent" => (String::new(), n.int("sentAt")),
+            "dropped" => (n.text("lastError"), None),
             "retrying" => (
                 format!(
                     "attempt {} failed ({}); next",
@@ -539,7 +539,7 @@ impl NotificationView {
                 ),
                 n.int("nextAttempt"),
             ),
-            _ => ("due".to_string(), None),
+            _ => (String::new(), None),
         };
         NotificationView {
             kind: "status",
@@ -558,7 +558,7 @@ impl NotificationView {
         let (detail, when) = if delivery == "dropped" {
             (
                 format!(
-                    "given up after {} attempts: {}",
+                    "after {} attempts: {}",
                     n.int("attempts").unwrap_or(0),
                     n.text("lastError")
                 ),

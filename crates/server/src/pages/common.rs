@@ -109,6 +109,10 @@ impl Time {
     pub(super) fn relative_to(unix: i64, now: i64) -> String {
         let ago = now - unix;
         match ago {
+            -604_800..=-86_400 => format!("in {}d", -ago / 86_400),
+            -86_399..=-3600 => format!("in {}h", -ago / 3600),
+            -3599..=-60 => format!("in {}m", -ago / 60),
+            -59..=-1 => format!("in {}s", -ago),
             0..60 => format!("{ago}s ago"),
             60..3600 => format!("{}m ago", ago / 60),
             3600..86_400 => format!("{}h ago", ago / 3600),
@@ -271,10 +275,13 @@ mod tests {
         assert_eq!(Time::relative_to(now - 7200, now), "2h ago");
         assert_eq!(Time::relative_to(now - 3 * 86_400, now), "3d ago");
         assert_eq!(Time::relative_to(now - 30 * 86_400, now), "2023-10-15");
+        assert_eq!(Time::relative_to(now + 60, now), "in 1m");
+        assert_eq!(Time::relative_to(now + 5, now), "in 5s");
+        assert_eq!(Time::relative_to(now + 2 * 86_400, now), "in 2d");
         assert_eq!(
-            Time::relative_to(now + 60, now),
-            "2023-11-14",
-            "the future is a date"
+            Time::relative_to(now + 30 * 86_400, now),
+            "2023-12-14",
+            "the far future is a date"
         );
     }
 
