@@ -435,3 +435,46 @@ async fn an_evaluation_status_goes_pending_then_error_or_follows_its_builds() {
     stop.cancel();
     running.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_database_connection_loses_no_notification() {
+    let recorder = Arc::new(Recorder::start());
+    let (db, jobset) = setup("https://github.com/owner/repo.git", &[]).await;
+    queued(&db, jobset, 1, "a").await;
+    let conf = github_conf(&recorder, "jobs = .*\ninputs = src");
+    let (stop, running) = start(&db, context(&db, &conf)).await;
+    // The role's LISTEN connection drops; the build finishes meanwhile,
+    // its NOTIFY heard by nobody.
+    let killed: i64 = sqlx::query_scalar(
+        "select count(pg_terminate_backend(pid)) from pg_stat_activity \
+         where datname = current_database() and query ilike 'listen%' and pid <> pg_backend_pid()",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(killed, 1);
+    finish(&db, 1, BuildStatus::Succeeded).await;
+    notify(&db, "build_finished", "1").await;
+    // Back, it reads the backlog: the status still arrives, once.
+    let got = requests(&recorder, 1).await;
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(got[0].json()["state"], "success");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let pending: i64 = sqlx::query_scalar(
+            "select count(*) from Builds where notificationPendingSince is not null",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        if pending == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still pending");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(recorder.requests().len(), 1);
+    stop.cancel();
+    running.await.unwrap();
+}
