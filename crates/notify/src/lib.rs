@@ -1,11 +1,13 @@
 //! The notify role: it hears the events the other roles NOTIFY (builds
 //! queued, started and finished, steps finished, evaluations), and runs the
-//! notification plugins on them, retrying failures from `TaskRetries`.
+//! notification plugins on them.
 //!
-//! This crate holds, so far, what the role is built on: the events with
-//! Hydra's parsing and validation of their payloads (`event`), and what
-//! becomes of a failed task (`retry`: kept, backed off with `backoff`,
-//! given up). The rows are `hydra_db::task_retries`.
+//! `run` is the loop (LISTEN, the backlog of pending notifications, events,
+//! due retries); `dispatch` gives each plugin its own bounded queue;
+//! `retry` keeps failed tasks in `TaskRetries` with Hydra's back-off;
+//! `plugins` are Hydra's plugins (mail, chat, metrics, RunCommand, …);
+//! `status` holds the commit-status plugins and the reporter that
+//! delivers their outbox; `metrics` the role's Prometheus metrics.
 
 pub mod dispatch;
 pub mod event;
