@@ -213,24 +213,5 @@ pub fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
 ) -> tokio::task::JoinHandle<()> {
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let metrics = metrics.clone();
-            async move {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        hydra_metrics::CONTENT_TYPE,
-                    )],
-                    metrics.render(),
-                )
-            }
-        }),
-    );
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "the metrics endpoint stopped");
-        }
-    })
+    hydra_metrics::serve(listener, move || metrics.render())
 }

@@ -292,6 +292,26 @@ impl Text {
     }
 }
 
+/// Serves `/metrics` on `listener`, the text `render` gives at each
+/// request, until the returned task is aborted.
+pub fn serve(
+    listener: tokio::net::TcpListener,
+    render: impl Fn() -> String + Clone + Send + Sync + 'static,
+) -> tokio::task::JoinHandle<()> {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let render = render.clone();
+            async move { ([(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)], render()) }
+        }),
+    );
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "the metrics endpoint stopped");
+        }
+    })
+}
+
 /// A sample read back from the text exposition.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sample {

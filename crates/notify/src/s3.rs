@@ -291,17 +291,8 @@ impl S3 {
             )
             .body(body)
             .send()
-            .await
-            .map_err(|e| format!("S3 PUT {bucket}/{key}: {e}"))?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let text = response.text().await.unwrap_or_default();
-        Err(format!(
-            "S3 PUT {bucket}/{key}: HTTP {status}: {}",
-            text.chars().take(300).collect::<String>()
-        ))
+            .await;
+        stored(response, bucket, key).await
     }
 
     /// Stores the file at `path` as `key` in `bucket`, streamed; its
@@ -330,18 +321,27 @@ impl S3 {
             .header(reqwest::header::CONTENT_LENGTH, size)
             .body(body)
             .send()
-            .await
-            .map_err(|e| format!("S3 PUT {bucket}/{key}: {e}"))?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let text = response.text().await.unwrap_or_default();
-        Err(format!(
-            "S3 PUT {bucket}/{key}: HTTP {status}: {}",
-            text.chars().take(300).collect::<String>()
-        ))
+            .await;
+        stored(response, bucket, key).await
     }
+}
+
+/// The outcome of a PUT of `key` in `bucket`.
+async fn stored(
+    response: reqwest::Result<reqwest::Response>,
+    bucket: &str,
+    key: &str,
+) -> Result<(), String> {
+    let response = response.map_err(|e| format!("S3 PUT {bucket}/{key}: {e}"))?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let text = response.text().await.unwrap_or_default();
+    Err(format!(
+        "S3 PUT {bucket}/{key}: HTTP {status}: {}",
+        text.chars().take(300).collect::<String>()
+    ))
 }
 
 #[cfg(test)]

@@ -117,11 +117,7 @@ impl Plugin for CircleCi {
                     failures.push(e);
                 }
             }
-            if failures.is_empty() {
-                Ok(())
-            } else {
-                Err(failures.join("; "))
-            }
+            crate::plugins::all_done(failures)
         })
     }
 }

@@ -246,11 +246,7 @@ impl Email {
                 failures.push(e);
             }
         }
-        if failures.is_empty() {
-            Ok(())
-        } else {
-            Err(failures.join("; "))
-        }
+        crate::plugins::all_done(failures)
     }
 
     /// Mails a jobset's owner about its new evaluation error.

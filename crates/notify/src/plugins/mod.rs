@@ -150,6 +150,16 @@ pub(crate) fn truthy(tree: &Tree, key: &str) -> bool {
     text(tree, key).is_some_and(|v| !v.is_empty() && v != "0")
 }
 
+/// `Ok` when none of a plugin's messages failed, else the failures
+/// together (the task is then retried).
+pub(crate) fn all_done(failures: Vec<String>) -> Result<(), String> {
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("; "))
+    }
+}
+
 /// A status as reports name it (Hydra's `showStatus`): aborted, timed
 /// out and the limits read "Failed".
 pub fn show_status(status: Option<i32>) -> &'static str {

@@ -183,11 +183,7 @@ impl Plugin for Slack {
                     failures.push(e);
                 }
             }
-            if failures.is_empty() {
-                Ok(())
-            } else {
-                Err(failures.join("; "))
-            }
+            crate::plugins::all_done(failures)
         })
     }
 }

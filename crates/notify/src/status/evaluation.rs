@@ -14,14 +14,13 @@
 //! Written to the same outbox as build statuses, so the same rules hold:
 //! never lost, never sent twice, overtaken states never sent.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
-use hydra_db::commit_statuses::{self, Desire, Desired, SourceInput};
+use hydra_db::commit_statuses::{self, SourceInput};
 use hydra_db::ids::{BuildId, EvalId};
 
 use super::github::Github;
-use super::{Outbox, Target};
+use super::{Outbox, Owner, Target, write_targets};
 use crate::Event;
 use crate::plugin::{Context, Plugin, Work};
 
@@ -109,33 +108,15 @@ impl EvaluationStatus {
             return Ok(());
         }
         let mut tx = cx.pool.begin().await.map_err(|e| e.to_string())?;
-        let now = hydra_db::now();
-        let mut seen = HashSet::new();
-        let mut due = false;
-        for target in targets {
-            if !seen.insert((target.url.clone(), target.context.clone())) {
-                continue;
-            }
-            let body = target.body.to_string();
-            let desire = commit_statuses::desire(
-                &mut tx,
-                &Desired {
-                    forge: "github",
-                    url: &target.url,
-                    context: &target.context,
-                    credential: &target.credential,
-                    job: name,
-                    build: None,
-                    eval,
-                    state: target.state,
-                    body: &body,
-                },
-                now,
-            )
+        let owner = Owner {
+            forge: "github",
+            job: name,
+            build: None,
+            eval,
+        };
+        let due = write_targets(&mut tx, &owner, targets)
             .await
             .map_err(|e| e.to_string())?;
-            due |= desire != Desire::Unchanged;
-        }
         tx.commit().await.map_err(|e| e.to_string())?;
         if due {
             self.outbox.wake();

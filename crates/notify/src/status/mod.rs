@@ -157,45 +157,72 @@ impl<F: Forge> StatusPlugin<F> {
         };
         let sources = commit_statuses::sources(&mut tx, head, only).await?;
         let base = cx.config.web.base_uri.trim_end_matches('/');
-        let full_name = facts.full_name();
-        let now = hydra_db::now();
-        let mut seen = HashSet::new();
-        let mut due = false;
-        for target in self.forge.targets(event, &facts, &sources, base) {
-            if !seen.insert((target.url.clone(), target.context.clone())) {
-                continue;
-            }
-            let body = target.body.to_string();
-            let desire = commit_statuses::desire(
-                &mut tx,
-                &Desired {
-                    forge: F::FORGE,
-                    url: &target.url,
-                    context: &target.context,
-                    credential: &target.credential,
-                    job: &full_name,
-                    build: Some(build),
-                    eval: None,
-                    state: target.state,
-                    body: &body,
-                },
-                now,
-            )
-            .await?;
-            if desire != Desire::Unchanged {
-                tracing::debug!(
-                    forge = F::FORGE,
-                    url = %target.url,
-                    context = %target.context,
-                    state = target.state,
-                    "commit status due"
-                );
-                due = true;
-            }
-        }
+        let targets = self.forge.targets(event, &facts, &sources, base);
+        let owner = Owner {
+            forge: F::FORGE,
+            job: &facts.full_name(),
+            build: Some(build),
+            eval: None,
+        };
+        let due = write_targets(&mut tx, &owner, targets).await?;
         tx.commit().await?;
         Ok(due)
     }
+}
+
+/// Whose statuses targets are: a forge's, for a build or an evaluation
+/// of `job` (`project:jobset:job` or `project:jobset`).
+#[derive(Clone, Copy, Debug)]
+pub struct Owner<'a> {
+    pub forge: &'static str,
+    pub job: &'a str,
+    pub build: Option<BuildId>,
+    pub eval: Option<EvalId>,
+}
+
+/// Writes `targets` (each URL and context once) as `owner`'s desired
+/// states; whether any is due.
+pub async fn write_targets(
+    conn: &mut sqlx::PgConnection,
+    owner: &Owner<'_>,
+    targets: Vec<Target>,
+) -> Result<bool, sqlx::Error> {
+    let now = hydra_db::now();
+    let mut seen = HashSet::new();
+    let mut due = false;
+    for target in targets {
+        if !seen.insert((target.url.clone(), target.context.clone())) {
+            continue;
+        }
+        let body = target.body.to_string();
+        let desire = commit_statuses::desire(
+            conn,
+            &Desired {
+                forge: owner.forge,
+                url: &target.url,
+                context: &target.context,
+                credential: &target.credential,
+                job: owner.job,
+                build: owner.build,
+                eval: owner.eval,
+                state: target.state,
+                body: &body,
+            },
+            now,
+        )
+        .await?;
+        if desire != Desire::Unchanged {
+            tracing::debug!(
+                forge = owner.forge,
+                url = %target.url,
+                context = %target.context,
+                state = target.state,
+                "commit status due"
+            );
+            due = true;
+        }
+    }
+    Ok(due)
 }
 
 /// The status plugins `config` enables, writing to `outbox`.
