@@ -64,7 +64,15 @@ async fn fixture(db: &TestDb, n: i32, recorder: &Recorder) {
     .unwrap();
 }
 
-fn context(db: &TestDb, recorder: &Recorder, data: &std::path::Path) -> Context {
+/// Database connections notify gets (as `hydra notify` opens).
+fn connections() -> u32 {
+    std::env::var("BENCH_CONNECTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8)
+}
+
+async fn context(db: &TestDb, recorder: &Recorder, data: &std::path::Path) -> Context {
     let url = recorder.url();
     let text = format!(
         "base_uri = https://hydra.example.org\n\
@@ -79,8 +87,11 @@ fn context(db: &TestDb, recorder: &Recorder, data: &std::path::Path) -> Context 
     );
     let (config, _) =
         hydra_config::Config::load_str(std::path::Path::new("hydra.conf"), &text).unwrap();
+    let pool = hydra_db::connect(db.connect_options(), connections(), Duration::ZERO)
+        .await
+        .unwrap();
     Context {
-        pool: db.pool.clone(),
+        pool,
         config: Arc::new(config),
         data_dir: hydra_config::DataDir::from(data),
         local_root: None,
@@ -121,12 +132,15 @@ async fn throughput() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2000);
-    println!("(a) {n} builds finish at once, 5 plugins");
+    println!(
+        "(a) {n} builds finish at once, 5 plugins, {} connections",
+        connections()
+    );
     let db = TestDb::new().await;
     let data = tempfile::tempdir().unwrap();
     let recorder = Recorder::start();
     fixture(&db, n, &recorder).await;
-    let (stop, running) = start(&db, context(&db, &recorder, data.path())).await;
+    let (stop, running) = start(&db, context(&db, &recorder, data.path()).await).await;
     sqlx::query(
         "update Builds set finished = 1, buildStatus = 0, startTime = 1, stopTime = 2, \
          notificationPendingSince = 2",
@@ -169,7 +183,7 @@ async fn latency() {
     let data = tempfile::tempdir().unwrap();
     let recorder = Recorder::start();
     fixture(&db, n, &recorder).await;
-    let (stop, running) = start(&db, context(&db, &recorder, data.path())).await;
+    let (stop, running) = start(&db, context(&db, &recorder, data.path()).await).await;
     let mut sent = Vec::with_capacity(n as usize);
     let mut tick = tokio::time::interval(Duration::from_secs(1) / RATE);
     for id in 1..=n {
