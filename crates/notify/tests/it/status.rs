@@ -166,8 +166,19 @@ async fn a_finished_build_gets_only_its_final_state_under_every_matching_block()
 async fn a_rate_limit_holds_the_credential_and_only_the_newest_state_is_sent_after_it() {
     let recorder = Arc::new(Recorder::start());
     let (db, jobset) = setup("https://github.com/owner/repo", &[]).await;
+    db.exec(&format!(
+        "insert into JobsetEvalInputs (eval, name, altNr, type, uri, revision) \
+         values (1, 'other', 0, 'git', 'https://github.com/second/repo', '{REV}')"
+    ))
+    .await;
     queued(&db, jobset, 1, "a").await;
-    let conf = github_conf(&recorder, "jobs = .*\ninputs = src");
+    queued(&db, jobset, 2, "b").await;
+    // Job a reports to owner's repository, job b to second's (signed by
+    // its block's token).
+    let conf = format!(
+        "{}<githubstatus>\njobs = p:j:b\ninputs = other\nauthorization = token second-secret\n</githubstatus>\n",
+        github_conf(&recorder, "jobs = p:j:a\ninputs = src")
+    );
     let (stop, running) = start(&db, context(&db, &conf)).await;
 
     // The first answer: secondary rate limit, come back in 2 seconds.
@@ -179,19 +190,36 @@ async fn a_rate_limit_holds_the_credential_and_only_the_newest_state_is_sent_aft
     notify(&db, "build_queued", "1").await;
     let got = requests(&recorder, 1).await;
     assert_eq!(got[0].json()["state"], "pending");
-    // Meanwhile the build finishes: the pending state is overtaken.
+    // Another credential is not held back.
+    notify(&db, "build_queued", "2").await;
+    let got = requests(&recorder, 2).await;
+    assert_eq!(
+        got[1].path,
+        format!("/api/v3/repos/second/repo/statuses/{REV}")
+    );
+    assert_eq!(got[1].header("authorization"), Some("token second-secret"));
+    assert!(
+        got[1].at - got[0].at < Duration::from_millis(1500),
+        "not held: {:?}",
+        got[1].at - got[0].at
+    );
+    // Meanwhile build 1 finishes: its pending state is overtaken.
     finish(&db, 1, BuildStatus::Succeeded).await;
     notify(&db, "build_finished", "1").await;
-    let got = requests(&recorder, 2).await;
-    assert_eq!(got.len(), 2, "{got:#?}");
-    let waited = got[1].at - got[0].at;
+    let got = requests(&recorder, 3).await;
+    assert_eq!(got.len(), 3, "{got:#?}");
+    let waited = got[2].at - got[0].at;
     assert!(
         waited >= Duration::from_millis(1500),
         "Retry-After honoured: {waited:?}"
     );
-    assert_eq!(got[1].json()["state"], "success", "pending never resent");
+    assert_eq!(
+        got[2].path,
+        format!("/api/v3/repos/owner/repo/statuses/{REV}")
+    );
+    assert_eq!(got[2].json()["state"], "success", "pending never resent");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(recorder.requests().len(), 2);
+    assert_eq!(recorder.requests().len(), 3);
     stop.cancel();
     running.await.unwrap();
 }
