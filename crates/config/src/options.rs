@@ -100,7 +100,7 @@ options! {
         "evaluator_metrics_address" = "127.0.0.1:9199" : "Address of the evaluator's Prometheus metrics endpoint (empty: none). A taken address stops the evaluator.";
         "git-input" = "" : "`<git-input>` block: `timeout` (600), `fallback_branch`, and `<project:jobset:input>` blocks overriding them.";
         "github_authorization" = "" : "`<github_authorization>` block: `owner = token …` lines.";
-        "github_api_url" = "https://api.github.com" : "GitHub's API (for GitHub Enterprise: `https://HOST/api/v3`): commit statuses and pull-request inputs.";
+        "github_api_url" = "https://api.github.com" : "GitHub's API (for GitHub Enterprise: `https://HOST/api/v3`): commit statuses and the `githubpulls` and `github_refs` inputs.";
         "github_endpoint" = "" : "Older name of `github_api_url`.";
         "gitlab_authorization" = "" : "`<gitlab_authorization>` block: `projectId = token` lines.";
         "bitbucket_authorization" = "" : "`<bitbucket_authorization>` block: `owner = token` lines.";
@@ -132,7 +132,7 @@ options! {
         "gitea_status" = "" : "Reserved; Gitea statuses are enabled by `gitea_authorization`.";
         "enable_bitbucket_status" = "0" : "Report Bitbucket build statuses.";
         "bitbucket" = "" : "`<bitbucket> username password </bitbucket>` for Bitbucket statuses.";
-        "bitbucket_api_url" = "https://api.bitbucket.org" : "Bitbucket's API, for Bitbucket statuses.";
+        "bitbucket_api_url" = "https://api.bitbucket.org" : "Bitbucket's API, for Bitbucket statuses and `bitbucketpulls` inputs.";
         "slack" = "" : "`<slack>` blocks: Slack notifications.";
         "circleci" = "" : "`<circleci>` blocks: trigger CircleCI builds.";
         "circleci_api_url" = "https://circleci.com" : "CircleCI's address, for `<circleci>` triggers.";

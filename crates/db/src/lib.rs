@@ -236,6 +236,23 @@ pub async fn connect(
     Ok(pool)
 }
 
+/// Unix seconds `secs` as a UTC date and time: year, month, day, hour,
+/// minute, second (Howard Hinnant's days-to-civil algorithm).
+pub fn utc(secs: u64) -> (i64, i64, i64, u64, u64, u64) {
+    let days = (secs / 86_400) as i64;
+    let rest = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day, rest / 3600, rest % 3600 / 60, rest % 60)
+}
+
 /// The current time as Unix seconds, the way every timestamp column stores it.
 pub fn now() -> i32 {
     let secs = std::time::SystemTime::now()

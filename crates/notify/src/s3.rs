@@ -52,26 +52,10 @@ impl Stamp {
 
     /// The stamp of `secs` seconds after the epoch (UTC).
     pub fn at(secs: u64) -> Stamp {
-        let days = (secs / 86_400) as i64;
-        let rest = secs % 86_400;
-        // Days to a civil date (Howard Hinnant's algorithm).
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = doy - (153 * mp + 2) / 5 + 1;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = yoe + era * 400 + i64::from(month <= 2);
+        let (year, month, day, hour, minute, second) = hydra_db::utc(secs);
         let date = format!("{year:04}{month:02}{day:02}");
         Stamp {
-            time: format!(
-                "{date}T{:02}{:02}{:02}Z",
-                rest / 3600,
-                rest % 3600 / 60,
-                rest % 60
-            ),
+            time: format!("{date}T{hour:02}{minute:02}{second:02}Z"),
             date,
         }
     }

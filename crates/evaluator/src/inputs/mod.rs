@@ -15,6 +15,7 @@ use crate::engine::{Arg, NixEnv, nix_string};
 
 mod build;
 mod git;
+mod pulls;
 mod scm;
 
 /// One input of a jobset as configured.
@@ -183,6 +184,9 @@ pub(crate) async fn fetch(
         "bzr" | "bzr-checkout" => scm::fetch_bzr(ctx, input, base).await,
         "darcs" => scm::fetch_darcs(ctx, input, base).await,
         "build" | "sysbuild" | "eval" => return build::fetch(ctx, input, base).await,
+        "githubpulls" | "github_refs" | "gitlabpulls" | "giteapulls" | "bitbucketpulls" => {
+            pulls::fetch(ctx, input, base).await
+        }
         other => Err(FetchError(format!(
             "input `{}` has the unsupported type `{other}`",
             input.name

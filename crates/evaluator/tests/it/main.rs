@@ -9,4 +9,5 @@ mod evaluation;
 mod flakes;
 mod gc_roots;
 mod input_types;
+mod pulls;
 mod scheduler;

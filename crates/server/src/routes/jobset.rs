@@ -38,6 +38,11 @@ pub(crate) const INPUT_TYPES: &[&str] = &[
     "build",
     "sysbuild",
     "eval",
+    "githubpulls",
+    "github_refs",
+    "gitlabpulls",
+    "giteapulls",
+    "bitbucketpulls",
 ];
 
 pub(crate) async fn show(
