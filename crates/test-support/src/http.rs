@@ -1,7 +1,7 @@
 //! A recording HTTP server on 127.0.0.1: the stand-in for third-party web
 //! services (forges, chat, metrics). It records every request (method,
-//! path, headers, body) and answers with the replies queued for it, or
-//! `201 {}`. It speaks enough HTTP/1.1 for clients that keep connections
+//! path, headers, body) and answers with the replies queued for it, else
+//! its standing reply, else `201 {}`. It speaks enough HTTP/1.1 for clients that keep connections
 //! alive and send bodies with `Content-Length`.
 
 use std::collections::VecDeque;
@@ -76,6 +76,8 @@ impl Reply {
 struct Shared {
     requests: Mutex<Vec<Request>>,
     replies: Mutex<VecDeque<Reply>>,
+    /// The answer when none is queued (`201 {}` when unset).
+    default: Mutex<Option<Reply>>,
     /// Held before answering (a slow service).
     delay: Mutex<Duration>,
     stop: AtomicBool,
@@ -122,6 +124,11 @@ impl Recorder {
     /// Answers the next request with `reply` (after those queued before).
     pub fn reply_next(&self, reply: Reply) {
         self.shared.replies.lock().unwrap().push_back(reply);
+    }
+
+    /// Answers with `reply` whenever no answer is queued.
+    pub fn reply_always(&self, reply: Reply) {
+        *self.shared.default.lock().unwrap() = Some(reply);
     }
 
     /// Waits `delay` before each answer from now on.
@@ -204,11 +211,9 @@ fn serve(stream: TcpStream, shared: &Shared) {
         });
         let delay = *shared.delay.lock().unwrap();
         std::thread::sleep(delay);
-        let reply = shared
-            .replies
-            .lock()
-            .unwrap()
-            .pop_front()
+        let queued = shared.replies.lock().unwrap().pop_front();
+        let reply = queued
+            .or_else(|| shared.default.lock().unwrap().clone())
             .unwrap_or_else(|| Reply::new(201));
         let mut head = format!(
             "HTTP/1.1 {} Recorded\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",

@@ -700,3 +700,145 @@ async fn hydra_up_applies_a_generated_declarative_specification_when_its_build_f
     assert_eq!((retired.1, retired.2), (0, 1), "disabled and hidden");
     up.stop();
 }
+
+/// A generator of one jobset per open pull request, `pr-N`, described by
+/// its title and building its head.
+const PR_GENERATOR: &str = r#"{ declInput, projectName, src, pulls }:
+let
+  prs = builtins.fromJSON (builtins.readFile pulls);
+  spec = builtins.listToAttrs (map (n: {
+    name = "pr-${n}";
+    value = {
+      enabled = 1; hidden = false; description = prs.${n}.title;
+      nixexprinput = "src"; nixexprpath = "release.nix"; checkinterval = 0;
+      schedulingshares = 100; enableemail = false; emailoverride = ""; keepnr = 1;
+      inputs = { src = { type = "string"; value = prs.${n}.head.sha; emailresponsible = false; }; };
+    };
+  }) (builtins.attrNames prs));
+in
+{
+  jobsets = derivation {
+    name = "spec.json";
+    system = builtins.currentSystem;
+    builder = "/bin/sh";
+    args = [ "-c" "echo '${builtins.toJSON spec}' > $out" ];
+  };
+}
+"#;
+
+/// `hydra up` with a declarative project generating one jobset per pull
+/// request from a `githubpulls` input: the pull requests' jobsets appear,
+/// follow a new push, and are retired when their pull request closes.
+#[tokio::test]
+async fn one_jobset_per_pull_request_appears_follows_pushes_and_retires() {
+    use hydra_test_support::http::{Recorder, Reply};
+    use std::time::Duration;
+
+    let db = TestDb::new().await;
+    let data = shared_tempdir();
+    let recorder = Recorder::start();
+    let pulls = |list: &[(u32, &str, &str)]| {
+        let items: Vec<serde_json::Value> = list
+            .iter()
+            .map(|(n, title, sha)| serde_json::json!({"number": n, "title": title, "head": {"sha": sha}}))
+            .collect();
+        Reply::new(200).body(&serde_json::Value::Array(items).to_string())
+    };
+    recorder.reply_always(pulls(&[(1, "Fix the build", "a1"), (2, "Add docs", "b1")]));
+    let src = shared_tempdir();
+    std::fs::write(src.path().join("generator.nix"), PR_GENERATOR).unwrap();
+    let decl = shared_tempdir();
+    let spec = serde_json::json!({
+        "enabled": 1, "hidden": false, "description": "pull requests",
+        "nixexprinput": "src", "nixexprpath": "generator.nix",
+        "checkinterval": 1, "schedulingshares": 100, "enableemail": false,
+        "emailoverride": "", "keepnr": 3,
+        "inputs": {
+            "src": { "type": "path", "value": src.path().to_str().unwrap() },
+            "pulls": { "type": "githubpulls", "value": "owner repo" }
+        }
+    });
+    std::fs::write(decl.path().join("spec.json"), spec.to_string()).unwrap();
+    hydra_test_support::jobsets::create_project(&db.pool, "p").await;
+    sqlx::query("update Projects set declfile = 'spec.json', decltype = 'path', declvalue = $1")
+        .bind(decl.path().to_str().unwrap())
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    hydra_test_support::jobsets::create_jobset(
+        &db.pool,
+        "p",
+        ".jobsets",
+        "src",
+        "generator.nix",
+        &[],
+    )
+    .await;
+    db.exec("update Jobsets set checkInterval = 1 where name = '.jobsets'")
+        .await;
+    std::fs::write(
+        data.path().join("hydra.conf"),
+        format!(
+            "{}path_input_cache_validity_seconds = 0\ngithub_api_url = {}\n",
+            crate::common::FREE_PORTS,
+            recorder.url()
+        ),
+    )
+    .unwrap();
+    let up = crate::common::Up::start({
+        let mut cmd = hydra(data.path());
+        cmd.env("HYDRA_DATABASE_URL", db.url());
+        cmd
+    });
+    let jobset = |name: &'static str| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_as::<_, (Option<String>, i32, i32)>(
+                "select description, enabled, hidden from Jobsets where project = 'p' and name = $1",
+            )
+            .bind(name)
+            .fetch_optional(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let until = |what: &'static str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(180);
+        move || assert!(std::time::Instant::now() < deadline, "{what}")
+    };
+    let check = until("the pull requests' jobsets never appeared");
+    while jobset("pr-1").await.map(|j| j.0) != Some(Some("Fix the build".into()))
+        || jobset("pr-2").await.is_none()
+    {
+        check();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A push to #1 (new title and head) and #2 closed.
+    recorder.reply_always(pulls(&[(1, "Fix the build, take two", "a2")]));
+    let check = until("the new pull-request list was never applied");
+    while jobset("pr-1").await.map(|j| j.0) != Some(Some("Fix the build, take two".into())) {
+        check();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let input: String = sqlx::query_scalar(
+        "select value from JobsetInputAlts where project = 'p' and jobset = 'pr-1' and input = 'src'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(input, "a2", "the jobset follows the new head");
+    let closed = jobset("pr-2").await.unwrap();
+    assert_eq!(
+        (closed.1, closed.2),
+        (0, 1),
+        "disabled and hidden, not deleted"
+    );
+    assert!(
+        recorder
+            .requests()
+            .iter()
+            .all(|r| r.path == "/repos/owner/repo/pulls?per_page=100")
+    );
+    up.stop();
+}
