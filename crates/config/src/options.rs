@@ -102,6 +102,7 @@ options! {
         "github_authorization" = "" : "`<github_authorization>` block: `owner = token …` lines.";
         "github_api_url" = "https://api.github.com" : "GitHub's API (for GitHub Enterprise: `https://HOST/api/v3`): commit statuses and the `githubpulls` and `github_refs` inputs.";
         "github_endpoint" = "" : "Older name of `github_api_url`.";
+        "bitbucket_api_url" = "https://api.bitbucket.org" : "Bitbucket's API, for Bitbucket statuses and `bitbucketpulls` inputs.";
         "gitlab_authorization" = "" : "`<gitlab_authorization>` block: `projectId = token` lines.";
         "bitbucket_authorization" = "" : "`<bitbucket_authorization>` block: `owner = token` lines.";
         "gitea_authorization" = "" : "`<gitea_authorization>` block: `owner = token` lines.";
@@ -132,7 +133,6 @@ options! {
         "gitea_status" = "" : "Reserved; Gitea statuses are enabled by `gitea_authorization`.";
         "enable_bitbucket_status" = "0" : "Report Bitbucket build statuses.";
         "bitbucket" = "" : "`<bitbucket> username password </bitbucket>` for Bitbucket statuses.";
-        "bitbucket_api_url" = "https://api.bitbucket.org" : "Bitbucket's API, for Bitbucket statuses and `bitbucketpulls` inputs.";
         "slack" = "" : "`<slack>` blocks: Slack notifications.";
         "circleci" = "" : "`<circleci>` blocks: trigger CircleCI builds.";
         "circleci_api_url" = "https://circleci.com" : "CircleCI's address, for `<circleci>` triggers.";
@@ -213,6 +213,8 @@ pub struct EvaluatorConfig {
     /// `github_api_url` (or its older name `github_endpoint`), without a
     /// trailing slash.
     pub github_api_url: String,
+    /// `bitbucket_api_url`, without a trailing slash.
+    pub bitbucket_api_url: String,
     pub gitlab_authorization: BTreeMap<String, Secret>,
     pub bitbucket_authorization: BTreeMap<String, Secret>,
     pub gitea_authorization: BTreeMap<String, Secret>,
@@ -447,6 +449,12 @@ impl Config {
                 || "https://api.github.com".into(),
                 |url| url.trim_end_matches('/').to_string(),
             ),
+            bitbucket_api_url: string(t, "bitbucket_api_url", w)?
+                .filter(|url| !url.is_empty())
+                .map_or_else(
+                    || "https://api.bitbucket.org".into(),
+                    |url| url.trim_end_matches('/').to_string(),
+                ),
             gitlab_authorization: token_map(t, "gitlab_authorization", w)?,
             bitbucket_authorization: token_map(t, "bitbucket_authorization", w)?,
             gitea_authorization: token_map(t, "gitea_authorization", w)?,

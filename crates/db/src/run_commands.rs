@@ -121,18 +121,35 @@ pub async fn finish(pool: &PgPool, uuid: &str, now: i32, ended: Ended) -> Result
     Ok(())
 }
 
-/// Whether build `id`'s project and jobset allow dynamic RunCommand
-/// (`enable_dynamic_run_command` on each).
-pub async fn dynamic_allowed(pool: &PgPool, id: BuildId) -> Result<(bool, bool), sqlx::Error> {
-    let flags: Option<(bool, bool)> = sqlx::query_as(
-        "select p.enable_dynamic_run_command, j.enable_dynamic_run_command \
+/// Whether `job` is a dynamic RunCommand hook: `runCommandHook.` and a
+/// name.
+pub fn is_hook(job: &str) -> bool {
+    job.strip_prefix("runCommandHook.")
+        .is_some_and(|name| !name.is_empty())
+}
+
+/// What decides whether build `id`'s output may run as a dynamic
+/// RunCommand, besides the server's option.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct HookFacts {
+    pub project: String,
+    pub job: String,
+    /// `enable_dynamic_run_command` of the project and of the jobset.
+    pub project_allows: bool,
+    pub jobset_allows: bool,
+}
+
+/// Build `id`'s [`HookFacts`], if the build exists.
+pub async fn hook_facts(pool: &PgPool, id: BuildId) -> Result<Option<HookFacts>, sqlx::Error> {
+    sqlx::query_as(
+        "select j.project, b.job, p.enable_dynamic_run_command as project_allows, \
+           j.enable_dynamic_run_command as jobset_allows \
          from Builds b join Jobsets j on j.id = b.jobset_id join Projects p on p.name = j.project \
          where b.id = $1",
     )
     .bind(id)
     .fetch_optional(pool)
-    .await?;
-    Ok(flags.unwrap_or((false, false)))
+    .await
 }
 
 /// The document RunCommand gives a command about finished build `id`
@@ -170,6 +187,14 @@ pub async fn build_document(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hooks_are_the_prefix_a_dot_and_a_name() {
+        assert!(is_hook("runCommandHook.deploy"));
+        assert!(!is_hook("runCommandHook."));
+        assert!(!is_hook("runCommandHookXY"));
+        assert!(!is_hook("deploy"));
+    }
 
     #[test]
     fn uuids_are_recognised_and_anything_else_is_not() {

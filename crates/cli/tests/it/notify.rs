@@ -609,96 +609,122 @@ fn generator(name: &str, description: &str) -> String {
     )
 }
 
+/// A declarative project `p` under `hydra up` whose `.jobsets` is
+/// evaluated every second from `generator.nix` in a path input `src`
+/// (plus `inputs`), with `conf` in hydra.conf.
+struct Generated {
+    db: TestDb,
+    src: tempfile::TempDir,
+    _decl: tempfile::TempDir,
+    _data: tempfile::TempDir,
+    up: crate::common::Up,
+}
+
+impl Generated {
+    async fn start(generator: &str, inputs: serde_json::Value, conf: &str) -> Generated {
+        let db = TestDb::new().await;
+        let data = shared_tempdir();
+        let src = shared_tempdir();
+        std::fs::write(src.path().join("generator.nix"), generator).unwrap();
+        let mut all = serde_json::json!({
+            "src": { "type": "path", "value": src.path().to_str().unwrap() }
+        });
+        if let (Some(all), Some(more)) = (all.as_object_mut(), inputs.as_object()) {
+            all.extend(more.clone());
+        }
+        let spec = serde_json::json!({
+            "enabled": 1, "hidden": false, "description": "jobsets",
+            "nixexprinput": "src", "nixexprpath": "generator.nix",
+            "checkinterval": 1, "schedulingshares": 100, "enableemail": false,
+            "emailoverride": "", "keepnr": 3, "inputs": all
+        });
+        let decl = shared_tempdir();
+        std::fs::write(decl.path().join("spec.json"), spec.to_string()).unwrap();
+        hydra_test_support::jobsets::create_project(&db.pool, "p").await;
+        sqlx::query(
+            "update Projects set declfile = 'spec.json', decltype = 'path', declvalue = $1",
+        )
+        .bind(decl.path().to_str().unwrap())
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        hydra_test_support::jobsets::create_jobset(
+            &db.pool,
+            "p",
+            ".jobsets",
+            "src",
+            "generator.nix",
+            &[],
+        )
+        .await;
+        db.exec("update Jobsets set checkInterval = 1 where name = '.jobsets'")
+            .await;
+        std::fs::write(
+            data.path().join("hydra.conf"),
+            format!(
+                "{}path_input_cache_validity_seconds = 0\n{conf}",
+                crate::common::FREE_PORTS
+            ),
+        )
+        .unwrap();
+        let up = crate::common::Up::start({
+            let mut cmd = hydra(data.path());
+            cmd.env("HYDRA_DATABASE_URL", db.url());
+            cmd
+        });
+        Generated {
+            db,
+            src,
+            _decl: decl,
+            _data: data,
+            up,
+        }
+    }
+
+    fn set_generator(&self, text: &str) {
+        std::fs::write(self.src.path().join("generator.nix"), text).unwrap();
+    }
+
+    /// Jobset `name`'s description, `enabled` and `hidden`.
+    async fn jobset(&self, name: &str) -> Option<(Option<String>, i32, i32)> {
+        sqlx::query_as(
+            "select description, enabled, hidden from Jobsets where project = 'p' and name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.db.pool)
+        .await
+        .unwrap()
+    }
+
+    /// Waits, up to 3 minutes, until jobset `name` has `description`.
+    async fn wait_for(&self, name: &str, description: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+        while self.jobset(name).await.map(|j| j.0) != Some(Some(description.into())) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "jobset {name} never got the description `{description}`"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+}
+
 /// `hydra up` evaluates a generated declarative project's `.jobsets`,
 /// builds its specification, and applies it when the build finishes:
 /// jobsets appear, change, and are disabled when the generator drops
 /// them.
 #[tokio::test]
 async fn hydra_up_applies_a_generated_declarative_specification_when_its_build_finishes() {
-    use std::time::Duration;
-
-    let db = TestDb::new().await;
-    let data = shared_tempdir();
-    let src = shared_tempdir();
-    std::fs::write(
-        src.path().join("generator.nix"),
-        generator("generated", "first"),
-    )
-    .unwrap();
-    let decl = shared_tempdir();
-    let spec = serde_json::json!({
-        "enabled": 1, "hidden": false, "description": "jobsets",
-        "nixexprinput": "src", "nixexprpath": "generator.nix",
-        "checkinterval": 1, "schedulingshares": 100, "enableemail": false,
-        "emailoverride": "", "keepnr": 3,
-        "inputs": { "src": { "type": "path", "value": src.path().to_str().unwrap() } }
-    });
-    std::fs::write(decl.path().join("spec.json"), spec.to_string()).unwrap();
-    hydra_test_support::jobsets::create_project(&db.pool, "p").await;
-    sqlx::query("update Projects set declfile = 'spec.json', decltype = 'path', declvalue = $1")
-        .bind(decl.path().to_str().unwrap())
-        .execute(&db.pool)
-        .await
-        .unwrap();
-    hydra_test_support::jobsets::create_jobset(
-        &db.pool,
-        "p",
-        ".jobsets",
-        "src",
-        "generator.nix",
-        &[],
-    )
-    .await;
-    db.exec("update Jobsets set checkInterval = 1 where name = '.jobsets'")
-        .await;
-    std::fs::write(
-        data.path().join("hydra.conf"),
-        format!(
-            "{}path_input_cache_validity_seconds = 0\n",
-            crate::common::FREE_PORTS
-        ),
-    )
-    .unwrap();
-    let up = crate::common::Up::start({
-        let mut cmd = hydra(data.path());
-        cmd.env("HYDRA_DATABASE_URL", db.url());
-        cmd
-    });
-    let jobset = |name: &'static str| {
-        let pool = db.pool.clone();
-        async move {
-            sqlx::query_as::<_, (Option<String>, i32, i32)>(
-                "select description, enabled, hidden from Jobsets where project = 'p' and name = $1",
-            )
-            .bind(name)
-            .fetch_optional(&pool)
-            .await
-            .unwrap()
-        }
-    };
-    let wait = |what: &str, deadline: std::time::Instant| {
-        assert!(std::time::Instant::now() < deadline, "{what}");
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(180);
-    while jobset("generated").await.map(|j| j.0) != Some(Some("first".into())) {
-        wait("the generated jobset never appeared", deadline);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let project =
+        Generated::start(&generator("generated", "first"), serde_json::json!({}), "").await;
+    project.wait_for("generated", "first").await;
 
     // The generator changes: a new jobset, and the old one is retired.
-    std::fs::write(
-        src.path().join("generator.nix"),
-        generator("renamed", "second"),
-    )
-    .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(180);
-    while jobset("renamed").await.map(|j| j.0) != Some(Some("second".into())) {
-        wait("the new specification was never applied", deadline);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let retired = jobset("generated").await.unwrap();
+    project.set_generator(&generator("renamed", "second"));
+    project.wait_for("renamed", "second").await;
+    let retired = project.jobset("generated").await.unwrap();
     assert_eq!((retired.1, retired.2), (0, 1), "disabled and hidden");
-    up.stop();
+    project.up.stop();
 }
 
 /// A generator of one jobset per open pull request, `pr-N`, described by
@@ -732,10 +758,7 @@ in
 #[tokio::test]
 async fn one_jobset_per_pull_request_appears_follows_pushes_and_retires() {
     use hydra_test_support::http::{Recorder, Reply};
-    use std::time::Duration;
 
-    let db = TestDb::new().await;
-    let data = shared_tempdir();
     let recorder = Recorder::start();
     let pulls = |list: &[(u32, &str, &str)]| {
         let items: Vec<serde_json::Value> = list
@@ -745,90 +768,26 @@ async fn one_jobset_per_pull_request_appears_follows_pushes_and_retires() {
         Reply::new(200).body(&serde_json::Value::Array(items).to_string())
     };
     recorder.reply_always(pulls(&[(1, "Fix the build", "a1"), (2, "Add docs", "b1")]));
-    let src = shared_tempdir();
-    std::fs::write(src.path().join("generator.nix"), PR_GENERATOR).unwrap();
-    let decl = shared_tempdir();
-    let spec = serde_json::json!({
-        "enabled": 1, "hidden": false, "description": "pull requests",
-        "nixexprinput": "src", "nixexprpath": "generator.nix",
-        "checkinterval": 1, "schedulingshares": 100, "enableemail": false,
-        "emailoverride": "", "keepnr": 3,
-        "inputs": {
-            "src": { "type": "path", "value": src.path().to_str().unwrap() },
-            "pulls": { "type": "githubpulls", "value": "owner repo" }
-        }
-    });
-    std::fs::write(decl.path().join("spec.json"), spec.to_string()).unwrap();
-    hydra_test_support::jobsets::create_project(&db.pool, "p").await;
-    sqlx::query("update Projects set declfile = 'spec.json', decltype = 'path', declvalue = $1")
-        .bind(decl.path().to_str().unwrap())
-        .execute(&db.pool)
-        .await
-        .unwrap();
-    hydra_test_support::jobsets::create_jobset(
-        &db.pool,
-        "p",
-        ".jobsets",
-        "src",
-        "generator.nix",
-        &[],
+    let project = Generated::start(
+        PR_GENERATOR,
+        serde_json::json!({ "pulls": { "type": "githubpulls", "value": "owner repo" } }),
+        &format!("github_api_url = {}\n", recorder.url()),
     )
     .await;
-    db.exec("update Jobsets set checkInterval = 1 where name = '.jobsets'")
-        .await;
-    std::fs::write(
-        data.path().join("hydra.conf"),
-        format!(
-            "{}path_input_cache_validity_seconds = 0\ngithub_api_url = {}\n",
-            crate::common::FREE_PORTS,
-            recorder.url()
-        ),
-    )
-    .unwrap();
-    let up = crate::common::Up::start({
-        let mut cmd = hydra(data.path());
-        cmd.env("HYDRA_DATABASE_URL", db.url());
-        cmd
-    });
-    let jobset = |name: &'static str| {
-        let pool = db.pool.clone();
-        async move {
-            sqlx::query_as::<_, (Option<String>, i32, i32)>(
-                "select description, enabled, hidden from Jobsets where project = 'p' and name = $1",
-            )
-            .bind(name)
-            .fetch_optional(&pool)
-            .await
-            .unwrap()
-        }
-    };
-    let until = |what: &'static str| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(180);
-        move || assert!(std::time::Instant::now() < deadline, "{what}")
-    };
-    let check = until("the pull requests' jobsets never appeared");
-    while jobset("pr-1").await.map(|j| j.0) != Some(Some("Fix the build".into()))
-        || jobset("pr-2").await.is_none()
-    {
-        check();
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    project.wait_for("pr-1", "Fix the build").await;
+    project.wait_for("pr-2", "Add docs").await;
 
     // A push to #1 (new title and head) and #2 closed.
     recorder.reply_always(pulls(&[(1, "Fix the build, take two", "a2")]));
-    let check = until("the new pull-request list was never applied");
-    while jobset("pr-1").await.map(|j| j.0) != Some(Some("Fix the build, take two".into())) {
-        check();
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    project.wait_for("pr-1", "Fix the build, take two").await;
     let input: String = sqlx::query_scalar(
         "select value from JobsetInputAlts where project = 'p' and jobset = 'pr-1' and input = 'src'",
     )
-    .fetch_one(&db.pool)
+    .fetch_one(&project.db.pool)
     .await
     .unwrap();
     assert_eq!(input, "a2", "the jobset follows the new head");
-    let closed = jobset("pr-2").await.unwrap();
+    let closed = project.jobset("pr-2").await.unwrap();
     assert_eq!(
         (closed.1, closed.2),
         (0, 1),
@@ -840,5 +799,5 @@ async fn one_jobset_per_pull_request_appears_follows_pushes_and_retires() {
             .iter()
             .all(|r| r.path == "/repos/owner/repo/pulls?per_page=100")
     );
-    up.stop();
+    project.up.stop();
 }

@@ -238,26 +238,14 @@ pub(crate) async fn fetch(
             let [owner, repo] = words[..] else {
                 return Err(usage("OWNER REPO"));
             };
-            let api = ctx
-                .config
-                .raw
-                .get("bitbucket_api_url")
-                .and_then(|v| match v {
-                    hydra_config::general::Value::Scalar { value, .. } => value.clone(),
-                    _ => None,
-                })
-                .filter(|v| !v.is_empty())
-                .unwrap_or_else(|| "https://api.bitbucket.org".into());
+            let api = &evaluator.bitbucket_api_url;
             let mut headers = Vec::new();
             if let Some(token) = evaluator.bitbucket_authorization.get(owner) {
                 headers.push(("Authorization", token.expose().to_string()));
             }
             (
                 Query {
-                    url: format!(
-                        "{}/2.0/repositories/{owner}/{repo}/pullrequests?state=OPEN",
-                        api.trim_end_matches('/')
-                    ),
+                    url: format!("{api}/2.0/repositories/{owner}/{repo}/pullrequests?state=OPEN"),
                     headers,
                     items_in: Some("values"),
                 },

@@ -152,9 +152,6 @@ impl Plugin for RunCommand {
     }
 }
 
-/// The prefix of jobs whose output is their own RunCommand.
-const HOOK_PREFIX: &str = "runCommandHook.";
-
 /// The command a `runCommandHook.*` job's build gives, when everything
 /// allows it: the job's name, the build's success, the project's and
 /// jobset's flags, and an `out` output that is (or links to) an
@@ -168,7 +165,7 @@ async fn dynamic_command(
         .get("job")
         .and_then(|v| v.as_str())
         .unwrap_or_default();
-    if job.len() <= HOOK_PREFIX.len() || !job.starts_with(HOOK_PREFIX) {
+    if !run_commands::is_hook(job) {
         return Ok(None);
     }
     let refuse = |why: &str| {
@@ -180,13 +177,16 @@ async fn dynamic_command(
     {
         return refuse("the build did not succeed");
     }
-    let (project, jobset) = run_commands::dynamic_allowed(&cx.pool, build)
+    let Some(facts) = run_commands::hook_facts(&cx.pool, build)
         .await
-        .map_err(|e| e.to_string())?;
-    if !project {
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(None);
+    };
+    if !facts.project_allows {
         return refuse("its project does not enable dynamic RunCommand");
     }
-    if !jobset {
+    if !facts.jobset_allows {
         return refuse("its jobset does not enable dynamic RunCommand");
     }
     let out = document

@@ -28,12 +28,7 @@ impl Bitbucket {
     /// On with `enable_bitbucket_status = 1`.
     pub fn from_config(config: &hydra_config::Config) -> Option<Bitbucket> {
         (text(&config.raw, "enable_bitbucket_status").as_deref() == Some("1")).then(|| Bitbucket {
-            api: text(&config.raw, "bitbucket_api_url")
-                .filter(|v| !v.is_empty())
-                .map_or_else(
-                    || "https://api.bitbucket.org".into(),
-                    |v| v.trim_end_matches('/').to_string(),
-                ),
+            api: config.evaluator.bitbucket_api_url.clone(),
         })
     }
 }

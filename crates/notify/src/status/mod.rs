@@ -123,12 +123,20 @@ impl<F: Forge> Plugin for StatusPlugin<F> {
                 | Event::BuildFinished { build, .. } => (*build, None),
                 _ => return Ok(()),
             };
+            // The revisions are the head build's evaluations', for the
+            // head and its dependents alike: read once.
+            let sources = {
+                let mut conn = cx.pool.acquire().await.map_err(|e| e.to_string())?;
+                commit_statuses::sources(&mut conn, head, only)
+                    .await
+                    .map_err(|e| format!("reading the evaluations of build {head}: {e}"))?
+            };
             let mut due = false;
             // The head build first, then its dependents, each in its own
             // transaction (one build locked at a time).
             for build in event.builds() {
                 due |= self
-                    .record(cx, event, build, head, only)
+                    .record(cx, event, build, &sources)
                     .await
                     .map_err(|e| format!("recording the statuses of build {build}: {e}"))?;
             }
@@ -141,23 +149,21 @@ impl<F: Forge> Plugin for StatusPlugin<F> {
 }
 
 impl<F: Forge> StatusPlugin<F> {
-    /// Writes the states `build` should show on the revisions of `head`'s
-    /// evaluations (only `only`); whether any is due.
+    /// Writes the states `build` should show on the revisions of
+    /// `sources` (the head build's evaluations); whether any is due.
     async fn record(
         &self,
         cx: &Context,
         event: &Event,
         build: BuildId,
-        head: BuildId,
-        only: Option<EvalId>,
+        sources: &[Source],
     ) -> Result<bool, sqlx::Error> {
         let mut tx = cx.pool.begin().await?;
         let Some(facts) = commit_statuses::build_facts_locked(&mut tx, build).await? else {
             return Ok(false);
         };
-        let sources = commit_statuses::sources(&mut tx, head, only).await?;
         let base = cx.config.web.base_uri.trim_end_matches('/');
-        let targets = self.forge.targets(event, &facts, &sources, base);
+        let targets = self.forge.targets(event, &facts, sources, base);
         let owner = Owner {
             forge: F::FORGE,
             job: &facts.full_name(),

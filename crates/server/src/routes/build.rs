@@ -63,18 +63,13 @@ pub(crate) async fn show(
             "notifications".into(),
             views::build::notifications(pool, id).await?,
         );
-        if let Some(job) = json_field(&json, "job")
-            && job.len() > "runCommandHook.".len()
-            && job.starts_with("runCommandHook.")
-            && let Some(project) = json_field(&json, "project")
+        if let Some(hook) = hydra_db::run_commands::hook_facts(pool, id).await?
+            && hydra_db::run_commands::is_hook(&hook.job)
         {
-            let (_, jobset_flag) = hydra_db::run_commands::dynamic_allowed(pool, id).await?;
-            extra.insert(
-                "dynamic_runcommand".into(),
-                json!(
-                    super::jobset::dynamic_run_command_state(&state, &project, jobset_flag).await?
-                ),
-            );
+            let state_text =
+                super::jobset::dynamic_run_command_state(&state, &hook.project, hook.jobset_allows)
+                    .await?;
+            extra.insert("dynamic_runcommand".into(), json!(state_text));
         }
         let runs = hydra_db::run_commands::of_build(pool, id).await?;
         if !runs.is_empty() {
@@ -116,12 +111,6 @@ pub(crate) async fn show(
         }
     }
     Ok(crate::negotiate::json_text_with("build", json, extra))
-}
-
-/// The text of field `key` of JSON object `text`.
-fn json_field(text: &str, key: &str) -> Option<String> {
-    let value: Value = serde_json::from_str(text).ok()?;
-    value.get(key)?.as_str().map(String::from)
 }
 
 /// `/build/<id>/notifications`: the build's commit statuses and the
