@@ -148,22 +148,18 @@ pub struct JobsetError {
     /// (`emailOnError`).
     pub owner_email: String,
     pub owner_wants_mail: bool,
-    /// The error last mailed for the jobset.
-    pub mailed: Option<String>,
 }
 
-/// Jobset `id`'s error, owner and the error last mailed.
+/// Jobset `id`'s error and its owner.
 pub async fn jobset_error(
     pool: &PgPool,
     id: crate::ids::JobsetId,
 ) -> Result<Option<JobsetError>, sqlx::Error> {
     sqlx::query_as(
         "select j.project, j.name as jobset, coalesce(j.errorMsg, '') as message, \
-           u.emailAddress as owner_email, u.emailOnError = 1 as owner_wants_mail, \
-           m.errorMsg as mailed \
+           u.emailAddress as owner_email, u.emailOnError = 1 as owner_wants_mail \
          from Jobsets j join Projects p on p.name = j.project \
          join Users u on u.userName = p.owner \
-         left join JobsetErrorMails m on m.jobset_id = j.id \
          where j.id = $1",
     )
     .bind(id)
@@ -171,21 +167,64 @@ pub async fn jobset_error(
     .await
 }
 
-/// Records that `message` was mailed for jobset `id` at `now`.
-pub async fn error_mailed(
+/// Claims the mail about `message` for jobset `id` at `now`: true when
+/// no mail about this very error was claimed before, so exactly one of
+/// several concurrent handlers of the same error sends it (the upsert
+/// locks the row and re-checks against its latest version).
+pub async fn claim_error_mail(
     pool: &PgPool,
     id: crate::ids::JobsetId,
     message: &str,
     now: i32,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "insert into JobsetErrorMails (jobset_id, errorMsg, sentAt) values ($1, $2, $3) \
-         on conflict (jobset_id) do update set errorMsg = excluded.errorMsg, sentAt = excluded.sentAt",
+) -> Result<Option<ErrorMailClaim>, sqlx::Error> {
+    let claimed: Option<(Option<String>,)> = sqlx::query_as(
+        "with prev as (select errorMsg from JobsetErrorMails where jobset_id = $1) \
+         insert into JobsetErrorMails (jobset_id, errorMsg, sentAt) values ($1, $2, $3) \
+         on conflict (jobset_id) do update set errorMsg = excluded.errorMsg, sentAt = excluded.sentAt \
+         where JobsetErrorMails.errorMsg <> excluded.errorMsg \
+         returning (select errorMsg from prev)",
     )
     .bind(id)
     .bind(message)
     .bind(now)
-    .execute(pool)
+    .fetch_optional(pool)
     .await?;
-    Ok(())
+    Ok(claimed.map(|(previous,)| ErrorMailClaim {
+        jobset: id,
+        message: message.to_owned(),
+        previous,
+    }))
+}
+
+/// A claimed evaluation-error mail, released again if it cannot be sent.
+#[derive(Debug)]
+pub struct ErrorMailClaim {
+    jobset: crate::ids::JobsetId,
+    message: String,
+    previous: Option<String>,
+}
+
+impl ErrorMailClaim {
+    /// Gives the claim back (the mail was not sent), so the error is
+    /// mailed on its next report; a newer claim is left alone.
+    pub async fn release(self, pool: &PgPool) -> Result<(), sqlx::Error> {
+        match self.previous {
+            Some(previous) => sqlx::query(
+                "update JobsetErrorMails set errorMsg = $3 where jobset_id = $1 and errorMsg = $2",
+            )
+            .bind(self.jobset)
+            .bind(&self.message)
+            .bind(previous)
+            .execute(pool)
+            .await?,
+            None => {
+                sqlx::query("delete from JobsetErrorMails where jobset_id = $1 and errorMsg = $2")
+                    .bind(self.jobset)
+                    .bind(&self.message)
+                    .execute(pool)
+                    .await?
+            }
+        };
+        Ok(())
+    }
 }

@@ -261,7 +261,12 @@ impl Email {
         if message.is_empty() || !error.owner_wants_mail || error.owner_email.trim().is_empty() {
             return Ok(());
         }
-        if !self.test && error.mailed.as_deref().map(str::trim) == Some(message) {
+        // Claimed before sending, so concurrent reports of one error
+        // mail it once; `HYDRA_MAIL_TEST` mails every report.
+        let claim = build_reports::claim_error_mail(&cx.pool, jobset, message, hydra_db::now())
+            .await
+            .map_err(|e| format!("recording the mail about jobset {jobset}: {e}"))?;
+        if claim.is_none() && !self.test {
             return Ok(());
         }
         let base = cx.config.web.base_uri.trim_end_matches('/');
@@ -280,22 +285,22 @@ impl Email {
             ],
             text,
         );
-        // As Hydra: a mail that cannot be sent is a warning, not a retry.
-        match mail {
-            Ok(mail) => match self.mailer.send(&mail).await {
-                Ok(()) => build_reports::error_mailed(&cx.pool, jobset, message, hydra_db::now())
+        let sent = match mail {
+            Ok(mail) => self.mailer.send(&mail).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        // As Hydra: a mail that cannot be sent is a warning, not a retry;
+        // the error is mailed again on its next report.
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, "cannot mail an evaluation error");
+            if let Some(claim) = claim {
+                claim
+                    .release(&cx.pool)
                     .await
-                    .map_err(|e| format!("recording the mail about jobset {jobset}: {e}")),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot mail an evaluation error");
-                    Ok(())
-                }
-            },
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot mail an evaluation error");
-                Ok(())
+                    .map_err(|e| format!("releasing the mail about jobset {jobset}: {e}"))?;
             }
         }
+        Ok(())
     }
 }
 
