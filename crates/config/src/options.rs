@@ -78,7 +78,7 @@ options! {
         "allowed_domains" = "" : "Comma-separated mail domains allowed to log in with Google.";
         "persona_allowed_domains" = "" : "Legacy name of `allowed_domains`.";
         "ldap" = "" : "`<ldap>` block: LDAP login (`<config>` and `<role_mapping>`).";
-        "webhooks" = "" : "`<webhooks>` block with `<github>` and `<gitea>` blocks holding one or more `secret` lines.";
+        "webhooks" = "" : "`<webhooks>` block with `<github>`, `<gitea>` and `<gitlab>` blocks holding one or more `secret` lines (GitLab sends its secret token as it is, in `X-Gitlab-Token`).";
         "dynamicruncommand" = "" : "`<dynamicruncommand> enable = 1 </dynamicruncommand>` allows `runCommandHook.*` jobs.";
         "queue_runner_endpoint" = "" : "Base URL of the queue runner's status endpoint.";
         "email_notification" = "0" : "Send mail about finished builds.";
@@ -106,6 +106,7 @@ options! {
         "gitlab_authorization" = "" : "`<gitlab_authorization>` block: `projectId = token` lines.";
         "bitbucket_authorization" = "" : "`<bitbucket_authorization>` block: `owner = token` lines.";
         "gitea_authorization" = "" : "`<gitea_authorization>` block: `owner = token` lines.";
+        "pull_requests_reconcile_interval" = "600" : "Seconds between two readings of the open pull requests of every project that builds pull requests (webhooks bring changes at once; this catches missed deliveries).";
     }
     "Queue runner" {
         "store_uri" = "auto" : "Destination store for build outputs: the machine's Nix store (`auto`) or a `file://` binary cache with `?secret-key=…&compression=…`.";
@@ -184,6 +185,7 @@ pub struct WebConfig {
     pub ldap: Option<Tree>,
     pub github_webhook_secrets: Vec<Secret>,
     pub gitea_webhook_secrets: Vec<Secret>,
+    pub gitlab_webhook_secrets: Vec<Secret>,
     pub dynamic_run_command: bool,
     pub queue_runner_endpoint: Option<String>,
 }
@@ -218,6 +220,8 @@ pub struct EvaluatorConfig {
     pub gitlab_authorization: BTreeMap<String, Secret>,
     pub bitbucket_authorization: BTreeMap<String, Secret>,
     pub gitea_authorization: BTreeMap<String, Secret>,
+    /// `pull_requests_reconcile_interval`, seconds (at least 10).
+    pub pull_requests_reconcile_interval: u64,
 }
 
 /// `xxx-jobset-repeats`: extra determinism runs for one jobset.
@@ -346,6 +350,7 @@ impl Config {
         };
         let github_webhook_secrets = secrets("github", w)?;
         let gitea_webhook_secrets = secrets("gitea", w)?;
+        let gitlab_webhook_secrets = secrets("gitlab", w)?;
 
         let dynamic = block(t, "dynamicruncommand", w)?;
         let mut allowed_domains = comma_list(string(t, "allowed_domains", w)?);
@@ -389,6 +394,7 @@ impl Config {
             ldap: block(t, "ldap", w)?,
             github_webhook_secrets,
             gitea_webhook_secrets,
+            gitlab_webhook_secrets,
             dynamic_run_command: match &dynamic {
                 Some(d) => boolean(d, "enable", w)?.unwrap_or(false),
                 None => false,
@@ -458,6 +464,9 @@ impl Config {
             gitlab_authorization: token_map(t, "gitlab_authorization", w)?,
             bitbucket_authorization: token_map(t, "bitbucket_authorization", w)?,
             gitea_authorization: token_map(t, "gitea_authorization", w)?,
+            pull_requests_reconcile_interval: positive(t, "pull_requests_reconcile_interval", w)?
+                .unwrap_or(600)
+                .max(10),
         };
 
         let cores = std::thread::available_parallelism()

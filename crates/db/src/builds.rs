@@ -10,6 +10,36 @@ use crate::tx::{Tx, lock_builds, transaction};
 
 /// Cancels unfinished builds (status 4); returns how many.
 pub async fn cancel_builds(pool: &PgPool, ids: &[BuildId]) -> Result<u64, DbError> {
+    Ok(cancel_builds_because(pool, ids, None).await?.len() as u64)
+}
+
+/// Why the system (not a person) cancelled a build, kept in
+/// `BuildCancellations` and shown on the build.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CancelReason {
+    /// A newer evaluation of its jobset no longer wants it (`None`: the
+    /// jobset's new head waits for an approval).
+    Superseded(Option<EvalId>),
+    /// Its pull request was closed.
+    Closed,
+}
+
+impl CancelReason {
+    fn columns(self) -> (&'static str, Option<EvalId>) {
+        match self {
+            CancelReason::Superseded(eval) => ("superseded", eval),
+            CancelReason::Closed => ("closed", None),
+        }
+    }
+}
+
+/// Cancels unfinished builds (status 4), recording `reason` when given;
+/// returns those cancelled now.
+pub async fn cancel_builds_because(
+    pool: &PgPool,
+    ids: &[BuildId],
+    reason: Option<CancelReason>,
+) -> Result<Vec<BuildId>, DbError> {
     let mut ids = ids.to_vec();
     ids.sort_unstable();
     transaction(pool, |mut tx: Tx| {
@@ -17,19 +47,47 @@ pub async fn cancel_builds(pool: &PgPool, ids: &[BuildId]) -> Result<u64, DbErro
         Box::pin(async move {
             lock_builds(&mut tx, ids).await?;
             let now = crate::now();
-            let done = sqlx::query(
+            let done: Vec<BuildId> = sqlx::query_scalar(
                 "update Builds set finished = 1, buildStatus = $3, isCachedBuild = 0, \
-                 startTime = coalesce(startTime, $2), stopTime = $2 where id = any($1) and finished = 0",
+                 startTime = coalesce(startTime, $2), stopTime = $2 where id = any($1) and finished = 0 \
+                 returning id",
             )
             .bind(ids)
             .bind(now)
             .bind(crate::status::BuildStatus::Cancelled)
-            .execute(&mut *tx)
+            .fetch_all(&mut *tx)
             .await?;
-            Ok::<_, DbError>(done.rows_affected())
+            if let Some(reason) = reason {
+                let (text, eval) = reason.columns();
+                sqlx::query(
+                    "insert into BuildCancellations (build_id, reason, eval_id, at) \
+                     select unnest($1::integer[]), $2, $3, $4 \
+                     on conflict (build_id) do update set reason = excluded.reason, \
+                       eval_id = excluded.eval_id, at = excluded.at",
+                )
+                .bind(&done)
+                .bind(text)
+                .bind(eval)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Ok::<_, DbError>(done)
         })
     })
     .await
+}
+
+/// Why build `id` was cancelled by the system: (`superseded` or `closed`,
+/// the superseding evaluation).
+pub async fn cancellation(
+    pool: &PgPool,
+    id: BuildId,
+) -> Result<Option<(String, Option<EvalId>)>, sqlx::Error> {
+    sqlx::query_as("select reason, eval_id from BuildCancellations where build_id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
 }
 
 /// Queues finished builds again and forgets that their outputs failed
@@ -47,6 +105,10 @@ pub async fn restart_builds(pool: &PgPool, ids: &[BuildId]) -> Result<u64, DbErr
             .bind(ids)
             .execute(&mut *tx)
             .await?;
+            sqlx::query("delete from BuildCancellations where build_id = any($1)")
+                .bind(ids)
+                .execute(&mut *tx)
+                .await?;
             sqlx::query(
                 "delete from FailedPaths where path in (select path from BuildOutputs where build = any($1))",
             )

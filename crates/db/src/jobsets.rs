@@ -435,3 +435,14 @@ pub async fn trigger_matching(
     .fetch_all(pool)
     .await
 }
+
+/// Disables and hides jobset `id` (a closed pull request's): kept with
+/// its history, never deleted.
+pub async fn retire(pool: &PgPool, id: JobsetId) -> Result<(), sqlx::Error> {
+    sqlx::query("update Jobsets set enabled = $2, hidden = 1 where id = $1")
+        .bind(id)
+        .bind(JobsetState::Disabled)
+        .execute(pool)
+        .await?;
+    Ok(())
+}

@@ -67,6 +67,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "jobset_checkouts",
         sql: include_str!("../migrations/0006_jobset_checkouts.sql"),
     },
+    Migration {
+        version: 7,
+        name: "pull_requests",
+        sql: include_str!("../migrations/0007_pull_requests.sql"),
+    },
 ];
 
 /// What `migrate` did.

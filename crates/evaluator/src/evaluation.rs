@@ -241,6 +241,7 @@ async fn stages(
             return Err(RunError::Message(e.to_string()).into());
         }
     };
+    supersede(ctx, &checkout.row, recorded.eval_id).await;
     Ok(Outcome::Evaluated {
         eval_id: recorded.eval_id.0,
         new_builds: recorded.new_builds.len(),
@@ -248,6 +249,36 @@ async fn stages(
         job_errors: evaluated.errors.len(),
         changed: recorded.has_new_builds,
     })
+}
+
+/// The new evaluation `eval` of `row` supersedes its earlier ones: the
+/// project's policy decides what happens to the queued builds only they
+/// wanted. A failure here is logged; the evaluation stands.
+async fn supersede(ctx: &Context, row: &rows::Jobset, eval: hydra_db::ids::EvalId) {
+    use hydra_db::superseded;
+    let result = async {
+        let policy = superseded::policy(&ctx.pool, &row.project).await?;
+        superseded::apply(
+            &ctx.pool,
+            row.id,
+            policy,
+            hydra_db::builds::CancelReason::Superseded(Some(eval)),
+        )
+        .await
+        .map(|builds| (policy, builds))
+    };
+    match result.await {
+        Ok((_, builds)) if builds.is_empty() => {}
+        Ok((policy, builds)) => tracing::info!(
+            project = %row.project,
+            jobset = %row.name,
+            eval = eval.0,
+            policy = policy.as_str(),
+            ?builds,
+            "superseded queued builds"
+        ),
+        Err(e) => tracing::error!(error = %e, "cannot deal with superseded builds"),
+    }
 }
 
 /// Applies a declarative specification (for `.jobsets`), fetches the

@@ -17,5 +17,6 @@ pub mod gc_roots;
 mod inputs;
 pub mod metrics;
 mod outcome;
+mod pull_requests;
 mod record;
 pub mod scheduler;

@@ -165,6 +165,7 @@ pub async fn run_with(
         crate::metrics::serve(listener, ctx.metrics.clone())
     });
     let mut listener = Listener::connect(&ctx.pool, CHANNELS).await?;
+    let pull_requests = tokio::spawn(crate::pull_requests::run(ctx.clone(), shutdown.clone()));
     let max = ctx.config.evaluator.max_concurrent_evals.max(1) as usize;
     let time_limit = ctx.config.evaluator.time_limit;
     let mut running: HashMap<JobsetId, (String, String)> = HashMap::new();
@@ -257,6 +258,7 @@ pub async fn run_with(
     if let Some(task) = metrics_task {
         task.abort();
     }
+    pull_requests.abort();
     result
 }
 

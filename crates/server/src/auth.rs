@@ -233,7 +233,13 @@ fn public_path(path: &str) -> bool {
     let path = path.trim_end_matches('/');
     matches!(
         path,
-        "/login" | "/setup" | "/logo" | "/api/push-github" | "/api/push-gitea" | "/robots.txt"
+        "/login"
+            | "/setup"
+            | "/logo"
+            | "/api/push-github"
+            | "/api/push-gitea"
+            | "/api/push-gitlab"
+            | "/robots.txt"
     ) || path.starts_with("/static/")
 }
 
@@ -241,7 +247,7 @@ fn public_path(path: &str) -> bool {
 fn webhook_path(path: &str) -> bool {
     matches!(
         path.trim_end_matches('/'),
-        "/api/push-github" | "/api/push-gitea"
+        "/api/push-github" | "/api/push-gitea" | "/api/push-gitlab"
     )
 }
 

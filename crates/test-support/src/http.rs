@@ -76,6 +76,9 @@ impl Reply {
 struct Shared {
     requests: Mutex<Vec<Request>>,
     replies: Mutex<VecDeque<Reply>>,
+    /// Standing answers for paths that start with a prefix (the longest
+    /// matching prefix wins), before the queue.
+    routes: Mutex<Vec<(String, Reply)>>,
     /// The answer when none is queued (`201 {}` when unset).
     default: Mutex<Option<Reply>>,
     /// Held before answering (a slow service).
@@ -124,6 +127,16 @@ impl Recorder {
     /// Answers the next request with `reply` (after those queued before).
     pub fn reply_next(&self, reply: Reply) {
         self.shared.replies.lock().unwrap().push_back(reply);
+    }
+
+    /// Answers every request whose path starts with `prefix` with
+    /// `reply` (replacing an earlier reply for the same prefix; the
+    /// longest matching prefix answers), before the queued answers: a
+    /// fake service with several endpoints.
+    pub fn reply_at(&self, prefix: &str, reply: Reply) {
+        let mut routes = self.shared.routes.lock().unwrap();
+        routes.retain(|(p, _)| p != prefix);
+        routes.push((prefix.to_string(), reply));
     }
 
     /// Answers with `reply` whenever no answer is queued.
@@ -204,15 +217,24 @@ fn serve(stream: TcpStream, shared: &Shared) {
         }
         shared.requests.lock().unwrap().push(Request {
             method,
-            path,
+            path: path.clone(),
             headers,
             body: String::from_utf8_lossy(&body).into_owned(),
             at: Instant::now(),
         });
         let delay = *shared.delay.lock().unwrap();
         std::thread::sleep(delay);
-        let queued = shared.replies.lock().unwrap().pop_front();
-        let reply = queued
+        let routed = shared
+            .routes
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(prefix, _)| path.starts_with(prefix.as_str()))
+            .max_by_key(|(prefix, _)| prefix.len())
+            .map(|(_, reply)| reply.clone());
+        let queued = || shared.replies.lock().unwrap().pop_front();
+        let reply = routed
+            .or_else(queued)
             .or_else(|| shared.default.lock().unwrap().clone())
             .unwrap_or_else(|| Reply::new(201));
         let mut head = format!(

@@ -9,6 +9,7 @@ mod faults;
 mod first_run;
 mod init;
 mod notify;
+mod pull_requests;
 mod queue_runner;
 mod up;
 mod web;

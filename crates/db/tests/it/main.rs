@@ -8,4 +8,5 @@ mod migrate;
 mod notify;
 mod rows;
 mod schema;
+mod superseded;
 mod task_retries;

@@ -259,6 +259,10 @@ const OUR_TABLES: &[&str] = &[
     "droppedtasks",
     "jobseterrormails",
     "jobsetcheckouts",
+    "projectpullrequests",
+    "projectsupersededpolicy",
+    "pullrequests",
+    "buildcancellations",
 ];
 
 const INDEXES: &[&str] = &[

@@ -3,7 +3,8 @@
 //! The repository is fetched into a bare clone kept in
 //! `$HYDRA_DATA/scm/git/<sha256 of the URL>` (locked while in use); the
 //! branch defaults to the remote's `HEAD` (else `fallback_branch`, else
-//! `master`); a 40-hex branch is a fixed revision. The tree at the revision
+//! `master`); a 40-hex branch is a fixed revision (fetched with the ref
+//! named by the option `ref=` when the branches do not hold it). The tree at the revision
 //! is added to the store once per (URL, branch, revision, deep clone) and
 //! remembered in `CachedGitInputs`. A deep clone keeps the `.git`
 //! directory with the whole history.
@@ -120,6 +121,26 @@ pub(crate) async fn fetch(
 
     let revision = if is_revision(&branch) {
         let rev = branch.to_lowercase();
+        // A revision outside the branches (a pull request's head) is
+        // fetched by the ref that holds it.
+        let wanted_ref = match option("ref") {
+            Some(r) if !has_commit(&clone, &rev, timeout).await => Some(r),
+            _ => None,
+        };
+        if let Some(r) = wanted_ref {
+            let fetched = git(vec![
+                "fetch".into(),
+                "-fu".into(),
+                "--quiet".into(),
+                "--".into(),
+                spec.url.clone(),
+                format!("+{r}:{r}"),
+            ])
+            .await;
+            if let Err(e) = fetched {
+                tracing::debug!(error = %e, "fetching the ref of a revision failed");
+            }
+        }
         if !has_commit(&clone, &rev, timeout).await {
             git(vec![
                 "fetch".into(),

@@ -15,7 +15,7 @@ use crate::engine::{Arg, NixEnv, nix_string};
 
 mod build;
 mod git;
-mod pulls;
+pub(crate) mod pulls;
 mod scm;
 
 /// One input of a jobset as configured.

@@ -19,16 +19,16 @@ use serde_json::Value;
 use super::{FetchContext, FetchError, Fetched, Input, run_nix};
 
 /// How a forge is asked.
-struct Query {
+pub(crate) struct Query {
     /// The first page.
-    url: String,
-    headers: Vec<(&'static str, String)>,
+    pub url: String,
+    pub headers: Vec<(&'static str, String)>,
     /// The items are in this field of each page (Bitbucket), not the page.
-    items_in: Option<&'static str>,
+    pub items_in: Option<&'static str>,
 }
 
 /// The HTTP client (rustls with ring, this program's user agent).
-fn client() -> Result<reqwest::Client, FetchError> {
+pub(crate) fn client() -> Result<reqwest::Client, FetchError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .user_agent(concat!("hydra-evaluator/", env!("CARGO_PKG_VERSION")))
@@ -54,8 +54,8 @@ pub(crate) fn next_link(link: &str) -> Option<String> {
     })
 }
 
-/// Every item of `query`, page after page.
-async fn items(input: &Input, query: &Query) -> Result<Vec<Value>, FetchError> {
+/// Every item of `query`, page after page; errors name `what` (the input).
+pub(crate) async fn items(what: &str, query: &Query) -> Result<Vec<Value>, FetchError> {
     let client = client()?;
     let mut url = Some(query.url.clone());
     let mut items = Vec::new();
@@ -64,8 +64,8 @@ async fn items(input: &Input, query: &Query) -> Result<Vec<Value>, FetchError> {
         pages += 1;
         if pages > 1000 {
             return Err(FetchError(format!(
-                "input `{}`: more than 1000 pages at {}",
-                input.name, query.url
+                "{what}: more than 1000 pages at {}",
+                query.url
             )));
         }
         let mut request = client.get(&page);
@@ -75,7 +75,7 @@ async fn items(input: &Input, query: &Query) -> Result<Vec<Value>, FetchError> {
         let response = request
             .send()
             .await
-            .map_err(|e| FetchError(format!("input `{}`: {page}: {e}", input.name)))?;
+            .map_err(|e| FetchError(format!("{what}: {page}: {e}")))?;
         let status = response.status();
         let link = response
             .headers()
@@ -85,13 +85,12 @@ async fn items(input: &Input, query: &Query) -> Result<Vec<Value>, FetchError> {
         let text = response.text().await.unwrap_or_default();
         if !status.is_success() {
             return Err(FetchError(format!(
-                "input `{}`: {page} answered {status}: {}",
-                input.name,
+                "{what}: {page} answered {status}: {}",
                 text.chars().take(500).collect::<String>()
             )));
         }
         let body: Value = serde_json::from_str(&text)
-            .map_err(|e| FetchError(format!("input `{}`: {page} is not JSON: {e}", input.name)))?;
+            .map_err(|e| FetchError(format!("{what}: {page} is not JSON: {e}")))?;
         let list = match query.items_in {
             Some(field) => {
                 url = body.get("next").and_then(|n| n.as_str()).map(String::from);
@@ -106,8 +105,7 @@ async fn items(input: &Input, query: &Query) -> Result<Vec<Value>, FetchError> {
             Value::Array(list) => items.extend(list),
             other => {
                 return Err(FetchError(format!(
-                    "input `{}`: {page} did not give a list: {}",
-                    input.name,
+                    "{what}: {page} did not give a list: {}",
                     other.to_string().chars().take(200).collect::<String>()
                 )));
             }
@@ -267,7 +265,7 @@ pub(crate) async fn fetch(
     } else {
         None
     };
-    for mut item in items(input, &query).await? {
+    for mut item in items(&format!("input `{}`", input.name), &query).await? {
         let Some(mut name) = key(&item, key_field) else {
             continue;
         };

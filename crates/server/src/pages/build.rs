@@ -498,6 +498,25 @@ struct BuildPage<'a> {
     /// Builds that took this one as an input: id, `P:J:JOB`, input name,
     /// system and when.
     used_by: Vec<(i64, String, String, String, super::common::When)>,
+    /// Why the system cancelled the build, when it did.
+    cancelled_because: Option<String>,
+    /// The evaluation that superseded it.
+    cancelled_eval: Option<i64>,
+}
+
+/// Why the system cancelled a build, for its page.
+fn cancellation_text(c: &serde_json::Value) -> Option<String> {
+    let eval = c.get("eval").and_then(serde_json::Value::as_i64);
+    match (c.get("reason")?.as_str()?, eval) {
+        ("superseded", Some(_)) => {
+            Some("Superseded: a newer head's evaluation no longer wants it.".to_owned())
+        }
+        ("superseded", None) => {
+            Some("Superseded: the newer head of its pull request waits for an approval.".to_owned())
+        }
+        ("closed", _) => Some("Its pull request was closed.".to_owned()),
+        (other, _) => Some(other.to_owned()),
+    }
 }
 
 /// A notification about the build on its page.
@@ -728,6 +747,11 @@ pub(super) fn build(cx: &Ctx) -> Html {
                     }
                 })
                 .collect(),
+            cancelled_because: cx.extra_value("cancellation").and_then(cancellation_text),
+            cancelled_eval: cx
+                .extra_value("cancellation")
+                .and_then(|c| c.get("eval"))
+                .and_then(serde_json::Value::as_i64),
             dynamic_runcommand: cx
                 .extra_value("dynamic_runcommand")
                 .and_then(serde_json::Value::as_str)

@@ -157,6 +157,48 @@ struct JobsetPage<'a> {
     dynamic_run_command: String,
     /// The server sends email (the email settings are shown).
     email_notification: bool,
+    /// The pull request this jobset builds, if any.
+    pull_request: Option<PullRequestView>,
+}
+
+/// The pull request a jobset builds.
+#[derive(Debug)]
+struct PullRequestView {
+    number: i64,
+    title: String,
+    author: String,
+    fork: bool,
+    open: bool,
+    head: String,
+    short_head: String,
+    /// Who approved the current head, and when.
+    approved: Option<(String, Time)>,
+    /// Built without an approval (the author is trusted).
+    trusted: bool,
+    /// The viewer may approve (a project member).
+    can_approve: bool,
+}
+
+impl PullRequestView {
+    fn of(pr: Fields, can_approve: bool) -> PullRequestView {
+        let head = pr.text("head_sha");
+        let approved = match (pr.str("approved_sha") == head, pr.int("approved_at")) {
+            (true, Some(at)) => Some((pr.text("approved_by"), Time::of(at))),
+            _ => None,
+        };
+        PullRequestView {
+            number: pr.int("number").unwrap_or(0),
+            title: pr.text("title"),
+            author: pr.text("author"),
+            fork: pr.flag("fork"),
+            open: pr.str("state") == "open",
+            short_head: head.chars().take(12).collect(),
+            head,
+            approved,
+            trusted: pr.flag("trusted"),
+            can_approve,
+        }
+    }
 }
 
 /// A jobset's part of all the scheduling shares, `shares` its own and
@@ -182,6 +224,10 @@ pub(super) fn jobset(cx: &Ctx) -> Html {
             more_evals: format!("/jobset/{}/{}/evals", j.project, j.name),
             dynamic_run_command: cx.extra_text("dynamic_run_command"),
             email_notification: cx.extra_flag("email_notification"),
+            pull_request: cx
+                .extra_value("pull_request")
+                .filter(|v| !v.is_null())
+                .map(|pr| PullRequestView::of(Fields(pr), cx.extra_flag("owner"))),
             share: share_text(
                 j.schedulingshares,
                 cx.extra_value("other_shares")

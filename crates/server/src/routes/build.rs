@@ -45,6 +45,12 @@ pub(crate) async fn show(
         }
         let steps = views::build::steps(pool, id).await?;
         extra.insert("steps".into(), json!(steps));
+        if let Some((reason, eval)) = hydra_db::builds::cancellation(pool, id).await? {
+            extra.insert(
+                "cancellation".into(),
+                json!({ "reason": reason, "eval": eval }),
+            );
+        }
         extra.insert(
             "details".into(),
             json!(views::build::details(pool, id).await?),

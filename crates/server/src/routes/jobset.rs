@@ -65,7 +65,9 @@ pub(crate) async fn show(
             let other_shares =
                 hydra_db::jobsets::other_shares(&state.pool, &project, &jobset).await?;
             let dynamic = dynamic_run_command_state(&state, &project, jobset_dynamic).await?;
+            let pull_request = hydra_db::pull_requests::of_jobset(&state.pool, id).await?;
             shown = shown
+                .with_extra("pull_request", json!(pull_request))
                 .with_extra("evals", json!(evals))
                 .with_extra("other_shares", json!(other_shares))
                 .with_extra("dynamic_run_command", json!(dynamic))

@@ -25,6 +25,7 @@ pub(crate) mod jobset;
 pub(crate) mod latest;
 pub(crate) mod logs;
 pub(crate) mod project;
+pub(crate) mod pull_requests;
 pub(crate) mod root;
 pub(crate) mod setup;
 pub(crate) mod webhooks;
@@ -129,6 +130,7 @@ fn routes() -> Router<AppState> {
         .merge(jobset::routes())
         .merge(logs::routes())
         .merge(project::routes())
+        .merge(pull_requests::routes())
         .merge(root::routes())
         .merge(setup::routes())
         .merge(webhooks::routes())

@@ -1,5 +1,8 @@
-//! `/api/push-github` and `/api/push-gitea`: push webhooks that trigger the
-//! evaluation of the jobsets following the pushed repository.
+//! `/api/push-github`, `/api/push-gitea` and `/api/push-gitlab`: webhooks
+//! that trigger the evaluation of the jobsets following the pushed
+//! repository (any event, as Hydra), and record what `pull_request`
+//! (GitLab: `Merge Request Hook`) deliveries say for the projects that
+//! build that repository's pull requests.
 //!
 //! The body must carry an HMAC-SHA256 signature by one of the configured
 //! secrets (several may be configured, so a secret can be rotated without
@@ -13,7 +16,9 @@ use axum::http::HeaderMap;
 use axum::routing::post;
 use hmac::{Hmac, KeyInit, Mac};
 use hydra_config::Secret;
+use hydra_db::pull_requests::{Forge, Observed};
 use serde_json::{Value, json};
+use sha2::Digest;
 use sha2::Sha256;
 
 use crate::error::{ApiError, ApiResult};
@@ -120,7 +125,31 @@ pub(crate) async fn github(
     )
     .await?;
     tracing::info!(owner, repository = name, ?triggered, "GitHub push");
-    Ok(Page::value("api", json!({ "jobsetsTriggered": triggered })))
+    let pulls = match header(&headers, "x-github-event") {
+        Some("pull_request") => pull_request(&state, Forge::Github, &payload).await?,
+        _ => Vec::new(),
+    };
+    Ok(answer(triggered, pulls))
+}
+
+/// Hydra's answer, with what pull-request deliveries did when there were
+/// any.
+fn answer(triggered: Vec<String>, pulls: Vec<Value>) -> Page {
+    let mut body = json!({ "jobsetsTriggered": triggered });
+    if !pulls.is_empty() {
+        body["pullRequests"] = json!(pulls);
+    }
+    Page::value("api", body)
+}
+
+/// Records a GitHub or Gitea `pull_request` delivery.
+async fn pull_request(state: &AppState, forge: Forge, payload: &Value) -> ApiResult<Vec<Value>> {
+    let repository = payload["repository"]["full_name"]
+        .as_str()
+        .ok_or_else(|| ApiError::bad_request("The payload has no repository.full_name."))?;
+    let seen = Observed::from_github(&payload["pull_request"])
+        .map_err(|e| ApiError::bad_request(format!("The payload's pull_request: {e}.")))?;
+    super::pull_requests::record_delivery(state, forge, repository, &seen).await
 }
 
 /// `POST /api/push-gitea`: header `X-Gitea-Signature: <hex>`.
@@ -142,7 +171,70 @@ pub(crate) async fn gitea(
     let pattern = format!("%{}%", like_literal(url));
     let triggered = trigger(&state, &pattern, &pattern).await?;
     tracing::info!(repository = url, ?triggered, "Gitea push");
-    Ok(Page::value("api", json!({ "jobsetsTriggered": triggered })))
+    let pulls = match header(&headers, "x-gitea-event") {
+        Some("pull_request") => pull_request(&state, Forge::Gitea, &payload).await?,
+        _ => Vec::new(),
+    };
+    Ok(answer(triggered, pulls))
+}
+
+/// Checks GitLab's `X-Gitlab-Token` (the secret itself) against each
+/// configured secret, in constant time.
+fn verify_token(secrets: &[Secret], token: Option<&str>) -> ApiResult<()> {
+    if secrets.is_empty() {
+        return Err(unauthorized("No webhook secret is configured."));
+    }
+    let token = token.ok_or_else(|| unauthorized("Missing webhook token"))?;
+    let mut ok = false;
+    for secret in secrets {
+        // Comparing digests takes the same time whatever the token is.
+        let a = sha2::Sha256::digest(secret.expose().as_bytes());
+        let b = sha2::Sha256::digest(token.as_bytes());
+        ok |= a
+            .iter()
+            .zip(b.iter())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0;
+    }
+    if ok {
+        Ok(())
+    } else {
+        Err(unauthorized("Invalid webhook token"))
+    }
+}
+
+/// `POST /api/push-gitlab`: header `X-Gitlab-Token: <secret>`.
+pub(crate) async fn gitlab(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Page> {
+    verify_token(
+        &state.config.web.gitlab_webhook_secrets,
+        header(&headers, "x-gitlab-token"),
+    )?;
+    let payload = parse_body(&body)?;
+    let project = &payload["project"];
+    let url = project["git_http_url"]
+        .as_str()
+        .or_else(|| project["web_url"].as_str())
+        .ok_or_else(|| ApiError::bad_request("The payload has no project.git_http_url."))?;
+    let url = url.strip_suffix(".git").unwrap_or(url);
+    let pattern = format!("%{}%", like_literal(url));
+    let triggered = trigger(&state, &pattern, &pattern).await?;
+    tracing::info!(repository = url, ?triggered, "GitLab push");
+    let pulls = match header(&headers, "x-gitlab-event") {
+        Some("Merge Request Hook") => {
+            let repository = project["path_with_namespace"].as_str().ok_or_else(|| {
+                ApiError::bad_request("The payload has no project.path_with_namespace.")
+            })?;
+            let seen = Observed::from_gitlab(&payload, None, None)
+                .map_err(|e| ApiError::bad_request(format!("The payload's merge request: {e}.")))?;
+            super::pull_requests::record_delivery(&state, Forge::Gitlab, repository, &seen).await?
+        }
+        _ => Vec::new(),
+    };
+    Ok(answer(triggered, pulls))
 }
 
 /// The routes this module serves.
@@ -150,4 +242,5 @@ pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/push-github", post(github))
         .route("/api/push-gitea", post(gitea))
+        .route("/api/push-gitlab", post(gitlab))
 }

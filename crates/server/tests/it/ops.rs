@@ -12,7 +12,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-const HOOKS: &str = "<webhooks>\n<github>\nsecret = old-secret\nsecret = new-secret\n</github>\n<gitea>\nsecret = gitea-secret\n</gitea>\n</webhooks>\n";
+const HOOKS: &str = "<webhooks>\n<github>\nsecret = old-secret\nsecret = new-secret\n</github>\n<gitea>\nsecret = gitea-secret\n</gitea>\n<gitlab>\nsecret = gitlab-token\n</gitlab>\n</webhooks>\n";
 
 fn sign(secret: &str, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
@@ -225,6 +225,138 @@ async fn gitea_pushes_match_the_clone_url() {
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.json(), json!({"jobsetsTriggered": ["demo:tea"]}));
+}
+
+/// The pull request rows the webhooks left: (project, number, head,
+/// state, fork, updated at).
+async fn pull_rows(app: &App) -> Vec<(String, i32, String, String, bool, i32)> {
+    sqlx::query_as(
+        "select project, number, headSha, state, fork, updatedAt from PullRequests order by project, number",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn pull_request_deliveries_from_gitea_and_gitlab_are_recorded_in_order() {
+    let app = App::with_config(HOOKS).await;
+    fixture(&app).await;
+    hook_jobsets(&app).await;
+    app.exec(
+        "insert into ProjectPullRequests (project, forge, repository, apiUrl, template, input) values
+            ('demo', 'gitea', 'Team/Proj', 'https://gitea.example.org', 'tea', 'src')",
+    )
+    .await;
+    let pr = |sha: &str, at: &str, state: &str| {
+        json!({
+            "action": "synchronized", "number": 5,
+            "repository": {"full_name": "team/proj", "clone_url": "https://gitea.example.org/team/proj.git"},
+            "pull_request": {
+                "number": 5, "title": "T", "state": state, "user": {"login": "u"},
+                "updated_at": at,
+                "head": {"sha": sha, "repo": {"full_name": "u/proj"}},
+                "base": {"repo": {"full_name": "team/proj", "clone_url": "https://gitea.example.org/team/proj.git", "default_branch": "main"}}
+            }
+        })
+        .to_string()
+    };
+    let send = |body: String| {
+        let app = &app;
+        async move {
+            let signature = sign("gitea-secret", body.as_bytes());
+            post_hook(
+                app,
+                "/api/push-gitea",
+                body.as_bytes(),
+                &[
+                    ("x-gitea-signature", &signature),
+                    ("x-gitea-event", "pull_request"),
+                ],
+            )
+            .await
+        }
+    };
+    let r = send(pr("bbb", "2026-12-04T10:05:00+00:00", "open")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(
+        r.json()["pullRequests"],
+        json!([{"project": "demo", "number": 5, "result": "recorded"}])
+    );
+    // An older delivery arriving late changes nothing.
+    let r = send(pr("aaa", "2026-12-04T10:00:00+00:00", "open")).await;
+    assert_eq!(
+        r.json()["pullRequests"][0]["result"],
+        json!("ignored: older than what is known")
+    );
+    let rows = pull_rows(&app).await;
+    assert_eq!(
+        rows,
+        vec![(
+            "demo".into(),
+            5,
+            "bbb".into(),
+            "open".into(),
+            true,
+            1_796_378_700
+        )]
+    );
+    // A malformed pull request is refused with what is missing.
+    let body = json!({"repository": {"full_name": "team/proj", "clone_url": "x"}, "pull_request": {"number": 5}}).to_string();
+    let r = send(body).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.error().contains("pull request 5 has no"), "{}", r.error());
+
+    // GitLab: the secret token itself, and merge request hooks.
+    app.exec(
+        "insert into Projects (name, displayName, owner) select 'lab', 'lab', owner from Projects where name = 'demo';
+         insert into ProjectPullRequests (project, forge, repository, apiUrl, template) values
+            ('lab', 'gitlab', 'group/app', 'https://gitlab.example.org', 'main')",
+    )
+    .await;
+    let body = json!({
+        "object_kind": "merge_request",
+        "user": {"username": "alice"},
+        "project": {"path_with_namespace": "group/app", "git_http_url": "https://gitlab.example.org/group/app.git", "default_branch": "main"},
+        "object_attributes": {"iid": 9, "title": "MR", "state": "opened", "last_commit": {"id": "ccc"},
+            "source_project_id": 1, "target_project_id": 1, "updated_at": "2026-12-04 10:00:00 UTC"}
+    })
+    .to_string();
+    let hook = |token: &'static str| {
+        let (app, body) = (&app, body.clone());
+        async move {
+            post_hook(
+                app,
+                "/api/push-gitlab",
+                body.as_bytes(),
+                &[
+                    ("x-gitlab-token", token),
+                    ("x-gitlab-event", "Merge Request Hook"),
+                ],
+            )
+            .await
+        }
+    };
+    let r = hook("wrong").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.error(), "Invalid webhook token");
+    let r = post_hook(&app, "/api/push-gitlab", body.as_bytes(), &[]).await;
+    assert_eq!(r.error(), "Missing webhook token");
+    let r = hook("gitlab-token").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["pullRequests"][0]["result"], json!("recorded"));
+    let rows = pull_rows(&app).await;
+    assert_eq!(
+        rows[1],
+        (
+            "lab".into(),
+            9,
+            "ccc".into(),
+            "open".into(),
+            false,
+            1_796_378_400
+        )
+    );
 }
 
 #[tokio::test]
