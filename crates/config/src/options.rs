@@ -75,6 +75,7 @@ options! {
         "github_client_id" = "" : "OAuth client id for GitHub logins.";
         "github_client_secret" = "" : "OAuth client secret for GitHub logins.";
         "github_client_secret_file" = "" : "File holding the OAuth client secret for GitHub logins.";
+        "github_url" = "https://github.com" : "GitHub's web address, where GitHub sign-in sends people to authorize (for GitHub Enterprise: `https://HOST`); its API is `github_api_url`.";
         "allowed_domains" = "" : "Comma-separated mail domains allowed to log in with Google.";
         "persona_allowed_domains" = "" : "Legacy name of `allowed_domains`.";
         "ldap" = "" : "`<ldap>` block: LDAP login (`<config>` and `<role_mapping>`).";
@@ -181,6 +182,8 @@ pub struct WebConfig {
     pub github_client_id: Option<String>,
     pub github_client_secret: Option<Secret>,
     pub github_client_secret_file: Option<PathBuf>,
+    /// `github_url`, without a trailing slash.
+    pub github_url: String,
     pub allowed_domains: Vec<String>,
     pub ldap: Option<Tree>,
     pub github_webhook_secrets: Vec<Secret>,
@@ -388,6 +391,12 @@ impl Config {
             google_client_id: string(t, "google_client_id", w)?,
             github_client_id: string(t, "github_client_id", w)?,
             github_client_secret: string(t, "github_client_secret", w)?.map(Secret),
+            github_url: string(t, "github_url", w)?
+                .filter(|u| !u.trim().is_empty())
+                .map_or_else(
+                    || "https://github.com".into(),
+                    |u| u.trim().trim_end_matches('/').to_owned(),
+                ),
             github_client_secret_file: string(t, "github_client_secret_file", w)?
                 .map(PathBuf::from),
             allowed_domains,

@@ -232,3 +232,79 @@ pub async fn delete(pool: &PgPool, name: &str) -> Result<bool, sqlx::Error> {
         .await?;
     Ok(done.rows_affected() > 0)
 }
+
+/// Why an email sign-in (GitHub, Google) is refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EmailLoginRefused {
+    #[error(
+        "‘{0}’ is not an email address this server accepts (letters, digits, `.`, `_` and `-` only)"
+    )]
+    BadAddress(String),
+    #[error("accounts of the domain ‘{0}’ cannot sign in here")]
+    Domain(String),
+    #[error("the account ‘{user}’ signs in as a {kind} account, not with {via}")]
+    WrongType {
+        user: String,
+        kind: String,
+        via: String,
+    },
+}
+
+/// Hydra's email sign-in rule: `email` must be a plain address (no
+/// plus-addresses) in one of `allowed_domains` (when any); an account
+/// named by the address must be of type `kind` (a legacy `persona`
+/// account becomes `google`); else one is made, without roles. Returns
+/// the user name.
+pub async fn email_login(
+    pool: &PgPool,
+    email: &str,
+    full_name: &str,
+    kind: &str,
+    allowed_domains: &[String],
+) -> Result<Result<String, EmailLoginRefused>, sqlx::Error> {
+    let plain = |part: &str| {
+        !part.is_empty()
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    };
+    let Some((local, domain)) = email.split_once('@').filter(|(l, d)| plain(l) && plain(d)) else {
+        return Ok(Err(EmailLoginRefused::BadAddress(email.to_owned())));
+    };
+    let _ = local;
+    if !allowed_domains.is_empty() && !allowed_domains.iter().any(|d| d == domain) {
+        return Ok(Err(EmailLoginRefused::Domain(domain.to_owned())));
+    }
+    let existing: Option<String> = sqlx::query_scalar("select type from Users where userName = $1")
+        .bind(email)
+        .fetch_optional(pool)
+        .await?;
+    match existing.as_deref() {
+        Some(t) if t == kind => {}
+        Some("persona") if kind == "google" => {
+            sqlx::query("update Users set type = 'google' where userName = $1")
+                .bind(email)
+                .execute(pool)
+                .await?;
+        }
+        Some(other) => {
+            return Ok(Err(EmailLoginRefused::WrongType {
+                user: email.to_owned(),
+                kind: other.to_owned(),
+                via: kind.to_owned(),
+            }));
+        }
+        None => {
+            sqlx::query(
+                "insert into Users (userName, fullName, emailAddress, password, type) \
+                 values ($1, $2, $1, '!', $3) on conflict (userName) do nothing",
+            )
+            .bind(email)
+            .bind(full_name)
+            .bind(kind)
+            .execute(pool)
+            .await?;
+        }
+    }
+    Ok(Ok(email.to_owned()))
+}

@@ -623,7 +623,8 @@ async fn the_api_documentation_runs_as_written() {
         "{stdout}"
     );
     assert_eq!(lines[5], "302", "the restart redirects to the build");
-    assert_eq!(Some(lines[6]), banner.public_key.as_deref());
+    assert_eq!(lines[6], "true", "pull requests are built: {stdout}");
+    assert_eq!(Some(lines[7]), banner.public_key.as_deref());
     // The restarted build was taken up again by the queue runner.
     let build: serde_json::Value = serde_json::from_str(lines[4]).unwrap();
     let id = build["id"].as_i64().unwrap();

@@ -35,6 +35,18 @@ struct Login<'a> {
     error: Option<&'a str>,
     next: &'a str,
     username: &'a str,
+    /// GitHub sign-in is configured (a button is shown).
+    github: bool,
+}
+
+impl Login<'_> {
+    /// The GitHub button's link, returning to `next`.
+    fn github_link(&self) -> String {
+        format!(
+            "/github-redirect?after={}",
+            percent_encoding::utf8_percent_encode(self.next, percent_encoding::NON_ALPHANUMERIC)
+        )
+    }
 }
 
 pub(super) fn login(cx: &Ctx) -> Html {
@@ -50,6 +62,7 @@ pub(super) fn login(cx: &Ctx) -> Html {
                 .extra_value("username")
                 .and_then(serde_json::Value::as_str)
                 .unwrap_or_default(),
+            github: cx.extra_flag("github"),
         }
         .render(),
     )

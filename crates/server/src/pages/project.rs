@@ -126,6 +126,85 @@ struct ProjectPage<'a> {
     jobsets: Vec<JobsetRowView>,
     /// The server allows dynamic RunCommand hooks.
     server_dynamic: bool,
+    /// The "build pull requests" settings and the pull requests.
+    pulls: PullsView,
+}
+
+/// The project's pull-request settings (the form's values) and its pull
+/// requests.
+#[derive(Debug, Default)]
+struct PullsView {
+    enabled: bool,
+    forge: String,
+    repository: String,
+    api_url: String,
+    template: String,
+    input: String,
+    trusted_authors: String,
+    trusted_associations: String,
+    superseded: String,
+    /// Number, title, author, fork, state, short head, jobset name, and
+    /// "trusted" / "approved by X" / "waits for approval".
+    list: Vec<PullRowView>,
+}
+
+#[derive(Debug)]
+struct PullRowView {
+    number: i64,
+    title: String,
+    author: String,
+    fork: bool,
+    open: bool,
+    head: String,
+    jobset: String,
+    trust: String,
+}
+
+impl PullsView {
+    fn of(v: Fields) -> PullsView {
+        let template = v.text("template");
+        PullsView {
+            enabled: v.flag("enabled"),
+            forge: v.text("forge"),
+            repository: v.text("repository"),
+            api_url: v.text("apiUrl"),
+            input: v.text("input"),
+            trusted_authors: v.text("trustedAuthors"),
+            trusted_associations: if v.flag("enabled") {
+                v.text("trustedAssociations")
+            } else {
+                "OWNER MEMBER COLLABORATOR".to_owned()
+            },
+            superseded: v.text("superseded"),
+            list: v
+                .list("pullRequests")
+                .iter()
+                .map(|p| {
+                    let p = Fields(p);
+                    let number = p.int("number").unwrap_or(0);
+                    let head = p.text("head_sha");
+                    let trust = if p.flag("trusted") {
+                        "trusted".to_owned()
+                    } else if p.str("approved_sha") == head {
+                        format!("approved by {}", p.text("approved_by"))
+                    } else {
+                        "waits for an approval".to_owned()
+                    };
+                    PullRowView {
+                        number,
+                        title: p.text("title"),
+                        author: p.text("author"),
+                        fork: p.flag("fork"),
+                        open: p.str("state") == "open",
+                        head: head.chars().take(12).collect(),
+                        jobset: format!("{template}-pr-{number}"),
+                        trust,
+                    }
+                })
+                .collect(),
+            template,
+        }
+    }
 }
 
 impl ProjectPage<'_> {
@@ -159,6 +238,10 @@ pub(super) fn project(cx: &Ctx) -> Html {
                 .map(|j| JobsetRowView::of(Fields(j)))
                 .collect(),
             server_dynamic: cx.extra_flag("server_dynamic"),
+            pulls: cx
+                .extra_value("pull_requests")
+                .map(|v| PullsView::of(Fields(v)))
+                .unwrap_or_default(),
         }
         .render(),
     )

@@ -60,6 +60,7 @@ pub(crate) async fn login(
             Page::value("login", json!({ "error": "Bad username or password." }))
                 .with_extra("next", json!(form::text(&body, "next")))
                 .with_extra("username", json!(username))
+                .with_extra("github", json!(github_sign_in(&state)))
                 .with_status(StatusCode::FORBIDDEN)
                 .into_response(),
         );
@@ -136,7 +137,19 @@ pub(crate) async fn login_form(
         .or(from_referer)
         .filter(|n| local_path(n).is_some() && !n.starts_with("/login"))
         .unwrap_or_else(|| "/".into());
-    Page::value("login", json!({})).with_extra("next", json!(next))
+    Page::value("login", json!({}))
+        .with_extra("next", json!(next))
+        .with_extra("github", json!(github_sign_in(&state)))
+}
+
+/// Whether GitHub sign-in is configured.
+pub(crate) fn github_sign_in(state: &AppState) -> bool {
+    state
+        .config
+        .web
+        .github_client_id
+        .as_deref()
+        .is_some_and(|id| !id.trim().is_empty())
 }
 
 pub(crate) async fn logout(

@@ -24,6 +24,7 @@ pub(crate) mod job;
 pub(crate) mod jobset;
 pub(crate) mod latest;
 pub(crate) mod logs;
+pub(crate) mod oauth;
 pub(crate) mod project;
 pub(crate) mod pull_requests;
 pub(crate) mod root;
@@ -130,6 +131,7 @@ fn routes() -> Router<AppState> {
         .merge(jobset::routes())
         .merge(logs::routes())
         .merge(project::routes())
+        .merge(oauth::routes())
         .merge(pull_requests::routes())
         .merge(root::routes())
         .merge(setup::routes())

@@ -38,6 +38,10 @@ pub(crate) async fn show(
             .with_extra(
                 "server_dynamic",
                 json!(state.config.web.dynamic_run_command),
+            )
+            .with_extra(
+                "pull_requests",
+                super::pull_requests::overview(&state, &name).await?,
             );
     }
     Ok(shown)

@@ -36,14 +36,19 @@ fn settings_json(settings: Option<&Settings>, policy: Policy) -> Value {
     })
 }
 
+/// The settings and the pull requests of `project`.
+pub(crate) async fn overview(state: &AppState, project: &str) -> ApiResult<Value> {
+    let settings = prs::settings(&state.pool, project).await?;
+    let policy = superseded::policy(&state.pool, project).await?;
+    let mut shown = settings_json(settings.as_ref(), policy);
+    let pulls = prs::of_project(&state.pool, project).await?;
+    shown["pullRequests"] = json!(pulls);
+    Ok(shown)
+}
+
 /// `GET /project/P/pull-requests`: the settings and the pull requests.
 async fn show(State(state): State<AppState>, project: ProjectPath) -> ApiResult<Page> {
-    let settings = prs::settings(&state.pool, &project.name).await?;
-    let policy = superseded::policy(&state.pool, &project.name).await?;
-    let mut shown = settings_json(settings.as_ref(), policy);
-    let pulls = prs::of_project(&state.pool, &project.name).await?;
-    shown["pullRequests"] = json!(pulls);
-    Ok(Page::value("api", shown))
+    Ok(Page::value("api", overview(&state, &project.name).await?))
 }
 
 /// Checks a settings body; pure, so each refusal is tested.
@@ -126,24 +131,45 @@ fn parse_settings(project: &str, body: &Body) -> Result<(Option<Settings>, Polic
 /// off with `enabled: false`) and set the superseded policy.
 async fn save(
     State(state): State<AppState>,
+    headers: HeaderMap,
     viewer: Viewer,
+    WantsPage(page): WantsPage,
     project: ProjectPath,
     Params(body): Params<Body>,
-) -> ApiResult<Page> {
+) -> ApiResult<Response> {
     viewer
         .require_project_owner(&state.pool, &project.name)
         .await?;
-    let (settings, policy) = parse_settings(&project.name, &body).map_err(ApiError::bad_request)?;
+    let saved = save_settings(&state, &project.name, &body).await;
+    if page {
+        let message = match &saved {
+            Ok(_) => "The pull-request settings are saved.".to_owned(),
+            Err(ApiError::BadRequest(why)) => format!("Not saved: {why}"),
+            Err(_) => return saved.map(IntoResponse::into_response),
+        };
+        return Ok(super::actions::back_saying(
+            &state,
+            &headers,
+            &format!("project/{}#tabs-pull-requests", project.name),
+            &message,
+        ));
+    }
+    saved.map(IntoResponse::into_response)
+}
+
+/// Checks and stores the settings in `body`; the page of the result.
+async fn save_settings(state: &AppState, project: &str, body: &Body) -> ApiResult<Page> {
+    let (settings, policy) = parse_settings(project, body).map_err(ApiError::bad_request)?;
     if let Some(s) = &settings {
-        let template = hydra_db::jobsets::id_of(&state.pool, &project.name, &s.template).await?;
+        let template = hydra_db::jobsets::id_of(&state.pool, project, &s.template).await?;
         if template.is_none() {
             return Err(ApiError::bad_request(format!(
                 "template: project {} has no jobset `{}`",
-                project.name, s.template
+                project, s.template
             )));
         }
         if let Some(input) = &s.input {
-            let spec = prs::template_spec(&state.pool, &project.name, &s.template).await?;
+            let spec = prs::template_spec(&state.pool, project, &s.template).await?;
             if spec.as_ref().and_then(|v| v["inputs"].get(input)).is_none() {
                 return Err(ApiError::bad_request(format!(
                     "input: jobset {} has no input `{input}`",
@@ -153,9 +179,9 @@ async fn save(
         }
         prs::save_settings(&state.pool, s).await?;
     } else {
-        prs::remove_settings(&state.pool, &project.name).await?;
+        prs::remove_settings(&state.pool, project).await?;
     }
-    superseded::set_policy(&state.pool, &project.name, policy).await?;
+    superseded::set_policy(&state.pool, project, policy).await?;
     Ok(Page::value("api", settings_json(settings.as_ref(), policy)))
 }
 

@@ -8,4 +8,5 @@ mod files;
 mod ops;
 mod pages;
 mod read;
+mod sign_in;
 mod writes;

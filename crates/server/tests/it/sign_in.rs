@@ -1,0 +1,268 @@
+//! Sign-in with GitHub against a fake GitHub on 127.0.0.1: the state is
+//! bound to the browser and checked, the return path is honoured but
+//! never leaves the site, Hydra's email rules hold.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use hydra_test_support::http::{Recorder, Reply as Answer};
+use serde_json::json;
+
+use crate::common::{self, App, BASE};
+
+async fn app(forge: &Recorder, extra: &str) -> App {
+    App::with_config(&format!(
+        "github_client_id = the-client\ngithub_client_secret = the-secret\n\
+         github_url = {url}\ngithub_api_url = {url}/api\n{extra}",
+        url = forge.url()
+    ))
+    .await
+}
+
+fn fake_github(forge: &Recorder, email: &str) {
+    forge.reply_at(
+        "/login/oauth/access_token",
+        Answer::new(200).body(r#"{"access_token": "gho_token", "token_type": "bearer"}"#),
+    );
+    forge.reply_at(
+        "/api/user/emails",
+        Answer::new(200).body(
+            &json!([
+                {"email": "old@example.org", "verified": true, "primary": false},
+                {"email": email, "verified": true, "primary": true}
+            ])
+            .to_string(),
+        ),
+    );
+    forge.reply_at(
+        "/api/user",
+        Answer::new(200).body(r#"{"login": "ann", "name": "Ann Example"}"#),
+    );
+}
+
+/// Starts a sign-in: the authorize URL's query and the cookie.
+async fn start(app: &App, after: &str) -> (String, String) {
+    let r = app.get(&format!("/github-redirect?after={after}")).await;
+    assert!(r.status.is_redirection(), "{}: {}", r.status, r.text());
+    let location = r.header("location").unwrap();
+    let cookie = r.header("set-cookie").unwrap();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    let cookie = cookie.split(';').next().unwrap().to_string();
+    (location, cookie)
+}
+
+fn param(url: &str, name: &str) -> String {
+    url.split(['?', '&'])
+        .find_map(|p| p.strip_prefix(&format!("{name}=")))
+        .map(|v| {
+            percent_encoding::percent_decode_str(v)
+                .decode_utf8()
+                .unwrap()
+                .into_owned()
+        })
+        .unwrap_or_default()
+}
+
+async fn callback(app: &App, query: &str, cookie: Option<&str>) -> common::Reply {
+    let mut req = Request::get(format!("/github-login?{query}")).header("host", common::HOST);
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    app.raw(req.body(Body::empty()).unwrap()).await
+}
+
+/// A page as a browser asks for it.
+async fn page(app: &App, uri: &str) -> common::Reply {
+    let req = Request::get(uri)
+        .header("host", common::HOST)
+        .header("accept", "text/html");
+    app.raw(req.body(Body::empty()).unwrap()).await
+}
+
+#[tokio::test]
+async fn github_sign_in_checks_the_state_and_returns_to_the_page() {
+    let forge = Recorder::start();
+    fake_github(&forge, "ann@example.org");
+    let app = app(&forge, "").await;
+
+    let (location, cookie) = start(&app, "/project/demo").await;
+    assert!(
+        location.starts_with(&format!("{}/login/oauth/authorize?", forge.url())),
+        "{location}"
+    );
+    assert_eq!(param(&location, "client_id"), "the-client");
+    assert_eq!(param(&location, "scope"), "user:email");
+    assert_eq!(
+        param(&location, "redirect_uri"),
+        format!("{BASE}github-login")
+    );
+    let state = param(&location, "state");
+    assert_eq!(state.len(), 64, "a fresh random state: {state}");
+
+    // A forged or missing state is refused, and nothing is asked of GitHub.
+    let r = callback(&app, "code=c1&state=forged", Some(&cookie)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.text().contains("state does not match"), "{}", r.text());
+    let r = callback(&app, &format!("code=c1&state={state}"), None).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.text().contains("not started from this browser"),
+        "{}",
+        r.text()
+    );
+    assert!(forge.requests().is_empty());
+
+    // The real answer signs in and goes back to the page.
+    let r = callback(&app, &format!("code=c1&state={state}"), Some(&cookie)).await;
+    assert_eq!(r.status, StatusCode::FOUND, "{}", r.text());
+    assert_eq!(r.header("location").unwrap(), format!("{BASE}project/demo"));
+    let cookies: Vec<String> = r
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    assert!(
+        cookies
+            .iter()
+            .any(|c| c.starts_with("hydra_session=") && !c.starts_with("hydra_session=;")),
+        "{cookies:?}"
+    );
+    assert!(
+        cookies
+            .iter()
+            .any(|c| c.starts_with("hydra_oauth=;") && c.contains("Max-Age=0")),
+        "the state is spent: {cookies:?}"
+    );
+    assert_eq!(
+        app.scalar("select count(*) from UserRoles where userName = 'ann@example.org'")
+            .await,
+        0,
+        "GitHub sign-ins get no roles"
+    );
+    let kind = app
+        .strings("select type || ' ' || fullName || ' ' || emailAddress from Users where userName = 'ann@example.org'")
+        .await;
+    assert_eq!(kind, vec!["github Ann Example ann@example.org"]);
+
+    let requests = forge.requests();
+    let token = requests
+        .iter()
+        .find(|r| r.path == "/login/oauth/access_token")
+        .unwrap();
+    assert_eq!(token.method, "POST");
+    assert!(
+        token.body.contains("client_secret=the%2Dsecret") && token.body.contains("code=c1"),
+        "{}",
+        token.body
+    );
+    assert_eq!(token.header("accept"), Some("application/json"));
+    let emails = requests
+        .iter()
+        .find(|r| r.path == "/api/user/emails")
+        .unwrap();
+    assert_eq!(emails.header("authorization"), Some("token gho_token"));
+}
+
+#[tokio::test]
+async fn github_sign_in_never_leaves_the_site_and_keeps_hydras_account_rules() {
+    let forge = Recorder::start();
+    fake_github(&forge, "ann@example.org");
+    let app = app(&forge, "allowed_domains = example.org, example.com\n").await;
+
+    // An `after` that would leave the site is dropped: back to the root.
+    for evil in [
+        "//evil.example/x",
+        "https://evil.example/",
+        "/\\\\evil.example",
+    ] {
+        let (location, cookie) = start(
+            &app,
+            &percent_encoding::utf8_percent_encode(evil, percent_encoding::NON_ALPHANUMERIC)
+                .to_string(),
+        )
+        .await;
+        let state = param(&location, "state");
+        let r = callback(&app, &format!("code=c&state={state}"), Some(&cookie)).await;
+        assert_eq!(r.status, StatusCode::FOUND, "{evil}: {}", r.text());
+        assert_eq!(r.header("location").unwrap(), BASE, "{evil}");
+    }
+
+    // An account of the same name but another type is not taken over.
+    app.exec("update Users set type = 'hydra' where userName = 'ann@example.org'")
+        .await;
+    let (location, cookie) = start(&app, "/").await;
+    let r = callback(
+        &app,
+        &format!("code=c&state={}", param(&location, "state")),
+        Some(&cookie),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(
+        r.text().contains("signs in as a hydra account"),
+        "{}",
+        r.text()
+    );
+
+    // Domains outside allowed_domains, and plus-addresses, are refused.
+    for (email, why) in [
+        ("bob@elsewhere.org", "domain"),
+        ("bob+ci@example.org", "not an email address"),
+    ] {
+        fake_github(&forge, email);
+        let (location, cookie) = start(&app, "/").await;
+        let r = callback(
+            &app,
+            &format!("code=c&state={}", param(&location, "state")),
+            Some(&cookie),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{email}");
+        assert!(r.text().contains(why), "{email}: {}", r.text());
+    }
+
+    // GitHub saying no is shown, not an error page of ours.
+    let (location, cookie) = start(&app, "/").await;
+    let r = callback(
+        &app,
+        &format!(
+            "error=access_denied&error_description=The+user+said+no&state={}",
+            param(&location, "state")
+        ),
+        Some(&cookie),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(
+        r.text().contains("The user said no") || r.text().contains("access_denied"),
+        "{}",
+        r.text()
+    );
+
+    // The sign-in page offers the button; without a client id there is
+    // no route to start from.
+    let login = page(&app, "/login?next=/project/demo").await;
+    assert!(
+        login
+            .text()
+            .contains("/github-redirect?after=%2Fproject%2Fdemo"),
+        "{}",
+        login.text()
+    );
+    let plain = App::new().await;
+    assert_eq!(
+        plain.get("/github-redirect").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert!(
+        !page(&plain, "/login")
+            .await
+            .text()
+            .contains("github-redirect")
+    );
+}
