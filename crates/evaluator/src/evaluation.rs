@@ -80,7 +80,11 @@ async fn evaluate_row(
     ctx.metrics.evaluation_started();
 
     let mut times = Times::default();
-    let result = run(ctx, &row, &trace, &mut times).await;
+    let result = match awaiting_approval(ctx, &row).await {
+        Ok(Some(text)) => Err(RunError::Message(text)),
+        Ok(None) => run(ctx, &row, &trace, &mut times).await,
+        Err(e) => Err(e.into()),
+    };
     let outcome = match result {
         Ok(outcome) => outcome,
         Err(e) => {
@@ -249,6 +253,20 @@ async fn stages(
         job_errors: evaluated.errors.len(),
         changed: recorded.has_new_builds,
     })
+}
+
+/// A pull request's jobset whose head is neither trusted nor approved is
+/// never evaluated, even when someone forces an evaluation: the reason.
+async fn awaiting_approval(ctx: &Context, row: &rows::Jobset) -> Result<Option<String>, DbError> {
+    let pr = hydra_db::pull_requests::of_jobset(&ctx.pool, row.id).await?;
+    Ok(pr
+        .filter(|pr| !pr.trusted && !pr.head_approved())
+        .map(|pr| {
+            format!(
+                "pull request #{} (head {}) by {} waits for an approval by a project member; it is not evaluated before",
+                pr.number, pr.head_sha, pr.author
+            )
+        }))
 }
 
 /// The new evaluation `eval` of `row` supersedes its earlier ones: the

@@ -427,6 +427,11 @@ async fn sync(ctx: &Context, settings: &Settings) -> Result<(), String> {
         )
         .await
         .map_err(db)?;
+        if pr.state == State::Open && (trusted || pr.head_approved()) {
+            hydra_db::jobsets::trigger(&ctx.pool, &settings.project, &name, hydra_db::now(), false)
+                .await
+                .map_err(db)?;
+        }
     }
     Ok(())
 }
@@ -500,9 +505,9 @@ async fn apply(
         .map_err(db)?
         .ok_or_else(|| format!("jobset {name} vanished"))?;
     if enabled {
-        hydra_db::jobsets::trigger(pool, project, name, hydra_db::now(), false)
-            .await
-            .map_err(db)?;
+        // Triggered by `sync` once the trust is recorded: the evaluator
+        // refuses a pull request's jobset that is neither trusted nor
+        // approved.
         tracing::info!(%project, jobset = name, number = pr.number, head = %pr.head_sha, "pull request head to evaluate");
     } else {
         // The earlier head's work is not wanted while the new one waits.

@@ -494,6 +494,21 @@ async fn a_pull_request_is_built_superseded_and_retired_and_forks_wait_for_appro
         evals(&db, "main-pr-2").await.is_empty(),
         "not evaluated before approval"
     );
+    // Not even a forced evaluation of the enabled jobset runs it.
+    db.exec("update Jobsets set enabled = 1, forceEval = true, triggerTime = 1 where name = 'main-pr-2'")
+        .await;
+    let done = until(Duration::from_secs(60), || async {
+        sqlx::query_scalar::<_, Option<String>>(
+            "select errorMsg from Jobsets where project = 'p' and name = 'main-pr-2'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+        .is_some_and(|e| e.contains("waits for an approval"))
+    })
+    .await;
+    assert!(done, "a forced evaluation is refused\n{}", said(&mut up));
+    assert!(evals(&db, "main-pr-2").await.is_empty());
     let approve = json!({ "sha": head_fork });
     let (status, body) = call(
         &base,
