@@ -8,10 +8,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
 use std::time::Duration;
 
 use hmac::{KeyInit, Mac};
+use hydra_test_support::GitRepo;
 use hydra_test_support::http::{Recorder, Reply};
 use hydra_test_support::{TestDb, shared_tempdir};
 use serde_json::{Value, json};
@@ -21,34 +21,12 @@ use crate::common::{Banner, Up, curl, eventually, hydra};
 
 const SECRET: &str = "webhook secret";
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.org")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.org")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// Commits `files` in `work` and pushes the commit to `refspec` of the
-/// origin; returns its revision.
-fn commit(work: &Path, files: &[(&str, &str)], refspec: &str) -> String {
-    for (name, text) in files {
-        std::fs::write(work.join(name), text).unwrap();
-    }
-    git(work, &["add", "-A"]);
-    git(work, &["commit", "-q", "-m", "change"]);
-    git(work, &["push", "-q", "-f", "origin", refspec]);
-    git(work, &["rev-parse", "HEAD"])
+/// Commits `files` on the checked-out branch and sets `pull_ref` (a
+/// pull request's head as the forge serves it) to the commit.
+fn push(repo: &GitRepo, files: &[(&str, &str)], pull_ref: &str) -> String {
+    let head = repo.commit(files, "change");
+    repo.git(&["update-ref", pull_ref, &head]);
+    head
 }
 
 /// Two jobs that no machine can build (so they stay queued): `same`
@@ -190,35 +168,22 @@ fn said(up: &mut Up) -> String {
 async fn a_pull_request_is_built_superseded_and_retired_and_forks_wait_for_approval() {
     let db = TestDb::new().await;
     let data = shared_tempdir();
-    let repos = shared_tempdir();
-    let origin = repos.path().join("origin.git");
-    let work = repos.path().join("work");
-    std::fs::create_dir_all(&origin).unwrap();
-    std::fs::create_dir_all(&work).unwrap();
-    git(&origin, &["init", "-q", "--bare", "-b", "main"]);
-    git(&work, &["init", "-q", "-b", "main"]);
-    git(
-        &work,
-        &["remote", "add", "origin", origin.to_str().unwrap()],
-    );
-    let clone_url = format!("file://{}", origin.display());
-    commit(
-        &work,
-        &[("release.nix", RELEASE), ("version", "v1")],
-        "HEAD:refs/heads/main",
-    );
+    // The forge's repository: `master`, and the heads of pull requests
+    // under refs/pull/N/head.
+    let repo = GitRepo::new();
+    repo.commit(&[("release.nix", RELEASE), ("version", "v1")], "start");
+    let clone_url = repo.url();
     // Pull request 1: first head changes nothing the jobs see; the second
     // changes `changed`.
-    git(&work, &["checkout", "-q", "-b", "topic"]);
-    let head1 = commit(&work, &[("README", "hello")], "HEAD:refs/pull/1/head");
-    let head2 = commit(&work, &[("version", "v2")], "HEAD:refs/pull/1/head");
-    git(&work, &["checkout", "-q", "main"]);
+    repo.git(&["checkout", "-q", "-b", "topic"]);
+    let head1 = push(&repo, &[("README", "hello")], "refs/pull/1/head");
+    let head2 = push(&repo, &[("version", "v2")], "refs/pull/1/head");
     // Pull request 2, from a fork; 3, known only from the forge's list.
-    git(&work, &["checkout", "-q", "-b", "fork"]);
-    let head_fork = commit(&work, &[("version", "fork")], "HEAD:refs/pull/2/head");
-    git(&work, &["checkout", "-q", "main"]);
-    git(&work, &["checkout", "-q", "-b", "listed"]);
-    let head_listed = commit(&work, &[("version", "listed")], "HEAD:refs/pull/3/head");
+    repo.git(&["checkout", "-q", "-b", "fork", "master"]);
+    let head_fork = push(&repo, &[("version", "fork")], "refs/pull/2/head");
+    repo.git(&["checkout", "-q", "-b", "listed", "master"]);
+    let head_listed = push(&repo, &[("version", "listed")], "refs/pull/3/head");
+    repo.git(&["checkout", "-q", "master"]);
 
     // The fake GitHub: the open pull requests, and the trust policy on
     // the default branch only.
@@ -246,7 +211,7 @@ async fn a_pull_request_is_built_superseded_and_retired_and_forks_wait_for_appro
         "main",
         "src",
         "release.nix",
-        &[("src", "git", &format!("{clone_url} main"))],
+        &[("src", "git", &format!("{clone_url} master"))],
     )
     .await;
     add_user(&db, "alice", "alice-token").await;

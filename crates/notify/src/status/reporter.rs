@@ -189,6 +189,9 @@ impl Reporter {
     }
 
     fn hold(&self, delivery: &Delivery, until: i32) {
+        // Times are whole seconds and `now` is rounded down: the hold lasts
+        // to the end of `until`'s second, so it never ends early.
+        let until = until.saturating_add(1);
         let key = format!("{} {}", delivery.forge, delivery.credential);
         tracing::warn!(forge = %delivery.forge, credential = %delivery.credential, until, "rate-limited: holding this credential's statuses back");
         let mut holds = self.lock_holds();
