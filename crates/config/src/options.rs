@@ -132,6 +132,7 @@ options! {
         "compress_build_logs_compression" = "bzip2" : "`bzip2` or `zstd`.";
         "compress_build_logs_silent" = "0" : "Do not log each compressed file.";
         "githubstatus" = "" : "`<githubstatus>` blocks: GitHub commit statuses for builds of `jobs` (`inputs`, `context`, `useShortContext`, `excludeBuildFromContext`, `description`, `authorization`; every matching block is honoured), and one status per evaluation of `jobsets` (`project:jobset` pattern; context `evalContext`, default `ci/hydra:<project>:<jobset>` without `-pr-N`).";
+        "github_app" = "" : "`<github_app>` block: GitHub check runs from a GitHub App (`app_id`, `private_key_file`, `jobs`, `inputs`): one per revision and job, updated in place, with the failing log's end and a Re-run button; sent through the same outbox as commit statuses.";
         "gitea_status" = "" : "Reserved; Gitea statuses are enabled by `gitea_authorization`.";
         "enable_bitbucket_status" = "0" : "Report Bitbucket build statuses.";
         "bitbucket" = "" : "`<bitbucket> username password </bitbucket>` for Bitbucket statuses.";

@@ -103,6 +103,10 @@ pub struct Delivery {
     /// When this version was written.
     #[sqlx(rename = "updatedat")]
     pub updated_at: i32,
+    /// The forge's id of what this row made (a GitHub check run), once
+    /// known.
+    #[sqlx(rename = "remoteid")]
+    pub remote_id: Option<i64>,
 }
 
 /// Which due states to take.
@@ -132,7 +136,7 @@ pub async fn lease_due(pool: &PgPool, lease: Lease<'_>) -> Result<Vec<Delivery>,
                order by nextAttempt, id limit $3 for update skip locked) due \
          where s.id = due.id \
          returning s.id, s.forge, s.url, s.context, s.credential, s.job, s.state, s.body, s.version, \
-           s.attempts, s.updatedAt",
+           s.attempts, s.updatedAt, s.remoteId",
     )
     .bind(lease.now)
     .bind(lease.until)
@@ -141,6 +145,36 @@ pub async fn lease_due(pool: &PgPool, lease: Lease<'_>) -> Result<Vec<Delivery>,
     .bind(lease.busy)
     .fetch_all(pool)
     .await
+}
+
+/// Records the forge's id of what status `id` made (a check run).
+pub async fn set_remote_id(pool: &PgPool, id: i32, remote: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("update CommitStatuses set remoteId = $2 where id = $1")
+        .bind(id)
+        .bind(remote)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// The build whose status row of `forge` is `id` (the external id a
+/// check run carries) or whose check run is `remote`.
+pub async fn build_of(
+    pool: &PgPool,
+    forge: &str,
+    id: Option<i32>,
+    remote: Option<i64>,
+) -> Result<Option<BuildId>, sqlx::Error> {
+    let build: Option<Option<BuildId>> = sqlx::query_scalar(
+        "select build from CommitStatuses where forge = $1 and (id = $2 or remoteId = $3) \
+         order by id limit 1",
+    )
+    .bind(forge)
+    .bind(id)
+    .bind(remote)
+    .fetch_optional(pool)
+    .await?;
+    Ok(build.flatten())
 }
 
 /// Records that the forge accepted version `version` of status `id` at
@@ -318,6 +352,10 @@ pub struct BuildFacts {
     pub finished: bool,
     /// `Builds.buildStatus`, once finished.
     pub status: Option<i32>,
+    /// A step of it has started.
+    pub started: bool,
+    /// The derivation of its last failed step (whose log says why).
+    pub failed_drv: Option<String>,
 }
 
 impl BuildFacts {
@@ -336,7 +374,10 @@ pub async fn build_facts_locked(
 ) -> Result<Option<BuildFacts>, sqlx::Error> {
     sqlx::query_as(
         "select b.id, j.project, j.name as jobset, b.job, b.system, b.finished = 1 as finished, \
-           case when b.finished = 1 then b.buildStatus end as status \
+           case when b.finished = 1 then b.buildStatus end as status, \
+           exists (select 1 from BuildSteps s where s.build = b.id) as started, \
+           (select s.drvPath from BuildSteps s where s.build = b.id and s.status is not null \
+              and s.status <> 0 order by s.stepnr desc limit 1) as failed_drv \
          from Builds b join Jobsets j on j.id = b.jobset_id where b.id = $1 for share of b",
     )
     .bind(build)

@@ -72,6 +72,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "pull_requests",
         sql: include_str!("../migrations/0007_pull_requests.sql"),
     },
+    Migration {
+        version: 8,
+        name: "check_runs",
+        sql: include_str!("../migrations/0008_check_runs.sql"),
+    },
 ];
 
 /// What `migrate` did.

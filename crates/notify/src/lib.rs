@@ -24,7 +24,7 @@ pub mod status;
 pub use event::{Event, ParseError};
 pub use plugin::{Context, Plugin};
 pub use plugins::Plugins;
-pub use run::{Options, run};
+pub use run::{Options, run, run_with};
 
 /// Seconds to wait before retry `n` of a failed task: `2^min(n, 10)`, so
 /// 1, 2, 4, … 1024 and then 1024 again (Hydra's schedule).

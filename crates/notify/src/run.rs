@@ -32,6 +32,18 @@ pub async fn run(
     options: Options,
     shutdown: CancellationToken,
 ) -> Result<(), DbError> {
+    run_with(cx, plugins, options, shutdown, None).await
+}
+
+/// [`run`], telling `ready` once it listens and has read the backlog (what
+/// is pending from then on arrives as events).
+pub async fn run_with(
+    cx: Context,
+    plugins: Plugins,
+    options: Options,
+    shutdown: CancellationToken,
+    ready: Option<tokio::sync::oneshot::Sender<()>>,
+) -> Result<(), DbError> {
     // Listening before reading the backlog: nothing falls between them.
     let channels: Vec<&str> = CHANNELS
         .iter()
@@ -43,6 +55,9 @@ pub async fn run(
     let exporter = metrics::exporter(&cx.config, &metrics).await;
     let dispatcher = Dispatcher::start(cx.clone(), plugins.list, metrics.clone());
     backlog(&cx, &dispatcher).await?;
+    if let Some(ready) = ready {
+        let _ = ready.send(());
+    }
     if options.queued_only {
         dispatcher.finish().await;
         if let Some(reporter) = plugins.reporter {

@@ -2,6 +2,7 @@
 //! starts its shared fixtures once.
 
 mod attacks;
+mod checks;
 mod common;
 mod create_user;
 mod evaluator;

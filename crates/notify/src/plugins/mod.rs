@@ -75,7 +75,10 @@ pub fn enabled(config: &hydra_config::Config, pool: &PgPool) -> Result<Plugins, 
     }
     let metrics = Arc::new(Metrics::default());
     let outbox = Outbox::default();
-    let statuses = crate::status::plugins(config, &outbox)?;
+    let crate::status::Enabled {
+        plugins: statuses,
+        app,
+    } = crate::status::plugins(config, &outbox)?;
     let reporter = if statuses.is_empty() {
         None
     } else {
@@ -84,6 +87,7 @@ pub fn enabled(config: &hydra_config::Config, pool: &PgPool) -> Result<Plugins, 
             config,
             outbox,
             metrics.clone(),
+            app,
         )?))
     };
     list.extend(statuses);

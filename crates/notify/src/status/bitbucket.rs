@@ -43,6 +43,7 @@ impl Forge for Bitbucket {
         build: &BuildFacts,
         sources: &[Source],
         base: &str,
+        _logs: &hydra_config::DataDir,
     ) -> Vec<Target> {
         let state = match (
             build.finished,

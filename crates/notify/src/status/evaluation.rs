@@ -11,6 +11,12 @@
 //! - error when the evaluation fails after fetching (`eval_failed`);
 //! - success when all its builds succeeded, failure when any did not.
 //!
+//! With a `<github_app>` whose `jobsets` matches, each evaluation also
+//! gets two check runs with names that never change: `hydra/<project>:
+//! <jobset>` (the aggregate: in progress until every build is done, then
+//! success or failure) and `hydra/<project>:<jobset> evaluation` (the
+//! evaluation alone), a `-pr-N` dropped from the jobset.
+//!
 //! Written to the same outbox as build statuses, so the same rules hold:
 //! never lost, never sent twice, overtaken states never sent.
 
@@ -19,7 +25,7 @@ use std::sync::Arc;
 use hydra_db::commit_statuses::{self, SourceInput};
 use hydra_db::ids::{BuildId, EvalId};
 
-use super::github::Github;
+use super::github::{Block, Github};
 use super::{Outbox, Owner, Target, write_targets};
 use crate::Event;
 use crate::plugin::{Context, Plugin, Work};
@@ -27,27 +33,44 @@ use crate::plugin::{Context, Plugin, Work};
 /// The plugin.
 #[derive(Debug)]
 pub struct EvaluationStatus {
+    /// The `<githubstatus>` blocks (possibly none).
     github: Github,
+    /// GitHub, and the `<github_app>` block with `jobsets`.
+    checks: Option<(Github, Block)>,
     outbox: Outbox,
 }
 
 impl EvaluationStatus {
-    /// On when a `<githubstatus>` block has `jobsets`.
+    /// On when a `<githubstatus>` block has `jobsets`, or the
+    /// `<github_app>` block does.
     pub fn from_config(
         config: &hydra_config::Config,
         outbox: &Outbox,
     ) -> Result<Option<Arc<EvaluationStatus>>, String> {
-        let Some(github) = Github::from_config(config)? else {
-            return Ok(None);
-        };
-        if !github.blocks().iter().any(|b| b.jobsets.is_some()) {
+        let github = Github::from_config(config)?.unwrap_or_else(|| Github::bare(config));
+        let checks = super::checks::eval_block(config)?
+            .filter(|b| b.jobsets.is_some())
+            .map(|b| (Github::bare(config), b));
+        if !github.blocks().iter().any(|b| b.jobsets.is_some()) && checks.is_none() {
             return Ok(None);
         }
         Ok(Some(Arc::new(EvaluationStatus {
             github,
+            checks,
             outbox: outbox.clone(),
         })))
     }
+}
+
+/// Which part of an evaluation's life a state is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Fetched, being evaluated.
+    Evaluating,
+    /// The evaluation failed.
+    Failed,
+    /// Evaluated; its builds are in `state`.
+    Building,
 }
 
 /// What an evaluation status says.
@@ -67,9 +90,10 @@ impl EvaluationStatus {
         flake: Option<&str>,
         inputs: &[SourceInput],
         state: &State,
+        phase: Phase,
     ) -> Vec<Target> {
         let name = format!("{project}:{jobset}");
-        let mut targets = Vec::new();
+        let mut targets = self.check_targets(project, jobset, flake, inputs, state, phase);
         for block in self
             .github
             .blocks()
@@ -95,6 +119,83 @@ impl EvaluationStatus {
         targets
     }
 
+    /// The evaluation's and the aggregate check runs.
+    fn check_targets(
+        &self,
+        project: &str,
+        jobset: &str,
+        flake: Option<&str>,
+        inputs: &[SourceInput],
+        state: &State,
+        phase: Phase,
+    ) -> Vec<Target> {
+        let Some((github, block)) = &self.checks else {
+            return Vec::new();
+        };
+        let name = format!("{project}:{jobset}");
+        if !block.covers_jobset(&name) {
+            return Vec::new();
+        }
+        let short = super::github::short_name(&name);
+        let completed = |conclusion: &str| ("completed", Some(conclusion.to_owned()));
+        let evaluation = match phase {
+            Phase::Evaluating => ("in_progress", None),
+            Phase::Failed => completed("failure"),
+            Phase::Building => completed("success"),
+        };
+        let aggregate = match (phase, state.state) {
+            (Phase::Failed, _) => completed("failure"),
+            (_, "success") => completed("success"),
+            (_, "failure") => completed("failure"),
+            _ => ("in_progress", None),
+        };
+        let mut targets = Vec::new();
+        for (owner, repo, rev) in github.revisions(block, flake, inputs) {
+            // The evaluation's check says only how the evaluation went, so
+            // it is not sent again as builds finish.
+            let evaluated = match phase {
+                Phase::Building => format!("Hydra evaluated {name}"),
+                _ => state.description.clone(),
+            };
+            for (check, (status, conclusion), text) in [
+                (
+                    format!("hydra/{short}"),
+                    aggregate.clone(),
+                    &state.description,
+                ),
+                (
+                    format!("hydra/{short} evaluation"),
+                    evaluation.clone(),
+                    &evaluated,
+                ),
+            ] {
+                let mut body = serde_json::json!({
+                    "name": check,
+                    "head_sha": rev,
+                    "status": status,
+                    "details_url": state.target_url,
+                    "output": {"title": text, "summary": text},
+                });
+                if let Some(conclusion) = &conclusion {
+                    body["conclusion"] = serde_json::json!(conclusion);
+                }
+                let state_word: &'static str = match conclusion.as_deref() {
+                    Some("success") => "success",
+                    Some(_) => "failure",
+                    None => "in_progress",
+                };
+                targets.push(Target {
+                    url: super::checks::list_url(github.api(), &owner, &repo, &rev),
+                    context: check,
+                    credential: format!("{owner}/{repo}"),
+                    state: state_word,
+                    body,
+                });
+            }
+        }
+        targets
+    }
+
     /// Writes `targets` for `name` (`project:jobset`) and evaluation
     /// `eval` to the outbox.
     async fn desire(
@@ -108,15 +209,21 @@ impl EvaluationStatus {
             return Ok(());
         }
         let mut tx = cx.pool.begin().await.map_err(|e| e.to_string())?;
-        let owner = Owner {
-            forge: "github",
-            job: name,
-            build: None,
-            eval,
-        };
-        let due = write_targets(&mut tx, &owner, targets)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (checks, statuses): (Vec<Target>, Vec<Target>) = targets
+            .into_iter()
+            .partition(|t| t.url.ends_with("/check-runs"));
+        let mut due = false;
+        for (forge, targets) in [("github", statuses), (super::checks::FORGE, checks)] {
+            let owner = Owner {
+                forge,
+                job: name,
+                build: None,
+                eval,
+            };
+            due |= write_targets(&mut tx, &owner, targets)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         tx.commit().await.map_err(|e| e.to_string())?;
         if due {
             self.outbox.wake();
@@ -157,6 +264,11 @@ impl EvaluationStatus {
             checkout.flake.as_deref(),
             &checkout.inputs,
             &state,
+            if failed {
+                Phase::Failed
+            } else {
+                Phase::Evaluating
+            },
         );
         self.desire(cx, &name, None, targets).await
     }
@@ -185,7 +297,11 @@ impl EvaluationStatus {
         let base = cx.config.web.base_uri.trim_end_matches('/');
         for source in sources {
             let name = format!("{}:{}", source.project, source.jobset);
-            if !self.github.blocks().iter().any(|b| b.covers_jobset(&name)) {
+            let by_checks = self
+                .checks
+                .as_ref()
+                .is_some_and(|(_, b)| b.covers_jobset(&name));
+            if !by_checks && !self.github.blocks().iter().any(|b| b.covers_jobset(&name)) {
                 continue;
             }
             let progress = commit_statuses::eval_progress(&cx.pool, source.eval)
@@ -226,6 +342,7 @@ impl EvaluationStatus {
                 source.flake.as_deref(),
                 &source.inputs,
                 &state,
+                Phase::Building,
             );
             self.desire(cx, &name, Some(source.eval), targets).await?;
         }

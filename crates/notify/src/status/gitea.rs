@@ -63,6 +63,7 @@ impl Forge for Gitea {
         build: &BuildFacts,
         sources: &[Source],
         base: &str,
+        _logs: &hydra_config::DataDir,
     ) -> Vec<Target> {
         let state = if build.finished {
             final_state(build.status)

@@ -62,6 +62,28 @@ impl Github {
     }
 }
 
+impl Github {
+    /// GitHub's API and web host, without blocks (for check runs).
+    pub fn bare(config: &hydra_config::Config) -> Github {
+        let api = config.evaluator.github_api_url.clone();
+        Github {
+            blocks: Vec::new(),
+            host: web_host(&api),
+            api,
+        }
+    }
+
+    /// GitHub's API.
+    pub fn api(&self) -> &str {
+        &self.api
+    }
+}
+
+/// `project:jobset:job` (or `project:jobset`) with a `-pr-N` dropped.
+pub fn short_name(full: &str) -> String {
+    SHORT_PR.replacen(full, 1, "").into_owned()
+}
+
 /// The `<githubstatus>` blocks of `config` (one without `jobs` matches
 /// nothing, as in Hydra).
 pub fn blocks(config: &hydra_config::Config) -> Result<Vec<Block>, String> {
@@ -113,6 +135,26 @@ static SHORT_PR: LazyLock<regex::Regex> = LazyLock::new(|| {
 });
 
 impl Block {
+    /// A block of `jobs` and `jobsets` reporting on `inputs` (a
+    /// `<github_app>`'s).
+    pub fn for_checks(
+        jobs: Option<JobsPattern>,
+        jobsets: Option<JobsPattern>,
+        inputs: Vec<String>,
+    ) -> Block {
+        Block {
+            jobs,
+            jobsets,
+            eval_context: None,
+            inputs,
+            context: None,
+            use_short_context: false,
+            exclude_build_from_context: false,
+            description: None,
+            authorization: None,
+        }
+    }
+
     /// Whether builds of `full_name` get statuses from this block.
     pub fn covers_job(&self, full_name: &str) -> bool {
         self.jobs.as_ref().is_some_and(|j| j.matches(full_name))
@@ -242,6 +284,7 @@ impl Forge for Github {
         build: &BuildFacts,
         sources: &[Source],
         base: &str,
+        _logs: &hydra_config::DataDir,
     ) -> Vec<Target> {
         let full = build.full_name();
         let state = if build.finished {

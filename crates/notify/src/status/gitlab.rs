@@ -62,6 +62,7 @@ impl Forge for Gitlab {
         build: &BuildFacts,
         sources: &[Source],
         base: &str,
+        _logs: &hydra_config::DataDir,
     ) -> Vec<Target> {
         let state = match (build.finished, event) {
             (true, _) => final_state(build.status),

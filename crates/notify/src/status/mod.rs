@@ -23,7 +23,9 @@ use tokio::sync::Notify;
 use crate::Event;
 use crate::plugin::{Context, Plugin, Work};
 
+pub mod app;
 pub mod bitbucket;
+pub mod checks;
 pub mod credentials;
 pub mod evaluation;
 pub mod gitea;
@@ -81,6 +83,7 @@ pub trait Forge: Send + Sync + std::fmt::Debug + 'static {
         build: &BuildFacts,
         sources: &[Source],
         base: &str,
+        logs: &hydra_config::DataDir,
     ) -> Vec<Target>;
 }
 
@@ -163,7 +166,9 @@ impl<F: Forge> StatusPlugin<F> {
             return Ok(false);
         };
         let base = cx.config.web.base_uri.trim_end_matches('/');
-        let targets = self.forge.targets(event, &facts, sources, base);
+        let targets = self
+            .forge
+            .targets(event, &facts, sources, base, &cx.data_dir);
         let owner = Owner {
             forge: F::FORGE,
             job: &facts.full_name(),
@@ -231,11 +236,25 @@ pub async fn write_targets(
     Ok(due)
 }
 
+/// The status plugins a configuration enables, and the GitHub App their
+/// check runs are sent with (when `<github_app>` is set).
+pub struct Enabled {
+    pub plugins: Vec<Arc<dyn Plugin>>,
+    pub app: Option<Arc<app::App>>,
+}
+
+impl std::fmt::Debug for Enabled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.plugins.iter().map(|p| p.name()).collect();
+        f.debug_struct("Enabled")
+            .field("plugins", &names)
+            .field("app", &self.app.is_some())
+            .finish()
+    }
+}
+
 /// The status plugins `config` enables, writing to `outbox`.
-pub fn plugins(
-    config: &hydra_config::Config,
-    outbox: &Outbox,
-) -> Result<Vec<Arc<dyn Plugin>>, String> {
+pub fn plugins(config: &hydra_config::Config, outbox: &Outbox) -> Result<Enabled, String> {
     let mut plugins: Vec<Arc<dyn Plugin>> = Vec::new();
     if let Some(forge) = github::Github::from_config(config)? {
         plugins.push(Arc::new(StatusPlugin::new(forge, outbox.clone())));
@@ -252,7 +271,14 @@ pub fn plugins(
     if let Some(forge) = bitbucket::Bitbucket::from_config(config) {
         plugins.push(Arc::new(StatusPlugin::new(forge, outbox.clone())));
     }
-    Ok(plugins)
+    let app = match checks::from_config(config)? {
+        Some((app, forge)) => {
+            plugins.push(Arc::new(StatusPlugin::new(forge, outbox.clone())));
+            Some(app)
+        }
+        None => None,
+    };
+    Ok(Enabled { plugins, app })
 }
 
 /// How a finished build's status reads on forges that know success,

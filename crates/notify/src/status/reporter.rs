@@ -25,6 +25,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::Outbox;
+use super::app::{App, TokenError};
 use super::credentials::{Auth, Credentials};
 use crate::metrics::Metrics;
 
@@ -46,6 +47,8 @@ pub struct Reporter {
     client: reqwest::Client,
     /// `forge credential` → held back until (epoch seconds).
     holds: Mutex<HashMap<String, i32>>,
+    /// The GitHub App that check runs are sent as.
+    app: Option<Arc<App>>,
     /// Statuses in flight.
     busy: Mutex<HashSet<i32>>,
     metrics: Arc<Metrics>,
@@ -77,6 +80,7 @@ impl Reporter {
         config: &hydra_config::Config,
         outbox: Outbox,
         metrics: Arc<Metrics>,
+        app: Option<Arc<App>>,
     ) -> Result<Reporter, String> {
         let client = crate::http::client()?;
         Ok(Reporter {
@@ -85,6 +89,7 @@ impl Reporter {
             outbox,
             client,
             holds: Mutex::new(HashMap::new()),
+            app,
             busy: Mutex::new(HashSet::new()),
             metrics,
         })
@@ -208,9 +213,13 @@ impl Reporter {
 
     /// Sends one state and records how it went.
     async fn deliver(&self, delivery: Delivery) {
-        let outcome = match self.credentials.auth(&delivery) {
-            Ok(auth) => self.send(&delivery, &auth).await,
-            Err(error) => Outcome::Refused { error },
+        let outcome = if delivery.forge == super::checks::FORGE {
+            self.send_check(&delivery).await
+        } else {
+            match self.credentials.auth(&delivery) {
+                Ok(auth) => self.send(&delivery, &auth).await,
+                Err(error) => Outcome::Refused { error },
+            }
         };
         let now = hydra_db::now();
         let recorded = match outcome {
@@ -285,6 +294,154 @@ impl Reporter {
             // The lease runs out and the state is sent again then.
             tracing::error!(error = %e, id = delivery.id, "cannot record a commit status's delivery");
         }
+    }
+
+    /// Creates or updates a check run: the row's check run, else the one
+    /// an earlier attempt made (found by its `external_id`, the row's id),
+    /// else a new one, whose id is kept.
+    async fn send_check(&self, delivery: &Delivery) -> Outcome {
+        let Some(app) = &self.app else {
+            return Outcome::Refused {
+                error: "no <github_app> is configured".into(),
+            };
+        };
+        let repo = &delivery.credential;
+        let token = match app.token(&self.client, repo).await {
+            Ok(token) => token,
+            Err(TokenError::Transient(error)) => {
+                return Outcome::Transient {
+                    not_before: None,
+                    error,
+                };
+            }
+            Err(TokenError::Refused(error)) => return Outcome::Refused { error },
+        };
+        let Ok(mut body) = serde_json::from_str::<serde_json::Value>(&delivery.body) else {
+            return Outcome::Refused {
+                error: "the check run's body is not JSON".into(),
+            };
+        };
+        let external = delivery.id.to_string();
+        body["external_id"] = serde_json::json!(external);
+        // `…/repos/O/R/commits/SHA/check-runs` → `…/repos/O/R`.
+        let Some(base) = delivery
+            .url
+            .rsplit_once("/commits/")
+            .map(|(base, _)| base.to_owned())
+        else {
+            return Outcome::Refused {
+                error: format!("not a check-run URL: {}", delivery.url),
+            };
+        };
+        let remote = match delivery.remote_id {
+            Some(id) => Some(id),
+            None => match self.find_check(delivery, &token, &external).await {
+                Ok(found) => {
+                    if let Some(id) = found {
+                        self.keep_remote_id(delivery.id, id).await;
+                    }
+                    found
+                }
+                Err(outcome) => return outcome,
+            },
+        };
+        let request = match remote {
+            Some(id) => self.client.patch(format!("{base}/check-runs/{id}")),
+            None => self.client.post(format!("{base}/check-runs")),
+        };
+        let response = match request
+            .header(reqwest::header::ACCEPT, "application/vnd.github+json")
+            .header(reqwest::header::AUTHORIZATION, token.expose())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+        {
+            Ok(response) => response,
+            Err(e) => {
+                return Outcome::Transient {
+                    not_before: None,
+                    error: format!("{base}/check-runs: {e}"),
+                };
+            }
+        };
+        let now = hydra_db::now();
+        let status = response.status();
+        let limits = RateLimit::of(response.headers(), now);
+        let text = response.text().await.unwrap_or_default();
+        if status.as_u16() == 401 {
+            app.forget(repo);
+        }
+        if status.is_success() && remote.is_none() {
+            let made = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["id"].as_i64());
+            if let Some(id) = made {
+                self.keep_remote_id(delivery.id, id).await;
+            }
+        }
+        classify(
+            status.as_u16(),
+            &limits,
+            now,
+            format!("HTTP {status}: {}", excerpt(&text)),
+        )
+    }
+
+    /// Records that row `id`'s check run is `remote` (when it cannot, the
+    /// next attempt finds it again by its external id).
+    async fn keep_remote_id(&self, id: i32, remote: i64) {
+        if let Err(e) = commit_statuses::set_remote_id(&self.pool, id, remote).await {
+            tracing::warn!(error = %e, "cannot record a check run's id");
+        }
+    }
+
+    /// The check run an earlier attempt made for `delivery`, by its
+    /// external id (or the failure to ask).
+    async fn find_check(
+        &self,
+        delivery: &Delivery,
+        token: &hydra_config::Secret,
+        external: &str,
+    ) -> Result<Option<i64>, Outcome> {
+        let url = format!(
+            "{}?check_name={}&filter=all&per_page=100",
+            delivery.url,
+            percent_encoding::utf8_percent_encode(
+                &delivery.context,
+                percent_encoding::NON_ALPHANUMERIC
+            )
+        );
+        let response = self
+            .client
+            .get(&url)
+            .header(reqwest::header::ACCEPT, "application/vnd.github+json")
+            .header(reqwest::header::AUTHORIZATION, token.expose())
+            .send()
+            .await
+            .map_err(|e| Outcome::Transient {
+                not_before: None,
+                error: format!("{url}: {e}"),
+            })?;
+        let now = hydra_db::now();
+        let status = response.status();
+        let limits = RateLimit::of(response.headers(), now);
+        let text = response.text().await.unwrap_or_default();
+        if !status.is_success() {
+            return Err(classify(
+                status.as_u16(),
+                &limits,
+                now,
+                format!("HTTP {status}: {}", excerpt(&text)),
+            ));
+        }
+        let listed: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        Ok(listed["check_runs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|run| run["external_id"].as_str() == Some(external))
+            .and_then(|run| run["id"].as_i64()))
     }
 
     async fn send(&self, delivery: &Delivery, auth: &Auth) -> Outcome {

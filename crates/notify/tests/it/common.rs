@@ -101,14 +101,18 @@ pub async fn queued_only(cx: Context) {
 pub async fn start(db: &TestDb, cx: Context) -> (CancellationToken, tokio::task::JoinHandle<()>) {
     let plugins = hydra_notify::plugins::enabled(&cx.config, &cx.pool).unwrap();
     let stop = CancellationToken::new();
+    let (ready, started) = tokio::sync::oneshot::channel();
     let running = tokio::spawn({
         let stop = stop.clone();
         async move {
-            hydra_notify::run(cx, plugins, Options::default(), stop)
+            hydra_notify::run_with(cx, plugins, Options::default(), stop, Some(ready))
                 .await
                 .unwrap()
         }
     });
+    // Listening, and the backlog read: builds finished from now on are
+    // heard of once, by their event.
+    started.await.unwrap();
     db.wait_for_listener().await;
     (stop, running)
 }

@@ -506,3 +506,132 @@ async fn a_lost_database_connection_loses_no_notification() {
     stop.cancel();
     running.await.unwrap();
 }
+
+/// A fake GitHub for a GitHub App: installation, token, no check runs yet,
+/// and each created check run gets an id.
+fn fake_app_github(recorder: &Recorder) {
+    recorder.reply_at(
+        "/api/repos/owner/repo/installation",
+        Reply::new(200).body(r#"{"id": 7}"#),
+    );
+    recorder.reply_at(
+        "/api/app/installations/7/access_tokens",
+        Reply::new(201).body(r#"{"token": "ghs_t", "expires_at": "2099-01-01T00:00:00Z"}"#),
+    );
+    recorder.reply_at(
+        &format!("/api/repos/owner/repo/commits/{REV}/check-runs"),
+        Reply::new(200).body(r#"{"total_count": 0, "check_runs": []}"#),
+    );
+    recorder.reply_at(
+        "/api/repos/owner/repo/check-runs",
+        Reply::new(201).body(r#"{"id": 900}"#),
+    );
+}
+
+fn app_key() -> tempfile::TempDir {
+    let dir = hydra_test_support::shared_tempdir();
+    let out = std::process::Command::new("openssl")
+        .args(["genrsa", "-traditional", "-out", "app.pem", "2048"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evaluation_gets_an_evaluation_check_and_an_aggregate_check_with_stable_names() {
+    let recorder = Arc::new(Recorder::start());
+    fake_app_github(&recorder);
+    let key = app_key();
+    let (db, jobset) = setup("https://github.com/owner/repo.git", &[]).await;
+    db.exec("update Jobsets set name = 'j-pr-7' where id = 1")
+        .await;
+    queued(&db, jobset, 1, "a").await;
+    let conf = format!(
+        "github_api_url = {}/api\n<github_app>\napp_id = 1\nprivate_key_file = {}\njobsets = p:.*\ninputs = src\n</github_app>\n",
+        recorder.url(),
+        key.path().join("app.pem").display()
+    );
+    let (stop, running) = start(&db, context(&db, &conf)).await;
+    // (name, status, conclusion) of each check-run write, in order.
+    let writes = |recorder: &Recorder| -> Vec<(String, String, String)> {
+        recorder
+            .requests()
+            .iter()
+            .filter(|r| r.method == "POST" || r.method == "PATCH")
+            .filter(|r| r.path.contains("/check-runs"))
+            .map(|r| {
+                let b = r.json();
+                (
+                    b["name"].as_str().unwrap_or_default().to_string(),
+                    b["status"].as_str().unwrap_or_default().to_string(),
+                    b["conclusion"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    };
+    let wait = |n: usize| {
+        let recorder = recorder.clone();
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                let got = writes(&recorder);
+                if got.len() >= n || std::time::Instant::now() > deadline {
+                    return got;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+
+    notify(&db, "eval_added", &format!("trace-1\t{jobset}\t1")).await;
+    let got = wait(2).await;
+    let mut first = got.clone();
+    first.sort();
+    assert_eq!(
+        first,
+        vec![
+            ("hydra/p:j".into(), "in_progress".into(), String::new()),
+            (
+                "hydra/p:j evaluation".into(),
+                "completed".into(),
+                "success".into()
+            ),
+        ],
+        "the names drop -pr-7"
+    );
+    finish(&db, 1, BuildStatus::Succeeded).await;
+    notify(&db, "build_finished", "1").await;
+    let got = wait(3).await;
+    assert_eq!(
+        got[2],
+        ("hydra/p:j".into(), "completed".into(), "success".into()),
+        "{got:#?}"
+    );
+    // Updated in place: the aggregate was created once, then patched.
+    let requests = recorder.requests();
+    let posts = requests
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/check-runs"))
+        .count();
+    assert_eq!(posts, 2, "one per check: {requests:#?}");
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.method == "PATCH" && r.path == "/api/repos/owner/repo/check-runs/900")
+    );
+    assert!(
+        requests
+            .iter()
+            .filter(|r| r.path.contains("/check-runs"))
+            .all(|r| r.header("authorization") == Some("token ghs_t")),
+        "installation token on every check-run request"
+    );
+    stop.cancel();
+    running.await.unwrap();
+}

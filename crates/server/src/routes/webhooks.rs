@@ -125,11 +125,50 @@ pub(crate) async fn github(
     )
     .await?;
     tracing::info!(owner, repository = name, ?triggered, "GitHub push");
-    let pulls = match header(&headers, "x-github-event") {
+    let event = header(&headers, "x-github-event");
+    let pulls = match event {
         Some("pull_request") => pull_request(&state, Forge::Github, &payload).await?,
         _ => Vec::new(),
     };
-    Ok(answer(triggered, pulls))
+    let rebuilt = match event {
+        Some("check_run") => rerun(&state, &payload).await?,
+        _ => None,
+    };
+    let mut body = json!({ "jobsetsTriggered": triggered });
+    if !pulls.is_empty() {
+        body["pullRequests"] = json!(pulls);
+    }
+    if let Some(build) = rebuilt {
+        body["rebuilt"] = json!(build);
+    }
+    Ok(Page::value("api", body))
+}
+
+/// A check run's "Re-run" (its requested action `rerun`, or GitHub's own
+/// re-run): restarts the build the check run is about; the build.
+async fn rerun(state: &AppState, payload: &Value) -> ApiResult<Option<i32>> {
+    let action = payload["action"].as_str().unwrap_or_default();
+    let wanted = match action {
+        "rerequested" => true,
+        "requested_action" => payload["requested_action"]["identifier"] == json!("rerun"),
+        _ => false,
+    };
+    if !wanted {
+        return Ok(None);
+    }
+    let run = &payload["check_run"];
+    let ours = run["external_id"]
+        .as_str()
+        .and_then(|e| e.parse::<i32>().ok());
+    let remote = run["id"].as_i64();
+    let Some(build) =
+        hydra_db::commit_statuses::build_of(&state.pool, "github-checks", ours, remote).await?
+    else {
+        return Ok(None);
+    };
+    let restarted = hydra_db::builds::restart_builds(&state.pool, &[build]).await?;
+    tracing::info!(build = build.0, restarted, "check run re-run requested");
+    Ok(Some(build.0))
 }
 
 /// Hydra's answer, with what pull-request deliveries did when there were

@@ -360,6 +360,78 @@ async fn pull_request_deliveries_from_gitea_and_gitlab_are_recorded_in_order() {
 }
 
 #[tokio::test]
+async fn a_check_runs_rerun_restarts_its_build() {
+    let app = App::with_config(HOOKS).await;
+    fixture(&app).await;
+    let build = app
+        .scalar("select min(id)::bigint from Builds where finished = 1")
+        .await;
+    app.exec(&format!(
+        "insert into CommitStatuses (forge, url, context, credential, job, build, state, body, \
+           nextAttempt, createdAt, updatedAt, remoteId) \
+         values ('github-checks', 'u', 'c', 'o/r', 'demo:trunk:hello', {build}, 'failure', '{{}}', 0, 0, 0, 777)"
+    ))
+    .await;
+    let row = app
+        .scalar("select max(id)::bigint from CommitStatuses")
+        .await;
+    let hook = |payload: serde_json::Value| {
+        let app = &app;
+        async move {
+            let body = payload.to_string();
+            let sig = format!("sha256={}", sign("new-secret", body.as_bytes()));
+            post_hook(
+                app,
+                "/api/push-github",
+                body.as_bytes(),
+                &[
+                    ("x-hub-signature-256", &sig),
+                    ("x-github-event", "check_run"),
+                ],
+            )
+            .await
+        }
+    };
+    let repo = json!({"name": "r", "owner": {"login": "o"}});
+    // Another requested action, or an unknown check run: nothing.
+    let r = hook(
+        json!({"action": "requested_action", "requested_action": {"identifier": "other"},
+        "check_run": {"id": 777, "external_id": row.to_string()}, "repository": repo}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.json().get("rebuilt").is_none(), "{}", r.text());
+    let r = hook(
+        json!({"action": "rerequested", "check_run": {"id": 5, "external_id": "999999"},
+        "repository": repo}),
+    )
+    .await;
+    assert!(r.json().get("rebuilt").is_none(), "{}", r.text());
+    assert_eq!(
+        app.scalar(&format!(
+            "select finished::bigint from Builds where id = {build}"
+        ))
+        .await,
+        1
+    );
+    // The Re-run button: the build is queued again.
+    let r = hook(
+        json!({"action": "requested_action", "requested_action": {"identifier": "rerun"},
+        "check_run": {"id": 777, "external_id": row.to_string()}, "repository": repo}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["rebuilt"], json!(build));
+    assert_eq!(
+        app.scalar(&format!(
+            "select finished::bigint from Builds where id = {build}"
+        ))
+        .await,
+        0
+    );
+}
+
+#[tokio::test]
 async fn job_routes_give_badges_series_and_prometheus_figures() {
     let app = App::new().await;
     fixture(&app).await;
