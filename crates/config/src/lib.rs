@@ -6,6 +6,7 @@
 //! anything and does not decide which database to use.
 
 pub mod general;
+pub mod ldap;
 mod options;
 
 use std::path::{Path, PathBuf};

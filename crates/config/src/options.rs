@@ -186,7 +186,8 @@ pub struct WebConfig {
     /// `github_url`, without a trailing slash.
     pub github_url: String,
     pub allowed_domains: Vec<String>,
-    pub ldap: Option<Tree>,
+    /// `<ldap>`, read and checked.
+    pub ldap: Option<crate::ldap::LdapConfig>,
     pub github_webhook_secrets: Vec<Secret>,
     pub gitea_webhook_secrets: Vec<Secret>,
     pub gitlab_webhook_secrets: Vec<Secret>,
@@ -401,7 +402,13 @@ impl Config {
             github_client_secret_file: string(t, "github_client_secret_file", w)?
                 .map(PathBuf::from),
             allowed_domains,
-            ldap: block(t, "ldap", w)?,
+            ldap: match block(t, "ldap", w)? {
+                Some(tree) => Some(
+                    crate::ldap::parse(&tree)
+                        .map_err(|message| value_error(t.get("ldap"), message))?,
+                ),
+                None => None,
+            },
             github_webhook_secrets,
             gitea_webhook_secrets,
             gitlab_webhook_secrets,

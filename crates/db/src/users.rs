@@ -308,3 +308,44 @@ pub async fn email_login(
     }
     Ok(Ok(email.to_owned()))
 }
+
+/// Makes or updates the account of a person the LDAP directory vouched
+/// for: type `LDAP`, no password of its own, the directory's name and
+/// address, and exactly `roles`. A local account of the same name of
+/// another type is never taken over (Hydra would overwrite its password):
+/// the refusal says so.
+pub async fn ldap_login(
+    pool: &PgPool,
+    name: &str,
+    full_name: &str,
+    email: &str,
+    roles: &[String],
+) -> Result<Result<(), String>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let existing: Option<String> =
+        sqlx::query_scalar("select type from Users where userName = $1 for update")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if let Some(kind) = existing.filter(|k| !k.eq_ignore_ascii_case("LDAP")) {
+        return Ok(Err(format!(
+            "the {kind} account ‘{name}’ is not taken over by an LDAP sign-in"
+        )));
+    }
+    sqlx::query(
+        "insert into Users (userName, fullName, emailAddress, password, type) values ($1, $2, $3, '!', 'LDAP') \
+         on conflict (userName) do update set fullName = excluded.fullName, \
+           emailAddress = excluded.emailAddress, password = '!', type = 'LDAP'",
+    )
+    .bind(name)
+    .bind(full_name)
+    .bind(email)
+    .execute(&mut *tx)
+    .await?;
+    wipe_roles(&mut tx, name).await?;
+    for role in roles {
+        add_role(&mut tx, name, role).await?;
+    }
+    tx.commit().await?;
+    Ok(Ok(()))
+}

@@ -11,6 +11,7 @@ mod auth;
 mod deps;
 mod error;
 mod extract;
+mod ldap;
 mod live;
 mod logview;
 mod metrics;

@@ -15,6 +15,7 @@ pub mod jobsets;
 mod nix;
 mod pg;
 pub mod s3;
+pub mod slapd;
 pub mod smtp;
 mod sshd;
 

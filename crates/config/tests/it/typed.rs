@@ -207,6 +207,14 @@ fn bad_values_are_errors_naming_file_and_line() {
         "/etc/hydra/hydra.conf:1: `xxx-jobset-repeats` entries are `project:jobset:N`, not `p:j`"
     );
     assert_eq!(
+        load_err(
+            "<ldap>\n<config>\n<store>\nldap_server = x\nuser_basedn = y\n</store>\n</config>\n\
+             <role_mapping>\ng = superuser\n</role_mapping>\n</ldap>\n"
+        ),
+        "/etc/hydra/hydra.conf:1: Failed to normalize LDAP role mappings: g = superuser \
+         (roles are admin, create-projects, restart-jobs, bump-to-front, cancel-build, eval-jobset)"
+    );
+    assert_eq!(
         load_err("statsd = x\n"),
         "/etc/hydra/hydra.conf:1: `statsd` must be a block `<statsd> … </statsd>`"
     );
@@ -256,7 +264,12 @@ fn every_documented_option_is_accepted_without_warning() {
             _ => option.default,
         };
         let block_like = option.description.starts_with("`<");
-        if block_like {
+        if option.key == "ldap" {
+            // An LDAP block must say where the directory is.
+            text.push_str(
+                "<ldap>\n<config>\n<store>\nldap_server = x\nuser_basedn = y\n</store>\n</config>\n</ldap>\n",
+            );
+        } else if block_like {
             text.push_str(&format!("<{0}>\n</{0}>\n", option.key));
         } else {
             text.push_str(&format!("{} = {}\n", option.key, value));

@@ -49,6 +49,39 @@ pub(crate) async fn login(
     let username = form::text(&body, "username").unwrap_or_default();
     let password = form::text(&body, "password").unwrap_or_default();
     state.passwords.may_try(&username, &address)?;
+    if let Some(ldap) = &state.config.web.ldap {
+        // The directory first, as Hydra; a refusal falls back to the
+        // local accounts.
+        match crate::ldap::authenticate(ldap, &username, &password).await {
+            Ok(Some(person)) => {
+                let login = hydra_db::users::ldap_login(
+                    &state.pool,
+                    &username,
+                    &person.full_name,
+                    &person.email,
+                    &person.roles,
+                )
+                .await?;
+                match login {
+                    Ok(()) => {
+                        state.passwords.succeeded(&username, &address);
+                        tracing::info!(user = %username, roles = ?person.roles, "signed in with LDAP");
+                        let next = form::text(&body, "next")
+                            .and_then(|n| local_path(&n).map(String::from))
+                            .unwrap_or_else(|| "current-user".into());
+                        return signed_in(&state, &headers, &viewer, &username, &next).await;
+                    }
+                    Err(refused) => {
+                        tracing::warn!(user = %username, "LDAP sign-in refused: {refused}")
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(user = %username, error = %e, "LDAP cannot be asked; trying local accounts")
+            }
+        }
+    }
     let stored = hydra_db::users::password_hash(&state.pool, &username).await?;
     let check = state.passwords.check(&password, stored.as_deref()).await?;
     let hydra_db::password::Verified::Yes { rehash } = check else {

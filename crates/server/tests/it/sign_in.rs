@@ -266,3 +266,161 @@ async fn github_sign_in_never_leaves_the_site_and_keeps_hydras_account_rules() {
             .contains("github-redirect")
     );
 }
+
+/// People and groups as Hydra's own LDAP test has them.
+fn directory() -> hydra_test_support::slapd::Slapd {
+    use hydra_test_support::slapd::{SUFFIX, Slapd, ldif};
+    let person = |uid: &str, password: &str| {
+        format!(
+            "dn: uid={uid},ou=people,{SUFFIX}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid} Example\nsn: Example\nmail: {uid}@example.org\nuserPassword: {password}\n\n"
+        )
+    };
+    let group = |cn: &str, members: &[&str]| {
+        let mut g =
+            format!("dn: cn={cn},ou=groups,{SUFFIX}\nobjectClass: groupOfNames\ncn: {cn}\n");
+        for m in members {
+            g.push_str(&format!("member: uid={m},ou=people,{SUFFIX}\n"));
+        }
+        g + "\n"
+    };
+    let entries = [
+        person("unrelated_user", "pw-unrelated"),
+        person("admin_user", "pw-admin"),
+        person("hyphen_user", "pw-hyphen"),
+        person("many_roles", "pw-many"),
+        person("many_roles_one_group", "pw-one-group"),
+        person("localdave", "pw-ldap-dave"),
+        group("hydra_admin", &["admin_user"]),
+        group("hydra-admin", &["hyphen_user"]),
+        group("hydra_create-projects", &["many_roles"]),
+        group("hydra_restart-jobs", &["many_roles"]),
+        group("hydra_bump-to-front", &["many_roles"]),
+        group("hydra_cancel-build", &["many_roles"]),
+        group("hydra_eval-jobset", &["many_roles"]),
+        group("hydra_one_group_many_roles", &["many_roles_one_group"]),
+    ]
+    .concat();
+    Slapd::start(&ldif(&entries))
+}
+
+fn ldap_config(url: &str) -> String {
+    use hydra_test_support::slapd::{ADMIN_DN, ADMIN_PASSWORD, SUFFIX};
+    format!(
+        "<ldap>\n<config>\n<credential>\nclass = Password\npassword_field = password\npassword_type = self_check\n</credential>\n\
+         <store>\nclass = LDAP\nldap_server = {url}\nbinddn = \"{ADMIN_DN}\"\nbindpw = {ADMIN_PASSWORD}\n\
+         user_basedn = \"ou=people,{SUFFIX}\"\nuser_filter = \"(&(objectClass=inetOrgPerson)(uid=%s))\"\nuser_scope = one\nuser_field = uid\n\
+         use_roles = 1\nrole_basedn = \"ou=groups,{SUFFIX}\"\nrole_filter = \"(&(objectClass=groupOfNames)(member=%s))\"\n\
+         role_scope = one\nrole_field = cn\nrole_value = dn\n</store>\n</config>\n\
+         <role_mapping>\nhydra_admin = admin\nhydra_create-projects = create-projects\nhydra_restart-jobs = restart-jobs\n\
+         hydra_bump-to-front = bump-to-front\nhydra_cancel-build = cancel-build\nhydra_eval-jobset = eval-jobset\n\
+         hydra_one_group_many_roles = create-projects\nhydra_one_group_many_roles = bump-to-front\n\
+         hydra_one_group_many_rolez = cancel-build\nhydra_one_group_many_roles = cancel-build\n</role_mapping>\n</ldap>\n"
+    )
+}
+
+#[tokio::test]
+async fn ldap_sign_ins_bind_map_groups_to_roles_and_leave_local_accounts_alone() {
+    use axum::http::Method;
+    use common::As;
+
+    let slapd = directory();
+    let app = App::with_config(&ldap_config(&slapd.url())).await;
+    let login = |user: &'static str, password: &'static str| {
+        let app = &app;
+        async move {
+            app.send(
+                &As::Anonymous,
+                Method::POST,
+                "/login",
+                Some(json!({ "username": user, "password": password })),
+            )
+            .await
+        }
+    };
+    let roles = |r: &common::Reply| -> Vec<String> {
+        let mut roles: Vec<String> = r.json()["userroles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        roles.sort();
+        roles
+    };
+    for (user, password, want) in [
+        ("unrelated_user", "pw-unrelated", vec![]),
+        ("admin_user", "pw-admin", vec!["admin"]),
+        ("hyphen_user", "pw-hyphen", vec![]),
+        (
+            "many_roles",
+            "pw-many",
+            vec![
+                "bump-to-front",
+                "cancel-build",
+                "create-projects",
+                "eval-jobset",
+                "restart-jobs",
+            ],
+        ),
+        (
+            "many_roles_one_group",
+            "pw-one-group",
+            vec!["bump-to-front", "cancel-build", "create-projects"],
+        ),
+    ] {
+        let r = login(user, password).await;
+        assert_eq!(r.status, StatusCode::FOUND, "{user}: {}", r.text());
+        assert_eq!(r.json()["username"], json!(user));
+        assert_eq!(
+            r.json()["emailaddress"],
+            json!(format!("{user}@example.org"))
+        );
+        assert_eq!(roles(&r), want, "{user}");
+    }
+    let kind = app
+        .strings("select type || ' ' || fullName || ' ' || password from Users where userName = 'admin_user'")
+        .await;
+    assert_eq!(kind, vec!["LDAP admin_user Example !"]);
+
+    // A wrong password, or nobody by that name: refused.
+    assert_eq!(
+        login("admin_user", "wrong").await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        login("nobody", "pw-admin").await.status,
+        StatusCode::FORBIDDEN
+    );
+    // An empty password would be an anonymous bind, which LDAP accepts.
+    let empty = login("admin_user", "").await.status;
+    assert!(
+        empty == StatusCode::BAD_REQUEST || empty == StatusCode::FORBIDDEN,
+        "{empty}"
+    );
+
+    // Roles follow the directory: taken away when the group goes.
+    app.exec("insert into UserRoles (userName, role) values ('unrelated_user', 'admin')")
+        .await;
+    let r = login("unrelated_user", "pw-unrelated").await;
+    assert_eq!(roles(&r), Vec::<String>::new());
+
+    // A local account of the same name is never taken over.
+    let hash = hydra_db::password::hash("local password").unwrap();
+    app.exec(&format!(
+        "insert into Users (userName, fullName, emailAddress, password, type) \
+         values ('localdave', 'Dave', 'dave@local', '{hash}', 'hydra')"
+    ))
+    .await;
+    let r = login("localdave", "pw-ldap-dave").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
+    let kept = app
+        .strings("select type || ' ' || emailAddress from Users where userName = 'localdave'")
+        .await;
+    assert_eq!(kept, vec!["hydra dave@local"]);
+    let r = login("localdave", "local password").await;
+    assert_eq!(
+        r.status,
+        StatusCode::FOUND,
+        "the local password still works"
+    );
+}
