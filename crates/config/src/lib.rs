@@ -7,6 +7,7 @@
 
 pub mod general;
 pub mod ldap;
+pub mod oidc;
 mod options;
 
 use std::path::{Path, PathBuf};

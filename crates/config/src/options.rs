@@ -79,6 +79,7 @@ options! {
         "allowed_domains" = "" : "Comma-separated mail domains allowed to log in with Google.";
         "persona_allowed_domains" = "" : "Legacy name of `allowed_domains`.";
         "ldap" = "" : "`<ldap>` block: LDAP login (`<config>` and `<role_mapping>`).";
+        "oidc" = "" : "`<oidc>` block with a `<provider NAME>` block per OpenID Connect provider: `client_id`, `client_secret` (or `client_secret_file`), `discovery_url` (or `issuer`, `authorization_endpoint`, `token_endpoint`, `jwks_uri`), optional `display_name`, `extra_scopes`, `end_session_endpoint`.";
         "webhooks" = "" : "`<webhooks>` block with `<github>`, `<gitea>` and `<gitlab>` blocks holding one or more `secret` lines (GitLab sends its secret token as it is, in `X-Gitlab-Token`).";
         "dynamicruncommand" = "" : "`<dynamicruncommand> enable = 1 </dynamicruncommand>` allows `runCommandHook.*` jobs.";
         "queue_runner_endpoint" = "" : "Base URL of the queue runner's status endpoint.";
@@ -188,6 +189,8 @@ pub struct WebConfig {
     pub allowed_domains: Vec<String>,
     /// `<ldap>`, read and checked.
     pub ldap: Option<crate::ldap::LdapConfig>,
+    /// `<oidc>`'s providers.
+    pub oidc: Vec<crate::oidc::OidcProvider>,
     pub github_webhook_secrets: Vec<Secret>,
     pub gitea_webhook_secrets: Vec<Secret>,
     pub gitlab_webhook_secrets: Vec<Secret>,
@@ -408,6 +411,11 @@ impl Config {
                         .map_err(|message| value_error(t.get("ldap"), message))?,
                 ),
                 None => None,
+            },
+            oidc: match block(t, "oidc", w)? {
+                Some(tree) => crate::oidc::parse(&tree)
+                    .map_err(|message| value_error(t.get("oidc"), message))?,
+                None => Vec::new(),
             },
             github_webhook_secrets,
             gitea_webhook_secrets,

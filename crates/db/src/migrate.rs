@@ -77,6 +77,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "check_runs",
         sql: include_str!("../migrations/0008_check_runs.sql"),
     },
+    Migration {
+        version: 9,
+        name: "oidc_logins",
+        sql: include_str!("../migrations/0009_oidc_logins.sql"),
+    },
 ];
 
 /// What `migrate` did.

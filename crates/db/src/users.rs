@@ -19,7 +19,7 @@ pub const ROLES: &[&str] = &[
 ];
 
 /// Account types.
-pub const TYPES: &[&str] = &["hydra", "google", "github", "LDAP", "persona"];
+pub const TYPES: &[&str] = &["hydra", "google", "github", "LDAP", "persona", "oidc"];
 
 /// Binds the fields of `user` as $1 … $7 in column order.
 fn bind_user<'q>(
@@ -345,6 +345,91 @@ pub async fn ldap_login(
     wipe_roles(&mut tx, name).await?;
     for role in roles {
         add_role(&mut tx, name, role).await?;
+    }
+    tx.commit().await?;
+    Ok(Ok(()))
+}
+
+/// An OpenID Connect sign-in under way.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct OidcLogin {
+    pub provider: String,
+    pub nonce: String,
+    pub verifier: String,
+    pub after: String,
+    pub expires: i32,
+}
+
+/// Remembers the sign-in whose state is `state` (expired ones go).
+pub async fn start_oidc_login(
+    pool: &PgPool,
+    state: &str,
+    login: &OidcLogin,
+    now: i32,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("delete from OidcLogins where expires < $1")
+        .bind(now)
+        .execute(pool)
+        .await?;
+    sqlx::query(
+        "insert into OidcLogins (state, provider, nonce, verifier, after, expires) values ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(state)
+    .bind(&login.provider)
+    .bind(&login.nonce)
+    .bind(&login.verifier)
+    .bind(&login.after)
+    .bind(login.expires)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Takes the sign-in of `state` (once: a second answer finds nothing).
+pub async fn take_oidc_login(pool: &PgPool, state: &str) -> Result<Option<OidcLogin>, sqlx::Error> {
+    sqlx::query_as(
+        "delete from OidcLogins where state = $1 returning provider, nonce, verifier, after, expires",
+    )
+    .bind(state)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Makes or updates the account `name` (`PROVIDER:sub`) of an OpenID
+/// Connect sign-in, type `oidc`; `roles`, when the provider says them,
+/// replace the account's. An account of another type is never taken over.
+pub async fn oidc_login(
+    pool: &PgPool,
+    name: &str,
+    full_name: &str,
+    email: &str,
+    roles: Option<&[String]>,
+) -> Result<Result<(), String>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let existing: Option<String> =
+        sqlx::query_scalar("select type from Users where userName = $1 for update")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if let Some(kind) = existing.filter(|k| k != "oidc") {
+        return Ok(Err(format!(
+            "the {kind} account ‘{name}’ is not taken over by an OpenID Connect sign-in"
+        )));
+    }
+    sqlx::query(
+        "insert into Users (userName, fullName, emailAddress, password, type) values ($1, $2, $3, '!', 'oidc') \
+         on conflict (userName) do update set fullName = excluded.fullName, emailAddress = excluded.emailAddress",
+    )
+    .bind(name)
+    .bind(full_name)
+    .bind(email)
+    .execute(&mut *tx)
+    .await?;
+    if let Some(roles) = roles {
+        wipe_roles(&mut tx, name).await?;
+        for role in roles {
+            add_role(&mut tx, name, role).await?;
+        }
     }
     tx.commit().await?;
     Ok(Ok(()))

@@ -241,6 +241,8 @@ fn public_path(path: &str) -> bool {
             | "/api/push-gitlab"
             | "/robots.txt"
     ) || path.starts_with("/static/")
+        || path.starts_with("/oidc-redirect/")
+        || path.starts_with("/oidc-callback/")
 }
 
 /// Webhooks authenticate with signatures, not with the browser's cookies.

@@ -263,6 +263,7 @@ const OUR_TABLES: &[&str] = &[
     "projectsupersededpolicy",
     "pullrequests",
     "buildcancellations",
+    "oidclogins",
 ];
 
 const INDEXES: &[&str] = &[

@@ -37,15 +37,24 @@ struct Login<'a> {
     username: &'a str,
     /// GitHub sign-in is configured (a button is shown).
     github: bool,
+    /// OpenID Connect providers: name and what the button says.
+    oidc: Vec<(String, String)>,
 }
 
 impl Login<'_> {
     /// The GitHub button's link, returning to `next`.
     fn github_link(&self) -> String {
-        format!(
-            "/github-redirect?after={}",
-            percent_encoding::utf8_percent_encode(self.next, percent_encoding::NON_ALPHANUMERIC)
-        )
+        format!("/github-redirect?after={}", self.next_encoded())
+    }
+
+    /// An OpenID Connect provider's button's link, returning to `next`.
+    fn oidc_link(&self, name: &str) -> String {
+        format!("/oidc-redirect/{name}?after={}", self.next_encoded())
+    }
+
+    fn next_encoded(&self) -> String {
+        percent_encoding::utf8_percent_encode(self.next, percent_encoding::NON_ALPHANUMERIC)
+            .to_string()
     }
 }
 
@@ -63,6 +72,16 @@ pub(super) fn login(cx: &Ctx) -> Html {
                 .and_then(serde_json::Value::as_str)
                 .unwrap_or_default(),
             github: cx.extra_flag("github"),
+            oidc: cx
+                .extra("oidc")
+                .iter()
+                .filter_map(|p| {
+                    Some((
+                        p.get(0)?.as_str()?.to_owned(),
+                        p.get(1)?.as_str()?.to_owned(),
+                    ))
+                })
+                .collect(),
         }
         .render(),
     )

@@ -94,6 +94,7 @@ pub(crate) async fn login(
                 .with_extra("next", json!(form::text(&body, "next")))
                 .with_extra("username", json!(username))
                 .with_extra("github", json!(github_sign_in(&state)))
+                .with_extra("oidc", oidc_providers(&state))
                 .with_status(StatusCode::FORBIDDEN)
                 .into_response(),
         );
@@ -173,6 +174,20 @@ pub(crate) async fn login_form(
     Page::value("login", json!({}))
         .with_extra("next", json!(next))
         .with_extra("github", json!(github_sign_in(&state)))
+        .with_extra("oidc", oidc_providers(&state))
+}
+
+/// The OpenID Connect providers: `[[name, display name], …]`.
+pub(crate) fn oidc_providers(state: &AppState) -> serde_json::Value {
+    json!(
+        state
+            .config
+            .web
+            .oidc
+            .iter()
+            .map(|p| [p.name.clone(), p.display_name.clone()])
+            .collect::<Vec<_>>()
+    )
 }
 
 /// Whether GitHub sign-in is configured.
@@ -197,8 +212,15 @@ pub(crate) async fn logout(
     let mut response = if crate::negotiate::wants_json(&headers) {
         StatusCode::NO_CONTENT.into_response()
     } else {
+        let base = base_url(&state, &headers);
+        // An OpenID Connect user is signed out at the provider too.
+        let to = match &viewer.account {
+            Some(account) => super::oidc::end_session(&state, account, &base).await,
+            None => None,
+        }
+        .unwrap_or(base);
         let mut r = StatusCode::SEE_OTHER.into_response();
-        if let Ok(to) = HeaderValue::from_str(&base_url(&state, &headers)) {
+        if let Ok(to) = HeaderValue::from_str(&to) {
             r.headers_mut().insert(header::LOCATION, to);
         }
         r

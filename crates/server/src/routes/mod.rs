@@ -25,6 +25,7 @@ pub(crate) mod jobset;
 pub(crate) mod latest;
 pub(crate) mod logs;
 pub(crate) mod oauth;
+pub(crate) mod oidc;
 pub(crate) mod project;
 pub(crate) mod pull_requests;
 pub(crate) mod root;
@@ -132,6 +133,7 @@ fn routes() -> Router<AppState> {
         .merge(logs::routes())
         .merge(project::routes())
         .merge(oauth::routes())
+        .merge(oidc::routes())
         .merge(pull_requests::routes())
         .merge(root::routes())
         .merge(setup::routes())

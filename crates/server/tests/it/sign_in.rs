@@ -424,3 +424,299 @@ async fn ldap_sign_ins_bind_map_groups_to_roles_and_leave_local_accounts_alone()
         "the local password still works"
     );
 }
+
+/// A test identity provider: discovery and keys on a recording server,
+/// ID tokens signed by openssl with its RSA key.
+struct Idp {
+    server: Recorder,
+    keys: tempfile::TempDir,
+}
+
+impl Idp {
+    fn start() -> Idp {
+        use base64::Engine;
+        let keys = hydra_test_support::shared_tempdir();
+        for name in ["idp.pem", "other.pem"] {
+            let out = std::process::Command::new("openssl")
+                .args(["genrsa", "-traditional", "-out", name, "2048"])
+                .current_dir(keys.path())
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+        }
+        let out = std::process::Command::new("openssl")
+            .args(["rsa", "-in", "idp.pem", "-noout", "-modulus"])
+            .current_dir(keys.path())
+            .output()
+            .unwrap();
+        let modulus = String::from_utf8(out.stdout).unwrap();
+        let n = hex::decode(modulus.trim().trim_start_matches("Modulus=")).unwrap();
+        let n = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(n);
+        let server = Recorder::start();
+        let url = server.url();
+        server.reply_at(
+            "/.well-known/openid-configuration",
+            Answer::new(200).body(
+                &json!({
+                    "issuer": url,
+                    "authorization_endpoint": format!("{url}/authorize"),
+                    "token_endpoint": format!("{url}/token"),
+                    "jwks_uri": format!("{url}/jwks"),
+                })
+                .to_string(),
+            ),
+        );
+        server.reply_at(
+            "/jwks",
+            Answer::new(200).body(
+                &json!({"keys": [{"kty": "RSA", "kid": "k1", "alg": "RS256", "use": "sig", "n": n, "e": "AQAB"}]})
+                    .to_string(),
+            ),
+        );
+        Idp { server, keys }
+    }
+
+    fn config(&self) -> String {
+        format!(
+            "<oidc>\n<provider test>\ndisplay_name = Test IdP\ndiscovery_url = {0}/.well-known/openid-configuration\n\
+             client_id = hydra-client\nclient_secret = idp-secret\nend_session_endpoint = {0}/logout\n</provider>\n</oidc>\n",
+            self.server.url()
+        )
+    }
+
+    /// An ID token with `claims`, signed by `key` (`idp.pem`, or another).
+    fn token(&self, claims: &serde_json::Value, key: &str) -> String {
+        use base64::Engine;
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        let head = b64(json!({"alg": "RS256", "kid": "k1", "typ": "JWT"})
+            .to_string()
+            .as_bytes());
+        let body = b64(claims.to_string().as_bytes());
+        let signed = format!("{head}.{body}");
+        std::fs::write(self.keys.path().join("signed"), &signed).unwrap();
+        let out = std::process::Command::new("openssl")
+            .args(["dgst", "-sha256", "-sign", key, "signed"])
+            .current_dir(self.keys.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        format!("{signed}.{}", b64(&out.stdout))
+    }
+
+    /// The provider's next ID token.
+    fn answer_with(&self, token: &str) {
+        self.server.reply_at(
+            "/token",
+            Answer::new(200).body(
+                &json!({"id_token": token, "access_token": "at", "token_type": "Bearer"})
+                    .to_string(),
+            ),
+        );
+    }
+}
+
+/// Makes a forged token's claims (from the sign-in's nonce) and names the
+/// key that signs it.
+type Forgery<'a> = Box<dyn Fn(&str) -> (serde_json::Value, &'static str) + 'a>;
+
+/// Starts an OpenID Connect sign-in: the authorize URL and the cookie.
+async fn oidc_start(app: &App, after: &str) -> (String, String) {
+    let r = app.get(&format!("/oidc-redirect/test?after={after}")).await;
+    assert!(r.status.is_redirection(), "{}: {}", r.status, r.text());
+    let cookie = r.header("set-cookie").unwrap();
+    (
+        r.header("location").unwrap(),
+        cookie.split(';').next().unwrap().to_string(),
+    )
+}
+
+async fn oidc_callback(app: &App, state: &str, cookie: Option<&str>) -> common::Reply {
+    let mut req = Request::get(format!("/oidc-callback/test?code=the-code&state={state}"))
+        .header("host", common::HOST);
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    app.raw(req.body(Body::empty()).unwrap()).await
+}
+
+#[tokio::test]
+async fn oidc_sign_in_checks_the_token_and_refuses_every_forgery() {
+    use base64::Engine;
+    use sha2::Digest;
+
+    let idp = Idp::start();
+    let app = App::with_config(&idp.config()).await;
+    let now = hydra_db::now();
+    let claims = |nonce: &str| {
+        json!({
+            "iss": idp.server.url(), "aud": "hydra-client", "sub": "sub-1",
+            "exp": now + 300, "iat": now, "nonce": nonce,
+            "email": "olga@example.org", "name": "Olga",
+            "hydra_roles": ["bump_to_front", "cancel_build", "restart_jobs", "emperor"],
+        })
+    };
+
+    // The redirect carries what OpenID Connect asks for.
+    let (location, cookie) = oidc_start(&app, "/project/demo").await;
+    assert!(
+        location.starts_with(&format!("{}/authorize?", idp.server.url())),
+        "{location}"
+    );
+    assert_eq!(param(&location, "response_type"), "code");
+    assert_eq!(param(&location, "client_id"), "hydra-client");
+    assert_eq!(param(&location, "scope"), "openid profile email");
+    assert_eq!(param(&location, "code_challenge_method"), "S256");
+    assert_eq!(
+        param(&location, "redirect_uri"),
+        format!("{BASE}oidc-callback/test")
+    );
+    let state = param(&location, "state");
+    let nonce = param(&location, "nonce");
+    idp.answer_with(&idp.token(&claims(&nonce), "idp.pem"));
+    let r = oidc_callback(&app, &state, Some(&cookie)).await;
+    assert_eq!(r.status, StatusCode::FOUND, "{}", r.text());
+    assert_eq!(r.header("location").unwrap(), format!("{BASE}project/demo"));
+    let user = app
+        .strings("select type || ' ' || emailAddress || ' ' || fullName from Users where userName = 'test:sub-1'")
+        .await;
+    assert_eq!(user, vec!["oidc olga@example.org Olga"]);
+    let roles = app
+        .strings("select role from UserRoles where userName = 'test:sub-1' order by role")
+        .await;
+    assert_eq!(roles, vec!["bump-to-front", "cancel-build", "restart-jobs"]);
+    // The code was traded with the client's credentials and the PKCE
+    // verifier of this sign-in's challenge.
+    let exchange = idp
+        .server
+        .requests()
+        .into_iter()
+        .find(|r| r.path == "/token")
+        .unwrap();
+    let basic = base64::engine::general_purpose::STANDARD.encode("hydra-client:idp-secret");
+    assert_eq!(
+        exchange.header("authorization"),
+        Some(format!("Basic {basic}").as_str())
+    );
+    let verifier = param(&format!("?{}", exchange.body), "code_verifier");
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(verifier.as_bytes()));
+    assert_eq!(challenge, param(&location, "code_challenge"));
+    assert_eq!(param(&format!("?{}", exchange.body), "code"), "the-code");
+
+    // Signing out ends the provider's session too.
+    let session = r
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|c| c.starts_with("hydra_session="))
+        .unwrap();
+    let session = session.split(';').next().unwrap().to_string();
+    let out = app
+        .raw(
+            Request::post("/logout")
+                .header("host", common::HOST)
+                .header("referer", BASE)
+                .header("accept", "text/html")
+                .header("cookie", &session)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER, "{}", out.text());
+    assert_eq!(
+        out.header("location").unwrap(),
+        format!(
+            "{}/logout?post_logout_redirect_uri={}&client_id=hydra-client",
+            idp.server.url(),
+            percent_encoding::utf8_percent_encode(BASE, percent_encoding::NON_ALPHANUMERIC)
+                .to_string()
+                .replace("%2D", "-")
+                .replace("%2E", ".")
+        )
+    );
+    let me = app
+        .raw(
+            Request::get("/current-user")
+                .header("host", common::HOST)
+                .header("accept", "application/json")
+                .header("cookie", &session)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(me.status, StatusCode::FORBIDDEN, "signed out here too");
+
+    // The same answer again: refused.
+    let r = oidc_callback(&app, &state, Some(&cookie)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "a replayed state");
+
+    // Forgeries, each on a fresh sign-in.
+    let cases: Vec<(&str, Forgery)> = vec![
+        (
+            "meant for another client",
+            Box::new(|n: &str| {
+                let mut c = claims(n);
+                c["aud"] = json!("someone-else");
+                (c, "idp.pem")
+            }),
+        ),
+        (
+            "not by the provider",
+            Box::new(|n: &str| (claims(n), "other.pem")),
+        ),
+        (
+            "has expired",
+            Box::new(|n: &str| {
+                let mut c = claims(n);
+                c["exp"] = json!(now - 3600);
+                (c, "idp.pem")
+            }),
+        ),
+        (
+            "nonce",
+            Box::new(|_: &str| (claims("another-sign-in"), "idp.pem")),
+        ),
+        (
+            "another issuer",
+            Box::new(|n: &str| {
+                let mut c = claims(n);
+                c["iss"] = json!("https://evil.example");
+                (c, "idp.pem")
+            }),
+        ),
+    ];
+    for (why, make) in cases {
+        let (location, cookie) = oidc_start(&app, "/").await;
+        let (claims, key) = make(&param(&location, "nonce"));
+        idp.answer_with(&idp.token(&claims, key));
+        let r = oidc_callback(&app, &param(&location, "state"), Some(&cookie)).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{why}: {}", r.text());
+        assert!(r.text().contains(why), "{why}: {}", r.text());
+    }
+
+    // Another browser's state (login CSRF): refused.
+    let (location, _) = oidc_start(&app, "/").await;
+    let r = oidc_callback(&app, &param(&location, "state"), None).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+
+    // An `after` off the site lands on the front page.
+    let (location, cookie) = oidc_start(&app, "%2F%2Fevil.example%2Fx").await;
+    idp.answer_with(&idp.token(&claims(&param(&location, "nonce")), "idp.pem"));
+    let r = oidc_callback(&app, &param(&location, "state"), Some(&cookie)).await;
+    assert_eq!(r.status, StatusCode::FOUND, "{}", r.text());
+    assert_eq!(r.header("location").unwrap(), BASE);
+
+    // The sign-in page offers the provider.
+    let login = page(&app, "/login").await;
+    assert!(
+        login.text().contains("Sign in with Test IdP"),
+        "{}",
+        login.text()
+    );
+    assert!(
+        login.text().contains("/oidc-redirect/test?after="),
+        "{}",
+        login.text()
+    );
+}
