@@ -72,6 +72,7 @@ options! {
         "compress_num_threads" = "0" : "Threads for compressing NAR downloads (0: one per core).";
         "enable_google_login" = "0" : "Allow logging in with Google.";
         "google_client_id" = "" : "OAuth client id for Google logins.";
+        "google_tokeninfo_url" = "https://www.googleapis.com/oauth2/v3/tokeninfo" : "Where `POST /google-login` checks the Google ID token it is given.";
         "github_client_id" = "" : "OAuth client id for GitHub logins.";
         "github_client_secret" = "" : "OAuth client secret for GitHub logins.";
         "github_client_secret_file" = "" : "File holding the OAuth client secret for GitHub logins.";
@@ -181,6 +182,8 @@ pub struct WebConfig {
     pub compress_num_threads: u32,
     pub enable_google_login: bool,
     pub google_client_id: Option<String>,
+    /// `google_tokeninfo_url`.
+    pub google_tokeninfo_url: String,
     pub github_client_id: Option<String>,
     pub github_client_secret: Option<Secret>,
     pub github_client_secret_file: Option<PathBuf>,
@@ -394,6 +397,9 @@ impl Config {
             compress_num_threads: number(t, "compress_num_threads", w)?.unwrap_or(0),
             enable_google_login: boolean(t, "enable_google_login", w)?.unwrap_or(false),
             google_client_id: string(t, "google_client_id", w)?,
+            google_tokeninfo_url: string(t, "google_tokeninfo_url", w)?
+                .filter(|u| !u.trim().is_empty())
+                .unwrap_or_else(|| "https://www.googleapis.com/oauth2/v3/tokeninfo".into()),
             github_client_id: string(t, "github_client_id", w)?,
             github_client_secret: string(t, "github_client_secret", w)?.map(Secret),
             github_url: string(t, "github_url", w)?

@@ -239,6 +239,9 @@ fn public_path(path: &str) -> bool {
             | "/api/push-github"
             | "/api/push-gitea"
             | "/api/push-gitlab"
+            | "/github-redirect"
+            | "/github-login"
+            | "/google-login"
             | "/robots.txt"
     ) || path.starts_with("/static/")
         || path.starts_with("/oidc-redirect/")

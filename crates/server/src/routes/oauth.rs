@@ -15,6 +15,7 @@ use axum::routing::get;
 use serde_json::Value;
 
 use super::account::{local_path, signed_in};
+use super::oidc::encode;
 use super::redirect;
 use crate::auth::{Viewer, base_url, is_secure, new_secret};
 use crate::error::{ApiError, ApiResult};
@@ -101,10 +102,6 @@ async fn github_redirect(
         response.headers_mut().append(header::SET_COOKIE, c);
     }
     Ok(response)
-}
-
-fn encode(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 /// GitHub's answer: `?code=&state=` (or `?error=`).
@@ -296,9 +293,74 @@ async fn github_identity(
     Ok((email, name))
 }
 
+/// `POST /google-login` with `id_token` (what Google's sign-in button
+/// gives the page): Google's `tokeninfo` vouches for the token, which must
+/// be for `google_client_id` with a verified address; 204 with a session.
+async fn google_login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    viewer: Viewer,
+    crate::params::Params(body): crate::params::Params<super::form::Body>,
+) -> ApiResult<Response> {
+    let web = &state.config.web;
+    let client_id = web
+        .google_client_id
+        .as_deref()
+        .filter(|id| web.enable_google_login && !id.trim().is_empty())
+        .ok_or_else(|| ApiError::not_found("Signing in with Google is not enabled here."))?;
+    let token = super::form::text(&body, "id_token")
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::bad_request("id_token is missing."))?;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .map_err(|e| ApiError::Internal(format!("cannot make an HTTP client: {e}")))?;
+    let response = client
+        .post(&web.google_tokeninfo_url)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(format!("id_token={}", encode(&token)))
+        .send()
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "Google sign-in: tokeninfo");
+            ApiError::Unavailable("Google could not be asked; try again.".into())
+        })?;
+    if !response.status().is_success() {
+        return Err(ApiError::forbidden("Google does not vouch for this token."));
+    }
+    let info: Value = response.json().await.unwrap_or_default();
+    if info["aud"].as_str() != Some(client_id) {
+        return Err(ApiError::forbidden(
+            "The token is meant for another client.",
+        ));
+    }
+    let verified = matches!(&info["email_verified"], Value::Bool(true))
+        || info["email_verified"].as_str() == Some("true");
+    if !verified {
+        return Err(ApiError::forbidden(
+            "The Google account's address is not verified.",
+        ));
+    }
+    let email = info["email"].as_str().unwrap_or_default();
+    let name = info["name"].as_str().unwrap_or_default();
+    let login =
+        hydra_db::users::email_login(&state.pool, email, name, "google", &web.allowed_domains)
+            .await?;
+    let user =
+        login.map_err(|refused| ApiError::forbidden(format!("Cannot sign in: {refused}.")))?;
+    tracing::info!(%user, "signed in with Google");
+    let mut response = signed_in(&state, &headers, &viewer, &user, "").await?;
+    *response.status_mut() = axum::http::StatusCode::NO_CONTENT;
+    response.headers_mut().remove(header::LOCATION);
+    *response.body_mut() = axum::body::Body::empty();
+    Ok(response)
+}
+
 /// The routes this module serves.
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/github-redirect", get(github_redirect))
         .route("/github-login", get(github_login))
+        .route("/google-login", axum::routing::post(google_login))
 }

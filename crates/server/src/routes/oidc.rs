@@ -132,7 +132,7 @@ const ENCODED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
 
 /// `s` for a query, a form body or (RFC 6749 §2.3.1) HTTP Basic client
 /// credentials.
-fn encode(s: &str) -> String {
+pub(crate) fn encode(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, ENCODED).to_string()
 }
 

@@ -156,7 +156,7 @@ async fn github_sign_in_checks_the_state_and_returns_to_the_page() {
         .unwrap();
     assert_eq!(token.method, "POST");
     assert!(
-        token.body.contains("client_secret=the%2Dsecret") && token.body.contains("code=c1"),
+        token.body.contains("client_secret=the-secret") && token.body.contains("code=c1"),
         "{}",
         token.body
     );
@@ -718,5 +718,99 @@ async fn oidc_sign_in_checks_the_token_and_refuses_every_forgery() {
         login.text().contains("/oidc-redirect/test?after="),
         "{}",
         login.text()
+    );
+}
+
+#[tokio::test]
+async fn google_sign_in_takes_a_token_google_vouches_for() {
+    use axum::http::Method;
+    use common::As;
+
+    let google = Recorder::start();
+    let info = |aud: &str, verified: &str, email: &str| {
+        Answer::new(200).body(
+            &json!({"aud": aud, "email_verified": verified, "email": email, "name": "Gina"})
+                .to_string(),
+        )
+    };
+    let app = App::with_config(&format!(
+        "private = 1\nenable_google_login = 1\ngoogle_client_id = gid\ngoogle_tokeninfo_url = {}/tokeninfo\n",
+        google.url()
+    ))
+    .await;
+    let post = |token: &'static str| {
+        let app = &app;
+        async move {
+            app.send(
+                &As::Anonymous,
+                Method::POST,
+                "/google-login",
+                Some(json!({"id_token": token})),
+            )
+            .await
+        }
+    };
+    google.reply_at("/tokeninfo", info("gid", "true", "gina@example.org"));
+    let r = post("good-token").await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+    assert!(
+        r.header("set-cookie")
+            .unwrap()
+            .starts_with("hydra_session=")
+    );
+    let asked = google
+        .requests()
+        .into_iter()
+        .find(|r| r.path == "/tokeninfo")
+        .unwrap();
+    assert_eq!(asked.body, "id_token=good-token");
+    assert_eq!(
+        app.strings(
+            "select type || ' ' || fullName from Users where userName = 'gina@example.org'"
+        )
+        .await,
+        vec!["google Gina"]
+    );
+    // A legacy Persona account becomes a Google one.
+    app.exec("insert into Users (userName, emailAddress, password, type) values ('per@example.org', 'per@example.org', '!', 'persona')")
+        .await;
+    google.reply_at("/tokeninfo", info("gid", "true", "per@example.org"));
+    assert_eq!(post("t").await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.strings("select type from Users where userName = 'per@example.org'")
+            .await,
+        vec!["google"]
+    );
+    // Another client's token, an unverified address, a token Google
+    // rejects: refused.
+    google.reply_at("/tokeninfo", info("other", "true", "gina@example.org"));
+    assert_eq!(post("t").await.status, StatusCode::FORBIDDEN);
+    google.reply_at("/tokeninfo", info("gid", "false", "gina@example.org"));
+    assert_eq!(post("t").await.status, StatusCode::FORBIDDEN);
+    google.reply_at(
+        "/tokeninfo",
+        Answer::new(400).body(r#"{"error": "invalid_token"}"#),
+    );
+    assert_eq!(post("t").await.status, StatusCode::FORBIDDEN);
+    assert_eq!(post("").await.status, StatusCode::BAD_REQUEST);
+    // A private server lets the sign-in routes through (GitHub's answers
+    // that it is not configured here, rather than asking to sign in).
+    assert_eq!(
+        app.get("/github-redirect").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let plain = App::new().await;
+    assert_eq!(
+        plain
+            .send(
+                &As::Anonymous,
+                Method::POST,
+                "/google-login",
+                Some(json!({"id_token": "t"}))
+            )
+            .await
+            .status,
+        StatusCode::NOT_FOUND,
+        "not enabled"
     );
 }
