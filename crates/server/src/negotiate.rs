@@ -148,6 +148,14 @@ pub(crate) fn wants_json(headers: &HeaderMap) -> bool {
 pub(crate) const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
      img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
+/// The sign-in page's policy when Google's sign-in button is on it: our
+/// own files, and Google Identity Services' script, styles and frame.
+pub(crate) const GOOGLE_SIGN_IN_POLICY: &str = "default-src 'none'; \
+     script-src 'self' https://accounts.google.com/gsi/client; \
+     style-src 'self' https://accounts.google.com/gsi/style; img-src 'self' data:; \
+     connect-src 'self' https://accounts.google.com/gsi/; frame-src https://accounts.google.com/gsi/; \
+     form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
 /// The layer: JSON stays JSON for API clients; browsers get the page.
 pub(crate) async fn negotiate(request: Request, next: Next) -> Response {
     let json = wants_json(request.headers()) || request.uri().path().starts_with("/api/");
@@ -187,9 +195,19 @@ pub(crate) async fn negotiate(request: Request, next: Next) -> Response {
         .insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     // Scripts and styles only from our own files: no inline code runs,
     // whatever text a page shows.
+    let google = rendered.template == "login"
+        && rendered
+            .extra
+            .get("google_client_id")
+            .and_then(serde_json::Value::as_str)
+            .is_some_and(|id| !id.is_empty());
     parts.headers.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        HeaderValue::from_static(if google {
+            GOOGLE_SIGN_IN_POLICY
+        } else {
+            CONTENT_SECURITY_POLICY
+        }),
     );
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(html))

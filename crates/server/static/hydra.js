@@ -411,3 +411,21 @@ document.addEventListener("DOMContentLoaded", () => {
   setUpSearchKey();
   setUpConfirm();
 });
+
+// Google's sign-in button hands its ID token to this function (named by
+// the page's `data-callback`); the server checks it and starts a session.
+window.hydraGoogleSignIn = async (answer) => {
+  const failed = document.querySelector(".google-error");
+  const response = await fetch("/google-login", {
+    method: "POST",
+    headers: { "Content-Type": "application/x-www-form-urlencoded" },
+    body: "id_token=" + encodeURIComponent(answer.credential),
+  });
+  if (response.ok) {
+    const next = document.querySelector("input[name=next]");
+    window.location = next && next.value ? next.value : "/";
+  } else if (failed) {
+    failed.textContent = "Google sign-in was refused (" + response.status + ").";
+    failed.hidden = false;
+  }
+};

@@ -39,6 +39,8 @@ struct Login<'a> {
     github: bool,
     /// OpenID Connect providers: name and what the button says.
     oidc: Vec<(String, String)>,
+    /// Google's client id, when its sign-in button is shown.
+    google: Option<String>,
 }
 
 impl Login<'_> {
@@ -72,6 +74,7 @@ pub(super) fn login(cx: &Ctx) -> Html {
                 .and_then(serde_json::Value::as_str)
                 .unwrap_or_default(),
             github: cx.extra_flag("github"),
+            google: Some(cx.extra_text("google_client_id")).filter(|id| !id.is_empty()),
             oidc: cx
                 .extra("oidc")
                 .iter()

@@ -95,6 +95,7 @@ pub(crate) async fn login(
                 .with_extra("username", json!(username))
                 .with_extra("github", json!(github_sign_in(&state)))
                 .with_extra("oidc", oidc_providers(&state))
+                .with_extra("google_client_id", json!(google_sign_in(&state)))
                 .with_status(StatusCode::FORBIDDEN)
                 .into_response(),
         );
@@ -175,6 +176,15 @@ pub(crate) async fn login_form(
         .with_extra("next", json!(next))
         .with_extra("github", json!(github_sign_in(&state)))
         .with_extra("oidc", oidc_providers(&state))
+        .with_extra("google_client_id", json!(google_sign_in(&state)))
+}
+
+/// Google's client id, when Google sign-in is enabled.
+pub(crate) fn google_sign_in(state: &AppState) -> Option<String> {
+    let web = &state.config.web;
+    web.google_client_id
+        .clone()
+        .filter(|id| web.enable_google_login && !id.trim().is_empty())
 }
 
 /// The OpenID Connect providers: `[[name, display name], …]`.

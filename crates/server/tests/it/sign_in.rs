@@ -793,6 +793,40 @@ async fn google_sign_in_takes_a_token_google_vouches_for() {
     );
     assert_eq!(post("t").await.status, StatusCode::FORBIDDEN);
     assert_eq!(post("").await.status, StatusCode::BAD_REQUEST);
+    // The sign-in page shows Google's button, and lets Google's script
+    // (and only it, and only there) in.
+    let login = page(&app, "/login").await;
+    assert!(
+        login.text().contains(r#"data-client_id="gid""#),
+        "{}",
+        login.text()
+    );
+    assert!(
+        login
+            .text()
+            .contains("https://accounts.google.com/gsi/client")
+    );
+    let policy = login.header("content-security-policy").unwrap();
+    assert!(
+        policy.contains("script-src 'self' https://accounts.google.com/gsi/client"),
+        "{policy}"
+    );
+    let elsewhere = page(&app, "/robots.txt").await;
+    assert!(
+        !elsewhere
+            .header("content-security-policy")
+            .unwrap_or_default()
+            .contains("google"),
+        "other pages keep the strict policy"
+    );
+    let plain_login = page(&App::new().await, "/login").await;
+    assert!(!plain_login.text().contains("accounts.google.com"));
+    assert!(
+        !plain_login
+            .header("content-security-policy")
+            .unwrap()
+            .contains("google")
+    );
     // A private server lets the sign-in routes through (GitHub's answers
     // that it is not configured here, rather than asking to sign in).
     assert_eq!(
