@@ -136,6 +136,32 @@ pub struct Tree {
 }
 
 impl Tree {
+    /// The last value of `key`, trimmed and unquoted (`None` when unset,
+    /// empty or only a block): how plugin blocks read their settings.
+    pub fn text(&self, key: &str) -> Option<String> {
+        self.get(key)?
+            .occurrences()
+            .into_iter()
+            .rev()
+            .find_map(|v| match v {
+                Value::Scalar { value, .. } => Some(value.clone().unwrap_or_default()),
+                _ => None,
+            })
+            .map(|s| s.trim().trim_matches('"').to_owned())
+            .filter(|s| !s.is_empty())
+    }
+
+    /// The first block named `key`.
+    pub fn block(&self, key: &str) -> Option<&Tree> {
+        self.get(key)?
+            .occurrences()
+            .into_iter()
+            .find_map(|v| match v {
+                Value::Block { tree, .. } => Some(tree),
+                _ => None,
+            })
+    }
+
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.entries.get(key)
     }

@@ -52,30 +52,8 @@ pub enum Scope {
     Sub,
 }
 
-fn scalar(tree: &Tree, key: &str) -> Option<String> {
-    tree.get(key)?
-        .occurrences()
-        .into_iter()
-        .rev()
-        .find_map(|v| match v {
-            Value::Scalar { value, .. } => Some(value.clone().unwrap_or_default()),
-            _ => None,
-        })
-        .map(|s| s.trim().trim_matches('"').to_owned())
-}
-
-fn sub_block<'a>(tree: &'a Tree, key: &str) -> Option<&'a Tree> {
-    tree.get(key)?
-        .occurrences()
-        .into_iter()
-        .find_map(|v| match v {
-            Value::Block { tree, .. } => Some(tree),
-            _ => None,
-        })
-}
-
 fn scope(tree: &Tree, key: &str) -> Result<Scope, String> {
-    match scalar(tree, key).as_deref().unwrap_or("sub") {
+    match tree.text(key).as_deref().unwrap_or("sub") {
         "base" => Ok(Scope::Base),
         "one" | "onelevel" => Ok(Scope::One),
         "sub" | "subtree" => Ok(Scope::Sub),
@@ -87,7 +65,7 @@ fn scope(tree: &Tree, key: &str) -> Result<Scope, String> {
 
 fn truthy(tree: &Tree, key: &str) -> bool {
     matches!(
-        scalar(tree, key)
+        tree.text(key)
             .as_deref()
             .map(str::to_ascii_lowercase)
             .as_deref(),
@@ -98,17 +76,19 @@ fn truthy(tree: &Tree, key: &str) -> bool {
 /// Reads an `<ldap>` block; the error names what is wrong (every bad role
 /// mapping at once, as Hydra's "Failed to normalize LDAP role mappings").
 pub fn parse(ldap: &Tree) -> Result<LdapConfig, String> {
-    let store = sub_block(ldap, "config")
-        .and_then(|c| sub_block(c, "store"))
+    let store = ldap
+        .block("config")
+        .and_then(|c| c.block("store"))
         .ok_or("<ldap> needs a <config><store> block (ldap_server, user_basedn, …)")?;
     let need = |key: &str| {
-        scalar(store, key)
+        store
+            .text(key)
             .filter(|v| !v.is_empty())
             .ok_or_else(|| format!("<ldap><config><store> needs {key}"))
     };
     let mut role_mapping: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut bad = Vec::new();
-    if let Some(mapping) = sub_block(ldap, "role_mapping") {
+    if let Some(mapping) = ldap.block("role_mapping") {
         for (group, value) in mapping.iter() {
             for v in value.occurrences() {
                 let Value::Scalar { value, .. } = v else {
@@ -138,28 +118,34 @@ pub fn parse(ldap: &Tree) -> Result<LdapConfig, String> {
     Ok(LdapConfig {
         server: need("ldap_server")?,
         start_tls: truthy(store, "start_tls"),
-        bind_dn: scalar(store, "binddn").filter(|v| !v.is_empty()),
-        bind_password: scalar(store, "bindpw")
+        bind_dn: store.text("binddn").filter(|v| !v.is_empty()),
+        bind_password: store
+            .text("bindpw")
             .filter(|v| !v.is_empty())
             .map(Secret::new),
         user_basedn: need("user_basedn")?,
-        user_filter: scalar(store, "user_filter")
+        user_filter: store
+            .text("user_filter")
             .filter(|v| !v.is_empty())
             .unwrap_or_else(|| "(uid=%s)".into()),
         user_scope: scope(store, "user_scope")?,
-        user_field: scalar(store, "user_field")
+        user_field: store
+            .text("user_field")
             .filter(|v| !v.is_empty())
             .unwrap_or_else(|| "uid".into()),
         use_roles: truthy(store, "use_roles"),
-        role_basedn: scalar(store, "role_basedn").unwrap_or_default(),
-        role_filter: scalar(store, "role_filter")
+        role_basedn: store.text("role_basedn").unwrap_or_default(),
+        role_filter: store
+            .text("role_filter")
             .filter(|v| !v.is_empty())
             .unwrap_or_else(|| "(memberUid=%s)".into()),
         role_scope: scope(store, "role_scope")?,
-        role_field: scalar(store, "role_field")
+        role_field: store
+            .text("role_field")
             .filter(|v| !v.is_empty())
             .unwrap_or_else(|| "cn".into()),
-        role_value: scalar(store, "role_value")
+        role_value: store
+            .text("role_value")
             .filter(|v| !v.is_empty())
             .unwrap_or_else(|| "dn".into()),
         role_mapping,

@@ -23,19 +23,6 @@ pub struct OidcProvider {
     pub extra_scopes: Vec<String>,
 }
 
-fn scalar(tree: &Tree, key: &str) -> Option<String> {
-    tree.get(key)?
-        .occurrences()
-        .into_iter()
-        .rev()
-        .find_map(|v| match v {
-            Value::Scalar { value, .. } => Some(value.clone().unwrap_or_default()),
-            _ => None,
-        })
-        .map(|s| s.trim().trim_matches('"').to_owned())
-        .filter(|s| !s.is_empty())
-}
-
 /// Reads an `<oidc>` block; the error names the provider and what is
 /// missing.
 pub fn parse(oidc: &Tree) -> Result<Vec<OidcProvider>, String> {
@@ -59,9 +46,10 @@ pub fn parse(oidc: &Tree) -> Result<Vec<OidcProvider>, String> {
                 "<oidc><provider {name}>: the name may have letters, digits, - and _ only"
             ));
         }
-        let client_id = scalar(p, "client_id")
+        let client_id = p
+            .text("client_id")
             .ok_or_else(|| format!("<oidc><provider {name}> needs client_id"))?;
-        let client_secret = match (scalar(p, "client_secret"), scalar(p, "client_secret_file")) {
+        let client_secret = match (p.text("client_secret"), p.text("client_secret_file")) {
             (Some(s), _) => s,
             (None, Some(file)) => std::fs::read_to_string(&file)
                 .map_err(|e| {
@@ -77,16 +65,19 @@ pub fn parse(oidc: &Tree) -> Result<Vec<OidcProvider>, String> {
         };
         let provider = OidcProvider {
             name: name.clone(),
-            display_name: scalar(p, "display_name").unwrap_or_else(|| format!("OIDC ({name})")),
-            discovery_url: scalar(p, "discovery_url"),
-            issuer: scalar(p, "issuer"),
-            authorization_endpoint: scalar(p, "authorization_endpoint"),
-            token_endpoint: scalar(p, "token_endpoint"),
-            jwks_uri: scalar(p, "jwks_uri"),
-            end_session_endpoint: scalar(p, "end_session_endpoint"),
+            display_name: p
+                .text("display_name")
+                .unwrap_or_else(|| format!("OIDC ({name})")),
+            discovery_url: p.text("discovery_url"),
+            issuer: p.text("issuer"),
+            authorization_endpoint: p.text("authorization_endpoint"),
+            token_endpoint: p.text("token_endpoint"),
+            jwks_uri: p.text("jwks_uri"),
+            end_session_endpoint: p.text("end_session_endpoint"),
             client_id,
             client_secret: Secret::new(client_secret),
-            extra_scopes: scalar(p, "extra_scopes")
+            extra_scopes: p
+                .text("extra_scopes")
                 .map(|s| s.split_whitespace().map(str::to_owned).collect())
                 .unwrap_or_default(),
         };

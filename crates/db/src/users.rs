@@ -309,42 +309,56 @@ pub async fn email_login(
     Ok(Ok(email.to_owned()))
 }
 
-/// Makes or updates the account of a person the LDAP directory vouched
-/// for: type `LDAP`, no password of its own, the directory's name and
-/// address, and exactly `roles`. A local account of the same name of
-/// another type is never taken over (Hydra would overwrite its password):
-/// the refusal says so.
-pub async fn ldap_login(
+/// A person another system vouched for (an LDAP directory, an OpenID
+/// Connect provider).
+#[derive(Clone, Copy, Debug)]
+pub struct External<'a> {
+    pub name: &'a str,
+    pub full_name: &'a str,
+    pub email: &'a str,
+    /// The account type: `LDAP`, `oidc`.
+    pub kind: &'a str,
+    /// When the system says them, the roles that replace the account's.
+    pub roles: Option<&'a [String]>,
+}
+
+/// Makes or updates `person`'s account: their type, no password of its
+/// own, their name and address, and their roles when given. An account
+/// of the same name of another type (a local one) is never taken over
+/// (Hydra's LDAP sign-in would overwrite its password): the refusal says
+/// so.
+pub async fn external_login(
     pool: &PgPool,
-    name: &str,
-    full_name: &str,
-    email: &str,
-    roles: &[String],
+    person: &External<'_>,
 ) -> Result<Result<(), String>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let existing: Option<String> =
         sqlx::query_scalar("select type from Users where userName = $1 for update")
-            .bind(name)
+            .bind(person.name)
             .fetch_optional(&mut *tx)
             .await?;
-    if let Some(kind) = existing.filter(|k| !k.eq_ignore_ascii_case("LDAP")) {
+    if let Some(kind) = existing.filter(|k| !k.eq_ignore_ascii_case(person.kind)) {
         return Ok(Err(format!(
-            "the {kind} account ‘{name}’ is not taken over by an LDAP sign-in"
+            "the {kind} account ‘{}’ is not taken over by a {} sign-in",
+            person.name, person.kind
         )));
     }
     sqlx::query(
-        "insert into Users (userName, fullName, emailAddress, password, type) values ($1, $2, $3, '!', 'LDAP') \
+        "insert into Users (userName, fullName, emailAddress, password, type) values ($1, $2, $3, '!', $4) \
          on conflict (userName) do update set fullName = excluded.fullName, \
-           emailAddress = excluded.emailAddress, password = '!', type = 'LDAP'",
+           emailAddress = excluded.emailAddress, password = '!', type = excluded.type",
     )
-    .bind(name)
-    .bind(full_name)
-    .bind(email)
+    .bind(person.name)
+    .bind(person.full_name)
+    .bind(person.email)
+    .bind(person.kind)
     .execute(&mut *tx)
     .await?;
-    wipe_roles(&mut tx, name).await?;
-    for role in roles {
-        add_role(&mut tx, name, role).await?;
+    if let Some(roles) = person.roles {
+        wipe_roles(&mut tx, person.name).await?;
+        for role in roles {
+            add_role(&mut tx, person.name, role).await?;
+        }
     }
     tx.commit().await?;
     Ok(Ok(()))
@@ -393,44 +407,4 @@ pub async fn take_oidc_login(pool: &PgPool, state: &str) -> Result<Option<OidcLo
     .bind(state)
     .fetch_optional(pool)
     .await
-}
-
-/// Makes or updates the account `name` (`PROVIDER:sub`) of an OpenID
-/// Connect sign-in, type `oidc`; `roles`, when the provider says them,
-/// replace the account's. An account of another type is never taken over.
-pub async fn oidc_login(
-    pool: &PgPool,
-    name: &str,
-    full_name: &str,
-    email: &str,
-    roles: Option<&[String]>,
-) -> Result<Result<(), String>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let existing: Option<String> =
-        sqlx::query_scalar("select type from Users where userName = $1 for update")
-            .bind(name)
-            .fetch_optional(&mut *tx)
-            .await?;
-    if let Some(kind) = existing.filter(|k| k != "oidc") {
-        return Ok(Err(format!(
-            "the {kind} account ‘{name}’ is not taken over by an OpenID Connect sign-in"
-        )));
-    }
-    sqlx::query(
-        "insert into Users (userName, fullName, emailAddress, password, type) values ($1, $2, $3, '!', 'oidc') \
-         on conflict (userName) do update set fullName = excluded.fullName, emailAddress = excluded.emailAddress",
-    )
-    .bind(name)
-    .bind(full_name)
-    .bind(email)
-    .execute(&mut *tx)
-    .await?;
-    if let Some(roles) = roles {
-        wipe_roles(&mut tx, name).await?;
-        for role in roles {
-            add_role(&mut tx, name, role).await?;
-        }
-    }
-    tx.commit().await?;
-    Ok(Ok(()))
 }

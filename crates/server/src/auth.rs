@@ -122,7 +122,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Viewer {
     }
 }
 
-pub(crate) use crate::passwords::{digest, new_secret};
+pub(crate) use crate::passwords::{digest, new_secret, same_secret};
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;

@@ -237,6 +237,16 @@ pub(crate) fn digest(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
+/// Whether two secrets are equal, in time that does not depend on where
+/// they differ (their digests are compared byte by byte, every byte).
+pub(crate) fn same_secret(a: &str, b: &str) -> bool {
+    let (a, b) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
 /// A fresh random secret (256 bits, hex).
 pub(crate) fn new_secret() -> String {
     hex::encode(rand::random::<[u8; 32]>())

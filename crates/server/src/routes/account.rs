@@ -54,12 +54,15 @@ pub(crate) async fn login(
         // local accounts.
         match crate::ldap::authenticate(ldap, &username, &password).await {
             Ok(Some(person)) => {
-                let login = hydra_db::users::ldap_login(
+                let login = hydra_db::users::external_login(
                     &state.pool,
-                    &username,
-                    &person.full_name,
-                    &person.email,
-                    &person.roles,
+                    &hydra_db::users::External {
+                        name: &username,
+                        full_name: &person.full_name,
+                        email: &person.email,
+                        kind: "LDAP",
+                        roles: Some(&person.roles),
+                    },
                 )
                 .await?;
                 match login {

@@ -17,7 +17,7 @@ use serde_json::Value;
 use super::account::{local_path, signed_in};
 use super::oidc::encode;
 use super::redirect;
-use crate::auth::{Viewer, base_url, is_secure, new_secret};
+use crate::auth::{Viewer, base_url, is_secure, new_secret, same_secret};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -125,19 +125,6 @@ fn remembered(headers: &HeaderMap) -> Option<(String, String)> {
     Some((nonce.to_owned(), after))
 }
 
-/// Constant-time equality of two secrets.
-fn same(a: &str, b: &str) -> bool {
-    use sha2::Digest;
-    let (a, b) = (
-        sha2::Sha256::digest(a.as_bytes()),
-        sha2::Sha256::digest(b.as_bytes()),
-    );
-    a.iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
-}
-
 /// `GET /github-login?code=&state=`: checks the state, trades the code for
 /// a token, reads the verified primary address and signs in.
 async fn github_login(
@@ -160,7 +147,11 @@ async fn github_login(
         }
         response
     };
-    if !back.state.as_deref().is_some_and(|s| same(s, &nonce)) {
+    if !back
+        .state
+        .as_deref()
+        .is_some_and(|s| same_secret(s, &nonce))
+    {
         return Ok(spend(
             ApiError::bad_request("The sign-in's state does not match; start again.")
                 .into_response(),
@@ -211,12 +202,7 @@ async fn github_identity(
     code: &str,
     base: &str,
 ) -> ApiResult<(String, String)> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = reqwest::Client::builder()
-        .user_agent(concat!("hydra/", env!("CARGO_PKG_VERSION")))
-        .timeout(std::time::Duration::from_secs(30))
-        .build()
-        .map_err(|e| ApiError::Internal(format!("cannot make an HTTP client: {e}")))?;
+    let client = super::oidc::client()?;
     let unavailable = |what: &str, e: &dyn std::fmt::Display| {
         tracing::warn!(error = %e, "GitHub sign-in: {what}");
         ApiError::Unavailable(format!("GitHub could not be asked ({what}); try again."))
@@ -311,12 +297,7 @@ async fn google_login(
     let token = super::form::text(&body, "id_token")
         .filter(|t| !t.is_empty())
         .ok_or_else(|| ApiError::bad_request("id_token is missing."))?;
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(30))
-        .build()
-        .map_err(|e| ApiError::Internal(format!("cannot make an HTTP client: {e}")))?;
-    let response = client
+    let response = super::oidc::client()?
         .post(&web.google_tokeninfo_url)
         .header("Content-Type", "application/x-www-form-urlencoded")
         .body(format!("id_token={}", encode(&token)))

@@ -27,7 +27,7 @@ use sha2::Digest;
 
 use super::account::{local_path, signed_in};
 use super::redirect;
-use crate::auth::{Viewer, base_url, is_secure};
+use crate::auth::{Viewer, base_url, is_secure, same_secret};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -42,7 +42,8 @@ const LEEWAY: i64 = 60;
 static CACHE: LazyLock<Mutex<HashMap<String, (Instant, Value)>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
-fn client() -> ApiResult<reqwest::Client> {
+/// The HTTP client of the sign-in routes (rustls with ring).
+pub(crate) fn client() -> ApiResult<reqwest::Client> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .user_agent(concat!("hydra/", env!("CARGO_PKG_VERSION")))
@@ -228,17 +229,6 @@ pub(crate) struct Callback {
     error_description: Option<String>,
 }
 
-fn same(a: &str, b: &str) -> bool {
-    let (a, b) = (
-        sha2::Sha256::digest(a.as_bytes()),
-        sha2::Sha256::digest(b.as_bytes()),
-    );
-    a.iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
-}
-
 /// `GET /oidc-callback/NAME?code=&state=`.
 async fn oidc_callback(
     State(state): State<AppState>,
@@ -253,7 +243,9 @@ async fn oidc_callback(
         .as_deref()
         .ok_or_else(|| ApiError::bad_request("The answer has no state; start again."))?;
     let jar = axum_extra::extract::cookie::CookieJar::from_headers(&headers);
-    let bound = jar.get(COOKIE).is_some_and(|c| same(c.value(), given));
+    let bound = jar
+        .get(COOKIE)
+        .is_some_and(|c| same_secret(c.value(), given));
     // Taken whatever happens next: a state is good for one answer.
     let login = hydra_db::users::take_oidc_login(&state.pool, given).await?;
     let Some(login) = login.filter(|l| bound && l.provider == name) else {
@@ -334,11 +326,15 @@ async fn oidc_callback(
             )));
         }
     }
-    match hydra_db::users::oidc_login(&state.pool, &user, &full_name, &email, roles.as_deref())
-        .await?
-    {
-        Ok(()) => {}
-        Err(refused) => return Err(ApiError::forbidden(format!("Cannot sign in: {refused}."))),
+    let person = hydra_db::users::External {
+        name: &user,
+        full_name: &full_name,
+        email: &email,
+        kind: "oidc",
+        roles: roles.as_deref(),
+    };
+    if let Err(refused) = hydra_db::users::external_login(&state.pool, &person).await? {
+        return Err(ApiError::forbidden(format!("Cannot sign in: {refused}.")));
     }
     tracing::info!(%user, provider = %name, "signed in with OpenID Connect");
     let mut response = signed_in(&state, &headers, &viewer, &user, &login.after).await?;
@@ -480,7 +476,10 @@ async fn verify(token: &str, p: &OidcProvider, ends: &Endpoints, nonce: &str) ->
     {
         return Err(refused("it is not valid yet"));
     }
-    if !claims["nonce"].as_str().is_some_and(|n| same(n, nonce)) {
+    if !claims["nonce"]
+        .as_str()
+        .is_some_and(|n| same_secret(n, nonce))
+    {
         return Err(refused("its nonce is not this sign-in's"));
     }
     if claims["sub"].as_str().is_none_or(str::is_empty) {
