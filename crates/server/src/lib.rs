@@ -94,6 +94,13 @@ pub async fn run(
     if let Ok(address) = listener.local_addr() {
         tracing::info!(%address, max_connections = limit, "web server listening");
     }
+    if std::env::var_os("HYDRA_LDAP_CONFIG").is_some_and(|v| !v.is_empty()) {
+        tracing::warn!(
+            "HYDRA_LDAP_CONFIG (Hydra's legacy YAML file) is not read: move its `credential` and \
+             `store` into an <ldap><config> block of hydra.conf, with a <role_mapping> block \
+             (hydra_admin = admin, …); LDAP sign-in is off until then"
+        );
+    }
     let app = router(state);
     let open = std::sync::Arc::new(tokio::sync::Semaphore::new(limit));
     let mut connections = tokio::task::JoinSet::new();
