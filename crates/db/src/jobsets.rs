@@ -446,3 +446,19 @@ pub async fn retire(pool: &PgPool, id: JobsetId) -> Result<(), sqlx::Error> {
         .await?;
     Ok(())
 }
+
+/// `(project, jobset)` of jobset `jobset` and of the jobsets of `builds`.
+pub async fn names_of(
+    pool: &PgPool,
+    builds: &[i32],
+    jobset: Option<i32>,
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "select distinct j.project, j.name from Jobsets j \
+         where j.id = $2 or j.id in (select jobset_id from Builds where id = any($1))",
+    )
+    .bind(builds)
+    .bind(jobset)
+    .fetch_all(pool)
+    .await
+}

@@ -161,15 +161,9 @@ async fn change_of(pool: &PgPool, channel: &str, payload: &str) -> Change {
         .iter()
         .filter_map(|b| i32::try_from(*b).ok())
         .collect();
-    let names: Vec<(String, String)> = sqlx::query_as(
-        "select distinct j.project, j.name from Jobsets j \
-         where j.id = $2 or j.id in (select jobset_id from Builds where id = any($1))",
-    )
-    .bind(&ids)
-    .bind(jobset)
-    .fetch_all(pool)
-    .await
-    .unwrap_or_default();
+    let names = hydra_db::jobsets::names_of(pool, &ids, jobset)
+        .await
+        .unwrap_or_default();
     let mut projects: Vec<String> = names.iter().map(|(p, _)| p.clone()).collect();
     projects.sort();
     projects.dedup();
