@@ -62,17 +62,21 @@ pub(crate) async fn run(ctx: Context, shutdown: CancellationToken) {
     // that starts building pull requests (or changes repository) is
     // read at once, not at the next interval.
     let mut reconciled: HashMap<String, Settings> = HashMap::new();
+    // The project a notification named (`None`: every project).
+    let mut only: Option<String> = None;
     loop {
         let everything = Instant::now() >= next_reconcile;
         if everything {
             next_reconcile = Instant::now() + interval;
         }
         reconcile_all(&ctx, &mut reconciled, everything).await;
-        sync_all(&ctx).await;
+        sync_all(&ctx, only.take().as_deref()).await;
         tokio::select! {
             _ = shutdown.cancelled() => return,
             woken = listener.recv() => match woken {
-                Ok(Wakeup::Notification { .. }) => {}
+                // One project's pull requests changed: only its jobsets
+                // are looked at (and its trust policy read).
+                Ok(Wakeup::Notification { payload, .. }) => only = Some(payload),
                 // Missed notifications: the rows say what changed.
                 Ok(Wakeup::Rescan) => {}
                 Err(e) => {
@@ -117,7 +121,8 @@ async fn reconcile_all(
     }
 }
 
-async fn sync_all(ctx: &Context) {
+/// Brings the jobsets of `only` (else of every project) in line.
+async fn sync_all(ctx: &Context, only: Option<&str>) {
     let all = match prs::all_settings(&ctx.pool).await {
         Ok(all) => all,
         Err(e) => {
@@ -126,6 +131,9 @@ async fn sync_all(ctx: &Context) {
         }
     };
     for settings in all {
+        if only.is_some_and(|p| p != settings.project) {
+            continue;
+        }
         if let Err(e) = sync(ctx, &settings).await {
             tracing::error!(project = %settings.project, error = %e, "pull requests: cannot update the jobsets");
         }
@@ -399,21 +407,22 @@ async fn sync(ctx: &Context, settings: &Settings) -> Result<(), String> {
         if pr.state == State::Closed && pr.jobset_id.is_none() {
             continue;
         }
-        if !trust_by_branch.contains_key(&pr.default_branch) {
-            let trust = trust(ctx, settings, pr.default_branch.as_deref()).await;
-            trust_by_branch.insert(pr.default_branch.clone(), trust);
-        }
-        let trusted = trust_by_branch
-            .get(&pr.default_branch)
-            .is_some_and(|t| t.trusts(&pr));
+        // A closed pull request's jobset is retired whoever wrote it.
+        let trusted = pr.state == State::Open && {
+            if !trust_by_branch.contains_key(&pr.default_branch) {
+                let trust = trust(ctx, settings, pr.default_branch.as_deref()).await;
+                trust_by_branch.insert(pr.default_branch.clone(), trust);
+            }
+            trust_by_branch
+                .get(&pr.default_branch)
+                .is_some_and(|t| t.trusts(&pr))
+        };
         let key = pr.key(trusted);
-        let name = prs::jobset_name(&settings.template, pr.number);
-        let exists = hydra_db::jobsets::id_of(&ctx.pool, &settings.project, &name)
-            .await
-            .map_err(db)?;
-        if pr.synced_key.as_deref() == Some(key.as_str()) && exists.is_some() {
+        // A deleted jobset leaves `jobset_id` empty: it is made again.
+        if pr.synced_key.as_deref() == Some(key.as_str()) && pr.jobset_id.is_some() {
             continue;
         }
+        let name = prs::jobset_name(&settings.template, pr.number);
         let Some(jobset) = apply(ctx, settings, &pr, trusted, &name).await? else {
             continue;
         };

@@ -64,10 +64,9 @@ pub fn from_config(config: &hydra_config::Config) -> Result<Option<(Arc<App>, Ch
         .map_err(|e| format!("<github_app>: cannot read private_key_file {file}: {e}"))?;
     let key = AppKey::from_pem(&pem)
         .map_err(|e| format!("<github_app>: private_key_file {file}: {e}"))?;
-    let jobs = JobsPattern::of_block("github_app", tree)?;
     let api = config.evaluator.github_api_url.clone();
     let app = Arc::new(App::new(app_id.trim().to_owned(), key, api));
-    let block = Block::for_checks(jobs, jobsets(tree)?, texts(tree, "inputs"));
+    let block = block_of(tree)?;
     Ok(Some((
         app,
         Checks {
@@ -77,23 +76,25 @@ pub fn from_config(config: &hydra_config::Config) -> Result<Option<(Arc<App>, Ch
     )))
 }
 
-fn jobsets(tree: &hydra_config::general::Tree) -> Result<Option<JobsPattern>, String> {
-    text(tree, "jobsets")
+/// What a `<github_app>` block reports on: `jobs`, `jobsets`, `inputs`.
+fn block_of(tree: &hydra_config::general::Tree) -> Result<Block, String> {
+    let jobsets = text(tree, "jobsets")
         .map(|p| JobsPattern::new("github_app", &p))
-        .transpose()
+        .transpose()?;
+    Ok(Block::for_checks(
+        JobsPattern::of_block("github_app", tree)?,
+        jobsets,
+        texts(tree, "inputs"),
+    ))
 }
 
-/// The `<github_app>` block as the evaluation checks read it (`jobs`,
-/// `jobsets`, `inputs`), when there is one.
+/// The `<github_app>` block as the evaluation checks read it, when there
+/// is one.
 pub fn eval_block(config: &hydra_config::Config) -> Result<Option<Block>, String> {
-    let Some(tree) = config_blocks(config, "github_app").into_iter().next() else {
-        return Ok(None);
-    };
-    Ok(Some(Block::for_checks(
-        JobsPattern::of_block("github_app", tree)?,
-        jobsets(tree)?,
-        texts(tree, "inputs"),
-    )))
+    config_blocks(config, "github_app")
+        .first()
+        .map(|tree| block_of(tree))
+        .transpose()
 }
 
 /// The check run's name for `build`: `project:jobset:job`, a `-pr-N`

@@ -133,14 +133,7 @@ pub(crate) async fn github(
         Some("check_run") => rerun(&state, &payload).await?,
         _ => None,
     };
-    let mut body = json!({ "jobsetsTriggered": triggered });
-    if !pulls.is_empty() {
-        body["pullRequests"] = json!(pulls);
-    }
-    if let Some(build) = rebuilt {
-        body["rebuilt"] = json!(build);
-    }
-    Ok(Page::value("api", body))
+    Ok(answer(triggered, pulls, rebuilt))
 }
 
 /// A check run's "Re-run" (its requested action `rerun`, or GitHub's own
@@ -170,12 +163,15 @@ async fn rerun(state: &AppState, payload: &Value) -> ApiResult<Option<i32>> {
     Ok(Some(build.0))
 }
 
-/// Hydra's answer, with what pull-request deliveries did when there were
-/// any.
-fn answer(triggered: Vec<String>, pulls: Vec<Value>) -> Page {
+/// Hydra's answer, with what pull-request deliveries did and the build a
+/// check run's re-run restarted, when there are any.
+fn answer(triggered: Vec<String>, pulls: Vec<Value>, rebuilt: Option<i32>) -> Page {
     let mut body = json!({ "jobsetsTriggered": triggered });
     if !pulls.is_empty() {
         body["pullRequests"] = json!(pulls);
+    }
+    if let Some(build) = rebuilt {
+        body["rebuilt"] = json!(build);
     }
     Page::value("api", body)
 }
@@ -213,7 +209,7 @@ pub(crate) async fn gitea(
         Some("pull_request") => pull_request(&state, Forge::Gitea, &payload).await?,
         _ => Vec::new(),
     };
-    Ok(answer(triggered, pulls))
+    Ok(answer(triggered, pulls, None))
 }
 
 /// Checks GitLab's `X-Gitlab-Token` (the secret itself) against each
@@ -266,7 +262,7 @@ pub(crate) async fn gitlab(
         }
         _ => Vec::new(),
     };
-    Ok(answer(triggered, pulls))
+    Ok(answer(triggered, pulls, None))
 }
 
 /// The routes this module serves.
