@@ -384,6 +384,10 @@ async fn a_pull_request_is_built_superseded_and_retired_and_forks_wait_for_appro
     let (status, page) = curl(&[&format!("{base}build/{old_changed}")]);
     assert_eq!(status, 200);
     assert!(page.contains("Superseded"), "{page}");
+    assert!(
+        !page.contains("Cancelled by user"),
+        "the system cancelled it: {page}"
+    );
     assert!(page.contains(&format!("/eval/{second_eval}")), "{page}");
 
     // A late delivery of the first head is ignored.
