@@ -5,45 +5,126 @@
 
 use serde::{Deserialize, Serialize};
 
-/// How a build or a step ended.
+/// How a build ended (`Builds.buildStatus`). Steps share the code space
+/// but not every code: see [`StepStatus`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, sqlx::Type, Serialize, Deserialize)]
 #[repr(i32)]
 pub enum BuildStatus {
     #[default]
     Succeeded = 0,
-    /// The builder exited with an error (for a build: its own step did).
+    /// The build's own step failed.
     Failed = 1,
-    /// A dependency failed (builds only; `propagatedFrom` says which build).
+    /// A dependency failed (`propagatedFrom` of the failed step row says
+    /// which build really built it).
     DependencyFailed = 2,
     /// An internal or transient failure.
     Aborted = 3,
     Cancelled = 4,
-    /// Succeeded, but an output holds `nix-support/failed` (builds only).
+    /// Succeeded, but an output holds `nix-support/failed`.
     FailedWithOutput = 6,
     TimedOut = 7,
-    /// An output failed before (steps only; builds get 1 or 2).
-    CachedFailure = 8,
     /// No machine supports the system or the features.
     Unsupported = 9,
     LogLimitExceeded = 10,
     OutputLimitExceeded = 11,
     NotDeterministic = 12,
-    /// A content-addressed derivation was resolved to another (steps only).
+}
+
+/// How a step ended (`BuildSteps.status`; NULL while the step runs).
+/// Hydra's codes: a failed dependency (2) and a failed-with-output (6) are
+/// never a step's; a cached failure (8) and a resolved derivation (13) are
+/// never a build's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, sqlx::Type, Serialize, Deserialize)]
+#[repr(i32)]
+pub enum StepStatus {
+    Succeeded = 0,
+    Failed = 1,
+    /// An internal or transient failure (the step may be tried again).
+    Aborted = 3,
+    /// Stopped: no build needs it any more.
+    Cancelled = 4,
+    TimedOut = 7,
+    /// An output failed before (it is in `FailedPaths`); nothing ran.
+    CachedFailure = 8,
+    Unsupported = 9,
+    LogLimitExceeded = 10,
+    OutputLimitExceeded = 11,
+    NotDeterministic = 12,
+    /// A content-addressed derivation was resolved to another.
     Resolved = 13,
 }
 
-/// How a step ended: the same codes as builds (Hydra has one code space
-/// for both; each variant says when it is one kind's only).
-pub type StepStatus = BuildStatus;
+impl StepStatus {
+    /// The stored code.
+    pub fn code(self) -> i32 {
+        self as i32
+    }
+
+    /// The status with a stored code, if it is a step's.
+    pub fn from_code(code: i32) -> Option<StepStatus> {
+        use StepStatus::*;
+        [
+            Succeeded,
+            Failed,
+            Aborted,
+            Cancelled,
+            TimedOut,
+            CachedFailure,
+            Unsupported,
+            LogLimitExceeded,
+            OutputLimitExceeded,
+            NotDeterministic,
+            Resolved,
+        ]
+        .into_iter()
+        .find(|s| s.code() == code)
+    }
+
+    /// What Hydra's pages call it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            StepStatus::Succeeded => "succeeded",
+            StepStatus::Failed => "failed",
+            StepStatus::Aborted => "aborted",
+            StepStatus::Cancelled => "cancelled",
+            StepStatus::TimedOut => "timed out",
+            StepStatus::CachedFailure => "cached failure",
+            StepStatus::Unsupported => "unsupported system type",
+            StepStatus::LogLimitExceeded => "log limit exceeded",
+            StepStatus::OutputLimitExceeded => "output limit exceeded",
+            StepStatus::NotDeterministic => "non-deterministic",
+            StepStatus::Resolved => "resolved",
+        }
+    }
+
+    /// How a build that needed a step ending so ends: its own derivation's
+    /// failure (cached or not) fails it, a dependency's failure fails it
+    /// as "dependency failed"; other endings (timed out, limits, …) are
+    /// the build's too, whoever's step it was.
+    pub fn build_status(self, own: bool) -> BuildStatus {
+        match self {
+            StepStatus::Failed | StepStatus::CachedFailure if own => BuildStatus::Failed,
+            StepStatus::Failed | StepStatus::CachedFailure => BuildStatus::DependencyFailed,
+            StepStatus::Succeeded | StepStatus::Resolved => BuildStatus::Succeeded,
+            StepStatus::Aborted => BuildStatus::Aborted,
+            StepStatus::Cancelled => BuildStatus::Cancelled,
+            StepStatus::TimedOut => BuildStatus::TimedOut,
+            StepStatus::Unsupported => BuildStatus::Unsupported,
+            StepStatus::LogLimitExceeded => BuildStatus::LogLimitExceeded,
+            StepStatus::OutputLimitExceeded => BuildStatus::OutputLimitExceeded,
+            StepStatus::NotDeterministic => BuildStatus::NotDeterministic,
+        }
+    }
+}
 
 /// The codes of steps whose failure is recorded in `FailedPaths` and
 /// propagated to later builds of the same outputs.
-pub const CACHEABLE_FAILURES: [BuildStatus; 5] = [
-    BuildStatus::Failed,
-    BuildStatus::TimedOut,
-    BuildStatus::LogLimitExceeded,
-    BuildStatus::OutputLimitExceeded,
-    BuildStatus::NotDeterministic,
+pub const CACHEABLE_FAILURES: [StepStatus; 5] = [
+    StepStatus::Failed,
+    StepStatus::TimedOut,
+    StepStatus::LogLimitExceeded,
+    StepStatus::OutputLimitExceeded,
+    StepStatus::NotDeterministic,
 ];
 
 impl TryFrom<i32> for BuildStatus {
@@ -71,12 +152,10 @@ impl BuildStatus {
             Cancelled,
             FailedWithOutput,
             TimedOut,
-            CachedFailure,
             Unsupported,
             LogLimitExceeded,
             OutputLimitExceeded,
             NotDeterministic,
-            Resolved,
         ]
         .into_iter()
         .find(|s| s.code() == code)
@@ -92,12 +171,10 @@ impl BuildStatus {
             BuildStatus::Cancelled => "cancelled",
             BuildStatus::FailedWithOutput => "failed with output",
             BuildStatus::TimedOut => "timed out",
-            BuildStatus::CachedFailure => "cached failure",
             BuildStatus::Unsupported => "unsupported system type",
             BuildStatus::LogLimitExceeded => "log limit exceeded",
             BuildStatus::OutputLimitExceeded => "output limit exceeded",
             BuildStatus::NotDeterministic => "non-deterministic",
-            BuildStatus::Resolved => "resolved",
         }
     }
 
@@ -183,9 +260,30 @@ mod tests {
         for code in 0..=13 {
             match BuildStatus::from_code(code) {
                 Some(s) => assert_eq!(s.code(), code),
-                None => assert_eq!(code, 5, "5 is Hydra's obsolete code"),
+                None => assert!([5, 8, 13].contains(&code), "{code} is a build status"),
+            }
+            match StepStatus::from_code(code) {
+                Some(s) => assert_eq!(s.code(), code),
+                None => assert!([2, 5, 6].contains(&code), "{code} is a step status"),
             }
         }
         assert_eq!(BuildStatus::from_code(100), None);
+        assert_eq!(StepStatus::from_code(100), None);
+    }
+
+    #[test]
+    fn a_failed_step_fails_its_own_build_and_its_dependents_differently() {
+        for failed in [StepStatus::Failed, StepStatus::CachedFailure] {
+            assert_eq!(failed.build_status(true), BuildStatus::Failed);
+            assert_eq!(failed.build_status(false), BuildStatus::DependencyFailed);
+        }
+        for other in [
+            StepStatus::TimedOut,
+            StepStatus::Aborted,
+            StepStatus::Unsupported,
+        ] {
+            assert_eq!(other.build_status(true), other.build_status(false));
+            assert_eq!(other.build_status(true).code(), other.code());
+        }
     }
 }

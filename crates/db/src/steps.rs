@@ -7,7 +7,7 @@ use sqlx::{PgConnection, PgPool};
 
 use crate::ids::{BuildId, JobsetId};
 use crate::notify;
-use crate::status::{BuildStatus, Busy, StepStatus};
+use crate::status::{Busy, StepStatus};
 
 /// What a step did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, sqlx::Type)]
@@ -88,7 +88,7 @@ pub async fn abort_busy(pool: &PgPool, now: i32) -> Result<u64, sqlx::Error> {
     )
     .bind(now)
     .bind(Busy::NotRunning)
-    .bind(BuildStatus::Aborted)
+    .bind(StepStatus::Aborted)
     .execute(pool)
     .await?;
     Ok(done.rows_affected())
@@ -163,7 +163,7 @@ pub async fn abort_if_busy(
     )
     .bind(build)
     .bind(stepnr)
-    .bind(BuildStatus::Aborted)
+    .bind(StepStatus::Aborted)
     .bind(why)
     .bind(now)
     .bind(Busy::NotRunning)

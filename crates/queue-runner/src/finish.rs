@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use hydra_db::builds::{Ending, OutputFacts};
-use hydra_db::status::{BuildStatus as Status, Busy};
+use hydra_db::status::{BuildStatus as Status, Busy, StepStatus};
 use hydra_db::steps::{NewStep, StepEnd, StepKind};
 use hydra_db::{DbError, Tx, lock_builds, notify, transaction};
 use sqlx::PgPool;
@@ -121,7 +121,7 @@ pub(crate) async fn substitution_step(
         system: None,
         outputs,
         busy: Busy::NotRunning,
-        status: Some(Status::Succeeded),
+        status: Some(StepStatus::Succeeded),
         error: None,
         start,
         stop: Some(stop),
@@ -180,11 +180,7 @@ pub(crate) async fn cached_failure(
 ) -> Result<(), QueueError> {
     let pool = &queue.ctx.pool;
     let propagated = hydra_db::steps::latest_own_failure(pool, failed_drv).await?;
-    let status = if drv == failed_drv {
-        Status::Failed
-    } else {
-        Status::DependencyFailed
-    };
+    let status = StepStatus::CachedFailure.build_status(drv == failed_drv);
     let t = now();
     let no_outputs = BTreeMap::new();
     let step = NewStep {
@@ -195,7 +191,7 @@ pub(crate) async fn cached_failure(
         system: None,
         outputs: &no_outputs,
         busy: Busy::NotRunning,
-        status: Some(Status::CachedFailure),
+        status: Some(StepStatus::CachedFailure),
         error: message,
         start: t,
         stop: Some(t),
@@ -410,7 +406,7 @@ pub(crate) async fn step_succeeded(
     ids.sort_unstable();
     ids.dedup();
     let end = StepEnd {
-        status: Status::Succeeded,
+        status: StepStatus::Succeeded,
         error: None,
         stop: run.stop,
         times_built: Some(success.times_built),
@@ -446,7 +442,7 @@ pub(crate) async fn step_succeeded(
 /// How a step failed.
 #[derive(Clone, Debug)]
 pub(crate) struct Failure {
-    pub status: Status,
+    pub status: StepStatus,
     /// Kept only for aborted (3) steps, as Hydra does.
     pub error: Option<String>,
     /// The outputs go to `FailedPaths`.
@@ -457,7 +453,7 @@ pub(crate) struct Failure {
 
 impl Failure {
     /// A failure of `status` before anything was built (not cached).
-    pub(crate) fn of(status: Status, error: Option<String>) -> Failure {
+    pub(crate) fn of(status: StepStatus, error: Option<String>) -> Failure {
         Failure {
             status,
             error,
@@ -489,11 +485,12 @@ pub(crate) async fn step_failed(
     }
     ids.sort_unstable();
     ids.dedup();
-    let error = if failure.status == Status::Aborted || failure.status == Status::Unsupported {
-        failure.error.as_deref()
-    } else {
-        None
-    };
+    let error =
+        if failure.status == StepStatus::Aborted || failure.status == StepStatus::Unsupported {
+            failure.error.as_deref()
+        } else {
+            None
+        };
     let end = StepEnd {
         status: failure.status,
         error,
@@ -501,12 +498,6 @@ pub(crate) async fn step_failed(
         times_built: Some(failure.times_built),
         non_deterministic: Some(failure.non_deterministic),
         overhead: None,
-    };
-    // Cached failures count as plain failures for builds.
-    let base = if failure.status == Status::CachedFailure {
-        Status::Failed
-    } else {
-        failure.status
     };
     let finished = transaction(pool, |mut tx: Tx| {
         let ids = &ids;
@@ -520,7 +511,7 @@ pub(crate) async fn step_failed(
             for id in ids {
                 let is_toplevel = toplevel_of.contains(id);
                 let has_row = *id == build && run.stepnr.is_some();
-                if !(has_row || failure.status == Status::CachedFailure && is_toplevel) {
+                if !(has_row || failure.status == StepStatus::CachedFailure && is_toplevel) {
                     let step = NewStep {
                         build: *id,
                         kind: StepKind::Build,
@@ -537,14 +528,9 @@ pub(crate) async fn step_failed(
                     };
                     hydra_db::steps::insert(&mut tx, &step).await?;
                 }
-                let status = if !is_toplevel && base == Status::Failed {
-                    Status::DependencyFailed
-                } else {
-                    base
-                };
                 let ending = Ending {
-                    status,
-                    cached: failure.status == Status::CachedFailure,
+                    status: failure.status.build_status(is_toplevel),
+                    cached: failure.status == StepStatus::CachedFailure,
                     start: run.start,
                     stop: run.stop,
                     outputs: None,
@@ -609,7 +595,7 @@ pub(crate) async fn step_will_retry(
     pool: &PgPool,
     build: BuildId,
     stepnr: i32,
-    status: Status,
+    status: StepStatus,
     error: &str,
     stop: i32,
     log: Option<&str>,

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hydra_db::status::{BuildStatus as Status, Busy};
+use hydra_db::status::{BuildStatus as Status, Busy, StepStatus};
 use hydra_nix::derivation::{Derivation, DerivationError};
 use hydra_nix::serve::{BuildOptions, BuildStatus, PathInfo, ServeClient, ServeError};
 use tokio::io::AsyncWriteExt;
@@ -57,7 +57,7 @@ enum Outcome {
     /// Failed in a way that may pass another time (machine trouble,
     /// transient failure).
     Retry {
-        status: Status,
+        status: StepStatus,
         error: String,
     },
     /// No build needs it any more, or the queue runner stops.
@@ -235,7 +235,7 @@ async fn execute(
         .cloned()
         .collect();
     if !finish::failed_paths(pool, &outputs).await?.is_empty() {
-        let failure = Failure::of(Status::CachedFailure, None);
+        let failure = Failure::of(StepStatus::CachedFailure, None);
         let t = hydra_db::now();
         let run = step_run(job, None, t, t, None);
         return fail_for_good(queue, plan, &run, &failure).await;
@@ -394,7 +394,7 @@ async fn succeeded(
 async fn retry_or_fail(
     job: Job<'_>,
     run: &finish::StepRun<'_>,
-    status: Status,
+    status: StepStatus,
     error: String,
 ) -> Result<(), QueueError> {
     let Job {
@@ -442,9 +442,9 @@ async fn cancelled(job: Job<'_>, run: &finish::StepRun<'_>) -> Result<(), QueueE
         queue, drv_path, ..
     } = job;
     let (code, why) = if queue.stopping.is_cancelled() {
-        (Status::Aborted, "the queue runner stopped")
+        (StepStatus::Aborted, "the queue runner stopped")
     } else {
-        (Status::Cancelled, "no build needs this step any more")
+        (StepStatus::Cancelled, "no build needs this step any more")
     };
     finish::step_will_retry(
         &queue.ctx.pool,
@@ -555,7 +555,7 @@ pub(crate) async fn fail_unsupported(queue: &Arc<Queue>, drv_path: &str) {
             .unwrap_or_default()
     });
     tracing::warn!(drv = %drv_path, "{message}");
-    let failure = Failure::of(Status::Unsupported, Some(message));
+    let failure = Failure::of(StepStatus::Unsupported, Some(message));
     let t = hydra_db::now();
     Stats::add(&queue.stats.unsupported_aborted, 1);
     let run = finish::StepRun {
@@ -580,7 +580,7 @@ fn machine_trouble(queue: &Queue, machine: &str, error: impl std::fmt::Display) 
         m.failed(Instant::now());
     }
     Outcome::Retry {
-        status: Status::Aborted,
+        status: StepStatus::Aborted,
         error: error.to_string(),
     }
 }
@@ -621,14 +621,14 @@ async fn set_busy(job: Job<'_>, stepnr: i32, state: Busy) {
 
 /// A failure of the step itself, not worth another try.
 fn aborted(error: String) -> Outcome {
-    Outcome::Failed(Failure::of(Status::Aborted, Some(error)))
+    Outcome::Failed(Failure::of(StepStatus::Aborted, Some(error)))
 }
 
 /// A failure around the step (a file, the machine list, a store), worth
 /// another try.
 fn retry(error: String) -> Outcome {
     Outcome::Retry {
-        status: Status::Aborted,
+        status: StepStatus::Aborted,
         error,
     }
 }
@@ -837,7 +837,7 @@ async fn run_build(
         times_built: result.times_built as i32,
         non_deterministic: result.is_non_deterministic,
     };
-    let failed = |status: Status, cacheable: bool| {
+    let failed = |status: StepStatus, cacheable: bool| {
         Err(Outcome::Failed(Failure {
             status,
             error: Some(result.error_text()),
@@ -850,14 +850,14 @@ async fn run_build(
         s if s.is_success() => Ok(built),
         BuildStatus::PermanentFailure
         | BuildStatus::InputRejected
-        | BuildStatus::OutputRejected => failed(Status::Failed, true),
+        | BuildStatus::OutputRejected => failed(StepStatus::Failed, true),
         BuildStatus::TransientFailure => Err(Outcome::Retry {
-            status: Status::Failed,
+            status: StepStatus::Failed,
             error: result.error_text(),
         }),
-        BuildStatus::TimedOut => failed(Status::TimedOut, false),
-        BuildStatus::LogLimitExceeded => failed(Status::LogLimitExceeded, false),
-        BuildStatus::NotDeterministic => failed(Status::NotDeterministic, true),
+        BuildStatus::TimedOut => failed(StepStatus::TimedOut, false),
+        BuildStatus::LogLimitExceeded => failed(StepStatus::LogLimitExceeded, false),
+        BuildStatus::NotDeterministic => failed(StepStatus::NotDeterministic, true),
         _ => Err(retry(result.error_text())),
     }
 }
@@ -902,7 +902,7 @@ async fn receive(
     match received {
         Ok(Received::Scans(scans)) => Ok(scans),
         Ok(Received::TooBig(size)) => Err(Outcome::Failed(Failure {
-            status: Status::OutputLimitExceeded,
+            status: StepStatus::OutputLimitExceeded,
             error: Some(format!(
                 "the outputs are {size} bytes, more than max_output_size ({})",
                 queue.ctx.config.queue_runner.max_output_size

@@ -175,6 +175,23 @@ pub fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
 }
 
 /// The URL of the managed database in `data`.
+/// Waits (asynchronously) until `check` answers true or `timeout` passes;
+/// tells which.
+pub async fn until<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    while !check().await {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    true
+}
+
 pub fn managed_url(data: &Path) -> String {
     format!(
         "postgres:///hydra?host={}&user=hydra",

@@ -156,7 +156,18 @@ async fn killing_notify_mid_build_still_ends_with_one_final_status_per_context()
 
     let notify = start();
     let got = wait_for(2).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The forge has what the outbox wants: the reporter records that only
+    // after the forge answered, so a duplicate would have been sent by now.
+    let converged = crate::common::until(Duration::from_secs(30), || async {
+        sqlx::query_scalar::<_, bool>(
+            "select count(*) > 0 and bool_and(sentVersion = version) from CommitStatuses",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+    })
+    .await;
+    assert!(converged, "the outbox did not converge");
     let got_after = recorder.requests();
     assert_eq!(got_after.len(), got.len(), "nothing more: {got_after:#?}");
     let states: Vec<(String, String)> = got_after

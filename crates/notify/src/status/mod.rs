@@ -282,15 +282,14 @@ pub fn plugins(config: &hydra_config::Config, outbox: &Outbox) -> Result<Enabled
 }
 
 /// How a finished build's status reads on forges that know success,
-/// error and failure (GitHub, Gitea): aborted, cancelled, a cached failure
-/// and the limits are errors of the system, the rest failures of the job.
+/// error and failure (GitHub, Gitea): aborted, cancelled and the limits
+/// are errors of the system, the rest failures of the job.
 pub fn final_state(status: Option<i32>) -> &'static str {
     match status.and_then(BuildStatus::from_code) {
         Some(BuildStatus::Succeeded) => "success",
         Some(
             BuildStatus::Aborted
             | BuildStatus::Cancelled
-            | BuildStatus::CachedFailure
             | BuildStatus::LogLimitExceeded
             | BuildStatus::OutputLimitExceeded,
         ) => "error",
@@ -383,7 +382,7 @@ mod tests {
     #[test]
     fn final_states_follow_hydra() {
         assert_eq!(final_state(Some(0)), "success");
-        for code in [3, 4, 8, 10, 11] {
+        for code in [3, 4, 10, 11] {
             assert_eq!(final_state(Some(code)), "error", "{code}");
         }
         for code in [1, 2, 5, 6, 7, 9, 12] {
