@@ -98,6 +98,14 @@ pub struct ParseError {
 }
 
 impl Event {
+    /// The build a `build_finished` event is about.
+    pub fn finished_build(&self) -> Option<BuildId> {
+        match self {
+            Event::BuildFinished { build, .. } => Some(*build),
+            _ => None,
+        }
+    }
+
     /// The event NOTIFYed on `channel` with `payload`.
     pub fn parse(channel: &str, payload: &str) -> Result<Event, ParseError> {
         let fields = split(payload);

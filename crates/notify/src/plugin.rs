@@ -41,8 +41,11 @@ pub trait Plugin: Send + Sync {
     /// `TaskRetries.pluginname` stores.
     fn name(&self) -> &'static str;
 
-    /// Whether it does anything on `event`.
-    fn wants(&self, event: &Event) -> bool;
+    /// Whether it does anything on `event` (by default: a finished build,
+    /// what most plugins act on).
+    fn wants(&self, event: &Event) -> bool {
+        event.finished_build().is_some()
+    }
 
     /// Does its work on `event`; an error is retried later.
     fn run<'a>(&'a self, cx: &'a Context, event: &'a Event) -> Work<'a>;

@@ -81,10 +81,6 @@ impl Plugin for CircleCi {
         "Hydra::Plugin::CircleCINotification"
     }
 
-    fn wants(&self, event: &Event) -> bool {
-        matches!(event, Event::BuildFinished { .. })
-    }
-
     fn run<'a>(&'a self, cx: &'a Context, event: &'a Event) -> Work<'a> {
         Box::pin(async move {
             let builds = build_reports::reports(&cx.pool, &event.builds())

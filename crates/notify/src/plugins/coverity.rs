@@ -109,16 +109,12 @@ impl Plugin for CoverityScan {
         "Hydra::Plugin::CoverityScan"
     }
 
-    fn wants(&self, event: &Event) -> bool {
-        matches!(event, Event::BuildFinished { .. })
-    }
-
     fn run<'a>(&'a self, cx: &'a Context, event: &'a Event) -> Work<'a> {
         Box::pin(async move {
-            let Event::BuildFinished { build, .. } = event else {
+            let Some(build) = event.finished_build() else {
                 return Ok(());
             };
-            let reports = build_reports::reports(&cx.pool, &[*build])
+            let reports = build_reports::reports(&cx.pool, &[build])
                 .await
                 .map_err(|e| format!("reading build {build}: {e}"))?;
             let Some(report) = reports.first().filter(|r| r.finished) else {
@@ -131,7 +127,7 @@ impl Plugin for CoverityScan {
             let Some(block) = self.blocks.iter().find(|b| b.jobs.matches(&full)) else {
                 return Ok(());
             };
-            let outputs = hydra_db::builds::outputs(&cx.pool, *build)
+            let outputs = hydra_db::builds::outputs(&cx.pool, build)
                 .await
                 .map_err(|e| format!("reading build {build}'s outputs: {e}"))?;
             let Some(out) = outputs.into_iter().find_map(|(_, path)| path) else {

@@ -19,16 +19,12 @@ impl Plugin for DeclarativeJobsets {
         "Hydra::Plugin::DeclarativeJobsets"
     }
 
-    fn wants(&self, event: &Event) -> bool {
-        matches!(event, Event::BuildFinished { .. })
-    }
-
     fn run<'a>(&'a self, cx: &'a Context, event: &'a Event) -> Work<'a> {
         Box::pin(async move {
-            let Event::BuildFinished { build, .. } = event else {
+            let Some(build) = event.finished_build() else {
                 return Ok(());
             };
-            let Some(spec) = declarative::generated_spec(&cx.pool, *build)
+            let Some(spec) = declarative::generated_spec(&cx.pool, build)
                 .await
                 .map_err(|e| e.to_string())?
             else {
@@ -37,7 +33,7 @@ impl Plugin for DeclarativeJobsets {
             if !spec.current {
                 return Ok(());
             }
-            let problem = match apply(cx, *build, &spec).await {
+            let problem = match apply(cx, build, &spec).await {
                 Ok(Some(problem)) => problem,
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(e),

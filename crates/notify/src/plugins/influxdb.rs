@@ -141,10 +141,6 @@ impl Plugin for InfluxDb {
         "Hydra::Plugin::InfluxDBNotification"
     }
 
-    fn wants(&self, event: &Event) -> bool {
-        matches!(event, Event::BuildFinished { .. })
-    }
-
     fn run<'a>(&'a self, cx: &'a Context, event: &'a Event) -> Work<'a> {
         Box::pin(async move {
             let Event::BuildFinished { build: head, .. } = event else {

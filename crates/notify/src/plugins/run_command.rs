@@ -107,16 +107,12 @@ impl Plugin for RunCommand {
         "Hydra::Plugin::RunCommand"
     }
 
-    fn wants(&self, event: &Event) -> bool {
-        matches!(event, Event::BuildFinished { .. })
-    }
-
     fn run<'a>(&'a self, cx: &'a Context, event: &'a Event) -> Work<'a> {
         Box::pin(async move {
-            let Event::BuildFinished { build, .. } = event else {
+            let Some(build) = event.finished_build() else {
                 return Ok(());
             };
-            let Some(document) = run_commands::build_document(&cx.pool, *build)
+            let Some(document) = run_commands::build_document(&cx.pool, build)
                 .await
                 .map_err(|e| e.to_string())?
             else {
@@ -131,7 +127,7 @@ impl Plugin for RunCommand {
                 .cloned()
                 .collect();
             if self.dynamic
-                && let Some(block) = dynamic_command(cx, *build, &document).await?
+                && let Some(block) = dynamic_command(cx, build, &document).await?
             {
                 chosen.push(block);
             }
@@ -144,7 +140,7 @@ impl Plugin for RunCommand {
                 .await
                 .map_err(|e| format!("{}: {e}", json.display()))?;
             for block in &chosen {
-                run_one(cx, *build, block, &json).await?;
+                run_one(cx, build, block, &json).await?;
             }
             let _ = tokio::fs::remove_file(&json).await;
             Ok(())

@@ -326,17 +326,13 @@ impl Plugin for S3Backup {
         "Hydra::Plugin::S3Backup"
     }
 
-    fn wants(&self, event: &Event) -> bool {
-        matches!(event, Event::BuildFinished { .. })
-    }
-
     fn run<'a>(&'a self, cx: &'a Context, event: &'a Event) -> Work<'a> {
         Box::pin(async move {
             use hydra_db::status::BuildStatus;
-            let Event::BuildFinished { build, .. } = event else {
+            let Some(build) = event.finished_build() else {
                 return Ok(());
             };
-            let reports = hydra_db::build_reports::reports(&cx.pool, &[*build])
+            let reports = hydra_db::build_reports::reports(&cx.pool, &[build])
                 .await
                 .map_err(|e| format!("reading build {build}: {e}"))?;
             let Some(report) = reports.first() else {
@@ -357,7 +353,7 @@ impl Plugin for S3Backup {
             if chosen.is_empty() {
                 return Ok(());
             }
-            let outputs: BTreeSet<String> = hydra_db::builds::outputs(&cx.pool, *build)
+            let outputs: BTreeSet<String> = hydra_db::builds::outputs(&cx.pool, build)
                 .await
                 .map_err(|e| format!("reading build {build}'s outputs: {e}"))?
                 .into_iter()

@@ -83,16 +83,12 @@ impl Plugin for SoTest {
         "Hydra::Plugin::SoTest"
     }
 
-    fn wants(&self, event: &Event) -> bool {
-        matches!(event, Event::BuildFinished { .. })
-    }
-
     fn run<'a>(&'a self, cx: &'a Context, event: &'a Event) -> Work<'a> {
         Box::pin(async move {
-            let Event::BuildFinished { build, .. } = event else {
+            let Some(build) = event.finished_build() else {
                 return Ok(());
             };
-            let products = hydra_db::products::of_build(&cx.pool, *build)
+            let products = hydra_db::products::of_build(&cx.pool, build)
                 .await
                 .map_err(|e| format!("reading build {build}'s products: {e}"))?;
             let binaries = products.iter().find(|p| p.subtype == "sotest-binaries");
@@ -100,7 +96,7 @@ impl Plugin for SoTest {
             let (Some(binaries), Some(config)) = (binaries, config) else {
                 return Ok(());
             };
-            let reports = hydra_db::build_reports::reports(&cx.pool, &[*build])
+            let reports = hydra_db::build_reports::reports(&cx.pool, &[build])
                 .await
                 .map_err(|e| format!("reading build {build}: {e}"))?;
             let Some(report) = reports.first() else {
