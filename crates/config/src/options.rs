@@ -112,7 +112,7 @@ options! {
         "pull_requests_reconcile_interval" = "600" : "Seconds between two readings of the open pull requests of every project that builds pull requests (webhooks bring changes at once; this catches missed deliveries).";
     }
     "Queue runner" {
-        "store_uri" = "auto" : "Destination store for build outputs: the machine's Nix store (`auto`) or a `file://` binary cache with `?secret-key=…&compression=…`.";
+        "store_uri" = "auto" : "Destination store for build outputs: the machine's Nix store (`auto`), or a binary cache `file://DIR` or `s3://BUCKET` with Nix's parameters (`?secret-key=…&compression=…`; for buckets `region`, `endpoint`, `profile`, `multipart-upload`, …).";
         "use-substitutes" = "0" : "Substitute missing outputs instead of building them.";
         "max_db_connections" = "128" : "Database connections of the queue runner.";
         "max_local_worker_threads" = "" : "Concurrent output downloads (default: cores − 2, at least 2, at most 1022).";

@@ -2,19 +2,21 @@
 //! (`store_uri`) and where the web server reads them.
 //!
 //! Two kinds: the machine's Nix store (`auto`, the default), reached through
-//! a local `nix-store --serve --write`, and a `file://DIR` binary cache
-//! written directly (compressed NARs, signed narinfos, optional `.ls`
-//! listings, logs under `log/`). Paths arrive as NAR streams (from a build
+//! a local `nix-store --serve --write`, and a binary cache in a directory
+//! (`file://DIR`) or an S3 bucket (`s3://BUCKET`) written directly
+//! (compressed NARs, signed narinfos, optional `.ls` listings, logs under
+//! `log/`). Paths arrive as NAR streams (from a build
 //! machine) and are verified against the NAR hash they were announced with.
 //! This crate does not decide what to store; callers do.
 
-mod file_cache;
+mod binary_cache;
 mod local;
+mod s3;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-pub use file_cache::{Compression, FileCache};
+pub use binary_cache::{BinaryCache, Compression};
 use hydra_nix::env::NixEnv;
 use hydra_nix::nar::Scan;
 use hydra_nix::serve::{PathInfo, ServeError};
@@ -44,6 +46,8 @@ pub enum StoreError {
     },
     #[error("{0} is not in the store")]
     Missing(String),
+    #[error("{place}: {message}")]
+    Object { place: String, message: String },
 }
 
 impl StoreError {
@@ -95,19 +99,25 @@ impl AsyncRead for ExactSize {
 #[derive(Debug)]
 pub enum DestStore {
     Local(LocalStore),
-    File(FileCache),
+    Cache(BinaryCache),
 }
 
 /// Opens the store `uri` names: `auto`, `local` or empty for the machine's
-/// store (with `nix`'s settings), `file://DIR?…` for a binary cache.
+/// store (with `nix`'s settings), `file://DIR?…` or `s3://BUCKET?…` for a
+/// binary cache. An S3 client reads the environment as Nix programs see
+/// it: the process's, with `nix`'s variables over it.
 pub fn open(uri: &str, nix: &NixEnv) -> Result<DestStore, StoreError> {
+    let mut vars: std::collections::HashMap<String, String> = std::env::vars().collect();
+    vars.extend(nix.env.iter().cloned());
     let uri = uri.trim();
     match uri {
         "" | "auto" | "local" | "daemon" => Ok(DestStore::Local(LocalStore::new(nix.clone()))),
-        _ if uri.starts_with("file://") => Ok(DestStore::File(FileCache::open(uri)?)),
+        _ if uri.starts_with("file://") || uri.starts_with("s3://") => {
+            Ok(DestStore::Cache(BinaryCache::open(uri, &vars)?))
+        }
         _ => Err(StoreError::Uri {
             uri: uri.into(),
-            message: "only the machine's store (`auto`) and `file://` binary caches are supported"
+            message: "only the machine's store (`auto`), `file://` and `s3://` binary caches are supported"
                 .into(),
         }),
     }
@@ -118,7 +128,7 @@ impl DestStore {
     pub fn describe(&self) -> String {
         match self {
             DestStore::Local(_) => "the machine's Nix store".into(),
-            DestStore::File(c) => format!("file://{}", c.dir().display()),
+            DestStore::Cache(c) => c.describe(),
         }
     }
 
@@ -138,7 +148,7 @@ impl DestStore {
         }
         match self {
             DestStore::Local(s) => s.query_valid(paths).await,
-            DestStore::File(c) => c.query_valid(paths).await,
+            DestStore::Cache(c) => c.query_valid(paths).await,
         }
     }
 
@@ -152,7 +162,7 @@ impl DestStore {
         }
         match self {
             DestStore::Local(s) => s.path_infos(paths).await,
-            DestStore::File(c) => c.path_infos(paths).await,
+            DestStore::Cache(c) => c.path_infos(paths).await,
         }
     }
 
@@ -190,7 +200,7 @@ impl DestStore {
     ) -> Result<(), StoreError> {
         match self {
             DestStore::Local(s) => s.add_nar(info, nar).await,
-            DestStore::File(c) => c.add_nar(info, nar).await,
+            DestStore::Cache(c) => c.add_nar(info, nar).await,
         }
     }
 
@@ -240,7 +250,7 @@ impl DestStore {
         local: &LocalStore,
         paths: &BTreeSet<String>,
     ) -> Result<(), StoreError> {
-        let DestStore::File(cache) = self else {
+        let DestStore::Cache(cache) = self else {
             return Ok(());
         };
         let mut closure: BTreeMap<String, PathInfo> = BTreeMap::new();
@@ -264,7 +274,7 @@ impl DestStore {
             todo = next;
         }
         for path in hydra_nix::copy::topological_order(&closure) {
-            let (info, mut nar) = cache.open_nar(&path).await?;
+            let (info, mut nar, _) = cache.open_nar(&path).await?;
             local.add_nar(&info, &mut nar).await?;
         }
         Ok(())
@@ -278,7 +288,10 @@ impl DestStore {
     ) -> Result<(PathInfo, Box<dyn AsyncRead + Unpin + Send>), StoreError> {
         let (info, nar) = match self {
             DestStore::Local(s) => s.open_nar(path).await?,
-            DestStore::File(c) => c.open_nar(path).await?,
+            DestStore::Cache(c) => {
+                let (info, nar, _) = c.open_nar(path).await?;
+                (info, nar)
+            }
         };
         let exact = ExactSize {
             inner: nar,
@@ -296,7 +309,7 @@ impl DestStore {
     ) -> Result<Scan, StoreError> {
         match self {
             DestStore::Local(s) => s.scan(path, options).await,
-            DestStore::File(c) => c.scan(path, options).await,
+            DestStore::Cache(c) => c.scan(path, options).await,
         }
     }
 
@@ -305,7 +318,7 @@ impl DestStore {
     pub async fn upload_log(&self, drv_path: &str, log: &Path) -> Result<bool, StoreError> {
         match self {
             DestStore::Local(_) => Ok(false),
-            DestStore::File(c) => c.upload_log(drv_path, log).await.map(|()| true),
+            DestStore::Cache(c) => c.upload_log(drv_path, log).await.map(|()| true),
         }
     }
 }

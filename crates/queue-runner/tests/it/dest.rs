@@ -162,3 +162,70 @@ async fn outputs_the_local_store_has_are_copied_not_built() {
     assert_eq!(got, [("build_finished".to_string(), id.to_string())]);
     running.stop().await;
 }
+
+#[tokio::test]
+async fn outputs_and_logs_go_to_a_signed_s3_cache() {
+    use hydra_test_support::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
+    let s = Setup::new().await;
+    let s3 = S3Server::start();
+    s3.create_bucket("outputs");
+    let key = SecretKey::generate("hydra-s3-1").unwrap();
+    let key_file = s.data.path().join("sk");
+    std::fs::write(&key_file, key.to_text()).unwrap();
+    let uri = format!(
+        "s3://outputs?endpoint={}&region=us-east-1&secret-key={}&compression=zstd&log-compression=br",
+        s3.url(),
+        key_file.display()
+    );
+    let file = s.write("jobs.nix", JOBS);
+    let top = s.queue(&file, "top").await;
+    let mut context = s.context(
+        &s.localhost(1),
+        &format!("store_uri = {uri}\nupload_logs_to_binary_cache = 1"),
+    );
+    // The queue runner's environment holds the credentials.
+    let mut env = context.local.clone();
+    env.env
+        .push(("AWS_ACCESS_KEY_ID".into(), ACCESS_KEY.into()));
+    env.env
+        .push(("AWS_SECRET_ACCESS_KEY".into(), SECRET_KEY.into()));
+    context.dest = std::sync::Arc::new(hydra_store::open(&uri, &env).unwrap());
+    let running = Running::start(context.clone());
+    s.wait(&[top], Duration::from_secs(120)).await;
+    assert_eq!(s.build(top).await.status, Some(0));
+    let (out, drv): (String, String) = sqlx::query_as(
+        "select o.path, b.drvPath from BuildOutputs o join Builds b on b.id = o.build where b.id = $1",
+    )
+    .bind(top)
+    .fetch_one(&s.db.pool)
+    .await
+    .unwrap();
+    running.stop().await;
+
+    let keys = s3.keys("outputs");
+    let hash = &out["/nix/store/".len()..][..32];
+    assert!(keys.contains(&format!("{hash}.narinfo")), "{keys:?}");
+    assert!(
+        keys.contains(&format!("log/{}", drv.rsplit('/').next().unwrap())),
+        "{keys:?}"
+    );
+    let narinfo =
+        String::from_utf8(s3.get("outputs", &format!("{hash}.narinfo")).unwrap()).unwrap();
+    assert!(narinfo.contains("Sig: hydra-s3-1:"), "{narinfo}");
+    assert!(narinfo.contains("Compression: zstd"), "{narinfo}");
+    // A fresh store gets the output and its dependency from the bucket.
+    let fresh = NixStore::new();
+    let local = hydra_store::LocalStore::new(hydra_nix::env::NixEnv {
+        args: Vec::new(),
+        env: fresh.env(),
+    });
+    context
+        .dest
+        .copy_to_local(&local, &std::collections::BTreeSet::from([out.clone()]))
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(fresh.real_path(&format!("{out}/dep"))).unwrap(),
+        "dependency\n"
+    );
+}

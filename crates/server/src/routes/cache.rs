@@ -114,16 +114,11 @@ pub(crate) async fn narinfo(
     let missing = || ApiError::not_found(format!("No store path with hash ‘{hash}’."));
     let store_dir = StoreDir::default();
     let mut info = match &state.store {
-        DestStore::File(cache) => {
-            let path = cache.dir().join(format!("{hash}.narinfo"));
-            let text = match tokio::fs::read_to_string(&path).await {
-                Ok(t) => t,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(missing()),
-                Err(e) => return Err(ApiError::Internal(format!("{}: {e}", path.display()))),
-            };
-            NarInfo::parse(&text)
-                .map_err(|e| ApiError::Internal(format!("{}: {e}", path.display())))?
-        }
+        DestStore::Cache(cache) => cache
+            .narinfo_by_hash(hash)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(missing)?,
         DestStore::Local(_) => {
             let path = local_path_by_hash(&state, hash)
                 .await?
@@ -179,7 +174,7 @@ pub(crate) async fn nar(
 ) -> ApiResult<Response> {
     let not_found = || ApiError::not_found(format!("No NAR ‘{file}’."));
     match &state.store {
-        DestStore::File(cache) => {
+        DestStore::Cache(cache) => {
             let safe = !file.is_empty()
                 && !file.starts_with('.')
                 && file
@@ -188,13 +183,12 @@ pub(crate) async fn nar(
             if !safe {
                 return Err(not_found());
             }
-            let path = cache.dir().join("nar").join(&file);
-            let f = match tokio::fs::File::open(&path).await {
-                Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_found()),
-                Err(e) => return Err(ApiError::Internal(format!("{}: {e}", path.display()))),
-            };
-            let mut response = Body::from_stream(ReaderStream::new(f)).into_response();
+            let (nar, _) = cache
+                .stream(&format!("nar/{file}"))
+                .await
+                .map_err(store_error)?
+                .ok_or_else(not_found)?;
+            let mut response = Body::from_stream(ReaderStream::new(nar)).into_response();
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/x-nix-nar"),

@@ -40,14 +40,22 @@ struct Served {
 
 impl Served {
     async fn start(store: &NixStore, config: &str) -> Served {
+        Served::start_with(store, config, &[]).await
+    }
+
+    /// `start`, with `vars` in the environment Nix programs (and stores)
+    /// see.
+    async fn start_with(store: &NixStore, config: &str, vars: &[(&str, &str)]) -> Served {
         let db = TestDb::new().await;
         let data = shared_tempdir();
         let (config, warnings) =
             hydra_config::Config::load_str(std::path::Path::new("hydra.conf"), config).unwrap();
         assert!(warnings.is_empty(), "{warnings:?}");
+        let mut env = store.env();
+        env.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let nix = NixEnv {
             args: Vec::new(),
-            env: store.env(),
+            env,
         };
         let state = AppState::new(
             db.pool.clone(),
@@ -225,6 +233,64 @@ async fn nix_substitutes_from_a_file_cache_served_by_the_server() {
     }
     let (status, _) = get_text(&served, "/nar/..%2Fnix-cache-info").await;
     assert_eq!(status, 404, "NAR names cannot climb out of nar/");
+    served.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nix_substitutes_from_an_s3_cache_served_by_the_server() {
+    use hydra_test_support::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
+    let store = NixStore::new();
+    let (hello, dep, dir) = build(&store);
+    let (cache_secret, cache_public) = key_files(dir.path(), "s3-cache-1");
+    let s3 = S3Server::start();
+    s3.create_bucket("cache");
+    let uri = format!(
+        "s3://cache?endpoint={}&region=us-east-1&secret-key={}&narinfo-compression=xz",
+        s3.url(),
+        cache_secret.display()
+    );
+    let credentials = [
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+    ];
+    let local = hydra_store::LocalStore::new(NixEnv {
+        args: Vec::new(),
+        env: store.env(),
+    });
+    let mut env = store.env();
+    env.extend(
+        credentials
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let cache = hydra_store::open(
+        &uri,
+        &NixEnv {
+            args: Vec::new(),
+            env,
+        },
+    )
+    .unwrap();
+    cache
+        .copy_from_local(&local, &BTreeSet::from([hello.clone(), dep.clone()]))
+        .await
+        .unwrap();
+    let served = Served::start_with(&store, &format!("store_uri = {uri}\n"), &credentials).await;
+    let (fresh, out) = realise_from(&served.url(), &cache_public, &hello);
+    assert!(
+        out.status.success(),
+        "nix-store -r failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(fresh.real_path(&dep)).unwrap(),
+        "dependency\n"
+    );
+    // The narinfo is xz-encoded in the bucket and plain text on the wire.
+    let hash = &hello["/nix/store/".len()..][..32];
+    let (status, text) = get_text(&served, &format!("/{hash}.narinfo")).await;
+    assert_eq!(status, 200);
+    assert!(text.contains(&format!("StorePath: {hello}")), "{text}");
     served.stop().await;
 }
 
