@@ -9,6 +9,8 @@
 //! `status` holds the commit-status plugins and the reporter that
 //! delivers their outbox; `metrics` the role's Prometheus metrics.
 
+#![warn(unreachable_pub)]
+
 pub mod dispatch;
 pub mod event;
 pub mod http;
