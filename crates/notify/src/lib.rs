@@ -20,7 +20,6 @@ pub mod plugin;
 pub mod plugins;
 pub mod retry;
 pub mod run;
-pub mod s3;
 pub mod status;
 
 pub use event::{Event, ParseError};

@@ -132,7 +132,8 @@ impl Compression {
 #[derive(Debug)]
 enum Place {
     Dir(PathBuf),
-    Bucket(String),
+    /// A bucket, and the prefix of every key.
+    Bucket(String, String),
 }
 
 #[derive(Debug)]
@@ -151,6 +152,8 @@ pub struct BinaryCache {
     multipart: bool,
     part_size: usize,
     store_dir: StoreDir,
+    /// What `nix-cache-info` says.
+    cache_info: String,
     /// Set once `nix-cache-info` is known to be there.
     has_cache_info: tokio::sync::OnceCell<()>,
 }
@@ -165,28 +168,81 @@ pub(crate) fn uri_error(uri: &str, message: impl Into<String>) -> StoreError {
 /// S3's smallest part but the last.
 const MIN_PART_SIZE: usize = 5 << 20;
 
+/// Refuses a bucket's setting on a directory; warns of unknown settings.
+fn check_params(
+    uri: &str,
+    params: &BTreeMap<String, String>,
+    is_bucket: bool,
+) -> Result<(), StoreError> {
+    const BUCKET_ONLY: [&str; 9] = [
+        "region",
+        "endpoint",
+        "scheme",
+        "profile",
+        "ls-compression",
+        "log-compression",
+        "narinfo-compression",
+        "multipart-upload",
+        "buffer-size",
+    ];
+    const ANY: [&str; 6] = [
+        "compression",
+        "secret-key",
+        "secret-keys",
+        "write-nar-listing",
+        "want-mass-query",
+        "priority",
+    ];
+    for key in params.keys().map(String::as_str) {
+        if BUCKET_ONLY.contains(&key) && !is_bucket {
+            return Err(uri_error(
+                uri,
+                format!("`{key}` is a setting of s3:// caches"),
+            ));
+        }
+        if !ANY.contains(&key) && !BUCKET_ONLY.contains(&key) {
+            tracing::warn!(
+                uri,
+                setting = key,
+                "ignoring an unknown binary cache setting"
+            );
+        }
+    }
+    Ok(())
+}
+
 impl BinaryCache {
     /// Opens the cache `file://DIR?…` (creating the directory) or
     /// `s3://BUCKET?…`, with Nix's parameters: `compression` (`xz`
     /// default, `bzip2`, `zstd`, `br`, `none`), `secret-key` (a key file;
-    /// `secret-keys` takes several, comma-separated), `write-nar-listing`;
-    /// for buckets also `region`, `endpoint`, `scheme`, `profile`,
-    /// `ls-compression`, `log-compression`, `narinfo-compression`,
-    /// `multipart-upload` and `buffer-size`. `vars` are the environment
-    /// (credentials, region).
+    /// `secret-keys` takes several, comma-separated), `write-nar-listing`,
+    /// `want-mass-query` and `priority` (for `nix-cache-info`); for buckets
+    /// also `region`, `endpoint`, `scheme`, `profile`, `ls-compression`,
+    /// `log-compression`, `narinfo-compression`, `multipart-upload` and
+    /// `buffer-size`. `vars` are the environment (credentials, region).
     pub fn open(uri: &str, vars: &HashMap<String, String>) -> Result<BinaryCache, StoreError> {
+        BinaryCache::open_under(uri, "", vars)
+    }
+
+    /// `open`, with every key under `prefix` (`hydra/`): a cache that
+    /// shares its bucket.
+    pub fn open_under(
+        uri: &str,
+        prefix: &str,
+        vars: &HashMap<String, String>,
+    ) -> Result<BinaryCache, StoreError> {
         let (place, query) = if let Some(rest) = uri.strip_prefix("file://") {
             let (dir, query) = rest.split_once('?').unwrap_or((rest, ""));
             if !dir.starts_with('/') {
                 return Err(uri_error(uri, "the directory must be an absolute path"));
             }
-            (Place::Dir(PathBuf::from(dir)), query)
+            (Place::Dir(PathBuf::from(dir).join(prefix)), query)
         } else if let Some(rest) = uri.strip_prefix("s3://") {
             let (bucket, query) = rest.split_once('?').unwrap_or((rest, ""));
             if bucket.is_empty() || bucket.contains('/') {
                 return Err(uri_error(uri, "name a bucket: s3://BUCKET?region=…"));
             }
-            (Place::Bucket(bucket.to_string()), query)
+            (Place::Bucket(bucket.to_string(), prefix.to_string()), query)
         } else {
             return Err(uri_error(uri, "not a file:// or s3:// URI"));
         };
@@ -198,6 +254,7 @@ impl BinaryCache {
                 .into_owned();
             params.insert(key.to_string(), value);
         }
+        check_params(uri, &params, matches!(place, Place::Bucket(..)))?;
         let compression_of = |key: &str, default: Compression| match params.get(key) {
             None => Ok(default),
             Some(value) => Compression::parse(value).ok_or_else(|| {
@@ -207,39 +264,12 @@ impl BinaryCache {
                 )
             }),
         };
-        let is_bucket = matches!(place, Place::Bucket(_));
-        let mut cache = BinaryCache {
-            compression: compression_of("compression", Compression::Xz)?,
-            ls_encoding: compression_of("ls-compression", Compression::None)?,
-            log_encoding: compression_of("log-compression", Compression::None)?,
-            narinfo_encoding: compression_of("narinfo-compression", Compression::None)?,
-            keys: Vec::new(),
-            listing: params
-                .get("write-nar-listing")
-                .is_some_and(|v| matches!(v.as_str(), "1" | "true")),
-            multipart: params
-                .get("multipart-upload")
-                .is_some_and(|v| matches!(v.as_str(), "1" | "true")),
-            part_size: match params.get("buffer-size") {
-                None => MIN_PART_SIZE,
-                Some(v) => v
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| *n >= MIN_PART_SIZE)
-                    .ok_or_else(|| {
-                        uri_error(
-                            uri,
-                            format!(
-                                "buffer-size `{v}` is not a number of bytes of at least {MIN_PART_SIZE}"
-                            ),
-                        )
-                    })?,
-            },
-            store_dir: StoreDir::new("/nix/store"),
-            has_cache_info: tokio::sync::OnceCell::new(),
-            objects: Arc::new(object_store::memory::InMemory::new()),
-            place,
+        let flag = |key: &str| {
+            params
+                .get(key)
+                .is_some_and(|v| matches!(v.as_str(), "1" | "true"))
         };
+        let mut keys = Vec::new();
         for file in ["secret-key", "secret-keys"]
             .iter()
             .filter_map(|k| params.get(*k))
@@ -248,43 +278,37 @@ impl BinaryCache {
         {
             let text = std::fs::read_to_string(file)
                 .map_err(|e| uri_error(uri, format!("cannot read the secret key {file}: {e}")))?;
-            let key = SecretKey::parse(&text)
-                .map_err(|e| uri_error(uri, format!("the secret key {file}: {e}")))?;
-            cache.keys.push(key);
+            keys.push(
+                SecretKey::parse(&text)
+                    .map_err(|e| uri_error(uri, format!("the secret key {file}: {e}")))?,
+            );
         }
-        let bucket_only = [
-            "region",
-            "endpoint",
-            "scheme",
-            "profile",
-            "ls-compression",
-            "log-compression",
-            "narinfo-compression",
-            "multipart-upload",
-            "buffer-size",
-        ];
-        let known = [
-            "compression",
-            "secret-key",
-            "secret-keys",
-            "write-nar-listing",
-        ];
-        for key in params.keys() {
-            if bucket_only.contains(&key.as_str()) && !is_bucket {
-                return Err(uri_error(
-                    uri,
-                    format!("`{key}` is a setting of s3:// caches"),
-                ));
-            }
-            if !known.contains(&key.as_str()) && !bucket_only.contains(&key.as_str()) {
-                tracing::warn!(
-                    uri,
-                    setting = key.as_str(),
-                    "ignoring an unknown binary cache setting"
-                );
-            }
+        let mut cache_info = "StoreDir: /nix/store\n".to_string();
+        if flag("want-mass-query") {
+            cache_info.push_str("WantMassQuery: 1\n");
         }
-        cache.objects = match &cache.place {
+        if let Some(priority) = params.get("priority") {
+            let priority: u32 = priority
+                .parse()
+                .map_err(|_| uri_error(uri, format!("priority `{priority}` is not a number")))?;
+            cache_info.push_str(&format!("Priority: {priority}\n"));
+        }
+        let part_size = match params.get("buffer-size") {
+            None => MIN_PART_SIZE,
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n >= MIN_PART_SIZE)
+                .ok_or_else(|| {
+                    uri_error(
+                        uri,
+                        format!(
+                            "buffer-size `{v}` is not a number of bytes of at least {MIN_PART_SIZE}"
+                        ),
+                    )
+                })?,
+        };
+        let objects: Arc<dyn ObjectStore> = match &place {
             Place::Dir(dir) => {
                 for sub in ["", "nar", "log"] {
                     let d = dir.join(sub);
@@ -295,16 +319,43 @@ impl BinaryCache {
                         .map_err(|e| uri_error(uri, e.to_string()))?,
                 )
             }
-            Place::Bucket(bucket) => Arc::new(s3::bucket(uri, bucket, &params, vars)?),
+            Place::Bucket(bucket, prefix) => {
+                let client = s3::bucket(uri, bucket, &params, vars)?;
+                if prefix.is_empty() {
+                    Arc::new(client)
+                } else {
+                    Arc::new(object_store::prefix::PrefixStore::new(
+                        client,
+                        prefix.trim_end_matches('/'),
+                    ))
+                }
+            }
         };
-        Ok(cache)
+        Ok(BinaryCache {
+            compression: compression_of("compression", Compression::Xz)?,
+            ls_encoding: compression_of("ls-compression", Compression::None)?,
+            log_encoding: compression_of("log-compression", Compression::None)?,
+            narinfo_encoding: compression_of("narinfo-compression", Compression::None)?,
+            keys,
+            listing: flag("write-nar-listing"),
+            multipart: flag("multipart-upload"),
+            part_size,
+            cache_info,
+            store_dir: StoreDir::new("/nix/store"),
+            has_cache_info: tokio::sync::OnceCell::new(),
+            objects,
+            place,
+        })
     }
 
     /// The cache's URI without its parameters, for people.
     pub fn describe(&self) -> String {
         match &self.place {
             Place::Dir(dir) => format!("file://{}", dir.display()),
-            Place::Bucket(bucket) => format!("s3://{bucket}"),
+            Place::Bucket(bucket, prefix) if prefix.is_empty() => format!("s3://{bucket}"),
+            Place::Bucket(bucket, prefix) => {
+                format!("s3://{bucket}/{}", prefix.trim_end_matches('/'))
+            }
         }
     }
 
@@ -316,7 +367,7 @@ impl BinaryCache {
                 if !self.exists("nix-cache-info").await? {
                     self.put(
                         "nix-cache-info",
-                        b"StoreDir: /nix/store\n".to_vec(),
+                        self.cache_info.clone().into_bytes(),
                         "text/x-nix-cache-info",
                         Compression::None,
                     )
@@ -365,7 +416,7 @@ impl BinaryCache {
     /// The attributes of an object (a directory keeps none).
     fn attributes(&self, content_type: &'static str, encoding: Compression) -> Attributes {
         let mut attributes = Attributes::new();
-        if matches!(self.place, Place::Bucket(_)) {
+        if matches!(self.place, Place::Bucket(..)) {
             attributes.insert(Attribute::ContentType, content_type.into());
             if encoding != Compression::None {
                 attributes.insert(Attribute::ContentEncoding, encoding.name().into());
@@ -470,31 +521,29 @@ impl BinaryCache {
         self.narinfo_by_hash(&self.hash_part(path)?).await
     }
 
+    /// What a narinfo says of its path.
+    fn path_info(&self, n: &NarInfo) -> PathInfo {
+        let full = |base: &str| format!("{}/{base}", self.store_dir.as_str());
+        PathInfo {
+            path: n.store_path.clone(),
+            deriver: n.deriver.as_deref().map(full),
+            references: n.references.iter().map(|r| full(r)).collect(),
+            download_size: n.file_size.unwrap_or(0),
+            nar_size: n.nar_size,
+            nar_hash: Some(n.nar_hash.clone()),
+            ca: n.ca.clone(),
+            sigs: n.sigs.clone(),
+        }
+    }
+
     pub(crate) async fn path_infos(
         &self,
         paths: &BTreeSet<String>,
     ) -> Result<BTreeMap<String, PathInfo>, StoreError> {
         let mut infos = BTreeMap::new();
-        let prefix = format!("{}/", self.store_dir.as_str());
         for path in paths {
             if let Some(n) = self.narinfo(path).await? {
-                infos.insert(
-                    path.clone(),
-                    PathInfo {
-                        path: n.store_path.clone(),
-                        deriver: n.deriver.map(|d| format!("{prefix}{d}")),
-                        references: n
-                            .references
-                            .iter()
-                            .map(|r| format!("{prefix}{r}"))
-                            .collect(),
-                        download_size: n.file_size.unwrap_or(0),
-                        nar_size: n.nar_size,
-                        nar_hash: Some(n.nar_hash),
-                        ca: n.ca,
-                        sigs: n.sigs,
-                    },
-                );
+                infos.insert(path.clone(), self.path_info(&n));
             }
         }
         Ok(infos)
@@ -505,14 +554,17 @@ impl BinaryCache {
     fn spool_dir(&self) -> PathBuf {
         match &self.place {
             Place::Dir(dir) => dir.join("nar"),
-            Place::Bucket(_) => std::env::temp_dir(),
+            Place::Bucket(..) => std::env::temp_dir(),
         }
     }
 
+    /// Adds a path whose NAR is read from `nar`; `system` (the deriver's,
+    /// when known) goes into the narinfo.
     pub(crate) async fn add_nar(
         &self,
         info: &PathInfo,
         nar: &mut (dyn AsyncRead + Unpin + Send),
+        system: Option<String>,
     ) -> Result<(), StoreError> {
         let hash_part = self.hash_part(&info.path)?;
         let narinfo_key = format!("{hash_part}.narinfo");
@@ -606,7 +658,7 @@ impl BinaryCache {
             nar_size: scan.summary.nar_size,
             references,
             deriver: info.deriver.as_deref().map(base),
-            system: None,
+            system,
             sigs: info.sigs.clone(),
             ca: info.ca.clone(),
         };
@@ -705,15 +757,11 @@ impl BinaryCache {
         &self,
         path: &str,
     ) -> Result<(PathInfo, Box<dyn AsyncRead + Unpin + Send>, NarInfo), StoreError> {
-        let info = self
-            .path_infos(&BTreeSet::from([path.to_string()]))
-            .await?
-            .remove(path)
-            .ok_or_else(|| StoreError::Missing(path.into()))?;
         let narinfo = self
             .narinfo(path)
             .await?
             .ok_or_else(|| StoreError::Missing(path.into()))?;
+        let info = self.path_info(&narinfo);
         let compression =
             Compression::parse(&narinfo.compression).ok_or_else(|| StoreError::Corrupt {
                 path: narinfo.url.clone().into(),

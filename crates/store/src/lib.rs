@@ -200,7 +200,7 @@ impl DestStore {
     ) -> Result<(), StoreError> {
         match self {
             DestStore::Local(s) => s.add_nar(info, nar).await,
-            DestStore::Cache(c) => c.add_nar(info, nar).await,
+            DestStore::Cache(c) => c.add_nar(info, nar, None).await,
         }
     }
 
@@ -211,7 +211,10 @@ impl DestStore {
         local: &LocalStore,
         paths: &BTreeSet<String>,
     ) -> Result<(), StoreError> {
-        if self.is_machine_store() || paths.is_empty() {
+        let DestStore::Cache(cache) = self else {
+            return Ok(());
+        };
+        if paths.is_empty() {
             return Ok(());
         }
         let infos = local.path_infos(paths).await?;
@@ -224,6 +227,7 @@ impl DestStore {
             let Some(info) = infos.get(&path) else {
                 return Err(StoreError::Missing(path));
             };
+            let system = local.deriver_system(info).await;
             let mut client = local.connect().await?;
             let (mut tx, mut rx) = tokio::io::duplex(1 << 20);
             let (sent, added) = tokio::join!(
@@ -234,7 +238,7 @@ impl DestStore {
                     drop(tx);
                     r
                 },
-                self.add_nar(info, &mut rx)
+                cache.add_nar(info, &mut rx, system)
             );
             sent?;
             added?;

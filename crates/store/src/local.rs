@@ -19,6 +19,9 @@ const POOL: usize = 4;
 pub struct LocalStore {
     nix: NixEnv,
     idle: Mutex<Vec<ServeClient>>,
+    /// Where the store's files are read to name a path's system in the
+    /// narinfos of copies (`/` for the real store); `None`: not read.
+    derivations_at: Option<std::path::PathBuf>,
 }
 
 impl LocalStore {
@@ -26,7 +29,27 @@ impl LocalStore {
         LocalStore {
             nix,
             idle: Mutex::new(Vec::new()),
+            derivations_at: None,
         }
+    }
+
+    /// This store, whose paths' derivers are read (under `root`, a chroot
+    /// store's directory, else where they are) so that copies into binary
+    /// caches say each path's `System`.
+    pub fn reading_derivations(mut self, root: Option<std::path::PathBuf>) -> LocalStore {
+        self.derivations_at = Some(root.unwrap_or_else(|| "/".into()));
+        self
+    }
+
+    /// The system of `info`'s deriver, when derivations are read and it
+    /// is there.
+    pub(crate) async fn deriver_system(&self, info: &PathInfo) -> Option<String> {
+        let root = self.derivations_at.as_ref()?;
+        let file = root.join(info.deriver.as_deref()?.trim_start_matches('/'));
+        let text = tokio::fs::read_to_string(file).await.ok()?;
+        hydra_nix::derivation::Derivation::parse(&text)
+            .ok()
+            .map(|d| d.platform)
     }
 
     /// The settings Nix programs use for this store.

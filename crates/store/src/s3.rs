@@ -1,8 +1,9 @@
 //! The S3 client of `s3://` binary caches, configured as Nix configures
 //! its own: the bucket from the URI; `region` (else `AWS_REGION`,
-//! `AWS_DEFAULT_REGION`, else `us-east-1`); `endpoint` for an
-//! S3-compatible server (with `scheme`, `https` unless given in the
-//! endpoint; buckets are then addressed by path); credentials from
+//! `AWS_DEFAULT_REGION`, else `us-east-1`); `endpoint` (else
+//! `AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`) for an S3-compatible server
+//! (with `scheme`, `https` unless given in the endpoint; buckets are then
+//! addressed by path); credentials from
 //! `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN`, else
 //! from the profile `profile` (else `AWS_PROFILE`, else `default`) of the
 //! shared credentials file (`AWS_SHARED_CREDENTIALS_FILE`, else
@@ -10,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::aws::{AmazonS3, AmazonS3Builder};
 
 use crate::StoreError;
 use crate::binary_cache::uri_error;
@@ -130,9 +131,15 @@ pub(crate) fn bucket(
     let mut builder = AmazonS3Builder::new()
         .with_bucket_name(bucket)
         .with_region(region);
-    if let Some(endpoint) = params.get("endpoint").filter(|e| !e.is_empty()) {
+    let endpoint = params
+        .get("endpoint")
+        .filter(|e| !e.is_empty())
+        .cloned()
+        .or_else(|| var("AWS_ENDPOINT_URL_S3"))
+        .or_else(|| var("AWS_ENDPOINT_URL"));
+    if let Some(endpoint) = endpoint {
         let url = if endpoint.contains("://") {
-            endpoint.clone()
+            endpoint
         } else {
             let scheme = params.get("scheme").map_or("https", String::as_str);
             if !matches!(scheme, "http" | "https") {
@@ -148,24 +155,13 @@ pub(crate) fn bucket(
             .with_endpoint(url)
             .with_virtual_hosted_style_request(false);
     }
-    match credentials(uri, params, vars)? {
-        Some(c) => {
-            builder = builder
-                .with_access_key_id(c.access_key)
-                .with_secret_access_key(c.secret_key);
-            if let Some(token) = c.token {
-                builder = builder.with_token(token);
-            }
-        }
-        None => {
-            // The metadata service's address, if the environment moves it.
-            for (name, value) in vars {
-                if name.starts_with("AWS_CONTAINER_")
-                    && let Ok(key) = name.to_ascii_lowercase().parse::<AmazonS3ConfigKey>()
-                {
-                    builder = builder.with_config(key, value);
-                }
-            }
+    // Without credentials the client asks the instance's metadata service.
+    if let Some(c) = credentials(uri, params, vars)? {
+        builder = builder
+            .with_access_key_id(c.access_key)
+            .with_secret_access_key(c.secret_key);
+        if let Some(token) = c.token {
+            builder = builder.with_token(token);
         }
     }
     builder.build().map_err(|e| uri_error(uri, e.to_string()))

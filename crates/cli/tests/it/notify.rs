@@ -576,6 +576,13 @@ async fn s3_backup_copies_a_builds_closure_into_a_bucket_as_a_binary_cache() {
     let narinfo = hydra_nix::narinfo::NarInfo::parse(&text).unwrap();
     assert_eq!(narinfo.store_path, out);
     assert_eq!(narinfo.compression, "xz");
+    assert_eq!(
+        narinfo.system.as_deref(),
+        Some("x86_64-linux"),
+        "the deriver's"
+    );
+    let info = String::from_utf8(s3.get("cache", "hydra/nix-cache-info").unwrap()).unwrap();
+    assert!(info.contains("WantMassQuery: 1\nPriority: 50\n"), "{info}");
     assert!(
         narinfo.url.starts_with("nar/") && narinfo.url.ends_with(".nar.xz"),
         "{text}"
