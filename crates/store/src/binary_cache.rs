@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 
 use async_compression::tokio::bufread::{BrotliDecoder, BzDecoder, XzDecoder, ZstdDecoder};
 use async_compression::tokio::write::{BrotliEncoder, BzEncoder, XzEncoder, ZstdEncoder};
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use hydra_nix::hash::{HashAlgo, Hasher};
 use hydra_nix::nar::{self, Scan, ScanOptions};
 use hydra_nix::narinfo::{NarInfo, SecretKey};
@@ -164,6 +164,10 @@ pub(crate) fn uri_error(uri: &str, message: impl Into<String>) -> StoreError {
         message: message.into(),
     }
 }
+
+/// How many narinfos are looked up at once (a bucket answers each
+/// request after a round trip).
+const REQUESTS_AT_ONCE: usize = 16;
 
 /// S3's smallest part but the last.
 const MIN_PART_SIZE: usize = 5 << 20;
@@ -486,16 +490,15 @@ impl BinaryCache {
         &self,
         paths: &BTreeSet<String>,
     ) -> Result<BTreeSet<String>, StoreError> {
-        let mut valid = BTreeSet::new();
-        for path in paths {
-            if self
-                .exists(&format!("{}.narinfo", self.hash_part(path)?))
-                .await?
-            {
-                valid.insert(path.clone());
-            }
-        }
-        Ok(valid)
+        let lookups: Vec<_> = paths.iter().map(|p| self.has_narinfo(p)).collect();
+        let found: Vec<(String, bool)> = futures_util::stream::iter(lookups)
+            .buffer_unordered(REQUESTS_AT_ONCE)
+            .try_collect()
+            .await?;
+        Ok(found
+            .into_iter()
+            .filter_map(|(path, valid)| valid.then_some(path))
+            .collect())
     }
 
     /// The narinfo of the store path with hash part `hash`, if the cache
@@ -515,6 +518,17 @@ impl BinaryCache {
                 path: key.into(),
                 message: e.to_string(),
             })
+    }
+
+    /// `path`, and whether the cache has it.
+    async fn has_narinfo(&self, path: &str) -> Result<(String, bool), StoreError> {
+        let key = format!("{}.narinfo", self.hash_part(path)?);
+        Ok((path.to_string(), self.exists(&key).await?))
+    }
+
+    /// `path`, and its narinfo if the cache has it.
+    async fn narinfo_of(&self, path: &str) -> Result<(String, Option<NarInfo>), StoreError> {
+        Ok((path.to_string(), self.narinfo(path).await?))
     }
 
     async fn narinfo(&self, path: &str) -> Result<Option<NarInfo>, StoreError> {
@@ -540,13 +554,15 @@ impl BinaryCache {
         &self,
         paths: &BTreeSet<String>,
     ) -> Result<BTreeMap<String, PathInfo>, StoreError> {
-        let mut infos = BTreeMap::new();
-        for path in paths {
-            if let Some(n) = self.narinfo(path).await? {
-                infos.insert(path.clone(), self.path_info(&n));
-            }
-        }
-        Ok(infos)
+        let lookups: Vec<_> = paths.iter().map(|p| self.narinfo_of(p)).collect();
+        let found: Vec<(String, Option<NarInfo>)> = futures_util::stream::iter(lookups)
+            .buffer_unordered(REQUESTS_AT_ONCE)
+            .try_collect()
+            .await?;
+        Ok(found
+            .into_iter()
+            .filter_map(|(path, n)| Some((path, self.path_info(&n?))))
+            .collect())
     }
 
     /// Where NARs are compressed before they are uploaded: beside the
