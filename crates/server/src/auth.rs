@@ -398,20 +398,33 @@ pub async fn start_session(pool: &PgPool, user: &str, old: Option<&str>) -> ApiR
     Ok(secret)
 }
 
-/// The `Set-Cookie` value for a session (or its removal when `None`).
-pub(crate) fn session_cookie(secret: Option<&str>, secure: bool) -> String {
-    use axum_extra::extract::cookie::{Cookie, SameSite};
-    let max_age = if secret.is_some() {
-        i64::from(SESSION_SECONDS)
-    } else {
-        0
-    };
-    Cookie::build((SESSION_COOKIE, secret.unwrap_or_default()))
-        .path("/")
-        .max_age(cookie::time::Duration::seconds(max_age))
-        .http_only(true)
-        .same_site(SameSite::Lax)
-        .secure(secure)
-        .build()
-        .to_string()
+/// Adds a `Set-Cookie` to `headers` for the site-wide cookie `name`,
+/// which scripts cannot read: `value` for `max_age` seconds (0 removes
+/// it), sent on navigations from other sites (`SameSite=Lax`), only over
+/// HTTPS when `secure`.
+pub(crate) fn set_cookie(
+    headers: &mut HeaderMap,
+    name: &str,
+    value: &str,
+    max_age: i32,
+    secure: bool,
+) {
+    let secure = if secure { "; Secure" } else { "" };
+    if let Ok(cookie) = axum::http::HeaderValue::from_str(&format!(
+        "{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"
+    )) {
+        headers.append(header::SET_COOKIE, cookie);
+    }
+}
+
+/// Adds the session cookie `secret` (or its removal when `None`).
+pub(crate) fn set_session_cookie(headers: &mut HeaderMap, secret: Option<&str>, secure: bool) {
+    let max_age = if secret.is_some() { SESSION_SECONDS } else { 0 };
+    set_cookie(
+        headers,
+        SESSION_COOKIE,
+        secret.unwrap_or_default(),
+        max_age,
+        secure,
+    );
 }

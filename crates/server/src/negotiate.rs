@@ -176,12 +176,13 @@ pub(crate) async fn negotiate(request: Request, next: Next) -> Response {
     // An action's message is shown on the page it led to, once.
     if flash.is_some() && parts.status.is_success() {
         user.flash = flash;
-        if let Ok(gone) = HeaderValue::from_str(&format!(
-            "{}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax",
-            crate::routes::actions::FLASH_COOKIE
-        )) {
-            parts.headers.append(header::SET_COOKIE, gone);
-        }
+        crate::auth::set_cookie(
+            &mut parts.headers,
+            crate::routes::actions::FLASH_COOKIE,
+            "",
+            0,
+            false,
+        );
     }
     let html = crate::pages::render(&rendered, &user);
     parts.headers.insert(

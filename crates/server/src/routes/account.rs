@@ -142,12 +142,11 @@ pub(crate) async fn signed_in(
             &format!("{}{next}", base_url(state, headers)),
         )
         .into_response();
-    if let Ok(cookie) = HeaderValue::from_str(&auth::session_cookie(
+    auth::set_session_cookie(
+        response.headers_mut(),
         Some(&secret),
         is_secure(state, headers),
-    )) {
-        response.headers_mut().insert(header::SET_COOKIE, cookie);
-    }
+    );
     Ok(response)
 }
 
@@ -238,11 +237,7 @@ pub(crate) async fn logout(
         }
         r
     };
-    if let Ok(cookie) =
-        HeaderValue::from_str(&auth::session_cookie(None, is_secure(&state, &headers)))
-    {
-        response.headers_mut().append(header::SET_COOKIE, cookie);
-    }
+    auth::set_session_cookie(response.headers_mut(), None, is_secure(&state, &headers));
     if response.status() == StatusCode::SEE_OTHER {
         super::actions::say(&mut response, "You are signed out.");
     }
@@ -528,11 +523,7 @@ pub(crate) async fn delete_form(
     if let Ok(to) = HeaderValue::from_str(&base_url(&state, &headers)) {
         response.headers_mut().insert(header::LOCATION, to);
     }
-    if let Ok(cookie) =
-        HeaderValue::from_str(&auth::session_cookie(None, is_secure(&state, &headers)))
-    {
-        response.headers_mut().append(header::SET_COOKIE, cookie);
-    }
+    auth::set_session_cookie(response.headers_mut(), None, is_secure(&state, &headers));
     super::actions::say(&mut response, "Your account has been deleted.");
     Ok(response)
 }

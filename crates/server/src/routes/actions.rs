@@ -88,13 +88,13 @@ pub(crate) fn back_saying(
 /// Leaves `message` for the page `response` leads to.
 pub(crate) fn say(response: &mut Response, message: &str) {
     let value = percent_encoding::utf8_percent_encode(message, percent_encoding::NON_ALPHANUMERIC);
-    if let Ok(cookie) = axum::http::HeaderValue::from_str(&format!(
-        "{FLASH_COOKIE}={value}; Path=/; Max-Age=60; HttpOnly; SameSite=Lax"
-    )) {
-        response
-            .headers_mut()
-            .append(axum::http::header::SET_COOKIE, cookie);
-    }
+    crate::auth::set_cookie(
+        response.headers_mut(),
+        FLASH_COOKIE,
+        &value.to_string(),
+        60,
+        false,
+    );
 }
 
 /// The message an action left for this page (see [`back_saying`]), at

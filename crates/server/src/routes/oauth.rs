@@ -9,7 +9,7 @@
 
 use axum::Router;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::Value;
@@ -17,7 +17,7 @@ use serde_json::Value;
 use super::account::{local_path, signed_in};
 use super::oidc::encode;
 use super::redirect;
-use crate::auth::{Viewer, base_url, is_secure, new_secret, same_secret};
+use crate::auth::{Viewer, base_url, is_secure, new_secret, same_secret, set_cookie};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -56,14 +56,6 @@ fn github_client(state: &AppState) -> ApiResult<(String, String)> {
     Ok((id, secret))
 }
 
-fn cookie(value: &str, max_age: u32, secure: bool) -> Option<HeaderValue> {
-    let secure = if secure { "; Secure" } else { "" };
-    HeaderValue::from_str(&format!(
-        "{COOKIE}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"
-    ))
-    .ok()
-}
-
 /// `GET /github-redirect?after=/path`: to GitHub's authorization page,
 /// with a fresh `state` remembered in a cookie for 10 minutes.
 async fn github_redirect(
@@ -94,13 +86,13 @@ async fn github_redirect(
         "{}/login/oauth/authorize?{query}",
         state.config.web.github_url
     ));
-    if let Some(c) = cookie(
+    set_cookie(
+        response.headers_mut(),
+        COOKIE,
         &format!("{nonce}.{}", encode(&after)),
         600,
         is_secure(&state, &headers),
-    ) {
-        response.headers_mut().append(header::SET_COOKIE, c);
-    }
+    );
     Ok(response)
 }
 
@@ -142,9 +134,7 @@ async fn github_login(
     })?;
     // Spent whatever happens next: a state is good for one try.
     let spend = |mut response: Response| {
-        if let Some(c) = cookie("", 0, secure) {
-            response.headers_mut().append(header::SET_COOKIE, c);
-        }
+        set_cookie(response.headers_mut(), COOKIE, "", 0, secure);
         response
     };
     if !back

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
@@ -27,7 +27,7 @@ use sha2::Digest;
 
 use super::account::{local_path, signed_in};
 use super::redirect;
-use crate::auth::{Viewer, base_url, is_secure, same_secret};
+use crate::auth::{Viewer, base_url, is_secure, same_secret, set_cookie};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -206,16 +206,13 @@ async fn oidc_redirect(
         '?'
     };
     let mut response = redirect(&format!("{}{sep}{query}", ends.authorization));
-    let secure = if is_secure(&state, &headers) {
-        "; Secure"
-    } else {
-        ""
-    };
-    if let Ok(c) = HeaderValue::from_str(&format!(
-        "{COOKIE}={nonce_state}; Path=/; Max-Age={LOGIN_SECONDS}; HttpOnly; SameSite=Lax{secure}"
-    )) {
-        response.headers_mut().append(header::SET_COOKIE, c);
-    }
+    set_cookie(
+        response.headers_mut(),
+        COOKIE,
+        &nonce_state,
+        LOGIN_SECONDS,
+        is_secure(&state, &headers),
+    );
     Ok(response)
 }
 
@@ -338,11 +335,7 @@ async fn oidc_callback(
     }
     tracing::info!(%user, provider = %name, "signed in with OpenID Connect");
     let mut response = signed_in(&state, &headers, &viewer, &user, &login.after).await?;
-    if let Ok(c) = HeaderValue::from_str(&format!(
-        "{COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax"
-    )) {
-        response.headers_mut().append(header::SET_COOKIE, c);
-    }
+    set_cookie(response.headers_mut(), COOKIE, "", 0, false);
     Ok(response.into_response())
 }
 
