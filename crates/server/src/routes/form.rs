@@ -7,6 +7,15 @@ use crate::error::{ApiError, ApiResult};
 
 pub(crate) type Body = Map<String, Value>;
 
+/// The body a JSON object makes (anything else: an empty one), for tests.
+#[cfg(test)]
+pub(crate) fn body_of(value: Value) -> Body {
+    match value {
+        Value::Object(map) => map,
+        _ => Body::new(),
+    }
+}
+
 /// A text field; numbers and booleans are accepted as their text.
 pub(crate) fn text(body: &Body, key: &str) -> Option<String> {
     match body.get(key)? {

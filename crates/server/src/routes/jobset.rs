@@ -989,12 +989,7 @@ pub(crate) fn routes() -> Router<AppState> {
 mod tests {
     use super::*;
 
-    fn body(value: Value) -> Body {
-        match value {
-            Value::Object(map) => map,
-            _ => Body::new(),
-        }
-    }
+    use crate::routes::form::body_of as body;
 
     fn refused(value: Value) -> String {
         match jobset_form(&body(value), "j", None) {

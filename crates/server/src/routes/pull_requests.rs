@@ -294,12 +294,7 @@ pub(crate) fn routes() -> Router<AppState> {
 mod tests {
     use super::*;
 
-    fn body(value: Value) -> Body {
-        match value {
-            Value::Object(map) => map,
-            _ => Body::new(),
-        }
-    }
+    use crate::routes::form::body_of as body;
 
     fn refusal(value: Value) -> String {
         parse_settings("p", &body(value)).unwrap_err()
