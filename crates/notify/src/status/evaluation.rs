@@ -73,6 +73,36 @@ enum Phase {
     Building,
 }
 
+/// What an evaluation fetched: the jobset, and its locked flake or its
+/// inputs (from its checkout while it runs, from the evaluation after).
+#[derive(Clone, Copy)]
+struct Fetched<'a> {
+    project: &'a str,
+    jobset: &'a str,
+    flake: Option<&'a str>,
+    inputs: &'a [SourceInput],
+}
+
+impl<'a> Fetched<'a> {
+    fn of_checkout(c: &'a commit_statuses::Checkout) -> Fetched<'a> {
+        Fetched {
+            project: &c.project,
+            jobset: &c.jobset,
+            flake: c.flake.as_deref(),
+            inputs: &c.inputs,
+        }
+    }
+
+    fn of_source(s: &'a commit_statuses::Source) -> Fetched<'a> {
+        Fetched {
+            project: &s.project,
+            jobset: &s.jobset,
+            flake: s.flake.as_deref(),
+            inputs: &s.inputs,
+        }
+    }
+}
+
 /// What an evaluation status says.
 struct State {
     state: &'static str,
@@ -81,19 +111,16 @@ struct State {
 }
 
 impl EvaluationStatus {
-    /// The statuses for an evaluation of `project:jobset` that fetched
-    /// `flake`/`inputs`, saying `state`.
-    fn targets(
-        &self,
-        project: &str,
-        jobset: &str,
-        flake: Option<&str>,
-        inputs: &[SourceInput],
-        state: &State,
-        phase: Phase,
-    ) -> Vec<Target> {
+    /// The statuses for an evaluation that `fetched`, saying `state`.
+    fn targets(&self, fetched: Fetched<'_>, state: &State, phase: Phase) -> Vec<Target> {
+        let Fetched {
+            project,
+            jobset,
+            flake,
+            inputs,
+        } = fetched;
         let name = format!("{project}:{jobset}");
-        let mut targets = self.check_targets(project, jobset, flake, inputs, state, phase);
+        let mut targets = self.check_targets(fetched, state, phase);
         for block in self
             .github
             .blocks()
@@ -120,18 +147,16 @@ impl EvaluationStatus {
     }
 
     /// The evaluation's and the aggregate check runs.
-    fn check_targets(
-        &self,
-        project: &str,
-        jobset: &str,
-        flake: Option<&str>,
-        inputs: &[SourceInput],
-        state: &State,
-        phase: Phase,
-    ) -> Vec<Target> {
+    fn check_targets(&self, fetched: Fetched<'_>, state: &State, phase: Phase) -> Vec<Target> {
         let Some((github, block)) = &self.checks else {
             return Vec::new();
         };
+        let Fetched {
+            project,
+            jobset,
+            flake,
+            inputs,
+        } = fetched;
         let name = format!("{project}:{jobset}");
         if !block.covers_jobset(&name) {
             return Vec::new();
@@ -259,10 +284,7 @@ impl EvaluationStatus {
             }
         };
         let targets = self.targets(
-            &checkout.project,
-            &checkout.jobset,
-            checkout.flake.as_deref(),
-            &checkout.inputs,
+            Fetched::of_checkout(&checkout),
             &state,
             if failed {
                 Phase::Failed
@@ -336,14 +358,7 @@ impl EvaluationStatus {
                 description,
                 target_url: format!("{base}/eval/{}", source.eval),
             };
-            let targets = self.targets(
-                &source.project,
-                &source.jobset,
-                source.flake.as_deref(),
-                &source.inputs,
-                &state,
-                Phase::Building,
-            );
+            let targets = self.targets(Fetched::of_source(&source), &state, Phase::Building);
             self.desire(cx, &name, Some(source.eval), targets).await?;
         }
         Ok(())
