@@ -239,10 +239,10 @@ pub async fn connect(
 }
 
 /// Unix seconds `secs` as a UTC date and time: year, month, day, hour,
-/// minute, second (Howard Hinnant's days-to-civil algorithm).
-pub fn utc(secs: u64) -> (i64, i64, i64, u64, u64, u64) {
-    let days = (secs / 86_400) as i64;
-    let rest = secs % 86_400;
+/// minute, second (Howard Hinnant's days-to-civil algorithm, proleptic
+/// Gregorian, so before 1970 too).
+pub fn utc(secs: i64) -> (i64, i64, i64, i64, i64, i64) {
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -267,6 +267,15 @@ pub fn now() -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unix_seconds_are_utc_dates_across_leap_days_and_before_1970() {
+        assert_eq!(utc(0), (1970, 1, 1, 0, 0, 0));
+        assert_eq!(utc(1_369_353_600), (2013, 5, 24, 0, 0, 0));
+        assert_eq!(utc(951_782_400 + 3661), (2000, 2, 29, 1, 1, 1));
+        assert_eq!(utc(1_796_342_400), (2026, 12, 4, 0, 0, 0));
+        assert_eq!(utc(-1), (1969, 12, 31, 23, 59, 59));
+    }
 
     fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
         move |name| {

@@ -125,7 +125,7 @@ fn key(item: &Value, field: &str) -> Option<String> {
 
 /// The current UTC time as `YYYYMMDDHHMMSS`.
 fn timestamp() -> String {
-    let (year, month, day, hour, minute, second) = hydra_db::utc(hydra_db::now().max(0) as u64);
+    let (year, month, day, hour, minute, second) = hydra_db::utc(i64::from(hydra_db::now()));
     format!("{year:04}{month:02}{day:02}{hour:02}{minute:02}{second:02}")
 }
 

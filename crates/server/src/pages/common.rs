@@ -85,18 +85,7 @@ pub(super) struct Time {
 
 impl Time {
     pub(super) fn of(unix: i64) -> Time {
-        let (days, secs) = (unix.div_euclid(86_400), unix.rem_euclid(86_400));
-        // Days to a civil date (proleptic Gregorian).
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = doy - (153 * mp + 2) / 5 + 1;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = yoe + era * 400 + i64::from(month <= 2);
-        let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+        let (year, month, day, h, m, s) = hydra_db::utc(unix);
         Time {
             text: format!("{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{s:02}"),
             iso: format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z"),
