@@ -108,6 +108,16 @@ pub(crate) async fn fetch(
             run_tool("git", &args, Some(&clone), timeout).await
         }
     };
+    // Fetches `refspecs` from the input's repository into the clone.
+    let fetch = |refspecs: &[&str]| {
+        let mut args: Vec<String> = ["fetch", "-fu", "--quiet", "--", spec.url.as_str()]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        args.extend(refspecs.iter().map(|r| r.to_string()));
+        git(args)
+    };
+    const EVERYTHING: [&str; 2] = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"];
 
     let branch = match &spec.branch {
         Some(b) => b.clone(),
@@ -128,30 +138,13 @@ pub(crate) async fn fetch(
             _ => None,
         };
         if let Some(r) = wanted_ref {
-            let fetched = git(vec![
-                "fetch".into(),
-                "-fu".into(),
-                "--quiet".into(),
-                "--".into(),
-                spec.url.clone(),
-                format!("+{r}:{r}"),
-            ])
-            .await;
+            let fetched = fetch(&[&format!("+{r}:{r}")]).await;
             if let Err(e) = fetched {
                 tracing::debug!(error = %e, "fetching the ref of a revision failed");
             }
         }
         if !has_commit(&clone, &rev, timeout).await {
-            git(vec![
-                "fetch".into(),
-                "-fu".into(),
-                "--quiet".into(),
-                "--".into(),
-                spec.url.clone(),
-                "+refs/heads/*:refs/heads/*".into(),
-                "+refs/tags/*:refs/tags/*".into(),
-            ])
-            .await?;
+            fetch(&EVERYTHING).await?;
             if !has_commit(&clone, &rev, timeout).await {
                 return Err(FetchError(format!(
                     "input `{}`: revision {rev} is not in {}",
@@ -161,31 +154,12 @@ pub(crate) async fn fetch(
         }
         rev
     } else {
-        let refspec = format!("+{branch}:{branch}");
-        let fetched = git(vec![
-            "fetch".into(),
-            "-fu".into(),
-            "--quiet".into(),
-            "--".into(),
-            spec.url.clone(),
-            refspec,
-        ])
-        .await;
+        let fetched = fetch(&[&format!("+{branch}:{branch}")]).await;
         if let Err(e) = fetched {
             // Whatever the branch is (a tag, a ref outside refs/heads), a
             // full fetch finds it.
             tracing::debug!(error = %e, "fetching the branch alone failed; fetching everything");
-            git(vec![
-                "fetch".into(),
-                "-fu".into(),
-                "--quiet".into(),
-                "--".into(),
-                spec.url.clone(),
-                "+refs/heads/*:refs/heads/*".into(),
-                "+refs/tags/*:refs/tags/*".into(),
-            ])
-            .await
-            .map_err(|full| {
+            fetch(&EVERYTHING).await.map_err(|full| {
                 FetchError(format!(
                     "input `{}`: cannot fetch branch `{branch}` of {}: {e}; {full}",
                     input.name, spec.url
