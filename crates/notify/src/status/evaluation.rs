@@ -113,12 +113,7 @@ struct State {
 impl EvaluationStatus {
     /// The statuses for an evaluation that `fetched`, saying `state`.
     fn targets(&self, fetched: Fetched<'_>, state: &State, phase: Phase) -> Vec<Target> {
-        let Fetched {
-            project,
-            jobset,
-            flake,
-            inputs,
-        } = fetched;
+        let (project, jobset) = (fetched.project, fetched.jobset);
         let name = format!("{project}:{jobset}");
         let mut targets = self.check_targets(fetched, state, phase);
         for block in self
@@ -128,7 +123,7 @@ impl EvaluationStatus {
             .filter(|b| b.covers_jobset(&name))
         {
             let context = block.eval_context(project, jobset);
-            for (owner, repo, rev) in self.github.revisions(block, flake, inputs) {
+            for (owner, repo, rev) in self.github.revisions(block, fetched.flake, fetched.inputs) {
                 targets.push(Target {
                     url: self.github.url(&owner, &repo, &rev),
                     context: context.clone(),
@@ -151,13 +146,7 @@ impl EvaluationStatus {
         let Some((github, block)) = &self.checks else {
             return Vec::new();
         };
-        let Fetched {
-            project,
-            jobset,
-            flake,
-            inputs,
-        } = fetched;
-        let name = format!("{project}:{jobset}");
+        let name = format!("{}:{}", fetched.project, fetched.jobset);
         if !block.covers_jobset(&name) {
             return Vec::new();
         }
@@ -175,7 +164,7 @@ impl EvaluationStatus {
             _ => ("in_progress", None),
         };
         let mut targets = Vec::new();
-        for (owner, repo, rev) in github.revisions(block, flake, inputs) {
+        for (owner, repo, rev) in github.revisions(block, fetched.flake, fetched.inputs) {
             // The evaluation's check says only how the evaluation went, so
             // it is not sent again as builds finish.
             let evaluated = match phase {

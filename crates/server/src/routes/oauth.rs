@@ -15,7 +15,7 @@ use axum::routing::get;
 use serde_json::Value;
 
 use super::account::{local_path, signed_in};
-use super::oidc::encode;
+use super::oidc::{encode, form};
 use super::redirect;
 use crate::auth::{Viewer, base_url, is_secure, new_secret, same_secret, set_cookie};
 use crate::error::{ApiError, ApiResult};
@@ -72,16 +72,12 @@ async fn github_redirect(
         .unwrap_or_default()
         .to_owned();
     let base = base_url(&state, &headers);
-    let query = [
+    let query = form(&[
         ("client_id", client_id.as_str()),
         ("scope", "user:email"),
         ("state", nonce.as_str()),
         ("redirect_uri", &format!("{base}github-login")),
-    ]
-    .iter()
-    .map(|(k, v)| format!("{k}={}", encode(v)))
-    .collect::<Vec<_>>()
-    .join("&");
+    ]);
     let mut response = redirect(&format!(
         "{}/login/oauth/authorize?{query}",
         state.config.web.github_url
@@ -204,18 +200,12 @@ async fn github_identity(
         ))
         .header("Accept", "application/json")
         .header("Content-Type", "application/x-www-form-urlencoded")
-        .body(
-            [
-                ("client_id", client_id),
-                ("client_secret", client_secret),
-                ("code", code),
-                ("redirect_uri", &format!("{base}github-login")),
-            ]
-            .iter()
-            .map(|(k, v)| format!("{k}={}", encode(v)))
-            .collect::<Vec<_>>()
-            .join("&"),
-        )
+        .body(form(&[
+            ("client_id", client_id),
+            ("client_secret", client_secret),
+            ("code", code),
+            ("redirect_uri", &format!("{base}github-login")),
+        ]))
         .send()
         .await
         .map_err(|e| unavailable("the token", &e))?

@@ -137,6 +137,16 @@ pub(crate) fn encode(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, ENCODED).to_string()
 }
 
+/// `pairs` as `k=v&…`, each value percent-encoded: a query string or an
+/// `application/x-www-form-urlencoded` body.
+pub(crate) fn form(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={}", encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
 fn random() -> String {
     URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
 }
@@ -186,7 +196,7 @@ async fn oidc_redirect(
         scope.push(' ');
         scope.push_str(extra);
     }
-    let query = [
+    let query = form(&[
         ("response_type", "code"),
         ("client_id", p.client_id.as_str()),
         ("redirect_uri", &format!("{base}oidc-callback/{name}")),
@@ -195,11 +205,7 @@ async fn oidc_redirect(
         ("nonce", &nonce),
         ("code_challenge", &challenge),
         ("code_challenge_method", "S256"),
-    ]
-    .iter()
-    .map(|(k, v)| format!("{k}={}", encode(v)))
-    .collect::<Vec<_>>()
-    .join("&");
+    ]);
     let sep = if ends.authorization.contains('?') {
         '&'
     } else {
@@ -347,16 +353,12 @@ async fn exchange(
     verifier: &str,
     redirect_uri: &str,
 ) -> ApiResult<String> {
-    let body = [
+    let body = form(&[
         ("grant_type", "authorization_code"),
         ("code", code),
         ("redirect_uri", redirect_uri),
         ("code_verifier", verifier),
-    ]
-    .iter()
-    .map(|(k, v)| format!("{k}={}", encode(v)))
-    .collect::<Vec<_>>()
-    .join("&");
+    ]);
     let response = client()?
         .post(&ends.token)
         .basic_auth(encode(&p.client_id), Some(encode(p.client_secret.expose())))
