@@ -21,6 +21,17 @@ rec {
 }
 "#;
 
+/// Build `id`'s (one) output path and its derivation.
+async fn output_and_drv(s: &Setup, id: i32) -> (String, String) {
+    sqlx::query_as(
+        "select o.path, b.drvPath from BuildOutputs o join Builds b on b.id = o.build where b.id = $1",
+    )
+    .bind(id)
+    .fetch_one(&s.db.pool)
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn outputs_go_to_a_signed_cache_that_a_fresh_store_can_use() {
     let s = Setup::new().await;
@@ -38,13 +49,7 @@ async fn outputs_go_to_a_signed_cache_that_a_fresh_store_can_use() {
     let running = Running::start(s.context(&s.localhost(1), &extra));
     s.wait(&[top], Duration::from_secs(120)).await;
     assert_eq!(s.build(top).await.status, Some(0));
-    let (out, drv): (String, String) = sqlx::query_as(
-        "select o.path, b.drvPath from BuildOutputs o join Builds b on b.id = o.build where b.id = $1",
-    )
-    .bind(top)
-    .fetch_one(&s.db.pool)
-    .await
-    .unwrap();
+    let (out, drv) = output_and_drv(&s, top).await;
 
     let fresh = NixStore::new();
     let got = fresh
@@ -193,13 +198,7 @@ async fn outputs_and_logs_go_to_a_signed_s3_cache() {
     let running = Running::start(context.clone());
     s.wait(&[top], Duration::from_secs(120)).await;
     assert_eq!(s.build(top).await.status, Some(0));
-    let (out, drv): (String, String) = sqlx::query_as(
-        "select o.path, b.drvPath from BuildOutputs o join Builds b on b.id = o.build where b.id = $1",
-    )
-    .bind(top)
-    .fetch_one(&s.db.pool)
-    .await
-    .unwrap();
+    let (out, drv) = output_and_drv(&s, top).await;
     running.stop().await;
 
     let keys = s3.keys("outputs");
