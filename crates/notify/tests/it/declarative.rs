@@ -137,16 +137,8 @@ async fn a_generated_specification_is_applied_from_the_backlog_with_queued_only(
 #[tokio::test]
 async fn a_specification_built_while_notify_runs_is_applied_and_a_failed_one_reported() {
     let (db, cx, root, jobsets) = setup().await;
-    let plugins = hydra_notify::plugins::enabled(&cx.config, &cx.pool).unwrap();
-    let stop = CancellationToken::new();
-    let running = tokio::spawn(hydra_notify::run(
-        cx,
-        plugins,
-        Options::default(),
-        stop.clone(),
-    ));
     // Once it LISTENs (its backlog is empty), a build finishes.
-    db.wait_for_listener().await;
+    let (stop, running) = crate::common::start(&db, cx).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     generated(
         &db,
@@ -188,5 +180,5 @@ async fn a_specification_built_while_notify_runs_is_applied_and_a_failed_one_rep
         "kept"
     );
     stop.cancel();
-    running.await.unwrap().unwrap();
+    running.await.unwrap();
 }

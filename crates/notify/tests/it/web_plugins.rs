@@ -121,7 +121,7 @@ async fn slack_influxdb_and_circleci_hear_of_finished_builds_and_their_dependent
 
 #[tokio::test]
 async fn finished_steps_logs_are_compressed_in_place() {
-    use hydra_notify::{Context, Options};
+    use hydra_notify::Context;
 
     let db = hydra_test_support::TestDb::new().await;
     let data = tempfile::tempdir().unwrap();
@@ -146,15 +146,9 @@ async fn finished_steps_logs_are_compressed_in_place() {
             data_dir: data_dir.clone(),
             local_root: None,
         };
-        let plugins = hydra_notify::plugins::enabled(&cx.config, &cx.pool).unwrap();
-        let stop = tokio_util::sync::CancellationToken::new();
-        let running = tokio::spawn(hydra_notify::run(
-            cx,
-            plugins,
-            Options::default(),
-            stop.clone(),
-        ));
-        db.wait_for_listener().await;
+        // Listening before the notifications are sent (the previous
+        // round's listener may not have left the server's view yet).
+        let (stop, running) = start(&db, cx).await;
         notify(&db, "step_finished", &format!("1\\t1\\t{}", log.display())).await;
         notify(
             &db,
@@ -192,7 +186,7 @@ async fn finished_steps_logs_are_compressed_in_place() {
             "only logs"
         );
         stop.cancel();
-        running.await.unwrap().unwrap();
+        running.await.unwrap();
         std::fs::remove_file(&compressed).unwrap();
     }
 }
