@@ -1,13 +1,17 @@
-//! Evaluation throughput: a generated jobset of 20,000 trivial jobs
-//! (`BENCH_JOBS` to change), evaluated by the engine with 1 and 2 workers,
-//! next to `nix-env -qaP --json --drv-path` and `nix-instantiate` on the
-//! same file in the same run. Prints jobs/s and peak resident memory.
+//! Evaluation throughput: two generated jobsets, evaluated by the engine
+//! with 1 and 2 workers next to the equal-work reference, one
+//! `nix-instantiate` process on the same file, in the same run:
+//!
+//! - 20,000 trivial jobs (`BENCH_JOBS` to change): what the engine's own
+//!   overhead per job costs;
+//! - 1,500 jobs that each cost milliseconds of pure Nix computation
+//!   (`BENCH_CPU_JOBS`): what parallel evaluation gains on real work.
 //!
 //! "Cold" runs see derivations that are not in the store yet, so every
 //! `.drv` is written (what a new commit of a large jobset costs); "warm"
 //! runs evaluate the same jobs again (what an unchanged or slightly changed
-//! jobset costs). `nix-env` never writes `.drv` files and, with `--json`,
-//! does not even compute derivation paths in Nix 2.8.
+//! jobset costs). Prints jobs/s, peak resident memory of a worker against
+//! `evaluator_max_memory_size`, and each ratio next to its budget.
 //!
 //! Uses the machine's Nix store: `cargo bench -p hydra-evaluator`.
 
@@ -31,6 +35,24 @@ builtins.listToAttrs (builtins.genList (i: {
   };
 }) n)
 "#;
+
+/// Each job folds a list of 40,000 numbers of its own.
+const CPU_RELEASE: &str = r#"
+{ n, salt }:
+builtins.listToAttrs (builtins.genList (i: {
+  name = "job${toString i}";
+  value = derivation {
+    name = "bench-${salt}-${toString i}";
+    system = builtins.currentSystem;
+    builder = "/bin/sh";
+    args = [ "-c" "echo ${toString (builtins.foldl' (a: b: a + b) i (builtins.genList (x: x * i) 40000))} > $out" ];
+  };
+}) n)
+"#;
+
+/// The memory limit of the engine's workers: the default of
+/// `evaluator_max_memory_size`.
+const MAX_MEMORY_MIB: u64 = 4096;
 
 struct Figure {
     what: String,
@@ -95,6 +117,7 @@ fn nix_cmd(program: &str, n: usize, salt: &str) -> tokio::process::Command {
 async fn ours(
     what: &str,
     dir: &Path,
+    file: &str,
     roots: &Path,
     n: usize,
     salt: &str,
@@ -102,7 +125,7 @@ async fn ours(
 ) -> Figure {
     let request = Request {
         expression: Expression::Legacy {
-            expr: "bench/release.nix".into(),
+            expr: format!("bench/{file}"),
         },
         search_path: vec![("bench".into(), dir.display().to_string())],
         args: vec![
@@ -110,7 +133,7 @@ async fn ours(
             engine::Arg::Str("salt".into(), salt.into()),
         ],
         workers,
-        max_memory_mib: 4096,
+        max_memory_mib: MAX_MEMORY_MIB,
         allow_import_from_derivation: false,
         nix: NixEnv::default(),
         gc_roots_dir: Some(roots.to_path_buf()),
@@ -129,16 +152,84 @@ async fn ours(
     }
 }
 
+/// One jobset: the reference and the engine, cold then warm; prints the
+/// figures and the ratios next to their budgets.
+async fn jobset(
+    title: &str,
+    dir: &Path,
+    file: &str,
+    n: usize,
+    run: &str,
+    budgets: &[(&str, f64)],
+) {
+    let path = dir.join(file);
+    let roots = tempfile::tempdir().unwrap();
+    let salt = |s: &str| format!("{s}{run}");
+    let reference = |salt: String| {
+        let mut cmd = nix_cmd("nix-instantiate", n, &salt);
+        cmd.arg(&path);
+        cmd
+    };
+    let mut figures = Vec::new();
+    figures.push(measure("nix-instantiate, cold", n, reference(salt("inst"))).await);
+    for (what, workers, s) in [
+        ("engine, 1 worker, cold", 1, "one"),
+        ("engine, 2 workers, cold", 2, "two"),
+        ("engine, 1 worker, warm", 1, "one"),
+        ("engine, 2 workers, warm", 2, "two"),
+    ] {
+        figures.push(ours(what, dir, file, roots.path(), n, &salt(s), workers).await);
+    }
+    figures.push(measure("nix-instantiate, warm", n, reference(salt("inst"))).await);
+
+    println!("\n{title}: {n} jobs");
+    println!(
+        "{:<32} {:>10} {:>9} {:>13}",
+        "", "jobs/s", "seconds", "peak RSS"
+    );
+    for f in &figures {
+        println!(
+            "{:<32} {:>10.0} {:>9.2} {:>9} MiB",
+            f.what,
+            f.rate(),
+            f.elapsed.as_secs_f64(),
+            f.peak_rss >> 20
+        );
+    }
+    let rate = |what: &str| figures.iter().find(|f| f.what == what).unwrap().rate();
+    for (what, reference) in [
+        ("engine, 1 worker, cold", "nix-instantiate, cold"),
+        ("engine, 2 workers, cold", "nix-instantiate, cold"),
+        ("engine, 1 worker, warm", "nix-instantiate, warm"),
+        ("engine, 2 workers, warm", "nix-instantiate, warm"),
+    ] {
+        let ratio = rate(what) / rate(reference);
+        match budgets.iter().find(|(w, _)| *w == what) {
+            Some((_, budget)) => println!(
+                "{what}: {ratio:.2}x {reference} (budget >= {budget:.1}x: {})",
+                if ratio >= *budget { "met" } else { "NOT met" }
+            ),
+            None => println!("{what}: {ratio:.2}x {reference}"),
+        }
+    }
+    let peak = figures[1..5].iter().map(|f| f.peak_rss).max().unwrap_or(0) >> 20;
+    println!(
+        "peak worker RSS: {peak} MiB (limit evaluator_max_memory_size = {MAX_MEMORY_MIB} MiB: {})",
+        if peak <= MAX_MEMORY_MIB { "met" } else { "NOT met" }
+    );
+}
+
 #[tokio::main]
 async fn main() {
-    let n: usize = std::env::var("BENCH_JOBS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
+    let count = |var: &str, default: usize| -> usize {
+        std::env::var(var)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("release.nix"), RELEASE).unwrap();
-    let file = dir.path().join("release.nix");
-    let roots = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cpu.nix"), CPU_RELEASE).unwrap();
     let run = format!(
         "{}",
         std::time::SystemTime::now()
@@ -146,87 +237,28 @@ async fn main() {
             .unwrap()
             .as_nanos()
     );
-    let salt = |s: &str| format!("{s}{run}");
-    let mut figures = Vec::new();
-
-    let mut cmd = nix_cmd("nix-env", n, &salt("env"));
-    cmd.args(["-qaP", "--json", "--drv-path", "-f"]).arg(&file);
-    figures.push(measure("nix-env -qaP --json --drv-path (reference)", n, cmd).await);
-    let mut cmd = nix_cmd("nix-env", n, &salt("env"));
-    cmd.args(["-qaP", "--drv-path", "-f"]).arg(&file);
-    figures.push(measure("nix-env -qaP --drv-path (computes drv paths)", n, cmd).await);
-    let mut cmd = nix_cmd("nix-instantiate", n, &salt("inst"));
-    cmd.arg(&file);
-    figures.push(measure("nix-instantiate (writes .drv), cold", n, cmd).await);
-
-    figures.push(
-        ours(
-            "engine, 1 worker, cold",
-            dir.path(),
-            roots.path(),
-            n,
-            &salt("one"),
-            1,
-        )
-        .await,
-    );
-    figures.push(
-        ours(
-            "engine, 2 workers, cold",
-            dir.path(),
-            roots.path(),
-            n,
-            &salt("two"),
-            2,
-        )
-        .await,
-    );
-    figures.push(
-        ours(
-            "engine, 1 worker, warm",
-            dir.path(),
-            roots.path(),
-            n,
-            &salt("one"),
-            1,
-        )
-        .await,
-    );
-    figures.push(
-        ours(
-            "engine, 2 workers, warm",
-            dir.path(),
-            roots.path(),
-            n,
-            &salt("two"),
-            2,
-        )
-        .await,
-    );
-    let mut cmd = nix_cmd("nix-instantiate", n, &salt("inst"));
-    cmd.arg(&file);
-    figures.push(measure("nix-instantiate, warm", n, cmd).await);
-
-    println!("evaluation of {n} trivial jobs");
-    println!(
-        "{:<48} {:>10} {:>9} {:>10}",
-        "", "jobs/s", "seconds", "peak RSS"
-    );
-    for f in &figures {
-        println!(
-            "{:<48} {:>10.0} {:>9.2} {:>7} MiB",
-            f.what,
-            f.rate(),
-            f.elapsed.as_secs_f64(),
-            f.peak_rss >> 20
-        );
-    }
-    let reference = figures[0].rate();
-    for f in &figures[3..7] {
-        println!(
-            "{}: {:.2}x nix-env --json (budget for 2 workers: 1.6x)",
-            f.what,
-            f.rate() / reference
-        );
-    }
+    jobset(
+        "trivial jobs",
+        dir.path(),
+        "release.nix",
+        count("BENCH_JOBS", 20_000),
+        &run,
+        &[
+            ("engine, 2 workers, cold", 1.0),
+            ("engine, 2 workers, warm", 1.2),
+        ],
+    )
+    .await;
+    jobset(
+        "CPU-bound jobs",
+        dir.path(),
+        "cpu.nix",
+        count("BENCH_CPU_JOBS", 1_500),
+        &run,
+        &[
+            ("engine, 2 workers, cold", 1.8),
+            ("engine, 2 workers, warm", 1.8),
+        ],
+    )
+    .await;
 }

@@ -1,33 +1,45 @@
 //! The evaluation engine: turns a jobset's expression into jobs with a pool
-//! of `nix-instantiate` worker processes, within a memory bound, and keeps
-//! going when a job breaks its worker.
+//! of long-lived `nix-instantiate` worker processes, within a memory bound,
+//! and keeps going when a job breaks its worker.
 //!
-//! The attribute tree is explored level by level: each round's attribute
-//! paths are split among the workers. A worker (`worker.nix`) evaluates its
-//! paths in order and reports each one as a trace line on stderr the moment
-//! it is done, so when it dies (an `abort`, a type error, a missing
-//! attribute, infinite recursion: errors `tryEval` cannot catch), everything
-//! before the culprit is already known, the culprit is the first path not
-//! reported, and its error is what Nix printed; a new worker carries on
-//! after it. Errors `tryEval` does catch (`throw`, `assert`) are found in
-//! the same pass; their messages come from a second pass without `tryEval`.
-//! A worker whose resident memory passes the limit is killed and its
-//! remaining paths go to a fresh one; a path that passes the limit on its
-//! own is an error.
+//! The attribute tree is explored from a queue: an idle worker gets the
+//! next paths (many while there is much to do, fewer towards the end, so
+//! that the workers finish together), and the children of an attribute set
+//! join the queue as soon as it is listed, so no worker waits for the
+//! others. A worker process (`worker.nix`) keeps what it evaluated (the
+//! top level, shared attribute sets) from one request to the next; it
+//! reads each request from a named pipe and reports each path as a trace
+//! line on stderr the moment it is done, so when it dies (an `abort`, a
+//! type error, a missing attribute, infinite recursion: errors `tryEval`
+//! cannot catch), everything before the culprit is already known, the
+//! culprit is the first path not reported, and its error is what Nix
+//! printed; a new process carries on after it. Errors `tryEval` does catch
+//! (`throw`, `assert`) are found in the same pass; their messages come from
+//! a second pass without `tryEval`. A worker whose resident memory passes
+//! the limit is killed and its remaining paths go to a fresh one; a path
+//! that passes the limit on its own is an error.
+//!
+//! Reports can be journaled ([`Journal`]): an evaluation that is
+//! interrupted carries on from the paths already reported.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::mpsc;
 
 const WORKER_NIX: &str = include_str!("worker.nix");
 const MARKER: &str = "trace: @@hydra ";
 const READY: &str = "trace: @@hydra-ready";
+const DONE: &str = "trace: @@hydra-done";
 /// Paths reported per trace line once nothing has gone wrong.
 const BATCH: usize = 64;
+/// The most paths in one request to a worker.
+const REQUEST_MAX: usize = 512;
 /// How often a worker's memory is looked at.
 const MEMORY_POLL: Duration = Duration::from_millis(10);
 
@@ -105,7 +117,7 @@ pub struct Request {
 }
 
 /// Meta fields read into `Builds`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Meta {
     pub description: Option<String>,
@@ -158,6 +170,18 @@ pub struct Stats {
     pub crashes: u64,
     /// The highest resident memory seen in a worker, in bytes.
     pub peak_rss: u64,
+    /// Paths whose report came from the journal.
+    pub resumed: u64,
+}
+
+impl Stats {
+    fn add(&mut self, other: &Stats) {
+        self.workers_started += other.workers_started;
+        self.memory_kills += other.memory_kills;
+        self.crashes += other.crashes;
+        self.peak_rss = self.peak_rss.max(other.peak_rss);
+        self.resumed += other.resumed;
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -184,7 +208,7 @@ struct Line {
     result: RawResult,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "camelCase")]
 enum RawResult {
     Job(Box<RawJob>),
@@ -199,7 +223,7 @@ enum RawResult {
     },
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawJob {
     name: String,
@@ -234,11 +258,18 @@ pub fn job_name(path: &[String]) -> String {
 }
 
 /// What a worker said about one path.
-enum Report {
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+enum Reported {
     Done(RawResult),
     /// The worker died on it (or it passed the memory limit on its own).
     Error(String),
 }
+
+/// What was found for one attribute path, as a journal keeps it (JSON).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Report(Reported);
 
 /// Working directories are `<temp>/hydra-eval-<pid>-<random>`.
 const WORK_PREFIX: &str = "hydra-eval-";
@@ -274,14 +305,33 @@ pub fn remove_stale_work_dirs() -> usize {
     removed
 }
 
+/// Reports already known for an evaluation and where new ones go: a journal
+/// kept by the caller lets an evaluation that was interrupted (the
+/// evaluator restarted, killed) carry on from what was already evaluated.
+#[derive(Debug, Default)]
+pub struct Journal {
+    /// Attribute path → what was reported for it.
+    pub known: HashMap<Vec<String>, Report>,
+    /// Receives reports as workers make them, a trace line at a time.
+    pub sink: Option<mpsc::UnboundedSender<Vec<(Vec<String>, Report)>>>,
+}
+
 /// Evaluates `request`.
 pub async fn evaluate(request: &Request) -> Result<Outcome, EngineError> {
+    evaluate_journaled(request, Journal::default()).await
+}
+
+/// Evaluates `request`, taking the reports of `journal.known` as done and
+/// sending every new one to `journal.sink`.
+pub async fn evaluate_journaled(
+    request: &Request,
+    journal: Journal,
+) -> Result<Outcome, EngineError> {
     let deadline = Instant::now() + request.timeout;
     let work = tempfile::Builder::new()
         .prefix(&format!("{WORK_PREFIX}{}-", std::process::id()))
         .tempdir()
         .map_err(|e| EngineError::Worker(format!("cannot create a working directory: {e}")))?;
-    let mut outcome = Outcome::default();
     // Registering roots is slow file system work; a thread does it while
     // evaluation goes on, and is waited for before returning.
     let (roots_tx, roots_thread) = match &request.gc_roots_dir {
@@ -297,118 +347,218 @@ pub async fn evaluate(request: &Request) -> Result<Outcome, EngineError> {
         }
         None => (None, None),
     };
-    let mut frontier: Vec<Vec<String>> = vec![Vec::new()];
-    let mut failed: Vec<Vec<String>> = Vec::new();
-    let mut round = 0;
-
-    while !frontier.is_empty() {
-        let reports = run_round(
-            request,
-            work.path(),
-            &mut round,
-            &frontier,
-            true,
-            deadline,
-            &mut outcome.stats,
-        )
-        .await?;
-        let mut next = Vec::new();
-        for (path, report) in frontier.iter().zip(reports) {
-            let name = job_name(path);
-            match report {
-                Report::Done(RawResult::Attrs { children }) => {
-                    for child in children {
-                        // Hydra never had jobs with spaces in their names.
-                        if child.contains(' ') {
-                            continue;
-                        }
-                        let mut p = path.clone();
-                        p.push(child);
-                        next.push(p);
-                    }
-                }
-                Report::Done(RawResult::Job(raw)) if path.is_empty() => {
-                    return Err(EngineError::TopLevel(format!(
-                        "the top level is the derivation {}, not an attribute set of jobs",
-                        raw.name
-                    )));
-                }
-                Report::Done(RawResult::Job(raw)) => {
-                    let raw = *raw;
-                    if let Some(tx) = &roots_tx {
-                        let _ = tx.send(raw.drv_path.clone());
-                    }
-                    outcome.jobs.insert(
-                        name.clone(),
-                        Job {
-                            name,
-                            nix_name: raw.name,
-                            system: raw.system,
-                            drv_path: raw.drv_path,
-                            outputs: raw.outputs,
-                            meta: Meta {
-                                // Hydra's default.
-                                scheduling_priority: raw.meta.scheduling_priority.or(Some(100)),
-                                ..raw.meta
-                            },
-                            aggregate: raw.aggregate,
-                            constituents: raw.constituents,
-                            named_constituents: raw.named_constituents,
-                            glob_constituents: raw.glob_constituents,
-                        },
-                    );
-                }
-                Report::Done(RawResult::Null) => {}
-                Report::Done(RawResult::Other { value_type }) if path.is_empty() => {
-                    return Err(EngineError::TopLevel(format!(
-                        "the top level is a {value_type}, not an attribute set of jobs"
-                    )));
-                }
-                Report::Done(RawResult::Other { value_type }) => {
-                    outcome.errors.insert(
-                        name,
-                        format!("unsupported value: a {value_type} is neither a derivation nor an attribute set"),
-                    );
-                }
-                Report::Done(RawResult::Failed) => failed.push(path.clone()),
-                Report::Error(e) if path.is_empty() => return Err(EngineError::TopLevel(e)),
-                Report::Error(e) => {
-                    outcome.errors.insert(name, e);
-                }
-            }
-        }
-        frontier = next;
+    let request = Arc::new(request.clone());
+    let mut workers = Vec::new();
+    for id in 0..request.workers.max(1) {
+        let mut worker = Worker::new(id, work.path().to_path_buf());
+        // Every worker evaluates the top level while the first one lists it.
+        worker.start(&request)?;
+        workers.push(worker);
     }
+    let mut explore = Explore {
+        outcome: Outcome::default(),
+        queue: VecDeque::new(),
+        failed: Vec::new(),
+        known: journal.known,
+        roots: roots_tx,
+        retried: Vec::new(),
+    };
+    explore.reach(Vec::new())?;
+    let sink = journal.sink;
+    workers = explore
+        .pass(&request, workers, true, deadline, sink.clone())
+        .await?;
 
     // Errors tryEval caught: evaluate them again without it, for the text.
-    if !failed.is_empty() {
-        let reports = run_round(
-            request,
-            work.path(),
-            &mut round,
-            &failed,
-            false,
-            deadline,
-            &mut outcome.stats,
-        )
-        .await?;
-        for (path, report) in failed.iter().zip(reports) {
-            let text = match report {
-                Report::Error(e) => e,
-                // Evaluating it a second time succeeded: it depends on the
-                // order of evaluation; report it as it first behaved.
-                Report::Done(_) => {
-                    "the job failed to evaluate (its error could not be reproduced)".into()
-                }
-            };
-            outcome.errors.insert(job_name(path), text);
+    if !explore.failed.is_empty() {
+        explore.queue = std::mem::take(&mut explore.failed).into();
+        workers = explore.pass(&request, workers, false, deadline, None).await?;
+        if let Some(sink) = &sink {
+            let texts = explore
+                .retried
+                .iter()
+                .map(|(path, text)| (path.clone(), Report(Reported::Error(text.clone()))))
+                .collect();
+            let _ = sink.send(texts);
         }
     }
-    drop(roots_tx);
+    for worker in workers {
+        explore.outcome.stats.add(&worker.stats);
+    }
+    drop(explore.roots.take());
     if let Some(thread) = roots_thread {
         let _ = thread.await;
     }
-    Ok(outcome)
+    Ok(explore.outcome)
+}
+
+/// The exploration of the attribute tree: what is left to evaluate and
+/// what was found.
+struct Explore {
+    outcome: Outcome,
+    /// Paths to evaluate, siblings together.
+    queue: VecDeque<Vec<String>>,
+    /// Paths whose evaluation failed in a way `tryEval` catches.
+    failed: Vec<Vec<String>>,
+    known: HashMap<Vec<String>, Report>,
+    roots: Option<std::sync::mpsc::Sender<String>>,
+    /// The texts of the second pass, for the journal.
+    retried: Vec<(Vec<String>, String)>,
+}
+
+impl Explore {
+    /// A path to evaluate: settled from the journal when it is known there,
+    /// queued for a worker otherwise.
+    fn reach(&mut self, path: Vec<String>) -> Result<(), EngineError> {
+        let mut stack = vec![path];
+        while let Some(path) = stack.pop() {
+            match self.known.remove(&path) {
+                Some(Report(report)) => {
+                    self.outcome.stats.resumed += 1;
+                    let children = self.settle(&path, report)?;
+                    // Depth first, in order.
+                    stack.extend(children.into_iter().rev());
+                }
+                None => self.queue.push_back(path),
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the queue through the workers until nothing is left; with
+    /// `with_try`, the paths found below attribute sets are explored too.
+    async fn pass(
+        &mut self,
+        request: &Arc<Request>,
+        workers: Vec<Worker>,
+        with_try: bool,
+        deadline: Instant,
+        sink: Option<mpsc::UnboundedSender<Vec<(Vec<String>, Report)>>>,
+    ) -> Result<Vec<Worker>, EngineError> {
+        let count = workers.len();
+        let mut idle = workers;
+        let mut running = tokio::task::JoinSet::new();
+        loop {
+            while !self.queue.is_empty() {
+                let Some(mut worker) = idle.pop() else { break };
+                // Large requests while there is much to do, smaller ones
+                // towards the end so that the workers finish together.
+                let size = self
+                    .queue
+                    .len()
+                    .div_ceil(2 * count)
+                    .clamp(1, REQUEST_MAX);
+                let paths: Vec<Vec<String>> = self.queue.drain(..size).collect();
+                let request = request.clone();
+                let sink = sink.clone();
+                running.spawn(async move {
+                    let reports = worker
+                        .evaluate(&request, &paths, with_try, deadline, sink.as_ref())
+                        .await;
+                    (worker, paths, reports)
+                });
+            }
+            let Some(joined) = running.join_next().await else {
+                break;
+            };
+            let (worker, paths, reports) =
+                joined.map_err(|e| EngineError::Worker(e.to_string()))?;
+            let reports = reports?;
+            idle.push(worker);
+            for (path, report) in paths.into_iter().zip(reports) {
+                if with_try {
+                    for child in self.settle(&path, report)? {
+                        self.reach(child)?;
+                    }
+                } else {
+                    let text = match report {
+                        Reported::Error(e) => e,
+                        // Evaluating it a second time succeeded: it depends
+                        // on the order of evaluation; report it as it first
+                        // behaved.
+                        Reported::Done(_) => {
+                            "the job failed to evaluate (its error could not be reproduced)".into()
+                        }
+                    };
+                    self.outcome.errors.insert(job_name(&path), text.clone());
+                    self.retried.push((path, text));
+                }
+            }
+        }
+        Ok(idle)
+    }
+
+    /// Records what was reported for `path`; returns its children.
+    fn settle(
+        &mut self,
+        path: &[String],
+        report: Reported,
+    ) -> Result<Vec<Vec<String>>, EngineError> {
+        let name = job_name(path);
+        match report {
+            Reported::Done(RawResult::Attrs { children }) => {
+                return Ok(children
+                    .into_iter()
+                    // Hydra never had jobs with spaces in their names.
+                    .filter(|child| !child.contains(' '))
+                    .map(|child| {
+                        let mut p = path.to_vec();
+                        p.push(child);
+                        p
+                    })
+                    .collect());
+            }
+            Reported::Done(RawResult::Job(raw)) if path.is_empty() => {
+                return Err(EngineError::TopLevel(format!(
+                    "the top level is the derivation {}, not an attribute set of jobs",
+                    raw.name
+                )));
+            }
+            Reported::Done(RawResult::Job(raw)) => {
+                let raw = *raw;
+                if let Some(tx) = &self.roots {
+                    let _ = tx.send(raw.drv_path.clone());
+                }
+                self.outcome.jobs.insert(
+                    name.clone(),
+                    Job {
+                        name,
+                        nix_name: raw.name,
+                        system: raw.system,
+                        drv_path: raw.drv_path,
+                        outputs: raw.outputs,
+                        meta: Meta {
+                            // Hydra's default.
+                            scheduling_priority: raw.meta.scheduling_priority.or(Some(100)),
+                            ..raw.meta
+                        },
+                        aggregate: raw.aggregate,
+                        constituents: raw.constituents,
+                        named_constituents: raw.named_constituents,
+                        glob_constituents: raw.glob_constituents,
+                    },
+                );
+            }
+            Reported::Done(RawResult::Null) => {}
+            Reported::Done(RawResult::Other { value_type }) if path.is_empty() => {
+                return Err(EngineError::TopLevel(format!(
+                    "the top level is a {value_type}, not an attribute set of jobs"
+                )));
+            }
+            Reported::Done(RawResult::Other { value_type }) => {
+                self.outcome.errors.insert(
+                    name,
+                    format!("unsupported value: a {value_type} is neither a derivation nor an attribute set"),
+                );
+            }
+            Reported::Done(RawResult::Failed) => self.failed.push(path.to_vec()),
+            Reported::Error(e) if path.is_empty() => return Err(EngineError::TopLevel(e)),
+            Reported::Error(e) => {
+                self.outcome.errors.insert(name, e);
+            }
+        }
+        Ok(Vec::new())
+    }
 }
 
 /// Registers `store_path` as a garbage collector root: a symlink named
@@ -426,136 +576,149 @@ pub(crate) fn register_gc_root(dir: &Path, store_path: &str) {
     }
 }
 
-/// Evaluates `paths` with the workers, each taking a share; returns one
-/// report per path, in order.
-async fn run_round(
-    request: &Request,
-    work: &Path,
-    round: &mut usize,
-    paths: &[Vec<String>],
-    with_try: bool,
-    deadline: Instant,
-    stats: &mut Stats,
-) -> Result<Vec<Report>, EngineError> {
-    let workers = request.workers.max(1).min(paths.len().max(1));
-    // Contiguous shares keep siblings together, which share evaluation.
-    let share = paths.len().div_ceil(workers);
-    let mut tasks = tokio::task::JoinSet::new();
-    for (w, chunk) in paths.chunks(share.max(1)).enumerate() {
-        *round += 1;
-        let dir = work.join(format!("worker-{round}-{w}"));
-        let request = request.clone();
-        let chunk = chunk.to_vec();
-        tasks.spawn(async move {
-            let mut stats = Stats::default();
-            let reports = run_share(&request, &dir, chunk, with_try, deadline, &mut stats).await;
-            (w, reports, stats)
-        });
-    }
-    let mut results: Vec<Option<Vec<Report>>> = (0..tasks.len()).map(|_| None).collect();
-    while let Some(joined) = tasks.join_next().await {
-        let (w, reports, s) = joined.map_err(|e| EngineError::Worker(e.to_string()))?;
-        stats.workers_started += s.workers_started;
-        stats.memory_kills += s.memory_kills;
-        stats.crashes += s.crashes;
-        stats.peak_rss = stats.peak_rss.max(s.peak_rss);
-        results[w] = Some(reports?);
-    }
-    Ok(results.into_iter().flatten().flatten().collect())
+/// One worker: a `nix-instantiate` process at a time, replaced when it
+/// dies or grows past the memory limit.
+struct Worker {
+    id: usize,
+    work: PathBuf,
+    /// Processes started so far (each has its own directory).
+    generation: usize,
+    process: Option<Process>,
+    stats: Stats,
 }
 
-/// One worker's share: runs worker processes until every path is reported,
-/// restarting after each death.
-async fn run_share(
-    request: &Request,
-    dir: &Path,
-    paths: Vec<Vec<String>>,
-    with_try: bool,
-    deadline: Instant,
-    stats: &mut Stats,
-) -> Result<Vec<Report>, EngineError> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| EngineError::Worker(format!("cannot create {}: {e}", dir.display())))?;
-    std::fs::write(dir.join("worker.nix"), WORKER_NIX)
-        .map_err(|e| EngineError::Worker(format!("cannot write the worker: {e}")))?;
-    let params = |slow_until: usize| {
-        let mut params = match &request.expression {
-            Expression::Legacy { expr } => serde_json::json!({"mode": "legacy", "expr": expr}),
-            Expression::Flake { url } => serde_json::json!({"mode": "flake", "flake": url}),
-        };
-        params["withTry"] = with_try.into();
-        params["batch"] = BATCH.into();
-        params["slowUntil"] = slow_until.into();
-        params.to_string()
-    };
-    std::fs::write(dir.join("inputs.nix"), inputs_nix(&request.args))
-        .map_err(|e| EngineError::Worker(format!("cannot write the worker's inputs: {e}")))?;
+/// A running worker process.
+struct Process {
+    child: tokio::process::Child,
+    pid: Option<u32>,
+    dir: PathBuf,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStderr>>,
+    /// The number of the next request (`in-<next>`).
+    next: usize,
+    /// Whether the top level was evaluated.
+    ready: bool,
+}
 
-    let mut reports: Vec<Report> = Vec::with_capacity(paths.len());
-    // How many of the next paths are reported one at a time: after a
-    // worker died in a batch, the culprit is among the next BATCH paths.
-    let mut slow_until = 0;
-    // Whether the previous worker was killed for passing the memory limit.
-    let mut retrying_memory = false;
-    while reports.len() < paths.len() {
-        let pending = &paths[reports.len()..];
-        std::fs::write(dir.join("params.json"), params(slow_until)).map_err(|e| {
-            EngineError::Worker(format!("cannot write the worker's parameters: {e}"))
-        })?;
-        std::fs::write(
-            dir.join("paths.json"),
-            serde_json::to_string(pending).unwrap_or_else(|_| "[]".into()),
-        )
-        .map_err(|e| EngineError::Worker(format!("cannot write the worker's paths: {e}")))?;
-        let run = run_worker(request, dir, deadline, stats).await?;
-        let reported = run.results.len();
-        for r in run.results {
-            reports.push(Report::Done(r));
-        }
-        if reports.len() == paths.len() {
-            break;
-        }
-        // Whether the first unreported path was being reported alone.
-        let alone = reported < slow_until;
-        match run.end {
-            End::Completed => {
-                return Err(EngineError::Worker(format!(
-                    "the worker ended after {reported} of {} paths without an error",
-                    pending.len()
-                )));
-            }
-            End::NotReady(error) => return Err(EngineError::TopLevel(error)),
-            End::Died(error) => {
-                stats.crashes += 1;
-                retrying_memory = false;
-                if alone {
-                    // Exactly this path killed the worker.
-                    reports.push(Report::Error(error));
-                    slow_until = 0;
-                } else {
-                    slow_until = BATCH;
-                }
-            }
-            End::OutOfMemory => {
-                if retrying_memory && reported == 0 && alone {
-                    // First, alone, in a fresh worker, and still too big.
-                    retrying_memory = false;
-                    slow_until = 0;
-                    reports.push(Report::Error(format!(
-                        "evaluating this job used more than the memory limit of {} MiB (evaluator_max_memory_size)",
-                        request.max_memory_mib
-                    )));
-                } else {
-                    retrying_memory = true;
-                    slow_until = BATCH;
-                }
-            }
+impl Worker {
+    fn new(id: usize, work: PathBuf) -> Worker {
+        Worker {
+            id,
+            work,
+            generation: 0,
+            process: None,
+            stats: Stats::default(),
         }
     }
-    Ok(reports)
+
+    /// Starts a process unless one runs.
+    fn start(&mut self, request: &Request) -> Result<(), EngineError> {
+        if self.process.is_none() {
+            self.generation += 1;
+            let dir = self
+                .work
+                .join(format!("worker-{}-{}", self.id, self.generation));
+            self.process = Some(Process::start(request, dir)?);
+            self.stats.workers_started += 1;
+        }
+        Ok(())
+    }
+
+    /// Evaluates `paths`, restarting the process after each death; returns
+    /// one report per path, in order.
+    async fn evaluate(
+        &mut self,
+        request: &Request,
+        paths: &[Vec<String>],
+        with_try: bool,
+        deadline: Instant,
+        sink: Option<&mpsc::UnboundedSender<Vec<(Vec<String>, Report)>>>,
+    ) -> Result<Vec<Reported>, EngineError> {
+        let mut reports: Vec<Reported> = Vec::with_capacity(paths.len());
+        // How many of the next paths are reported one at a time: after a
+        // worker died in a batch, the culprit is among the next BATCH paths.
+        let mut slow_until = 0;
+        // Whether the previous process was killed for passing the memory
+        // limit.
+        let mut retrying_memory = false;
+        while reports.len() < paths.len() {
+            let pending = &paths[reports.len()..];
+            self.start(request)?;
+            let Some(process) = self.process.as_mut() else {
+                return Err(EngineError::Worker("no worker process".into()));
+            };
+            let run = process
+                .send(
+                    request,
+                    pending,
+                    slow_until,
+                    with_try,
+                    deadline,
+                    &mut self.stats,
+                    sink,
+                )
+                .await?;
+            let reported = run.results.len();
+            reports.extend(run.results.into_iter().map(Reported::Done));
+            if reports.len() == paths.len() {
+                break;
+            }
+            self.process = None;
+            // Whether the first unreported path was being reported alone.
+            let alone = reported < slow_until;
+            let culprit = &pending[reported];
+            let fail = |text: String, reports: &mut Vec<Reported>| {
+                if let Some(sink) = sink {
+                    let _ = sink.send(vec![(
+                        culprit.clone(),
+                        Report(Reported::Error(text.clone())),
+                    )]);
+                }
+                reports.push(Reported::Error(text));
+            };
+            match run.end {
+                End::Completed => {
+                    return Err(EngineError::Worker(format!(
+                        "the worker ended after {reported} of {} paths without an error",
+                        pending.len()
+                    )));
+                }
+                End::NotReady(error) => return Err(EngineError::TopLevel(error)),
+                End::Died(error) => {
+                    self.stats.crashes += 1;
+                    retrying_memory = false;
+                    if alone {
+                        // Exactly this path killed the worker.
+                        fail(error, &mut reports);
+                        slow_until = 0;
+                    } else {
+                        slow_until = BATCH;
+                    }
+                }
+                End::OutOfMemory => {
+                    if retrying_memory && reported == 0 && alone {
+                        // First, alone, in a fresh worker, and still too big.
+                        retrying_memory = false;
+                        slow_until = 0;
+                        fail(
+                            format!(
+                                "evaluating this job used more than the memory limit of {} MiB (evaluator_max_memory_size)",
+                                request.max_memory_mib
+                            ),
+                            &mut reports,
+                        );
+                    } else {
+                        retrying_memory = true;
+                        slow_until = BATCH;
+                    }
+                }
+            }
+        }
+        Ok(reports)
+    }
 }
 
 enum End {
+    /// Every path was reported; the process waits for the next request.
     Completed,
     /// The expression could not even be set up (before any path).
     NotReady(String),
@@ -569,119 +732,211 @@ struct Run {
     end: End,
 }
 
-async fn run_worker(
-    request: &Request,
-    dir: &Path,
-    deadline: Instant,
-    stats: &mut Stats,
-) -> Result<Run, EngineError> {
-    // A worker reads no stdin: without a parent-death signal it would go on
-    // evaluating after a killed evaluator.
-    let mut cmd = request.nix.command_dying_with_parent("nix-instantiate");
-    cmd.args(["--eval", "--read-write-mode"])
-        .args(["--option", "allow-import-from-derivation"])
-        .arg(if request.allow_import_from_derivation {
-            "true"
-        } else {
-            "false"
+fn worker_error(what: &str, e: impl std::fmt::Display) -> EngineError {
+    EngineError::Worker(format!("{what}: {e}"))
+}
+
+/// Makes the named pipe a worker reads request `k` from.
+fn make_request_pipe(dir: &Path, k: usize) -> Result<PathBuf, EngineError> {
+    let pipe = dir.join(format!("in-{k}"));
+    nix::unistd::mkfifo(&pipe, nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR)
+        .map_err(|e| worker_error(&format!("cannot make {}", pipe.display()), e))?;
+    Ok(pipe)
+}
+
+impl Process {
+    fn start(request: &Request, dir: PathBuf) -> Result<Process, EngineError> {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| worker_error(&format!("cannot create {}", dir.display()), e))?;
+        std::fs::write(dir.join("worker.nix"), WORKER_NIX)
+            .map_err(|e| worker_error("cannot write the worker", e))?;
+        let mut params = match &request.expression {
+            Expression::Legacy { expr } => serde_json::json!({"mode": "legacy", "expr": expr}),
+            Expression::Flake { url } => serde_json::json!({"mode": "flake", "flake": url}),
+        };
+        params["batch"] = BATCH.into();
+        std::fs::write(dir.join("params.json"), params.to_string())
+            .map_err(|e| worker_error("cannot write the worker's parameters", e))?;
+        std::fs::write(dir.join("inputs.nix"), inputs_nix(&request.args))
+            .map_err(|e| worker_error("cannot write the worker's inputs", e))?;
+        make_request_pipe(&dir, 0)?;
+
+        // A worker reads no stdin: without a parent-death signal it would go
+        // on evaluating after a killed evaluator.
+        let mut cmd = request.nix.command_dying_with_parent("nix-instantiate");
+        cmd.args(["--eval", "--read-write-mode"])
+            .args(["--option", "allow-import-from-derivation"])
+            .arg(if request.allow_import_from_derivation {
+                "true"
+            } else {
+                "false"
+            })
+            .arg("-I")
+            .arg(format!("hydra-worker={}", dir.display()));
+        // Restricted evaluation for flakes too: Nix 2.8's pure mode would
+        // also refuse the worker's own files, and restricted mode gives what
+        // matters here (no files outside the inputs, no environment).
+        cmd.args(["--option", "restrict-eval", "true"]);
+        if let Expression::Flake { .. } = &request.expression {
+            cmd.args(["--option", "experimental-features", "nix-command flakes"]);
+        }
+        for (name, path) in &request.search_path {
+            cmd.arg("-I").arg(format!("{name}={path}"));
+        }
+        cmd.args(["-E", "import <hydra-worker/worker.nix>"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|source| EngineError::Spawn {
+            program: "nix-instantiate".into(),
+            source,
+        })?;
+        let pid = child.id();
+        let Some(stderr) = child.stderr.take() else {
+            return Err(EngineError::Worker("the worker has no stderr".into()));
+        };
+        Ok(Process {
+            child,
+            pid,
+            dir,
+            lines: BufReader::new(stderr).lines(),
+            next: 0,
+            ready: false,
         })
-        .arg("-I")
-        .arg(format!("hydra-worker={}", dir.display()));
-    // Restricted evaluation for flakes too: Nix 2.8's pure mode would also
-    // refuse the worker's own files, and restricted mode gives what matters
-    // here (no files outside the inputs, no environment).
-    cmd.args(["--option", "restrict-eval", "true"]);
-    if let Expression::Flake { .. } = &request.expression {
-        cmd.args(["--option", "experimental-features", "nix-command flakes"]);
     }
-    for (name, path) in &request.search_path {
-        cmd.arg("-I").arg(format!("{name}={path}"));
-    }
-    cmd.args(["-E", "import <hydra-worker/worker.nix>"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|source| EngineError::Spawn {
-        program: "nix-instantiate".into(),
-        source,
-    })?;
-    stats.workers_started += 1;
-    let pid = child.id();
-    let Some(stderr) = child.stderr.take() else {
-        return Err(EngineError::Worker("the worker has no stderr".into()));
-    };
-    let mut lines = BufReader::new(stderr).lines();
-    let mut results = Vec::new();
-    let mut ready = false;
-    let mut tail: Vec<String> = Vec::new();
-    let limit = request.max_memory_mib.saturating_mul(1 << 20);
-    let mut poll = tokio::time::interval(MEMORY_POLL);
-    let mut over_limit = false;
-    loop {
-        tokio::select! {
-            line = lines.next_line() => {
-                match line {
-                    Ok(Some(line)) => {
-                        if let Some(json) = line.strip_prefix(MARKER) {
-                            let parsed: Vec<Line> = serde_json::from_str(json)
-                                .map_err(|e| EngineError::Worker(format!("unreadable report `{json}`: {e}")))?;
-                            for line in parsed {
-                                if line.i != results.len() {
-                                    return Err(EngineError::Worker(format!("report {} out of order", line.i)));
+
+    /// Sends one request and reads its reports until every path is
+    /// reported or the process ends.
+    #[allow(clippy::too_many_arguments)]
+    async fn send(
+        &mut self,
+        request: &Request,
+        paths: &[Vec<String>],
+        slow_until: usize,
+        with_try: bool,
+        deadline: Instant,
+        stats: &mut Stats,
+        sink: Option<&mpsc::UnboundedSender<Vec<(Vec<String>, Report)>>>,
+    ) -> Result<Run, EngineError> {
+        let pipe = self.dir.join(format!("in-{}", self.next));
+        self.next += 1;
+        // The pipe of the request after this one exists before the worker
+        // asks for it.
+        make_request_pipe(&self.dir, self.next)?;
+        let body = serde_json::json!({
+            "paths": paths,
+            "slowUntil": slow_until,
+            "withTry": with_try,
+        })
+        .to_string();
+        // Opening a pipe to write waits for its reader: a thread does it.
+        let writer = {
+            let pipe = pipe.clone();
+            tokio::task::spawn_blocking(move || std::fs::write(pipe, body))
+        };
+        let mut results = Vec::new();
+        let mut tail: Vec<String> = Vec::new();
+        let limit = request.max_memory_mib.saturating_mul(1 << 20);
+        let mut poll = tokio::time::interval(MEMORY_POLL);
+        let mut over_limit = false;
+        loop {
+            tokio::select! {
+                line = self.lines.next_line() => {
+                    match line {
+                        Ok(Some(line)) => {
+                            if let Some(json) = line.strip_prefix(MARKER) {
+                                let parsed: Vec<Line> = serde_json::from_str(json)
+                                    .map_err(|e| EngineError::Worker(format!("unreadable report `{json}`: {e}")))?;
+                                let first = results.len();
+                                for line in parsed {
+                                    if line.i != results.len() {
+                                        return Err(EngineError::Worker(format!("report {} out of order", line.i)));
+                                    }
+                                    results.push(line.result);
                                 }
-                                results.push(line.result);
+                                if let Some(sink) = sink {
+                                    let reports = paths[first..results.len()]
+                                        .iter()
+                                        .zip(&results[first..])
+                                        .map(|(p, r)| (p.clone(), Report(Reported::Done(r.clone()))))
+                                        .collect();
+                                    let _ = sink.send(reports);
+                                }
+                                tail.clear();
+                                if results.len() == paths.len() {
+                                    let _ = writer.await;
+                                    return Ok(Run { results, end: End::Completed });
+                                }
+                            } else if line == READY {
+                                self.ready = true;
+                            } else if line != DONE {
+                                tail.push(line);
                             }
-                            tail.clear();
-                        } else if line == READY {
-                            ready = true;
-                        } else {
-                            tail.push(line);
+                        }
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+                _ = poll.tick() => {
+                    if let Some((rss, peak)) = self.pid.and_then(resident_memory) {
+                        stats.peak_rss = stats.peak_rss.max(peak);
+                        if limit > 0 && rss > limit {
+                            over_limit = true;
+                            let _ = self.child.start_kill();
                         }
                     }
-                    Ok(None) | Err(_) => break,
-                }
-            }
-            _ = poll.tick() => {
-                if let Some((rss, peak)) = pid.and_then(resident_memory) {
-                    stats.peak_rss = stats.peak_rss.max(peak);
-                    if limit > 0 && rss > limit {
-                        over_limit = true;
-                        let _ = child.start_kill();
+                    if Instant::now() > deadline {
+                        let _ = self.child.start_kill();
+                        let _ = self.child.wait().await;
+                        release(&pipe, writer).await;
+                        return Err(EngineError::Timeout);
                     }
                 }
-                if Instant::now() > deadline {
-                    let _ = child.start_kill();
-                    let _ = child.wait().await;
-                    return Err(EngineError::Timeout);
-                }
             }
         }
-    }
-    let status = child
-        .wait()
-        .await
-        .map_err(|e| EngineError::Worker(e.to_string()))?;
-    if over_limit {
-        stats.memory_kills += 1;
-        return Ok(Run {
-            results,
-            end: End::OutOfMemory,
-        });
-    }
-    if Instant::now() > deadline {
-        return Err(EngineError::Timeout);
-    }
-    let end = if status.success() {
-        End::Completed
-    } else {
-        let error = error_text(&tail, &status, dir);
-        if ready {
-            End::Died(error)
-        } else {
-            End::NotReady(error)
+        let status = self
+            .child
+            .wait()
+            .await
+            .map_err(|e| EngineError::Worker(e.to_string()))?;
+        release(&pipe, writer).await;
+        if over_limit {
+            stats.memory_kills += 1;
+            return Ok(Run {
+                results,
+                end: End::OutOfMemory,
+            });
         }
-    };
-    Ok(Run { results, end })
+        if Instant::now() > deadline {
+            return Err(EngineError::Timeout);
+        }
+        let end = if status.success() {
+            End::Completed
+        } else {
+            let error = error_text(&tail, &status, &self.dir);
+            if self.ready {
+                End::Died(error)
+            } else {
+                End::NotReady(error)
+            }
+        };
+        Ok(Run { results, end })
+    }
+}
+
+/// Ends a request's writer whose reader is gone: opening the pipe to read
+/// lets the writer's open return, and its write then fails or lands in a
+/// pipe nobody reads.
+async fn release(pipe: &Path, writer: tokio::task::JoinHandle<std::io::Result<()>>) {
+    use std::os::unix::fs::OpenOptionsExt;
+    while !writer.is_finished() {
+        let reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+            .open(pipe);
+        drop(reader);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let _ = writer.await;
 }
 
 /// Resident memory of a process now and at its peak, in bytes.

@@ -1,14 +1,18 @@
-# The evaluation worker: evaluates the attribute paths in paths.json and
-# reports them in order, as it goes, as trace lines `@@hydra <json list of
-# {i, result}>`: the first params.slowUntil paths one per line (so a path
-# that kills the worker is known exactly), then params.batch per line
-# (each trace costs Nix more than a small job does).
-# With params.withTry, errors that tryEval catches are reported as
-# "failed"; any other error ends the process, whose stderr then says why.
+# The evaluation worker: a long-lived process that evaluates requests as
+# the evaluator sends them. Request k is read from the named pipe `in-k`
+# (reading blocks until the evaluator writes it): `{paths, slowUntil,
+# withTry}`, or `null` to stop. Everything evaluated stays in memory for
+# the next request (the expression's top level, shared attribute sets).
+# The paths of a request are reported in order, as they are done, as trace
+# lines `@@hydra <json list of {i, result}>` (i counts from 0 in each
+# request): the first slowUntil paths one per line (so a path that kills
+# the worker is known exactly), then params.batch per line (each trace
+# costs Nix more than a small job does). `@@hydra-done` ends a request.
+# With withTry, errors that tryEval catches are reported as "failed"; any
+# other error ends the process, whose stderr then says why.
 let
   inputs = import ./inputs.nix;
   params = builtins.fromJSON (builtins.readFile ./params.json);
-  paths = builtins.fromJSON (builtins.readFile ./paths.json);
 
   callWithInputs = f:
     if builtins.isFunction f
@@ -72,22 +76,30 @@ let
     else if builtins.isAttrs v then { kind = "attrs"; children = builtins.filter (n: n != "recurseForDerivations") (builtins.attrNames v); }
     else { kind = "other"; type = builtins.typeOf v; };
 
-  result = p:
-    if params.withTry then
+  result = withTry: p:
+    if withTry then
       let r = builtins.tryEval (let x = info p; in builtins.deepSeq x x); in
       if r.success then r.value else { kind = "failed"; }
     else let x = info p; in builtins.deepSeq x x;
 
-  n = builtins.length paths;
-  slow = if params.slowUntil < n then params.slowUntil else n;
-  k = params.batch;
-  # Line b covers paths [start b, start (b + 1)).
-  lines = slow + (n - slow + k - 1) / k;
-  start = b: if b <= slow then b else let s = slow + (b - slow) * k; in if s > n then n else s;
-  report = b:
-    let lo = start b; hi = start (b + 1); in
-    builtins.trace ("@@hydra " + builtins.toJSON (builtins.genList
-      (j: { i = lo + j; result = result (builtins.elemAt paths (lo + j)); }) (hi - lo))) null;
+  # One request: its paths' reports, line by line.
+  run = req:
+    let
+      paths = req.paths;
+      n = builtins.length paths;
+      slow = if req.slowUntil < n then req.slowUntil else n;
+      k = params.batch;
+      # Line b covers paths [start b, start (b + 1)).
+      lines = slow + (n - slow + k - 1) / k;
+      start = b: if b <= slow then b else let s = slow + (b - slow) * k; in if s > n then n else s;
+      report = b:
+        let lo = start b; hi = start (b + 1); in
+        builtins.trace ("@@hydra " + builtins.toJSON (builtins.genList
+          (j: { i = lo + j; result = result req.withTry (builtins.elemAt paths (lo + j)); }) (hi - lo))) null;
+    in builtins.deepSeq (builtins.genList report lines) (builtins.trace "@@hydra-done" null);
 
-in builtins.seq root (builtins.trace "@@hydra-ready"
-  (builtins.deepSeq (builtins.genList report lines) null))
+  serve = k:
+    let req = builtins.fromJSON (builtins.readFile (./. + "/in-${toString k}")); in
+    if req == null then null else builtins.seq (run req) (serve (k + 1));
+
+in builtins.seq root (builtins.trace "@@hydra-ready" (serve 0))
