@@ -82,6 +82,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "oidc_logins",
         sql: include_str!("../migrations/0009_oidc_logins.sql"),
     },
+    Migration {
+        version: 10,
+        name: "evaluation_journal",
+        sql: include_str!("../migrations/0010_evaluation_journal.sql"),
+    },
 ];
 
 /// What `migrate` did.

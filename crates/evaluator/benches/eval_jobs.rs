@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 use hydra_evaluator::engine::{self, Expression, NixEnv, Request};
 
 const RELEASE: &str = r#"
-{ n, salt }:
-builtins.listToAttrs (builtins.genList (i: {
+{ n, salt, first ? 0 }:
+builtins.listToAttrs (builtins.genList (j: let i = first + j; in {
   name = "job${toString i}";
   value = derivation {
     name = "bench-${salt}-${toString i}";
@@ -38,8 +38,8 @@ builtins.listToAttrs (builtins.genList (i: {
 
 /// Each job folds a list of 40,000 numbers of its own.
 const CPU_RELEASE: &str = r#"
-{ n, salt }:
-builtins.listToAttrs (builtins.genList (i: {
+{ n, salt, first ? 0 }:
+builtins.listToAttrs (builtins.genList (j: let i = first + j; in {
   name = "job${toString i}";
   value = derivation {
     name = "bench-${salt}-${toString i}";
@@ -75,7 +75,9 @@ fn settle() {
 
 /// Runs a command to completion, polling its peak resident memory.
 async fn measure(what: &str, jobs: usize, mut cmd: tokio::process::Command) -> Figure {
-    settle();
+    if !what.is_empty() {
+        settle();
+    }
     let start = Instant::now();
     let mut child = cmd
         .stdout(Stdio::null())
@@ -154,14 +156,7 @@ async fn ours(
 
 /// One jobset: the reference and the engine, cold then warm; prints the
 /// figures and the ratios next to their budgets.
-async fn jobset(
-    title: &str,
-    dir: &Path,
-    file: &str,
-    n: usize,
-    run: &str,
-    budgets: &[(&str, f64)],
-) {
+async fn jobset(title: &str, dir: &Path, file: &str, n: usize, run: &str, budgets: &[(&str, f64)]) {
     let path = dir.join(file);
     let roots = tempfile::tempdir().unwrap();
     let salt = |s: &str| format!("{s}{run}");
@@ -181,6 +176,28 @@ async fn jobset(
         figures.push(ours(what, dir, file, roots.path(), n, &salt(s), workers).await);
     }
     figures.push(measure("nix-instantiate, warm", n, reference(salt("inst"))).await);
+    // The ceiling of two processes: two nix-instantiate on the two halves
+    // at once (new derivations, so cold), with nothing of the engine.
+    let half = |first: usize, count: usize| {
+        let mut cmd = nix_cmd("nix-instantiate", count, &salt("halves"));
+        cmd.arg("--arg")
+            .arg("first")
+            .arg(first.to_string())
+            .arg(&path);
+        cmd
+    };
+    settle();
+    let start = Instant::now();
+    let (a, b) = tokio::join!(
+        measure("", n / 2, half(0, n / 2)),
+        measure("", n - n / 2, half(n / 2, n - n / 2))
+    );
+    figures.push(Figure {
+        what: "2 nix-instantiate on halves, cold".into(),
+        jobs: n,
+        elapsed: start.elapsed(),
+        peak_rss: a.peak_rss.max(b.peak_rss),
+    });
 
     println!("\n{title}: {n} jobs");
     println!(
@@ -202,6 +219,7 @@ async fn jobset(
         ("engine, 2 workers, cold", "nix-instantiate, cold"),
         ("engine, 1 worker, warm", "nix-instantiate, warm"),
         ("engine, 2 workers, warm", "nix-instantiate, warm"),
+        ("2 nix-instantiate on halves, cold", "nix-instantiate, cold"),
     ] {
         let ratio = rate(what) / rate(reference);
         match budgets.iter().find(|(w, _)| *w == what) {
@@ -215,7 +233,11 @@ async fn jobset(
     let peak = figures[1..5].iter().map(|f| f.peak_rss).max().unwrap_or(0) >> 20;
     println!(
         "peak worker RSS: {peak} MiB (limit evaluator_max_memory_size = {MAX_MEMORY_MIB} MiB: {})",
-        if peak <= MAX_MEMORY_MIB { "met" } else { "NOT met" }
+        if peak <= MAX_MEMORY_MIB {
+            "met"
+        } else {
+            "NOT met"
+        }
     );
 }
 

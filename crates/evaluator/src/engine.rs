@@ -305,6 +305,12 @@ pub fn remove_stale_work_dirs() -> usize {
     removed
 }
 
+/// Reports of attribute paths, a worker's trace line at a time.
+pub type Reports = Vec<(Vec<String>, Report)>;
+
+/// Where a journal receives reports.
+pub type Sink = mpsc::UnboundedSender<Reports>;
+
 /// Reports already known for an evaluation and where new ones go: a journal
 /// kept by the caller lets an evaluation that was interrupted (the
 /// evaluator restarted, killed) carry on from what was already evaluated.
@@ -313,7 +319,7 @@ pub struct Journal {
     /// Attribute path → what was reported for it.
     pub known: HashMap<Vec<String>, Report>,
     /// Receives reports as workers make them, a trace line at a time.
-    pub sink: Option<mpsc::UnboundedSender<Vec<(Vec<String>, Report)>>>,
+    pub sink: Option<Sink>,
 }
 
 /// Evaluates `request`.
@@ -372,7 +378,9 @@ pub async fn evaluate_journaled(
     // Errors tryEval caught: evaluate them again without it, for the text.
     if !explore.failed.is_empty() {
         explore.queue = std::mem::take(&mut explore.failed).into();
-        workers = explore.pass(&request, workers, false, deadline, None).await?;
+        workers = explore
+            .pass(&request, workers, false, deadline, None)
+            .await?;
         if let Some(sink) = &sink {
             let texts = explore
                 .retried
@@ -433,7 +441,7 @@ impl Explore {
         workers: Vec<Worker>,
         with_try: bool,
         deadline: Instant,
-        sink: Option<mpsc::UnboundedSender<Vec<(Vec<String>, Report)>>>,
+        sink: Option<Sink>,
     ) -> Result<Vec<Worker>, EngineError> {
         let count = workers.len();
         let mut idle = workers;
@@ -443,11 +451,7 @@ impl Explore {
                 let Some(mut worker) = idle.pop() else { break };
                 // Large requests while there is much to do, smaller ones
                 // towards the end so that the workers finish together.
-                let size = self
-                    .queue
-                    .len()
-                    .div_ceil(2 * count)
-                    .clamp(1, REQUEST_MAX);
+                let size = self.queue.len().div_ceil(2 * count).clamp(1, REQUEST_MAX);
                 let paths: Vec<Vec<String>> = self.queue.drain(..size).collect();
                 let request = request.clone();
                 let sink = sink.clone();
@@ -631,7 +635,7 @@ impl Worker {
         paths: &[Vec<String>],
         with_try: bool,
         deadline: Instant,
-        sink: Option<&mpsc::UnboundedSender<Vec<(Vec<String>, Report)>>>,
+        sink: Option<&Sink>,
     ) -> Result<Vec<Reported>, EngineError> {
         let mut reports: Vec<Reported> = Vec::with_capacity(paths.len());
         // How many of the next paths are reported one at a time: after a
@@ -739,8 +743,11 @@ fn worker_error(what: &str, e: impl std::fmt::Display) -> EngineError {
 /// Makes the named pipe a worker reads request `k` from.
 fn make_request_pipe(dir: &Path, k: usize) -> Result<PathBuf, EngineError> {
     let pipe = dir.join(format!("in-{k}"));
-    nix::unistd::mkfifo(&pipe, nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR)
-        .map_err(|e| worker_error(&format!("cannot make {}", pipe.display()), e))?;
+    nix::unistd::mkfifo(
+        &pipe,
+        nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+    )
+    .map_err(|e| worker_error(&format!("cannot make {}", pipe.display()), e))?;
     Ok(pipe)
 }
 
@@ -816,7 +823,7 @@ impl Process {
         with_try: bool,
         deadline: Instant,
         stats: &mut Stats,
-        sink: Option<&mpsc::UnboundedSender<Vec<(Vec<String>, Report)>>>,
+        sink: Option<&Sink>,
     ) -> Result<Run, EngineError> {
         let pipe = self.dir.join(format!("in-{}", self.next));
         self.next += 1;

@@ -95,6 +95,10 @@ async fn evaluate_row(
             Outcome::Failed(text)
         }
     };
+    // Whatever the outcome, the next evaluation starts afresh.
+    if let Err(e) = hydra_db::evaluation_journal::clear(&ctx.pool, row.id).await {
+        tracing::warn!(error = %e, "cannot clear the evaluation journal");
+    }
     let summary = Summary {
         project: row.project.clone(),
         jobset: row.name.clone(),
@@ -221,7 +225,7 @@ async fn stages(
     )
     .await?;
     let eval_start = Instant::now();
-    let (evaluated, broken_aggregates) = evaluate(ctx, &checkout).await?;
+    let (evaluated, broken_aggregates) = evaluate(ctx, &checkout, &hash).await?;
     times.eval = eval_start.elapsed();
     let error_text = error_text(&evaluated.errors);
     let new_eval = NewEval {
@@ -441,6 +445,7 @@ fn expression(checkout: &Checkout) -> Result<Expression, RunError> {
 async fn evaluate(
     ctx: &Context,
     checkout: &Checkout,
+    hash: &str,
 ) -> Result<(engine::Outcome, BTreeMap<String, String>), RunError> {
     let expression = expression(checkout)?;
     let fetched = &checkout.fetched;
@@ -460,7 +465,32 @@ async fn evaluate(
         timeout: Duration::from_secs(ctx.config.evaluator.time_limit)
             .saturating_sub(checkout.started.elapsed()),
     };
-    let mut evaluated = match engine::evaluate(&request).await {
+    let jobset = checkout.row.id;
+    let journal = open_journal(ctx, jobset, hash).await?;
+    if !journal.known.is_empty() {
+        tracing::info!(
+            reports = journal.known.len(),
+            "carrying on from an interrupted evaluation of the same inputs"
+        );
+    }
+    let (sink, reports) = tokio::sync::mpsc::unbounded_channel();
+    let writer = tokio::spawn(write_journal(
+        ctx.pool.clone(),
+        jobset,
+        hash.to_string(),
+        reports,
+    ));
+    let result = engine::evaluate_journaled(
+        &request,
+        engine::Journal {
+            sink: Some(sink),
+            ..journal
+        },
+    )
+    .await;
+    // The engine dropped its sink: the writer ends once it wrote the rest.
+    let _ = writer.await;
+    let mut evaluated = match result {
         Ok(evaluated) => evaluated,
         Err(engine::EngineError::Timeout) => {
             return Err(RunError::Message(format!(
@@ -483,6 +513,50 @@ async fn evaluate(
         }));
     }
     Ok((evaluated, broken_aggregates))
+}
+
+/// The reports an interrupted evaluation of the same inputs left.
+async fn open_journal(
+    ctx: &Context,
+    jobset: JobsetId,
+    hash: &str,
+) -> Result<engine::Journal, DbError> {
+    let mut known = std::collections::HashMap::new();
+    for (path, report) in hydra_db::evaluation_journal::open(&ctx.pool, jobset, hash).await? {
+        // A report this version cannot read is evaluated again.
+        if let Ok(report) = serde_json::from_value::<engine::Report>(report) {
+            known.insert(path, report);
+        }
+    }
+    Ok(engine::Journal { known, sink: None })
+}
+
+/// Writes the engine's reports to the journal as they come, all that
+/// waits in one statement.
+async fn write_journal(
+    pool: sqlx::PgPool,
+    jobset: JobsetId,
+    key: String,
+    mut reports: tokio::sync::mpsc::UnboundedReceiver<engine::Reports>,
+) {
+    while let Some(first) = reports.recv().await {
+        let mut entries: Vec<hydra_db::evaluation_journal::Entry> = Vec::new();
+        let mut add = |batch: engine::Reports| {
+            for (path, report) in batch {
+                if let Ok(report) = serde_json::to_value(&report) {
+                    entries.push((path, report));
+                }
+            }
+        };
+        add(first);
+        while let Ok(more) = reports.try_recv() {
+            add(more);
+        }
+        if let Err(e) = hydra_db::evaluation_journal::append(&pool, jobset, &key, &entries).await {
+            // Only resuming suffers: the evaluation goes on.
+            tracing::warn!(error = %e, "cannot write the evaluation journal");
+        }
+    }
 }
 
 /// Records a failed fetch (`fetchErrorMsg`) and announces it.

@@ -2,7 +2,8 @@
 //! PostgreSQL cluster of the test's own, building real derivations in the
 //! machine's Nix store, while faults are injected: `kill -9` of the queue
 //! runner at random moments of a DAG build, `kill -9` of the evaluator
-//! during evaluation and recording, a PostgreSQL fast restart and a
+//! during evaluation and recording (and half way through an evaluation,
+//! which then carries on where it stopped), a PostgreSQL fast restart and a
 //! postmaster kill under all roles. After each: no build lost, none built
 //! twice after it succeeded, every status right, no step row left busy, no
 //! child process orphaned, and a new jobset still evaluates and builds.
@@ -104,6 +105,22 @@ builtins.listToAttrs (builtins.genList (i: {
 }) 3000)
 "#;
 
+/// Jobs that each cost milliseconds of evaluation and say, on the
+/// worker's stderr, that they were evaluated.
+const COUNTED: &str = r#"
+with import ./config.nix;
+{ salt }:
+builtins.listToAttrs (builtins.genList (i: {
+  name = "c${toString i}";
+  value = builtins.trace "counted: evaluated c${toString i}" (mkDerivation {
+    name = "c${toString i}";
+    inherit salt;
+    work = toString (builtins.foldl' (a: b: a + b) i (builtins.genList (x: x * i) 30000));
+    builder = builtins.toFile "c.sh" "echo > $out";
+  });
+}) 1500)
+"#;
+
 /// One role as a process of its own.
 struct Role {
     name: &'static str,
@@ -197,6 +214,7 @@ impl World {
         std::fs::copy(fixtures_dir().join("config.nix"), exprs.join("config.nix")).unwrap();
         std::fs::write(exprs.join("dag.nix"), DAG).unwrap();
         std::fs::write(exprs.join("wide.nix"), WIDE).unwrap();
+        std::fs::write(exprs.join("counted.nix"), COUNTED).unwrap();
         let nix_conf = data.join("nix");
         std::fs::create_dir_all(&nix_conf).unwrap();
         std::fs::write(
@@ -257,6 +275,10 @@ impl World {
     }
 
     fn start(&mut self, name: &'static str, command: &str) {
+        self.start_with(name, command, &[]);
+    }
+
+    fn start_with(&mut self, name: &'static str, command: &str, env: &[(&str, String)]) {
         let log = self.data.join(format!("{name}.{}.log", self.roles.len()));
         let out = std::fs::File::create(&log).unwrap();
         let err = out.try_clone().unwrap();
@@ -264,6 +286,7 @@ impl World {
         cmd.env("HYDRA_DATABASE_URL", &self.url)
             .env("NIX_CONF_DIR", self.data.join("nix"))
             .env("RUST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .arg(command)
             .stdin(Stdio::null())
             .stdout(out)
@@ -611,4 +634,152 @@ async fn a_postgresql_fast_restart_under_all_roles_loses_and_repeats_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postmaster_kill_under_all_roles_loses_and_repeats_nothing() {
     database_restart_under_all_roles(Signal::SIGKILL, "postmaster kill").await;
+}
+
+/// An evaluation whose evaluator is killed half way carries on from what
+/// its workers had reported: counted by the jobs themselves (each traces
+/// when it is evaluated, and a wrapper around `nix-instantiate` keeps the
+/// workers' stderr), at most one report line per worker is evaluated twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evaluation_killed_half_way_carries_on_where_it_stopped() {
+    const JOBS: usize = 1500;
+    const WORKERS: usize = 2;
+    // Reports per trace line of a worker (the engine's batch).
+    const BATCH: usize = 64;
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let mut world = World::new(Rng::from_env("resumed evaluation").next()).await;
+    let mut conf = std::fs::OpenOptions::new()
+        .append(true)
+        .open(world.data.join("hydra.conf"))
+        .unwrap();
+    std::io::Write::write_all(
+        &mut conf,
+        format!("evaluator_workers = {WORKERS}\n").as_bytes(),
+    )
+    .unwrap();
+    // A log per worker process: lines of two processes appending to one
+    // file could interleave.
+    let logs = world.data.join("evaluated");
+    std::fs::create_dir_all(&logs).unwrap();
+    let bin = world.data.join("wrapped");
+    std::fs::create_dir_all(&bin).unwrap();
+    let real = String::from_utf8(
+        std::process::Command::new("sh")
+            .args(["-c", "command -v nix-instantiate"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let wrapper = bin.join("nix-instantiate");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/bash\nset -o pipefail\nsetpriv --pdeathsig KILL -- {} \"$@\" 2>&1 >/dev/null | tee {}/$$.log >&2\n",
+            real.trim(),
+            logs.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let evaluated = || -> Vec<String> {
+        std::fs::read_dir(&logs)
+            .unwrap()
+            .flatten()
+            .flat_map(|f| {
+                std::fs::read_to_string(f.path())
+                    .unwrap_or_default()
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("trace: counted: evaluated "))
+                    .map(String::from)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+
+    world.start_with("evaluator", "evaluator", &[("PATH", path.clone())]);
+    let jobset = world.jobset("counted", "counted.nix").await;
+    assert!(
+        common::eventually(Duration::from_secs(120), || evaluated().len() >= JOBS / 2),
+        "half the jobs were never evaluated\n{}",
+        world.logs()
+    );
+    let evaluator = world.role("evaluator");
+    let children = descendants(evaluator.pid());
+    evaluator.kill9();
+    let before = evaluated().len();
+    assert!(before < JOBS, "the evaluation ended before the kill");
+    assert_no_orphans(&children, "a killed evaluator");
+    let journaled = world
+        .query_i64("select count(*) from EvaluationJournal")
+        .await;
+    eprintln!("killed after {before} jobs were evaluated, {journaled} reports journaled");
+    assert_eq!(
+        world.query_i64("select count(*) from JobsetEvals").await,
+        0,
+        "the evaluation was recorded before the kill"
+    );
+
+    sqlx::query("update Jobsets set triggerTime = 1 where id = $1")
+        .bind(jobset)
+        .execute(&world.pool)
+        .await
+        .unwrap();
+    world.start_with("evaluator", "evaluator", &[("PATH", path)]);
+    world
+        .wait_for(
+            "select count(*) from Builds where isCurrent = 1",
+            JOBS as i64,
+            Duration::from_secs(180),
+            "the resumed evaluation",
+        )
+        .await;
+    let all = evaluated();
+    let distinct: std::collections::BTreeSet<&String> = all.iter().collect();
+    let twice = all.len() - distinct.len();
+    eprintln!(
+        "{} evaluations of {} jobs: {twice} evaluated twice (budget {})",
+        all.len(),
+        distinct.len(),
+        WORKERS * BATCH
+    );
+    assert_eq!(distinct.len(), JOBS);
+    assert!(
+        twice <= WORKERS * BATCH,
+        "{twice} jobs evaluated twice\n{}",
+        world.logs()
+    );
+    assert!(
+        world
+            .role("evaluator")
+            .log()
+            .contains("carrying on from an interrupted evaluation"),
+        "{}",
+        world.logs()
+    );
+    assert_eq!(
+        world
+            .query_i64("select count(distinct job) from Builds where isCurrent = 1")
+            .await,
+        JOBS as i64
+    );
+    // The journal goes with the evaluation (once it is recorded).
+    let pool = world.pool.clone();
+    let cleared = common::until(Duration::from_secs(30), || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("select count(*) from EvaluationJournal")
+                .fetch_one(&pool)
+                .await
+                .is_ok_and(|n| n == 0)
+        }
+    })
+    .await;
+    assert!(cleared, "the journal outlived its evaluation");
+    world.stop();
 }

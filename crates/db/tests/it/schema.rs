@@ -264,6 +264,7 @@ const OUR_TABLES: &[&str] = &[
     "pullrequests",
     "buildcancellations",
     "oidclogins",
+    "evaluationjournal",
 ];
 
 const INDEXES: &[&str] = &[
