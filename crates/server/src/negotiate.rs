@@ -47,6 +47,32 @@ pub(crate) fn json_text_with(
     response
 }
 
+/// A JSON response whose body is written as `chunks` come; a chunk that
+/// fails ends the body early (the client sees JSON cut short, never a
+/// wrong document).
+pub(crate) fn json_stream(
+    chunks: impl futures_util::Stream<Item = crate::error::ApiResult<String>> + Send + 'static,
+) -> Response {
+    use futures_util::StreamExt;
+    let body = chunks.map(|chunk| {
+        chunk.map_err(|e| {
+            tracing::warn!(error = %e, "a streamed response stopped");
+            std::io::Error::other(e.to_string())
+        })
+    });
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::VARY, HeaderValue::from_static("Accept")),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
 /// A response that is JSON for API clients and a page for browsers.
 #[derive(Debug)]
 pub(crate) struct Page {

@@ -123,12 +123,25 @@ pub(crate) async fn show(
         .with_extra("full", json!(full)))
 }
 
-pub(crate) async fn builds(State(state): State<AppState>, eval: EvalPath) -> ApiResult<Response> {
+/// The evaluation's builds. API clients get the JSON streamed, a few
+/// hundred builds at a time (the first bytes at once, memory flat
+/// whatever the size); browsers get the page.
+pub(crate) async fn builds(
+    State(state): State<AppState>,
+    eval: EvalPath,
+    page: crate::negotiate::WantsPage,
+) -> ApiResult<Response> {
     let ids = hydra_db::evals::member_ids(&state.pool, eval.id).await?;
-    Ok(crate::negotiate::json_text(
-        "eval-builds",
-        views::builds_json_text(&state.pool, &ids).await?,
-    ))
+    if page.0 {
+        return Ok(crate::negotiate::json_text(
+            "eval-builds",
+            views::builds_json_text(&state.pool, &ids).await?,
+        ));
+    }
+    Ok(crate::negotiate::json_stream(views::builds_json_stream(
+        state.pool.clone(),
+        ids,
+    )))
 }
 
 /// Output paths of the successful builds that have a `nix-build` product.

@@ -262,6 +262,43 @@ pub(crate) async fn builds_json_text(pool: &PgPool, ids: &[BuildId]) -> ApiResul
     serde_json::to_string(&builds).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
+/// Builds read and written per chunk of a streamed list.
+const STREAM_CHUNK: usize = 500;
+
+/// [`builds_json_text`] for many builds, as a stream of pieces of the one
+/// JSON array: a chunk of builds is read while the previous one is sent.
+pub(crate) fn builds_json_stream(
+    pool: PgPool,
+    ids: Vec<BuildId>,
+) -> impl futures_util::Stream<Item = ApiResult<String>> + Send + 'static {
+    use futures_util::StreamExt;
+    let chunks: Vec<Vec<BuildId>> = ids.chunks(STREAM_CHUNK).map(<[BuildId]>::to_vec).collect();
+    let last = chunks.len().saturating_sub(1);
+    let body = futures_util::stream::iter(chunks.into_iter().enumerate())
+        .map(move |(i, chunk)| {
+            let pool = pool.clone();
+            async move {
+                let text = builds_json_text(&pool, &chunk).await?;
+                // The chunk's array without its brackets, joined by commas.
+                let inner = text
+                    .strip_prefix('[')
+                    .and_then(|t| t.strip_suffix(']'))
+                    .unwrap_or_default();
+                let mut piece = String::with_capacity(inner.len() + 2);
+                piece.push(if i == 0 { '[' } else { ',' });
+                piece.push_str(inner);
+                if i == last {
+                    piece.push(']');
+                }
+                Ok(piece)
+            }
+        })
+        .buffered(2);
+    // No builds: the empty array, in one piece.
+    let empty = (last == 0 && ids.is_empty()).then(|| Ok("[]".to_string()));
+    futures_util::stream::iter(empty).chain(body)
+}
+
 /// A number as PostgreSQL's JSON shows it: integral values without `.0`.
 pub(crate) fn json_number(v: f64) -> Value {
     if v.fract() == 0.0 && v.abs() < 9.0e15 {

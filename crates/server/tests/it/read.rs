@@ -331,3 +331,51 @@ async fn every_route_answers_the_same_with_a_trailing_slash() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test]
+async fn an_evaluations_builds_are_streamed_whole_and_in_order() {
+    let app = App::new().await;
+    fixture(&app).await;
+    // Past two chunks of the stream (500 builds each), with outputs.
+    app.exec(
+        "insert into JobsetEvals (id, jobset_id, timestamp, checkoutTime, evalTime, hasNewBuilds, hash, nrBuilds)
+           select 99, jobset_id, 1700000000, 1, 2, 1, 'big', 1234 from Builds where id = 1;
+         insert into Builds (id, finished, timestamp, jobset_id, job, nixName, drvPath, system, buildStatus, isCurrent,
+                             startTime, stopTime)
+           select 1000 + i, 1, 1700000000 + i, (select jobset_id from Builds where id = 1), 'many' || i, 'pkg-' || i,
+                  '/nix/store/' || lpad(i::text, 32, '0') || '-pkg-' || i || '.drv', 'x86_64-linux', 0, 1,
+                  1700000000 + i, 1700000001 + i
+           from generate_series(1, 1234) i;
+         insert into BuildOutputs (build, name, path)
+           select 1000 + i, 'out', '/nix/store/' || lpad(i::text, 32, '1') || '-pkg-' || i from generate_series(1, 1234) i;
+         insert into JobsetEvalMembers (eval, build, isNew) select 99, 1000 + i, 1 from generate_series(1, 1234) i;",
+    )
+    .await;
+    let reply = app.get("/eval/99/builds").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.headers["content-type"], "application/json");
+    assert!(
+        reply.headers.get("content-length").is_none(),
+        "streamed, not sent at once: {:?}",
+        reply.headers
+    );
+    let list = reply.json();
+    let list = list.as_array().unwrap();
+    let ids: Vec<i64> = list.iter().map(|b| b["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, (1001..=2234).collect::<Vec<_>>());
+    assert_eq!(
+        list[700]["buildoutputs"]["out"]["path"],
+        format!("/nix/store/{}701-pkg-701", "1".repeat(29))
+    );
+    assert_eq!(list[700]["job"], "many701");
+    // An evaluation without builds is the empty list.
+    app.exec(
+        "insert into JobsetEvals (id, jobset_id, timestamp, checkoutTime, evalTime, hasNewBuilds, hash, nrBuilds)
+           select 98, jobset_id, 1700000000, 1, 2, 0, 'none', 0 from Builds where id = 1;",
+    )
+    .await;
+    assert_eq!(
+        app.get("/eval/98/builds").await.json(),
+        serde_json::json!([])
+    );
+}
