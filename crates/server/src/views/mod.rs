@@ -262,8 +262,11 @@ pub(crate) async fn builds_json_text(pool: &PgPool, ids: &[BuildId]) -> ApiResul
     serde_json::to_string(&builds).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
-/// Builds read and written per chunk of a streamed list.
-const STREAM_CHUNK: usize = 500;
+/// Builds read and written in the first chunk of a streamed list (the
+/// first bytes go out at once); each next chunk is twice as large, up to
+/// [`STREAM_CHUNK_MAX`] (fewer round trips for long lists).
+const STREAM_CHUNK_FIRST: usize = 250;
+const STREAM_CHUNK_MAX: usize = 2000;
 
 /// [`builds_json_text`] for many builds, as a stream of pieces of the one
 /// JSON array: a chunk of builds is read while the previous one is sent.
@@ -272,7 +275,15 @@ pub(crate) fn builds_json_stream(
     ids: Vec<BuildId>,
 ) -> impl futures_util::Stream<Item = ApiResult<String>> + Send + 'static {
     use futures_util::StreamExt;
-    let chunks: Vec<Vec<BuildId>> = ids.chunks(STREAM_CHUNK).map(<[BuildId]>::to_vec).collect();
+    let mut chunks: Vec<Vec<BuildId>> = Vec::new();
+    let mut size = STREAM_CHUNK_FIRST;
+    let mut rest = &ids[..];
+    while !rest.is_empty() {
+        let (chunk, tail) = rest.split_at(size.min(rest.len()));
+        chunks.push(chunk.to_vec());
+        rest = tail;
+        size = (size * 2).min(STREAM_CHUNK_MAX);
+    }
     let last = chunks.len().saturating_sub(1);
     let body = futures_util::stream::iter(chunks.into_iter().enumerate())
         .map(move |(i, chunk)| {

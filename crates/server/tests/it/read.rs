@@ -336,7 +336,7 @@ async fn every_route_answers_the_same_with_a_trailing_slash() {
 async fn an_evaluations_builds_are_streamed_whole_and_in_order() {
     let app = App::new().await;
     fixture(&app).await;
-    // Past two chunks of the stream (500 builds each), with outputs.
+    // Past three chunks of the stream (250, 500, 1000 builds), with outputs.
     app.exec(
         "insert into JobsetEvals (id, jobset_id, timestamp, checkoutTime, evalTime, hasNewBuilds, hash, nrBuilds)
            select 99, jobset_id, 1700000000, 1, 2, 1, 'big', 1234 from Builds where id = 1;
