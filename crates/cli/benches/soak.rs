@@ -56,14 +56,7 @@ fn get(address: &str, path: &str, extra: &str, body: &str) -> u16 {
 }
 
 fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
+    hydra_metrics::resident_memory(pid).map_or(0, |(_, peak)| peak / 1024)
 }
 
 /// Pids of processes whose command line starts with `program`.

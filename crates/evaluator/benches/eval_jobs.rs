@@ -23,32 +23,24 @@ use std::time::{Duration, Instant};
 
 use hydra_evaluator::engine::{self, Expression, NixEnv, Request};
 
-const RELEASE: &str = r#"
-{ n, salt, first ? 0 }:
-builtins.listToAttrs (builtins.genList (j: let i = first + j; in {
-  name = "job${toString i}";
-  value = derivation {
-    name = "bench-${salt}-${toString i}";
+/// A jobset of `n` jobs from `first`, each a derivation whose build
+/// prints `value` (a Nix expression of `i`, the job's number).
+fn release(value: &str) -> String {
+    format!(
+        r#"
+{{ n, salt, first ? 0 }}:
+builtins.listToAttrs (builtins.genList (j: let i = first + j; in {{
+  name = "job${{toString i}}";
+  value = derivation {{
+    name = "bench-${{salt}}-${{toString i}}";
     system = builtins.currentSystem;
     builder = "/bin/sh";
-    args = [ "-c" "echo ${toString i} > $out" ];
-  };
-}) n)
-"#;
-
-/// Each job folds a list of 40,000 numbers of its own.
-const CPU_RELEASE: &str = r#"
-{ n, salt, first ? 0 }:
-builtins.listToAttrs (builtins.genList (j: let i = first + j; in {
-  name = "job${toString i}";
-  value = derivation {
-    name = "bench-${salt}-${toString i}";
-    system = builtins.currentSystem;
-    builder = "/bin/sh";
-    args = [ "-c" "echo ${toString (builtins.foldl' (a: b: a + b) i (builtins.genList (x: x * i) 40000))} > $out" ];
-  };
-}) n)
-"#;
+    args = [ "-c" "echo ${{toString ({value})}} > $out" ];
+  }};
+}}) n)
+"#
+    )
+}
 
 /// The memory limit of the engine's workers: the default of
 /// `evaluator_max_memory_size`.
@@ -250,8 +242,13 @@ async fn main() {
             .unwrap_or(default)
     };
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("release.nix"), RELEASE).unwrap();
-    std::fs::write(dir.path().join("cpu.nix"), CPU_RELEASE).unwrap();
+    std::fs::write(dir.path().join("release.nix"), release("i")).unwrap();
+    // Each job folds a list of 40,000 numbers of its own.
+    std::fs::write(
+        dir.path().join("cpu.nix"),
+        release("builtins.foldl' (a: b: a + b) i (builtins.genList (x: x * i) 40000)"),
+    )
+    .unwrap();
     let run = format!(
         "{}",
         std::time::SystemTime::now()

@@ -97,6 +97,7 @@ fn inputs_nix(args: &[Arg]) -> String {
     s
 }
 
+pub use hydra_metrics::resident_memory;
 pub use hydra_nix::env::NixEnv;
 
 /// An evaluation to do.
@@ -456,9 +457,13 @@ impl Explore {
                 let request = request.clone();
                 let sink = sink.clone();
                 running.spawn(async move {
-                    let reports = worker
-                        .evaluate(&request, &paths, with_try, deadline, sink.as_ref())
-                        .await;
+                    let pass = Pass {
+                        request: &request,
+                        with_try,
+                        deadline,
+                        sink: sink.as_ref(),
+                    };
+                    let reports = worker.evaluate(&pass, &paths).await;
                     (worker, paths, reports)
                 });
             }
@@ -580,6 +585,16 @@ pub(crate) fn register_gc_root(dir: &Path, store_path: &str) {
     }
 }
 
+/// What every request of a pass shares.
+#[derive(Clone, Copy)]
+struct Pass<'a> {
+    request: &'a Request,
+    /// Whether errors `tryEval` catches are reported as failed.
+    with_try: bool,
+    deadline: Instant,
+    sink: Option<&'a Sink>,
+}
+
 /// One worker: a `nix-instantiate` process at a time, replaced when it
 /// dies or grows past the memory limit.
 struct Worker {
@@ -631,12 +646,10 @@ impl Worker {
     /// one report per path, in order.
     async fn evaluate(
         &mut self,
-        request: &Request,
+        pass: &Pass<'_>,
         paths: &[Vec<String>],
-        with_try: bool,
-        deadline: Instant,
-        sink: Option<&Sink>,
     ) -> Result<Vec<Reported>, EngineError> {
+        let request = pass.request;
         let mut reports: Vec<Reported> = Vec::with_capacity(paths.len());
         // How many of the next paths are reported one at a time: after a
         // worker died in a batch, the culprit is among the next BATCH paths.
@@ -651,15 +664,7 @@ impl Worker {
                 return Err(EngineError::Worker("no worker process".into()));
             };
             let run = process
-                .send(
-                    request,
-                    pending,
-                    slow_until,
-                    with_try,
-                    deadline,
-                    &mut self.stats,
-                    sink,
-                )
+                .send(pass, pending, slow_until, &mut self.stats)
                 .await?;
             let reported = run.results.len();
             reports.extend(run.results.into_iter().map(Reported::Done));
@@ -671,7 +676,7 @@ impl Worker {
             let alone = reported < slow_until;
             let culprit = &pending[reported];
             let fail = |text: String, reports: &mut Vec<Reported>| {
-                if let Some(sink) = sink {
+                if let Some(sink) = pass.sink {
                     let _ = sink.send(vec![(
                         culprit.clone(),
                         Report(Reported::Error(text.clone())),
@@ -814,17 +819,19 @@ impl Process {
 
     /// Sends one request and reads its reports until every path is
     /// reported or the process ends.
-    #[allow(clippy::too_many_arguments)]
     async fn send(
         &mut self,
-        request: &Request,
+        pass: &Pass<'_>,
         paths: &[Vec<String>],
         slow_until: usize,
-        with_try: bool,
-        deadline: Instant,
         stats: &mut Stats,
-        sink: Option<&Sink>,
     ) -> Result<Run, EngineError> {
+        let Pass {
+            request,
+            with_try,
+            deadline,
+            sink,
+        } = *pass;
         let pipe = self.dir.join(format!("in-{}", self.next));
         self.next += 1;
         // The pipe of the request after this one exists before the worker
@@ -944,17 +951,6 @@ async fn release(pipe: &Path, writer: tokio::task::JoinHandle<std::io::Result<()
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let _ = writer.await;
-}
-
-/// Resident memory of a process now and at its peak, in bytes.
-pub fn resident_memory(pid: u32) -> Option<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| -> Option<u64> {
-        let line = status.lines().find(|l| l.starts_with(name))?;
-        let kib: u64 = line[name.len()..].split_whitespace().next()?.parse().ok()?;
-        Some(kib * 1024)
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
 /// The useful part of what a dying worker printed: from its `error:` line,

@@ -68,6 +68,23 @@ impl Gauge {
     }
 }
 
+/// Resident memory of process `pid` now and at its peak (`VmRSS`,
+/// `VmHWM`), in bytes; `None` once it is gone.
+pub fn resident_memory(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()?;
+        Some(kib * 1024)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
 /// `n` bucket bounds from `start`, each `factor` times the previous.
 pub fn exponential_buckets(start: f64, factor: f64, n: usize) -> Vec<f64> {
     std::iter::successors(Some(start), |b| Some(b * factor))

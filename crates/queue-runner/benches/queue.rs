@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use hydra_config::Config;
 use hydra_db::{Listener, Wakeup};
+use hydra_metrics::resident_memory;
 use hydra_nix::env::NixEnv;
 use hydra_queue_runner::Context;
 use hydra_test_support::jobsets::{create_jobset, create_project};
@@ -320,7 +321,9 @@ in builtins.listToAttrs (builtins.genList (i: {{ name = "j${{toString i}}";
     let mut listener = Listener::connect(&db.pool, &["step_started"])
         .await
         .unwrap();
-    let before = memory();
+    let me = std::process::id();
+    let memory = |pid| resident_memory(pid).unwrap_or_default();
+    let before = memory(me);
     let status = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = status.local_addr().unwrap();
     let start = Instant::now();
@@ -336,7 +339,7 @@ in builtins.listToAttrs (builtins.genList (i: {{ name = "j${{toString i}}";
         }
     }
     let first = start.elapsed();
-    let at_first = memory();
+    let at_first = memory(me);
     let mib = |b: u64| b >> 20;
     println!(
         "(c) {} queued builds until the first dispatch: {:.2} s (budget < 5 s: {}); resident memory {} MiB before the queue runner started, {} MiB then",
@@ -358,7 +361,7 @@ in builtins.listToAttrs (builtins.genList (i: {{ name = "j${{toString i}}";
         queued = queued_builds(address).await;
     }
     let loaded = start.elapsed();
-    let at_loaded = memory();
+    let at_loaded = memory(me);
     shutdown.cancel();
     task.await.unwrap().unwrap();
     let grown = at_loaded.1.saturating_sub(before.0);
@@ -371,20 +374,6 @@ in builtins.listToAttrs (builtins.genList (i: {{ name = "j${{toString i}}";
         mib(grown),
         if grown < 2 << 30 { "met" } else { "NOT met" }
     );
-}
-
-/// This process's resident memory now and at its peak, in bytes.
-fn memory() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-            .unwrap_or(0)
-            * 1024
-    };
-    (field("VmRSS:"), field("VmHWM:"))
 }
 
 /// `nrQueuedBuilds` from the queue runner's status.

@@ -39,14 +39,9 @@ fn server(db: &TestDb, data: &std::path::Path, config: &str) -> (Up, String) {
 
 /// The peak resident memory of a process, in bytes.
 fn peak_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse::<u64>()
-        .unwrap()
-        * 1024
+    hydra_metrics::resident_memory(pid)
+        .expect("the server runs")
+        .1
 }
 
 #[tokio::test]

@@ -306,7 +306,7 @@ pub(crate) fn builds_json_stream(
         })
         .buffered(2);
     // No builds: the empty array, in one piece.
-    let empty = (last == 0 && ids.is_empty()).then(|| Ok("[]".to_string()));
+    let empty = ids.is_empty().then(|| Ok("[]".to_string()));
     futures_util::stream::iter(empty).chain(body)
 }
 
