@@ -353,12 +353,13 @@ in builtins.listToAttrs (builtins.genList (i: {{ name = "j${{toString i}}";
         mib(before.0),
         mib(at_first.0),
     );
-    // Until the queue holds every build (the status says how many), for
-    // at most 10 minutes.
-    let mut queued = 0;
-    while queued < ids.len() as u64 && start.elapsed() < Duration::from_secs(600) {
+    // Until every build was read into the queue (the status says how
+    // many), for at most 10 minutes; steps run meanwhile.
+    let mut status = serde_json::Value::Null;
+    let read = |s: &serde_json::Value| s["nrBuildsRead"].as_u64().unwrap_or(0);
+    while read(&status) < ids.len() as u64 && start.elapsed() < Duration::from_secs(600) {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        queued = queued_builds(address).await;
+        status = runner_status(address).await;
     }
     let loaded = start.elapsed();
     let at_loaded = memory(me);
@@ -366,9 +367,16 @@ in builtins.listToAttrs (builtins.genList (i: {{ name = "j${{toString i}}";
     task.await.unwrap().unwrap();
     let grown = at_loaded.1.saturating_sub(before.0);
     println!(
-        "(c) {queued} of {} builds in the queue after {:.1} s; resident memory then {} MiB, peak {} MiB; the queue runner's share {} MiB (budget < 2048 MiB: {})",
+        "(c) {} of {} builds read after {:.1} s ({} in the queue, {} steps, {} runnable, {} builds done; {} dispatcher passes, {:.2} ms each on average); resident memory then {} MiB, peak {} MiB; the queue runner's share {} MiB (budget < 2048 MiB: {})",
+        read(&status),
         ids.len(),
         loaded.as_secs_f64(),
+        status["nrQueuedBuilds"],
+        status["nrUnfinishedSteps"],
+        status["nrRunnableSteps"],
+        status["nrBuildsDone"],
+        status["nrDispatcherWakeups"],
+        status["dispatchTimeAvgMs"].as_f64().unwrap_or(0.0),
         mib(at_loaded.0),
         mib(at_loaded.1),
         mib(grown),
@@ -376,8 +384,8 @@ in builtins.listToAttrs (builtins.genList (i: {{ name = "j${{toString i}}";
     );
 }
 
-/// `nrQueuedBuilds` from the queue runner's status.
-async fn queued_builds(address: std::net::SocketAddr) -> u64 {
+/// The queue runner's status.
+async fn runner_status(address: std::net::SocketAddr) -> serde_json::Value {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
     stream
@@ -387,10 +395,7 @@ async fn queued_builds(address: std::net::SocketAddr) -> u64 {
     let mut reply = String::new();
     stream.read_to_string(&mut reply).await.unwrap();
     let body = reply.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    serde_json::from_str::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v["nrQueuedBuilds"].as_u64())
-        .unwrap_or(0)
+    serde_json::from_str(body).unwrap_or_default()
 }
 
 #[tokio::main]

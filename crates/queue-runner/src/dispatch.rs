@@ -9,16 +9,17 @@
 //! step only if it builds the step's system, has every feature the step
 //! requires, and the step requires every one of its mandatory features.
 
-use hydra_db::ids::BuildId;
+use hydra_db::ids::{BuildId, JobsetId};
 use std::cmp::Ordering;
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
 use crate::QueueError;
-use crate::state::{Queue, Running, State, Stats};
+use crate::ready::Rank;
+use crate::state::{JobsetShare, Queue, Running, State, Stats};
 use crate::step;
 
 /// Runs the dispatcher until the queue stops.
@@ -66,44 +67,6 @@ pub(crate) async fn run(queue: Arc<Queue>) -> Result<(), QueueError> {
             _ = queue.stopping.cancelled() => return Ok(()),
         }
     }
-}
-
-/// The length of the longest chain of steps waiting for each step.
-fn critical_paths(state: &State) -> HashMap<&str, u32> {
-    let mut lengths: HashMap<&str, u32> = HashMap::with_capacity(state.steps.len());
-    for start in state.steps.keys() {
-        if lengths.contains_key(start.as_str()) {
-            continue;
-        }
-        // Iterative post-order over rdeps.
-        let mut stack: Vec<(&str, bool)> = vec![(start.as_str(), false)];
-        while let Some((drv, expanded)) = stack.pop() {
-            if lengths.contains_key(drv) {
-                continue;
-            }
-            let Some(step) = state.steps.get(drv) else {
-                continue;
-            };
-            if expanded {
-                let longest = step
-                    .rdeps
-                    .iter()
-                    .filter_map(|r| lengths.get(r.as_str()))
-                    .max()
-                    .copied()
-                    .unwrap_or(0);
-                lengths.insert(drv, longest + 1);
-            } else {
-                stack.push((drv, true));
-                for r in &step.rdeps {
-                    if !lengths.contains_key(r.as_str()) {
-                        stack.push((r.as_str(), false));
-                    }
-                }
-            }
-        }
-    }
-    lengths
 }
 
 /// What makes a runnable step go first, in this order: highest global
@@ -182,13 +145,35 @@ fn plan(queue: &Queue) -> Plan {
             wake.at(t);
         }
     }
-    let (candidates, unsupported) = candidates(state, now, max_unsupported, &mut wake);
-    let assigned = if candidates.is_empty() {
-        Vec::new()
-    } else {
-        let order = in_order(state, candidates);
-        assign(queue, state, order, now)
-    };
+    if let Some(t) = state.list_due(now) {
+        wake.at(t);
+    }
+    let (supported, unsupported) = supported_groups(state, now, max_unsupported, &mut wake);
+    let picks = choose(state, &supported, now);
+    let assigned = picks
+        .into_iter()
+        .map(|(mi, drv)| {
+            let machine = {
+                let m = &mut state.machines.list_mut()[mi];
+                m.current_jobs += 1;
+                m.idle_since = None;
+                m.machine.store_uri.clone()
+            };
+            let cancel = queue.stopping.child_token();
+            state.start(
+                &drv,
+                Running {
+                    machine: machine.clone(),
+                    cancel: cancel.clone(),
+                },
+            );
+            Assignment {
+                drv,
+                machine,
+                cancel,
+            }
+        })
+        .collect();
     Plan {
         assigned,
         unsupported,
@@ -198,142 +183,177 @@ fn plan(queue: &Queue) -> Plan {
     }
 }
 
-/// The runnable steps that may start now, and those no machine has
-/// supported for `max_unsupported`; the others say when to look again.
-fn candidates(
+/// Which groups of runnable steps some enabled machine supports; and the
+/// steps of the others that no machine has supported for
+/// `max_unsupported` (the rest say when to look again).
+fn supported_groups(
     state: &mut State,
     now: Instant,
     max_unsupported: Duration,
     wake: &mut Wake,
-) -> (Vec<String>, Vec<String>) {
+) -> (Vec<bool>, Vec<String>) {
     let mut unsupported = Vec::new();
-    let mut candidates: Vec<String> = Vec::new();
-    let drvs: Vec<String> = state
-        .steps
-        .iter()
-        .filter(|(_, s)| s.is_runnable())
-        .map(|(d, _)| d.clone())
-        .collect();
-    for drv in drvs {
-        let supported = {
-            let Some(step) = state.steps.get(&drv) else {
+    let mut supported = Vec::with_capacity(state.ready.groups().len());
+    for gi in 0..state.ready.groups().len() {
+        let group = &state.ready.groups()[gi];
+        let ok = state
+            .machines
+            .list()
+            .iter()
+            .any(|m| m.enabled && m.machine.supports(&group.system, &group.features));
+        supported.push(ok);
+        if ok {
+            state.ready.groups_mut()[gi].since_supported = now;
+            continue;
+        }
+        if group.len == 0 {
+            continue;
+        }
+        let since = group.since_supported;
+        if now < since + max_unsupported {
+            wake.at(since + max_unsupported);
+            continue;
+        }
+        for drv in group.drvs() {
+            let Some(step) = state.steps.get(drv) else {
                 continue;
             };
-            state
-                .machines
-                .list()
-                .iter()
-                .any(|m| m.enabled && m.machine.supports(&step.system, &step.required_features))
-        };
-        let Some(step) = state.steps.get_mut(&drv) else {
-            continue;
-        };
-        if supported {
-            step.last_supported = now;
-        } else {
-            let deadline = step.last_supported + max_unsupported;
+            let deadline = step.last_supported.max(since) + max_unsupported;
             if now >= deadline {
-                unsupported.push(drv);
+                unsupported.push(drv.to_string());
             } else {
                 wake.at(deadline);
             }
-            continue;
         }
-        if let Some(after) = step.after
-            && after > now
-        {
-            wake.at(after);
-            continue;
-        }
-        candidates.push(drv);
     }
-    (candidates, unsupported)
+    (supported, unsupported)
 }
 
-/// `candidates` in the order they get machines (see [`StepKey`]).
-fn in_order(state: &State, candidates: Vec<String>) -> Vec<String> {
-    let paths = critical_paths(state);
-    let key = |drv: &String| {
-        let s = &state.steps[drv];
-        StepKey {
-            global_priority: s.highest_global_priority,
-            share_used: state.share_used(s),
-            critical_path: paths.get(drv.as_str()).copied().unwrap_or(0),
-            local_priority: s.highest_local_priority,
-            lowest_build_id: s.lowest_build_id,
-        }
+/// One jobset's ranked steps of a group, in order, with the jobset's share.
+struct Cursor<'a> {
+    share_used: f64,
+    ranks: std::iter::Peekable<std::collections::btree_set::Iter<'a, Rank>>,
+}
+
+/// Which runnable steps go to which machines (by index), in order: each
+/// round the most preferred machine with a free slot gets the first step
+/// (see [`StepKey`]) it supports. Looks only at the heads of the ordered
+/// sets, so it costs what it starts.
+fn choose(state: &State, supported: &[bool], now: Instant) -> Vec<(usize, String)> {
+    let machines = state.machines.list();
+    let mut jobs: Vec<u32> = machines.iter().map(|m| m.current_jobs).collect();
+    let usable: Vec<usize> = (0..machines.len())
+        .filter(|&i| machines[i].available(now))
+        .collect();
+    if usable.iter().all(|&i| !machines[i].has_capacity()) {
+        return Vec::new();
+    }
+    let share = |jobset: &Option<JobsetId>| {
+        jobset
+            .and_then(|j| state.jobsets.get(&j))
+            .map_or(f64::MAX, JobsetShare::share_used)
     };
-    let mut keyed: Vec<(StepKey, String)> = candidates.into_iter().map(|d| (key(&d), d)).collect();
-    keyed.sort_by(|(a, _), (b, _)| a.order(b));
-    keyed.into_iter().map(|(_, d)| d).collect()
-}
-
-/// Gives steps, in `order`, to the machines that take them: each round
-/// the most preferred machine with a free slot gets the first step it
-/// supports.
-fn assign(queue: &Queue, state: &mut State, order: Vec<String>, now: Instant) -> Vec<Assignment> {
-    let mut order: Vec<Option<String>> = order.into_iter().map(Some).collect();
-    let mut assigned = Vec::new();
+    // The groups some machine takes, with their jobsets' cursors, and
+    // which usable machine takes which group.
+    let mut groups: Vec<(usize, Vec<Cursor<'_>>)> = state
+        .ready
+        .groups()
+        .iter()
+        .enumerate()
+        .filter(|(gi, g)| supported[*gi] && g.len > 0)
+        .map(|(gi, g)| {
+            let cursors = g
+                .by_jobset
+                .iter()
+                .map(|(jobset, ranks)| Cursor {
+                    share_used: share(jobset),
+                    ranks: ranks.iter().peekable(),
+                })
+                .collect();
+            (gi, cursors)
+        })
+        .collect();
+    let fits: Vec<Vec<bool>> = machines
+        .iter()
+        .map(|m| {
+            groups
+                .iter()
+                .map(|(gi, _)| {
+                    let g = &state.ready.groups()[*gi];
+                    m.machine.supports(&g.system, &g.features)
+                })
+                .collect()
+        })
+        .collect();
+    let mut taken: HashSet<&str> = HashSet::new();
+    let mut picks = Vec::new();
     loop {
-        // Machines in order of preference.
-        let mut machines: Vec<usize> = (0..state.machines.list().len())
-            .filter(|&i| {
-                let m = &state.machines.list()[i];
-                m.available(now) && m.has_capacity()
-            })
+        // Machines with a free slot, in order of preference.
+        let mut free: Vec<usize> = usable
+            .iter()
+            .copied()
+            .filter(|&i| jobs[i] < machines[i].machine.max_jobs)
             .collect();
-        machines.sort_by(|&a, &b| {
-            let (ma, mb) = (&state.machines.list()[a], &state.machines.list()[b]);
-            let load = |m: &crate::machines::MachineState| {
-                (f64::from(m.current_jobs) / m.machine.speed_factor.max(0.001)).round() as i64
-            };
-            load(ma)
-                .cmp(&load(mb))
+        let load = |i: usize| {
+            (f64::from(jobs[i]) / machines[i].machine.speed_factor.max(0.001)).round() as i64
+        };
+        free.sort_by(|&a, &b| {
+            load(a)
+                .cmp(&load(b))
                 .then(
-                    mb.machine
+                    machines[b]
+                        .machine
                         .speed_factor
-                        .partial_cmp(&ma.machine.speed_factor)
+                        .partial_cmp(&machines[a].machine.speed_factor)
                         .unwrap_or(Ordering::Equal),
                 )
-                .then(mb.current_jobs.cmp(&ma.current_jobs))
+                .then(jobs[b].cmp(&jobs[a]))
         });
         let mut picked = None;
-        'machines: for &mi in &machines {
-            let machine = &state.machines.list()[mi];
-            for (oi, slot) in order.iter().enumerate() {
-                let Some(drv) = slot else { continue };
-                let step = &state.steps[drv];
-                if machine
-                    .machine
-                    .supports(&step.system, &step.required_features)
-                {
-                    picked = Some((mi, oi));
-                    break 'machines;
+        for &mi in &free {
+            let mut best: Option<(StepKey, usize, usize)> = None;
+            for (k, (_, cursors)) in groups.iter_mut().enumerate() {
+                if !fits[mi][k] {
+                    continue;
+                }
+                for (ci, cursor) in cursors.iter_mut().enumerate() {
+                    while cursor
+                        .ranks
+                        .next_if(|r| taken.contains(r.drv.as_str()))
+                        .is_some()
+                    {}
+                    let Some(rank) = cursor.ranks.peek() else {
+                        continue;
+                    };
+                    let key = StepKey {
+                        global_priority: rank.global_priority.0,
+                        share_used: cursor.share_used,
+                        critical_path: rank.critical_path.0,
+                        local_priority: rank.local_priority.0,
+                        lowest_build_id: rank.lowest_build_id,
+                    };
+                    if best
+                        .as_ref()
+                        .is_none_or(|(b, _, _)| key.order(b) == Ordering::Less)
+                    {
+                        best = Some((key, k, ci));
+                    }
                 }
             }
+            if let Some((_, k, ci)) = best {
+                picked = Some((mi, k, ci));
+                break;
+            }
         }
-        let Some((mi, oi)) = picked else { break };
-        let Some(drv) = order[oi].take() else { break };
-        let uri = {
-            let m = &mut state.machines.list_mut()[mi];
-            m.current_jobs += 1;
-            m.idle_since = None;
-            m.machine.store_uri.clone()
+        let Some((mi, k, ci)) = picked else { break };
+        let Some(rank) = groups[k].1[ci].ranks.next() else {
+            break;
         };
-        let cancel = queue.stopping.child_token();
-        if let Some(step) = state.steps.get_mut(&drv) {
-            step.running = Some(Running {
-                machine: uri.clone(),
-                cancel: cancel.clone(),
-            });
-        }
-        assigned.push(Assignment {
-            drv,
-            machine: uri,
-            cancel,
-        });
+        taken.insert(rank.drv.as_str());
+        jobs[mi] += 1;
+        picks.push((mi, rank.drv.clone()));
     }
-    assigned
+    picks
 }
 
 #[cfg(test)]
@@ -348,6 +368,193 @@ mod tests {
             local_priority: local,
             lowest_build_id: BuildId(id),
         }
+    }
+
+    use crate::machines::Machines;
+    use crate::state::Build;
+    use hydra_nix::derivation::Derivation;
+    use hydra_nix::machines::Machine;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    fn machine(uri: &str, system: &str, max_jobs: u32, features: &[&str]) -> Machine {
+        Machine {
+            store_uri: uri.into(),
+            systems: vec![system.into()],
+            ssh_key: None,
+            max_jobs,
+            speed_factor: 1.0,
+            supported_features: features.iter().map(|f| f.to_string()).collect(),
+            mandatory_features: BTreeSet::new(),
+            host_key: None,
+        }
+    }
+
+    /// Adds step `name` for `system` waiting for `deps` (added before).
+    fn step(state: &mut State, name: &str, system: &str, deps: &[&str], features: &str) {
+        let mut drv = Derivation {
+            platform: system.into(),
+            ..Derivation::default()
+        };
+        if !features.is_empty() {
+            drv.env
+                .insert("requiredSystemFeatures".into(), features.into());
+        }
+        state.add_step(name, &drv, BTreeMap::new(), Instant::now());
+        for d in deps {
+            state.link(name, d);
+        }
+    }
+
+    /// Queues build `id` of `jobset` with top-level step `top`.
+    fn build(state: &mut State, id: i32, jobset: i32, top: &str, global_priority: i32) {
+        let build = Build {
+            id: BuildId(id),
+            drv_path: top.into(),
+            jobset_id: JobsetId(jobset),
+            project: "p".into(),
+            jobset: format!("j{jobset}"),
+            job: format!("b{id}"),
+            max_silent: None,
+            timeout: None,
+            timestamp: 0,
+            local_priority: 0,
+            global_priority,
+            toplevel: top.into(),
+        };
+        if let Some(s) = state.steps.get_mut(top) {
+            s.builds.insert(build.id);
+        }
+        state.propagate(top, &build);
+        state.jobsets.entry(JobsetId(jobset)).or_default().shares = 1;
+        state.builds.insert(build.id, build);
+    }
+
+    fn picks(state: &State) -> Vec<(String, String)> {
+        let supported = vec![true; state.ready.groups().len()];
+        choose(state, &supported, Instant::now())
+            .into_iter()
+            .map(|(mi, drv)| (state.machines.list()[mi].machine.store_uri.clone(), drv))
+            .collect()
+    }
+
+    fn path(state: &State, drv: &str) -> u32 {
+        state.steps[drv].critical_path
+    }
+
+    #[test]
+    fn critical_paths_follow_the_graph_as_it_grows_and_shrinks() {
+        let mut state = State::default();
+        step(&mut state, "cc", "x86_64-linux", &[], "");
+        step(&mut state, "lib", "x86_64-linux", &["cc"], "");
+        assert_eq!((path(&state, "cc"), path(&state, "lib")), (2, 1));
+        step(&mut state, "app", "x86_64-linux", &["lib"], "");
+        step(&mut state, "tool", "x86_64-linux", &["cc"], "");
+        assert_eq!(path(&state, "cc"), 3);
+        // The longest chain leaves: the path shrinks to the other one.
+        build(&mut state, 1, 1, "tool", 0);
+        state.remove_step("app");
+        assert_eq!((path(&state, "lib"), path(&state, "cc")), (1, 2));
+        // `lib` waits for nothing a build needs: released, with nothing
+        // else, since `tool` still needs `cc`.
+        assert!(state.release(["lib".to_string()]).is_empty());
+        assert!(!state.steps.contains_key("lib"));
+        assert_eq!(path(&state, "cc"), 2);
+        assert!(state.steps.contains_key("cc"));
+        // The build leaves: its steps go with it.
+        state.builds.clear();
+        state.release(["tool".to_string()]);
+        assert!(state.steps.is_empty());
+        assert!(picks(&state).is_empty());
+    }
+
+    #[test]
+    fn a_pass_takes_the_best_runnable_steps_each_machine_can_build() {
+        let mut state = State {
+            machines: Machines::of(vec![
+                machine("x86", "x86_64-linux", 2, &[]),
+                machine("arm", "aarch64-linux", 1, &["big"]),
+            ]),
+            ..State::default()
+        };
+        // Jobset 1 used more than its share; jobset 2 nothing.
+        step(&mut state, "x-old", "x86_64-linux", &[], "");
+        build(&mut state, 1, 1, "x-old", 0);
+        step(&mut state, "x-new", "x86_64-linux", &[], "");
+        build(&mut state, 5, 2, "x-new", 0);
+        step(&mut state, "x-deep", "x86_64-linux", &[], "");
+        step(&mut state, "x-top", "x86_64-linux", &["x-deep"], "");
+        build(&mut state, 3, 2, "x-top", 0);
+        step(&mut state, "x-urgent", "x86_64-linux", &[], "");
+        build(&mut state, 9, 1, "x-urgent", 10);
+        step(&mut state, "a-big", "aarch64-linux", &[], "big");
+        build(&mut state, 2, 1, "a-big", 0);
+        step(&mut state, "a-plain", "aarch64-linux", &[], "");
+        build(&mut state, 4, 2, "a-plain", 0);
+        if let Some(j) = state.jobsets.get_mut(&JobsetId(1)) {
+            j.add(0, 1000);
+        }
+        // Priority first, then the lesser share, then the longer chain.
+        // The arm machine, less loaded, comes second: of its two steps the
+        // one of the jobset with less share used goes first (its feature
+        // is not mandatory, so it takes steps without it).
+        assert_eq!(
+            picks(&state),
+            [
+                ("x86".to_string(), "x-urgent".to_string()),
+                ("arm".to_string(), "a-plain".to_string()),
+                ("x86".to_string(), "x-deep".to_string()),
+            ]
+        );
+        // Started steps leave the index; the next pass takes the rest.
+        for (machine, drv) in picks(&state) {
+            let Some(m) = state.machines.get_mut(&machine) else {
+                panic!("no machine {machine}")
+            };
+            m.current_jobs += 1;
+            state.start(
+                &drv,
+                Running {
+                    machine,
+                    cancel: CancellationToken::new(),
+                },
+            );
+        }
+        assert!(picks(&state).is_empty());
+        // `x-deep` finishes: `x-top` becomes runnable; a slot frees.
+        state.remove_step("x-deep");
+        if let Some(m) = state.machines.get_mut("x86") {
+            m.current_jobs -= 1;
+        }
+        assert_eq!(picks(&state), [("x86".to_string(), "x-top".to_string())]);
+        // A step to retry waits for its time, then runs again.
+        state.stop("x-urgent", Some(Instant::now() + Duration::from_secs(3600)));
+        if let Some(m) = state.machines.get_mut("x86") {
+            m.current_jobs -= 1;
+        }
+        assert_eq!(
+            picks(&state),
+            [
+                ("x86".to_string(), "x-top".to_string()),
+                ("x86".to_string(), "x-new".to_string())
+            ]
+        );
+        assert!(state.list_due(Instant::now()).is_some());
+        assert!(
+            state
+                .list_due(Instant::now() + Duration::from_secs(3601))
+                .is_none()
+        );
+        assert_eq!(
+            picks(&state)[0],
+            ("x86".to_string(), "x-urgent".to_string())
+        );
+        // A bump reorders what is already ranked.
+        let bumped = Build {
+            global_priority: 20,
+            ..state.builds[&BuildId(1)].clone()
+        };
+        state.propagate("x-old", &bumped);
+        assert_eq!(picks(&state)[0], ("x86".to_string(), "x-old".to_string()));
     }
 
     #[test]

@@ -21,6 +21,7 @@ mod finish;
 mod machines;
 mod monitor;
 mod products;
+mod ready;
 mod state;
 mod status;
 mod step;
@@ -62,6 +63,17 @@ impl Context {
             Some(root) => root.join(store_path.trim_start_matches('/')),
             None => PathBuf::from(store_path),
         }
+    }
+
+    /// Reads and parses the derivation `drv_path` from the local store
+    /// (blocking: call off the async threads).
+    pub fn read_derivation(
+        &self,
+        drv_path: &str,
+    ) -> Result<hydra_nix::derivation::Derivation, String> {
+        let text = std::fs::read_to_string(self.real_path(drv_path))
+            .map_err(|e| format!("cannot read {drv_path}: {e}"))?;
+        hydra_nix::derivation::Derivation::parse(&text).map_err(|e| format!("{drv_path}: {e}"))
     }
 
     /// The log file of a step: `build-logs/<2 chars>/<rest of the drv's

@@ -196,6 +196,15 @@ impl Machines {
     }
 
     /// Re-reads the files if one changed (looked at once a second at most).
+    /// Exactly `machines`, read from no file (for tests of the dispatcher).
+    #[cfg(test)]
+    pub(crate) fn of(machines: Vec<Machine>) -> Machines {
+        Machines {
+            list: machines.into_iter().map(MachineState::new).collect(),
+            ..Machines::default()
+        }
+    }
+
     pub fn reload_if_changed(&mut self) {
         if self
             .last_check

@@ -20,7 +20,7 @@ use hydra_db::{Listener, Wakeup};
 use hydra_nix::derivation::Derivation;
 
 use crate::finish;
-use crate::state::{Build, Queue, State, Stats, Step};
+use crate::state::{Build, Queue, State, Stats};
 use crate::{Context, QueueError};
 
 /// The channels the monitor listens on.
@@ -152,7 +152,7 @@ enum Node {
 }
 
 struct NewStep {
-    drv: Arc<Derivation>,
+    drv: Derivation,
     outputs: BTreeMap<String, String>,
 }
 
@@ -160,19 +160,13 @@ struct NewStep {
 async fn read_drvs(ctx: &Context, paths: Vec<String>) -> Vec<(String, Result<Derivation, String>)> {
     let mut tasks = tokio::task::JoinSet::new();
     for chunk in paths.chunks(500) {
-        let files: Vec<(String, std::path::PathBuf)> = chunk
-            .iter()
-            .map(|p| (p.clone(), ctx.real_path(p)))
-            .collect();
+        let chunk = chunk.to_vec();
+        let ctx = ctx.clone();
         tasks.spawn_blocking(move || {
-            files
+            chunk
                 .into_iter()
-                .map(|(path, file)| {
-                    let parsed = std::fs::read_to_string(&file)
-                        .map_err(|e| format!("cannot read {path}: {e}"))
-                        .and_then(|text| {
-                            Derivation::parse(&text).map_err(|e| format!("{path}: {e}"))
-                        });
+                .map(|path| {
+                    let parsed = ctx.read_derivation(&path);
                     (path, parsed)
                 })
                 .collect::<Vec<_>>()
@@ -293,13 +287,7 @@ async fn explore(
                 nodes.insert(path, Node::Done);
             } else {
                 next.extend(drv.input_drvs.keys().cloned());
-                nodes.insert(
-                    path,
-                    Node::New(Box::new(NewStep {
-                        drv: Arc::new(drv),
-                        outputs,
-                    })),
-                );
+                nodes.insert(path, Node::New(Box::new(NewStep { drv, outputs })));
             }
         }
         frontier = next
@@ -460,70 +448,30 @@ fn link(
     add_steps(&mut state, &queue.stats, nodes, now);
     let linked = add_builds(&mut state, rows, valid, nodes);
     // Steps that only failed or finished builds needed.
-    state.drop_unneeded();
+    let new = nodes
+        .iter()
+        .filter(|(_, node)| matches!(node, Node::New(_)))
+        .map(|(path, _)| path.clone());
+    state.release(new);
     Some(linked)
 }
 
 /// Adds the new steps, then links them to their inputs; those without
 /// unfinished inputs are runnable from `now`.
 fn add_steps(state: &mut State, stats: &Stats, nodes: &HashMap<String, Node>, now: Instant) {
-    // New steps first, then their links.
     for (path, node) in nodes.iter() {
         if let Node::New(new) = node
             && !state.steps.contains_key(path)
         {
-            let required_features: BTreeSet<String> = new
-                .drv
-                .env
-                .get("requiredSystemFeatures")
-                .map(|f| f.split_whitespace().map(String::from).collect())
-                .unwrap_or_default();
-            state.steps.insert(
-                path.clone(),
-                Step {
-                    drv_path: path.clone(),
-                    system: new.drv.platform.clone(),
-                    outputs: new.outputs.clone(),
-                    drv: new.drv.clone(),
-                    required_features,
-                    deps: BTreeSet::new(),
-                    rdeps: BTreeSet::new(),
-                    builds: BTreeSet::new(),
-                    highest_global_priority: i32::MIN,
-                    highest_local_priority: i32::MIN,
-                    lowest_build_id: BuildId(i32::MAX),
-                    jobsets: BTreeSet::new(),
-                    tries: 0,
-                    after: None,
-                    running: None,
-                    runnable_since: None,
-                    last_supported: now,
-                },
-            );
+            state.add_step(path, &new.drv, new.outputs.clone(), now);
             Stats::add(&stats.queue_steps_created, 1);
         }
     }
     for (path, node) in nodes.iter() {
         if let Node::New(new) = node {
             for input in new.drv.input_drvs.keys() {
-                if state.steps.contains_key(input) {
-                    if let Some(step) = state.steps.get_mut(path) {
-                        step.deps.insert(input.clone());
-                    }
-                    if let Some(dep) = state.steps.get_mut(input) {
-                        dep.rdeps.insert(path.clone());
-                    }
-                }
+                state.link(path, input);
             }
-        }
-    }
-    for (path, node) in nodes.iter() {
-        if let Node::New(_) = node
-            && let Some(step) = state.steps.get_mut(path)
-            && step.deps.is_empty()
-            && step.runnable_since.is_none()
-        {
-            step.runnable_since = Some(now);
         }
     }
 }
@@ -729,11 +677,13 @@ pub(crate) async fn process_changes(queue: &Arc<Queue>) -> Result<(), QueueError
             .filter(|id| !current.contains_key(id))
             .copied()
             .collect();
+        let mut tops = Vec::new();
         for id in &gone {
             if let Some(build) = state.builds.remove(id)
                 && let Some(step) = state.steps.get_mut(&build.toplevel)
             {
                 step.builds.remove(id);
+                tops.push(build.toplevel);
             }
         }
         let mut bumped = Vec::new();
@@ -752,7 +702,7 @@ pub(crate) async fn process_changes(queue: &Arc<Queue>) -> Result<(), QueueError
         if !gone.is_empty() {
             tracing::info!(builds = ?gone, "builds left the queue (cancelled, deleted or finished elsewhere)");
         }
-        let orphans = state.drop_unneeded();
+        let orphans = state.release(tops);
         orphans
             .into_iter()
             .filter_map(|drv| {

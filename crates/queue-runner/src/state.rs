@@ -3,7 +3,8 @@
 //! them), jobsets' fair-share accounting and the machines.
 
 use hydra_db::ids::{BuildId, JobsetId};
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::machines::Machines;
+use crate::ready::{Rank, Ready};
 use crate::{Context, QueueError};
 
 /// The window over which jobsets' build time counts for fair sharing.
@@ -47,7 +49,6 @@ pub struct Running {
 #[derive(Debug)]
 pub struct Step {
     pub drv_path: String,
-    pub drv: Arc<Derivation>,
     /// Output name → path.
     pub outputs: BTreeMap<String, String>,
     pub system: String,
@@ -68,13 +69,44 @@ pub struct Step {
     pub running: Option<Running>,
     /// When it last had no unfinished dependencies.
     pub runnable_since: Option<Instant>,
-    /// When some machine last supported it.
+    /// When some machine last supported it (when it was made, at first;
+    /// its group says when since).
     pub last_supported: Instant,
+    /// The length of the longest chain of steps waiting for it, itself
+    /// included.
+    pub critical_path: u32,
+    /// Whether its derivation asks to be built more than once
+    /// (`isDetermistic`).
+    pub check_determinism: bool,
+    /// Its group in the index of runnable steps.
+    pub group: usize,
+    /// Where it is in that index.
+    pub listed: Listed,
+}
+
+/// Whether a step is in the index of runnable steps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listed {
+    No,
+    /// Runnable, ranked for the dispatcher.
+    Ranked,
+    /// Runnable once its retry time (`after`) comes.
+    Delayed(Instant),
 }
 
 impl Step {
     pub fn is_runnable(&self) -> bool {
         self.deps.is_empty() && self.running.is_none()
+    }
+
+    fn rank(&self) -> Rank {
+        Rank {
+            global_priority: Reverse(self.highest_global_priority),
+            critical_path: Reverse(self.critical_path),
+            local_priority: Reverse(self.highest_local_priority),
+            lowest_build_id: self.lowest_build_id,
+            drv: self.drv_path.clone(),
+        }
     }
 }
 
@@ -118,6 +150,10 @@ pub struct State {
     /// Steps that failed for good lately (derivation → when): a load that
     /// saw one queued and finds it gone learns here that it failed.
     pub failed_steps: HashMap<String, Instant>,
+    /// The runnable steps in the dispatcher's order. Kept by the methods
+    /// below: a step's priorities, jobsets, critical path, dependencies
+    /// and running state change only through them.
+    pub(crate) ready: Ready,
 }
 
 /// How long a failed step is remembered for loads in progress.
@@ -138,89 +174,282 @@ impl State {
     /// for it, transitively).
     pub fn dependent_builds(&self, drv: &str) -> BTreeSet<BuildId> {
         let mut builds = BTreeSet::new();
-        let mut seen = BTreeSet::new();
-        let mut todo = vec![drv.to_string()];
+        let mut seen: HashSet<&str> = HashSet::new();
+        let mut todo = vec![drv];
         while let Some(d) = todo.pop() {
-            if !seen.insert(d.clone()) {
+            if !seen.insert(d) {
                 continue;
             }
-            if let Some(step) = self.steps.get(&d) {
+            if let Some(step) = self.steps.get(d) {
                 builds.extend(step.builds.iter().copied());
-                todo.extend(step.rdeps.iter().cloned());
+                todo.extend(step.rdeps.iter().map(String::as_str));
             }
         }
         builds
     }
 
-    /// Raises the priorities of `drv` and everything it needs to those of
-    /// `build`, and counts its jobset.
-    pub fn propagate(&mut self, drv: &str, build: &Build) {
-        let mut seen = BTreeSet::new();
-        let mut todo = vec![drv.to_string()];
-        while let Some(d) = todo.pop() {
-            if !seen.insert(d.clone()) {
+    /// Adds a step without dependencies yet (see [`State::link`]); it is
+    /// runnable until it gets one.
+    pub fn add_step(
+        &mut self,
+        drv_path: &str,
+        drv: &Derivation,
+        outputs: BTreeMap<String, String>,
+        now: Instant,
+    ) {
+        if self.steps.contains_key(drv_path) {
+            return;
+        }
+        let required_features: BTreeSet<String> = drv
+            .env
+            .get("requiredSystemFeatures")
+            .map(|f| f.split_whitespace().map(String::from).collect())
+            .unwrap_or_default();
+        let system = drv.platform.clone();
+        let group = self.ready.group(&system, &required_features, now);
+        self.steps.insert(
+            drv_path.to_string(),
+            Step {
+                drv_path: drv_path.to_string(),
+                system,
+                outputs,
+                check_determinism: drv.env.get("isDetermistic").map(String::as_str) == Some("1"),
+                required_features,
+                deps: BTreeSet::new(),
+                rdeps: BTreeSet::new(),
+                builds: BTreeSet::new(),
+                highest_global_priority: i32::MIN,
+                highest_local_priority: i32::MIN,
+                lowest_build_id: BuildId(i32::MAX),
+                jobsets: BTreeSet::new(),
+                tries: 0,
+                after: None,
+                running: None,
+                runnable_since: Some(now),
+                last_supported: now,
+                critical_path: 1,
+                group,
+                listed: Listed::No,
+            },
+        );
+        self.list(drv_path, now);
+    }
+
+    /// Makes `drv` wait for `input` (both queued); the chain of steps
+    /// waiting for `input` grows with it.
+    pub fn link(&mut self, drv: &str, input: &str) {
+        let Some(path) = self.steps.get(drv).map(|s| s.critical_path) else {
+            return;
+        };
+        let Some(dep) = self.steps.get_mut(input) else {
+            return;
+        };
+        dep.rdeps.insert(drv.to_string());
+        self.unlist(drv);
+        if let Some(step) = self.steps.get_mut(drv) {
+            step.deps.insert(input.to_string());
+            step.runnable_since = None;
+        }
+        self.raise_paths(input, path + 1);
+    }
+
+    /// Lengthens the critical path of `drv` to at least `length`, and of
+    /// what it waits for after it.
+    fn raise_paths(&mut self, drv: &str, length: u32) {
+        let mut todo = vec![(drv.to_string(), length)];
+        while let Some((d, length)) = todo.pop() {
+            let Some(step) = self.steps.get(&d) else {
+                continue;
+            };
+            if step.critical_path >= length {
                 continue;
             }
-            if let Some(step) = self.steps.get_mut(&d) {
+            todo.extend(step.deps.iter().map(|dep| (dep.clone(), length + 1)));
+            self.rerank(&d, |s| s.critical_path = length);
+        }
+    }
+
+    /// Recomputes the critical paths of `drvs` after steps waiting for them
+    /// left, and of what they wait for where it shrinks.
+    fn lower_paths(&mut self, drvs: Vec<String>) {
+        let mut todo = drvs;
+        while let Some(d) = todo.pop() {
+            let Some(step) = self.steps.get(&d) else {
+                continue;
+            };
+            let length = 1 + step
+                .rdeps
+                .iter()
+                .filter_map(|r| self.steps.get(r).map(|s| s.critical_path))
+                .max()
+                .unwrap_or(0);
+            if length >= step.critical_path {
+                continue;
+            }
+            todo.extend(step.deps.iter().cloned());
+            self.rerank(&d, |s| s.critical_path = length);
+        }
+    }
+
+    /// Changes what ranks `drv` among runnable steps.
+    pub fn rerank(&mut self, drv: &str, change: impl FnOnce(&mut Step)) {
+        let listed = self.steps.get(drv).map(|s| s.listed);
+        if listed == Some(Listed::Ranked) {
+            self.unlist(drv);
+        }
+        if let Some(step) = self.steps.get_mut(drv) {
+            change(step);
+        }
+        if listed == Some(Listed::Ranked) {
+            self.list(drv, Instant::now());
+        }
+    }
+
+    /// Takes `drv` out of the index of runnable steps.
+    fn unlist(&mut self, drv: &str) {
+        let Some(step) = self.steps.get_mut(drv) else {
+            return;
+        };
+        match step.listed {
+            Listed::No => {}
+            Listed::Ranked => self.ready.remove(step.group, &step.jobsets, &step.rank()),
+            Listed::Delayed(at) => self.ready.undelay(at, drv),
+        }
+        step.listed = Listed::No;
+    }
+
+    /// Puts `drv` in the index if it is runnable: ranked, or delayed until
+    /// its retry time.
+    fn list(&mut self, drv: &str, now: Instant) {
+        let Some(step) = self.steps.get_mut(drv) else {
+            return;
+        };
+        if step.listed != Listed::No || !step.is_runnable() {
+            return;
+        }
+        match step.after {
+            Some(at) if at > now => {
+                self.ready.delay(at, drv);
+                step.listed = Listed::Delayed(at);
+            }
+            _ => {
+                step.after = None;
+                self.ready.insert(step.group, &step.jobsets, step.rank());
+                step.listed = Listed::Ranked;
+            }
+        }
+    }
+
+    /// Ranks the delayed steps whose retry time has come; returns when the
+    /// next one's comes.
+    pub fn list_due(&mut self, now: Instant) -> Option<Instant> {
+        for drv in self.ready.due(now) {
+            if let Some(step) = self.steps.get_mut(&drv) {
+                step.listed = Listed::No;
+            }
+            self.list(&drv, now);
+        }
+        self.ready.next_delayed()
+    }
+
+    /// Marks `drv` as running.
+    pub fn start(&mut self, drv: &str, running: Running) {
+        self.unlist(drv);
+        if let Some(step) = self.steps.get_mut(drv) {
+            step.running = Some(running);
+        }
+    }
+
+    /// Marks `drv` as not running any more, to run again (after `after`,
+    /// if given) unless it leaves the queue.
+    pub fn stop(&mut self, drv: &str, after: Option<Instant>) {
+        if let Some(step) = self.steps.get_mut(drv) {
+            step.running = None;
+            if after.is_some() {
+                step.after = after;
+            }
+        }
+        self.list(drv, Instant::now());
+    }
+
+    /// Raises the priorities of `drv` and everything it needs to those of
+    /// `build`, and counts its jobset. A step whose priorities are already
+    /// at least those is left, with what it needs: they were raised with it.
+    pub fn propagate(&mut self, drv: &str, build: &Build) {
+        let mut todo = vec![drv.to_string()];
+        while let Some(d) = todo.pop() {
+            let Some(step) = self.steps.get(&d) else {
+                continue;
+            };
+            if step.highest_global_priority >= build.global_priority
+                && step.highest_local_priority >= build.local_priority
+                && step.lowest_build_id <= build.id
+                && step.jobsets.contains(&build.jobset_id)
+            {
+                continue;
+            }
+            todo.extend(step.deps.iter().cloned());
+            self.rerank(&d, |step| {
                 step.highest_global_priority =
                     step.highest_global_priority.max(build.global_priority);
                 step.highest_local_priority = step.highest_local_priority.max(build.local_priority);
                 step.lowest_build_id = step.lowest_build_id.min(build.id);
                 step.jobsets.insert(build.jobset_id);
-                todo.extend(step.deps.iter().cloned());
-            }
+            });
         }
     }
 
-    /// Removes steps that no build needs any more (and are not running),
-    /// with what only they needed; returns the running steps that no build
-    /// needs (to be cancelled).
-    pub fn drop_unneeded(&mut self) -> Vec<String> {
-        let needed: BTreeSet<String> = {
-            let mut needed = BTreeSet::new();
-            let mut todo: Vec<String> = self.builds.values().map(|b| b.toplevel.clone()).collect();
-            while let Some(d) = todo.pop() {
-                if needed.insert(d.clone())
-                    && let Some(step) = self.steps.get(&d)
-                {
-                    todo.extend(step.deps.iter().cloned());
-                }
-            }
-            needed
-        };
+    /// Whether a build in the queue needs `step` itself.
+    fn wanted(&self, step: &Step) -> bool {
+        step.builds.iter().any(|b| self.builds.contains_key(b))
+    }
+
+    /// Removes the steps of `drvs` that no queued build needs any more (no
+    /// build of theirs is queued, no step waits for them) and are not
+    /// running, with what only they needed; returns the running steps no
+    /// build needs (to be cancelled).
+    pub fn release(&mut self, drvs: impl IntoIterator<Item = String>) -> Vec<String> {
         let mut orphans_running = Vec::new();
-        let unneeded: Vec<String> = self
-            .steps
-            .keys()
-            .filter(|k| !needed.contains(*k))
-            .cloned()
-            .collect();
-        for drv in unneeded {
-            let running = self.steps.get(&drv).is_some_and(|s| s.running.is_some());
-            if running {
-                orphans_running.push(drv);
+        let mut todo: Vec<String> = drvs.into_iter().collect();
+        while let Some(d) = todo.pop() {
+            let Some(step) = self.steps.get(&d) else {
+                continue;
+            };
+            if !step.rdeps.is_empty() || self.wanted(step) {
                 continue;
             }
-            self.remove_step(&drv);
+            if step.running.is_some() {
+                orphans_running.push(d);
+                continue;
+            }
+            if let Some(step) = self.remove_step(&d) {
+                todo.extend(step.deps);
+            }
         }
         orphans_running
     }
 
-    /// Unlinks and removes a step.
+    /// Unlinks and removes a step; what waited for it only may run.
     pub fn remove_step(&mut self, drv: &str) -> Option<Step> {
+        self.unlist(drv);
         let step = self.steps.remove(drv)?;
         for dep in &step.deps {
             if let Some(d) = self.steps.get_mut(dep) {
                 d.rdeps.remove(drv);
             }
         }
+        if !step.deps.is_empty() {
+            self.lower_paths(step.deps.iter().cloned().collect());
+        }
+        let now = Instant::now();
         for rdep in &step.rdeps {
             if let Some(r) = self.steps.get_mut(rdep) {
                 r.deps.remove(drv);
                 if r.deps.is_empty() && r.runnable_since.is_none() {
-                    r.runnable_since = Some(Instant::now());
+                    r.runnable_since = Some(now);
                 }
             }
+            self.list(rdep, now);
         }
         Some(step)
     }

@@ -25,7 +25,6 @@ use crate::state::{Queue, Stats};
 /// What the step needs to know about its builds, taken from the queue when
 /// it starts.
 struct Plan {
-    drv: Arc<Derivation>,
     outputs: BTreeMap<String, String>,
     system: String,
     /// The build the step runs for.
@@ -131,11 +130,10 @@ fn plan(queue: &Queue, drv_path: &str) -> Option<Plan> {
         max_silent = max_silent.max(qr.default_max_silent_time);
         timeout = timeout.max(qr.default_build_timeout);
     }
-    if step.drv.env.get("isDetermistic").map(String::as_str) == Some("1") && repeats == 0 {
+    if step.check_determinism && repeats == 0 {
         repeats = 1;
     }
     Some(Plan {
-        drv: step.drv.clone(),
         outputs: step.outputs.clone(),
         system: step.system.clone(),
         build,
@@ -167,10 +165,8 @@ pub(crate) async fn run(
     let Some(plan) = plan(&queue, &drv_path) else {
         // No build needs it any more.
         let mut state = queue.lock();
-        if let Some(step) = state.steps.get_mut(&drv_path) {
-            step.running = None;
-        }
-        state.drop_unneeded();
+        state.stop(&drv_path, None);
+        state.release([drv_path]);
         return;
     };
     let span =
@@ -200,10 +196,7 @@ pub(crate) async fn run(
         // still marked running).
         {
             let mut state = queue.lock();
-            if let Some(step) = state.steps.get_mut(&drv_path) {
-                step.running = None;
-                step.after = Some(Instant::now() + Duration::from_secs(10));
-            }
+            state.stop(&drv_path, Some(Instant::now() + Duration::from_secs(10)));
         }
         queue.dispatch.notify_one();
     }
@@ -375,17 +368,17 @@ async fn succeeded(
     Stats::add(&queue.stats.builds_done, n);
     Stats::add(&queue.stats.builds_succeeded, n);
     let mut state = queue.lock();
-    for id in &finished {
-        state.builds.remove(id);
-    }
-    for id in &plan.toplevel_of {
-        state.builds.remove(id);
+    let mut tops = Vec::new();
+    for id in finished.iter().chain(&plan.toplevel_of) {
+        if let Some(build) = state.builds.remove(id) {
+            tops.push(build.toplevel);
+        }
     }
     state.remove_step(drv_path);
     if let Some(m) = state.machines.get_mut(machine) {
         m.succeeded();
     }
-    state.drop_unneeded();
+    state.release(tops);
     Ok(())
 }
 
@@ -429,9 +422,11 @@ async fn retry_or_fail(
     let mut state = queue.lock();
     if let Some(step) = state.steps.get_mut(drv_path) {
         step.tries = tries;
-        step.after = Some(Instant::now() + Duration::from_secs_f64(delay.max(0.0)));
-        step.running = None;
     }
+    state.stop(
+        drv_path,
+        Some(Instant::now() + Duration::from_secs_f64(delay.max(0.0))),
+    );
     Ok(())
 }
 
@@ -458,10 +453,8 @@ async fn cancelled(job: Job<'_>, run: &finish::StepRun<'_>) -> Result<(), QueueE
     .await?;
     tracing::info!(drv = %drv_path, "step cancelled: {why}");
     let mut state = queue.lock();
-    if let Some(step) = state.steps.get_mut(drv_path) {
-        step.running = None;
-    }
-    state.drop_unneeded();
+    state.stop(drv_path, None);
+    state.release([drv_path.to_string()]);
     Ok(())
 }
 
@@ -489,12 +482,15 @@ async fn fail_for_good(
                 .copied()
                 .collect();
             if round > 0 && dependents.is_empty() {
+                let mut tops = Vec::new();
                 for id in &handled {
-                    state.builds.remove(id);
+                    if let Some(build) = state.builds.remove(id) {
+                        tops.push(build.toplevel);
+                    }
                 }
                 state.remove_step(drv_path);
                 state.note_failed(drv_path);
-                state.drop_unneeded();
+                state.release(tops);
                 break;
             }
             let toplevel_of: BTreeSet<BuildId> = if round == 0 {
@@ -585,28 +581,25 @@ fn machine_trouble(queue: &Queue, machine: &str, error: impl std::fmt::Display) 
     }
 }
 
-/// The output paths of input derivations, read from their `.drv` files.
-async fn input_outputs(
+/// The step's derivation and the output paths of its inputs, read from
+/// their `.drv` files.
+async fn read_derivations(
     queue: &Queue,
-    drv: &Derivation,
-) -> Result<BTreeMap<String, BTreeMap<String, String>>, String> {
-    let paths: Vec<(String, std::path::PathBuf)> = drv
-        .input_drvs
-        .keys()
-        .map(|p| (p.clone(), queue.ctx.real_path(p)))
-        .collect();
+    drv_path: &str,
+) -> Result<(Derivation, BTreeMap<String, BTreeMap<String, String>>), String> {
+    let ctx = queue.ctx.clone();
+    let drv_path = drv_path.to_string();
     tokio::task::spawn_blocking(move || {
-        let mut out = BTreeMap::new();
-        for (path, file) in paths {
-            let text =
-                std::fs::read_to_string(&file).map_err(|e| format!("cannot read {path}: {e}"))?;
-            let d = Derivation::parse(&text).map_err(|e| format!("{path}: {e}"))?;
-            out.insert(
-                path,
+        let drv = ctx.read_derivation(&drv_path)?;
+        let mut inputs = BTreeMap::new();
+        for path in drv.input_drvs.keys() {
+            let d = ctx.read_derivation(path)?;
+            inputs.insert(
+                path.clone(),
                 d.outputs.into_iter().map(|(n, o)| (n, o.path)).collect(),
             );
         }
-        Ok(out)
+        Ok((drv, inputs))
     })
     .await
     .map_err(|e| e.to_string())?
@@ -692,18 +685,16 @@ async fn build_stages(
 
 /// The basic derivation: inputs replaced by their outputs.
 async fn basic_derivation(job: Job<'_>) -> Result<hydra_nix::derivation::BasicDerivation, Outcome> {
-    let inputs = input_outputs(job.queue, &job.plan.drv)
+    let (drv, inputs) = read_derivations(job.queue, job.drv_path)
         .await
         .map_err(retry)?;
-    job.plan
-        .drv
-        .to_basic(&mut |p: &str| {
-            inputs
-                .get(p)
-                .cloned()
-                .ok_or_else(|| DerivationError::Invalid(format!("input {p} not read")))
-        })
-        .map_err(|e| aborted(e.to_string()))
+    drv.to_basic(&mut |p: &str| {
+        inputs
+            .get(p)
+            .cloned()
+            .ok_or_else(|| DerivationError::Invalid(format!("input {p} not read")))
+    })
+    .map_err(|e| aborted(e.to_string()))
 }
 
 /// A connection to the step's machine (a pooled one that still answers,
