@@ -4,6 +4,7 @@
 use sqlx::{PgConnection, PgPool};
 
 use crate::ids::{BuildId, EvalId, JobsetId};
+use crate::keyset::Position;
 
 /// An evaluation row to add.
 #[derive(Clone, Copy, Debug)]
@@ -337,27 +338,30 @@ pub async fn member_ids(pool: &PgPool, eval: EvalId) -> Result<Vec<BuildId>, sql
 }
 
 /// One page of the evaluations that added builds, newest first (of jobset
-/// `jobset` only, if given), and how many there are in all.
+/// `jobset` only, if given), its links, and how many there are in all.
 pub async fn page(
     pool: &PgPool,
     jobset: Option<JobsetId>,
-    offset: i64,
-    limit: i64,
-) -> Result<(i64, Vec<EvalId>), sqlx::Error> {
+    position: &Position,
+    per_page: i64,
+) -> Result<(i64, Vec<EvalId>, serde_json::Map<String, serde_json::Value>), sqlx::Error> {
     let total: i64 = sqlx::query_scalar(
         "select count(*) from JobsetEvals where hasNewBuilds = 1 and ($1::int is null or jobset_id = $1)",
     )
     .bind(jobset)
     .fetch_one(pool)
     .await?;
-    let ids = sqlx::query_scalar(
+    let sql = format!(
         "select id from JobsetEvals where hasNewBuilds = 1 and ($1::int is null or jobset_id = $1) \
-         order by id desc offset $2 limit $3",
-    )
-    .bind(jobset)
-    .bind(offset)
-    .bind(limit)
-    .fetch_all(pool)
-    .await?;
-    Ok((total, ids))
+         and {} {}",
+        position.condition(&["id"], 2),
+        position.order(&["id"], per_page)
+    );
+    let rows: Vec<EvalId> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(jobset)
+        .bind(position.key())
+        .fetch_all(pool)
+        .await?;
+    let (ids, links) = position.page(rows, per_page, |id| vec![i64::from(id.0)]);
+    Ok((total, ids, links))
 }

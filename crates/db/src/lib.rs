@@ -19,6 +19,7 @@ pub mod gc_roots;
 pub mod ids;
 pub mod input_cache;
 pub mod jobsets;
+pub mod keyset;
 pub mod listen;
 pub mod managed;
 pub mod migrate;

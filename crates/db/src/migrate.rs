@@ -87,6 +87,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "evaluation_journal",
         sql: include_str!("../migrations/0010_evaluation_journal.sql"),
     },
+    Migration {
+        version: 11,
+        name: "list_indexes",
+        sql: include_str!("../migrations/0011_list_indexes.sql"),
+    },
 ];
 
 /// What `migrate` did.

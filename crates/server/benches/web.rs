@@ -11,9 +11,15 @@
 //!     evaluation compared with the preceding one (every build matched,
 //!     250 rows per tab, and `full=1` with all of them), a build, a job and
 //!     a 100,000-line log and a 100 MB one (and a search in each), one
-//!     request at a time: p50 and max of 20 each.
+//!     request at a time: p50 and max of 20 each;
+//! (d) the paged lists over a database of its own with 1,000,000 finished
+//!     builds (`BENCH_LIST_BUILDS`) in 10 jobsets of one project, a step
+//!     each and 10,000 evaluations: the first page, a page half way
+//!     through (by the `next` links' cursor, and by Hydra's `?page=N` for
+//!     comparison) and the last page of every list, JSON, p50 and max of
+//!     20 each.
 //!
-//! `cargo bench -p hydra-server`; `BENCH_ONLY=a|b|c` runs one.
+//! `cargo bench -p hydra-server`; `BENCH_ONLY=a|b|c|d` runs one.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
@@ -188,6 +194,10 @@ fn main() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(10_000);
         let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+        if only == "d" {
+            lists().await;
+            return;
+        }
         let db = TestDb::new().await;
         let started = Instant::now();
         fill(&db, builds).await;
@@ -195,11 +205,6 @@ fn main() {
             "{builds} builds (2 outputs, 1 product, 1 metric each) in one evaluation, inserted in {:.1} s",
             started.elapsed().as_secs_f64()
         );
-        let pool = hydra_db::connect(db.connect_options(), 16, Duration::ZERO)
-            .await
-            .unwrap();
-        let (config, _) =
-            hydra_config::Config::load_str(std::path::Path::new("hydra.conf"), "").unwrap();
         let data = tempfile::tempdir().unwrap();
         // A 100,000-line log (about 6 MB) for the log viewer.
         let log = hydra_config::DataDir::from(data.path())
@@ -218,20 +223,7 @@ fn main() {
             std::io::Write::write_all(&mut file, text.as_bytes()).unwrap();
         }
         drop(file);
-        let state = hydra_server::AppState::new(
-            pool,
-            Arc::new(config),
-            data.path().to_path_buf(),
-            NixEnv::default(),
-        )
-        .unwrap();
-        let listener = hydra_server::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let stop = CancellationToken::new();
-        let server = tokio::spawn({
-            let stop = stop.clone();
-            async move { hydra_server::run(state, listener, stop).await.unwrap() }
-        });
+        let (address, stop, server) = serve(&db, data.path()).await;
         let probe = format!("/build/{}", builds / 2);
         assert_eq!(get(address, &probe).await.0, 200);
         if only.is_empty() || only == "a" {
@@ -260,5 +252,161 @@ fn main() {
         }
         stop.cancel();
         server.await.unwrap();
+        if only.is_empty() {
+            lists().await;
+        }
     });
+}
+
+/// A server over `db`, with `data` as its data directory.
+async fn serve(
+    db: &TestDb,
+    data: &std::path::Path,
+) -> (SocketAddr, CancellationToken, tokio::task::JoinHandle<()>) {
+    let pool = hydra_db::connect(db.connect_options(), 16, Duration::ZERO)
+        .await
+        .unwrap();
+    let (config, _) =
+        hydra_config::Config::load_str(std::path::Path::new("hydra.conf"), "").unwrap();
+    let state = hydra_server::AppState::new(
+        pool,
+        Arc::new(config),
+        data.to_path_buf(),
+        NixEnv::default(),
+    )
+    .unwrap();
+    let listener = hydra_server::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let server = tokio::spawn({
+        let stop = stop.clone();
+        async move { hydra_server::run(state, listener, stop).await.unwrap() }
+    });
+    (address, stop, server)
+}
+
+/// (d): the paged lists at 1,000,000 builds.
+async fn lists() {
+    let builds: i64 = std::env::var("BENCH_LIST_BUILDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let db = TestDb::new().await;
+    let started = Instant::now();
+    db.exec(&format!(
+        "insert into Users (userName, emailAddress, password) values ('owner', '', '!');
+         insert into Projects (name, displayName, owner) values ('bench', 'Bench', 'owner');
+         insert into Jobsets (project, name, nixExprInput, nixExprPath, emailOverride, checkInterval)
+           select 'bench', 'j' || k, 'src', 'release.nix', '', 60 from generate_series(0, 9) k;
+         insert into Builds (id, finished, timestamp, jobset_id, job, nixName, drvPath, system, startTime, stopTime,
+                             buildStatus, isCurrent)
+           select i, 1, 1600000000 + i, (select id from Jobsets where name = 'j' || (i % 10)), 'job' || (i % 1000),
+                  'pkg-' || i, '/nix/store/' || lpad(i::text, 32, '0') || '-pkg-' || i || '.drv', 'x86_64-linux',
+                  1600000000 + i, 1600000000 + i + (i % 7) * 60, case when i % 10 = 0 then 1 else 0 end, 0
+           from generate_series(1, {builds}) i;
+         select setval('builds_id_seq', {builds});
+         insert into BuildSteps (build, stepnr, type, drvPath, busy, status, startTime, stopTime, machine, system)
+           select i, 1, 0, '/nix/store/' || lpad(i::text, 32, '0') || '-pkg-' || i || '.drv', 0, 0,
+                  1600000000 + i, 1600000000 + i + (i % 7) * 60, 'localhost', 'x86_64-linux'
+           from generate_series(1, {builds}) i;
+         insert into JobsetEvals (id, jobset_id, timestamp, checkoutTime, evalTime, hasNewBuilds, hash, nrBuilds)
+           select e, (select id from Jobsets where name = 'j' || (e % 10)), 1600000000 + e, 1, 2, 1, 'h' || e, 100
+           from generate_series(1, {builds} / 100) e;
+         analyze;"
+    ))
+    .await;
+    println!(
+        "(d) {builds} finished builds in 10 jobsets, a step each, {} evaluations: inserted in {:.1} s",
+        builds / 100,
+        started.elapsed().as_secs_f64()
+    );
+    let data = tempfile::tempdir().unwrap();
+    let (address, stop, server) = serve(&db, data.path()).await;
+    let lists = [
+        "/all",
+        "/project/bench/all",
+        "/jobset/bench/j3/all",
+        "/job/bench/j3/job3/all",
+        "/steps",
+        "/evals",
+        "/jobset/bench/j3/evals",
+    ];
+    for list in lists {
+        // Half way by following `next` links would take too long: the
+        // cursor of the middle row, read the way the links are written.
+        let middle = middle_cursor(&db, list, builds).await;
+        timed_as(address, list, "application/json", "(d)", "first page").await;
+        let deep = format!("{list}?after={middle}");
+        timed_as(
+            address,
+            &deep,
+            "application/json",
+            "(d)",
+            "half way, by cursor",
+        )
+        .await;
+        let (pages, _) = half_way_page(list, builds);
+        let numbered = format!("{list}?page={pages}");
+        timed_as(
+            address,
+            &numbered,
+            "application/json",
+            "(d)",
+            "half way, by page number",
+        )
+        .await;
+        let last = format!("{list}?last=1");
+        timed_as(address, &last, "application/json", "(d)", "last page").await;
+    }
+    stop.cancel();
+    server.await.unwrap();
+}
+
+/// How many rows `list` has, and the page number half way through it.
+fn half_way_page(list: &str, builds: i64) -> (i64, i64) {
+    let rows = if list.contains("/evals") {
+        builds / 100 / if list.starts_with("/jobset") { 10 } else { 1 }
+    } else if list.starts_with("/job/") {
+        builds / 1000
+    } else if list.starts_with("/jobset") {
+        builds / 10
+    } else {
+        builds
+    };
+    (rows / 2 / 20, rows)
+}
+
+/// The cursor a `next` link would carry half way through `list`.
+async fn middle_cursor(db: &TestDb, list: &str, builds: i64) -> String {
+    let (_, rows) = half_way_page(list, builds);
+    let offset = rows / 2;
+    let sql = if list == "/steps" {
+        format!(
+            "select stopTime || '_' || build || '_' || stepnr from BuildSteps \
+             order by stopTime desc, build desc, stepnr desc offset {offset} limit 1"
+        )
+    } else if list == "/evals" {
+        format!("select id::text from JobsetEvals order by id desc offset {offset} limit 1")
+    } else if list.ends_with("/evals") {
+        format!(
+            "select e.id::text from JobsetEvals e join Jobsets j on j.id = e.jobset_id \
+             where j.name = 'j3' order by e.id desc offset {offset} limit 1"
+        )
+    } else {
+        let scope = if list.starts_with("/job/") {
+            "j.name = 'j3' and b.job = 'job3'"
+        } else if list.starts_with("/jobset") {
+            "j.name = 'j3'"
+        } else {
+            "true"
+        };
+        format!(
+            "select b.stopTime || '_' || b.id from Builds b join Jobsets j on j.id = b.jobset_id \
+             where {scope} order by b.stopTime desc, b.id desc offset {offset} limit 1"
+        )
+    };
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
 }

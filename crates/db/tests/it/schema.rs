@@ -305,6 +305,10 @@ const INDEXES: &[&str] = &[
     "indexjobsetidevals",
     "indexbuildsonnotificationpendingsince",
     "indextrgmbuildsondrvpath",
+    "indexbuildsfinishedbystoptime",
+    "indexbuildsjobsetfinishedbystoptime",
+    "indexbuildsjobfinishedbystoptime",
+    "indexbuildstepsfinishedbystoptime",
 ];
 
 const TRIGGERS: &[(&str, &str)] = &[

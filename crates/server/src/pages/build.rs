@@ -67,8 +67,8 @@ struct BuildsPage<'a> {
     scope: Option<(&'static str, String, String)>,
     builds: Vec<BuildRowView>,
     scheduling: bool,
-    first: i64,
-    total: Option<i64>,
+    /// "Showing builds 1 - 20 out of 345": which builds these are.
+    shown: Option<String>,
     /// Links to other pages: label and address.
     pager: Vec<(&'static str, String)>,
 }
@@ -121,11 +121,10 @@ pub(super) fn list(cx: &Ctx, scheduling: bool) -> Html {
             scope,
             builds,
             scheduling,
-            first: cx
-                .extra_value("first")
-                .and_then(serde_json::Value::as_i64)
-                .unwrap_or(0),
-            total: d.int("total"),
+            shown: d.int("total").map(|total| {
+                let first = cx.extra_value("first").and_then(serde_json::Value::as_i64);
+                super::common::shown("builds", first, list.len(), total)
+            }),
             pager: pager(d),
         }
         .render(),

@@ -75,6 +75,35 @@ pub(super) fn pager(d: Fields) -> Vec<(&'static str, String)> {
     .collect()
 }
 
+/// Which items a page shows out of how many: "items 21 - 40 out of 345",
+/// or "20 items out of more than 10000" where the page follows a cursor
+/// and the count stopped at its cap.
+pub(super) fn shown(noun: &str, first: Option<i64>, len: usize, total: i64) -> String {
+    let len = len as i64;
+    let out_of = if total > crate::views::COUNT_CAP {
+        format!("more than {}", grouped(crate::views::COUNT_CAP))
+    } else {
+        total.to_string()
+    };
+    match first {
+        Some(first) => format!("{noun} {} - {} out of {out_of}", first + 1, first + len),
+        None => format!("{len} {noun} out of {out_of}"),
+    }
+}
+
+/// A number with its thousands separated by commas: `10,000`.
+pub(super) fn grouped(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 { format!("-{out}") } else { out }
+}
+
 /// A point in time as pages show it: `YYYY-MM-DD HH:MM:SS` (UTC), with
 /// the ISO form for `<time datetime>`.
 #[derive(Debug)]

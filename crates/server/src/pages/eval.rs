@@ -342,8 +342,8 @@ struct EvalsPage<'a> {
     jobset: Option<(String, String)>,
     evals: Vec<EvalRowView>,
     show_jobset: bool,
-    first: i64,
-    total: i64,
+    /// "evaluations 1 - 20 out of 345".
+    shown: String,
     pager: Vec<(&'static str, String)>,
 }
 
@@ -360,19 +360,24 @@ pub(super) fn list(cx: &Ctx, which: EvalList) -> Html {
             None,
         ),
     };
+    let evals: Vec<EvalRowView> = cx
+        .extra("summaries")
+        .iter()
+        .map(|e| EvalRowView::of(Fields(e), cx.now))
+        .collect();
     Some(
         EvalsPage {
             frame: cx.frame(),
             title,
             jobset,
-            evals: cx
-                .extra("summaries")
-                .iter()
-                .map(|e| EvalRowView::of(Fields(e), cx.now))
-                .collect(),
+            shown: super::common::shown(
+                "evaluations",
+                int("first"),
+                evals.len(),
+                int("total").unwrap_or(0),
+            ),
+            evals,
             show_jobset: matches!(which, EvalList::All | EvalList::OfBuild),
-            first: int("first").unwrap_or(0),
-            total: int("total").unwrap_or(0),
             pager: pager(cx.data),
         }
         .render(),

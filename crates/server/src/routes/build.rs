@@ -310,7 +310,7 @@ pub(crate) async fn evals(
         return Ok(page);
     }
     let total = i64::try_from(ids.len()).unwrap_or(i64::MAX);
-    super::eval::with_summaries(&state, page, &ids, 0, total).await
+    super::eval::with_summaries(&state, page, &ids, Some(0), total).await
 }
 
 pub(crate) async fn get_info(State(state): State<AppState>, build: BuildPath) -> ApiResult<Page> {

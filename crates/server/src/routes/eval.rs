@@ -25,7 +25,7 @@ pub(crate) async fn with_summaries(
     state: &AppState,
     page: Page,
     ids: &[hydra_db::ids::EvalId],
-    first: i64,
+    first: Option<i64>,
     total: i64,
 ) -> ApiResult<Page> {
     let rows = views::eval::summaries(&state.pool, ids).await?;

@@ -11,7 +11,7 @@ use hydra_db::status::{JobsetState, JobsetType};
 use serde_json::{Value, json};
 
 use super::form::{self, Body, Invalid, OnField, refuse};
-use super::root::{PER_PAGE, PageQuery, page_number};
+use super::root::PER_PAGE;
 use super::{names, redirect, redirect_below};
 use crate::auth::{Viewer, base_url};
 use crate::error::{ApiError, ApiResult};
@@ -21,6 +21,7 @@ use crate::params::Params;
 use crate::state::AppState;
 use crate::views;
 use hydra_db::ids::EvalId;
+use hydra_db::keyset::{PageQuery, Position};
 
 /// Input types the evaluator knows.
 pub(crate) const INPUT_TYPES: &[&str] = &[
@@ -897,15 +898,15 @@ pub(crate) async fn evals(
     jobset: JobsetPath,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<Page> {
-    let number = page_number(&q);
-    let list = views::evals_page(&state.pool, Some(jobset.id), number, PER_PAGE).await?;
+    let position = Position::of(&q);
+    let list = views::evals_page(&state.pool, Some(jobset.id), &position, PER_PAGE).await?;
     let page = Page::value("jobset-evals", list.body)
         .with_extra("project", json!(jobset.project))
         .with_extra("jobset", json!(jobset.jobset));
     if !wanted {
         return Ok(page);
     }
-    let first = (number - 1) * PER_PAGE;
+    let first = position.first_index(PER_PAGE);
     super::eval::with_summaries(&state, page, &list.ids, first, list.total).await
 }
 

@@ -12,12 +12,13 @@ use axum::routing::get;
 use serde_json::{Value, json};
 
 use super::redirect_below;
-use super::root::{PER_PAGE, PageQuery, page_number};
+use super::root::PER_PAGE;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JobsetPath, ProjectPath};
 use crate::negotiate::Page;
 use crate::state::AppState;
 use crate::views::{self, Filter};
+use hydra_db::keyset::{PageQuery, Position};
 
 pub(crate) const SCOPES: &[&str] = &[
     "",
@@ -128,15 +129,9 @@ async fn all(
     Query(q): Query<PageQuery>,
 ) -> ApiResult<Page> {
     let scope = scope(&state, params.map(|p| p.0).unwrap_or_default()).await?;
-    let page = page_number(&q);
-    let (total, builds) = views::finished_page(
-        &state.pool,
-        &scope.filter(),
-        (page - 1) * PER_PAGE,
-        PER_PAGE,
-    )
-    .await?;
-    let mut body = views::pages(page, PER_PAGE, total);
+    let position = Position::of(&q);
+    let (total, builds, mut body) =
+        views::finished_page(&state.pool, &scope.filter(), &position, PER_PAGE).await?;
     body.insert("total".into(), Value::from(total));
     body.insert(
         "builds".into(),
@@ -146,5 +141,5 @@ async fn all(
         .with_extra("project", json!(scope.project))
         .with_extra("jobset", json!(scope.jobset))
         .with_extra("job", json!(scope.job))
-        .with_extra("first", json!((page - 1) * PER_PAGE)))
+        .with_extra("first", json!(position.first_index(PER_PAGE))))
 }

@@ -13,6 +13,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::negotiate::{Page, WantsPage};
 use crate::state::AppState;
 use crate::views;
+use hydra_db::keyset::{PageQuery, Position};
 
 pub(crate) async fn index(
     State(state): State<AppState>,
@@ -63,20 +64,6 @@ pub(crate) async fn status(State(state): State<AppState>) -> ApiResult<Page> {
     ))
 }
 
-#[derive(Debug, Deserialize)]
-pub(crate) struct PageQuery {
-    pub page: Option<String>,
-}
-
-/// The page number of `?page=N` (1 when absent or nonsense).
-pub(crate) fn page_number(q: &PageQuery) -> i64 {
-    q.page
-        .as_deref()
-        .and_then(|p| p.parse::<i64>().ok())
-        .filter(|p| (1..=1_000_000).contains(p))
-        .unwrap_or(1)
-}
-
 pub(crate) const PER_PAGE: i64 = 20;
 
 /// Every evaluation with new builds, newest first, 20 per page.
@@ -85,13 +72,13 @@ pub(crate) async fn evals(
     WantsPage(wanted): WantsPage,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<Page> {
-    let number = page_number(&q);
-    let list = views::evals_page(&state.pool, None, number, PER_PAGE).await?;
+    let position = Position::of(&q);
+    let list = views::evals_page(&state.pool, None, &position, PER_PAGE).await?;
     let page = Page::value("evals", list.body);
     if !wanted {
         return Ok(page);
     }
-    let first = (number - 1) * PER_PAGE;
+    let first = position.first_index(PER_PAGE);
     super::eval::with_summaries(&state, page, &list.ids, first, list.total).await
 }
 
@@ -101,8 +88,8 @@ pub(crate) async fn steps(
     WantsPage(wanted): WantsPage,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<Page> {
-    let page = page_number(&q);
-    let steps = views::root::finished_steps(&state.pool, (page - 1) * PER_PAGE, PER_PAGE).await?;
+    let position = Position::of(&q);
+    let (steps, mut body) = views::root::finished_steps(&state.pool, &position, PER_PAGE).await?;
     let mut jobs = serde_json::Map::new();
     if wanted {
         let ids: Vec<i32> = steps
@@ -113,12 +100,7 @@ pub(crate) async fn steps(
             jobs.insert(id.to_string(), Value::from(name));
         }
     }
-    let mut body = serde_json::Map::new();
     body.insert("steps".into(), Value::Array(steps));
-    if page > 1 {
-        body.insert("previous".into(), json!(format!("?page={}", page - 1)));
-    }
-    body.insert("next".into(), json!(format!("?page={}", page + 1)));
     Ok(Page::value("steps", Value::Object(body)).with_extra("jobs", Value::Object(jobs)))
 }
 

@@ -243,7 +243,8 @@ pub(crate) async fn latest(
     jobset: hydra_db::ids::JobsetId,
     limit: i64,
 ) -> ApiResult<Vec<EvalSummary>> {
-    let (_, ids) = hydra_db::evals::page(pool, Some(jobset), 0, limit).await?;
+    let first = hydra_db::keyset::Position::First;
+    let (_, ids, _) = hydra_db::evals::page(pool, Some(jobset), &first, limit).await?;
     summaries(pool, &ids).await
 }
 

@@ -20,6 +20,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 
 use hydra_db::ids::{BuildId, EvalId, JobsetId};
+use hydra_db::keyset::Position;
 
 use crate::error::{ApiError, ApiResult};
 
@@ -82,38 +83,74 @@ pub(crate) async fn latest_success(
         .await?)
 }
 
-/// A page of the finished builds that match `f`, most recently finished
-/// first, and how many there are in all.
+/// How far a scoped list's total is counted: past it, the page says
+/// "more than" (counting a million builds for a sentence costs more than
+/// the page).
+pub(crate) const COUNT_CAP: i64 = 10_000;
+
+/// The sort key of the finished-build lists: newest finished first.
+const FINISHED_ORDER: [&str; 2] = ["b.stopTime", "b.id"];
+
+/// A page of the finished builds that match `f` (project, jobset and job;
+/// not system), most recently finished first, with the page's links and
+/// how many there are in all (for a scope, at most [`COUNT_CAP`] + 1).
+/// Read by index whatever the page: all builds by their finish time, a
+/// project's jobset by jobset, each from where the page starts.
 pub(crate) async fn finished_page(
     pool: &PgPool,
     f: &Filter<'_>,
-    offset: i64,
-    limit: i64,
-) -> ApiResult<(i64, Vec<BuildSummary>)> {
-    let count_sql = format!(
-        "select count(*) from Builds b join Jobsets j on j.id = b.jobset_id where b.finished = 1 and {FILTER}"
-    );
+    position: &Position,
+    per_page: i64,
+) -> ApiResult<(i64, Vec<BuildSummary>, serde_json::Map<String, Value>)> {
+    let condition = position.condition(&FINISHED_ORDER, 4);
+    let order = position.order(&FINISHED_ORDER, per_page);
+    let part_order = position.part_order(&FINISHED_ORDER, per_page);
+    let job = if f.job.is_some() {
+        "and b.job = $3"
+    } else {
+        ""
+    };
+    let (sql, count_sql) = if f.project.is_none() {
+        (
+            format!(
+                "select {BUILD_SUMMARY_COLUMNS} from Builds b join Jobsets j on j.id = b.jobset_id \
+                 where b.finished = 1 and {condition} {order}"
+            ),
+            "select count::bigint from NrBuilds where what = 'finished'".to_string(),
+        )
+    } else {
+        let jobsets = "j.project = $1 and ($2::text is null or j.name = $2)";
+        (
+            format!(
+                "select {BUILD_SUMMARY_COLUMNS} from Jobsets j cross join lateral \
+                 (select * from Builds b where b.jobset_id = j.id and b.finished = 1 {job} \
+                  and {condition} {part_order}) b \
+                 where {jobsets} {order}"
+            ),
+            format!(
+                "select count(*) from (select 1 from Jobsets j join Builds b on b.jobset_id = j.id \
+                 where {jobsets} and b.finished = 1 {job} limit {}) c",
+                COUNT_CAP + 1
+            ),
+        )
+    };
     let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count_sql))
         .bind(f.project)
         .bind(f.jobset)
         .bind(f.job)
-        .bind(f.system)
         .fetch_one(pool)
         .await?;
-    let sql = format!(
-        "select {BUILD_SUMMARY_COLUMNS} from Builds b join Jobsets j on j.id = b.jobset_id \
-         where b.finished = 1 and {FILTER} order by b.stopTime desc, b.id desc offset $5 limit $6"
-    );
-    let builds = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+    let rows: Vec<BuildSummary> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(f.project)
         .bind(f.jobset)
         .bind(f.job)
-        .bind(f.system)
-        .bind(offset)
-        .bind(limit)
+        .bind(position.key())
         .fetch_all(pool)
         .await?;
-    Ok((total, builds))
+    let (builds, links) = position.page(rows, per_page, |b| {
+        vec![i64::from(b.stoptime.unwrap_or(0)), i64::from(b.id)]
+    });
+    Ok((total, builds, links))
 }
 
 /// One statement that renders whole Build objects for a set of ids, in
@@ -565,38 +602,19 @@ pub(crate) struct EvalsPage {
     pub ids: Vec<EvalId>,
 }
 
-/// Page `page` of the evaluations that added builds (of jobset `jobset`
-/// only, if given), with the paging fields.
+/// A page of the evaluations that added builds (of jobset `jobset` only,
+/// if given), with the paging fields.
 pub(crate) async fn evals_page(
     pool: &PgPool,
     jobset: Option<JobsetId>,
-    page: i64,
+    position: &Position,
     per_page: i64,
 ) -> ApiResult<EvalsPage> {
-    let (total, ids) = hydra_db::evals::page(pool, jobset, (page - 1) * per_page, per_page).await?;
-    let mut body = pages(page, per_page, total);
+    let (total, ids, mut body) = hydra_db::evals::page(pool, jobset, position, per_page).await?;
     body.insert("evals".into(), Value::Array(evals_json(pool, &ids).await?));
     Ok(EvalsPage {
         body: Value::Object(body),
         total,
         ids,
     })
-}
-
-/// Hydra's pagination links (`?page=N`).
-pub(crate) fn pages(page: i64, per_page: i64, total: i64) -> serde_json::Map<String, Value> {
-    let last = ((total + per_page - 1) / per_page).max(1);
-    let mut links = serde_json::Map::new();
-    links.insert("first".into(), Value::from("?page=1"));
-    links.insert("last".into(), Value::from(format!("?page={last}")));
-    if page < last {
-        links.insert("next".into(), Value::from(format!("?page={}", page + 1)));
-    }
-    if page > 1 {
-        links.insert(
-            "previous".into(),
-            Value::from(format!("?page={}", page - 1)),
-        );
-    }
-    links
 }

@@ -7,6 +7,7 @@ use sqlx::PgPool;
 use super::{BUILD_SUMMARY_COLUMNS, BuildSummary};
 use crate::error::ApiResult;
 use hydra_db::ids::BuildId;
+use hydra_db::keyset::Position;
 use hydra_db::status::Busy;
 
 /// Every unfinished build, most urgent first.
@@ -43,25 +44,33 @@ pub(crate) async fn running_steps(pool: &PgPool) -> ApiResult<Vec<Value>> {
     Ok(parsed(rows))
 }
 
-/// Finished steps, most recent first, `limit` from `offset`.
+/// A page of finished steps, most recent first, and its links.
 pub(crate) async fn finished_steps(
     pool: &PgPool,
-    offset: i64,
-    limit: i64,
-) -> ApiResult<Vec<Value>> {
-    let rows: Vec<String> = sqlx::query_scalar(
+    position: &Position,
+    per_page: i64,
+) -> ApiResult<(Vec<Value>, serde_json::Map<String, Value>)> {
+    const ORDER: [&str; 3] = ["s.stopTime", "s.build", "s.stepnr"];
+    // `busy = 0` written out: the index of finished steps is on it.
+    let sql = format!(
         "select json_build_object('build', s.build, 'stepnr', s.stepnr, 'drvpath', s.drvPath, \
          'system', s.system, 'machine', s.machine, 'status', s.status, 'starttime', s.startTime, \
          'stoptime', s.stopTime, 'type', s.type)::text \
-         from BuildSteps s where s.busy = $3 and s.stopTime is not null \
-         order by s.stopTime desc offset $1 limit $2",
-    )
-    .bind(offset)
-    .bind(limit)
-    .bind(Busy::NotRunning)
-    .fetch_all(pool)
-    .await?;
-    Ok(parsed(rows))
+         from BuildSteps s where s.busy = {} and s.stopTime is not null and {} {}",
+        Busy::NotRunning as i32,
+        position.condition(&ORDER, 1),
+        position.order(&ORDER, per_page)
+    );
+    let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(position.key())
+        .fetch_all(pool)
+        .await?;
+    Ok(position.page(parsed(rows), per_page, |s| {
+        ["stoptime", "build", "stepnr"]
+            .iter()
+            .map(|k| s.get(*k).and_then(Value::as_i64).unwrap_or(0))
+            .collect()
+    }))
 }
 
 /// What a search found, at most `limit` of each.

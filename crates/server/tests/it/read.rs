@@ -7,6 +7,7 @@ use crate::common;
 
 use axum::http::{Method, StatusCode};
 use common::{App, As, BASE, fixture};
+use serde_json::Value;
 
 #[tokio::test]
 async fn objects_have_hydras_json_shapes() {
@@ -108,16 +109,142 @@ async fn evals_are_paginated_twenty_per_page() {
     let first = app.get("/jobset/demo/trunk/evals").await.json();
     assert_eq!(first["evals"].as_array().unwrap().len(), 20);
     assert_eq!(first["first"], "?page=1");
-    assert_eq!(first["last"], "?page=2");
-    assert_eq!(first["next"], "?page=2");
+    assert_eq!(first["last"], "?last=1");
+    assert_eq!(
+        first["next"], "?after=6",
+        "the next page starts after the last one shown"
+    );
     assert!(first.get("previous").is_none());
     assert_eq!(first["evals"][0]["id"], 25, "newest first");
-    let second = app.get("/jobset/demo/trunk/evals?page=2").await.json();
-    assert_eq!(second["evals"].as_array().unwrap().len(), 5);
-    assert_eq!(second["previous"], "?page=1");
+    let second = app.get("/jobset/demo/trunk/evals?after=6").await.json();
+    let ids: Vec<&Value> = second["evals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["id"])
+        .collect();
+    assert_eq!(ids, [5, 4, 3, 2, 1]);
+    assert_eq!(second["previous"], "?before=5");
     assert!(second.get("next").is_none());
-    let all = app.get("/evals").await.json();
-    assert_eq!(all["last"], "?page=2");
+    let back = app.get("/jobset/demo/trunk/evals?before=5").await.json();
+    assert_eq!(back["evals"][0]["id"], 25);
+    assert_eq!(back["evals"][19]["id"], 6);
+    assert!(back.get("previous").is_none(), "back at the newest");
+    // Hydra's page numbers still work.
+    let numbered = app.get("/jobset/demo/trunk/evals?page=2").await.json();
+    assert_eq!(numbered["evals"], second["evals"]);
+    let last = app.get("/evals?last=1").await.json();
+    assert_eq!(last["evals"].as_array().unwrap().len(), 20);
+    assert_eq!(
+        last["evals"][19]["id"], 1,
+        "the oldest page ends with the oldest"
+    );
+    assert!(last.get("next").is_none());
+}
+
+#[tokio::test]
+async fn build_and_step_lists_page_by_cursor_through_every_row_once() {
+    let app = App::new().await;
+    fixture(&app).await;
+    // A second jobset; 45 more finished builds over both, several
+    // finishing in the same second (the id breaks the tie), each with a
+    // step.
+    app.exec(
+        "insert into Jobsets (project, name, nixExprInput, nixExprPath, emailOverride, checkInterval) \
+         values ('demo', 'other', 'src', 'release.nix', '', 60); \
+         insert into Builds (id, finished, timestamp, jobset_id, job, drvPath, system, startTime, stopTime, buildStatus) \
+         select 100 + i, 1, 1700001000, (select id from Jobsets where name = case when i % 3 = 0 then 'other' else 'trunk' end), \
+                'job' || (i % 2), '/nix/store/x-' || i || '.drv', 'x86_64-linux', 1700001000, 1700001000 + i / 4, 0 \
+         from generate_series(1, 45) i; \
+         insert into BuildSteps (build, stepnr, type, drvPath, busy, status, startTime, stopTime, system) \
+         select 100 + i, 1, 0, '/nix/store/x-' || i || '.drv', 0, 0, 1700001000, 1700001000 + i / 4, 'x86_64-linux' \
+         from generate_series(1, 45) i",
+    )
+    .await;
+    let ids = |page: &Value, list: &str, key: &str| -> Vec<i64> {
+        page[list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b[key].as_i64().unwrap())
+            .collect()
+    };
+    for (list, rows, key, scope) in [
+        ("/all", "builds", "id", "true"),
+        ("/project/demo/all", "builds", "id", "true"),
+        ("/jobset/demo/trunk/all", "builds", "id", "j.name = 'trunk'"),
+        (
+            "/job/demo/trunk/job1/all",
+            "builds",
+            "id",
+            "j.name = 'trunk' and b.job = 'job1'",
+        ),
+        ("/steps", "steps", "build", "true"),
+    ] {
+        let table = if list == "/steps" {
+            "BuildSteps b join Builds x on x.id = b.build join Jobsets j on j.id = x.jobset_id"
+        } else {
+            "Builds b join Jobsets j on j.id = b.jobset_id"
+        };
+        let order = if list == "/steps" {
+            "b.stopTime desc, b.build desc, b.stepnr desc"
+        } else {
+            "b.stopTime desc, b.id desc"
+        };
+        let finished = if list == "/steps" {
+            "b.stopTime is not null and b.busy = 0"
+        } else {
+            "b.finished = 1"
+        };
+        let expected: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "select {}::bigint from {table} where {finished} and {scope} order by {order}",
+            if list == "/steps" { "b.build" } else { "b.id" }
+        )))
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap();
+        assert!(expected.len() > 20 || list.starts_with("/job/"), "{list}");
+        // Forwards by `next`, then back by `previous`.
+        let mut seen = Vec::new();
+        let mut pages = Vec::new();
+        let mut uri = list.to_string();
+        loop {
+            let page = app.get(&uri).await.json();
+            assert!(ids(&page, rows, key).len() <= 20, "{uri}");
+            seen.extend(ids(&page, rows, key));
+            pages.push(ids(&page, rows, key));
+            match page["next"].as_str() {
+                Some(next) => uri = format!("{list}{next}"),
+                None => break,
+            }
+        }
+        assert_eq!(seen, expected, "{list}: every row once, in order");
+        let mut back = Vec::new();
+        loop {
+            let page = app.get(&uri).await.json();
+            back.push(ids(&page, rows, key));
+            match page["previous"].as_str() {
+                Some(previous) => uri = format!("{list}{previous}"),
+                None => break,
+            }
+        }
+        back.reverse();
+        assert_eq!(back.concat(), expected, "{list}: back to the first page");
+        // Hydra's page numbers still work.
+        if pages.len() > 1 {
+            let second = app.get(&format!("{list}?page=2")).await.json();
+            assert_eq!(ids(&second, rows, key), pages[1], "{list}?page=2");
+        }
+    }
+    let finished: i64 = sqlx::query_scalar("select count(*) from Builds where finished = 1")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert!(finished > 45);
+    let all = app.get("/all").await.json();
+    assert_eq!(all["total"], finished, "the finished builds, counted");
+    let project = app.get("/project/demo/all").await.json();
+    assert_eq!(project["total"], finished);
 }
 
 #[tokio::test]
