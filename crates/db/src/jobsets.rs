@@ -173,6 +173,21 @@ pub async fn record_unchanged(pool: &PgPool, id: JobsetId, now: i32) -> Result<(
     Ok(())
 }
 
+/// The ids of the jobsets of `project` (only `jobset`, if given).
+pub async fn ids_in(
+    pool: &PgPool,
+    project: &str,
+    jobset: Option<&str>,
+) -> Result<Vec<JobsetId>, sqlx::Error> {
+    sqlx::query_scalar(
+        "select id from Jobsets where project = $1 and ($2::text is null or name = $2) order by id",
+    )
+    .bind(project)
+    .bind(jobset)
+    .fetch_all(pool)
+    .await
+}
+
 /// The id of jobset `project:name`.
 pub async fn id_of(
     pool: &PgPool,

@@ -14,7 +14,7 @@
 //!     request at a time: p50 and max of 20 each;
 //! (d) the paged lists over a database of its own with 1,000,000 finished
 //!     builds (`BENCH_LIST_BUILDS`) in 10 jobsets of one project, a step
-//!     each and 10,000 evaluations: the first page, a page half way
+//!     each and 10,000 evaluations, and a project of 100 builds beside it: the first page, a page half way
 //!     through (by the `next` links' cursor, and by Hydra's `?page=N` for
 //!     comparison) and the last page of every list, JSON, p50 and max of
 //!     20 each.
@@ -298,13 +298,28 @@ async fn lists() {
          insert into Projects (name, displayName, owner) values ('bench', 'Bench', 'owner');
          insert into Jobsets (project, name, nixExprInput, nixExprPath, emailOverride, checkInterval)
            select 'bench', 'j' || k, 'src', 'release.nix', '', 60 from generate_series(0, 9) k;
+         -- Counting each finished build in NrBuilds row by row would
+         -- update one row a million times in one transaction.
+         alter table Builds disable trigger NrBuildsFinished;
          insert into Builds (id, finished, timestamp, jobset_id, job, nixName, drvPath, system, startTime, stopTime,
                              buildStatus, isCurrent)
            select i, 1, 1600000000 + i, (select id from Jobsets where name = 'j' || (i % 10)), 'job' || (i % 1000),
                   'pkg-' || i, '/nix/store/' || lpad(i::text, 32, '0') || '-pkg-' || i || '.drv', 'x86_64-linux',
                   1600000000 + i, 1600000000 + i + (i % 7) * 60, case when i % 10 = 0 then 1 else 0 end, 0
            from generate_series(1, {builds}) i;
-         select setval('builds_id_seq', {builds});
+         -- A small project beside the large one.
+         insert into Projects (name, displayName, owner) values ('small', 'Small', 'owner');
+         insert into Jobsets (project, name, nixExprInput, nixExprPath, emailOverride, checkInterval)
+           values ('small', 's', 'src', 'release.nix', '', 60);
+         insert into Builds (id, finished, timestamp, jobset_id, job, nixName, drvPath, system, startTime, stopTime,
+                             buildStatus, isCurrent)
+           select {builds} + i, 1, 1600000000 + i, (select id from Jobsets where name = 's'), 'job' || (i % 10),
+                  'small-' || i, '/nix/store/' || lpad(i::text, 32, '1') || '-small-' || i || '.drv', 'x86_64-linux',
+                  1600000000 + i * 5000, 1600000000 + i * 5000 + 60, 0, 0
+           from generate_series(1, 100) i;
+         select setval('builds_id_seq', {builds} + 100);
+         alter table Builds enable trigger NrBuildsFinished;
+         update NrBuilds set count = {builds} + 100 where what = 'finished';
          insert into BuildSteps (build, stepnr, type, drvPath, busy, status, startTime, stopTime, machine, system)
            select i, 1, 0, '/nix/store/' || lpad(i::text, 32, '0') || '-pkg-' || i || '.drv', 0, 0,
                   1600000000 + i, 1600000000 + i + (i % 7) * 60, 'localhost', 'x86_64-linux'
@@ -327,6 +342,8 @@ async fn lists() {
         "/project/bench/all",
         "/jobset/bench/j3/all",
         "/job/bench/j3/job3/all",
+        "/project/small/all",
+        "/jobset/small/s/all",
         "/steps",
         "/evals",
         "/jobset/bench/j3/evals",
@@ -364,7 +381,9 @@ async fn lists() {
 
 /// How many rows `list` has, and the page number half way through it.
 fn half_way_page(list: &str, builds: i64) -> (i64, i64) {
-    let rows = if list.contains("/evals") {
+    let rows = if list.contains("small") {
+        100
+    } else if list.contains("/evals") {
         builds / 100 / if list.starts_with("/jobset") { 10 } else { 1 }
     } else if list.starts_with("/job/") {
         builds / 1000
@@ -393,7 +412,9 @@ async fn middle_cursor(db: &TestDb, list: &str, builds: i64) -> String {
              where j.name = 'j3' order by e.id desc offset {offset} limit 1"
         )
     } else {
-        let scope = if list.starts_with("/job/") {
+        let scope = if list.contains("small") {
+            "j.name = 's'"
+        } else if list.starts_with("/job/") {
             "j.name = 'j3' and b.job = 'job3'"
         } else if list.starts_with("/jobset") {
             "j.name = 'j3'"

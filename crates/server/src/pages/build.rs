@@ -123,7 +123,11 @@ pub(super) fn list(cx: &Ctx, scheduling: bool) -> Html {
             scheduling,
             shown: d.int("total").map(|total| {
                 let first = cx.extra_value("first").and_then(serde_json::Value::as_i64);
-                super::common::shown("builds", first, list.len(), total)
+                let estimated = cx
+                    .extra_value("estimated")
+                    .and_then(serde_json::Value::as_bool)
+                    .unwrap_or(false);
+                super::common::shown("builds", first, list.len(), total, estimated)
             }),
             pager: pager(d),
         }

@@ -76,14 +76,20 @@ pub(super) fn pager(d: Fields) -> Vec<(&'static str, String)> {
 }
 
 /// Which items a page shows out of how many: "items 21 - 40 out of 345",
-/// or "20 items out of more than 10000" where the page follows a cursor
-/// and the count stopped at its cap.
-pub(super) fn shown(noun: &str, first: Option<i64>, len: usize, total: i64) -> String {
+/// or "20 items out of about 12,000" where the page follows a cursor and
+/// the total is the database's estimate.
+pub(super) fn shown(
+    noun: &str,
+    first: Option<i64>,
+    len: usize,
+    total: i64,
+    estimated: bool,
+) -> String {
     let len = len as i64;
-    let out_of = if total > crate::views::COUNT_CAP {
-        format!("more than {}", grouped(crate::views::COUNT_CAP))
+    let out_of = if estimated {
+        format!("about {}", grouped(total))
     } else {
-        total.to_string()
+        grouped(total)
     };
     match first {
         Some(first) => format!("{noun} {} - {} out of {out_of}", first + 1, first + len),

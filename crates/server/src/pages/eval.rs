@@ -375,6 +375,7 @@ pub(super) fn list(cx: &Ctx, which: EvalList) -> Html {
                 int("first"),
                 evals.len(),
                 int("total").unwrap_or(0),
+                false,
             ),
             evals,
             show_jobset: matches!(which, EvalList::All | EvalList::OfBuild),

@@ -132,7 +132,7 @@ async fn all(
     let position = Position::of(&q);
     let (total, builds, mut body) =
         views::finished_page(&state.pool, &scope.filter(), &position, PER_PAGE).await?;
-    body.insert("total".into(), Value::from(total));
+    body.insert("total".into(), Value::from(total.count));
     body.insert(
         "builds".into(),
         serde_json::to_value(builds).unwrap_or(Value::Null),
@@ -141,5 +141,6 @@ async fn all(
         .with_extra("project", json!(scope.project))
         .with_extra("jobset", json!(scope.jobset))
         .with_extra("job", json!(scope.job))
-        .with_extra("first", json!(position.first_index(PER_PAGE))))
+        .with_extra("first", json!(position.first_index(PER_PAGE)))
+        .with_extra("estimated", json!(total.estimated)))
 }

@@ -83,74 +83,147 @@ pub(crate) async fn latest_success(
         .await?)
 }
 
-/// How far a scoped list's total is counted: past it, the page says
-/// "more than" (counting a million builds for a sentence costs more than
-/// the page).
-pub(crate) const COUNT_CAP: i64 = 10_000;
+/// How far a scoped list's total is counted exactly; past it, the
+/// database's estimate is given, as Hydra does for steps.
+pub(crate) const COUNT_CAP: i64 = 1_000;
+
+/// How many items a list has: counted, or estimated (past [`COUNT_CAP`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Total {
+    pub count: i64,
+    pub estimated: bool,
+}
 
 /// The sort key of the finished-build lists: newest finished first.
 const FINISHED_ORDER: [&str; 2] = ["b.stopTime", "b.id"];
 
 /// A page of the finished builds that match `f` (project, jobset and job;
 /// not system), most recently finished first, with the page's links and
-/// how many there are in all (for a scope, at most [`COUNT_CAP`] + 1).
-/// Read by index whatever the page: all builds by their finish time, a
-/// project's jobset by jobset, each from where the page starts.
+/// how many there are. Read by index whatever the page: all builds by
+/// their finish time; a scope as one branch per jobset (its id written
+/// out, so that a small jobset beside a huge one is read by its own
+/// index), each reading from the page's start only as far as the page
+/// needs, merged.
 pub(crate) async fn finished_page(
     pool: &PgPool,
     f: &Filter<'_>,
     position: &Position,
     per_page: i64,
-) -> ApiResult<(i64, Vec<BuildSummary>, serde_json::Map<String, Value>)> {
-    let condition = position.condition(&FINISHED_ORDER, 4);
+) -> ApiResult<(Total, Vec<BuildSummary>, serde_json::Map<String, Value>)> {
     let order = position.order(&FINISHED_ORDER, per_page);
-    let part_order = position.part_order(&FINISHED_ORDER, per_page);
-    let job = if f.job.is_some() {
-        "and b.job = $3"
-    } else {
-        ""
-    };
-    let (sql, count_sql) = if f.project.is_none() {
-        (
-            format!(
+    let (total, rows) = match f.project {
+        None => {
+            let sql = format!(
                 "select {BUILD_SUMMARY_COLUMNS} from Builds b join Jobsets j on j.id = b.jobset_id \
-                 where b.finished = 1 and {condition} {order}"
-            ),
-            "select count::bigint from NrBuilds where what = 'finished'".to_string(),
-        )
-    } else {
-        let jobsets = "j.project = $1 and ($2::text is null or j.name = $2)";
-        (
-            format!(
-                "select {BUILD_SUMMARY_COLUMNS} from Jobsets j cross join lateral \
-                 (select * from Builds b where b.jobset_id = j.id and b.finished = 1 {job} \
-                  and {condition} {part_order}) b \
-                 where {jobsets} {order}"
-            ),
-            format!(
-                "select count(*) from (select 1 from Jobsets j join Builds b on b.jobset_id = j.id \
-                 where {jobsets} and b.finished = 1 {job} limit {}) c",
-                COUNT_CAP + 1
-            ),
-        )
+                 where b.finished = 1 and {} {order}",
+                position.condition(&FINISHED_ORDER, 1)
+            );
+            let count: i64 =
+                sqlx::query_scalar("select count::bigint from NrBuilds where what = 'finished'")
+                    .fetch_one(pool)
+                    .await?;
+            let rows: Vec<BuildSummary> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(position.key())
+                .fetch_all(pool)
+                .await?;
+            let total = Total {
+                count,
+                estimated: false,
+            };
+            (total, rows)
+        }
+        Some(project) => {
+            let jobsets = hydra_db::jobsets::ids_in(pool, project, f.jobset).await?;
+            if jobsets.is_empty() {
+                let total = Total {
+                    count: 0,
+                    estimated: false,
+                };
+                (total, Vec::new())
+            } else {
+                scoped_page(pool, &jobsets, f.job, position, per_page).await?
+            }
+        }
     };
-    let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count_sql))
-        .bind(f.project)
-        .bind(f.jobset)
-        .bind(f.job)
-        .fetch_one(pool)
-        .await?;
-    let rows: Vec<BuildSummary> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(f.project)
-        .bind(f.jobset)
-        .bind(f.job)
-        .bind(position.key())
-        .fetch_all(pool)
-        .await?;
     let (builds, links) = position.page(rows, per_page, |b| {
         vec![i64::from(b.stoptime.unwrap_or(0)), i64::from(b.id)]
     });
     Ok((total, builds, links))
+}
+
+/// [`finished_page`] for the builds of `jobsets` (of job `job`, if given).
+async fn scoped_page(
+    pool: &PgPool,
+    jobsets: &[JobsetId],
+    job: Option<&str>,
+    position: &Position,
+    per_page: i64,
+) -> ApiResult<(Total, Vec<BuildSummary>)> {
+    let job_condition = if job.is_some() { "and b.job = $1" } else { "" };
+    // Ids are integers read from the database: written into the text.
+    let branches = |columns: &str, condition: &str, order: &str| {
+        jobsets
+            .iter()
+            .map(|id| {
+                format!(
+                    "(select {columns} from Builds b where b.jobset_id = {} and b.finished = 1 \
+                     {job_condition} and {condition} {order})",
+                    id.0
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" union all ")
+    };
+    let sql = format!(
+        "select {BUILD_SUMMARY_COLUMNS} from ({}) b join Jobsets j on j.id = b.jobset_id {}",
+        branches(
+            "b.*",
+            &position.condition(&FINISHED_ORDER, 2),
+            &position.part_order(&FINISHED_ORDER, per_page)
+        ),
+        position.order(&FINISHED_ORDER, per_page)
+    );
+    let rows: Vec<BuildSummary> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(job)
+        .bind(position.key())
+        .fetch_all(pool)
+        .await?;
+    let newest = format!(
+        "order by b.stopTime desc, b.id desc limit {}",
+        COUNT_CAP + 1
+    );
+    let count_sql = format!(
+        "select count(*) from ({}) c",
+        branches("1", "true", &newest)
+    );
+    let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count_sql))
+        .bind(job)
+        .fetch_one(pool)
+        .await?;
+    if count <= COUNT_CAP {
+        let total = Total {
+            count,
+            estimated: false,
+        };
+        return Ok((total, rows));
+    }
+    let ids: Vec<String> = jobsets.iter().map(|id| id.0.to_string()).collect();
+    let estimate_sql = format!(
+        "explain (format json) select 1 from Builds b where b.jobset_id in ({}) and b.finished = 1 {job_condition}",
+        ids.join(", ")
+    );
+    let plan: Value = sqlx::query_scalar(sqlx::AssertSqlSafe(estimate_sql))
+        .bind(job)
+        .fetch_one(pool)
+        .await?;
+    let estimate = plan[0]["Plan"]["Plan Rows"]
+        .as_f64()
+        .map_or(0, |rows| rows as i64);
+    let total = Total {
+        count: estimate.max(count),
+        estimated: true,
+    };
+    Ok((total, rows))
 }
 
 /// One statement that renders whole Build objects for a set of ids, in

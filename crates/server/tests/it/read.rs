@@ -245,6 +245,31 @@ async fn build_and_step_lists_page_by_cursor_through_every_row_once() {
     assert_eq!(all["total"], finished, "the finished builds, counted");
     let project = app.get("/project/demo/all").await.json();
     assert_eq!(project["total"], finished);
+    // Past 1,000 builds a scope's total is the database's estimate, and
+    // the page says so.
+    app.exec(
+        "insert into Builds (id, finished, timestamp, jobset_id, job, drvPath, system, startTime, stopTime, buildStatus) \
+         select 1000 + i, 1, 1700002000, (select id from Jobsets where name = 'other'), 'many', \
+                '/nix/store/y-' || i || '.drv', 'x86_64-linux', 1700002000, 1700002000 + i, 0 \
+         from generate_series(1, 1100) i; \
+         analyze Builds",
+    )
+    .await;
+    let other = app.get("/jobset/demo/other/all").await.json();
+    let total = other["total"].as_i64().unwrap();
+    assert!(
+        (1000..1300).contains(&total),
+        "about the 1,115 builds: {total}"
+    );
+    let request = axum::http::Request::get("/jobset/demo/other/all")
+        .header(axum::http::header::ACCEPT, "text/html")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let html = String::from_utf8(app.raw(request).await.body).unwrap();
+    assert!(
+        html.contains("Showing builds 1 - 20 out of about 1,"),
+        "{html}"
+    );
 }
 
 #[tokio::test]
