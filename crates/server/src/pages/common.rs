@@ -87,7 +87,7 @@ pub(super) fn shown(
 ) -> String {
     let len = len as i64;
     let out_of = if estimated {
-        format!("about {}", grouped(total))
+        format!("about {}", grouped(rounded(total)))
     } else {
         grouped(total)
     };
@@ -95,6 +95,15 @@ pub(super) fn shown(
         Some(first) => format!("{noun} {} - {} out of {out_of}", first + 1, first + len),
         None => format!("{len} {noun} out of {out_of}"),
     }
+}
+
+/// `n` to two significant digits: what an estimate is worth.
+fn rounded(n: i64) -> i64 {
+    let mut unit = 1;
+    while n.abs() / unit >= 100 {
+        unit *= 10;
+    }
+    (n + unit / 2) / unit * unit
 }
 
 /// A number with its thousands separated by commas: `10,000`.
