@@ -262,7 +262,9 @@ struct BuildRow {
     timestamp: i32,
     starttime: Option<i32>,
     stoptime: Option<i32>,
+    #[sqlx(skip)]
     project: String,
+    #[sqlx(skip)]
     jobset: String,
     job: String,
     nixname: Option<String>,
@@ -271,6 +273,8 @@ struct BuildRow {
     buildstatus: Option<i32>,
     releasename: Option<String>,
     drvpath: String,
+    #[serde(skip)]
+    jobset_id: i32,
     #[sqlx(skip)]
     jobsetevals: Vec<i32>,
     #[sqlx(skip)]
@@ -313,12 +317,13 @@ struct MetricJson {
 /// table, run concurrently) and serialised here: for thousands of builds
 /// that is several times faster than building the JSON in PostgreSQL.
 pub(crate) async fn builds_json_text(pool: &PgPool, ids: &[BuildId]) -> ApiResult<String> {
+    // Unordered and without the jobsets' names: a third of the work of
+    // joining them and keeping the order in the database.
     let builds = sqlx::query_as::<_, BuildRow>(
         "select b.id, b.finished, b.timestamp, b.startTime as starttime, b.stopTime as stoptime, \
-         j.project, j.name as jobset, b.job, b.nixName as nixname, b.system, b.priority, \
-         b.buildStatus as buildstatus, b.releaseName as releasename, b.drvPath as drvpath \
-         from unnest($1::integer[]) with ordinality as w(id, n) join Builds b on b.id = w.id \
-         join Jobsets j on j.id = b.jobset_id order by w.n",
+         b.job, b.nixName as nixname, b.system, b.priority, b.buildStatus as buildstatus, \
+         b.releaseName as releasename, b.drvPath as drvpath, b.jobset_id \
+         from Builds b where b.id = any($1)",
     )
     .bind(ids)
     .fetch_all(pool);
@@ -345,6 +350,28 @@ pub(crate) async fn builds_json_text(pool: &PgPool, ids: &[BuildId]) -> ApiResul
     .fetch_all(pool);
     let (mut builds, evals, outputs, products, metrics) =
         tokio::try_join!(builds, evals, outputs, products, metrics)?;
+    let position: std::collections::HashMap<i32, usize> =
+        ids.iter().enumerate().map(|(n, id)| (id.0, n)).collect();
+    builds.sort_by_key(|b| position.get(&b.id).copied().unwrap_or(usize::MAX));
+    let mut jobset_ids: Vec<i32> = builds.iter().map(|b| b.jobset_id).collect();
+    jobset_ids.sort_unstable();
+    jobset_ids.dedup();
+    let names: std::collections::HashMap<i32, (String, String)> =
+        sqlx::query_as::<_, (i32, String, String)>(
+            "select id, project, name from Jobsets where id = any($1)",
+        )
+        .bind(&jobset_ids)
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(|(id, project, name)| (id, (project, name)))
+        .collect();
+    for b in &mut builds {
+        if let Some((project, jobset)) = names.get(&b.jobset_id) {
+            b.project.clone_from(project);
+            b.jobset.clone_from(jobset);
+        }
+    }
     let mut by_id: std::collections::HashMap<i32, &mut BuildRow> =
         builds.iter_mut().map(|b| (b.id, b)).collect();
     for (build, eval) in evals {
