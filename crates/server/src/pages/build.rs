@@ -414,7 +414,7 @@ fn busy_text(busy: i64) -> &'static str {
 }
 
 /// A finished step's status text and its colour class.
-fn step_status(code: Option<i64>, error: &str) -> (String, &'static str) {
+pub(super) fn step_status(code: Option<i64>, error: &str) -> (String, &'static str) {
     use hydra_db::status::StepStatus as S;
     let code = code
         .and_then(|c| i32::try_from(c).ok())

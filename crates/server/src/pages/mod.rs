@@ -222,6 +222,7 @@ fn templated(page: &Rendered, user: &PageUser) -> Option<String> {
         "log" => log::log(&cx),
         "status" => status::running(&cx),
         "queue-summary" => status::queue_summary(&cx),
+        "blockers" => status::blockers(&cx),
         "machines" => status::machines(&cx),
         "queue-runner-status" => status::runner_status(&cx),
         "steps" => status::steps(&cx),

@@ -543,3 +543,85 @@ pub(super) fn custom_channel(cx: &Ctx) -> Html {
         .render(),
     )
 }
+
+/// A row of the blockers' table.
+#[derive(Debug)]
+struct BlockerView {
+    jobs: i64,
+    drvpath: String,
+    name: String,
+    outcome: String,
+    class: &'static str,
+    /// Where it failed itself: build and step.
+    log: Option<(i64, i64)>,
+    first: Option<i64>,
+    /// Input name and new value.
+    changes: Vec<(String, String)>,
+    builds: Vec<i64>,
+    /// More builds fail than are named.
+    more: bool,
+}
+
+/// `/blockers`, `/jobset/P/J/blockers`, `/eval/N/blockers`.
+#[derive(Template)]
+#[template(path = "blockers.html")]
+struct BlockersPage<'a> {
+    frame: Frame<'a>,
+    scope: Option<(String, String, String)>,
+    rows: Vec<BlockerView>,
+}
+
+pub(super) fn blockers(cx: &Ctx) -> Html {
+    let scope = cx
+        .extra_value("scope")
+        .and_then(|s| s.as_str())
+        .map(|kind| {
+            (
+                kind.to_string(),
+                cx.extra_text("name"),
+                cx.extra_text("href"),
+            )
+        });
+    let rows = cx
+        .data
+        .0
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(Fields)
+        .map(|b| {
+            let (outcome, class) = super::build::step_status(b.int("status"), "");
+            let builds: Vec<i64> = b
+                .list("builds")
+                .iter()
+                .filter_map(serde_json::Value::as_i64)
+                .collect();
+            let jobs = b.int("jobs").unwrap_or(0);
+            BlockerView {
+                jobs,
+                name: step_name(b.str("drvpath")),
+                drvpath: b.text("drvpath"),
+                outcome,
+                class,
+                log: b.int("build").zip(b.int("stepnr")),
+                first: b.int("firstfailedeval"),
+                changes: b
+                    .list("changes")
+                    .iter()
+                    .map(Fields)
+                    .map(|c| (c.text("name"), c.text("value")))
+                    .collect(),
+                more: jobs > builds.len() as i64,
+                builds,
+            }
+        })
+        .collect();
+    Some(
+        BlockersPage {
+            frame: cx.frame(),
+            scope,
+            rows,
+        }
+        .render(),
+    )
+}

@@ -241,6 +241,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/eval/{id}/builds", get(builds))
         .route("/eval/{id}/store-paths", get(store_paths))
         .route("/eval/{id}/errors", get(errors))
+        .route("/eval/{id}/blockers", get(blockers))
         .route("/eval/{id}/job/{job}", get(job))
         .route("/eval/{id}/job/{job}/{*rest}", get(job_rest))
         .route("/eval/{id}/cancel", act(Action::Cancel, None))
@@ -253,4 +254,14 @@ pub(crate) fn routes() -> Router<AppState> {
             act(Action::Restart, Some(FAILED)),
         )
         .route("/eval/{id}/bump", act(Action::Bump, None))
+}
+
+/// The failed steps that block the most builds of the evaluation.
+async fn blockers(State(state): State<AppState>, eval: EvalPath) -> ApiResult<Page> {
+    let ranked =
+        views::blockers::ranked(&state.pool, views::blockers::Scope::Eval(eval.id)).await?;
+    Ok(Page::new("blockers", ranked)
+        .with_extra("scope", json!("evaluation"))
+        .with_extra("name", json!(eval.id.to_string()))
+        .with_extra("href", json!(format!("/eval/{}", eval.id))))
 }

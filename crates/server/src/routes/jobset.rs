@@ -962,6 +962,7 @@ pub(crate) fn routes() -> Router<AppState> {
             get(show).put(save).delete(delete),
         )
         .route("/jobset/{project}/{jobset}/evals", get(evals))
+        .route("/jobset/{project}/{jobset}/blockers", get(blockers))
         .route(
             "/jobset/{project}/{jobset}/edit",
             get(edit_form).post(edit_submitted),
@@ -984,6 +985,22 @@ pub(crate) fn routes() -> Router<AppState> {
             "/jobset/{project}/{jobset}/latest-eval/{*rest}",
             get(latest_eval_rest),
         )
+}
+
+/// The failed steps that block the most of the jobset's current builds.
+async fn blockers(State(state): State<AppState>, jobset: JobsetPath) -> ApiResult<Page> {
+    let ranked =
+        views::blockers::ranked(&state.pool, views::blockers::Scope::Jobset(jobset.id)).await?;
+    Ok(Page::new("blockers", ranked)
+        .with_extra("scope", json!("jobset"))
+        .with_extra(
+            "name",
+            json!(format!("{}:{}", jobset.project, jobset.jobset)),
+        )
+        .with_extra(
+            "href",
+            json!(format!("/jobset/{}/{}", jobset.project, jobset.jobset)),
+        ))
 }
 
 #[cfg(test)]

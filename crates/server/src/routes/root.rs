@@ -178,7 +178,14 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/status", get(status))
         .route("/evals", get(evals))
         .route("/queue-summary", get(queue_summary))
+        .route("/blockers", get(blockers))
         .route("/events", get(crate::live::events))
         .route("/steps", get(steps))
         .route("/search", get(search))
+}
+
+/// The failed steps that block the most current builds of every jobset.
+pub(crate) async fn blockers(State(state): State<AppState>) -> ApiResult<Page> {
+    let ranked = views::blockers::ranked(&state.pool, views::blockers::Scope::All).await?;
+    Ok(Page::new("blockers", ranked))
 }

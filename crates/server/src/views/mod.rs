@@ -5,6 +5,7 @@
 pub(crate) mod account;
 pub(crate) mod admin;
 pub(crate) mod api;
+pub(crate) mod blockers;
 pub(crate) mod build;
 pub(crate) mod channels;
 pub(crate) mod downloads;

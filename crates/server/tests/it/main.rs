@@ -5,6 +5,7 @@ mod access;
 mod cache;
 mod common;
 mod files;
+mod insight;
 mod ops;
 mod pages;
 mod read;

@@ -1,0 +1,124 @@
+//! What the system tells about failures: the blockers ranked under an
+//! evaluation, a jobset and the whole instance.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use axum::body::Body;
+use axum::http::{Request, header};
+use serde_json::Value;
+
+use crate::common::{App, fixture};
+
+/// Jobset `demo:lib` with evaluation 101 (input `src` at `aaa`, all
+/// green) and 102 (`src` at `bbb`): there `openssl` (build 500) fails
+/// and 50 jobs that need it fail with it; `zlib` (600) fails and 2 jobs
+/// with it; a cancelled build and a succeeded one blame nobody.
+async fn failures(app: &App) {
+    app.exec(
+        "insert into Jobsets (project, name, nixExprInput, nixExprPath, emailOverride, checkInterval) \
+         values ('demo', 'lib', 'src', 'release.nix', '', 60); \
+         insert into JobsetEvals (id, jobset_id, timestamp, checkoutTime, evalTime, hasNewBuilds, hash) \
+         select e, (select id from Jobsets where name = 'lib'), 1700000000 + e, 0, 0, 1, 'h' || e \
+         from generate_series(101, 102) e; \
+         insert into JobsetEvalInputs (eval, name, altNr, type, uri, revision) values \
+         (101, 'src', 0, 'git', 'https://example.org/lib.git', 'aaa'), \
+         (102, 'src', 0, 'git', 'https://example.org/lib.git', 'bbb'); \
+         insert into Builds (id, finished, timestamp, jobset_id, job, drvPath, system, startTime, stopTime, \
+                             buildStatus, isCurrent) \
+         select i, 1, 1700000000, (select id from Jobsets where name = 'lib'), 'job' || i, \
+                '/nix/store/' || lpad(i::text, 32, 'x') || '-job' || i || '.drv', 'x86_64-linux', \
+                1700000000, 1700000100, \
+                case when i in (500, 600) then 1 when i = 700 then 4 when i = 701 then 0 \
+                     when i between 90 and 99 then 0 else 2 end, \
+                case when i between 90 and 99 then 0 else 1 end \
+         from (select generate_series(501, 550) union all select generate_series(601, 602) \
+               union all select unnest(array[500, 600, 700, 701]) union all select generate_series(90, 99)) g(i); \
+         insert into JobsetEvalMembers (eval, build, isNew) select 101, i, 1 from generate_series(90, 99) i; \
+         insert into JobsetEvalMembers (eval, build, isNew) select 102, id, 1 from Builds where id >= 500; \
+         insert into BuildSteps (build, stepnr, type, drvPath, busy, status, startTime, stopTime, system, propagatedFrom) \
+         select i, 1, 0, '/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-openssl-3.0.drv', 0, 1, 1700000000, 1700000100, \
+                'x86_64-linux', case when i = 500 then null else 500 end \
+         from (select 500 union all select generate_series(501, 550)) g(i); \
+         insert into BuildSteps (build, stepnr, type, drvPath, busy, status, startTime, stopTime, system, propagatedFrom) \
+         select i, 1, 0, '/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-zlib-1.3.drv', 0, 1, 1700000000, 1700000100, \
+                'x86_64-linux', case when i = 600 then null else 600 end \
+         from (select 600 union all select generate_series(601, 602)) g(i); \
+         insert into BuildSteps (build, stepnr, type, drvPath, busy, status, startTime, stopTime, system) \
+         values (700, 1, 0, '/nix/store/cccccccccccccccccccccccccccccccc-gone.drv', 0, 4, 1700000000, 1700000100, 'x86_64-linux')",
+    )
+    .await;
+}
+
+fn names(ranked: &Value) -> Vec<(String, i64)> {
+    ranked
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["drvpath"].as_str().unwrap().to_string(),
+                b["jobs"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_failure_shared_by_more_jobs_ranks_first_with_its_log_and_first_bad_evaluation() {
+    let app = App::new().await;
+    fixture(&app).await;
+    failures(&app).await;
+    let openssl = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-openssl-3.0.drv";
+    let zlib = "/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-zlib-1.3.drv";
+    let expected = [(openssl.to_string(), 51), (zlib.to_string(), 3)];
+    let eval = app.get("/eval/102/blockers").await.json();
+    assert_eq!(names(&eval), expected, "the cancelled build blames nobody");
+    let top = &eval[0];
+    assert_eq!(
+        (top["build"].clone(), top["stepnr"].clone()),
+        (Value::from(500), Value::from(1)),
+        "where it failed itself"
+    );
+    assert_eq!(top["status"], 1);
+    assert_eq!(
+        top["builds"].as_array().unwrap().len(),
+        10,
+        "ten of the 51 named"
+    );
+    assert_eq!(top["builds"][0], 500);
+    assert_eq!(top["firstfailedeval"], 102);
+    assert_eq!(top["changes"][0]["name"], "src");
+    assert_eq!(
+        top["changes"][0]["value"], "bbb",
+        "the input change that came with it"
+    );
+    let jobset = app.get("/jobset/demo/lib/blockers").await.json();
+    assert_eq!(names(&jobset), expected);
+    // The whole instance: also the fixture's failed build, which blocks one.
+    let all = names(&app.get("/blockers").await.json());
+    assert_eq!(all[..2], expected);
+    assert!(all[2..].iter().all(|(_, jobs)| *jobs == 1), "{all:?}");
+    // An evaluation without failures has no blockers.
+    assert_eq!(
+        app.get("/eval/101/blockers").await.json(),
+        Value::Array(Vec::new())
+    );
+    // The page lists them in that order, with the log and the evaluation.
+    let request = Request::get("/eval/102/blockers")
+        .header(header::ACCEPT, "text/html")
+        .body(Body::empty())
+        .unwrap();
+    let html = String::from_utf8(app.raw(request).await.body).unwrap();
+    assert!(
+        html.contains("What blocks the most in evaluation"),
+        "{html}"
+    );
+    let first = html.find("openssl-3.0").unwrap();
+    let second = html.find("zlib-1.3").unwrap();
+    assert!(first < second, "the larger blocker first");
+    assert!(html.contains(r#"<a href="/build/500/nixlog/1">log</a>"#));
+    assert!(
+        html.contains(r#"<a href="/eval/102">evaluation 102</a>: <span class="mono">src</span>"#),
+        "{html}"
+    );
+}
