@@ -324,6 +324,31 @@ fn browse_the_pages(base: &str, data: &std::path::Path) {
     assert_no_console_errors(&browser, &at);
     shots.take(&browser, "jobset");
 
+    // What blocks the most: the broken job's own failure, with its log and
+    // the evaluation it first failed in, the commit that came with it.
+    browser.goto(&format!("{at}/blockers"));
+    let page = browser.text();
+    assert!(
+        page.contains("What blocks the most in jobset second:main"),
+        "{page}"
+    );
+    assert_eq!(
+        browser.execute(
+            "return [...document.querySelectorAll('table.blockers tbody tr')].map(tr => tr.cells[1].innerText)"
+        ),
+        serde_json::json!(["broken"]),
+        "{page}"
+    );
+    assert_eq!(
+        browser.execute(
+            "return !!document.querySelector('table.blockers a[href*=\"/nixlog/\"]') && document.querySelector('table.blockers td:nth-child(4)').innerText.includes('src →')"
+        ),
+        serde_json::json!(true),
+        "{page}"
+    );
+    assert_no_console_errors(&browser, "the blockers");
+    browser.goto(&at);
+
     // The failed build, its log, a line's permalink.
     browser.click_and_follow("table.evals a.row-link");
     shots.take(&browser, "evaluation");
