@@ -73,17 +73,17 @@ pub(crate) async fn run(queue: Arc<Queue>) -> Result<(), QueueError> {
 /// priority, least share used, longest critical path, highest local
 /// priority, lowest build id.
 #[derive(Clone, Copy, Debug, PartialEq)]
-struct StepKey {
-    global_priority: i32,
-    share_used: f64,
-    critical_path: u32,
-    local_priority: i32,
-    lowest_build_id: BuildId,
+pub(crate) struct StepKey {
+    pub(crate) global_priority: i32,
+    pub(crate) share_used: f64,
+    pub(crate) critical_path: u32,
+    pub(crate) local_priority: i32,
+    pub(crate) lowest_build_id: BuildId,
 }
 
 impl StepKey {
     /// `Less` when `self` goes first.
-    fn order(&self, other: &StepKey) -> Ordering {
+    pub(crate) fn order(&self, other: &StepKey) -> Ordering {
         other
             .global_priority
             .cmp(&self.global_priority)
@@ -357,7 +357,7 @@ fn choose(state: &State, supported: &[bool], now: Instant) -> Vec<(usize, String
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn key(global: i32, share: f64, path: u32, local: i32, id: i32) -> StepKey {
@@ -376,7 +376,7 @@ mod tests {
     use hydra_nix::machines::Machine;
     use std::collections::{BTreeMap, BTreeSet};
 
-    fn machine(uri: &str, system: &str, max_jobs: u32, features: &[&str]) -> Machine {
+    pub(crate) fn machine(uri: &str, system: &str, max_jobs: u32, features: &[&str]) -> Machine {
         Machine {
             store_uri: uri.into(),
             systems: vec![system.into()],
@@ -390,7 +390,7 @@ mod tests {
     }
 
     /// Adds step `name` for `system` waiting for `deps` (added before).
-    fn step(state: &mut State, name: &str, system: &str, deps: &[&str], features: &str) {
+    pub(crate) fn step(state: &mut State, name: &str, system: &str, deps: &[&str], features: &str) {
         let mut drv = Derivation {
             platform: system.into(),
             ..Derivation::default()
@@ -406,7 +406,7 @@ mod tests {
     }
 
     /// Queues build `id` of `jobset` with top-level step `top`.
-    fn build(state: &mut State, id: i32, jobset: i32, top: &str, global_priority: i32) {
+    pub(crate) fn build(state: &mut State, id: i32, jobset: i32, top: &str, global_priority: i32) {
         let build = Build {
             id: BuildId(id),
             drv_path: top.into(),

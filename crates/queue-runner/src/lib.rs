@@ -25,6 +25,7 @@ mod ready;
 mod state;
 mod status;
 mod step;
+mod waiting;
 
 use std::path::PathBuf;
 use std::sync::Arc;

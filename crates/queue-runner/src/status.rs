@@ -32,6 +32,7 @@ pub(crate) fn serve(
         .route("/status/machines", get(machines))
         .route("/status/jobsets", get(jobsets))
         .route("/status/steps", get(steps))
+        .route("/status/build/{id}", get(waiting))
         .route("/metrics", get(metrics))
         .with_state(queue.clone());
     tokio::spawn(async move {
@@ -369,4 +370,20 @@ async fn metrics(AxumState(queue): AxumState<Arc<Queue>>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, hydra_metrics::CONTENT_TYPE)],
         metrics_text(&queue),
     )
+}
+
+/// Why queued build `id` waits (see `waiting.rs`).
+async fn waiting(
+    AxumState(queue): AxumState<Arc<Queue>>,
+    axum::extract::Path(id): axum::extract::Path<i32>,
+) -> impl IntoResponse {
+    let state = queue.lock();
+    let now = std::time::Instant::now();
+    let answer = crate::waiting::explain(
+        &state,
+        hydra_db::ids::BuildId(id),
+        now,
+        i64::from(hydra_db::now()),
+    );
+    axum::Json(answer)
 }

@@ -1,6 +1,7 @@
 //! The web server next to a real queue runner: a build that writes a line
-//! per second is followed live over Server-Sent Events, and the queue
-//! runner's status and machines are read through the web server.
+//! per second is followed live over Server-Sent Events, the queue runner's
+//! status and machines are read through the web server, and so is why a
+//! queued build waits.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -121,6 +122,11 @@ impl World {
 
     /// Opens `path` and returns the streaming response.
     async fn open(&self, path: &str) -> hyper::Response<hyper::body::Incoming> {
+        self.open_as(path, "application/json").await
+    }
+
+    /// Opens `path` asking for `accept`.
+    async fn open_as(&self, path: &str, accept: &str) -> hyper::Response<hyper::body::Incoming> {
         let stream = tokio::net::TcpStream::connect(self.web).await.unwrap();
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
@@ -129,7 +135,7 @@ impl World {
         tokio::spawn(conn);
         let req = hyper::Request::get(path)
             .header("host", self.web.to_string())
-            .header("accept", "application/json")
+            .header("accept", accept)
             .body(http_body_util::Empty::<hyper::body::Bytes>::new())
             .unwrap();
         sender.send_request(req).await.unwrap()
@@ -247,5 +253,119 @@ async fn the_queue_runner_status_and_machines_are_read_through_the_web_server() 
         "{machines}"
     );
     assert_eq!(machines["steps"], serde_json::json!([]));
+    world.stop().await;
+}
+
+const WAITING_JOBS: &str = r#"
+with import ./config.nix;
+rec {
+  slow = mkDerivation {
+    name = "slow";
+    builder = builtins.toFile "s.sh" "sleep 15; echo done > $out";
+  };
+  other = mkDerivation {
+    name = "other";
+    builder = builtins.toFile "o.sh" "echo other > $out";
+  };
+  user = mkDerivation {
+    name = "user";
+    dep = slow;
+    builder = builtins.toFile "u.sh" "echo $dep > $out";
+  };
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn why_a_queued_build_waits_is_asked_of_the_queue_runner_through_the_web_server() {
+    let world = World::start().await;
+    let file = world.exprs.path().join("waiting.nix");
+    std::fs::write(&file, WAITING_JOBS).unwrap();
+    let queue = |attr: &'static str| {
+        let file = file.clone();
+        let world = &world;
+        async move {
+            queue_build(
+                &world.db.pool,
+                &world.store,
+                world.jobset,
+                &file,
+                attr,
+                Default::default(),
+            )
+            .await
+        }
+    };
+    // The one slot is taken by `slow`; `other` waits for a slot, `user`
+    // for `slow`.
+    let slow = queue("slow").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let why = world.json(&format!("/build/{slow}/waiting")).await;
+        if why["reason"] == "building" {
+            assert_eq!(why["sentence"], "It is being built on localhost.");
+            break;
+        }
+        assert!(Instant::now() < deadline, "slow never started: {why}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let other = queue("other").await;
+    let user = queue("user").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (other_why, user_why) = loop {
+        let other_why = world.json(&format!("/build/{other}/waiting")).await;
+        let user_why = world.json(&format!("/build/{user}/waiting")).await;
+        if other_why["reason"] != "not-loaded" && user_why["reason"] != "not-loaded" {
+            break (other_why, user_why);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not loaded: {other_why} {user_why}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(other_why["reason"], "machines-busy", "{other_why}");
+    assert_eq!(
+        other_why["sentence"],
+        "Every slot for x86_64-linux is taken (1 slot on 1 machine); 0 steps go first."
+    );
+    assert_eq!(user_why["reason"], "dependencies", "{user_why}");
+    assert_eq!(
+        user_why["sentence"],
+        "It waits for 1 dependency to be built first: 1 building, 0 runnable."
+    );
+    assert_eq!(user_why["blocking"][0]["state"], "building");
+    assert!(
+        user_why["blocking"][0]["drvPath"]
+            .as_str()
+            .unwrap()
+            .ends_with("-slow.drv"),
+        "{user_why}"
+    );
+    // The build's page says it too.
+    let page = world
+        .open_as(&format!("/build/{user}"), "text/html")
+        .await
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes();
+    let page = String::from_utf8_lossy(&page);
+    assert!(
+        page.contains("It waits for 1 dependency to be built first"),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"<span class="mono">slow</span> building on localhost"#),
+        "{page}"
+    );
+    // Once built, it is not queued any more.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !world.finished(user).await {
+        assert!(Instant::now() < deadline, "user never finished");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let response = world.open(&format!("/build/{user}/waiting")).await;
+    assert_eq!(response.status(), 404);
     world.stop().await;
 }

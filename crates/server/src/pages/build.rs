@@ -505,6 +505,18 @@ struct BuildPage<'a> {
     cancelled_because: Option<String>,
     /// The evaluation that superseded it.
     cancelled_eval: Option<i64>,
+    /// Why a queued build waits.
+    waiting: Option<WaitingView>,
+}
+
+/// Why a queued build waits: the queue runner's sentence, the steps that
+/// can move among those it waits for (name, state and machine) and how
+/// many more there are.
+#[derive(Debug)]
+struct WaitingView {
+    sentence: String,
+    steps: Vec<(String, String, String)>,
+    more: i64,
 }
 
 /// Why the system cancelled a build, for its page.
@@ -751,6 +763,26 @@ pub(super) fn build(cx: &Ctx) -> Html {
                 })
                 .collect(),
             cancelled_because: cx.extra_value("cancellation").and_then(cancellation_text),
+            waiting: cx.extra_value("waiting").map(|w| {
+                let w = Fields(w);
+                let steps: Vec<(String, String, String)> = w
+                    .list("blocking")
+                    .iter()
+                    .map(Fields)
+                    .map(|s| {
+                        (
+                            super::common::step_name(s.str("drvPath")),
+                            s.text("state"),
+                            s.text("machine"),
+                        )
+                    })
+                    .collect();
+                WaitingView {
+                    sentence: w.text("sentence"),
+                    more: w.int("blockingCount").unwrap_or(0) - steps.len() as i64,
+                    steps,
+                }
+            }),
             cancelled_eval: cx
                 .extra_value("cancellation")
                 .and_then(|c| c.get("eval"))

@@ -170,13 +170,13 @@ pub(crate) async fn news_delete(
 
 /// Why the queue runner's status could not be read.
 #[derive(Debug)]
-enum StatusError {
+pub(crate) enum StatusError {
     NotConfigured,
     Unreachable(String),
 }
 
 /// GETs `<queue_runner_endpoint><path>` and reads the JSON answer as `T`.
-async fn queue_runner_json<T: serde::de::DeserializeOwned>(
+pub(crate) async fn queue_runner_json<T: serde::de::DeserializeOwned>(
     state: &AppState,
     path: &str,
 ) -> Result<T, StatusError> {
@@ -408,4 +408,17 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/admin/news/submit", post(news_submit))
         .route("/admin/news/delete/{id}", post(news_delete))
         .route("/api/scmdiff", get(scmdiff))
+}
+
+/// Why queued build `id` waits, as the queue runner tells it; `None` when
+/// the queue runner cannot be asked (its answer is then not known).
+pub(crate) async fn waiting(state: &AppState, id: hydra_db::ids::BuildId) -> Option<Value> {
+    match queue_runner_json::<Value>(state, &format!("/status/build/{id}")).await {
+        Ok(answer) => Some(answer),
+        Err(StatusError::NotConfigured) => None,
+        Err(StatusError::Unreachable(why)) => {
+            tracing::warn!(error = %why, "cannot ask the queue runner why a build waits");
+            None
+        }
+    }
 }

@@ -45,6 +45,11 @@ pub(crate) async fn show(
         }
         let steps = views::build::steps(pool, id).await?;
         extra.insert("steps".into(), json!(steps));
+        if hydra_db::builds::progress(pool, id).await? == Some(hydra_db::builds::Progress::Queued)
+            && let Some(waiting) = super::admin::waiting(&state, id).await
+        {
+            extra.insert("waiting".into(), waiting);
+        }
         if let Some((reason, eval)) = hydra_db::builds::cancellation(pool, id).await? {
             extra.insert(
                 "cancellation".into(),
@@ -412,6 +417,23 @@ pub(crate) async fn keep(
 }
 
 /// The routes this module serves.
+/// Why a queued build is still waiting (the queue runner's answer), or
+/// that it is not queued.
+async fn waiting(State(state): State<AppState>, build: BuildPath) -> ApiResult<Response> {
+    let queued = hydra_db::builds::progress(&state.pool, build.id).await?
+        == Some(hydra_db::builds::Progress::Queued);
+    if !queued {
+        return Err(ApiError::not_found(format!(
+            "Build {} is not queued.",
+            build.id
+        )));
+    }
+    let answer = super::admin::waiting(&state, build.id).await.ok_or_else(|| {
+        ApiError::Unavailable("The queue runner cannot be asked (no queue_runner_endpoint, or it does not answer).".into())
+    })?;
+    Ok(axum::Json(answer).into_response())
+}
+
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/build/{id}", get(show))
@@ -420,6 +442,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/build/{id}/api/get-info", get(get_info))
         .route("/build/{id}/step/{nr}", get(step))
         .route("/build/{id}/reproduce", get(reproduce))
+        .route("/build/{id}/waiting", get(waiting))
         .route("/build/{id}/build-deps", get(build_deps))
         .route("/build/{id}/runtime-deps", get(runtime_deps))
         .route("/build/{id}/restart", act(Action::Restart))
