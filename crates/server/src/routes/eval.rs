@@ -131,13 +131,12 @@ pub(crate) async fn builds(
     eval: EvalPath,
     page: crate::negotiate::WantsPage,
 ) -> ApiResult<Response> {
-    let ids = hydra_db::evals::member_ids(&state.pool, eval.id).await?;
     if page.0 {
-        return Ok(crate::negotiate::json_text(
-            "eval-builds",
-            views::builds_json_text(&state.pool, &ids).await?,
-        ));
+        // People read the builds on the evaluation's page, every one of
+        // them with `full=1`, not as the API's JSON.
+        return Ok(super::redirect(&format!("/eval/{}?full=1", eval.id)));
     }
+    let ids = hydra_db::evals::member_ids(&state.pool, eval.id).await?;
     Ok(crate::negotiate::json_stream(views::builds_json_stream(
         state.pool.clone(),
         ids,

@@ -74,6 +74,18 @@ async fn every_page_has_the_frame_the_security_headers_and_no_inline_code() {
 }
 
 #[tokio::test]
+async fn an_evaluations_builds_are_read_on_its_page_in_a_browser() {
+    let app = App::new().await;
+    common::fixture(&app).await;
+    let reply = page(&app, &As::Anonymous, Method::GET, "/eval/1/builds").await;
+    assert_eq!(reply.status, StatusCode::FOUND);
+    assert_eq!(reply.header("location").as_deref(), Some("/eval/1?full=1"));
+    // API clients still get the JSON.
+    let list = app.get("/eval/1/builds").await.json();
+    assert!(list.as_array().is_some_and(|l| !l.is_empty()));
+}
+
+#[tokio::test]
 async fn assets_are_served_under_their_hash_and_kept_for_a_year() {
     let app = App::new().await;
     let html = page(&app, &As::Anonymous, Method::GET, "/").await.text();
