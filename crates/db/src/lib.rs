@@ -13,6 +13,7 @@ pub mod commit_statuses;
 pub mod declarative;
 pub mod dsn;
 pub mod evals;
+pub mod evaluation_costs;
 pub mod evaluation_journal;
 pub mod failed_paths;
 pub mod gc_roots;

@@ -92,6 +92,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "list_indexes",
         sql: include_str!("../migrations/0011_list_indexes.sql"),
     },
+    Migration {
+        version: 12,
+        name: "evaluation_costs",
+        sql: include_str!("../migrations/0012_evaluation_costs.sql"),
+    },
 ];
 
 /// What `migrate` did.

@@ -36,6 +36,9 @@ const WORKER_NIX: &str = include_str!("worker.nix");
 const MARKER: &str = "trace: @@hydra ";
 const READY: &str = "trace: @@hydra-ready";
 const DONE: &str = "trace: @@hydra-done";
+/// Paths that take longer than this on average are reported one per line
+/// (so each is timed on its own): a line costs little next to them.
+const SLOW_PATH: Duration = Duration::from_millis(2);
 /// Paths reported per trace line once nothing has gone wrong.
 const BATCH: usize = 64;
 /// The most paths in one request to a worker.
@@ -173,6 +176,31 @@ pub struct Stats {
     pub peak_rss: u64,
     /// Paths whose report came from the journal.
     pub resumed: u64,
+    /// What evaluating each top-level attribute cost.
+    pub attrsets: BTreeMap<String, Cost>,
+    /// The jobs that took longest, slowest first (at most [`SLOWEST`]).
+    pub slowest: Vec<(String, Cost)>,
+}
+
+/// How many of the slowest jobs an evaluation keeps.
+pub const SLOWEST: usize = 20;
+
+/// What evaluating a part of the tree cost: the workers' time (a report
+/// line's time shared among the paths it reports), the jobs found, and the
+/// worker's resident memory when they were reported.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cost {
+    pub milliseconds: u64,
+    pub jobs: u64,
+    pub peak_rss: u64,
+}
+
+impl Cost {
+    fn add(&mut self, other: &Cost) {
+        self.milliseconds += other.milliseconds;
+        self.jobs += other.jobs;
+        self.peak_rss = self.peak_rss.max(other.peak_rss);
+    }
 }
 
 impl Stats {
@@ -182,6 +210,37 @@ impl Stats {
         self.crashes += other.crashes;
         self.peak_rss = self.peak_rss.max(other.peak_rss);
         self.resumed += other.resumed;
+        for (name, cost) in &other.attrsets {
+            self.attrsets.entry(name.clone()).or_default().add(cost);
+        }
+        for (name, cost) in &other.slowest {
+            self.note_job(name, cost);
+        }
+    }
+
+    /// Counts what evaluating `path` cost.
+    fn note(&mut self, path: &[String], cost: &Cost) {
+        let Some(top) = path.first() else { return };
+        self.attrsets.entry(top.clone()).or_default().add(cost);
+        if cost.jobs > 0 {
+            self.note_job(&job_name(path), cost);
+        }
+    }
+
+    /// Keeps `name` among the slowest jobs if it is one of them.
+    fn note_job(&mut self, name: &str, cost: &Cost) {
+        if self.slowest.len() == SLOWEST
+            && self
+                .slowest
+                .last()
+                .is_some_and(|(_, c)| c.milliseconds >= cost.milliseconds)
+        {
+            return;
+        }
+        self.slowest.push((name.to_string(), cost.clone()));
+        self.slowest
+            .sort_by(|a, b| b.1.milliseconds.cmp(&a.1.milliseconds).then(a.0.cmp(&b.0)));
+        self.slowest.truncate(SLOWEST);
     }
 }
 
@@ -616,6 +675,10 @@ struct Process {
     next: usize,
     /// Whether the top level was evaluated.
     ready: bool,
+    /// Whether its last report line took [`SLOW_PATH`] or more per path
+    /// (at first, until a line says otherwise): the next request is then
+    /// reported one path per line.
+    slow: bool,
 }
 
 impl Worker {
@@ -657,14 +720,23 @@ impl Worker {
         // Whether the previous process was killed for passing the memory
         // limit.
         let mut retrying_memory = false;
+        // Starts that met the store's database locked by another process
+        // setting it up (a fresh store, several workers at once).
+        let mut busy_starts = 0;
         while reports.len() < paths.len() {
             let pending = &paths[reports.len()..];
             self.start(request)?;
             let Some(process) = self.process.as_mut() else {
                 return Err(EngineError::Worker("no worker process".into()));
             };
+            // Slow paths go one per line anyway: each is timed on its own.
+            let one_per_line = if process.slow {
+                pending.len()
+            } else {
+                slow_until
+            };
             let run = process
-                .send(pass, pending, slow_until, &mut self.stats)
+                .send(pass, pending, one_per_line, &mut self.stats)
                 .await?;
             let reported = run.results.len();
             reports.extend(run.results.into_iter().map(Reported::Done));
@@ -673,7 +745,7 @@ impl Worker {
             }
             self.process = None;
             // Whether the first unreported path was being reported alone.
-            let alone = reported < slow_until;
+            let alone = reported < one_per_line;
             let culprit = &pending[reported];
             let fail = |text: String, reports: &mut Vec<Reported>| {
                 if let Some(sink) = pass.sink {
@@ -690,6 +762,12 @@ impl Worker {
                         "the worker ended after {reported} of {} paths without an error",
                         pending.len()
                     )));
+                }
+                End::NotReady(error)
+                    if reported == 0 && busy_starts < 5 && error.contains("is busy") =>
+                {
+                    busy_starts += 1;
+                    tokio::time::sleep(Duration::from_millis(100 * busy_starts)).await;
                 }
                 End::NotReady(error) => return Err(EngineError::TopLevel(error)),
                 End::Died(error) => {
@@ -814,6 +892,7 @@ impl Process {
             lines: BufReader::new(stderr).lines(),
             next: 0,
             ready: false,
+            slow: true,
         })
     }
 
@@ -850,6 +929,8 @@ impl Process {
         };
         let mut results = Vec::new();
         let mut tail: Vec<String> = Vec::new();
+        // When the last report line came (the request's start, first).
+        let mut mark = Instant::now();
         let limit = request.max_memory_mib.saturating_mul(1 << 20);
         let mut poll = tokio::time::interval(MEMORY_POLL);
         let mut over_limit = false;
@@ -867,6 +948,22 @@ impl Process {
                                         return Err(EngineError::Worker(format!("report {} out of order", line.i)));
                                     }
                                     results.push(line.result);
+                                }
+                                // The line's time, shared among its paths
+                                // (one, when paths are slow).
+                                let now = Instant::now();
+                                let reported = (results.len() - first).max(1) as u32;
+                                let each = now.duration_since(mark) / reported;
+                                mark = now;
+                                // Listing attribute sets costs little: jobs decide.
+                                if results[first..].iter().any(|r| matches!(r, RawResult::Job(_))) {
+                                    self.slow = each >= SLOW_PATH;
+                                }
+                                let milliseconds = each.as_millis() as u64;
+                                let rss = self.pid.and_then(resident_memory).map_or(0, |(rss, _)| rss);
+                                for (path, result) in paths[first..results.len()].iter().zip(&results[first..]) {
+                                    let jobs = u64::from(matches!(result, RawResult::Job(_)));
+                                    stats.note(path, &Cost { milliseconds, jobs, peak_rss: rss });
                                 }
                                 if let Some(sink) = sink {
                                     let reports = paths[first..results.len()]

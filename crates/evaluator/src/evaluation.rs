@@ -250,6 +250,7 @@ async fn stages(
         }
     };
     supersede(ctx, &checkout.row, recorded.eval_id).await;
+    record_costs(ctx, recorded.eval_id, &evaluated.stats).await;
     Ok(Outcome::Evaluated {
         eval_id: recorded.eval_id.0,
         new_builds: recorded.new_builds.len(),
@@ -257,6 +258,28 @@ async fn stages(
         job_errors: evaluated.errors.len(),
         changed: recorded.has_new_builds,
     })
+}
+
+/// Keeps what evaluation `eval` cost, per top-level attribute and for its
+/// slowest jobs. A failure here is logged; the evaluation stands.
+async fn record_costs(ctx: &Context, eval: hydra_db::ids::EvalId, stats: &crate::engine::Stats) {
+    use hydra_db::evaluation_costs::Cost;
+    let cost = |kind: &str, name: &str, c: &crate::engine::Cost| Cost {
+        kind: kind.into(),
+        name: name.into(),
+        milliseconds: i64::try_from(c.milliseconds).unwrap_or(i64::MAX),
+        jobs: i32::try_from(c.jobs).unwrap_or(i32::MAX),
+        peak_memory: i64::try_from(c.peak_rss).unwrap_or(i64::MAX),
+    };
+    let costs: Vec<Cost> = stats
+        .attrsets
+        .iter()
+        .map(|(name, c)| cost("attrset", name, c))
+        .chain(stats.slowest.iter().map(|(name, c)| cost("job", name, c)))
+        .collect();
+    if let Err(e) = hydra_db::evaluation_costs::record(&ctx.pool, eval, &costs).await {
+        tracing::warn!(error = %e, eval = eval.0, "cannot record what the evaluation cost");
+    }
 }
 
 /// A pull request's jobset whose head is neither trusted nor approved is

@@ -265,6 +265,7 @@ const OUR_TABLES: &[&str] = &[
     "buildcancellations",
     "oidclogins",
     "evaluationjournal",
+    "evaluationcosts",
 ];
 
 const INDEXES: &[&str] = &[

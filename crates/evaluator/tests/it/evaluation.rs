@@ -935,3 +935,52 @@ async fn attributes_that_cannot_be_job_names_are_job_errors_naming_them() {
     }
     assert!(!text.contains("with space"), "{text}");
 }
+
+/// Two top-level attribute sets: two trivial jobs, and one whose name
+/// costs a fold over a long list.
+const COSTLY: &str = r#"
+let
+  mk = name: derivation {
+    inherit name; system = builtins.currentSystem; builder = "/bin/sh";
+    args = [ "-c" "echo ${name} > $out" ];
+  };
+  fold = n: builtins.foldl' (a: b: a + b) 0 (builtins.genList (x: x * 3) n);
+in {
+  quick = { a = mk "a"; b = mk "b"; };
+  heavy = { c = mk "c-${toString (fold 1500000)}"; };
+}
+"#;
+
+#[tokio::test]
+async fn an_evaluation_keeps_what_each_top_level_attribute_and_its_slowest_jobs_cost() {
+    let s = Setup::new().await;
+    let (_src, _) = s.simple_jobset(COSTLY).await;
+    let eval = s.eval_ok("p", "j").await;
+    let rows: Vec<(String, String, i64, i32, i64)> = sqlx::query_as(
+        "select kind, name, milliseconds, jobs, peakMemory from EvaluationCosts \
+         where eval = $1 order by kind, name",
+    )
+    .bind(eval)
+    .fetch_all(&s.db.pool)
+    .await
+    .unwrap();
+    let get = |kind: &str, name: &str| {
+        rows.iter()
+            .find(|r| r.0 == kind && r.1 == name)
+            .unwrap_or_else(|| panic!("no {kind} {name} in {rows:?}"))
+            .clone()
+    };
+    let (heavy, quick) = (get("attrset", "heavy"), get("attrset", "quick"));
+    assert_eq!((heavy.3, quick.3), (1, 2), "the jobs of each: {rows:?}");
+    assert!(
+        heavy.2 > quick.2 && heavy.2 >= 50,
+        "the fold costs more than two trivial jobs: {rows:?}"
+    );
+    assert!(heavy.4 > 0, "the worker's memory is known: {rows:?}");
+    // The slowest jobs, the heavy one first.
+    let jobs: Vec<&(String, String, i64, i32, i64)> =
+        rows.iter().filter(|r| r.0 == "job").collect();
+    assert_eq!(jobs.len(), 3, "{rows:?}");
+    let slowest = jobs.iter().max_by_key(|r| r.2).unwrap();
+    assert_eq!(slowest.1, "heavy.c");
+}

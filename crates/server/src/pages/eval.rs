@@ -459,3 +459,96 @@ mod tests {
         );
     }
 }
+
+/// A row of the evaluation cost page.
+#[derive(Debug)]
+struct CostView {
+    name: String,
+    jobs: i64,
+    time: String,
+    percent: String,
+    memory: i64,
+}
+
+/// An evaluation in the trend of a jobset's evaluation costs.
+#[derive(Debug)]
+struct TrendView {
+    eval: i64,
+    jobs: i64,
+    time: String,
+    wall: String,
+    memory: i64,
+}
+
+/// `/eval/N/cost`.
+#[derive(Template)]
+#[template(path = "eval-cost.html")]
+struct EvalCostPage<'a> {
+    frame: Frame<'a>,
+    id: i64,
+    total: String,
+    peak: i64,
+    attrsets: Vec<CostView>,
+    slowest: Vec<CostView>,
+    trend: Vec<TrendView>,
+}
+
+/// Milliseconds as people read them.
+fn millis(ms: i64) -> String {
+    if ms < 1000 {
+        format!("{ms} ms")
+    } else {
+        format!("{:.1} s", ms as f64 / 1000.0)
+    }
+}
+
+pub(super) fn cost(cx: &Ctx) -> Html {
+    let d = cx.data;
+    let mib = |bytes: i64| bytes >> 20;
+    let attrsets = d.list("attrsets");
+    let total: i64 = attrsets
+        .iter()
+        .map(|a| Fields(a).int("milliseconds").unwrap_or(0))
+        .sum();
+    let peak = attrsets
+        .iter()
+        .map(|a| Fields(a).int("peakMemory").unwrap_or(0))
+        .max()
+        .unwrap_or(0);
+    let view = |c: &serde_json::Value| {
+        let c = Fields(c);
+        let ms = c.int("milliseconds").unwrap_or(0);
+        CostView {
+            name: c.text("name"),
+            jobs: c.int("jobs").unwrap_or(0),
+            time: millis(ms),
+            percent: format!("{:.1}", 100.0 * ms as f64 / total.max(1) as f64),
+            memory: mib(c.int("peakMemory").unwrap_or(0)),
+        }
+    };
+    Some(
+        EvalCostPage {
+            frame: cx.frame(),
+            id: d.int("id").unwrap_or(0),
+            total: millis(total),
+            peak: mib(peak),
+            attrsets: attrsets.iter().map(view).collect(),
+            slowest: d.list("slowest").iter().map(view).collect(),
+            trend: d
+                .list("trend")
+                .iter()
+                .map(Fields)
+                .map(|t| TrendView {
+                    eval: t.int("eval").unwrap_or(0),
+                    jobs: t.int("jobs").unwrap_or(0),
+                    time: millis(t.int("milliseconds").unwrap_or(0)),
+                    wall: t
+                        .int("evalTime")
+                        .map_or_else(|| "-".into(), |s| format!("{s} s")),
+                    memory: mib(t.int("peakMemory").unwrap_or(0)),
+                })
+                .collect(),
+        }
+        .render(),
+    )
+}

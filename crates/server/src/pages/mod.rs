@@ -213,6 +213,7 @@ fn templated(page: &Rendered, user: &PageUser) -> Option<String> {
         "build-deps" => build::deps(&cx, false),
         "runtime-deps" => build::deps(&cx, true),
         "eval" => eval::eval(&cx),
+        "eval-cost" => eval::cost(&cx),
         "job" => job::job(&cx),
         "job-metric" => job::metric(&cx),
         "jobset-errors" => status::errors(&cx, false),

@@ -241,6 +241,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/eval/{id}/store-paths", get(store_paths))
         .route("/eval/{id}/errors", get(errors))
         .route("/eval/{id}/blockers", get(blockers))
+        .route("/eval/{id}/cost", get(cost))
         .route("/eval/{id}/job/{job}", get(job))
         .route("/eval/{id}/job/{job}/{*rest}", get(job_rest))
         .route("/eval/{id}/cancel", act(Action::Cancel, None))
@@ -253,6 +254,23 @@ pub(crate) fn routes() -> Router<AppState> {
             act(Action::Restart, Some(FAILED)),
         )
         .route("/eval/{id}/bump", act(Action::Bump, None))
+}
+
+/// What the evaluation cost: per top-level attribute, its slowest jobs,
+/// and the jobset's latest evaluations for comparison.
+async fn cost(State(state): State<AppState>, eval: EvalPath) -> ApiResult<Page> {
+    let costs = hydra_db::evaluation_costs::of_eval(&state.pool, eval.id).await?;
+    let jobset = hydra_db::jobsets::id_of(&state.pool, &eval.project, &eval.jobset).await?;
+    let trend = match jobset {
+        Some(id) => hydra_db::evaluation_costs::trend(&state.pool, id, 20).await?,
+        None => Vec::new(),
+    };
+    let (attrsets, slowest): (Vec<_>, Vec<_>) =
+        costs.into_iter().partition(|c| c.kind == "attrset");
+    Ok(Page::new(
+        "eval-cost",
+        json!({ "id": eval.id, "attrsets": attrsets, "slowest": slowest, "trend": trend }),
+    ))
 }
 
 /// The failed steps that block the most builds of the evaluation.

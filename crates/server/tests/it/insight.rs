@@ -1,5 +1,5 @@
-//! What the system tells about failures: the blockers ranked under an
-//! evaluation, a jobset and the whole instance.
+//! What the system tells beyond Hydra: the blockers ranked under an
+//! evaluation, a jobset and the whole instance, and what evaluations cost.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -121,4 +121,55 @@ async fn a_failure_shared_by_more_jobs_ranks_first_with_its_log_and_first_bad_ev
         html.contains(r#"<a href="/eval/102">evaluation 102</a>: <span class="mono">src</span>"#),
         "{html}"
     );
+}
+
+#[tokio::test]
+async fn an_evaluations_cost_is_shown_by_attribute_with_its_slowest_jobs_and_the_trend() {
+    let app = App::new().await;
+    fixture(&app).await;
+    app.exec(
+        "insert into JobsetEvals (id, jobset_id, timestamp, checkoutTime, evalTime, hasNewBuilds, hash) \
+         values (2, 1, 1700000100, 0, 7, 1, 'h2'); \
+         insert into EvaluationCosts (eval, kind, name, milliseconds, jobs, peakMemory) values \
+         (1, 'attrset', 'hello', 1000, 3, 104857600), \
+         (2, 'attrset', 'hello', 1500, 3, 209715200), \
+         (2, 'attrset', 'tests', 4500, 12, 524288000), \
+         (2, 'job', 'tests.vm', 4000, 1, 524288000), \
+         (2, 'job', 'hello.x', 900, 1, 209715200)",
+    )
+    .await;
+    let cost = app.get("/eval/2/cost").await.json();
+    let names = |key: &str| -> Vec<String> {
+        cost[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names("attrsets"), ["tests", "hello"], "the costliest first");
+    assert_eq!(names("slowest"), ["tests.vm", "hello.x"]);
+    assert_eq!(cost["attrsets"][0]["peakMemory"], 524288000);
+    let trend = cost["trend"].as_array().unwrap();
+    assert_eq!(trend.len(), 2, "{cost}");
+    assert_eq!(trend[0]["eval"], 2);
+    assert_eq!(trend[0]["milliseconds"], 6000);
+    assert_eq!(trend[0]["evalTime"], 7);
+    assert_eq!(trend[1]["milliseconds"], 1000);
+    let request = Request::get("/eval/2/cost")
+        .header(header::ACCEPT, "text/html")
+        .body(Body::empty())
+        .unwrap();
+    let html = String::from_utf8(app.raw(request).await.body).unwrap();
+    assert!(
+        html.contains(
+            "The evaluation workers' time 6.0 s, and their highest resident memory 500 MiB."
+        ),
+        "{html}"
+    );
+    assert!(
+        html.contains("<td>75.0%</td>"),
+        "tests took three quarters: {html}"
+    );
+    assert!(html.contains(r#"<a href="/eval/1/cost">1</a>"#), "{html}");
 }
