@@ -103,27 +103,27 @@ impl Position {
     /// `order by … limit …` for a page of `per_page` rows, one more read
     /// to know whether there are further rows that way.
     pub fn order(&self, columns: &[&str], per_page: i64) -> String {
-        let direction = if self.ascending() { "asc" } else { "desc" };
-        let order: Vec<String> = columns.iter().map(|c| format!("{c} {direction}")).collect();
-        let offset = match self {
-            Position::Page(n) => (n - 1) * per_page,
-            _ => 0,
-        };
+        let offset = self.first_index(per_page).unwrap_or(0);
         format!(
-            "order by {} limit {} offset {offset}",
-            order.join(", "),
+            "{} limit {} offset {offset}",
+            self.order_by(columns),
             per_page + 1
         )
     }
 
+    /// `order by …` on `columns` in the direction the page is read.
+    fn order_by(&self, columns: &[&str]) -> String {
+        let direction = if self.ascending() { "asc" } else { "desc" };
+        let order: Vec<String> = columns.iter().map(|c| format!("{c} {direction}")).collect();
+        format!("order by {}", order.join(", "))
+    }
+
     /// `order by … limit …` for one part of a list merged from parts (each
-    /// a `lateral` subquery): as many rows as the page could take from it,
-    /// offset included, since the offset applies to the merged list.
+    /// a subquery): as many rows as the page could take from it, offset
+    /// included, since the offset applies to the merged list.
     pub fn part_order(&self, columns: &[&str], per_page: i64) -> String {
         let offset = self.first_index(per_page).unwrap_or(0);
-        let whole = self.order(columns, per_page);
-        let (order, _) = whole.split_once(" limit ").unwrap_or((&whole, ""));
-        format!("{order} limit {}", offset + per_page + 1)
+        format!("{} limit {}", self.order_by(columns), offset + per_page + 1)
     }
 
     /// The page from the rows read (per [`Position::order`]), newest

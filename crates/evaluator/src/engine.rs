@@ -218,23 +218,33 @@ impl Stats {
         }
     }
 
-    /// Counts what evaluating `path` cost.
+    /// Counts what evaluating `path` cost (on every path reported: no
+    /// allocation unless the attribute or the job is new to the counts).
     fn note(&mut self, path: &[String], cost: &Cost) {
         let Some(top) = path.first() else { return };
-        self.attrsets.entry(top.clone()).or_default().add(cost);
-        if cost.jobs > 0 {
+        match self.attrsets.get_mut(top) {
+            Some(counted) => counted.add(cost),
+            None => {
+                self.attrsets.insert(top.clone(), cost.clone());
+            }
+        }
+        if cost.jobs > 0 && self.among_slowest(cost) {
             self.note_job(&job_name(path), cost);
         }
     }
 
-    /// Keeps `name` among the slowest jobs if it is one of them.
-    fn note_job(&mut self, name: &str, cost: &Cost) {
-        if self.slowest.len() == SLOWEST
-            && self
+    /// Whether a job that cost `cost` is one of the slowest so far.
+    fn among_slowest(&self, cost: &Cost) -> bool {
+        self.slowest.len() < SLOWEST
+            || self
                 .slowest
                 .last()
-                .is_some_and(|(_, c)| c.milliseconds >= cost.milliseconds)
-        {
+                .is_some_and(|(_, c)| c.milliseconds < cost.milliseconds)
+    }
+
+    /// Keeps `name` among the slowest jobs if it is one of them.
+    fn note_job(&mut self, name: &str, cost: &Cost) {
+        if !self.among_slowest(cost) {
             return;
         }
         self.slowest.push((name.to_string(), cost.clone()));

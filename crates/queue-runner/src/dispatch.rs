@@ -9,7 +9,7 @@
 //! step only if it builds the step's system, has every feature the step
 //! requires, and the step requires every one of its mandatory features.
 
-use hydra_db::ids::{BuildId, JobsetId};
+use hydra_db::ids::BuildId;
 use std::cmp::Ordering;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::QueueError;
 use crate::ready::Rank;
-use crate::state::{JobsetShare, Queue, Running, State, Stats};
+use crate::state::{Queue, Running, State, Stats};
 use crate::step;
 
 /// Runs the dispatcher until the queue stops.
@@ -218,7 +218,7 @@ fn supported_groups(
             let Some(step) = state.steps.get(drv) else {
                 continue;
             };
-            let deadline = step.last_supported.max(since) + max_unsupported;
+            let deadline = step.queued_at.max(since) + max_unsupported;
             if now >= deadline {
                 unsupported.push(drv.to_string());
             } else {
@@ -248,11 +248,6 @@ fn choose(state: &State, supported: &[bool], now: Instant) -> Vec<(usize, String
     if usable.iter().all(|&i| !machines[i].has_capacity()) {
         return Vec::new();
     }
-    let share = |jobset: &Option<JobsetId>| {
-        jobset
-            .and_then(|j| state.jobsets.get(&j))
-            .map_or(f64::MAX, JobsetShare::share_used)
-    };
     // The groups some machine takes, with their jobsets' cursors, and
     // which usable machine takes which group.
     let mut groups: Vec<(usize, Vec<Cursor<'_>>)> = state
@@ -266,7 +261,7 @@ fn choose(state: &State, supported: &[bool], now: Instant) -> Vec<(usize, String
                 .by_jobset
                 .iter()
                 .map(|(jobset, ranks)| Cursor {
-                    share_used: share(jobset),
+                    share_used: state.jobset_share_used(*jobset),
                     ranks: ranks.iter().peekable(),
                 })
                 .collect();
@@ -325,13 +320,7 @@ fn choose(state: &State, supported: &[bool], now: Instant) -> Vec<(usize, String
                     let Some(rank) = cursor.ranks.peek() else {
                         continue;
                     };
-                    let key = StepKey {
-                        global_priority: rank.global_priority.0,
-                        share_used: cursor.share_used,
-                        critical_path: rank.critical_path.0,
-                        local_priority: rank.local_priority.0,
-                        lowest_build_id: rank.lowest_build_id,
-                    };
+                    let key = rank.key(cursor.share_used);
                     if best
                         .as_ref()
                         .is_none_or(|(b, _, _)| key.order(b) == Ordering::Less)
@@ -372,6 +361,7 @@ pub(crate) mod tests {
 
     use crate::machines::Machines;
     use crate::state::Build;
+    use hydra_db::ids::JobsetId;
     use hydra_nix::derivation::Derivation;
     use hydra_nix::machines::Machine;
     use std::collections::{BTreeMap, BTreeSet};

@@ -19,6 +19,8 @@ use std::time::Instant;
 
 use hydra_db::ids::{BuildId, JobsetId};
 
+use crate::dispatch::StepKey;
+
 /// A runnable step's place within its jobset: what goes first sorts first.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Rank {
@@ -27,6 +29,19 @@ pub(crate) struct Rank {
     pub(crate) local_priority: Reverse<i32>,
     pub(crate) lowest_build_id: BuildId,
     pub(crate) drv: String,
+}
+
+impl Rank {
+    /// The dispatcher's key of the step, with the share its jobset used.
+    pub(crate) fn key(&self, share_used: f64) -> StepKey {
+        StepKey {
+            global_priority: self.global_priority.0,
+            share_used,
+            critical_path: self.critical_path.0,
+            local_priority: self.local_priority.0,
+            lowest_build_id: self.lowest_build_id,
+        }
+    }
 }
 
 /// The runnable steps a kind of machine can take.

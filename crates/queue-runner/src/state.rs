@@ -67,11 +67,10 @@ pub struct Step {
     /// Not to be retried before.
     pub after: Option<Instant>,
     pub running: Option<Running>,
-    /// When it last had no unfinished dependencies.
-    pub runnable_since: Option<Instant>,
-    /// When some machine last supported it (when it was made, at first;
-    /// its group says when since).
-    pub last_supported: Instant,
+    /// When it was queued: a step no machine supports fails
+    /// `max_unsupported_time` after this or after some machine last
+    /// supported its group, whichever is later.
+    pub queued_at: Instant,
     /// The length of the longest chain of steps waiting for it, itself
     /// included.
     pub critical_path: u32,
@@ -99,7 +98,7 @@ impl Step {
         self.deps.is_empty() && self.running.is_none()
     }
 
-    fn rank(&self) -> Rank {
+    pub(crate) fn rank(&self) -> Rank {
         Rank {
             global_priority: Reverse(self.highest_global_priority),
             critical_path: Reverse(self.critical_path),
@@ -225,8 +224,7 @@ impl State {
                 tries: 0,
                 after: None,
                 running: None,
-                runnable_since: Some(now),
-                last_supported: now,
+                queued_at: now,
                 critical_path: 1,
                 group,
                 listed: Listed::No,
@@ -248,7 +246,6 @@ impl State {
         self.unlist(drv);
         if let Some(step) = self.steps.get_mut(drv) {
             step.deps.insert(input.to_string());
-            step.runnable_since = None;
         }
         self.raise_paths(input, path + 1);
     }
@@ -445,13 +442,17 @@ impl State {
         for rdep in &step.rdeps {
             if let Some(r) = self.steps.get_mut(rdep) {
                 r.deps.remove(drv);
-                if r.deps.is_empty() && r.runnable_since.is_none() {
-                    r.runnable_since = Some(now);
-                }
             }
             self.list(rdep, now);
         }
         Some(step)
+    }
+
+    /// The share `jobset` used (the largest for steps of no jobset).
+    pub(crate) fn jobset_share_used(&self, jobset: Option<JobsetId>) -> f64 {
+        jobset
+            .and_then(|j| self.jobsets.get(&j))
+            .map_or(f64::MAX, JobsetShare::share_used)
     }
 
     /// The fair-share figure of a step: the least share used among its

@@ -9,7 +9,6 @@ use std::time::Instant;
 use hydra_db::ids::BuildId;
 use serde::Serialize;
 
-use crate::dispatch::StepKey;
 use crate::state::{Listed, State, Step};
 
 /// At most this many of the steps a build waits for are named.
@@ -229,35 +228,17 @@ pub(crate) fn explain(state: &State, id: BuildId, now: Instant, now_unix: i64) -
 /// How many runnable steps of `step`'s group go before it (higher
 /// priority, less share used, longer chain, …), each counted once.
 fn ahead_of(state: &State, step: &Step) -> usize {
-    let share = |jobset: Option<hydra_db::ids::JobsetId>| {
-        jobset
-            .and_then(|j| state.jobsets.get(&j))
-            .map_or(f64::MAX, crate::state::JobsetShare::share_used)
-    };
-    let key = StepKey {
-        global_priority: step.highest_global_priority,
-        share_used: state.share_used(step),
-        critical_path: step.critical_path,
-        local_priority: step.highest_local_priority,
-        lowest_build_id: step.lowest_build_id,
-    };
+    let key = step.rank().key(state.share_used(step));
     let Some(group) = state.ready.groups().get(step.group) else {
         return 0;
     };
     let mut before: HashSet<&str> = HashSet::new();
     for (jobset, ranks) in &group.by_jobset {
-        let share_used = share(*jobset);
+        let share_used = state.jobset_share_used(*jobset);
         // Within a jobset the set is in the dispatcher's order: stop at
         // the first that does not go first.
         for rank in ranks {
-            let other = StepKey {
-                global_priority: rank.global_priority.0,
-                share_used,
-                critical_path: rank.critical_path.0,
-                local_priority: rank.local_priority.0,
-                lowest_build_id: rank.lowest_build_id,
-            };
-            if other.order(&key) != Ordering::Less {
+            if rank.key(share_used).order(&key) != Ordering::Less {
                 break;
             }
             if rank.drv != step.drv_path {

@@ -158,6 +158,15 @@ impl App {
         self.send(&As::Anonymous, Method::GET, uri, None).await
     }
 
+    /// The page at `uri`, as a browser gets it (anonymously).
+    pub async fn html(&self, uri: &str) -> String {
+        let request = Request::get(uri)
+            .header(header::ACCEPT, "text/html")
+            .body(Body::empty())
+            .unwrap();
+        String::from_utf8(self.raw(request).await.body).unwrap()
+    }
+
     /// A session for `user`, as signing in would make.
     pub async fn session(&self, user: &str) -> As {
         As::Session(

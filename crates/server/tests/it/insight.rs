@@ -3,8 +3,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use axum::body::Body;
-use axum::http::{Request, header};
 use serde_json::Value;
 
 use crate::common::{App, fixture};
@@ -104,11 +102,7 @@ async fn a_failure_shared_by_more_jobs_ranks_first_with_its_log_and_first_bad_ev
         Value::Array(Vec::new())
     );
     // The page lists them in that order, with the log and the evaluation.
-    let request = Request::get("/eval/102/blockers")
-        .header(header::ACCEPT, "text/html")
-        .body(Body::empty())
-        .unwrap();
-    let html = String::from_utf8(app.raw(request).await.body).unwrap();
+    let html = app.html("/eval/102/blockers").await;
     assert!(
         html.contains("What blocks the most in evaluation"),
         "{html}"
@@ -156,11 +150,7 @@ async fn an_evaluations_cost_is_shown_by_attribute_with_its_slowest_jobs_and_the
     assert_eq!(trend[0]["milliseconds"], 6000);
     assert_eq!(trend[0]["evalTime"], 7);
     assert_eq!(trend[1]["milliseconds"], 1000);
-    let request = Request::get("/eval/2/cost")
-        .header(header::ACCEPT, "text/html")
-        .body(Body::empty())
-        .unwrap();
-    let html = String::from_utf8(app.raw(request).await.body).unwrap();
+    let html = app.html("/eval/2/cost").await;
     assert!(
         html.contains(
             "The evaluation workers' time 6.0 s, and their highest resident memory 500 MiB."

@@ -261,11 +261,7 @@ async fn build_and_step_lists_page_by_cursor_through_every_row_once() {
         (1000..1300).contains(&total),
         "about the 1,115 builds: {total}"
     );
-    let request = axum::http::Request::get("/jobset/demo/other/all")
-        .header(axum::http::header::ACCEPT, "text/html")
-        .body(axum::body::Body::empty())
-        .unwrap();
-    let html = String::from_utf8(app.raw(request).await.body).unwrap();
+    let html = app.html("/jobset/demo/other/all").await;
     assert!(
         html.contains("Showing builds 1 - 20 out of about 1,"),
         "{html}"
