@@ -153,7 +153,7 @@ async fn an_evaluations_cost_is_shown_by_attribute_with_its_slowest_jobs_and_the
     let html = app.html("/eval/2/cost").await;
     assert!(
         html.contains(
-            "The evaluation workers' time 6.0 s, and their highest resident memory 500 MiB."
+            "The evaluation workers spent 6.0 s on it and used at most 500 MiB of memory."
         ),
         "{html}"
     );
