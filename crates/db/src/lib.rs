@@ -12,6 +12,7 @@ pub mod builds;
 pub mod commit_statuses;
 pub mod declarative;
 pub mod dsn;
+pub mod etas;
 pub mod evals;
 pub mod evaluation_costs;
 pub mod evaluation_journal;

@@ -97,6 +97,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "evaluation_costs",
         sql: include_str!("../migrations/0012_evaluation_costs.sql"),
     },
+    Migration {
+        version: 13,
+        name: "build_etas",
+        sql: include_str!("../migrations/0013_build_etas.sql"),
+    },
 ];
 
 /// What `migrate` did.

@@ -164,6 +164,7 @@ fn plan(queue: &Queue) -> Plan {
                 &drv,
                 Running {
                     machine: machine.clone(),
+                    started: Instant::now(),
                     cancel: cancel.clone(),
                 },
             );
@@ -505,6 +506,7 @@ pub(crate) mod tests {
                 &drv,
                 Running {
                     machine,
+                    started: Instant::now(),
                     cancel: CancellationToken::new(),
                 },
             );

@@ -9,7 +9,8 @@
 //! machine, builds over the serve protocol while the log is written to
 //! `build-logs/`, and brings the outputs back into the local store (and the
 //! destination store), reading `nix-support/` on the way (`products.rs`).
-//! Results are written by `finish.rs`. Everything is driven by NOTIFY and
+//! Results are written by `finish.rs`; `eta.rs` predicts when queued
+//! builds finish from the durations of earlier steps. Everything is driven by NOTIFY and
 //! by steps finishing; `status.rs` serves the status and metrics.
 //!
 //! It talks to the other roles only through the database.
@@ -17,6 +18,7 @@
 #![warn(unreachable_pub)]
 
 mod dispatch;
+mod eta;
 mod finish;
 mod machines;
 mod monitor;
@@ -165,6 +167,7 @@ pub async fn run_with(
     let result = tokio::select! {
         r = monitor::run(queue.clone()) => r,
         r = dispatch::run(queue.clone()) => r,
+        r = eta::run(queue.clone()) => r,
         r = lock.keep(&queue.lock_held, &queue.dispatch) => r,
         _ = shutdown.cancelled() => Ok(()),
     };

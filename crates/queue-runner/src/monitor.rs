@@ -227,6 +227,7 @@ async fn load_chunk(queue: &Arc<Queue>, rows: &[QueuedBuild]) -> Result<(), Queu
     Stats::add(&queue.stats.builds_read, rows.len() as u64);
     if linked.registered > 0 {
         tracing::debug!(builds = linked.registered, "builds queued");
+        queue.predict.notify_one();
     }
     record_chunk(queue, rows, &nodes, linked, &substituted, &errors).await
 }

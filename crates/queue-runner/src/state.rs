@@ -42,6 +42,8 @@ pub struct Build {
 #[derive(Debug)]
 pub struct Running {
     pub machine: String,
+    /// When it was given to the machine.
+    pub started: Instant,
     pub cancel: CancellationToken,
 }
 
@@ -530,6 +532,12 @@ pub struct Queue {
     pub lock_held: std::sync::atomic::AtomicBool,
     /// Idle serve-protocol connections by machine, for the next step.
     connections: Mutex<HashMap<String, Vec<hydra_nix::serve::ServeClient>>>,
+    /// Wakes the predictions (builds loaded, steps finished).
+    pub predict: Notify,
+    /// How long steps took lately, for predicting.
+    history: Mutex<crate::eta::History>,
+    /// The latest predictions.
+    predictions: Mutex<crate::eta::Predictions>,
 }
 
 impl Queue {
@@ -574,6 +582,9 @@ impl Queue {
             stopping: CancellationToken::new(),
             tasks: tokio::sync::Mutex::new(tokio::task::JoinSet::new()),
             connections: Mutex::new(HashMap::new()),
+            predict: Notify::new(),
+            history: Mutex::default(),
+            predictions: Mutex::default(),
             lock_held: std::sync::atomic::AtomicBool::new(true),
         });
         Ok(queue)
@@ -587,6 +598,20 @@ impl Queue {
             // every mutation is a few assignments.
             Err(poisoned) => poisoned.into_inner(),
         }
+    }
+
+    /// The history of step durations, locked (after the state, if both).
+    pub(crate) fn history(&self) -> MutexGuard<'_, crate::eta::History> {
+        self.history
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The latest predictions, locked (after the state, if both).
+    pub(crate) fn predictions(&self) -> MutexGuard<'_, crate::eta::Predictions> {
+        self.predictions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// An idle connection to `machine`, if there is one. Starting a

@@ -377,13 +377,16 @@ async fn waiting(
     AxumState(queue): AxumState<Arc<Queue>>,
     axum::extract::Path(id): axum::extract::Path<i32>,
 ) -> impl IntoResponse {
-    let state = queue.lock();
-    let now = std::time::Instant::now();
-    let answer = crate::waiting::explain(
-        &state,
-        hydra_db::ids::BuildId(id),
-        now,
-        i64::from(hydra_db::now()),
-    );
+    let id = hydra_db::ids::BuildId(id);
+    let mut answer = {
+        let state = queue.lock();
+        let now = std::time::Instant::now();
+        crate::waiting::explain(&state, id, now, i64::from(hydra_db::now()))
+    };
+    let predictions = queue.predictions();
+    answer.eta = predictions.builds.get(&id).copied();
+    for b in &mut answer.blocking {
+        b.eta = predictions.steps.get(&b.drv_path).copied();
+    }
     axum::Json(answer)
 }

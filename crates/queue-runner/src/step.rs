@@ -262,6 +262,7 @@ async fn execute(
     let run = step_run(job, Some(stepnr), start, stop, log);
     record(job, &run, outcome).await?;
     queue.dispatch.notify_one();
+    queue.predict.notify_one();
     Ok(())
 }
 
@@ -318,6 +319,14 @@ async fn record(
             times_built,
             non_deterministic,
         } => {
+            crate::eta::learn(
+                job.queue,
+                job.drv_path,
+                &job.plan.system,
+                job.machine,
+                run.stop - run.start,
+                job.plan.build,
+            );
             let success = finish::Success {
                 results: &results,
                 times_built,

@@ -3,13 +3,15 @@
 //! could take it, and how many steps go before it.
 
 use std::cmp::Ordering;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use hydra_db::ids::BuildId;
 use serde::Serialize;
 
+use crate::dispatch::StepKey;
 use crate::state::{Listed, State, Step};
+use hydra_db::etas::Eta;
 
 /// At most this many of the steps a build waits for are named.
 const NAMED: usize = 20;
@@ -44,6 +46,52 @@ pub(crate) struct Blocking {
     pub(crate) machine: Option<String>,
     /// When a step to be retried may run again (Unix time).
     pub(crate) retry_at: Option<i64>,
+    /// When it is expected to be built.
+    pub(crate) eta: Option<Eta>,
+}
+
+/// Why runnable steps go before a build's own, counted by the first
+/// reason that puts each ahead.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Ahead {
+    /// A higher global priority (a bumped build or jobset).
+    pub(crate) priority: usize,
+    /// Same priority, of jobsets that used less of their share.
+    pub(crate) share: usize,
+    /// Same priority and share: a longer chain waiting for them, a higher
+    /// local priority or an older build.
+    pub(crate) order: usize,
+}
+
+impl Ahead {
+    fn total(&self) -> usize {
+        self.priority + self.share + self.order
+    }
+
+    /// "3 steps go first (2 of higher priority, 1 of jobsets with more
+    /// share left)".
+    fn describe(&self) -> String {
+        let mut causes = Vec::new();
+        if self.priority > 0 {
+            causes.push(format!("{} of higher priority", self.priority));
+        }
+        if self.share > 0 {
+            causes.push(format!("{} of jobsets with more share left", self.share));
+        }
+        if self.order > 0 && !causes.is_empty() {
+            causes.push(format!(
+                "{} needed by longer chains or older builds",
+                self.order
+            ));
+        }
+        let total = plural(self.total(), "step goes", "steps go");
+        if causes.is_empty() {
+            format!("{total} first")
+        } else {
+            format!("{total} first ({})", causes.join(", "))
+        }
+    }
 }
 
 /// The answer.
@@ -61,7 +109,11 @@ pub(crate) struct Waiting {
     pub(crate) blocking_count: usize,
     /// Runnable steps that go before its own on the machines it needs.
     pub(crate) ahead: Option<usize>,
+    /// Those steps by why they go first.
+    pub(crate) ahead_by: Option<Ahead>,
     pub(crate) system: Option<String>,
+    /// When it is expected to finish.
+    pub(crate) eta: Option<Eta>,
 }
 
 /// Unix time of `at`, an instant of the monotonic clock.
@@ -86,7 +138,9 @@ pub(crate) fn explain(state: &State, id: BuildId, now: Instant, now_unix: i64) -
         blocking: Vec::new(),
         blocking_count: 0,
         ahead: None,
+        ahead_by: None,
         system: None,
+        eta: None,
     };
     let Some(top) = state
         .builds
@@ -130,6 +184,7 @@ pub(crate) fn explain(state: &State, id: BuildId, now: Instant, now_unix: i64) -
                 Listed::Delayed(at) => Some(unix(at, now, now_unix)),
                 _ => None,
             },
+            eta: None,
         })
         .collect();
     if let Some(running) = &top.running {
@@ -204,35 +259,37 @@ pub(crate) fn explain(state: &State, id: BuildId, now: Instant, now_unix: i64) -
     let slots: u32 = available.iter().map(|m| m.machine.max_jobs).sum();
     let busy: u32 = available.iter().map(|m| m.current_jobs).sum();
     let ahead = ahead_of(state, top);
-    waiting.ahead = Some(ahead);
+    waiting.ahead = Some(ahead.total());
+    waiting.ahead_by = Some(ahead);
     waiting.reason = Reason::MachinesBusy;
     waiting.sentence = if busy >= slots {
         format!(
-            "Every slot for {}{features} is taken ({} on {}); {} first.",
+            "Every slot for {}{features} is taken ({} on {}); {}.",
             top.system,
             plural(slots as usize, "slot", "slots"),
             plural(available.len(), "machine", "machines"),
-            plural(ahead, "step goes", "steps go")
+            ahead.describe()
         )
     } else {
         format!(
-            "It is about to start: {} free for {}{features}; {} first.",
+            "It is about to start: {} free for {}{features}; {}.",
             plural((slots - busy) as usize, "slot is", "slots are"),
             top.system,
-            plural(ahead, "step goes", "steps go")
+            ahead.describe()
         )
     };
     waiting
 }
 
 /// How many runnable steps of `step`'s group go before it (higher
-/// priority, less share used, longer chain, …), each counted once.
-fn ahead_of(state: &State, step: &Step) -> usize {
+/// priority, less share used, longer chain, …), each counted once, by
+/// the first reason that puts it ahead.
+fn ahead_of(state: &State, step: &Step) -> Ahead {
     let key = step.rank().key(state.share_used(step));
     let Some(group) = state.ready.groups().get(step.group) else {
-        return 0;
+        return Ahead::default();
     };
-    let mut before: HashSet<&str> = HashSet::new();
+    let mut before: HashMap<&str, StepKey> = HashMap::new();
     for (jobset, ranks) in &group.by_jobset {
         let share_used = state.jobset_share_used(*jobset);
         // Within a jobset the set is in the dispatcher's order: stop at
@@ -242,11 +299,30 @@ fn ahead_of(state: &State, step: &Step) -> usize {
                 break;
             }
             if rank.drv != step.drv_path {
-                before.insert(rank.drv.as_str());
+                // A step of several jobsets goes where its share is least.
+                let k = rank.key(share_used);
+                before
+                    .entry(rank.drv.as_str())
+                    .and_modify(|was| {
+                        if k.order(was) == Ordering::Less {
+                            *was = k;
+                        }
+                    })
+                    .or_insert(k);
             }
         }
     }
-    before.len()
+    let mut ahead = Ahead::default();
+    for k in before.values() {
+        if k.global_priority > key.global_priority {
+            ahead.priority += 1;
+        } else if k.share_used < key.share_used {
+            ahead.share += 1;
+        } else {
+            ahead.order += 1;
+        }
+    }
+    ahead
 }
 
 #[cfg(test)]
@@ -272,6 +348,7 @@ mod tests {
     fn running(machine: &str) -> Running {
         Running {
             machine: machine.into(),
+            started: Instant::now(),
             cancel: CancellationToken::new(),
         }
     }
@@ -362,7 +439,32 @@ mod tests {
         assert_eq!(w.ahead, Some(2), "the urgent one and the older one");
         assert_eq!(
             w.sentence,
-            "Every slot for x86_64-linux is taken (1 slot on 1 machine); 2 steps go first."
+            "Every slot for x86_64-linux is taken (1 slot on 1 machine); 2 steps go first \
+             (1 of higher priority, 1 needed by longer chains or older builds)."
+        );
+        // Jobset 1 used its share; a step of jobset 2, which used none,
+        // goes first for that reason (though its build is newer).
+        step(&mut state, "thrifty", "x86_64-linux", &[], "");
+        build(&mut state, 6, 2, "thrifty", 0);
+        if let Some(j) = state.jobsets.get_mut(&hydra_db::ids::JobsetId(1)) {
+            j.add(hydra_db::now().into(), 1000);
+        }
+        let w = why(&state, 4);
+        assert_eq!(
+            w.ahead_by,
+            Some(Ahead {
+                priority: 1,
+                share: 1,
+                order: 1
+            })
+        );
+        assert!(
+            w.sentence.ends_with(
+                "3 steps go first (1 of higher priority, 1 of jobsets with more share left, \
+                 1 needed by longer chains or older builds)."
+            ),
+            "{}",
+            w.sentence
         );
         // A slot frees: about to start.
         if let Some(m) = state.machines.get_mut("x86") {

@@ -359,6 +359,42 @@ async fn why_a_queued_build_waits_is_asked_of_the_queue_runner_through_the_web_s
         page.contains(r#"<span class="mono">slow</span> building on localhost"#),
         "{page}"
     );
+    // The queue runner predicts when it finishes: after `slow`, which
+    // is building, and records the prediction; the page shows it.
+    let user_id = hydra_db::ids::BuildId(user);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let eta = loop {
+        if let Some(eta) = hydra_db::etas::latest(&world.db.pool, user_id)
+            .await
+            .unwrap()
+        {
+            break eta;
+        }
+        assert!(Instant::now() < deadline, "no prediction recorded");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        eta.low <= eta.finish_at && eta.finish_at <= eta.high,
+        "{eta:?}"
+    );
+    assert!(eta.finish_at > eta.made_at, "{eta:?}");
+    let why = world.json(&format!("/build/{user}/waiting")).await;
+    let slow_done = why["blocking"][0]["eta"]["finishAt"].as_i64().unwrap_or(0);
+    assert!(
+        why["eta"]["finishAt"].as_i64().unwrap_or(0) > slow_done && slow_done > 0,
+        "the build finishes after the step it waits for: {why}"
+    );
+    let page = world
+        .open_as(&format!("/build/{user}"), "text/html")
+        .await
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes();
+    let page = String::from_utf8_lossy(&page);
+    assert!(page.contains(r#"<th scope="row">Expected</th>"#), "{page}");
+    assert!(page.contains(", finishes ~"), "{page}");
     // Once built, it is not queued any more.
     let deadline = Instant::now() + Duration::from_secs(120);
     while !world.finished(user).await {
@@ -367,5 +403,14 @@ async fn why_a_queued_build_waits_is_asked_of_the_queue_runner_through_the_web_s
     }
     let response = world.open(&format!("/build/{user}/waiting")).await;
     assert_eq!(response.status(), 404);
+    // The predictions stay beside the outcome, to measure their error.
+    let outcomes = hydra_db::etas::outcomes(&world.db.pool, &[user_id])
+        .await
+        .unwrap();
+    assert!(!outcomes.is_empty());
+    assert!(
+        outcomes.iter().all(|o| o.stop_time.is_some()),
+        "{outcomes:?}"
+    );
     world.stop().await;
 }

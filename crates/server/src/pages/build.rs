@@ -507,6 +507,8 @@ struct BuildPage<'a> {
     cancelled_eval: Option<i64>,
     /// Why a queued build waits.
     waiting: Option<WaitingView>,
+    /// When a queued build is expected to finish.
+    eta: Option<super::common::EtaView>,
 }
 
 /// Why a queued build waits: the queue runner's sentence, the steps that
@@ -515,7 +517,8 @@ struct BuildPage<'a> {
 #[derive(Debug)]
 struct WaitingView {
     sentence: String,
-    steps: Vec<(String, String, String)>,
+    /// Name, state, machine and when it is expected to be built.
+    steps: Vec<(String, String, String, String)>,
     more: i64,
 }
 
@@ -763,9 +766,12 @@ pub(super) fn build(cx: &Ctx) -> Html {
                 })
                 .collect(),
             cancelled_because: cx.extra_value("cancellation").and_then(cancellation_text),
+            eta: cx
+                .extra_value("eta")
+                .and_then(|e| super::common::EtaView::of(e, cx.now)),
             waiting: cx.extra_value("waiting").map(|w| {
                 let w = Fields(w);
-                let steps: Vec<(String, String, String)> = w
+                let steps: Vec<(String, String, String, String)> = w
                     .list("blocking")
                     .iter()
                     .map(Fields)
@@ -774,6 +780,10 @@ pub(super) fn build(cx: &Ctx) -> Html {
                             super::common::step_name(s.str("drvPath")),
                             s.text("state"),
                             s.text("machine"),
+                            s.0.get("eta")
+                                .and_then(|e| super::common::EtaView::of(e, cx.now))
+                                .map(|e| e.text)
+                                .unwrap_or_default(),
                         )
                     })
                     .collect();

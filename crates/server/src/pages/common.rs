@@ -226,6 +226,67 @@ impl StatusView {
     }
 }
 
+/// A predicted finish time as pages show it: "about 40 min, finishes
+/// ~14:20 UTC (14:05–14:50)".
+#[derive(Debug)]
+pub(super) struct EtaView {
+    pub(super) text: String,
+    pub(super) iso: String,
+    /// When the prediction was made.
+    pub(super) made: String,
+}
+
+/// A time left in words, as precise as a prediction is worth.
+fn about(seconds: i64) -> String {
+    match seconds {
+        ..60 => "under a minute".into(),
+        60..3600 => format!("about {} min", (seconds + 30) / 60),
+        3600..172_800 => {
+            let minutes = (seconds + 150) / 300 * 5;
+            match minutes % 60 {
+                0 => format!("about {} h", minutes / 60),
+                m => format!("about {} h {m} min", minutes / 60),
+            }
+        }
+        _ => format!("about {} days", (seconds + 43_200) / 86_400),
+    }
+}
+
+impl EtaView {
+    /// From a prediction (`finishAt`, `low`, `high`, `madeAt`: Unix
+    /// times) seen at `now`.
+    pub(super) fn of(eta: &Value, now: i64) -> Option<EtaView> {
+        let f = Fields(eta);
+        let (finish, low, high) = (f.int("finishAt")?, f.int("low")?, f.int("high")?);
+        let clock = |t: i64| Time::of(t).text[11..16].to_string();
+        let day = |t: i64| Time::of(t).text[..10].to_string();
+        let at = if day(finish) == day(now) {
+            clock(finish)
+        } else {
+            Time::of(finish).text[..16].to_string()
+        };
+        let text = if finish <= now {
+            format!("any moment now (it was expected at {} UTC)", clock(finish))
+        } else if high - low < 60 {
+            format!("{}, finishes ~{at} UTC", about(finish - now))
+        } else {
+            format!(
+                "{}, finishes ~{at} UTC ({}–{})",
+                about(finish - now),
+                clock(low.max(now)),
+                clock(high)
+            )
+        };
+        Some(EtaView {
+            text,
+            iso: Time::of(finish).iso,
+            made: f
+                .int("madeAt")
+                .map_or_else(String::new, |t| Time::relative_to(t, now)),
+        })
+    }
+}
+
 /// A duration as `[Dd ][Hh ][Mm ]Ss`, from the largest unit down.
 pub(super) fn duration(seconds: i64) -> String {
     let s = seconds.max(0);
@@ -329,6 +390,30 @@ mod tests {
         );
         assert_eq!(StatusView::of(true, Some(99)).title, "Failed");
         assert_eq!(StatusView::of(true, Some(4)).class, "stop");
+    }
+
+    #[test]
+    fn predictions_read_as_time_left_and_clock_time() {
+        let now = 1_700_000_000; // 2023-11-14 22:13:20 UTC
+        let eta = |finish: i64, low: i64, high: i64| serde_json::json!({"finishAt": now + finish, "low": now + low, "high": now + high, "madeAt": now - 30});
+        let v = EtaView::of(&eta(2400, 1500, 3900), now).map(|v| v.text);
+        assert_eq!(
+            v.as_deref(),
+            Some("about 40 min, finishes ~22:53 UTC (22:38–23:18)")
+        );
+        let v = EtaView::of(&eta(5 * 3600 + 400, 5 * 3600, 5 * 3600 + 420), now);
+        assert_eq!(
+            v.map(|v| v.text).as_deref(),
+            Some("about 5 h 5 min, finishes ~2023-11-15 03:20 UTC (03:13–03:20)")
+        );
+        let v = EtaView::of(&eta(-10, -20, 20), now).map(|v| v.text);
+        assert_eq!(
+            v.as_deref(),
+            Some("any moment now (it was expected at 22:13 UTC)")
+        );
+        assert!(EtaView::of(&serde_json::json!({}), now).is_none());
+        assert_eq!(about(30), "under a minute");
+        assert_eq!(about(3 * 86_400), "about 3 days");
     }
 
     #[test]

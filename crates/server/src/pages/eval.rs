@@ -223,6 +223,9 @@ struct EvalPage<'a> {
     changes: Vec<ChangeView>,
     errors: String,
     allowed: Allowed,
+    /// When its unfinished builds are expected to be done, and how many
+    /// of them have no prediction.
+    eta: Option<(Option<super::common::EtaView>, i64)>,
 }
 
 impl EvalPage<'_> {
@@ -319,6 +322,14 @@ pub(super) fn eval(cx: &Ctx) -> Html {
             changes,
             errors: text("errors"),
             allowed,
+            eta: cx.extra_value("eta").filter(|e| !e.is_null()).map(|e| {
+                let f = Fields(e);
+                (
+                    e.get("eta")
+                        .and_then(|e| super::common::EtaView::of(e, cx.now)),
+                    f.int("unfinished").unwrap_or(0) - f.int("predicted").unwrap_or(0),
+                )
+            }),
         }
         .render(),
     )

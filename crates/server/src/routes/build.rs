@@ -45,10 +45,13 @@ pub(crate) async fn show(
         }
         let steps = views::build::steps(pool, id).await?;
         extra.insert("steps".into(), json!(steps));
-        if hydra_db::builds::progress(pool, id).await? == Some(hydra_db::builds::Progress::Queued)
-            && let Some(waiting) = super::admin::waiting(&state, id).await
-        {
-            extra.insert("waiting".into(), waiting);
+        if hydra_db::builds::progress(pool, id).await? == Some(hydra_db::builds::Progress::Queued) {
+            if let Some(waiting) = super::admin::waiting(&state, id).await {
+                extra.insert("waiting".into(), waiting);
+            }
+            if let Some(eta) = hydra_db::etas::latest(pool, id).await? {
+                extra.insert("eta".into(), json!(eta));
+            }
         }
         if let Some((reason, eval)) = hydra_db::builds::cancellation(pool, id).await? {
             extra.insert(

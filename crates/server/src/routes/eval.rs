@@ -102,7 +102,13 @@ pub(crate) async fn show(
         "still_succeed": tab(&c.still_succeed),
         "unfinished": tab(&c.unfinished),
     });
+    let eta = if counts.queued == 0 {
+        Value::Null
+    } else {
+        json!(hydra_db::etas::of_eval(pool, eval.id).await?)
+    };
     Ok(shown
+        .with_extra("eta", eta)
         .with_extra("project", json!(eval.project))
         .with_extra("jobset", json!(eval.jobset))
         .with_extra("tabs", tabs)
@@ -242,6 +248,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/eval/{id}/errors", get(errors))
         .route("/eval/{id}/blockers", get(blockers))
         .route("/eval/{id}/cost", get(cost))
+        .route("/eval/{id}/eta", get(eta))
         .route("/eval/{id}/job/{job}", get(job))
         .route("/eval/{id}/job/{job}/{*rest}", get(job_rest))
         .route("/eval/{id}/cancel", act(Action::Cancel, None))
@@ -271,6 +278,14 @@ async fn cost(State(state): State<AppState>, eval: EvalPath) -> ApiResult<Page> 
         "eval-cost",
         json!({ "id": eval.id, "attrsets": attrsets, "slowest": slowest, "trend": trend }),
     ))
+}
+
+/// When the evaluation's unfinished builds are expected to be done
+/// (JSON).
+async fn eta(State(state): State<AppState>, eval: EvalPath) -> ApiResult<axum::Json<Value>> {
+    Ok(axum::Json(json!(
+        hydra_db::etas::of_eval(&state.pool, eval.id).await?
+    )))
 }
 
 /// The failed steps that block the most builds of the evaluation.

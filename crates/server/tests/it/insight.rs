@@ -163,3 +163,51 @@ async fn an_evaluations_cost_is_shown_by_attribute_with_its_slowest_jobs_and_the
     );
     assert!(html.contains(r#"<a href="/eval/1/cost">1</a>"#), "{html}");
 }
+
+#[tokio::test]
+async fn an_unfinished_evaluation_is_expected_when_its_last_queued_build_is() {
+    let app = App::new().await;
+    fixture(&app).await;
+    failures(&app).await;
+    // Evaluation 103: builds 800–802 queued, 803 done. 800 was predicted
+    // twice (the later prediction counts), 801 once, 802 not yet.
+    app.exec(
+        "insert into JobsetEvals (id, jobset_id, timestamp, checkoutTime, evalTime, hasNewBuilds, hash) \
+         values (103, (select id from Jobsets where name = 'lib'), 1700000200, 0, 0, 1, 'h103'); \
+         insert into Builds (id, finished, timestamp, jobset_id, job, drvPath, system, buildStatus, isCurrent, \
+                             startTime, stopTime) \
+         select i, case when i = 803 then 1 else 0 end, 1700000000, (select id from Jobsets where name = 'lib'), \
+                'job' || i, '/nix/store/' || lpad(i::text, 32, 'x') || '-job' || i || '.drv', 'x86_64-linux', \
+                case when i = 803 then 0 end, 1, case when i = 803 then 1700000000 end, \
+                case when i = 803 then 1700000100 end \
+         from generate_series(800, 803) i; \
+         insert into JobsetEvalMembers (eval, build, isNew) select 103, i, 1 from generate_series(800, 803) i; \
+         insert into BuildEtas (build, madeAt, finishAt, low, high) \
+         select b, n - m, n + f, n + l, n + h from (select extract(epoch from now())::integer as n) now, \
+         (values (800, 600, 9000, 8000, 9900), (800, 60, 2400, 1500, 3900), (801, 30, 600, 500, 700)) \
+           as p(b, m, f, l, h)",
+    )
+    .await;
+    let eta = app.get("/eval/103/eta").await.json();
+    assert_eq!(eta["unfinished"], 3, "{eta}");
+    assert_eq!(eta["predicted"], 2, "{eta}");
+    let now = eta["eta"]["madeAt"].as_i64().unwrap() + 60;
+    assert_eq!(
+        eta["eta"]["finishAt"].as_i64().unwrap() - now,
+        2400,
+        "{eta}"
+    );
+    assert_eq!(eta["eta"]["high"].as_i64().unwrap() - now, 3900, "{eta}");
+    let html = app.html("/eval/103").await;
+    assert!(
+        html.contains("Expected to be done: <time") && html.contains(">about 40 min, finishes ~"),
+        "{html}"
+    );
+    assert!(
+        html.contains("; 1 queued build has no prediction yet."),
+        "{html}"
+    );
+    // A finished evaluation says nothing of it.
+    let html = app.html("/eval/101").await;
+    assert!(!html.contains("Expected to be done"), "{html}");
+}
