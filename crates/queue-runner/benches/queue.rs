@@ -12,7 +12,17 @@
 //!     dispatch and until every build is loaded, with the process's
 //!     resident memory at each (the queue runner runs inside it).
 //!
-//! `cargo bench -p hydra-queue-runner`; `BENCH_ONLY=a|b|c` runs one.
+//! (d) how well finish times are predicted: a generated package set (50
+//!     derivations in 5 layers, each sleeping a known 4–16 s, ±15 % from
+//!     run to run) is built twice by the real queue runner on a local
+//!     machine with 5 slots; the first run is the history, the second is
+//!     measured. Every 2 s each queued build's prediction is read from the
+//!     queue runner; once 20 % of the run has passed, the median absolute
+//!     error of the builds' and of the whole set's predicted finish is
+//!     printed as a share of the time that was actually left (budget
+//!     < 25 %), and the same for the predictions recorded in `BuildEtas`.
+//!
+//! `cargo bench -p hydra-queue-runner`; `BENCH_ONLY=a|b|c|d` runs one.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
@@ -32,9 +42,13 @@ use tokio_util::sync::CancellationToken;
 const JOBS: u32 = 2;
 
 fn context(db: &TestDb, store: &NixStore, data: &Path) -> Context {
+    context_with(db, store, data, JOBS)
+}
+
+fn context_with(db: &TestDb, store: &NixStore, data: &Path, jobs: u32) -> Context {
     std::fs::write(
         data.join("machines"),
-        format!("localhost x86_64-linux - {JOBS} 1 - - -\n"),
+        format!("localhost x86_64-linux - {jobs} 1 - - -\n"),
     )
     .unwrap();
     let text = format!(
@@ -386,10 +400,15 @@ in builtins.listToAttrs (builtins.genList (i: {{ name = "j${{toString i}}";
 
 /// The queue runner's status.
 async fn runner_status(address: std::net::SocketAddr) -> serde_json::Value {
+    status_json(address, "/status").await
+}
+
+/// A JSON answer of the queue runner's status endpoint.
+async fn status_json(address: std::net::SocketAddr, path: &str) -> serde_json::Value {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
     stream
-        .write_all(b"GET /status HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
         .await
         .unwrap();
     let mut reply = String::new();
@@ -410,4 +429,213 @@ async fn main() {
     if only.is_empty() || only == "c" {
         bench_many().await;
     }
+    if only.is_empty() || only == "d" {
+        bench_eta().await;
+    }
+}
+
+/// Slots of the local machine in (d).
+const ETA_SLOTS: u32 = 5;
+
+/// (d)'s package set for run `round`: 50 derivations in 5 layers of 10,
+/// each needing two of the layer before; `pkg-L-I` sleeps its own
+/// 4–16 s, changed by up to ±15 % in each run.
+fn timed_set(salt: &str, round: u32) -> String {
+    let mut lines = String::new();
+    for l in 0..5u32 {
+        for i in 0..10u32 {
+            let n = l * 10 + i;
+            let base = 4.0 + f64::from((n * 37 + 11) % 13);
+            let jitter = f64::from((n * 7 + round * 13) % 31) / 100.0 - 0.15;
+            lines.push_str(&format!(
+                "    \"{l}-{i}\" = {:.2};\n",
+                base * (1.0 + jitter)
+            ));
+        }
+    }
+    format!(
+        r#"
+let
+  seconds = {{
+{lines}  }};
+  mk = l: i: deps: derivation {{
+    name = "pkg-${{toString l}}-${{toString i}}-1.{round}";
+    system = builtins.currentSystem;
+    builder = "/bin/sh";
+    args = [ "-c" "/bin/sleep ${{toString seconds."${{toString l}}-${{toString i}}"}}; echo {salt} > $out" ];
+    inherit deps;
+  }};
+  prev = l: i: builtins.elemAt (builtins.elemAt layers (l - 1)) i;
+  layer = l: builtins.genList (i: mk l i
+    (if l == 0 then [ ] else [ (prev l i) (prev l (if i == 9 then 0 else i + 1)) ])) 10;
+  layers = builtins.genList layer 5;
+in builtins.listToAttrs (map (d: {{ name = builtins.replaceStrings [ "." ] [ "_" ] d.name; value = d; }})
+  (builtins.concatLists layers))
+"#
+    )
+}
+
+/// The median of `v` (0 when empty).
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+async fn bench_eta() {
+    let db = TestDb::new().await;
+    create_project(&db.pool, "p").await;
+    let jobset = create_jobset(&db.pool, "p", "j", "src", "release.nix", &[]).await;
+    let data = hydra_test_support::temp_data_dir();
+    let store = NixStore::new();
+    let status = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = status.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(hydra_queue_runner::run_with(
+        context_with(&db, &store, data.path(), ETA_SLOTS),
+        Some(status),
+        shutdown.clone(),
+    ));
+    let s = salt();
+    let mut measured = Vec::new();
+    for round in 0..2 {
+        let file = data.path().join(format!("timed-{round}.nix"));
+        std::fs::write(&file, timed_set(&s, round)).unwrap();
+        let ids = queue_all(&db, &store, jobset, &file).await;
+        assert_eq!(ids.len(), 50, "the set has 50 derivations");
+        let start = Instant::now();
+        let start_unix = f64::from(hydra_db::now());
+        sqlx::query("notify builds_added")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        // (seconds since start, build, predicted finish as Unix time)
+        let mut samples: Vec<(f64, i32, f64)> = Vec::new();
+        loop {
+            let left: Vec<i32> =
+                sqlx::query_scalar("select id from Builds where finished = 0 and id = any($1)")
+                    .bind(&ids)
+                    .fetch_all(&db.pool)
+                    .await
+                    .unwrap();
+            if left.is_empty() {
+                break;
+            }
+            if round == 1 {
+                let at = start.elapsed().as_secs_f64();
+                for id in left {
+                    let why = status_json(address, &format!("/status/build/{id}")).await;
+                    if let Some(finish) = why["eta"]["finishAt"].as_f64() {
+                        samples.push((at, id, finish));
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        let took = start.elapsed().as_secs_f64();
+        println!(
+            "(d) run {}: {} builds of 4–16 s on {ETA_SLOTS} slots done in {took:.1} s",
+            round + 1,
+            ids.len()
+        );
+        if round == 1 {
+            measured = vec![(ids, start_unix, took, samples)];
+        }
+    }
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    let failed: i64 = sqlx::query_scalar("select count(*) from Builds where buildStatus <> 0")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(failed, 0);
+    let Some((ids, start_unix, took, samples)) = measured.pop() else {
+        return;
+    };
+    let stops: std::collections::HashMap<i32, f64> =
+        sqlx::query_as::<_, (i32, i32)>("select id, stopTime from Builds where id = any($1)")
+            .bind(&ids)
+            .fetch_all(&db.pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(id, t)| (id, f64::from(t)))
+            .collect();
+    let end = stops.values().copied().fold(f64::MIN, f64::max);
+    // Errors as a share of the time actually left, for predictions made
+    // once a fifth of the run had passed.
+    let share = |made: f64, predicted: f64, actual: f64| {
+        (predicted - actual).abs() / (actual - made).max(1.0)
+    };
+    let from = start_unix + 0.2 * took;
+    let mut builds = Vec::new();
+    let mut by_time: std::collections::BTreeMap<u64, (f64, f64)> = Default::default();
+    for &(at, id, finish) in &samples {
+        let made = start_unix + at;
+        if made < from {
+            continue;
+        }
+        builds.push(share(made, finish, stops[&id]));
+        let e = by_time.entry((at * 1000.0) as u64).or_insert((made, 0.0));
+        e.1 = e.1.max(finish);
+    }
+    let set: Vec<f64> = by_time
+        .values()
+        .map(|&(made, finish)| share(made, finish, end))
+        .collect();
+    let verdict = |e: f64| if e < 0.25 { "met" } else { "NOT met" };
+    let (b, e) = (median(builds.clone()), median(set.clone()));
+    println!(
+        "(d) predictions after 20 % of the run: builds' finish median absolute error {:.1} % of the time left ({} predictions; budget < 25 %: {}), the whole set's {:.1} % ({} predictions: {})",
+        b * 100.0,
+        builds.len(),
+        verdict(b),
+        e * 100.0,
+        set.len(),
+        verdict(e)
+    );
+    let recorded = hydra_db::etas::outcomes(
+        &db.pool,
+        &ids.iter()
+            .map(|&i| hydra_db::ids::BuildId(i))
+            .collect::<Vec<_>>(),
+    )
+    .await
+    .unwrap();
+    let kept: Vec<f64> = recorded
+        .iter()
+        .filter(|o| f64::from(o.made_at) >= from)
+        .filter_map(|o| {
+            Some(share(
+                f64::from(o.made_at),
+                f64::from(o.finish_at),
+                f64::from(o.stop_time?),
+            ))
+        })
+        .collect();
+    let all: Vec<f64> = recorded
+        .iter()
+        .filter_map(|o| {
+            Some(share(
+                f64::from(o.made_at),
+                f64::from(o.finish_at),
+                f64::from(o.stop_time?),
+            ))
+        })
+        .collect();
+    let within = recorded
+        .iter()
+        .filter(|o| o.stop_time.is_some_and(|t| o.low <= t && t <= o.high))
+        .count();
+    println!(
+        "(d) recorded in BuildEtas (a row when new or moved by 30 s and a tenth of the time left): {} predictions, median error {:.1} %; {} made after 20 % of the run, median error {:.1} %; the outcome fell within the predicted range for {} of {}",
+        recorded.len(),
+        median(all) * 100.0,
+        kept.len(),
+        median(kept) * 100.0,
+        within,
+        recorded.len()
+    );
 }
