@@ -11,6 +11,7 @@ mod auth;
 mod deps;
 mod error;
 mod extract;
+mod graph;
 mod ldap;
 mod live;
 mod logview;

@@ -392,8 +392,72 @@ function setUpConfirm() {
   });
 }
 
+
+// The dependency graph: drag to move, scroll or the buttons to zoom; the
+// view is kept across live updates of the page (and reloads of the tab).
+function setUpGraph() {
+  const svg = document.querySelector("svg.dep-graph");
+  if (!svg || !svg.viewBox || !window.DOMPoint) return;
+  const base = svg.viewBox.baseVal;
+  const fit = [base.x, base.y, base.width, base.height];
+  const key = "graph-view:" + window.location.pathname;
+  let view = null;
+  try {
+    const saved = JSON.parse(sessionStorage.getItem(key) || "null");
+    if (Array.isArray(saved) && saved.length === 4 && saved.every(Number.isFinite)) view = saved;
+  } catch (e) { /* a fresh view */ }
+  if (!view) view = fit.slice();
+  const apply = () => {
+    svg.setAttribute("viewBox", view.map((v) => v.toFixed(1)).join(" "));
+    try { sessionStorage.setItem(key, JSON.stringify(view)); } catch (e) { /* not kept */ }
+  };
+  svg.removeAttribute("width");
+  svg.removeAttribute("height");
+  apply();
+  const toGraph = (x, y, inverse) => new DOMPoint(x, y).matrixTransform(inverse || svg.getScreenCTM().inverse());
+  const zoom = (factor, at) => {
+    const [x, y, w, h] = view;
+    const c = at || { x: x + w / 2, y: y + h / 2 };
+    const nw = Math.min(Math.max(w * factor, 50), fit[2] * 20);
+    const f = nw / w;
+    view = [c.x - (c.x - x) * f, c.y - (c.y - y) * f, w * f, h * f];
+    apply();
+  };
+  svg.addEventListener("wheel", (e) => {
+    e.preventDefault();
+    zoom(e.deltaY > 0 ? 1.15 : 1 / 1.15, toGraph(e.clientX, e.clientY));
+  }, { passive: false });
+  let drag = null;
+  let dragged = false;
+  svg.addEventListener("pointerdown", (e) => {
+    if (e.button !== 0) return;
+    const inverse = svg.getScreenCTM().inverse();
+    drag = { inverse, start: toGraph(e.clientX, e.clientY, inverse), view: view.slice(), x: e.clientX, y: e.clientY, id: e.pointerId };
+    dragged = false;
+  });
+  svg.addEventListener("pointermove", (e) => {
+    if (!drag || e.pointerId !== drag.id) return;
+    if (!dragged && Math.hypot(e.clientX - drag.x, e.clientY - drag.y) < 4) return;
+    if (!dragged) { dragged = true; svg.setPointerCapture(e.pointerId); svg.classList.add("dragging"); }
+    const p = toGraph(e.clientX, e.clientY, drag.inverse);
+    view = [drag.view[0] - (p.x - drag.start.x), drag.view[1] - (p.y - drag.start.y), drag.view[2], drag.view[3]];
+    apply();
+  });
+  const end = () => { drag = null; svg.classList.remove("dragging"); };
+  svg.addEventListener("pointerup", end);
+  svg.addEventListener("pointercancel", end);
+  // A drag is not a click on the node it ended on.
+  svg.addEventListener("click", (e) => { if (dragged) { e.preventDefault(); dragged = false; } }, true);
+  document.querySelectorAll(".graph-tools [data-zoom]").forEach((b) => b.addEventListener("click", () => {
+    if (b.dataset.zoom === "in") zoom(1 / 1.25);
+    else if (b.dataset.zoom === "out") zoom(1.25);
+    else { view = fit.slice(); apply(); }
+  }));
+}
+
 // What a page's content needs, again after a live update.
 function setUpContent() {
+  setUpGraph();
   setUpLazy();
   setUpTabs();
   setUpClickableRows();

@@ -964,6 +964,60 @@ pub(super) fn deps(cx: &Ctx, runtime: bool) -> Html {
     )
 }
 
+/// `/build/N/graph`.
+#[derive(Template)]
+#[template(path = "build-graph.html")]
+struct GraphPage<'a> {
+    frame: Frame<'a>,
+    build: i64,
+    available: bool,
+    scope: String,
+    total: i64,
+    shown: i64,
+    hidden: i64,
+    /// The names along the critical path.
+    critical: Vec<String>,
+    /// The time of its steps, when known.
+    critical_time: String,
+    /// The graph, drawn (and escaped) by `graph::svg`.
+    svg: String,
+}
+
+pub(super) fn graph(cx: &Ctx) -> Html {
+    let g = Fields(cx.data.0.get("graph").unwrap_or(&serde_json::Value::Null));
+    let nodes = g.list("nodes");
+    let critical: Vec<String> = g
+        .list("criticalPath")
+        .iter()
+        .filter_map(|d| d.as_str().map(super::common::step_name))
+        .collect();
+    let seconds: i64 = nodes
+        .iter()
+        .map(Fields)
+        .filter(|n| n.flag("critical"))
+        .filter_map(|n| n.int("seconds"))
+        .sum();
+    Some(
+        GraphPage {
+            frame: cx.frame(),
+            build: cx.data.int("build").unwrap_or(0),
+            available: cx.data.flag("available"),
+            scope: cx.extra_text("scope"),
+            total: g.int("total").unwrap_or(0),
+            shown: nodes.len() as i64,
+            hidden: g.int("hidden").unwrap_or(0),
+            critical,
+            critical_time: if seconds > 0 {
+                super::common::duration(seconds)
+            } else {
+                String::new()
+            },
+            svg: cx.extra_text("svg"),
+        }
+        .render(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -288,7 +288,7 @@ impl EtaView {
 }
 
 /// A duration as `[Dd ][Hh ][Mm ]Ss`, from the largest unit down.
-pub(super) fn duration(seconds: i64) -> String {
+pub(crate) fn duration(seconds: i64) -> String {
     let s = seconds.max(0);
     let (d, h, m, sec) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60, s % 60);
     if d > 0 {

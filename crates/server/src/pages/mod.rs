@@ -15,7 +15,7 @@ mod log;
 mod project;
 mod status;
 
-pub(crate) use common::{encode_segment, escape, step_name};
+pub(crate) use common::{duration, encode_segment, escape, step_name};
 
 /// The data of a page: a value, or JSON text already rendered (by the
 /// database, for large lists), parsed only if a page is wanted.
@@ -212,6 +212,7 @@ fn templated(page: &Rendered, user: &PageUser) -> Option<String> {
         "build-contents" => build::contents(&cx),
         "build-deps" => build::deps(&cx, false),
         "runtime-deps" => build::deps(&cx, true),
+        "build-graph" => build::graph(&cx),
         "eval" => eval::eval(&cx),
         "eval-cost" => eval::cost(&cx),
         "job" => job::job(&cx),

@@ -1,5 +1,7 @@
 //! `/build/<id>`: a build, its steps, and the actions on it.
 
+use std::collections::BTreeMap;
+
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -261,6 +263,77 @@ pub(crate) async fn build_deps(State(state): State<AppState>, build: BuildPath) 
     .with_extra("html", json!(html)))
 }
 
+/// `/build/<id>/graph`: the build's steps as a graph (see `graph.rs`).
+pub(crate) async fn graph(State(state): State<AppState>, build: BuildPath) -> ApiResult<Page> {
+    let pool = &state.pool;
+    let (drv, _) = views::build::drv_and_out(pool, build.id).await?;
+    let available = state.real_path(&drv).exists();
+    let (reader, root) = (state.clone(), drv.clone());
+    let (dag, outputs) = tokio::task::spawn_blocking(move || {
+        let outputs = std::cell::RefCell::new(BTreeMap::<String, Vec<String>>::new());
+        let dag = crate::deps::graph(&root, |d| {
+            let text = std::fs::read_to_string(reader.real_path(d)).ok()?;
+            let parsed = hydra_nix::derivation::Derivation::parse(&text).ok()?;
+            outputs.borrow_mut().insert(
+                d.to_string(),
+                parsed
+                    .outputs
+                    .values()
+                    .map(|o| o.path.clone())
+                    .filter(|p| !p.is_empty())
+                    .collect(),
+            );
+            Some(parsed.input_drvs.keys().cloned().collect())
+        });
+        (dag, outputs.into_inner())
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let drvs: Vec<String> = dag.keys().cloned().collect();
+    let now = i64::from(hydra_db::now());
+    let mut facts = views::build::step_facts(pool, &drvs, now).await?;
+    // Derivations no step was run for: present in the store, or to build.
+    let unknown: std::collections::BTreeSet<String> = drvs
+        .iter()
+        .filter(|d| !facts.contains_key(*d))
+        .filter_map(|d| outputs.get(d))
+        .flatten()
+        .cloned()
+        .collect();
+    if !unknown.is_empty()
+        && let Ok(present) = state.store.path_infos(&unknown).await
+    {
+        for d in &drvs {
+            let outs = outputs.get(d).map_or(&[][..], Vec::as_slice);
+            if !facts.contains_key(d)
+                && !outs.is_empty()
+                && outs.iter().all(|o| present.contains_key(o))
+            {
+                facts.insert(
+                    d.clone(),
+                    crate::graph::Fact {
+                        state: crate::graph::State::Present,
+                        step: None,
+                        seconds: None,
+                    },
+                );
+            }
+        }
+    }
+    let graph = crate::graph::layout(&drv, &dag, &facts, crate::graph::LIMIT);
+    let svg = crate::graph::svg(&graph);
+    let (project, jobset) = hydra_db::jobsets::names_of(pool, &[build.id.0], None)
+        .await?
+        .pop()
+        .unwrap_or_default();
+    Ok(Page::new(
+        "build-graph",
+        json!({ "build": build.id, "available": available, "graph": graph }),
+    )
+    .with_extra("svg", json!(svg))
+    .with_extra("scope", json!(format!("jobset:{project}:{jobset}"))))
+}
+
 /// `/build/<id>/runtime-deps`: what the build's outputs refer to, and so
 /// on, as trees read from the store, each path linked to the step that
 /// built or substituted it.
@@ -448,6 +521,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/build/{id}/waiting", get(waiting))
         .route("/build/{id}/build-deps", get(build_deps))
         .route("/build/{id}/runtime-deps", get(runtime_deps))
+        .route("/build/{id}/graph", get(graph))
         .route("/build/{id}/restart", act(Action::Restart))
         .route("/build/{id}/cancel", act(Action::Cancel))
         .route("/build/{id}/bump", act(Action::Bump))

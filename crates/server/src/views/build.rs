@@ -284,6 +284,67 @@ pub(crate) async fn steps_of(
     Ok(rows.into_iter().map(|(d, b, s)| (d, (b, s))).collect())
 }
 
+/// The latest step of each of `drvs` (a running one first), as the
+/// dependency graph shows it.
+pub(crate) async fn step_facts(
+    pool: &PgPool,
+    drvs: &[String],
+    now: i64,
+) -> ApiResult<std::collections::HashMap<String, crate::graph::Fact>> {
+    use crate::graph::{Fact, State};
+    use hydra_db::status::BuildStatus as S;
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        drvpath: String,
+        build: i32,
+        stepnr: i32,
+        busy: i32,
+        status: Option<i32>,
+        starttime: Option<i32>,
+        stoptime: Option<i32>,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
+        "select distinct on (drvPath) drvPath, build, stepnr, busy, status, startTime, stopTime \
+         from BuildSteps where drvPath = any($1) \
+         order by drvPath, (busy <> 0) desc, startTime desc nulls last, build desc, stepnr desc",
+    )
+    .bind(drvs)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let (busy, start, stop) = (r.busy, r.starttime, r.stoptime);
+            let state = if busy != 0 {
+                State::Building
+            } else {
+                match r.status.and_then(S::from_code) {
+                    Some(S::Succeeded) => State::Done,
+                    Some(S::DependencyFailed) => State::DepFailed,
+                    Some(S::Aborted | S::Cancelled | S::TimedOut | S::Unsupported) => {
+                        State::Aborted
+                    }
+                    Some(_) => State::Failed,
+                    None => State::Aborted,
+                }
+            };
+            let seconds = match (start, stop, busy != 0) {
+                (Some(a), _, true) => Some(now - i64::from(a)),
+                (Some(a), Some(b), false) => Some(i64::from(b - a)),
+                _ => None,
+            };
+            (
+                r.drvpath,
+                Fact {
+                    state,
+                    step: Some((r.build, r.stepnr)),
+                    seconds,
+                },
+            )
+        })
+        .collect())
+}
+
 /// The notifications about build `id`: its commit statuses (each with
 /// where its delivery stands: `sent`, `due`, `retrying` or `dropped`) and
 /// the notification tasks being retried or given up.

@@ -578,3 +578,118 @@ async fn the_build_dependencies_are_a_tree_read_from_the_stores_derivations() {
     let json = app.get("/build/2/build-deps").await.json();
     assert_eq!(json["available"], false);
 }
+
+#[tokio::test]
+async fn a_builds_steps_are_a_graph_coloured_by_state_with_the_critical_path() {
+    let (app, root) = app("").await;
+    let real = |p: &str| root.path().join(p.trim_start_matches('/'));
+    let drv = |c: char, name: &str| format!("/nix/store/{}-{name}.drv", c.to_string().repeat(32));
+    let (cc, lib, tool) = (drv('c', "cc-1"), drv('b', "lib-2"), drv('d', "tool-3"));
+    let hello = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-hello-1.0.drv";
+    let derive = |out: &str, inputs: &[&str]| {
+        let inputs: Vec<String> = inputs
+            .iter()
+            .map(|i| format!(r#"("{i}",["out"])"#))
+            .collect();
+        format!(
+            r#"Derive([("out","{out}","","")],[{}],[],"x86_64-linux","/bin/sh",[],[("out","{out}")])"#,
+            inputs.join(",")
+        )
+    };
+    write(
+        &real(&cc),
+        derive("/nix/store/kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk1-cc-1", &[]).as_bytes(),
+    );
+    write(
+        &real(&lib),
+        derive("/nix/store/kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk2-lib-2", &[&cc]).as_bytes(),
+    );
+    write(
+        &real(&tool),
+        derive("/nix/store/kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk3-tool-3", &[&cc]).as_bytes(),
+    );
+    write(&real(hello), derive(HELLO_OUT, &[&lib, &tool]).as_bytes());
+    // cc built in 100 s and lib in 10 s (build 2); tool building for a
+    // minute (build 1); hello not started.
+    app.exec(&format!(
+        "delete from BuildSteps where drvPath = '{hello}'; \
+         insert into BuildSteps (build, stepnr, type, drvPath, busy, status, startTime, stopTime, machine, system) values \
+           (2, 5, 0, '{cc}', 0, 0, 1700000000, 1700000100, 'localhost', 'x86_64-linux'), \
+           (2, 6, 0, '{lib}', 0, 0, 1700000100, 1700000110, 'localhost', 'x86_64-linux'), \
+           (1, 9, 0, '{tool}', 1, null, extract(epoch from now())::integer - 60, null, 'localhost', 'x86_64-linux')"
+    ))
+    .await;
+    let json = app.get("/build/1/graph").await.json();
+    assert_eq!(json["available"], true, "{json}");
+    let g = &json["graph"];
+    let nodes: Vec<(String, String)> = g["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["name"].as_str().unwrap().to_string(),
+                n["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        nodes,
+        pairs(&[
+            ("cc-1", "done"),
+            ("lib-2", "done"),
+            ("tool-3", "building"),
+            ("hello-1.0", "queued")
+        ])
+    );
+    let name = |i: &serde_json::Value| {
+        g["nodes"][i.as_u64().unwrap() as usize]["name"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let mut edges: Vec<(String, String)> = g["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (name(&e[0]), name(&e[1])))
+        .collect();
+    edges.sort();
+    assert_eq!(
+        edges,
+        pairs(&[
+            ("cc-1", "lib-2"),
+            ("cc-1", "tool-3"),
+            ("lib-2", "hello-1.0"),
+            ("tool-3", "hello-1.0")
+        ])
+    );
+    assert_eq!(g["criticalPath"], serde_json::json!([cc, tool, hello]));
+    let request = Request::get("/build/1/graph")
+        .header(header::HOST, HOST)
+        .header(header::ACCEPT, "text/html")
+        .body(Body::empty())
+        .unwrap();
+    let html = String::from_utf8(app.raw(request).await.body).unwrap();
+    assert!(html.contains(r#"<svg class="dep-graph""#), "{html}");
+    assert!(
+        html.contains(r#"<a href="/build/1/nixlog/9"><g class="node state-building critical""#),
+        "{html}"
+    );
+    assert!(
+        html.contains(r#"<a href="/build/2/nixlog/6"><g class="node state-done""#),
+        "{html}"
+    );
+    assert!(
+        html.contains(r#"<span class="mono">cc-1</span> → <span class="mono">tool-3</span> → <span class="mono">hello-1.0</span>"#),
+        "{html}"
+    );
+    // A build whose derivation the store lacks says so.
+    let json = app.get("/build/2/graph").await.json();
+    assert_eq!(json["available"], false);
+}
