@@ -406,6 +406,58 @@ fn browse_the_pages(base: &str, data: &std::path::Path) {
     });
     assert_no_console_errors(&browser, &at);
 
+    // Its steps as a graph: the failed step, linked to its log; the open
+    // page follows a restart from elsewhere without reloading.
+    browser.goto(&format!("{failed}/graph"));
+    let failed_node = "return [...document.querySelectorAll('svg.dep-graph a')].map(a => [a.getAttribute('href').replace(/.*\\/nixlog\\//, ''), a.querySelector('g').getAttribute('class')])";
+    assert_eq!(
+        browser.execute(failed_node),
+        serde_json::json!([["2", "node state-failed critical"]]),
+        "{}",
+        browser.source()
+    );
+    assert_eq!(
+        browser.execute("return document.querySelector('.critical-path').innerText.includes('broken')"),
+        serde_json::json!(true)
+    );
+    // Zoomed with the button: the view box shrinks around the centre.
+    let view = "return document.querySelector('svg.dep-graph').getAttribute('viewBox')";
+    let before = browser.execute(view);
+    browser.click("button[data-zoom='in']");
+    assert_ne!(browser.execute(view), before, "zoomed");
+    browser.execute("window.stayed = true");
+    browser.execute(
+        "fetch(location.pathname.replace(/graph$/, 'restart'), {method: 'POST', headers: {Accept: 'application/json'}})",
+    );
+    wait_until(&browser, "the graph following the third step", || {
+        browser.execute(failed_node) == serde_json::json!([["3", "node state-failed critical"]])
+    });
+    assert_eq!(
+        browser.execute("return window.stayed === true"),
+        serde_json::json!(true),
+        "not reloaded"
+    );
+    assert_no_console_errors(&browser, "the graph");
+    // The blockers follow too: the failure's log link moves to the
+    // newest step.
+    browser.goto(&format!("{base}/jobset/second/main/blockers"));
+    let log_link = "const a = document.querySelector('table.blockers a[href*=\"/nixlog/\"]'); return a ? a.getAttribute('href').replace(/.*\\/nixlog\\//, '') : ''";
+    assert_eq!(browser.execute(log_link), serde_json::json!("3"));
+    browser.execute("window.stayed = true");
+    browser.execute(&format!(
+        "fetch('{}/restart', {{method: 'POST', headers: {{Accept: 'application/json'}}}})",
+        failed.trim_start_matches(base)
+    ));
+    wait_until(&browser, "the blockers following the fourth step", || {
+        browser.execute(log_link) == serde_json::json!("4")
+    });
+    assert_eq!(
+        browser.execute("return window.stayed === true"),
+        serde_json::json!(true),
+        "not reloaded"
+    );
+    assert_no_console_errors(&browser, "the blockers, live");
+
     // Signed out with the menu's button.
     browser.click_and_follow("form[action='/logout'] button");
     assert!(browser.cookie("hydra_session").is_none(), "signed out");
