@@ -8,7 +8,7 @@ use sqlx::PgPool;
 use crate::ids::{BuildId, EvalId};
 
 /// When a build is expected to finish (Unix times).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
 pub struct Eta {
     #[sqlx(rename = "madeat")]

@@ -10,9 +10,10 @@
 //!
 //! A step's duration comes from, in this order: the same name, system and
 //! machine; the same name and system on any machine; for a build's own
-//! step, the job's earlier builds; the jobset's steps; all steps. Each is
-//! the median of the recent successful runs, with the quartiles as its
-//! range (widened where few runs or only a broad fallback are known).
+//! step, the job's earlier builds; the jobset's steps; all steps (these
+//! two once they hold five runs). Each is the median of the recent
+//! successful runs, with the quartiles as its range (widened where few
+//! runs or only a broad fallback are known).
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -30,6 +31,8 @@ use crate::state::{Queue, State};
 const KEEP_NAMED: usize = 16;
 const KEEP_JOBSET: usize = 64;
 const KEEP_ALL: usize = 256;
+/// Runs a broad fallback (the jobset's or all steps) needs to be used.
+const BROAD_MIN: usize = 5;
 /// Successful steps read at start.
 const HISTORY_ROWS: i64 = 20_000;
 /// A step nothing is known of is taken to last this long (seconds).
@@ -252,15 +255,16 @@ impl History {
         {
             return (spread.widened(0.75, 1.5), Basis::Job);
         }
+        let broad = |s: &Samples| (s.0.len() >= BROAD_MIN).then(|| s.spread()).flatten();
         let jobsets: Option<Spread> = facts
             .jobsets
             .iter()
-            .filter_map(|j| self.jobsets.get(j).and_then(Samples::spread))
+            .filter_map(|j| self.jobsets.get(j).and_then(broad))
             .next();
         if let Some(spread) = jobsets {
             return (spread.widened(0.5, 2.0), Basis::Jobset);
         }
-        if let Some(spread) = self.all.spread() {
+        if let Some(spread) = broad(&self.all) {
             return (spread.widened(0.5, 2.0), Basis::All);
         }
         (UNKNOWN, Basis::Guess)
@@ -647,9 +651,11 @@ impl Predictions {
         let mut moved = Vec::new();
         for (id, eta) in &self.builds {
             let left = i64::from(eta.finish_at) - made_at;
+            // New, moved by 30 s and a tenth of the time left, or still
+            // queued past the recorded time.
             let changed = self.recorded.get(id).is_none_or(|&was| {
                 let by = (i64::from(eta.finish_at) - i64::from(was)).abs();
-                by > 30 && by * 10 > left
+                (by > 30 && by * 10 > left) || (i64::from(was) < made_at && by > 0)
             });
             if changed {
                 self.recorded.insert(*id, eta.finish_at);
@@ -798,6 +804,10 @@ mod tests {
         let (other, basis) = h.estimate(&facts("zlib"), None);
         assert_eq!(basis, Basis::Jobset);
         assert!(other.low <= other.mid * 0.5 && other.high >= other.mid * 2.0);
+        // One run of a jobset is not enough to go by.
+        let mut few = History::default();
+        few.learn(run(&gcc13, "fast", 4));
+        assert_eq!(few.estimate(&facts("zlib"), None), (UNKNOWN, Basis::Guess));
         // Another jobset: all steps; nothing at all: a guess.
         let mut f = facts("zlib");
         f.jobsets = vec![JobsetId(9)];
@@ -956,6 +966,11 @@ mod tests {
         let moved = p.update(&snapshot, &at(1480.0), 20);
         assert_eq!(moved.len(), 1);
         assert_eq!(moved[0].1.finish_at, 1500);
+        // Still queued once the recorded time has passed: recorded again.
+        let late = p.update(&snapshot, &at(20.0), 1510);
+        assert_eq!(late.len(), 1);
+        assert_eq!(late[0].1.finish_at, 1530);
+        assert!(p.update(&snapshot, &at(20.0), 1510).is_empty());
         // Gone from the queue: forgotten.
         let none = Forecast::default();
         assert!(p.update(&Snapshot::default(), &none, 30).is_empty());

@@ -189,6 +189,25 @@ impl State {
         builds
     }
 
+    /// The unfinished steps queued build `id` needs, its own included.
+    pub fn closure(&self, id: BuildId) -> Vec<&Step> {
+        let Some(top) = self.builds.get(&id).map(|b| b.toplevel.as_str()) else {
+            return Vec::new();
+        };
+        let mut seen: HashSet<&str> = HashSet::new();
+        let mut steps = Vec::new();
+        let mut todo = vec![top];
+        while let Some(d) = todo.pop() {
+            if let Some(step) = self.steps.get(d)
+                && seen.insert(d)
+            {
+                todo.extend(step.deps.iter().map(String::as_str));
+                steps.push(step);
+            }
+        }
+        steps
+    }
+
     /// Adds a step without dependencies yet (see [`State::link`]); it is
     /// runnable until it gets one.
     pub fn add_step(

@@ -33,6 +33,7 @@ pub(crate) fn serve(
         .route("/status/jobsets", get(jobsets))
         .route("/status/steps", get(steps))
         .route("/status/build/{id}", get(waiting))
+        .route("/status/build/{id}/steps", get(build_steps))
         .route("/metrics", get(metrics))
         .with_state(queue.clone());
     tokio::spawn(async move {
@@ -389,4 +390,27 @@ async fn waiting(
         b.eta = predictions.steps.get(&b.drv_path).copied();
     }
     axum::Json(answer)
+}
+
+/// When each unfinished step of queued build `id` is expected to be
+/// built (derivation → prediction), for its graph.
+async fn build_steps(
+    AxumState(queue): AxumState<Arc<Queue>>,
+    axum::extract::Path(id): axum::extract::Path<i32>,
+) -> impl IntoResponse {
+    let drvs = {
+        let state = queue.lock();
+        let drvs: Vec<String> = state
+            .closure(hydra_db::ids::BuildId(id))
+            .iter()
+            .map(|s| s.drv_path.clone())
+            .collect();
+        drvs
+    };
+    let predictions = queue.predictions();
+    let etas: BTreeMap<String, hydra_db::etas::Eta> = drvs
+        .into_iter()
+        .filter_map(|d| Some((d.clone(), *predictions.steps.get(&d)?)))
+        .collect();
+    axum::Json(etas)
 }

@@ -3,7 +3,7 @@
 //! could take it, and how many steps go before it.
 
 use std::cmp::Ordering;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Instant;
 
 use hydra_db::ids::BuildId;
@@ -151,22 +151,13 @@ pub(crate) fn explain(state: &State, id: BuildId, now: Instant, now_unix: i64) -
     };
     waiting.system = Some(top.system.clone());
     // Its unfinished closure, and what in it can move.
-    let mut seen: HashSet<&str> = HashSet::new();
-    let mut todo = vec![top.drv_path.as_str()];
-    let mut moving: Vec<&Step> = Vec::new();
-    while let Some(d) = todo.pop() {
-        if !seen.insert(d) {
-            continue;
-        }
-        let Some(step) = state.steps.get(d) else {
-            continue;
-        };
-        if step.running.is_some() || step.deps.is_empty() {
-            moving.push(step);
-        }
-        todo.extend(step.deps.iter().map(String::as_str));
-    }
-    waiting.unfinished = seen.len();
+    let closure = state.closure(id);
+    let mut moving: Vec<&Step> = closure
+        .iter()
+        .copied()
+        .filter(|s| s.running.is_some() || s.deps.is_empty())
+        .collect();
+    waiting.unfinished = closure.len();
     moving.sort_by(|a, b| a.drv_path.cmp(&b.drv_path));
     waiting.blocking_count = moving.len();
     waiting.blocking = moving

@@ -70,6 +70,8 @@ pub(crate) struct Fact {
     pub(crate) step: Option<(i32, i32)>,
     /// How long its step took (or has run so far).
     pub(crate) seconds: Option<i64>,
+    /// When its step ended, or is expected to (Unix time).
+    pub(crate) end: Option<i64>,
 }
 
 /// A node as drawn.
@@ -82,6 +84,8 @@ pub(crate) struct Node {
     pub(crate) build: Option<i32>,
     pub(crate) stepnr: Option<i32>,
     pub(crate) seconds: Option<i64>,
+    /// When its step ended, or is expected to.
+    pub(crate) end: Option<i64>,
     pub(crate) critical: bool,
     /// Finished dependencies hidden behind it (collapsed graphs).
     pub(crate) hidden_deps: usize,
@@ -120,6 +124,7 @@ pub(crate) fn layout(
             state: State::Queued,
             step: None,
             seconds: None,
+            end: None,
         })
     };
     let inputs = |d: &str| -> &[String] { dag.get(d).map_or(&[], Vec::as_slice) };
@@ -254,6 +259,7 @@ pub(crate) fn layout(
                 build: f.step.map(|s| s.0),
                 stepnr: f.step.map(|s| s.1),
                 seconds: f.seconds,
+                end: f.end,
                 critical: on_path.contains(d),
                 hidden_deps: hidden_deps[n],
                 x: MARGIN + column[n] as i64 * COL_W,
@@ -286,9 +292,45 @@ pub(crate) fn layout(
     }
 }
 
-/// The heaviest chain of step durations from a leaf to `root` (see the
-/// module's comment), first step first.
+/// The chain that decides when `root` is done, first step first: when
+/// every unfinished step has an expected end, the inputs that end last,
+/// from the build down (what each step waited for longest); otherwise
+/// the heaviest chain of step durations (see the module's comment).
 fn critical(
+    root: &str,
+    dag: &BTreeMap<String, Vec<String>>,
+    fact: &impl Fn(&str) -> Fact,
+) -> Vec<String> {
+    let pending = |f: Fact| matches!(f.state, State::Queued | State::Building);
+    let all_ends = dag.keys().all(|d| {
+        let f = fact(d);
+        !pending(f) || f.end.is_some()
+    });
+    if all_ends && fact(root).end.is_some() {
+        let mut path = vec![root.to_string()];
+        let mut seen: HashSet<&str> = HashSet::from([root]);
+        let mut at = root;
+        while let Some(last) = dag
+            .get(at)
+            .into_iter()
+            .flatten()
+            .filter_map(|i| Some((fact(i).end?, i.as_str())))
+            .filter(|(_, i)| !seen.contains(i))
+            .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(a.1)))
+            .map(|(_, i)| i)
+        {
+            seen.insert(last);
+            path.push(last.to_string());
+            at = last;
+        }
+        path.reverse();
+        return path;
+    }
+    heaviest(root, dag, fact)
+}
+
+/// The heaviest chain of step durations from a leaf to `root`.
+fn heaviest(
     root: &str,
     dag: &BTreeMap<String, Vec<String>>,
     fact: &impl Fn(&str) -> Fact,
@@ -468,6 +510,7 @@ mod tests {
             state,
             step: Some((1, step)),
             seconds,
+            end: None,
         }
     }
 
@@ -546,6 +589,38 @@ mod tests {
             "{svg}"
         );
         assert!(!svg.contains("nixlog/0"));
+    }
+
+    #[test]
+    fn with_expected_ends_the_critical_path_follows_what_ends_last() {
+        // cc ended at 100, gen at 300; lib is expected at 150 and tool,
+        // which waits for gen, at 400; app at 450.
+        let at = |state, end| Fact {
+            state,
+            step: None,
+            seconds: None,
+            end: Some(end),
+        };
+        let facts: HashMap<String, Fact> = [
+            (drv("cc"), at(State::Done, 100)),
+            (drv("gen"), at(State::Done, 300)),
+            (drv("lib"), at(State::Building, 150)),
+            (drv("tool"), at(State::Queued, 400)),
+            (drv("app"), at(State::Queued, 450)),
+        ]
+        .into_iter()
+        .collect();
+        let g = layout(&drv("app"), &dag(), &facts, LIMIT);
+        assert_eq!(
+            g.critical_path,
+            [drv("gen"), drv("tool"), drv("app")].to_vec()
+        );
+        // One unfinished step without an expected end: durations decide.
+        let mut partial = facts.clone();
+        partial.insert(drv("tool"), fact(State::Queued, None, 9));
+        let g = layout(&drv("app"), &dag(), &partial, LIMIT);
+        assert_eq!(g.critical_path.last(), Some(&drv("app")));
+        assert_eq!(g.critical_path.len(), 3);
     }
 
     #[test]

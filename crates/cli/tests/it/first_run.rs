@@ -417,7 +417,9 @@ fn browse_the_pages(base: &str, data: &std::path::Path) {
         browser.source()
     );
     assert_eq!(
-        browser.execute("return document.querySelector('.critical-path').innerText.includes('broken')"),
+        browser.execute(
+            "return document.querySelector('.critical-path').innerText.includes('broken')"
+        ),
         serde_json::json!(true)
     );
     // Zoomed with the button: the view box shrinks around the centre.

@@ -395,6 +395,24 @@ async fn why_a_queued_build_waits_is_asked_of_the_queue_runner_through_the_web_s
     let page = String::from_utf8_lossy(&page);
     assert!(page.contains(r#"<th scope="row">Expected</th>"#), "{page}");
     assert!(page.contains(", finishes ~"), "{page}");
+    // Its graph: `slow` building, itself to build, each with the end the
+    // queue runner expects; the critical path through both.
+    let graph = world.json(&format!("/build/{user}/graph")).await;
+    let nodes = graph["graph"]["nodes"].as_array().unwrap();
+    let node = |suffix: &str| {
+        nodes
+            .iter()
+            .find(|n| n["drvPath"].as_str().unwrap().ends_with(suffix))
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(node("-slow.drv")["state"], "building", "{graph}");
+    assert_eq!(node("-user.drv")["state"], "queued", "{graph}");
+    assert!(
+        node("-user.drv")["end"].as_i64().unwrap() > node("-slow.drv")["end"].as_i64().unwrap(),
+        "{graph}"
+    );
+    assert_eq!(graph["graph"]["criticalPath"].as_array().unwrap().len(), 2);
     // Once built, it is not queued any more.
     let deadline = Instant::now() + Duration::from_secs(120);
     while !world.finished(user).await {

@@ -975,10 +975,9 @@ struct GraphPage<'a> {
     total: i64,
     shown: i64,
     hidden: i64,
-    /// The names along the critical path.
-    critical: Vec<String>,
-    /// The time of its steps, when known.
-    critical_time: String,
+    /// The steps along the critical path: name, and how long it took or
+    /// when it is expected to end.
+    critical: Vec<(String, String)>,
     /// The graph, drawn (and escaped) by `graph::svg`.
     svg: String,
 }
@@ -986,17 +985,31 @@ struct GraphPage<'a> {
 pub(super) fn graph(cx: &Ctx) -> Html {
     let g = Fields(cx.data.0.get("graph").unwrap_or(&serde_json::Value::Null));
     let nodes = g.list("nodes");
-    let critical: Vec<String> = g
-        .list("criticalPath")
-        .iter()
-        .filter_map(|d| d.as_str().map(super::common::step_name))
-        .collect();
-    let seconds: i64 = nodes
+    let by_drv: std::collections::HashMap<&str, Fields> = nodes
         .iter()
         .map(Fields)
-        .filter(|n| n.flag("critical"))
-        .filter_map(|n| n.int("seconds"))
-        .sum();
+        .map(|n| (n.str("drvPath"), n))
+        .collect();
+    let critical: Vec<(String, String)> = g
+        .list("criticalPath")
+        .iter()
+        .filter_map(serde_json::Value::as_str)
+        .map(|d| {
+            let node = by_drv.get(d);
+            let state = node.map(|n| n.text("state")).unwrap_or_default();
+            let detail = match (state.as_str(), node.and_then(|n| n.int("end"))) {
+                ("queued" | "building", Some(end)) => {
+                    format!("expected {}", super::common::Time::relative_to(end, cx.now))
+                }
+                ("queued", None) => "to build".into(),
+                _ => node
+                    .and_then(|n| n.int("seconds"))
+                    .map(super::common::duration)
+                    .unwrap_or_default(),
+            };
+            (super::common::step_name(d), detail)
+        })
+        .collect();
     Some(
         GraphPage {
             frame: cx.frame(),
@@ -1007,11 +1020,6 @@ pub(super) fn graph(cx: &Ctx) -> Html {
             shown: nodes.len() as i64,
             hidden: g.int("hidden").unwrap_or(0),
             critical,
-            critical_time: if seconds > 0 {
-                super::common::duration(seconds)
-            } else {
-                String::new()
-            },
             svg: cx.extra_text("svg"),
         }
         .render(),

@@ -48,11 +48,25 @@ pub(crate) async fn show(
         let steps = views::build::steps(pool, id).await?;
         extra.insert("steps".into(), json!(steps));
         if hydra_db::builds::progress(pool, id).await? == Some(hydra_db::builds::Progress::Queued) {
-            if let Some(waiting) = super::admin::waiting(&state, id).await {
+            // The queue runner's latest prediction, else the last recorded.
+            let waiting = super::admin::waiting(&state, id).await;
+            let live = waiting
+                .as_ref()
+                .and_then(|w| w.get("eta"))
+                .filter(|e| !e.is_null())
+                .cloned();
+            if let Some(waiting) = waiting {
                 extra.insert("waiting".into(), waiting);
             }
-            if let Some(eta) = hydra_db::etas::latest(pool, id).await? {
-                extra.insert("eta".into(), json!(eta));
+            match live {
+                Some(eta) => {
+                    extra.insert("eta".into(), eta);
+                }
+                None => {
+                    if let Some(eta) = hydra_db::etas::latest(pool, id).await? {
+                        extra.insert("eta".into(), json!(eta));
+                    }
+                }
             }
         }
         if let Some((reason, eval)) = hydra_db::builds::cancellation(pool, id).await? {
@@ -315,8 +329,32 @@ pub(crate) async fn graph(State(state): State<AppState>, build: BuildPath) -> Ap
                         state: crate::graph::State::Present,
                         step: None,
                         seconds: None,
+                        end: None,
                     },
                 );
+            }
+        }
+    }
+    // The queue runner's expected ends of the steps still to build.
+    if !build.finished {
+        let expected = super::admin::queue_runner_json::<BTreeMap<String, hydra_db::etas::Eta>>(
+            &state,
+            &format!("/status/build/{}/steps", build.id),
+        )
+        .await
+        .unwrap_or_default();
+        for (d, eta) in expected {
+            let fact = facts.entry(d).or_insert(crate::graph::Fact {
+                state: crate::graph::State::Queued,
+                step: None,
+                seconds: None,
+                end: None,
+            });
+            if matches!(
+                fact.state,
+                crate::graph::State::Queued | crate::graph::State::Building
+            ) {
+                fact.end = Some(i64::from(eta.finish_at));
             }
         }
     }

@@ -339,6 +339,7 @@ pub(crate) async fn step_facts(
                     state,
                     step: Some((r.build, r.stepnr)),
                     seconds,
+                    end: stop.map(i64::from),
                 },
             )
         })

@@ -686,7 +686,7 @@ async fn a_builds_steps_are_a_graph_coloured_by_state_with_the_critical_path() {
         "{html}"
     );
     assert!(
-        html.contains(r#"<span class="mono">cc-1</span> → <span class="mono">tool-3</span> → <span class="mono">hello-1.0</span>"#),
+        html.contains("<span class=\"mono\">cc-1</span> <span class=\"muted\">(1m\u{a0}40s)</span> → <span class=\"mono\">tool-3</span>"),
         "{html}"
     );
     // A build whose derivation the store lacks says so.
