@@ -347,6 +347,20 @@ fn browse_the_pages(base: &str, data: &std::path::Path) {
         "{page}"
     );
     assert_no_console_errors(&browser, "the blockers");
+    // The commits between the last good and the first bad evaluation.
+    browser.click_and_follow("table.blockers a[href^='/api/scmdiff']");
+    let commits = browser.text();
+    assert!(
+        commits.contains("broken") && commits.contains("exit 1"),
+        "the commit and its diff: {commits}"
+    );
+    // A text page has no icon: the browser's request for one is all the
+    // console reports.
+    let errors = browser.console_errors();
+    assert!(
+        errors.iter().all(|e| e.contains("/favicon.ico")),
+        "{errors:#?}"
+    );
     browser.goto(&at);
 
     // The failed build, its log, a line's permalink.

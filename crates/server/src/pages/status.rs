@@ -555,8 +555,9 @@ struct BlockerView {
     /// Where it failed itself: build and step.
     log: Option<(i64, i64)>,
     first: Option<i64>,
-    /// Input name and new value.
-    changes: Vec<(String, String)>,
+    /// Input name, new value, and the link to the commits between the
+    /// two revisions (empty when the input has none).
+    changes: Vec<(String, String, String)>,
     builds: Vec<i64>,
     /// More builds fail than are named.
     more: bool,
@@ -609,7 +610,7 @@ pub(super) fn blockers(cx: &Ctx) -> Html {
                     .list("changes")
                     .iter()
                     .map(Fields)
-                    .map(|c| (c.text("name"), c.text("value")))
+                    .map(|c| (c.text("name"), c.text("value"), c.text("diff")))
                     .collect(),
                 more: jobs > builds.len() as i64,
                 builds,

@@ -61,6 +61,9 @@ pub(crate) struct InputChange {
     pub revision: Option<String>,
     /// The build a build input now points at.
     pub build: Option<i32>,
+    /// For a git or Mercurial input whose revision moved: the commits and
+    /// the diff between the two (`/api/scmdiff`).
+    pub diff: Option<String>,
 }
 
 /// A row of the evaluations table: an evaluation, the counts of its
@@ -127,7 +130,9 @@ impl InputRow {
         )
     }
 
-    fn change(&self) -> InputChange {
+    /// What changed from `before` (the same input of the preceding
+    /// evaluation, if it had one).
+    fn change(&self, before: Option<&InputRow>) -> InputChange {
         let (value, revision) = match (&self.revision, &self.uri, &self.value) {
             (Some(r), _, _) if !r.is_empty() => {
                 let short = if self.kind == "git" {
@@ -140,11 +145,41 @@ impl InputRow {
             (_, Some(u), _) if !u.is_empty() => (u.clone(), None),
             (_, _, v) => (v.clone().unwrap_or_default(), None),
         };
+        let diff = match (before, &self.uri, &self.revision) {
+            (Some(b), Some(uri), Some(new))
+                if matches!(self.kind.as_str(), "git" | "hg")
+                    && b.kind == self.kind
+                    && b.uri.as_ref() == Some(uri)
+                    && !new.is_empty() =>
+            {
+                b.revision
+                    .as_ref()
+                    .filter(|old| !old.is_empty())
+                    .map(|old| {
+                        let enc = |v: &str| {
+                            percent_encoding::utf8_percent_encode(
+                                v,
+                                percent_encoding::NON_ALPHANUMERIC,
+                            )
+                            .to_string()
+                        };
+                        format!(
+                            "/api/scmdiff?uri={}&type={}&rev1={}&rev2={}",
+                            enc(uri),
+                            self.kind,
+                            enc(old),
+                            enc(new)
+                        )
+                    })
+            }
+            _ => None,
+        };
         InputChange {
             name: self.name.clone(),
             value,
             revision,
             build: self.dependency,
+            diff,
         }
     }
 }
@@ -154,7 +189,7 @@ fn input_changes(inputs: &[&InputRow], previous: &[&InputRow]) -> Vec<InputChang
     inputs
         .iter()
         .filter(|i| !previous.iter().any(|p| p.name == i.name && p.same_as(i)))
-        .map(|i| i.change())
+        .map(|i| i.change(previous.iter().copied().find(|p| p.name == i.name)))
         .collect()
 }
 

@@ -90,6 +90,11 @@ async fn a_failure_shared_by_more_jobs_ranks_first_with_its_log_and_first_bad_ev
         top["changes"][0]["value"], "bbb",
         "the input change that came with it"
     );
+    assert_eq!(
+        top["changes"][0]["diff"],
+        "/api/scmdiff?uri=https%3A%2F%2Fexample%2Eorg%2Flib%2Egit&type=git&rev1=aaa&rev2=bbb",
+        "the commits between the last good and the first bad evaluation"
+    );
     let jobset = app.get("/jobset/demo/lib/blockers").await.json();
     assert_eq!(names(&jobset), expected);
     // The whole instance: also the fixture's failed build, which blocks one.
@@ -113,6 +118,10 @@ async fn a_failure_shared_by_more_jobs_ranks_first_with_its_log_and_first_bad_ev
     assert!(html.contains(r#"<a href="/build/500/nixlog/1">log</a>"#));
     assert!(
         html.contains(r#"<a href="/eval/102">evaluation 102</a>: <span class="mono">src</span>"#),
+        "{html}"
+    );
+    assert!(
+        html.contains(r#"(<a href="/api/scmdiff?uri=https%3A%2F%2Fexample%2Eorg%2Flib%2Egit&#38;type=git&#38;rev1=aaa&#38;rev2=bbb">commits</a>)"#),
         "{html}"
     );
 }
