@@ -413,6 +413,31 @@ async fn why_a_queued_build_waits_is_asked_of_the_queue_runner_through_the_web_s
         "{graph}"
     );
     assert_eq!(graph["graph"]["criticalPath"].as_array().unwrap().len(), 2);
+    // In a browser: the page shows when it is expected, and follows the
+    // build to its end without being reloaded.
+    let url = format!("http://{}/build/{user}", world.web);
+    tokio::task::block_in_place(|| {
+        let browser = hydra_test_support::Browser::start();
+        browser.goto(&url);
+        let eta = browser.execute("return document.querySelector('td.eta').innerText");
+        assert!(
+            eta.as_str().unwrap_or_default().contains(", finishes ~"),
+            "{eta}"
+        );
+        browser.execute("window.stayed = true");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while browser.execute("return document.querySelector('td.status').innerText")
+            != serde_json::json!("Success")
+        {
+            assert!(Instant::now() < deadline, "{}", browser.text());
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        assert_eq!(
+            browser.execute("return window.stayed === true && !document.querySelector('td.eta')"),
+            serde_json::json!(true),
+            "updated in place, the prediction gone"
+        );
+    });
     // Once built, it is not queued any more.
     let deadline = Instant::now() + Duration::from_secs(120);
     while !world.finished(user).await {
