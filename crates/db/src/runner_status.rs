@@ -45,6 +45,11 @@ pub struct RunnerStatus {
     pub nr_dispatcher_wakeups: u64,
     pub dispatch_time_ms: u64,
     pub dispatch_time_avg_ms: f64,
+    /// Predictions of the queue made (see the queue runner's `eta.rs`),
+    /// their average time, and the part of it the queue was locked for.
+    pub nr_predictions: u64,
+    pub prediction_time_avg_ms: f64,
+    pub prediction_lock_time_avg_ms: f64,
     /// Seconds.
     pub total_step_time: u64,
     /// Seconds.

@@ -381,7 +381,7 @@ in builtins.listToAttrs (builtins.genList (i: {{ name = "j${{toString i}}";
     task.await.unwrap().unwrap();
     let grown = at_loaded.1.saturating_sub(before.0);
     println!(
-        "(c) {} of {} builds read after {:.1} s ({} in the queue, {} steps, {} runnable, {} builds done; {} dispatcher passes, {:.2} ms each on average); resident memory then {} MiB, peak {} MiB; the queue runner's share {} MiB (budget < 2048 MiB: {})",
+        "(c) {} of {} builds read after {:.1} s ({} in the queue, {} steps, {} runnable, {} builds done; {} dispatcher passes, {:.2} ms each on average; {} predictions of the queue, {:.0} ms each on average, {:.0} ms of it with the queue locked); resident memory then {} MiB, peak {} MiB; the queue runner's share {} MiB (budget < 2048 MiB: {})",
         read(&status),
         ids.len(),
         loaded.as_secs_f64(),
@@ -391,6 +391,9 @@ in builtins.listToAttrs (builtins.genList (i: {{ name = "j${{toString i}}";
         status["nrBuildsDone"],
         status["nrDispatcherWakeups"],
         status["dispatchTimeAvgMs"].as_f64().unwrap_or(0.0),
+        status["nrPredictions"],
+        status["predictionTimeAvgMs"].as_f64().unwrap_or(0.0),
+        status["predictionLockTimeAvgMs"].as_f64().unwrap_or(0.0),
         mib(at_loaded.0),
         mib(at_loaded.1),
         mib(grown),

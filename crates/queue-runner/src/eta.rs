@@ -25,7 +25,7 @@ use hydra_db::ids::{BuildId, JobsetId};
 use serde::Serialize;
 
 use crate::QueueError;
-use crate::state::{Queue, State};
+use crate::state::{Queue, State, Stats};
 
 /// Runs of one kind kept, newest first.
 const KEEP_NAMED: usize = 16;
@@ -735,8 +735,14 @@ fn predict(queue: &Queue) -> Vec<(BuildId, Eta)> {
     let now = Instant::now();
     let made_at = i64::from(hydra_db::now());
     let snapshot = Snapshot::of(&queue.lock(), now);
+    let locked = now.elapsed();
     let forecast = forecast(&snapshot, &queue.history());
-    queue.predictions().update(&snapshot, &forecast, made_at)
+    let moved = queue.predictions().update(&snapshot, &forecast, made_at);
+    let s = &queue.stats;
+    Stats::add(&s.predictions, 1);
+    Stats::add(&s.prediction_time_us, now.elapsed().as_micros() as u64);
+    Stats::add(&s.prediction_lock_time_us, locked.as_micros() as u64);
+    moved
 }
 
 #[cfg(test)]

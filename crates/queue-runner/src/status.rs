@@ -153,6 +153,11 @@ fn runner_status(queue: &Queue) -> RunnerStatus {
     status.nr_dispatcher_wakeups = Stats::get(&s.dispatcher_wakeups);
     status.dispatch_time_ms = Stats::get(&s.dispatch_time_us) / 1000;
     status.dispatch_time_avg_ms = Stats::get(&s.dispatch_time_us) as f64 / 1000.0 / wakeups as f64;
+    let predictions = Stats::get(&s.predictions);
+    status.nr_predictions = predictions;
+    let per_prediction = |us: u64| us as f64 / 1000.0 / predictions.max(1) as f64;
+    status.prediction_time_avg_ms = per_prediction(Stats::get(&s.prediction_time_us));
+    status.prediction_lock_time_avg_ms = per_prediction(Stats::get(&s.prediction_lock_time_us));
     status.total_step_time = Stats::get(&s.total_step_time_ms) / 1000;
     status.total_step_build_time = Stats::get(&s.total_step_build_time_ms) / 1000;
     status.avg_step_time = Stats::get(&s.total_step_time_ms) as f64 / 1000.0 / done as f64;
