@@ -109,12 +109,8 @@ pub async fn of_eval(pool: &PgPool, eval: EvalId) -> Result<EvalEta, sqlx::Error
 #[derive(Clone, Copy, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct Outcome {
     pub build: BuildId,
-    #[sqlx(rename = "madeat")]
-    pub made_at: i32,
-    #[sqlx(rename = "finishat")]
-    pub finish_at: i32,
-    pub low: i32,
-    pub high: i32,
+    #[sqlx(flatten)]
+    pub eta: Eta,
     #[sqlx(rename = "stoptime")]
     pub stop_time: Option<i32>,
 }

@@ -607,30 +607,25 @@ async fn bench_eta() {
     )
     .await
     .unwrap();
-    let kept: Vec<f64> = recorded
+    // (made at, error) of each recorded prediction whose build finished.
+    let errors: Vec<(f64, f64)> = recorded
         .iter()
-        .filter(|o| f64::from(o.made_at) >= from)
         .filter_map(|o| {
-            Some(share(
-                f64::from(o.made_at),
-                f64::from(o.finish_at),
-                f64::from(o.stop_time?),
+            let made = f64::from(o.eta.made_at);
+            Some((
+                made,
+                share(made, f64::from(o.eta.finish_at), f64::from(o.stop_time?)),
             ))
         })
         .collect();
-    let all: Vec<f64> = recorded
-        .iter()
-        .filter_map(|o| {
-            Some(share(
-                f64::from(o.made_at),
-                f64::from(o.finish_at),
-                f64::from(o.stop_time?),
-            ))
-        })
-        .collect();
+    let all: Vec<f64> = errors.iter().map(|e| e.1).collect();
+    let kept: Vec<f64> = errors.iter().filter(|e| e.0 >= from).map(|e| e.1).collect();
     let within = recorded
         .iter()
-        .filter(|o| o.stop_time.is_some_and(|t| o.low <= t && t <= o.high))
+        .filter(|o| {
+            o.stop_time
+                .is_some_and(|t| o.eta.low <= t && t <= o.eta.high)
+        })
         .count();
     println!(
         "(d) recorded in BuildEtas (a row when new or moved by 30 s and a tenth of the time left): {} predictions, median error {:.1} %; {} made after 20 % of the run, median error {:.1} %; the outcome fell within the predicted range for {} of {}",

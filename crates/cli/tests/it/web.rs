@@ -141,6 +141,12 @@ impl World {
         sender.send_request(req).await.unwrap()
     }
 
+    /// The page at `path`, as a browser asks for it.
+    async fn html(&self, path: &str) -> String {
+        let body = self.open_as(path, "text/html").await.into_body();
+        String::from_utf8_lossy(&body.collect().await.unwrap().to_bytes()).into_owned()
+    }
+
     async fn json(&self, path: &str) -> serde_json::Value {
         let body = self.open(path).await.into_body().collect().await.unwrap();
         serde_json::from_slice(&body.to_bytes()).unwrap()
@@ -342,15 +348,7 @@ async fn why_a_queued_build_waits_is_asked_of_the_queue_runner_through_the_web_s
         "{user_why}"
     );
     // The build's page says it too.
-    let page = world
-        .open_as(&format!("/build/{user}"), "text/html")
-        .await
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes();
-    let page = String::from_utf8_lossy(&page);
+    let page = world.html(&format!("/build/{user}")).await;
     assert!(
         page.contains("It waits for 1 dependency to be built first"),
         "{page}"
@@ -384,15 +382,7 @@ async fn why_a_queued_build_waits_is_asked_of_the_queue_runner_through_the_web_s
         why["eta"]["finishAt"].as_i64().unwrap_or(0) > slow_done && slow_done > 0,
         "the build finishes after the step it waits for: {why}"
     );
-    let page = world
-        .open_as(&format!("/build/{user}"), "text/html")
-        .await
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes();
-    let page = String::from_utf8_lossy(&page);
+    let page = world.html(&format!("/build/{user}")).await;
     assert!(page.contains(r#"<th scope="row">Expected</th>"#), "{page}");
     assert!(page.contains(", finishes ~"), "{page}");
     // Its graph: `slow` building, itself to build, each with the end the
