@@ -41,6 +41,8 @@ const UNKNOWN: Spread = Spread {
     mid: 60.0,
     high: 600.0,
 };
+/// Predictions recorded per statement.
+const RECORD_CHUNK: usize = 10_000;
 /// Predictions are made at most this often...
 const MIN_GAP: Duration = Duration::from_secs(2);
 /// ...and at least this often while builds are queued.
@@ -312,6 +314,12 @@ pub(crate) struct Snapshot {
 impl Snapshot {
     /// Copies what predicting needs from the queue.
     pub(crate) fn of(state: &State, now: Instant) -> Snapshot {
+        Snapshot::copy(state, now).finish()
+    }
+
+    /// The part of [`Snapshot::of`] done with the queue locked; the rest
+    /// (names, systems, the order) is left to [`Copied::finish`].
+    fn copy(state: &State, now: Instant) -> Copied {
         let groups = state.ready.groups();
         let machines: Vec<SimMachine> = state
             .machines
@@ -345,8 +353,8 @@ impl Snapshot {
             steps.push(SimStep {
                 drv: drv.clone(),
                 facts: Facts {
-                    name: drv_name(drv).to_string(),
-                    system: step.system.clone(),
+                    name: String::new(),
+                    system: String::new(),
                     job,
                     jobsets: step.jobsets.iter().copied().collect(),
                 },
@@ -377,20 +385,46 @@ impl Snapshot {
                 }
             }
         }
-        order.sort_by(|a, b| a.0.order(&b.0));
-        for (place, (_, i)) in order.into_iter().enumerate() {
-            steps[i].order = place;
-        }
         let builds = state
             .builds
             .values()
             .filter_map(|b| Some((b.id, *index.get(b.toplevel.as_str())?)))
             .collect();
-        Snapshot {
-            steps,
-            machines,
-            builds,
+        Copied {
+            snapshot: Snapshot {
+                steps,
+                machines,
+                builds,
+            },
+            systems: groups.iter().map(|g| g.system.clone()).collect(),
+            keys: order,
         }
+    }
+}
+
+/// The queue as copied under its lock.
+struct Copied {
+    snapshot: Snapshot,
+    /// Each group's system.
+    systems: Vec<String>,
+    /// Each step's key in the dispatcher's order.
+    keys: Vec<(crate::dispatch::StepKey, usize)>,
+}
+
+impl Copied {
+    /// Puts the steps in the dispatcher's order and fills in their names
+    /// and systems.
+    fn finish(mut self) -> Snapshot {
+        self.keys.sort_by(|a, b| a.0.order(&b.0));
+        let steps = &mut self.snapshot.steps;
+        for (place, (_, i)) in self.keys.into_iter().enumerate() {
+            steps[i].order = place;
+        }
+        for step in steps.iter_mut() {
+            step.facts.name = drv_name(&step.drv).to_string();
+            step.facts.system = self.systems.get(step.group).cloned().unwrap_or_default();
+        }
+        self.snapshot
     }
 }
 
@@ -686,10 +720,13 @@ pub(crate) async fn run(queue: Arc<Queue>) -> Result<(), QueueError> {
         let moved = tokio::task::spawn_blocking(move || predict(&q))
             .await
             .unwrap_or_default();
-        if !moved.is_empty() {
-            let (ids, etas): (Vec<BuildId>, Vec<Eta>) = moved.into_iter().unzip();
+        // In chunks: a first prediction of a large queue is one row per
+        // build.
+        for chunk in moved.chunks(RECORD_CHUNK) {
+            let (ids, etas): (Vec<BuildId>, Vec<Eta>) = chunk.iter().copied().unzip();
             if let Err(e) = hydra_db::etas::record(&queue.ctx.pool, &ids, &etas).await {
                 tracing::warn!(error = %e, "cannot record the builds' predicted finish times");
+                break;
             }
         }
         let pause = MIN_GAP.max(started.elapsed() * 20);
@@ -734,8 +771,9 @@ pub(crate) fn learn(
 fn predict(queue: &Queue) -> Vec<(BuildId, Eta)> {
     let now = Instant::now();
     let made_at = i64::from(hydra_db::now());
-    let snapshot = Snapshot::of(&queue.lock(), now);
+    let copied = Snapshot::copy(&queue.lock(), now);
     let locked = now.elapsed();
+    let snapshot = copied.finish();
     let forecast = forecast(&snapshot, &queue.history());
     let moved = queue.predictions().update(&snapshot, &forecast, made_at);
     let s = &queue.stats;

@@ -266,6 +266,7 @@ const OUR_TABLES: &[&str] = &[
     "oidclogins",
     "evaluationjournal",
     "evaluationcosts",
+    "buildetas",
 ];
 
 const INDEXES: &[&str] = &[
