@@ -312,7 +312,9 @@ pub(crate) struct Snapshot {
 }
 
 impl Snapshot {
-    /// Copies what predicting needs from the queue.
+    /// Copies what predicting needs from the queue (at once; see
+    /// `predict` for the part done under the lock).
+    #[cfg(test)]
     pub(crate) fn of(state: &State, now: Instant) -> Snapshot {
         Snapshot::copy(state, now).finish()
     }
