@@ -364,7 +364,24 @@ fn browse_the_pages(base: &str, data: &std::path::Path) {
     browser.goto(&at);
 
     // The failed build, its log, a line's permalink.
-    browser.click_and_follow("table.evals a.row-link");
+    let eval_url = browser.click_and_follow("table.evals a.row-link");
+    // What the evaluation cost: each top-level attribute, and the
+    // jobset's two evaluations side by side.
+    browser.click_and_follow("a[href$='/cost']");
+    assert_eq!(
+        browser.execute(
+            "return [...document.querySelectorAll('table.eval-cost tbody td:first-child')].map(td => td.innerText).sort()"
+        ),
+        serde_json::json!(["broken", "fine"]),
+        "{}",
+        browser.text()
+    );
+    assert_eq!(
+        browser.execute("return document.querySelectorAll('table.eval-cost-trend tbody tr').length"),
+        serde_json::json!(2)
+    );
+    assert_no_console_errors(&browser, "the evaluation's cost");
+    browser.goto(&eval_url);
     shots.take(&browser, "evaluation");
     browser.execute(
         "[...document.querySelectorAll('table.builds tr')].find(tr => tr.innerText.includes('broken')).querySelector('a.row-link').dataset.pick = 'yes'",
