@@ -377,7 +377,8 @@ fn browse_the_pages(base: &str, data: &std::path::Path) {
         browser.text()
     );
     assert_eq!(
-        browser.execute("return document.querySelectorAll('table.eval-cost-trend tbody tr').length"),
+        browser
+            .execute("return document.querySelectorAll('table.eval-cost-trend tbody tr').length"),
         serde_json::json!(2)
     );
     assert_no_console_errors(&browser, "the evaluation's cost");
