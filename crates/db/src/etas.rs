@@ -61,6 +61,18 @@ pub async fn latest(pool: &PgPool, build: BuildId) -> Result<Option<Eta>, sqlx::
     .await
 }
 
+/// The latest prediction for each of `builds` that has one.
+pub async fn latest_of(pool: &PgPool, builds: &[BuildId]) -> Result<Vec<Outcome>, sqlx::Error> {
+    sqlx::query_as(
+        "select distinct on (e.build) e.build, e.madeAt, e.finishAt, e.low, e.high, \
+         null::integer as stopTime from BuildEtas e where e.build = any($1) \
+         order by e.build, e.madeAt desc",
+    )
+    .bind(crate::ids::numbers(builds))
+    .fetch_all(pool)
+    .await
+}
+
 /// When an evaluation's unfinished builds are expected to be done: the
 /// latest of their predictions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

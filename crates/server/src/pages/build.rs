@@ -18,6 +18,8 @@ pub(super) struct BuildRowView {
     pub(super) status: StatusView,
     /// Finished at (queued at, in scheduling views).
     pub(super) when: Option<When>,
+    /// When a queued build is expected to finish (scheduling views).
+    pub(super) expected: Option<When>,
 }
 
 impl BuildRowView {
@@ -43,11 +45,26 @@ impl BuildRowView {
             name,
             status: StatusView::of(finished, b.int("buildstatus")),
             when: when.map(|t| When::of(t, now)),
+            expected: None,
         }
     }
 }
 
 impl BuildRowView {
+    /// With when it is expected to finish, from a page's `etas` (build id
+    /// → finish time).
+    pub(super) fn expected_by(
+        mut self,
+        etas: Option<&serde_json::Value>,
+        now: i64,
+    ) -> BuildRowView {
+        self.expected = etas
+            .and_then(|e| e.get(self.id.to_string()))
+            .and_then(serde_json::Value::as_i64)
+            .map(|t| When::of(t, now));
+        self
+    }
+
     /// The row on a page of one jobset: the Job column shows the job only.
     pub(super) fn job_only(mut self) -> BuildRowView {
         self.label = self.job.clone();
@@ -102,7 +119,8 @@ pub(super) fn list(cx: &Ctx, scheduling: bool) -> Html {
     let builds = list
         .iter()
         .map(|b| {
-            let row = BuildRowView::of(Fields(b), scheduling, cx.now);
+            let row = BuildRowView::of(Fields(b), scheduling, cx.now)
+                .expected_by(cx.extra_value("etas"), cx.now);
             match scope {
                 // Drop what the scope implies.
                 Some(("job" | "jobset", ..)) => row.job_only(),

@@ -56,7 +56,11 @@ pub(super) fn job(cx: &Ctx) -> Html {
     let rows = |key: &str, scheduling: bool| {
         d.list(key)
             .iter()
-            .map(|b| BuildRowView::of(Fields(b), scheduling, cx.now).job_only())
+            .map(|b| {
+                BuildRowView::of(Fields(b), scheduling, cx.now)
+                    .expected_by(cx.extra_value("etas"), cx.now)
+                    .job_only()
+            })
             .collect()
     };
     let charts = cx

@@ -39,6 +39,10 @@ pub(crate) async fn show(
         .ok_or_else(|| JobsetPath::missing(&project, &jobset))?;
     let finished = views::job::recent(&state.pool, id, &job, true).await?;
     let queued = views::job::recent(&state.pool, id, &job, false).await?;
+    let queued_ids: Vec<hydra_db::ids::BuildId> = queued
+        .iter()
+        .map(|b| hydra_db::ids::BuildId(b.id))
+        .collect();
     let starred = match &viewer.account {
         Some(a) => views::job::starred(&state.pool, &a.name, &project, &jobset, &job).await?,
         None => false,
@@ -81,6 +85,7 @@ pub(crate) async fn show(
     }
     let (aggregates, constituents) = views::job::constituents(pool, id, &job, 15).await?;
     Ok(shown
+        .with_extra("etas", views::build::etas(pool, &queued_ids).await?)
         .with_extra("charts", Value::Array(charts))
         .with_extra(
             "current",

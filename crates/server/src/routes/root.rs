@@ -44,7 +44,13 @@ pub(crate) async fn robots() -> Response {
 }
 
 pub(crate) async fn queue(State(state): State<AppState>) -> ApiResult<Page> {
-    Ok(Page::new("queue", views::root::queue(&state.pool).await?))
+    let queued = views::root::queue(&state.pool).await?;
+    let ids: Vec<hydra_db::ids::BuildId> = queued
+        .iter()
+        .map(|b| hydra_db::ids::BuildId(b.id))
+        .collect();
+    let etas = views::build::etas(&state.pool, &ids).await?;
+    Ok(Page::new("queue", queued).with_extra("etas", etas))
 }
 
 /// The queue summed up by jobset and by system type.

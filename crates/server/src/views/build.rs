@@ -284,6 +284,18 @@ pub(crate) async fn steps_of(
     Ok(rows.into_iter().map(|(d, b, s)| (d, (b, s))).collect())
 }
 
+/// When each of `builds` that has a prediction is expected to finish,
+/// by build id (for the lists of queued builds).
+pub(crate) async fn etas(pool: &PgPool, builds: &[BuildId]) -> ApiResult<Value> {
+    let latest = hydra_db::etas::latest_of(pool, builds).await?;
+    Ok(Value::Object(
+        latest
+            .into_iter()
+            .map(|o| (o.build.to_string(), Value::from(o.eta.finish_at)))
+            .collect(),
+    ))
+}
+
 /// The latest step of each of `drvs` (a running one first), as the
 /// dependency graph shows it.
 pub(crate) async fn step_facts(

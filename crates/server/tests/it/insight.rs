@@ -216,6 +216,25 @@ async fn an_unfinished_evaluation_is_expected_when_its_last_queued_build_is() {
         html.contains("; 1 queued build has no prediction yet."),
         "{html}"
     );
+    // The queue lists when each queued build is expected, where known;
+    // so does a job's page.
+    let html = app.html("/queue").await;
+    assert!(html.contains(r#"<th scope="col">Expected</th>"#), "{html}");
+    assert_eq!(
+        html.matches(r#"<td class="eta"><time"#).count(),
+        2,
+        "{html}"
+    );
+    assert!(
+        html.contains(r#"<td class="eta">-</td>"#),
+        "802 has none: {html}"
+    );
+    let html = app.html("/job/demo/lib/job800").await;
+    assert_eq!(
+        html.matches(r#"<td class="eta"><time"#).count(),
+        1,
+        "{html}"
+    );
     // A finished evaluation says nothing of it.
     let html = app.html("/eval/101").await;
     assert!(!html.contains("Expected to be done"), "{html}");
