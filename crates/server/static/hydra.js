@@ -406,7 +406,16 @@ function setUpGraph() {
     const saved = JSON.parse(sessionStorage.getItem(key) || "null");
     if (Array.isArray(saved) && saved.length === 4 && saved.every(Number.isFinite)) view = saved;
   } catch (e) { /* a fresh view */ }
-  if (!view) view = fit.slice();
+  if (!view) {
+    view = fit.slice();
+    // Too wide to read when fitted (a phone): start at a readable scale,
+    // on the build's end (the right), and let the reader move.
+    const width = svg.parentElement ? svg.parentElement.clientWidth : 0;
+    if (width > 0 && width / fit[2] < 0.75) {
+      const w = width;
+      view = [fit[0] + fit[2] - w, fit[1], w, fit[3]];
+    }
+  }
   const apply = () => {
     svg.setAttribute("viewBox", view.map((v) => v.toFixed(1)).join(" "));
     try { sessionStorage.setItem(key, JSON.stringify(view)); } catch (e) { /* not kept */ }
