@@ -50,6 +50,9 @@ pub struct RunnerStatus {
     pub nr_predictions: u64,
     pub prediction_time_avg_ms: f64,
     pub prediction_lock_time_avg_ms: f64,
+    /// The latest prediction's time, and the part with the queue locked.
+    pub prediction_time_last_ms: f64,
+    pub prediction_lock_time_last_ms: f64,
     /// Seconds.
     pub total_step_time: u64,
     /// Seconds.

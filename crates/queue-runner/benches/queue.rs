@@ -377,6 +377,22 @@ in builtins.listToAttrs (builtins.genList (i: {{ name = "j${{toString i}}";
     }
     let loaded = start.elapsed();
     let at_loaded = memory(me);
+    // One prediction of the whole queue, once it is all read.
+    let made = status["nrPredictions"].as_u64().unwrap_or(0);
+    let mut after = status.clone();
+    let waited = Instant::now();
+    while after["nrPredictions"].as_u64().unwrap_or(0) <= made
+        && waited.elapsed() < Duration::from_secs(120)
+    {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        after = runner_status(address).await;
+    }
+    println!(
+        "(c) a prediction of the whole queue ({} steps): {:.0} ms, {:.0} ms of it with the queue locked",
+        after["nrUnfinishedSteps"],
+        after["predictionTimeLastMs"].as_f64().unwrap_or(0.0),
+        after["predictionLockTimeLastMs"].as_f64().unwrap_or(0.0),
+    );
     shutdown.cancel();
     task.await.unwrap().unwrap();
     let grown = at_loaded.1.saturating_sub(before.0);

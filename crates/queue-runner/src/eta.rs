@@ -346,7 +346,7 @@ impl Snapshot {
         let mut steps = Vec::with_capacity(state.steps.len());
         for (drv, step) in &state.steps {
             index.insert(drv.as_str(), steps.len());
-            order.push((step.rank().key(state.share_used(step)), steps.len()));
+            order.push((step.key(state.share_used(step)), steps.len()));
             let job = step
                 .builds
                 .iter()
@@ -780,8 +780,11 @@ fn predict(queue: &Queue) -> Vec<(BuildId, Eta)> {
     let moved = queue.predictions().update(&snapshot, &forecast, made_at);
     let s = &queue.stats;
     Stats::add(&s.predictions, 1);
-    Stats::add(&s.prediction_time_us, now.elapsed().as_micros() as u64);
+    let took = now.elapsed().as_micros() as u64;
+    Stats::add(&s.prediction_time_us, took);
     Stats::add(&s.prediction_lock_time_us, locked.as_micros() as u64);
+    Stats::set(&s.prediction_last_us, took);
+    Stats::set(&s.prediction_last_lock_us, locked.as_micros() as u64);
     moved
 }
 

@@ -100,6 +100,18 @@ impl Step {
         self.deps.is_empty() && self.running.is_none()
     }
 
+    /// The dispatcher's key of the step, with the share its jobsets used
+    /// (as its [`Rank`] gives it, without copying its path).
+    pub(crate) fn key(&self, share_used: f64) -> crate::dispatch::StepKey {
+        crate::dispatch::StepKey {
+            global_priority: self.highest_global_priority,
+            share_used,
+            critical_path: self.critical_path,
+            local_priority: self.highest_local_priority,
+            lowest_build_id: self.lowest_build_id,
+        }
+    }
+
     pub(crate) fn rank(&self) -> Rank {
         Rank {
             global_priority: Reverse(self.highest_global_priority),
@@ -512,6 +524,8 @@ pub struct Stats {
     pub predictions: AtomicU64,
     pub prediction_time_us: AtomicU64,
     pub prediction_lock_time_us: AtomicU64,
+    pub prediction_last_us: AtomicU64,
+    pub prediction_last_lock_us: AtomicU64,
     pub queue_checks_started: AtomicU64,
     pub queue_checks_finished: AtomicU64,
     pub queue_steps_created: AtomicU64,
@@ -524,6 +538,10 @@ pub struct Stats {
 impl Stats {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn set(counter: &AtomicU64, n: u64) {
+        counter.store(n, Ordering::Relaxed);
     }
 
     pub fn get(counter: &AtomicU64) -> u64 {

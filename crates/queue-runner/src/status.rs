@@ -158,6 +158,8 @@ fn runner_status(queue: &Queue) -> RunnerStatus {
     let per_prediction = |us: u64| us as f64 / 1000.0 / predictions.max(1) as f64;
     status.prediction_time_avg_ms = per_prediction(Stats::get(&s.prediction_time_us));
     status.prediction_lock_time_avg_ms = per_prediction(Stats::get(&s.prediction_lock_time_us));
+    status.prediction_time_last_ms = Stats::get(&s.prediction_last_us) as f64 / 1000.0;
+    status.prediction_lock_time_last_ms = Stats::get(&s.prediction_last_lock_us) as f64 / 1000.0;
     status.total_step_time = Stats::get(&s.total_step_time_ms) / 1000;
     status.total_step_build_time = Stats::get(&s.total_step_build_time_ms) / 1000;
     status.avg_step_time = Stats::get(&s.total_step_time_ms) as f64 / 1000.0 / done as f64;

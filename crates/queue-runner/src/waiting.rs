@@ -276,7 +276,7 @@ pub(crate) fn explain(state: &State, id: BuildId, now: Instant, now_unix: i64) -
 /// priority, less share used, longer chain, …), each counted once, by
 /// the first reason that puts it ahead.
 fn ahead_of(state: &State, step: &Step) -> Ahead {
-    let key = step.rank().key(state.share_used(step));
+    let key = step.key(state.share_used(step));
     let Some(group) = state.ready.groups().get(step.group) else {
         return Ahead::default();
     };
