@@ -147,6 +147,15 @@ async fn queue_all(db: &TestDb, store: &NixStore, jobset: i32, file: &Path) -> V
     ids.into_iter().map(|id| id.0).collect()
 }
 
+/// Every build succeeded (a benchmark of failures would measure nothing).
+async fn assert_all_succeeded(db: &TestDb) {
+    let failed: i64 = sqlx::query_scalar("select count(*) from Builds where buildStatus <> 0")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(failed, 0);
+}
+
 async fn wait_all(db: &TestDb) {
     loop {
         let left: i64 = sqlx::query_scalar("select count(*) from Builds where finished = 0")
@@ -202,11 +211,7 @@ async fn bench_dag() {
     let ours = start.elapsed();
     shutdown.cancel();
     task.await.unwrap().unwrap();
-    let failed: i64 = sqlx::query_scalar("select count(*) from Builds where buildStatus <> 0")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-    assert_eq!(failed, 0);
+    assert_all_succeeded(&db).await;
     println!(
         "(a) DAG of {} derivations, max-jobs {JOBS}: queue runner {:.2} s, nix-build {:.2} s, ratio {:.2} (budget <= 1.2)",
         ids.len(),
@@ -518,7 +523,7 @@ async fn bench_eta() {
         shutdown.clone(),
     ));
     let s = salt();
-    let mut measured = Vec::new();
+    let mut measured = None;
     for round in 0..2 {
         let file = data.path().join(format!("timed-{round}.nix"));
         std::fs::write(&file, timed_set(&s, round)).unwrap();
@@ -560,17 +565,13 @@ async fn bench_eta() {
             ids.len()
         );
         if round == 1 {
-            measured = vec![(ids, start_unix, took, samples)];
+            measured = Some((ids, start_unix, took, samples));
         }
     }
     shutdown.cancel();
     task.await.unwrap().unwrap();
-    let failed: i64 = sqlx::query_scalar("select count(*) from Builds where buildStatus <> 0")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-    assert_eq!(failed, 0);
-    let Some((ids, start_unix, took, samples)) = measured.pop() else {
+    assert_all_succeeded(&db).await;
+    let Some((ids, start_unix, took, samples)) = measured else {
         return;
     };
     let stops: std::collections::HashMap<i32, f64> =
